@@ -1,0 +1,177 @@
+/*
+ * rwkv-lite C API.
+ *
+ * Three kinds of handles:
+ *   rwkvl_model    read-only weights; may be shared by any number of threads and contexts.
+ *   rwkvl_context  a thread pool plus scratch buffers for evaluating one sequence at a time;
+ *                  use one context per concurrently evaluating thread.
+ *   rwkvl_state    the recurrent state (fixed size); small, copyable, savable to a file.
+ *
+ * Every function that can fail returns rwkvl_status; on failure rwkvl_last_error() returns a
+ * message for the calling thread (valid until that thread's next failing call). Nothing in the
+ * library calls exit() or prints, except where a progress callback is given.
+ * Unless noted, a NULL handle argument returns RWKVL_ERR_INVALID_ARGUMENT.
+ */
+#ifndef RWKV_LITE_H
+#define RWKV_LITE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define RWKVL_VERSION_STRING "0.1.0"
+
+typedef enum rwkvl_status {
+  RWKVL_OK = 0,
+  RWKVL_ERR_INVALID_ARGUMENT = 1, /* an argument is out of range (token id, size, NULL handle, ...) */
+  RWKVL_ERR_IO = 2,               /* open/read/write failed */
+  RWKVL_ERR_FORMAT = 3,           /* the file is malformed, truncated or inconsistent */
+  RWKVL_ERR_UNSUPPORTED = 4,      /* well-formed but not supported (version, dtype, architecture) */
+  RWKVL_ERR_OUT_OF_MEMORY = 5,
+  RWKVL_ERR_INTERNAL = 6
+} rwkvl_status;
+
+/* Message describing the last failure in the calling thread ("" if none). */
+const char* rwkvl_last_error(void);
+const char* rwkvl_status_name(rwkvl_status s);
+/* One line: version, build type, instruction set in use (e.g. "avx2"), compiler. */
+const char* rwkvl_system_info(void);
+
+typedef struct rwkvl_model rwkvl_model;
+typedef struct rwkvl_context rwkvl_context;
+typedef struct rwkvl_state rwkvl_state;
+typedef struct rwkvl_tokenizer rwkvl_tokenizer;
+typedef struct rwkvl_sampler rwkvl_sampler;
+
+/* ---------------------------------------------------------------- models */
+
+typedef struct rwkvl_model_params {
+  /* Weight dtype to hold matrices in after loading: "keep" (as stored; default), "f32", "f16", "bf16"
+     or "i8" (per-row int8). Conversions happen at load time. */
+  const char* weight_dtype;
+  /* GroupNorm epsilon of att.ln_x; <= 0 means the file's / format's own value (default). */
+  float ln_x_eps_override;
+} rwkvl_model_params;
+
+rwkvl_model_params rwkvl_model_default_params(void);
+
+/* Loads any supported file (rwkv.cpp .bin, PyTorch .pth, safetensors, native rwkv-lite), recognised by
+   content. params may be NULL for defaults. */
+rwkvl_status rwkvl_model_load(const char* path, const rwkvl_model_params* params, rwkvl_model** out);
+void rwkvl_model_free(rwkvl_model* model); /* NULL is a no-op */
+
+typedef struct rwkvl_model_info {
+  int arch_major;        /* 4, 5, 6 or 7 */
+  int arch_minor;        /* 5.0/5.1/5.2 -> 0/1/2, else 0 */
+  char arch_name[16];    /* "v4", "v5.1", "v5.2", "v6", "v7" */
+  char file_kind[16];    /* "rwkv.cpp", "pth", "safetensors", "native" */
+  char weight_dtype[16]; /* dtype of most matrices: "f32", "f16", "bf16", "i8", "mixed" */
+  int n_layer, n_embd, n_vocab, n_head, head_size, n_ffn;
+  float ln_x_eps;             /* 0 for v4 (no ln_x) */
+  uint64_t n_params;          /* parameter count */
+  uint64_t weight_bytes;      /* bytes of all weights as held in memory */
+  uint64_t bytes_per_token;   /* bytes of weights read to generate one token (all matrices, one
+                                 embedding row, small vectors, head) */
+  uint64_t state_floats;      /* size of the recurrent state in float32 values */
+} rwkvl_model_info;
+
+rwkvl_status rwkvl_model_get_info(const rwkvl_model* model, rwkvl_model_info* info);
+
+/* Writes the model to `path` in the native format with matrices stored as `dtype` ("keep", "f32",
+   "f16", "bf16", "i8"). The output appears atomically (no partial file on failure). */
+rwkvl_status rwkvl_model_save(const rwkvl_model* model, const char* path, const char* dtype);
+
+/* Makes a model with random weights of the given shape (for benchmarks) and saves it natively.
+   arch_major in {4,5,6,7} (5 means 5.2). n_ffn 0 -> the architecture's default (3.5*D for 5/6,
+   4*D for 4/7). head_size 0 -> 64. */
+typedef struct rwkvl_synth_params {
+  int arch_major, n_layer, n_embd, n_vocab, n_ffn, head_size;
+  const char* dtype; /* "f32", "f16", "bf16", "i8" */
+  uint64_t seed;
+} rwkvl_synth_params;
+rwkvl_status rwkvl_synth(const rwkvl_synth_params* params, const char* path);
+
+/* ---------------------------------------------------------------- contexts and evaluation */
+
+/* n_threads <= 0 -> number of online cores. */
+rwkvl_status rwkvl_context_new(const rwkvl_model* model, int n_threads, rwkvl_context** out);
+void rwkvl_context_free(rwkvl_context* ctx);
+int rwkvl_context_threads(const rwkvl_context* ctx);
+
+rwkvl_status rwkvl_state_new(const rwkvl_model* model, rwkvl_state** out); /* a fresh (initial) state */
+void rwkvl_state_free(rwkvl_state* state);
+rwkvl_status rwkvl_state_reset(rwkvl_state* state); /* back to the initial state */
+rwkvl_status rwkvl_state_copy(rwkvl_state* dst, const rwkvl_state* src); /* same model shape */
+/* The raw float32 values (rwkvl_model_info.state_floats of them). */
+float* rwkvl_state_data(rwkvl_state* state);
+/* Saves / restores the state in a small self-describing file tied to the model's shape. */
+rwkvl_status rwkvl_state_save(const rwkvl_state* state, const char* path);
+rwkvl_status rwkvl_state_load(rwkvl_state* state, const char* path);
+
+/* Feeds n tokens, updating the state. logits: NULL (skip the head) or n_vocab floats receiving the
+   logits after the last token. Tokens are processed in sequence mode (matrix x matrix products over
+   chunks of up to `chunk` tokens); chunk == 1 is pure RNN mode; chunk == 0 uses the default (32).
+   Results equal RNN mode up to float rounding. A token id outside [0, n_vocab) fails with
+   RWKVL_ERR_INVALID_ARGUMENT and leaves the state unchanged. */
+rwkvl_status rwkvl_eval(rwkvl_context* ctx, rwkvl_state* state, const int32_t* tokens, size_t n, size_t chunk,
+                        float* logits);
+/* Like rwkvl_eval but writes the logits after every token: logits_all has n * n_vocab floats. */
+rwkvl_status rwkvl_eval_all_logits(rwkvl_context* ctx, rwkvl_state* state, const int32_t* tokens, size_t n,
+                                   size_t chunk, float* logits_all);
+
+/* ---------------------------------------------------------------- tokenizers */
+
+/* Picks the tokenizer by vocabulary size: 256 -> bytes, 65536 -> RWKV World, 50277/50304 -> GPT-NeoX
+   20B. `path` may be NULL: then the file is searched for in $RWKVL_TOKENIZER_DIR, beside the model
+   file, in ./tokenizers, and in the install's share/rwkv-lite folder. */
+rwkvl_status rwkvl_tokenizer_for_model(const rwkvl_model* model, const char* model_path, const char* path,
+                                       rwkvl_tokenizer** out);
+/* kind: "byte", "world" or "neox". */
+rwkvl_status rwkvl_tokenizer_load(const char* kind, const char* path, rwkvl_tokenizer** out);
+void rwkvl_tokenizer_free(rwkvl_tokenizer* tok);
+const char* rwkvl_tokenizer_name(const rwkvl_tokenizer* tok);
+/* Encodes len bytes of text. Writes up to cap ids to out and the full count to *n_out; if the count
+   exceeds cap, returns RWKVL_ERR_INVALID_ARGUMENT (call again with a bigger buffer). */
+rwkvl_status rwkvl_tokenize(const rwkvl_tokenizer* tok, const char* text, size_t len, int32_t* out, size_t cap,
+                            size_t* n_out);
+/* Raw bytes of one token (may be a partial UTF-8 sequence); same cap/n_out protocol. */
+rwkvl_status rwkvl_token_bytes(const rwkvl_tokenizer* tok, int32_t id, char* out, size_t cap, size_t* n_out);
+
+/* ---------------------------------------------------------------- sampling */
+
+typedef struct rwkvl_sampler_params {
+  float temperature;       /* <= 0: greedy (argmax) */
+  int top_k;               /* <= 0: off */
+  float top_p;             /* >= 1: off */
+  float presence_penalty;  /* subtracted once from the logit of every token seen so far */
+  float frequency_penalty; /* subtracted per occurrence */
+  float penalty_decay;     /* occurrence counts are multiplied by this after each token (1 = no decay) */
+  uint64_t seed;
+} rwkvl_sampler_params;
+
+rwkvl_sampler_params rwkvl_sampler_default_params(void); /* temp 1, top_k 0, top_p 1, penalties 0, decay 1, seed 0 */
+rwkvl_status rwkvl_sampler_new(const rwkvl_sampler_params* params, rwkvl_sampler** out);
+void rwkvl_sampler_free(rwkvl_sampler* s);
+/* Picks a token from n_vocab logits (the array is modified: penalties, temperature). Deterministic
+   for a given seed and call sequence. Returns a token id, or -1 on bad arguments. */
+int32_t rwkvl_sampler_sample(rwkvl_sampler* s, float* logits, size_t n_vocab);
+/* Records a token (for the penalties). rwkvl_sampler_sample does NOT call this itself. */
+void rwkvl_sampler_accept(rwkvl_sampler* s, int32_t token);
+
+/* ---------------------------------------------------------------- measurement helpers */
+
+/* Peak resident set size of this process in bytes (VmHWM), 0 if unknown. */
+uint64_t rwkvl_peak_rss_bytes(void);
+uint64_t rwkvl_current_rss_bytes(void);
+/* Measures the sustained memory read bandwidth (bytes/s) with n_threads threads streaming over a
+   buffer of buffer_bytes (0 -> 256 MiB) for about `seconds`. */
+double rwkvl_measure_read_bandwidth(int n_threads, uint64_t buffer_bytes, double seconds);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* RWKV_LITE_H */

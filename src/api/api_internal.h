@@ -1,0 +1,42 @@
+// Shared plumbing of the C API implementation files: the thread-local last-error message and the
+// try/catch wrapper that turns rwkvl::Error (and std::bad_alloc) into an rwkvl_status.
+#pragma once
+
+#include <exception>
+#include <new>
+#include <string>
+
+#include "core/error.h"
+#include "rwkv_lite.h"
+
+namespace rwkvl::api {
+
+void set_last_error(const std::string& msg);
+void clear_last_error();
+rwkvl_status to_status(ErrorCode c);
+
+// Runs fn() and converts exceptions to a status (+ message). fn returns void.
+template <typename Fn>
+rwkvl_status guarded(Fn&& fn) {
+  try {
+    clear_last_error();
+    fn();
+    return RWKVL_OK;
+  } catch (const Error& e) {
+    set_last_error(e.what());
+    return to_status(e.code());
+  } catch (const std::bad_alloc&) {
+    set_last_error("out of memory");
+    return RWKVL_ERR_OUT_OF_MEMORY;
+  } catch (const std::exception& e) {
+    set_last_error(std::string("internal error: ") + e.what());
+    return RWKVL_ERR_INTERNAL;
+  }
+}
+
+}  // namespace rwkvl::api
+
+#define RWKVL_API_REQUIRE(cond, ...)                                  \
+  do {                                                                \
+    if (!(cond)) RWKVL_FAIL(kInvalidArgument, __VA_ARGS__);           \
+  } while (0)

@@ -1,0 +1,356 @@
+// The C API over the C++ core: models, contexts, states, tokenizers, conversion and synthesis.
+// (Sampling and measurement live in c_api_sampling.cpp / c_api_measure.cpp.)
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <thread>
+
+#include "api/api_internal.h"
+#include "core/mapped_file.h"
+#include "model/model.h"
+#include "rwkv_lite.h"
+#include "tokenizer/tokenizer.h"
+
+using rwkvl::api::guarded;
+
+struct rwkvl_model {
+  std::shared_ptr<rwkvl::Model> m;
+};
+struct rwkvl_context {
+  std::unique_ptr<rwkvl::Context> ctx;
+  int n_threads = 1;
+};
+struct rwkvl_state {
+  rwkvl::State st;
+  rwkvl::ModelConfig cfg;
+};
+struct rwkvl_tokenizer {
+  std::unique_ptr<rwkvl::Tokenizer> tok;
+  std::string name;
+};
+
+namespace {
+
+void copy_str(char* dst, size_t cap, const std::string& s) {
+  std::snprintf(dst, cap, "%s", s.c_str());
+}
+
+bool file_exists(const std::string& p) {
+  struct stat st {};
+  return stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+std::string dir_of(const std::string& p) {
+  const size_t k = p.find_last_of('/');
+  return k == std::string::npos ? std::string(".") : p.substr(0, k);
+}
+
+std::string exe_dir() {
+  char buf[4096];
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return ".";
+  buf[n] = 0;
+  return dir_of(buf);
+}
+
+// Where tokenizer files are looked for, in order.
+std::vector<std::string> tokenizer_dirs(const char* model_path) {
+  std::vector<std::string> d;
+  if (const char* e = std::getenv("RWKVL_TOKENIZER_DIR")) d.push_back(e);
+  if (model_path) {
+    d.push_back(dir_of(model_path));
+    d.push_back(dir_of(model_path) + "/../tokenizers");
+    d.push_back(dir_of(model_path) + "/../../tokenizers");
+  }
+  d.push_back("tokenizers");
+  d.push_back(exe_dir() + "/../share/rwkv-lite");
+#ifdef RWKVL_DEFAULT_TOKENIZER_DIR
+  d.push_back(RWKVL_DEFAULT_TOKENIZER_DIR);
+#endif
+  return d;
+}
+
+constexpr char kStateMagic[8] = {'R', 'W', 'K', 'V', 'S', 'T', 'A', 'T'};
+
+}  // namespace
+
+extern "C" {
+
+rwkvl_model_params rwkvl_model_default_params(void) {
+  rwkvl_model_params p;
+  p.weight_dtype = "keep";
+  p.ln_x_eps_override = 0.f;
+  return p;
+}
+
+rwkvl_status rwkvl_model_load(const char* path, const rwkvl_model_params* params, rwkvl_model** out) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(path && out, "rwkvl_model_load: path and out must not be NULL");
+    *out = nullptr;
+    rwkvl::Model::LoadOptions o;
+    if (params) {
+      if (params->weight_dtype) o.weight_dtype = params->weight_dtype;
+      o.ln_x_eps_override = params->ln_x_eps_override;
+    }
+    auto h = std::make_unique<rwkvl_model>();
+    h->m = rwkvl::Model::load(path, o);
+    *out = h.release();
+  });
+}
+
+void rwkvl_model_free(rwkvl_model* model) { delete model; }
+
+rwkvl_status rwkvl_model_get_info(const rwkvl_model* model, rwkvl_model_info* info) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(model && info, "rwkvl_model_get_info: NULL argument");
+    const rwkvl::Model& m = *model->m;
+    const rwkvl::ModelConfig& c = m.config();
+    std::memset(info, 0, sizeof *info);
+    info->arch_major = c.arch_major;
+    info->arch_minor = c.arch_minor;
+    copy_str(info->arch_name, sizeof info->arch_name, c.arch_name());
+    copy_str(info->file_kind, sizeof info->file_kind, rwkvl::file_kind_name(m.source_kind()));
+    copy_str(info->weight_dtype, sizeof info->weight_dtype, m.weight_dtype_name());
+    info->n_layer = c.n_layer;
+    info->n_embd = c.n_embd;
+    info->n_vocab = c.n_vocab;
+    info->n_head = c.n_head;
+    info->head_size = c.head_size;
+    info->n_ffn = c.n_ffn;
+    info->ln_x_eps = c.ln_x_eps;
+    info->n_params = m.n_params();
+    info->weight_bytes = m.weight_bytes();
+    info->bytes_per_token = m.bytes_per_token();
+    info->state_floats = m.state_floats();
+  });
+}
+
+rwkvl_status rwkvl_model_save(const rwkvl_model* model, const char* path, const char* dtype) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(model && path, "rwkvl_model_save: NULL argument");
+    model->m->save_native(path, dtype ? dtype : "keep");
+  });
+}
+
+rwkvl_status rwkvl_synth(const rwkvl_synth_params* params, const char* path) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(params && path, "rwkvl_synth: NULL argument");
+    rwkvl::ModelConfig c;
+    c.arch_major = params->arch_major;
+    c.n_layer = params->n_layer;
+    c.n_embd = params->n_embd;
+    c.n_vocab = params->n_vocab;
+    c.n_ffn = params->n_ffn;
+    c.head_size = params->head_size;
+    auto m = rwkvl::synth_model(c, params->dtype ? params->dtype : "f32", params->seed);
+    m->save_native(path, "keep");
+  });
+}
+
+// ---------------------------------------------------------------- contexts, states, eval
+
+rwkvl_status rwkvl_context_new(const rwkvl_model* model, int n_threads, rwkvl_context** out) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(model && out, "rwkvl_context_new: NULL argument");
+    *out = nullptr;
+    if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    RWKVL_API_REQUIRE(n_threads <= 1024, "rwkvl_context_new: %d threads is too many", n_threads);
+    auto h = std::make_unique<rwkvl_context>();
+    h->ctx = std::make_unique<rwkvl::Context>(model->m, n_threads);
+    h->n_threads = n_threads;
+    *out = h.release();
+  });
+}
+
+void rwkvl_context_free(rwkvl_context* ctx) { delete ctx; }
+int rwkvl_context_threads(const rwkvl_context* ctx) { return ctx ? ctx->n_threads : 0; }
+
+rwkvl_status rwkvl_state_new(const rwkvl_model* model, rwkvl_state** out) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(model && out, "rwkvl_state_new: NULL argument");
+    auto h = std::make_unique<rwkvl_state>();
+    h->cfg = model->m->config();
+    h->st.reset(h->cfg);
+    *out = h.release();
+  });
+}
+
+void rwkvl_state_free(rwkvl_state* state) { delete state; }
+
+rwkvl_status rwkvl_state_reset(rwkvl_state* state) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(state, "rwkvl_state_reset: NULL state");
+    state->st.reset(state->cfg);
+  });
+}
+
+rwkvl_status rwkvl_state_copy(rwkvl_state* dst, const rwkvl_state* src) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(dst && src, "rwkvl_state_copy: NULL argument");
+    RWKVL_API_REQUIRE(dst->st.data.size() == src->st.data.size() && dst->cfg.arch_major == src->cfg.arch_major,
+                      "rwkvl_state_copy: states belong to models of different shapes");
+    dst->st.data = src->st.data;
+  });
+}
+
+float* rwkvl_state_data(rwkvl_state* state) { return state ? state->st.data.data() : nullptr; }
+
+rwkvl_status rwkvl_state_save(const rwkvl_state* state, const char* path) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(state && path, "rwkvl_state_save: NULL argument");
+    const rwkvl::ModelConfig& c = state->cfg;
+    rwkvl::AtomicFileWriter w(path);
+    w.write(kStateMagic, 8);
+    const uint32_t hdr[7] = {1u, static_cast<uint32_t>(c.arch_major), static_cast<uint32_t>(c.n_layer),
+                             static_cast<uint32_t>(c.n_embd), static_cast<uint32_t>(c.n_head),
+                             static_cast<uint32_t>(c.head_size), 0u};
+    w.write(hdr, sizeof hdr);
+    const uint64_t n = state->st.data.size();
+    w.write(&n, 8);
+    w.write(state->st.data.data(), n * sizeof(float));
+    w.commit();
+  });
+}
+
+rwkvl_status rwkvl_state_load(rwkvl_state* state, const char* path) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(state && path, "rwkvl_state_load: NULL argument");
+    auto f = rwkvl::MappedFile::open(path);
+    const rwkvl::ModelConfig& c = state->cfg;
+    if (f->size() < 44 || std::memcmp(f->data(), kStateMagic, 8) != 0)
+      RWKVL_FAIL(kFormat, "%s: not an rwkv-lite state file", path);
+    uint32_t hdr[7];
+    std::memcpy(hdr, f->data() + 8, sizeof hdr);
+    uint64_t n;
+    std::memcpy(&n, f->data() + 36, 8);
+    if (hdr[0] != 1) RWKVL_FAIL(kUnsupported, "%s: state file version %u is not supported", path, hdr[0]);
+    if (hdr[1] != static_cast<uint32_t>(c.arch_major) || hdr[2] != static_cast<uint32_t>(c.n_layer) ||
+        hdr[3] != static_cast<uint32_t>(c.n_embd) || hdr[4] != static_cast<uint32_t>(c.n_head) ||
+        hdr[5] != static_cast<uint32_t>(c.head_size) || n != state->st.data.size())
+      RWKVL_FAIL(kInvalidArgument, "%s: state was saved for a different model (v%u, %u layers, width %u)", path, hdr[1],
+                 hdr[2], hdr[3]);
+    if (!f->contains(44, n * sizeof(float))) RWKVL_FAIL(kFormat, "%s: truncated state file", path);
+    std::memcpy(state->st.data.data(), f->data() + 44, n * sizeof(float));
+  });
+}
+
+static rwkvl_status eval_impl(rwkvl_context* ctx, rwkvl_state* state, const int32_t* tokens, size_t n, size_t chunk,
+                              float* logits, float* logits_all) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(ctx && state && (tokens || n == 0), "rwkvl_eval: NULL argument");
+    if (n == 0) return;
+    ctx->ctx->eval(state->st, tokens, n, chunk, logits, logits_all);
+  });
+}
+
+rwkvl_status rwkvl_eval(rwkvl_context* ctx, rwkvl_state* state, const int32_t* tokens, size_t n, size_t chunk,
+                        float* logits) {
+  return eval_impl(ctx, state, tokens, n, chunk, logits, nullptr);
+}
+
+rwkvl_status rwkvl_eval_all_logits(rwkvl_context* ctx, rwkvl_state* state, const int32_t* tokens, size_t n,
+                                   size_t chunk, float* logits_all) {
+  if (!logits_all) {
+    rwkvl::api::set_last_error("rwkvl_eval_all_logits: logits_all must not be NULL");
+    return RWKVL_ERR_INVALID_ARGUMENT;
+  }
+  return eval_impl(ctx, state, tokens, n, chunk, nullptr, logits_all);
+}
+
+// ---------------------------------------------------------------- tokenizers
+
+rwkvl_status rwkvl_tokenizer_load(const char* kind, const char* path, rwkvl_tokenizer** out) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(kind && out, "rwkvl_tokenizer_load: NULL argument");
+    *out = nullptr;
+    const std::string k = kind;
+    auto h = std::make_unique<rwkvl_tokenizer>();
+    if (k == "byte") {
+      h->tok = rwkvl::Tokenizer::byte_level();
+    } else if (k == "world" || k == "neox") {
+      RWKVL_API_REQUIRE(path, "rwkvl_tokenizer_load: the %s tokenizer needs a file path", kind);
+      h->tok = k == "world" ? rwkvl::Tokenizer::world_from_file(path) : rwkvl::Tokenizer::neox_from_file(path);
+    } else {
+      RWKVL_FAIL(kInvalidArgument, "unknown tokenizer kind '%s' (byte, world or neox)", kind);
+    }
+    h->name = h->tok->name();
+    *out = h.release();
+  });
+}
+
+rwkvl_status rwkvl_tokenizer_for_model(const rwkvl_model* model, const char* model_path, const char* path,
+                                       rwkvl_tokenizer** out) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(model && out, "rwkvl_tokenizer_for_model: NULL argument");
+    *out = nullptr;
+    const int V = model->m->config().n_vocab;
+    std::string kind, file;
+    if (V == 256) {
+      kind = "byte";
+    } else if (V == 65536) {
+      kind = "world";
+      file = "rwkv_vocab_v20230424.txt";
+    } else if (V == 50277 || V == 50304) {
+      kind = "neox";
+      file = "20B_tokenizer.json";
+    } else if (!path) {
+      RWKVL_FAIL(kUnsupported, "no built-in tokenizer for a vocabulary of %d tokens (pass a tokenizer file)", V);
+    }
+    std::string found = path ? std::string(path) : std::string();
+    if (found.empty() && !file.empty()) {
+      std::string tried;
+      for (const std::string& d : tokenizer_dirs(model_path)) {
+        const std::string cand = d + "/" + file;
+        if (file_exists(cand)) {
+          found = cand;
+          break;
+        }
+        tried += "\n  " + cand;
+      }
+      if (found.empty())
+        RWKVL_FAIL(kIo, "the model has %d tokens, so it needs the %s tokenizer file '%s'; not found in:%s\n(set RWKVL_TOKENIZER_DIR or pass --tokenizer PATH)",
+                   V, kind.c_str(), file.c_str(), tried.c_str());
+    }
+    if (kind.empty()) {  // explicit file for an unusual vocabulary: guess by content
+      kind = found.size() > 5 && found.compare(found.size() - 5, 5, ".json") == 0 ? "neox" : "world";
+    }
+    auto h = std::make_unique<rwkvl_tokenizer>();
+    if (kind == "byte") h->tok = rwkvl::Tokenizer::byte_level();
+    else if (kind == "world") h->tok = rwkvl::Tokenizer::world_from_file(found);
+    else h->tok = rwkvl::Tokenizer::neox_from_file(found);
+    if (h->tok->vocab_size() > V)
+      RWKVL_FAIL(kInvalidArgument, "tokenizer '%s' has %d tokens but the model only %d", found.c_str(), h->tok->vocab_size(), V);
+    h->name = h->tok->name();
+    *out = h.release();
+  });
+}
+
+void rwkvl_tokenizer_free(rwkvl_tokenizer* tok) { delete tok; }
+const char* rwkvl_tokenizer_name(const rwkvl_tokenizer* tok) { return tok ? tok->name.c_str() : ""; }
+
+rwkvl_status rwkvl_tokenize(const rwkvl_tokenizer* tok, const char* text, size_t len, int32_t* out, size_t cap,
+                            size_t* n_out) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(tok && (text || len == 0) && n_out, "rwkvl_tokenize: NULL argument");
+    std::vector<int32_t> ids = tok->tok->encode(std::string_view(text ? text : "", len));
+    *n_out = ids.size();
+    RWKVL_API_REQUIRE(ids.size() <= cap, "rwkvl_tokenize: %zu tokens do not fit in a buffer of %zu", ids.size(), cap);
+    if (!ids.empty()) std::memcpy(out, ids.data(), ids.size() * sizeof(int32_t));
+  });
+}
+
+rwkvl_status rwkvl_token_bytes(const rwkvl_tokenizer* tok, int32_t id, char* out, size_t cap, size_t* n_out) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(tok && n_out, "rwkvl_token_bytes: NULL argument");
+    const std::string b = tok->tok->token_bytes(id);
+    *n_out = b.size();
+    RWKVL_API_REQUIRE(b.size() <= cap, "rwkvl_token_bytes: %zu bytes do not fit in a buffer of %zu", b.size(), cap);
+    if (!b.empty()) std::memcpy(out, b.data(), b.size());
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,52 @@
+// Read-only view of a whole file: memory-mapped where possible. Every reader checks offsets and
+// sizes against size() before touching bytes.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <cstdio>
+#include <string>
+
+namespace rwkvl {
+
+class MappedFile {
+ public:
+  // Throws Error(kIo) if the file cannot be opened or mapped.
+  static std::shared_ptr<MappedFile> open(const std::string& path);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+  // True if [offset, offset+len) lies inside the file (overflow-safe).
+  bool contains(uint64_t offset, uint64_t len) const { return offset <= size_ && len <= size_ - offset; }
+
+ private:
+  MappedFile() = default;
+  std::string path_;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+  bool mapped_ = false;
+};
+
+// Writes a file atomically: data goes to "<path>.tmp.<pid>" and is renamed over <path> only when
+// complete, so a failed or interrupted writer never leaves a partial output file.
+class AtomicFileWriter {
+ public:
+  explicit AtomicFileWriter(const std::string& path);
+  ~AtomicFileWriter();  // removes the temporary file unless commit() succeeded
+  void write(const void* p, size_t n);
+  void pad_to(uint64_t alignment);
+  uint64_t tell() const { return pos_; }
+  void commit();
+
+ private:
+  std::string path_, tmp_;
+  std::FILE* f_ = nullptr;
+  uint64_t pos_ = 0;
+  bool committed_ = false;
+};
+
+}  // namespace rwkvl

@@ -1,0 +1,188 @@
+// Run-time selection of the kernel set and the multi-threaded entry points. Compiled with baseline
+// flags: nothing here may execute an instruction the CPU might lack.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/threadpool.h"
+#include "kernels/kernels.h"
+#include "kernels/kernels_internal.h"
+
+namespace rwkvl::kern {
+
+namespace {
+using detail::KernelSet;
+
+bool cpu_can(const KernelSet* k) {
+  if (k == &detail::kScalarKernels) return true;
+#if defined(RWKVL_ARCH_x86_64)
+  __builtin_cpu_init();  // may run before libgcc's own constructor if called from a static initialiser
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  if (k == &detail::kAvx2Kernels) return avx2;
+  // libgcc also checks (via XGETBV) that the OS saves the AVX-512 register state.
+  if (k == &detail::kAvx512Kernels)
+    return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+#endif
+#if defined(RWKVL_ARCH_aarch64)
+  if (k == &detail::kNeonKernels) return true;  // Advanced SIMD is mandatory in ARMv8-A
+#endif
+  return false;
+}
+
+// Every set compiled into this build, best first.
+const KernelSet* const kAllSets[] = {
+#if defined(RWKVL_ARCH_x86_64)
+    &detail::kAvx512Kernels,
+    &detail::kAvx2Kernels,
+#endif
+#if defined(RWKVL_ARCH_aarch64)
+    &detail::kNeonKernels,
+#endif
+    &detail::kScalarKernels,
+};
+
+const KernelSet* best_set() {
+  for (const KernelSet* k : kAllSets)
+    if (cpu_can(k)) return k;
+  return &detail::kScalarKernels;
+}
+
+// nullptr if the name is unknown to this build or the CPU cannot run it.
+const KernelSet* find_set(const char* name) {
+  for (const KernelSet* k : kAllSets)
+    if (std::strcmp(k->name, name) == 0) return cpu_can(k) ? k : nullptr;
+  return nullptr;
+}
+
+// The start-up choice: RWKVL_ISA if set and usable (a debugging / benchmarking aid), else the best.
+const KernelSet* default_set() {
+  static const KernelSet* const chosen = [] {
+    const char* env = std::getenv("RWKVL_ISA");
+    if (env && *env && std::strcmp(env, "auto") != 0) {
+      if (const KernelSet* k = find_set(env)) return k;
+      std::fprintf(stderr, "rwkv-lite: RWKVL_ISA=%s is not available on this CPU/build; using %s\n", env,
+                   best_set()->name);
+    }
+    return best_set();
+  }();
+  return chosen;
+}
+
+std::atomic<const KernelSet*> g_forced{nullptr};
+
+const KernelSet& current() {
+  const KernelSet* k = g_forced.load(std::memory_order_acquire);
+  return k ? *k : *default_set();
+}
+
+void check_mat(const MatRef& w) {
+  RWKVL_CHECK(w.dtype == DType::kF32 || w.dtype == DType::kF16 || w.dtype == DType::kBF16 || w.dtype == DType::kI8);
+  RWKVL_CHECK(w.rows >= 0 && w.cols >= 0);
+  RWKVL_CHECK(w.data != nullptr || w.rows == 0 || w.cols == 0);
+  RWKVL_CHECK(w.dtype != DType::kI8 || w.row_scale != nullptr || w.rows == 0);
+}
+
+// Below this much work a parallel region costs more than it saves: waking a spinning worker and
+// joining it is ~1-2 us, in which one core streams a few tens of KB or does ~50k multiply-adds.
+constexpr int64_t kMinParallelBytes = 64 * 1024;
+constexpr int64_t kMinParallelMacs = 64 * 1024;
+// Thread chunks start on multiples of this many rows: a multiple of every register tile height, and
+// 16 rows of even a 64-column int8 matrix is a full cache line, so threads never share a line of W.
+constexpr int64_t kRowGrain = 16;
+
+int64_t weight_bytes(const MatRef& w) {
+  return w.rows * w.cols * static_cast<int64_t>(dtype_info(w.dtype).block_bytes);
+}
+
+}  // namespace
+
+void matvec_rows(const MatRef& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
+  check_mat(w);
+  RWKVL_CHECK(0 <= row_begin && row_begin <= row_end && row_end <= w.rows);
+  current().matvec_rows(w, x, y, row_begin, row_end);
+}
+
+void matmul_rows(const MatRef& w, const float* X, int64_t n, float* Y, int64_t row_begin, int64_t row_end) {
+  check_mat(w);
+  RWKVL_CHECK(n >= 0 && 0 <= row_begin && row_begin <= row_end && row_end <= w.rows);
+  current().matmul_rows(w, X, n, Y, row_begin, row_end);
+}
+
+void matvec(const MatRef& w, const float* x, float* y, ThreadPool* pool) {
+  check_mat(w);
+  const KernelSet& k = current();
+  if (!pool || pool->size() == 1 || weight_bytes(w) < kMinParallelBytes) {
+    k.matvec_rows(w, x, y, 0, w.rows);
+    return;
+  }
+  // One small capture (a pointer) keeps std::function from allocating on every call.
+  struct Args {
+    const KernelSet* k;
+    const MatRef* w;
+    const float* x;
+    float* y;
+  } a{&k, &w, x, y};
+  pool->parallel_for(
+      w.rows, [p = &a](int64_t b, int64_t e) { p->k->matvec_rows(*p->w, p->x, p->y, b, e); }, kRowGrain);
+}
+
+void matmul(const MatRef& w, const float* X, int64_t n, float* Y, ThreadPool* pool) {
+  check_mat(w);
+  RWKVL_CHECK(n >= 0);
+  if (n == 1) return matvec(w, X, Y, pool);  // same layout; the matvec kernel is the faster one for 1 token
+  const KernelSet& k = current();
+  if (!pool || pool->size() == 1 || w.rows * w.cols * n < kMinParallelMacs) {
+    k.matmul_rows(w, X, n, Y, 0, w.rows);
+    return;
+  }
+  struct Args {
+    const KernelSet* k;
+    const MatRef* w;
+    const float* X;
+    int64_t n;
+    float* Y;
+  } a{&k, &w, X, n, Y};
+  pool->parallel_for(
+      w.rows, [p = &a](int64_t b, int64_t e) { p->k->matmul_rows(*p->w, p->X, p->n, p->Y, b, e); }, kRowGrain);
+}
+
+void quantize_rows_i8(const float* src, int64_t rows, int64_t cols, int8_t* q, float* scale) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = src + r * cols;
+    float amax = 0.0f;
+    for (int64_t c = 0; c < cols; ++c) {
+      if (!std::isfinite(row[c]))
+        RWKVL_FAIL(kInvalidArgument, "cannot quantise to int8: row %lld has a non-finite value at column %lld",
+                   static_cast<long long>(r), static_cast<long long>(c));
+      amax = std::max(amax, std::fabs(row[c]));
+    }
+    const float s = amax / 127.0f;
+    scale[r] = s;
+    int8_t* out = q + r * cols;
+    for (int64_t c = 0; c < cols; ++c) {
+      // s == 0 only for an all-zero row (or one of values so tiny amax/127 underflows): store zeros.
+      const float v = s > 0.0f ? std::round(row[c] / s) : 0.0f;
+      out[c] = static_cast<int8_t>(std::clamp(v, -127.0f, 127.0f));  // clamp: v/s may round just past 127
+    }
+  }
+}
+
+const char* active_isa() { return current().name; }
+
+bool force_isa(const char* name) {
+  if (name == nullptr || std::strcmp(name, "auto") == 0) {
+    g_forced.store(nullptr, std::memory_order_release);
+    return true;
+  }
+  const KernelSet* k = find_set(name);
+  if (!k) return false;
+  g_forced.store(k, std::memory_order_release);
+  return true;
+}
+
+}  // namespace rwkvl::kern

@@ -1,0 +1,43 @@
+// Internal interface between the run-time dispatcher (dispatch.cpp) and the per-ISA kernel files.
+// Each ISA file is compiled with its own target flags and exports one KernelSet; only dispatch.cpp
+// (baseline flags) decides which set may run on this CPU.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/kernels.h"
+
+namespace rwkvl::kern::detail {
+
+using MatvecRowsFn = void (*)(const MatRef& w, const float* x, float* y, int64_t row_begin, int64_t row_end);
+using MatmulRowsFn = void (*)(const MatRef& w, const float* X, int64_t n, float* Y, int64_t row_begin,
+                              int64_t row_end);
+
+struct KernelSet {
+  const char* name;
+  MatvecRowsFn matvec_rows;
+  MatmulRowsFn matmul_rows;
+};
+
+extern const KernelSet kScalarKernels;  // matvec_scalar.cpp, every architecture
+#if defined(RWKVL_ARCH_x86_64)
+extern const KernelSet kAvx2Kernels;    // matvec_avx2.cpp: AVX2 + FMA + F16C
+extern const KernelSet kAvx512Kernels;  // matvec_avx512.cpp: AVX-512 F/BW/VL/DQ
+#endif
+#if defined(RWKVL_ARCH_aarch64)
+extern const KernelSet kNeonKernels;    // matvec_neon.cpp: Advanced SIMD + FP16 conversions
+#endif
+
+// Element type stored for each weight dtype.
+template <DType D>
+struct Elem;
+template <>
+struct Elem<DType::kF32> { using T = float; };
+template <>
+struct Elem<DType::kF16> { using T = uint16_t; };
+template <>
+struct Elem<DType::kBF16> { using T = uint16_t; };
+template <>
+struct Elem<DType::kI8> { using T = int8_t; };
+
+}  // namespace rwkvl::kern::detail

@@ -1,0 +1,53 @@
+// AVX2 + FMA + F16C kernels (x86-64). Compiled with -mavx2 -mfma -mf16c; only called after
+// dispatch.cpp has checked those features at run time.
+#include <immintrin.h>
+
+#include "kernels/simd_impl.h"
+
+namespace rwkvl::kern::detail {
+namespace {
+
+struct Avx2 {
+  using V = __m256;
+  static constexpr int kW = 8;
+  // 2 rows x 4 tokens: 8 accumulators + 2 converted weight vectors + 1 x vector fit the 16 ymm
+  // registers without spills, and each converted weight vector serves 4 tokens.
+  static constexpr int kTileR = 2, kTileT = 4;
+
+  static V zero() { return _mm256_setzero_ps(); }
+  static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V fma(V a, V b, V acc) { return _mm256_fmadd_ps(a, b, acc); }
+  static V loadx(const float* p) { return _mm256_loadu_ps(p); }
+
+  template <DType D>
+  static V loadw(const typename Elem<D>::T* p) {
+    if constexpr (D == DType::kF32) {
+      return _mm256_loadu_ps(p);
+    } else if constexpr (D == DType::kF16) {
+      return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    } else if constexpr (D == DType::kBF16) {
+      // bf16 is the top half of a float32: widen to 32 bits and shift into place.
+      const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+      return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
+    } else {
+      static_assert(D == DType::kI8);
+      const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+      return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+    }
+  }
+
+  // Lane i of the result = ((v0+v1)+(v2+v3)) + ((v4+v5)+(v6+v7)) of the i-th input: the same tree for
+  // every lane, so a row's sum does not depend on which other rows it was reduced with.
+  static void hsum4(V a, V b, V c, V d, float* out) {
+    const __m256 ab = _mm256_hadd_ps(a, b);    // a01 a23 b01 b23 | a45 a67 b45 b67
+    const __m256 cd = _mm256_hadd_ps(c, d);
+    const __m256 abcd = _mm256_hadd_ps(ab, cd);  // a0123 b0123 c0123 d0123 | a4567 ...
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1)));
+  }
+};
+
+}  // namespace
+
+const KernelSet kAvx2Kernels = {"avx2", &matvec_rows_isa<Avx2>, &matmul_rows_isa<Avx2>};
+
+}  // namespace rwkvl::kern::detail

@@ -1,0 +1,56 @@
+// AVX-512 (F/BW/VL/DQ) kernels (x86-64). Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq;
+// only called after dispatch.cpp has checked those features (and OS support for the state) at run time.
+// GCC 12's AVX-512 headers build many intrinsics on _mm512_undefined_*(), whose self-initialisation
+// trips -Wuninitialized once inlined (GCC bug 105593, fixed in GCC 13); the code is correct.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+
+#include "kernels/simd_impl.h"
+
+namespace rwkvl::kern::detail {
+namespace {
+
+struct Avx512 {
+  using V = __m512;
+  static constexpr int kW = 16;
+  // 4 rows x 4 tokens: 16 accumulators + 4 weight vectors + 1 x vector of the 32 zmm registers.
+  static constexpr int kTileR = 4, kTileT = 4;
+
+  static V zero() { return _mm512_setzero_ps(); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V fma(V a, V b, V acc) { return _mm512_fmadd_ps(a, b, acc); }
+  static V loadx(const float* p) { return _mm512_loadu_ps(p); }
+
+  template <DType D>
+  static V loadw(const typename Elem<D>::T* p) {
+    if constexpr (D == DType::kF32) {
+      return _mm512_loadu_ps(p);
+    } else if constexpr (D == DType::kF16) {
+      return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    } else if constexpr (D == DType::kBF16) {
+      const __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+      return _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));
+    } else {
+      static_assert(D == DType::kI8);
+      return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+    }
+  }
+
+  // Fold 16 lanes to 8 (lane i + lane i+8), then the AVX2 tree; identical for every lane.
+  static __m256 fold(V v) { return _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)); }
+  static void hsum4(V a, V b, V c, V d, float* out) {
+    const __m256 ab = _mm256_hadd_ps(fold(a), fold(b));
+    const __m256 cd = _mm256_hadd_ps(fold(c), fold(d));
+    const __m256 abcd = _mm256_hadd_ps(ab, cd);
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1)));
+  }
+};
+
+}  // namespace
+
+const KernelSet kAvx512Kernels = {"avx512", &matvec_rows_isa<Avx512>, &matmul_rows_isa<Avx512>};
+
+}  // namespace rwkvl::kern::detail

@@ -1,0 +1,48 @@
+// AArch64 Advanced SIMD kernels. NEON (and the FP16 <-> FP32 conversion instructions) are part of
+// the ARMv8-A base architecture, so this set needs no run-time check.
+#include <arm_neon.h>
+
+#include <cstring>
+
+#include "kernels/simd_impl.h"
+
+namespace rwkvl::kern::detail {
+namespace {
+
+struct Neon {
+  using V = float32x4_t;
+  static constexpr int kW = 4;
+  // 4 rows x 4 tokens: 16 accumulators + 4 weight vectors + 1 x vector of the 32 v-registers.
+  static constexpr int kTileR = 4, kTileT = 4;
+
+  static V zero() { return vdupq_n_f32(0.0f); }
+  static V add(V a, V b) { return vaddq_f32(a, b); }
+  static V fma(V a, V b, V acc) { return vfmaq_f32(acc, a, b); }
+  static V loadx(const float* p) { return vld1q_f32(p); }
+
+  template <DType D>
+  static V loadw(const typename Elem<D>::T* p) {
+    if constexpr (D == DType::kF32) {
+      return vld1q_f32(p);
+    } else if constexpr (D == DType::kF16) {
+      return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
+    } else if constexpr (D == DType::kBF16) {
+      return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16));  // bf16 = top half of a float32
+    } else {
+      static_assert(D == DType::kI8);
+      int32_t four;  // only 4 bytes may be read: the row can end right after them
+      std::memcpy(&four, p, 4);
+      const int16x8_t h = vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(four)));
+      return vcvtq_f32_s32(vmovl_s16(vget_low_s16(h)));
+    }
+  }
+
+  // Lane i = (v0+v1)+(v2+v3) of the i-th input, the same tree for every lane.
+  static void hsum4(V a, V b, V c, V d, float* out) { vst1q_f32(out, vpaddq_f32(vpaddq_f32(a, b), vpaddq_f32(c, d))); }
+};
+
+}  // namespace
+
+const KernelSet kNeonKernels = {"neon", &matvec_rows_isa<Neon>, &matmul_rows_isa<Neon>};
+
+}  // namespace rwkvl::kern::detail

@@ -1,0 +1,111 @@
+// Portable kernels: the reference every SIMD path is tested against, and the fallback on CPUs
+// without AVX2. Compiled with baseline flags only. Written so that the compiler's SLP vectoriser can
+// still use SSE2 / NEON for the fixed 8-wide accumulator pattern (no -ffast-math needed: we never
+// ask it to reassociate).
+#include <cstring>
+#include <vector>
+
+#include "kernels/kernels_internal.h"
+
+namespace rwkvl::kern::detail {
+namespace {
+
+inline float bits_to_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// Branch-free IEEE half -> float (exact). dtype.cpp's f16_to_f32 normalises subnormals in a loop;
+// this one is meant for inner loops. Subnormals are converted through an integer -> float
+// conversion rather than a multiply of a denormal, so it stays right under FTZ/DAZ too.
+inline float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t em = h & 0x7fffu;  // exponent and mantissa
+  const uint32_t exp = em >> 10;
+  const float normal = bits_to_float((em << 13) + (112u << 23));  // rebias 15 -> 127
+  const float sub = static_cast<float>(em) * 0x1p-24f;            // exp == 0: em is the mantissa
+  const float special = bits_to_float(0x7f800000u | ((em & 0x3ffu) << 13));  // inf / NaN
+  const float mag = exp == 0 ? sub : (exp == 31 ? special : normal);
+  uint32_t u;
+  std::memcpy(&u, &mag, 4);
+  return bits_to_float(u | sign);
+}
+
+inline float bf16_bits_to_float(uint16_t h) { return bits_to_float(static_cast<uint32_t>(h) << 16); }
+
+template <DType D>
+void row_to_f32(const typename Elem<D>::T* src, int64_t n, float* dst) {
+  for (int64_t i = 0; i < n; ++i) {
+    if constexpr (D == DType::kF16) {
+      dst[i] = half_to_float(src[i]);
+    } else if constexpr (D == DType::kBF16) {
+      dst[i] = bf16_bits_to_float(src[i]);
+    } else {
+      dst[i] = static_cast<float>(src[i]);
+    }
+  }
+}
+
+// 8 independent partial sums (the compiler maps them onto two SSE / NEON registers), combined with
+// a fixed tree, so the result is deterministic and does not depend on the build's vector width.
+inline float dot(const float* a, const float* b, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int k = 0; k < 8; ++k) acc[k] += a[i + k] * b[i + k];
+  }
+  for (int k = 0; i < n; ++i, ++k) acc[k] += a[i] * b[i];
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+// Both entry points convert one weight row to float32 (once) and take dot products with it, so the
+// scalar matmul gives exactly the same bits as n scalar matvecs.
+template <DType D>
+void matmul_rows_t(const MatRef& m, const float* X, int64_t n, float* Y, int64_t r0, int64_t r1) {
+  using T = typename Elem<D>::T;
+  const int64_t cols = m.cols;
+  std::vector<float> buf(D == DType::kF32 ? 0 : static_cast<size_t>(cols));
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* src = static_cast<const T*>(m.data) + r * cols;
+    const float* row;
+    if constexpr (D == DType::kF32) {
+      row = src;
+    } else {
+      row_to_f32<D>(src, cols, buf.data());
+      row = buf.data();
+    }
+    const float scale = D == DType::kI8 ? m.row_scale[r] : 1.0f;
+    for (int64_t t = 0; t < n; ++t) {
+      const float s = dot(row, X + t * cols, cols);
+      Y[t * m.rows + r] = D == DType::kI8 ? s * scale : s;
+    }
+  }
+}
+
+void matvec_rows_scalar(const MatRef& m, const float* x, float* y, int64_t r0, int64_t r1) {
+  // y has the layout of Y for n == 1 (Y[0 * rows + r]).
+  switch (m.dtype) {
+    case DType::kF32: return matmul_rows_t<DType::kF32>(m, x, 1, y, r0, r1);
+    case DType::kF16: return matmul_rows_t<DType::kF16>(m, x, 1, y, r0, r1);
+    case DType::kBF16: return matmul_rows_t<DType::kBF16>(m, x, 1, y, r0, r1);
+    case DType::kI8: return matmul_rows_t<DType::kI8>(m, x, 1, y, r0, r1);
+    default: break;
+  }
+}
+
+void matmul_rows_scalar(const MatRef& m, const float* X, int64_t n, float* Y, int64_t r0, int64_t r1) {
+  switch (m.dtype) {
+    case DType::kF32: return matmul_rows_t<DType::kF32>(m, X, n, Y, r0, r1);
+    case DType::kF16: return matmul_rows_t<DType::kF16>(m, X, n, Y, r0, r1);
+    case DType::kBF16: return matmul_rows_t<DType::kBF16>(m, X, n, Y, r0, r1);
+    case DType::kI8: return matmul_rows_t<DType::kI8>(m, X, n, Y, r0, r1);
+    default: break;
+  }
+}
+
+}  // namespace
+
+const KernelSet kScalarKernels = {"scalar", &matvec_rows_scalar, &matmul_rows_scalar};
+
+}  // namespace rwkvl::kern::detail

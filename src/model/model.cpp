@@ -1,0 +1,450 @@
+#include "model/model.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/threadpool.h"
+#include "model/ops.h"
+
+namespace rwkvl {
+
+namespace {
+
+bool is_matrix_dtype(DType d) { return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16 || d == DType::kI8; }
+
+// Converts a matrix tensor to `dtype` ("f32", "f16", "bf16", "i8"); returns {matrix, scale-or-empty}.
+std::pair<Tensor, Tensor> convert_matrix(const Tensor& src, const Tensor* src_scale, const std::string& dtype) {
+  DType want;
+  if (dtype == "f32") want = DType::kF32;
+  else if (dtype == "f16") want = DType::kF16;
+  else if (dtype == "bf16") want = DType::kBF16;
+  else if (dtype == "i8") want = DType::kI8;
+  else RWKVL_FAIL(kInvalidArgument, "unknown weight dtype '%s' (use keep, f32, f16, bf16 or i8)", dtype.c_str());
+  if (src.dtype == want) return {src, src_scale ? *src_scale : Tensor()};
+  const int64_t rows = src.rows(), cols = src.cols();
+  std::vector<float> v;
+  if (src.dtype == DType::kI8) {
+    RWKVL_CHECK(src_scale != nullptr);
+    v.resize(static_cast<size_t>(rows * cols));
+    const auto* q = src.as<int8_t>();
+    const float* sc = src_scale->as<float>();
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) v[static_cast<size_t>(r * cols + c)] = q[r * cols + c] * sc[r];
+  } else {
+    v = src.to_f32();
+  }
+  Tensor out = Tensor::alloc(src.name, want, src.shape);
+  Tensor scale;
+  const size_t n = v.size();
+  switch (want) {
+    case DType::kF32: std::memcpy(out.mutable_data(), v.data(), n * 4); break;
+    case DType::kF16: {
+      auto* d = static_cast<uint16_t*>(out.mutable_data());
+      for (size_t i = 0; i < n; ++i) d[i] = f32_to_f16(v[i]);
+      break;
+    }
+    case DType::kBF16: {
+      auto* d = static_cast<uint16_t*>(out.mutable_data());
+      for (size_t i = 0; i < n; ++i) d[i] = f32_to_bf16(v[i]);
+      break;
+    }
+    case DType::kI8: {
+      scale = Tensor::alloc(src.name + ".scale", DType::kF32, {rows});
+      kern::quantize_rows_i8(v.data(), rows, cols, static_cast<int8_t*>(out.mutable_data()), scale.mutable_f32());
+      break;
+    }
+    default: RWKVL_CHECK(false);
+  }
+  return {out, scale};
+}
+
+bool is_small_lora(const std::string& name) {
+  // v6/v7 LoRA and mixing matrices are tiny; they stay in the dtype they came in unless converted to f32.
+  for (const char* s : {"time_maa_w1", "time_maa_w2", "time_decay_w1", "time_decay_w2", ".w1", ".w2", ".a1", ".a2",
+                        ".v1", ".v2", ".g1", ".g2"})
+    if (name.find(s) != std::string::npos) return true;
+  return false;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------ loading
+
+std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& opts) {
+  RawCheckpoint raw = read_checkpoint(path);
+  if (raw.kind == FileKind::kNative) {
+    ModelConfig cfg;
+    const nlohmann::json& j = raw.meta;
+    try {
+      cfg.arch_major = j.at("arch_major").get<int>();
+      cfg.arch_minor = j.at("arch_minor").get<int>();
+      cfg.n_layer = j.at("n_layer").get<int>();
+      cfg.n_embd = j.at("n_embd").get<int>();
+      cfg.n_vocab = j.at("n_vocab").get<int>();
+      cfg.n_head = j.at("n_head").get<int>();
+      cfg.head_size = j.at("head_size").get<int>();
+      cfg.n_ffn = j.at("n_ffn").get<int>();
+      cfg.ln_eps = j.value("ln_eps", 1e-5f);
+      cfg.ln_x_eps = j.at("ln_x_eps").get<float>();
+      cfg.has_gate = j.at("has_gate").get<bool>();
+    } catch (const nlohmann::json::exception& e) {
+      RWKVL_FAIL(kFormat, "%s: bad model metadata: %s", path.c_str(), e.what());
+    }
+    TensorMap tm;
+    for (Tensor& t : raw.tensors) {
+      if (!tm.emplace(t.name, t).second) RWKVL_FAIL(kFormat, "%s: tensor '%s' appears twice", path.c_str(), t.name.c_str());
+    }
+    return from_canonical(std::move(tm), cfg, FileKind::kNative, opts);
+  }
+  const FileKind kind = raw.kind;
+  Canonical c = canonicalize(std::move(raw));
+  return from_canonical(std::move(c.tensors), c.cfg, kind, opts);
+}
+
+std::shared_ptr<Model> Model::from_canonical(TensorMap tensors, const ModelConfig& cfg, FileKind source,
+                                             const LoadOptions& opts) {
+  auto m = std::shared_ptr<Model>(new Model());
+  m->cfg_ = cfg;
+  if (opts.ln_x_eps_override > 0 && cfg.arch_major >= 5) m->cfg_.ln_x_eps = opts.ln_x_eps_override;
+  m->source_ = source;
+  if (opts.weight_dtype != "keep" && !opts.weight_dtype.empty()) {
+    TensorMap conv;
+    for (auto& [name, t] : tensors) {
+      if (name.size() > 6 && name.compare(name.size() - 6, 6, ".scale") == 0) continue;
+      if (t.shape.size() >= 2 && is_matrix_dtype(t.dtype)) {
+        auto it = tensors.find(name + ".scale");
+        const Tensor* sc = it == tensors.end() ? nullptr : &it->second;
+        std::string want = opts.weight_dtype;
+        if (is_small_lora(name) && want != "f32") want = "f32";  // keep the tiny LoRAs exact
+        auto [q, s] = convert_matrix(t, sc, want);
+        conv[name] = q;
+        if (s.data) conv[s.name] = s;
+      } else {
+        conv[name] = t;
+      }
+    }
+    tensors = std::move(conv);
+  }
+  m->tensors_ = std::move(tensors);
+  m->bind();
+  return m;
+}
+
+void Model::bind() {
+  const ModelConfig& c = cfg_;
+  const int64_t C = c.n_embd, F = c.n_ffn, V = c.n_vocab;
+  if (c.arch_major < 4 || c.arch_major > 7) RWKVL_FAIL(kUnsupported, "unsupported RWKV version %d", c.arch_major);
+  if (c.n_layer <= 0 || C <= 0 || F <= 0 || V <= 0 || c.n_layer > 4096)
+    RWKVL_FAIL(kFormat, "implausible model shape: %d layers, width %lld, ffn %lld, vocab %lld", c.n_layer,
+               static_cast<long long>(C), static_cast<long long>(F), static_cast<long long>(V));
+  if (c.arch_major >= 5 && (c.n_head <= 0 || c.head_size <= 0 || static_cast<int64_t>(c.n_head) * c.head_size != C))
+    RWKVL_FAIL(kFormat, "inconsistent heads: %d x %d != width %lld", c.n_head, c.head_size, static_cast<long long>(C));
+
+  std::vector<std::string> bound;
+  auto vec = [&](const std::string& n, int64_t len) -> const float* {
+    auto it = tensors_.find(n);
+    if (it == tensors_.end()) RWKVL_FAIL(kFormat, "missing tensor '%s'", n.c_str());
+    const Tensor& t = it->second;
+    if (t.dtype != DType::kF32 || t.numel() != len)
+      RWKVL_FAIL(kFormat, "tensor '%s' must be f32 with %lld values, got %s %s", n.c_str(), static_cast<long long>(len),
+                 dtype_name(t.dtype), t.shape_str().c_str());
+    bound.push_back(n);
+    return t.as<float>();
+  };
+  auto opt_vec = [&](const std::string& n, int64_t len) -> const float* {
+    return tensors_.count(n) ? vec(n, len) : nullptr;
+  };
+  auto mat_at = [&](const Tensor& t, const std::string& n, int64_t rows, int64_t cols, size_t byte_offset) {
+    Matrix mx;
+    mx.t = t;
+    mx.ref.dtype = t.dtype;
+    mx.ref.rows = rows;
+    mx.ref.cols = cols;
+    mx.ref.data = static_cast<const uint8_t*>(t.data) + byte_offset;
+    if (t.dtype == DType::kI8) {
+      auto it = tensors_.find(n + ".scale");
+      if (it == tensors_.end()) RWKVL_FAIL(kFormat, "int8 matrix '%s' has no '%s.scale'", n.c_str(), n.c_str());
+      if (it->second.dtype != DType::kF32 || it->second.numel() != t.rows())
+        RWKVL_FAIL(kFormat, "'%s.scale' must be f32 with %lld values", n.c_str(), static_cast<long long>(t.rows()));
+      mx.scale = it->second;
+      mx.ref.row_scale = it->second.as<float>() + byte_offset / static_cast<size_t>(cols);
+      bound.push_back(n + ".scale");
+    }
+    return mx;
+  };
+  auto mat = [&](const std::string& n, int64_t rows, int64_t cols) -> Matrix {
+    auto it = tensors_.find(n);
+    if (it == tensors_.end()) RWKVL_FAIL(kFormat, "missing tensor '%s'", n.c_str());
+    const Tensor& t = it->second;
+    if (!is_matrix_dtype(t.dtype) || t.shape.size() != 2 || t.shape[0] != rows || t.shape[1] != cols)
+      RWKVL_FAIL(kFormat, "tensor '%s' must be a [%lld, %lld] matrix, got %s %s", n.c_str(), static_cast<long long>(rows),
+                 static_cast<long long>(cols), dtype_name(t.dtype), t.shape_str().c_str());
+    bound.push_back(n);
+    return mat_at(t, n, rows, cols, 0);
+  };
+  auto lora_rank = [&](const std::string& n) -> int64_t {
+    auto it = tensors_.find(n);
+    if (it == tensors_.end()) RWKVL_FAIL(kFormat, "missing tensor '%s'", n.c_str());
+    return it->second.rows();
+  };
+
+  emb_ = mat("emb.weight", V, C);
+  head_ = mat("head.weight", V, C);
+  ln0_w_ = vec("blocks.0.ln0.weight", C);
+  ln0_b_ = vec("blocks.0.ln0.bias", C);
+  ln_out_w_ = vec("ln_out.weight", C);
+  ln_out_b_ = vec("ln_out.bias", C);
+  layers_.assign(static_cast<size_t>(c.n_layer), LayerWeights{});
+  for (int l = 0; l < c.n_layer; ++l) {
+    LayerWeights& L = layers_[static_cast<size_t>(l)];
+    const std::string p = "blocks." + std::to_string(l) + ".";
+    L.ln1_w = vec(p + "ln1.weight", C);
+    L.ln1_b = vec(p + "ln1.bias", C);
+    L.ln2_w = vec(p + "ln2.weight", C);
+    L.ln2_b = vec(p + "ln2.bias", C);
+    L.att_r = mat(p + "att.receptance.weight", C, C);
+    L.att_k = mat(p + "att.key.weight", C, C);
+    L.att_v = mat(p + "att.value.weight", C, C);
+    L.att_o = mat(p + "att.output.weight", C, C);
+    L.ffn_k = mat(p + "ffn.key.weight", F, C);
+    L.ffn_v = mat(p + "ffn.value.weight", C, F);
+    if (c.arch_major <= 6) L.ffn_r = mat(p + "ffn.receptance.weight", C, C);
+    if (c.arch_major >= 5) {
+      L.ln_x_w = vec(p + "att.ln_x.weight", C);
+      L.ln_x_b = vec(p + "att.ln_x.bias", C);
+    }
+    if (c.has_gate && c.arch_major <= 6) L.att_g = mat(p + "att.gate.weight", C, C);
+    switch (c.arch_major) {
+      case 4:
+      case 5:
+        L.mix_k = vec(p + "att.time_mix_k", C);
+        L.mix_v = vec(p + "att.time_mix_v", C);
+        L.mix_r = vec(p + "att.time_mix_r", C);
+        if (c.has_gate) L.mix_g = vec(p + "att.time_mix_g", C);
+        L.ffn_mix_k = vec(p + "ffn.time_mix_k", C);
+        L.ffn_mix_r = vec(p + "ffn.time_mix_r", C);
+        L.time_decay = vec(p + "att.time_decay", C);
+        L.time_first = c.arch_major == 4 ? vec(p + "att.time_first", C) : vec(p + "att.time_faaaa", C);
+        break;
+      case 6: {
+        L.maa_x = vec(p + "att.time_maa_x", C);
+        L.maa_w = vec(p + "att.time_maa_w", C);
+        L.maa_k = vec(p + "att.time_maa_k", C);
+        L.maa_v = vec(p + "att.time_maa_v", C);
+        L.maa_r = vec(p + "att.time_maa_r", C);
+        L.maa_g = vec(p + "att.time_maa_g", C);
+        L.ffn_mix_k = vec(p + "ffn.time_maa_k", C);
+        L.ffn_mix_r = vec(p + "ffn.time_maa_r", C);
+        L.time_decay = vec(p + "att.time_decay", C);
+        L.time_first = vec(p + "att.time_faaaa", C);
+        const int64_t lm5 = lora_rank(p + "att.time_maa_w1");
+        if (lm5 % 5 != 0) RWKVL_FAIL(kFormat, "%satt.time_maa_w1 rows %lld not a multiple of 5", p.c_str(), static_cast<long long>(lm5));
+        const int64_t Lm = lm5 / 5;
+        L.maa_w1 = mat(p + "att.time_maa_w1", lm5, C);
+        {
+          const std::string n = p + "att.time_maa_w2";
+          auto it = tensors_.find(n);
+          if (it == tensors_.end()) RWKVL_FAIL(kFormat, "missing tensor '%s'", n.c_str());
+          const Tensor& t = it->second;
+          if (t.dtype != DType::kF32 || t.shape != std::vector<int64_t>{5, C, Lm})
+            RWKVL_FAIL(kFormat, "tensor '%s' must be f32 [5, %lld, %lld], got %s %s", n.c_str(), static_cast<long long>(C),
+                       static_cast<long long>(Lm), dtype_name(t.dtype), t.shape_str().c_str());
+          bound.push_back(n);
+          for (int b = 0; b < 5; ++b)
+            L.maa_w2[b] = mat_at(t, n, C, Lm, static_cast<size_t>(b) * static_cast<size_t>(C * Lm) * 4);
+        }
+        const int64_t Ld = lora_rank(p + "att.time_decay_w1");
+        L.decay_w1 = mat(p + "att.time_decay_w1", Ld, C);
+        L.decay_w2 = mat(p + "att.time_decay_w2", C, Ld);
+        break;
+      }
+      case 7: {
+        L.x_r = vec(p + "att.x_r", C);
+        L.x_w = vec(p + "att.x_w", C);
+        L.x_k = vec(p + "att.x_k", C);
+        L.x_v = vec(p + "att.x_v", C);
+        L.x_a = vec(p + "att.x_a", C);
+        L.x_g = vec(p + "att.x_g", C);
+        L.w0 = vec(p + "att.w0", C);
+        L.a0 = vec(p + "att.a0", C);
+        L.k_k = vec(p + "att.k_k", C);
+        L.k_a = vec(p + "att.k_a", C);
+        L.r_k = vec(p + "att.r_k", C);
+        L.ffn_mix_k = vec(p + "ffn.x_k", C);
+        for (auto [m1, m2, n] : {std::tuple{&L.w1, &L.w2, "w"}, std::tuple{&L.a1, &L.a2, "a"},
+                                 std::tuple{&L.v1, &L.v2, "v"}, std::tuple{&L.g1, &L.g2, "g"}}) {
+          const std::string n1 = p + "att." + n + "1", n2 = p + "att." + n + "2";
+          if (std::string(n) == "v" && l == 0 && !tensors_.count(n1)) continue;
+          const int64_t r = lora_rank(n1);
+          *m1 = mat(n1, r, C);
+          *m2 = mat(n2, C, r);
+        }
+        L.v0 = opt_vec(p + "att.v0", C);
+        if (l > 0 && (!L.v0 || L.v1.empty())) RWKVL_FAIL(kFormat, "layer %d lacks att.v0/v1/v2", l);
+        break;
+      }
+      default: break;
+    }
+  }
+  // Every tensor must have been bound: an unknown tensor means a layout we do not understand.
+  std::sort(bound.begin(), bound.end());
+  for (const auto& [name, t] : tensors_)
+    if (!std::binary_search(bound.begin(), bound.end(), name))
+      RWKVL_FAIL(kFormat, "unknown tensor '%s' %s", name.c_str(), t.shape_str().c_str());
+}
+
+// ------------------------------------------------------------------------------------------ info
+
+uint64_t Model::n_params() const {
+  uint64_t n = 0;
+  for (const auto& [name, t] : tensors_)
+    if (!(name.size() > 6 && name.compare(name.size() - 6, 6, ".scale") == 0)) n += static_cast<uint64_t>(t.numel());
+  return n;
+}
+
+uint64_t Model::weight_bytes() const {
+  uint64_t n = 0;
+  for (const auto& [name, t] : tensors_) n += t.nbytes;
+  return n;
+}
+
+uint64_t Model::bytes_per_token() const {
+  // Everything except the embedding table is read once per token; of the embedding, one row.
+  const Tensor& e = emb_.t;
+  uint64_t n = weight_bytes() - emb_.bytes();
+  n += e.nbytes / static_cast<uint64_t>(e.rows()) + (emb_.scale.nbytes ? 4 : 0);
+  return n;
+}
+
+std::string Model::weight_dtype_name() const {
+  std::string d;
+  for (const auto& [name, t] : tensors_) {
+    if (t.shape.size() < 2 || name.find("time_maa_w2") != std::string::npos) continue;
+    if (d.empty()) d = dtype_name(t.dtype);
+    else if (d != dtype_name(t.dtype) && !is_small_lora(name)) return "mixed";
+  }
+  return d;
+}
+
+size_t Model::state_floats() const { return State::floats_for(cfg_); }
+
+// ------------------------------------------------------------------------------------------ state
+
+size_t State::layer_floats(const ModelConfig& cfg) {
+  const size_t C = static_cast<size_t>(cfg.n_embd);
+  if (cfg.arch_major == 4) return 5 * C;
+  return 2 * C + static_cast<size_t>(cfg.n_head) * cfg.head_size * cfg.head_size;
+}
+
+size_t State::floats_for(const ModelConfig& cfg) { return layer_floats(cfg) * static_cast<size_t>(cfg.n_layer); }
+
+void State::reset(const ModelConfig& cfg) {
+  data.assign(floats_for(cfg), 0.f);
+  if (cfg.arch_major == 4) {
+    const size_t C = static_cast<size_t>(cfg.n_embd);
+    for (int l = 0; l < cfg.n_layer; ++l) {
+      float* pp = layer(cfg, l) + 4 * C;
+      for (size_t i = 0; i < C; ++i) pp[i] = -1e30f;
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------ context
+
+namespace {
+constexpr int kNumBufs = 22;
+}
+
+Context::Context(std::shared_ptr<const Model> model, int n_threads)
+    : model_(std::move(model)), pool_(std::make_unique<ThreadPool>(std::max(1, n_threads))) {
+  bufs_.resize(kNumBufs);
+}
+
+Context::~Context() = default;
+
+void Context::ensure_capacity(size_t T) {
+  if (T <= cap_) return;
+  size_t width = static_cast<size_t>(std::max(model_->config().n_embd, model_->config().n_ffn));
+  for (const auto& [name, t] : model_->tensors())
+    if (t.shape.size() >= 2 && name != "emb.weight" && name != "head.weight")
+      width = std::max(width, static_cast<size_t>(t.shape.size() == 3 ? t.shape[1] : t.rows()));
+  for (auto& b : bufs_) b.assign(T * width, 0.f);
+  cap_ = T;
+}
+
+void Context::eval(State& state, const int32_t* tokens, size_t n, size_t chunk, float* logits_last,
+                   float* logits_all) {
+  const ModelConfig& cfg = model_->config();
+  if (state.data.size() != State::floats_for(cfg))
+    RWKVL_FAIL(kInvalidArgument, "state has %zu values, the model needs %zu", state.data.size(), State::floats_for(cfg));
+  for (size_t i = 0; i < n; ++i)
+    if (tokens[i] < 0 || tokens[i] >= cfg.n_vocab)
+      RWKVL_FAIL(kInvalidArgument, "token id %d at position %zu is out of range [0, %d)", tokens[i], i, cfg.n_vocab);
+  if (chunk == 0) chunk = 32;
+  for (size_t done = 0; done < n; done += chunk) {
+    const size_t T = std::min(chunk, n - done);
+    const bool last = done + T == n;
+    eval_chunk(state, tokens + done, T, last ? logits_last : nullptr,
+               logits_all ? logits_all + done * static_cast<size_t>(cfg.n_vocab) : nullptr);
+  }
+}
+
+void Context::eval_chunk(State& state, const int32_t* tokens, size_t T, float* logits_last, float* logits_all) {
+  ensure_capacity(T);
+  const ModelConfig& cfg = model_->config();
+  const size_t C = static_cast<size_t>(cfg.n_embd);
+  x_.resize(T * C);
+  float* x = x_.data();
+  const Matrix& emb = model_->emb();
+  for (size_t t = 0; t < T; ++t) {
+    kern::get_row(emb.ref, tokens[t], x + t * C);
+    ops::layer_norm(x + t * C, x + t * C, model_->ln0_w(), model_->ln0_b(), C, cfg.ln_eps);
+  }
+  switch (cfg.arch_major) {
+    case 4: forward_layers_v4(*this, state, x, T); break;
+    case 5: forward_layers_v5(*this, state, x, T); break;
+    case 6: forward_layers_v6(*this, state, x, T); break;
+    case 7: forward_layers_v7(*this, state, x, T); break;
+    default: RWKVL_FAIL(kUnsupported, "unsupported RWKV version %d", cfg.arch_major);
+  }
+  if (logits_all) {
+    float* xn = buf(0);
+    ops::layer_norm_rows(x, xn, model_->ln_out_w(), model_->ln_out_b(), T, C, cfg.ln_eps);
+    ops::project(model_->head(), xn, logits_all, T, pool());
+    if (logits_last) std::memcpy(logits_last, logits_all + (T - 1) * cfg.n_vocab, sizeof(float) * cfg.n_vocab);
+  } else if (logits_last) {
+    float* xn = buf(0);
+    ops::layer_norm(x + (T - 1) * C, xn, model_->ln_out_w(), model_->ln_out_b(), C, cfg.ln_eps);
+    kern::matvec(model_->head().ref, xn, logits_last, pool());
+  }
+}
+
+}  // namespace rwkvl
+
+namespace rwkvl {
+
+nlohmann::json config_to_json(const ModelConfig& c) {
+  return {{"arch_major", c.arch_major}, {"arch_minor", c.arch_minor}, {"arch", c.arch_name()},
+          {"n_layer", c.n_layer},       {"n_embd", c.n_embd},         {"n_vocab", c.n_vocab},
+          {"n_head", c.n_head},         {"head_size", c.head_size},   {"n_ffn", c.n_ffn},
+          {"ln_eps", c.ln_eps},         {"ln_x_eps", c.ln_x_eps},     {"has_gate", c.has_gate}};
+}
+
+void Model::save_native(const std::string& path, const std::string& dtype) const {
+  std::shared_ptr<Model> conv;
+  const TensorMap* tm = &tensors_;
+  if (!dtype.empty() && dtype != "keep") {
+    LoadOptions o;
+    o.weight_dtype = dtype;
+    conv = from_canonical(tensors_, cfg_, source_, o);
+    tm = &conv->tensors_;
+  }
+  std::vector<Tensor> list;
+  for (const auto& [name, t] : *tm) list.push_back(t);
+  nlohmann::json meta = config_to_json(cfg_);
+  meta["source_format"] = file_kind_name(source_);
+  write_native(path, list, meta);
+}
+
+}  // namespace rwkvl

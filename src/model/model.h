@@ -1,0 +1,174 @@
+// The model: configuration, weights bound to canonical tensors, recurrent state, and the forward
+// pass entry point. The math of each architecture version lives in its own file (rwkv4.cpp ...
+// rwkv7.cpp); file formats live in src/format/; this header is what ties them together.
+//
+// Canonical tensor layout (what the native format stores and every forward pass reads), per layer
+// prefix "blocks.N.". Matrices are row-major (out_features, in_features) in any matrix dtype (f32,
+// f16, bf16, i8 + "<name>.scale"); everything else is a float32 vector. C = n_embd, F = n_ffn,
+// H x S = heads x head size (H*S = C), L* = LoRA widths.
+//   emb.weight (V, C)   blocks.0.ln0.{weight,bias} (C)   ln_out.{weight,bias} (C)   head.weight (V, C)
+//   ln1/ln2.{weight,bias} (C)
+//   v4:  att.time_mix_{k,v,r} (C)  att.time_decay (C) = -exp(raw)  att.time_first (C)
+//        att.{key,value,receptance,output}.weight (C, C)
+//   v5:  att.time_mix_{k,v,r[,g]} (C)  att.time_decay (C) = exp(-exp(raw)), per-head values repeated
+//        att.time_faaaa (C) = u (v5.0 files: exp(time_first))   att.ln_x.{weight,bias} (C)
+//        att.{key,value,receptance,output[,gate]}.weight (C, C)
+//   v6:  att.time_maa_{x,w,k,v,r,g} (C)  att.time_maa_w1 (5*Lm, C)  att.time_maa_w2 (5, C, Lm)
+//        att.time_decay (C) raw  att.time_decay_w1 (Ld, C)  att.time_decay_w2 (C, Ld)
+//        att.time_faaaa (C)  att.ln_x  att.{key,value,receptance,output,gate}.weight (C, C)
+//        ffn.time_maa_{k,r} (C)
+//   v7:  att.x_{r,w,k,v,a,g} (C)  att.{w0,a0,v0,k_k,k_a,r_k} (C)  att.{w1,a1,v1,g1} (L, C)
+//        att.{w2,a2,v2,g2} (C, L)  att.ln_x  att.{key,value,receptance,output}.weight (C, C)
+//        ffn.x_k (C)   (layer 0 has no v0/v1/v2)
+//   ffn (all): ffn.time_mix_{k,r} (C) [v4/v5]  ffn.key.weight (F, C)  ffn.value.weight (C, F)
+//        ffn.receptance.weight (C, C) [not v7]
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/tensor.h"
+#include "format/format.h"
+#include "kernels/kernels.h"
+
+namespace rwkvl {
+
+class ThreadPool;
+
+struct ModelConfig {
+  int arch_major = 0;  // 4, 5, 6, 7
+  int arch_minor = 0;  // v5: 0, 1 (per-head decay; 1 has a gate), 2 (per-channel decay, gate)
+  int n_layer = 0, n_embd = 0, n_vocab = 0, n_head = 0, head_size = 0, n_ffn = 0;
+  float ln_eps = 1e-5f;   // LayerNorm ln0/ln1/ln2/ln_out
+  float ln_x_eps = 0.f;   // GroupNorm att.ln_x (0 for v4)
+  bool has_gate = false;  // v5.1+/v6/v7
+  std::string arch_name() const;
+};
+
+struct Matrix {
+  kern::MatRef ref;
+  Tensor t, scale;  // keep-alive
+  bool empty() const { return ref.data == nullptr; }
+  size_t bytes() const { return t.nbytes + scale.nbytes; }
+};
+
+struct LayerWeights {
+  const float *ln1_w = nullptr, *ln1_b = nullptr, *ln2_w = nullptr, *ln2_b = nullptr;
+  // time mix (v4/v5), token-shift mixes (v6 maa_*, v7 x_*)
+  const float *mix_k = nullptr, *mix_v = nullptr, *mix_r = nullptr, *mix_g = nullptr;
+  const float *maa_x = nullptr, *maa_w = nullptr, *maa_k = nullptr, *maa_v = nullptr, *maa_r = nullptr,
+              *maa_g = nullptr;
+  const float *x_r = nullptr, *x_w = nullptr, *x_k = nullptr, *x_v = nullptr, *x_a = nullptr, *x_g = nullptr;
+  const float *time_decay = nullptr, *time_first = nullptr;  // see the canonical layout above
+  const float *ln_x_w = nullptr, *ln_x_b = nullptr;
+  const float *w0 = nullptr, *a0 = nullptr, *v0 = nullptr, *k_k = nullptr, *k_a = nullptr, *r_k = nullptr;
+  Matrix att_r, att_k, att_v, att_o, att_g;
+  Matrix maa_w1, maa_w2[5], decay_w1, decay_w2;   // v6
+  Matrix w1, w2, a1, a2, v1, v2, g1, g2;          // v7
+  // channel mix
+  const float *ffn_mix_k = nullptr, *ffn_mix_r = nullptr;
+  Matrix ffn_k, ffn_v, ffn_r;
+};
+
+class Model {
+ public:
+  struct LoadOptions {
+    std::string weight_dtype = "keep";  // keep | f32 | f16 | bf16 | i8
+    float ln_x_eps_override = 0.f;
+  };
+  // Reads any supported file and binds it. Throws rwkvl::Error.
+  static std::shared_ptr<Model> load(const std::string& path, const LoadOptions& opts);
+  // Builds from canonical tensors (as produced by canonicalize() or read from a native file).
+  static std::shared_ptr<Model> from_canonical(TensorMap tensors, const ModelConfig& cfg, FileKind source,
+                                               const LoadOptions& opts);
+
+  const ModelConfig& config() const { return cfg_; }
+  const TensorMap& tensors() const { return tensors_; }
+  FileKind source_kind() const { return source_; }
+  const LayerWeights& layer(int i) const { return layers_[static_cast<size_t>(i)]; }
+  const Matrix& emb() const { return emb_; }
+  const Matrix& head() const { return head_; }
+  const float* ln0_w() const { return ln0_w_; }
+  const float* ln0_b() const { return ln0_b_; }
+  const float* ln_out_w() const { return ln_out_w_; }
+  const float* ln_out_b() const { return ln_out_b_; }
+
+  uint64_t n_params() const;
+  uint64_t weight_bytes() const;
+  uint64_t bytes_per_token() const;
+  std::string weight_dtype_name() const;
+  size_t state_floats() const;
+
+  // Writes the native format with matrices converted to `dtype` (keep|f32|f16|bf16|i8).
+  void save_native(const std::string& path, const std::string& dtype) const;
+
+ private:
+  void bind();
+  ModelConfig cfg_;
+  TensorMap tensors_;
+  FileKind source_ = FileKind::kUnknown;
+  std::vector<LayerWeights> layers_;
+  Matrix emb_, head_;
+  const float *ln0_w_ = nullptr, *ln0_b_ = nullptr, *ln_out_w_ = nullptr, *ln_out_b_ = nullptr;
+};
+
+// Maps a raw checkpoint (any source format) to canonical tensors + config. Unknown tensor names and
+// wrong shapes are errors.
+struct Canonical {
+  TensorMap tensors;
+  ModelConfig cfg;
+};
+Canonical canonicalize(RawCheckpoint raw);
+nlohmann::json config_to_json(const ModelConfig& c);
+// Random weights of the given shape (benchmarks, tests). cfg needs arch_major, n_layer, n_embd,
+// n_vocab; n_ffn/head_size 0 take defaults.
+std::shared_ptr<Model> synth_model(ModelConfig cfg, const std::string& dtype, uint64_t seed);
+
+// Recurrent state, one float block per layer (layout as in rwkv.cpp, so values are comparable):
+//   v4:  ffn_x (C), att_x (C), aa (C), bb (C), pp (C)    (pp starts at -1e30)
+//   v5+: ffn_x (C), att_x (C), wkv (H * S * S)
+struct State {
+  std::vector<float> data;
+  void reset(const ModelConfig& cfg);
+  static size_t floats_for(const ModelConfig& cfg);
+  static size_t layer_floats(const ModelConfig& cfg);
+  float* layer(const ModelConfig& cfg, int i) { return data.data() + layer_floats(cfg) * static_cast<size_t>(i); }
+};
+
+// Scratch buffers + thread pool for evaluating; one per evaluating thread.
+class Context {
+ public:
+  Context(std::shared_ptr<const Model> model, int n_threads);
+  ~Context();
+  // Feeds tokens[0..n) through the model in chunks of at most `chunk` (1 = RNN mode).
+  // logits_last: NULL or n_vocab floats; logits_all: NULL or n * n_vocab floats.
+  void eval(State& state, const int32_t* tokens, size_t n, size_t chunk, float* logits_last, float* logits_all);
+  ThreadPool* pool() { return pool_.get(); }
+  const Model& model() const { return *model_; }
+
+  // Per-chunk scratch, sized for `cap_` tokens (grown on demand).
+  float* buf(int i) { return bufs_[static_cast<size_t>(i)].data(); }
+  size_t cap() const { return cap_; }
+
+ private:
+  void ensure_capacity(size_t T);
+  void eval_chunk(State& state, const int32_t* tokens, size_t T, float* logits_last, float* logits_all);
+  std::shared_ptr<const Model> model_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::vector<std::vector<float>> bufs_;
+  std::vector<float> x_;  // the residual stream of the current chunk, T x C
+  size_t cap_ = 0;
+};
+
+// Per-architecture forward passes over a chunk of T tokens: x is T x C (already embedded and
+// ln0-normalised), updated in place through all layers.
+void forward_layers_v4(Context& ctx, State& st, float* x, size_t T);
+void forward_layers_v5(Context& ctx, State& st, float* x, size_t T);
+void forward_layers_v6(Context& ctx, State& st, float* x, size_t T);
+void forward_layers_v7(Context& ctx, State& st, float* x, size_t T);
+
+}  // namespace rwkvl

@@ -1,0 +1,91 @@
+// Small vector operations shared by the per-version forward passes. Rows are contiguous float32.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstring>
+
+#include "core/threadpool.h"
+#include "kernels/kernels.h"
+#include "model/model.h"
+
+namespace rwkvl::ops {
+
+inline float sigmoid(float x) { return 1.f / (1.f + std::exp(-x)); }
+inline float silu(float x) { return x / (1.f + std::exp(-x)); }
+
+// y = (x - mean) / sqrt(var + eps) * w + b over n values (population variance, two-pass).
+inline void layer_norm(const float* x, float* y, const float* w, const float* b, size_t n, float eps) {
+  double mean = 0;
+  for (size_t i = 0; i < n; ++i) mean += x[i];
+  mean /= static_cast<double>(n);
+  double var = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const double d = x[i] - mean;
+    var += d * d;
+  }
+  var /= static_cast<double>(n);
+  const float inv = static_cast<float>(1.0 / std::sqrt(var + eps));
+  const float m = static_cast<float>(mean);
+  for (size_t i = 0; i < n; ++i) y[i] = (x[i] - m) * inv * w[i] + b[i];
+}
+
+inline void layer_norm_rows(const float* x, float* y, const float* w, const float* b, size_t T, size_t n,
+                            float eps) {
+  for (size_t t = 0; t < T; ++t) layer_norm(x + t * n, y + t * n, w, b, n, eps);
+}
+
+// GroupNorm with n_head groups of head_size over each of T rows, then * w + b.
+inline void group_norm_rows(float* x, const float* w, const float* b, size_t T, size_t n_head, size_t head_size,
+                            float eps) {
+  const size_t C = n_head * head_size;
+  for (size_t t = 0; t < T; ++t) {
+    for (size_t h = 0; h < n_head; ++h) {
+      float* p = x + t * C + h * head_size;
+      double mean = 0;
+      for (size_t i = 0; i < head_size; ++i) mean += p[i];
+      mean /= static_cast<double>(head_size);
+      double var = 0;
+      for (size_t i = 0; i < head_size; ++i) {
+        const double d = p[i] - mean;
+        var += d * d;
+      }
+      var /= static_cast<double>(head_size);
+      const float inv = static_cast<float>(1.0 / std::sqrt(var + eps));
+      const float m = static_cast<float>(mean);
+      for (size_t i = 0; i < head_size; ++i) p[i] = (p[i] - m) * inv * w[h * head_size + i] + b[h * head_size + i];
+    }
+  }
+}
+
+// Token shift: prev row t = x row t-1, prev row 0 = carry; then carry = last row of x.
+inline void token_shift(const float* x, float* prev, float* carry, size_t T, size_t n) {
+  std::memcpy(prev, carry, n * sizeof(float));
+  if (T > 1) std::memcpy(prev + n, x, (T - 1) * n * sizeof(float));
+  std::memcpy(carry, x + (T - 1) * n, n * sizeof(float));
+}
+
+// out = x * mix + prev * (1 - mix), row by row (v4/v5 time_mix).
+inline void lerp_mix(const float* x, const float* prev, const float* mix, float* out, size_t T, size_t n) {
+  for (size_t t = 0; t < T; ++t)
+    for (size_t i = 0; i < n; ++i) {
+      const float a = x[t * n + i], p = prev[t * n + i];
+      out[t * n + i] = a * mix[i] + (p - p * mix[i]);
+    }
+}
+
+// out = x + (prev - x) * mix  (v6/v7 style with sx = prev - x precomputed as `sx`).
+inline void add_mix(const float* x, const float* sx, const float* mix, float* out, size_t T, size_t n) {
+  for (size_t t = 0; t < T; ++t)
+    for (size_t i = 0; i < n; ++i) out[t * n + i] = x[t * n + i] + sx[t * n + i] * mix[i];
+}
+
+// Y (T x rows) = X (T x cols) W^T, picking matvec for a single token.
+inline void project(const Matrix& m, const float* X, float* Y, size_t T, ThreadPool* pool) {
+  if (T == 1)
+    kern::matvec(m.ref, X, Y, pool);
+  else
+    kern::matmul(m.ref, X, static_cast<int64_t>(T), Y, pool);
+}
+
+}  // namespace rwkvl::ops

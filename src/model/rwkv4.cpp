@@ -1,0 +1,86 @@
+// RWKV-4 forward pass over a chunk of T tokens (T = 1 is RNN mode).
+//   att: xk/xv/xr = lerp(ln1(x), shifted, time_mix_*); r = sigmoid(Wr xr); k = Wk xk; v = Wv xv
+//        wkv = (e1*aa + e2*v) / (e1*bb + e2) with the numerically stable max trick (pp);
+//        x += Wo (r * wkv)
+//   ffn: r = sigmoid(Wr xr); k = relu(Wk xk)^2; x += r * (Wv k)
+#include <algorithm>
+#include <cmath>
+
+#include "model/model.h"
+#include "model/ops.h"
+
+namespace rwkvl {
+
+void forward_channel_mix_v4v5(Context& ctx, const LayerWeights& L, float* ffn_x, float* x, size_t T);
+
+void forward_layers_v4(Context& ctx, State& st, float* x, size_t T) {
+  const ModelConfig& cfg = ctx.model().config();
+  const size_t C = static_cast<size_t>(cfg.n_embd);
+  ThreadPool* pool = ctx.pool();
+  float *xn = ctx.buf(0), *prev = ctx.buf(1), *xk = ctx.buf(2), *xv = ctx.buf(3), *xr = ctx.buf(4);
+  float *r = ctx.buf(5), *k = ctx.buf(6), *v = ctx.buf(7), *o = ctx.buf(8);
+
+  for (int l = 0; l < cfg.n_layer; ++l) {
+    const LayerWeights& L = ctx.model().layer(l);
+    float* s = st.layer(cfg, l);
+    float *ffn_x = s, *att_x = s + C, *aa = s + 2 * C, *bb = s + 3 * C, *pp = s + 4 * C;
+
+    ops::layer_norm_rows(x, xn, L.ln1_w, L.ln1_b, T, C, cfg.ln_eps);
+    ops::token_shift(xn, prev, att_x, T, C);
+    ops::lerp_mix(xn, prev, L.mix_k, xk, T, C);
+    ops::lerp_mix(xn, prev, L.mix_v, xv, T, C);
+    ops::lerp_mix(xn, prev, L.mix_r, xr, T, C);
+    ops::project(L.att_r, xr, r, T, pool);
+    ops::project(L.att_k, xk, k, T, pool);
+    ops::project(L.att_v, xv, v, T, pool);
+
+    for (size_t t = 0; t < T; ++t) {
+      const float* kt = k + t * C;
+      const float* vt = v + t * C;
+      float* out = xk + t * C;  // reuse xk as r * wkv
+      for (size_t i = 0; i < C; ++i) {
+        float ww = L.time_first[i] + kt[i];
+        float qq = std::max(pp[i], ww);
+        float e1 = std::exp(pp[i] - qq), e2 = std::exp(ww - qq);
+        const float a = e1 * aa[i] + e2 * vt[i];
+        const float b = e1 * bb[i] + e2;
+        ww = pp[i] + L.time_decay[i];
+        qq = std::max(ww, kt[i]);
+        e1 = std::exp(ww - qq);
+        e2 = std::exp(kt[i] - qq);
+        aa[i] = e1 * aa[i] + e2 * vt[i];
+        bb[i] = e1 * bb[i] + e2;
+        pp[i] = qq;
+        out[i] = ops::sigmoid(r[t * C + i]) * (a / b);
+      }
+    }
+    ops::project(L.att_o, xk, o, T, pool);
+    for (size_t i = 0; i < T * C; ++i) x[i] += o[i];
+
+    forward_channel_mix_v4v5(ctx, L, ffn_x, x, T);
+  }
+}
+
+// Shared by v4 and v5: time_mix lerp, sigmoid receptance, squared-ReLU key.
+void forward_channel_mix_v4v5(Context& ctx, const LayerWeights& L, float* ffn_x, float* x, size_t T) {
+  const ModelConfig& cfg = ctx.model().config();
+  const size_t C = static_cast<size_t>(cfg.n_embd);
+  const size_t F = static_cast<size_t>(cfg.n_ffn);
+  ThreadPool* pool = ctx.pool();
+  float *xn = ctx.buf(0), *prev = ctx.buf(1), *xk = ctx.buf(2), *xr = ctx.buf(4), *r = ctx.buf(5);
+  float *o = ctx.buf(8), *kf = ctx.buf(9);
+  ops::layer_norm_rows(x, xn, L.ln2_w, L.ln2_b, T, C, cfg.ln_eps);
+  ops::token_shift(xn, prev, ffn_x, T, C);
+  ops::lerp_mix(xn, prev, L.ffn_mix_k, xk, T, C);
+  ops::lerp_mix(xn, prev, L.ffn_mix_r, xr, T, C);
+  ops::project(L.ffn_r, xr, r, T, pool);
+  ops::project(L.ffn_k, xk, kf, T, pool);
+  for (size_t i = 0; i < T * F; ++i) {
+    const float a = kf[i] > 0.f ? kf[i] : 0.f;
+    kf[i] = a * a;
+  }
+  ops::project(L.ffn_v, kf, o, T, pool);
+  for (size_t i = 0; i < T * C; ++i) x[i] += ops::sigmoid(r[i]) * o[i];
+}
+
+}  // namespace rwkvl

@@ -1,0 +1,76 @@
+// RWKV-5.x forward pass over a chunk of T tokens (T = 1 is RNN mode).
+//   att: xk/xv/xr/xg = lerp(ln1(x), shifted, time_mix_*); r,k,v = W* x*; g = silu(Wg xg) (5.1+)
+//        per head, state S (key i x value j):  out_j = sum_i r_i (u_i k_i v_j + S_ij);
+//        S_ij = S_ij w_i + k_i v_j      (w = exp(-exp(decay)), u = time_faaaa)
+//        GroupNorm(out) * ln_x (eps 1e-5 for rwkv.cpp files, 64e-5 officially); * g; x += Wo out
+//   ffn: as v4.
+#include "model/model.h"
+#include "model/ops.h"
+
+namespace rwkvl {
+
+void forward_channel_mix_v4v5(Context& ctx, const LayerWeights& L, float* ffn_x, float* x, size_t T);
+
+// One token of the v5/v6 linear attention for all heads. w is per channel (may vary per token in v6).
+void wkv5_token(const float* r, const float* k, const float* v, const float* w, const float* u, float* S,
+                float* out, size_t H, size_t N) {
+  for (size_t h = 0; h < H; ++h) {
+    float* Sh = S + h * N * N;
+    const float* rh = r + h * N;
+    const float* kh = k + h * N;
+    const float* vh = v + h * N;
+    const float* wh = w + h * N;
+    const float* uh = u + h * N;
+    float* oh = out + h * N;
+    for (size_t j = 0; j < N; ++j) oh[j] = 0.f;
+    for (size_t i = 0; i < N; ++i) {
+      const float ri = rh[i], ki = kh[i], wi = wh[i], ui = uh[i];
+      float* Si = Sh + i * N;
+      for (size_t j = 0; j < N; ++j) {
+        const float kv = ki * vh[j];
+        oh[j] += ri * (ui * kv + Si[j]);
+        Si[j] = Si[j] * wi + kv;
+      }
+    }
+  }
+}
+
+void forward_layers_v5(Context& ctx, State& st, float* x, size_t T) {
+  const ModelConfig& cfg = ctx.model().config();
+  const size_t C = static_cast<size_t>(cfg.n_embd);
+  const size_t H = static_cast<size_t>(cfg.n_head), N = static_cast<size_t>(cfg.head_size);
+  ThreadPool* pool = ctx.pool();
+  float *xn = ctx.buf(0), *prev = ctx.buf(1), *xk = ctx.buf(2), *xv = ctx.buf(3), *xr = ctx.buf(4);
+  float *r = ctx.buf(5), *k = ctx.buf(6), *v = ctx.buf(7), *o = ctx.buf(8), *xg = ctx.buf(10), *g = ctx.buf(11);
+  float* y = ctx.buf(12);
+
+  for (int l = 0; l < cfg.n_layer; ++l) {
+    const LayerWeights& L = ctx.model().layer(l);
+    float* s = st.layer(cfg, l);
+    float *ffn_x = s, *att_x = s + C, *S = s + 2 * C;
+
+    ops::layer_norm_rows(x, xn, L.ln1_w, L.ln1_b, T, C, cfg.ln_eps);
+    ops::token_shift(xn, prev, att_x, T, C);
+    ops::lerp_mix(xn, prev, L.mix_k, xk, T, C);
+    ops::lerp_mix(xn, prev, L.mix_v, xv, T, C);
+    ops::lerp_mix(xn, prev, L.mix_r, xr, T, C);
+    ops::project(L.att_r, xr, r, T, pool);
+    ops::project(L.att_k, xk, k, T, pool);
+    ops::project(L.att_v, xv, v, T, pool);
+    if (cfg.has_gate) {
+      ops::lerp_mix(xn, prev, L.mix_g, xg, T, C);
+      ops::project(L.att_g, xg, g, T, pool);
+    }
+    for (size_t t = 0; t < T; ++t)
+      wkv5_token(r + t * C, k + t * C, v + t * C, L.time_decay, L.time_first, S, y + t * C, H, N);
+    ops::group_norm_rows(y, L.ln_x_w, L.ln_x_b, T, H, N, cfg.ln_x_eps);
+    if (cfg.has_gate)
+      for (size_t i = 0; i < T * C; ++i) y[i] *= ops::silu(g[i]);
+    ops::project(L.att_o, y, o, T, pool);
+    for (size_t i = 0; i < T * C; ++i) x[i] += o[i];
+
+    forward_channel_mix_v4v5(ctx, L, ffn_x, x, T);
+  }
+}
+
+}  // namespace rwkvl

@@ -1,0 +1,147 @@
+// RWKV-7 ("Goose") forward pass over a chunk of T tokens (T = 1 is RNN mode).
+//   att: sx = shifted - xn; x_b = xn + sx*x_b for b in r,w,k,v,a,g
+//        r = Wr xr; w = exp(-e^-0.5 sigmoid(w0 + w2 tanh(w1 xw))); k = Wk xk; v = Wv xv
+//        v += (v_first - v) sigmoid(v0 + v2 v1 xv)  (layers > 0; v_first = layer 0's v)
+//        a = sigmoid(a0 + a2 a1 xa); g = g2 sigmoid(g1 xg)
+//        kk = L2-normalise_per_head(k * k_k); k = k (1 + (a - 1) k_a)
+//        per head, state S (value i x key j): S = S diag(w) + v k^T + (S (-kk)) (kk a)^T; out = S r
+//        GroupNorm (eps 64e-5) * ln_x; out += v * sum_head(r k r_k); * g; x += Wo out
+//   ffn: xk = xn + sx*x_k; x += Wv relu(Wk xk)^2
+#include <cmath>
+#include <cstring>
+
+#include "model/model.h"
+#include "model/ops.h"
+
+namespace rwkvl {
+
+namespace {
+
+void wkv7_token(const float* r, const float* w, const float* k, const float* v, const float* kk, const float* a,
+                float* S, float* out, size_t H, size_t N) {
+  for (size_t h = 0; h < H; ++h) {
+    float* Sh = S + h * N * N;
+    const size_t o = h * N;
+    for (size_t i = 0; i < N; ++i) {
+      float* Si = Sh + i * N;
+      float sa = 0.f;
+      for (size_t j = 0; j < N; ++j) sa -= kk[o + j] * Si[j];
+      const float vi = v[o + i];
+      float acc = 0.f;
+      for (size_t j = 0; j < N; ++j) {
+        const float sij = Si[j] * w[o + j] + vi * k[o + j] + sa * kk[o + j] * a[o + j];
+        Si[j] = sij;
+        acc += sij * r[o + j];
+      }
+      out[o + i] = acc;
+    }
+  }
+}
+
+}  // namespace
+
+void forward_layers_v7(Context& ctx, State& st, float* x, size_t T) {
+  const ModelConfig& cfg = ctx.model().config();
+  const size_t C = static_cast<size_t>(cfg.n_embd), F = static_cast<size_t>(cfg.n_ffn);
+  const size_t H = static_cast<size_t>(cfg.n_head), N = static_cast<size_t>(cfg.head_size);
+  ThreadPool* pool = ctx.pool();
+  float *xn = ctx.buf(0), *prev = ctx.buf(1), *xk = ctx.buf(2), *xv = ctx.buf(3), *xr = ctx.buf(4);
+  float *r = ctx.buf(5), *k = ctx.buf(6), *v = ctx.buf(7), *o = ctx.buf(8), *kf = ctx.buf(9);
+  float *xg = ctx.buf(10), *g = ctx.buf(11), *y = ctx.buf(12), *lora = ctx.buf(13), *tmp = ctx.buf(14);
+  float *xa = ctx.buf(15), *xw = ctx.buf(16), *w = ctx.buf(17), *sx = ctx.buf(18), *a = ctx.buf(19);
+  float *v_first = ctx.buf(20), *kk = ctx.buf(21);
+
+  auto lora2 = [&](const Matrix& m1, const Matrix& m2, const float* in, float* out, int act) {
+    ops::project(m1, in, lora, T, pool);
+    const size_t n = T * static_cast<size_t>(m1.ref.rows);
+    if (act == 1)
+      for (size_t i = 0; i < n; ++i) lora[i] = std::tanh(lora[i]);
+    else if (act == 2)
+      for (size_t i = 0; i < n; ++i) lora[i] = ops::sigmoid(lora[i]);
+    ops::project(m2, lora, out, T, pool);
+  };
+
+  for (int l = 0; l < cfg.n_layer; ++l) {
+    const LayerWeights& L = ctx.model().layer(l);
+    float* s = st.layer(cfg, l);
+    float *ffn_x = s, *att_x = s + C, *S = s + 2 * C;
+
+    ops::layer_norm_rows(x, xn, L.ln1_w, L.ln1_b, T, C, cfg.ln_eps);
+    ops::token_shift(xn, prev, att_x, T, C);
+    for (size_t i = 0; i < T * C; ++i) sx[i] = prev[i] - xn[i];
+    ops::add_mix(xn, sx, L.x_r, xr, T, C);
+    ops::add_mix(xn, sx, L.x_w, xw, T, C);
+    ops::add_mix(xn, sx, L.x_k, xk, T, C);
+    ops::add_mix(xn, sx, L.x_v, xv, T, C);
+    ops::add_mix(xn, sx, L.x_a, xa, T, C);
+    ops::add_mix(xn, sx, L.x_g, xg, T, C);
+
+    ops::project(L.att_r, xr, r, T, pool);
+    lora2(L.w1, L.w2, xw, w, 1);
+    for (size_t t = 0; t < T; ++t)
+      for (size_t i = 0; i < C; ++i)
+        w[t * C + i] = std::exp(-0.606531f * ops::sigmoid(L.w0[i] + w[t * C + i]));
+    ops::project(L.att_k, xk, k, T, pool);
+    ops::project(L.att_v, xv, v, T, pool);
+    if (l == 0) {
+      std::memcpy(v_first, v, T * C * sizeof(float));
+    } else {
+      lora2(L.v1, L.v2, xv, tmp, 0);
+      for (size_t t = 0; t < T; ++t)
+        for (size_t i = 0; i < C; ++i) {
+          const size_t q = t * C + i;
+          v[q] += (v_first[q] - v[q]) * ops::sigmoid(L.v0[i] + tmp[q]);
+        }
+    }
+    lora2(L.a1, L.a2, xa, a, 0);
+    for (size_t t = 0; t < T; ++t)
+      for (size_t i = 0; i < C; ++i) a[t * C + i] = ops::sigmoid(L.a0[i] + a[t * C + i]);
+    lora2(L.g1, L.g2, xg, g, 2);
+
+    for (size_t t = 0; t < T; ++t) {
+      for (size_t h = 0; h < H; ++h) {
+        const size_t base = t * C + h * N;
+        double ss = 0;
+        for (size_t j = 0; j < N; ++j) {
+          const float q = k[base + j] * L.k_k[h * N + j];
+          kk[base + j] = q;
+          ss += static_cast<double>(q) * q;
+        }
+        const float scale = 1.f / std::fmax(static_cast<float>(std::sqrt(ss)), 1e-12f);
+        for (size_t j = 0; j < N; ++j) kk[base + j] *= scale;
+      }
+      for (size_t i = 0; i < C; ++i) {
+        const size_t q = t * C + i;
+        k[q] = k[q] * (1.f + (a[q] - 1.f) * L.k_a[i]);
+      }
+    }
+    for (size_t t = 0; t < T; ++t)
+      wkv7_token(r + t * C, w + t * C, k + t * C, v + t * C, kk + t * C, a + t * C, S, y + t * C, H, N);
+    ops::group_norm_rows(y, L.ln_x_w, L.ln_x_b, T, H, N, cfg.ln_x_eps);
+    for (size_t t = 0; t < T; ++t)
+      for (size_t h = 0; h < H; ++h) {
+        const size_t base = t * C + h * N;
+        float dot = 0.f;
+        for (size_t j = 0; j < N; ++j) dot += r[base + j] * k[base + j] * L.r_k[h * N + j];
+        for (size_t j = 0; j < N; ++j) y[base + j] += dot * v[base + j];
+      }
+    for (size_t i = 0; i < T * C; ++i) y[i] *= g[i];
+    ops::project(L.att_o, y, o, T, pool);
+    for (size_t i = 0; i < T * C; ++i) x[i] += o[i];
+
+    // channel mix
+    ops::layer_norm_rows(x, xn, L.ln2_w, L.ln2_b, T, C, cfg.ln_eps);
+    ops::token_shift(xn, prev, ffn_x, T, C);
+    for (size_t i = 0; i < T * C; ++i) sx[i] = prev[i] - xn[i];
+    ops::add_mix(xn, sx, L.ffn_mix_k, xk, T, C);  // ffn.x_k
+    ops::project(L.ffn_k, xk, kf, T, pool);
+    for (size_t i = 0; i < T * F; ++i) {
+      const float q = kf[i] > 0.f ? kf[i] : 0.f;
+      kf[i] = q * q;
+    }
+    ops::project(L.ffn_v, kf, o, T, pool);
+    for (size_t i = 0; i < T * C; ++i) x[i] += o[i];
+  }
+}
+
+}  // namespace rwkvl

@@ -1,0 +1,330 @@
+// RWKV World tokenizer: a fixed vocabulary of byte strings (rwkv_vocab_v20230424.txt), encoded by
+// greedy longest match. Each vocab line is `<id> <python str or bytes literal> <byte length>`.
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "core/error.h"
+#include "tokenizer/tokenizer.h"
+
+namespace rwkvl {
+namespace {
+
+constexpr int32_t kWorldVocabSize = 65536;
+
+// Where a vocab line came from, for error messages that point at the offending line.
+struct LineRef {
+  const std::string& path;
+  size_t line;
+};
+
+[[noreturn]] void bad_line(const LineRef& at, const std::string& what) {
+  RWKVL_FAIL(kFormat, "%s:%zu: %s", at.path.c_str(), at.line, what.c_str());
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Decodes a Python str or bytes literal (as written by repr()) into bytes; str literals become UTF-8.
+// Implements the escapes of the Python language reference except \N{name}, which needs the Unicode name table
+// and never appears in the vocab files.
+std::string parse_python_literal(std::string_view lit, const LineRef& at) {
+  size_t pos = 0;
+  bool is_bytes = false;
+  if (pos < lit.size() && (lit[pos] == 'b' || lit[pos] == 'B')) {
+    is_bytes = true;
+    ++pos;
+  }
+  if (pos >= lit.size() || (lit[pos] != '\'' && lit[pos] != '"')) {
+    bad_line(at, "expected a Python str or bytes literal, got '" + std::string(lit) + "'");
+  }
+  const char quote = lit[pos++];
+  if (lit.size() < pos + 1 || lit.back() != quote) bad_line(at, "unterminated literal '" + std::string(lit) + "'");
+  const size_t end = lit.size() - 1;  // index of the closing quote
+  std::string out;
+
+  auto add_code_point = [&](uint32_t cp) {
+    if (is_bytes) {
+      if (cp > 0xFF) bad_line(at, "escape value out of range for a bytes literal");
+      out += static_cast<char>(cp);
+    } else {
+      if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) bad_line(at, "escape is not a valid Unicode scalar value");
+      tokenizer_detail::append_utf8(out, cp);
+    }
+  };
+  auto read_hex = [&](size_t digits) -> uint32_t {
+    if (pos + digits > end) bad_line(at, "truncated \\x/\\u/\\U escape");
+    uint32_t v = 0;
+    for (size_t k = 0; k < digits; ++k) {
+      const int h = hex_value(lit[pos + k]);
+      if (h < 0) bad_line(at, "bad hex digit in escape");
+      v = v * 16 + static_cast<uint32_t>(h);
+    }
+    pos += digits;
+    return v;
+  };
+
+  while (pos < end) {
+    const char c = lit[pos];
+    if (c == quote) bad_line(at, "unescaped quote inside literal");
+    if (c != '\\') {
+      if (is_bytes) {
+        if (static_cast<unsigned char>(c) >= 0x80) bad_line(at, "non-ASCII character in bytes literal");
+        out += c;
+        ++pos;
+      } else {
+        const size_t len = tokenizer_detail::utf8_valid_length(lit, pos);
+        if (len == 0 || pos + len > end) bad_line(at, "invalid UTF-8 in str literal");
+        out.append(lit.substr(pos, len));
+        pos += len;
+      }
+      continue;
+    }
+    if (pos + 1 >= end) bad_line(at, "dangling backslash at end of literal");
+    const char e = lit[pos + 1];
+    pos += 2;
+    switch (e) {
+      case '\\':
+        out += '\\';
+        break;
+      case '\'':
+        out += '\'';
+        break;
+      case '"':
+        out += '"';
+        break;
+      case 'a':
+        out += '\a';
+        break;
+      case 'b':
+        out += '\b';
+        break;
+      case 'f':
+        out += '\f';
+        break;
+      case 'n':
+        out += '\n';
+        break;
+      case 'r':
+        out += '\r';
+        break;
+      case 't':
+        out += '\t';
+        break;
+      case 'v':
+        out += '\v';
+        break;
+      case 'x':
+        add_code_point(read_hex(2));
+        break;
+      case 'u':
+      case 'U':
+        if (is_bytes) {  // not an escape in bytes literals: Python keeps the backslash
+          out += '\\';
+          out += e;
+        } else {
+          add_code_point(read_hex(e == 'u' ? 4 : 8));
+        }
+        break;
+      case 'N':
+        if (is_bytes) {
+          out += "\\N";
+        } else {
+          bad_line(at, "\\N{...} escapes are not supported");
+        }
+        break;
+      default:
+        if (e >= '0' && e <= '7') {
+          uint32_t v = static_cast<uint32_t>(e - '0');
+          for (int k = 0; k < 2 && pos < end && lit[pos] >= '0' && lit[pos] <= '7'; ++k) v = v * 8 + (lit[pos++] - '0');
+          add_code_point(v);
+        } else {
+          // Unknown escapes are kept verbatim, as Python does.
+          out += '\\';
+          pos -= 1;  // the character after the backslash is re-read as an ordinary character
+        }
+        break;
+    }
+  }
+  return out;
+}
+
+bool parse_decimal(std::string_view s, uint64_t* v) {
+  if (s.empty() || s.size() > 18) return false;
+  uint64_t x = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+    x = x * 10 + static_cast<uint64_t>(c - '0');
+  }
+  *v = x;
+  return true;
+}
+
+class WorldTokenizer final : public Tokenizer {
+ public:
+  WorldTokenizer(const std::string& path, std::string_view text) : tokens_(kWorldVocabSize) {
+    parse(path, text);
+    build_trie();
+  }
+
+  std::string name() const override { return "world"; }
+  int32_t vocab_size() const override { return kWorldVocabSize; }
+
+  std::string token_bytes(int32_t id) const override {
+    if (id < 0 || id >= kWorldVocabSize) {
+      RWKVL_FAIL(kInvalidArgument, "world tokenizer: token id %d out of range [0, %d)", id, kWorldVocabSize);
+    }
+    return tokens_[static_cast<size_t>(id)];  // id 0 (end of text) and unused ids decode to nothing
+  }
+
+  std::vector<int32_t> encode(std::string_view text) const override {
+    std::vector<int32_t> ids;
+    ids.reserve(text.size() / 3 + 1);
+    const auto* s = reinterpret_cast<const unsigned char*>(text.data());
+    const size_t n = text.size();
+    size_t pos = 0;
+    while (pos < n) {
+      size_t best_len = 0;
+      int32_t best_id = -1;
+      uint32_t node = root_child_[s[pos]];
+      size_t i = pos;
+      while (node != 0) {
+        ++i;
+        if (nodes_[node].id >= 0) {
+          best_len = i - pos;
+          best_id = nodes_[node].id;
+        }
+        if (i == n) break;
+        node = find_child(node, s[i]);
+      }
+      if (best_len == 0) {
+        RWKVL_FAIL(kInvalidArgument, "world tokenizer: no token covers byte 0x%02x at offset %zu", s[pos], pos);
+      }
+      ids.push_back(best_id);
+      pos += best_len;
+    }
+    return ids;
+  }
+
+ private:
+  // Trie in breadth-first order: the children of a node are contiguous and sorted by byte, so a step is a
+  // binary search over at most 256 bytes of one array. Node 0 is the root; 0 as a child index means "none".
+  struct Node {
+    uint32_t first_child = 0;
+    uint32_t num_children = 0;
+    int32_t id = -1;
+  };
+
+  uint32_t find_child(uint32_t node, unsigned char b) const {
+    const Node& nd = nodes_[node];
+    const unsigned char* first = edge_byte_.data() + nd.first_child;
+    const unsigned char* last = first + nd.num_children;
+    const unsigned char* it = std::lower_bound(first, last, b);
+    if (it == last || *it != b) return 0;
+    return nd.first_child + static_cast<uint32_t>(it - first);
+  }
+
+  void parse(const std::string& path, std::string_view text) {
+    std::unordered_map<std::string_view, int32_t> seen;
+    seen.reserve(kWorldVocabSize);
+    size_t line_no = 0;
+    size_t start = 0;
+    while (start < text.size()) {
+      size_t nl = text.find('\n', start);
+      if (nl == std::string_view::npos) nl = text.size();
+      std::string_view line = text.substr(start, nl - start);
+      start = nl + 1;
+      ++line_no;
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      if (line.empty()) continue;
+      const LineRef at{path, line_no};
+
+      const size_t first_space = line.find(' ');
+      const size_t last_space = line.rfind(' ');
+      if (first_space == std::string_view::npos || last_space <= first_space + 1) {
+        bad_line(at, "expected '<id> <literal> <byte length>'");
+      }
+      uint64_t id = 0, byte_len = 0;
+      if (!parse_decimal(line.substr(0, first_space), &id)) bad_line(at, "bad token id");
+      if (id < 1 || id >= static_cast<uint64_t>(kWorldVocabSize)) {
+        bad_line(at, "token id " + std::to_string(id) + " out of range [1, 65535]");
+      }
+      if (!parse_decimal(line.substr(last_space + 1), &byte_len)) bad_line(at, "bad byte length");
+      std::string bytes = parse_python_literal(line.substr(first_space + 1, last_space - first_space - 1), at);
+      if (bytes.size() != byte_len) {
+        bad_line(at, "byte length " + std::to_string(byte_len) + " does not match the literal's " +
+                         std::to_string(bytes.size()) + " bytes");
+      }
+      if (bytes.empty()) bad_line(at, "empty token");
+      std::string& slot = tokens_[id];
+      if (!slot.empty()) bad_line(at, "duplicate token id " + std::to_string(id));
+      slot = std::move(bytes);
+      auto [it, inserted] = seen.emplace(std::string_view(slot), static_cast<int32_t>(id));
+      if (!inserted) bad_line(at, "same bytes as token id " + std::to_string(it->second));
+    }
+    if (seen.empty()) RWKVL_FAIL(kFormat, "%s: vocab file has no tokens", path.c_str());
+  }
+
+  void build_trie() {
+    std::vector<int32_t> order;
+    for (int32_t id = 1; id < kWorldVocabSize; ++id) {
+      if (!tokens_[static_cast<size_t>(id)].empty()) order.push_back(id);
+    }
+    std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return tokens_[a] < tokens_[b]; });
+
+    // Each queued node owns the sorted range of tokens that start with its prefix (depth bytes long).
+    struct Pending {
+      uint32_t node;
+      size_t lo, hi, depth;
+    };
+    nodes_.assign(1, Node{});
+    edge_byte_.assign(1, 0);
+    std::vector<Pending> queue{{0, 0, order.size(), 0}};
+    for (size_t q = 0; q < queue.size(); ++q) {
+      const Pending p = queue[q];
+      size_t lo = p.lo;
+      // In sorted order the token equal to the prefix itself comes first.
+      if (lo < p.hi && tokens_[order[lo]].size() == p.depth) nodes_[p.node].id = order[lo++];
+      nodes_[p.node].first_child = static_cast<uint32_t>(nodes_.size());
+      while (lo < p.hi) {
+        const auto b = static_cast<unsigned char>(tokens_[order[lo]][p.depth]);
+        size_t hi = lo + 1;
+        while (hi < p.hi && static_cast<unsigned char>(tokens_[order[hi]][p.depth]) == b) ++hi;
+        const auto child = static_cast<uint32_t>(nodes_.size());
+        nodes_.push_back(Node{});
+        edge_byte_.push_back(b);
+        queue.push_back({child, lo, hi, p.depth + 1});
+        ++nodes_[p.node].num_children;
+        lo = hi;
+      }
+    }
+    root_child_.fill(0);
+    for (uint32_t k = 0; k < nodes_[0].num_children; ++k) {
+      const uint32_t child = nodes_[0].first_child + k;
+      root_child_[edge_byte_[child]] = child;
+    }
+  }
+
+  std::vector<std::string> tokens_;  // by id; empty = no such token
+  std::vector<Node> nodes_;
+  std::vector<unsigned char> edge_byte_;  // the byte on the edge into each node
+  std::array<uint32_t, 256> root_child_{};
+};
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> Tokenizer::world_from_file(const std::string& vocab_txt_path) {
+  const std::string text = tokenizer_detail::read_tokenizer_file(vocab_txt_path);
+  return std::make_unique<WorldTokenizer>(vocab_txt_path, text);
+}
+
+}  // namespace rwkvl

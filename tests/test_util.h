@@ -1,0 +1,23 @@
+// Shared helpers for the tests: where reference data lives, temp files, reading float32 blobs.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace rwkvl::test {
+
+// Folder with the reference models and data (../shared beside the checkout, or $RWKVL_SHARED_DIR).
+std::string shared_dir();
+// shared_dir() + "/" + rel, or "" if that file does not exist (tests then GTEST_SKIP()).
+std::string shared_file(const std::string& rel);
+// A fresh, empty temporary directory for this test process (removed at exit).
+std::string temp_dir();
+std::vector<float> read_f32_file(const std::string& path);
+std::string read_file(const std::string& path);
+void write_file(const std::string& path, const std::string& bytes);
+// Path of the built rwkv-lite command-line tool.
+std::string cli_path();
+// Runs a shell command, captures stdout+stderr, returns the exit status (-1 if it could not run).
+int run_command(const std::string& cmd, std::string* output);
+
+}  // namespace rwkvl::test
