@@ -19,7 +19,7 @@
 namespace rwkvl::pickle {
 
 constexpr int kMaxDepth = 64;              // container nesting and open MARKs
-constexpr size_t kMaxObjects = size_t{1} << 20;  // objects created by one pickle
+constexpr size_t kMaxObjects = size_t{1} << 19;  // objects created by one pickle (~18 per tensor)
 constexpr size_t kMaxWork = size_t{1} << 24;     // objects + container elements + memo slots + pushes
 constexpr size_t kMaxDims = 32;                  // tensor rank
 

@@ -141,7 +141,7 @@ RawCheckpoint read_pth(std::shared_ptr<MappedFile> f) {
     const std::string& name = key->s;
     const char* nm = name.c_str();
     if (value->kind != pickle::Kind::kTensor)
-      RWKVL_FAIL(kFormat, "%s: entry '%s' is a %s, not a tensor; only plain state dicts (name -> tensor) are supported",
+      RWKVL_FAIL(kFormat, "%s: entry '%s' has type %s, not tensor; only plain state dicts (name -> tensor) are supported",
                  pc, nm, pickle::kind_name(value->kind));
     const pickle::TensorRef& tr = *value->tensor;
     const pickle::StorageRef& sr = *tr.storage;

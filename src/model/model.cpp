@@ -320,9 +320,9 @@ uint64_t Model::bytes_per_token() const {
 std::string Model::weight_dtype_name() const {
   std::string d;
   for (const auto& [name, t] : tensors_) {
-    if (t.shape.size() < 2 || name.find("time_maa_w2") != std::string::npos) continue;
+    if (t.shape.size() < 2 || is_small_lora(name)) continue;  // LoRAs stay f32 whatever the main dtype
     if (d.empty()) d = dtype_name(t.dtype);
-    else if (d != dtype_name(t.dtype) && !is_small_lora(name)) return "mixed";
+    else if (d != dtype_name(t.dtype)) return "mixed";
   }
   return d;
 }

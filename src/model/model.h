@@ -124,6 +124,8 @@ struct Canonical {
 };
 Canonical canonicalize(RawCheckpoint raw);
 nlohmann::json config_to_json(const ModelConfig& c);
+// Tensors in the official PyTorch layout (raw parameters, LoRA as (in, out), vectors (1, 1, C)).
+std::vector<Tensor> export_official(const Model& m);
 // Random weights of the given shape (benchmarks, tests). cfg needs arch_major, n_layer, n_embd,
 // n_vocab; n_ffn/head_size 0 take defaults.
 std::shared_ptr<Model> synth_model(ModelConfig cfg, const std::string& dtype, uint64_t seed);

@@ -4,7 +4,6 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
-#include <functional>
 #include <limits>
 #include <type_traits>
 
@@ -183,50 +182,10 @@ int32_t Sampler::sample(float* logits, size_t n) {
   // sensible answer.
   if (greedy || !std::isfinite(max_logit)) return static_cast<int32_t>(best);
 
-  // Total order: higher logit first, then lower id. Every selection below is defined by it, so the kept
-  // sets do not depend on how a library partitions.
-  auto before = [logits](int32_t a, int32_t b) {
-    const float la = logits[a], lb = logits[b];
-    return la > lb || (la == lb && a < b);
-  };
-
   probs_.resize(n);
+  exp_shifted(logits, max_logit, probs_.data(), n);
   const bool use_k = params_.top_k > 0 && static_cast<size_t>(params_.top_k) < n;
-  if (use_k) {
-    // Top-k: the k-th best id is unique; a token is kept iff it ranks at or before it.
-    // Top-k: the k-th largest value (selected on plain floats: fast), then every token above it and, of
-    // those equal to it, the lowest ids until k are kept.
-    const size_t k = static_cast<size_t>(params_.top_k);
-    values_.assign(logits, logits + n);
-    std::nth_element(values_.begin(), values_.begin() + static_cast<std::ptrdiff_t>(k - 1), values_.end(),
-                     std::greater<float>());
-    const float kth = values_[k - 1];
-    size_t above = 0;
-    for (size_t i = 0; i < n; ++i) above += logits[i] > kth;
-    size_t ties_left = k - above;
-    exp_shifted(logits, max_logit, probs_.data(), n);
-    for (size_t i = 0; i < n; ++i) {
-      if (logits[i] > kth) continue;
-      if (logits[i] == kth && ties_left > 0) {
-        --ties_left;
-        continue;
-      }
-      probs_[i] = 0.0f;
-    }
-  } else {
-    exp_shifted(logits, max_logit, probs_.data(), n);
-  }
-
-  if (params_.top_p < 1.0f) {
-    const double target = static_cast<double>(params_.top_p) * block_sums(n);
-    const int32_t cut = nucleus_cut(logits, n, target);
-    if (cut >= 0) {
-      for (size_t i = 0; i < n; ++i) {
-        const int32_t t = static_cast<int32_t>(i);
-        if (probs_[i] > 0.0f && t != cut && !before(t, cut)) probs_[i] = 0.0f;
-      }
-    }
-  }
+  if (use_k || params_.top_p < 1.0f) restrict_candidates(logits, n, max_logit);
 
   // Draw: walk the ids in order over whatever kept a non-zero probability, skipping whole blocks.
   const double mass = block_sums(n);
@@ -254,6 +213,79 @@ int32_t Sampler::sample(float* logits, size_t n) {
   return static_cast<int32_t>(last_positive);
 }
 
+// Top-k and top-p without sorting the vocabulary. Tokens go into kBuckets buckets by (max - logit), which
+// is monotone in probability, so whole buckets are kept or dropped by counting (top-k) or summing (top-p)
+// from the top; only the one bucket where the boundary falls is ordered exactly, by (logit descending, id
+// ascending). Zeroes probs_ for the tokens that are not kept.
+void Sampler::restrict_candidates(const float* logits, size_t n, float max_logit) {
+  auto before = [logits](int32_t a, int32_t b) {
+    const float la = logits[a], lb = logits[b];
+    return la > lb || (la == lb && a < b);
+  };
+  constexpr float kRange = 88.0f;  // beyond this below the max, probabilities underflow to 0 anyway
+  constexpr float kScale = static_cast<float>(kBuckets) / kRange;
+  bucket_.resize(n);
+  bucket_count_.assign(kBuckets, 0);
+  bucket_mass_.assign(kBuckets, 0.0);
+  for (size_t i = 0; i < n; ++i) {
+    const float d = max_logit - logits[i];
+    const uint32_t b = d < kRange ? std::min(static_cast<uint32_t>(d * kScale), kBuckets - 1) : kBuckets - 1;
+    bucket_[i] = static_cast<uint16_t>(b);
+    bucket_count_[b] += 1;
+    bucket_mass_[b] += probs_[i];
+  }
+
+  // Ids of bucket b that are still kept, ordered best first.
+  auto gather = [&](uint32_t b) {
+    idx_.clear();
+    for (size_t i = 0; i < n; ++i) {
+      if (bucket_[i] == b && probs_[i] > 0.0f) idx_.push_back(static_cast<int32_t>(i));
+    }
+    std::sort(idx_.begin(), idx_.end(), before);
+  };
+  uint32_t last = kBuckets - 1;  // buckets after `last` are dropped entirely
+  auto drop_after = [&](uint32_t b, size_t keep_in_b) {
+    for (size_t j = keep_in_b; j < idx_.size(); ++j) probs_[static_cast<size_t>(idx_[j])] = 0.0f;
+    idx_.resize(std::min(idx_.size(), keep_in_b));
+    for (size_t i = 0; i < n; ++i) {
+      if (bucket_[i] > b) probs_[i] = 0.0f;
+    }
+    last = b;
+  };
+
+  if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < n) {
+    const size_t k = static_cast<size_t>(params_.top_k);
+    size_t cum = 0;
+    uint32_t b = 0;
+    while (b < kBuckets - 1 && cum + bucket_count_[b] < k) cum += bucket_count_[b++];
+    // Tokens with probability 0 may count towards k but are never drawn: gather() leaves them out.
+    gather(b);
+    drop_after(b, k - cum);
+    double m = 0.0;
+    for (int32_t t : idx_) m += probs_[static_cast<size_t>(t)];
+    bucket_mass_[b] = m;
+  }
+
+  if (params_.top_p < 1.0f) {
+    double total = 0.0;
+    for (uint32_t b = 0; b <= last; ++b) total += bucket_mass_[b];
+    const double target = static_cast<double>(params_.top_p) * total;
+    double cum = 0.0;
+    uint32_t b = 0;
+    while (b < last && cum + bucket_mass_[b] < target) cum += bucket_mass_[b++];
+    gather(b);
+    size_t keep = idx_.size();
+    for (size_t j = 0; j < idx_.size(); ++j) {
+      cum += probs_[static_cast<size_t>(idx_[j])];
+      if (cum >= target) {
+        keep = j + 1;
+        break;
+      }
+    }
+    drop_after(b, keep);
+  }
+}
+
 double Sampler::block_sums(size_t n) {
   blocks_.resize((n + kBlock - 1) / kBlock);
   double total = 0.0;
@@ -262,61 +294,6 @@ double Sampler::block_sums(size_t n) {
     total += blocks_[b];
   }
   return total;
-}
-
-// The nucleus boundary: the candidate (in `before` order) at which the cumulative probability first
-// reaches `target`, found by a weighted quickselect (expected O(n), no full sort). Returns -1 if rounding
-// kept the total just below the target (then everything stays).
-int32_t Sampler::nucleus_cut(const float* logits, size_t n, double target) {
-  auto before = [logits](int32_t a, int32_t b) {
-    const float la = logits[a], lb = logits[b];
-    return la > lb || (la == lb && a < b);
-  };
-  const float* w = probs_.data();
-  idx_.clear();
-  for (size_t i = 0; i < n; ++i) {
-    if (w[i] > 0.0f) idx_.push_back(static_cast<int32_t>(i));
-  }
-  size_t lo = 0, hi = idx_.size();
-  double acc = 0.0;  // mass of the candidates known to rank before idx_[lo, hi)
-  int budget = 64;   // partition rounds before falling back to sorting (guards against bad pivots)
-  while (hi - lo > 32 && budget-- > 0) {
-    // Median of three as the pivot, then move everything ranked before it to the front.
-    int32_t a = idx_[lo], b = idx_[lo + (hi - lo) / 2], c = idx_[hi - 1];
-    if (before(b, a)) std::swap(a, b);
-    if (before(c, b)) std::swap(b, c);
-    if (before(b, a)) std::swap(a, b);
-    const int32_t pivot = b;
-    size_t mid = lo;
-    double front_mass = 0.0;
-    for (size_t j = lo; j < hi; ++j) {
-      if (before(idx_[j], pivot)) {
-        front_mass += w[idx_[j]];
-        std::swap(idx_[mid++], idx_[j]);
-      }
-    }
-    if (acc + front_mass >= target) {
-      hi = mid;  // the boundary is inside the front part (never empty here, since acc < target)
-      continue;
-    }
-    acc += front_mass;
-    if (acc + w[pivot] >= target) return pivot;
-    acc += w[pivot];
-    // Drop the pivot: put it first in the back part and continue after it.
-    for (size_t j = mid; j < hi; ++j) {
-      if (idx_[j] == pivot) {
-        std::swap(idx_[mid], idx_[j]);
-        break;
-      }
-    }
-    lo = mid + 1;
-  }
-  std::sort(idx_.begin() + static_cast<std::ptrdiff_t>(lo), idx_.begin() + static_cast<std::ptrdiff_t>(hi), before);
-  for (size_t j = lo; j < hi; ++j) {
-    acc += w[idx_[j]];
-    if (acc >= target) return idx_[j];
-  }
-  return -1;
 }
 
 }  // namespace rwkvl

@@ -5,11 +5,14 @@
 //      (count[t] decays by penalty_decay on every accept(), as ChatRWKV's alpha_presence / alpha_frequency);
 //   2. temperature <= 0: return argmax (ties -> lowest id); top-k / top-p do not matter then;
 //   3. logit /= temperature;
-//   4. top-k: keep the k largest logits; top-p: of those, keep the smallest set of most probable tokens
+//   4. top-k: keep the k best tokens; top-p: of those, keep the smallest set of most probable tokens
 //      whose cumulative probability (renormalised over what top-k kept) reaches top_p (at least one);
-//   5. draw one token from the softmax over the kept tokens with a xoshiro256** generator.
-// Candidates are ordered by (logit descending, id ascending), so the result is a pure function of the
-// seed, the call sequence and the logits, identical on every platform and standard library.
+//   5. draw one token from the softmax over the kept tokens with a xoshiro256** generator, walking the
+//      ids in increasing order.
+// "Best" is the total order (logit descending, id ascending). Neither top-k nor top-p sorts the
+// vocabulary: a histogram over (max - logit) finds the boundary and only the bucket that holds it is
+// sorted. exp() and every sum use fixed operation orders (no libm, no library-specific partitioning), so a
+// seed gives the same tokens on every platform and standard library.
 #pragma once
 
 #include <cstddef>
@@ -60,10 +63,11 @@ class Sampler {
   float occurrence(int32_t token) const;
 
  private:
-  int32_t nucleus_cut(const float* logits, size_t n, double target);
+  void restrict_candidates(const float* logits, size_t n, float max_logit);
   double block_sums(size_t n);  // fills blocks_ from probs_, returns the total
 
   static constexpr size_t kBlock = 256;
+  static constexpr uint32_t kBuckets = 4096;
 
   SamplerParams params_;
   Rng rng_;
@@ -71,7 +75,9 @@ class Sampler {
   std::vector<int32_t> seen_;  // ids with counts_ entries (in first-seen order)
   std::vector<int32_t> idx_;   // scratch: candidate ids
   std::vector<float> probs_;   // scratch: unnormalised probabilities by id (0 = not kept)
-  std::vector<float> values_;  // scratch: logits for the top-k selection
+  std::vector<uint16_t> bucket_;        // scratch: bucket of each id (see restrict_candidates)
+  std::vector<uint32_t> bucket_count_;  // scratch: ids per bucket
+  std::vector<double> bucket_mass_;     // scratch: probability mass per bucket
   std::vector<double> blocks_; // scratch: sums of probs_ over blocks of kBlock ids
 };
 

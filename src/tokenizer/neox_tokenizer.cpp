@@ -31,9 +31,15 @@ namespace {
 using nlohmann::json;
 using tokenizer_detail::append_utf8;
 
-// The split pattern of GPT-2's encoder.py, which the ByteLevel pre-tokenizer uses.
-constexpr const char* kGpt2SplitPattern =
-    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+// The split pattern of GPT-2's encoder.py, which the ByteLevel pre-tokenizer uses:
+//   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+// with \s spelled out as the Unicode White_Space property, which is what Hugging Face's regex engine (and
+// Python's `regex`) use; PCRE2's \s also counts U+180E, which stopped being white space in Unicode 6.3.
+std::string gpt2_split_pattern() {
+  const std::string ws = R"(\t\n\x0B\f\r\x20\x85\xA0\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000})";
+  return R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^)" + ws + R"(\p{L}\p{N}]+|[)" + ws + "]+(?![^" + ws + "])|[" +
+         ws + "]+";
+}
 
 // GPT-2's bytes_to_unicode(): printable bytes stand for themselves, the other 68 bytes are moved to U+0100.. in
 // byte order, so that every byte has a visible char and BPE tokens are ordinary strings.
@@ -145,7 +151,6 @@ class NeoxTokenizer final : public Tokenizer {
   };
   // Reused buffers of the merge loop, so each word does not allocate anew.
   struct BpeScratch {
-    std::string mapped;
     std::vector<int32_t> syms;
     std::vector<int32_t> prev, next;
   };
@@ -301,7 +306,8 @@ class NeoxTokenizer final : public Tokenizer {
     PCRE2_SIZE err_off = 0;
     // MATCH_INVALID_UTF lets arbitrary bytes through: invalid sequences match nothing and end up as their own
     // pieces, which byte-level BPE encodes like any other bytes.
-    pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(kGpt2SplitPattern), PCRE2_ZERO_TERMINATED,
+    const std::string pattern = gpt2_split_pattern();
+    pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), pattern.size(),
                                      PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err, &err_off, nullptr);
     if (!code) {
       PCRE2_UCHAR msg[256];

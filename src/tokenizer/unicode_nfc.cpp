@@ -1474,8 +1474,10 @@ constexpr char32_t kRawByteBase = 0x200000;
 constexpr char32_t kSBase = 0xAC00, kLBase = 0x1100, kVBase = 0x1161, kTBase = 0x11A7;
 constexpr char32_t kLCount = 19, kVCount = 21, kTCount = 28, kNCount = kVCount * kTCount, kSCount = kLCount * kNCount;
 
-// No code point below U+0300 has a nonzero class, a decomposition that NFC changes, or composes backwards.
+// No code point below U+0300 has a nonzero class, changes under NFC or composes with what precedes it (so text
+// below U+0300 is already NFC); Latin-1 letters from U+00C0 on do decompose, though, once marks follow them.
 constexpr char32_t kFirstInteresting = 0x300;
+constexpr char32_t kFirstDecomposable = 0xC0;
 
 uint8_t combining_class(char32_t cp) {
   if (cp < kFirstInteresting) return 0;
@@ -1504,7 +1506,7 @@ void decompose(char32_t cp, std::vector<char32_t>& out) {
     if (s % kTCount != 0) out.push_back(kTBase + s % kTCount);
     return;
   }
-  if (cp >= kFirstInteresting) {
+  if (cp >= kFirstDecomposable) {
     const auto* it = std::lower_bound(std::begin(kDecompositions), std::end(kDecompositions), cp,
                                       [](const Decomposition& d, char32_t c) { return d.cp < c; });
     if (it != std::end(kDecompositions) && it->cp == cp) {

@@ -1,0 +1,83 @@
+// Canonical -> official PyTorch layout (names, shapes and raw parameters as published checkpoints
+// store them), so a model can be written as .pth or safetensors that official code also reads.
+// Inverse of the "official" branch of canonicalize().
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "model/model.h"
+
+namespace rwkvl {
+
+namespace {
+
+Tensor reshaped(const Tensor& t, std::vector<int64_t> shape) {
+  Tensor o = t;
+  o.shape = std::move(shape);
+  return o;
+}
+
+Tensor mapped_vec(const Tensor& t, std::vector<int64_t> shape, float (*fn)(float)) {
+  std::vector<float> v = t.to_f32();
+  for (float& x : v) x = fn(x);
+  return Tensor::from_f32(t.name, std::move(shape), v.data());
+}
+
+Tensor transposed(const Tensor& t) {
+  const int64_t R = t.rows(), C = t.cols();
+  const size_t es = dtype_info(t.dtype).block_bytes;
+  Tensor o = Tensor::alloc(t.name, t.dtype, {C, R});
+  auto* d = static_cast<uint8_t*>(o.mutable_data());
+  const auto* s = static_cast<const uint8_t*>(t.data);
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t c = 0; c < C; ++c)
+      std::memcpy(d + static_cast<size_t>(c * R + r) * es, s + static_cast<size_t>(r * C + c) * es, es);
+  return o;
+}
+
+}  // namespace
+
+std::vector<Tensor> export_official(const Model& m) {
+  const ModelConfig& c = m.config();
+  const int64_t C = c.n_embd, H = c.n_head, S = c.head_size;
+  std::vector<Tensor> out;
+  for (const auto& [name, t0] : m.tensors()) {
+    if (t0.dtype == DType::kI8 || (name.size() > 6 && name.compare(name.size() - 6, 6, ".scale") == 0))
+      RWKVL_FAIL(kUnsupported, "'%s': int8 models cannot be exported to PyTorch layout; convert to f16/f32 first", name.c_str());
+    Tensor t = t0;
+    const auto ends = [&](const char* s) {
+      const size_t n = std::strlen(s);
+      return name.size() >= n && name.compare(name.size() - n, n, s) == 0;
+    };
+    const bool vec = t.shape.size() == 1;
+    if (c.arch_major == 4 && ends("att.time_decay")) {
+      t = mapped_vec(t, {C}, [](float d) { return std::log(-d); });
+    } else if (c.arch_major == 4 && ends("att.time_first")) {
+      // stays (C)
+    } else if (c.arch_major == 5 && ends("att.time_decay")) {
+      t = mapped_vec(t, {H, S}, [](float w) { return std::log(-std::log(w)); });
+    } else if ((c.arch_major == 5 || c.arch_major == 6) && ends("att.time_faaaa")) {
+      t = reshaped(t, {H, S});
+    } else if (c.arch_major == 7 && ends("att.r_k")) {
+      t = reshaped(t, {H, S});
+    } else if (ends("time_maa_w1") || ends("time_decay_w1") || ends("time_decay_w2") ||
+               (c.arch_major == 7 && (ends(".w1") || ends(".w2") || ends(".a1") || ends(".a2") || ends(".v1") ||
+                                      ends(".v2") || ends(".g1") || ends(".g2")))) {
+      t = transposed(t);
+    } else if (ends("time_maa_w2")) {  // (5, C, Lm) -> (5, Lm, C)
+      const int64_t Lm = t.shape[2];
+      std::vector<float> v = t.to_f32(), o(v.size());
+      for (int64_t b = 0; b < 5; ++b)
+        for (int64_t ci = 0; ci < C; ++ci)
+          for (int64_t j = 0; j < Lm; ++j) o[static_cast<size_t>((b * Lm + j) * C + ci)] = v[static_cast<size_t>((b * C + ci) * Lm + j)];
+      t = Tensor::from_f32(name, {5, Lm, C}, o.data());
+    } else if (vec && name.find(".ln") == std::string::npos && name.find("ln_out") == std::string::npos &&
+               name.find("ln_x") == std::string::npos) {
+      t = reshaped(t, {1, 1, C});  // time_mix_*, time_maa_*, x_*, w0, a0, v0, k_k, k_a, time_decay (v6)
+    }
+    out.push_back(t);
+  }
+  return out;
+}
+
+}  // namespace rwkvl

@@ -1,0 +1,333 @@
+#include "args.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <sstream>
+
+#include "commands.h"
+#include "rwkv_lite.h"
+
+namespace rwkvl::cli {
+
+namespace {
+
+using K = FlagKind;
+constexpr double kI32 = 2147483647.0;
+constexpr double kBig = 1e15;  // "practically unbounded" (exactly representable as a double and an int64)
+
+// The one place where flags are declared. Rows may share a name when subcommands need different
+// defaults or ranges (e.g. --dtype, --seed); a subcommand sees the first row that lists it.
+const std::vector<FlagSpec> kFlags = {
+    // -- everywhere
+    {"help", "h", K::kSwitch, "*", nullptr, "", "show this help and exit"},
+
+    // -- model and evaluation
+    {"model", "m", K::kString, "generate perplexity bench logits convert info tokenize", nullptr, "FILE",
+     "model file: rwkv.cpp .bin, PyTorch .pth, .safetensors or native rwkv-lite"},
+    {"weight-dtype", nullptr, K::kChoice, "generate perplexity bench logits info", "keep", "TYPE",
+     "hold the weight matrices as this type after loading", 0, 0, false, "keep|f32|f16|bf16|i8"},
+    {"threads", "t", K::kInt, "generate perplexity bench logits", "0", "N", "worker threads (0 = one per core)", 0,
+     4096},
+    {"chunk", nullptr, K::kInt, "generate perplexity bench logits", "0", "N",
+     "tokens per sequence-mode chunk when feeding text (0 = library default, 1 = RNN mode)", 0, 1 << 20},
+    {"tokenizer", nullptr, K::kString, "generate perplexity logits tokenize", nullptr, "PATH",
+     "tokenizer file (default: chosen by vocabulary size and searched for beside the model, in "
+     "$RWKVL_TOKENIZER_DIR and ./tokenizers)"},
+
+    // -- generate
+    {"prompt", "p", K::kString, "generate tokenize", nullptr, "TEXT", "prompt text"},
+    {"file", "f", K::kString, "generate tokenize", nullptr, "FILE", "read the prompt from FILE (instead of -p)"},
+    {"file", "f", K::kString, "perplexity", nullptr, "FILE", "text file to evaluate"},
+    {"n-predict", "n", K::kInt, "generate", "128", "N", "number of tokens to generate", 0, kBig},
+    {"temp", nullptr, K::kFloat, "generate", "1.0", "T", "sampling temperature (0 = greedy: always the most likely)",
+     0, 1e6},
+    {"top-k", nullptr, K::kInt, "generate", "0", "K", "sample only from the K most likely tokens (0 = off)", 0, kI32},
+    {"top-p", nullptr, K::kFloat, "generate", "1.0", "P",
+     "sample only from the smallest set of likeliest tokens whose probability reaches P (1 = off)", 0, 1, true},
+    {"presence-penalty", nullptr, K::kFloat, "generate", "0", "A",
+     "subtract A from the logit of every token generated so far", -1e6, 1e6},
+    {"frequency-penalty", nullptr, K::kFloat, "generate", "0", "B",
+     "subtract B per (decayed) occurrence of a token generated so far", -1e6, 1e6},
+    {"penalty-decay", nullptr, K::kFloat, "generate", "1.0", "D",
+     "multiply the occurrence counts by D after each generated token", 0, 1},
+    {"seed", "s", K::kInt, "generate", "-1", "S", "random seed (-1 = from the clock; printed at the end)", -1, kBig},
+    {"stop-at-eos", nullptr, K::kSwitch, "generate", nullptr, "",
+     "stop at token 0 (end of text) of World and NeoX vocabularies"},
+    {"state-in", nullptr, K::kString, "generate", nullptr, "FILE",
+     "start from the recurrent state saved in FILE (by --state-out)"},
+    {"state-out", nullptr, K::kString, "generate", nullptr, "FILE",
+     "save the state after the prompt and all generated tokens to FILE"},
+
+    // -- perplexity / bench / info
+    {"max-tokens", nullptr, K::kInt, "perplexity", "0", "N", "evaluate only the first N tokens (0 = all)", 0, kBig},
+    {"json", nullptr, K::kSwitch, "perplexity bench info", nullptr, "", "print one JSON object instead of text"},
+    {"prompt-tokens", nullptr, K::kInt, "bench", "128", "N", "tokens fed in sequence mode (prompt processing)", 1,
+     1 << 20},
+    {"gen-tokens", nullptr, K::kInt, "bench", "64", "N", "tokens generated one at a time", 1, 1 << 20},
+    {"no-bandwidth", nullptr, K::kSwitch, "bench", nullptr, "", "skip measuring the machine's memory bandwidth"},
+    {"seed", "s", K::kInt, "bench", "1234", "S", "seed of the random token ids", 0, kBig},
+
+    // -- logits
+    {"tokens", nullptr, K::kString, "logits", nullptr, "IDS", "comma-separated token ids, e.g. 34,105,110"},
+    {"text", nullptr, K::kString, "logits", nullptr, "TEXT", "text to tokenize and feed (instead of --tokens)"},
+    {"out", "o", K::kString, "logits", nullptr, "FILE", "where to write the logits (n_vocab float32, little-endian)"},
+
+    // -- convert / synth
+    {"out", "o", K::kString, "convert synth", nullptr, "FILE", "output model file (native rwkv-lite format)"},
+    {"dtype", nullptr, K::kChoice, "convert", "keep", "TYPE", "matrix type in the output file", 0, 0, false,
+     "keep|f32|f16|bf16|i8"},
+    {"dtype", nullptr, K::kChoice, "synth", "f32", "TYPE", "matrix type in the output file", 0, 0, false,
+     "f32|f16|bf16|i8"},
+    {"arch", nullptr, K::kInt, "synth", "7", "V", "RWKV architecture version: 4, 5 (5.2), 6 or 7", 4, 7},
+    {"layers", nullptr, K::kInt, "synth", "12", "N", "number of layers", 1, 4096},
+    {"embd", nullptr, K::kInt, "synth", "768", "N", "embedding size", 1, 1 << 20},
+    {"vocab", nullptr, K::kInt, "synth", "65536", "N", "vocabulary size", 1, kI32},
+    {"ffn", nullptr, K::kInt, "synth", "0", "N", "FFN hidden size (0 = the architecture's default)", 0, 1 << 24},
+    {"head-size", nullptr, K::kInt, "synth", "64", "N", "attention head size (v5+)", 1, 1 << 16},
+    {"seed", "s", K::kInt, "synth", "0", "S", "seed of the random weights", 0, kBig},
+
+    // -- tokenize
+    {"tokenizer-kind", nullptr, K::kChoice, "tokenize", nullptr, "KIND",
+     "use this tokenizer instead of the model's (with --tokenizer PATH unless byte)", 0, 0, false,
+     "world|neox|byte"},
+};
+
+const std::vector<CommandSpec> kCommands = {
+    {"generate", "-m MODEL (-p PROMPT | -f FILE) [-n N] [options]", "generate text from a prompt",
+     "Feeds the prompt in sequence mode, then samples N tokens, streaming the text to stdout as it is "
+     "produced (only the continuation is printed). Timing goes to stderr at the end.",
+     "rwkv-lite generate -m model.pth -p \"The Eiffel tower is in\" -n 64 --temp 0.8 --top-p 0.9",
+     cmd_generate},
+    {"perplexity", "-m MODEL -f TEXT_FILE [options]", "perplexity of a model on a text file",
+     "Feeds the whole file as one stream from a fresh state and prints exp(mean negative log-likelihood) of "
+     "every token after the first.",
+     "rwkv-lite perplexity -m model.pth -f wikitext2-test.txt --max-tokens 20000", cmd_perplexity},
+    {"bench", "-m MODEL [options]", "measure prompt and generation speed against the memory-bandwidth bound",
+     "Feeds seeded random tokens: a prompt in sequence mode, then tokens one at a time with logits. Reports "
+     "tokens/s, peak RSS, weight bytes read per token, the achieved and the measured memory bandwidth.",
+     "rwkv-lite bench -m model.pth -t 4 --json", cmd_bench},
+    {"logits", "-m MODEL (--tokens IDS | --text TEXT) -o FILE [options]", "write the logits after some tokens",
+     "Feeds the tokens from a fresh state and writes the final logits as n_vocab little-endian float32 values.",
+     "rwkv-lite logits -m tiny.bin --tokens 34,105,110 -o logits.bin", cmd_logits},
+    {"convert", "-m IN -o OUT [--dtype TYPE]", "convert a model to the native format",
+     "Loads any supported file and writes it in the native rwkv-lite format, optionally changing the matrix type.",
+     "rwkv-lite convert -m model.pth -o model-f16.rwkvl --dtype f16", cmd_convert},
+    {"synth", "-o OUT [--arch V --layers N --embd N --vocab N ...]", "make a model with random weights",
+     "Writes a native model of the given shape with seeded random weights (for benchmarks and tests).",
+     "rwkv-lite synth -o synth.rwkvl --arch 7 --layers 2 --embd 128 --vocab 1024", cmd_synth},
+    {"info", "-m MODEL [--json]", "describe a model file", "", "rwkv-lite info -m model.pth", cmd_info},
+    {"tokenize", "(-m MODEL | --tokenizer-kind KIND [--tokenizer PATH]) (-p TEXT | -f FILE)", "print token ids",
+     "Prints the ids of the text, comma-separated on one line (the format --tokens of 'logits' reads).",
+     "rwkv-lite tokenize -m model.pth -p \"Hello world\"", cmd_tokenize},
+};
+
+bool listed(const char* commands, const std::string& command) {
+  if (std::strcmp(commands, "*") == 0) return true;
+  std::istringstream in(commands);
+  std::string word;
+  while (in >> word) {
+    if (word == command) return true;
+  }
+  return false;
+}
+
+const FlagSpec* lookup(const std::string& command, const std::string& name, bool is_short) {
+  for (const auto& f : kFlags) {
+    const char* n = is_short ? f.short_name : f.name;
+    if (n && name == n && listed(f.commands, command)) return &f;
+  }
+  return nullptr;
+}
+
+bool exists_anywhere(const std::string& name, bool is_short) {
+  for (const auto& f : kFlags) {
+    const char* n = is_short ? f.short_name : f.name;
+    if (n && name == n) return true;
+  }
+  return false;
+}
+
+std::string display_name(const FlagSpec& f) { return std::string("--") + f.name; }
+
+std::string format_number(double v) {
+  if (v == std::floor(v) && std::fabs(v) < 1e15) return std::to_string(static_cast<long long>(v));
+  std::ostringstream s;
+  s << v;
+  return s.str();
+}
+
+bool parse_int(const std::string& s, int64_t* out) {
+  if (s.empty() || std::isspace(static_cast<unsigned char>(s[0]))) return false;
+  errno = 0;
+  char* end = nullptr;
+  const long long v = std::strtoll(s.c_str(), &end, 10);
+  if (errno != 0 || end == s.c_str() || *end != '\0') return false;
+  *out = v;
+  return true;
+}
+
+bool parse_float(const std::string& s, double* out) {
+  if (s.empty() || std::isspace(static_cast<unsigned char>(s[0]))) return false;
+  errno = 0;
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  if (errno == ERANGE || end == s.c_str() || *end != '\0' || !std::isfinite(v)) return false;
+  *out = v;
+  return true;
+}
+
+// Checks a value against its row; returns "" or the problem.
+std::string check_value(const FlagSpec& f, const std::string& value) {
+  double v = 0.0;
+  if (f.kind == K::kInt) {
+    int64_t i = 0;
+    if (!parse_int(value, &i)) return "invalid value '" + value + "' for " + display_name(f) + ": expected an integer";
+    v = static_cast<double>(i);
+  } else if (f.kind == K::kFloat) {
+    if (!parse_float(value, &v)) return "invalid value '" + value + "' for " + display_name(f) + ": expected a number";
+  } else if (f.kind == K::kChoice) {
+    std::istringstream in(std::string(f.choices));
+    std::string c;
+    while (std::getline(in, c, '|')) {
+      if (c == value) return "";
+    }
+    return "invalid value '" + value + "' for " + display_name(f) + ": expected one of " + f.choices;
+  } else {
+    return "";
+  }
+  const bool below = f.lo_open ? !(v > f.lo) : !(v >= f.lo);
+  if (below || !(v <= f.hi)) {
+    return display_name(f) + " must be in " + (f.lo_open ? "(" : "[") + format_number(f.lo) + ", " +
+           format_number(f.hi) + "] (got " + value + ")";
+  }
+  return "";
+}
+
+std::string hint(const std::string& command) {
+  return command.empty() ? "(see 'rwkv-lite --help')" : "(see 'rwkv-lite " + command + " --help')";
+}
+
+}  // namespace
+
+const std::vector<FlagSpec>& flag_table() { return kFlags; }
+const std::vector<CommandSpec>& command_table() { return kCommands; }
+
+const CommandSpec* find_command(const std::string& name) {
+  for (const auto& c : kCommands) {
+    if (name == c.name) return &c;
+  }
+  return nullptr;
+}
+
+void Args::fail(const std::string& what) const { throw UsageError(what + " " + hint(command_)); }
+
+Args Args::parse(const CommandSpec& command, int argc, char** argv, int first) {
+  Args a;
+  a.command_ = command.name;
+  for (int i = first; i < argc; ++i) {
+    const std::string tok = argv[i];
+    std::string name, value;
+    bool has_value = false, is_short = false;
+    if (tok.size() > 2 && tok.compare(0, 2, "--") == 0) {
+      name = tok.substr(2);
+      const size_t eq = name.find('=');
+      if (eq != std::string::npos) {
+        value = name.substr(eq + 1);
+        name.resize(eq);
+        has_value = true;
+      }
+    } else if (tok.size() == 2 && tok[0] == '-' && tok[1] != '-') {
+      name = tok.substr(1);
+      is_short = true;
+    } else {
+      a.fail("unexpected argument '" + tok + "'");
+    }
+    const FlagSpec* f = lookup(a.command_, name, is_short);
+    if (!f) {
+      if (exists_anywhere(name, is_short)) a.fail("option '" + tok + "' does not apply to '" + a.command_ + "'");
+      a.fail("unknown option '" + (has_value ? tok.substr(0, tok.find('=')) : tok) + "'");
+    }
+    if (f->kind == K::kSwitch) {
+      if (has_value) a.fail("option '" + display_name(*f) + "' takes no value");
+      a.values_[f->name] = "1";
+      continue;
+    }
+    if (!has_value) {
+      if (i + 1 >= argc) a.fail("option '" + tok + "' needs a value (" + f->metavar + ")");
+      value = argv[++i];
+    }
+    const std::string problem = check_value(*f, value);
+    if (!problem.empty()) a.fail(problem);
+    a.values_[f->name] = value;
+  }
+  return a;
+}
+
+const FlagSpec& Args::spec(const char* name) const {
+  const FlagSpec* f = lookup(command_, name, false);
+  if (!f) throw std::logic_error(std::string("flag --") + name + " is not declared for '" + command_ + "'");
+  return *f;
+}
+
+bool Args::given(const char* name) const {
+  spec(name);
+  return values_.count(name) != 0;
+}
+
+bool Args::on(const char* name) const { return given(name); }
+
+std::string Args::str(const char* name) const {
+  const FlagSpec& f = spec(name);
+  auto it = values_.find(name);
+  if (it != values_.end()) return it->second;
+  return f.def ? f.def : "";
+}
+
+int64_t Args::integer(const char* name) const {
+  const std::string s = str(name);
+  int64_t v = 0;
+  if (!parse_int(s, &v)) throw std::logic_error("--" + std::string(name) + " has no integer value");
+  return v;
+}
+
+double Args::number(const char* name) const {
+  const std::string s = str(name);
+  double v = 0;
+  if (!parse_float(s, &v)) throw std::logic_error("--" + std::string(name) + " has no numeric value");
+  return v;
+}
+
+void print_global_help(std::FILE* out) {
+  std::fprintf(out, "rwkv-lite %s - RWKV language models on the CPU\n\n", RWKVL_VERSION_STRING);
+  std::fprintf(out, "usage: rwkv-lite COMMAND [options]\n       rwkv-lite COMMAND --help\n\ncommands:\n");
+  for (const auto& c : kCommands) std::fprintf(out, "  %-12s %s\n", c.name, c.summary);
+  std::fprintf(out, "\noptions:\n  %-26s %s\n  %-26s %s\n", "-h, --help", "show this help and exit", "--version",
+               "print the version and build information");
+}
+
+void print_command_help(std::FILE* out, const CommandSpec& c) {
+  std::fprintf(out, "usage: rwkv-lite %s %s\n\n", c.name, c.synopsis);
+  std::fprintf(out, "%s.\n", c.summary);
+  if (*c.details) std::fprintf(out, "%s\n", c.details);
+  std::fprintf(out, "\noptions:\n");
+  for (const auto& f : kFlags) {
+    if (!listed(f.commands, c.name) || lookup(c.name, f.name, false) != &f) continue;
+    std::string left = f.short_name ? std::string("-") + f.short_name + ", " : std::string("    ");
+    left += std::string("--") + f.name;
+    if (f.kind == K::kChoice) left += std::string(" ") + f.choices;
+    else if (f.kind != K::kSwitch) left += std::string(" ") + f.metavar;
+    std::string right = f.help;
+    if (f.def && f.kind != K::kSwitch) right += std::string(" (default: ") + f.def + ")";
+    if (left.size() <= 28) {
+      std::fprintf(out, "  %-28s %s\n", left.c_str(), right.c_str());
+    } else {
+      std::fprintf(out, "  %s\n  %-28s %s\n", left.c_str(), "", right.c_str());
+    }
+  }
+  std::fprintf(out, "\nexample:\n  %s\n", c.example);
+}
+
+}  // namespace rwkvl::cli

@@ -1,0 +1,17 @@
+// The subcommands of rwkv-lite (one function each; the table in args.cpp maps names to them).
+#pragma once
+
+namespace rwkvl::cli {
+
+class Args;
+
+int cmd_generate(const Args& args);    // cmd_generate.cpp
+int cmd_perplexity(const Args& args);  // cmd_eval.cpp
+int cmd_logits(const Args& args);      // cmd_eval.cpp
+int cmd_bench(const Args& args);       // cmd_bench.cpp
+int cmd_convert(const Args& args);     // cmd_model.cpp
+int cmd_synth(const Args& args);       // cmd_model.cpp
+int cmd_info(const Args& args);        // cmd_model.cpp
+int cmd_tokenize(const Args& args);    // cmd_model.cpp
+
+}  // namespace rwkvl::cli

@@ -1,0 +1,73 @@
+// Pieces the subcommands share: owning handles for the C API, error reporting, file reading,
+// tokenization, a UTF-8-safe output stream and small formatting helpers. Public API only.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "rwkv_lite.h"
+
+namespace rwkvl::cli {
+
+class Args;
+
+// A failure at run time (library call, file I/O) -> "rwkv-lite: error: <message>", exit code 1.
+class Failure : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Throws Failure with rwkvl_last_error() (or the status name) unless st is RWKVL_OK.
+void check(rwkvl_status st);
+void check(rwkvl_status st, const std::string& context);  // "<context>: <message>"
+
+struct Deleter {
+  void operator()(rwkvl_model* p) const { rwkvl_model_free(p); }
+  void operator()(rwkvl_context* p) const { rwkvl_context_free(p); }
+  void operator()(rwkvl_state* p) const { rwkvl_state_free(p); }
+  void operator()(rwkvl_tokenizer* p) const { rwkvl_tokenizer_free(p); }
+  void operator()(rwkvl_sampler* p) const { rwkvl_sampler_free(p); }
+};
+using ModelPtr = std::unique_ptr<rwkvl_model, Deleter>;
+using ContextPtr = std::unique_ptr<rwkvl_context, Deleter>;
+using StatePtr = std::unique_ptr<rwkvl_state, Deleter>;
+using TokenizerPtr = std::unique_ptr<rwkvl_tokenizer, Deleter>;
+using SamplerPtr = std::unique_ptr<rwkvl_sampler, Deleter>;
+
+// The value of a required option, or a UsageError naming it.
+std::string require(const Args& args, const char* name);
+
+// Loads --model (with --weight-dtype where the subcommand has it).
+ModelPtr load_model(const Args& args);
+rwkvl_model_info model_info(const rwkvl_model* model);
+ContextPtr new_context(const rwkvl_model* model, int n_threads);
+StatePtr new_state(const rwkvl_model* model);
+// The tokenizer that matches the model's vocabulary (--tokenizer overrides the file).
+TokenizerPtr model_tokenizer(const rwkvl_model* model, const std::string& model_path, const std::string& tok_path);
+
+std::vector<int32_t> tokenize(const rwkvl_tokenizer* tok, std::string_view text);
+std::string token_bytes(const rwkvl_tokenizer* tok, int32_t id);
+
+// Whole file; Failure "cannot read '<path>': <reason>".
+std::string read_file(const std::string& path, const char* what);
+void write_file(const std::string& path, const void* data, size_t size, const char* what);
+
+// Holds back an incomplete UTF-8 sequence at the end of what was pushed, so a character split across
+// tokens is printed whole. Invalid bytes are passed through unchanged.
+class Utf8Stream {
+ public:
+  std::string push(std::string_view bytes);
+  std::string flush();
+
+ private:
+  std::string pending_;
+};
+
+double now_seconds();  // steady clock
+std::string format_bytes(uint64_t bytes);  // "1.23 GiB"
+
+}  // namespace rwkvl::cli
