@@ -42,6 +42,15 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
   return mf;
 }
 
+std::shared_ptr<MappedFile> MappedFile::from_bytes(std::vector<uint8_t> bytes, const std::string& name) {
+  std::shared_ptr<MappedFile> mf(new MappedFile());
+  mf->path_ = name;
+  mf->owned_ = std::move(bytes);
+  mf->data_ = mf->owned_.data();
+  mf->size_ = mf->owned_.size();
+  return mf;
+}
+
 MappedFile::~MappedFile() {
   if (mapped_) munmap(const_cast<uint8_t*>(data_), size_);
 }

@@ -6,6 +6,7 @@
 #include <memory>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 namespace rwkvl {
 
@@ -13,6 +14,8 @@ class MappedFile {
  public:
   // Throws Error(kIo) if the file cannot be opened or mapped.
   static std::shared_ptr<MappedFile> open(const std::string& path);
+  // An in-memory "file" (fuzzers, tests): same interface, the bytes are owned by the object.
+  static std::shared_ptr<MappedFile> from_bytes(std::vector<uint8_t> bytes, const std::string& name);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
@@ -29,6 +32,7 @@ class MappedFile {
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
   bool mapped_ = false;
+  std::vector<uint8_t> owned_;
 };
 
 // Writes a file atomically: data goes to "<path>.tmp.<pid>" and is renamed over <path> only when

@@ -1,6 +1,7 @@
 // Format detection, the rwkv.cpp reader/writer and the native rwkv-lite format (docs/FORMAT.md).
 #include "format/format.h"
 
+#include <cstdint>
 #include <cstring>
 #include <limits>
 
@@ -29,7 +30,7 @@ uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 // aligned (element loads must be aligned for the scalar code and UBSan).
 Tensor view_or_copy(const std::shared_ptr<MappedFile>& f, std::string name, DType dt, std::vector<int64_t> shape,
                     uint64_t offset, uint64_t nbytes) {
-  if (offset % kNativeAlign == 0) {
+  if (reinterpret_cast<uintptr_t>(f->data() + offset) % kNativeAlign == 0) {
     Tensor t;
     t.name = std::move(name);
     t.dtype = dt;
@@ -71,8 +72,10 @@ FileKind detect_file_kind(const MappedFile& f) {
   return FileKind::kUnknown;
 }
 
-RawCheckpoint read_checkpoint(const std::string& path) {
-  std::shared_ptr<MappedFile> f = MappedFile::open(path);
+RawCheckpoint read_checkpoint(const std::string& path) { return read_checkpoint(MappedFile::open(path)); }
+
+RawCheckpoint read_checkpoint(std::shared_ptr<MappedFile> f) {
+  const std::string& path = f->path();
   switch (detect_file_kind(*f)) {
     case FileKind::kRwkvCpp: return read_rwkvcpp(f);
     case FileKind::kPth: return read_pth(f);

@@ -35,6 +35,7 @@ RawCheckpoint read_safetensors(std::shared_ptr<MappedFile> f);
 RawCheckpoint read_native(std::shared_ptr<MappedFile> f);
 // Opens the file, detects its kind and dispatches.
 RawCheckpoint read_checkpoint(const std::string& path);
+RawCheckpoint read_checkpoint(std::shared_ptr<MappedFile> f);
 
 // Writers (atomic: no partial output on failure).
 // A PyTorch zip checkpoint that torch.load() reads: a plain dict name -> tensor, contiguous storages.

@@ -299,6 +299,12 @@ Canonical canonicalize(RawCheckpoint raw) {
     }
   }
   m.check_all_used();
+  if (raw.kind == FileKind::kRwkvCpp) {
+    const int hv = raw.meta.value("n_vocab", -1), he = raw.meta.value("n_embed", -1), hl = raw.meta.value("n_layer", -1);
+    if (hv != cfg.n_vocab || he != cfg.n_embd || hl != cfg.n_layer)
+      RWKVL_FAIL(kFormat, "%s: header says vocab %d, width %d, %d layers but the tensors have %d, %d, %d", m.file().c_str(), hv,
+                 he, hl, cfg.n_vocab, cfg.n_embd, cfg.n_layer);
+  }
   return out;
 }
 

@@ -72,7 +72,11 @@ bool is_small_lora(const std::string& name) {
 // ------------------------------------------------------------------------------------------ loading
 
 std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& opts) {
-  RawCheckpoint raw = read_checkpoint(path);
+  return from_raw(read_checkpoint(path), opts);
+}
+
+std::shared_ptr<Model> Model::from_raw(RawCheckpoint raw, const LoadOptions& opts) {
+  const std::string path = raw.file ? raw.file->path() : std::string("?");
   if (raw.kind == FileKind::kNative) {
     ModelConfig cfg;
     const nlohmann::json& j = raw.meta;
@@ -95,7 +99,11 @@ std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
     for (Tensor& t : raw.tensors) {
       if (!tm.emplace(t.name, t).second) RWKVL_FAIL(kFormat, "%s: tensor '%s' appears twice", path.c_str(), t.name.c_str());
     }
-    return from_canonical(std::move(tm), cfg, FileKind::kNative, opts);
+    try {
+      return from_canonical(std::move(tm), cfg, FileKind::kNative, opts);
+    } catch (const Error& e) {
+      throw Error(e.code(), path + ": " + e.what());
+    }
   }
   const FileKind kind = raw.kind;
   Canonical c = canonicalize(std::move(raw));

@@ -82,6 +82,7 @@ class Model {
   };
   // Reads any supported file and binds it. Throws rwkvl::Error.
   static std::shared_ptr<Model> load(const std::string& path, const LoadOptions& opts);
+  static std::shared_ptr<Model> from_raw(RawCheckpoint raw, const LoadOptions& opts);
   // Builds from canonical tensors (as produced by canonicalize() or read from a native file).
   static std::shared_ptr<Model> from_canonical(TensorMap tensors, const ModelConfig& cfg, FileKind source,
                                                const LoadOptions& opts);

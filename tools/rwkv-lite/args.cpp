@@ -1,5 +1,6 @@
 #include "args.h"
 
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -29,7 +30,7 @@ const std::vector<FlagSpec> kFlags = {
      "model file: rwkv.cpp .bin, PyTorch .pth, .safetensors or native rwkv-lite"},
     {"weight-dtype", nullptr, K::kChoice, "generate perplexity bench logits info", "keep", "TYPE",
      "hold the weight matrices as this type after loading", 0, 0, false, "keep|f32|f16|bf16|i8"},
-    {"threads", "t", K::kInt, "generate perplexity bench logits", "0", "N", "worker threads (0 = one per core)", 0,
+    {"threads", "t", K::kInt, "generate perplexity bench logits", "0", "N", "worker threads; 0 = one per core", 0,
      4096},
     {"chunk", nullptr, K::kInt, "generate perplexity bench logits", "0", "N",
      "tokens per sequence-mode chunk when feeding text (0 = library default, 1 = RNN mode)", 0, 1 << 20},
@@ -206,6 +207,29 @@ std::string check_value(const FlagSpec& f, const std::string& value) {
   return "";
 }
 
+// Prints text wrapped at `width` columns, every line after the first indented by `indent` spaces.
+void print_wrapped(std::FILE* out, const std::string& text, size_t indent, size_t first_col, size_t width = 100) {
+  std::istringstream in(text);
+  std::string word;
+  size_t col = first_col;
+  bool line_start = true;
+  while (in >> word) {
+    if (!line_start && col + 1 + word.size() > width) {
+      std::fprintf(out, "\n%*s", static_cast<int>(indent), "");
+      col = indent;
+      line_start = true;
+    }
+    if (!line_start) {
+      std::fputc(' ', out);
+      ++col;
+    }
+    std::fputs(word.c_str(), out);
+    col += word.size();
+    line_start = false;
+  }
+  std::fputc('\n', out);
+}
+
 std::string hint(const std::string& command) {
   return command.empty() ? "(see 'rwkv-lite --help')" : "(see 'rwkv-lite " + command + " --help')";
 }
@@ -252,7 +276,7 @@ Args Args::parse(const CommandSpec& command, int argc, char** argv, int first) {
     }
     if (f->kind == K::kSwitch) {
       if (has_value) a.fail("option '" + display_name(*f) + "' takes no value");
-      a.values_[f->name] = "1";
+      a.values_[f->name] = std::string(1, '1');  // (not = "1": GCC 12 -Wrestrict false positive)
       continue;
     }
     if (!has_value) {
@@ -271,6 +295,8 @@ const FlagSpec& Args::spec(const char* name) const {
   if (!f) throw std::logic_error(std::string("flag --") + name + " is not declared for '" + command_ + "'");
   return *f;
 }
+
+bool Args::accepts(const char* name) const { return lookup(command_, name, false) != nullptr; }
 
 bool Args::given(const char* name) const {
   spec(name);
@@ -310,8 +336,10 @@ void print_global_help(std::FILE* out) {
 
 void print_command_help(std::FILE* out, const CommandSpec& c) {
   std::fprintf(out, "usage: rwkv-lite %s %s\n\n", c.name, c.synopsis);
-  std::fprintf(out, "%s.\n", c.summary);
-  if (*c.details) std::fprintf(out, "%s\n", c.details);
+  std::string about = std::string(c.summary) + ".";
+  about[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(about[0])));
+  if (*c.details) about += std::string(" ") + c.details;
+  print_wrapped(out, about, 0, 0);
   std::fprintf(out, "\noptions:\n");
   for (const auto& f : kFlags) {
     if (!listed(f.commands, c.name) || lookup(c.name, f.name, false) != &f) continue;
@@ -322,10 +350,11 @@ void print_command_help(std::FILE* out, const CommandSpec& c) {
     std::string right = f.help;
     if (f.def && f.kind != K::kSwitch) right += std::string(" (default: ") + f.def + ")";
     if (left.size() <= 28) {
-      std::fprintf(out, "  %-28s %s\n", left.c_str(), right.c_str());
+      std::fprintf(out, "  %-28s ", left.c_str());
     } else {
-      std::fprintf(out, "  %s\n  %-28s %s\n", left.c_str(), "", right.c_str());
+      std::fprintf(out, "  %s\n  %-28s ", left.c_str(), "");
     }
+    print_wrapped(out, right, 31, 31);
   }
   std::fprintf(out, "\nexample:\n  %s\n", c.example);
 }

@@ -55,6 +55,7 @@ class Args {
   static Args parse(const CommandSpec& command, int argc, char** argv, int first);
 
   const std::string& command() const { return command_; }
+  bool accepts(const char* name) const;            // declared for this subcommand
   bool given(const char* name) const;              // on the command line
   bool on(const char* name) const;                 // a switch
   std::string str(const char* name) const;         // value or default ("" if neither)

@@ -1,0 +1,100 @@
+// rwkv-lite generate: prompt in sequence mode, then sampling one token at a time, streamed to stdout.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "args.h"
+#include "commands.h"
+#include "common.h"
+
+namespace rwkvl::cli {
+
+namespace {
+
+uint64_t clock_seed() {
+  const auto ns = std::chrono::system_clock::now().time_since_epoch().count();
+  return (static_cast<uint64_t>(ns) ^ (static_cast<uint64_t>(getpid()) << 32)) & 0x7fffffffffffffffull;
+}
+
+void write_out(const std::string& s) {
+  if (s.empty()) return;
+  if (std::fwrite(s.data(), 1, s.size(), stdout) != s.size()) throw Failure("cannot write to stdout");
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int cmd_generate(const Args& args) {
+  const std::string model_path = require(args, "model");
+  if (args.given("prompt") && args.given("file")) args.fail("give the prompt with -p or -f, not both");
+  if (!args.given("prompt") && !args.given("file")) args.fail("missing the prompt: -p TEXT or -f FILE");
+  const std::string prompt = args.given("prompt") ? args.str("prompt") : read_file(args.str("file"), "prompt file");
+  if (prompt.empty()) args.fail("the prompt is empty (the model needs at least one token to start from)");
+
+  const int64_t n_predict = args.integer("n-predict");
+  const size_t chunk = static_cast<size_t>(args.integer("chunk"));
+  rwkvl_sampler_params sp = rwkvl_sampler_default_params();
+  sp.temperature = static_cast<float>(args.number("temp"));
+  sp.top_k = static_cast<int>(args.integer("top-k"));
+  sp.top_p = static_cast<float>(args.number("top-p"));
+  sp.presence_penalty = static_cast<float>(args.number("presence-penalty"));
+  sp.frequency_penalty = static_cast<float>(args.number("frequency-penalty"));
+  sp.penalty_decay = static_cast<float>(args.number("penalty-decay"));
+  const int64_t seed_arg = args.integer("seed");
+  sp.seed = seed_arg < 0 ? clock_seed() : static_cast<uint64_t>(seed_arg);
+  rwkvl_sampler* raw_sampler = nullptr;
+  check(rwkvl_sampler_new(&sp, &raw_sampler));
+  const SamplerPtr sampler(raw_sampler);
+
+  const ModelPtr model = load_model(args);
+  const rwkvl_model_info info = model_info(model.get());
+  const TokenizerPtr tok = model_tokenizer(model.get(), model_path, args.str("tokenizer"));
+  const std::string tok_name = rwkvl_tokenizer_name(tok.get());
+  const bool stop_at_eos = args.on("stop-at-eos") && tok_name != "byte";
+
+  const std::vector<int32_t> ids = tokenize(tok.get(), prompt);
+  if (ids.empty()) args.fail("the prompt is empty after tokenization");
+
+  const ContextPtr ctx = new_context(model.get(), static_cast<int>(args.integer("threads")));
+  const StatePtr state = new_state(model.get());
+  if (args.given("state-in")) check(rwkvl_state_load(state.get(), args.str("state-in").c_str()), "--state-in");
+
+  const size_t n_vocab = static_cast<size_t>(info.n_vocab);
+  std::vector<float> logits(n_vocab);
+  const double t0 = now_seconds();
+  check(rwkvl_eval(ctx.get(), state.get(), ids.data(), ids.size(), chunk, logits.data()));
+  const double t1 = now_seconds();
+
+  // The last sampled token is only fed (without the head) when its state is to be saved.
+  const bool save_state = args.given("state-out");
+  Utf8Stream out;
+  int64_t generated = 0;
+  for (int64_t i = 0; i < n_predict; ++i) {
+    const int32_t token = rwkvl_sampler_sample(sampler.get(), logits.data(), n_vocab);
+    if (token < 0) throw Failure(std::string("sampling failed: ") + rwkvl_last_error());
+    rwkvl_sampler_accept(sampler.get(), token);
+    if (stop_at_eos && token == 0) break;
+    write_out(out.push(token_bytes(tok.get(), token)));
+    ++generated;
+    const bool more = i + 1 < n_predict;
+    if (more || save_state) check(rwkvl_eval(ctx.get(), state.get(), &token, 1, 1, more ? logits.data() : nullptr));
+  }
+  write_out(out.flush());
+  const double t2 = now_seconds();
+  if (save_state) check(rwkvl_state_save(state.get(), args.str("state-out").c_str()), "--state-out");
+
+  const double tp = t1 - t0, tg = t2 - t1;
+  std::fprintf(stderr,
+               "\n[prompt: %zu tokens, %.3f s, %.1f tok/s | generation: %lld tokens, %.3f s, %.1f tok/s | "
+               "%d threads, seed %llu, tokenizer %s]\n",
+               ids.size(), tp, tp > 0 ? static_cast<double>(ids.size()) / tp : 0.0, static_cast<long long>(generated),
+               tg, tg > 0 ? static_cast<double>(generated) / tg : 0.0, rwkvl_context_threads(ctx.get()),
+               static_cast<unsigned long long>(sp.seed), tok_name.c_str());
+  return 0;
+}
+
+}  // namespace rwkvl::cli

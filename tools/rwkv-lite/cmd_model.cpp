@@ -1,0 +1,118 @@
+// rwkv-lite convert, synth, info and tokenize: model files and tokenizers.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "args.h"
+#include "commands.h"
+#include "common.h"
+
+namespace rwkvl::cli {
+
+int cmd_convert(const Args& args) {
+  const std::string in = require(args, "model");
+  const std::string out = require(args, "out");
+  const std::string dtype = args.str("dtype");
+  const double t0 = now_seconds();
+  const ModelPtr model = load_model(args);
+  const rwkvl_model_info info = model_info(model.get());
+  check(rwkvl_model_save(model.get(), out.c_str(), dtype.c_str()));
+  std::fprintf(stderr, "converted %s (%s %s, %s) -> %s (native, %s) in %.2f s\n", in.c_str(), info.file_kind,
+               info.arch_name, info.weight_dtype, out.c_str(), dtype.c_str(), now_seconds() - t0);
+  return 0;
+}
+
+int cmd_synth(const Args& args) {
+  const std::string out = require(args, "out");
+  const std::string dtype = args.str("dtype");
+  rwkvl_synth_params p{};
+  p.arch_major = static_cast<int>(args.integer("arch"));
+  p.n_layer = static_cast<int>(args.integer("layers"));
+  p.n_embd = static_cast<int>(args.integer("embd"));
+  p.n_vocab = static_cast<int>(args.integer("vocab"));
+  p.n_ffn = static_cast<int>(args.integer("ffn"));
+  p.head_size = static_cast<int>(args.integer("head-size"));
+  p.dtype = dtype.c_str();
+  p.seed = static_cast<uint64_t>(args.integer("seed"));
+  check(rwkvl_synth(&p, out.c_str()));
+  std::fprintf(stderr, "wrote %s: RWKV-%d, %d layers, embd %d, vocab %d, %s\n", out.c_str(), p.arch_major, p.n_layer,
+               p.n_embd, p.n_vocab, dtype.c_str());
+  return 0;
+}
+
+int cmd_info(const Args& args) {
+  const std::string path = require(args, "model");
+  const ModelPtr model = load_model(args);
+  const rwkvl_model_info i = model_info(model.get());
+  if (args.on("json")) {
+    nlohmann::json j = {{"file", path},
+                        {"file_kind", i.file_kind},
+                        {"arch", i.arch_name},
+                        {"arch_major", i.arch_major},
+                        {"arch_minor", i.arch_minor},
+                        {"weight_dtype", i.weight_dtype},
+                        {"n_layer", i.n_layer},
+                        {"n_embd", i.n_embd},
+                        {"n_vocab", i.n_vocab},
+                        {"n_head", i.n_head},
+                        {"head_size", i.head_size},
+                        {"n_ffn", i.n_ffn},
+                        {"ln_x_eps", i.ln_x_eps},
+                        {"n_params", i.n_params},
+                        {"weight_bytes", i.weight_bytes},
+                        {"bytes_per_token", i.bytes_per_token},
+                        {"state_floats", i.state_floats}};
+    std::printf("%s\n", j.dump().c_str());
+    return 0;
+  }
+  std::printf("file             %s\n", path.c_str());
+  std::printf("format           %s\n", i.file_kind);
+  std::printf("architecture     RWKV %s\n", i.arch_name);
+  std::printf("weights          %s\n", i.weight_dtype);
+  std::printf("layers           %d\n", i.n_layer);
+  std::printf("embedding        %d\n", i.n_embd);
+  std::printf("vocabulary       %d\n", i.n_vocab);
+  std::printf("heads            %d x %d\n", i.n_head, i.head_size);
+  std::printf("ffn              %d\n", i.n_ffn);
+  std::printf("ln_x eps         %g\n", static_cast<double>(i.ln_x_eps));
+  std::printf("parameters       %llu\n", static_cast<unsigned long long>(i.n_params));
+  std::printf("weight bytes     %llu (%s)\n", static_cast<unsigned long long>(i.weight_bytes),
+              format_bytes(i.weight_bytes).c_str());
+  std::printf("bytes per token  %llu (%s)\n", static_cast<unsigned long long>(i.bytes_per_token),
+              format_bytes(i.bytes_per_token).c_str());
+  std::printf("state            %llu floats (%s)\n", static_cast<unsigned long long>(i.state_floats),
+              format_bytes(i.state_floats * 4).c_str());
+  return 0;
+}
+
+int cmd_tokenize(const Args& args) {
+  if (args.given("model") == args.given("tokenizer-kind")) args.fail("give exactly one of -m MODEL or --tokenizer-kind KIND");
+  if (args.given("prompt") == args.given("file")) args.fail("give the text with exactly one of -p TEXT or -f FILE");
+  const std::string text = args.given("prompt") ? args.str("prompt") : read_file(args.str("file"), "text file");
+
+  TokenizerPtr tok;
+  if (args.given("model")) {
+    const ModelPtr model = load_model(args);
+    tok = model_tokenizer(model.get(), args.str("model"), args.str("tokenizer"));
+  } else {
+    const std::string kind = args.str("tokenizer-kind");
+    const std::string path = args.str("tokenizer");
+    if (kind != "byte" && path.empty()) args.fail("--tokenizer-kind " + kind + " needs --tokenizer PATH");
+    rwkvl_tokenizer* t = nullptr;
+    check(rwkvl_tokenizer_load(kind.c_str(), path.empty() ? nullptr : path.c_str(), &t));
+    tok.reset(t);
+  }
+  const std::vector<int32_t> ids = tokenize(tok.get(), text);
+  std::string line;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (i) line += ',';
+    line += std::to_string(ids[i]);
+  }
+  std::printf("%s\n", line.c_str());
+  std::fprintf(stderr, "%zu tokens (%s tokenizer)\n", ids.size(), rwkvl_tokenizer_name(tok.get()));
+  return 0;
+}
+
+}  // namespace rwkvl::cli
