@@ -138,7 +138,9 @@ void expect_same(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
     EXPECT_EQ(a[i].dtype, b[i].dtype);
     EXPECT_EQ(a[i].shape, b[i].shape);
     ASSERT_EQ(a[i].nbytes, b[i].nbytes);
-    if (a[i].nbytes) EXPECT_EQ(std::memcmp(a[i].data, b[i].data, a[i].nbytes), 0);
+    if (a[i].nbytes) {
+      EXPECT_EQ(std::memcmp(a[i].data, b[i].data, a[i].nbytes), 0);
+    }
   }
 }
 

@@ -267,8 +267,9 @@ class Machine {
 
   // ---- dicts
   std::string dict_key(const Value* k) {
-    if (k->kind == Kind::kStr) return "s" + k->s;
-    if (k->kind == Kind::kInt) return "i" + std::to_string(k->i);
+    std::string key(1, k->kind == Kind::kStr ? 's' : 'i');
+    if (k->kind == Kind::kStr) return key.append(k->s);
+    if (k->kind == Kind::kInt) return key.append(std::to_string(k->i));
     fail(ErrorCode::kUnsupported, "dict key of type %s is not supported", kind_name(k->kind));
   }
   void set_item(Value* dict, Value* k, Value* v) {

@@ -12,7 +12,9 @@
 #include <algorithm>
 #include <array>
 #include <climits>
+#include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <queue>
@@ -52,6 +54,9 @@ std::array<char32_t, 256> byte_to_char_table() {
   }
   return table;
 }
+
+// Far above any real vocabulary; keeps a corrupt id from sizing the id table to gigabytes.
+constexpr int64_t kMaxTokenId = int64_t{1} << 24;
 
 struct AddedToken {
   std::string content;
@@ -212,8 +217,9 @@ class NeoxTokenizer final : public Tokenizer {
     int32_t max_id = -1;
     for (const auto& [tok, id_json] : model.at("vocab").items()) {
       const auto id = id_json.get<int64_t>();
-      if (id < 0 || id > INT32_MAX / 2)
+      if (id < 0 || id >= kMaxTokenId) {
         RWKVL_FAIL(kFormat, "%s: token id %lld out of range", path.c_str(), static_cast<long long>(id));
+      }
       vocab.emplace(tok, static_cast<int32_t>(id));
       max_id = std::max(max_id, static_cast<int32_t>(id));
     }
@@ -221,8 +227,9 @@ class NeoxTokenizer final : public Tokenizer {
     if (doc.contains("added_tokens") && !doc["added_tokens"].is_null()) {
       for (const json& t : doc["added_tokens"]) {
         const auto id = t.at("id").get<int64_t>();
-        if (id < 0 || id > INT32_MAX / 2)
+        if (id < 0 || id >= kMaxTokenId) {
           RWKVL_FAIL(kFormat, "%s: added token id %lld out of range", path.c_str(), static_cast<long long>(id));
+        }
         for (const char* key : {"single_word", "lstrip", "rstrip"}) {
           if (t.value(key, false)) {
             RWKVL_FAIL(kUnsupported, "%s: added token option '%s' is not supported", path.c_str(), key);
@@ -282,8 +289,9 @@ class NeoxTokenizer final : public Tokenizer {
       if (m.is_string()) {  // "left right"
         const std::string s = m.get<std::string>();
         const size_t sp = s.find(' ', 1);
-        if (sp == std::string::npos)
+        if (sp == std::string::npos) {
           RWKVL_FAIL(kFormat, "%s: merge %d '%s' has no space", path.c_str(), rank, s.c_str());
+        }
         left = s.substr(0, sp);
         right = s.substr(sp + 1);
       } else {  // newer files: ["left", "right"]
@@ -322,7 +330,9 @@ class NeoxTokenizer final : public Tokenizer {
                               std::vector<int32_t>& ids) const {
     std::string prefixed;
     if (add_prefix_space_ && !segment.empty() && segment[0] != ' ') {
-      prefixed = " " + std::string(segment);
+      prefixed.reserve(segment.size() + 1);
+      prefixed.push_back(' ');
+      prefixed.append(segment);
       segment = prefixed;
     }
     if (!use_regex_) {

@@ -1,0 +1,125 @@
+// The public C API: lifecycle, error codes + messages, eval equivalences, state save/restore.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "rwkv_lite.h"
+#include "test_util.h"
+
+namespace {
+
+std::string tiny(const char* v) { return rwkvl::test::shared_file(std::string("reference/tiny-rwkv/tiny-rwkv-") + v + ".bin"); }
+
+TEST(CApi, ErrorsHaveCodesAndMessages) {
+  rwkvl_model* m = reinterpret_cast<rwkvl_model*>(0x1);
+  EXPECT_EQ(rwkvl_model_load("/nonexistent/model.bin", nullptr, &m), RWKVL_ERR_IO);
+  EXPECT_EQ(m, nullptr);
+  EXPECT_NE(std::string(rwkvl_last_error()).find("/nonexistent/model.bin"), std::string::npos);
+  EXPECT_EQ(rwkvl_model_load(nullptr, nullptr, &m), RWKVL_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(rwkvl_context_new(nullptr, 1, nullptr), RWKVL_ERR_INVALID_ARGUMENT);
+  EXPECT_STREQ(rwkvl_status_name(RWKVL_ERR_FORMAT), "bad file format");
+  rwkvl_model_free(nullptr);  // no-op
+  const std::string empty = rwkvl::test::temp_dir() + "/empty.bin";
+  rwkvl::test::write_file(empty, "");
+  EXPECT_EQ(rwkvl_model_load(empty.c_str(), nullptr, &m), RWKVL_ERR_FORMAT);
+  EXPECT_NE(std::string(rwkvl_last_error()).find("not a model file"), std::string::npos);
+}
+
+TEST(CApi, EvalStateAndTokenizer) {
+  const std::string path = tiny("5v2-730K-FP32");
+  if (path.empty()) GTEST_SKIP();
+  rwkvl_model* m = nullptr;
+  ASSERT_EQ(rwkvl_model_load(path.c_str(), nullptr, &m), RWKVL_OK) << rwkvl_last_error();
+  rwkvl_model_info info;
+  ASSERT_EQ(rwkvl_model_get_info(m, &info), RWKVL_OK);
+  EXPECT_STREQ(info.arch_name, "v5.2");
+  EXPECT_STREQ(info.file_kind, "rwkv.cpp");
+  EXPECT_EQ(info.n_vocab, 256);
+  EXPECT_EQ(info.n_layer, 12);
+  EXPECT_EQ(info.state_floats, 12u * (2 * 64 + 8 * 8 * 8));
+  EXPECT_GT(info.bytes_per_token, 0u);
+  EXPECT_LT(info.bytes_per_token, info.weight_bytes);
+
+  rwkvl_tokenizer* tok = nullptr;
+  ASSERT_EQ(rwkvl_tokenizer_for_model(m, path.c_str(), nullptr, &tok), RWKVL_OK) << rwkvl_last_error();
+  EXPECT_STREQ(rwkvl_tokenizer_name(tok), "byte");
+  int32_t ids[64];
+  size_t n = 0;
+  ASSERT_EQ(rwkvl_tokenize(tok, "Hello world", 11, ids, 64, &n), RWKVL_OK);
+  ASSERT_EQ(n, 11u);
+  EXPECT_EQ(ids[0], 'H');
+  EXPECT_EQ(rwkvl_tokenize(tok, "Hello world", 11, ids, 4, &n), RWKVL_ERR_INVALID_ARGUMENT);
+
+  rwkvl_context* ctx = nullptr;
+  ASSERT_EQ(rwkvl_context_new(m, 2, &ctx), RWKVL_OK);
+  EXPECT_EQ(rwkvl_context_threads(ctx), 2);
+  rwkvl_state *s1 = nullptr, *s2 = nullptr;
+  ASSERT_EQ(rwkvl_state_new(m, &s1), RWKVL_OK);
+  ASSERT_EQ(rwkvl_state_new(m, &s2), RWKVL_OK);
+
+  // Save after "Hello", continue with " world"; restoring the file and continuing gives the same logits.
+  std::vector<float> a(256), b(256), all(11 * 256);
+  ASSERT_EQ(rwkvl_eval(ctx, s1, ids, 5, 0, nullptr), RWKVL_OK);
+  const std::string sp = rwkvl::test::temp_dir() + "/hello.state";
+  ASSERT_EQ(rwkvl_state_save(s1, sp.c_str()), RWKVL_OK);
+  ASSERT_EQ(rwkvl_eval(ctx, s1, ids + 5, 6, 0, a.data()), RWKVL_OK);
+  ASSERT_EQ(rwkvl_state_load(s2, sp.c_str()), RWKVL_OK) << rwkvl_last_error();
+  ASSERT_EQ(rwkvl_eval(ctx, s2, ids + 5, 6, 0, b.data()), RWKVL_OK);
+  EXPECT_EQ(a, b);
+
+  // All-logits mode: the last row equals the last-token logits; RNN mode agrees.
+  ASSERT_EQ(rwkvl_state_reset(s2), RWKVL_OK);
+  ASSERT_EQ(rwkvl_eval_all_logits(ctx, s2, ids, 11, 4, all.data()), RWKVL_OK);
+  float d = 0;
+  for (int i = 0; i < 256; ++i) d = std::max(d, std::fabs(all[10 * 256 + i] - a[i]));
+  EXPECT_LE(d, 1e-4f);
+
+  // A bad token fails and leaves the state as it was.
+  ASSERT_EQ(rwkvl_state_copy(s2, s1), RWKVL_OK);
+  const int32_t bad[2] = {1, 256};
+  EXPECT_EQ(rwkvl_eval(ctx, s1, bad, 2, 0, a.data()), RWKVL_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(rwkvl_last_error()).find("out of range"), std::string::npos);
+  EXPECT_EQ(std::memcmp(rwkvl_state_data(s1), rwkvl_state_data(s2), info.state_floats * 4), 0);
+
+  // A state file of another model shape is refused.
+  const std::string other = tiny("7v0-834K-FP32");
+  if (!other.empty()) {
+    rwkvl_model* m7 = nullptr;
+    ASSERT_EQ(rwkvl_model_load(other.c_str(), nullptr, &m7), RWKVL_OK);
+    rwkvl_state* s7 = nullptr;
+    ASSERT_EQ(rwkvl_state_new(m7, &s7), RWKVL_OK);
+    EXPECT_EQ(rwkvl_state_load(s7, sp.c_str()), RWKVL_ERR_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(rwkvl_last_error()).find("different model"), std::string::npos);
+    rwkvl_state_free(s7);
+    rwkvl_model_free(m7);
+  }
+  rwkvl_state_free(s1);
+  rwkvl_state_free(s2);
+  rwkvl_context_free(ctx);
+  rwkvl_tokenizer_free(tok);
+  rwkvl_model_free(m);
+}
+
+TEST(CApi, SynthSaveAndReload) {
+  const std::string p = rwkvl::test::temp_dir() + "/synth.rwkvl";
+  rwkvl_synth_params sp{6, 2, 64, 300, 0, 32, "f16", 3};
+  ASSERT_EQ(rwkvl_synth(&sp, p.c_str()), RWKVL_OK) << rwkvl_last_error();
+  rwkvl_model* m = nullptr;
+  ASSERT_EQ(rwkvl_model_load(p.c_str(), nullptr, &m), RWKVL_OK) << rwkvl_last_error();
+  rwkvl_model_info info;
+  ASSERT_EQ(rwkvl_model_get_info(m, &info), RWKVL_OK);
+  EXPECT_STREQ(info.file_kind, "native");
+  EXPECT_STREQ(info.weight_dtype, "f16");
+  EXPECT_EQ(info.n_head, 2);
+  EXPECT_EQ(info.n_vocab, 300);
+  // A failed save (directory does not exist) leaves nothing behind.
+  EXPECT_EQ(rwkvl_model_save(m, "/nonexistent-dir/x.rwkvl", "f32"), RWKVL_ERR_IO);
+  rwkvl_model_free(m);
+  rwkvl_synth_params bad{3, 2, 64, 300, 0, 32, "f16", 3};
+  EXPECT_EQ(rwkvl_synth(&bad, p.c_str()), RWKVL_ERR_INVALID_ARGUMENT);
+}
+
+}  // namespace
