@@ -61,14 +61,16 @@ TEST_P(Reencode, PthSafetensorsNativeGiveSameLogits) {
   EXPECT_FLOAT_EQ(from_native->config().ln_x_eps, m->config().ln_x_eps);
 
   // Without the override, official sources use 64e-5 for v5 (and v6/v7 use it everywhere).
-  if (m->config().arch_major >= 5) EXPECT_FLOAT_EQ(Model::load(base + ".pth", {})->config().ln_x_eps, 64e-5f);
+  if (m->config().arch_major >= 5) {
+    EXPECT_FLOAT_EQ(Model::load(base + ".pth", {})->config().ln_x_eps, 64e-5f);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Tiny, Reencode,
                          ::testing::Values("4v0-660K-FP32", "5v1-730K-FP32", "5v2-730K-FP16", "6v0-1m-FP32",
                                            "7v0-834K-FP32"),
-                         [](const auto& info) {
-                           std::string n = info.param;
+                         [](const auto& param_info) {
+                           std::string n = param_info.param;
                            for (char& ch : n)
                              if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
                            return n;

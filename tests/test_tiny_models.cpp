@@ -88,8 +88,8 @@ TEST_P(TinyModel, MatchesExpectedLogits) {
   EXPECT_LE(diff(run(m, kPrompt, 1, 2), rnn).max_abs, 1e-5f);
 }
 
-INSTANTIATE_TEST_SUITE_P(All, TinyModel, ::testing::ValuesIn(kCases), [](const auto& info) {
-  std::string n = std::string(info.param.version) + "_" + info.param.format;
+INSTANTIATE_TEST_SUITE_P(All, TinyModel, ::testing::ValuesIn(kCases), [](const auto& param_info) {
+  std::string n = std::string(param_info.param.version) + "_" + param_info.param.format;
   for (char& ch : n)
     if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
   return n;

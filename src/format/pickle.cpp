@@ -156,7 +156,8 @@ class Machine {
 
   Unpickled run() {
     while (true) {
-      if (pos_ >= n_) FAIL_FORMAT("ends without STOP (truncated?)");
+      if (pos_ >= n_)
+        throw_error(ErrorCode::kFormat, "%s: pickle ends at offset %zu without STOP (truncated?)", what_.c_str(), pos_);
       op_pos_ = pos_;
       op_ = d_[pos_++];
       if (step()) break;

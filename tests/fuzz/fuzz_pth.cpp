@@ -1,5 +1,5 @@
 // libFuzzer target for the .pth reader (zip + restricted pickle VM).
-//   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -Isrc tests/fuzz/fuzz_pth.cpp src/core/*.cpp \
+//   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -Isrc tests/fuzz/fuzz_pth.cpp src/core/*.cpp
 //     src/format/{zip,pickle,pth_reader,pth_writer}.cpp -o fuzz_pth && ./fuzz_pth -max_len=65536
 // The core, rwkvl::fuzz::fuzz_pth_input(), is also compiled into tests/test_format_fuzz_pth_st.cpp
 // (with RWKVL_FUZZ_NO_ENTRY defined) for a deterministic mutation test without clang.

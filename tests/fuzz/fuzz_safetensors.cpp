@@ -1,5 +1,5 @@
 // libFuzzer target for the safetensors reader.
-//   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -Isrc tests/fuzz/fuzz_safetensors.cpp \
+//   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -Isrc tests/fuzz/fuzz_safetensors.cpp
 //     src/core/*.cpp src/format/safetensors.cpp -o fuzz_safetensors && ./fuzz_safetensors -max_len=65536
 // The core, rwkvl::fuzz::fuzz_safetensors_input(), is also compiled into
 // tests/test_format_fuzz_pth_st.cpp (with RWKVL_FUZZ_NO_ENTRY defined).

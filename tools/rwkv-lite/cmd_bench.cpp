@@ -122,7 +122,8 @@ int cmd_bench(const Args& args) {
   std::printf("model: %s (%s %s, %d layers, embd %d, vocab %d, %s, %s of weights)\n", model_path.c_str(),
               info.file_kind, info.arch_name, info.n_layer, info.n_embd, info.n_vocab, info.weight_dtype,
               format_bytes(info.weight_bytes).c_str());
-  std::printf("threads: %d, chunk: %zu, load: %.2f s\n\n", threads, chunk, load_seconds);
+  std::printf("threads: %d, chunk: %s, load: %.2f s\n\n", threads,
+              chunk ? std::to_string(chunk).c_str() : "library default", load_seconds);
   const std::string prompt_label = "prompt processing (" + std::to_string(n_prompt) + " tok)";
   const std::string gen_label = "generation (" + std::to_string(n_gen) + " tok)";
   std::printf("%-30s %12.1f tok/s  %9.3f ms/tok\n", prompt_label.c_str(), prompt_tps, 1e3 / prompt_tps);
@@ -131,7 +132,8 @@ int cmd_bench(const Args& args) {
   std::printf("%-30s %12s\n", "weights read per token", format_bytes(info.bytes_per_token).c_str());
   std::printf("%-30s %12.2f GB/s\n", "achieved (generation)", achieved / 1e9);
   if (measure) {
-    std::printf("%-30s %12.2f GB/s  (%d threads)\n", "measured read bandwidth", measured / 1e9, threads);
+    std::printf("%-30s %12.2f GB/s  (%d thread%s)\n", "measured read bandwidth", measured / 1e9, threads,
+                threads == 1 ? "" : "s");
     std::printf("%-30s %12.1f %%\n", "of the bandwidth bound", pct);
   }
   return 0;

@@ -15,8 +15,9 @@ namespace {
 int run(int argc, char** argv) {
   using namespace rwkvl::cli;
   if (argc < 2) {
-    print_global_help(stderr);
-    return 2;
+    std::string names;
+    for (const auto& c : command_table()) names += (names.empty() ? "" : ", ") + std::string(c.name);
+    throw UsageError("missing command: one of " + names + " (see 'rwkv-lite --help')");
   }
   const std::string first = argv[1];
   if (first == "-h" || first == "--help" || first == "help") {

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# logits of the three bytes `"in` (34, 105, 110) for every tiny FP32 model against the reference
+# expected-logits-*.bin (max abs diff <= 1e-3); --text equals --tokens; RNN mode (--chunk 1) agrees; a
+# native conversion gives the same logits. Float files are compared with od + awk only.
+# usage: logits_tiny.sh RWKV_LITE SHARED_DIR BUILD_DIR
+set -u
+CLI=$1
+SHARED=${2:-}
+BUILD=${3:-${TMPDIR:-/tmp}}
+DIR=$SHARED/reference/tiny-rwkv
+if [ ! -d "$DIR" ]; then
+  echo "skip: $DIR not found"
+  exit 77
+fi
+WORK=$(mktemp -d "${BUILD%/}/cli-logits.XXXXXX") || exit 1
+trap 'rm -rf "$WORK"' EXIT
+failures=0
+fail() {
+  echo "FAIL $*"
+  failures=$((failures + 1))
+}
+
+# maxdiff A B: prints the largest |a - b| over two little-endian float32 files, or "bad ..." when the
+# sizes differ or a value is not finite.
+maxdiff() {
+  local na nb
+  na=$(wc -c <"$1")
+  nb=$(wc -c <"$2")
+  if [ "$na" -ne "$nb" ] || [ "$na" -eq 0 ]; then
+    echo "bad: sizes $na and $nb"
+    return
+  fi
+  paste -d' ' <(od -An -v -w4 --endian=little -t f4 "$1") <(od -An -v -w4 --endian=little -t f4 "$2") |
+    awk '
+      function finite(s) { return s ~ /^[-+]?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?$/ }
+      { if (!finite($1) || !finite($2)) { print "bad: non-finite value at " NR; bad = 1; exit }
+        d = $1 - $2; if (d < 0) d = -d; if (d > m) m = d }
+      END { if (!bad) printf "%.3g\n", m }'
+}
+
+# within A B TOL WHAT
+within() {
+  local d
+  d=$(maxdiff "$1" "$2")
+  if [[ $d == bad* ]]; then
+    fail "$4: $d"
+  elif awk -v d="$d" -v t="$3" 'BEGIN { exit !(d <= t) }'; then
+    echo "ok   $4 (max abs diff $d)"
+  else
+    fail "$4: max abs diff $d > $3"
+  fi
+}
+
+checked=0
+for model in "$DIR"/tiny-rwkv-*-FP32.bin; do
+  [ -f "$model" ] || continue
+  version=$(basename "$model" -FP32.bin)
+  version=${version#tiny-rwkv-}
+  expected=$DIR/expected-logits-$version.bin
+  [ -f "$expected" ] || continue
+  checked=$((checked + 1))
+  out=$WORK/$version.bin
+  if ! "$CLI" logits -m "$model" --tokens 34,105,110 -o "$out" 2>"$WORK/err"; then
+    fail "$version: logits failed: $(cat "$WORK/err")"
+    continue
+  fi
+  n=$(wc -c <"$out")
+  [ "$n" -eq 1024 ] || fail "$version: $n bytes of logits, expected 1024 (256 float32)"
+  within "$out" "$expected" 1e-3 "$version logits vs reference"
+
+  if "$CLI" logits -m "$model" --text '"in' -o "$WORK/$version-text.bin" 2>"$WORK/err"; then
+    if cmp -s "$out" "$WORK/$version-text.bin"; then echo "ok   $version --text equals --tokens"
+    else fail "$version: --text '\"in' differs from --tokens 34,105,110"; fi
+  else
+    fail "$version: logits --text failed: $(cat "$WORK/err")"
+  fi
+
+  if "$CLI" logits -m "$model" --tokens 34,105,110 --chunk 1 -t 1 -o "$WORK/$version-rnn.bin" 2>"$WORK/err"; then
+    within "$WORK/$version-rnn.bin" "$expected" 1e-3 "$version RNN mode (--chunk 1, 1 thread) vs reference"
+  else
+    fail "$version: logits --chunk 1 failed: $(cat "$WORK/err")"
+  fi
+done
+if [ $checked -eq 0 ]; then
+  echo "skip: no tiny FP32 model with expected logits in $DIR"
+  exit 77
+fi
+
+# convert to the native format (same dtype): the logits must not move.
+M=$DIR/tiny-rwkv-7v0-834K-FP32.bin
+if [ -f "$M" ] && [ -f "$WORK/7v0-834K.bin" ]; then
+  if "$CLI" convert -m "$M" -o "$WORK/native.rwkvl" 2>"$WORK/err" &&
+    "$CLI" logits -m "$WORK/native.rwkvl" --tokens 34,105,110 -o "$WORK/native-logits.bin" 2>"$WORK/err"; then
+    within "$WORK/native-logits.bin" "$WORK/7v0-834K.bin" 1e-6 "convert to native keeps the logits"
+  else
+    fail "convert / logits on the native file failed: $(cat "$WORK/err")"
+  fi
+fi
+
+if [ $failures -ne 0 ]; then
+  echo "$failures check(s) failed"
+  exit 1
+fi
+echo "all logits checks passed ($checked models)"
