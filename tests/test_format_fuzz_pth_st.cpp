@@ -22,7 +22,16 @@
 #include "format/zip.h"
 #include "test_util.h"
 
-// ---- allocation watch: the largest single operator-new request since the last reset
+// ---- allocation watch: the largest single allocation since the last reset. Under AddressSanitizer
+// its malloc hook sees every allocation (malloc, aligned_alloc, new); otherwise operator new is replaced.
+#if defined(__SANITIZE_ADDRESS__)
+#define RWKVL_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RWKVL_ASAN 1
+#endif
+#endif
+
 namespace {
 std::atomic<size_t> g_largest_alloc{0};
 void note_alloc(size_t n) {
@@ -30,19 +39,31 @@ void note_alloc(size_t n) {
   while (n > cur && !g_largest_alloc.compare_exchange_weak(cur, n, std::memory_order_relaxed)) {
   }
 }
+}  // namespace
+
+#ifdef RWKVL_ASAN
+extern "C" int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const volatile void*, size_t),
+                                                         void (*free_hook)(const volatile void*));
+namespace {
+void malloc_hook(const volatile void*, size_t n) { note_alloc(n); }
+void free_hook(const volatile void*) {}
+const int g_hooks_installed = __sanitizer_install_malloc_and_free_hooks(malloc_hook, free_hook);
+}  // namespace
+#else
+namespace {
 void* counted_alloc(size_t n) {
   note_alloc(n);
   if (void* p = std::malloc(n ? n : 1)) return p;
   throw std::bad_alloc();
 }
 }  // namespace
-
 void* operator new(size_t n) { return counted_alloc(n); }
 void* operator new[](size_t n) { return counted_alloc(n); }
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete[](void* p) noexcept { std::free(p); }
 void operator delete(void* p, size_t) noexcept { std::free(p); }
 void operator delete[](void* p, size_t) noexcept { std::free(p); }
+#endif
 
 namespace rwkvl {
 namespace {
@@ -159,7 +180,8 @@ Seed pth_seed_crafted() {
   w.op('b');
   w.op('.');
   const float st[6] = {0, 1, 2, 3, 4, 5};
-  const Bytes out = zip_of({{"m/data.pkl", w.bytes}, {"m/data/0", Bytes(reinterpret_cast<const char*>(st), sizeof st)},
+  const Bytes out = zip_of({{"m/data.pkl", w.bytes},
+                            {"m/data/0", Bytes(reinterpret_cast<const char*>(st), sizeof st)},
                             {"m/version", "3\n"}},
                            /*zip64=*/true);
   const size_t pkl_at = out.find(w.bytes);
@@ -193,9 +215,21 @@ void mutate(Bytes& b, size_t hot_begin, size_t hot_end, std::mt19937_64& rng) {
     if (rng() % 2 && hot_end <= b.size() && hot_begin < hot_end) return hot_begin + rng() % (hot_end - hot_begin);
     return rng() % n;
   };
-  static constexpr uint64_t kInteresting[] = {0,          1,           0x7f,        0x80,        0xff,
-                                              0xffff,     0x7fffffff,  0x80000000u, 0xffffffffu, uint64_t{1} << 32,
-                                              uint64_t{1} << 62, uint64_t{1} << 63, ~uint64_t{0}, 64,  1u << 20};
+  static constexpr uint64_t kInteresting[] = {0,
+                                              1,
+                                              0x7f,
+                                              0x80,
+                                              0xff,
+                                              0xffff,
+                                              0x7fffffff,
+                                              0x80000000u,
+                                              0xffffffffu,
+                                              uint64_t{1} << 32,
+                                              uint64_t{1} << 62,
+                                              uint64_t{1} << 63,
+                                              ~uint64_t{0},
+                                              64,
+                                              1u << 20};
   switch (rng() % 8) {
     case 0:  // random byte
       if (!b.empty()) b[pos(0)] = static_cast<char>(rng());

@@ -108,7 +108,8 @@ Bytes f32_bytes(const std::vector<float>& v) { return Bytes(reinterpret_cast<con
 
 // A valid one-tensor checkpoint: "w" = f32 [2, 2] {1, 2, 3, 4}.
 Bytes simple_pth() {
-  return make_pth(dict_pickle({{"w", tensor_fn("FloatStorage", "0", 4, 0, {2, 2}, {2, 1})}}), {{"0", f32_bytes({1, 2, 3, 4})}});
+  return make_pth(dict_pickle({{"w", tensor_fn("FloatStorage", "0", 4, 0, {2, 2}, {2, 1})}}),
+                  {{"0", f32_bytes({1, 2, 3, 4})}});
 }
 
 size_t find_bytes(const Bytes& hay, const Bytes& needle, size_t from = 0) {
@@ -182,8 +183,8 @@ TEST(FormatPth, WrittenArchiveLayoutMatchesTorch) {
     EXPECT_EQ(x.data_offset % 64, 0u) << x.name;
     EXPECT_EQ(x.crc32, zip::crc32(f->data() + x.data_offset, x.size)) << x.name;
   }
-  EXPECT_EQ(names, (std::vector<std::string>{"archive/data.pkl", "archive/byteorder", "archive/data/0", "archive/data/1",
-                                             "archive/version"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"archive/data.pkl", "archive/byteorder", "archive/data/0",
+                                             "archive/data/1", "archive/version"}));
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(f->data() + e[1].data_offset), e[1].size), "little");
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(f->data() + e[4].data_offset), e[4].size), "3\n");
   // data.pkl is a protocol-2 pickle starting like torch's: PROTO 2, EMPTY_DICT.
@@ -215,7 +216,8 @@ TEST(FormatPth, ReadsZip64Archive) {
 
 TEST(FormatPth, ArchiveNameFromFirstEntryAndDotDataVersion) {
   const Bytes pkl = dict_pickle({{"w", tensor_fn("HalfStorage", "k", 2, 0, {2}, {1})}});
-  Bytes z = make_zip({{"my_model/data.pkl", pkl}, {"my_model/data/k", Bytes("\x00\x3c\x00\x40", 4)},
+  Bytes z = make_zip({{"my_model/data.pkl", pkl},
+                      {"my_model/data/k", Bytes("\x00\x3c\x00\x40", 4)},
                       {"my_model/.data/version", "3\n"}});
   RawCheckpoint ck = load(z);
   EXPECT_EQ(ck.meta["archive"], "my_model");
@@ -382,8 +384,8 @@ TEST(FormatPth, ReferenceModelRewriteRoundTrip) {
 TEST(FormatPth, TruncatedFiles) {
   const Bytes good = simple_pth();
   ASSERT_EQ(load(good).tensors.size(), 1u);
-  for (size_t cut : {size_t{0}, size_t{4}, size_t{21}, good.size() / 3, good.size() / 2, good.size() - 23,
-                     good.size() - 1}) {
+  for (size_t cut :
+       {size_t{0}, size_t{4}, size_t{21}, good.size() / 3, good.size() / 2, good.size() - 23, good.size() - 1}) {
     SCOPED_TRACE(cut);
     expect_load_error(good.substr(0, cut), ErrorCode::kFormat, "t.pth");
   }
@@ -479,7 +481,8 @@ TEST(FormatPth, MissingRecordsAndBadVersion) {
                     ErrorCode::kUnsupported, "big-endian");
   expect_load_error(make_zip({{"archive/data.pkl", pkl}, {"archive/byteorder", "middle"}, {"archive/version", "3"}}),
                     ErrorCode::kFormat, "byteorder");
-  EXPECT_NO_THROW(load(make_zip({{"archive/data.pkl", pkl}, {"archive/byteorder", "little"}, {"archive/version", "3"}})));
+  EXPECT_NO_THROW(
+      load(make_zip({{"archive/data.pkl", pkl}, {"archive/byteorder", "little"}, {"archive/version", "3"}})));
 }
 
 // ------------------------------------------------------------------ hostile pickles
@@ -570,13 +573,15 @@ TEST(FormatPth, PickleRejectsDisallowedOpcodes) {
 }
 
 TEST(FormatPth, PickleStructuralErrors) {
-  expect_pickle_error(pkl_bytes({0x80, 2, 's', '.'}), ErrorCode::kFormat, "SETITEM (0x73) at offset 2: stack underflow");
+  expect_pickle_error(pkl_bytes({0x80, 2, 's', '.'}), ErrorCode::kFormat,
+                      "SETITEM (0x73) at offset 2: stack underflow");
   expect_pickle_error(pkl_bytes({0x80, 2, '}', '(', 's', '.'}), ErrorCode::kFormat, "stack underflow");  // below MARK
   expect_pickle_error(pkl_bytes({0x80, 2, 't', '.'}), ErrorCode::kFormat, "no MARK");
   expect_pickle_error(pkl_bytes({0x80, 2, 'h', 7, '.'}), ErrorCode::kFormat, "memo index 7 is not defined");
   expect_pickle_error(pkl_bytes({0x80, 2, 'j', 0xff, 0xff, 0xff, 0xff, '.'}), ErrorCode::kFormat,
                       "memo index 4294967295");
-  expect_pickle_error(pkl_bytes({0x80, 2, 'q', 0, '.'}), ErrorCode::kFormat, "BINPUT (0x71) at offset 2: stack underflow");
+  expect_pickle_error(pkl_bytes({0x80, 2, 'q', 0, '.'}), ErrorCode::kFormat,
+                      "BINPUT (0x71) at offset 2: stack underflow");
   expect_pickle_error(pkl_bytes({0x80, 2, '}'}), ErrorCode::kFormat, "without STOP");
   expect_pickle_error(pkl_bytes({0x80, 2, 'X', 0xff, 0xff, 0xff, 0x7f, 'a', '.'}), ErrorCode::kFormat, "truncated");
   expect_pickle_error(pkl_bytes({0x80, 2, 0x8d, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, '.'}),
@@ -584,14 +589,22 @@ TEST(FormatPth, PickleStructuralErrors) {
   expect_pickle_error(pkl_bytes({0x80, 4, 0x95, 0, 0, 0, 0, 0, 0, 0, 0x10, '}', '.'}), ErrorCode::kFormat, "frame");
   expect_pickle_error(pkl_bytes({0x80, 2, 'X', 2, 0, 0, 0, 0xc3, 0x28, '.'}), ErrorCode::kFormat, "UTF-8");
   expect_pickle_error(pkl_bytes({0x80, 2, '}', '}', '.'}), ErrorCode::kFormat, "2 objects on the stack");
-  expect_pickle_error(pkl_bytes({0x80, 2, ']', 'N', 'N', 's', '.'}), ErrorCode::kFormat, "target is a list, not a dict");
+  expect_pickle_error(pkl_bytes({0x80, 2, ']', 'N', 'N', 's', '.'}), ErrorCode::kFormat,
+                      "target is a list, not a dict");
   expect_pickle_error(pkl_bytes({0x80, 2, '}', 'N', 'a', '.'}), ErrorCode::kFormat, "not a list");
   expect_pickle_error(pkl_bytes({0x80, 2, '}', '(', 'N', 'u', '.'}), ErrorCode::kFormat, "odd number");
   expect_pickle_error(pkl_bytes({0x80, 2, '}', ']', 'N', 's', '.'}), ErrorCode::kUnsupported, "dict key of type list");
   expect_pickle_error(pkl_bytes({0x80, 2, 0x8a, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9, '.'}), ErrorCode::kUnsupported,
                       "too large");
-  expect_pickle_error(Bytes("\x80\x02" "ctorch\nFloat", 13), ErrorCode::kFormat, "unterminated GLOBAL");
-  expect_pickle_error(Bytes("\x80\x02" "c", 3) + Bytes(1000, 'a') + "\nb\n.", ErrorCode::kFormat, "longer than");
+  expect_pickle_error(Bytes("\x80\x02"
+                            "ctorch\nFloat",
+                            13),
+                      ErrorCode::kFormat, "unterminated GLOBAL");
+  expect_pickle_error(Bytes("\x80\x02"
+                            "c",
+                            3) +
+                          Bytes(1000, 'a') + "\nb\n.",
+                      ErrorCode::kFormat, "longer than");
   // BUILD on anything but an OrderedDict.
   expect_pickle_error(pkl_bytes({0x80, 2, '}', '}', 'b', '.'}), ErrorCode::kUnsupported, "BUILD is only supported");
   // REDUCE on a non-global.
@@ -751,7 +764,8 @@ TEST(FormatPth, StorageOutOfRange) {
                     "reaches past the end");
   expect_load_error(one(tensor_fn("FloatStorage", "0", 4, int64_t{1} << 62, {2}, {int64_t{1} << 62})),
                     ErrorCode::kFormat, "reaches past the end");
-  expect_load_error(one(tensor_fn("FloatStorage", "0", 4, 9, {0}, {1})), ErrorCode::kFormat, "storage_offset 9 is past");
+  expect_load_error(one(tensor_fn("FloatStorage", "0", 4, 9, {0}, {1})), ErrorCode::kFormat,
+                    "storage_offset 9 is past");
   expect_load_error(one(tensor_fn("FloatStorage", "0", 4, 0, {int64_t{1} << 40, int64_t{1} << 40}, {1, 1})),
                     ErrorCode::kFormat, "shape too large");
   expect_load_error(one(tensor_fn("FloatStorage", "7", 4, 0, {4}, {1})), ErrorCode::kFormat,
@@ -759,7 +773,8 @@ TEST(FormatPth, StorageOutOfRange) {
   expect_load_error(one(tensor_fn("FloatStorage", "0", 5, 0, {4}, {1})), ErrorCode::kFormat,
                     "declares 5 elements of f32 but its record holds 16 bytes");
   expect_load_error(one(tensor_fn("FloatStorage", "0", int64_t{1} << 62, 0, {4}, {1})), ErrorCode::kFormat, "declares");
-  expect_load_error(one(tensor_fn("HalfStorage", "0", 4, 0, {4}, {1})), ErrorCode::kFormat, "declares 4 elements of f16");
+  expect_load_error(one(tensor_fn("HalfStorage", "0", 4, 0, {4}, {1})), ErrorCode::kFormat,
+                    "declares 4 elements of f16");
   // The same storage used with two different types.
   expect_load_error(make_pth(dict_pickle({{"a", tensor_fn("FloatStorage", "0", 4, 0, {4}, {1})},
                                           {"b", tensor_fn("HalfStorage", "0", 8, 0, {8}, {1})}}),
@@ -783,8 +798,11 @@ TEST(FormatPth, WriterRejectsBadInputWithoutLeavingAFile) {
   const std::string p = tmp_path("bad.pth");
   std::filesystem::remove(p);
   expect_error([&] { write_pth(p, {make_tensor("q", DType::kI8, {4}, 1)}); }, ErrorCode::kUnsupported, "dtype i8");
-  expect_error([&] { write_pth(p, {make_tensor("a", DType::kF32, {2}, 1), make_tensor("a", DType::kF32, {2}, 2)}); },
-               ErrorCode::kInvalidArgument, "duplicate tensor name 'a'");
+  expect_error(
+      [&] {
+        write_pth(p, {make_tensor("a", DType::kF32, {2}, 1), make_tensor("a", DType::kF32, {2}, 2)});
+      },
+      ErrorCode::kInvalidArgument, "duplicate tensor name 'a'");
   Tensor bad = make_tensor("a", DType::kF32, {4}, 1);
   bad.shape = {5};
   expect_error([&] { write_pth(p, {bad}); }, ErrorCode::kInvalidArgument, "shape [5] but 16 bytes");

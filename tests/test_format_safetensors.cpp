@@ -122,9 +122,8 @@ TEST(FormatSafetensors, NoMetadataAndNoTensors) {
 
 TEST(FormatSafetensors, ReadsHandWrittenFile) {
   // Offsets in the header need not follow header order; tensors come back in data order.
-  const std::string h =
-      R"({"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]},"__metadata__":{"k":"v"},)"
-      R"("a":{"dtype":"F32","shape":[1,2],"data_offsets":[0,8]}})";
+  const std::string h = R"({"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]},"__metadata__":{"k":"v"},)"
+                        R"("a":{"dtype":"F32","shape":[1,2],"data_offsets":[0,8]}})";
   RawCheckpoint ck = load(st_file(h + std::string((8 - h.size() % 8) % 8, ' '), f32_bytes({1, 2, 3, 4})));
   ASSERT_EQ(ck.tensors.size(), 2u);
   EXPECT_EQ(ck.tensors[0].name, "a");
@@ -207,7 +206,8 @@ TEST(FormatSafetensors, CorruptHeaders) {
   for (int i = 0; i < 100000; ++i) deep += '[';
   expect_load_error(st_file(deep, data), ErrorCode::kFormat, "nests deeper than 64");
   // Brackets inside strings do not count as nesting.
-  std::string brackets = "{\"__metadata__\":{\"x\":\"" + std::string(200, '[') + "\\\"" + std::string(200, '{') + "\"}}";
+  std::string brackets =
+      "{\"__metadata__\":{\"x\":\"" + std::string(200, '[') + "\\\"" + std::string(200, '{') + "\"}}";
   EXPECT_EQ(load(st_file(brackets, "")).meta["metadata"]["x"], std::string(200, '[') + "\"" + std::string(200, '{'));
   expect_load_error(st_file(R"({"w": 5})", data), ErrorCode::kFormat, "'w' is not an object");
   expect_load_error(st_file(R"({"w": {"shape": [4], "data_offsets": [0, 16]}})", data), ErrorCode::kFormat,
@@ -249,7 +249,8 @@ TEST(FormatSafetensors, BadShapesAndOffsets) {
                     "not a non-negative integer");
   expect_load_error(st_file(one("[1099511627776, 1099511627776]", "[0, 16]"), data), ErrorCode::kFormat,
                     "shape too large");
-  expect_load_error(st_file(one("[4]", "[0, 12]"), data), ErrorCode::kFormat, "needs 16 bytes but its data_offsets span 12");
+  expect_load_error(st_file(one("[4]", "[0, 12]"), data), ErrorCode::kFormat,
+                    "needs 16 bytes but its data_offsets span 12");
   expect_load_error(st_file(one("[3]", "[0, 16]"), data), ErrorCode::kFormat, "needs 12 bytes");
   expect_load_error(st_file(one("[4]", "[16, 0]"), data), ErrorCode::kFormat, "outside the data area");
   expect_load_error(st_file(one("[4]", "[8, 24]"), data), ErrorCode::kFormat, "outside the data area");
@@ -276,23 +277,30 @@ TEST(FormatSafetensors, WriterRejectsBadInputWithoutLeavingAFile) {
   std::filesystem::remove(p);
   expect_error([&] { write_safetensors(p, {make_tensor("q", DType::kQ5_1, {32}, 1)}); }, ErrorCode::kUnsupported,
                "dtype q5_1");
-  expect_error([&] { write_safetensors(p, {make_tensor("a", DType::kF32, {1}, 1), make_tensor("a", DType::kF32, {1}, 2)}); },
-               ErrorCode::kInvalidArgument, "duplicate tensor name 'a'");
+  expect_error(
+      [&] {
+        write_safetensors(p, {make_tensor("a", DType::kF32, {1}, 1), make_tensor("a", DType::kF32, {1}, 2)});
+      },
+      ErrorCode::kInvalidArgument, "duplicate tensor name 'a'");
   expect_error([&] { write_safetensors(p, {make_tensor("__metadata__", DType::kF32, {1}, 1)}); },
                ErrorCode::kInvalidArgument, "invalid tensor name");
   expect_error([&] { write_safetensors(p, {make_tensor("", DType::kF32, {1}, 1)}); }, ErrorCode::kInvalidArgument,
                "invalid tensor name");
   expect_error([&] { write_safetensors(p, {make_tensor("\xff", DType::kF32, {1}, 1)}); }, ErrorCode::kInvalidArgument,
                "UTF-8");
-  expect_error([&] { write_safetensors(p, {}, {{"k", "a"}, {"k", "b"}}); }, ErrorCode::kInvalidArgument,
-               "duplicate metadata key 'k'");
+  expect_error(
+      [&] {
+        write_safetensors(p, {}, {{"k", "a"}, {"k", "b"}});
+      },
+      ErrorCode::kInvalidArgument, "duplicate metadata key 'k'");
   Tensor bad = make_tensor("a", DType::kF32, {4}, 1);
   bad.nbytes = 12;
   expect_error([&] { write_safetensors(p, {bad}); }, ErrorCode::kInvalidArgument, "shape [4] but 12 bytes");
   EXPECT_FALSE(std::filesystem::exists(p));
   write_safetensors(p, {make_tensor("ok", DType::kF32, {2}, 1)});
   const std::string before = test::read_file(p);
-  expect_error([&] { write_safetensors(p, {make_tensor("q", DType::kQ5_1, {32}, 1)}); }, ErrorCode::kUnsupported, "q5_1");
+  expect_error([&] { write_safetensors(p, {make_tensor("q", DType::kQ5_1, {32}, 1)}); }, ErrorCode::kUnsupported,
+               "q5_1");
   EXPECT_EQ(test::read_file(p), before);
 }
 

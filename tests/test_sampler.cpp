@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "rwkv_lite.h"
@@ -406,6 +407,44 @@ TEST(Sampler, FastOnWorldSizedVocabulary) {
       std::printf("top_k %2d top_p %.1f: %.3f ms per draw\n", top_k, top_p, dt * 1e3 / 200);
     }
   }
+}
+
+}  // namespace
+
+// ---- measurement helpers (rwkvl_peak_rss_bytes, rwkvl_measure_read_bandwidth, rwkvl_system_info)
+
+namespace {
+
+TEST(Measure, ResidentMemory) {
+  const uint64_t current = rwkvl_current_rss_bytes();
+  ASSERT_GT(current, 0u);
+  EXPECT_GE(rwkvl_peak_rss_bytes(), current);  // read after: the peak can only have grown
+  // Touching 64 MiB raises both by about that much.
+  std::vector<char> big(64u << 20);
+  for (size_t i = 0; i < big.size(); i += 4096) big[i] = static_cast<char>(i);
+  volatile char sink = big[big.size() / 2];
+  (void)sink;
+  EXPECT_GE(rwkvl_current_rss_bytes(), current + (60u << 20));
+  EXPECT_GE(rwkvl_peak_rss_bytes(), rwkvl_current_rss_bytes());
+}
+
+TEST(Measure, ReadBandwidthIsPlausible) {
+  for (int threads : {1, 2}) {
+    const double bw = rwkvl_measure_read_bandwidth(threads, 32u << 20, 0.2);
+    // Anything from a slow VM (1 GB/s) to a wide server (2 TB/s).
+    EXPECT_GT(bw, 1e9) << threads << " threads";
+    EXPECT_LT(bw, 2e12) << threads << " threads";
+  }
+  EXPECT_GT(rwkvl_measure_read_bandwidth(0, 1, 0.01), 0.0);  // tiny buffer and auto threads still work
+}
+
+TEST(Measure, SystemInfo) {
+  const std::string info = rwkvl_system_info();
+  EXPECT_NE(info.find(RWKVL_VERSION_STRING), std::string::npos) << info;
+  EXPECT_NE(info.find("isa "), std::string::npos) << info;
+  EXPECT_NE(info.find("core"), std::string::npos) << info;
+  EXPECT_EQ(info.find('\n'), std::string::npos) << "one line";
+  EXPECT_EQ(rwkvl_system_info(), rwkvl_system_info());  // stable pointer
 }
 
 }  // namespace

@@ -322,38 +322,47 @@ class Machine {
   }
 
   Value* reduce(const Value* callable, const Value* args) {
-    if (callable->kind != Kind::kGlobal) FAIL_FORMAT("callable is a %s, not an allowed global", kind_name(callable->kind));
+    if (callable->kind != Kind::kGlobal)
+      FAIL_FORMAT("callable is a %s, not an allowed global", kind_name(callable->kind));
     if (args->kind != Kind::kTuple) FAIL_FORMAT("arguments are a %s, not a tuple", kind_name(args->kind));
     const std::vector<Value*>& a = args->items;
     switch (callable->global) {
       case GlobalId::kOrderedDict: {
-        if (!a.empty()) fail(ErrorCode::kUnsupported, "collections.OrderedDict called with %zu arguments (expected 0)", a.size());
+        if (!a.empty())
+          fail(ErrorCode::kUnsupported, "collections.OrderedDict called with %zu arguments (expected 0)", a.size());
         Value* d = make(Kind::kDict);
         d->ordered = true;
         return d;
       }
       case GlobalId::kRebuildParameter: {
         if (a.size() != 3)
-          FAIL_FORMAT("torch._utils._rebuild_parameter takes 3 arguments (data, requires_grad, backward_hooks), got %zu",
-                      a.size());
-        if (a[0]->kind != Kind::kTensor) FAIL_FORMAT("_rebuild_parameter: data is a %s, not a tensor", kind_name(a[0]->kind));
+          FAIL_FORMAT(
+              "torch._utils._rebuild_parameter takes 3 arguments (data, requires_grad, backward_hooks), got %zu",
+              a.size());
+        if (a[0]->kind != Kind::kTensor)
+          FAIL_FORMAT("_rebuild_parameter: data is a %s, not a tensor", kind_name(a[0]->kind));
         if (a[1]->kind != Kind::kBool) FAIL_FORMAT("_rebuild_parameter: requires_grad is a %s", kind_name(a[1]->kind));
         if (a[2]->kind != Kind::kDict) FAIL_FORMAT("_rebuild_parameter: backward_hooks is a %s", kind_name(a[2]->kind));
         return a[0];
       }
       case GlobalId::kRebuildTensorV2: {
         if (a.size() != 6 && a.size() != 7)
-          FAIL_FORMAT("torch._utils._rebuild_tensor_v2 takes 6 or 7 arguments (storage, storage_offset, size, stride, "
-                      "requires_grad, backward_hooks[, metadata]), got %zu", a.size());
+          FAIL_FORMAT(
+              "torch._utils._rebuild_tensor_v2 takes 6 or 7 arguments (storage, storage_offset, size, stride, "
+              "requires_grad, backward_hooks[, metadata]), got %zu",
+              a.size());
         if (a[0]->kind != Kind::kStorage) FAIL_FORMAT("_rebuild_tensor_v2: storage is a %s", kind_name(a[0]->kind));
         auto t = std::make_unique<TensorRef>();
         t->storage = a[0]->storage.get();
         t->offset = as_int(a[1], "_rebuild_tensor_v2: storage_offset");
-        if (t->offset < 0) FAIL_FORMAT("_rebuild_tensor_v2: negative storage_offset %lld", static_cast<long long>(t->offset));
+        if (t->offset < 0)
+          FAIL_FORMAT("_rebuild_tensor_v2: negative storage_offset %lld", static_cast<long long>(t->offset));
         for (int k = 2; k <= 3; ++k) {
           const char* what = k == 2 ? "size" : "stride";
-          if (a[k]->kind != Kind::kTuple) FAIL_FORMAT("_rebuild_tensor_v2: %s is a %s, not a tuple", what, kind_name(a[k]->kind));
-          if (a[k]->items.size() > kMaxDims) fail(ErrorCode::kUnsupported, "tensor rank %zu > %zu", a[k]->items.size(), kMaxDims);
+          if (a[k]->kind != Kind::kTuple)
+            FAIL_FORMAT("_rebuild_tensor_v2: %s is a %s, not a tuple", what, kind_name(a[k]->kind));
+          if (a[k]->items.size() > kMaxDims)
+            fail(ErrorCode::kUnsupported, "tensor rank %zu > %zu", a[k]->items.size(), kMaxDims);
           std::vector<int64_t>& dims = k == 2 ? t->size : t->stride;
           for (const Value* x : a[k]->items) {
             const int64_t v = as_int(x, what);
@@ -380,7 +389,8 @@ class Machine {
     if (pid->kind != Kind::kTuple || pid->items.size() != 5)
       FAIL_FORMAT("persistent id must be a 5-tuple ('storage', type, key, location, numel)");
     const std::vector<Value*>& a = pid->items;
-    if (a[0]->kind != Kind::kStr || a[0]->s != "storage") fail(ErrorCode::kUnsupported, "persistent id is not a 'storage'");
+    if (a[0]->kind != Kind::kStr || a[0]->s != "storage")
+      fail(ErrorCode::kUnsupported, "persistent id is not a 'storage'");
     if (a[1]->kind != Kind::kGlobal || a[1]->global != GlobalId::kStorageType)
       FAIL_FORMAT("persistent id: storage type is not a torch.*Storage class");
     if (a[2]->kind != Kind::kStr || a[2]->s.empty()) FAIL_FORMAT("persistent id: storage key must be a non-empty str");
@@ -415,19 +425,22 @@ class Machine {
     switch (op_) {
       case 0x80: {  // PROTO
         const uint8_t v = *take(1);
-        if (v > 5) fail(ErrorCode::kUnsupported, "pickle protocol %u is not supported (max 5)", static_cast<unsigned>(v));
+        if (v > 5)
+          fail(ErrorCode::kUnsupported, "pickle protocol %u is not supported (max 5)", static_cast<unsigned>(v));
         return false;
       }
       case 0x95: {  // FRAME: framing is only a hint; its length must fit
         const uint64_t len = read_le(8);
-        if (len > n_ - pos_) FAIL_FORMAT("frame of %llu bytes overruns the pickle (truncated?)", static_cast<unsigned long long>(len));
+        if (len > n_ - pos_)
+          FAIL_FORMAT("frame of %llu bytes overruns the pickle (truncated?)", static_cast<unsigned long long>(len));
         return false;
       }
       case '}': push(make(Kind::kDict)); return false;
       case ']': push(make(Kind::kList)); return false;
       case ')': push(make(Kind::kTuple)); return false;
       case '(':
-        if (marks_.size() >= static_cast<size_t>(kMaxDepth)) FAIL_FORMAT("MARKs nested deeper than %d levels", kMaxDepth);
+        if (marks_.size() >= static_cast<size_t>(kMaxDepth))
+          FAIL_FORMAT("MARKs nested deeper than %d levels", kMaxDepth);
         marks_.push_back(stack_.size());
         return false;
       case 'X': push(read_str(read_le(4))); return false;
@@ -438,7 +451,8 @@ class Machine {
       case 'M': push(make_int(static_cast<int64_t>(read_le(2)))); return false;
       case 0x8a: {  // LONG1: little-endian two's complement
         const uint64_t len = read_le(1);
-        if (len > 8) fail(ErrorCode::kUnsupported, "integer of %llu bytes is too large", static_cast<unsigned long long>(len));
+        if (len > 8)
+          fail(ErrorCode::kUnsupported, "integer of %llu bytes is too large", static_cast<unsigned long long>(len));
         uint64_t v = len ? read_le(static_cast<int>(len)) : 0;
         if (len > 0 && len < 8 && (v >> (8 * len - 1)) & 1) v |= ~uint64_t{0} << (8 * len);
         push(make_int(static_cast<int64_t>(v)));
@@ -531,7 +545,8 @@ class Machine {
         Value* state = pop();
         Value* target = top();
         if (target->kind != Kind::kDict || !target->ordered)
-          fail(ErrorCode::kUnsupported, "BUILD is only supported on an OrderedDict, not on a %s", kind_name(target->kind));
+          fail(ErrorCode::kUnsupported, "BUILD is only supported on an OrderedDict, not on a %s",
+               kind_name(target->kind));
         if (state->kind != Kind::kDict && state->kind != Kind::kNone)
           fail(ErrorCode::kUnsupported, "OrderedDict state must be a dict, got %s", kind_name(state->kind));
         return false;

@@ -18,7 +18,7 @@
 
 namespace rwkvl::pickle {
 
-constexpr int kMaxDepth = 64;              // container nesting and open MARKs
+constexpr int kMaxDepth = 64;                    // container nesting and open MARKs
 constexpr size_t kMaxObjects = size_t{1} << 19;  // objects created by one pickle (~18 per tensor)
 constexpr size_t kMaxWork = size_t{1} << 24;     // objects + container elements + memo slots + pushes
 constexpr size_t kMaxDims = 32;                  // tensor rank
@@ -52,13 +52,13 @@ struct Value {
   bool b = false;
   int64_t i = 0;
   double f = 0;
-  std::string s;                                   // str; global: "module.name"
-  GlobalId global = GlobalId::kOrderedDict;        // kGlobal
-  std::vector<Value*> items;                       // tuple, list
-  std::vector<std::pair<Value*, Value*>> entries;  // dict, in insertion order
+  std::string s;                                                   // str; global: "module.name"
+  GlobalId global = GlobalId::kOrderedDict;                        // kGlobal
+  std::vector<Value*> items;                                       // tuple, list
+  std::vector<std::pair<Value*, Value*>> entries;                  // dict, in insertion order
   std::unique_ptr<std::unordered_map<std::string, size_t>> index;  // dict key -> entries position
-  std::unique_ptr<StorageRef> storage;             // kStorage
-  std::unique_ptr<TensorRef> tensor;               // kTensor
+  std::unique_ptr<StorageRef> storage;                             // kStorage
+  std::unique_ptr<TensorRef> tensor;                               // kTensor
 };
 
 // Owns every object the pickle created (references may form cycles through the memo; the arena
@@ -89,9 +89,9 @@ class Writer {
   void str(const std::string& s);  // BINUNICODE
   void integer(int64_t v);         // BININT1 / BININT2 / BININT / LONG1, the shortest that fits
   void global(const std::string& module, const std::string& name);  // GLOBAL
-  void tuple(const std::vector<int64_t>& ints);                      // a tuple of ints
-  void put(uint32_t idx);          // BINPUT / LONG_BINPUT
-  void get(uint32_t idx);          // BINGET / LONG_BINGET
+  void tuple(const std::vector<int64_t>& ints);                     // a tuple of ints
+  void put(uint32_t idx);                                           // BINPUT / LONG_BINPUT
+  void get(uint32_t idx);                                           // BINGET / LONG_BINGET
   // Emits the object once and memoizes it under `key`; later calls emit a memo get.
   template <typename F>
   void memoized(const std::string& key, F&& emit) {

@@ -54,7 +54,8 @@ void gather(const uint8_t* base, const std::vector<int64_t>& size, const std::ve
       std::memcpy(dst, src, static_cast<size_t>(inner) * esz);
       dst += static_cast<size_t>(inner) * esz;
     } else {
-      for (int64_t j = 0; j < inner; ++j, dst += esz) std::memcpy(dst, src + static_cast<size_t>(j * inner_stride) * esz, esz);
+      for (int64_t j = 0; j < inner; ++j, dst += esz)
+        std::memcpy(dst, src + static_cast<size_t>(j * inner_stride) * esz, esz);
     }
     size_t k = nd - 1;
     while (k > 0) {
@@ -137,27 +138,32 @@ RawCheckpoint read_pth(std::shared_ptr<MappedFile> f) {
 
   for (const auto& [key, value] : root->entries) {
     if (key->kind != pickle::Kind::kStr)
-      RWKVL_FAIL(kFormat, "%s: state dict key of type %s (only str keys are supported)", pc, pickle::kind_name(key->kind));
+      RWKVL_FAIL(kFormat, "%s: state dict key of type %s (only str keys are supported)", pc,
+                 pickle::kind_name(key->kind));
     const std::string& name = key->s;
     const char* nm = name.c_str();
     if (value->kind != pickle::Kind::kTensor)
-      RWKVL_FAIL(kFormat, "%s: entry '%s' has type %s, not tensor; only plain state dicts (name -> tensor) are supported",
-                 pc, nm, pickle::kind_name(value->kind));
+      RWKVL_FAIL(kFormat,
+                 "%s: entry '%s' has type %s, not tensor; only plain state dicts (name -> tensor) are supported", pc,
+                 nm, pickle::kind_name(value->kind));
     const pickle::TensorRef& tr = *value->tensor;
     const pickle::StorageRef& sr = *tr.storage;
 
     DType dt;
     if (!storage_dtype(sr.type, &dt))
-      RWKVL_FAIL(kUnsupported, "%s: tensor '%s' is stored as torch.%s; only FloatStorage, HalfStorage and "
-                 "BFloat16Storage (f32, f16, bf16) are supported", pc, nm, sr.type.c_str());
+      RWKVL_FAIL(kUnsupported,
+                 "%s: tensor '%s' is stored as torch.%s; only FloatStorage, HalfStorage and "
+                 "BFloat16Storage (f32, f16, bf16) are supported",
+                 pc, nm, sr.type.c_str());
     const size_t esz = dtype_info(dt).block_bytes;
 
     // The storage: its zip entry must hold exactly numel elements, and every use must agree.
     auto [sit, fresh] = storages.emplace(sr.key, StorageInfo{&sr, nullptr});
     if (fresh) {
       const zip::Entry* e = find("data/" + sr.key);
-      if (!e) RWKVL_FAIL(kFormat, "%s: tensor '%s' refers to storage '%s' but there is no %sdata/%s record", pc, nm,
-                         sr.key.c_str(), prefix.c_str(), sr.key.c_str());
+      if (!e)
+        RWKVL_FAIL(kFormat, "%s: tensor '%s' refers to storage '%s' but there is no %sdata/%s record", pc, nm,
+                   sr.key.c_str(), prefix.c_str(), sr.key.c_str());
       if (static_cast<uint64_t>(sr.numel) > e->size / esz || static_cast<uint64_t>(sr.numel) * esz != e->size)
         RWKVL_FAIL(kFormat, "%s: storage '%s' declares %lld elements of %s but its record holds %llu bytes", pc,
                    sr.key.c_str(), static_cast<long long>(sr.numel), dtype_name(dt),
@@ -186,12 +192,14 @@ RawCheckpoint read_pth(std::shared_ptr<MappedFile> f) {
         expect *= tr.size[k];  // <= numel, cannot overflow
       }
       if (last >= sr.numel)
-        RWKVL_FAIL(kFormat, "%s: tensor '%s' (storage_offset %lld, size %s, stride %s) reaches past the end of storage "
-                   "'%s' (%lld elements)", pc, nm, static_cast<long long>(tr.offset), dims_str(tr.size).c_str(),
-                   dims_str(tr.stride).c_str(), sr.key.c_str(), static_cast<long long>(sr.numel));
+        RWKVL_FAIL(kFormat,
+                   "%s: tensor '%s' (storage_offset %lld, size %s, stride %s) reaches past the end of storage "
+                   "'%s' (%lld elements)",
+                   pc, nm, static_cast<long long>(tr.offset), dims_str(tr.size).c_str(), dims_str(tr.stride).c_str(),
+                   sr.key.c_str(), static_cast<long long>(sr.numel));
     } else if (tr.offset > sr.numel) {
-      RWKVL_FAIL(kFormat, "%s: tensor '%s': storage_offset %lld is past the end of storage '%s' (%lld elements)", pc, nm,
-                 static_cast<long long>(tr.offset), sr.key.c_str(), static_cast<long long>(sr.numel));
+      RWKVL_FAIL(kFormat, "%s: tensor '%s': storage_offset %lld is past the end of storage '%s' (%lld elements)", pc,
+                 nm, static_cast<long long>(tr.offset), sr.key.c_str(), static_cast<long long>(sr.numel));
     }
     t.nbytes = static_cast<size_t>(numel) * esz;
     const uint8_t* src = base + entry->data_offset + static_cast<uint64_t>(tr.offset) * esz;
@@ -201,8 +209,10 @@ RawCheckpoint read_pth(std::shared_ptr<MappedFile> f) {
     } else {
       copied += t.nbytes;
       if (copied > copy_budget)
-        RWKVL_FAIL(kUnsupported, "%s: non-contiguous tensors (up to '%s') would expand to %llu bytes, more than the file "
-                   "size allows", pc, nm, static_cast<unsigned long long>(copied));
+        RWKVL_FAIL(kUnsupported,
+                   "%s: non-contiguous tensors (up to '%s') would expand to %llu bytes, more than the file "
+                   "size allows",
+                   pc, nm, static_cast<unsigned long long>(copied));
       Tensor c = Tensor::alloc(name, dt, t.shape);
       if (numel > 0) gather(src, tr.size, tr.stride, esz, static_cast<uint8_t*>(c.mutable_data()));
       t = std::move(c);

@@ -79,7 +79,8 @@ void write_pth(const std::string& path, const std::vector<Tensor>& tensors) {
       RWKVL_FAIL(kInvalidArgument, "%s: tensor name '%s' is not valid UTF-8", pc, nm);
     const int64_t n = checked_numel(t.shape, t.name);
     if (dtype_bytes(t.dtype, static_cast<uint64_t>(n)) != t.nbytes)
-      RWKVL_FAIL(kInvalidArgument, "%s: tensor '%s' has shape %s but %zu bytes", pc, nm, t.shape_str().c_str(), t.nbytes);
+      RWKVL_FAIL(kInvalidArgument, "%s: tensor '%s' has shape %s but %zu bytes", pc, nm, t.shape_str().c_str(),
+                 t.nbytes);
     if (t.nbytes && !t.data) RWKVL_FAIL(kInvalidArgument, "%s: tensor '%s' has no data", pc, nm);
   }
   const std::string pkl = state_dict_pickle(tensors);
@@ -89,7 +90,8 @@ void write_pth(const std::string& path, const std::vector<Tensor>& tensors) {
   const std::string dir = "archive/";
   z.add(dir + "data.pkl", pkl.data(), pkl.size());
   z.add(dir + "byteorder", "little", 6);
-  for (size_t i = 0; i < tensors.size(); ++i) z.add(dir + "data/" + std::to_string(i), tensors[i].data, tensors[i].nbytes);
+  for (size_t i = 0; i < tensors.size(); ++i)
+    z.add(dir + "data/" + std::to_string(i), tensors[i].data, tensors[i].nbytes);
   z.add(dir + "version", "3\n", 2);
   z.finish();
   out.commit();

@@ -52,7 +52,8 @@ RawCheckpoint read_safetensors(std::shared_ptr<MappedFile> f) {
   const char* pc = f->path().c_str();
   const uint8_t* base = f->data();
   const size_t size = f->size();
-  if (size < 8) RWKVL_FAIL(kFormat, "%s: truncated safetensors file (%zu bytes, the header length alone needs 8)", pc, size);
+  if (size < 8)
+    RWKVL_FAIL(kFormat, "%s: truncated safetensors file (%zu bytes, the header length alone needs 8)", pc, size);
   uint64_t n = 0;
   for (int k = 7; k >= 0; --k) n = (n << 8) | base[k];
   if (n > kMaxHeader)
@@ -82,7 +83,8 @@ RawCheckpoint read_safetensors(std::shared_ptr<MappedFile> f) {
     } else if (*p == '"') {
       in_str = true;
     } else if (*p == '{' || *p == '[') {
-      if (++depth > kMaxJsonDepth) RWKVL_FAIL(kFormat, "%s: safetensors header nests deeper than %d levels", pc, kMaxJsonDepth);
+      if (++depth > kMaxJsonDepth)
+        RWKVL_FAIL(kFormat, "%s: safetensors header nests deeper than %d levels", pc, kMaxJsonDepth);
     } else if (*p == '}' || *p == ']') {
       --depth;
     }
@@ -132,8 +134,8 @@ RawCheckpoint read_safetensors(std::shared_ptr<MappedFile> f) {
       }
     }
     if (!known)
-      RWKVL_FAIL(kUnsupported, "%s: tensor '%s' has unsupported dtype '%s' (supported: F32, F16, BF16, I8, I32, U8)", pc,
-                 kn, shown(dts).c_str());
+      RWKVL_FAIL(kUnsupported, "%s: tensor '%s' has unsupported dtype '%s' (supported: F32, F16, BF16, I8, I32, U8)",
+                 pc, kn, shown(dts).c_str());
     for (const auto& d : *shape_it) {
       if (!d.is_number_unsigned() || d.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
         RWKVL_FAIL(kFormat, "%s: tensor '%s' has a shape entry that is not a non-negative integer", pc, kn);
@@ -145,8 +147,9 @@ RawCheckpoint read_safetensors(std::shared_ptr<MappedFile> f) {
     info.begin = (*off_it)[0].get<uint64_t>();
     info.end = (*off_it)[1].get<uint64_t>();
     if (info.begin > info.end || info.end > data_len)
-      RWKVL_FAIL(kFormat, "%s: tensor '%s' data_offsets [%llu, %llu] lie outside the data area (%llu bytes; truncated?)",
-                 pc, kn, static_cast<unsigned long long>(info.begin), static_cast<unsigned long long>(info.end),
+      RWKVL_FAIL(kFormat,
+                 "%s: tensor '%s' data_offsets [%llu, %llu] lie outside the data area (%llu bytes; truncated?)", pc, kn,
+                 static_cast<unsigned long long>(info.begin), static_cast<unsigned long long>(info.end),
                  static_cast<unsigned long long>(data_len));
     const size_t want = dtype_bytes(info.dtype, static_cast<uint64_t>(numel));
     if (want != info.end - info.begin)
@@ -214,7 +217,8 @@ void write_safetensors(const std::string& path, const std::vector<Tensor>& tenso
     if (!names.insert(t.name).second) RWKVL_FAIL(kInvalidArgument, "%s: duplicate tensor name '%s'", pc, nm);
     const int64_t numel = checked_numel(t.shape, t.name);
     if (dtype_bytes(t.dtype, static_cast<uint64_t>(numel)) != t.nbytes)
-      RWKVL_FAIL(kInvalidArgument, "%s: tensor '%s' has shape %s but %zu bytes", pc, nm, t.shape_str().c_str(), t.nbytes);
+      RWKVL_FAIL(kInvalidArgument, "%s: tensor '%s' has shape %s but %zu bytes", pc, nm, t.shape_str().c_str(),
+                 t.nbytes);
     if (t.nbytes && !t.data) RWKVL_FAIL(kInvalidArgument, "%s: tensor '%s' has no data", pc, nm);
     header[t.name] = {{"dtype", dts}, {"shape", t.shape}, {"data_offsets", {off, off + t.nbytes}}};
     off += t.nbytes;

@@ -77,8 +77,7 @@ uint32_t crc32(const void* data, size_t n, uint32_t crc) {
 
 std::vector<Entry> read_entries(const uint8_t* data, size_t size, const std::string& what) {
   const char* w = what.c_str();
-  if (size < kEndSize)
-    RWKVL_FAIL(kFormat, "%s: not a zip archive (file is only %zu bytes, truncated?)", w, size);
+  if (size < kEndSize) RWKVL_FAIL(kFormat, "%s: not a zip archive (file is only %zu bytes, truncated?)", w, size);
 
   // ---- end of central directory: the last signature whose comment fits inside the file
   size_t eocd = SIZE_MAX;
@@ -100,7 +99,8 @@ std::vector<Entry> read_entries(const uint8_t* data, size_t size, const std::str
   if (eocd >= kLocator64Size && rd32(data + eocd - kLocator64Size) == kSigLocator64) {
     const uint8_t* loc = data + eocd - kLocator64Size;
     const uint64_t off64 = rd64(loc + 8);
-    if (rd32(loc + 4) != 0 || rd32(loc + 16) > 1) RWKVL_FAIL(kUnsupported, "%s: multi-disk zip archives are not supported", w);
+    if (rd32(loc + 4) != 0 || rd32(loc + 16) > 1)
+      RWKVL_FAIL(kUnsupported, "%s: multi-disk zip archives are not supported", w);
     if (!in_range(off64, kEnd64Size, eocd - kLocator64Size) || rd32(data + off64) != kSigEnd64)
       RWKVL_FAIL(kFormat, "%s: ZIP64 end-of-central-directory record missing or out of range (offset %llu)", w,
                  static_cast<unsigned long long>(off64));
@@ -132,7 +132,8 @@ std::vector<Entry> read_entries(const uint8_t* data, size_t size, const std::str
   uint64_t p = cd_offset;
   for (uint64_t i = 0; i < n_total; ++i) {
     if (!in_range(p, kCentralSize, cd_end) || rd32(data + p) != kSigCentral)
-      RWKVL_FAIL(kFormat, "%s: central directory entry %llu is corrupt or truncated", w, static_cast<unsigned long long>(i));
+      RWKVL_FAIL(kFormat, "%s: central directory entry %llu is corrupt or truncated", w,
+                 static_cast<unsigned long long>(i));
     const uint8_t* c = data + p;
     const uint16_t flags = rd16(c + 8), method = rd16(c + 10);
     const uint32_t crc = rd32(c + 16);
@@ -140,7 +141,8 @@ std::vector<Entry> read_entries(const uint8_t* data, size_t size, const std::str
     uint64_t disk_start = rd16(c + 34);
     const uint64_t name_len = rd16(c + 28), extra_len = rd16(c + 30), comment_len = rd16(c + 32);
     if (!in_range(p + kCentralSize, name_len + extra_len + comment_len, cd_end))
-      RWKVL_FAIL(kFormat, "%s: central directory entry %llu overruns the directory", w, static_cast<unsigned long long>(i));
+      RWKVL_FAIL(kFormat, "%s: central directory entry %llu overruns the directory", w,
+                 static_cast<unsigned long long>(i));
     std::string name(reinterpret_cast<const char*>(c + kCentralSize), name_len);
     if (name.empty() || name.find('\0') != std::string::npos)
       RWKVL_FAIL(kFormat, "%s: zip entry %llu has an invalid name", w, static_cast<unsigned long long>(i));
@@ -171,8 +173,10 @@ std::vector<Entry> read_entries(const uint8_t* data, size_t size, const std::str
       RWKVL_FAIL(kFormat, "%s: zip entry '%s' lacks its ZIP64 extra field", w, nm);
     if (flags & 0x41) RWKVL_FAIL(kUnsupported, "%s: zip entry '%s' is encrypted", w, nm);
     if (method != 0)
-      RWKVL_FAIL(kUnsupported, "%s: zip entry '%s' is compressed (method %u); only stored (uncompressed) entries are "
-                 "supported, as written by torch.save", w, nm, static_cast<unsigned>(method));
+      RWKVL_FAIL(kUnsupported,
+                 "%s: zip entry '%s' is compressed (method %u); only stored (uncompressed) entries are "
+                 "supported, as written by torch.save",
+                 w, nm, static_cast<unsigned>(method));
     if (csize != usize)
       RWKVL_FAIL(kFormat, "%s: stored zip entry '%s' has compressed size %llu != size %llu", w, nm,
                  static_cast<unsigned long long>(csize), static_cast<unsigned long long>(usize));
@@ -189,8 +193,8 @@ std::vector<Entry> read_entries(const uint8_t* data, size_t size, const std::str
       RWKVL_FAIL(kFormat, "%s: local header of zip entry '%s' does not match the central directory", w, nm);
     const uint64_t data_off = lho + kLocalSize + lname + lextra;
     if (!in_range(data_off, usize, cd_offset))
-      RWKVL_FAIL(kFormat, "%s: data of zip entry '%s' (offset %llu, %llu bytes) lie outside the archive (truncated?)", w,
-                 nm, static_cast<unsigned long long>(data_off), static_cast<unsigned long long>(usize));
+      RWKVL_FAIL(kFormat, "%s: data of zip entry '%s' (offset %llu, %llu bytes) lie outside the archive (truncated?)",
+                 w, nm, static_cast<unsigned long long>(data_off), static_cast<unsigned long long>(usize));
     if (!seen.insert(name).second) RWKVL_FAIL(kFormat, "%s: duplicate zip entry '%s'", w, nm);
     entries.push_back(Entry{std::move(name), data_off, usize, crc});
     p += kCentralSize + name_len + extra_len + comment_len;

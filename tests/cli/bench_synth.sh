@@ -23,7 +23,11 @@ echo "ok   synth wrote $(wc -c <"$MODEL") bytes"
 # info --json describes the shape that was asked for.
 if "$CLI" info -m "$MODEL" --json >"$WORK/info.json" 2>"$WORK/err"; then
   for kv in '"n_layer":2' '"n_embd":128' '"n_vocab":1024' '"arch_major":7' '"file_kind":"native"'; do
-    if grep -q "$kv" "$WORK/info.json"; then echo "ok   info has $kv"; else fail "info --json lacks $kv: $(cat "$WORK/info.json")"; fi
+    if grep -q "$kv" "$WORK/info.json"; then
+      echo "ok   info has $kv"
+    else
+      fail "info --json lacks $kv: $(cat "$WORK/info.json")"
+    fi
   done
 else
   fail "info: $(cat "$WORK/err")"
@@ -36,11 +40,19 @@ if "$CLI" bench -m "$MODEL" -t 2 --prompt-tokens 32 --gen-tokens 16 --json >"$WO
   for key in system model arch n_layer n_embd n_vocab threads prompt_tokens prompt_tok_per_s gen_tokens \
     gen_tok_per_s gen_ms_per_tok peak_rss_bytes bytes_per_token achieved_gb_per_s measured_gb_per_s \
     bandwidth_pct; do
-    if grep -q "\"$key\":" "$WORK/bench.json"; then echo "ok   bench --json has $key"; else fail "bench --json lacks $key"; fi
+    if grep -q "\"$key\":" "$WORK/bench.json"; then
+      echo "ok   bench --json has $key"
+    else
+      fail "bench --json lacks $key"
+    fi
   done
   for key in prompt_tok_per_s gen_tok_per_s peak_rss_bytes bytes_per_token measured_gb_per_s bandwidth_pct; do
     v=$(grep -o "\"$key\":[^,}]*" "$WORK/bench.json" | head -1 | cut -d: -f2)
-    if awk -v v="$v" 'BEGIN { exit !(v + 0 > 0) }'; then echo "ok   $key = $v"; else fail "$key is not positive: '$v'"; fi
+    if awk -v v="$v" 'BEGIN { exit !(v + 0 > 0) }'; then
+      echo "ok   $key = $v"
+    else
+      fail "$key is not positive: '$v'"
+    fi
   done
   grep -q '"threads":2' "$WORK/bench.json" || fail "bench --json does not report 2 threads"
 else
@@ -49,16 +61,28 @@ fi
 
 # Text output starts with the system-info line; --no-bandwidth leaves the bandwidth lines out.
 if "$CLI" bench -m "$MODEL" -t 1 --prompt-tokens 8 --gen-tokens 4 --no-bandwidth >"$WORK/bench.txt" 2>"$WORK/err"; then
-  head -1 "$WORK/bench.txt" | grep -q "^system: rwkv-lite" && echo "ok   bench starts with the system line" ||
-    fail "bench does not start with 'system: rwkv-lite': $(head -1 "$WORK/bench.txt")"
-  grep -q "generation (4 tok)" "$WORK/bench.txt" && echo "ok   bench reports generation" || fail "no generation line"
+  first=$(head -1 "$WORK/bench.txt")
+  if [[ $first == "system: rwkv-lite "* ]]; then
+    echo "ok   bench starts with the system line"
+  else
+    fail "bench does not start with 'system: rwkv-lite': $first"
+  fi
+  if grep -q "generation (4 tok)" "$WORK/bench.txt"; then
+    echo "ok   bench reports generation"
+  else
+    fail "no generation line"
+  fi
   grep -q "measured read bandwidth" "$WORK/bench.txt" && fail "--no-bandwidth still measured the bandwidth"
 else
   fail "bench (text): $(cat "$WORK/err")"
 fi
-if "$CLI" bench -m "$MODEL" -t 1 --prompt-tokens 8 --gen-tokens 4 --no-bandwidth --json >"$WORK/nb.json" 2>"$WORK/err"; then
-  grep -q '"measured_gb_per_s":null' "$WORK/nb.json" && echo "ok   --no-bandwidth --json gives null" ||
+if "$CLI" bench -m "$MODEL" -t 1 --prompt-tokens 8 --gen-tokens 4 --no-bandwidth --json \
+  >"$WORK/nb.json" 2>"$WORK/err"; then
+  if grep -q '"measured_gb_per_s":null' "$WORK/nb.json"; then
+    echo "ok   --no-bandwidth --json gives null"
+  else
     fail "--no-bandwidth --json: $(cat "$WORK/nb.json")"
+  fi
 else
   fail "bench --no-bandwidth --json: $(cat "$WORK/err")"
 fi

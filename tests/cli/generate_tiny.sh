@@ -27,7 +27,13 @@ gen() {  # gen OUTFILE ARGS...: stdout to OUTFILE, stderr kept for diagnostics
   fi
 }
 same() {  # same A B WHAT
-  if cmp -s "$1" "$2"; then echo "ok   $3"; else fail "$3: outputs differ"; od -c "$1" | head -3; od -c "$2" | head -3; fi
+  if cmp -s "$1" "$2"; then
+    echo "ok   $3"
+  else
+    fail "$3: outputs differ"
+    od -c "$1" | head -3
+    od -c "$2" | head -3
+  fi
 }
 
 PROMPT="The quick brown fox"
@@ -38,7 +44,11 @@ gen "$WORK/greedy2" -p "$PROMPT" -n 16 --temp 0
 same "$WORK/greedy1" "$WORK/greedy2" "greedy output is reproducible"
 n=$(wc -c <"$WORK/greedy1")
 if [ "$n" -eq 16 ]; then echo "ok   greedy output has 16 bytes"; else fail "greedy output has $n bytes, expected 16"; fi
-if grep -q "generation: 16 tokens" "$WORK/greedy1.err"; then echo "ok   timing line on stderr"; else fail "no timing line"; fi
+if grep -q "generation: 16 tokens" "$WORK/greedy1.err"; then
+  echo "ok   timing line on stderr"
+else
+  fail "no timing line"
+fi
 
 # The prompt can come from a file too.
 printf '%s' "$PROMPT" >"$WORK/prompt.txt"

@@ -35,13 +35,17 @@ run() {  # run OUT TEXT_FILE ARGS...
 
 if run "$WORK/a.json" "$WORK/text.txt" -t 2; then
   for key in ppl tokens tok_per_s seconds; do
-    grep -q "\"$key\":" "$WORK/a.json" && echo "ok   --json has $key" || fail "--json lacks $key"
+    if grep -q "\"$key\":" "$WORK/a.json"; then echo "ok   --json has $key"; else fail "--json lacks $key"; fi
   done
   ppl=$(json_value "$WORK/a.json" ppl)
   tokens=$(json_value "$WORK/a.json" tokens)
   # A byte model: 3000 bytes are 3000 tokens. A trained model is far better than uniform (256).
-  [ "$tokens" = 3000 ] && echo "ok   3000 tokens" || fail "tokens = $tokens, expected 3000"
-  if awk -v p="$ppl" 'BEGIN { exit !(p > 1 && p < 64) }'; then echo "ok   ppl = $ppl"; else fail "implausible ppl '$ppl'"; fi
+  if [ "$tokens" = 3000 ]; then echo "ok   3000 tokens"; else fail "tokens = $tokens, expected 3000"; fi
+  if awk -v p="$ppl" 'BEGIN { exit !(p > 1 && p < 64) }'; then
+    echo "ok   ppl = $ppl"
+  else
+    fail "implausible ppl '$ppl'"
+  fi
   if grep -q $'\r' "$WORK/a.json.err"; then fail "progress bar drawn although stderr is not a terminal"; fi
 
   # RNN mode, another thread count, and the text output agree to rounding.
@@ -55,7 +59,11 @@ if run "$WORK/a.json" "$WORK/text.txt" -t 2; then
   fi
   # --max-tokens limits the stream.
   if run "$WORK/c.json" "$WORK/text.txt" --max-tokens 100; then
-    [ "$(json_value "$WORK/c.json" tokens)" = 100 ] && echo "ok   --max-tokens 100" || fail "--max-tokens ignored"
+    if [ "$(json_value "$WORK/c.json" tokens)" = 100 ]; then
+      echo "ok   --max-tokens 100"
+    else
+      fail "--max-tokens ignored"
+    fi
   fi
   if "$CLI" perplexity -m "$MODEL" -f "$WORK/text.txt" >"$WORK/text.out" 2>&1 &&
     grep -q "^perplexity [0-9]" "$WORK/text.out"; then
@@ -68,7 +76,7 @@ fi
 # Independent check of the arithmetic and the token alignment: recompute the NLL of a short sentence
 # from the logits after every prefix (logits subcommand) in awk, and compare.
 printf 'The cat sat on the mat.' >"$WORK/short.txt"
-ids=($(od -An -v -tu1 "$WORK/short.txt"))
+read -r -a ids <<<"$(od -An -v -tu1 "$WORK/short.txt" | tr '\n' ' ')"
 n=${#ids[@]}
 total=0
 ok=1

@@ -1,8 +1,7 @@
-// libFuzzer target for the .pth reader (zip + restricted pickle VM).
-//   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -Isrc tests/fuzz/fuzz_pth.cpp src/core/*.cpp
-//     src/format/{zip,pickle,pth_reader,pth_writer}.cpp -o fuzz_pth && ./fuzz_pth -max_len=65536
-// The core, rwkvl::fuzz::fuzz_pth_input(), is also compiled into tests/test_format_fuzz_pth_st.cpp
-// (with RWKVL_FUZZ_NO_ENTRY defined) for a deterministic mutation test without clang.
+// libFuzzer target for the .pth reader (zip + restricted pickle VM); built by scripts/fuzz.sh
+// (clang, -DRWKVL_FUZZ=ON). The core, rwkvl::fuzz::fuzz_pth_input(), is also compiled into
+// tests/test_format_fuzz_pth_st.cpp (with RWKVL_FUZZ_NO_ENTRY defined) for a deterministic
+// mutation test that needs no clang.
 #include <unistd.h>
 
 #include <cstdint>
@@ -21,7 +20,7 @@
 #define RWKVL_FUZZ_HELPERS_DEFINED
 namespace rwkvl::fuzz {
 
-// A scratch path in RAM where possible (fuzzing writes thousands of files).
+// A scratch path for the round-trip output, in RAM where possible (fuzzing writes thousands of files).
 inline std::string scratch_path(const std::string& tag) {
   std::error_code ec;
   std::string dir = std::filesystem::is_directory("/dev/shm", ec) && access("/dev/shm", W_OK) == 0
@@ -30,18 +29,9 @@ inline std::string scratch_path(const std::string& tag) {
   return dir + "/rwkvl-fuzz-" + std::to_string(getpid()) + "-" + tag;
 }
 
-// Maps `data` as a file (the readers take a MappedFile). The file is unlinked at once; the mapping
-// stays valid.
-inline std::shared_ptr<MappedFile> map_bytes(const uint8_t* data, size_t size, const std::string& tag) {
-  const std::string path = scratch_path(tag);
-  std::FILE* f = std::fopen(path.c_str(), "wb");
-  if (!f) throw std::runtime_error("fuzz: cannot create " + path);
-  const bool ok = size == 0 || std::fwrite(data, 1, size, f) == size;
-  std::fclose(f);
-  if (!ok) throw std::runtime_error("fuzz: cannot write " + path);
-  std::shared_ptr<MappedFile> m = MappedFile::open(path);
-  std::remove(path.c_str());
-  return m;
+// The readers take a MappedFile: an in-memory one holding a copy of the input.
+inline std::shared_ptr<MappedFile> map_bytes(const uint8_t* data, size_t size, const std::string& name) {
+  return MappedFile::from_bytes(std::vector<uint8_t>(data, data + size), name);
 }
 
 // Reads every byte of every tensor (so a sanitizer sees any out-of-bounds view) and checks that the

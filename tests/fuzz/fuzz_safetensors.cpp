@@ -1,6 +1,4 @@
-// libFuzzer target for the safetensors reader.
-//   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -Isrc tests/fuzz/fuzz_safetensors.cpp
-//     src/core/*.cpp src/format/safetensors.cpp -o fuzz_safetensors && ./fuzz_safetensors -max_len=65536
+// libFuzzer target for the safetensors reader; built by scripts/fuzz.sh (clang, -DRWKVL_FUZZ=ON).
 // The core, rwkvl::fuzz::fuzz_safetensors_input(), is also compiled into
 // tests/test_format_fuzz_pth_st.cpp (with RWKVL_FUZZ_NO_ENTRY defined).
 #include <unistd.h>
@@ -30,16 +28,8 @@ inline std::string scratch_path(const std::string& tag) {
   return dir + "/rwkvl-fuzz-" + std::to_string(getpid()) + "-" + tag;
 }
 
-inline std::shared_ptr<MappedFile> map_bytes(const uint8_t* data, size_t size, const std::string& tag) {
-  const std::string path = scratch_path(tag);
-  std::FILE* f = std::fopen(path.c_str(), "wb");
-  if (!f) throw std::runtime_error("fuzz: cannot create " + path);
-  const bool ok = size == 0 || std::fwrite(data, 1, size, f) == size;
-  std::fclose(f);
-  if (!ok) throw std::runtime_error("fuzz: cannot write " + path);
-  std::shared_ptr<MappedFile> m = MappedFile::open(path);
-  std::remove(path.c_str());
-  return m;
+inline std::shared_ptr<MappedFile> map_bytes(const uint8_t* data, size_t size, const std::string& name) {
+  return MappedFile::from_bytes(std::vector<uint8_t>(data, data + size), name);
 }
 
 inline uint64_t touch_tensors(const RawCheckpoint& ck) {

@@ -79,7 +79,9 @@ int cmd_perplexity(const Args& args) {
   std::vector<int32_t> ids = tokenize(tok.get(), text);
   const int64_t max_tokens = args.integer("max-tokens");
   if (max_tokens > 0 && ids.size() > static_cast<size_t>(max_tokens)) ids.resize(static_cast<size_t>(max_tokens));
-  if (ids.size() < 2) throw Failure("perplexity needs at least 2 tokens of text (got " + std::to_string(ids.size()) + ")");
+  if (ids.size() < 2) {
+    throw Failure("perplexity needs at least 2 tokens of text (got " + std::to_string(ids.size()) + ")");
+  }
 
   const ContextPtr ctx = new_context(model.get(), static_cast<int>(args.integer("threads")));
   const StatePtr state = new_state(model.get());
@@ -119,8 +121,8 @@ int cmd_perplexity(const Args& args) {
     std::printf("%s\n", j.dump().c_str());
   } else {
     std::printf("perplexity %.4f (mean NLL %.5f nats over %zu predicted tokens)\n", ppl, mean_nll, n_fed);
-    std::printf("tokens %zu, %.2f s, %.1f tok/s, %d threads, tokenizer %s\n", ids.size(), seconds, tok_per_s,
-                n_threads, rwkvl_tokenizer_name(tok.get()));
+    std::printf("tokens %zu, %.2f s, %.1f tok/s, %d thread%s, tokenizer %s\n", ids.size(), seconds, tok_per_s,
+                n_threads, n_threads == 1 ? "" : "s", rwkvl_tokenizer_name(tok.get()));
   }
   return 0;
 }

@@ -88,7 +88,9 @@ int cmd_info(const Args& args) {
 }
 
 int cmd_tokenize(const Args& args) {
-  if (args.given("model") == args.given("tokenizer-kind")) args.fail("give exactly one of -m MODEL or --tokenizer-kind KIND");
+  if (args.given("model") == args.given("tokenizer-kind")) {
+    args.fail("give exactly one of -m MODEL or --tokenizer-kind KIND");
+  }
   if (args.given("prompt") == args.given("file")) args.fail("give the text with exactly one of -p TEXT or -f FILE");
   const std::string text = args.given("prompt") ? args.str("prompt") : read_file(args.str("file"), "text file");
 
