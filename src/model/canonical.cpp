@@ -6,6 +6,7 @@
 //     LoRA matrices already (out, in), v7 mixes concatenated into att.x_rwkvag.
 // Every tensor of the source must be consumed; anything left over is reported as unknown.
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <set>
 
@@ -127,8 +128,12 @@ void put_vec(TensorMap& out, const std::string& name, const std::vector<float>& 
 }  // namespace
 
 std::string ModelConfig::arch_name() const {
-  if (arch_major == 5) return "v5." + std::to_string(arch_minor);
-  return "v" + std::to_string(arch_major);
+  char buf[16];
+  if (arch_major == 5)
+    std::snprintf(buf, sizeof buf, "v5.%d", arch_minor);
+  else
+    std::snprintf(buf, sizeof buf, "v%d", arch_major);
+  return buf;
 }
 
 Canonical canonicalize(RawCheckpoint raw) {

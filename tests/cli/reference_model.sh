@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# End to end on the trained RWKV-5.2 World reference model (official .pth, bf16): the World tokenizer
+# is found by vocabulary size, `logits --text` reproduces expected-logits.bin (PyTorch float64) within
+# 1e-3, and `perplexity` over the first 20,000 tokens of WikiText-2 test reproduces the README's
+# 177.427 within 0.5%.
+# usage: reference_model.sh RWKV_LITE SHARED_DIR BUILD_DIR
+set -u
+CLI=$1
+SHARED=${2:-}
+BUILD=${3:-${TMPDIR:-/tmp}}
+DIR=$SHARED/reference/models/rwkv5-world-l8-d256
+TEXT=$SHARED/data/wikitext2-test.txt
+if [ ! -f "$DIR/model.pth" ] || [ ! -f "$TEXT" ]; then
+  echo "skip: reference model or data not found"
+  exit 77
+fi
+WORK=$(mktemp -d "${BUILD%/}/cli-ref.XXXXXX") || exit 1
+trap 'rm -rf "$WORK"' EXIT
+failures=0
+
+# The tokens of the expected logits are those of the prompt: check the tokenizer agrees.
+toks=$("$CLI" tokenize -m "$DIR/model.pth" -p "The capital of France is" 2>"$WORK/err") || { cat "$WORK/err"; exit 1; }
+want=$(tr -d ' \n' <"$DIR/expected-logits.tokens")
+got=$(echo "$toks" | tr -s ' ,\n' ',' | sed 's/^,//; s/,$//')
+if [ "$got" != "$want" ]; then
+  echo "FAIL tokenize: got '$got', want '$want'"
+  failures=$((failures + 1))
+fi
+
+"$CLI" logits -m "$DIR/model.pth" --text "The capital of France is" --out "$WORK/l.bin" 2>"$WORK/err" || { cat "$WORK/err"; exit 1; }
+md=$(paste -d' ' <(od -An -v -w4 --endian=little -t f4 "$WORK/l.bin") <(od -An -v -w4 --endian=little -t f4 "$DIR/expected-logits.bin") |
+  awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > m) m = d; n++ } END { if (n != 65536) print "bad-count " n; else printf "%.3g\n", m }')
+echo "logits: max |diff| $md"
+awk -v m="$md" 'BEGIN { exit !(m != "" && m + 0 <= 1e-3 && m !~ /bad/) }' || { echo "FAIL logits max diff $md"; failures=$((failures + 1)); }
+
+json=$("$CLI" perplexity -m "$DIR/model.pth" -f "$TEXT" --max-tokens 20000 --json 2>"$WORK/err") || { cat "$WORK/err"; exit 1; }
+ppl=$(echo "$json" | sed -n 's/.*"ppl":\([0-9.eE+-]*\).*/\1/p')
+echo "perplexity (20,000 tokens): $ppl (reference 177.427)"
+awk -v p="$ppl" 'BEGIN { r = (p - 177.427) / 177.427; if (r < 0) r = -r; exit !(p != "" && r <= 0.005) }' ||
+  { echo "FAIL perplexity $ppl"; failures=$((failures + 1)); }
+
+[ "$failures" -eq 0 ] && echo "reference_model: all passed"
+exit $((failures > 0))
