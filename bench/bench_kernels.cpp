@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -37,7 +38,7 @@ constexpr size_t kColdBytes = size_t{512} << 20;  // rotate over at least this m
 constexpr size_t kBwBytes = size_t{512} << 20;    // the bandwidth probe's buffer
 
 int g_max_threads = 1;
-std::map<int, double> g_bw_gbs;  // measured read bandwidth (GB/s) per thread count
+std::map<int, double> g_bw_gbs;  // measured read bandwidth (GB/s, the better probe) per thread count
 std::vector<std::string> g_isas;  // available ISAs, best first, "scalar" last
 
 double now_s() {
@@ -45,54 +46,80 @@ double now_s() {
 }
 
 // ---- memory bandwidth: every thread sums its contiguous share of a 512 MB buffer, best of 7 passes.
-// Plain 64-bit integer adds in 4 independent chains: the compiler vectorises it with baseline SSE2,
-// which is far faster than DRAM, so the loop measures the memory system, not the core.
-double measure_read_bandwidth(int threads) {
+// 64-bit integer adds in 4 independent 16-byte vector chains, far faster than DRAM, so the loop
+// measures the memory system, not the core. Measured twice,
+// without and with a software prefetch (prefetchnta) 4 KB ahead: on some machines (Zen 5 here) the
+// hardware prefetchers alone leave a third of the bandwidth unused, and the kernels do prefetch, so
+// the bound they are compared against is the better of the two.
+struct Bandwidth {
+  double plain = 0, prefetch = 0;
+  double best() const { return std::max(plain, prefetch); }
+};
+
+// 16-byte vectors through GCC's generic vector extension (SSE2 on x86-64, NEON on aarch64): one load
+// per 16 bytes, so even one core issues loads far faster than DRAM delivers them.
+typedef uint64_t U64x2 __attribute__((vector_size(16)));
+
+template <bool kPrefetch>
+uint64_t sum_range(const uint64_t* p, int64_t b, int64_t e) {
+  U64x2 s0 = {0, 0}, s1 = s0, s2 = s0, s3 = s0;
+  int64_t i = b;
+  for (; i + 8 <= e; i += 8) {  // one 64-byte line per iteration
+    if (kPrefetch) __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(p + i) + 4096), 0, 0);
+    U64x2 v[4];
+    std::memcpy(v, p + i, sizeof v);
+    s0 += v[0];
+    s1 += v[1];
+    s2 += v[2];
+    s3 += v[3];
+  }
+  const U64x2 t = (s0 + s1) + (s2 + s3);
+  uint64_t r = t[0] + t[1];
+  for (; i < e; ++i) r += p[i];
+  return r;
+}
+
+Bandwidth measure_read_bandwidth(int threads) {
   const size_t n = kBwBytes / 8;
-  std::unique_ptr<uint64_t[]> buf(new uint64_t[n]);
+  std::unique_ptr<uint64_t, decltype(&std::free)> buf(static_cast<uint64_t*>(std::aligned_alloc(4096, kBwBytes)),
+                                                      &std::free);
+  uint64_t* p = buf.get();
   ThreadPool pool(threads);
   // First touch from the threads that will read (matters on NUMA machines).
   pool.parallel_for(static_cast<int64_t>(n), [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) buf[static_cast<size_t>(i)] = static_cast<uint64_t>(i) * 0x9E3779B97F4A7C15ull;
+    for (int64_t i = b; i < e; ++i) p[i] = static_cast<uint64_t>(i) * 0x9E3779B97F4A7C15ull;
   }, 4096);
   std::atomic<uint64_t> sink{0};
-  double best = 0;
-  for (int pass = 0; pass < 7; ++pass) {
+  Bandwidth bw;
+  for (int pass = 0; pass < 14; ++pass) {
+    const bool pf = pass % 2 == 1;
     const double t0 = now_s();
     pool.parallel_for(static_cast<int64_t>(n), [&](int64_t b, int64_t e) {
-      uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-      const uint64_t* p = buf.get();
-      int64_t i = b;
-      for (; i + 4 <= e; i += 4) {
-        s0 += p[i];
-        s1 += p[i + 1];
-        s2 += p[i + 2];
-        s3 += p[i + 3];
-      }
-      for (; i < e; ++i) s0 += p[i];
-      sink.fetch_add(s0 + s1 + s2 + s3, std::memory_order_relaxed);
+      sink.fetch_add(pf ? sum_range<true>(p, b, e) : sum_range<false>(p, b, e), std::memory_order_relaxed);
     }, 4096);
-    const double dt = now_s() - t0;
-    best = std::max(best, static_cast<double>(kBwBytes) / dt / 1e9);
+    const double gbs = static_cast<double>(kBwBytes) / (now_s() - t0) / 1e9;
+    double& best = pf ? bw.prefetch : bw.plain;
+    best = std::max(best, gbs);
   }
   benchmark::DoNotOptimize(sink.load());
-  return best;
+  return bw;
 }
 
 // ---- weight matrices, kept between benchmarks with the same dtype and shape
 struct ColdMat {
   DType dtype;
   int64_t rows, cols;
-  size_t bytes = 0;  // one copy
+  size_t bytes = 0;   // one copy
+  size_t stride = 0;  // distance between copies: bytes rounded up to 64
   int copies = 0;
-  std::vector<uint8_t> data;
+  std::unique_ptr<uint8_t, decltype(&std::free)> data{nullptr, &std::free};  // 64-byte aligned like model weights
   std::vector<float> scale;
   kern::MatRef ref(int copy) const {
     kern::MatRef m;
     m.dtype = dtype;
     m.rows = rows;
     m.cols = cols;
-    m.data = data.data() + static_cast<size_t>(copy) * bytes;
+    m.data = data.get() + static_cast<size_t>(copy) * stride;
     m.row_scale = dtype == DType::kI8 ? scale.data() : nullptr;
     return m;
   }
@@ -111,10 +138,12 @@ const ColdMat& get_mat(DType dt, int64_t rows, int64_t cols) {
   m->cols = cols;
   m->bytes = rwkvl::dtype_bytes(dt, static_cast<uint64_t>(rows * cols));
   m->copies = static_cast<int>(std::max<size_t>(1, (kColdBytes + m->bytes - 1) / m->bytes));
-  m->data.resize(m->bytes * static_cast<size_t>(m->copies));
+  // Every copy starts on a 64-byte boundary, as tensors do in memory and in the native file format.
+  m->stride = (m->bytes + 63) / 64 * 64;
+  m->data.reset(static_cast<uint8_t*>(std::aligned_alloc(64, m->stride * static_cast<size_t>(m->copies))));
   uint32_t s = 12345;
   const size_t n = static_cast<size_t>(rows * cols);
-  uint8_t* d = m->data.data();
+  uint8_t* d = m->data.get();
   for (size_t i = 0; i < n; ++i) {
     const float v = rnd(s);
     switch (dt) {
@@ -132,7 +161,7 @@ const ColdMat& get_mat(DType dt, int64_t rows, int64_t cols) {
       default: d[i] = static_cast<uint8_t>(static_cast<int8_t>(v * 127.0f)); break;
     }
   }
-  for (int c = 1; c < m->copies; ++c) std::memcpy(d + static_cast<size_t>(c) * m->bytes, d, m->bytes);
+  for (int c = 1; c < m->copies; ++c) std::memcpy(d + static_cast<size_t>(c) * m->stride, d, m->bytes);
   m->scale.assign(static_cast<size_t>(rows), 1.0f / 127.0f);
   cached = std::move(m);
   return *cached;
@@ -186,7 +215,8 @@ void BM_matvec(benchmark::State& state, DType dt, Shape s, std::string isa, int 
   const double gbs = static_cast<double>(m.bytes) * iters / dt_s / 1e9;
   state.counters["GB/s"] = gbs;
   state.counters["%bw"] = 100.0 * gbs / g_bw_gbs[threads];
-  g_results[name] = {gbs, dt_s / iters * 1e6};
+  Result& best = g_results[name];  // with --benchmark_repetitions keep the best run: noise only slows down
+  if (gbs > best.gbs) best = {gbs, dt_s / iters * 1e6};
 }
 
 void BM_matmul(benchmark::State& state, DType dt, Shape s, int64_t n, std::string isa, int threads,
@@ -213,7 +243,8 @@ void BM_matmul(benchmark::State& state, DType dt, Shape s, int64_t n, std::strin
   const double us = dt_s / iters * 1e6;
   state.counters["us/token"] = us / static_cast<double>(n);
   state.counters["GFLOP/s"] = 2.0 * static_cast<double>(s.rows * s.cols * n) * iters / dt_s / 1e9;
-  g_results[name] = {static_cast<double>(m.bytes) * iters / dt_s / 1e9, us};
+  Result& best = g_results[name];
+  if (best.us == 0 || us < best.us) best = {static_cast<double>(m.bytes) * iters / dt_s / 1e9, us};
 }
 
 // The cost of one parallel region with trivial work: what every kernel call pays on top of its work.
@@ -298,12 +329,19 @@ int main(int argc, char** argv) {
     if (kern::force_isa(isa)) g_isas.push_back(isa);
   kern::force_isa(nullptr);
 
-  for (int t : {1, g_max_threads}) g_bw_gbs[t] = measure_read_bandwidth(t);
+  std::map<int, Bandwidth> bw;
+  for (int t : {1, g_max_threads}) {
+    bw[t] = measure_read_bandwidth(t);
+    g_bw_gbs[t] = bw[t].best();
+  }
   std::printf("rwkv-lite kernels: cpu=\"%s\" isa=%s available=[", cpu_model().c_str(), kern::active_isa());
   for (size_t i = 0; i < g_isas.size(); ++i) std::printf("%s%s", i ? " " : "", g_isas[i].c_str());
   std::printf("] threads=1,%d\n", g_max_threads);
-  std::printf("memory read bandwidth (512 MB streaming sum): 1 thread %.1f GB/s, %d threads %.1f GB/s\n",
-              g_bw_gbs[1], g_max_threads, g_bw_gbs[g_max_threads]);
+  for (int t : {1, g_max_threads}) {
+    std::printf("memory read bandwidth, %d thread(s), 512 MB streaming sum: %.1f GB/s plain, %.1f GB/s with prefetch"
+                " -> bound %.1f GB/s\n", t, bw[t].plain, bw[t].prefetch, g_bw_gbs[t]);
+    if (t == g_max_threads) break;
+  }
   std::fflush(stdout);
 
   // Rows are grouped by matrix so each cold matrix set is built once.

@@ -29,6 +29,11 @@ set(ENV{PKG_CONFIG_LIBDIR} "/usr/lib/${RWKVL_CROSS_TRIPLET}/pkgconfig:/usr/share
 set(ENV{PKG_CONFIG_PATH} "")
 
 # Test executables (and gtest_discover_tests at build time) run through user-mode qemu. -L makes
-# qemu resolve the dynamic loader and libc/libstdc++ from the cross toolchain's sysroot; other arm64
-# libraries (pcre2, gtest) are found in /usr/lib/aarch64-linux-gnu through the usual loader paths.
-set(CMAKE_CROSSCOMPILING_EMULATOR "qemu-aarch64;-L;/usr/${RWKVL_CROSS_TRIPLET}")
+# qemu take the dynamic loader from the cross toolchain's sysroot. The loader and libc must be the
+# very same glibc build, but once libc6:arm64 is installed (a dependency of the multiarch -dev
+# packages) the host's /etc/ld.so.cache points the loader at /lib/aarch64-linux-gnu/libc.so.6, a
+# slightly different build: threaded programs then hang in pthread_create. LD_LIBRARY_PATH (searched
+# before the cache) pins libc/libstdc++ to the sysroot; other arm64 libraries (pcre2) still come from
+# /usr/lib/aarch64-linux-gnu through the cache.
+set(CMAKE_CROSSCOMPILING_EMULATOR
+    "qemu-aarch64;-L;/usr/${RWKVL_CROSS_TRIPLET};-E;LD_LIBRARY_PATH=/usr/${RWKVL_CROSS_TRIPLET}/lib")

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <stdexcept>
@@ -106,9 +107,10 @@ TEST(ThreadPool, SizeOneRunsInlineOnCaller) {
   EXPECT_EQ(calls, 1);
 }
 
-TEST(ThreadPool, RejectsNonPositiveSize) {
+TEST(ThreadPool, RejectsBadSize) {
   EXPECT_THROW(ThreadPool(0), Error);
   EXPECT_THROW(ThreadPool(-3), Error);
+  EXPECT_THROW(ThreadPool(1 << 20), Error);
 }
 
 // Many back-to-back small regions: the spin hand-off path, and the generation counter never
@@ -123,6 +125,25 @@ TEST(ThreadPool, ManyTinyRegions) {
     });
   }
   EXPECT_EQ(sum.load(), int64_t{kIters} * 10);
+}
+
+// Workers may arrive late (asleep, descheduled) and find their job already finished by the others:
+// they must never run a chunk of a region that has returned. Each region's state lives in a fresh
+// heap block freed right after the call, so a stale chunk would be a use-after-free (ASan) or a
+// miscount; irregular pauses let workers fall asleep and wake at random points.
+TEST(ThreadPool, LateWorkersNeverRunFinishedRegions) {
+  ThreadPool pool(3);
+  uint32_t rng = 12345;
+  for (int it = 0; it < 3000; ++it) {
+    auto hits = std::make_unique<std::vector<std::atomic<int>>>(6);
+    pool.parallel_for(6, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) (*hits)[static_cast<size_t>(i)].fetch_add(1);
+    });
+    for (auto& h : *hits) ASSERT_EQ(h.load(), 1) << "iteration " << it;
+    hits.reset();
+    rng = rng * 1664525u + 1013904223u;
+    if ((rng >> 24) < 8) std::this_thread::sleep_for(std::chrono::microseconds(rng % 300));
+  }
 }
 
 // Workers that have gone to sleep on the condition variable must wake for the next job (the

@@ -1,15 +1,26 @@
 // Persistent worker pool tuned for many small parallel regions (~100 per generated token).
 //
-// Dispatch protocol: the caller publishes a job (function pointer + context), bumps a generation
-// counter and runs its own share; workers notice the new generation, run their share and count
-// down `pending`. Both sides first spin for a short while (a token's kernels follow each other
-// within microseconds, so a sleeping worker would add tens of microseconds of wake-up latency per
-// kernel) and then block on a condition variable so an idle pool costs no CPU.
+// Protocol. One 64-bit atomic "ticket" describes the current job: generation (32 bits), kind (1 bit),
+// number of chunks and index of the next unclaimed chunk. The caller writes the job's arguments,
+// stores a new ticket (which publishes them) and wakes the workers; everybody, the caller included,
+// then claims chunks by compare-and-swap on the ticket, and each finished chunk counts down
+// `remaining`. Because the caller claims too, a worker that is slow to wake (asleep, or descheduled
+// on a busy machine) costs nothing: the caller simply runs its chunk as well, instead of waiting
+// tens of microseconds or a scheduler tick for it. A worker that shows up late finds the ticket of
+// an older generation (its claim fails) or one with no chunks left, and goes back to waiting.
+// Arguments are read only after a successful claim, and the caller does not return (and so cannot
+// overwrite them) before every claimed chunk has finished, so late workers never race with the next
+// job's setup.
 //
-// Lost wake-ups are avoided with a Dekker-style handshake on seq_cst atomics: a sleeper increments
-// its "sleeping" counter under the mutex and then re-checks the condition; a waker changes the
-// condition and then reads the counter, and only if someone sleeps does it take the mutex and
-// notify. In the seq_cst total order one of the two must see the other's write.
+// run_on_all() needs every thread to run its own index, so there is nothing to claim: the caller
+// waits for all workers, and generations cannot be skipped while such a job is open.
+//
+// Waiting: both sides first spin for a short while (a token's kernels follow each other within
+// microseconds) and then block on a condition variable, so an idle pool costs no CPU. Lost wake-ups
+// are avoided with a Dekker-style handshake on seq_cst atomics: a sleeper increments its "sleeping"
+// count under the mutex and then re-checks its condition; a waker changes the condition and then
+// reads the count, and only if someone sleeps does it take the mutex and notify. In the seq_cst
+// total order one of the two must see the other's write.
 #include "core/threadpool.h"
 
 #include <algorithm>
@@ -59,67 +70,120 @@ bool spin_until(Pred pred) {
 // deadlocking on the pool it is already part of.
 thread_local bool t_in_pool_job = false;
 
+// Ticket layout: generation << 32 | kind << 31 | chunks << 16 | next.
+constexpr int kMaxThreads = 1 << 15;  // chunks <= threads must fit 15 bits
+constexpr uint64_t kKindFor = uint64_t{1} << 31;
+inline uint64_t make_ticket(uint32_t gen, bool is_for, uint32_t chunks) {
+  return uint64_t{gen} << 32 | (is_for ? kKindFor : 0) | uint64_t{chunks} << 16;
+}
+inline uint32_t ticket_gen(uint64_t t) { return static_cast<uint32_t>(t >> 32); }
+inline bool ticket_is_for(uint64_t t) { return (t & kKindFor) != 0; }
+inline uint32_t ticket_chunks(uint64_t t) { return static_cast<uint32_t>(t >> 16) & 0x7fffu; }
+inline uint32_t ticket_next(uint64_t t) { return static_cast<uint32_t>(t) & 0xffffu; }
+
+// What a parallel region runs; written by the caller before the ticket is published.
+struct JobArgs {
+  const std::function<void(int64_t, int64_t)>* for_fn = nullptr;  // parallel_for
+  const std::function<void(int)>* all_fn = nullptr;               // run_on_all
+  int64_t n = 0, grain = 1, blocks = 0, chunks = 0;
+};
+
 }  // namespace
 
 struct ThreadPool::Impl {
-  using JobFn = void (*)(void* ctx, int thread_index);
-
   int n_threads = 1;
   std::vector<std::thread> workers;
   std::vector<std::exception_ptr> errors;  // one slot per thread index, read by the caller after the join
 
-  // The job being run: written by the caller before the generation bump (release), read by
-  // workers after they observe it (acquire).
-  JobFn job_fn = nullptr;
-  void* job_ctx = nullptr;
-
-  std::atomic<uint32_t> generation{0};
+  // Hot shared state on separate cache lines: the ticket (claimed by everybody) with the arguments
+  // every claimant reads next, and the countdown that the caller polls.
+  alignas(64) std::atomic<uint64_t> ticket{0};
+  JobArgs args;
+  alignas(64) std::atomic<int64_t> remaining{0};  // chunks (parallel_for) or workers (run_on_all) not done
+  // Sleep bookkeeping and flags, written rarely.
+  alignas(64) std::atomic<int> sleeping_workers{0};
+  std::atomic<bool> caller_sleeping{false};
   std::atomic<bool> stop{false};
-  std::atomic<int> pending{0};           // workers that have not finished the current job
-  std::atomic<bool> busy{false};         // a caller is inside dispatch (guards against two callers)
+  std::atomic<bool> busy{false};  // a caller is inside a region (guards against two outside callers)
 
   std::mutex mu;
-  std::condition_variable work_cv;       // workers wait here for a new generation
-  std::condition_variable done_cv;       // the caller waits here for pending == 0
-  std::atomic<int> sleeping_workers{0};
-  std::atomic<bool> caller_sleeping{false};
+  std::condition_variable work_cv;  // workers wait here for a new generation
+  std::condition_variable done_cv;  // the caller waits here for remaining == 0
+
+  // Runs chunk i of the current parallel_for on this thread; exceptions go to this thread's slot.
+  void run_chunk(int64_t i, int index) {
+    const int64_t b0 = i * args.blocks / args.chunks, b1 = (i + 1) * args.blocks / args.chunks;
+    const int64_t begin = b0 * args.grain, end = std::min(args.n, b1 * args.grain);
+    try {
+      if (begin < end) (*args.for_fn)(begin, end);
+    } catch (...) {
+      if (!errors[static_cast<size_t>(index)]) errors[static_cast<size_t>(index)] = std::current_exception();
+    }
+  }
+
+  void finish_one() {
+    if (remaining.fetch_sub(1, std::memory_order_seq_cst) == 1 && caller_sleeping.load(std::memory_order_seq_cst)) {
+      std::lock_guard<std::mutex> lk(mu);  // pairs with the caller's re-check under the same mutex
+      done_cv.notify_one();
+    }
+  }
+
+  // Claims and runs chunks of generation gen until none are left or a newer job has replaced it.
+  void claim_chunks(uint32_t gen, int index) {
+    uint64_t cur = ticket.load(std::memory_order_acquire);
+    for (;;) {
+      if (ticket_gen(cur) != gen || ticket_next(cur) >= ticket_chunks(cur)) return;
+      if (ticket.compare_exchange_weak(cur, cur + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        run_chunk(ticket_next(cur), index);
+        finish_one();
+        cur = ticket.load(std::memory_order_acquire);
+      }
+    }
+  }
 
   void worker_main(int index) {
     t_in_pool_job = true;  // anything a worker runs is pool work
     uint32_t seen = 0;
     for (;;) {
-      auto changed = [&] { return generation.load(std::memory_order_seq_cst) != seen; };
+      auto changed = [&] { return ticket_gen(ticket.load(std::memory_order_seq_cst)) != seen; };
       if (!spin_until(changed)) {
         std::unique_lock<std::mutex> lk(mu);
         sleeping_workers.fetch_add(1, std::memory_order_seq_cst);
         work_cv.wait(lk, changed);
         sleeping_workers.fetch_sub(1, std::memory_order_seq_cst);
       }
-      seen = generation.load(std::memory_order_acquire);
+      const uint64_t t = ticket.load(std::memory_order_acquire);
+      seen = ticket_gen(t);
       if (stop.load(std::memory_order_acquire)) return;
-      try {
-        job_fn(job_ctx, index);
-      } catch (...) {
-        errors[static_cast<size_t>(index)] = std::current_exception();
-      }
-      if (pending.fetch_sub(1, std::memory_order_seq_cst) == 1 && caller_sleeping.load(std::memory_order_seq_cst)) {
-        std::lock_guard<std::mutex> lk(mu);  // pairs with the caller's check under the same mutex
-        done_cv.notify_one();
+      if (ticket_is_for(t)) {
+        claim_chunks(seen, index);
+      } else {
+        // run_on_all: the caller waits for every worker, so this generation is still current.
+        try {
+          (*args.all_fn)(index);
+        } catch (...) {
+          errors[static_cast<size_t>(index)] = std::current_exception();
+        }
+        finish_one();
       }
     }
   }
 
-  void wake_workers() {
-    generation.fetch_add(1, std::memory_order_seq_cst);
+  // Publishes a new job (arguments already written) and wakes sleeping workers.
+  uint32_t publish(bool is_for, uint32_t chunks, int64_t to_finish) {
+    const uint32_t gen = ticket_gen(ticket.load(std::memory_order_relaxed)) + 1;
+    remaining.store(to_finish, std::memory_order_relaxed);
+    ticket.store(make_ticket(gen, is_for, chunks), std::memory_order_seq_cst);  // also publishes args
     if (sleeping_workers.load(std::memory_order_seq_cst) > 0) {
       // Taking the mutex orders us after any worker that is between its re-check and wait().
       { std::lock_guard<std::mutex> lk(mu); }
       work_cv.notify_all();
     }
+    return gen;
   }
 
-  void wait_workers() {
-    auto done = [&] { return pending.load(std::memory_order_seq_cst) == 0; };
+  void wait_remaining() {
+    auto done = [&] { return remaining.load(std::memory_order_seq_cst) == 0; };
     if (spin_until(done)) return;
     std::unique_lock<std::mutex> lk(mu);
     caller_sleeping.store(true, std::memory_order_seq_cst);
@@ -127,36 +191,9 @@ struct ThreadPool::Impl {
     caller_sleeping.store(false, std::memory_order_seq_cst);
   }
 
-  // Stops and joins every started worker (used by the destructor and by a failed constructor).
-  void shutdown() {
-    stop.store(true, std::memory_order_seq_cst);
-    wake_workers();
-    for (auto& t : workers) t.join();
-    workers.clear();
-  }
-
-  // Runs fn(ctx, i) for every thread index i in [0, n_threads), the caller taking index 0.
-  void dispatch(JobFn fn, void* ctx) {
-    if (n_threads == 1 || t_in_pool_job || busy.exchange(true, std::memory_order_acquire)) {
-      // Single thread, nested call from inside a job, or a second caller racing the first: run every
-      // share inline so the result is the same, only slower.
-      for (int i = 0; i < n_threads; ++i) fn(ctx, i);
-      return;
-    }
-    job_fn = fn;
-    job_ctx = ctx;
-    pending.store(n_threads - 1, std::memory_order_relaxed);
-    wake_workers();  // seq_cst bump also publishes job_fn/job_ctx/pending
-    std::exception_ptr caller_error;
-    t_in_pool_job = true;
-    try {
-      fn(ctx, 0);
-    } catch (...) {
-      caller_error = std::current_exception();
-    }
-    t_in_pool_job = false;
-    wait_workers();  // even if we threw: workers still reference ctx on our stack
-    std::exception_ptr first = caller_error;
+  // After the join: clears the error slots and rethrows the first exception, if any.
+  void end_region() {
+    std::exception_ptr first;
     for (auto& e : errors) {
       if (e && !first) first = e;
       e = nullptr;
@@ -164,10 +201,50 @@ struct ThreadPool::Impl {
     busy.store(false, std::memory_order_release);
     if (first) std::rethrow_exception(first);
   }
+
+  // Whether this call must run inline: single thread, nested call from inside a region, or a second
+  // outside caller racing the first (the result is the same, only slower).
+  bool run_inline() {
+    return n_threads == 1 || t_in_pool_job || busy.exchange(true, std::memory_order_acquire);
+  }
+
+  void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain, int64_t blocks,
+                    int64_t chunks) {
+    args = JobArgs{&fn, nullptr, n, grain, blocks, chunks};
+    const uint32_t gen = publish(true, static_cast<uint32_t>(chunks), chunks);
+    t_in_pool_job = true;
+    claim_chunks(gen, 0);
+    t_in_pool_job = false;
+    wait_remaining();  // chunks claimed by workers may still be running
+    end_region();
+  }
+
+  void run_on_all(const std::function<void(int)>& fn) {
+    args = JobArgs{nullptr, &fn, 0, 1, 0, 0};
+    publish(false, 0, n_threads - 1);
+    t_in_pool_job = true;
+    try {
+      fn(0);
+    } catch (...) {
+      errors[0] = std::current_exception();
+    }
+    t_in_pool_job = false;
+    wait_remaining();  // even if we threw: workers still reference fn
+    end_region();
+  }
+
+  // Stops and joins every started worker (used by the destructor and by a failed constructor).
+  void shutdown() {
+    stop.store(true, std::memory_order_seq_cst);
+    publish(false, 0, 0);
+    for (auto& t : workers) t.join();
+    workers.clear();
+  }
 };
 
 ThreadPool::ThreadPool(int n_threads) {
-  if (n_threads < 1) RWKVL_FAIL(kInvalidArgument, "thread pool size must be >= 1 (got %d)", n_threads);
+  if (n_threads < 1 || n_threads > kMaxThreads)
+    RWKVL_FAIL(kInvalidArgument, "thread pool size must be in [1, %d] (got %d)", kMaxThreads, n_threads);
   n_threads_ = n_threads;
   impl_ = new Impl;
   impl_->n_threads = n_threads;
@@ -190,40 +267,33 @@ ThreadPool::~ThreadPool() {
   delete impl_;
 }
 
-namespace {
-struct ForCtx {
-  const std::function<void(int64_t, int64_t)>* fn;
-  int64_t n, grain, blocks, chunks;
-};
-
-void for_share(void* p, int i) {
-  const ForCtx& c = *static_cast<const ForCtx*>(p);
-  if (i >= c.chunks) return;
-  // Blocks are spread evenly: chunk i gets blocks [i*B/C, (i+1)*B/C), so sizes differ by at most one
-  // block and every chunk except the one clipped at n is a multiple of grain.
-  const int64_t b0 = i * c.blocks / c.chunks, b1 = (i + 1) * c.blocks / c.chunks;
-  const int64_t begin = b0 * c.grain, end = std::min(c.n, b1 * c.grain);
-  if (begin < end) (*c.fn)(begin, end);
-}
-
-void all_share(void* p, int i) { (*static_cast<const std::function<void(int)>*>(p))(i); }
-}  // namespace
-
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t begin, int64_t end)>& fn, int64_t grain) {
   if (n <= 0) return;
   if (grain < 1) grain = 1;
   const int64_t blocks = (n - 1) / grain + 1;
   const int64_t chunks = std::min<int64_t>(blocks, n_threads_);
-  if (chunks == 1) {  // nothing to share: skip the wake-up entirely
+  // Blocks are spread evenly: chunk i gets blocks [i*B/C, (i+1)*B/C), so sizes differ by at most one
+  // block and every chunk except the one clipped at n is a multiple of grain.
+  if (chunks == 1) {  // nothing to share: skip the hand-off entirely
     fn(0, n);
     return;
   }
-  ForCtx ctx{&fn, n, grain, blocks, chunks};
-  impl_->dispatch(&for_share, &ctx);
+  if (impl_->run_inline()) {
+    for (int64_t i = 0; i < chunks; ++i) {
+      const int64_t b0 = i * blocks / chunks, b1 = (i + 1) * blocks / chunks;
+      fn(b0 * grain, std::min(n, b1 * grain));
+    }
+    return;
+  }
+  impl_->parallel_for(n, fn, grain, blocks, chunks);
 }
 
 void ThreadPool::run_on_all(const std::function<void(int thread_index)>& fn) {
-  impl_->dispatch(&all_share, const_cast<std::function<void(int)>*>(&fn));
+  if (impl_->run_inline()) {
+    for (int i = 0; i < n_threads_; ++i) fn(i);
+    return;
+  }
+  impl_->run_on_all(fn);
 }
 
 }  // namespace rwkvl

@@ -1,9 +1,11 @@
 // Run-time selection of the kernel set and the multi-threaded entry points. Compiled with baseline
 // flags: nothing here may execute an instruction the CPU might lack.
 #include <algorithm>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 #include <atomic>
 #include <cmath>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -17,11 +19,20 @@ namespace rwkvl::kern {
 namespace {
 using detail::KernelSet;
 
+#if defined(RWKVL_ARCH_x86_64)
+// F16C is CPUID.1:ECX bit 29. Asked directly: clang's __builtin_cpu_supports does not know "f16c".
+bool cpu_has_f16c() {
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return false;
+  return (ecx & (1u << 29)) != 0;
+}
+#endif
+
 bool cpu_can(const KernelSet* k) {
   if (k == &detail::kScalarKernels) return true;
 #if defined(RWKVL_ARCH_x86_64)
   __builtin_cpu_init();  // may run before libgcc's own constructor if called from a static initialiser
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
   if (k == &detail::kAvx2Kernels) return avx2;
   // libgcc also checks (via XGETBV) that the OS saves the AVX-512 register state.
   if (k == &detail::kAvx512Kernels)
@@ -60,13 +71,12 @@ const KernelSet* find_set(const char* name) {
 }
 
 // The start-up choice: RWKVL_ISA if set and usable (a debugging / benchmarking aid), else the best.
+// An unusable value falls back silently (the library never prints); active_isa() tells what runs.
 const KernelSet* default_set() {
   static const KernelSet* const chosen = [] {
     const char* env = std::getenv("RWKVL_ISA");
     if (env && *env && std::strcmp(env, "auto") != 0) {
       if (const KernelSet* k = find_set(env)) return k;
-      std::fprintf(stderr, "rwkv-lite: RWKVL_ISA=%s is not available on this CPU/build; using %s\n", env,
-                   best_set()->name);
     }
     return best_set();
   }();

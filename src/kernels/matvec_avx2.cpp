@@ -10,9 +10,11 @@ namespace {
 struct Avx2 {
   using V = __m256;
   static constexpr int kW = 8;
-  // 2 rows x 4 tokens: 8 accumulators + 2 converted weight vectors + 1 x vector fit the 16 ymm
-  // registers without spills, and each converted weight vector serves 4 tokens.
-  static constexpr int kTileR = 2, kTileT = 4;
+  // matvec: 8 x 32 bytes per iteration (as many bytes as AVX-512's 4 x 64); prefetchnta 4 KB ahead.
+  static constexpr int kAcc = 8, kPrefetch = 4096, kPrefetchLocality = 0;
+  // matmul tile 4 rows x 3 tokens: 12 accumulators + 4 weight vectors (+ the x vector) of the 16 ymm
+  // registers; measured 20-60% faster than 2x4 or 2x6, slightly ahead of 3x4.
+  static constexpr int kTileR = 4, kTileT = 3;
 
   static V zero() { return _mm256_setzero_ps(); }
   static V add(V a, V b) { return _mm256_add_ps(a, b); }

@@ -13,6 +13,8 @@ struct Neon {
   using V = float32x4_t;
   static constexpr int kW = 4;
   // 4 rows x 4 tokens: 16 accumulators + 4 weight vectors + 1 x vector of the 32 v-registers.
+  // No software prefetch: it could only be tuned on real ARM hardware (we test under qemu).
+  static constexpr int kAcc = 4, kPrefetch = 0, kPrefetchLocality = 0;
   static constexpr int kTileR = 4, kTileT = 4;
 
   static V zero() { return vdupq_n_f32(0.0f); }
