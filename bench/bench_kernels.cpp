@@ -375,6 +375,14 @@ int main(int argc, char** argv) {
 
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
+  // Bandwidth drifts on shared machines: measure again and let the summary use the better bound.
+  for (int t : {1, g_max_threads}) {
+    const Bandwidth again = measure_read_bandwidth(t);
+    std::printf("memory read bandwidth re-measured, %d thread(s): %.1f GB/s plain, %.1f GB/s with prefetch\n", t,
+                again.plain, again.prefetch);
+    g_bw_gbs[t] = std::max(g_bw_gbs[t], again.best());
+    if (t == g_max_threads) break;
+  }
   print_summary();
   return 0;
 }

@@ -70,7 +70,9 @@ if ((${#missing[@]})); then
 fi
 
 # ---- optional: let the kernel run arm64 executables through qemu (for the CLI shell tests)
-can_exec_arm64() { [[ -r /proc/sys/fs/binfmt_misc/qemu-aarch64 ]] && grep -q '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64; }
+can_exec_arm64() {
+  [[ -r /proc/sys/fs/binfmt_misc/qemu-aarch64 ]] && grep -q '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64
+}
 if ((binfmt)) && ! can_exec_arm64; then
   [[ -e /proc/sys/fs/binfmt_misc/register ]] || $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
   desc=/usr/share/binfmts/qemu-aarch64

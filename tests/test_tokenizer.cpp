@@ -12,17 +12,6 @@
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
-// Timing limits only hold for optimized, uninstrumented builds.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define RWKVL_TEST_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define RWKVL_TEST_SANITIZED 1
-#endif
-#endif
-#ifndef RWKVL_TEST_SANITIZED
-#define RWKVL_TEST_SANITIZED 0
-#endif
 
 namespace rwkvl {
 namespace {
@@ -321,7 +310,9 @@ TEST(Tokenizers, RoundTripWikitextPrefix) {
   }
 }
 
-TEST(Tokenizers, EncodesOneMegabyteQuickly) {
+// Round trip of 1 MB of real text. Speed is recorded as a property only: timing claims belong in
+// benchmarks, and this test also runs under sanitizers and qemu.
+TEST(Tokenizers, EncodesOneMegabyteRoundTrip) {
   const std::string path = test::shared_file("data/wikitext2-test.txt");
   if (path.empty()) GTEST_SKIP() << "data/wikitext2-test.txt missing";
   std::string text = test::read_file(path);
@@ -333,9 +324,6 @@ TEST(Tokenizers, EncodesOneMegabyteQuickly) {
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     RecordProperty(tok->name() + "_encode_1mb_seconds", std::to_string(secs));
     EXPECT_EQ(tok->decode(ids), text) << tok->name();
-#if defined(NDEBUG) && !RWKVL_TEST_SANITIZED
-    EXPECT_LT(secs, 1.0) << tok->name() << " took " << secs << " s for 1 MB";
-#endif
   }
 }
 
