@@ -24,6 +24,6 @@ fi
 
 if [[ -f scripts/fuzz.sh && "${RWKVL_SKIP_FUZZ:-0}" != "1" ]]; then
   echo "== libFuzzer (short runs)"
-  bash scripts/fuzz.sh 30
+  bash scripts/fuzz.sh 20
 fi
 echo "== all tests passed"
