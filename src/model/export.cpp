@@ -41,7 +41,9 @@ std::vector<Tensor> export_official(const Model& m) {
   const ModelConfig& c = m.config();
   const int64_t C = c.n_embd, H = c.n_head, S = c.head_size;
   std::vector<Tensor> out;
-  for (const auto& [name, t0] : m.tensors()) {
+  for (const auto& entry : m.tensors()) {
+    const std::string& name = entry.first;  // not a structured binding: lambdas below capture it
+    const Tensor& t0 = entry.second;
     if (t0.dtype == DType::kI8 || (name.size() > 6 && name.compare(name.size() - 6, 6, ".scale") == 0))
       RWKVL_FAIL(kUnsupported, "'%s': int8 models cannot be exported to PyTorch layout; convert to f16/f32 first", name.c_str());
     Tensor t = t0;
