@@ -80,6 +80,14 @@ inline void add_mix(const float* x, const float* sx, const float* mix, float* ou
     for (size_t i = 0; i < n; ++i) out[t * n + i] = x[t * n + i] + sx[t * n + i] * mix[i];
 }
 
+// x = relu(x)^2 in place: the channel-mix activation of every RWKV version.
+inline void square_relu(float* x, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    const float a = x[i] > 0.f ? x[i] : 0.f;
+    x[i] = a * a;
+  }
+}
+
 // Y (T x rows) = X (T x cols) W^T, picking matvec for a single token.
 inline void project(const Matrix& m, const float* X, float* Y, size_t T, ThreadPool* pool) {
   if (T == 1)

@@ -75,10 +75,7 @@ void forward_channel_mix_v4v5(Context& ctx, const LayerWeights& L, float* ffn_x,
   ops::lerp_mix(xn, prev, L.ffn_mix_r, xr, T, C);
   ops::project(L.ffn_r, xr, r, T, pool);
   ops::project(L.ffn_k, xk, kf, T, pool);
-  for (size_t i = 0; i < T * F; ++i) {
-    const float a = kf[i] > 0.f ? kf[i] : 0.f;
-    kf[i] = a * a;
-  }
+  ops::square_relu(kf, T * F);
   ops::project(L.ffn_v, kf, o, T, pool);
   for (size_t i = 0; i < T * C; ++i) x[i] += ops::sigmoid(r[i]) * o[i];
 }

@@ -72,10 +72,7 @@ void forward_layers_v6(Context& ctx, State& st, float* x, size_t T) {
     ops::add_mix(xn, sx, L.ffn_mix_r, xr, T, C);  // ffn.time_maa_r
     ops::project(L.ffn_r, xr, r, T, pool);
     ops::project(L.ffn_k, xk, kf, T, pool);
-    for (size_t i = 0; i < T * F; ++i) {
-      const float a = kf[i] > 0.f ? kf[i] : 0.f;
-      kf[i] = a * a;
-    }
+    ops::square_relu(kf, T * F);
     ops::project(L.ffn_v, kf, o, T, pool);
     for (size_t i = 0; i < T * C; ++i) x[i] += ops::sigmoid(r[i]) * o[i];
   }

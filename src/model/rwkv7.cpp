@@ -135,10 +135,7 @@ void forward_layers_v7(Context& ctx, State& st, float* x, size_t T) {
     for (size_t i = 0; i < T * C; ++i) sx[i] = prev[i] - xn[i];
     ops::add_mix(xn, sx, L.ffn_mix_k, xk, T, C);  // ffn.x_k
     ops::project(L.ffn_k, xk, kf, T, pool);
-    for (size_t i = 0; i < T * F; ++i) {
-      const float q = kf[i] > 0.f ? kf[i] : 0.f;
-      kf[i] = q * q;
-    }
+    ops::square_relu(kf, T * F);
     ops::project(L.ffn_v, kf, o, T, pool);
     for (size_t i = 0; i < T * C; ++i) x[i] += o[i];
   }
