@@ -1,9 +1,12 @@
 // Kernels: every ISA path this machine can run, for every weight dtype, against a double-precision
 // product of the exactly dequantised weights (independent of the kernels' own conversion code: it
 // uses core/dtype.h) and against the scalar path; plus matmul == n matvecs, thread-count
-// independence, row ranges, exhaustive FP16/BF16/INT8 conversion and quantize_rows_i8.
+// independence, row ranges, exhaustive FP16/BF16/INT8 conversion and quantize_rows_i8. The two
+// compressed representations (q4_g32 blocks, int8 with f16 row scales) have their own tests below
+// (their column counts are multiples of 32), with quantize_rows_q4 / quantize_rows_i8_f16.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -13,6 +16,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/tensor.h"
 #include "core/threadpool.h"
 #include "kernels/kernels.h"
 
@@ -42,10 +46,12 @@ struct Rng {
 // A weight matrix in one dtype plus its exact dequantised values (double) for the reference.
 struct TestMat {
   DType dtype = DType::kF32;
+  bool f16_scale = false;  // kI8 only: row scales stored as IEEE half
   int64_t rows = 0, cols = 0;
   std::vector<float> orig;  // the float32 values before storage conversion
   std::vector<uint8_t> bytes;
   std::vector<float> scale;
+  std::vector<uint16_t> scale16;
   std::vector<double> deq;
 
   MatRef ref() const {
@@ -54,14 +60,27 @@ struct TestMat {
     m.rows = rows;
     m.cols = cols;
     m.data = bytes.empty() ? nullptr : bytes.data();
-    m.row_scale = dtype == DType::kI8 ? scale.data() : nullptr;
+    if (dtype == DType::kI8) {
+      m.row_scale = f16_scale ? static_cast<const void*>(scale16.data()) : scale.data();
+      m.scale_dtype = f16_scale ? DType::kF16 : DType::kF32;
+    }
     return m;
   }
 };
 
-TestMat make_mat(DType dt, int64_t rows, int64_t cols, uint64_t seed) {
+// Exact value of element j of a kQ4 block (from core/dtype.h's description, not the kernels' code).
+double q4_value(const uint8_t* blk, int j) {
+  uint16_t dh, mh;
+  std::memcpy(&dh, blk, 2);
+  std::memcpy(&mh, blk + 2, 2);
+  const int q = j < 16 ? (blk[4 + j] & 15) : (blk[4 + j - 16] >> 4);
+  return static_cast<double>(f16_to_f32(dh)) * q + static_cast<double>(f16_to_f32(mh));
+}
+
+TestMat make_mat(DType dt, int64_t rows, int64_t cols, uint64_t seed, bool f16_scale = false) {
   TestMat m;
   m.dtype = dt;
+  m.f16_scale = f16_scale;
   m.rows = rows;
   m.cols = cols;
   const size_t n = static_cast<size_t>(rows * cols);
@@ -93,8 +112,20 @@ TestMat make_mat(DType dt, int64_t rows, int64_t cols, uint64_t seed) {
       m.bytes.resize(n);
       m.scale.resize(static_cast<size_t>(rows));
       auto* q = reinterpret_cast<int8_t*>(m.bytes.data());
-      quantize_rows_i8(m.orig.data(), rows, cols, q, m.scale.data());
+      if (f16_scale) {
+        m.scale16.resize(static_cast<size_t>(rows));
+        quantize_rows_i8_f16(m.orig.data(), rows, cols, q, m.scale16.data());
+        for (int64_t r = 0; r < rows; ++r) m.scale[static_cast<size_t>(r)] = f16_to_f32(m.scale16[static_cast<size_t>(r)]);
+      } else {
+        quantize_rows_i8(m.orig.data(), rows, cols, q, m.scale.data());
+      }
       for (size_t i = 0; i < n; ++i) m.deq[i] = static_cast<double>(q[i]) * m.scale[i / static_cast<size_t>(cols)];
+      break;
+    }
+    case DType::kQ4: {
+      m.bytes.resize(n / 32 * 20);
+      quantize_rows_q4(m.orig.data(), rows, cols, m.bytes.data());
+      for (size_t i = 0; i < n; ++i) m.deq[i] = q4_value(m.bytes.data() + i / 32 * 20, static_cast<int>(i % 32));
       break;
     }
     default: break;
@@ -383,6 +414,244 @@ TEST_P(KernelIsa, EmptyShapes) {
   EXPECT_EQ(Y[0], 7.0f);
 }
 
+// ---- compressed representations: q4_g32 blocks and int8 with f16 row scales (cols % 32 == 0)
+
+struct Kind {
+  DType dtype;
+  bool f16_scale;
+  const char* name;
+};
+const Kind kCompressed[] = {{DType::kQ4, false, "q4"}, {DType::kI8, true, "i8-f16scale"}};
+// Odd row counts (not multiples of the 4-row groups, register tiles or 16-row thread chunks), one to
+// many blocks per row, and the model shapes.
+const Shape kBlockShapes[] = {{1, 32},  {7, 64},   {13, 96},  {17, 32},  {5, 160},   {65, 256},
+                              {33, 768}, {99, 352}, {3, 1024}, {333, 96}, {768, 3072}, {3072, 768}};
+
+TEST_P(KernelIsa, CompressedMatvecMatchesReferenceScalarAndThreads) {
+  uint64_t seed = 20000;
+  ThreadPool pool1(1), pool2(2);
+  for (const Shape& s : kBlockShapes) {
+    for (const Kind& k : kCompressed) {
+      SCOPED_TRACE(testing::Message() << k.name << " " << shape_str(s));
+      const TestMat m = make_mat(k.dtype, s.rows, s.cols, ++seed, k.f16_scale);
+      const std::vector<float> x = make_vec(s.cols, ++seed);
+      std::vector<double> yref, bound;
+      reference(m, x.data(), &yref, &bound);
+      const size_t nr = static_cast<size_t>(s.rows);
+      std::vector<float> y(nr, NAN), ys(nr, NAN), y1(nr, NAN), y2(nr, NAN);
+      matvec(m.ref(), x.data(), y.data(), nullptr);
+      matvec(m.ref(), x.data(), y1.data(), &pool1);
+      matvec(m.ref(), x.data(), y2.data(), &pool2);
+      as_scalar([&] { matvec(m.ref(), x.data(), ys.data(), nullptr); });
+      for (size_t i = 0; i < nr; ++i) {
+        ASSERT_LE(std::fabs(y[i] - yref[i]), kAccumBudget * bound[i]) << "row " << i << " vs double";
+        ASSERT_LE(std::fabs(double{y[i]} - ys[i]), kPathBudget * bound[i]) << "row " << i << " vs scalar";
+      }
+      ASSERT_EQ(0, std::memcmp(y.data(), y1.data(), nr * 4)) << "1-thread pool";
+      ASSERT_EQ(0, std::memcmp(y.data(), y2.data(), nr * 4)) << "2-thread pool";
+    }
+  }
+}
+
+TEST_P(KernelIsa, CompressedMatmulMatchesReferenceAndMatvecs) {
+  const Shape shapes[] = {{7, 64}, {13, 96}, {65, 256}, {99, 352}, {333, 96}, {768, 3072}, {3072, 768}};
+  uint64_t seed = 30000;
+  ThreadPool pool1(1), pool2(2);
+  for (const Shape& s : shapes) {
+    for (const Kind& k : kCompressed) {
+      const TestMat m = make_mat(k.dtype, s.rows, s.cols, ++seed, k.f16_scale);
+      for (int64_t n : {1, 3, 17}) {
+        SCOPED_TRACE(testing::Message() << k.name << " " << shape_str(s) << " n=" << n);
+        const std::vector<float> X = make_vec(n * s.cols, ++seed);
+        const size_t ny = static_cast<size_t>(n * s.rows);
+        std::vector<float> Y(ny + 1, NAN), Y1(ny, NAN), Y2(ny, NAN);
+        Y.back() = 12345.0f;  // sentinel: nothing may be written past n * rows
+        matmul(m.ref(), X.data(), n, Y.data(), nullptr);
+        EXPECT_EQ(Y.back(), 12345.0f);
+        matmul(m.ref(), X.data(), n, Y1.data(), &pool1);
+        matmul(m.ref(), X.data(), n, Y2.data(), &pool2);
+        ASSERT_EQ(0, std::memcmp(Y.data(), Y1.data(), ny * 4)) << "1-thread pool";
+        ASSERT_EQ(0, std::memcmp(Y.data(), Y2.data(), ny * 4)) << "2-thread pool";
+        std::vector<float> y(static_cast<size_t>(s.rows));
+        std::vector<double> yref, bound;
+        for (int64_t t = 0; t < n; ++t) {
+          const float* xt = X.data() + t * s.cols;
+          matvec(m.ref(), xt, y.data(), nullptr);
+          reference(m, xt, &yref, &bound);
+          for (int64_t r = 0; r < s.rows; ++r) {
+            const size_t i = static_cast<size_t>(r);
+            const float v = Y[static_cast<size_t>(t * s.rows + r)];
+            ASSERT_LE(std::fabs(v - yref[i]), kAccumBudget * bound[i]) << "t=" << t << " r=" << r;
+            ASSERT_LE(std::fabs(double{v} - y[i]), kPathBudget * bound[i]) << "t=" << t << " r=" << r;
+            if (std::string(GetParam()) == "scalar") {
+              ASSERT_EQ(v, y[i]);  // the scalar matmul is bitwise n matvecs
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_P(KernelIsa, CompressedRowRangesMatchFullProduct) {
+  const int64_t rows = 67, cols = 96, n = 5;
+  for (const Kind& k : kCompressed) {
+    SCOPED_TRACE(k.name);
+    const TestMat m = make_mat(k.dtype, rows, cols, 177, k.f16_scale);
+    const std::vector<float> X = make_vec(n * cols, 178);
+    std::vector<float> full(rows), fullm(static_cast<size_t>(n * rows));
+    matvec_rows(m.ref(), X.data(), full.data(), 0, rows);
+    matmul_rows(m.ref(), X.data(), n, fullm.data(), 0, rows);
+    for (auto [b, e] : {std::pair<int64_t, int64_t>{0, 0}, {0, 1}, {1, 6}, {3, 64}, {13, 67}, {66, 67}, {5, 9}}) {
+      std::vector<float> y(rows, NAN), Y(static_cast<size_t>(n * rows), NAN);
+      matvec_rows(m.ref(), X.data(), y.data(), b, e);
+      matmul_rows(m.ref(), X.data(), n, Y.data(), b, e);
+      for (int64_t r = 0; r < rows; ++r) {
+        const bool in = r >= b && r < e;
+        const size_t i = static_cast<size_t>(r);
+        if (in) {
+          ASSERT_EQ(y[i], full[i]) << "[" << b << "," << e << ") row " << r;
+        } else {
+          ASSERT_TRUE(std::isnan(y[i])) << "wrote outside [" << b << "," << e << ") at row " << r;
+        }
+        for (int64_t t = 0; t < n; ++t) {
+          const size_t j = static_cast<size_t>(t * rows + r);
+          if (in) {
+            ASSERT_EQ(Y[j], fullm[j]);
+          } else {
+            ASSERT_TRUE(std::isnan(Y[j]));
+          }
+        }
+      }
+    }
+  }
+}
+
+// Every nibble value at every position of a block, through the matvec and matmul decoders: row r,
+// column j holds q = (j + r) % 16 with a per-row d and m; a one-hot x picks one column at a time,
+// so each output must be d * q + m (to one rounding: the kernels may fuse the multiply-add).
+TEST_P(KernelIsa, Q4AllNibblesAllPositions) {
+  const int64_t rows = 19, cols = 64;
+  std::vector<uint8_t> blocks(static_cast<size_t>(rows * cols / 32 * 20));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t g = 0; g < cols / 32; ++g) {
+      uint8_t* blk = blocks.data() + (r * (cols / 32) + g) * 20;
+      const uint16_t dh = f32_to_f16(0.25f + 0.125f * static_cast<float>(r % 5) + static_cast<float>(g));
+      const uint16_t mh = f32_to_f16(-1.5f + 0.375f * static_cast<float>(r % 7));
+      std::memcpy(blk, &dh, 2);
+      std::memcpy(blk + 2, &mh, 2);
+      for (int j = 0; j < 16; ++j) {
+        const int lo = static_cast<int>((g * 32 + j + r) % 16), hi = static_cast<int>((g * 32 + j + 16 + r) % 16);
+        blk[4 + j] = static_cast<uint8_t>(lo | (hi << 4));
+      }
+    }
+  }
+  MatRef m;
+  m.dtype = DType::kQ4;
+  m.rows = rows;
+  m.cols = cols;
+  m.data = blocks.data();
+  const int64_t n = 3;  // matmul: token t is one-hot at column (j + t) % cols
+  std::vector<float> x(cols), X(static_cast<size_t>(n * cols)), y(rows), Y(static_cast<size_t>(n * rows));
+  for (int64_t j = 0; j < cols; ++j) {
+    std::fill(x.begin(), x.end(), 0.0f);
+    x[static_cast<size_t>(j)] = 1.0f;
+    std::fill(X.begin(), X.end(), 0.0f);
+    for (int64_t t = 0; t < n; ++t) X[static_cast<size_t>(t * cols + (j + t) % cols)] = 1.0f;
+    matvec(m, x.data(), y.data(), nullptr);
+    matmul(m, X.data(), n, Y.data(), nullptr);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t row_off = r * (cols / 32) * 20;
+      const double want = q4_value(blocks.data() + row_off + j / 32 * 20, static_cast<int>(j % 32));
+      ASSERT_NEAR(y[static_cast<size_t>(r)], want, 1e-6 * std::fabs(want)) << "r=" << r << " j=" << j;
+      for (int64_t t = 0; t < n; ++t) {
+        const int64_t c = (j + t) % cols;
+        const double w = q4_value(blocks.data() + row_off + c / 32 * 20, static_cast<int>(c % 32));
+        ASSERT_NEAR(Y[static_cast<size_t>(t * rows + r)], w, 1e-6 * std::fabs(w)) << "r=" << r << " c=" << c;
+      }
+    }
+  }
+}
+
+// Groups whose values sit far from the group minimum next to one outlier: a kernel that factors
+// sum (d q + m) x into d * sum q x + m * sum x cancels catastrophically here (error ~ m * sum|x|
+// * 2^-24, far above the budget relative to sum |w x|); decoding each weight first does not.
+TEST_P(KernelIsa, Q4AccuracyWithOutlierGroups) {
+  const int64_t rows = 40, cols = 256;
+  std::vector<float> w(static_cast<size_t>(rows * cols));
+  Rng rng(4242);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      // One large negative outlier per group (column 0 of the group); the rest small and positive.
+      w[static_cast<size_t>(r * cols + c)] = c % 32 == 0 ? -64.0f : rng.uniform(0.0f, 0.02f);
+    }
+  }
+  TestMat m;
+  m.dtype = DType::kQ4;
+  m.rows = rows;
+  m.cols = cols;
+  m.orig = w;
+  m.bytes.resize(static_cast<size_t>(rows * cols / 32 * 20));
+  quantize_rows_q4(w.data(), rows, cols, m.bytes.data());
+  m.deq.resize(w.size());
+  for (size_t i = 0; i < w.size(); ++i) m.deq[i] = q4_value(m.bytes.data() + i / 32 * 20, static_cast<int>(i % 32));
+  std::vector<float> x = make_vec(cols, 4243);
+  for (int64_t c = 0; c < cols; c += 32) x[static_cast<size_t>(c)] = 0.0f;  // the outliers contribute nothing
+  std::vector<double> yref, bound;
+  reference(m, x.data(), &yref, &bound);
+  std::vector<float> y(rows), Y(static_cast<size_t>(3 * rows));
+  std::vector<float> X(static_cast<size_t>(3 * cols));
+  for (int t = 0; t < 3; ++t) std::copy(x.begin(), x.end(), X.begin() + t * cols);
+  matvec(m.ref(), x.data(), y.data(), nullptr);
+  matmul(m.ref(), X.data(), 3, Y.data(), nullptr);
+  for (int64_t r = 0; r < rows; ++r) {
+    const size_t i = static_cast<size_t>(r);
+    ASSERT_LE(std::fabs(y[i] - yref[i]), kAccumBudget * bound[i]) << "matvec row " << r;
+    for (int t = 0; t < 3; ++t)
+      ASSERT_LE(std::fabs(Y[static_cast<size_t>(t * rows + r)] - yref[i]), kAccumBudget * bound[i]) << "matmul " << r;
+  }
+}
+
+// get_row (embedding look-ups) decodes to exactly the stored values.
+TEST_P(KernelIsa, CompressedGetRow) {
+  for (const Kind& k : kCompressed) {
+    SCOPED_TRACE(k.name);
+    const TestMat m = make_mat(k.dtype, 9, 96, 555, k.f16_scale);
+    std::vector<float> row(96);
+    for (int64_t r = 0; r < 9; ++r) {
+      get_row(m.ref(), r, row.data());
+      for (int64_t c = 0; c < 96; ++c) {
+        const double want = m.deq[static_cast<size_t>(r * 96 + c)];
+        ASSERT_NEAR(row[static_cast<size_t>(c)], want, 1e-6 * std::fabs(want) + 1e-30) << r << "," << c;
+      }
+    }
+  }
+}
+
+// Int8 with f16 scales: all 256 int8 values (like AllInt8Values) with scales that are exact halves,
+// including a subnormal one, through matvec and matmul.
+TEST_P(KernelIsa, AllInt8ValuesF16Scales) {
+  const int64_t rows = 256, cols = 40;
+  std::vector<int8_t> q(static_cast<size_t>(rows * cols), 0);
+  std::vector<uint16_t> scale(rows);
+  const uint16_t halves[] = {f32_to_f16(0.5f), f32_to_f16(0.75f), f32_to_f16(1.0f / 1024), 0x0003 /* 3 * 2^-24 */};
+  for (int64_t r = 0; r < rows; ++r) {
+    q[static_cast<size_t>(r * cols + r % cols)] = static_cast<int8_t>(r - 128);
+    scale[static_cast<size_t>(r)] = halves[r % 4];
+  }
+  MatRef m{DType::kI8, rows, cols, q.data(), scale.data(), DType::kF16};
+  std::vector<float> x(cols, 1.0f), y(rows), Y(static_cast<size_t>(2 * rows));
+  std::vector<float> X(static_cast<size_t>(2 * cols), 1.0f);
+  matvec(m, x.data(), y.data(), nullptr);
+  matmul(m, X.data(), 2, Y.data(), nullptr);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float want = static_cast<float>(r - 128) * f16_to_f32(scale[static_cast<size_t>(r)]);
+    ASSERT_EQ(y[static_cast<size_t>(r)], want) << r;
+    ASSERT_EQ(Y[static_cast<size_t>(r)], want) << r;
+    ASSERT_EQ(Y[static_cast<size_t>(rows + r)], want) << r;
+  }
+}
+
 const char* const kIsas[] = {"scalar", "avx2", "avx512", "neon"};
 INSTANTIATE_TEST_SUITE_P(Isa, KernelIsa, testing::ValuesIn(kIsas),
                          [](const testing::TestParamInfo<const char*>& p) { return std::string(p.param); });
@@ -452,6 +721,151 @@ TEST(Kernels, QuantizeRejectsNonFinite) {
   EXPECT_THROW(quantize_rows_i8(bad, 1, 2, q, &s), Error);
   EXPECT_THROW(quantize_rows_i8(inf, 1, 2, q, &s), Error);
 }
+
+// ---- quantize_rows_q4 / quantize_rows_i8_f16 / q4 conversions
+
+// Bound on |x - dequantised x| for a q4 group: half a step, plus what rounding m and d to f16 can
+// add at the clamped ends (|min - m| and 15 |d - (max - min) / 15|, each at most 2^-11 relative or
+// 2^-25 absolute for f16 subnormals), plus float rounding.
+double q4_error_bound(const float* g, const uint8_t* blk) {
+  float lo = g[0], hi = g[0];
+  for (int j = 0; j < 32; ++j) {
+    lo = std::min(lo, g[j]);
+    hi = std::max(hi, g[j]);
+  }
+  uint16_t dh;
+  std::memcpy(&dh, blk, 2);
+  const double d = f16_to_f32(dh);
+  const double f16_round = std::ldexp(1.0, -11) * (std::fabs(lo) + (static_cast<double>(hi) - lo)) + 2 * std::ldexp(1.0, -25);
+  return d / 2 + f16_round + 1e-6 * (std::fabs(lo) + std::fabs(hi));
+}
+
+TEST(Kernels, QuantizeRowsQ4HandComputed) {
+  // One group 0, 1, ..., 15, 15, 14, ..., 0: min 0, max 15 -> d = 1, m = 0 exactly, q = x.
+  // A second group with every value 2.5: d = 0, m = 2.5, q = 0.
+  float src[64];
+  for (int j = 0; j < 16; ++j) {
+    src[j] = static_cast<float>(j);
+    src[16 + j] = static_cast<float>(15 - j);
+  }
+  for (int j = 32; j < 64; ++j) src[j] = 2.5f;
+  uint8_t blk[40];
+  quantize_rows_q4(src, 1, 64, blk);
+  uint16_t d0, m0, d1, m1;
+  std::memcpy(&d0, blk, 2);
+  std::memcpy(&m0, blk + 2, 2);
+  std::memcpy(&d1, blk + 20, 2);
+  std::memcpy(&m1, blk + 22, 2);
+  EXPECT_EQ(f16_to_f32(d0), 1.0f);
+  EXPECT_EQ(f16_to_f32(m0), 0.0f);
+  EXPECT_EQ(f16_to_f32(d1), 0.0f);
+  EXPECT_EQ(f16_to_f32(m1), 2.5f);
+  for (int j = 0; j < 16; ++j) EXPECT_EQ(blk[4 + j], j | ((15 - j) << 4)) << j;
+  for (int j = 0; j < 16; ++j) EXPECT_EQ(blk[24 + j], 0) << j;
+  float back[64];
+  q4_to_f32_row(blk, back, 64);
+  for (int j = 0; j < 64; ++j) EXPECT_EQ(back[j], src[j]) << j;
+}
+
+TEST(Kernels, QuantizeRowsQ4RoundTripError) {
+  const int64_t rows = 37, cols = 320;
+  std::vector<float> src = make_vec(rows * cols, 31);
+  // Rows of very different magnitudes and offsets, some groups constant, some tiny (f16 subnormal d).
+  for (int64_t r = 0; r < rows; ++r) {
+    const float mag = std::ldexp(1.0f, static_cast<int>(r % 9) * 3 - 16);
+    const float off = (r % 3 == 0) ? 0.0f : mag * static_cast<float>(r % 5 - 2);
+    for (int64_t c = 0; c < cols; ++c) {
+      float& v = src[static_cast<size_t>(r * cols + c)];
+      v = (r % 11 == 5 && c < 64) ? 0.75f : v * mag + off;
+    }
+  }
+  std::vector<uint8_t> blocks(static_cast<size_t>(rows * cols / 32 * 20));
+  quantize_rows_q4(src.data(), rows, cols, blocks.data());
+  std::vector<float> back(src.size());
+  q4_to_f32_row(blocks.data(), back.data(), back.size());
+  for (size_t g = 0; g < src.size() / 32; ++g) {
+    const double bound = q4_error_bound(src.data() + g * 32, blocks.data() + g * 20);
+    for (size_t j = 0; j < 32; ++j) {
+      const size_t i = g * 32 + j;
+      ASSERT_LE(std::fabs(static_cast<double>(back[i]) - src[i]), bound) << "group " << g << " element " << j;
+      ASSERT_NEAR(back[i], q4_value(blocks.data() + g * 20, static_cast<int>(j)), 1e-6 * std::fabs(back[i]));
+    }
+  }
+  // Tensor::to_f32 decodes a kQ4 tensor the same way.
+  Tensor t = Tensor::alloc("w", DType::kQ4, {rows, cols});
+  ASSERT_EQ(t.nbytes, blocks.size());
+  std::memcpy(t.mutable_data(), blocks.data(), blocks.size());
+  const std::vector<float> tf = t.to_f32();
+  ASSERT_EQ(0, std::memcmp(tf.data(), back.data(), back.size() * 4));
+}
+
+TEST(Kernels, QuantizeRowsQ4Errors) {
+  std::vector<float> src(48, 1.0f);
+  std::vector<uint8_t> out(64);
+  EXPECT_THROW(quantize_rows_q4(src.data(), 1, 48, out.data()), Error);  // 48 % 32 != 0
+  try {
+    quantize_rows_q4(src.data(), 1, 48, out.data());
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+  }
+  std::vector<float> bad(32, 1.0f);
+  bad[7] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_THROW(quantize_rows_q4(bad.data(), 1, 32, out.data()), Error);
+  bad[7] = -std::numeric_limits<float>::infinity();
+  EXPECT_THROW(quantize_rows_q4(bad.data(), 1, 32, out.data()), Error);
+  bad[7] = 1e6f;  // beyond the f16 range of m / d
+  EXPECT_THROW(quantize_rows_q4(bad.data(), 1, 32, out.data()), Error);
+  quantize_rows_q4(src.data(), 0, 32, out.data());  // no rows: nothing to do
+}
+
+TEST(KernelsDeathTest, Q4MatrixNeedsWholeBlocks) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  std::vector<uint8_t> blocks(40);
+  MatRef m;
+  m.dtype = DType::kQ4;
+  m.rows = 1;
+  m.cols = 48;  // not a multiple of 32
+  m.data = blocks.data();
+  std::vector<float> x(48, 1.0f), y(1);
+  EXPECT_DEATH(matvec(m, x.data(), y.data(), nullptr), "cols % 32");
+  EXPECT_DEATH(matmul_rows(m, x.data(), 1, y.data(), 0, 1), "cols % 32");
+}
+
+TEST(Kernels, QuantizeRowsI8F16RoundTripError) {
+  const int64_t rows = 60, cols = 333;
+  std::vector<float> src = make_vec(rows * cols, 5);
+  for (int64_t r = 0; r < rows; ++r) {
+    // Magnitudes from 2^-30 (scales far below the f16 normal range) to 2^10.
+    const float mag = std::ldexp(1.0f, static_cast<int>(r % 11) * 4 - 30);
+    for (int64_t c = 0; c < cols; ++c) src[static_cast<size_t>(r * cols + c)] *= r == 7 ? 0.0f : mag;
+  }
+  std::vector<int8_t> q(src.size());
+  std::vector<uint16_t> scale(rows);
+  quantize_rows_i8_f16(src.data(), rows, cols, q.data(), scale.data());
+  for (int64_t r = 0; r < rows; ++r) {
+    float amax = 0;
+    for (int64_t c = 0; c < cols; ++c) amax = std::max(amax, std::fabs(src[static_cast<size_t>(r * cols + c)]));
+    const float s = f16_to_f32(scale[static_cast<size_t>(r)]);
+    if (amax == 0) {
+      EXPECT_EQ(s, 0.0f);
+    } else if (amax / 127 >= std::ldexp(1.0f, -14)) {  // normal half: the nearest one to amax / 127
+      EXPECT_EQ(scale[static_cast<size_t>(r)], f32_to_f16(amax / 127.0f)) << r;
+    }
+    for (int64_t c = 0; c < cols; ++c) {
+      const size_t i = static_cast<size_t>(r * cols + c);
+      ASSERT_GE(q[i], -127);
+      // Half a step of the stored scale; values are never clamped by more than that.
+      ASSERT_LE(std::fabs(q[i] * s - src[i]), s * 0.5f * 1.0001f) << "row " << r << " col " << c;
+    }
+  }
+  const float bad[] = {1.0f, std::numeric_limits<float>::quiet_NaN()};
+  const float huge[] = {1e8f, 1.0f};  // scale 1e8 / 127 > 65504
+  int8_t q2[2];
+  uint16_t s2;
+  EXPECT_THROW(quantize_rows_i8_f16(bad, 1, 2, q2, &s2), Error);
+  EXPECT_THROW(quantize_rows_i8_f16(huge, 1, 2, q2, &s2), Error);
+}
+
 
 }  // namespace
 }  // namespace rwkvl::kern

@@ -3,13 +3,21 @@
 #pragma once
 
 #include <exception>
+#include <memory>
 #include <new>
 #include <string>
 
 #include "core/error.h"
 #include "rwkv_lite.h"
 
+namespace rwkvl {
+class Model;
+}
+
 namespace rwkvl::api {
+
+// The library model behind a handle (for in-tree tools that run C++ passes on a loaded model).
+std::shared_ptr<Model> model_of(const rwkvl_model* m);
 
 void set_last_error(const std::string& msg);
 void clear_last_error();

@@ -24,6 +24,9 @@ struct rwkvl_context {
   std::unique_ptr<rwkvl::Context> ctx;
   int n_threads = 1;
 };
+
+std::shared_ptr<rwkvl::Model> rwkvl::api::model_of(const rwkvl_model* m) { return m ? m->m : nullptr; }
+
 struct rwkvl_state {
   rwkvl::State st;
   rwkvl::ModelConfig cfg;

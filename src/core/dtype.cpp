@@ -7,7 +7,7 @@ namespace rwkvl {
 
 namespace {
 constexpr DTypeInfo kInfo[] = {
-    {"f32", 1, 4}, {"f16", 1, 2}, {"bf16", 1, 2}, {"i8", 1, 1}, {"q5_1", 32, 24}, {"i32", 1, 4}, {"u8", 1, 1},
+    {"f32", 1, 4}, {"f16", 1, 2}, {"bf16", 1, 2}, {"i8", 1, 1}, {"q5_1", 32, 24}, {"i32", 1, 4}, {"u8", 1, 1}, {"q4_g32", 32, 20},
 };
 constexpr uint32_t kNumTypes = sizeof(kInfo) / sizeof(kInfo[0]);
 }  // namespace
@@ -98,6 +98,22 @@ void q5_1_to_f32_row(const void* src, float* dst, size_t n) {
       const uint32_t hi = (qs[j] >> 4) | (((qh >> (j + 16)) & 1u) << 4);
       out[j] = static_cast<float>(lo) * d + m;
       out[j + 16] = static_cast<float>(hi) * d + m;
+    }
+  }
+}
+
+void q4_to_f32_row(const void* src, float* dst, size_t n) {
+  const uint8_t* p = static_cast<const uint8_t*>(src);
+  for (size_t b = 0; b < n / 32; ++b, p += 20) {
+    uint16_t dh, mh;
+    std::memcpy(&dh, p, 2);
+    std::memcpy(&mh, p + 2, 2);
+    const float d = f16_to_f32(dh), m = f16_to_f32(mh);
+    const uint8_t* qs = p + 4;
+    float* out = dst + b * 32;
+    for (int j = 0; j < 16; ++j) {
+      out[j] = static_cast<float>(qs[j] & 0x0fu) * d + m;
+      out[j + 16] = static_cast<float>(qs[j] >> 4) * d + m;
     }
   }
 }

@@ -16,6 +16,9 @@ enum class DType : uint32_t {
   kQ5_1 = 4,  // ggml/rwkv.cpp Q5_1 blocks (32 values: f16 d, f16 m, u32 high bits, 16 bytes of nibbles)
   kI32 = 5,
   kU8 = 6,
+  // int4 in groups of 32 along a row: 20-byte blocks {f16 scale d, f16 offset m, 16 bytes of nibbles};
+  // element j of a block is d * q_j + m with q_j = j < 16 ? qs[j] & 15 : qs[j - 16] >> 4 (0..15).
+  kQ4 = 7,
 };
 
 struct DTypeInfo {
@@ -51,5 +54,6 @@ uint16_t f32_to_f16(float f);
 void f16_to_f32_row(const uint16_t* src, float* dst, size_t n);
 void bf16_to_f32_row(const uint16_t* src, float* dst, size_t n);
 void q5_1_to_f32_row(const void* src, float* dst, size_t n);  // n multiple of 32
+void q4_to_f32_row(const void* src, float* dst, size_t n);    // n multiple of 32 (kQ4 blocks)
 
 }  // namespace rwkvl

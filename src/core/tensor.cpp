@@ -80,6 +80,7 @@ std::vector<float> Tensor::to_f32() const {
     case DType::kF16: f16_to_f32_row(static_cast<const uint16_t*>(data), out.data(), static_cast<size_t>(n)); break;
     case DType::kBF16: bf16_to_f32_row(static_cast<const uint16_t*>(data), out.data(), static_cast<size_t>(n)); break;
     case DType::kQ5_1: q5_1_to_f32_row(data, out.data(), static_cast<size_t>(n)); break;
+    case DType::kQ4: q4_to_f32_row(data, out.data(), static_cast<size_t>(n)); break;
     default: RWKVL_FAIL(kUnsupported, "%s: cannot convert %s to f32 here", name.c_str(), dtype_name(dtype));
   }
   return out;

@@ -16,10 +16,14 @@ void get_row(const MatRef& w, int64_t r, float* out) {
     case DType::kBF16: bf16_to_f32_row(static_cast<const uint16_t*>(w.data) + off, out, n); break;
     case DType::kI8: {
       const int8_t* q = static_cast<const int8_t*>(w.data) + off;
-      const float s = w.row_scale[r];
+      const float s = w.scale_at(r);
       for (size_t i = 0; i < n; ++i) out[i] = static_cast<float>(q[i]) * s;
       break;
     }
+    case DType::kQ4:
+      RWKVL_CHECK(n % 32 == 0);
+      q4_to_f32_row(static_cast<const uint8_t*>(w.data) + static_cast<size_t>(r) * (n / 32) * 20, out, n);
+      break;
     default: RWKVL_CHECK(false && "unsupported matrix dtype");
   }
 }

@@ -14,10 +14,17 @@ namespace kern {
 
 // A row-major weight matrix W (rows = outputs, cols = inputs).
 struct MatRef {
-  DType dtype = DType::kF32;  // kF32, kF16, kBF16 or kI8
+  DType dtype = DType::kF32;  // kF32, kF16, kBF16, kI8 or kQ4 (cols a multiple of 32)
   int64_t rows = 0, cols = 0;
-  const void* data = nullptr;       // rows * cols elements, row stride = cols elements
-  const float* row_scale = nullptr;  // kI8 only: W[r][c] = data[r][c] * row_scale[r]
+  const void* data = nullptr;  // rows * cols elements (kQ4: rows * cols/32 blocks), rows contiguous
+  // kI8 only: W[r][c] = data[r][c] * scale[r], scale stored as float32 (scale_dtype kF32) or IEEE
+  // half (kF16, what `rwkv-lite compress` writes: half the bytes, same accuracy at int8 precision).
+  const void* row_scale = nullptr;
+  DType scale_dtype = DType::kF32;
+  float scale_at(int64_t r) const {
+    return scale_dtype == DType::kF16 ? f16_to_f32(static_cast<const uint16_t*>(row_scale)[r])
+                                      : static_cast<const float*>(row_scale)[r];
+  }
 };
 
 // y[r] = sum_c W[r][c] * x[c] for r in [0, rows). pool may be null (single thread).
@@ -33,6 +40,19 @@ void matmul_rows(const MatRef& w, const float* X, int64_t n, float* Y, int64_t r
 
 // Quantises a float32 matrix to int8 per row: scale[r] = max|W[r][:]| / 127, q = round(W / scale).
 void quantize_rows_i8(const float* src, int64_t rows, int64_t cols, int8_t* q, float* scale);
+// The same with the scale stored as IEEE half (MatRef::scale_dtype kF16): the scale is rounded to f16
+// first and q = round(W / f16_to_f32(scale)) computed from the rounded value, so W ~ q * scale exactly
+// as the kernels evaluate it. Non-finite values, or |W| beyond 127 * 65504, throw kInvalidArgument.
+void quantize_rows_i8_f16(const float* src, int64_t rows, int64_t cols, int8_t* q, uint16_t* scale);
+// Quantises a float32 matrix to kQ4 (q4_g32): per group of 32 along a row m = min, d = (max - min) / 15,
+// both rounded to f16, then q = round((x - m) / d) clamped to 0..15 (see core/dtype.h for the 20-byte
+// block). out receives rows * cols / 32 blocks. cols % 32 != 0, non-finite values or values beyond the
+// f16 range throw kInvalidArgument.
+void quantize_rows_q4(const float* src, int64_t rows, int64_t cols, void* out);
+// As above with the scale rounded to IEEE half before quantising (W ~ q * f16_to_f32(scale)).
+void quantize_rows_i8_f16(const float* src, int64_t rows, int64_t cols, int8_t* q, uint16_t* scale);
+// int4 groups of 32 (DType::kQ4 blocks); cols % 32 == 0.
+void quantize_rows_q4(const float* src, int64_t rows, int64_t cols, void* out);
 
 // The instruction set in use: "avx512", "avx2", "neon" or "scalar".
 const char* active_isa();

@@ -39,5 +39,19 @@ template <>
 struct Elem<DType::kBF16> { using T = uint16_t; };
 template <>
 struct Elem<DType::kI8> { using T = int8_t; };
+template <>
+struct Elem<DType::kQ4> { using T = uint8_t; };  // raw bytes of 20-byte blocks
+
+// kQ4 block layout (see core/dtype.h): f16 d, f16 m, 16 bytes of nibbles; 32 weights per block.
+constexpr int64_t kQ4BlockCols = 32, kQ4BlockBytes = 20;
+
+// Row stride of a matrix in units of Elem<D>::T (bytes for kQ4). Internal linkage, like everything
+// compiled into the per-ISA files (an out-of-line copy built with -mavx512f must never be shared).
+namespace {
+template <DType D>
+constexpr int64_t row_stride(int64_t cols) {
+  return D == DType::kQ4 ? cols / kQ4BlockCols * kQ4BlockBytes : cols;
+}
+}  // namespace
 
 }  // namespace rwkvl::kern::detail

@@ -2,6 +2,8 @@
 // dispatch.cpp has checked those features at run time.
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "kernels/simd_impl.h"
 
 namespace rwkvl::kern::detail {
@@ -15,6 +17,8 @@ struct Avx2 {
   // matmul tile 4 rows x 3 tokens: 12 accumulators + 4 weight vectors (+ the x vector) of the 16 ymm
   // registers; measured 20-60% faster than 2x4 or 2x6, slightly ahead of 3x4.
   static constexpr int kTileR = 4, kTileT = 3;
+  // kQ4: a decoded block is 4 vectors per row: 2 rows x 3 tokens (6 accumulators + 8 weights).
+  static constexpr int kQ4TileR = 2;
 
   static V zero() { return _mm256_setzero_ps(); }
   static V add(V a, V b) { return _mm256_add_ps(a, b); }
@@ -36,6 +40,24 @@ struct Avx2 {
       const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
       return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
     }
+  }
+
+  // kQ4 block -> 4 x 8 floats: bytes 0..7 and 8..15 of the nibbles zero-extended to 32-bit lanes
+  // (vpmovzxbd straight from memory, inside the block), low nibbles by masking, high ones by a shift,
+  // then int -> float and one fma with the block's d and m (rounded once).
+  static void q4_decode(const uint8_t* blk, V* out) {
+    uint32_t dm;
+    std::memcpy(&dm, blk, 4);
+    const __m128 f = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dm)));  // d, m, 0, 0
+    const __m256 d = _mm256_broadcastss_ps(f);
+    const __m256 m = _mm256_broadcastss_ps(_mm_movehdup_ps(f));
+    const __m256i a = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 4)));
+    const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 12)));
+    const __m256i lo = _mm256_set1_epi32(15);
+    out[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(a, lo)), d, m);  // columns 0..7
+    out[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(b, lo)), d, m);  // 8..15
+    out[2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(a, 4)), d, m);  // 16..23
+    out[3] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4)), d, m);  // 24..31
   }
 
   // Lane i of the result = ((v0+v1)+(v2+v3)) + ((v4+v5)+(v6+v7)) of the i-th input: the same tree for

@@ -8,6 +8,8 @@
 #include <immintrin.h>
 #pragma GCC diagnostic pop
 
+#include <cstring>
+
 #include "kernels/simd_impl.h"
 
 namespace rwkvl::kern::detail {
@@ -21,6 +23,8 @@ struct Avx512 {
   // matmul tile 6 rows x 4 tokens: 24 accumulators + 6 weight vectors + 1 x vector of the 32 zmm
   // registers; measured ~10-20% faster than 4x4 or 4x5 (fewer loads per FMA), on par with 8x3.
   static constexpr int kTileR = 6, kTileT = 4;
+  // kQ4: a decoded block is 2 vectors per row, so 4 rows x 4 tokens (16 accumulators + 8 weights).
+  static constexpr int kQ4TileR = 4;
 
   static V zero() { return _mm512_setzero_ps(); }
   static V add(V a, V b) { return _mm512_add_ps(a, b); }
@@ -40,6 +44,23 @@ struct Avx512 {
       static_assert(D == DType::kI8);
       return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
     }
+  }
+
+  // kQ4 block -> 2 x 16 floats through a 16-entry table: the block's 16 possible values d * q + m
+  // (one fma, rounded once) in one register, looked up with vpermps, which reads only the low 4 bits of
+  // each index, so the low nibbles need no masking. The 16 nibble bytes are read in place (bytes
+  // 4..19 of the block: nothing past the block is touched).
+  static void q4_decode(const uint8_t* blk, V* out) {
+    uint32_t dm;
+    std::memcpy(&dm, blk, 4);
+    const __m128 f = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dm)));  // d, m, 0, 0
+    const __m512 d = _mm512_broadcastss_ps(f);
+    const __m512 m = _mm512_broadcastss_ps(_mm_movehdup_ps(f));
+    const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512 table = _mm512_fmadd_ps(iota, d, m);
+    const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 4)));
+    out[0] = _mm512_permutexvar_ps(q, table);                         // columns 0..15: qs & 15
+    out[1] = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), table);  // columns 16..31: qs >> 4
   }
 
   // Fold 16 lanes to 8 (lane i + lane i+8), then the AVX2 tree; identical for every lane.

@@ -16,6 +16,8 @@ struct Neon {
   // No software prefetch: it could only be tuned on real ARM hardware (we test under qemu).
   static constexpr int kAcc = 4, kPrefetch = 0, kPrefetchLocality = 0;
   static constexpr int kTileR = 4, kTileT = 4;
+  // kQ4: a decoded block is 8 vectors per row: 2 rows x 4 tokens (8 accumulators + 16 weights).
+  static constexpr int kQ4TileR = 2;
 
   static V zero() { return vdupq_n_f32(0.0f); }
   static V add(V a, V b) { return vaddq_f32(a, b); }
@@ -36,6 +38,23 @@ struct Neon {
       std::memcpy(&four, p, 4);
       const int16x8_t h = vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(four)));
       return vcvtq_f32_s32(vmovl_s16(vget_low_s16(h)));
+    }
+  }
+
+  // kQ4 block -> 8 x 4 floats: nibbles split by mask and shift on 16 bytes, widened u8 -> u16 -> u32,
+  // converted, and m + q * d in one fma (rounded once).
+  static void q4_decode(const uint8_t* blk, V* out) {
+    uint32_t dm;
+    std::memcpy(&dm, blk, 4);
+    const float32x4_t f = vcvt_f32_f16(vreinterpret_f16_u32(vdup_n_u32(dm)));  // d, m, d, m
+    const float32x4_t d = vdupq_laneq_f32(f, 0), m = vdupq_laneq_f32(f, 1);
+    const uint8x16_t qs = vld1q_u8(blk + 4);
+    const uint8x16_t lo = vandq_u8(qs, vdupq_n_u8(15)), hi = vshrq_n_u8(qs, 4);
+    const uint16x8_t h[4] = {vmovl_u8(vget_low_u8(lo)), vmovl_high_u8(lo), vmovl_u8(vget_low_u8(hi)),
+                             vmovl_high_u8(hi)};  // columns 0..7, 8..15, 16..23, 24..31
+    for (int i = 0; i < 4; ++i) {
+      out[2 * i] = vfmaq_f32(m, vcvtq_f32_u32(vmovl_u16(vget_low_u16(h[i]))), d);
+      out[2 * i + 1] = vfmaq_f32(m, vcvtq_f32_u32(vmovl_high_u16(h[i])), d);
     }
   }
 

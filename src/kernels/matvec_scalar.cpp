@@ -38,8 +38,24 @@ inline uint32_t half_to_float_bits(uint32_t h) {
 
 inline float bf16_bits_to_float(uint16_t h) { return bits_to_float(static_cast<uint32_t>(h) << 16); }
 
+inline float half_to_float(uint16_t h) { return bits_to_float(half_to_float_bits(h)); }
+
 template <DType D>
 void row_to_f32(const typename Elem<D>::T* src, int64_t n, float* dst) {
+  if constexpr (D == DType::kQ4) {  // n / 32 blocks of {f16 d, f16 m, 16 bytes of nibbles}
+    for (int64_t b = 0; b < n / kQ4BlockCols; ++b, src += kQ4BlockBytes, dst += kQ4BlockCols) {
+      uint16_t dh, mh;
+      std::memcpy(&dh, src, 2);
+      std::memcpy(&mh, src + 2, 2);
+      const float d = half_to_float(dh), m = half_to_float(mh);
+      const uint8_t* qs = src + 4;
+      for (int j = 0; j < 16; ++j) {
+        dst[j] = static_cast<float>(qs[j] & 15) * d + m;
+        dst[j + 16] = static_cast<float>(qs[j] >> 4) * d + m;
+      }
+    }
+    return;
+  }
   for (int64_t i = 0; i < n; ++i) {
     if constexpr (D == DType::kF16) {
       dst[i] = bits_to_float(half_to_float_bits(src[i]));
@@ -71,7 +87,7 @@ void matmul_rows_t(const MatRef& m, const float* X, int64_t n, float* Y, int64_t
   const int64_t cols = m.cols;
   std::vector<float> buf(D == DType::kF32 ? 0 : static_cast<size_t>(cols));
   for (int64_t r = r0; r < r1; ++r) {
-    const T* src = static_cast<const T*>(m.data) + r * cols;
+    const T* src = static_cast<const T*>(m.data) + r * row_stride<D>(cols);
     const float* row;
     if constexpr (D == DType::kF32) {
       row = src;
@@ -79,7 +95,11 @@ void matmul_rows_t(const MatRef& m, const float* X, int64_t n, float* Y, int64_t
       row_to_f32<D>(src, cols, buf.data());
       row = buf.data();
     }
-    const float scale = D == DType::kI8 ? m.row_scale[r] : 1.0f;
+    float scale = 1.0f;
+    if constexpr (D == DType::kI8) {
+      scale = m.scale_dtype == DType::kF16 ? half_to_float(static_cast<const uint16_t*>(m.row_scale)[r])
+                                           : static_cast<const float*>(m.row_scale)[r];
+    }
     for (int64_t t = 0; t < n; ++t) {
       const float s = dot(row, X + t * cols, cols);
       Y[t * m.rows + r] = D == DType::kI8 ? s * scale : s;
@@ -94,6 +114,7 @@ void matvec_rows_scalar(const MatRef& m, const float* x, float* y, int64_t r0, i
     case DType::kF16: return matmul_rows_t<DType::kF16>(m, x, 1, y, r0, r1);
     case DType::kBF16: return matmul_rows_t<DType::kBF16>(m, x, 1, y, r0, r1);
     case DType::kI8: return matmul_rows_t<DType::kI8>(m, x, 1, y, r0, r1);
+    case DType::kQ4: return matmul_rows_t<DType::kQ4>(m, x, 1, y, r0, r1);
     default: break;
   }
 }
@@ -104,6 +125,7 @@ void matmul_rows_scalar(const MatRef& m, const float* X, int64_t n, float* Y, in
     case DType::kF16: return matmul_rows_t<DType::kF16>(m, X, n, Y, r0, r1);
     case DType::kBF16: return matmul_rows_t<DType::kBF16>(m, X, n, Y, r0, r1);
     case DType::kI8: return matmul_rows_t<DType::kI8>(m, X, n, Y, r0, r1);
+    case DType::kQ4: return matmul_rows_t<DType::kQ4>(m, X, n, Y, r0, r1);
     default: break;
   }
 }

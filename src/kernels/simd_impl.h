@@ -10,6 +10,9 @@
 //   V zero(); V add(V, V); V fma(V a, V b, V acc) = a*b + acc; V loadx(const float*);
 //   template <DType D> V loadw(const Elem<D>::T* p);   kW weights converted to float
 //   void hsum4(V a, V b, V c, V d, float* out4);       out4[i] = sum of the lanes of the i-th vector
+//   void q4_decode(const uint8_t* blk, V* out);        one kQ4 block (20 bytes) -> 32 / kW vectors of
+//                                      float weights d * q + m, columns in order (out[v] = columns v*kW..)
+//   static constexpr int kQ4TileR;     matmul register tile height for kQ4 (a decoded block is 32/kW vectors)
 //
 // Every S is a distinct type defined in an anonymous namespace of its own translation unit, so every
 // template instantiated from here has internal linkage: code built with -mavx512f can never be picked
@@ -47,6 +50,80 @@ inline void reduce_rows(const typename S::V* acc, float* out) {
   for (int i = 0; i < R; ++i) out[i] = tmp[i];
 }
 
+// Exact IEEE half -> float with integer operations only (for kI8 row scales stored as f16; called
+// once per row, never per element). Templated on S for internal linkage (see the top of this file).
+template <class S>
+inline float half_to_float(uint16_t h) {
+  const uint32_t em = h & 0x7fffu;
+  uint32_t mag;
+  if (em >= 0x7c00u) {
+    mag = 0x7f800000u | ((em & 0x3ffu) << 13);  // inf / NaN
+  } else if (em < 0x400u) {
+    const float sub = static_cast<float>(static_cast<int32_t>(em)) * 0x1p-24f;  // zero / subnormal, exact
+    std::memcpy(&mag, &sub, 4);
+  } else {
+    mag = (em << 13) + (112u << 23);  // rebias the exponent 15 -> 127
+  }
+  const uint32_t u = mag | ((static_cast<uint32_t>(h) & 0x8000u) << 16);
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// The kI8 scale of row r as float32, whichever way it is stored.
+template <class S>
+inline float i8_row_scale(const MatRef& m, int64_t r) {
+  if (m.scale_dtype == DType::kF16) return half_to_float<S>(static_cast<const uint16_t*>(m.row_scale)[r]);
+  return static_cast<const float*>(m.row_scale)[r];
+}
+
+// kQ4 dot product of one row (cols / 32 blocks) with x, unreduced. Each block is decoded to float
+// weights d * q + m (S::q4_decode: one rounding per weight) and multiplied into fp32 accumulators, so
+// the accuracy is that of the float kernels (no factoring of m out of the sum, which would cancel
+// catastrophically for groups whose values sit far from zero). max(kAcc, 32 / kW) accumulators, one
+// or more whole blocks per iteration (at most 64 bytes, so one prefetch per iteration covers every
+// cache line).
+template <class S>
+inline typename S::V dot_row_q4(const uint8_t* w, int64_t cols, const float* x) {
+  using V = typename S::V;
+  constexpr int W = S::kW, NV = static_cast<int>(kQ4BlockCols) / W;
+  constexpr int A = S::kAcc > NV ? S::kAcc : NV;
+  constexpr int BPI = A / NV;  // blocks per iteration
+  static_assert(A == 2 || A == 4 || A == 8, "the fold below assumes a power of two");
+  static_assert(BPI * kQ4BlockBytes <= 64, "one prefetch per iteration must cover every line");
+  V acc[A];
+#pragma GCC unroll 8
+  for (int a = 0; a < A; ++a) acc[a] = S::zero();
+  const int64_t nb = cols / kQ4BlockCols;
+  int64_t b = 0;
+  for (; b + BPI <= nb; b += BPI) {
+    if constexpr (S::kPrefetch > 0) {
+      const uintptr_t ahead = reinterpret_cast<uintptr_t>(w + b * kQ4BlockBytes) + S::kPrefetch;
+      __builtin_prefetch(reinterpret_cast<const void*>(ahead), 0, S::kPrefetchLocality);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < BPI; ++i) {
+      V wv[NV];
+      S::q4_decode(w + (b + i) * kQ4BlockBytes, wv);
+      const float* xb = x + (b + i) * kQ4BlockCols;
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[i * NV + v] = S::fma(wv[v], S::loadx(xb + v * W), acc[i * NV + v]);
+    }
+  }
+  for (; b < nb; ++b) {
+    V wv[NV];
+    S::q4_decode(w + b * kQ4BlockBytes, wv);
+    const float* xb = x + b * kQ4BlockCols;
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[v] = S::fma(wv[v], S::loadx(xb + v * W), acc[v]);
+  }
+#pragma GCC unroll 8
+  for (int step = A / 2; step >= 1; step /= 2) {
+    for (int a = 0; a < step; ++a) acc[a] = S::add(acc[a], acc[a + step]);
+  }
+  return acc[0];
+}
+
 // Unreduced dot product of one weight row with x: kAcc independent accumulators (hiding FMA latency),
 // folded with a fixed tree into one vector whose lanes still have to be summed.
 //
@@ -63,7 +140,7 @@ inline void reduce_rows(const typename S::V* acc, float* out) {
 // Addresses are formed in integers: past the end of the matrix they point at nothing (prefetches
 // never fault), but pointer arithmetic there would be undefined.
 template <class S, DType D>
-inline typename S::V dot_row(const typename Elem<D>::T* w, int64_t cols, const float* x) {
+inline typename S::V dot_row_elem(const typename Elem<D>::T* w, int64_t cols, const float* x) {
   using V = typename S::V;
   using T = typename Elem<D>::T;
   constexpr int W = S::kW, A = S::kAcc;
@@ -99,25 +176,36 @@ inline typename S::V dot_row(const typename Elem<D>::T* w, int64_t cols, const f
 }
 
 template <class S, DType D>
+inline typename S::V dot_row(const typename Elem<D>::T* w, int64_t cols, const float* x) {
+  if constexpr (D == DType::kQ4) {
+    return dot_row_q4<S>(w, cols, x);
+  } else {
+    return dot_row_elem<S, D>(w, cols, x);
+  }
+}
+
+template <class S, DType D>
 void matvec_rows_t(const MatRef& m, const float* x, float* y, int64_t r0, int64_t r1) {
   using T = typename Elem<D>::T;
   using V = typename S::V;
   const T* base = static_cast<const T*>(m.data);
-  const int64_t cols = m.cols;
+  const int64_t cols = m.cols, stride = row_stride<D>(cols);
   int64_t r = r0;
   // Rows are computed one after the other; only the final horizontal sums are batched 4 rows at a time.
+  // INT8 row scales are applied to the finished sums.
   for (; r + 4 <= r1; r += 4) {
     V v[4];
 #pragma GCC unroll 4
-    for (int i = 0; i < 4; ++i) v[i] = dot_row<S, D>(base + (r + i) * cols, cols, x);
+    for (int i = 0; i < 4; ++i) v[i] = dot_row<S, D>(base + (r + i) * stride, cols, x);
     reduce_rows<S, 4>(v, y + r);
+    if constexpr (D == DType::kI8) {
+      for (int i = 0; i < 4; ++i) y[r + i] *= i8_row_scale<S>(m, r + i);
+    }
   }
   for (; r < r1; ++r) {
-    const V v = dot_row<S, D>(base + r * cols, cols, x);
+    const V v = dot_row<S, D>(base + r * stride, cols, x);
     reduce_rows<S, 1>(&v, y + r);
-  }
-  if constexpr (D == DType::kI8) {
-    for (r = r0; r < r1; ++r) y[r] *= m.row_scale[r];
+    if constexpr (D == DType::kI8) y[r] *= i8_row_scale<S>(m, r);
   }
 }
 
@@ -132,10 +220,12 @@ void matvec_rows_t(const MatRef& m, const float* x, float* y, int64_t r0, int64_
 // accumulators then go through memory between blocks) and software-prefetching the next row block
 // were both no faster than this plain loop, which reaches ~40-85 GMAC/s per core with weights
 // streamed from DRAM (~60-90 with them in L3; the FMA peak is ~110).
+//
+// kQ4: the R rows' blocks at a column block are decoded once (32 / kW vectors each) and used for the
+// T tokens; the tile height is S::kQ4TileR (decoded blocks take more registers).
 template <class S, DType D, int R, int T>
 inline void tile_rt(const typename Elem<D>::T* w, int64_t cols, const float* X, float out[R][T]) {
   using V = typename S::V;
-  using E = typename Elem<D>::T;
   constexpr int W = S::kW;
   V acc[T][R];  // token-major, so each token's R sums are reduced 4 at a time below
 #pragma GCC unroll 8
@@ -143,30 +233,50 @@ inline void tile_rt(const typename Elem<D>::T* w, int64_t cols, const float* X, 
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) acc[t][r] = S::zero();
   }
-  int64_t c = 0;
-  for (; c + W <= cols; c += W) {
-    V wv[R];
+  if constexpr (D == DType::kQ4) {
+    constexpr int NV = static_cast<int>(kQ4BlockCols) / W;
+    const int64_t stride = row_stride<D>(cols);
+    for (int64_t b = 0; b < cols / kQ4BlockCols; ++b) {  // cols is a multiple of 32: no tail
+      V wv[R][NV];
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) wv[r] = S::template loadw<D>(w + r * cols + c);
+      for (int r = 0; r < R; ++r) S::q4_decode(w + r * stride + b * kQ4BlockBytes, wv[r]);
 #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) {
-      const V xv = S::loadx(X + t * cols + c);
+      for (int v = 0; v < NV; ++v) {
 #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) acc[t][r] = S::fma(wv[r], xv, acc[t][r]);
+        for (int t = 0; t < T; ++t) {
+          const V xv = S::loadx(X + t * cols + b * kQ4BlockCols + v * W);
+#pragma GCC unroll 8
+          for (int r = 0; r < R; ++r) acc[t][r] = S::fma(wv[r][v], xv, acc[t][r]);
+        }
+      }
     }
-  }
-  if (c < cols) {  // the last, partial vector through zero-padded copies
-    V wv[R];
-    E wb[W];
-    float xb[W];
-    for (int r = 0; r < R; ++r) {
-      pad_tail<S>(w + r * cols + c, cols - c, wb);
-      wv[r] = S::template loadw<D>(wb);
+  } else {
+    using E = typename Elem<D>::T;
+    int64_t c = 0;
+    for (; c + W <= cols; c += W) {
+      V wv[R];
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) wv[r] = S::template loadw<D>(w + r * cols + c);
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        const V xv = S::loadx(X + t * cols + c);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) acc[t][r] = S::fma(wv[r], xv, acc[t][r]);
+      }
     }
-    for (int t = 0; t < T; ++t) {
-      pad_tail<S>(X + t * cols + c, cols - c, xb);
-      const V xv = S::loadx(xb);
-      for (int r = 0; r < R; ++r) acc[t][r] = S::fma(wv[r], xv, acc[t][r]);
+    if (c < cols) {  // the last, partial vector through zero-padded copies
+      V wv[R];
+      E wb[W];
+      float xb[W];
+      for (int r = 0; r < R; ++r) {
+        pad_tail<S>(w + r * cols + c, cols - c, wb);
+        wv[r] = S::template loadw<D>(wb);
+      }
+      for (int t = 0; t < T; ++t) {
+        pad_tail<S>(X + t * cols + c, cols - c, xb);
+        const V xv = S::loadx(xb);
+        for (int r = 0; r < R; ++r) acc[t][r] = S::fma(wv[r], xv, acc[t][r]);
+      }
     }
   }
   for (int t = 0; t < T; ++t) {
@@ -179,36 +289,35 @@ inline void tile_rt(const typename Elem<D>::T* w, int64_t cols, const float* X, 
 }
 
 // Rows [rb, rb + R) against all n tokens, T tokens at a time, results scattered into Y (n x rows).
+// INT8 row scales (f32 or f16) are converted once per tile and applied to the finished sums.
 template <class S, DType D, int R>
 inline void tile_rows(const MatRef& m, const float* X, int64_t n, float* Y, int64_t rb) {
   using E = typename Elem<D>::T;
   constexpr int T = S::kTileT;
-  const E* w = static_cast<const E*>(m.data) + rb * m.cols;
+  const E* w = static_cast<const E*>(m.data) + rb * row_stride<D>(m.cols);
   const int64_t cols = m.cols, rows = m.rows;
+  float sc[R];
+  for (int r = 0; r < R; ++r) sc[r] = D == DType::kI8 ? i8_row_scale<S>(m, rb + r) : 1.0f;
   int64_t t = 0;
   for (; t + T <= n; t += T) {
     float out[R][T];
     tile_rt<S, D, R, T>(w, cols, X + t * cols, out);
     for (int r = 0; r < R; ++r)
-      for (int j = 0; j < T; ++j) Y[(t + j) * rows + rb + r] = out[r][j];
+      for (int j = 0; j < T; ++j) Y[(t + j) * rows + rb + r] = D == DType::kI8 ? out[r][j] * sc[r] : out[r][j];
   }
   for (; t < n; ++t) {
     float out[R][1];
     tile_rt<S, D, R, 1>(w, cols, X + t * cols, out);
-    for (int r = 0; r < R; ++r) Y[t * rows + rb + r] = out[r][0];
+    for (int r = 0; r < R; ++r) Y[t * rows + rb + r] = D == DType::kI8 ? out[r][0] * sc[r] : out[r][0];
   }
 }
 
 template <class S, DType D>
 void matmul_rows_t(const MatRef& m, const float* X, int64_t n, float* Y, int64_t r0, int64_t r1) {
-  constexpr int R = S::kTileR;
+  constexpr int R = D == DType::kQ4 ? S::kQ4TileR : S::kTileR;
   int64_t r = r0;
   for (; r + R <= r1; r += R) tile_rows<S, D, R>(m, X, n, Y, r);
   for (; r < r1; ++r) tile_rows<S, D, 1>(m, X, n, Y, r);
-  if constexpr (D == DType::kI8) {
-    for (int64_t t = 0; t < n; ++t)
-      for (r = r0; r < r1; ++r) Y[t * m.rows + r] *= m.row_scale[r];
-  }
 }
 
 // The two exported entry points of an ISA: switch once on the dtype, then run fully typed code.
@@ -219,6 +328,7 @@ void matvec_rows_isa(const MatRef& m, const float* x, float* y, int64_t r0, int6
     case DType::kF16: return matvec_rows_t<S, DType::kF16>(m, x, y, r0, r1);
     case DType::kBF16: return matvec_rows_t<S, DType::kBF16>(m, x, y, r0, r1);
     case DType::kI8: return matvec_rows_t<S, DType::kI8>(m, x, y, r0, r1);
+    case DType::kQ4: return matvec_rows_t<S, DType::kQ4>(m, x, y, r0, r1);
     default: break;  // dispatch.cpp validates the dtype before calling
   }
 }
@@ -230,6 +340,7 @@ void matmul_rows_isa(const MatRef& m, const float* X, int64_t n, float* Y, int64
     case DType::kF16: return matmul_rows_t<S, DType::kF16>(m, X, n, Y, r0, r1);
     case DType::kBF16: return matmul_rows_t<S, DType::kBF16>(m, X, n, Y, r0, r1);
     case DType::kI8: return matmul_rows_t<S, DType::kI8>(m, X, n, Y, r0, r1);
+    case DType::kQ4: return matmul_rows_t<S, DType::kQ4>(m, X, n, Y, r0, r1);
     default: break;
   }
 }

@@ -11,34 +11,44 @@ namespace rwkvl {
 
 namespace {
 
-bool is_matrix_dtype(DType d) { return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16 || d == DType::kI8; }
+bool is_matrix_dtype(DType d) {
+  return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16 || d == DType::kI8 || d == DType::kQ4;
+}
 
-// Converts a matrix tensor to `dtype` ("f32", "f16", "bf16", "i8"); returns {matrix, scale-or-empty}.
-std::pair<Tensor, Tensor> convert_matrix(const Tensor& src, const Tensor* src_scale, const std::string& dtype) {
-  DType want;
-  if (dtype == "f32") want = DType::kF32;
-  else if (dtype == "f16") want = DType::kF16;
-  else if (dtype == "bf16") want = DType::kBF16;
-  else if (dtype == "i8") want = DType::kI8;
-  else RWKVL_FAIL(kInvalidArgument, "unknown weight dtype '%s' (use keep, f32, f16, bf16 or i8)", dtype.c_str());
-  if (src.dtype == want) return {src, src_scale ? *src_scale : Tensor()};
+}  // namespace
+
+DType parse_weight_dtype(const std::string& dtype) {
+  if (dtype == "f32") return DType::kF32;
+  if (dtype == "f16") return DType::kF16;
+  if (dtype == "bf16") return DType::kBF16;
+  if (dtype == "i8" || dtype == "int8") return DType::kI8;
+  if (dtype == "q4" || dtype == "int4") return DType::kQ4;
+  RWKVL_FAIL(kInvalidArgument, "unknown weight dtype '%s' (use keep, f32, f16, bf16, i8 or q4)", dtype.c_str());
+}
+
+std::vector<float> matrix_to_f32(const Tensor& src, const Tensor* src_scale) {
+  if (src.dtype != DType::kI8) return src.to_f32();
+  RWKVL_CHECK(src_scale != nullptr);
   const int64_t rows = src.rows(), cols = src.cols();
-  std::vector<float> v;
-  if (src.dtype == DType::kI8) {
-    RWKVL_CHECK(src_scale != nullptr);
-    v.resize(static_cast<size_t>(rows * cols));
-    const auto* q = src.as<int8_t>();
-    const float* sc = src_scale->as<float>();
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < cols; ++c) v[static_cast<size_t>(r * cols + c)] = q[r * cols + c] * sc[r];
-  } else {
-    v = src.to_f32();
-  }
-  Tensor out = Tensor::alloc(src.name, want, src.shape);
+  std::vector<float> v(static_cast<size_t>(rows * cols));
+  kern::MatRef m;
+  m.dtype = DType::kI8;
+  m.rows = rows;
+  m.cols = cols;
+  m.data = src.data;
+  m.row_scale = src_scale->data;
+  m.scale_dtype = src_scale->dtype;
+  for (int64_t r = 0; r < rows; ++r) kern::get_row(m, r, v.data() + r * cols);
+  return v;
+}
+
+std::pair<Tensor, Tensor> quantize_matrix(const std::string& name, const float* v, int64_t rows, int64_t cols,
+                                          DType want, bool f16_scales) {
+  Tensor out = Tensor::alloc(name, want, {rows, cols});
   Tensor scale;
-  const size_t n = v.size();
+  const size_t n = static_cast<size_t>(rows * cols);
   switch (want) {
-    case DType::kF32: std::memcpy(out.mutable_data(), v.data(), n * 4); break;
+    case DType::kF32: std::memcpy(out.mutable_data(), v, n * 4); break;
     case DType::kF16: {
       auto* d = static_cast<uint16_t*>(out.mutable_data());
       for (size_t i = 0; i < n; ++i) d[i] = f32_to_f16(v[i]);
@@ -49,14 +59,37 @@ std::pair<Tensor, Tensor> convert_matrix(const Tensor& src, const Tensor* src_sc
       for (size_t i = 0; i < n; ++i) d[i] = f32_to_bf16(v[i]);
       break;
     }
-    case DType::kI8: {
-      scale = Tensor::alloc(src.name + ".scale", DType::kF32, {rows});
-      kern::quantize_rows_i8(v.data(), rows, cols, static_cast<int8_t*>(out.mutable_data()), scale.mutable_f32());
+    case DType::kI8:
+      if (f16_scales) {
+        scale = Tensor::alloc(name + ".scale", DType::kF16, {rows});
+        kern::quantize_rows_i8_f16(v, rows, cols, static_cast<int8_t*>(out.mutable_data()),
+                                   static_cast<uint16_t*>(scale.mutable_data()));
+      } else {
+        scale = Tensor::alloc(name + ".scale", DType::kF32, {rows});
+        kern::quantize_rows_i8(v, rows, cols, static_cast<int8_t*>(out.mutable_data()), scale.mutable_f32());
+      }
       break;
-    }
+    case DType::kQ4:
+      if (cols % 32 != 0)
+        RWKVL_FAIL(kInvalidArgument, "cannot store '%s' as q4: its %lld columns are not a multiple of 32", name.c_str(),
+                   static_cast<long long>(cols));
+      kern::quantize_rows_q4(v, rows, cols, out.mutable_data());
+      break;
     default: RWKVL_CHECK(false);
   }
   return {out, scale};
+}
+
+namespace {
+
+// Converts a matrix tensor to `dtype` ("f32", "f16", "bf16", "i8", "q4"); returns {matrix, scale-or-empty}.
+// q4 needs a multiple of 32 columns; other matrices fall back to i8.
+std::pair<Tensor, Tensor> convert_matrix(const Tensor& src, const Tensor* src_scale, const std::string& dtype) {
+  DType want = parse_weight_dtype(dtype);
+  if (want == DType::kQ4 && src.cols() % 32 != 0) want = DType::kI8;
+  if (src.dtype == want) return {src, src_scale ? *src_scale : Tensor()};
+  const std::vector<float> v = matrix_to_f32(src, src_scale);
+  return quantize_matrix(src.name, v.data(), src.rows(), src.cols(), want, false);
 }
 
 bool is_small_lora(const std::string& name) {
@@ -95,12 +128,16 @@ std::shared_ptr<Model> Model::from_raw(RawCheckpoint raw, const LoadOptions& opt
     } catch (const nlohmann::json::exception& e) {
       RWKVL_FAIL(kFormat, "%s: bad model metadata: %s", path.c_str(), e.what());
     }
+    nlohmann::json passes = raw.meta.contains("passes") ? raw.meta["passes"] : nlohmann::json::array();
+    if (!passes.is_array()) RWKVL_FAIL(kFormat, "%s: 'passes' must be an array", path.c_str());
     TensorMap tm;
     for (Tensor& t : raw.tensors) {
       if (!tm.emplace(t.name, t).second) RWKVL_FAIL(kFormat, "%s: tensor '%s' appears twice", path.c_str(), t.name.c_str());
     }
     try {
-      return from_canonical(std::move(tm), cfg, FileKind::kNative, opts);
+      auto m = from_canonical(std::move(tm), cfg, FileKind::kNative, opts);
+      m->passes_ = std::move(passes);
+      return m;
     } catch (const Error& e) {
       throw Error(e.code(), path + ": " + e.what());
     }
@@ -166,6 +203,8 @@ void Model::bind() {
   auto mat_at = [&](const Tensor& t, const std::string& n, int64_t rows, int64_t cols, size_t byte_offset) {
     Matrix mx;
     mx.t = t;
+    mx.rows = rows;
+    mx.cols = cols;
     mx.ref.dtype = t.dtype;
     mx.ref.rows = rows;
     mx.ref.cols = cols;
@@ -173,11 +212,16 @@ void Model::bind() {
     if (t.dtype == DType::kI8) {
       auto it = tensors_.find(n + ".scale");
       if (it == tensors_.end()) RWKVL_FAIL(kFormat, "int8 matrix '%s' has no '%s.scale'", n.c_str(), n.c_str());
-      if (it->second.dtype != DType::kF32 || it->second.numel() != t.rows())
-        RWKVL_FAIL(kFormat, "'%s.scale' must be f32 with %lld values", n.c_str(), static_cast<long long>(t.rows()));
-      mx.scale = it->second;
-      mx.ref.row_scale = it->second.as<float>() + byte_offset / static_cast<size_t>(cols);
+      const Tensor& sc = it->second;
+      if ((sc.dtype != DType::kF32 && sc.dtype != DType::kF16) || sc.numel() != t.rows())
+        RWKVL_FAIL(kFormat, "'%s.scale' must be f32 or f16 with %lld values", n.c_str(), static_cast<long long>(t.rows()));
+      mx.scale = sc;
+      mx.ref.scale_dtype = sc.dtype;
+      RWKVL_CHECK(byte_offset == 0);  // only f32 tensors are bound in slices (v6 time_maa_w2)
+      mx.ref.row_scale = sc.data;
       bound.push_back(n + ".scale");
+    } else if (t.dtype == DType::kQ4 && cols % 32 != 0) {
+      RWKVL_FAIL(kFormat, "q4 matrix '%s' needs a multiple of 32 columns, has %lld", n.c_str(), static_cast<long long>(cols));
     }
     return mx;
   };
@@ -190,6 +234,34 @@ void Model::bind() {
                  static_cast<long long>(cols), dtype_name(t.dtype), t.shape_str().c_str());
     bound.push_back(n);
     return mat_at(t, n, rows, cols, 0);
+  };
+  // A projection: "<base>.weight" dense, or "<base>.lr_a" (rank, cols) + "<base>.lr_b" (rows, rank)
+  // [+ "<base>.lr_d" (rows) for square matrices] factored.
+  auto proj = [&](const std::string& base, int64_t rows, int64_t cols) -> Matrix {
+    if (tensors_.count(base + ".weight") || !tensors_.count(base + ".lr_a")) return mat(base + ".weight", rows, cols);
+    const std::string na = base + ".lr_a", nb = base + ".lr_b", nd = base + ".lr_d";
+    const Tensor& ta = tensors_.at(na);
+    if (!tensors_.count(nb)) RWKVL_FAIL(kFormat, "factored matrix '%s' has '%s' but no '%s'", base.c_str(), na.c_str(), nb.c_str());
+    const int64_t r = ta.shape.size() == 2 ? ta.shape[0] : 0;
+    if (r <= 0 || r > std::max(rows, cols))
+      RWKVL_FAIL(kFormat, "tensor '%s' has an implausible rank: %s for a [%lld, %lld] matrix", na.c_str(),
+                 ta.shape_str().c_str(), static_cast<long long>(rows), static_cast<long long>(cols));
+    const Matrix A = mat(na, r, cols), B = mat(nb, rows, r);
+    Matrix mx;
+    mx.rows = rows;
+    mx.cols = cols;
+    mx.a = A.ref;
+    mx.ta = A.t;
+    mx.sa = A.scale;
+    mx.b = B.ref;
+    mx.tb = B.t;
+    mx.sb = B.scale;
+    if (tensors_.count(nd)) {
+      if (rows != cols) RWKVL_FAIL(kFormat, "'%s': a diagonal term needs a square matrix", nd.c_str());
+      mx.d = vec(nd, rows);
+      mx.td = tensors_.at(nd);
+    }
+    return mx;
   };
   auto lora_rank = [&](const std::string& n) -> int64_t {
     auto it = tensors_.find(n);
@@ -211,18 +283,18 @@ void Model::bind() {
     L.ln1_b = vec(p + "ln1.bias", C);
     L.ln2_w = vec(p + "ln2.weight", C);
     L.ln2_b = vec(p + "ln2.bias", C);
-    L.att_r = mat(p + "att.receptance.weight", C, C);
-    L.att_k = mat(p + "att.key.weight", C, C);
-    L.att_v = mat(p + "att.value.weight", C, C);
-    L.att_o = mat(p + "att.output.weight", C, C);
-    L.ffn_k = mat(p + "ffn.key.weight", F, C);
-    L.ffn_v = mat(p + "ffn.value.weight", C, F);
-    if (c.arch_major <= 6) L.ffn_r = mat(p + "ffn.receptance.weight", C, C);
+    L.att_r = proj(p + "att.receptance", C, C);
+    L.att_k = proj(p + "att.key", C, C);
+    L.att_v = proj(p + "att.value", C, C);
+    L.att_o = proj(p + "att.output", C, C);
+    L.ffn_k = proj(p + "ffn.key", F, C);
+    L.ffn_v = proj(p + "ffn.value", C, F);
+    if (c.arch_major <= 6) L.ffn_r = proj(p + "ffn.receptance", C, C);
     if (c.arch_major >= 5) {
       L.ln_x_w = vec(p + "att.ln_x.weight", C);
       L.ln_x_b = vec(p + "att.ln_x.bias", C);
     }
-    if (c.has_gate && c.arch_major <= 6) L.att_g = mat(p + "att.gate.weight", C, C);
+    if (c.has_gate && c.arch_major <= 6) L.att_g = proj(p + "att.gate", C, C);
     switch (c.arch_major) {
       case 4:
       case 5:
@@ -398,28 +470,44 @@ void Context::eval(State& state, const int32_t* tokens, size_t n, size_t chunk, 
   }
 }
 
+void Context::embed(const int32_t* tokens, size_t T, float* x) {
+  const ModelConfig& cfg = model_->config();
+  const size_t C = static_cast<size_t>(cfg.n_embd);
+  const Matrix& emb = model_->emb();
+  for (size_t t = 0; t < T; ++t) {
+    if (tokens[t] < 0 || tokens[t] >= cfg.n_vocab)
+      RWKVL_FAIL(kInvalidArgument, "token id %d is out of range [0, %d)", tokens[t], cfg.n_vocab);
+    kern::get_row(emb.ref, tokens[t], x + t * C);
+    ops::layer_norm(x + t * C, x + t * C, model_->ln0_w(), model_->ln0_b(), C, cfg.ln_eps);
+  }
+}
+
+void Context::forward_layers(State& state, float* x, size_t T, int l_begin, int l_end) {
+  const ModelConfig& cfg = model_->config();
+  RWKVL_CHECK(0 <= l_begin && l_begin <= l_end && l_end <= cfg.n_layer);
+  RWKVL_CHECK(state.data.size() == State::floats_for(cfg));
+  ensure_capacity(T);
+  switch (cfg.arch_major) {
+    case 4: forward_layers_v4(*this, state, x, T, l_begin, l_end); break;
+    case 5: forward_layers_v5(*this, state, x, T, l_begin, l_end); break;
+    case 6: forward_layers_v6(*this, state, x, T, l_begin, l_end); break;
+    case 7: forward_layers_v7(*this, state, x, T, l_begin, l_end); break;
+    default: RWKVL_FAIL(kUnsupported, "unsupported RWKV version %d", cfg.arch_major);
+  }
+}
+
 void Context::eval_chunk(State& state, const int32_t* tokens, size_t T, float* logits_last, float* logits_all) {
   ensure_capacity(T);
   const ModelConfig& cfg = model_->config();
   const size_t C = static_cast<size_t>(cfg.n_embd);
   x_.resize(T * C);
   float* x = x_.data();
-  const Matrix& emb = model_->emb();
-  for (size_t t = 0; t < T; ++t) {
-    kern::get_row(emb.ref, tokens[t], x + t * C);
-    ops::layer_norm(x + t * C, x + t * C, model_->ln0_w(), model_->ln0_b(), C, cfg.ln_eps);
-  }
-  switch (cfg.arch_major) {
-    case 4: forward_layers_v4(*this, state, x, T); break;
-    case 5: forward_layers_v5(*this, state, x, T); break;
-    case 6: forward_layers_v6(*this, state, x, T); break;
-    case 7: forward_layers_v7(*this, state, x, T); break;
-    default: RWKVL_FAIL(kUnsupported, "unsupported RWKV version %d", cfg.arch_major);
-  }
+  embed(tokens, T, x);
+  forward_layers(state, x, T, 0, cfg.n_layer);
   if (logits_all) {
     float* xn = buf(0);
     ops::layer_norm_rows(x, xn, model_->ln_out_w(), model_->ln_out_b(), T, C, cfg.ln_eps);
-    ops::project(model_->head(), xn, logits_all, T, pool());
+    ops::project(*this, model_->head(), xn, logits_all, T);
     if (logits_last) std::memcpy(logits_last, logits_all + (T - 1) * cfg.n_vocab, sizeof(float) * cfg.n_vocab);
   } else if (logits_last) {
     float* xn = buf(0);
@@ -452,6 +540,7 @@ void Model::save_native(const std::string& path, const std::string& dtype) const
   for (const auto& [name, t] : *tm) list.push_back(t);
   nlohmann::json meta = config_to_json(cfg_);
   meta["source_format"] = file_kind_name(source_);
+  meta["passes"] = passes_;
   write_native(path, list, meta);
 }
 

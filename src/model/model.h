@@ -25,6 +25,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -49,11 +50,20 @@ struct ModelConfig {
   std::string arch_name() const;
 };
 
+// One weight matrix W (rows = outputs, cols = inputs), stored either dense (`ref`) or factored as
+// W ~ B·A (+ diag(d)) with A rank x cols and B rows x rank (`a`, `b`; `d` optional, square W only).
+// Every stored part may be f32 / f16 / bf16 / i8 (+ per-row scale) / q4.
 struct Matrix {
-  kern::MatRef ref;
-  Tensor t, scale;  // keep-alive
-  bool empty() const { return ref.data == nullptr; }
-  size_t bytes() const { return t.nbytes + scale.nbytes; }
+  kern::MatRef ref;  // dense form; empty when factored
+  Tensor t, scale;   // keep-alive of the dense form
+  kern::MatRef a, b;  // factored form
+  Tensor ta, sa, tb, sb, td;
+  const float* d = nullptr;
+  int64_t rows = 0, cols = 0;
+  bool factored() const { return a.data != nullptr; }
+  int64_t rank() const { return factored() ? a.rows : 0; }
+  bool empty() const { return ref.data == nullptr && a.data == nullptr; }
+  size_t bytes() const { return t.nbytes + scale.nbytes + ta.nbytes + sa.nbytes + tb.nbytes + sb.nbytes + td.nbytes; }
 };
 
 struct LayerWeights {
@@ -106,12 +116,16 @@ class Model {
 
   // Writes the native format with matrices converted to `dtype` (keep|f32|f16|bf16|i8).
   void save_native(const std::string& path, const std::string& dtype) const;
+  // The compression passes that made this model (native files; empty array otherwise).
+  const nlohmann::json& passes() const { return passes_; }
+  void set_passes(nlohmann::json p) { passes_ = std::move(p); }
 
  private:
   void bind();
   ModelConfig cfg_;
   TensorMap tensors_;
   FileKind source_ = FileKind::kUnknown;
+  nlohmann::json passes_ = nlohmann::json::array();
   std::vector<LayerWeights> layers_;
   Matrix emb_, head_;
   const float *ln0_w_ = nullptr, *ln0_b_ = nullptr, *ln_out_w_ = nullptr, *ln_out_b_ = nullptr;
@@ -125,6 +139,14 @@ struct Canonical {
 };
 Canonical canonicalize(RawCheckpoint raw);
 nlohmann::json config_to_json(const ModelConfig& c);
+// Matrix dtype by name: f32, f16, bf16, i8 (int8), q4 (int4). Throws on anything else.
+DType parse_weight_dtype(const std::string& dtype);
+// A matrix tensor (any matrix dtype; `scale` for i8) as float32, row-major.
+std::vector<float> matrix_to_f32(const Tensor& t, const Tensor* scale);
+// Stores rows x cols floats as `want` under `name`; i8 gets "<name>.scale" (f16 if f16_scales).
+// q4 requires cols % 32 == 0. Returns {matrix, scale-or-empty}.
+std::pair<Tensor, Tensor> quantize_matrix(const std::string& name, const float* v, int64_t rows, int64_t cols,
+                                          DType want, bool f16_scales);
 // Tensors in the official PyTorch layout (raw parameters, LoRA as (in, out), vectors (1, 1, C)).
 std::vector<Tensor> export_official(const Model& m);
 // Random weights of the given shape (benchmarks, tests). cfg needs arch_major, n_layer, n_embd,
@@ -153,6 +175,20 @@ class Context {
   ThreadPool* pool() { return pool_.get(); }
   const Model& model() const { return *model_; }
 
+  // Lower-level steps of eval(), used by calibration (src/compress/): embeds T tokens + ln0 into x
+  // (T x C), runs layers [l_begin, l_end) over x with the state, and computes logits from x.
+  void embed(const int32_t* tokens, size_t T, float* x);
+  void forward_layers(State& state, float* x, size_t T, int l_begin, int l_end);
+  // Called by every projection with its input (T x cols) before it runs; null = none.
+  using Observer = std::function<void(const Matrix& m, const float* X, size_t T)>;
+  void set_observer(Observer obs) { observer_ = std::move(obs); }
+  const Observer& observer() const { return observer_; }
+  // Scratch for the rank-sized intermediate of factored matrices.
+  float* lowrank_scratch(size_t n) {
+    if (lowrank_.size() < n) lowrank_.resize(n);
+    return lowrank_.data();
+  }
+
   // Per-chunk scratch, sized for `cap_` tokens (grown on demand).
   float* buf(int i) { return bufs_[static_cast<size_t>(i)].data(); }
   size_t cap() const { return cap_; }
@@ -164,14 +200,18 @@ class Context {
   std::unique_ptr<ThreadPool> pool_;
   std::vector<std::vector<float>> bufs_;
   std::vector<float> x_;  // the residual stream of the current chunk, T x C
+  std::vector<float> lowrank_;
+  Observer observer_;
   size_t cap_ = 0;
 };
 
 // Per-architecture forward passes over a chunk of T tokens: x is T x C (already embedded and
 // ln0-normalised), updated in place through all layers.
-void forward_layers_v4(Context& ctx, State& st, float* x, size_t T);
-void forward_layers_v5(Context& ctx, State& st, float* x, size_t T);
-void forward_layers_v6(Context& ctx, State& st, float* x, size_t T);
-void forward_layers_v7(Context& ctx, State& st, float* x, size_t T);
+// Layer range lets calibration run one layer at a time. Uses
+// ctx's scratch buffers, so calibration can run one layer at a time. Layers [l_begin, l_end).
+void forward_layers_v4(Context& ctx, State& st, float* x, size_t T, int l_begin, int l_end);
+void forward_layers_v5(Context& ctx, State& st, float* x, size_t T, int l_begin, int l_end);
+void forward_layers_v6(Context& ctx, State& st, float* x, size_t T, int l_begin, int l_end);
+void forward_layers_v7(Context& ctx, State& st, float* x, size_t T, int l_begin, int l_end);
 
 }  // namespace rwkvl

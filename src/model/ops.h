@@ -88,12 +88,24 @@ inline void square_relu(float* x, size_t n) {
   }
 }
 
-// Y (T x rows) = X (T x cols) W^T, picking matvec for a single token.
-inline void project(const Matrix& m, const float* X, float* Y, size_t T, ThreadPool* pool) {
-  if (T == 1)
-    kern::matvec(m.ref, X, Y, pool);
-  else
-    kern::matmul(m.ref, X, static_cast<int64_t>(T), Y, pool);
+// Y (T x rows) = X (T x cols) W^T for a dense or factored matrix (matvec for a single token; a
+// factored one is two thin products through a rank-sized intermediate, plus its diagonal term).
+inline void project(Context& ctx, const Matrix& m, const float* X, float* Y, size_t T) {
+  if (ctx.observer()) ctx.observer()(m, X, T);
+  ThreadPool* pool = ctx.pool();
+  const int64_t n = static_cast<int64_t>(T);
+  if (!m.factored()) {
+    kern::matmul(m.ref, X, n, Y, pool);  // n == 1 runs the matvec kernel
+    return;
+  }
+  float* mid = ctx.lowrank_scratch(T * static_cast<size_t>(m.a.rows));
+  kern::matmul(m.a, X, n, mid, pool);
+  kern::matmul(m.b, mid, n, Y, pool);
+  if (m.d) {
+    const size_t C = static_cast<size_t>(m.cols);
+    for (size_t t = 0; t < T; ++t)
+      for (size_t i = 0; i < C; ++i) Y[t * C + i] += m.d[i] * X[t * C + i];
+  }
 }
 
 }  // namespace rwkvl::ops

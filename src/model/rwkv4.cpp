@@ -13,14 +13,13 @@ namespace rwkvl {
 
 void forward_channel_mix_v4v5(Context& ctx, const LayerWeights& L, float* ffn_x, float* x, size_t T);
 
-void forward_layers_v4(Context& ctx, State& st, float* x, size_t T) {
+void forward_layers_v4(Context& ctx, State& st, float* x, size_t T, int l_begin, int l_end) {
   const ModelConfig& cfg = ctx.model().config();
   const size_t C = static_cast<size_t>(cfg.n_embd);
-  ThreadPool* pool = ctx.pool();
   float *xn = ctx.buf(0), *prev = ctx.buf(1), *xk = ctx.buf(2), *xv = ctx.buf(3), *xr = ctx.buf(4);
   float *r = ctx.buf(5), *k = ctx.buf(6), *v = ctx.buf(7), *o = ctx.buf(8);
 
-  for (int l = 0; l < cfg.n_layer; ++l) {
+  for (int l = l_begin; l < l_end; ++l) {
     const LayerWeights& L = ctx.model().layer(l);
     float* s = st.layer(cfg, l);
     float *ffn_x = s, *att_x = s + C, *aa = s + 2 * C, *bb = s + 3 * C, *pp = s + 4 * C;
@@ -30,9 +29,9 @@ void forward_layers_v4(Context& ctx, State& st, float* x, size_t T) {
     ops::lerp_mix(xn, prev, L.mix_k, xk, T, C);
     ops::lerp_mix(xn, prev, L.mix_v, xv, T, C);
     ops::lerp_mix(xn, prev, L.mix_r, xr, T, C);
-    ops::project(L.att_r, xr, r, T, pool);
-    ops::project(L.att_k, xk, k, T, pool);
-    ops::project(L.att_v, xv, v, T, pool);
+    ops::project(ctx, L.att_r, xr, r, T);
+    ops::project(ctx, L.att_k, xk, k, T);
+    ops::project(ctx, L.att_v, xv, v, T);
 
     for (size_t t = 0; t < T; ++t) {
       const float* kt = k + t * C;
@@ -54,7 +53,7 @@ void forward_layers_v4(Context& ctx, State& st, float* x, size_t T) {
         out[i] = ops::sigmoid(r[t * C + i]) * (a / b);
       }
     }
-    ops::project(L.att_o, xk, o, T, pool);
+    ops::project(ctx, L.att_o, xk, o, T);
     for (size_t i = 0; i < T * C; ++i) x[i] += o[i];
 
     forward_channel_mix_v4v5(ctx, L, ffn_x, x, T);
@@ -66,17 +65,16 @@ void forward_channel_mix_v4v5(Context& ctx, const LayerWeights& L, float* ffn_x,
   const ModelConfig& cfg = ctx.model().config();
   const size_t C = static_cast<size_t>(cfg.n_embd);
   const size_t F = static_cast<size_t>(cfg.n_ffn);
-  ThreadPool* pool = ctx.pool();
   float *xn = ctx.buf(0), *prev = ctx.buf(1), *xk = ctx.buf(2), *xr = ctx.buf(4), *r = ctx.buf(5);
   float *o = ctx.buf(8), *kf = ctx.buf(9);
   ops::layer_norm_rows(x, xn, L.ln2_w, L.ln2_b, T, C, cfg.ln_eps);
   ops::token_shift(xn, prev, ffn_x, T, C);
   ops::lerp_mix(xn, prev, L.ffn_mix_k, xk, T, C);
   ops::lerp_mix(xn, prev, L.ffn_mix_r, xr, T, C);
-  ops::project(L.ffn_r, xr, r, T, pool);
-  ops::project(L.ffn_k, xk, kf, T, pool);
+  ops::project(ctx, L.ffn_r, xr, r, T);
+  ops::project(ctx, L.ffn_k, xk, kf, T);
   ops::square_relu(kf, T * F);
-  ops::project(L.ffn_v, kf, o, T, pool);
+  ops::project(ctx, L.ffn_v, kf, o, T);
   for (size_t i = 0; i < T * C; ++i) x[i] += ops::sigmoid(r[i]) * o[i];
 }
 

@@ -35,16 +35,15 @@ void wkv5_token(const float* r, const float* k, const float* v, const float* w, 
   }
 }
 
-void forward_layers_v5(Context& ctx, State& st, float* x, size_t T) {
+void forward_layers_v5(Context& ctx, State& st, float* x, size_t T, int l_begin, int l_end) {
   const ModelConfig& cfg = ctx.model().config();
   const size_t C = static_cast<size_t>(cfg.n_embd);
   const size_t H = static_cast<size_t>(cfg.n_head), N = static_cast<size_t>(cfg.head_size);
-  ThreadPool* pool = ctx.pool();
   float *xn = ctx.buf(0), *prev = ctx.buf(1), *xk = ctx.buf(2), *xv = ctx.buf(3), *xr = ctx.buf(4);
   float *r = ctx.buf(5), *k = ctx.buf(6), *v = ctx.buf(7), *o = ctx.buf(8), *xg = ctx.buf(10), *g = ctx.buf(11);
   float* y = ctx.buf(12);
 
-  for (int l = 0; l < cfg.n_layer; ++l) {
+  for (int l = l_begin; l < l_end; ++l) {
     const LayerWeights& L = ctx.model().layer(l);
     float* s = st.layer(cfg, l);
     float *ffn_x = s, *att_x = s + C, *S = s + 2 * C;
@@ -54,19 +53,19 @@ void forward_layers_v5(Context& ctx, State& st, float* x, size_t T) {
     ops::lerp_mix(xn, prev, L.mix_k, xk, T, C);
     ops::lerp_mix(xn, prev, L.mix_v, xv, T, C);
     ops::lerp_mix(xn, prev, L.mix_r, xr, T, C);
-    ops::project(L.att_r, xr, r, T, pool);
-    ops::project(L.att_k, xk, k, T, pool);
-    ops::project(L.att_v, xv, v, T, pool);
+    ops::project(ctx, L.att_r, xr, r, T);
+    ops::project(ctx, L.att_k, xk, k, T);
+    ops::project(ctx, L.att_v, xv, v, T);
     if (cfg.has_gate) {
       ops::lerp_mix(xn, prev, L.mix_g, xg, T, C);
-      ops::project(L.att_g, xg, g, T, pool);
+      ops::project(ctx, L.att_g, xg, g, T);
     }
     for (size_t t = 0; t < T; ++t)
       wkv5_token(r + t * C, k + t * C, v + t * C, L.time_decay, L.time_first, S, y + t * C, H, N);
     ops::group_norm_rows(y, L.ln_x_w, L.ln_x_b, T, H, N, cfg.ln_x_eps);
     if (cfg.has_gate)
       for (size_t i = 0; i < T * C; ++i) y[i] *= ops::silu(g[i]);
-    ops::project(L.att_o, y, o, T, pool);
+    ops::project(ctx, L.att_o, y, o, T);
     for (size_t i = 0; i < T * C; ++i) x[i] += o[i];
 
     forward_channel_mix_v4v5(ctx, L, ffn_x, x, T);

@@ -15,17 +15,16 @@ namespace rwkvl {
 void wkv5_token(const float* r, const float* k, const float* v, const float* w, const float* u, float* S,
                 float* out, size_t H, size_t N);
 
-void forward_layers_v6(Context& ctx, State& st, float* x, size_t T) {
+void forward_layers_v6(Context& ctx, State& st, float* x, size_t T, int l_begin, int l_end) {
   const ModelConfig& cfg = ctx.model().config();
   const size_t C = static_cast<size_t>(cfg.n_embd), F = static_cast<size_t>(cfg.n_ffn);
   const size_t H = static_cast<size_t>(cfg.n_head), N = static_cast<size_t>(cfg.head_size);
-  ThreadPool* pool = ctx.pool();
   float *xn = ctx.buf(0), *prev = ctx.buf(1), *xk = ctx.buf(2), *xv = ctx.buf(3), *xr = ctx.buf(4);
   float *r = ctx.buf(5), *k = ctx.buf(6), *v = ctx.buf(7), *o = ctx.buf(8), *kf = ctx.buf(9);
   float *xg = ctx.buf(10), *g = ctx.buf(11), *y = ctx.buf(12), *lora = ctx.buf(13), *slice = ctx.buf(14);
   float *m = ctx.buf(15), *xw = ctx.buf(16), *w = ctx.buf(17), *sx = ctx.buf(18);
 
-  for (int l = 0; l < cfg.n_layer; ++l) {
+  for (int l = l_begin; l < l_end; ++l) {
     const LayerWeights& L = ctx.model().layer(l);
     float* s = st.layer(cfg, l);
     float *ffn_x = s, *att_x = s + C, *S = s + 2 * C;
@@ -35,25 +34,25 @@ void forward_layers_v6(Context& ctx, State& st, float* x, size_t T) {
     for (size_t i = 0; i < T * C; ++i) sx[i] = prev[i] - xn[i];
     ops::add_mix(xn, sx, L.maa_x, xr, T, C);  // xr holds xxx for now
     const size_t Lm = static_cast<size_t>(L.maa_w2[0].ref.cols);
-    ops::project(L.maa_w1, xr, lora, T, pool);  // T x 5*Lm
+    ops::project(ctx, L.maa_w1, xr, lora, T);  // T x 5*Lm
     for (size_t i = 0; i < T * 5 * Lm; ++i) lora[i] = std::tanh(lora[i]);
     const float* maa[5] = {L.maa_w, L.maa_k, L.maa_v, L.maa_r, L.maa_g};
     float* dst[5] = {xw, xk, xv, xr, xg};
     for (size_t b = 0; b < 5; ++b) {
       for (size_t t = 0; t < T; ++t) std::memcpy(slice + t * Lm, lora + t * 5 * Lm + b * Lm, Lm * sizeof(float));
-      ops::project(L.maa_w2[b], slice, m, T, pool);
+      ops::project(ctx, L.maa_w2[b], slice, m, T);
       for (size_t t = 0; t < T; ++t)
         for (size_t i = 0; i < C; ++i)
           dst[b][t * C + i] = xn[t * C + i] + sx[t * C + i] * (maa[b][i] + m[t * C + i]);
     }
-    ops::project(L.att_r, xr, r, T, pool);
-    ops::project(L.att_k, xk, k, T, pool);
-    ops::project(L.att_v, xv, v, T, pool);
-    ops::project(L.att_g, xg, g, T, pool);
-    ops::project(L.decay_w1, xw, lora, T, pool);
+    ops::project(ctx, L.att_r, xr, r, T);
+    ops::project(ctx, L.att_k, xk, k, T);
+    ops::project(ctx, L.att_v, xv, v, T);
+    ops::project(ctx, L.att_g, xg, g, T);
+    ops::project(ctx, L.decay_w1, xw, lora, T);
     const size_t Ld = static_cast<size_t>(L.decay_w1.ref.rows);
     for (size_t i = 0; i < T * Ld; ++i) lora[i] = std::tanh(lora[i]);
-    ops::project(L.decay_w2, lora, w, T, pool);
+    ops::project(ctx, L.decay_w2, lora, w, T);
     for (size_t t = 0; t < T; ++t)
       for (size_t i = 0; i < C; ++i) w[t * C + i] = std::exp(-std::exp(L.time_decay[i] + w[t * C + i]));
 
@@ -61,7 +60,7 @@ void forward_layers_v6(Context& ctx, State& st, float* x, size_t T) {
       wkv5_token(r + t * C, k + t * C, v + t * C, w + t * C, L.time_first, S, y + t * C, H, N);
     ops::group_norm_rows(y, L.ln_x_w, L.ln_x_b, T, H, N, cfg.ln_x_eps);
     for (size_t i = 0; i < T * C; ++i) y[i] *= ops::silu(g[i]);
-    ops::project(L.att_o, y, o, T, pool);
+    ops::project(ctx, L.att_o, y, o, T);
     for (size_t i = 0; i < T * C; ++i) x[i] += o[i];
 
     // channel mix
@@ -70,10 +69,10 @@ void forward_layers_v6(Context& ctx, State& st, float* x, size_t T) {
     for (size_t i = 0; i < T * C; ++i) sx[i] = prev[i] - xn[i];
     ops::add_mix(xn, sx, L.ffn_mix_k, xk, T, C);  // ffn.time_maa_k
     ops::add_mix(xn, sx, L.ffn_mix_r, xr, T, C);  // ffn.time_maa_r
-    ops::project(L.ffn_r, xr, r, T, pool);
-    ops::project(L.ffn_k, xk, kf, T, pool);
+    ops::project(ctx, L.ffn_r, xr, r, T);
+    ops::project(ctx, L.ffn_k, xk, kf, T);
     ops::square_relu(kf, T * F);
-    ops::project(L.ffn_v, kf, o, T, pool);
+    ops::project(ctx, L.ffn_v, kf, o, T);
     for (size_t i = 0; i < T * C; ++i) x[i] += ops::sigmoid(r[i]) * o[i];
   }
 }

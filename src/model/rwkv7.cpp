@@ -40,11 +40,10 @@ void wkv7_token(const float* r, const float* w, const float* k, const float* v, 
 
 }  // namespace
 
-void forward_layers_v7(Context& ctx, State& st, float* x, size_t T) {
+void forward_layers_v7(Context& ctx, State& st, float* x, size_t T, int l_begin, int l_end) {
   const ModelConfig& cfg = ctx.model().config();
   const size_t C = static_cast<size_t>(cfg.n_embd), F = static_cast<size_t>(cfg.n_ffn);
   const size_t H = static_cast<size_t>(cfg.n_head), N = static_cast<size_t>(cfg.head_size);
-  ThreadPool* pool = ctx.pool();
   float *xn = ctx.buf(0), *prev = ctx.buf(1), *xk = ctx.buf(2), *xv = ctx.buf(3), *xr = ctx.buf(4);
   float *r = ctx.buf(5), *k = ctx.buf(6), *v = ctx.buf(7), *o = ctx.buf(8), *kf = ctx.buf(9);
   float *xg = ctx.buf(10), *g = ctx.buf(11), *y = ctx.buf(12), *lora = ctx.buf(13), *tmp = ctx.buf(14);
@@ -52,16 +51,16 @@ void forward_layers_v7(Context& ctx, State& st, float* x, size_t T) {
   float *v_first = ctx.buf(20), *kk = ctx.buf(21);
 
   auto lora2 = [&](const Matrix& m1, const Matrix& m2, const float* in, float* out, int act) {
-    ops::project(m1, in, lora, T, pool);
+    ops::project(ctx, m1, in, lora, T);
     const size_t n = T * static_cast<size_t>(m1.ref.rows);
     if (act == 1)
       for (size_t i = 0; i < n; ++i) lora[i] = std::tanh(lora[i]);
     else if (act == 2)
       for (size_t i = 0; i < n; ++i) lora[i] = ops::sigmoid(lora[i]);
-    ops::project(m2, lora, out, T, pool);
+    ops::project(ctx, m2, lora, out, T);
   };
 
-  for (int l = 0; l < cfg.n_layer; ++l) {
+  for (int l = l_begin; l < l_end; ++l) {
     const LayerWeights& L = ctx.model().layer(l);
     float* s = st.layer(cfg, l);
     float *ffn_x = s, *att_x = s + C, *S = s + 2 * C;
@@ -76,13 +75,13 @@ void forward_layers_v7(Context& ctx, State& st, float* x, size_t T) {
     ops::add_mix(xn, sx, L.x_a, xa, T, C);
     ops::add_mix(xn, sx, L.x_g, xg, T, C);
 
-    ops::project(L.att_r, xr, r, T, pool);
+    ops::project(ctx, L.att_r, xr, r, T);
     lora2(L.w1, L.w2, xw, w, 1);
     for (size_t t = 0; t < T; ++t)
       for (size_t i = 0; i < C; ++i)
         w[t * C + i] = std::exp(-0.606531f * ops::sigmoid(L.w0[i] + w[t * C + i]));
-    ops::project(L.att_k, xk, k, T, pool);
-    ops::project(L.att_v, xv, v, T, pool);
+    ops::project(ctx, L.att_k, xk, k, T);
+    ops::project(ctx, L.att_v, xv, v, T);
     if (l == 0) {
       std::memcpy(v_first, v, T * C * sizeof(float));
     } else {
@@ -126,7 +125,7 @@ void forward_layers_v7(Context& ctx, State& st, float* x, size_t T) {
         for (size_t j = 0; j < N; ++j) y[base + j] += dot * v[base + j];
       }
     for (size_t i = 0; i < T * C; ++i) y[i] *= g[i];
-    ops::project(L.att_o, y, o, T, pool);
+    ops::project(ctx, L.att_o, y, o, T);
     for (size_t i = 0; i < T * C; ++i) x[i] += o[i];
 
     // channel mix
@@ -134,9 +133,9 @@ void forward_layers_v7(Context& ctx, State& st, float* x, size_t T) {
     ops::token_shift(xn, prev, ffn_x, T, C);
     for (size_t i = 0; i < T * C; ++i) sx[i] = prev[i] - xn[i];
     ops::add_mix(xn, sx, L.ffn_mix_k, xk, T, C);  // ffn.x_k
-    ops::project(L.ffn_k, xk, kf, T, pool);
+    ops::project(ctx, L.ffn_k, xk, kf, T);
     ops::square_relu(kf, T * F);
-    ops::project(L.ffn_v, kf, o, T, pool);
+    ops::project(ctx, L.ffn_v, kf, o, T);
     for (size_t i = 0; i < T * C; ++i) x[i] += o[i];
   }
 }

@@ -26,15 +26,15 @@ const std::vector<FlagSpec> kFlags = {
     {"help", "h", K::kSwitch, "*", nullptr, "", "show this help and exit"},
 
     // -- model and evaluation
-    {"model", "m", K::kString, "generate perplexity bench logits convert info tokenize", nullptr, "FILE",
+    {"model", "m", K::kString, "generate eval perplexity bench logits convert info tokenize", nullptr, "FILE",
      "model file: rwkv.cpp .bin, PyTorch .pth, .safetensors or native rwkv-lite"},
-    {"weight-dtype", nullptr, K::kChoice, "generate perplexity bench logits info", "keep", "TYPE",
+    {"weight-dtype", nullptr, K::kChoice, "generate eval perplexity bench logits info", "keep", "TYPE",
      "hold the weight matrices as this type after loading", 0, 0, false, "keep|f32|f16|bf16|i8"},
-    {"threads", "t", K::kInt, "generate perplexity bench logits", "0", "N", "worker threads; 0 = one per core", 0,
+    {"threads", "t", K::kInt, "generate eval perplexity bench logits", "0", "N", "worker threads; 0 = one per core", 0,
      4096},
-    {"chunk", nullptr, K::kInt, "generate perplexity bench logits", "0", "N",
+    {"chunk", nullptr, K::kInt, "generate eval perplexity bench logits", "0", "N",
      "tokens per sequence-mode chunk when feeding text (0 = library default, 1 = RNN mode)", 0, 1 << 20},
-    {"tokenizer", nullptr, K::kString, "generate perplexity logits tokenize", nullptr, "PATH",
+    {"tokenizer", nullptr, K::kString, "generate eval perplexity logits tokenize", nullptr, "PATH",
      "tokenizer file (default: chosen by vocabulary size and searched for beside the model, in "
      "$RWKVL_TOKENIZER_DIR and ./tokenizers)"},
 
@@ -63,13 +63,24 @@ const std::vector<FlagSpec> kFlags = {
      "save the state after the prompt and all generated tokens to FILE"},
 
     // -- perplexity / bench / info
-    {"max-tokens", nullptr, K::kInt, "perplexity", "0", "N", "evaluate only the first N tokens (0 = all)", 0, kBig},
-    {"json", nullptr, K::kSwitch, "perplexity bench info", nullptr, "", "print one JSON object instead of text"},
+    {"max-tokens", nullptr, K::kInt, "eval perplexity", "0", "N", "evaluate only the first N tokens (0 = all)", 0,
+     kBig},
+    {"json", nullptr, K::kSwitch, "eval perplexity bench info", nullptr, "", "print one JSON object instead of text"},
     {"prompt-tokens", nullptr, K::kInt, "bench", "128", "N", "tokens fed in sequence mode (prompt processing)", 1,
      1 << 20},
     {"gen-tokens", nullptr, K::kInt, "bench", "64", "N", "tokens generated one at a time", 1, 1 << 20},
     {"no-bandwidth", nullptr, K::kSwitch, "bench", nullptr, "", "skip measuring the machine's memory bandwidth"},
     {"seed", "s", K::kInt, "bench", "1234", "S", "seed of the random token ids", 0, kBig},
+
+    // -- eval
+    {"text", nullptr, K::kString, "eval", nullptr, "FILE",
+     "text file for perplexity and bits per byte, fed as one stream from a fresh state"},
+    {"lambada", nullptr, K::kString, "eval", nullptr, "FILE",
+     "LAMBADA jsonl file (one {\"text\": ...} a line), scored as lm-eval's lambada_openai"},
+    {"lambada-max", nullptr, K::kInt, "eval", "0", "N", "evaluate only the first N LAMBADA passages (0 = all)", 0,
+     kBig},
+    {"lambada-out", nullptr, K::kString, "eval", nullptr, "FILE",
+     "write one JSON line per LAMBADA passage (target and greedy tokens, NLL, correct)"},
 
     // -- logits
     {"tokens", nullptr, K::kString, "logits", nullptr, "IDS", "comma-separated token ids, e.g. 34,105,110"},
@@ -90,6 +101,38 @@ const std::vector<FlagSpec> kFlags = {
     {"head-size", nullptr, K::kInt, "synth", "64", "N", "attention head size (v5+)", 1, 1 << 16},
     {"seed", "s", K::kInt, "synth", "0", "S", "seed of the random weights", 0, kBig},
 
+    // -- compress
+    {"model", "m", K::kString, "compress", nullptr, "FILE", "input model (any format the runtime reads)"},
+    {"out", "o", K::kString, "compress", nullptr, "FILE", "output model file (native rwkv-lite format)"},
+    {"lowrank", nullptr, K::kChoice, "compress", nullptr, "METHOD",
+     "factor the target projections W ~ B A: svd (plain truncated SVD) or asvd (activation-aware, needs --calib)",
+     0, 0, false, "svd|asvd"},
+    {"rank-frac", nullptr, K::kFloat, "compress", "0", "F", "rank = round(F x min(rows, cols)), e.g. 0.25", 0, 1},
+    {"rank", nullptr, K::kInt, "compress", "0", "R", "fixed rank (instead of --rank-frac)", 0, kI32},
+    {"targets", nullptr, K::kString, "compress", nullptr, "LIST",
+     "comma-separated projections to factor: att.receptance, att.key, att.value, att.gate, att.output, ffn.key, "
+     "ffn.value, ffn.receptance, or 'all' (default: the time-mix receptance, key, value and gate)"},
+    {"diag", nullptr, K::kSwitch, "compress", nullptr, "", "also fit a diagonal term W ~ B A + diag(d) (square matrices)"},
+    {"force", nullptr, K::kSwitch, "compress", nullptr, "",
+     "keep factorisations that do not save bytes (they are skipped and reported otherwise)"},
+    {"damp", nullptr, K::kFloat, "compress", "0.001", "X",
+     "asvd: add X times the mean input variance to the diagonal of the input second moment", 0, 1e6},
+    {"calib", nullptr, K::kString, "compress", nullptr, "FILE",
+     "calibration text (asvd; with svd it adds calibration output errors to the report)"},
+    {"calib-tokens", nullptr, K::kInt, "compress", "16384", "N", "use the first N tokens of the calibration text", 1,
+     kBig},
+    {"quant", nullptr, K::kChoice, "compress", nullptr, "TYPE",
+     "quantise every block projection (and the factors): int8 (per-row f16 scale) or int4 (groups of 32)", 0, 0,
+     false, "int8|int4"},
+    {"quant-emb", nullptr, K::kSwitch, "compress", nullptr, "", "also quantise the embedding (with --quant)"},
+    {"quant-head", nullptr, K::kSwitch, "compress", nullptr, "", "also quantise the head (with --quant)"},
+    {"dtype", nullptr, K::kChoice, "compress", "keep", "TYPE",
+     "type of the factors and other matrices that are not quantised (keep: factors f32 for f32 models, else f16)",
+     0, 0, false, "keep|f32|f16|bf16"},
+    {"threads", "t", K::kInt, "compress", "0", "N", "worker threads; 0 = one per core", 0, 4096},
+    {"tokenizer", nullptr, K::kString, "compress", nullptr, "PATH", "tokenizer file for the calibration text"},
+    {"json", nullptr, K::kSwitch, "compress", nullptr, "", "print the report as one JSON object"},
+
     // -- tokenize
     {"tokenizer-kind", nullptr, K::kChoice, "tokenize", nullptr, "KIND",
      "use this tokenizer instead of the model's (with --tokenizer PATH unless byte)", 0, 0, false,
@@ -102,6 +145,13 @@ const std::vector<CommandSpec> kCommands = {
      "produced (only the continuation is printed). Timing goes to stderr at the end.",
      "rwkv-lite generate -m model.pth -p \"The Eiffel tower is in\" -n 64 --temp 0.8 --top-p 0.9",
      cmd_generate},
+    {"eval", "-m MODEL --text FILE [--lambada FILE] [options]",
+     "perplexity, bits per byte and LAMBADA accuracy, with model size, memory and speed",
+     "Perplexity and bits per byte over the text file fed as one stream from a fresh state; LAMBADA accuracy and "
+     "perplexity with lm-eval's lambada_openai protocol (each passage from a fresh state); the model file size, "
+     "the bytes of weights held, peak RSS, tokens/s and the time taken. The figures compression is judged by.",
+     "rwkv-lite eval -m model.pth --text wikitext2-test.txt --max-tokens 20000 --lambada lambada_openai_test.jsonl",
+     cmd_eval},
     {"perplexity", "-m MODEL -f TEXT_FILE [options]", "perplexity of a model on a text file",
      "Feeds the whole file as one stream from a fresh state and prints exp(mean negative log-likelihood) of "
      "every token after the first.",
@@ -113,6 +163,14 @@ const std::vector<CommandSpec> kCommands = {
     {"logits", "-m MODEL (--tokens IDS | --text TEXT) -o FILE [options]", "write the logits after some tokens",
      "Feeds the tokens from a fresh state and writes the final logits as n_vocab little-endian float32 values.",
      "rwkv-lite logits -m tiny.bin --tokens 34,105,110 -o logits.bin", cmd_logits},
+    {"compress", "-m IN -o OUT [--lowrank svd|asvd --rank-frac F] [--quant int8|int4] [options]",
+     "shrink a model: low-rank factors and quantisation",
+     "Factors the target projections by truncated SVD (svd) or activation-aware SVD calibrated on text, layer by "
+     "layer with each layer's inputs taken from the already-compressed layers before it (asvd), and/or quantises "
+     "the block projections to int8 or int4. Writes a native file; the passes are recorded in it.",
+     "rwkv-lite compress -m model.pth -o model-r4.rwkvl --lowrank asvd --rank-frac 0.25 --calib wikitext2-valid.txt "
+     "--quant int8",
+     cmd_compress},
     {"convert", "-m IN -o OUT [--dtype TYPE]", "convert a model to the native format",
      "Loads any supported file and writes it in the native rwkv-lite format, optionally changing the matrix type.",
      "rwkv-lite convert -m model.pth -o model-f16.rwkvl --dtype f16", cmd_convert},

@@ -1,0 +1,416 @@
+#include "compress/compress.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <map>
+
+#include "compress/linalg.h"
+#include "core/error.h"
+
+namespace rwkvl::compress {
+
+namespace {
+
+// The calibration stages of one layer: a stage's inputs depend only on earlier stages, so each
+// stage is compressed before the next one's inputs are collected (sequential calibration).
+int stage_of(const std::string& t) {
+  if (t == "att.output") return 1;
+  if (t == "ffn.key" || t == "ffn.receptance") return 2;
+  if (t == "ffn.value") return 3;
+  return 0;  // att.receptance / key / value / gate
+}
+constexpr int kStages = 4;
+
+bool target_exists(const ModelConfig& c, const std::string& t) {
+  if (t == "att.gate") return c.has_gate && c.arch_major <= 6;
+  if (t == "ffn.receptance") return c.arch_major <= 6;
+  return true;
+}
+
+const Matrix& slot(const LayerWeights& L, const std::string& t) {
+  if (t == "att.receptance") return L.att_r;
+  if (t == "att.key") return L.att_k;
+  if (t == "att.value") return L.att_v;
+  if (t == "att.gate") return L.att_g;
+  if (t == "att.output") return L.att_o;
+  if (t == "ffn.key") return L.ffn_k;
+  if (t == "ffn.value") return L.ffn_v;
+  if (t == "ffn.receptance") return L.ffn_r;
+  RWKVL_FAIL(kInvalidArgument, "unknown target '%s'", t.c_str());
+}
+
+bool ends_with(const std::string& s, const char* suf) {
+  const size_t n = std::strlen(suf);
+  return s.size() >= n && s.compare(s.size() - n, n, suf) == 0;
+}
+
+bool is_quantised(DType d) { return d == DType::kI8 || d == DType::kQ4; }
+
+uint64_t tensor_bytes(const TensorMap& tm) {
+  uint64_t n = 0;
+  for (const auto& [name, t] : tm) n += t.nbytes;
+  return n;
+}
+
+// Bytes a rows x cols matrix takes in `d` (+ its scale tensor for i8).
+uint64_t stored_bytes(DType d, int64_t rows, int64_t cols, bool f16_scales) {
+  const uint64_t n = static_cast<uint64_t>(rows) * static_cast<uint64_t>(cols);
+  switch (d) {
+    case DType::kF32: return 4 * n;
+    case DType::kF16:
+    case DType::kBF16: return 2 * n;
+    case DType::kI8: return n + static_cast<uint64_t>(rows) * (f16_scales ? 2 : 4);
+    case DType::kQ4: return n / 32 * 20;
+    default: RWKVL_CHECK(false);
+  }
+  return 0;
+}
+
+// The block projections the quantisation pass converts: "<blocks.N.att|ffn>.<name>.weight" and the
+// factors; not the small v6/v7 LoRA / mixing matrices, which stay as they are.
+bool is_block_projection(const std::string& name) {
+  if (name.rfind("blocks.", 0) != 0) return false;
+  static const std::vector<std::string>& names = target_names();
+  for (const std::string& t : names)
+    for (const char* suf : {".weight", ".lr_a", ".lr_b"})
+      if (ends_with(name, ("." + t + suf).c_str())) return true;
+  return false;
+}
+
+struct Calibration {
+  std::vector<float> x;  // N x C: the residual stream entering the current layer, per token
+  State state;           // carried across chunks and layers (each layer's block is advanced once)
+  size_t n = 0;
+};
+
+// Runs layer l of `model` over all calibration tokens, calling `obs` for every projection. With
+// `advance` the residual stream and the layer's state move on to the next layer; otherwise both are
+// left untouched (a trial pass to collect inputs).
+void run_layer(const std::shared_ptr<const Model>& model, Calibration& cal, int l, const Options& opts,
+               const Context::Observer& obs, bool advance) {
+  const size_t C = static_cast<size_t>(model->config().n_embd);
+  Context ctx(model, opts.n_threads);
+  ctx.set_observer(obs);
+  State st = cal.state;
+  const size_t chunk = static_cast<size_t>(std::max(1, opts.chunk));
+  std::vector<float> buf(chunk * C);
+  for (size_t off = 0; off < cal.n; off += chunk) {
+    const size_t T = std::min(chunk, cal.n - off);
+    std::memcpy(buf.data(), cal.x.data() + off * C, T * C * sizeof(float));
+    ctx.forward_layers(st, buf.data(), T, l, l + 1);
+    if (advance) std::memcpy(cal.x.data() + off * C, buf.data(), T * C * sizeof(float));
+  }
+  if (advance) cal.state = std::move(st);
+}
+
+std::string fmt_double(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.6g", v);
+  return b;
+}
+
+}  // namespace
+
+const std::vector<std::string>& target_names() {
+  static const std::vector<std::string> k = {"att.receptance", "att.key",   "att.value", "att.gate",
+                                             "att.output",     "ffn.key",   "ffn.value", "ffn.receptance"};
+  return k;
+}
+
+std::vector<std::string> default_targets(const ModelConfig& cfg) {
+  std::vector<std::string> t = {"att.receptance", "att.key", "att.value"};
+  if (target_exists(cfg, "att.gate")) t.push_back("att.gate");
+  return t;
+}
+
+std::string fnv1a64_hex(const void* data, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  const auto* p = static_cast<const uint8_t*>(data);
+  for (size_t i = 0; i < n; ++i) {
+    h ^= p[i];
+    h *= 1099511628211ull;
+  }
+  char b[17];
+  std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(h));
+  return b;
+}
+
+std::shared_ptr<Model> run(const std::shared_ptr<const Model>& in, const Options& opts, Report* report) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const ModelConfig& cfg = in->config();
+  Report local;
+  Report& rep = report ? *report : local;
+  rep = Report{};
+
+  // ---- validate the options against the model before any work
+  const bool lowrank = !opts.lowrank.empty();
+  if (lowrank && opts.lowrank != "svd" && opts.lowrank != "asvd")
+    RWKVL_FAIL(kInvalidArgument, "unknown low-rank method '%s' (use svd or asvd)", opts.lowrank.c_str());
+  if (!opts.quant.empty() && opts.quant != "int8" && opts.quant != "int4")
+    RWKVL_FAIL(kInvalidArgument, "unknown quantisation '%s' (use int8 or int4)", opts.quant.c_str());
+  if (!lowrank && opts.quant.empty() && !opts.quant_emb && !opts.quant_head && opts.dtype.empty())
+    RWKVL_FAIL(kInvalidArgument, "nothing to do: give --lowrank, --quant (or --quant-emb/--quant-head) or --dtype");
+  if ((opts.quant_emb || opts.quant_head) && opts.quant.empty())
+    RWKVL_FAIL(kInvalidArgument, "--quant-emb / --quant-head need --quant int8|int4");
+  if (lowrank) {
+    if ((opts.rank > 0) == (opts.rank_frac > 0))
+      RWKVL_FAIL(kInvalidArgument, "give exactly one of --rank R (R >= 1) and --rank-frac F (0 < F <= 1)");
+    if (opts.rank_frac > 1.0 || opts.rank < 0) RWKVL_FAIL(kInvalidArgument, "--rank-frac must be in (0, 1]");
+  } else if (opts.rank > 0 || opts.rank_frac > 0 || opts.diag) {
+    RWKVL_FAIL(kInvalidArgument, "--rank, --rank-frac and --diag need --lowrank svd|asvd");
+  }
+  DType plain = DType::kF32;  // the type of non-quantised output matrices when --dtype is given
+  if (!opts.dtype.empty()) {
+    plain = parse_weight_dtype(opts.dtype);
+    if (is_quantised(plain)) RWKVL_FAIL(kInvalidArgument, "--dtype takes f32, f16 or bf16 (use --quant for int8/int4)");
+  }
+  std::vector<std::string> targets = opts.targets.empty() ? default_targets(cfg) : opts.targets;
+  for (const std::string& t : targets) {
+    if (std::find(target_names().begin(), target_names().end(), t) == target_names().end()) {
+      std::string all;
+      for (const std::string& n : target_names()) all += (all.empty() ? "" : ", ") + n;
+      RWKVL_FAIL(kInvalidArgument, "unknown target '%s' (targets: %s)", t.c_str(), all.c_str());
+    }
+    if (!target_exists(cfg, t))
+      RWKVL_FAIL(kInvalidArgument, "target '%s' does not exist in an %s model", t.c_str(), cfg.arch_name().c_str());
+  }
+  std::sort(targets.begin(), targets.end());
+  targets.erase(std::unique(targets.begin(), targets.end()), targets.end());
+  const bool need_calib = lowrank && opts.lowrank == "asvd";
+  const bool calibrate = lowrank && !opts.calib.empty();
+  if (need_calib && opts.calib.size() < kMinCalibTokens)
+    RWKVL_FAIL(kInvalidArgument, "asvd needs calibration text of at least %zu tokens, got %zu", kMinCalibTokens,
+               opts.calib.size());
+  for (int32_t tok : opts.calib)
+    if (tok < 0 || tok >= cfg.n_vocab)
+      RWKVL_FAIL(kInvalidArgument, "calibration token %d is out of range [0, %d)", tok, cfg.n_vocab);
+
+  TensorMap tm = in->tensors();
+  rep.bytes_before = tensor_bytes(tm);
+  const DType qtype = opts.quant == "int8" ? DType::kI8 : opts.quant == "int4" ? DType::kQ4 : DType::kF32;
+  if (!opts.quant.empty()) {
+    for (const auto& [name, t] : tm) {
+      const bool want = is_block_projection(name) || (opts.quant_emb && name == "emb.weight") ||
+                        (opts.quant_head && name == "head.weight");
+      if (want && is_quantised(t.dtype))
+        RWKVL_FAIL(kInvalidArgument, "'%s' is already quantised (%s): compress the unquantised model instead",
+                   name.c_str(), dtype_name(t.dtype));
+    }
+  }
+  if (lowrank) {
+    for (int l = 0; l < cfg.n_layer; ++l)
+      for (const std::string& t : targets) {
+        const std::string base = "blocks." + std::to_string(l) + "." + t;
+        if (tm.count(base + ".lr_a"))
+          RWKVL_FAIL(kInvalidArgument, "'%s' is already factored: compress the unfactored model instead", base.c_str());
+        if (is_quantised(tm.at(base + ".weight").dtype))
+          RWKVL_FAIL(kInvalidArgument,
+                     "'%s.weight' is quantised (%s): factor the unquantised model (--quant applies to the factors)",
+                     base.c_str(), dtype_name(tm.at(base + ".weight").dtype));
+        const Matrix& m = slot(in->layer(l), t);
+        const int64_t mn = std::min(m.rows, m.cols);
+        const int64_t r = opts.rank > 0 ? opts.rank : static_cast<int64_t>(std::llround(opts.rank_frac * mn));
+        if (r < 1 || r > mn)
+          RWKVL_FAIL(kInvalidArgument, "rank %lld is out of range for %s [%lld x %lld]: it must be in [1, %lld]",
+                     static_cast<long long>(r), base.c_str(), static_cast<long long>(m.rows),
+                     static_cast<long long>(m.cols), static_cast<long long>(mn));
+      }
+  }
+
+  // ---- low-rank factorisation, layer by layer and stage by stage
+  std::shared_ptr<const Model> cur = in;
+  Calibration cal;
+  if (calibrate) {
+    const size_t C = static_cast<size_t>(cfg.n_embd);
+    cal.n = opts.calib.size();
+    cal.x.resize(cal.n * C);
+    Context ctx(in, opts.n_threads);
+    ctx.embed(opts.calib.data(), cal.n, cal.x.data());
+    cal.state.reset(cfg);
+  }
+  auto rebind = [&]() { cur = Model::from_canonical(tm, cfg, in->source_kind(), Model::LoadOptions{}); };
+
+  if (lowrank) {
+    for (int l = 0; l < cfg.n_layer; ++l) {
+      for (int stage = 0; stage < kStages; ++stage) {
+        std::vector<std::string> here;
+        for (const std::string& t : targets)
+          if (stage_of(t) == stage) here.push_back(t);
+        if (here.empty()) continue;
+        // Inputs of this stage's matrices, produced by the layers (and stages) compressed so far.
+        std::map<std::string, linalg::Gram> grams;
+        if (calibrate) {
+          std::map<const Matrix*, linalg::Gram*> by_matrix;
+          for (const std::string& t : here) {
+            const Matrix& m = slot(cur->layer(l), t);
+            auto it = grams.emplace(t, linalg::Gram(m.cols)).first;
+            by_matrix[&m] = &it->second;
+          }
+          run_layer(cur, cal, l, opts,
+                    [&by_matrix](const Matrix& m, const float* X, size_t T) {
+                      auto it = by_matrix.find(&m);
+                      if (it != by_matrix.end()) it->second->add(X, static_cast<int64_t>(T));
+                    },
+                    false);
+        }
+        for (const std::string& t : here) {
+          const std::string base = "blocks." + std::to_string(l) + "." + t;
+          const Tensor w = tm.at(base + ".weight");
+          auto sit = tm.find(base + ".weight.scale");
+          const std::vector<float> W = matrix_to_f32(w, sit == tm.end() ? nullptr : &sit->second);
+          const int64_t rows = w.rows(), cols = w.cols(), mn = std::min(rows, cols);
+          const int64_t r = opts.rank > 0 ? opts.rank : static_cast<int64_t>(std::llround(opts.rank_frac * mn));
+          const linalg::Gram* g = calibrate ? &grams.at(t) : nullptr;
+
+          MatrixReport mr;
+          mr.name = base;
+          mr.rows = rows;
+          mr.cols = cols;
+          mr.rank = r;
+          mr.bytes_before = w.nbytes + (sit == tm.end() ? 0 : sit->second.nbytes);
+          linalg::LowRank f = linalg::svd_truncate(W.data(), rows, cols, r);
+          const bool square = rows == cols;
+          if (opts.diag && square) linalg::fit_diag(W.data(), f, g);
+          double energy = 0.0;
+          if (g) {
+            energy = linalg::output_energy(W.data(), rows, cols, *g);
+            mr.err_svd = energy > 0 ? linalg::output_error(W.data(), f, *g) / energy : 0.0;
+          }
+          if (opts.lowrank == "asvd") {
+            f = linalg::asvd_truncate(W.data(), rows, cols, r, *g, opts.damp);
+            if (opts.diag && square) linalg::fit_diag(W.data(), f, g);
+            mr.err_asvd = energy > 0 ? linalg::output_error(W.data(), f, *g) / energy : 0.0;
+          }
+          double wf = 0.0;
+          for (float v : W) wf += static_cast<double>(v) * v;
+          mr.err_frob = wf > 0 ? linalg::frobenius_error(W.data(), f) / wf : 0.0;
+
+          // Stored type of the factors: the quantisation type, else --dtype, else f32 for f32
+          // sources and f16 otherwise (bf16 factors would add needless rounding error).
+          DType fd = !opts.quant.empty() ? qtype : !opts.dtype.empty() ? plain
+                                                  : (w.dtype == DType::kF32 ? DType::kF32 : DType::kF16);
+          DType fa = fd, fb = fd;
+          if (fa == DType::kQ4 && cols % 32 != 0) fa = DType::kI8;
+          if (fb == DType::kQ4 && r % 32 != 0) fb = DType::kI8;
+          const DType dense_type = !opts.quant.empty() ? (qtype == DType::kQ4 && cols % 32 != 0 ? DType::kI8 : qtype)
+                                   : !opts.dtype.empty() ? plain : w.dtype;
+          const uint64_t dense_bytes = stored_bytes(dense_type, rows, cols, !opts.quant.empty());
+          const uint64_t fact_bytes = stored_bytes(fa, r, cols, true) + stored_bytes(fb, rows, r, true) +
+                                      (f.d.empty() ? 0 : 4 * static_cast<uint64_t>(rows));
+          if (fact_bytes >= dense_bytes && !opts.force) {
+            mr.action = "skipped";
+            mr.rank = 0;
+            mr.dtype = dtype_name(w.dtype);
+            mr.bytes_after = mr.bytes_before;
+            rep.matrices.push_back(mr);
+            continue;
+          }
+          tm.erase(base + ".weight");
+          tm.erase(base + ".weight.scale");
+          auto put = [&](const std::string& name, const std::vector<float>& v, int64_t nr, int64_t nc, DType d) {
+            auto [q, s] = quantize_matrix(name, v.data(), nr, nc, d, true);
+            tm[name] = q;
+            if (s.data) tm[s.name] = s;
+            return q.nbytes + s.nbytes;
+          };
+          uint64_t after = put(base + ".lr_a", f.a, r, cols, fa);
+          after += put(base + ".lr_b", f.b, rows, r, fb);
+          if (!f.d.empty()) {
+            Tensor d = Tensor::from_f32(base + ".lr_d", {rows}, f.d.data());
+            after += d.nbytes;
+            tm[d.name] = d;
+          }
+          mr.action = "factored";
+          mr.dtype = fa == fb ? dtype_name(fa) : std::string(dtype_name(fa)) + "/" + dtype_name(fb);
+          mr.bytes_after = after;
+          rep.matrices.push_back(mr);
+        }
+        rebind();
+      }
+      if (calibrate && l + 1 < cfg.n_layer) run_layer(cur, cal, l, opts, nullptr, true);
+      if (opts.progress) opts.progress(l + 1, cfg.n_layer);
+    }
+  }
+
+  // ---- quantisation / type conversion of everything else
+  if (!opts.quant.empty() || !opts.dtype.empty()) {
+    std::vector<std::string> names;
+    for (const auto& [name, t] : tm) names.push_back(name);
+    for (const std::string& name : names) {
+      const Tensor t = tm.at(name);
+      if (t.shape.size() != 2 || ends_with(name, ".scale") || ends_with(name, ".lr_d")) continue;
+      const bool proj = is_block_projection(name);
+      const bool emb = name == "emb.weight", head = name == "head.weight";
+      DType want;
+      bool f16_scales = true;
+      if (!opts.quant.empty() && (proj || (emb && opts.quant_emb) || (head && opts.quant_head))) {
+        if (is_quantised(t.dtype)) continue;  // the factors quantised above
+        want = qtype;
+        if (want == DType::kQ4 && t.cols() % 32 != 0) want = DType::kI8;
+      } else if (!opts.dtype.empty() && (proj || emb || head)) {
+        if (is_quantised(t.dtype)) continue;
+        want = plain;
+        f16_scales = false;
+      } else {
+        continue;
+      }
+      if (t.dtype == want) continue;
+      auto sit = tm.find(name + ".scale");
+      const std::vector<float> v = matrix_to_f32(t, sit == tm.end() ? nullptr : &sit->second);
+      auto [q, s] = quantize_matrix(name, v.data(), t.rows(), t.cols(), want, f16_scales);
+      MatrixReport mr;
+      mr.name = name;
+      mr.action = is_quantised(want) ? "quantised" : "converted";
+      mr.rows = t.rows();
+      mr.cols = t.cols();
+      mr.dtype = dtype_name(want);
+      mr.bytes_before = t.nbytes + (sit == tm.end() ? 0 : sit->second.nbytes);
+      mr.bytes_after = q.nbytes + s.nbytes;
+      tm.erase(name + ".scale");
+      tm[name] = q;
+      if (s.data) tm[s.name] = s;
+      rep.matrices.push_back(mr);
+    }
+    rebind();
+  }
+
+  // ---- the pass record
+  nlohmann::json pass;
+  pass["tool"] = "rwkv-lite compress";
+  if (lowrank) {
+    pass["lowrank"] = {{"method", opts.lowrank}, {"targets", targets}, {"diag", opts.diag}, {"force", opts.force}};
+    if (opts.rank > 0) pass["lowrank"]["rank"] = opts.rank;
+    else pass["lowrank"]["rank_frac"] = opts.rank_frac;
+    if (opts.lowrank == "asvd") pass["lowrank"]["damp"] = opts.damp;
+    nlohmann::json ranks = nlohmann::json::object();
+    for (const MatrixReport& m : rep.matrices)
+      if (m.action == "factored" || m.action == "skipped") {
+        nlohmann::json e = {{"rank", m.rank}, {"action", m.action}};
+        if (!std::isnan(m.err_svd)) e["err_svd"] = fmt_double(m.err_svd);
+        if (!std::isnan(m.err_asvd)) e["err_asvd"] = fmt_double(m.err_asvd);
+        ranks[m.name] = e;
+      }
+    pass["lowrank"]["matrices"] = ranks;
+  }
+  if (!opts.quant.empty())
+    pass["quant"] = {{"type", opts.quant == "int8" ? "int8 per row, f16 scale" : "int4 groups of 32, f16 scale+offset"},
+                     {"emb", opts.quant_emb}, {"head", opts.quant_head}};
+  if (!opts.dtype.empty()) pass["dtype"] = opts.dtype;
+  if (!opts.calib.empty() && lowrank)
+    pass["calibration"] = {{"file", opts.calib_name}, {"fnv1a64", opts.calib_hash}, {"tokens", opts.calib.size()}};
+  rep.pass = pass;
+
+  if (cur == in) rebind();
+  auto out = std::const_pointer_cast<Model>(cur);
+  nlohmann::json passes = in->passes();
+  passes.push_back(pass);
+  out->set_passes(passes);
+  rep.bytes_after = tensor_bytes(tm);
+  rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return out;
+}
+
+}  // namespace rwkvl::compress
