@@ -3,7 +3,7 @@
 # something is missing). Run as root or with sudo available.
 set -euo pipefail
 
-PKGS=(build-essential cmake pkg-config libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libpcre2-dev
+PKGS=(build-essential cmake pkg-config python3 libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libpcre2-dev
       libeigen3-dev clang libclang-rt-14-dev)
 # Optional extras: cross toolchain + emulator for the aarch64 tests.
 if [[ "${RWKVL_WITH_AARCH64:-1}" == "1" ]]; then

@@ -5,7 +5,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api/api_internal.h"
 #include "args.h"
+#include "model/model.h"
 #include "commands.h"
 #include "common.h"
 
@@ -46,6 +48,13 @@ int cmd_info(const Args& args) {
   const std::string path = require(args, "model");
   const ModelPtr model = load_model(args);
   const rwkvl_model_info i = model_info(model.get());
+  const std::shared_ptr<Model> m = api::model_of(model.get());
+  int factored = 0;
+  for (int l = 0; l < m->config().n_layer; ++l) {
+    const LayerWeights& L = m->layer(l);
+    for (const Matrix* x : {&L.att_r, &L.att_k, &L.att_v, &L.att_o, &L.att_g, &L.ffn_k, &L.ffn_v, &L.ffn_r})
+      factored += x->factored();
+  }
   if (args.on("json")) {
     nlohmann::json j = {{"file", path},
                         {"file_kind", i.file_kind},
@@ -64,6 +73,8 @@ int cmd_info(const Args& args) {
                         {"weight_bytes", i.weight_bytes},
                         {"bytes_per_token", i.bytes_per_token},
                         {"state_floats", i.state_floats}};
+    j["factored_matrices"] = factored;
+    j["passes"] = m->passes();
     std::printf("%s\n", j.dump().c_str());
     return 0;
   }
@@ -84,6 +95,8 @@ int cmd_info(const Args& args) {
               format_bytes(i.bytes_per_token).c_str());
   std::printf("state            %llu floats (%s)\n", static_cast<unsigned long long>(i.state_floats),
               format_bytes(i.state_floats * 4).c_str());
+  if (factored) std::printf("factored         %d matrices (W ~ B A)\n", factored);
+  for (const auto& p : m->passes()) std::printf("pass             %s\n", p.dump().substr(0, 300).c_str());
   return 0;
 }
 

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# rwkv-lite compress on the tiny byte-level RWKV-5.2 model: svd / asvd / int8 / int4 files are written,
+# every command runs them, asvd's calibration error is below svd's on every matrix, and every bad
+# request fails with a message, a non-zero exit and no output file left behind.
+# usage: compress_tiny.sh RWKV_LITE SHARED_DIR BUILD_DIR
+set -u
+CLI=$1
+SHARED=${2:-}
+BUILD=${3:-${TMPDIR:-/tmp}}
+MODEL=$SHARED/reference/tiny-rwkv/tiny-rwkv-5v2-730K-FP32.bin
+TEXT=$SHARED/data/wikitext2-valid.txt
+if [ ! -f "$MODEL" ] || [ ! -f "$TEXT" ]; then
+  echo "skip: $MODEL or $TEXT not found"
+  exit 77
+fi
+if ! command -v python3 >/dev/null; then
+  echo "skip: python3 not found"
+  exit 77
+fi
+WORK=$(mktemp -d "${BUILD%/}/cli-compress.XXXXXX") || exit 1
+trap 'rm -rf "$WORK"' EXIT
+failures=0
+fail() {
+  echo "FAIL $*"
+  failures=$((failures + 1))
+}
+head -c 20000 "$TEXT" >"$WORK/calib.txt"
+head -c 3000 "$SHARED/data/wikitext2-test.txt" >"$WORK/test.txt"
+
+ok_run() {  # ok_run NAME CMD... : must succeed
+  local name=$1
+  shift
+  if "$@" >"$WORK/out.txt" 2>"$WORK/err.txt"; then
+    echo "ok   $name"
+  else
+    fail "$name exited with an error: $(tail -3 "$WORK/err.txt")"
+  fi
+}
+
+# ---- files every command runs
+ok_run "svd r1/4" "$CLI" compress -m "$MODEL" -o "$WORK/svd.rwkvl" --lowrank svd --rank-frac 0.25
+ok_run "asvd r1/4 + int8 + json" "$CLI" compress -m "$MODEL" -o "$WORK/asvd.rwkvl" --lowrank asvd --rank-frac 0.25 \
+  --calib "$WORK/calib.txt" --calib-tokens 4096 --targets all --diag --quant int8 --json
+cp "$WORK/out.txt" "$WORK/asvd.json"
+ok_run "int4 emb+head" "$CLI" compress -m "$MODEL" -o "$WORK/q4.rwkvl" --quant int4 --quant-emb --quant-head
+for f in svd asvd q4; do
+  [ -f "$WORK/$f.rwkvl" ] || { fail "$f.rwkvl was not written"; continue; }
+  ok_run "info $f" "$CLI" info -m "$WORK/$f.rwkvl"
+  ok_run "generate $f" "$CLI" generate -m "$WORK/$f.rwkvl" -p "The" -n 8 --seed 1
+  ok_run "perplexity $f" "$CLI" perplexity -m "$WORK/$f.rwkvl" -f "$WORK/test.txt" --chunk 16
+  ok_run "bench $f" "$CLI" bench -m "$WORK/$f.rwkvl" --prompt-tokens 8 --gen-tokens 4 --no-bandwidth
+  ok_run "logits $f" "$CLI" logits -m "$WORK/$f.rwkvl" --tokens 34,105,110 -o "$WORK/$f.logits"
+done
+
+# ---- the report: asvd never worse than svd, every target factored with the diagonal term, pass recorded
+if [ -f "$WORK/asvd.json" ]; then
+  if python3 - "$WORK/asvd.json" <<'EOF'; then echo "ok   asvd report"; else fail "asvd report"; fi
+import json, sys
+r = json.load(open(sys.argv[1]))
+fact = [m for m in r["matrices"] if m["action"] == "factored"]
+assert len(fact) > 0, "nothing factored"
+for m in fact:
+    assert m["err_asvd"] <= m["err_svd"] * (1 + 1e-6) + 1e-12, m
+assert r["pass"]["lowrank"]["method"] == "asvd" and r["pass"]["lowrank"]["diag"] is True
+assert r["pass"]["calibration"]["tokens"] == 4096
+assert r["weight_bytes_after"] < r["weight_bytes_before"]
+EOF
+  if "$CLI" info -m "$WORK/asvd.rwkvl" --json | grep -q '"passes"'; then echo "ok   info shows passes"; else fail "info --json lacks passes"; fi
+fi
+
+# ---- bad requests: message, non-zero exit, no output file
+printf '' >"$WORK/empty.txt"
+printf 'ab' >"$WORK/short.txt"
+bad() {  # bad NAME EXPECTED_SUBSTRING ARGS...
+  local name=$1 want=$2
+  shift 2
+  rm -f "$WORK/bad.rwkvl"
+  if "$CLI" compress -o "$WORK/bad.rwkvl" "$@" >"$WORK/out.txt" 2>"$WORK/err.txt"; then
+    fail "$name: succeeded"
+  elif ! grep -qi -- "$want" "$WORK/err.txt"; then
+    fail "$name: message lacks '$want': $(cat "$WORK/err.txt")"
+  elif ls "$WORK" | grep -q '^bad\.rwkvl'; then
+    fail "$name: left an output file"
+  else
+    echo "ok   $name: $(head -1 "$WORK/err.txt")"
+  fi
+}
+bad "unknown target" "unknown target" -m "$MODEL" --lowrank svd --rank-frac 0.25 --targets att.kee
+bad "no rank" "rank" -m "$MODEL" --lowrank svd
+bad "rank 0" "rank" -m "$MODEL" --lowrank svd --rank 0
+bad "rank above min" "out of range" -m "$MODEL" --lowrank svd --rank 100000
+bad "rank-frac above 1" "rank-frac" -m "$MODEL" --lowrank svd --rank-frac 1.5
+bad "asvd without calib" "calib" -m "$MODEL" --lowrank asvd --rank-frac 0.25
+bad "empty calib" "empty" -m "$MODEL" --lowrank asvd --rank-frac 0.25 --calib "$WORK/empty.txt"
+bad "short calib" "at least" -m "$MODEL" --lowrank asvd --rank-frac 0.25 --calib "$WORK/short.txt"
+bad "missing calib" "calib" -m "$MODEL" --lowrank asvd --rank-frac 0.25 --calib "$WORK/nope.txt"
+bad "already factored" "already factored" -m "$WORK/svd.rwkvl" --lowrank svd --rank-frac 0.25
+bad "already quantised" "already quantised" -m "$WORK/q4.rwkvl" --quant int8
+bad "unknown quant" "int4" -m "$MODEL" --quant int3
+bad "nothing to do" "nothing to do" -m "$MODEL"
+bad "quant-emb alone" "quant" -m "$MODEL" --quant-emb
+bad "missing model" "nope" -m "$WORK/nope.bin" --quant int8
+
+echo "$failures failure(s)"
+[ "$failures" -eq 0 ]
