@@ -231,6 +231,42 @@ TEST(Compress, QuantisationStaysClose) {
   EXPECT_EQ(q8->emb().ref.dtype, DType::kF32);
 }
 
+// --budget: the weights fit the budget, ranks differ between matrices, and a budget below the
+// smallest possible model is refused with the minimum stated.
+TEST(Compress, BudgetIsMet) {
+  if (calib_text().empty()) GTEST_SKIP();
+  auto m = tiny("5v2-730K");
+  if (!m) GTEST_SKIP();
+  compress::Options o;
+  o.lowrank = "asvd";
+  o.targets = {"att.receptance", "att.key", "att.value", "att.gate", "att.output", "ffn.key", "ffn.value"};
+  o.calib = bytes_of(calib_text(), 2048);
+  // Budget: the model with every target at a quarter of its bytes.
+  uint64_t target_bytes = 0;
+  for (const auto& [name, t] : m->tensors())
+    for (const auto& tg : o.targets)
+      if (name.find("." + tg + ".weight") != std::string::npos) target_bytes += t.nbytes;
+  o.budget = m->weight_bytes() - target_bytes + target_bytes / 4;
+  compress::Report rep;
+  auto c = compress::run(m, o, &rep);
+  EXPECT_LE(c->weight_bytes(), o.budget);
+  EXPECT_GE(c->weight_bytes(), o.budget - target_bytes / 8);  // the budget is used, not wasted
+  int64_t rmin = 1 << 30, rmax = 0;
+  for (const auto& r : rep.matrices)
+    if (r.action == "factored") {
+      rmin = std::min(rmin, r.rank);
+      rmax = std::max(rmax, r.rank);
+    }
+  EXPECT_LT(rmin, rmax) << "the planner should spend bytes unevenly";
+  o.budget = m->weight_bytes() - target_bytes;  // not even rank 8 everywhere fits
+  try {
+    compress::run(m, o, nullptr);
+    ADD_FAILURE() << "a too small budget was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("smallest model"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Compress, BadRequestsAreRefused) {
   auto m = tiny("5v2-730K");
   if (!m) GTEST_SKIP();

@@ -155,11 +155,15 @@ std::shared_ptr<Model> run(const std::shared_ptr<const Model>& in, const Options
     RWKVL_FAIL(kInvalidArgument, "nothing to do: give --lowrank, --quant (or --quant-emb/--quant-head) or --dtype");
   if ((opts.quant_emb || opts.quant_head) && opts.quant.empty())
     RWKVL_FAIL(kInvalidArgument, "--quant-emb / --quant-head need --quant int8|int4");
-  if (lowrank) {
+  const bool budgeted = opts.budget > 0;
+  if (budgeted && !lowrank) RWKVL_FAIL(kInvalidArgument, "--budget needs --lowrank svd|asvd");
+  if (budgeted && (opts.rank > 0 || opts.rank_frac > 0))
+    RWKVL_FAIL(kInvalidArgument, "--budget chooses the ranks itself: drop --rank / --rank-frac");
+  if (lowrank && !budgeted) {
     if ((opts.rank > 0) == (opts.rank_frac > 0))
       RWKVL_FAIL(kInvalidArgument, "give exactly one of --rank R (R >= 1) and --rank-frac F (0 < F <= 1)");
     if (opts.rank_frac > 1.0 || opts.rank < 0) RWKVL_FAIL(kInvalidArgument, "--rank-frac must be in (0, 1]");
-  } else if (opts.rank > 0 || opts.rank_frac > 0 || opts.diag) {
+  } else if (!lowrank && (opts.rank > 0 || opts.rank_frac > 0 || opts.diag)) {
     RWKVL_FAIL(kInvalidArgument, "--rank, --rank-frac and --diag need --lowrank svd|asvd");
   }
   DType plain = DType::kF32;  // the type of non-quantised output matrices when --dtype is given
@@ -200,6 +204,7 @@ std::shared_ptr<Model> run(const std::shared_ptr<const Model>& in, const Options
                    name.c_str(), dtype_name(t.dtype));
     }
   }
+  std::map<std::string, int64_t> plan;  // rank per factored matrix (0: keep it dense, chosen by --budget)
   if (lowrank) {
     for (int l = 0; l < cfg.n_layer; ++l)
       for (const std::string& t : targets) {
@@ -210,9 +215,11 @@ std::shared_ptr<Model> run(const std::shared_ptr<const Model>& in, const Options
           RWKVL_FAIL(kInvalidArgument,
                      "'%s.weight' is quantised (%s): factor the unquantised model (--quant applies to the factors)",
                      base.c_str(), dtype_name(tm.at(base + ".weight").dtype));
+        if (budgeted) continue;
         const Matrix& m = slot(in->layer(l), t);
         const int64_t mn = std::min(m.rows, m.cols);
         const int64_t r = opts.rank > 0 ? opts.rank : static_cast<int64_t>(std::llround(opts.rank_frac * mn));
+        plan[base] = r;
         if (r < 1 || r > mn)
           RWKVL_FAIL(kInvalidArgument, "rank %lld is out of range for %s [%lld x %lld]: it must be in [1, %lld]",
                      static_cast<long long>(r), base.c_str(), static_cast<long long>(m.rows),
@@ -232,6 +239,142 @@ std::shared_ptr<Model> run(const std::shared_ptr<const Model>& in, const Options
     cal.state.reset(cfg);
   }
   auto rebind = [&]() { cur = Model::from_canonical(tm, cfg, in->source_kind(), Model::LoadOptions{}); };
+  // Stored type of factors: the quantisation type, else --dtype, else f32 for f32 sources and f16
+  // otherwise (bf16 factors would add needless rounding error); and of a matrix left dense.
+  auto factor_type = [&](DType src) {
+    return !opts.quant.empty() ? qtype : !opts.dtype.empty() ? plain : (src == DType::kF32 ? DType::kF32 : DType::kF16);
+  };
+  auto dense_type = [&](DType src, int64_t cols) {
+    return !opts.quant.empty() ? (qtype == DType::kQ4 && cols % 32 != 0 ? DType::kI8 : qtype)
+           : !opts.dtype.empty() ? plain : src;
+  };
+  auto factored_bytes = [&](DType fd, int64_t rows, int64_t cols, int64_t r, bool diag) {
+    const DType fa = fd == DType::kQ4 && cols % 32 != 0 ? DType::kI8 : fd;
+    const DType fb = fd == DType::kQ4 && r % 32 != 0 ? DType::kI8 : fd;
+    return stored_bytes(fa, r, cols, true) + stored_bytes(fb, rows, r, true) + (diag ? 4 * static_cast<uint64_t>(rows) : 0);
+  };
+
+  if (budgeted) {
+    // Ranks for a byte budget: from each target's spectrum (of W, or of W L with calibration, so that
+    // the discarded squared singular values are its output error), greedily give rank, in steps, to the
+    // matrix whose relative output error falls most per byte, until the budget is spent; a matrix
+    // whose factors would cost as much as its dense form is kept dense (error 0). Spectra come from
+    // the uncompressed model; the factorisation itself then runs sequentially as usual.
+    std::map<std::string, linalg::Gram> grams;
+    std::map<const Matrix*, linalg::Gram*> by_matrix;
+    if (calibrate) {
+      for (int l = 0; l < cfg.n_layer; ++l)
+        for (const std::string& t : targets) {
+          const Matrix& m = slot(in->layer(l), t);
+          const std::string base = "blocks." + std::to_string(l) + "." + t;
+          by_matrix[&m] = &grams.emplace(base, linalg::Gram(m.cols)).first->second;
+        }
+      Context ctx(in, opts.n_threads);
+      ctx.set_observer([&by_matrix](const Matrix& m, const float* X, size_t T) {
+        auto it = by_matrix.find(&m);
+        if (it != by_matrix.end()) it->second->add(X, static_cast<int64_t>(T));
+      });
+      State st;
+      st.reset(cfg);
+      ctx.eval(st, opts.calib.data(), opts.calib.size(), static_cast<size_t>(std::max(1, opts.chunk)), nullptr, nullptr);
+    }
+    struct Cand {
+      std::string base;
+      std::vector<double> tail;  // tail[r] = relative error at rank r
+      int64_t rows, cols, mn, r = 0;
+      DType fd, dd;
+      bool dense = false;
+    };
+    std::vector<Cand> cands;
+    uint64_t fixed = 0;  // bytes of everything that is not a target, as the output will store it
+    for (const auto& [name, t] : tm) {
+      bool target = false;
+      for (const std::string& tg : targets)
+        if (name.rfind("blocks.", 0) == 0 && (ends_with(name, ("." + tg + ".weight").c_str()) ||
+                                              ends_with(name, ("." + tg + ".weight.scale").c_str())))
+          target = true;
+      if (target) continue;
+      const bool q = !opts.quant.empty() && (is_block_projection(name) || (opts.quant_emb && name == "emb.weight") ||
+                                              (opts.quant_head && name == "head.weight"));
+      fixed += q ? stored_bytes(dense_type(t.dtype, t.cols()), t.rows(), t.cols(), true) : t.nbytes;
+    }
+    const int64_t step = opts.quant == "int4" ? 32 : 8;
+    for (int l = 0; l < cfg.n_layer; ++l)
+      for (const std::string& t : targets) {
+        const std::string base = "blocks." + std::to_string(l) + "." + t;
+        const Tensor& w = tm.at(base + ".weight");
+        const std::vector<float> W = matrix_to_f32(w, nullptr);
+        Cand c;
+        c.base = base;
+        c.rows = w.rows();
+        c.cols = w.cols();
+        c.mn = std::min(c.rows, c.cols);
+        c.fd = factor_type(w.dtype);
+        c.dd = dense_type(w.dtype, c.cols);
+        const linalg::LowRank f = calibrate ? linalg::asvd_truncate(W.data(), c.rows, c.cols, c.mn, grams.at(base), opts.damp)
+                                            : linalg::svd_truncate(W.data(), c.rows, c.cols, c.mn);
+        // B = U sqrt(S): B's squared column norms are the singular values s_k; the error of rank r is
+        // the sum of the discarded s_k^2 (of W, or of W L: then it is the output error).
+        std::vector<double> s2(static_cast<size_t>(c.mn), 0.0);
+        for (int64_t i = 0; i < c.rows; ++i)
+          for (int64_t k = 0; k < c.mn; ++k) {
+            const double b = f.b[static_cast<size_t>(i * c.mn + k)];
+            s2[static_cast<size_t>(k)] += b * b;
+          }
+        double total = 0.0;
+        for (double& v : s2) {
+          v = v * v;  // s_k^2
+          total += v;
+        }
+        c.tail.assign(static_cast<size_t>(c.mn) + 1, 0.0);
+        for (int64_t r = c.mn - 1; r >= 0; --r)
+          c.tail[static_cast<size_t>(r)] = c.tail[static_cast<size_t>(r) + 1] + (total > 0 ? s2[static_cast<size_t>(r)] / total : 0.0);
+        c.r = std::min(step, c.mn);
+        cands.push_back(std::move(c));
+      }
+    auto bytes_of = [&](const Cand& c) {
+      return c.dense ? stored_bytes(c.dd, c.rows, c.cols, true) : factored_bytes(c.fd, c.rows, c.cols, c.r, opts.diag && c.rows == c.cols);
+    };
+    uint64_t used = fixed;
+    for (const Cand& c : cands) used += bytes_of(c);
+    if (used > opts.budget)
+      RWKVL_FAIL(kInvalidArgument,
+                 "--budget %llu bytes is below the smallest model these options can make (%llu bytes: every target "
+                 "at rank %lld, the rest %llu bytes)",
+                 static_cast<unsigned long long>(opts.budget), static_cast<unsigned long long>(used),
+                 static_cast<long long>(step), static_cast<unsigned long long>(fixed));
+    for (;;) {
+      double best = 0.0;
+      Cand* pick = nullptr;
+      Cand next_best;
+      for (Cand& c : cands) {
+        if (c.dense) continue;
+        Cand n = c;
+        n.r = std::min(c.r + step, c.mn);
+        const double err_now = c.tail[static_cast<size_t>(c.r)];
+        if (n.r == c.r || bytes_of(n) >= stored_bytes(c.dd, c.rows, c.cols, true)) n.dense = true;
+        const double gain = err_now - (n.dense ? 0.0 : n.tail[static_cast<size_t>(n.r)]);
+        const int64_t db = static_cast<int64_t>(bytes_of(n)) - static_cast<int64_t>(bytes_of(c));
+        if (used + static_cast<uint64_t>(std::max<int64_t>(db, 0)) > opts.budget) continue;
+        const double score = db > 0 ? gain / static_cast<double>(db) : gain * 1e30;
+        if (gain > 0 && score > best) {
+          best = score;
+          pick = &c;
+          next_best = n;
+        }
+      }
+      if (!pick) break;
+      used = used - bytes_of(*pick) + bytes_of(next_best);
+      *pick = next_best;
+    }
+    double err_sum = 0.0;
+    for (const Cand& c : cands) {
+      plan[c.base] = c.dense ? 0 : c.r;
+      err_sum += c.dense ? 0.0 : c.tail[static_cast<size_t>(c.r)];
+    }
+    rep.budget_planned_bytes = used;
+    rep.budget_error_sum = err_sum;
+  }
 
   if (lowrank) {
     for (int l = 0; l < cfg.n_layer; ++l) {
@@ -261,8 +404,8 @@ std::shared_ptr<Model> run(const std::shared_ptr<const Model>& in, const Options
           const Tensor w = tm.at(base + ".weight");
           auto sit = tm.find(base + ".weight.scale");
           const std::vector<float> W = matrix_to_f32(w, sit == tm.end() ? nullptr : &sit->second);
-          const int64_t rows = w.rows(), cols = w.cols(), mn = std::min(rows, cols);
-          const int64_t r = opts.rank > 0 ? opts.rank : static_cast<int64_t>(std::llround(opts.rank_frac * mn));
+          const int64_t rows = w.rows(), cols = w.cols();
+          const int64_t r = plan.at(base);
           const linalg::Gram* g = calibrate ? &grams.at(t) : nullptr;
 
           MatrixReport mr;
@@ -271,6 +414,13 @@ std::shared_ptr<Model> run(const std::shared_ptr<const Model>& in, const Options
           mr.cols = cols;
           mr.rank = r;
           mr.bytes_before = w.nbytes + (sit == tm.end() ? 0 : sit->second.nbytes);
+          if (r == 0) {  // --budget kept it dense
+            mr.action = "dense";
+            mr.dtype = dtype_name(w.dtype);
+            mr.bytes_after = mr.bytes_before;
+            rep.matrices.push_back(mr);
+            continue;
+          }
           linalg::LowRank f = linalg::svd_truncate(W.data(), rows, cols, r);
           const bool square = rows == cols;
           if (opts.diag && square) linalg::fit_diag(W.data(), f, g);
@@ -288,18 +438,12 @@ std::shared_ptr<Model> run(const std::shared_ptr<const Model>& in, const Options
           for (float v : W) wf += static_cast<double>(v) * v;
           mr.err_frob = wf > 0 ? linalg::frobenius_error(W.data(), f) / wf : 0.0;
 
-          // Stored type of the factors: the quantisation type, else --dtype, else f32 for f32
-          // sources and f16 otherwise (bf16 factors would add needless rounding error).
-          DType fd = !opts.quant.empty() ? qtype : !opts.dtype.empty() ? plain
-                                                  : (w.dtype == DType::kF32 ? DType::kF32 : DType::kF16);
+          const DType fd = factor_type(w.dtype);
           DType fa = fd, fb = fd;
           if (fa == DType::kQ4 && cols % 32 != 0) fa = DType::kI8;
           if (fb == DType::kQ4 && r % 32 != 0) fb = DType::kI8;
-          const DType dense_type = !opts.quant.empty() ? (qtype == DType::kQ4 && cols % 32 != 0 ? DType::kI8 : qtype)
-                                   : !opts.dtype.empty() ? plain : w.dtype;
-          const uint64_t dense_bytes = stored_bytes(dense_type, rows, cols, !opts.quant.empty());
-          const uint64_t fact_bytes = stored_bytes(fa, r, cols, true) + stored_bytes(fb, rows, r, true) +
-                                      (f.d.empty() ? 0 : 4 * static_cast<uint64_t>(rows));
+          const uint64_t dense_bytes = stored_bytes(dense_type(w.dtype, cols), rows, cols, !opts.quant.empty());
+          const uint64_t fact_bytes = factored_bytes(fd, rows, cols, r, !f.d.empty());
           if (fact_bytes >= dense_bytes && !opts.force) {
             mr.action = "skipped";
             mr.rank = 0;
@@ -382,12 +526,18 @@ std::shared_ptr<Model> run(const std::shared_ptr<const Model>& in, const Options
   pass["tool"] = "rwkv-lite compress";
   if (lowrank) {
     pass["lowrank"] = {{"method", opts.lowrank}, {"targets", targets}, {"diag", opts.diag}, {"force", opts.force}};
-    if (opts.rank > 0) pass["lowrank"]["rank"] = opts.rank;
-    else pass["lowrank"]["rank_frac"] = opts.rank_frac;
+    if (budgeted) {
+      pass["lowrank"]["budget"] = opts.budget;
+      pass["lowrank"]["budget_planned_bytes"] = rep.budget_planned_bytes;
+    } else if (opts.rank > 0) {
+      pass["lowrank"]["rank"] = opts.rank;
+    } else {
+      pass["lowrank"]["rank_frac"] = opts.rank_frac;
+    }
     if (opts.lowrank == "asvd") pass["lowrank"]["damp"] = opts.damp;
     nlohmann::json ranks = nlohmann::json::object();
     for (const MatrixReport& m : rep.matrices)
-      if (m.action == "factored" || m.action == "skipped") {
+      if (m.action == "factored" || m.action == "skipped" || m.action == "dense") {
         nlohmann::json e = {{"rank", m.rank}, {"action", m.action}};
         if (!std::isnan(m.err_svd)) e["err_svd"] = fmt_double(m.err_svd);
         if (!std::isnan(m.err_asvd)) e["err_asvd"] = fmt_double(m.err_asvd);

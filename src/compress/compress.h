@@ -25,6 +25,7 @@ struct Options {
   std::vector<std::string> targets;  // short names (see target_names()); empty = default_targets()
   bool diag = false;                 // also fit W ~ B A + diag(d) on square matrices
   bool force = false;                // keep factorisations that do not save bytes (e.g. full rank)
+  uint64_t budget = 0;               // > 0: choose per-matrix ranks so all weights fit in this many bytes
   double damp = 1e-3;                // asvd: G + damp * mean(diag G) * I before the Cholesky factor
   std::string quant;                 // "" (none), "int8" or "int4": every block projection
   bool quant_emb = false, quant_head = false;
@@ -41,7 +42,8 @@ struct Options {
 // What happened to one matrix.
 struct MatrixReport {
   std::string name;    // e.g. "blocks.3.att.key"
-  std::string action;  // "factored", "skipped" (factoring would not save bytes), "quantised"
+  std::string action;  // "factored", "skipped" (factoring would not save bytes), "dense" (kept by
+                       // --budget), "quantised", "converted"
   int64_t rows = 0, cols = 0, rank = 0;
   std::string dtype;   // stored dtype of the result
   uint64_t bytes_before = 0, bytes_after = 0;
@@ -56,6 +58,8 @@ struct Report {
   std::vector<MatrixReport> matrices;
   uint64_t bytes_before = 0, bytes_after = 0;  // all tensors of the model
   nlohmann::json pass;                         // what is appended to Model::passes()
+  uint64_t budget_planned_bytes = 0;           // --budget: the planner's byte estimate
+  double budget_error_sum = 0.0;               // --budget: sum of predicted relative errors
   double seconds = 0.0;
 };
 

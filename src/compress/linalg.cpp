@@ -44,6 +44,7 @@ void check_finite(const char* fn, const char* what, const float* p, int64_t n) {
                  static_cast<double>(p[i]), static_cast<long long>(i));
 }
 
+// Reads all of W: called after the cheap checks of shapes, rank and Gram size.
 void check_matrix(const char* fn, const float* W, int64_t rows, int64_t cols) {
   check_shape(fn, rows, cols);
   if (!W) RWKVL_FAIL(kInvalidArgument, "%s: W is null", fn);
@@ -211,8 +212,9 @@ void Gram::merge(const Gram& other) {
 // ---- factorisations
 
 LowRank svd_truncate(const float* W, int64_t rows, int64_t cols, int64_t rank) {
-  check_matrix("svd_truncate", W, rows, cols);
+  check_shape("svd_truncate", rows, cols);
   check_rank("svd_truncate", rank, rows, cols);
+  check_matrix("svd_truncate", W, rows, cols);
   const Svd svd = thin_svd(to_double(W, rows, cols), rank);
   LowRank f;
   f.rows = rows;
@@ -225,9 +227,10 @@ LowRank svd_truncate(const float* W, int64_t rows, int64_t cols, int64_t rank) {
 }
 
 LowRank asvd_truncate(const float* W, int64_t rows, int64_t cols, int64_t rank, const Gram& g, double damp) {
-  check_matrix("asvd_truncate", W, rows, cols);
+  check_shape("asvd_truncate", rows, cols);
   check_rank("asvd_truncate", rank, rows, cols);
   check_gram("asvd_truncate", g, cols);
+  check_matrix("asvd_truncate", W, rows, cols);
   if (!std::isfinite(damp) || damp < 0)
     RWKVL_FAIL(kInvalidArgument, "asvd_truncate: damping %g must be finite and >= 0", damp);
   const auto G = gram_map(g);
@@ -277,8 +280,8 @@ void fit_diag(const float* W, LowRank& f, const Gram* g) {
   if (f.rows != f.cols)
     RWKVL_FAIL(kInvalidArgument, "fit_diag: a diagonal term needs a square matrix, not %lld x %lld",
                static_cast<long long>(f.rows), static_cast<long long>(f.cols));
-  check_matrix("fit_diag", W, f.rows, f.cols);
   if (g) check_gram("fit_diag", *g, f.cols);
+  check_matrix("fit_diag", W, f.rows, f.cols);
   const int64_t n = f.rows;
   std::vector<float> d(static_cast<size_t>(n));
   LowRank low = f;  // residual of the low-rank part only: the old diagonal is replaced
@@ -303,14 +306,15 @@ void fit_diag(const float* W, LowRank& f, const Gram* g) {
 
 double output_error(const float* W, const LowRank& f, const Gram& g) {
   check_lowrank("output_error", f);
-  check_matrix("output_error", W, f.rows, f.cols);
   check_gram("output_error", g, f.cols);
+  check_matrix("output_error", W, f.rows, f.cols);
   return weighted_sq(f.rows, g, [&](int64_t r0, int64_t nr) { return residual_block(W, f, r0, nr); });
 }
 
 double output_energy(const float* W, int64_t rows, int64_t cols, const Gram& g) {
-  check_matrix("output_energy", W, rows, cols);
+  check_shape("output_energy", rows, cols);
   check_gram("output_energy", g, cols);
+  check_matrix("output_energy", W, rows, cols);
   return weighted_sq(rows, g, [&](int64_t r0, int64_t nr) { return to_double(W + r0 * cols, nr, cols); });
 }
 

@@ -112,6 +112,9 @@ const std::vector<FlagSpec> kFlags = {
     {"targets", nullptr, K::kString, "compress", nullptr, "LIST",
      "comma-separated projections to factor: att.receptance, att.key, att.value, att.gate, att.output, ffn.key, "
      "ffn.value, ffn.receptance, or 'all' (default: the time-mix receptance, key, value and gate)"},
+    {"budget", nullptr, K::kString, "compress", nullptr, "BYTES",
+     "choose per-matrix ranks so the weights fit in BYTES (suffix K, M, G = KiB, MiB, GiB), minimising the summed "
+     "relative output error (instead of --rank / --rank-frac)"},
     {"diag", nullptr, K::kSwitch, "compress", nullptr, "", "also fit a diagonal term W ~ B A + diag(d) (square matrices)"},
     {"force", nullptr, K::kSwitch, "compress", nullptr, "",
      "keep factorisations that do not save bytes (they are skipped and reported otherwise)"},

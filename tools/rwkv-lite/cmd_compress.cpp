@@ -1,6 +1,8 @@
 // rwkv-lite compress: low-rank factorisation (svd / asvd) and quantisation of a model, written as a
 // native file that every other command runs.
+#include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <sstream>
 #include <string>
@@ -54,6 +56,19 @@ int cmd_compress(const Args& args) {
   o.rank_frac = args.number("rank-frac");
   o.rank = args.integer("rank");
   o.diag = args.on("diag");
+  if (args.given("budget")) {
+    const std::string b = args.str("budget");
+    char* end = nullptr;
+    errno = 0;
+    double v = std::strtod(b.c_str(), &end);
+    std::string suffix = end ? end : "";
+    if (suffix == "K" || suffix == "k") v *= 1024.0;
+    else if (suffix == "M" || suffix == "m") v *= 1024.0 * 1024.0;
+    else if (suffix == "G" || suffix == "g") v *= 1024.0 * 1024.0 * 1024.0;
+    else if (!suffix.empty()) v = -1;
+    if (b.empty() || errno != 0 || !(v >= 1) || v > 1e15) args.fail("invalid --budget '" + b + "' (e.g. 40000000, 40M, 1.5G)");
+    o.budget = static_cast<uint64_t>(v);
+  }
   o.force = args.on("force");
   o.damp = args.number("damp");
   o.quant = args.str("quant");
@@ -119,6 +134,8 @@ int cmd_compress(const Args& args) {
                         {"weight_bytes_before", rep.bytes_before},
                         {"weight_bytes_after", rep.bytes_after},
                         {"calib_tokens", o.calib.size()},
+                        {"budget", o.budget},
+                        {"budget_planned_bytes", rep.budget_planned_bytes},
                         {"seconds", now_seconds() - t0},
                         {"pass", rep.pass},
                         {"matrices", mats}};
@@ -126,13 +143,13 @@ int cmd_compress(const Args& args) {
     return 0;
   }
   bool any_lowrank = false;
-  for (const auto& r : rep.matrices) any_lowrank |= r.action == "factored" || r.action == "skipped";
+  for (const auto& r : rep.matrices) any_lowrank |= r.action == "factored" || r.action == "skipped" || r.action == "dense";
   if (any_lowrank) {
     std::printf("%-28s %-9s %11s %5s %-8s %10s %10s %8s %8s %8s\n", "matrix", "action", "shape", "rank", "dtype",
                 "bytes", "-> bytes", "err_svd", "err_asvd", "err_frob");
     int skipped = 0;
     for (const auto& r : rep.matrices) {
-      if (r.action != "factored" && r.action != "skipped") continue;
+      if (r.action != "factored" && r.action != "skipped" && r.action != "dense") continue;
       skipped += r.action == "skipped";
       const std::string shape = std::to_string(r.rows) + "x" + std::to_string(r.cols);
       std::printf("%-28s %-9s %11s %5lld %-8s %10llu %10llu %8s %8s %8s\n", r.name.c_str(), r.action.c_str(),
@@ -143,6 +160,10 @@ int cmd_compress(const Args& args) {
     if (skipped)
       std::printf("%d matrices skipped: factoring them at this rank would not save bytes (--force keeps them)\n",
                   skipped);
+    if (o.budget)
+      std::printf("budget %s: planned %s, summed predicted relative error %.4f over %zu matrices\n",
+                  format_bytes(o.budget).c_str(), format_bytes(rep.budget_planned_bytes).c_str(), rep.budget_error_sum,
+                  rep.matrices.size());
     std::printf("errors: relative calibration output error ||WX - W'X||^2/||WX||^2 (svd, asvd) and ||W - W'||_F^2/||W||_F^2\n");
   }
   int quantised = 0;
