@@ -13,6 +13,7 @@
 #   qemu-user               qemu-aarch64
 #   cmake pkg-config        host tools
 #   nlohmann-json3-dev      header-only, architecture-independent: the host package serves the cross build
+#   libeigen3-dev           likewise (found through the "/" entry of the toolchain's CMAKE_FIND_ROOT_PATH)
 #   libpcre2-dev:arm64      } arm64 builds of the libraries we link, as Debian multiarch packages in
 #   libgtest-dev:arm64      } /usr/lib/aarch64-linux-gnu; needs `dpkg --add-architecture arm64` and an
 #                           } apt-get update once (done here if arm64 is not yet a foreign architecture)
@@ -58,7 +59,7 @@ if ! dpkg --print-foreign-architectures | grep -qx arm64; then
   $SUDO dpkg --add-architecture arm64
   need_update=1
 fi
-PKGS=(cmake pkg-config g++-aarch64-linux-gnu qemu-user nlohmann-json3-dev libpcre2-dev:arm64 libgtest-dev:arm64)
+PKGS=(cmake pkg-config g++-aarch64-linux-gnu qemu-user nlohmann-json3-dev libeigen3-dev libpcre2-dev:arm64 libgtest-dev:arm64)
 missing=()
 for p in "${PKGS[@]}"; do is_installed "$p" || missing+=("$p"); done
 if ((${#missing[@]})) || [[ ${need_update:-0} == 1 ]]; then

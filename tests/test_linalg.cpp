@@ -175,7 +175,7 @@ TEST(Linalg, ReconstructAddsDiagonal) {
 
 TEST(Linalg, GramMatchesNaiveLoop) {
   std::mt19937_64 rng(3);
-  for (const auto& [T, n] : {std::pair<int64_t, int64_t>{37, 5}, {600, 7}, {1, 1}}) {
+  for (const auto& [T, n] : {std::pair<int64_t, int64_t>{37, 5}, {600, 7}, {1, 1}, {40, 130}}) {
     SCOPED_TRACE(testing::Message() << "T=" << T << " n=" << n);
     const std::vector<float> x = to_float(gaussian(T, n, rng));
     Gram g(n);
@@ -390,7 +390,10 @@ TEST(Linalg, RejectsBadArguments) {
     zero.add(zx.data(), 4);
     expect_invalid([&] { asvd_truncate(w.data(), rows, cols, 2, zero, 0.01); });  // G = 0: never PD
   }
-  expect_invalid([&] { output_energy(w.data(), rows, cols + 1, g); });
+  {
+    const std::vector<float> wide = to_float(gaussian(rows, cols + 1, rng));
+    expect_invalid([&] { output_energy(wide.data(), rows, cols + 1, g); });  // Gram size != cols
+  }
 
   // Non-finite values anywhere in W.
   for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
