@@ -25,11 +25,15 @@ SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 # (name, compress arguments or None for the model as it is). Calibration arguments are added to asvd.
 GRIDS = {
     "full": [("original", None), ("int8", ["--quant", "int8"]), ("int4", ["--quant", "int4"])]
-    + [(f"{m} r1/{d}", ["--lowrank", m, "--rank-frac", str(1 / d)]) for d in (2, 4, 8) for m in ("svd", "asvd")]
-    + [(f"{m} r1/{d} int8", ["--lowrank", m, "--rank-frac", str(1 / d), "--quant", "int8"])
+    # Rank 1/2 of a square matrix saves no bytes (2 x n/2 x n = n^2): --force keeps those factors so
+    # that svd and asvd can still be compared there.
+    + [(f"{m} r1/{d}", ["--lowrank", m, "--rank-frac", str(1 / d)] + (["--force"] if d == 2 else []))
        for d in (2, 4, 8) for m in ("svd", "asvd")]
+    + [(f"{m} r1/{d} int8", ["--lowrank", m, "--rank-frac", str(1 / d), "--quant", "int8"])
+       for d in (4, 8) for m in ("svd", "asvd")]
     + [("asvd r1/4 +diag", ["--lowrank", "asvd", "--rank-frac", "0.25", "--diag"]),
        ("int8 all +emb +head", ["--quant", "int8", "--quant-emb", "--quant-head"]),
+       ("asvd budget 70M (all targets)", ["--lowrank", "asvd", "--budget", "70M", "--targets", "all"]),
        ("asvd r1/8 int8 +emb +head", ["--lowrank", "asvd", "--rank-frac", "0.125", "--quant", "int8", "--quant-emb",
                                       "--quant-head"]),
        ("int4 all +emb +head", ["--quant", "int4", "--quant-emb", "--quant-head"])],
