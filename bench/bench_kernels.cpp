@@ -1,13 +1,15 @@
 // Kernel benchmarks: matvec (token generation, memory-bandwidth bound) and matmul (sequence mode)
-// for every weight dtype, scalar vs SIMD, 1 thread vs all cores, reported as GB/s of weights
-// streamed and as % of the machine's measured read bandwidth.
+// for every weight representation (f32, f16, bf16, i8 with f32 or f16 row scales, q4_g32), scalar vs
+// SIMD, 1 thread vs all cores, reported as GB/s of weights streamed and as % of the machine's
+// measured read bandwidth; and a dense vs low-rank-factored matvec comparison (y = W x vs B (A x)).
 //
 // Weights are "cold": each benchmark cycles through enough copies of the matrix (>= 512 MB) that
 // every call reads them from DRAM, as in real generation where the whole model is streamed once per
 // token. (A single small matrix would otherwise sit in L2/L3 and measure the cache instead.)
 //
-//   bench_kernels                          everything (~2 minutes)
-//   bench_kernels --benchmark_filter=f32   a subset; a summary table is printed at the end
+//   bench_kernels                          everything (~4 minutes)
+//   bench_kernels --benchmark_filter=f32   a subset; the summary tables are printed at the end
+//   bench_kernels --benchmark_filter=factored   only the factored vs dense table
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -105,48 +107,38 @@ Bandwidth measure_read_bandwidth(int threads) {
   return bw;
 }
 
-// ---- weight matrices, kept between benchmarks with the same dtype and shape
-struct ColdMat {
+// ---- weight representations benchmarked: the dtypes, plus int8 with f16 row scales (what
+// `rwkv-lite compress` writes) and q4_g32 blocks. GB/s count the bytes of the weight data proper
+// (q4: 20-byte blocks including their d and m; i8: the int8 values, not the rows * 2-4 scale bytes).
+struct Kind {
+  const char* name;
   DType dtype;
-  int64_t rows, cols;
-  size_t bytes = 0;   // one copy
-  size_t stride = 0;  // distance between copies: bytes rounded up to 64
-  int copies = 0;
-  std::unique_ptr<uint8_t, decltype(&std::free)> data{nullptr, &std::free};  // 64-byte aligned like model weights
-  std::vector<float> scale;
-  kern::MatRef ref(int copy) const {
-    kern::MatRef m;
-    m.dtype = dtype;
-    m.rows = rows;
-    m.cols = cols;
-    m.data = data.get() + static_cast<size_t>(copy) * stride;
-    m.row_scale = dtype == DType::kI8 ? scale.data() : nullptr;
-    return m;
-  }
+  bool f16_scale;
 };
+const Kind kKinds[] = {{"f32", DType::kF32, false}, {"f16", DType::kF16, false}, {"bf16", DType::kBF16, false},
+                       {"i8", DType::kI8, false},   {"i8f16", DType::kI8, true},  {"q4", DType::kQ4, false}};
+constexpr int kNumKinds = sizeof(kKinds) / sizeof(kKinds[0]);
 
 uint32_t lcg(uint32_t& s) { return s = s * 1664525u + 1013904223u; }
 float rnd(uint32_t& s) { return static_cast<float>(lcg(s) >> 8) * (2.0f / 16777216.0f) - 1.0f; }
 
-const ColdMat& get_mat(DType dt, int64_t rows, int64_t cols) {
-  static std::unique_ptr<ColdMat> cached;  // one at a time: the largest are 512 MB
-  if (cached && cached->dtype == dt && cached->rows == rows && cached->cols == cols) return *cached;
-  cached.reset();
-  auto m = std::make_unique<ColdMat>();
-  m->dtype = dt;
-  m->rows = rows;
-  m->cols = cols;
-  m->bytes = rwkvl::dtype_bytes(dt, static_cast<uint64_t>(rows * cols));
-  m->copies = static_cast<int>(std::max<size_t>(1, (kColdBytes + m->bytes - 1) / m->bytes));
-  // Every copy starts on a 64-byte boundary, as tensors do in memory and in the native file format.
-  m->stride = (m->bytes + 63) / 64 * 64;
-  m->data.reset(static_cast<uint8_t*>(std::aligned_alloc(64, m->stride * static_cast<size_t>(m->copies))));
-  uint32_t s = 12345;
+// One matrix's bytes in the representation of kind k, values uniform in [-1, 1).
+void fill_weights(const Kind& k, int64_t rows, int64_t cols, uint32_t seed, uint8_t* d) {
+  uint32_t s = seed;
+  if (k.dtype == DType::kQ4) {  // quantise 64 rows at a time
+    std::vector<float> tmp;
+    for (int64_t r = 0; r < rows; r += 64) {
+      const int64_t nr = std::min<int64_t>(64, rows - r);
+      tmp.resize(static_cast<size_t>(nr * cols));
+      for (auto& v : tmp) v = rnd(s);
+      kern::quantize_rows_q4(tmp.data(), nr, cols, d + static_cast<size_t>(r * cols / 32 * 20));
+    }
+    return;
+  }
   const size_t n = static_cast<size_t>(rows * cols);
-  uint8_t* d = m->data.get();
   for (size_t i = 0; i < n; ++i) {
     const float v = rnd(s);
-    switch (dt) {
+    switch (k.dtype) {
       case DType::kF32: std::memcpy(d + 4 * i, &v, 4); break;
       case DType::kF16: {
         const uint16_t h = rwkvl::f32_to_f16(v);
@@ -161,9 +153,73 @@ const ColdMat& get_mat(DType dt, int64_t rows, int64_t cols) {
       default: d[i] = static_cast<uint8_t>(static_cast<int8_t>(v * 127.0f)); break;
     }
   }
-  for (int c = 1; c < m->copies; ++c) std::memcpy(d + static_cast<size_t>(c) * m->stride, d, m->bytes);
-  m->scale.assign(static_cast<size_t>(rows), 1.0f / 127.0f);
-  cached = std::move(m);
+}
+
+// Copies of a group of matrices ("parts": one for a dense matrix, A and B for a factored pair),
+// rotated between calls so that every call reads its weights from DRAM. Every part of every copy
+// starts on a 64-byte boundary, as tensors do in memory and in the native file format.
+struct ColdSet {
+  const Kind* kind = nullptr;
+  struct Part {
+    int64_t rows, cols;
+    size_t bytes, offset;  // offset inside a copy
+    std::vector<float> scale;
+    std::vector<uint16_t> scale16;
+  };
+  std::vector<Part> parts;
+  size_t bytes = 0;   // one copy, all parts (weights only)
+  size_t stride = 0;  // distance between copies
+  int copies = 0;
+  std::unique_ptr<uint8_t, decltype(&std::free)> data{nullptr, &std::free};
+
+  kern::MatRef ref(int copy, size_t part = 0) const {
+    const Part& p = parts[part];
+    kern::MatRef m;
+    m.dtype = kind->dtype;
+    m.rows = p.rows;
+    m.cols = p.cols;
+    m.data = data.get() + static_cast<size_t>(copy) * stride + p.offset;
+    if (kind->dtype == DType::kI8) {
+      m.row_scale = kind->f16_scale ? static_cast<const void*>(p.scale16.data()) : p.scale.data();
+      m.scale_dtype = kind->f16_scale ? DType::kF16 : DType::kF32;
+    }
+    return m;
+  }
+};
+
+std::unique_ptr<ColdSet> make_cold(const Kind& k, const std::vector<std::pair<int64_t, int64_t>>& shapes,
+                                   size_t min_total) {
+  auto m = std::make_unique<ColdSet>();
+  m->kind = &k;
+  size_t off = 0;
+  for (auto [rows, cols] : shapes) {
+    ColdSet::Part p;
+    p.rows = rows;
+    p.cols = cols;
+    p.bytes = rwkvl::dtype_bytes(k.dtype, static_cast<uint64_t>(rows * cols));
+    p.offset = off;
+    off += (p.bytes + 63) / 64 * 64;
+    m->bytes += p.bytes;
+    p.scale.assign(static_cast<size_t>(rows), 1.0f / 127.0f);
+    p.scale16.assign(static_cast<size_t>(rows), rwkvl::f32_to_f16(1.0f / 127.0f));
+    m->parts.push_back(std::move(p));
+  }
+  m->stride = off;
+  m->copies = static_cast<int>(std::max<size_t>(1, (min_total + m->stride - 1) / m->stride));
+  m->data.reset(static_cast<uint8_t*>(std::aligned_alloc(64, m->stride * static_cast<size_t>(m->copies))));
+  uint8_t* d = m->data.get();
+  uint32_t seed = 12345;
+  for (const auto& p : m->parts) fill_weights(k, p.rows, p.cols, seed++, d + p.offset);
+  for (int c = 1; c < m->copies; ++c) std::memcpy(d + static_cast<size_t>(c) * m->stride, d, m->stride);
+  return m;
+}
+
+const ColdSet& get_mat(int kind, int64_t rows, int64_t cols) {
+  static std::unique_ptr<ColdSet> cached;  // one at a time: the largest are 512 MB
+  if (cached && cached->kind == &kKinds[kind] && cached->parts[0].rows == rows && cached->parts[0].cols == cols)
+    return *cached;
+  cached.reset();
+  cached = make_cold(kKinds[kind], {{rows, cols}}, kColdBytes);
   return *cached;
 }
 
@@ -173,8 +229,6 @@ struct Result {
 };
 std::map<std::string, Result> g_results;  // key: benchmark name
 
-const char* const kDtypeNames[] = {"f32", "f16", "bf16", "i8"};
-const DType kDtypes[] = {DType::kF32, DType::kF16, DType::kBF16, DType::kI8};
 struct Shape {
   int64_t rows, cols;
 };
@@ -185,19 +239,19 @@ const int64_t kTokens[] = {1, 4, 16, 64};
 
 std::string shape_name(const Shape& s) { return std::to_string(s.rows) + "x" + std::to_string(s.cols); }
 std::string mv_name(int d, const Shape& s, const std::string& isa, int t) {
-  return std::string("matvec/") + kDtypeNames[d] + "/" + shape_name(s) + "/" + isa + "/t" + std::to_string(t);
+  return std::string("matvec/") + kKinds[d].name + "/" + shape_name(s) + "/" + isa + "/t" + std::to_string(t);
 }
 std::string mm_name(int d, const Shape& s, int64_t n, const std::string& isa, int t) {
-  return std::string("matmul/") + kDtypeNames[d] + "/" + shape_name(s) + "/n" + std::to_string(n) + "/" + isa + "/t" +
+  return std::string("matmul/") + kKinds[d].name + "/" + shape_name(s) + "/n" + std::to_string(n) + "/" + isa + "/t" +
          std::to_string(t);
 }
 
-void BM_matvec(benchmark::State& state, DType dt, Shape s, std::string isa, int threads, std::string name) {
+void BM_matvec(benchmark::State& state, int kind, Shape s, std::string isa, int threads, std::string name) {
   if (!kern::force_isa(isa.c_str())) {
     state.SkipWithError("ISA not available");
     return;
   }
-  const ColdMat& m = get_mat(dt, s.rows, s.cols);
+  const ColdSet& m = get_mat(kind, s.rows, s.cols);
   ThreadPool pool(threads);
   std::vector<float> x(static_cast<size_t>(s.cols)), y(static_cast<size_t>(s.rows));
   uint32_t seed = 7;
@@ -219,13 +273,13 @@ void BM_matvec(benchmark::State& state, DType dt, Shape s, std::string isa, int 
   if (gbs > best.gbs) best = {gbs, dt_s / iters * 1e6};
 }
 
-void BM_matmul(benchmark::State& state, DType dt, Shape s, int64_t n, std::string isa, int threads,
+void BM_matmul(benchmark::State& state, int kind, Shape s, int64_t n, std::string isa, int threads,
                std::string name) {
   if (!kern::force_isa(isa.c_str())) {
     state.SkipWithError("ISA not available");
     return;
   }
-  const ColdMat& m = get_mat(dt, s.rows, s.cols);
+  const ColdSet& m = get_mat(kind, s.rows, s.cols);
   ThreadPool pool(threads);
   std::vector<float> X(static_cast<size_t>(n * s.cols)), Y(static_cast<size_t>(n * s.rows));
   uint32_t seed = 9;
@@ -245,6 +299,73 @@ void BM_matmul(benchmark::State& state, DType dt, Shape s, int64_t n, std::strin
   state.counters["GFLOP/s"] = 2.0 * static_cast<double>(s.rows * s.cols * n) * iters / dt_s / 1e9;
   Result& best = g_results[name];
   if (best.us == 0 || us < best.us) best = {static_cast<double>(m.bytes) * iters / dt_s / 1e9, us};
+}
+
+// ---- factored vs dense: y = W x (W out x in) against y = B (A x) with A rank x in and B out x rank,
+// both through kern::matvec on a 2-thread pool (what a low-rank-compressed layer costs per token).
+// Each variant rotates over >= kColdBytes of copies of its matrices (A and B of one copy side by
+// side), so the small factors are read from DRAM too, not from L2/L3. The variants of one dtype and
+// shape are timed in interleaved rounds (best round each), so that the drifting bandwidth of a shared
+// machine affects them alike.
+constexpr int kFactoredThreads = 2;
+const int kFactoredKinds[] = {0, 1, 3, 5};  // f32, f16, i8, q4
+const Shape kFactoredShapes[] = {{768, 768}, {3072, 768}, {768, 3072}};
+const int kRankDivs[] = {4, 8};  // rank = min(out, in) / div
+constexpr int kFactoredRounds = 7;
+constexpr double kFactoredRoundSeconds = 0.04;
+
+std::string fac_name(int d, const Shape& s, int64_t rank) {
+  return std::string("factored/") + kKinds[d].name + "/" + shape_name(s) + "/" +
+         (rank == 0 ? std::string("dense") : "r" + std::to_string(rank));
+}
+
+void BM_factored(benchmark::State& state, int kind, Shape s) {
+  std::vector<int64_t> ranks = {0};
+  for (int div : kRankDivs) ranks.push_back(std::min(s.rows, s.cols) / div);
+  std::vector<std::unique_ptr<ColdSet>> sets;
+  for (int64_t rank : ranks) {
+    if (rank == 0) {
+      sets.push_back(make_cold(kKinds[kind], {{s.rows, s.cols}}, kColdBytes));
+    } else {
+      sets.push_back(make_cold(kKinds[kind], {{rank, s.cols}, {s.rows, rank}}, kColdBytes));
+    }
+  }
+  ThreadPool pool(kFactoredThreads);
+  std::vector<float> x(static_cast<size_t>(s.cols)), mid(static_cast<size_t>(std::max(s.rows, s.cols))),
+      y(static_cast<size_t>(s.rows));
+  uint32_t seed = 7;
+  for (auto& v : x) v = rnd(seed);
+  std::vector<double> best_us(ranks.size(), 1e30);
+  std::vector<int> copy(ranks.size(), 0);
+  for (auto _ : state) {  // one iteration (see the registration): the timing is done here
+    for (int round = 0; round < kFactoredRounds; ++round) {
+      for (size_t v = 0; v < ranks.size(); ++v) {
+        const ColdSet& m = *sets[v];
+        int64_t calls = 0;
+        const double t0 = now_s();
+        double t = t0;
+        do {
+          for (int i = 0; i < 16; ++i, ++calls) {
+            if (ranks[v] == 0) {
+              kern::matvec(m.ref(copy[v]), x.data(), y.data(), &pool);
+            } else {
+              kern::matvec(m.ref(copy[v], 0), x.data(), mid.data(), &pool);
+              kern::matvec(m.ref(copy[v], 1), mid.data(), y.data(), &pool);
+            }
+            benchmark::DoNotOptimize(y.data());
+            if (++copy[v] == m.copies) copy[v] = 0;
+          }
+          t = now_s();
+        } while (t - t0 < kFactoredRoundSeconds);
+        best_us[v] = std::min(best_us[v], (t - t0) / static_cast<double>(calls) * 1e6);
+      }
+    }
+  }
+  for (size_t v = 0; v < ranks.size(); ++v) {
+    const double gbs = static_cast<double>(sets[v]->bytes) / (best_us[v] * 1e-6) / 1e9;
+    g_results[fac_name(kind, s, ranks[v])] = {gbs, best_us[v]};
+    state.counters[ranks[v] == 0 ? std::string("dense_us") : "r" + std::to_string(ranks[v]) + "_us"] = best_us[v];
+  }
 }
 
 // The cost of one parallel region with trivial work: what every kernel call pays on top of its work.
@@ -276,9 +397,9 @@ void print_summary() {
     std::printf("%-5s %-11s", "dtype", "shape");
     for (const auto& isa : g_isas) std::printf(" %18s", isa.c_str());
     std::printf("  best/scalar\n");
-    for (int d = 0; d < 4; ++d) {
+    for (int d = 0; d < kNumKinds; ++d) {
       for (const Shape& s : kShapes) {
-        std::printf("%-5s %-11s", kDtypeNames[d], shape_name(s).c_str());
+        std::printf("%-5s %-11s", kKinds[d].name, shape_name(s).c_str());
         double best = 0, scalar = 0;
         for (const auto& isa : g_isas) {
           auto it = g_results.find(mv_name(d, s, isa, t));
@@ -299,7 +420,7 @@ void print_summary() {
   std::printf("\n==== matmul (%s, %d threads): time per token vs one matvec per token ====\n", g_isas[0].c_str(),
               g_max_threads);
   std::printf("%-5s %-10s %4s %12s %12s %8s\n", "dtype", "shape", "n", "us/token", "matvec us", "speedup");
-  for (int d = 0; d < 4; ++d) {
+  for (int d = 0; d < kNumKinds; ++d) {
     for (const Shape& s : kMatmulShapes) {
       auto mv = g_results.find(mv_name(d, s, g_isas[0], g_max_threads));
       for (int64_t n : kTokens) {
@@ -307,15 +428,47 @@ void print_summary() {
         if (mm == g_results.end()) continue;
         const double per_tok = mm->second.us / static_cast<double>(n);
         if (mv != g_results.end()) {
-          std::printf("%-5s %-10s %4lld %12.2f %12.2f %7.2fx\n", kDtypeNames[d], shape_name(s).c_str(),
+          std::printf("%-5s %-10s %4lld %12.2f %12.2f %7.2fx\n", kKinds[d].name, shape_name(s).c_str(),
                       static_cast<long long>(n), per_tok, mv->second.us, mv->second.us / per_tok);
         } else {
-          std::printf("%-5s %-10s %4lld %12.2f %12s\n", kDtypeNames[d], shape_name(s).c_str(),
+          std::printf("%-5s %-10s %4lld %12.2f %12s\n", kKinds[d].name, shape_name(s).c_str(),
                       static_cast<long long>(n), per_tok, "-");
         }
       }
     }
   }
+  std::printf("\n==== factored vs dense matvec (%s, %d-thread pool, cold weights): y = W x  vs  y = B (A x) ====\n",
+              g_isas[0].c_str(), kFactoredThreads);
+  std::printf("(A: rank x in, B: out x rank, rank = min(out, in) / 4 and / 8; every variant rotates over >= %zu MiB\n"
+              " of copies of its matrices, larger than this machine's caches, so all weights come from DRAM; the\n"
+              " three variants of a row are timed in %d interleaved rounds of %.0f ms, best round each)\n",
+              kColdBytes >> 20, kFactoredRounds, kFactoredRoundSeconds * 1e3);
+  std::printf("%-5s %-9s | %9s %9s %6s | %5s %9s %9s %6s %6s | %5s %9s %9s %6s %6s\n", "dtype", "out x in", "dense us",
+              "bytes", "GB/s", "rank", "us", "bytes", "GB/s", "speed", "rank", "us", "bytes", "GB/s", "speed");
+  auto kb = [](double b) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.0fK", b / 1024);
+    return std::string(buf);
+  };
+  for (const Shape& s : kFactoredShapes) {
+    for (int d : kFactoredKinds) {
+      auto dense = g_results.find(fac_name(d, s, 0));
+      if (dense == g_results.end()) continue;
+      const double dense_bytes = dense->second.gbs * dense->second.us * 1e3;
+      std::printf("%-5s %-9s | %9.2f %9s %6.1f", kKinds[d].name, shape_name(s).c_str(), dense->second.us,
+                  kb(dense_bytes).c_str(), dense->second.gbs);
+      for (int div : kRankDivs) {
+        const int64_t rank = std::min(s.rows, s.cols) / div;
+        auto f = g_results.find(fac_name(d, s, rank));
+        if (f == g_results.end()) continue;
+        std::printf(" | %5lld %9.2f %9s %6.1f %5.2fx", static_cast<long long>(rank), f->second.us,
+                    kb(f->second.gbs * f->second.us * 1e3).c_str(), f->second.gbs, dense->second.us / f->second.us);
+      }
+      std::printf("\n");
+    }
+  }
+  std::printf("(speed = dense time / factored time; ideal = dense bytes / factored bytes: 2.0x at rank/4 and 4.0x at\n"
+              " rank/8 for square 768x768, 3.2x and 6.4x for 3072x768)\n");
 }
 
 }  // namespace
@@ -347,12 +500,12 @@ int main(int argc, char** argv) {
   // Rows are grouped by matrix so each cold matrix set is built once.
   std::vector<int> threads = {1};
   if (g_max_threads > 1) threads.push_back(g_max_threads);
-  for (int d = 0; d < 4; ++d) {
+  for (int d = 0; d < kNumKinds; ++d) {
     for (const Shape& s : kShapes) {
       for (int t : threads) {
         for (const auto& isa : g_isas) {
           const std::string name = mv_name(d, s, isa, t);
-          benchmark::RegisterBenchmark(name.c_str(), BM_matvec, kDtypes[d], s, isa, t, name)
+          benchmark::RegisterBenchmark(name.c_str(), BM_matvec, d, s, isa, t, name)
               ->UseRealTime()
               ->Unit(benchmark::kMicrosecond);
         }
@@ -361,11 +514,17 @@ int main(int argc, char** argv) {
         if (ms.rows != s.rows || ms.cols != s.cols) continue;
         for (int64_t n : kTokens) {
           const std::string name = mm_name(d, s, n, g_isas[0], g_max_threads);
-          benchmark::RegisterBenchmark(name.c_str(), BM_matmul, kDtypes[d], s, n, g_isas[0], g_max_threads, name)
+          benchmark::RegisterBenchmark(name.c_str(), BM_matmul, d, s, n, g_isas[0], g_max_threads, name)
               ->UseRealTime()
               ->Unit(benchmark::kMicrosecond);
         }
       }
+    }
+  }
+  for (const Shape& s : kFactoredShapes) {
+    for (int d : kFactoredKinds) {
+      const std::string name = std::string("factored/") + kKinds[d].name + "/" + shape_name(s);
+      benchmark::RegisterBenchmark(name.c_str(), BM_factored, d, s)->Iterations(1)->Unit(benchmark::kMillisecond);
     }
   }
   benchmark::RegisterBenchmark("parallel_for_overhead", BM_parallel_for_overhead)

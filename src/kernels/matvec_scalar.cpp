@@ -45,14 +45,13 @@ void row_to_f32(const typename Elem<D>::T* src, int64_t n, float* dst) {
   if constexpr (D == DType::kQ4) {  // n / 32 blocks of {f16 d, f16 m, 16 bytes of nibbles}
     for (int64_t b = 0; b < n / kQ4BlockCols; ++b, src += kQ4BlockBytes, dst += kQ4BlockCols) {
       uint16_t dh, mh;
+      uint8_t qs[16];  // a local copy: dst (float) may not alias it, so the loops below vectorise
       std::memcpy(&dh, src, 2);
       std::memcpy(&mh, src + 2, 2);
+      std::memcpy(qs, src + 4, 16);
       const float d = half_to_float(dh), m = half_to_float(mh);
-      const uint8_t* qs = src + 4;
-      for (int j = 0; j < 16; ++j) {
-        dst[j] = static_cast<float>(qs[j] & 15) * d + m;
-        dst[j + 16] = static_cast<float>(qs[j] >> 4) * d + m;
-      }
+      for (int j = 0; j < 16; ++j) dst[j] = static_cast<float>(qs[j] & 15) * d + m;
+      for (int j = 0; j < 16; ++j) dst[j + 16] = static_cast<float>(qs[j] >> 4) * d + m;
     }
     return;
   }

@@ -11,7 +11,7 @@
 //   template <DType D> V loadw(const Elem<D>::T* p);   kW weights converted to float
 //   void hsum4(V a, V b, V c, V d, float* out4);       out4[i] = sum of the lanes of the i-th vector
 //   void q4_decode(const uint8_t* blk, V* out);        one kQ4 block (20 bytes) -> 32 / kW vectors of
-//                                      float weights d * q + m, columns in order (out[v] = columns v*kW..)
+//                                      float weights d * q + m, columns in order (out[v]: columns v*kW..)
 //   static constexpr int kQ4TileR;     matmul register tile height for kQ4 (a decoded block is 32/kW vectors)
 //
 // Every S is a distinct type defined in an anonymous namespace of its own translation unit, so every
@@ -83,6 +83,15 @@ inline float i8_row_scale(const MatRef& m, int64_t r) {
 // catastrophically for groups whose values sit far from zero). max(kAcc, 32 / kW) accumulators, one
 // or more whole blocks per iteration (at most 64 bytes, so one prefetch per iteration covers every
 // cache line).
+//
+// Tried and dropped (AVX-512, Zen 5, weights in L2, a shared and busy VM): converting the d, m of
+// 16-64 blocks at a time into a float array first, so that the decoder broadcasts them from memory
+// (8 instructions per block in the loop instead of 13), was 20-50% slower overall (inlined, GCC
+// forwards the stored vector through shuffles; out of line, the loads of the fresh array apparently
+// stall, not investigated further); decoding the nibbles with a broadcast load and per-lane variable
+// shifts (x permuted once to match) instead of vpmovzxbd, and int -> float conversion + fma instead
+// of the vpermps table, were each 5-20% slower. The loop as it is decodes ~32 G weights/s per core
+// with the weights in L2, as many as the int8 loop.
 template <class S>
 inline typename S::V dot_row_q4(const uint8_t* w, int64_t cols, const float* x) {
   using V = typename S::V;
