@@ -136,6 +136,17 @@ const std::vector<FlagSpec> kFlags = {
     {"tokenizer", nullptr, K::kString, "compress", nullptr, "PATH", "tokenizer file for the calibration text"},
     {"json", nullptr, K::kSwitch, "compress", nullptr, "", "print the report as one JSON object"},
 
+    // -- stats
+    {"model", "m", K::kString, "stats", nullptr, "FILE", "model file"},
+    {"text", nullptr, K::kString, "stats", nullptr, "FILE", "text fed as one stream from a fresh state"},
+    {"max-tokens", nullptr, K::kInt, "stats", "20000", "N", "use only the first N tokens (0 = all)", 0, kBig},
+    {"threads", "t", K::kInt, "stats", "0", "N", "worker threads; 0 = one per core", 0, 4096},
+    {"chunk", nullptr, K::kInt, "stats", "64", "N", "tokens per sequence-mode chunk", 1, 1 << 20},
+    {"tokenizer", nullptr, K::kString, "stats", nullptr, "PATH", "tokenizer file"},
+    {"json", nullptr, K::kSwitch, "stats", nullptr, "", "print one JSON object instead of the table"},
+    {"out", "o", K::kString, "stats", nullptr, "FILE", "also write the JSON report to FILE"},
+    {"plot", nullptr, K::kString, "stats", nullptr, "FILE.svg", "draw the per-layer sparsity with gnuplot"},
+
     // -- tokenize
     {"tokenizer-kind", nullptr, K::kChoice, "tokenize", nullptr, "KIND",
      "use this tokenizer instead of the model's (with --tokenizer PATH unless byte)", 0, 0, false,
@@ -174,6 +185,11 @@ const std::vector<CommandSpec> kCommands = {
      "rwkv-lite compress -m model.pth -o model-r4.rwkvl --lowrank asvd --rank-frac 0.25 --calib wikitext2-valid.txt "
      "--quant int8",
      cmd_compress},
+    {"stats", "-m MODEL --text FILE [--json] [--out FILE] [--plot FILE.svg]", "FFN activation sparsity per layer",
+     "Feeds the text from a fresh state and measures, per layer, the share of channel-mix neurons that are exactly "
+     "zero for each token (mean and percentiles), how many neurons carry 90% / 99% of all activations, and how many "
+     "are never active: the room a sparse FFN has.",
+     "rwkv-lite stats -m model.pth --text wikitext2-test.txt --plot sparsity.svg", cmd_stats},
     {"convert", "-m IN -o OUT [--dtype TYPE]", "convert a model to the native format",
      "Loads any supported file and writes it in the native rwkv-lite format, optionally changing the matrix type.",
      "rwkv-lite convert -m model.pth -o model-f16.rwkvl --dtype f16", cmd_convert},

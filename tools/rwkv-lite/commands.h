@@ -10,6 +10,7 @@ int cmd_eval(const Args& args);        // cmd_eval.cpp
 int cmd_perplexity(const Args& args);  // cmd_eval.cpp
 int cmd_logits(const Args& args);      // cmd_eval.cpp
 int cmd_compress(const Args& args);    // cmd_compress.cpp
+int cmd_stats(const Args& args);       // cmd_stats.cpp
 int cmd_bench(const Args& args);       // cmd_bench.cpp
 int cmd_convert(const Args& args);     // cmd_model.cpp
 int cmd_synth(const Args& args);       // cmd_model.cpp
