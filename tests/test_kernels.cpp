@@ -298,6 +298,38 @@ TEST_P(KernelIsa, ThreadedEqualsSingleThreaded) {
   }
 }
 
+// matvec_rows / matmul_rows on ranges of w's rows (w.rows == 67): same bits as the full product,
+// nothing written outside the range.
+void check_row_ranges(const MatRef& w, const std::vector<float>& X, int64_t n) {
+  const int64_t rows = w.rows;
+  ASSERT_EQ(rows, 67);
+  std::vector<float> full(rows), fullm(static_cast<size_t>(n * rows));
+  matvec_rows(w, X.data(), full.data(), 0, rows);
+  matmul_rows(w, X.data(), n, fullm.data(), 0, rows);
+  for (auto [b, e] : {std::pair<int64_t, int64_t>{0, 0}, {0, 1}, {1, 6}, {3, 64}, {13, 67}, {66, 67}, {5, 9}}) {
+    std::vector<float> y(rows, NAN), Y(static_cast<size_t>(n * rows), NAN);
+    matvec_rows(w, X.data(), y.data(), b, e);
+    matmul_rows(w, X.data(), n, Y.data(), b, e);
+    for (int64_t r = 0; r < rows; ++r) {
+      const bool in = r >= b && r < e;
+      const size_t i = static_cast<size_t>(r);
+      if (in) {
+        ASSERT_EQ(y[i], full[i]) << "[" << b << "," << e << ") row " << r;
+      } else {
+        ASSERT_TRUE(std::isnan(y[i])) << "wrote outside [" << b << "," << e << ") at row " << r;
+      }
+      for (int64_t t = 0; t < n; ++t) {
+        const size_t j = static_cast<size_t>(t * rows + r);
+        if (in) {
+          ASSERT_EQ(Y[j], fullm[j]);
+        } else {
+          ASSERT_TRUE(std::isnan(Y[j]));
+        }
+      }
+    }
+  }
+}
+
 // matvec_rows / matmul_rows on arbitrary ranges: same bits as the full product, nothing written
 // outside the range.
 TEST_P(KernelIsa, RowRangesMatchFullProduct) {
@@ -306,31 +338,7 @@ TEST_P(KernelIsa, RowRangesMatchFullProduct) {
     SCOPED_TRACE(dtype_name(dt));
     const TestMat m = make_mat(dt, rows, cols, 77);
     const std::vector<float> X = make_vec(n * cols, 78);
-    std::vector<float> full(rows), fullm(static_cast<size_t>(n * rows));
-    matvec_rows(m.ref(), X.data(), full.data(), 0, rows);
-    matmul_rows(m.ref(), X.data(), n, fullm.data(), 0, rows);
-    for (auto [b, e] : {std::pair<int64_t, int64_t>{0, 0}, {0, 1}, {1, 6}, {3, 64}, {13, 67}, {66, 67}, {5, 9}}) {
-      std::vector<float> y(rows, NAN), Y(static_cast<size_t>(n * rows), NAN);
-      matvec_rows(m.ref(), X.data(), y.data(), b, e);
-      matmul_rows(m.ref(), X.data(), n, Y.data(), b, e);
-      for (int64_t r = 0; r < rows; ++r) {
-        const bool in = r >= b && r < e;
-        const size_t i = static_cast<size_t>(r);
-        if (in) {
-          ASSERT_EQ(y[i], full[i]) << "[" << b << "," << e << ") row " << r;
-        } else {
-          ASSERT_TRUE(std::isnan(y[i])) << "wrote outside [" << b << "," << e << ") at row " << r;
-        }
-        for (int64_t t = 0; t < n; ++t) {
-          const size_t j = static_cast<size_t>(t * rows + r);
-          if (in) {
-            ASSERT_EQ(Y[j], fullm[j]);
-          } else {
-            ASSERT_TRUE(std::isnan(Y[j]));
-          }
-        }
-      }
-    }
+    check_row_ranges(m.ref(), X, n);
   }
 }
 
@@ -499,31 +507,7 @@ TEST_P(KernelIsa, CompressedRowRangesMatchFullProduct) {
     SCOPED_TRACE(k.name);
     const TestMat m = make_mat(k.dtype, rows, cols, 177, k.f16_scale);
     const std::vector<float> X = make_vec(n * cols, 178);
-    std::vector<float> full(rows), fullm(static_cast<size_t>(n * rows));
-    matvec_rows(m.ref(), X.data(), full.data(), 0, rows);
-    matmul_rows(m.ref(), X.data(), n, fullm.data(), 0, rows);
-    for (auto [b, e] : {std::pair<int64_t, int64_t>{0, 0}, {0, 1}, {1, 6}, {3, 64}, {13, 67}, {66, 67}, {5, 9}}) {
-      std::vector<float> y(rows, NAN), Y(static_cast<size_t>(n * rows), NAN);
-      matvec_rows(m.ref(), X.data(), y.data(), b, e);
-      matmul_rows(m.ref(), X.data(), n, Y.data(), b, e);
-      for (int64_t r = 0; r < rows; ++r) {
-        const bool in = r >= b && r < e;
-        const size_t i = static_cast<size_t>(r);
-        if (in) {
-          ASSERT_EQ(y[i], full[i]) << "[" << b << "," << e << ") row " << r;
-        } else {
-          ASSERT_TRUE(std::isnan(y[i])) << "wrote outside [" << b << "," << e << ") at row " << r;
-        }
-        for (int64_t t = 0; t < n; ++t) {
-          const size_t j = static_cast<size_t>(t * rows + r);
-          if (in) {
-            ASSERT_EQ(Y[j], fullm[j]);
-          } else {
-            ASSERT_TRUE(std::isnan(Y[j]));
-          }
-        }
-      }
-    }
+    check_row_ranges(m.ref(), X, n);
   }
 }
 

@@ -165,54 +165,56 @@ void matmul(const MatRef& w, const float* X, int64_t n, float* Y, ThreadPool* po
       w.rows, [p = &a](int64_t b, int64_t e) { p->k->matmul_rows(*p->w, p->X, p->n, p->Y, b, e); }, kRowGrain);
 }
 
+namespace {
+
+// max |row[c]|, failing on a non-finite value (the row cannot be quantised).
+float row_absmax_i8(const float* row, int64_t cols, int64_t r) {
+  float amax = 0.0f;
+  for (int64_t c = 0; c < cols; ++c) {
+    if (!std::isfinite(row[c]))
+      RWKVL_FAIL(kInvalidArgument, "cannot quantise to int8: row %lld has a non-finite value at column %lld",
+                 static_cast<long long>(r), static_cast<long long>(c));
+    amax = std::max(amax, std::fabs(row[c]));
+  }
+  return amax;
+}
+
+// q = round(row / s) clamped to +-127; s == 0 (an all-zero row, or values so tiny the scale
+// underflows) stores zeros. The clamp catches v/s rounding just past 127.
+void quantize_row_i8(const float* row, int64_t cols, float s, int8_t* out) {
+  for (int64_t c = 0; c < cols; ++c) {
+    const float v = s > 0.0f ? std::round(row[c] / s) : 0.0f;
+    out[c] = static_cast<int8_t>(std::clamp(v, -127.0f, 127.0f));
+  }
+}
+
+}  // namespace
+
 void quantize_rows_i8(const float* src, int64_t rows, int64_t cols, int8_t* q, float* scale) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* row = src + r * cols;
-    float amax = 0.0f;
-    for (int64_t c = 0; c < cols; ++c) {
-      if (!std::isfinite(row[c]))
-        RWKVL_FAIL(kInvalidArgument, "cannot quantise to int8: row %lld has a non-finite value at column %lld",
-                   static_cast<long long>(r), static_cast<long long>(c));
-      amax = std::max(amax, std::fabs(row[c]));
-    }
-    const float s = amax / 127.0f;
+    const float s = row_absmax_i8(row, cols, r) / 127.0f;
     scale[r] = s;
-    int8_t* out = q + r * cols;
-    for (int64_t c = 0; c < cols; ++c) {
-      // s == 0 only for an all-zero row (or one of values so tiny amax/127 underflows): store zeros.
-      const float v = s > 0.0f ? std::round(row[c] / s) : 0.0f;
-      out[c] = static_cast<int8_t>(std::clamp(v, -127.0f, 127.0f));  // clamp: v/s may round just past 127
-    }
+    quantize_row_i8(row, cols, s, q + r * cols);
   }
 }
 
 void quantize_rows_i8_f16(const float* src, int64_t rows, int64_t cols, int8_t* q, uint16_t* scale) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* row = src + r * cols;
-    float amax = 0.0f;
-    for (int64_t c = 0; c < cols; ++c) {
-      if (!std::isfinite(row[c]))
-        RWKVL_FAIL(kInvalidArgument, "cannot quantise to int8: row %lld has a non-finite value at column %lld",
-                   static_cast<long long>(r), static_cast<long long>(c));
-      amax = std::max(amax, std::fabs(row[c]));
-    }
+    const float amax = row_absmax_i8(row, cols, r);
     // The scale is rounded to f16 first and q computed from the rounded value, so q * f16(scale) is
     // the best int8 approximation for the scale actually stored.
     uint16_t h = f32_to_f16(amax / 127.0f);
     if (h >= 0x7c00u)
       RWKVL_FAIL(kInvalidArgument, "cannot quantise to int8 with an f16 scale: row %lld has |w| = %g (> 127 * 65504)",
                  static_cast<long long>(r), static_cast<double>(amax));
-    // Normal halves round by at most 2^-11, so amax / s <= 127.07 and the clamp below costs nothing.
+    // Normal halves round by at most 2^-11, so amax / s <= 127.07 and the clamp costs nothing.
     // For tiny rows (subnormal scales, or 0 for amax / 127 < 2^-25) round the scale up instead, so
     // that no value is clamped by more than half a step.
     if (f16_to_f32(h) * 127.5f < amax) ++h;
     scale[r] = h;
-    const float s = f16_to_f32(h);
-    int8_t* out = q + r * cols;
-    for (int64_t c = 0; c < cols; ++c) {
-      const float v = s > 0.0f ? std::round(row[c] / s) : 0.0f;  // s == 0 only for an all-zero row
-      out[c] = static_cast<int8_t>(std::clamp(v, -127.0f, 127.0f));
-    }
+    quantize_row_i8(row, cols, f16_to_f32(h), q + r * cols);
   }
 }
 
