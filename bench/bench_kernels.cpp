@@ -10,6 +10,7 @@
 //   bench_kernels                          everything (~4 minutes)
 //   bench_kernels --benchmark_filter=f32   a subset; the summary tables are printed at the end
 //   bench_kernels --benchmark_filter=factored   only the factored vs dense table
+//   bench_kernels --benchmark_filter=ffn        only the sparse channel-mix table (ffn_neurons, bits_*)
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -22,6 +23,8 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <numeric>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -368,6 +371,139 @@ void BM_factored(benchmark::State& state, int kind, Shape s) {
   }
 }
 
+// ---- sparse channel-mix (issue #5) at the 0.1B shape, C = 768, F = 3072, cold weights:
+//   dense:   k = Wk x (F x C), relu^2, y = Wv k (C x F): two kern::matvec on a 1- or 2-thread pool
+//   neurons: kern::ffn_neurons over a bundled 2F x C matrix (row 2i = Wk row i, row 2i+1 = Wv column i)
+//            on all F neurons, and on random 50 % / 10 % subsets (ids ascending, as a predictor scan
+//            yields them), skip_zero = false; 2 threads split the list in halves, each with its own
+//            y (summed afterwards, included in the time)
+//   bits:    bits_prepare + bits_scores_rows over F rows x C columns (the predictor's 1-bit W_k)
+// Every variant rotates over >= kColdBytes of copies ("layers"), timed in interleaved rounds, best
+// round each (as the factored table). GB/s count the weight bytes a call reads (i8: scales excluded).
+constexpr int64_t kFfnC = 768, kFfnF = 3072;
+const int kFfnKinds[] = {0, 1, 4};  // f32, f16, i8 with f16 scales
+struct FfnVariant {
+  const char* name;
+  int threads;
+  double frac;  // neurons: fraction of F; 0 = dense matvecs; -1 = bits
+};
+const FfnVariant kFfnVariants[] = {{"dense", 1, 0},    {"dense", 2, 0},    {"neurons100", 1, 1.0}, {"neurons100", 2, 1.0},
+                                   {"neurons50", 1, 0.5}, {"neurons50", 2, 0.5}, {"neurons10", 1, 0.1}, {"neurons10", 2, 0.1},
+                                   {"bits", 1, -1},    {"bits", 2, -1}};
+constexpr int kNumFfnVariants = sizeof(kFfnVariants) / sizeof(kFfnVariants[0]);
+constexpr int kFfnRounds = 7;
+constexpr double kFfnRoundSeconds = 0.05;
+
+std::string ffn_name(int d, int v) {
+  return std::string("ffn/") + kKinds[d].name + "/" + kFfnVariants[v].name + "/t" + std::to_string(kFfnVariants[v].threads);
+}
+
+void BM_ffn(benchmark::State& state, int kind) {
+  const int64_t C = kFfnC, F = kFfnF;
+  const Kind& k = kKinds[kind];
+  auto dense = make_cold(k, {{F, C}, {C, F}}, kColdBytes);
+  auto bundled = make_cold(k, {{2 * F, C}}, kColdBytes);
+  // The predictor's bits (F x C/8 bytes, 288 KB) rotated over copies as well.
+  const int64_t bits_bytes = F * C / 8;
+  const int bits_copies = static_cast<int>(kColdBytes / static_cast<size_t>(bits_bytes));
+  std::vector<uint8_t> bits(static_cast<size_t>(bits_bytes) * static_cast<size_t>(bits_copies));
+  uint32_t seed = 3;
+  for (auto& b : bits) b = static_cast<uint8_t>(lcg(seed) >> 24);
+  std::vector<float> lo(static_cast<size_t>(F), -0.01f), step(static_cast<size_t>(F), 0.02f);
+  std::vector<float> table(kern::bits_table_floats(C)), score(static_cast<size_t>(F));
+
+  const int64_t row_b = kern::row_bytes(k.dtype, C);
+  std::vector<float> x(static_cast<size_t>(C)), kk(static_cast<size_t>(F)), kout(static_cast<size_t>(F));
+  std::vector<float> ys[2] = {std::vector<float>(static_cast<size_t>(C)), std::vector<float>(static_cast<size_t>(C))};
+  for (auto& v : x) v = rnd(seed);
+  // id lists per fraction, ascending; pointer arrays per copy are rebuilt from the id list.
+  std::mt19937 gen(11);
+  std::map<double, std::vector<int32_t>> id_lists;
+  for (const FfnVariant& v : kFfnVariants) {
+    if (v.frac <= 0 || id_lists.count(v.frac)) continue;
+    std::vector<int32_t> all(static_cast<size_t>(F));
+    std::iota(all.begin(), all.end(), 0);
+    std::shuffle(all.begin(), all.end(), gen);
+    all.resize(static_cast<size_t>(static_cast<double>(F) * v.frac));
+    std::sort(all.begin(), all.end());
+    id_lists[v.frac] = all;
+  }
+  std::vector<const void*> ptrs(static_cast<size_t>(F));
+  ThreadPool pool1(1), pool2(2);
+  std::vector<double> best_us(kNumFfnVariants, 1e30), bytes(kNumFfnVariants, 0);
+  std::vector<int> copy(kNumFfnVariants, 0);
+
+  auto run_neurons = [&](const std::vector<int32_t>& ids, int cp, int threads) {
+    const uint8_t* base = static_cast<const uint8_t*>(bundled->ref(cp).data);
+    const int64_t n = static_cast<int64_t>(ids.size());
+    for (int64_t j = 0; j < n; ++j) ptrs[static_cast<size_t>(j)] = base + 2 * ids[static_cast<size_t>(j)] * row_b;
+    kern::MatRef layout = bundled->ref(cp);
+    for (auto& y : ys) std::fill(y.begin(), y.end(), 0.0f);
+    if (threads == 1) {
+      kern::ffn_neurons(layout, ptrs.data(), ids.data(), n, x.data(), ys[0].data(), kout.data(), false);
+    } else {
+      const int64_t half = n / 2;
+      pool2.parallel_for(2, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) {
+          const int64_t j0 = t == 0 ? 0 : half, j1 = t == 0 ? half : n;
+          kern::ffn_neurons(layout, ptrs.data() + j0, ids.data() + j0, j1 - j0, x.data(), ys[t].data(), kout.data() + j0,
+                            false);
+        }
+      });
+      for (int64_t c = 0; c < C; ++c) ys[0][static_cast<size_t>(c)] += ys[1][static_cast<size_t>(c)];
+    }
+    benchmark::DoNotOptimize(ys[0].data());
+  };
+
+  for (auto _ : state) {
+    for (int round = 0; round < kFfnRounds; ++round) {
+      for (int v = 0; v < kNumFfnVariants; ++v) {
+        const FfnVariant& fv = kFfnVariants[v];
+        ThreadPool* pool = fv.threads == 1 ? &pool1 : &pool2;
+        int64_t calls = 0;
+        const double t0 = now_s();
+        double t = t0;
+        do {
+          for (int i = 0; i < 8; ++i, ++calls) {
+            if (fv.frac == 0) {
+              kern::matvec(dense->ref(copy[v], 0), x.data(), kk.data(), pool);
+              for (auto& e : kk) e = e > 0 ? e * e : 0.0f;
+              kern::matvec(dense->ref(copy[v], 1), kk.data(), ys[0].data(), pool);
+              benchmark::DoNotOptimize(ys[0].data());
+              bytes[v] = static_cast<double>(dense->bytes);
+              if (++copy[v] == dense->copies) copy[v] = 0;
+            } else if (fv.frac < 0) {
+              kern::bits_prepare(x.data(), C, table.data());
+              const uint8_t* b = bits.data() + static_cast<size_t>(copy[v]) * static_cast<size_t>(bits_bytes);
+              if (fv.threads == 1) {
+                kern::bits_scores_rows(b, lo.data(), step.data(), C, table.data(), score.data(), 0, F);
+              } else {
+                pool2.parallel_for(F, [&](int64_t rb, int64_t re) {
+                  kern::bits_scores_rows(b, lo.data(), step.data(), C, table.data(), score.data(), rb, re);
+                }, 64);
+              }
+              benchmark::DoNotOptimize(score.data());
+              bytes[v] = static_cast<double>(bits_bytes);
+              if (++copy[v] == bits_copies) copy[v] = 0;
+            } else {
+              const std::vector<int32_t>& ids = id_lists[fv.frac];
+              run_neurons(ids, copy[v], fv.threads);
+              bytes[v] = static_cast<double>(ids.size()) * 2.0 * static_cast<double>(row_b);
+              if (++copy[v] == bundled->copies) copy[v] = 0;
+            }
+          }
+          t = now_s();
+        } while (t - t0 < kFfnRoundSeconds);
+        best_us[v] = std::min(best_us[v], (t - t0) / static_cast<double>(calls) * 1e6);
+      }
+    }
+  }
+  for (int v = 0; v < kNumFfnVariants; ++v) {
+    g_results[ffn_name(kind, v)] = {bytes[v] / (best_us[v] * 1e-6) / 1e9, best_us[v]};
+    state.counters[std::string(kFfnVariants[v].name) + "_t" + std::to_string(kFfnVariants[v].threads) + "_us"] = best_us[v];
+  }
+}
+
 // The cost of one parallel region with trivial work: what every kernel call pays on top of its work.
 void BM_parallel_for_overhead(benchmark::State& state) {
   ThreadPool pool(static_cast<int>(state.range(0)));
@@ -469,6 +605,37 @@ void print_summary() {
   }
   std::printf("(speed = dense time / factored time; ideal = dense bytes / factored bytes: 2.0x at rank/4 and 4.0x at\n"
               " rank/8 for square 768x768, 3.2x and 6.4x for 3072x768)\n");
+  std::printf("\n==== sparse channel-mix (%s, C=%lld F=%lld, cold weights): ms per layer (GB/s of weights read) ====\n",
+              g_isas[0].c_str(), static_cast<long long>(kFfnC), static_cast<long long>(kFfnF));
+  std::printf("(dense: matvec Wk + relu^2 + matvec Wv; neuronsP: ffn_neurons on P %% of the F bundled neurons, ids\n"
+              " ascending, skip_zero=false; bits: bits_prepare + bits_scores_rows over F rows; speed = dense / variant\n"
+              " at the same thread count)\n");
+  std::printf("%-5s %3s", "dtype", "thr");
+  for (int v = 0; v < kNumFfnVariants; v += 2) std::printf(" | %-25s", kFfnVariants[v].name);
+  std::printf("\n");
+  for (int d : kFfnKinds) {
+    for (int t = 1; t <= 2; ++t) {
+      auto dense = g_results.find(ffn_name(d, t - 1));
+      if (dense == g_results.end()) continue;
+      std::printf("%-5s %3d", kKinds[d].name, t);
+      for (int v = t - 1; v < kNumFfnVariants; v += 2) {
+        auto r = g_results.find(ffn_name(d, v));
+        if (r == g_results.end()) {
+          std::printf(" | %-25s", "-");
+          continue;
+        }
+        char cell[64];
+        if (v < 2) {
+          std::snprintf(cell, sizeof cell, "%.3f ms (%5.1f GB/s)", r->second.us * 1e-3, r->second.gbs);
+        } else {
+          std::snprintf(cell, sizeof cell, "%.3f ms (%5.1f) %5.2fx", r->second.us * 1e-3, r->second.gbs,
+                        dense->second.us / r->second.us);
+        }
+        std::printf(" | %-25s", cell);
+      }
+      std::printf("\n");
+    }
+  }
 }
 
 }  // namespace
@@ -526,6 +693,10 @@ int main(int argc, char** argv) {
       const std::string name = std::string("factored/") + kKinds[d].name + "/" + shape_name(s);
       benchmark::RegisterBenchmark(name.c_str(), BM_factored, d, s)->Iterations(1)->Unit(benchmark::kMillisecond);
     }
+  }
+  for (int d : kFfnKinds) {
+    const std::string name = std::string("ffn/") + kKinds[d].name;
+    benchmark::RegisterBenchmark(name.c_str(), BM_ffn, d)->Iterations(1)->Unit(benchmark::kMillisecond);
   }
   benchmark::RegisterBenchmark("parallel_for_overhead", BM_parallel_for_overhead)
       ->Arg(1)

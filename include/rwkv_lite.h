@@ -76,6 +76,10 @@ typedef struct rwkvl_model_info {
   uint64_t bytes_per_token;   /* bytes of weights read to generate one token (all matrices, one
                                  embedding row, small vectors, head) */
   uint64_t state_floats;      /* size of the recurrent state in float32 values */
+  int sparse_ffn;             /* 1: channel-mix neuron-bundled (compress --sparse-ffn) */
+  int ffn_predictor;          /* 1: with activation predictors */
+  uint64_t ffn_weight_bytes;  /* bytes of the channel-mix key + value weights (bundled or not) */
+  uint64_t ffn_predictor_bytes; /* bytes of the activation predictors */
 } rwkvl_model_info;
 
 rwkvl_status rwkvl_model_get_info(const rwkvl_model* model, rwkvl_model_info* info);
@@ -121,6 +125,47 @@ rwkvl_status rwkvl_eval(rwkvl_context* ctx, rwkvl_state* state, const int32_t* t
 /* Like rwkvl_eval but writes the logits after every token: logits_all has n * n_vocab floats. */
 rwkvl_status rwkvl_eval_all_logits(rwkvl_context* ctx, rwkvl_state* state, const int32_t* tokens, size_t n,
                                    size_t chunk, float* logits_all);
+
+/* ---------------------------------------------------------------- sparse channel-mix (FFN) */
+
+/* How a context evaluates the channel-mix (see docs/CLI.md, --ffn-mode):
+   DENSE   every neuron (any model);  EXACT  every key row, value rows of non-zero neurons only;
+   PREDICT only the neurons the activation predictor picks (files made by compress --sparse-ffn);
+   AUTO    PREDICT for files with predictors, DENSE otherwise. */
+typedef enum { RWKVL_FFN_AUTO = 0, RWKVL_FFN_DENSE = 1, RWKVL_FFN_EXACT = 2, RWKVL_FFN_PREDICT = 3 } rwkvl_ffn_mode;
+
+typedef struct {
+  rwkvl_ffn_mode mode;
+  uint64_t cache_bytes; /* > 0: stream neuron-bundled FFN weights from the file through a cache this big */
+  int prefetch;         /* with a cache: background reads of the next layer's predicted neurons (default 0) */
+  int verify;           /* PREDICT: also compute every key row to measure the recall (slower) */
+  double random_frac;   /* > 0: replace the predicted set by this share of random neurons (benchmarks) */
+  uint64_t seed;        /* for random_frac */
+} rwkvl_ffn_params;
+
+typedef struct {
+  uint64_t evals;           /* (token, layer) channel-mix evaluations */
+  uint64_t neurons;         /* neurons over those */
+  uint64_t computed;        /* neurons whose key row was read */
+  uint64_t value_rows;      /* value rows read */
+  uint64_t weight_bytes;    /* key + value bytes read */
+  uint64_t predictor_bytes; /* predictor bytes read */
+  uint64_t verify_active;   /* truly active neurons seen (DENSE/EXACT always, PREDICT with verify) */
+  uint64_t verify_hit;      /* of those, computed */
+  int verified;
+  double seconds, seconds_predictor;
+  /* neuron cache (cache_bytes > 0), else zero */
+  uint64_t cache_requests, cache_hits, cache_misses, cache_bytes_read, cache_capacity, cache_pinned_bytes;
+  double cache_wait_seconds;
+  rwkvl_ffn_mode mode; /* resolved (never AUTO) */
+} rwkvl_ffn_stats;
+
+rwkvl_ffn_params rwkvl_ffn_default_params(void); /* AUTO, no cache, no prefetch, no verify, seed 1 */
+/* Fails (RWKVL_ERR_INVALID_ARGUMENT) when the model cannot honour the settings, e.g. PREDICT on a file
+   without predictors or a cache below its minimum (the message names the minimum). */
+rwkvl_status rwkvl_context_set_ffn(rwkvl_context* ctx, const rwkvl_ffn_params* params);
+rwkvl_status rwkvl_context_ffn_stats(rwkvl_context* ctx, rwkvl_ffn_stats* out);
+rwkvl_status rwkvl_context_reset_ffn_stats(rwkvl_context* ctx);
 
 /* ---------------------------------------------------------------- tokenizers */
 

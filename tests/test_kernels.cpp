@@ -636,6 +636,220 @@ TEST_P(KernelIsa, AllInt8ValuesF16Scales) {
   }
 }
 
+// ---- neuron-bundled sparse channel-mix (ffn_neurons)
+
+struct FfnKind {
+  DType dtype;
+  bool f16_scale;
+  const char* name;
+};
+const FfnKind kFfnKinds[] = {{DType::kF32, false, "f32"}, {DType::kF16, false, "f16"},
+                             {DType::kBF16, false, "bf16"}, {DType::kI8, false, "i8"},
+                             {DType::kI8, true, "i8-f16scale"}, {DType::kQ4, false, "q4"}};
+
+// F neurons bundled as a 2F x C matrix (row 2i: Wk row i, row 2i+1: Wv column i), each neuron copied
+// into its own heap buffer, allocated in shuffled order and placed at a small element-aligned offset
+// that is not a multiple of 64 bytes, so the kernel sees scattered, unaligned neurons.
+struct Bundled {
+  TestMat m;  // the dense bundled matrix (and its exact dequantised values)
+  int64_t row_b = 0;
+  std::vector<std::vector<uint8_t>> store;  // per neuron
+  std::vector<const void*> neuron;          // neuron i -> its bytes
+  std::vector<float> scale;                 // kI8: per bundled row, f32 (copy: tests may poison it)
+  std::vector<uint16_t> scale16;
+
+  MatRef layout() const {
+    MatRef l;
+    l.dtype = m.dtype;
+    l.cols = m.cols;
+    if (m.dtype == DType::kI8) {
+      l.row_scale = m.f16_scale ? static_cast<const void*>(scale16.data()) : scale.data();
+      l.scale_dtype = m.f16_scale ? DType::kF16 : DType::kF32;
+    }
+    return l;
+  }
+  // The second row of neuron i: bytes that decode to NaN (kI8: a NaN scale instead).
+  void poison_second_row(int64_t i) {
+    uint8_t* p = const_cast<uint8_t*>(static_cast<const uint8_t*>(neuron[static_cast<size_t>(i)])) + row_b;
+    if (m.dtype == DType::kI8) {
+      if (m.f16_scale) {
+        scale16[static_cast<size_t>(2 * i + 1)] = 0x7e00;
+      } else {
+        scale[static_cast<size_t>(2 * i + 1)] = std::numeric_limits<float>::quiet_NaN();
+      }
+    } else {
+      std::memset(p, 0xff, static_cast<size_t>(row_b));  // f32/f16/bf16 all-ones = NaN; q4: d = m = NaN
+    }
+  }
+};
+
+Bundled make_bundled(const FfnKind& k, int64_t F, int64_t C, uint64_t seed) {
+  Bundled b;
+  b.m = make_mat(k.dtype, 2 * F, C, seed, k.f16_scale);
+  b.row_b = row_bytes(k.dtype, C);
+  b.scale = b.m.scale;
+  b.scale16 = b.m.scale16;
+  std::vector<int64_t> order(static_cast<size_t>(F));
+  for (int64_t i = 0; i < F; ++i) order[static_cast<size_t>(i)] = i;
+  std::mt19937_64 gen(seed + 1);
+  std::shuffle(order.begin(), order.end(), gen);
+  b.store.resize(static_cast<size_t>(F));
+  b.neuron.resize(static_cast<size_t>(F));
+  const size_t elem = k.dtype == DType::kF32 ? 4 : (k.dtype == DType::kF16 || k.dtype == DType::kBF16) ? 2 : 1;
+  for (int64_t i : order) {
+    const size_t off = elem * static_cast<size_t>(1 + i % 5);
+    auto& buf = b.store[static_cast<size_t>(i)];
+    buf.resize(off + 2 * static_cast<size_t>(b.row_b));
+    std::memcpy(buf.data() + off, b.m.bytes.data() + 2 * i * b.row_b, 2 * static_cast<size_t>(b.row_b));
+    b.neuron[static_cast<size_t>(i)] = buf.data() + off;
+  }
+  return b;
+}
+
+// Checks one ffn_neurons call on neurons ids (n = ids.size()) against the double reference built
+// from the kernel's own kout (so the relu threshold cannot flip between the two) and checks kout
+// against the exact pre-activation. skipped[j]: neuron j's second row must not contribute.
+void check_ffn(const Bundled& b, const std::vector<int32_t>& ids, const std::vector<float>& x, bool skip_zero,
+               bool expect_nan_from_poison, const std::vector<bool>& poisoned) {
+  const int64_t C = b.m.cols, n = static_cast<int64_t>(ids.size());
+  std::vector<const void*> ptrs;
+  for (int32_t id : ids) ptrs.push_back(b.neuron[static_cast<size_t>(id)]);
+  const std::vector<float> y0 = make_vec(C, 4242 + static_cast<uint64_t>(C));
+  std::vector<float> y = y0, kout(static_cast<size_t>(n) + 1, NAN);
+  kout.back() = 777.0f;  // sentinel
+  ffn_neurons(b.layout(), ptrs.data(), ids.data(), n, x.data(), y.data(), kout.data(), skip_zero);
+  ASSERT_EQ(kout.back(), 777.0f);
+  std::vector<double> yref(y0.begin(), y0.end()), ybound(static_cast<size_t>(C));
+  std::vector<bool> nan_col(static_cast<size_t>(C), false);
+  for (int64_t c = 0; c < C; ++c) ybound[static_cast<size_t>(c)] = std::fabs(y0[static_cast<size_t>(c)]);
+  for (int64_t j = 0; j < n; ++j) {
+    const int64_t id = ids[static_cast<size_t>(j)];
+    double k = 0, kb = 0;
+    for (int64_t c = 0; c < C; ++c) {
+      const double p = b.m.deq[static_cast<size_t>(2 * id * C + c)] * x[static_cast<size_t>(c)];
+      k += p;
+      kb += std::fabs(p);
+    }
+    const float kk = kout[static_cast<size_t>(j)];
+    ASSERT_LE(std::fabs(kk - k), kAccumBudget * kb) << "kout of neuron " << id;
+    const double r = kk > 0 ? kk : 0.0, a = r * r;
+    if (a == 0 && skip_zero) continue;
+    if (poisoned[static_cast<size_t>(id)]) {
+      ASSERT_TRUE(expect_nan_from_poison) << "a poisoned row was meant to be skipped";
+      for (int64_t c = 0; c < C; ++c) nan_col[static_cast<size_t>(c)] = true;
+      continue;
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      const double w = b.m.deq[static_cast<size_t>((2 * id + 1) * C + c)];
+      yref[static_cast<size_t>(c)] += a * w;
+      ybound[static_cast<size_t>(c)] += std::fabs(a * w);
+    }
+  }
+  // Sequential float accumulation over n neurons (+ rounding of a and of the kI8 coefficient).
+  const double rel = static_cast<double>(n + 8) * std::ldexp(1.0, -23);
+  for (int64_t c = 0; c < C; ++c) {
+    const size_t i = static_cast<size_t>(c);
+    if (nan_col[i]) {
+      ASSERT_TRUE(std::isnan(y[i])) << "column " << c << ": the poisoned row was not read";
+    } else {
+      ASSERT_TRUE(std::isfinite(y[i])) << "column " << c;
+      ASSERT_LE(std::fabs(y[i] - yref[i]), rel * ybound[i] + 1e-30) << "column " << c;
+    }
+  }
+}
+
+TEST_P(KernelIsa, FfnNeuronsMatchDoubleReference) {
+  const int64_t F = 40;
+  uint64_t seed = 70000;
+  for (const FfnKind& k : kFfnKinds) {
+    for (int64_t C : {32, 40, 64, 96, 13, 256, 768}) {
+      if (k.dtype == DType::kQ4 && C % 32 != 0) continue;
+      SCOPED_TRACE(testing::Message() << k.name << " C=" << C);
+      Bundled b = make_bundled(k, F, C, ++seed);
+      const std::vector<float> x = make_vec(C, ++seed);
+      std::mt19937_64 gen(++seed);
+      std::vector<int32_t> all(static_cast<size_t>(F));
+      for (int32_t i = 0; i < F; ++i) all[static_cast<size_t>(i)] = i;
+      const std::vector<bool> none(static_cast<size_t>(F), false);
+      for (int64_t n : {int64_t{1}, int64_t{2}, int64_t{7}, int64_t{25}, F}) {
+        std::shuffle(all.begin(), all.end(), gen);
+        const std::vector<int32_t> ids(all.begin(), all.begin() + n);
+        for (bool skip : {false, true}) {
+          SCOPED_TRACE(testing::Message() << "n=" << n << " skip_zero=" << skip);
+          check_ffn(b, ids, x, skip, false, none);
+        }
+      }
+      // A neuron may appear twice (the kernel does not care), and n = 0 touches nothing.
+      check_ffn(b, {3, 5, 3}, x, true, false, none);
+      float y[1] = {5.0f}, kout[1] = {6.0f};
+      ffn_neurons(b.layout(), nullptr, nullptr, 0, x.data(), y, kout, true);
+      EXPECT_EQ(y[0], 5.0f);
+      EXPECT_EQ(kout[0], 6.0f);
+    }
+  }
+}
+
+// skip_zero: a neuron whose pre-activation is <= 0 must not read its second row (here NaN data, or
+// a NaN row scale for kI8); without skip_zero it is read (0 * NaN = NaN reaches y).
+TEST_P(KernelIsa, FfnNeuronsSkipZeroDoesNotReadWv) {
+  const int64_t F = 48;
+  uint64_t seed = 80000;
+  for (const FfnKind& k : kFfnKinds) {
+    for (int64_t C : {64, 40, 768}) {
+      if (k.dtype == DType::kQ4 && C % 32 != 0) continue;
+      SCOPED_TRACE(testing::Message() << k.name << " C=" << C);
+      Bundled b = make_bundled(k, F, C, ++seed);
+      const std::vector<float> x = make_vec(C, ++seed);
+      std::vector<double> kref, kbound;
+      reference(b.m, x.data(), &kref, &kbound);
+      std::vector<bool> poisoned(static_cast<size_t>(F), false);
+      int n_poisoned = 0;
+      for (int64_t i = 0; i < F; ++i) {
+        if (kref[static_cast<size_t>(2 * i)] < -1e-3 * kbound[static_cast<size_t>(2 * i)]) {  // clearly negative
+          b.poison_second_row(i);
+          poisoned[static_cast<size_t>(i)] = true;
+          ++n_poisoned;
+        }
+      }
+      ASSERT_GT(n_poisoned, 3);
+      std::vector<int32_t> ids(static_cast<size_t>(F));
+      for (int32_t i = 0; i < F; ++i) ids[static_cast<size_t>(i)] = i;
+      std::shuffle(ids.begin(), ids.end(), std::mt19937_64(seed));
+      check_ffn(b, ids, x, true, false, poisoned);
+      check_ffn(b, ids, x, false, true, poisoned);
+    }
+  }
+}
+
+// kout is bitwise the value matvec_rows computes for the same (Wk) row on the same ISA, so a dense
+// model and its bundled copy agree on every pre-activation.
+TEST_P(KernelIsa, FfnNeuronsKoutBitwiseEqualsMatvec) {
+  const int64_t F = 37;
+  uint64_t seed = 90000;
+  for (const FfnKind& k : kFfnKinds) {
+    for (int64_t C : {32, 40, 64, 96, 13, 256, 768, 3072}) {
+      if (k.dtype == DType::kQ4 && C % 32 != 0) continue;
+      SCOPED_TRACE(testing::Message() << k.name << " C=" << C);
+      const Bundled b = make_bundled(k, F, C, ++seed);
+      const std::vector<float> x = make_vec(C, ++seed);
+      std::vector<float> dense(static_cast<size_t>(2 * F), NAN);
+      matvec_rows(b.m.ref(), x.data(), dense.data(), 0, 2 * F);
+      std::vector<int32_t> ids(static_cast<size_t>(F));
+      for (int32_t i = 0; i < F; ++i) ids[static_cast<size_t>(i)] = i;
+      std::shuffle(ids.begin(), ids.end(), std::mt19937_64(seed));
+      std::vector<const void*> ptrs;
+      for (int32_t id : ids) ptrs.push_back(b.neuron[static_cast<size_t>(id)]);
+      std::vector<float> y(static_cast<size_t>(C), 0.0f), kout(static_cast<size_t>(F));
+      ffn_neurons(b.layout(), ptrs.data(), ids.data(), F, x.data(), y.data(), kout.data(), true);
+      for (int64_t j = 0; j < F; ++j) {
+        const float want = dense[static_cast<size_t>(2 * ids[static_cast<size_t>(j)])];
+        ASSERT_EQ(0, std::memcmp(&kout[static_cast<size_t>(j)], &want, 4))
+            << "neuron " << ids[static_cast<size_t>(j)] << ": " << kout[static_cast<size_t>(j)] << " vs " << want;
+      }
+    }
+  }
+}
+
 const char* const kIsas[] = {"scalar", "avx2", "avx512", "neon"};
 INSTANTIATE_TEST_SUITE_P(Isa, KernelIsa, testing::ValuesIn(kIsas),
                          [](const testing::TestParamInfo<const char*>& p) { return std::string(p.param); });
@@ -658,6 +872,58 @@ TEST(Kernels, ForceIsa) {
 #endif
   force_isa(nullptr);
   std::printf("active ISA: %s\n", active_isa());
+}
+
+TEST(Kernels, RowBytes) {
+  EXPECT_EQ(row_bytes(DType::kF32, 768), 3072);
+  EXPECT_EQ(row_bytes(DType::kF16, 768), 1536);
+  EXPECT_EQ(row_bytes(DType::kBF16, 40), 80);
+  EXPECT_EQ(row_bytes(DType::kI8, 40), 40);
+  EXPECT_EQ(row_bytes(DType::kQ4, 768), 480);
+}
+
+// bits_prepare / bits_scores_rows against direct double sums, on row ranges.
+TEST(Kernels, BitsScoresMatchDirectSums) {
+  uint64_t seed = 60000;
+  for (int64_t cols : {8, 16, 64, 72, 256, 768}) {
+    const int64_t rows = 45;
+    SCOPED_TRACE(testing::Message() << "cols=" << cols);
+    Rng rng(++seed);
+    std::vector<uint8_t> bits(static_cast<size_t>(rows * cols / 8));
+    for (auto& v : bits) v = static_cast<uint8_t>(rng.gen());
+    for (int64_t c = 0; c < cols / 8; ++c) bits[static_cast<size_t>(c)] = 0;     // row 0: no bit set
+    for (int64_t c = 0; c < cols / 8; ++c) bits[static_cast<size_t>(cols / 8 + c)] = 0xff;  // row 1: all set
+    const std::vector<float> x = make_vec(cols, ++seed), lo = make_vec(rows, ++seed), step = make_vec(rows, ++seed);
+    std::vector<float> table(bits_table_floats(cols) + 1, NAN);
+    table.back() = 321.0f;  // sentinel
+    bits_prepare(x.data(), cols, table.data());
+    ASSERT_EQ(table.back(), 321.0f);
+    double sum = 0, abs_sum = 0;
+    for (float v : x) {
+      sum += v;
+      abs_sum += std::fabs(v);
+    }
+    for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, rows}, {0, 0}, {3, 4}, {1, 2}, {5, 44}, {44, 45}}) {
+      std::vector<float> score(static_cast<size_t>(rows), NAN);
+      bits_scores_rows(bits.data(), lo.data(), step.data(), cols, table.data(), score.data(), r0, r1);
+      for (int64_t r = 0; r < rows; ++r) {
+        const size_t i = static_cast<size_t>(r);
+        if (r < r0 || r >= r1) {
+          ASSERT_TRUE(std::isnan(score[i])) << "wrote outside [" << r0 << "," << r1 << ") at row " << r;
+          continue;
+        }
+        double part = 0;
+        for (int64_t c = 0; c < cols; ++c)
+          if (bits[static_cast<size_t>(r * (cols / 8) + c / 8)] >> (c % 8) & 1) part += x[static_cast<size_t>(c)];
+        if (r == 0) {
+          ASSERT_EQ(part, 0.0);
+        }
+        const double want = static_cast<double>(lo[i]) * sum + static_cast<double>(step[i]) * part;
+        const double tol = 4e-6 * (std::fabs(lo[i]) + std::fabs(step[i])) * abs_sum + 1e-30;
+        ASSERT_LE(std::fabs(score[i] - want), tol) << "row " << r;
+      }
+    }
+  }
 }
 
 TEST(Kernels, QuantizeRowsI8HandComputed) {

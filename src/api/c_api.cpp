@@ -10,6 +10,8 @@
 #include <thread>
 
 #include "api/api_internal.h"
+#include "model/sparse_ffn.h"
+#include "runtime/neuron_cache.h"
 #include "core/mapped_file.h"
 #include "model/model.h"
 #include "rwkv_lite.h"
@@ -129,6 +131,13 @@ rwkvl_status rwkvl_model_get_info(const rwkvl_model* model, rwkvl_model_info* in
     info->weight_bytes = m.weight_bytes();
     info->bytes_per_token = m.bytes_per_token();
     info->state_floats = m.state_floats();
+    info->sparse_ffn = m.sparse_ffn() ? 1 : 0;
+    info->ffn_predictor = m.has_ffn_predictor() ? 1 : 0;
+    for (int l = 0; l < c.n_layer; ++l) {
+      const rwkvl::LayerWeights& L = m.layer(l);
+      info->ffn_weight_bytes += L.sffn.present() ? L.sffn.t.nbytes + L.sffn.scale.nbytes : L.ffn_k.bytes() + L.ffn_v.bytes();
+      info->ffn_predictor_bytes += L.sffn.predictor_bytes();
+    }
   });
 }
 
@@ -171,6 +180,76 @@ rwkvl_status rwkvl_context_new(const rwkvl_model* model, int n_threads, rwkvl_co
 
 void rwkvl_context_free(rwkvl_context* ctx) { delete ctx; }
 int rwkvl_context_threads(const rwkvl_context* ctx) { return ctx ? ctx->n_threads : 0; }
+
+rwkvl_ffn_params rwkvl_ffn_default_params(void) {
+  rwkvl_ffn_params p{};
+  p.mode = RWKVL_FFN_AUTO;
+  p.prefetch = 0;
+  p.seed = 1;
+  return p;
+}
+
+rwkvl_status rwkvl_context_set_ffn(rwkvl_context* ctx, const rwkvl_ffn_params* params) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(ctx && params, "rwkvl_context_set_ffn: NULL argument");
+    rwkvl::FfnOptions o;
+    switch (params->mode) {
+      case RWKVL_FFN_AUTO: o.mode = rwkvl::FfnMode::kAuto; break;
+      case RWKVL_FFN_DENSE: o.mode = rwkvl::FfnMode::kDense; break;
+      case RWKVL_FFN_EXACT: o.mode = rwkvl::FfnMode::kExact; break;
+      case RWKVL_FFN_PREDICT: o.mode = rwkvl::FfnMode::kPredict; break;
+      default: RWKVL_FAIL(kInvalidArgument, "rwkvl_context_set_ffn: unknown mode %d", static_cast<int>(params->mode));
+    }
+    o.cache_bytes = params->cache_bytes;
+    o.prefetch = params->prefetch != 0;
+    o.verify = params->verify != 0;
+    o.random_frac = params->random_frac;
+    o.seed = params->seed;
+    ctx->ctx->set_ffn_options(o);
+  });
+}
+
+rwkvl_status rwkvl_context_ffn_stats(rwkvl_context* ctx, rwkvl_ffn_stats* out) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(ctx && out, "rwkvl_context_ffn_stats: NULL argument");
+    const rwkvl::FfnRuntime& f = ctx->ctx->ffn();
+    const rwkvl::FfnStats& s = f.stats();
+    *out = rwkvl_ffn_stats{};
+    out->evals = s.evals;
+    out->neurons = s.neurons;
+    out->computed = s.computed;
+    out->value_rows = s.value_rows;
+    out->weight_bytes = s.weight_bytes;
+    out->predictor_bytes = s.predictor_bytes;
+    out->verify_active = s.verify_active;
+    out->verify_hit = s.verify_hit;
+    out->verified = s.verified ? 1 : 0;
+    out->seconds = s.seconds;
+    out->seconds_predictor = s.seconds_predictor;
+    if (const rwkvl::NeuronCache* c = f.cache()) {
+      const rwkvl::NeuronCache::Stats cs = c->stats();
+      out->cache_requests = cs.requests;
+      out->cache_hits = cs.hits_pinned + cs.hits_cached + cs.hits_prefetched;
+      out->cache_misses = cs.misses;
+      out->cache_bytes_read = cs.bytes_read;
+      out->cache_capacity = cs.capacity_bytes;
+      out->cache_pinned_bytes = cs.pinned_bytes;
+      out->cache_wait_seconds = cs.wait_seconds;
+    }
+    switch (f.mode()) {
+      case rwkvl::FfnMode::kDense: out->mode = RWKVL_FFN_DENSE; break;
+      case rwkvl::FfnMode::kExact: out->mode = RWKVL_FFN_EXACT; break;
+      default: out->mode = RWKVL_FFN_PREDICT; break;
+    }
+  });
+}
+
+rwkvl_status rwkvl_context_reset_ffn_stats(rwkvl_context* ctx) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(ctx, "rwkvl_context_reset_ffn_stats: NULL argument");
+    ctx->ctx->ffn().reset_stats();
+  });
+}
 
 rwkvl_status rwkvl_state_new(const rwkvl_model* model, rwkvl_state** out) {
   return guarded([&] {

@@ -9,6 +9,7 @@
 
 #include "compress/linalg.h"
 #include "core/error.h"
+#include "core/hash.h"
 
 namespace rwkvl::compress {
 
@@ -126,17 +127,7 @@ std::vector<std::string> default_targets(const ModelConfig& cfg) {
   return t;
 }
 
-std::string fnv1a64_hex(const void* data, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  const auto* p = static_cast<const uint8_t*>(data);
-  for (size_t i = 0; i < n; ++i) {
-    h ^= p[i];
-    h *= 1099511628211ull;
-  }
-  char b[17];
-  std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(h));
-  return b;
-}
+std::string fnv1a64_hex(const void* data, size_t n) { return hex64(fnv1a64(data, n)); }
 
 std::shared_ptr<Model> run(const std::shared_ptr<const Model>& in, const Options& opts, Report* report) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -146,6 +137,8 @@ std::shared_ptr<Model> run(const std::shared_ptr<const Model>& in, const Options
   rep = Report{};
 
   // ---- validate the options against the model before any work
+  if (in->sparse_ffn())
+    RWKVL_FAIL(kInvalidArgument, "this model's channel-mix is neuron-bundled (sparse FFN): compress the model it was made from");
   const bool lowrank = !opts.lowrank.empty();
   if (lowrank && opts.lowrank != "svd" && opts.lowrank != "asvd")
     RWKVL_FAIL(kInvalidArgument, "unknown low-rank method '%s' (use svd or asvd)", opts.lowrank.c_str());

@@ -1,5 +1,5 @@
 // Low-rank factorisation of weight matrices with Eigen (BDCSVD, HouseholderQR, LLT), in double.
-// The only file of the library that includes Eigen.
+// One of the two library files that include Eigen (the other: sparse_train.cpp, predictor training).
 #include "compress/linalg.h"
 
 #include <Eigen/Cholesky>

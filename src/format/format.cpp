@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/hash.h"
 
 namespace rwkvl {
 
@@ -47,6 +48,11 @@ Tensor view_or_copy(const std::shared_ptr<MappedFile>& f, std::string name, DTyp
 }
 
 }  // namespace
+
+bool verify_on_load(const std::string& name) {
+  return name.find(".ffn.pred.") != std::string::npos || name.find(".ffn.perm") != std::string::npos ||
+         name.find(".ffn.freq") != std::string::npos;
+}
 
 const char* file_kind_name(FileKind k) {
   switch (k) {
@@ -213,6 +219,14 @@ RawCheckpoint read_native(std::shared_ptr<MappedFile> f) {
       if (off % kNativeAlign != 0 || off > n || !f->contains(data_start + off, nb))
         RWKVL_FAIL(kFormat, "%s: tensor '%s' at offset %llu (+%llu bytes) lies outside the file (truncated?)", path, name.c_str(),
                    static_cast<unsigned long long>(off), static_cast<unsigned long long>(nb));
+      // Small blocks whose corruption would not show as a shape or range error (activation predictors,
+      // neuron order) are verified against their checksum on every load; big weights only by `info --verify`.
+      if (e.contains("fnv1a64") && verify_on_load(name)) {
+        const std::string want = e.at("fnv1a64").get<std::string>();
+        if (hex64(fnv1a64(f->data() + data_start + off, nb)) != want)
+          RWKVL_FAIL(kFormat, "%s: tensor '%s' is corrupt (FNV-1a checksum mismatch, expected %s)", path, name.c_str(),
+                     want.c_str());
+      }
       raw.tensors.push_back(view_or_copy(f, name, static_cast<DType>(dt), shape, data_start + off, nb));
     }
   } catch (const nlohmann::json::exception& e) {
@@ -237,7 +251,8 @@ void write_native(const std::string& path, const std::vector<Tensor>& tensors, c
                   {"dtype_name", dtype_name(t.dtype)},
                   {"shape", t.shape},
                   {"offset", off},
-                  {"nbytes", t.nbytes}});
+                  {"nbytes", t.nbytes},
+                  {"fnv1a64", hex64(fnv1a64(t.data, t.nbytes))}});
     off = align_up(off + t.nbytes, kNativeAlign);
   }
   j["tensors"] = tl;

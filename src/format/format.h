@@ -47,7 +47,9 @@ void write_safetensors(const std::string& path, const std::vector<Tensor>& tenso
 // rwkv.cpp format (version 101), FP32/FP16 tensors; used by tests and `convert --to rwkvcpp`.
 void write_rwkvcpp(const std::string& path, const std::vector<Tensor>& tensors, int n_vocab, int n_embed,
                    int n_layer);
-// The native rwkv-lite format, see docs/FORMAT.md.
+// The native rwkv-lite format, see docs/FORMAT.md. Every tensor entry carries an FNV-1a checksum; the
+// reader verifies it for the tensors verify_on_load() names (small sparse-FFN predictor blocks).
+bool verify_on_load(const std::string& tensor_name);
 void write_native(const std::string& path, const std::vector<Tensor>& tensors, const nlohmann::json& meta);
 
 }  // namespace rwkvl

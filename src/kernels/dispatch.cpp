@@ -127,6 +127,30 @@ void matmul_rows(const MatRef& w, const float* X, int64_t n, float* Y, int64_t r
   current().matmul_rows(w, X, n, Y, row_begin, row_end);
 }
 
+int64_t row_bytes(DType d, int64_t cols) {
+  switch (d) {
+    case DType::kF32: return cols * 4;
+    case DType::kF16:
+    case DType::kBF16: return cols * 2;
+    case DType::kI8: return cols;
+    case DType::kQ4: return cols / 32 * 20;
+    default: RWKVL_CHECK(false && "row_bytes: not a matrix dtype");
+  }
+  return 0;
+}
+
+void ffn_neurons(const MatRef& layout, const void* const* ptrs, const int32_t* ids, int64_t n, const float* x,
+                 float* y, float* kout, bool skip_zero) {
+  MatRef m = layout;
+  m.rows = 0;  // unused; check_mat must not demand data / row_scale for it
+  m.data = nullptr;
+  check_mat(m);
+  RWKVL_CHECK(m.dtype != DType::kI8 || layout.row_scale != nullptr);
+  RWKVL_CHECK(n >= 0);
+  if (n == 0) return;
+  current().ffn_neurons(layout, ptrs, ids, n, x, y, kout, skip_zero);
+}
+
 void matvec(const MatRef& w, const float* x, float* y, ThreadPool* pool) {
   check_mat(w);
   const KernelSet& k = current();

@@ -54,6 +54,35 @@ void quantize_rows_i8_f16(const float* src, int64_t rows, int64_t cols, int8_t* 
 // int4 groups of 32 (DType::kQ4 blocks); cols % 32 == 0.
 void quantize_rows_q4(const float* src, int64_t rows, int64_t cols, void* out);
 
+// Bytes of one row of a `cols`-column matrix of dtype d (kQ4: cols / 32 * 20 bytes). A bundled FFN
+// neuron (see ffn_neurons) is 2 such rows, contiguous.
+int64_t row_bytes(DType d, int64_t cols);
+
+// Neuron-bundled channel-mix (sparse FFN). A bundled matrix has 2F rows x C cols: row 2i is row i
+// of Wk (F x C) and row 2i+1 is column i of Wv (C x F), i.e. row i of Wv^T. `layout` gives dtype,
+// cols (= C) and, for kI8, row_scale / scale_dtype indexed by bundled row (2*id, 2*id+1);
+// layout.data and layout.rows are not used. ptrs[j] points at the 2 * row_bytes(dtype, C)
+// contiguous bytes of neuron ids[j] (no alignment needed; ids are only used for the kI8 scales).
+// For j in [0, n):
+//   kout[j] = dot(row 2*id, x)   (the raw pre-activation, bitwise what matvec_rows computes for
+//                                 that row on the same ISA)
+//   a = max(kout[j], 0)^2;  if (a != 0 || !skip_zero) y[c] += a * row(2*id+1)[c]  for c in [0, C)
+// y (C floats) is accumulated into, not cleared; with skip_zero the Wv row of a neuron with a == 0
+// is never read. Single-threaded (callers split the list across threads, each with its own y).
+// The next neurons' bytes are software-prefetched while the current one is computed.
+void ffn_neurons(const MatRef& layout, const void* const* ptrs, const int32_t* ids, int64_t n, const float* x,
+                 float* y, float* kout, bool skip_zero);
+
+// 1-bit approximation of W x (activation predictor). bits: rows x (cols / 8) bytes, row-major; bit
+// (c % 8) (LSB first) of byte c / 8 of a row is set when W[r][c] is at W's upper level:
+//   score[r] = lo[r] * sum(x) + step[r] * sum_{c : bit(r, c) set} x[c].   cols % 8 == 0.
+// bits_prepare builds a per-x lookup table (bits_table_floats(cols) floats, including sum(x)) once;
+// bits_scores_rows then scores rows [r0, r1) from it (thread-safe: the table is only read).
+size_t bits_table_floats(int64_t cols);
+void bits_prepare(const float* x, int64_t cols, float* table);
+void bits_scores_rows(const uint8_t* bits, const float* lo, const float* step, int64_t cols, const float* table,
+                      float* score, int64_t r0, int64_t r1);
+
 // The instruction set in use: "avx512", "avx2", "neon" or "scalar".
 const char* active_isa();
 // Test hook: restrict dispatch to "scalar", "avx2", "avx512" or "neon" (returns false if the CPU or

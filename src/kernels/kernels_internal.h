@@ -12,11 +12,14 @@ namespace rwkvl::kern::detail {
 using MatvecRowsFn = void (*)(const MatRef& w, const float* x, float* y, int64_t row_begin, int64_t row_end);
 using MatmulRowsFn = void (*)(const MatRef& w, const float* X, int64_t n, float* Y, int64_t row_begin,
                               int64_t row_end);
+using FfnNeuronsFn = void (*)(const MatRef& layout, const void* const* ptrs, const int32_t* ids, int64_t n,
+                              const float* x, float* y, float* kout, bool skip_zero);
 
 struct KernelSet {
   const char* name;
   MatvecRowsFn matvec_rows;
   MatmulRowsFn matmul_rows;
+  FfnNeuronsFn ffn_neurons;
 };
 
 extern const KernelSet kScalarKernels;  // matvec_scalar.cpp, every architecture

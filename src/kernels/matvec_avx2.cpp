@@ -25,6 +25,8 @@ struct Avx2 {
   static V add(V a, V b) { return _mm256_add_ps(a, b); }
   static V fma(V a, V b, V acc) { return _mm256_fmadd_ps(a, b, acc); }
   static V loadx(const float* p) { return _mm256_loadu_ps(p); }
+  static V set1(float a) { return _mm256_set1_ps(a); }
+  static void storex(float* p, V v) { _mm256_storeu_ps(p, v); }
 
   template <DType D>
   static V loadw(const typename Elem<D>::T* p) {
@@ -74,6 +76,7 @@ struct Avx2 {
 
 }  // namespace
 
-const KernelSet kAvx2Kernels = {"avx2", &matvec_rows_isa<Avx2>, &matmul_rows_isa<Avx2>};
+const KernelSet kAvx2Kernels = {"avx2", &matvec_rows_isa<Avx2>, &matmul_rows_isa<Avx2>,
+                                 &ffn_neurons_isa<Avx2>};
 
 }  // namespace rwkvl::kern::detail

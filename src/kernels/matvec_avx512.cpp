@@ -31,6 +31,8 @@ struct Avx512 {
   static V add(V a, V b) { return _mm512_add_ps(a, b); }
   static V fma(V a, V b, V acc) { return _mm512_fmadd_ps(a, b, acc); }
   static V loadx(const float* p) { return _mm512_loadu_ps(p); }
+  static V set1(float a) { return _mm512_set1_ps(a); }
+  static void storex(float* p, V v) { _mm512_storeu_ps(p, v); }
 
   template <DType D>
   static V loadw(const typename Elem<D>::T* p) {
@@ -76,6 +78,7 @@ struct Avx512 {
 
 }  // namespace
 
-const KernelSet kAvx512Kernels = {"avx512", &matvec_rows_isa<Avx512>, &matmul_rows_isa<Avx512>};
+const KernelSet kAvx512Kernels = {"avx512", &matvec_rows_isa<Avx512>, &matmul_rows_isa<Avx512>,
+                                 &ffn_neurons_isa<Avx512>};
 
 }  // namespace rwkvl::kern::detail

@@ -23,6 +23,8 @@ struct Neon {
   static V add(V a, V b) { return vaddq_f32(a, b); }
   static V fma(V a, V b, V acc) { return vfmaq_f32(acc, a, b); }
   static V loadx(const float* p) { return vld1q_f32(p); }
+  static V set1(float a) { return vdupq_n_f32(a); }
+  static void storex(float* p, V v) { vst1q_f32(p, v); }
 
   template <DType D>
   static V loadw(const typename Elem<D>::T* p) {
@@ -64,6 +66,7 @@ struct Neon {
 
 }  // namespace
 
-const KernelSet kNeonKernels = {"neon", &matvec_rows_isa<Neon>, &matmul_rows_isa<Neon>};
+const KernelSet kNeonKernels = {"neon", &matvec_rows_isa<Neon>, &matmul_rows_isa<Neon>,
+                                 &ffn_neurons_isa<Neon>};
 
 }  // namespace rwkvl::kern::detail

@@ -129,8 +129,55 @@ void matmul_rows_scalar(const MatRef& m, const float* X, int64_t n, float* Y, in
   }
 }
 
+// Neuron-bundled channel-mix: the first row goes through exactly matvec's code (row_to_f32 + dot,
+// then the kI8 scale), so kout is bitwise the scalar matvec_rows value of that row.
+template <DType D>
+void ffn_neurons_t(const MatRef& m, const void* const* ptrs, const int32_t* ids, int64_t n, const float* x, float* y,
+                   float* kout, bool skip_zero) {
+  using T = typename Elem<D>::T;
+  const int64_t cols = m.cols, stride = row_stride<D>(cols);
+  std::vector<float> buf(D == DType::kF32 ? 0 : static_cast<size_t>(cols));
+  auto scale_of = [&m](int64_t r) {
+    return m.scale_dtype == DType::kF16 ? half_to_float(static_cast<const uint16_t*>(m.row_scale)[r])
+                                        : static_cast<const float*>(m.row_scale)[r];
+  };
+  auto as_f32 = [&](const T* src) -> const float* {
+    if constexpr (D == DType::kF32) {
+      return src;
+    } else {
+      row_to_f32<D>(src, cols, buf.data());
+      return buf.data();
+    }
+  };
+  for (int64_t j = 0; j < n; ++j) {
+    const T* w = static_cast<const T*>(ptrs[j]);
+    const int64_t id = ids[j];
+    float k = dot(as_f32(w), x, cols);
+    if constexpr (D == DType::kI8) k *= scale_of(2 * id);
+    kout[j] = k;
+    const float r = k > 0.0f ? k : 0.0f, a = r * r;
+    if (a == 0.0f && skip_zero) continue;
+    float coef = a;
+    if constexpr (D == DType::kI8) coef = a * scale_of(2 * id + 1);
+    const float* v = as_f32(w + stride);
+    for (int64_t c = 0; c < cols; ++c) y[c] += coef * v[c];
+  }
+}
+
+void ffn_neurons_scalar(const MatRef& m, const void* const* ptrs, const int32_t* ids, int64_t n, const float* x,
+                        float* y, float* kout, bool skip_zero) {
+  switch (m.dtype) {
+    case DType::kF32: return ffn_neurons_t<DType::kF32>(m, ptrs, ids, n, x, y, kout, skip_zero);
+    case DType::kF16: return ffn_neurons_t<DType::kF16>(m, ptrs, ids, n, x, y, kout, skip_zero);
+    case DType::kBF16: return ffn_neurons_t<DType::kBF16>(m, ptrs, ids, n, x, y, kout, skip_zero);
+    case DType::kI8: return ffn_neurons_t<DType::kI8>(m, ptrs, ids, n, x, y, kout, skip_zero);
+    case DType::kQ4: return ffn_neurons_t<DType::kQ4>(m, ptrs, ids, n, x, y, kout, skip_zero);
+    default: break;
+  }
+}
+
 }  // namespace
 
-const KernelSet kScalarKernels = {"scalar", &matvec_rows_scalar, &matmul_rows_scalar};
+const KernelSet kScalarKernels = {"scalar", &matvec_rows_scalar, &matmul_rows_scalar, &ffn_neurons_scalar};
 
 }  // namespace rwkvl::kern::detail

@@ -8,6 +8,7 @@
 //                                      and __builtin_prefetch locality (0 = non-temporal)
 //   static constexpr int kTileR, kTileT;  matmul register tile: rows x tokens
 //   V zero(); V add(V, V); V fma(V a, V b, V acc) = a*b + acc; V loadx(const float*);
+//   V set1(float); void storex(float*, V);
 //   template <DType D> V loadw(const Elem<D>::T* p);   kW weights converted to float
 //   void hsum4(V a, V b, V c, V d, float* out4);       out4[i] = sum of the lanes of the i-th vector
 //   void q4_decode(const uint8_t* blk, V* out);        one kQ4 block (20 bytes) -> 32 / kW vectors of
@@ -25,6 +26,7 @@
 // bitwise independent of the thread count and of how callers cut row ranges.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -92,8 +94,12 @@ inline float i8_row_scale(const MatRef& m, int64_t r) {
 // shifts (x permuted once to match) instead of vpmovzxbd, and int -> float conversion + fma instead
 // of the vpermps table, were each 5-20% slower. The loop as it is decodes ~32 G weights/s per core
 // with the weights in L2, as many as the int8 loop.
+//
+// pf_delta: the software prefetch (if S::kPrefetch > 0) reads the line at (address being read) +
+// pf_delta; matvec passes S::kPrefetch (further along the same row), ffn_neurons the distance to the
+// same offset of a later neuron. It only changes what is prefetched, never the arithmetic.
 template <class S>
-inline typename S::V dot_row_q4(const uint8_t* w, int64_t cols, const float* x) {
+inline typename S::V dot_row_q4(const uint8_t* w, int64_t cols, const float* x, uintptr_t pf_delta) {
   using V = typename S::V;
   constexpr int W = S::kW, NV = static_cast<int>(kQ4BlockCols) / W;
   constexpr int A = S::kAcc > NV ? S::kAcc : NV;
@@ -107,7 +113,7 @@ inline typename S::V dot_row_q4(const uint8_t* w, int64_t cols, const float* x) 
   int64_t b = 0;
   for (; b + BPI <= nb; b += BPI) {
     if constexpr (S::kPrefetch > 0) {
-      const uintptr_t ahead = reinterpret_cast<uintptr_t>(w + b * kQ4BlockBytes) + S::kPrefetch;
+      const uintptr_t ahead = reinterpret_cast<uintptr_t>(w + b * kQ4BlockBytes) + pf_delta;
       __builtin_prefetch(reinterpret_cast<const void*>(ahead), 0, S::kPrefetchLocality);
     }
 #pragma GCC unroll 8
@@ -149,7 +155,7 @@ inline typename S::V dot_row_q4(const uint8_t* w, int64_t cols, const float* x) 
 // Addresses are formed in integers: past the end of the matrix they point at nothing (prefetches
 // never fault), but pointer arithmetic there would be undefined.
 template <class S, DType D>
-inline typename S::V dot_row_elem(const typename Elem<D>::T* w, int64_t cols, const float* x) {
+inline typename S::V dot_row_elem(const typename Elem<D>::T* w, int64_t cols, const float* x, uintptr_t pf_delta) {
   using V = typename S::V;
   using T = typename Elem<D>::T;
   constexpr int W = S::kW, A = S::kAcc;
@@ -161,7 +167,7 @@ inline typename S::V dot_row_elem(const typename Elem<D>::T* w, int64_t cols, co
   for (; c + A * W <= cols; c += A * W) {
     if constexpr (S::kPrefetch > 0) {
       constexpr int kBytes = A * W * static_cast<int>(sizeof(T));  // one prefetch per 64-byte line
-      const uintptr_t ahead = reinterpret_cast<uintptr_t>(w + c) + S::kPrefetch;
+      const uintptr_t ahead = reinterpret_cast<uintptr_t>(w + c) + pf_delta;
 #pragma GCC unroll 8
       for (int off = 0; off < kBytes; off += 64)
         __builtin_prefetch(reinterpret_cast<const void*>(ahead + static_cast<uintptr_t>(off)), 0, S::kPrefetchLocality);
@@ -184,12 +190,14 @@ inline typename S::V dot_row_elem(const typename Elem<D>::T* w, int64_t cols, co
   return acc[0];
 }
 
+// pf_delta: see dot_row_q4 (matvec: S::kPrefetch bytes further along the row).
 template <class S, DType D>
-inline typename S::V dot_row(const typename Elem<D>::T* w, int64_t cols, const float* x) {
+inline typename S::V dot_row(const typename Elem<D>::T* w, int64_t cols, const float* x,
+                             uintptr_t pf_delta = static_cast<uintptr_t>(S::kPrefetch)) {
   if constexpr (D == DType::kQ4) {
-    return dot_row_q4<S>(w, cols, x);
+    return dot_row_q4<S>(w, cols, x, pf_delta);
   } else {
-    return dot_row_elem<S, D>(w, cols, x);
+    return dot_row_elem<S, D>(w, cols, x, pf_delta);
   }
 }
 
@@ -350,6 +358,123 @@ void matmul_rows_isa(const MatRef& m, const float* X, int64_t n, float* Y, int64
     case DType::kBF16: return matmul_rows_t<S, DType::kBF16>(m, X, n, Y, r0, r1);
     case DType::kI8: return matmul_rows_t<S, DType::kI8>(m, X, n, Y, r0, r1);
     case DType::kQ4: return matmul_rows_t<S, DType::kQ4>(m, X, n, Y, r0, r1);
+    default: break;
+  }
+}
+
+// ---- neuron-bundled sparse channel-mix (ffn_neurons, see kernels.h)
+//
+// Per neuron: kout = dot_row (the very code matvec_rows runs on a row, then the same reduce_rows<1>
+// and kI8 scale, so the pre-activation is bitwise what matvec_rows gives), then y += relu(k)^2 *
+// (second row), vectorised: y (C floats) stays in L1, each weight vector is converted once.
+//
+// Prefetch: neurons are scattered (file or cache), so the hardware prefetchers see one short
+// sequential stream per neuron and stall at every jump. While neuron j is computed, the same byte
+// offsets of neuron j + dist are prefetched (pf_delta = ptrs[j + dist] - ptrs[j]), one prefetch per
+// line consumed, dist = ceil(S::kPrefetch / neuron bytes) neurons (>= 1), so the data arrives
+// ~S::kPrefetch bytes of work ahead, as in matvec. The first dist neurons are prefetched up front.
+// When neuron j's second row is skipped (skip_zero, k <= 0) the second row of neuron j + dist is
+// still prefetched: the list normally holds neurons predicted active.
+
+// y[0, cols) += a * row (for kI8 `a` already includes the row scale).
+template <class S, DType D>
+inline void axpy_row(const typename Elem<D>::T* w, int64_t cols, float a, float* y, uintptr_t pf_delta) {
+  using V = typename S::V;
+  using T = typename Elem<D>::T;
+  constexpr int W = S::kW;
+  const V av = S::set1(a);
+  if constexpr (D == DType::kQ4) {
+    constexpr int NV = static_cast<int>(kQ4BlockCols) / W;
+    const int64_t nb = cols / kQ4BlockCols;
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* blk = w + b * kQ4BlockBytes;
+      if constexpr (S::kPrefetch > 0) {
+        // Every third block: prefetched addresses 60 < 64 bytes apart, so no line is skipped.
+        if (b % 3 == 0)
+          __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(blk) + pf_delta), 0,
+                             S::kPrefetchLocality);
+      }
+      V wv[NV];
+      S::q4_decode(blk, wv);
+      float* yb = y + b * kQ4BlockCols;
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) S::storex(yb + v * W, S::fma(wv[v], av, S::loadx(yb + v * W)));
+    }
+  } else {
+    constexpr int U = 4;  // vectors per iteration
+    int64_t c = 0;
+    for (; c + U * W <= cols; c += U * W) {
+      if constexpr (S::kPrefetch > 0) {
+        constexpr int kBytes = U * W * static_cast<int>(sizeof(T));
+        const uintptr_t ahead = reinterpret_cast<uintptr_t>(w + c) + pf_delta;
+#pragma GCC unroll 8
+        for (int off = 0; off < kBytes; off += 64)
+          __builtin_prefetch(reinterpret_cast<const void*>(ahead + static_cast<uintptr_t>(off)), 0, S::kPrefetchLocality);
+      }
+#pragma GCC unroll 8
+      for (int u = 0; u < U; ++u)
+        S::storex(y + c + u * W, S::fma(S::template loadw<D>(w + c + u * W), av, S::loadx(y + c + u * W)));
+    }
+    for (; c + W <= cols; c += W) S::storex(y + c, S::fma(S::template loadw<D>(w + c), av, S::loadx(y + c)));
+    if (c < cols) {
+      T wb[W];
+      float yb[W];
+      pad_tail<S>(w + c, cols - c, wb);
+      pad_tail<S>(y + c, cols - c, yb);
+      S::storex(yb, S::fma(S::template loadw<D>(wb), av, S::loadx(yb)));
+      std::memcpy(y + c, yb, sizeof(float) * static_cast<size_t>(cols - c));
+    }
+  }
+}
+
+template <class S, DType D>
+void ffn_neurons_t(const MatRef& m, const void* const* ptrs, const int32_t* ids, int64_t n, const float* x, float* y,
+                   float* kout, bool skip_zero) {
+  using T = typename Elem<D>::T;
+  using V = typename S::V;
+  const int64_t cols = m.cols, stride = row_stride<D>(cols);
+  const int64_t row_b = stride * static_cast<int64_t>(sizeof(T)), neuron_b = 2 * row_b;
+  int64_t dist = 0;
+  if constexpr (S::kPrefetch > 0) {
+    dist = neuron_b > 0 ? std::max<int64_t>(1, (S::kPrefetch + neuron_b - 1) / neuron_b) : 1;
+    for (int64_t j = 0; j < std::min(dist, n); ++j)
+      for (int64_t off = 0; off < neuron_b; off += 64)
+        __builtin_prefetch(static_cast<const char*>(ptrs[j]) + off, 0, S::kPrefetchLocality);
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    const T* w = static_cast<const T*>(ptrs[j]);
+    uintptr_t delta = 0;  // past the end of the list: re-touch the lines being read (harmless)
+    if constexpr (S::kPrefetch > 0) {
+      if (j + dist < n) delta = reinterpret_cast<uintptr_t>(ptrs[j + dist]) - reinterpret_cast<uintptr_t>(w);
+    }
+    const V v = dot_row<S, D>(w, cols, x, delta);
+    float k;
+    reduce_rows<S, 1>(&v, &k);
+    if constexpr (D == DType::kI8) k *= i8_row_scale<S>(m, 2 * static_cast<int64_t>(ids[j]));
+    kout[j] = k;
+    const float r = k > 0.0f ? k : 0.0f, a = r * r;
+    if (a != 0.0f || !skip_zero) {
+      float coef = a;
+      if constexpr (D == DType::kI8) coef = a * i8_row_scale<S>(m, 2 * static_cast<int64_t>(ids[j]) + 1);
+      axpy_row<S, D>(w + stride, cols, coef, y, delta);
+    } else if constexpr (S::kPrefetch > 0) {
+      if (j + dist < n) {
+        const char* next = static_cast<const char*>(ptrs[j + dist]) + row_b;
+        for (int64_t off = 0; off < row_b; off += 64) __builtin_prefetch(next + off, 0, S::kPrefetchLocality);
+      }
+    }
+  }
+}
+
+template <class S>
+void ffn_neurons_isa(const MatRef& m, const void* const* ptrs, const int32_t* ids, int64_t n, const float* x,
+                     float* y, float* kout, bool skip_zero) {
+  switch (m.dtype) {
+    case DType::kF32: return ffn_neurons_t<S, DType::kF32>(m, ptrs, ids, n, x, y, kout, skip_zero);
+    case DType::kF16: return ffn_neurons_t<S, DType::kF16>(m, ptrs, ids, n, x, y, kout, skip_zero);
+    case DType::kBF16: return ffn_neurons_t<S, DType::kBF16>(m, ptrs, ids, n, x, y, kout, skip_zero);
+    case DType::kI8: return ffn_neurons_t<S, DType::kI8>(m, ptrs, ids, n, x, y, kout, skip_zero);
+    case DType::kQ4: return ffn_neurons_t<S, DType::kQ4>(m, ptrs, ids, n, x, y, kout, skip_zero);
     default: break;
   }
 }

@@ -1,11 +1,13 @@
 #include "model/model.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "core/error.h"
 #include "core/threadpool.h"
 #include "model/ops.h"
+#include "model/sparse_ffn.h"
 
 namespace rwkvl {
 
@@ -137,6 +139,7 @@ std::shared_ptr<Model> Model::from_raw(RawCheckpoint raw, const LoadOptions& opt
     try {
       auto m = from_canonical(std::move(tm), cfg, FileKind::kNative, opts);
       m->passes_ = std::move(passes);
+      m->file_ = raw.file;
       return m;
     } catch (const Error& e) {
       throw Error(e.code(), path + ": " + e.what());
@@ -157,7 +160,7 @@ std::shared_ptr<Model> Model::from_canonical(TensorMap tensors, const ModelConfi
     TensorMap conv;
     for (auto& [name, t] : tensors) {
       if (name.size() > 6 && name.compare(name.size() - 6, 6, ".scale") == 0) continue;
-      if (t.shape.size() >= 2 && is_matrix_dtype(t.dtype)) {
+      if (t.shape.size() >= 2 && is_matrix_dtype(t.dtype) && name.find(".ffn.pred.") == std::string::npos) {
         auto it = tensors.find(name + ".scale");
         const Tensor* sc = it == tensors.end() ? nullptr : &it->second;
         std::string want = opts.weight_dtype;
@@ -174,6 +177,76 @@ std::shared_ptr<Model> Model::from_canonical(TensorMap tensors, const ModelConfi
   m->tensors_ = std::move(tensors);
   m->bind();
   return m;
+}
+
+// Binds a neuron-bundled channel-mix and its predictor (see SparseFfn in model.h), checking every
+// shape and the values the runtime relies on (a permutation, finite thresholds and scales).
+template <class MatFn, class VecFn>
+void Model::bind_sparse_ffn(LayerWeights& L, const std::string& p, int64_t F, int64_t C, MatFn& mat, VecFn& vec,
+                            std::vector<std::string>& bound) {
+  SparseFfn& S = L.sffn;
+  const Matrix b = mat(p + "ffn.bundle.weight", 2 * F, C);
+  S.layout = b.ref;
+  S.t = b.t;
+  S.scale = b.scale;
+  S.n = F;
+  S.neuron_bytes = static_cast<size_t>(2 * kern::row_bytes(b.ref.dtype, C));
+  auto find = [&](const std::string& n, DType dt, std::vector<int64_t> shape) -> const Tensor& {
+    auto it = tensors_.find(n);
+    if (it == tensors_.end()) RWKVL_FAIL(kFormat, "neuron-bundled layer lacks '%s'", n.c_str());
+    const Tensor& t = it->second;
+    if (t.dtype != dt || t.shape != shape) {
+      Tensor want;
+      want.shape = shape;
+      RWKVL_FAIL(kFormat, "tensor '%s' must be %s %s, got %s %s", n.c_str(), dtype_name(dt), want.shape_str().c_str(),
+                 dtype_name(t.dtype), t.shape_str().c_str());
+    }
+    bound.push_back(n);
+    return t;
+  };
+  const Tensor& perm = find(p + "ffn.perm", DType::kI32, {F});
+  S.perm = perm.as<int32_t>();
+  std::vector<uint8_t> seen(static_cast<size_t>(F), 0);
+  for (int64_t j = 0; j < F; ++j) {
+    const int32_t o = S.perm[j];
+    if (o < 0 || o >= F || seen[static_cast<size_t>(o)]++)
+      RWKVL_FAIL(kFormat, "'%sffn.perm' is not a permutation of 0..%lld (entry %lld = %d)", p.c_str(),
+                 static_cast<long long>(F - 1), static_cast<long long>(j), o);
+  }
+  S.freq = vec(p + "ffn.freq", F);
+  for (int64_t j = 0; j < F; ++j)
+    if (!(S.freq[j] >= 0.f && S.freq[j] <= 1.f))
+      RWKVL_FAIL(kFormat, "'%sffn.freq' holds %g at %lld (frequencies lie in [0, 1])", p.c_str(), static_cast<double>(S.freq[j]),
+                 static_cast<long long>(j));
+  if (!tensors_.count(p + "ffn.pred.w1")) return;
+  auto it = tensors_.find(p + "ffn.pred.w1");
+  const int64_t h = it->second.shape.size() == 2 ? it->second.shape[0] : 0;
+  if (h <= 0 || h > 65536) RWKVL_FAIL(kFormat, "'%sffn.pred.w1' has an implausible shape %s", p.c_str(), it->second.shape_str().c_str());
+  const Matrix w1 = mat(p + "ffn.pred.w1", h, C), w2 = mat(p + "ffn.pred.w2", F, h);
+  for (const Matrix* m : {&w1, &w2})
+    if (m->ref.dtype != DType::kF16 && m->ref.dtype != DType::kF32)
+      RWKVL_FAIL(kFormat, "predictor matrices of '%s' must be f16 or f32", p.c_str());
+  S.hidden = h;
+  S.w1 = w1.ref;
+  S.tw1 = w1.t;
+  S.w2 = w2.ref;
+  S.tw2 = w2.t;
+  if (C % 8 != 0) RWKVL_FAIL(kFormat, "'%sffn.pred.bits' needs a width divisible by 8, not %lld", p.c_str(), static_cast<long long>(C));
+  S.tbits = find(p + "ffn.pred.bits", DType::kU8, {F, C / 8});
+  S.bits = S.tbits.as<uint8_t>();
+  S.lo = vec(p + "ffn.pred.lo", F);
+  S.step = vec(p + "ffn.pred.step", F);
+  S.tlo = tensors_.at(p + "ffn.pred.lo");
+  S.tstep = tensors_.at(p + "ffn.pred.step");
+  for (int64_t j = 0; j < F; ++j)
+    if (!std::isfinite(S.lo[j]) || !std::isfinite(S.step[j]))
+      RWKVL_FAIL(kFormat, "'%sffn.pred.lo/step' holds a non-finite value at %lld", p.c_str(), static_cast<long long>(j));
+  const float* th = vec(p + "ffn.pred.thresh", 2);
+  S.tthresh = tensors_.at(p + "ffn.pred.thresh");
+  if (std::isnan(th[0]) || std::isnan(th[1]))
+    RWKVL_FAIL(kFormat, "'%sffn.pred.thresh' must hold two thresholds that are numbers or +-inf", p.c_str());
+  S.mlp_thresh = th[0];
+  S.bits_thresh = th[1];
 }
 
 void Model::bind() {
@@ -287,8 +360,13 @@ void Model::bind() {
     L.att_k = proj(p + "att.key", C, C);
     L.att_v = proj(p + "att.value", C, C);
     L.att_o = proj(p + "att.output", C, C);
-    L.ffn_k = proj(p + "ffn.key", F, C);
-    L.ffn_v = proj(p + "ffn.value", C, F);
+    L.index = l;
+    if (tensors_.count(p + "ffn.bundle.weight")) {
+      bind_sparse_ffn(L, p, F, C, mat, vec, bound);
+    } else {
+      L.ffn_k = proj(p + "ffn.key", F, C);
+      L.ffn_v = proj(p + "ffn.value", C, F);
+    }
     if (c.arch_major <= 6) L.ffn_r = proj(p + "ffn.receptance", C, C);
     if (c.arch_major >= 5) {
       L.ln_x_w = vec(p + "att.ln_x.weight", C);
@@ -367,6 +445,10 @@ void Model::bind() {
       default: break;
     }
   }
+  for (int l = 1; l < c.n_layer; ++l)
+    if (layers_[static_cast<size_t>(l)].sffn.present() != layers_[0].sffn.present() ||
+        layers_[static_cast<size_t>(l)].sffn.has_predictor() != layers_[0].sffn.has_predictor())
+      RWKVL_FAIL(kFormat, "layer %d: either every layer's channel-mix is neuron-bundled (with or without predictors) or none", l);
   // Every tensor must have been bound: an unknown tensor means a layout we do not understand.
   std::sort(bound.begin(), bound.end());
   for (const auto& [name, t] : tensors_)
@@ -442,6 +524,16 @@ Context::Context(std::shared_ptr<const Model> model, int n_threads)
 }
 
 Context::~Context() = default;
+
+void Context::set_ffn_options(const FfnOptions& o) {
+  ffn_.reset();  // a cache's file handle and thread go before the new one starts
+  ffn_ = std::make_unique<FfnRuntime>(*model_, pool_.get(), o);
+}
+
+FfnRuntime& Context::ffn() {
+  if (!ffn_) ffn_ = std::make_unique<FfnRuntime>(*model_, pool_.get(), FfnOptions{});
+  return *ffn_;
+}
 
 void Context::ensure_capacity(size_t T) {
   if (T <= cap_) return;

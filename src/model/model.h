@@ -39,6 +39,9 @@
 namespace rwkvl {
 
 class ThreadPool;
+class FfnRuntime;
+struct FfnOptions;
+struct FfnStats;
 
 struct ModelConfig {
   int arch_major = 0;  // 4, 5, 6, 7
@@ -66,7 +69,37 @@ struct Matrix {
   size_t bytes() const { return t.nbytes + scale.nbytes + ta.nbytes + sa.nbytes + tb.nbytes + sb.nbytes + td.nbytes; }
 };
 
+// A neuron-bundled channel-mix (files made by `rwkv-lite compress --sparse-ffn`, docs/FORMAT.md):
+// "blocks.N.ffn.bundle.weight" is a (2F, C) matrix whose rows 2j and 2j+1 are row perm[j] of Wk and
+// column perm[j] of Wv, so one neuron is one contiguous read of `neuron_bytes`; neurons are ordered by
+// activation frequency on the calibration text (hot first). The optional predictor says which neurons
+// will be active for an input x (the key input) before any of their weights are read:
+//   MLP:   z = W2 relu(W1 x)            active if z > mlp_thresh (a logit; +inf = never)
+//   1-bit: s = lo * sum(x) + step * sum_{bits set} x     active if s > bits_thresh (+inf = never)
+// and the ensemble predicts the OR of the two.
+struct SparseFfn {
+  kern::MatRef layout;  // the bundle: dtype, rows = 2F, cols = C, data, row_scale (kI8)
+  Tensor t, scale;
+  int64_t n = 0;          // neurons (F)
+  size_t neuron_bytes = 0;
+  const int32_t* perm = nullptr;  // bundled neuron j = original neuron perm[j]
+  const float* freq = nullptr;    // calibration activation frequency per bundled neuron (descending)
+  int64_t hidden = 0;             // MLP width; 0 = no predictor
+  kern::MatRef w1, w2;            // (hidden, C), (F, hidden)
+  Tensor tw1, tw2, tbits, tlo, tstep, tthresh;
+  const uint8_t* bits = nullptr;  // F x C/8, bit c%8 (LSB first) of byte c/8
+  const float *lo = nullptr, *step = nullptr;
+  float mlp_thresh = 0.f, bits_thresh = 0.f;
+  bool present() const { return n > 0; }
+  bool has_predictor() const { return hidden > 0; }
+  size_t predictor_bytes() const {
+    return tw1.nbytes + tw2.nbytes + tbits.nbytes + tlo.nbytes + tstep.nbytes + tthresh.nbytes;
+  }
+  const uint8_t* neuron(int64_t j) const { return static_cast<const uint8_t*>(layout.data) + static_cast<size_t>(j) * neuron_bytes; }
+};
+
 struct LayerWeights {
+  int index = 0;
   const float *ln1_w = nullptr, *ln1_b = nullptr, *ln2_w = nullptr, *ln2_b = nullptr;
   // time mix (v4/v5), token-shift mixes (v6 maa_*, v7 x_*)
   const float *mix_k = nullptr, *mix_v = nullptr, *mix_r = nullptr, *mix_g = nullptr;
@@ -81,7 +114,8 @@ struct LayerWeights {
   Matrix w1, w2, a1, a2, v1, v2, g1, g2;          // v7
   // channel mix
   const float *ffn_mix_k = nullptr, *ffn_mix_r = nullptr;
-  Matrix ffn_k, ffn_v, ffn_r;
+  Matrix ffn_k, ffn_v, ffn_r;  // ffn_k / ffn_v empty when the layer is bundled (sffn)
+  SparseFfn sffn;
 };
 
 class Model {
@@ -118,14 +152,23 @@ class Model {
   void save_native(const std::string& path, const std::string& dtype) const;
   // The compression passes that made this model (native files; empty array otherwise).
   const nlohmann::json& passes() const { return passes_; }
+  // True when every layer's channel-mix is neuron-bundled (and whether predictors are present).
+  bool sparse_ffn() const { return !layers_.empty() && layers_[0].sffn.present(); }
+  bool has_ffn_predictor() const { return sparse_ffn() && layers_[0].sffn.has_predictor(); }
+  // The file the tensors are mapped from (native files; null otherwise), for streaming weights.
+  const std::shared_ptr<MappedFile>& file() const { return file_; }
   void set_passes(nlohmann::json p) { passes_ = std::move(p); }
 
  private:
   void bind();
+  template <class MatFn, class VecFn>
+  void bind_sparse_ffn(LayerWeights& L, const std::string& p, int64_t F, int64_t C, MatFn& mat, VecFn& vec,
+                       std::vector<std::string>& bound);
   ModelConfig cfg_;
   TensorMap tensors_;
   FileKind source_ = FileKind::kUnknown;
   nlohmann::json passes_ = nlohmann::json::array();
+  std::shared_ptr<MappedFile> file_;
   std::vector<LayerWeights> layers_;
   Matrix emb_, head_;
   const float *ln0_w_ = nullptr, *ln0_b_ = nullptr, *ln_out_w_ = nullptr, *ln_out_b_ = nullptr;
@@ -189,6 +232,11 @@ class Context {
     return lowrank_.data();
   }
 
+  // Sparse channel-mix settings (mode, neuron cache, verification); see model/sparse_ffn.h. Throws on
+  // settings the model cannot honour (e.g. predict mode without predictors).
+  void set_ffn_options(const FfnOptions& o);
+  FfnRuntime& ffn();  // created on first use with the defaults
+
   // Per-chunk scratch, sized for `cap_` tokens (grown on demand).
   float* buf(int i) { return bufs_[static_cast<size_t>(i)].data(); }
   size_t cap() const { return cap_; }
@@ -202,6 +250,7 @@ class Context {
   std::vector<float> x_;  // the residual stream of the current chunk, T x C
   std::vector<float> lowrank_;
   Observer observer_;
+  std::unique_ptr<FfnRuntime> ffn_;
   size_t cap_ = 0;
 };
 

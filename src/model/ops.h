@@ -108,4 +108,8 @@ inline void project(Context& ctx, const Matrix& m, const float* X, float* Y, siz
   }
 }
 
+// out (T x C) = Wv relu(Wk xk)^2: the key/value part of every version's channel-mix, dense or
+// neuron-sparse as the context's FFN runtime says (model/sparse_ffn.h).
+void ffn_key_value(Context& ctx, const LayerWeights& L, const float* xk, float* out, size_t T);
+
 }  // namespace rwkvl::ops

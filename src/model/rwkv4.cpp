@@ -64,17 +64,14 @@ void forward_layers_v4(Context& ctx, State& st, float* x, size_t T, int l_begin,
 void forward_channel_mix_v4v5(Context& ctx, const LayerWeights& L, float* ffn_x, float* x, size_t T) {
   const ModelConfig& cfg = ctx.model().config();
   const size_t C = static_cast<size_t>(cfg.n_embd);
-  const size_t F = static_cast<size_t>(cfg.n_ffn);
   float *xn = ctx.buf(0), *prev = ctx.buf(1), *xk = ctx.buf(2), *xr = ctx.buf(4), *r = ctx.buf(5);
-  float *o = ctx.buf(8), *kf = ctx.buf(9);
+  float* o = ctx.buf(8);
   ops::layer_norm_rows(x, xn, L.ln2_w, L.ln2_b, T, C, cfg.ln_eps);
   ops::token_shift(xn, prev, ffn_x, T, C);
   ops::lerp_mix(xn, prev, L.ffn_mix_k, xk, T, C);
   ops::lerp_mix(xn, prev, L.ffn_mix_r, xr, T, C);
   ops::project(ctx, L.ffn_r, xr, r, T);
-  ops::project(ctx, L.ffn_k, xk, kf, T);
-  ops::square_relu(kf, T * F);
-  ops::project(ctx, L.ffn_v, kf, o, T);
+  ops::ffn_key_value(ctx, L, xk, o, T);
   for (size_t i = 0; i < T * C; ++i) x[i] += ops::sigmoid(r[i]) * o[i];
 }
 

@@ -17,10 +17,10 @@ void wkv5_token(const float* r, const float* k, const float* v, const float* w, 
 
 void forward_layers_v6(Context& ctx, State& st, float* x, size_t T, int l_begin, int l_end) {
   const ModelConfig& cfg = ctx.model().config();
-  const size_t C = static_cast<size_t>(cfg.n_embd), F = static_cast<size_t>(cfg.n_ffn);
+  const size_t C = static_cast<size_t>(cfg.n_embd);
   const size_t H = static_cast<size_t>(cfg.n_head), N = static_cast<size_t>(cfg.head_size);
   float *xn = ctx.buf(0), *prev = ctx.buf(1), *xk = ctx.buf(2), *xv = ctx.buf(3), *xr = ctx.buf(4);
-  float *r = ctx.buf(5), *k = ctx.buf(6), *v = ctx.buf(7), *o = ctx.buf(8), *kf = ctx.buf(9);
+  float *r = ctx.buf(5), *k = ctx.buf(6), *v = ctx.buf(7), *o = ctx.buf(8);
   float *xg = ctx.buf(10), *g = ctx.buf(11), *y = ctx.buf(12), *lora = ctx.buf(13), *slice = ctx.buf(14);
   float *m = ctx.buf(15), *xw = ctx.buf(16), *w = ctx.buf(17), *sx = ctx.buf(18);
 
@@ -70,9 +70,7 @@ void forward_layers_v6(Context& ctx, State& st, float* x, size_t T, int l_begin,
     ops::add_mix(xn, sx, L.ffn_mix_k, xk, T, C);  // ffn.time_maa_k
     ops::add_mix(xn, sx, L.ffn_mix_r, xr, T, C);  // ffn.time_maa_r
     ops::project(ctx, L.ffn_r, xr, r, T);
-    ops::project(ctx, L.ffn_k, xk, kf, T);
-    ops::square_relu(kf, T * F);
-    ops::project(ctx, L.ffn_v, kf, o, T);
+    ops::ffn_key_value(ctx, L, xk, o, T);
     for (size_t i = 0; i < T * C; ++i) x[i] += ops::sigmoid(r[i]) * o[i];
   }
 }

@@ -34,6 +34,23 @@ const std::vector<FlagSpec> kFlags = {
      4096},
     {"chunk", nullptr, K::kInt, "generate eval perplexity bench logits", "0", "N",
      "tokens per sequence-mode chunk when feeding text (0 = library default, 1 = RNN mode)", 0, 1 << 20},
+    {"ffn-mode", nullptr, K::kChoice, "generate eval perplexity bench logits", "auto", "MODE",
+     "channel-mix evaluation: dense (every neuron), exact (every key row, value rows of non-zero neurons only) or "
+     "predict (only the neurons the activation predictor picks; files made by compress --sparse-ffn); auto = "
+     "predict when the file has predictors, else dense",
+     0, 0, false, "auto|dense|exact|predict"},
+    {"ffn-cache", nullptr, K::kString, "generate eval perplexity bench logits", nullptr, "BYTES",
+     "stream the neuron-bundled FFN weights from the model file through a RAM cache of BYTES (suffix K, M, G; or N% "
+     "of the FFN weight bytes): hot neurons pinned, the rest read on demand"},
+    {"ffn-prefetch", nullptr, K::kSwitch, "generate eval perplexity bench logits", nullptr, "",
+     "with --ffn-cache: a background thread reads the next layer's predicted neurons (its predictor run on this "
+     "layer's input) while this layer computes; pays off when storage is slow, not when the file is in the page "
+     "cache (see docs/CLI.md)"},
+    {"verify", nullptr, K::kSwitch, "eval bench", nullptr, "",
+     "predict mode: also compute every FFN key row to measure the predictor's recall (slower)"},
+    {"ffn-random", nullptr, K::kString, "bench", nullptr, "LIST",
+     "also time the FFN with forced random active sets of these shares of the neurons, e.g. 0.1,0.5 (the predictor "
+     "still runs), side by side with dense"},
     {"tokenizer", nullptr, K::kString, "generate eval perplexity logits tokenize", nullptr, "PATH",
      "tokenizer file (default: chosen by vocabulary size and searched for beside the model, in "
      "$RWKVL_TOKENIZER_DIR and ./tokenizers)"},
@@ -121,7 +138,25 @@ const std::vector<FlagSpec> kFlags = {
     {"damp", nullptr, K::kFloat, "compress", "0.001", "X",
      "asvd: add X times the mean input variance to the diagonal of the input second moment", 0, 1e6},
     {"calib", nullptr, K::kString, "compress", nullptr, "FILE",
-     "calibration text (asvd; with svd it adds calibration output errors to the report)"},
+     "calibration text (asvd and --sparse-ffn; with svd it adds calibration output errors to the report)"},
+    {"sparse-ffn", nullptr, K::kSwitch, "compress", nullptr, "",
+     "store the channel-mix neuron-bundled (hot neurons first) with activation predictors (MLP + 1-bit key copy) "
+     "trained on --calib, so the runtime reads only the neurons a token needs"},
+    {"recall", nullptr, K::kFloat, "compress", "0.99", "R",
+     "--sparse-ffn: recall of active neurons the predictors must reach on new text (thresholds are set for "
+     "R + (1 - R) / 4 on held-out calibration tokens, a margin for text that differs from the calibration)", 0.5, 1,
+     true},
+    {"hidden", nullptr, K::kInt, "compress", "64", "H", "--sparse-ffn: hidden width of the MLP predictor", 1, 65536},
+    {"epochs", nullptr, K::kInt, "compress", "20", "N", "--sparse-ffn: training epochs of the MLP predictor", 1, 100000},
+    {"lr", nullptr, K::kFloat, "compress", "0.003", "X", "--sparse-ffn: Adam step size of the MLP predictor", 0, 1,
+     true},
+    {"holdout", nullptr, K::kFloat, "compress", "0.2", "F",
+     "--sparse-ffn: share of the calibration tokens (the last ones) held out to choose the thresholds", 0.01, 0.9},
+    {"seed", "s", K::kInt, "compress", "1", "S", "--sparse-ffn: seed of the predictor training", 0, kBig},
+    {"no-predictor", nullptr, K::kSwitch, "compress", nullptr, "",
+     "--sparse-ffn: bundle only (exact mode), no predictors"},
+    {"ffn-dtype", nullptr, K::kChoice, "compress", "keep", "TYPE",
+     "--sparse-ffn: matrix type of the bundled FFN (keep = that of ffn.key)", 0, 0, false, "keep|f32|f16|bf16|i8|q4"},
     {"calib-tokens", nullptr, K::kInt, "compress", "16384", "N", "use the first N tokens of the calibration text", 1,
      kBig},
     {"quant", nullptr, K::kChoice, "compress", nullptr, "TYPE",

@@ -1,7 +1,9 @@
 // rwkv-lite bench: prompt and generation speed, memory, and how close generation gets to the
 // memory-bandwidth bound (every weight byte must be read once per generated token).
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -55,6 +57,7 @@ int cmd_bench(const Args& args) {
   const double load_seconds = now_seconds() - t_load0;
   const rwkvl_model_info info = model_info(model.get());
   const ContextPtr ctx = new_context(model.get(), static_cast<int>(args.integer("threads")));
+  apply_ffn(args, model.get(), ctx.get());
   const StatePtr state = new_state(model.get());
   const int threads = rwkvl_context_threads(ctx.get());
   const size_t chunk = static_cast<size_t>(args.integer("chunk"));
@@ -74,6 +77,7 @@ int cmd_bench(const Args& args) {
   const double t0 = now_seconds();
   check(rwkvl_eval(ctx.get(), state.get(), prompt.data(), n_prompt, chunk, logits.data()));
   const double t1 = now_seconds();
+  check(rwkvl_context_reset_ffn_stats(ctx.get()));  // the FFN figures below are those of generation
   int32_t token = argmax(logits);
   for (size_t i = 0; i < n_gen; ++i) {
     check(rwkvl_eval(ctx.get(), state.get(), &token, 1, 1, logits.data()));
@@ -81,6 +85,7 @@ int cmd_bench(const Args& args) {
   }
   const double t2 = now_seconds();
 
+  const rwkvl_ffn_stats fs = ffn_stats(ctx.get());
   const double prompt_tps = static_cast<double>(n_prompt) / (t1 - t0);
   const double gen_tps = static_cast<double>(n_gen) / (t2 - t1);
   const uint64_t peak_rss = rwkvl_peak_rss_bytes();
@@ -98,6 +103,62 @@ int cmd_bench(const Args& args) {
     if (measured <= 0.0) throw Failure(std::string("measuring the memory bandwidth failed: ") + rwkvl_last_error());
   }
   const double pct = measure ? 100.0 * achieved / measured : 0.0;
+  const bool show_ffn = info.sparse_ffn || fs.cache_capacity || args.on("verify") || args.given("ffn-random");
+  // Bytes touched per generated token with the channel-mix as it actually ran.
+  const double gen_evals_per_tok = info.n_layer ? static_cast<double>(fs.evals) / info.n_layer : 0.0;
+  const double ffn_bpt = gen_evals_per_tok > 0 ? static_cast<double>(fs.weight_bytes) / gen_evals_per_tok : 0.0;
+  const double pred_bpt = gen_evals_per_tok > 0 ? static_cast<double>(fs.predictor_bytes) / gen_evals_per_tok : 0.0;
+  const double touched = static_cast<double>(info.bytes_per_token - info.ffn_weight_bytes - info.ffn_predictor_bytes) +
+                         ffn_bpt + pred_bpt;
+
+  // Side by side: the dense channel-mix against forced random active sets (the predictor still runs).
+  struct Compare {
+    std::string config;
+    double frac = 0, ffn_ms = 0, tok_s = 0, active = 0, bytes = 0, pred_share = 0;
+  };
+  std::vector<Compare> cmp;
+  if (args.given("ffn-random")) {
+    if (!info.sparse_ffn) args.fail("--ffn-random needs a neuron-bundled model (rwkv-lite compress --sparse-ffn)");
+    std::vector<double> fracs = {0.0};
+    std::string list = args.str("ffn-random");
+    for (size_t a = 0; a <= list.size();) {
+      const size_t b = std::min(list.find(',', a), list.size());
+      const std::string item = list.substr(a, b - a);
+      char* end = nullptr;
+      const double v = std::strtod(item.c_str(), &end);
+      if (item.empty() || *end || !(v > 0 && v <= 1)) args.fail("invalid --ffn-random '" + list + "' (shares in (0, 1], e.g. 0.1,0.5)");
+      fracs.push_back(v);
+      a = b + 1;
+    }
+    for (double f : fracs) {
+      rwkvl_ffn_params p = ffn_params(args, model.get());
+      p.mode = f > 0 ? RWKVL_FFN_PREDICT : RWKVL_FFN_DENSE;
+      p.random_frac = f;
+      p.verify = 0;
+      check(rwkvl_context_set_ffn(ctx.get(), &p));
+      check(rwkvl_state_reset(state.get()));
+      int32_t tk = prompt[0];
+      for (int w = 0; w < 2; ++w) check(rwkvl_eval(ctx.get(), state.get(), &tk, 1, 1, logits.data()));
+      check(rwkvl_context_reset_ffn_stats(ctx.get()));
+      const double a0 = now_seconds();
+      for (size_t i = 0; i < n_gen; ++i) {
+        tk = prompt[i % prompt.size()];
+        check(rwkvl_eval(ctx.get(), state.get(), &tk, 1, 1, logits.data()));
+      }
+      const double a1 = now_seconds();
+      const rwkvl_ffn_stats c = ffn_stats(ctx.get());
+      const double toks = info.n_layer ? static_cast<double>(c.evals) / info.n_layer : 1.0;
+      Compare r;
+      r.config = f > 0 ? "random " + std::to_string(static_cast<int>(std::lround(f * 100))) + "%" : "dense";
+      r.frac = f;
+      r.ffn_ms = 1e3 * c.seconds / toks;
+      r.tok_s = static_cast<double>(n_gen) / (a1 - a0);
+      r.active = c.neurons ? static_cast<double>(c.computed) / static_cast<double>(c.neurons) : 0.0;
+      r.bytes = static_cast<double>(c.weight_bytes + c.predictor_bytes) / toks;
+      r.pred_share = c.seconds > 0 ? c.seconds_predictor / c.seconds : 0.0;
+      cmp.push_back(r);
+    }
+  }
 
   if (json) {
     nlohmann::json j = {{"system", system},
@@ -123,6 +184,24 @@ int cmd_bench(const Args& args) {
                         {"measured_gb_per_s", measure ? nlohmann::json(measured / 1e9) : nlohmann::json(nullptr)},
                         {"bandwidth_buffer_bytes", bw_buffer},
                         {"bandwidth_pct", measure ? nlohmann::json(pct) : nlohmann::json(nullptr)}};
+    if (show_ffn) {
+      const nlohmann::json f = ffn_json(fs, info);
+      for (auto it = f.begin(); it != f.end(); ++it) j[it.key()] = it.value();
+      j["bytes_touched_per_token"] = touched;
+    }
+    if (!cmp.empty()) {
+      nlohmann::json a = nlohmann::json::array();
+      for (const Compare& c : cmp)
+        a.push_back({{"config", c.config},
+                     {"random_frac", c.frac},
+                     {"ffn_ms_per_token", c.ffn_ms},
+                     {"ffn_speedup_vs_dense", c.ffn_ms > 0 ? cmp[0].ffn_ms / c.ffn_ms : 0.0},
+                     {"gen_tok_per_s", c.tok_s},
+                     {"ffn_active_frac", c.active},
+                     {"ffn_bytes_per_token", c.bytes},
+                     {"ffn_predictor_time_share", c.pred_share}});
+      j["ffn_compare"] = a;
+    }
     std::printf("%s\n", j.dump().c_str());
     return 0;
   }
@@ -142,6 +221,34 @@ int cmd_bench(const Args& args) {
     std::printf("%-30s %12.2f GB/s  (%d thread%s, %s buffer, best of 2)\n", "measured read bandwidth",
                 measured / 1e9, threads, threads == 1 ? "" : "s", format_bytes(bw_buffer).c_str());
     std::printf("%-30s %12.1f %%\n", "of the bandwidth bound", pct);
+  }
+  if (show_ffn) {
+    const double n = fs.neurons ? static_cast<double>(fs.neurons) : 1.0;
+    std::printf("\nchannel-mix (generation): mode %s, %.4f of the neurons computed, value rows %.4f\n",
+                ffn_mode_str(fs.mode), static_cast<double>(fs.computed) / n, static_cast<double>(fs.value_rows) / n);
+    std::printf("%-30s %12s  (dense %s)\n", "FFN weights read per token", format_bytes(static_cast<uint64_t>(ffn_bpt)).c_str(),
+                format_bytes(info.ffn_weight_bytes).c_str());
+    std::printf("%-30s %12s\n", "predictor read per token", format_bytes(static_cast<uint64_t>(pred_bpt)).c_str());
+    std::printf("%-30s %12s\n", "all weights touched per token", format_bytes(static_cast<uint64_t>(touched)).c_str());
+    std::printf("%-30s %12.1f %%\n", "predictor share of FFN time", fs.seconds > 0 ? 100.0 * fs.seconds_predictor / fs.seconds : 0.0);
+    if (fs.verified && fs.verify_active)
+      std::printf("%-30s %12.4f\n", "recall (verified)", static_cast<double>(fs.verify_hit) / static_cast<double>(fs.verify_active));
+    if (fs.cache_capacity) {
+      std::printf("%-30s %12s  (pinned %s)\n", "neuron cache", format_bytes(fs.cache_capacity).c_str(),
+                  format_bytes(fs.cache_pinned_bytes).c_str());
+      std::printf("%-30s %12.4f\n", "cache hit rate",
+                  fs.cache_requests ? static_cast<double>(fs.cache_hits) / static_cast<double>(fs.cache_requests) : 0.0);
+      std::printf("%-30s %12s\n", "read from storage per token",
+                  format_bytes(static_cast<uint64_t>(gen_evals_per_tok > 0 ? static_cast<double>(fs.cache_bytes_read) / gen_evals_per_tok : 0.0)).c_str());
+    }
+  }
+  if (!cmp.empty()) {
+    std::printf("\n%-12s %14s %9s %12s %10s %14s %11s\n", "FFN", "ffn ms/token", "speedup", "gen tok/s", "active",
+                "FFN bytes/tok", "pred. share");
+    for (const Compare& c : cmp)
+      std::printf("%-12s %14.4f %8.2fx %12.1f %10.4f %14s %10.1f%%\n", c.config.c_str(), c.ffn_ms,
+                  c.ffn_ms > 0 ? cmp[0].ffn_ms / c.ffn_ms : 0.0, c.tok_s, c.active,
+                  format_bytes(static_cast<uint64_t>(c.bytes)).c_str(), 100.0 * c.pred_share);
   }
   return 0;
 }

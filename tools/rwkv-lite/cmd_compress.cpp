@@ -1,9 +1,11 @@
 // rwkv-lite compress: low-rank factorisation (svd / asvd) and quantisation of a model, written as a
 // native file that every other command runs.
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <cstdio>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <sys/stat.h>
@@ -17,6 +19,7 @@
 #include "commands.h"
 #include "common.h"
 #include "compress/compress.h"
+#include "compress/sparse_ffn.h"
 #include "progress.h"
 
 namespace rwkvl::cli {
@@ -56,19 +59,7 @@ int cmd_compress(const Args& args) {
   o.rank_frac = args.number("rank-frac");
   o.rank = args.integer("rank");
   o.diag = args.on("diag");
-  if (args.given("budget")) {
-    const std::string b = args.str("budget");
-    char* end = nullptr;
-    errno = 0;
-    double v = std::strtod(b.c_str(), &end);
-    std::string suffix = end ? end : "";
-    if (suffix == "K" || suffix == "k") v *= 1024.0;
-    else if (suffix == "M" || suffix == "m") v *= 1024.0 * 1024.0;
-    else if (suffix == "G" || suffix == "g") v *= 1024.0 * 1024.0 * 1024.0;
-    else if (!suffix.empty()) v = -1;
-    if (b.empty() || errno != 0 || !(v >= 1) || v > 1e15) args.fail("invalid --budget '" + b + "' (e.g. 40000000, 40M, 1.5G)");
-    o.budget = static_cast<uint64_t>(v);
-  }
+  if (args.given("budget")) o.budget = parse_bytes(args, "budget");
   o.force = args.on("force");
   o.damp = args.number("damp");
   o.quant = args.str("quant");
@@ -94,7 +85,7 @@ int cmd_compress(const Args& args) {
 
   const std::string calib_path = args.str("calib");
   if (!calib_path.empty()) {
-    if (o.lowrank.empty()) args.fail("--calib is used by --lowrank svd|asvd only");
+    if (o.lowrank.empty() && !args.on("sparse-ffn")) args.fail("--calib is used by --lowrank svd|asvd and --sparse-ffn only");
     const std::string text = read_file(calib_path, "calibration text");
     if (text.empty()) args.fail("calibration file '" + calib_path + "' is empty");
     const TokenizerPtr tok = model_tokenizer(model.get(), in_path, args.str("tokenizer"));
@@ -106,13 +97,54 @@ int cmd_compress(const Args& args) {
     o.calib_hash = compress::fnv1a64_hex(text.data(), text.size());
   } else if (o.lowrank == "asvd") {
     args.fail("--lowrank asvd needs calibration text: --calib FILE (e.g. wikitext2-valid.txt)");
+  } else if (args.on("sparse-ffn")) {
+    args.fail("--sparse-ffn needs calibration text: --calib FILE (e.g. wikitext2-valid.txt)");
   }
+  const bool sparse = args.on("sparse-ffn");
+  for (const char* f : {"no-predictor", "recall", "hidden", "epochs", "holdout", "ffn-dtype", "lr"})
+    if (!sparse && args.given(f)) args.fail(std::string("--") + f + " needs --sparse-ffn");
+  const bool other_passes = !o.lowrank.empty() || !o.quant.empty() || o.quant_emb || o.quant_head || !o.dtype.empty();
 
-  Progress bar("compress", static_cast<uint64_t>(m->config().n_layer), "layers");
-  o.progress = [&bar](int done, int) { bar.update(static_cast<uint64_t>(done)); };
   compress::Report rep;
-  const std::shared_ptr<Model> out = compress::run(m, o, &rep);
-  bar.finish();
+  std::shared_ptr<Model> out = m;
+  if (other_passes || !sparse) {
+    Progress bar("compress", static_cast<uint64_t>(m->config().n_layer), "layers");
+    o.progress = [&bar](int done, int) { bar.update(static_cast<uint64_t>(done)); };
+    out = compress::run(m, o, &rep);
+    bar.finish();
+  } else {
+    rep.bytes_before = rep.bytes_after = m->weight_bytes();
+  }
+  compress::SparseFfnReport srep;
+  if (sparse) {
+    compress::SparseFfnOptions so;
+    so.calib = o.calib;
+    so.calib_name = o.calib_name;
+    so.calib_hash = o.calib_hash;
+    so.predictors = !args.on("no-predictor");
+    so.dtype = args.str("ffn-dtype") == "keep" ? "" : args.str("ffn-dtype");
+    so.n_threads = n_threads;
+    so.recall_target = args.number("recall");
+    so.pred.recall = std::min(1.0, so.recall_target + (1.0 - so.recall_target) / 4);
+    so.pred.hidden = static_cast<int>(args.integer("hidden"));
+    so.pred.epochs = static_cast<int>(args.integer("epochs"));
+    so.pred.holdout = args.number("holdout");
+    so.pred.lr = args.number("lr");
+    so.pred.seed = static_cast<uint64_t>(args.integer("seed"));
+    so.pred.n_threads = n_threads;
+    Progress collect("activations", static_cast<uint64_t>(o.calib.size()), "tokens");
+    so.collect_progress = [&collect](int64_t done, int64_t) { collect.update(static_cast<uint64_t>(done)); };
+    std::unique_ptr<Progress> train;
+    so.pred.progress = [&train, &collect](int64_t done, int64_t total) {
+      collect.finish();
+      if (!train) train = std::make_unique<Progress>("predictors", static_cast<uint64_t>(total), "layer-epochs");
+      train->update(static_cast<uint64_t>(done));
+    };
+    out = compress::sparse_ffn(out, so, &srep);
+    collect.finish();
+    if (train) train->finish();
+    rep.bytes_after = out->weight_bytes();
+  }
   out->save_native(out_path, "keep");
 
   const uint64_t in_file = file_size(in_path), out_file = file_size(out_path);
@@ -139,6 +171,12 @@ int cmd_compress(const Args& args) {
                         {"seconds", now_seconds() - t0},
                         {"pass", rep.pass},
                         {"matrices", mats}};
+    if (sparse) {
+      j["sparse_ffn"] = srep.pass["sparse_ffn"];
+      j["sparse_ffn"]["bundle_bytes"] = srep.bundle_bytes;
+      j["sparse_ffn"]["seconds_collect"] = srep.seconds_collect;
+      j["sparse_ffn"]["seconds_train"] = srep.seconds_train;
+    }
     std::printf("%s\n", j.dump(1).c_str());
     return 0;
   }
@@ -177,6 +215,31 @@ int cmd_compress(const Args& args) {
   if (quantised)
     std::printf("%d further matrices quantised/converted: %s -> %s\n", quantised, format_bytes(qb).c_str(),
                 format_bytes(qa).c_str());
+  if (sparse) {
+    const bool pr = !args.on("no-predictor");
+    std::printf("sparse FFN: neuron-bundled %s, predictors %s (%.1f s collecting, %.1f s training)\n",
+                format_bytes(srep.bundle_bytes).c_str(), pr ? format_bytes(srep.predictor_bytes).c_str() : "none",
+                srep.seconds_collect, srep.seconds_train);
+    if (pr) {
+      std::printf("%5s %9s | %8s | %15s | %15s | %15s\n", "layer", "zero", "held-out", "mlp alone", "1-bit alone",
+                  "ensemble (OR)");
+      std::printf("%5s %9s | %8s | %7s %7s | %7s %7s | %7s %7s\n", "", "(calib)", "active", "recall", "active",
+                  "recall", "active", "recall", "active");
+      double ens = 0, zero = 0;
+      for (const auto& l : srep.layers) {
+        const auto& p = l.pred;
+        std::printf("%5d %9.4f | %8.4f | %7.4f %7.4f | %7.4f %7.4f | %7.4f %7.4f\n", l.layer, l.zero_frac,
+                    p.true_active_frac, p.recall_mlp, p.frac_mlp, p.recall_bits, p.frac_bits, p.recall_ens, p.frac_ens);
+        ens += p.frac_ens;
+        zero += l.zero_frac;
+      }
+      const double nl = static_cast<double>(srep.layers.size());
+      std::printf("mean: zero share %.4f; the ensemble computes %.4f of the neurons (skips %.4f) at recall >= %.4f on "
+                  "held-out calibration tokens (target %.3f on new text)\n",
+                  zero / nl, ens / nl, 1 - ens / nl, std::min(1.0, args.number("recall") + (1.0 - args.number("recall")) / 4),
+                  args.number("recall"));
+    }
+  }
   std::printf("weights %s -> %s (%.2fx); file %s -> %s; %zu calibration tokens; %.1f s\n",
               format_bytes(rep.bytes_before).c_str(), format_bytes(rep.bytes_after).c_str(),
               rep.bytes_after ? static_cast<double>(rep.bytes_before) / static_cast<double>(rep.bytes_after) : 0.0,

@@ -235,6 +235,7 @@ struct LambadaResult {
   std::vector<PassageResult> passages;
   uint64_t correct = 0, target_tokens = 0, fallbacks = 0;
   double total_nll = 0, seconds = 0;
+  rwkvl_ffn_stats ffn{};  // channel-mix counters of the worker contexts (not the main one)
 
   double n() const { return static_cast<double>(passages.size()); }
   double acc() const { return static_cast<double>(correct) / n(); }
@@ -298,7 +299,7 @@ void eval_passage(rwkvl_context* ctx, rwkvl_state* state, size_t n_vocab, size_t
 // whose per-layer hand-offs cost more than short passages gain. Results do not depend on the split.
 LambadaResult run_lambada(const rwkvl_model* model, rwkvl_context* main_ctx, const rwkvl_tokenizer* tok,
                           const rwkvl_model_info& info, const std::vector<LambadaDoc>& docs, size_t chunk,
-                          int n_threads) {
+                          int n_threads, const rwkvl_ffn_params& ffn) {
   LambadaResult r;
   r.passages.resize(docs.size());
   for (size_t i = 0; i < docs.size(); ++i) tokenize_passage(tok, docs[i], &r.passages[i]);
@@ -310,6 +311,7 @@ LambadaResult run_lambada(const rwkvl_model* model, rwkvl_context* main_ctx, con
   for (size_t w = 0; w < n_workers; ++w) {
     if (n_workers == 1) break;
     contexts.push_back(new_context(model, threads_each));
+    check(rwkvl_context_set_ffn(contexts.back().get(), &ffn));
   }
 
   std::atomic<size_t> next{0}, done{0};
@@ -344,6 +346,7 @@ LambadaResult run_lambada(const rwkvl_model* model, rwkvl_context* main_ctx, con
   progress.finish();
   if (error) std::rethrow_exception(error);
 
+  for (const ContextPtr& c : contexts) add_ffn_stats(&r.ffn, ffn_stats(c.get()));
   for (const PassageResult& p : r.passages) {  // in passage order: independent of the split
     r.total_nll += p.nll;
     r.correct += p.correct;
@@ -416,6 +419,7 @@ int cmd_perplexity(const Args& args) {
   const std::vector<int32_t> ids = text_tokens(tok.get(), text, args.integer("max-tokens"));
 
   const ContextPtr ctx = new_context(model.get(), static_cast<int>(args.integer("threads")));
+  apply_ffn(args, model.get(), ctx.get());
   const int n_threads = rwkvl_context_threads(ctx.get());
   const StreamResult r = stream_nll(ctx.get(), model.get(), tok.get(), info, ids,
                                     static_cast<size_t>(args.integer("chunk")));
@@ -467,16 +471,20 @@ int cmd_eval(const Args& args) {
   text.reset();
 
   const ContextPtr ctx = new_context(model.get(), static_cast<int>(args.integer("threads")));
+  apply_ffn(args, model.get(), ctx.get());
   const int n_threads = rwkvl_context_threads(ctx.get());
   std::optional<StreamResult> ppl;
   if (!ids.empty()) ppl = stream_nll(ctx.get(), model.get(), tok.get(), info, ids, chunk);
   std::optional<LambadaResult> lambada;
   if (!docs.empty()) {
-    lambada = run_lambada(model.get(), ctx.get(), tok.get(), info, docs, chunk, n_threads);
+    lambada = run_lambada(model.get(), ctx.get(), tok.get(), info, docs, chunk, n_threads, ffn_params(args, model.get()));
     if (details) write_lambada_details(&*details, *lambada);
   }
   const uint64_t peak_rss = rwkvl_peak_rss_bytes();
   const double seconds = now_seconds() - t_start;
+  rwkvl_ffn_stats fs = ffn_stats(ctx.get());
+  if (lambada) add_ffn_stats(&fs, lambada->ffn);
+  const uint64_t ffn_tokens = info.n_layer ? fs.evals / static_cast<uint64_t>(info.n_layer) : 0;
 
   const std::string isa = system_field("isa");
   using nlohmann::json;
@@ -512,6 +520,10 @@ int cmd_eval(const Args& args) {
               {"lambada_seconds", opt(L, L ? lambada->seconds : 0.0)},
               {"load_seconds", load_seconds},
               {"seconds", seconds}};
+    if (info.sparse_ffn || fs.cache_capacity || args.on("verify")) {
+      const json f = ffn_json(fs, info);
+      for (auto it = f.begin(); it != f.end(); ++it) j[it.key()] = it.value();
+    }
     std::printf("%s\n", j.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
     return 0;
   }
@@ -541,6 +553,23 @@ int cmd_eval(const Args& args) {
     std::printf("%-15s %.2f s (%.1f passages/s)\n", "lambada time", lambada->seconds,
                 lambada->seconds > 0 ? static_cast<double>(lambada->passages.size()) / lambada->seconds : 0.0);
   }
+  if (info.sparse_ffn || fs.cache_capacity) {
+    const double n = fs.neurons ? static_cast<double>(fs.neurons) : 1.0, tk = ffn_tokens ? static_cast<double>(ffn_tokens) : 1.0;
+    std::printf("%-15s %s: %.4f of the neurons computed (value rows %.4f); %s/token of FFN weights (dense %s), "
+                "predictor %s/token\n",
+                "ffn", ffn_mode_str(fs.mode), static_cast<double>(fs.computed) / n, static_cast<double>(fs.value_rows) / n,
+                format_bytes(static_cast<uint64_t>(static_cast<double>(fs.weight_bytes) / tk)).c_str(),
+                format_bytes(info.ffn_weight_bytes).c_str(),
+                format_bytes(static_cast<uint64_t>(static_cast<double>(fs.predictor_bytes) / tk)).c_str());
+    if (fs.verified && fs.verify_active)
+      std::printf("%-15s %.5f of the truly active neurons computed\n", "ffn recall",
+                  static_cast<double>(fs.verify_hit) / static_cast<double>(fs.verify_active));
+    if (fs.cache_capacity)
+      std::printf("%-15s %s (pinned %s), hit rate %.4f, %s/token read from the file\n", "ffn cache",
+                  format_bytes(fs.cache_capacity).c_str(), format_bytes(fs.cache_pinned_bytes).c_str(),
+                  fs.cache_requests ? static_cast<double>(fs.cache_hits) / static_cast<double>(fs.cache_requests) : 0.0,
+                  format_bytes(static_cast<uint64_t>(static_cast<double>(fs.cache_bytes_read) / tk)).c_str());
+  }
   std::printf("%-15s %.2f s\n", "total time", seconds);
   return 0;
 }
@@ -561,6 +590,7 @@ int cmd_logits(const Args& args) {
   if (ids.empty()) args.fail("no tokens to feed");
 
   const ContextPtr ctx = new_context(model.get(), static_cast<int>(args.integer("threads")));
+  apply_ffn(args, model.get(), ctx.get());
   const StatePtr state = new_state(model.get());
   std::vector<float> logits(static_cast<size_t>(info.n_vocab));
   check(rwkvl_eval(ctx.get(), state.get(), ids.data(), ids.size(), static_cast<size_t>(args.integer("chunk")),

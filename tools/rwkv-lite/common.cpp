@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -52,6 +53,99 @@ rwkvl_model_info model_info(const rwkvl_model* model) {
   rwkvl_model_info info{};
   check(rwkvl_model_get_info(model, &info));
   return info;
+}
+
+uint64_t parse_bytes(const Args& args, const char* flag, uint64_t percent_base) {
+  const std::string b = args.str(flag);
+  char* end = nullptr;
+  errno = 0;
+  double v = std::strtod(b.c_str(), &end);
+  const std::string suffix = end ? end : "";
+  if (suffix == "K" || suffix == "k") v *= 1024.0;
+  else if (suffix == "M" || suffix == "m") v *= 1024.0 * 1024.0;
+  else if (suffix == "G" || suffix == "g") v *= 1024.0 * 1024.0 * 1024.0;
+  else if (suffix == "%" && percent_base > 0 && v > 0 && v <= 100) v = v / 100.0 * static_cast<double>(percent_base);
+  else if (!suffix.empty()) v = -1;
+  if (b.empty() || errno != 0 || !(v >= 1) || v > 1e15)
+    args.fail(std::string("invalid --") + flag + " '" + b + "' (e.g. 40000000, 40M, 1.5G" +
+              (percent_base ? ", 25%)" : ")"));
+  return static_cast<uint64_t>(v);
+}
+
+rwkvl_ffn_params ffn_params(const Args& args, const rwkvl_model* model) {
+  rwkvl_ffn_params p = rwkvl_ffn_default_params();
+  if (!args.accepts("ffn-mode")) return p;
+  const std::string m = args.str("ffn-mode");
+  p.mode = m == "dense" ? RWKVL_FFN_DENSE : m == "exact" ? RWKVL_FFN_EXACT : m == "predict" ? RWKVL_FFN_PREDICT : RWKVL_FFN_AUTO;
+  if (args.given("ffn-cache")) p.cache_bytes = parse_bytes(args, "ffn-cache", model_info(model).ffn_weight_bytes);
+  p.prefetch = args.on("ffn-prefetch") ? 1 : 0;
+  p.verify = args.accepts("verify") && args.on("verify") ? 1 : 0;
+  return p;
+}
+
+void apply_ffn(const Args& args, const rwkvl_model* model, rwkvl_context* ctx) {
+  const rwkvl_ffn_params p = ffn_params(args, model);
+  check(rwkvl_context_set_ffn(ctx, &p));
+}
+
+rwkvl_ffn_stats ffn_stats(rwkvl_context* ctx) {
+  rwkvl_ffn_stats s{};
+  check(rwkvl_context_ffn_stats(ctx, &s));
+  return s;
+}
+
+void add_ffn_stats(rwkvl_ffn_stats* a, const rwkvl_ffn_stats& s) {
+  a->evals += s.evals;
+  a->neurons += s.neurons;
+  a->computed += s.computed;
+  a->value_rows += s.value_rows;
+  a->weight_bytes += s.weight_bytes;
+  a->predictor_bytes += s.predictor_bytes;
+  a->verify_active += s.verify_active;
+  a->verify_hit += s.verify_hit;
+  a->verified = a->verified || s.verified;
+  a->seconds += s.seconds;
+  a->seconds_predictor += s.seconds_predictor;
+  a->cache_requests += s.cache_requests;
+  a->cache_hits += s.cache_hits;
+  a->cache_misses += s.cache_misses;
+  a->cache_bytes_read += s.cache_bytes_read;
+  a->cache_capacity += s.cache_capacity;
+  a->cache_pinned_bytes += s.cache_pinned_bytes;
+  a->cache_wait_seconds += s.cache_wait_seconds;
+  a->mode = s.mode;
+}
+
+const char* ffn_mode_str(rwkvl_ffn_mode m) {
+  switch (m) {
+    case RWKVL_FFN_DENSE: return "dense";
+    case RWKVL_FFN_EXACT: return "exact";
+    case RWKVL_FFN_PREDICT: return "predict";
+    default: return "auto";
+  }
+}
+
+nlohmann::json ffn_json(const rwkvl_ffn_stats& s, const rwkvl_model_info& info) {
+  // Tokens that went through the channel-mix (every layer once per token).
+  const double tk = s.evals && info.n_layer ? static_cast<double>(s.evals) / info.n_layer : 1.0;
+  const double n = s.neurons ? static_cast<double>(s.neurons) : 1.0;
+  nlohmann::json j = {{"ffn_mode", ffn_mode_str(s.mode)},
+                      {"ffn_active_frac", static_cast<double>(s.computed) / n},
+                      {"ffn_value_frac", static_cast<double>(s.value_rows) / n},
+                      {"ffn_bytes_per_token", static_cast<double>(s.weight_bytes) / tk},
+                      {"ffn_dense_bytes_per_token", static_cast<double>(info.ffn_weight_bytes)},
+                      {"ffn_predictor_bytes_per_token", static_cast<double>(s.predictor_bytes) / tk},
+                      {"ffn_predictor_time_share", s.seconds > 0 ? s.seconds_predictor / s.seconds : 0.0},
+                      {"ffn_seconds", s.seconds}};
+  if (s.verified && s.verify_active) j["ffn_recall"] = static_cast<double>(s.verify_hit) / static_cast<double>(s.verify_active);
+  if (s.cache_capacity) {
+    j["ffn_cache_bytes"] = s.cache_capacity;
+    j["ffn_cache_pinned_bytes"] = s.cache_pinned_bytes;
+    j["ffn_cache_hit_rate"] = s.cache_requests ? static_cast<double>(s.cache_hits) / static_cast<double>(s.cache_requests) : 0.0;
+    j["ffn_storage_bytes_per_token"] = static_cast<double>(s.cache_bytes_read) / tk;
+    j["ffn_cache_wait_seconds"] = s.cache_wait_seconds;
+  }
+  return j;
 }
 
 ContextPtr new_context(const rwkvl_model* model, int n_threads) {

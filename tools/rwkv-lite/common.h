@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "rwkv_lite.h"
 
 namespace rwkvl::cli {
@@ -46,6 +48,19 @@ ModelPtr load_model(const Args& args);
 rwkvl_model_info model_info(const rwkvl_model* model);
 ContextPtr new_context(const rwkvl_model* model, int n_threads);
 StatePtr new_state(const rwkvl_model* model);
+// A byte count: digits with an optional K, M, G suffix (KiB, MiB, GiB), or "N%" of percent_base when
+// that is non-zero. UsageError naming the flag on anything else.
+uint64_t parse_bytes(const Args& args, const char* flag, uint64_t percent_base = 0);
+// The channel-mix settings the command line asks for (--ffn-mode, --ffn-cache, --ffn-prefetch, --verify).
+rwkvl_ffn_params ffn_params(const Args& args, const rwkvl_model* model);
+// Applies them to a context (Failure with the library's message, e.g. a cache below its minimum).
+void apply_ffn(const Args& args, const rwkvl_model* model, rwkvl_context* ctx);
+rwkvl_ffn_stats ffn_stats(rwkvl_context* ctx);
+void add_ffn_stats(rwkvl_ffn_stats* into, const rwkvl_ffn_stats& s);
+const char* ffn_mode_str(rwkvl_ffn_mode m);
+// The report keys of the sparse channel-mix (eval --json, bench --json): ffn_mode, ffn_active_frac,
+// ffn_bytes_per_token, ffn_predictor_bytes_per_token, ffn_recall (when verified), cache figures.
+nlohmann::json ffn_json(const rwkvl_ffn_stats& s, const rwkvl_model_info& info);
 // The tokenizer that matches the model's vocabulary (--tokenizer overrides the file).
 TokenizerPtr model_tokenizer(const rwkvl_model* model, const std::string& model_path, const std::string& tok_path);
 

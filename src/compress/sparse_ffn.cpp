@@ -1,0 +1,254 @@
+#include "compress/sparse_ffn.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "core/dtype.h"
+#include "core/error.h"
+#include "model/sparse_ffn.h"
+
+namespace rwkvl::compress {
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+std::pair<Tensor, Tensor> bundle_ffn(const std::string& name, const float* wk, const float* wv, int64_t F, int64_t C,
+                                     const std::vector<int32_t>& perm, DType dtype, bool f16_scales) {
+  RWKVL_CHECK(static_cast<int64_t>(perm.size()) == F);
+  std::vector<float> rows(static_cast<size_t>(2 * F * C));
+  for (int64_t j = 0; j < F; ++j) {
+    const int64_t i = perm[static_cast<size_t>(j)];
+    float* k = rows.data() + (2 * j) * C;
+    float* v = k + C;
+    std::memcpy(k, wk + i * C, sizeof(float) * static_cast<size_t>(C));
+    for (int64_t c = 0; c < C; ++c) v[c] = wv[c * F + i];
+  }
+  return quantize_matrix(name, rows.data(), 2 * F, C, dtype, f16_scales);
+}
+
+void unbundle_ffn(const SparseFfn& s, std::vector<float>* wk, std::vector<float>* wv) {
+  const int64_t F = s.n, C = s.layout.cols;
+  wk->assign(static_cast<size_t>(F * C), 0.f);
+  wv->assign(static_cast<size_t>(C * F), 0.f);
+  std::vector<float> row(static_cast<size_t>(C));
+  for (int64_t j = 0; j < F; ++j) {
+    const int64_t i = s.perm[j];
+    kern::get_row(s.layout, 2 * j, wk->data() + i * C);
+    kern::get_row(s.layout, 2 * j + 1, row.data());
+    for (int64_t c = 0; c < C; ++c) (*wv)[static_cast<size_t>(c * F + i)] = row[static_cast<size_t>(c)];
+  }
+}
+
+std::shared_ptr<Model> sparse_ffn(const std::shared_ptr<const Model>& in, const SparseFfnOptions& opt,
+                                  SparseFfnReport* report) {
+  SparseFfnReport local;
+  SparseFfnReport& rep = report ? *report : local;
+  rep = SparseFfnReport{};
+  const ModelConfig& cfg = in->config();
+  const int64_t C = cfg.n_embd, F = cfg.n_ffn;
+  const int L = cfg.n_layer;
+  if (in->sparse_ffn()) RWKVL_FAIL(kInvalidArgument, "the model's channel-mix is already neuron-bundled");
+  for (int l = 0; l < L; ++l)
+    if (in->layer(l).ffn_k.factored() || in->layer(l).ffn_v.factored())
+      RWKVL_FAIL(kInvalidArgument,
+                 "layer %d's ffn.key/ffn.value are factored: --sparse-ffn bundles dense FFN matrices (leave ffn.key and "
+                 "ffn.value out of --targets)",
+                 l);
+  if (opt.predictors && C % 8 != 0)
+    RWKVL_FAIL(kInvalidArgument, "the 1-bit predictor needs a model width divisible by 8, not %lld", static_cast<long long>(C));
+  const size_t min_tokens = 64;
+  if (opt.calib.size() < min_tokens)
+    RWKVL_FAIL(kInvalidArgument, "--sparse-ffn needs calibration text of at least %zu tokens (--calib FILE), got %zu",
+               min_tokens, opt.calib.size());
+  for (int32_t t : opt.calib)
+    if (t < 0 || t >= cfg.n_vocab)
+      RWKVL_FAIL(kInvalidArgument, "calibration token %d is out of range [0, %d)", t, cfg.n_vocab);
+
+  // Output dtype of the bundles.
+  const Tensor& k0 = in->tensors().at("blocks.0.ffn.key.weight");
+  DType dt = opt.dtype.empty() ? k0.dtype : parse_weight_dtype(opt.dtype);
+  bool f16_scales = true;
+  if (opt.dtype.empty() && dt == DType::kI8) {
+    auto it = in->tensors().find("blocks.0.ffn.key.weight.scale");
+    f16_scales = it != in->tensors().end() && it->second.dtype == DType::kF16;
+  }
+  if (dt == DType::kQ4 && C % 32 != 0)
+    RWKVL_FAIL(kInvalidArgument, "q4 bundles need a width divisible by 32, not %lld", static_cast<long long>(C));
+
+  // ---- 1. activations: the key input of every layer and which neurons fire, over the calibration text.
+  const auto t_collect = std::chrono::steady_clock::now();
+  const int64_t N = static_cast<int64_t>(opt.calib.size());
+  std::vector<LayerSamples> samples(static_cast<size_t>(L));
+  std::vector<std::vector<uint64_t>> counts(static_cast<size_t>(L), std::vector<uint64_t>(static_cast<size_t>(F), 0));
+  for (auto& s : samples) {
+    s.n = N;
+    s.C = C;
+    s.F = F;
+    s.x.reserve(static_cast<size_t>(N * C));
+    s.active.reserve(static_cast<size_t>(N * F));
+  }
+  {
+    Context ctx(in, opt.n_threads);
+    ctx.set_observer([&](const Matrix& m, const float* X, size_t T) {
+      for (int l = 0; l < L; ++l) {
+        const LayerWeights& lw = in->layer(l);
+        LayerSamples& s = samples[static_cast<size_t>(l)];
+        if (&m == &lw.ffn_k) {
+          s.x.insert(s.x.end(), X, X + T * static_cast<size_t>(C));
+        } else if (&m == &lw.ffn_v) {  // X = relu(k)^2
+          auto& cnt = counts[static_cast<size_t>(l)];
+          for (size_t t = 0; t < T; ++t)
+            for (int64_t i = 0; i < F; ++i) {
+              const uint8_t a = X[t * static_cast<size_t>(F) + static_cast<size_t>(i)] > 0.f;
+              s.active.push_back(a);
+              cnt[static_cast<size_t>(i)] += a;
+            }
+        }
+      }
+    });
+    State st;
+    st.reset(cfg);
+    const size_t chunk = static_cast<size_t>(std::max(1, opt.chunk));
+    for (size_t done = 0; done < opt.calib.size(); done += chunk) {
+      const size_t T = std::min(chunk, opt.calib.size() - done);
+      std::vector<float> x(T * static_cast<size_t>(C));
+      ctx.embed(opt.calib.data() + done, T, x.data());
+      ctx.forward_layers(st, x.data(), T, 0, L);
+      if (opt.collect_progress) opt.collect_progress(static_cast<int64_t>(done + T), N);
+    }
+  }
+  rep.seconds_collect = seconds_since(t_collect);
+
+  // ---- 2. neuron order: hot first (stable, so ties keep the original order).
+  std::vector<std::vector<int32_t>> perms(static_cast<size_t>(L));
+  std::vector<std::vector<float>> wks(static_cast<size_t>(L)), wvs(static_cast<size_t>(L));
+  for (int l = 0; l < L; ++l) {
+    auto& cnt = counts[static_cast<size_t>(l)];
+    auto& perm = perms[static_cast<size_t>(l)];
+    perm.resize(static_cast<size_t>(F));
+    std::iota(perm.begin(), perm.end(), 0);
+    std::stable_sort(perm.begin(), perm.end(), [&](int32_t a, int32_t b) { return cnt[static_cast<size_t>(a)] > cnt[static_cast<size_t>(b)]; });
+    const LayerWeights& lw = in->layer(l);
+    wks[static_cast<size_t>(l)] = matrix_to_f32(lw.ffn_k.t, lw.ffn_k.scale.data ? &lw.ffn_k.scale : nullptr);
+    wvs[static_cast<size_t>(l)] = matrix_to_f32(lw.ffn_v.t, lw.ffn_v.scale.data ? &lw.ffn_v.scale : nullptr);
+    LayerSamples& s = samples[static_cast<size_t>(l)];
+    RWKVL_CHECK(s.x.size() == static_cast<size_t>(N * C) && s.active.size() == static_cast<size_t>(N * F));
+    // Permute the targets and Wk rows into file order.
+    std::vector<uint8_t> act(s.active.size());
+    for (int64_t t = 0; t < N; ++t)
+      for (int64_t j = 0; j < F; ++j)
+        act[static_cast<size_t>(t * F + j)] = s.active[static_cast<size_t>(t * F + perm[static_cast<size_t>(j)])];
+    s.active.swap(act);
+    s.wk.resize(static_cast<size_t>(F * C));
+    for (int64_t j = 0; j < F; ++j)
+      std::memcpy(s.wk.data() + j * C, wks[static_cast<size_t>(l)].data() + perm[static_cast<size_t>(j)] * C,
+                  sizeof(float) * static_cast<size_t>(C));
+  }
+
+  // ---- 3. predictors
+  std::vector<LayerPredictor> preds;
+  const auto t_train = std::chrono::steady_clock::now();
+  if (opt.predictors) preds = train_predictors(samples, opt.pred);
+  rep.seconds_train = seconds_since(t_train);
+
+  // ---- 4. the new tensors
+  TensorMap tm = in->tensors();
+  for (int l = 0; l < L; ++l) {
+    const std::string p = "blocks." + std::to_string(l) + ".";
+    for (const char* n : {"ffn.key.weight", "ffn.key.weight.scale", "ffn.value.weight", "ffn.value.weight.scale"})
+      tm.erase(p + n);
+    const auto& perm = perms[static_cast<size_t>(l)];
+    auto [b, sc] = bundle_ffn(p + "ffn.bundle.weight", wks[static_cast<size_t>(l)].data(), wvs[static_cast<size_t>(l)].data(),
+                              F, C, perm, dt, f16_scales);
+    rep.bundle_bytes += b.nbytes + sc.nbytes;
+    tm[b.name] = b;
+    if (sc.data) tm[sc.name] = sc;
+    Tensor tp = Tensor::alloc(p + "ffn.perm", DType::kI32, {F});
+    std::memcpy(tp.mutable_data(), perm.data(), sizeof(int32_t) * static_cast<size_t>(F));
+    tm[tp.name] = tp;
+    Tensor tf = Tensor::alloc(p + "ffn.freq", DType::kF32, {F});
+    SparseFfnLayerReport lr;
+    lr.layer = l;
+    uint64_t total = 0;
+    for (int64_t j = 0; j < F; ++j) {
+      const uint64_t c = counts[static_cast<size_t>(l)][static_cast<size_t>(perm[static_cast<size_t>(j)])];
+      tf.mutable_f32()[j] = static_cast<float>(static_cast<double>(c) / static_cast<double>(N));
+      total += c;
+    }
+    lr.zero_frac = 1.0 - static_cast<double>(total) / (static_cast<double>(N) * static_cast<double>(F));
+    tm[tf.name] = tf;
+    if (opt.predictors) {
+      LayerPredictor& pr = preds[static_cast<size_t>(l)];
+      const int64_t H = pr.hidden;
+      Tensor w1 = Tensor::alloc(p + "ffn.pred.w1", DType::kF16, {H, C});
+      std::memcpy(w1.mutable_data(), pr.w1.data(), w1.nbytes);
+      Tensor w2 = Tensor::alloc(p + "ffn.pred.w2", DType::kF16, {F, H});
+      std::memcpy(w2.mutable_data(), pr.w2.data(), w2.nbytes);
+      Tensor bits = Tensor::alloc(p + "ffn.pred.bits", DType::kU8, {F, C / 8});
+      std::memcpy(bits.mutable_data(), pr.bits.data(), bits.nbytes);
+      Tensor lo = Tensor::from_f32(p + "ffn.pred.lo", {F}, pr.lo.data());
+      Tensor step = Tensor::from_f32(p + "ffn.pred.step", {F}, pr.step.data());
+      const float th[2] = {pr.mlp_logit_thresh, pr.bits_thresh};
+      Tensor thr = Tensor::from_f32(p + "ffn.pred.thresh", {2}, th);
+      for (Tensor* t : {&w1, &w2, &bits, &lo, &step, &thr}) {
+        rep.predictor_bytes += t->nbytes;
+        tm[t->name] = *t;
+      }
+      lr.pred = pr;
+      lr.pred.w1.clear();
+      lr.pred.w2.clear();
+      lr.pred.bits.clear();
+      lr.pred.lo.clear();
+      lr.pred.step.clear();
+    }
+    rep.layers.push_back(std::move(lr));
+  }
+
+  // ---- 5. the pass record
+  nlohmann::json layers = nlohmann::json::array();
+  for (const auto& lr : rep.layers) {
+    nlohmann::json j = {{"layer", lr.layer}, {"zero_frac", lr.zero_frac}};
+    if (opt.predictors) {
+      const LayerPredictor& p = lr.pred;
+      auto num = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(v > 0 ? "inf" : "-inf"); };
+      j["holdout"] = {{"true_active_frac", p.true_active_frac},
+                      {"mlp", {{"recall", p.recall_mlp}, {"active_frac", p.frac_mlp}, {"thresh", num(p.mlp_alone_logit_thresh)}}},
+                      {"bits", {{"recall", p.recall_bits}, {"active_frac", p.frac_bits}, {"thresh", num(p.bits_alone_thresh)}}},
+                      {"ensemble", {{"recall", p.recall_ens}, {"active_frac", p.frac_ens},
+                                    {"mlp_thresh", num(p.mlp_logit_thresh)}, {"bits_thresh", num(p.bits_thresh)}}},
+                      {"train_loss", p.train_loss},
+                      {"holdout_loss", p.holdout_loss}};
+    }
+    layers.push_back(j);
+  }
+  rep.pass = {{"tool", "rwkv-lite compress"},
+              {"sparse_ffn",
+               {{"bundle_dtype", dtype_name(dt)},
+                {"order", "calibration activation frequency, hot first"},
+                {"predictors", opt.predictors},
+                {"hidden", opt.predictors ? opt.pred.hidden : 0},
+                {"epochs", opt.pred.epochs},
+                {"recall_target", opt.recall_target > 0 ? opt.recall_target : opt.pred.recall},
+                {"recall_holdout", opt.pred.recall},
+                {"lr", opt.pred.lr},
+                {"holdout", opt.pred.holdout},
+                {"seed", opt.pred.seed},
+                {"predictor_bytes", rep.predictor_bytes},
+                {"layers", layers}}},
+              {"calibration", {{"file", opt.calib_name}, {"fnv1a64", opt.calib_hash}, {"tokens", opt.calib.size()}}}};
+  auto out = Model::from_canonical(std::move(tm), cfg, in->source_kind(), Model::LoadOptions{});
+  nlohmann::json passes = in->passes();
+  passes.push_back(rep.pass);
+  out->set_passes(passes);
+  return out;
+}
+
+}  // namespace rwkvl::compress

@@ -1,0 +1,685 @@
+// Activation predictors for the sparse channel-mix: MLP training (Eigen, single-threaded per layer), the 1-bit copy of
+// Wk, and the held-out thresholds. See sparse_train.h for the definitions.
+#include "compress/sparse_train.h"
+
+// Parallelism is across layers; Eigen itself must stay single-threaded (and deterministic).
+#ifndef EIGEN_DONT_PARALLELIZE
+#define EIGEN_DONT_PARALLELIZE
+#endif
+#include <Eigen/Core>
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <numeric>
+
+#include "core/dtype.h"
+#include "core/error.h"
+#include "core/threadpool.h"
+
+// The scores must be bit-identical between the reference functions and the training-side evaluation: no fused
+// multiply-adds (GCC does not contract in ISO mode; clang would within a statement).
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
+
+namespace rwkvl::compress {
+namespace {
+
+using RowMatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+constexpr int64_t kMinTrain = 32, kMinHoldout = 8;
+
+// ---- deterministic random numbers: splitmix64 seeding a xoshiro256**
+uint64_t splitmix64(uint64_t& x) {
+  uint64_t z = (x += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) {
+    for (auto& v : s_) v = splitmix64(seed);
+  }
+  uint64_t next() {
+    const uint64_t result = rotl(s_[1] * 5, 7) * 9;
+    const uint64_t t = s_[1] << 17;
+    s_[2] ^= s_[0];
+    s_[3] ^= s_[1];
+    s_[1] ^= s_[2];
+    s_[0] ^= s_[3];
+    s_[2] ^= t;
+    s_[3] = rotl(s_[3], 45);
+    return result;
+  }
+  float uniform01() { return static_cast<float>(next() >> 40) * 0x1.0p-24f; }  // [0, 1)
+  uint64_t below(uint64_t n) {                                                 // [0, n), n >= 1
+    return static_cast<uint64_t>((static_cast<unsigned __int128>(next()) * n) >> 64);
+  }
+
+ private:
+  static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+  uint64_t s_[4];
+};
+
+uint64_t layer_seed(uint64_t seed, int64_t layer) {
+  uint64_t x = seed;
+  const uint64_t a = splitmix64(x);
+  uint64_t y = a ^ (0xd1b54a32d192ed03ull * static_cast<uint64_t>(layer + 1));
+  return splitmix64(y);
+}
+
+int64_t holdout_count(int64_t n, double holdout) {
+  return static_cast<int64_t>(std::llround(holdout * static_cast<double>(n)));
+}
+
+// ---- the two scorers, shared by the reference functions and the held-out evaluation
+
+// z = W2 relu(W1 x) from transposed float weights w1t (C x h) and w2t (h x F). Each hidden unit is accumulated over c
+// in order, each output over j in order (skipping units that are 0 after the relu).
+void mlp_kernel(const float* w1t, const float* w2t, int64_t C, int64_t h, int64_t F, const float* x, float* hid,
+                float* z) {
+  std::fill(hid, hid + h, 0.0f);
+  for (int64_t c = 0; c < C; ++c) {
+    const float xc = x[c];
+    const float* row = w1t + c * h;
+    for (int64_t j = 0; j < h; ++j) hid[j] += row[j] * xc;
+  }
+  std::fill(z, z + F, 0.0f);
+  for (int64_t j = 0; j < h; ++j) {
+    const float hj = hid[j] > 0.0f ? hid[j] : 0.0f;
+    if (hj == 0.0f) continue;
+    const float* row = w2t + j * F;
+    for (int64_t r = 0; r < F; ++r) z[r] += row[r] * hj;
+  }
+}
+
+float sum_in_order(const float* x, int64_t C) {
+  float s = 0.0f;
+  for (int64_t c = 0; c < C; ++c) s += x[c];
+  return s;
+}
+
+float combine(float lo, float step, float sumx, float sumbits) {
+  const float a = lo * sumx;
+  const float b = step * sumbits;
+  return a + b;
+}
+
+// Byte tables: T[j][b] = sum of x[8j + bit] over the set bits of b in bit order (the same float additions as the
+// direct loop of bits_score), then the scores with one lookup per byte.
+void bits_kernel_tables(const uint8_t* bits, const float* lo, const float* step, int64_t C, int64_t F, const float* x,
+                        float* table, float* s) {
+  const int64_t CB = C / 8;
+  for (int64_t j = 0; j < CB; ++j) {
+    float* T = table + j * 256;
+    const float* xj = x + 8 * j;
+    T[0] = 0.0f;
+    for (int b = 1; b < 256; ++b) {
+      const int hb = 31 - __builtin_clz(static_cast<unsigned>(b));
+      T[b] = T[b ^ (1 << hb)] + xj[hb];
+    }
+  }
+  const float sumx = sum_in_order(x, C);
+  for (int64_t r = 0; r < F; ++r) {
+    const uint8_t* br = bits + r * CB;
+    float tot = 0.0f;
+    for (int64_t j = 0; j < CB; ++j) tot += table[j * 256 + br[j]];
+    s[r] = combine(lo[r], step[r], sumx, tot);
+  }
+}
+
+// ---- checks
+
+void check_finite(const char* what, int64_t layer, const float* p, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(p[i]))
+      RWKVL_FAIL(kInvalidArgument,
+                 "train_predictors: layer %lld: %s has a non-finite value (%g) "
+                 "at element %lld",
+                 static_cast<long long>(layer), what, static_cast<double>(p[i]), static_cast<long long>(i));
+}
+
+void check_options(const PredictorOptions& o) {
+  if (o.hidden < 1) RWKVL_FAIL(kInvalidArgument, "train_predictors: hidden = %d must be >= 1", o.hidden);
+  if (o.epochs < 1) RWKVL_FAIL(kInvalidArgument, "train_predictors: epochs = %d must be >= 1", o.epochs);
+  if (o.batch < 1) RWKVL_FAIL(kInvalidArgument, "train_predictors: batch = %d must be >= 1", o.batch);
+  if (!(o.lr > 0) || !std::isfinite(o.lr))
+    RWKVL_FAIL(kInvalidArgument, "train_predictors: lr = %g must be positive and finite", o.lr);
+  if (!(o.holdout > 0 && o.holdout < 1))
+    RWKVL_FAIL(kInvalidArgument, "train_predictors: holdout = %g must be in (0, 1)", o.holdout);
+  if (!(o.recall > 0 && o.recall <= 1))
+    RWKVL_FAIL(kInvalidArgument, "train_predictors: recall = %g must be in (0, 1]", o.recall);
+  if (o.n_threads < 1) RWKVL_FAIL(kInvalidArgument, "train_predictors: n_threads = %d must be >= 1", o.n_threads);
+}
+
+void check_layer(const LayerSamples& L, int64_t li, const PredictorOptions& o) {
+  const auto l = static_cast<long long>(li);
+  if (L.n < 0 || L.C < 1 || L.F < 1)
+    RWKVL_FAIL(kInvalidArgument,
+               "train_predictors: layer %lld: bad shape n = %lld, C = %lld, F "
+               "= %lld (C, F >= 1)",
+               l, static_cast<long long>(L.n), static_cast<long long>(L.C), static_cast<long long>(L.F));
+  if (L.C % 8 != 0)
+    RWKVL_FAIL(kInvalidArgument,
+               "train_predictors: layer %lld: C = %lld must be a multiple of 8 "
+               "(1-bit rows)",
+               l, static_cast<long long>(L.C));
+  constexpr int64_t kMax = int64_t{1} << 40;
+  if (L.C > kMax || L.F > kMax || L.n > kMax || (L.n > 0 && L.n > kMax / L.C) || (L.n > 0 && L.n > kMax / L.F) ||
+      L.F > kMax / L.C || L.F * o.hidden > kMax || L.C * o.hidden > kMax)
+    RWKVL_FAIL(kInvalidArgument,
+               "train_predictors: layer %lld: shape n = %lld, C = %lld, F = "
+               "%lld is too large",
+               l, static_cast<long long>(L.n), static_cast<long long>(L.C), static_cast<long long>(L.F));
+  if (static_cast<int64_t>(L.x.size()) != L.n * L.C)
+    RWKVL_FAIL(kInvalidArgument,
+               "train_predictors: layer %lld: x has %zu values, expected n x C "
+               "= %lld x %lld",
+               l, L.x.size(), static_cast<long long>(L.n), static_cast<long long>(L.C));
+  if (static_cast<int64_t>(L.active.size()) != L.n * L.F)
+    RWKVL_FAIL(kInvalidArgument,
+               "train_predictors: layer %lld: active has %zu values, expected "
+               "n x F = %lld x %lld",
+               l, L.active.size(), static_cast<long long>(L.n), static_cast<long long>(L.F));
+  if (static_cast<int64_t>(L.wk.size()) != L.F * L.C)
+    RWKVL_FAIL(kInvalidArgument,
+               "train_predictors: layer %lld: wk has %zu values, expected F x "
+               "C = %lld x %lld",
+               l, L.wk.size(), static_cast<long long>(L.F), static_cast<long long>(L.C));
+  const int64_t n_hold = holdout_count(L.n, o.holdout), n_train = L.n - n_hold;
+  if (n_train < kMinTrain || n_hold < kMinHoldout)
+    RWKVL_FAIL(kInvalidArgument,
+               "train_predictors: layer %lld: %lld tokens give %lld training "
+               "and %lld held-out tokens (holdout %g); "
+               "need at least %lld and %lld",
+               l, static_cast<long long>(L.n), static_cast<long long>(n_train), static_cast<long long>(n_hold),
+               o.holdout, static_cast<long long>(kMinTrain), static_cast<long long>(kMinHoldout));
+  for (size_t i = 0; i < L.active.size(); ++i)
+    if (L.active[i] > 1)
+      RWKVL_FAIL(kInvalidArgument, "train_predictors: layer %lld: active[%zu] = %d, expected 0 or 1", l, i,
+                 static_cast<int>(L.active[i]));
+  check_finite("x", li, L.x.data(), L.n * L.C);
+  check_finite("wk", li, L.wk.data(), L.F * L.C);
+}
+
+void check_predictor(const char* fn, const LayerPredictor& p, bool mlp) {
+  if (p.C < 1 || p.F < 1 || (mlp && p.hidden < 1))
+    RWKVL_FAIL(kInvalidArgument, "%s: bad predictor shape C = %lld, F = %lld, hidden = %lld", fn,
+               static_cast<long long>(p.C), static_cast<long long>(p.F), static_cast<long long>(p.hidden));
+  if (mlp) {
+    if (static_cast<int64_t>(p.w1.size()) != p.hidden * p.C || static_cast<int64_t>(p.w2.size()) != p.F * p.hidden)
+      RWKVL_FAIL(kInvalidArgument, "%s: w1 / w2 have %zu / %zu values, expected %lld / %lld", fn, p.w1.size(),
+                 p.w2.size(), static_cast<long long>(p.hidden * p.C), static_cast<long long>(p.F * p.hidden));
+  } else {
+    if (p.C % 8 != 0)
+      RWKVL_FAIL(kInvalidArgument, "%s: C = %lld must be a multiple of 8", fn, static_cast<long long>(p.C));
+    if (static_cast<int64_t>(p.bits.size()) != p.F * (p.C / 8) || static_cast<int64_t>(p.lo.size()) != p.F ||
+        static_cast<int64_t>(p.step.size()) != p.F)
+      RWKVL_FAIL(kInvalidArgument,
+                 "%s: bits / lo / step have %zu / %zu / %zu values, expected "
+                 "%lld / %lld / %lld",
+                 fn, p.bits.size(), p.lo.size(), p.step.size(), static_cast<long long>(p.F * (p.C / 8)),
+                 static_cast<long long>(p.F), static_cast<long long>(p.F));
+  }
+}
+
+// ---- thresholds
+
+// Smallest k with k / P >= R (P > 0, 0 <= R <= 1).
+int64_t needed(int64_t P, double R) {
+  int64_t k = static_cast<int64_t>(std::ceil(R * static_cast<double>(P)));
+  k = std::clamp<int64_t>(k, 0, P);
+  while (k > 0 && static_cast<double>(k - 1) / static_cast<double>(P) >= R) --k;
+  while (k < P && static_cast<double>(k) / static_cast<double>(P) < R) ++k;
+  return k;
+}
+
+// A threshold t with next_lower <= t < keep (strict test v > t keeps `keep`, drops `next_lower`), half-way when
+// representable; -inf when no score lies below.
+float place_below(float keep, bool has_lower, float next_lower) {
+  if (!has_lower) return -kInf;
+  const float t = static_cast<float>(0.5 * (static_cast<double>(keep) + static_cast<double>(next_lower)));
+  return (t < keep && t > next_lower) ? t : next_lower;
+}
+
+struct Thresholds {
+  float tm_alone = kInf, tb_alone = kInf, tm = kInf, tb = kInf;
+};
+
+// Indices of v by descending value: a stable LSD radix sort (3 passes of 11 bits) on the float bits.
+std::vector<uint32_t> order_desc(const std::vector<float>& v) {
+  const size_t N = v.size();
+  std::vector<uint32_t> key(N), idx(N), key2(N), idx2(N);
+  for (size_t i = 0; i < N; ++i) {
+    uint32_t u;
+    std::memcpy(&u, &v[i], 4);
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);  // ascending as unsigned
+    key[i] = ~u;                                     // descending
+    idx[i] = static_cast<uint32_t>(i);
+  }
+  std::vector<size_t> off(2048);
+  for (int shift = 0; shift < 32; shift += 11) {
+    std::fill(off.begin(), off.end(), size_t{0});
+    for (size_t i = 0; i < N; ++i) ++off[(key[i] >> shift) & 2047u];
+    size_t sum = 0;
+    for (auto& o : off) {
+      const size_t c = o;
+      o = sum;
+      sum += c;
+    }
+    for (size_t i = 0; i < N; ++i) {
+      const size_t pos = off[(key[i] >> shift) & 2047u]++;
+      key2[pos] = key[i];
+      idx2[pos] = idx[i];
+    }
+    key.swap(key2);
+    idx.swap(idx2);
+  }
+  return idx;
+}
+
+// z, s, y over all held-out pairs; P = number of active pairs (> 0).
+Thresholds choose_thresholds(const std::vector<float>& z, const std::vector<float>& s, const uint8_t* y, int64_t P,
+                             double R) {
+  const int64_t N = static_cast<int64_t>(z.size());
+  if (N > static_cast<int64_t>(std::numeric_limits<uint32_t>::max()))
+    RWKVL_FAIL(kInvalidArgument, "train_predictors: %lld held-out pairs are too many (at most 2^32 - 1)",
+               static_cast<long long>(N));
+  // The pairs by descending MLP logit (structure of arrays).
+  const std::vector<uint32_t> ord = order_desc(z);
+  std::vector<float> zs(static_cast<size_t>(N)), ss(static_cast<size_t>(N));
+  std::vector<uint8_t> ys(static_cast<size_t>(N));
+  for (int64_t j = 0; j < N; ++j) {
+    zs[j] = z[ord[j]];
+    ss[j] = s[ord[j]];
+    ys[j] = y[ord[j]];
+  }
+  const int64_t k = needed(P, R);
+
+  std::vector<double> levels;
+  for (int i = 0; i < 8; ++i) levels.push_back(0.5 + 0.05 * i);
+  for (int i = 0; i < 9; ++i) levels.push_back(0.9 + 0.01 * i);
+  for (int i = 0; i < 9; ++i) levels.push_back(0.99 + 0.001 * i);
+  std::vector<double> grid{0.0};  // level 0 = the 1-bit predictor alone, level R = the MLP alone
+  for (double L : levels)
+    if (L < R - 1e-12) grid.push_back(L);
+  grid.push_back(R);
+
+  Thresholds out;
+  int64_t best = std::numeric_limits<int64_t>::max();
+  int64_t i = 0, cum = 0;  // cum = active pairs in [0, i)
+  std::vector<float> buf;
+  for (size_t g = 0; g < grid.size(); ++g) {
+    const double L = grid[g];
+    // MLP part: the prefix [0, e) of pairs with z > tm.
+    int64_t e = 0, hits_m = 0;
+    float tm = kInf;
+    if (L > 0) {
+      const int64_t kL = needed(P, L);
+      while (cum < kL) cum += ys[i++];
+      const float zk = zs[i - 1];
+      hits_m = cum;
+      e = i;
+      while (e < N && zs[e] == zk) hits_m += ys[e++];
+      tm = place_below(zk, e < N, e < N ? zs[e] : 0.0f);
+    }
+    // 1-bit part: the largest tb making the OR reach k hits, over the suffix [e, N).
+    const int64_t need = k - hits_m;
+    float tb = kInf;
+    int64_t pred = e;
+    if (need > 0) {
+      buf.clear();
+      for (int64_t j = e; j < N; ++j)
+        if (ys[j]) buf.push_back(ss[j]);
+      std::nth_element(buf.begin(), buf.begin() + (need - 1), buf.end(), std::greater<float>());
+      const float b = buf[need - 1];
+      // Largest suffix score below b, and the suffix pairs at or above b (exactly those with s > tb).
+      float nl = -kInf;
+      int64_t below = 0, ge = 0;
+      for (int64_t j = e; j < N; ++j) {
+        const float v = ss[j];
+        if (v < b) {
+          nl = std::max(nl, v);
+          ++below;
+        } else {
+          ++ge;
+        }
+      }
+      tb = place_below(b, below > 0, nl);
+      pred += ge;
+    }
+    if (g == 0 && L == 0) out.tb_alone = tb;
+    if (g + 1 == grid.size()) out.tm_alone = tm;
+    if (pred < best) {
+      best = pred;
+      out.tm = tm;
+      out.tb = tb;
+    }
+  }
+  return out;
+}
+
+// ---- one layer
+
+LayerPredictor train_layer(const LayerSamples& S, int64_t li, const PredictorOptions& o,
+                           const std::function<void()>& tick) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t C = S.C, F = S.F, h = o.hidden, n = S.n;
+  const int64_t n_hold = holdout_count(n, o.holdout), n_train = n - n_hold;
+  LayerPredictor out;
+  out.C = C;
+  out.F = F;
+  out.hidden = h;
+  out.n_train = n_train;
+  out.n_holdout = n_hold;
+  build_bits(S.wk.data(), F, C, &out.bits, &out.lo, &out.step);
+
+  // Positive-class weight over the training split.
+  int64_t pos = 0;
+  for (int64_t i = 0; i < n_train * F; ++i) pos += S.active[i];
+  const int64_t neg = n_train * F - pos;
+  const double pw = std::clamp(pos > 0 ? static_cast<double>(neg) / static_cast<double>(pos) : 100.0, 1.0, 100.0);
+  out.pos_weight = pw;
+  const float pwf = static_cast<float>(pw);
+
+  // Inputs are trained on per-channel RMS-normalised (a few channels of the residual stream are orders
+  // of magnitude larger than the rest, which Adam alone handles badly); the scale is folded into W1
+  // afterwards (W1[j][c] / rms[c]), so the stored predictor takes the raw input. No mean shift: the
+  // MLP has no biases to absorb it.
+  std::vector<float> inv_rms(static_cast<size_t>(C), 1.0f);
+  {
+    std::vector<double> ss(static_cast<size_t>(C), 0.0);
+    for (int64_t t = 0; t < n_train; ++t)
+      for (int64_t c = 0; c < C; ++c) ss[c] += static_cast<double>(S.x[t * C + c]) * S.x[t * C + c];
+    for (int64_t c = 0; c < C; ++c) {
+      const double r = std::sqrt(ss[c] / static_cast<double>(n_train));
+      inv_rms[c] = r > 1e-20 ? static_cast<float>(1.0 / r) : 1.0f;
+    }
+  }
+  // Initialisation: W1 He-uniform, W2 Xavier-uniform.
+  Rng rng(layer_seed(o.seed, li));
+  RowMatF W1(h, C), W2(F, h);
+  const float a1 = static_cast<float>(std::sqrt(6.0 / static_cast<double>(C)));
+  const float a2 = static_cast<float>(std::sqrt(6.0 / static_cast<double>(h + F)));
+  for (int64_t i = 0; i < h * C; ++i) W1.data()[i] = (2.0f * rng.uniform01() - 1.0f) * a1;
+  for (int64_t i = 0; i < F * h; ++i) W2.data()[i] = (2.0f * rng.uniform01() - 1.0f) * a2;
+  RowMatF M1 = RowMatF::Zero(h, C), V1 = RowMatF::Zero(h, C), M2 = RowMatF::Zero(F, h), V2 = RowMatF::Zero(F, h);
+  const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, lr = static_cast<float>(o.lr);
+  double b1t = 1.0, b2t = 1.0;
+
+  std::vector<int64_t> order(static_cast<size_t>(n_train));
+  std::iota(order.begin(), order.end(), int64_t{0});
+  RowMatF Xb, Y, H, Z, G, dH, gW1, gW2;
+  double loss_sum = 0.0;
+  int64_t loss_pairs = 0;
+  for (int ep = 0; ep < o.epochs; ++ep) {
+    for (int64_t i = n_train - 1; i > 0; --i) std::swap(order[i], order[rng.below(static_cast<uint64_t>(i + 1))]);
+    const bool last = ep + 1 == o.epochs;
+    for (int64_t start = 0; start < n_train; start += o.batch) {
+      const int64_t nb = std::min<int64_t>(o.batch, n_train - start);
+      Xb.resize(nb, C);
+      Y.resize(nb, F);
+      for (int64_t r = 0; r < nb; ++r) {
+        const int64_t t = order[start + r];
+        const float* xs = S.x.data() + t * C;
+        float* xd = Xb.data() + r * C;
+        for (int64_t c = 0; c < C; ++c) xd[c] = xs[c] * inv_rms[c];
+        const uint8_t* a = S.active.data() + t * F;
+        float* yr = Y.data() + r * F;
+        for (int64_t c = 0; c < F; ++c) yr[c] = a[c];
+      }
+      H.noalias() = Xb * W1.transpose();
+      H = H.cwiseMax(0.0f);
+      Z.noalias() = H * W2.transpose();
+      if (last) {
+        // loss = softplus(z) (1 + (pw-1) y) - pw y z (= pw softplus(-z) if y, softplus(z) if not)
+        auto za = Z.array();
+        auto ya = Y.array();
+        const RowMatF lm =
+            ((za.max(0.0f) + (-za.abs()).exp().log1p()) * (1.0f + (pwf - 1.0f) * ya) - pwf * ya * za).matrix();
+        for (int64_t r = 0; r < nb; ++r) {
+          double acc = 0.0;
+          const float* lr_ = lm.data() + r * F;
+          for (int64_t c = 0; c < F; ++c) acc += lr_[c];
+          loss_sum += acc;
+        }
+        loss_pairs += nb * F;
+      }
+      // dL/dz of the mean loss: (sigmoid(z) (1 + (pw-1) y) - pw y) / (nb F)
+      const float scale = 1.0f / static_cast<float>(nb * F);
+      G = (((1.0f + (-Z.array()).exp()).inverse() * (1.0f + (pwf - 1.0f) * Y.array()) - pwf * Y.array()) * scale)
+              .matrix();
+      gW2.noalias() = G.transpose() * H;
+      dH.noalias() = G * W2;
+      dH.array() = (H.array() > 0.0f).select(dH.array(), 0.0f);
+      gW1.noalias() = dH.transpose() * Xb;
+      // Adam
+      b1t *= b1;
+      b2t *= b2;
+      const float c1 = static_cast<float>(1.0 / (1.0 - b1t)), c2 = static_cast<float>(1.0 / (1.0 - b2t));
+      M1 = b1 * M1 + (1.0f - b1) * gW1;
+      V1.array() = b2 * V1.array() + (1.0f - b2) * gW1.array().square();
+      W1.array() -= lr * (M1.array() * c1) / ((V1.array() * c2).sqrt() + eps);
+      M2 = b1 * M2 + (1.0f - b1) * gW2;
+      V2.array() = b2 * V2.array() + (1.0f - b2) * gW2.array().square();
+      W2.array() -= lr * (M2.array() * c1) / ((V2.array() * c2).sqrt() + eps);
+    }
+    tick();
+  }
+  out.train_loss = loss_pairs > 0 ? loss_sum / static_cast<double>(loss_pairs) : 0.0;
+
+  // Round to f16; the evaluation uses the rounded weights (transposed for the kernel).
+  out.w1.resize(static_cast<size_t>(h * C));
+  out.w2.resize(static_cast<size_t>(F * h));
+  std::vector<float> w1t(static_cast<size_t>(C * h)), w2t(static_cast<size_t>(h * F));
+  for (int64_t j = 0; j < h; ++j)
+    for (int64_t c = 0; c < C; ++c) {
+      const uint16_t b = f32_to_f16(W1(j, c) * inv_rms[c]);
+      out.w1[j * C + c] = b;
+      w1t[c * h + j] = f16_to_f32(b);
+    }
+  for (int64_t r = 0; r < F; ++r)
+    for (int64_t j = 0; j < h; ++j) {
+      const uint16_t b = f32_to_f16(W2(r, j));
+      out.w2[r * h + j] = b;
+      w2t[j * F + r] = f16_to_f32(b);
+    }
+  for (float w : w1t)
+    if (!std::isfinite(w))
+      RWKVL_FAIL(kInvalidArgument,
+                 "train_predictors: layer %lld: MLP training diverged "
+                 "(non-finite f16 weight); "
+                 "try a smaller lr or rescale the inputs",
+                 static_cast<long long>(li));
+  for (float w : w2t)
+    if (!std::isfinite(w))
+      RWKVL_FAIL(kInvalidArgument,
+                 "train_predictors: layer %lld: MLP training diverged "
+                 "(non-finite f16 weight); "
+                 "try a smaller lr or rescale the inputs",
+                 static_cast<long long>(li));
+
+  // Held-out scores.
+  const int64_t N = n_hold * F;
+  std::vector<float> z(static_cast<size_t>(N)), s(static_cast<size_t>(N)), hid(static_cast<size_t>(h)),
+      table(static_cast<size_t>(C / 8 * 256));
+  const uint8_t* y = S.active.data() + n_train * F;
+  double hl = 0.0;
+  int64_t P = 0;
+  for (int64_t t = 0; t < n_hold; ++t) {
+    const float* x = S.x.data() + (n_train + t) * C;
+    float* zt = z.data() + t * F;
+    mlp_kernel(w1t.data(), w2t.data(), C, h, F, x, hid.data(), zt);
+    bits_kernel_tables(out.bits.data(), out.lo.data(), out.step.data(), C, F, x, table.data(), s.data() + t * F);
+    const uint8_t* yt = y + t * F;
+    double acc = 0.0;
+    for (int64_t r = 0; r < F; ++r) {
+      const double zz = zt[r];
+      const double sp = std::max(zz, 0.0) + std::log1p(std::exp(-std::fabs(zz)));  // softplus(z)
+      acc += yt[r] ? pw * (sp - zz) : sp;
+      P += yt[r];
+    }
+    hl += acc;
+  }
+  out.holdout_loss = hl / static_cast<double>(N);
+  out.true_active_frac = static_cast<double>(P) / static_cast<double>(N);
+
+  if (P == 0) {  // nothing to find: predict nothing, recall trivially 1
+    out.mlp_logit_thresh = out.bits_thresh = out.mlp_alone_logit_thresh = out.bits_alone_thresh = kInf;
+    out.recall_mlp = out.recall_bits = out.recall_ens = 1.0;
+    out.frac_mlp = out.frac_bits = out.frac_ens = 0.0;
+  } else {
+    const Thresholds th = choose_thresholds(z, s, y, P, o.recall);
+    out.mlp_logit_thresh = th.tm;
+    out.bits_thresh = th.tb;
+    out.mlp_alone_logit_thresh = th.tm_alone;
+    out.bits_alone_thresh = th.tb_alone;
+    // Recount with the final thresholds on the unsorted scores (the figures reported).
+    int64_t pm = 0, hm = 0, pb = 0, hb = 0, pe = 0, he = 0;
+    for (int64_t i = 0; i < N; ++i) {
+      const bool m = z[i] > th.tm_alone, b = s[i] > th.tb_alone, e = z[i] > th.tm || s[i] > th.tb;
+      pm += m;
+      pb += b;
+      pe += e;
+      hm += m && y[i];
+      hb += b && y[i];
+      he += e && y[i];
+    }
+    const double Pd = static_cast<double>(P), Nd = static_cast<double>(N);
+    out.recall_mlp = static_cast<double>(hm) / Pd;
+    out.recall_bits = static_cast<double>(hb) / Pd;
+    out.recall_ens = static_cast<double>(he) / Pd;
+    out.frac_mlp = static_cast<double>(pm) / Nd;
+    out.frac_bits = static_cast<double>(pb) / Nd;
+    out.frac_ens = static_cast<double>(pe) / Nd;
+    RWKVL_CHECK(out.recall_mlp >= o.recall && out.recall_bits >= o.recall && out.recall_ens >= o.recall);
+    RWKVL_CHECK(pe <= pm && pe <= pb);
+  }
+  tick();
+  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return out;
+}
+
+}  // namespace
+
+void build_bits(const float* wk, int64_t F, int64_t C, std::vector<uint8_t>* bits, std::vector<float>* lo,
+                std::vector<float>* step) {
+  if (!wk || !bits || !lo || !step) RWKVL_FAIL(kInvalidArgument, "build_bits: null argument");
+  if (F < 1 || C < 1 || C % 8 != 0)
+    RWKVL_FAIL(kInvalidArgument,
+               "build_bits: shape %lld x %lld: both must be positive and C a "
+               "multiple of 8",
+               static_cast<long long>(F), static_cast<long long>(C));
+  for (int64_t i = 0; i < F * C; ++i)
+    if (!std::isfinite(wk[i]))
+      RWKVL_FAIL(kInvalidArgument, "build_bits: non-finite value (%g) at element %lld", static_cast<double>(wk[i]),
+                 static_cast<long long>(i));
+  const int64_t CB = C / 8;
+  bits->assign(static_cast<size_t>(F * CB), 0);
+  lo->assign(static_cast<size_t>(F), 0.0f);
+  step->assign(static_cast<size_t>(F), 0.0f);
+  for (int64_t r = 0; r < F; ++r) {
+    const float* w = wk + r * C;
+    uint8_t* br = bits->data() + r * CB;
+    double sum = 0.0;
+    for (int64_t c = 0; c < C; ++c) sum += w[c];
+    const double mu = sum / static_cast<double>(C);
+    double sh = 0.0, sl = 0.0;
+    int64_t nh = 0;
+    for (int64_t c = 0; c < C; ++c)
+      if (static_cast<double>(w[c]) > mu) {
+        br[c / 8] = static_cast<uint8_t>(br[c / 8] | (1u << (c % 8)));
+        sh += w[c];
+        ++nh;
+      } else {
+        sl += w[c];
+      }
+    double hi = mu, lw = mu;
+    if (nh > 0 && nh < C) {
+      hi = sh / static_cast<double>(nh);
+      lw = sl / static_cast<double>(C - nh);
+    }
+    double e2 = 0.0;
+    for (int64_t c = 0; c < C; ++c) {
+      const double a = (br[c / 8] >> (c % 8)) & 1 ? hi : lw;
+      const double d = static_cast<double>(w[c]) - a;
+      e2 += d * d;
+    }
+    double e = std::sqrt(e2);
+    if (!(e > 0)) e = 1.0;
+    (*lo)[r] = static_cast<float>(lw / e);
+    (*step)[r] = static_cast<float>((hi - lw) / e);
+  }
+}
+
+void mlp_logits(const LayerPredictor& p, const float* x, float* z) {
+  check_predictor("mlp_logits", p, true);
+  if (!x || !z) RWKVL_FAIL(kInvalidArgument, "mlp_logits: null argument");
+  const int64_t C = p.C, h = p.hidden, F = p.F;
+  std::vector<float> w1t(static_cast<size_t>(C * h)), w2t(static_cast<size_t>(h * F)), hid(static_cast<size_t>(h));
+  for (int64_t j = 0; j < h; ++j)
+    for (int64_t c = 0; c < C; ++c) w1t[c * h + j] = f16_to_f32(p.w1[j * C + c]);
+  for (int64_t r = 0; r < F; ++r)
+    for (int64_t j = 0; j < h; ++j) w2t[j * F + r] = f16_to_f32(p.w2[r * h + j]);
+  mlp_kernel(w1t.data(), w2t.data(), C, h, F, x, hid.data(), z);
+}
+
+void bits_score(const LayerPredictor& p, const float* x, float* s) {
+  check_predictor("bits_score", p, false);
+  if (!x || !s) RWKVL_FAIL(kInvalidArgument, "bits_score: null argument");
+  const int64_t C = p.C, CB = C / 8;
+  const float sumx = sum_in_order(x, C);
+  for (int64_t r = 0; r < p.F; ++r) {
+    const uint8_t* br = p.bits.data() + r * CB;
+    float tot = 0.0f;
+    for (int64_t j = 0; j < CB; ++j) {
+      float part = 0.0f;
+      for (int b = 0; b < 8; ++b)
+        if ((br[j] >> b) & 1) part += x[8 * j + b];
+      tot += part;
+    }
+    s[r] = combine(p.lo[r], p.step[r], sumx, tot);
+  }
+}
+
+std::vector<LayerPredictor> train_predictors(const std::vector<LayerSamples>& layers, const PredictorOptions& opt) {
+  check_options(opt);
+  const int64_t nl = static_cast<int64_t>(layers.size());
+  for (int64_t i = 0; i < nl; ++i) check_layer(layers[static_cast<size_t>(i)], i, opt);
+  std::vector<LayerPredictor> out(static_cast<size_t>(nl));
+  if (nl == 0) return out;
+
+  std::mutex mu;
+  int64_t done = 0;
+  const int64_t total = nl * (opt.epochs + 1);
+  const std::function<void()> tick = [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    ++done;
+    if (opt.progress) opt.progress(done, total);
+  };
+  // Layers are claimed one at a time (each trained on one thread), so the results do not depend on the thread count;
+  // after a failure no new layer is started (the pool rethrows the first exception).
+  std::atomic<int64_t> next{0};
+  std::atomic<bool> failed{false};
+  ThreadPool pool(static_cast<int>(std::min<int64_t>(opt.n_threads, nl)));
+  pool.run_on_all([&](int) {
+    for (int64_t i = next.fetch_add(1); i < nl && !failed.load(); i = next.fetch_add(1)) {
+      try {
+        out[static_cast<size_t>(i)] = train_layer(layers[static_cast<size_t>(i)], i, opt, tick);
+      } catch (...) {
+        failed.store(true);
+        throw;
+      }
+    }
+  });
+  return out;
+}
+
+}  // namespace rwkvl::compress

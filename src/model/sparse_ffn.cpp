@@ -1,0 +1,395 @@
+#include "model/sparse_ffn.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "core/error.h"
+#include "core/threadpool.h"
+#include "kernels/kernels.h"
+#include "model/ops.h"
+#include "runtime/neuron_cache.h"
+
+namespace rwkvl {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+uint64_t splitmix64(uint64_t& s) {
+  uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// Bytes read for one key or value row of the bundle, int8 row scale included.
+uint64_t row_read_bytes(const SparseFfn& S) {
+  uint64_t b = static_cast<uint64_t>(kern::row_bytes(S.layout.dtype, S.layout.cols));
+  if (S.layout.dtype == DType::kI8) b += S.layout.scale_dtype == DType::kF16 ? 2 : 4;
+  return b;
+}
+
+}  // namespace
+
+const char* ffn_mode_name(FfnMode m) {
+  switch (m) {
+    case FfnMode::kAuto: return "auto";
+    case FfnMode::kDense: return "dense";
+    case FfnMode::kExact: return "exact";
+    case FfnMode::kPredict: return "predict";
+  }
+  return "?";
+}
+
+FfnMode parse_ffn_mode(const std::string& s) {
+  if (s == "auto") return FfnMode::kAuto;
+  if (s == "dense") return FfnMode::kDense;
+  if (s == "exact") return FfnMode::kExact;
+  if (s == "predict") return FfnMode::kPredict;
+  RWKVL_FAIL(kInvalidArgument, "unknown FFN mode '%s' (use dense, exact or predict)", s.c_str());
+}
+
+FfnRuntime::FfnRuntime(const Model& model, ThreadPool* pool, const FfnOptions& opt)
+    : model_(model), pool_(pool), opt_(opt), rng_(opt.seed) {
+  const bool bundled = model.sparse_ffn(), pred = model.has_ffn_predictor();
+  mode_ = opt.mode;
+  if (mode_ == FfnMode::kAuto) mode_ = pred ? FfnMode::kPredict : FfnMode::kDense;
+  if ((mode_ == FfnMode::kExact || mode_ == FfnMode::kPredict) && !bundled)
+    RWKVL_FAIL(kInvalidArgument,
+               "--ffn-mode %s needs a neuron-bundled model (made by `rwkv-lite compress --sparse-ffn`); this one has plain "
+               "ffn.key/ffn.value matrices",
+               ffn_mode_name(mode_));
+  if (mode_ == FfnMode::kPredict && !pred && opt.random_frac <= 0)
+    RWKVL_FAIL(kInvalidArgument, "--ffn-mode predict needs a model with activation predictors; this file has none (use exact)");
+  if (opt.random_frac < 0 || opt.random_frac > 1)
+    RWKVL_FAIL(kInvalidArgument, "the random active share must lie in [0, 1], not %g", opt.random_frac);
+  if (opt.random_frac > 0) {
+    if (!bundled) RWKVL_FAIL(kInvalidArgument, "a forced random active set needs a neuron-bundled model");
+    mode_ = FfnMode::kPredict;
+  }
+  if (opt.cache_bytes > 0) {
+    if (!bundled) RWKVL_FAIL(kInvalidArgument, "--ffn-cache needs a neuron-bundled model (rwkv-lite compress --sparse-ffn)");
+    const auto& f = model.file();
+    const ModelConfig& cfg = model.config();
+    std::vector<NeuronCache::Layer> layers;
+    // Pin the hottest neurons over all layers (calibration frequency) with half of what the cache has
+    // beyond one full layer; the rest is an LRU of recently used neurons.
+    const size_t nb = model.layer(0).sffn.neuron_bytes;
+    const int64_t slots = static_cast<int64_t>(opt.cache_bytes / nb), F = cfg.n_ffn;
+    const int64_t pin_total = std::max<int64_t>(0, (slots - F) / 2);
+    std::vector<std::pair<float, int>> hot;  // (freq, layer) for every neuron
+    for (int l = 0; l < cfg.n_layer; ++l) {
+      const SparseFfn& S = model.layer(l).sffn;
+      const auto* p = static_cast<const uint8_t*>(S.layout.data);
+      if (!f || !f->data() || p < f->data() || p + S.t.nbytes > f->data() + f->size())
+        RWKVL_FAIL(kInvalidArgument, "--ffn-cache streams the FFN from the model file: load the file as it is stored (no "
+                                     "dtype conversion)");
+      layers.push_back({static_cast<uint64_t>(p - f->data()), S.n, 0});
+      for (int64_t j = 0; j < S.n; ++j) hot.emplace_back(S.freq[j], l);
+    }
+    std::stable_sort(hot.begin(), hot.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    for (int64_t i = 0; i < std::min<int64_t>(pin_total, static_cast<int64_t>(hot.size())); ++i)
+      layers[static_cast<size_t>(hot[static_cast<size_t>(i)].second)].n_pinned++;
+    NeuronCache::Options co;
+    co.capacity_bytes = opt.cache_bytes;
+    co.prefetch_thread = opt.prefetch;
+    cache_ = std::make_unique<NeuronCache>(f->path(), nb, std::move(layers), co);
+  }
+}
+
+FfnRuntime::~FfnRuntime() = default;
+
+void FfnRuntime::reset_stats() {
+  stats_ = FfnStats{};
+  if (cache_) cache_->reset_stats();
+}
+
+void FfnRuntime::forward(Context& ctx, const LayerWeights& L, const float* xk, float* out, size_t T) {
+  const auto t0 = Clock::now();
+  if (!L.sffn.present()) {
+    forward_dense_matrix(ctx, L, xk, out, T);
+  } else {
+    const size_t C = static_cast<size_t>(L.sffn.layout.cols);
+    for (size_t t = 0; t < T; ++t) {
+      if (cache_) forward_token(L, xk + t * C, out + t * C);
+      else forward_token_fused(L, xk + t * C, out + t * C);
+    }
+  }
+  stats_.seconds += since(t0);
+}
+
+// Plain ffn.key / ffn.value matrices (dense only): the two projections of the classic layout.
+void FfnRuntime::forward_dense_matrix(Context& ctx, const LayerWeights& L, const float* xk, float* out, size_t T) {
+  const int64_t F = L.ffn_k.rows;
+  kbuf_.resize(T * static_cast<size_t>(F));
+  float* kf = kbuf_.data();
+  auto proj = [&](const Matrix& m, const float* X, float* Y) { ops::project(ctx, m, X, Y, T); };
+  proj(L.ffn_k, xk, kf);
+  for (size_t i = 0; i < kbuf_.size(); ++i) {
+    const float a = kf[i] > 0.f ? kf[i] : 0.f;
+    if (kf[i] > 0.f) stats_.verify_active++;
+    kf[i] = a * a;
+  }
+  proj(L.ffn_v, kf, out);
+  stats_.verify_hit = stats_.verify_active;
+  stats_.verified = true;
+  stats_.evals += T;
+  stats_.neurons += T * static_cast<uint64_t>(F);
+  stats_.computed += T * static_cast<uint64_t>(F);
+  stats_.value_rows += T * static_cast<uint64_t>(F);
+  stats_.weight_bytes += T * (L.ffn_k.bytes() + L.ffn_v.bytes());
+}
+
+void FfnRuntime::predict(const SparseFfn& S, const float* x, std::vector<int32_t>& ids) {
+  const int64_t F = S.n, C = S.layout.cols, H = S.hidden;
+  hid_.resize(static_cast<size_t>(H));
+  z_.resize(static_cast<size_t>(F));
+  score_.resize(static_cast<size_t>(F));
+  // +inf switches a predictor off; -inf makes it fire for every neuron.
+  const bool use_mlp = S.mlp_thresh != INFINITY, use_bits = S.bits_thresh != INFINITY;
+  if (use_mlp) {
+    kern::matvec(S.w1, x, hid_.data(), pool_);
+    for (float& h : hid_) h = h > 0.f ? h : 0.f;
+    kern::matvec(S.w2, hid_.data(), z_.data(), pool_);
+  }
+  if (use_bits) {
+    table_.resize(kern::bits_table_floats(C));
+    kern::bits_prepare(x, C, table_.data());
+    const auto run = [this, &S, C](int64_t b, int64_t e) {
+      kern::bits_scores_rows(S.bits, S.lo, S.step, C, table_.data(), score_.data(), b, e);
+    };
+    if (pool_ && pool_->size() > 1 && F >= 512) pool_->parallel_for(F, run, 64);
+    else run(0, F);
+  }
+  ids.clear();
+  for (int64_t j = 0; j < F; ++j)
+    if ((use_mlp && z_[static_cast<size_t>(j)] > S.mlp_thresh) || (use_bits && score_[static_cast<size_t>(j)] > S.bits_thresh))
+      ids.push_back(static_cast<int32_t>(j));
+}
+
+// Without a cache everything after the predictor's first layer runs in one parallel region: each
+// thread takes a contiguous range of neurons, scores them, keeps the predicted ones and computes them
+// into its own partial output (one fork/join per token and layer instead of four).
+void FfnRuntime::forward_token_fused(const LayerWeights& L, const float* x, float* out) {
+  const SparseFfn& S = L.sffn;
+  const int64_t F = S.n, C = S.layout.cols;
+  const bool predict_mode = mode_ == FfnMode::kPredict;
+  const bool random = predict_mode && opt_.random_frac > 0;
+  const bool use_mlp = predict_mode && S.has_predictor() && S.mlp_thresh != INFINITY;
+  const bool use_bits = predict_mode && S.has_predictor() && S.bits_thresh != INFINITY;
+  const bool skip_zero = mode_ != FfnMode::kDense;
+  const auto tp = Clock::now();
+  if (use_mlp) {
+    hid_.resize(static_cast<size_t>(S.hidden));
+    kern::matvec_rows(S.w1, x, hid_.data(), 0, S.hidden);
+    for (float& h : hid_) h = h > 0.f ? h : 0.f;
+    z_.resize(static_cast<size_t>(F));
+  }
+  if (use_bits) {
+    table_.resize(kern::bits_table_floats(C));
+    kern::bits_prepare(x, C, table_.data());
+    score_.resize(static_cast<size_t>(F));
+  }
+  if (random) {
+    if (rand_perm_.size() != static_cast<size_t>(F)) {
+      rand_perm_.resize(static_cast<size_t>(F));
+      std::iota(rand_perm_.begin(), rand_perm_.end(), 0);
+    }
+    const int64_t k = std::llround(opt_.random_frac * static_cast<double>(F));
+    for (int64_t i = 0; i < k; ++i) {
+      const int64_t r = i + static_cast<int64_t>(splitmix64(rng_) % static_cast<uint64_t>(F - i));
+      std::swap(rand_perm_[static_cast<size_t>(i)], rand_perm_[static_cast<size_t>(r)]);
+    }
+    chosen_.assign(static_cast<size_t>(F), 0);
+    for (int64_t i = 0; i < k; ++i) chosen_[static_cast<size_t>(rand_perm_[static_cast<size_t>(i)])] = 1;
+  }
+  double pred_serial = since(tp);
+  const int P = pool_ ? pool_->size() : 1;
+  if (tids_.size() < static_cast<size_t>(P)) tids_.resize(static_cast<size_t>(P));
+  if (tptrs_.size() < static_cast<size_t>(P)) tptrs_.resize(static_cast<size_t>(P));
+  if (tkout_.size() < static_cast<size_t>(P)) tkout_.resize(static_cast<size_t>(P));
+  tpred_sec_.assign(static_cast<size_t>(P), 0.0);
+  partial_.assign(static_cast<size_t>(P) * static_cast<size_t>(C), 0.f);
+  auto work = [&](int ti) {
+    const int64_t b = F * ti / P, e = F * (ti + 1) / P;
+    std::vector<int32_t>& ids = tids_[static_cast<size_t>(ti)];
+    ids.clear();
+    const auto t0 = Clock::now();
+    if (use_mlp) kern::matvec_rows(S.w2, hid_.data(), z_.data(), b, e);
+    if (use_bits) kern::bits_scores_rows(S.bits, S.lo, S.step, C, table_.data(), score_.data(), b, e);
+    if (!predict_mode) {
+      for (int64_t j = b; j < e; ++j) ids.push_back(static_cast<int32_t>(j));
+    } else if (random) {
+      for (int64_t j = b; j < e; ++j)
+        if (chosen_[static_cast<size_t>(j)]) ids.push_back(static_cast<int32_t>(j));
+    } else {
+      for (int64_t j = b; j < e; ++j)
+        if ((use_mlp && z_[static_cast<size_t>(j)] > S.mlp_thresh) || (use_bits && score_[static_cast<size_t>(j)] > S.bits_thresh))
+          ids.push_back(static_cast<int32_t>(j));
+    }
+    if (predict_mode) tpred_sec_[static_cast<size_t>(ti)] = since(t0);
+    const int64_t n = static_cast<int64_t>(ids.size());
+    std::vector<const void*>& ptrs = tptrs_[static_cast<size_t>(ti)];
+    std::vector<float>& kout = tkout_[static_cast<size_t>(ti)];
+    ptrs.resize(static_cast<size_t>(n));
+    kout.resize(static_cast<size_t>(n));
+    for (int64_t j = 0; j < n; ++j) ptrs[static_cast<size_t>(j)] = S.neuron(ids[static_cast<size_t>(j)]);
+    kern::ffn_neurons(S.layout, ptrs.data(), ids.data(), n, x, partial_.data() + static_cast<size_t>(ti) * C, kout.data(),
+                      skip_zero);
+  };
+  if (P > 1) pool_->run_on_all(work);
+  else work(0);
+  std::memcpy(out, partial_.data(), sizeof(float) * static_cast<size_t>(C));
+  for (int ti = 1; ti < P; ++ti)
+    for (int64_t c = 0; c < C; ++c) out[c] += partial_[static_cast<size_t>(ti * C + c)];
+
+  // Counters. The predictor's share of the time: the serial part plus the slowest thread's scoring.
+  double pred_par = 0;
+  for (double v : tpred_sec_) pred_par = std::max(pred_par, v);
+  if (predict_mode) stats_.seconds_predictor += pred_serial + pred_par;
+  if (predict_mode && S.has_predictor()) stats_.predictor_bytes += S.predictor_bytes();
+  uint64_t n = 0, nz = 0;
+  for (int ti = 0; ti < P; ++ti) {
+    n += tids_[static_cast<size_t>(ti)].size();
+    for (float k : tkout_[static_cast<size_t>(ti)]) nz += k > 0.f;
+  }
+  stats_.evals++;
+  stats_.neurons += static_cast<uint64_t>(F);
+  stats_.computed += n;
+  const uint64_t vrows = skip_zero ? nz : n;
+  stats_.value_rows += vrows;
+  stats_.weight_bytes += (n + vrows) * row_read_bytes(S);
+  if (!predict_mode) {
+    stats_.verify_active += nz;
+    stats_.verify_hit += nz;
+    stats_.verified = true;
+  } else if (opt_.verify) {
+    chosen_.assign(static_cast<size_t>(F), 0);
+    for (int ti = 0; ti < P; ++ti)
+      for (int32_t id : tids_[static_cast<size_t>(ti)]) chosen_[static_cast<size_t>(id)] = 1;
+    verify_count(S, x);
+  }
+}
+
+void FfnRuntime::verify_count(const SparseFfn& S, const float* x) {
+  const int64_t F = S.n;
+  kbuf_.resize(static_cast<size_t>(2 * F));  // matvec_rows writes y[row]: key rows are the even ones
+  for (int64_t j = 0; j < F; ++j) kern::matvec_rows(S.layout, x, kbuf_.data(), 2 * j, 2 * j + 1);
+  for (int64_t j = 0; j < F; ++j)
+    if (kbuf_[static_cast<size_t>(2 * j)] > 0.f) {
+      stats_.verify_active++;
+      stats_.verify_hit += chosen_[static_cast<size_t>(j)];
+    }
+  stats_.verified = true;
+}
+
+void FfnRuntime::forward_token(const LayerWeights& L, const float* x, float* out) {
+  const SparseFfn& S = L.sffn;
+  const int64_t F = S.n, C = S.layout.cols;
+  const int n_layer = model_.config().n_layer;
+  if (all_ids_.size() != static_cast<size_t>(F)) {
+    all_ids_.resize(static_cast<size_t>(F));
+    std::iota(all_ids_.begin(), all_ids_.end(), 0);
+  }
+  const std::vector<int32_t>* ids = &all_ids_;
+  bool skip_zero = mode_ != FfnMode::kDense;
+  if (mode_ == FfnMode::kPredict) {
+    const auto tp = Clock::now();
+    if (S.has_predictor()) predict(S, x, ids_);
+    if (opt_.random_frac > 0) {
+      // A random set of round(frac * F) distinct neurons (partial Fisher-Yates), in file order.
+      if (rand_perm_.size() != static_cast<size_t>(F)) {
+        rand_perm_.resize(static_cast<size_t>(F));
+        std::iota(rand_perm_.begin(), rand_perm_.end(), 0);
+      }
+      const int64_t k = std::llround(opt_.random_frac * static_cast<double>(F));
+      for (int64_t i = 0; i < k; ++i) {
+        const int64_t r = i + static_cast<int64_t>(splitmix64(rng_) % static_cast<uint64_t>(F - i));
+        std::swap(rand_perm_[static_cast<size_t>(i)], rand_perm_[static_cast<size_t>(r)]);
+      }
+      ids_.assign(rand_perm_.begin(), rand_perm_.begin() + k);
+      std::sort(ids_.begin(), ids_.end());
+    }
+    if (S.has_predictor()) stats_.predictor_bytes += S.predictor_bytes();
+    // With a cache, start reading what the next layer will probably need: its predictor applied to
+    // this layer's input (the residual stream changes little from one layer to the next).
+    if (cache_ && opt_.prefetch && L.index + 1 < n_layer) {
+      const SparseFfn& N = model_.layer(L.index + 1).sffn;
+      if (N.has_predictor() && opt_.random_frac <= 0) {
+        predict(N, x, next_ids_);
+        cache_->prefetch(L.index + 1, next_ids_.data(), static_cast<int64_t>(next_ids_.size()));
+        stats_.predictor_bytes += N.predictor_bytes();
+      }
+    }
+    stats_.seconds_predictor += since(tp);
+    ids = &ids_;
+  }
+  const int64_t n = static_cast<int64_t>(ids->size());
+  ptrs_.resize(static_cast<size_t>(n));
+  kout_.resize(static_cast<size_t>(n));
+  if (cache_) {
+    cache_->acquire(L.index, ids->data(), n, ptrs_.data());
+  } else {
+    for (int64_t j = 0; j < n; ++j) ptrs_[static_cast<size_t>(j)] = S.neuron((*ids)[static_cast<size_t>(j)]);
+  }
+  // Split the neurons over the pool as the fused path does (thread ti takes the neurons of range
+  // [F ti / P, F (ti + 1) / P); ids are ascending), so both paths sum in the same order and a cache
+  // never changes the output bits.
+  const int P = pool_ ? pool_->size() : 1;
+  partial_.assign(static_cast<size_t>(P) * static_cast<size_t>(C), 0.f);
+  bounds_.resize(static_cast<size_t>(P) + 1);
+  for (int ti = 0; ti <= P; ++ti)
+    bounds_[static_cast<size_t>(ti)] = std::lower_bound(ids->begin(), ids->end(), static_cast<int32_t>(F * ti / P)) - ids->begin();
+  struct Args {
+    const SparseFfn* S;
+    const void* const* ptrs;
+    const int32_t* ids;
+    const int64_t* bounds;
+    const float* x;
+    float* partial;
+    float* kout;
+    bool skip;
+    int64_t C;
+  } a{&S, ptrs_.data(), ids->data(), bounds_.data(), x, partial_.data(), kout_.data(), skip_zero, C};
+  auto work = [p = &a](int ti) {
+    const int64_t b = p->bounds[ti], e = p->bounds[ti + 1];
+    kern::ffn_neurons(p->S->layout, p->ptrs + b, p->ids + b, e - b, p->x, p->partial + ti * p->C, p->kout + b, p->skip);
+  };
+  if (P > 1) pool_->run_on_all(work);
+  else work(0);
+  std::memcpy(out, partial_.data(), sizeof(float) * static_cast<size_t>(C));
+  for (int ti = 1; ti < P; ++ti)
+    for (int64_t c = 0; c < C; ++c) out[c] += partial_[static_cast<size_t>(ti * C + c)];
+  if (cache_) cache_->release(L.index);
+
+  uint64_t nz = 0;
+  for (int64_t j = 0; j < n; ++j) nz += kout_[static_cast<size_t>(j)] > 0.f;
+  stats_.evals++;
+  stats_.neurons += static_cast<uint64_t>(F);
+  stats_.computed += static_cast<uint64_t>(n);
+  const uint64_t vrows = skip_zero ? nz : static_cast<uint64_t>(n);
+  stats_.value_rows += vrows;
+  stats_.weight_bytes += (static_cast<uint64_t>(n) + vrows) * row_read_bytes(S);
+  if (mode_ != FfnMode::kPredict) {
+    stats_.verify_active += nz;
+    stats_.verify_hit += nz;
+    stats_.verified = true;
+  } else if (opt_.verify) {
+    // Every key row, read in place (through the mapping even with a cache: verification only).
+    chosen_.assign(static_cast<size_t>(F), 0);
+    for (int64_t j = 0; j < n; ++j) chosen_[static_cast<size_t>((*ids)[static_cast<size_t>(j)])] = 1;
+    verify_count(S, x);
+  }
+}
+
+namespace ops {
+void ffn_key_value(Context& ctx, const LayerWeights& L, const float* xk, float* out, size_t T) {
+  ctx.ffn().forward(ctx, L, xk, out, T);
+}
+}  // namespace ops
+
+}  // namespace rwkvl

@@ -1,0 +1,95 @@
+// The channel-mix (FFN) at run time: dense, exact-sparse or predicted-sparse evaluation of
+// out = Wv relu(Wk x)^2, with the neuron-bundled weights (SparseFfn, model.h) either read in place
+// from the mapped file or streamed through a bounded neuron cache (runtime/neuron_cache.h).
+//
+//   dense    every neuron's key row and value row is read (the reference; any model)
+//   exact    every key row is read; value rows only for neurons with relu(k) > 0 (no predictor:
+//            the same output as dense up to float summation order, the baseline for predictors)
+//   predict  the predictor picks neurons first; only their key rows are read, and of those only the
+//            value rows of neurons that turn out non-zero (needs a file with predictors)
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/model.h"
+
+namespace rwkvl {
+
+class NeuronCache;
+class ThreadPool;
+
+enum class FfnMode { kAuto, kDense, kExact, kPredict };
+const char* ffn_mode_name(FfnMode m);
+// "auto", "dense", "exact", "predict"; throws kInvalidArgument otherwise.
+FfnMode parse_ffn_mode(const std::string& s);
+
+struct FfnOptions {
+  FfnMode mode = FfnMode::kAuto;  // auto = predict for files with predictors, dense otherwise
+  uint64_t cache_bytes = 0;       // > 0: bundled neurons are streamed from the file through a cache this big
+  bool prefetch = false;          // with a cache: a background reader fetches the next layer's predicted neurons
+  bool verify = false;            // predict mode: also compute every key row to measure recall (slower)
+  double random_frac = 0.0;       // > 0: after the predictor ran, replace its set by this share of random neurons
+  uint64_t seed = 1;              // for random_frac
+};
+
+// Counters over (token, layer) evaluations of the channel-mix.
+struct FfnStats {
+  uint64_t evals = 0;            // (token, layer) pairs
+  uint64_t neurons = 0;          // neurons those had (F each)
+  uint64_t computed = 0;         // neurons whose key row was read
+  uint64_t value_rows = 0;       // value rows read
+  uint64_t weight_bytes = 0;     // key + value row bytes read (incl. int8 row scales)
+  uint64_t predictor_bytes = 0;  // predictor bytes read
+  uint64_t verify_active = 0;    // truly active neurons seen (exact/dense always; predict with verify)
+  uint64_t verify_hit = 0;       // of those, how many were computed
+  bool verified = false;         // verify_* are meaningful
+  double seconds = 0.0;          // wall time inside the channel-mix key/value part
+  double seconds_predictor = 0.0;
+  double active_frac() const { return neurons ? static_cast<double>(computed) / static_cast<double>(neurons) : 0.0; }
+  double recall() const { return verify_active ? static_cast<double>(verify_hit) / static_cast<double>(verify_active) : 1.0; }
+};
+
+class FfnRuntime {
+ public:
+  // Throws when the options do not fit the model (predict without predictors, a cache without a
+  // mapped neuron-bundled file, a cache below its minimum).
+  FfnRuntime(const Model& model, ThreadPool* pool, const FfnOptions& opt);
+  ~FfnRuntime();
+  FfnMode mode() const { return mode_; }  // resolved (never kAuto)
+  const FfnOptions& options() const { return opt_; }
+  // out (T x C) = Wv relu(Wk xk)^2 for the T rows of xk (T x C), for layer L of the model.
+  // ctx supplies scratch and the projection observer for models with plain matrices.
+  void forward(Context& ctx, const LayerWeights& L, const float* xk, float* out, size_t T);
+  const FfnStats& stats() const { return stats_; }
+  void reset_stats();
+  const NeuronCache* cache() const { return cache_.get(); }
+
+ private:
+  void forward_dense_matrix(Context& ctx, const LayerWeights& L, const float* xk, float* out, size_t T);
+  void forward_token(const LayerWeights& L, const float* x, float* out);        // with a neuron cache
+  void forward_token_fused(const LayerWeights& L, const float* x, float* out);  // weights in place
+  void verify_count(const SparseFfn& S, const float* x);  // recall counters against every key row
+  void predict(const SparseFfn& S, const float* x, std::vector<int32_t>& ids);
+  const Model& model_;
+  ThreadPool* pool_;
+  FfnOptions opt_;
+  FfnMode mode_ = FfnMode::kDense;
+  std::unique_ptr<NeuronCache> cache_;
+  FfnStats stats_;
+  // scratch
+  std::vector<int32_t> ids_, next_ids_, all_ids_, rand_perm_;
+  std::vector<const void*> ptrs_;
+  std::vector<uint8_t> chosen_;
+  std::vector<std::vector<int32_t>> tids_;  // per thread (fused path)
+  std::vector<std::vector<const void*>> tptrs_;
+  std::vector<std::vector<float>> tkout_;
+  std::vector<double> tpred_sec_;
+  std::vector<int64_t> bounds_;
+  std::vector<float> kout_, partial_, hid_, z_, score_, table_, kbuf_;
+  uint64_t rng_ = 0;
+};
+
+}  // namespace rwkvl
