@@ -123,3 +123,62 @@ TEST(CApi, SynthSaveAndReload) {
 }
 
 }  // namespace
+
+namespace {
+
+// The channel-mix settings through the C API, on a model with plain FFN matrices: dense is the only
+// mode it can run (exact/predict need a neuron-bundled file), and its counters add up to what one
+// token through every layer reads.
+TEST(CApi, FfnSettingsAndStatsOnADenseModel) {
+  const std::string path = tiny("5v2-730K-FP32");
+  if (path.empty()) GTEST_SKIP();
+  rwkvl_model* m = nullptr;
+  ASSERT_EQ(rwkvl_model_load(path.c_str(), nullptr, &m), RWKVL_OK) << rwkvl_last_error();
+  rwkvl_model_info info;
+  ASSERT_EQ(rwkvl_model_get_info(m, &info), RWKVL_OK);
+  EXPECT_EQ(info.sparse_ffn, 0);
+  EXPECT_EQ(info.ffn_predictor, 0);
+  // key (F x C) + value (C x F), f32
+  EXPECT_EQ(info.ffn_weight_bytes, static_cast<uint64_t>(info.n_layer) * 2 * info.n_ffn * info.n_embd * 4);
+  rwkvl_context* ctx = nullptr;
+  ASSERT_EQ(rwkvl_context_new(m, 1, &ctx), RWKVL_OK);
+  rwkvl_ffn_params p = rwkvl_ffn_default_params();
+  EXPECT_EQ(p.mode, RWKVL_FFN_AUTO);
+  EXPECT_EQ(p.cache_bytes, 0u);
+  p.mode = RWKVL_FFN_EXACT;
+  EXPECT_EQ(rwkvl_context_set_ffn(ctx, &p), RWKVL_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(rwkvl_last_error()).find("neuron-bundled"), std::string::npos) << rwkvl_last_error();
+  p.mode = RWKVL_FFN_PREDICT;
+  EXPECT_EQ(rwkvl_context_set_ffn(ctx, &p), RWKVL_ERR_INVALID_ARGUMENT);
+  p.mode = RWKVL_FFN_DENSE;
+  p.cache_bytes = 1 << 20;
+  EXPECT_EQ(rwkvl_context_set_ffn(ctx, &p), RWKVL_ERR_INVALID_ARGUMENT);  // a cache streams bundled files only
+  p.cache_bytes = 0;
+  ASSERT_EQ(rwkvl_context_set_ffn(ctx, &p), RWKVL_OK) << rwkvl_last_error();
+  EXPECT_EQ(rwkvl_context_set_ffn(ctx, nullptr), RWKVL_ERR_INVALID_ARGUMENT);
+
+  rwkvl_state* st = nullptr;
+  ASSERT_EQ(rwkvl_state_new(m, &st), RWKVL_OK);
+  const int32_t toks[3] = {72, 105, 33};
+  ASSERT_EQ(rwkvl_eval(ctx, st, toks, 3, 1, nullptr), RWKVL_OK);
+  rwkvl_ffn_stats s;
+  ASSERT_EQ(rwkvl_context_ffn_stats(ctx, &s), RWKVL_OK);
+  EXPECT_EQ(s.mode, RWKVL_FFN_DENSE);
+  EXPECT_EQ(s.evals, 3u * info.n_layer);
+  EXPECT_EQ(s.neurons, 3u * info.n_layer * info.n_ffn);
+  EXPECT_EQ(s.computed, s.neurons);
+  EXPECT_EQ(s.weight_bytes, 3u * info.ffn_weight_bytes);
+  EXPECT_EQ(s.predictor_bytes, 0u);
+  EXPECT_EQ(s.verified, 1);
+  EXPECT_EQ(s.verify_hit, s.verify_active);
+  EXPECT_GT(s.verify_active, 0u);
+  EXPECT_LT(s.verify_active, s.neurons);  // squared ReLU: some neurons are zero
+  ASSERT_EQ(rwkvl_context_reset_ffn_stats(ctx), RWKVL_OK);
+  ASSERT_EQ(rwkvl_context_ffn_stats(ctx, &s), RWKVL_OK);
+  EXPECT_EQ(s.evals, 0u);
+  rwkvl_state_free(st);
+  rwkvl_context_free(ctx);
+  rwkvl_model_free(m);
+}
+
+}  // namespace

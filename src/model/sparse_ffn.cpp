@@ -79,7 +79,8 @@ FfnRuntime::FfnRuntime(const Model& model, ThreadPool* pool, const FfnOptions& o
     // Pin the hottest neurons over all layers (calibration frequency) with half of what the cache has
     // beyond one full layer; the rest is an LRU of recently used neurons.
     const size_t nb = model.layer(0).sffn.neuron_bytes;
-    const int64_t slots = static_cast<int64_t>(opt.cache_bytes / nb), F = cfg.n_ffn;
+    const size_t slot = (nb + 63) / 64 * 64;  // the cache's slots are 64-byte aligned
+    const int64_t slots = static_cast<int64_t>(opt.cache_bytes / slot), F = cfg.n_ffn;
     const int64_t pin_total = std::max<int64_t>(0, (slots - F) / 2);
     std::vector<std::pair<float, int>> hot;  // (freq, layer) for every neuron
     for (int l = 0; l < cfg.n_layer; ++l) {
