@@ -65,6 +65,9 @@ int cmd_stats(const Args& args) {
   int n_threads = static_cast<int>(args.integer("threads"));
   if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 
+  if (m->sparse_ffn())
+    throw Failure("stats measures the dense channel-mix: run it on the model the neuron-bundled file was made from "
+                  "(`eval --ffn-mode exact --verify` reports the active share of a bundled file)");
   const ModelConfig& cfg = m->config();
   const size_t F = static_cast<size_t>(cfg.n_ffn);
   std::vector<LayerStats> st(static_cast<size_t>(cfg.n_layer));
