@@ -570,6 +570,42 @@ TEST(SparseFfnFile, SaveLoadIsBitExact) {
   }
 }
 
+// The MLP stored as int8 with f16 row scales (compress --pred-dtype i8): the tensors are int8 with
+// their scales, counted in the predictor bytes, and the model saves, loads and predicts bit for bit;
+// a corrupted scale block is refused like any predictor block.
+TEST(SparseFfnFile, Int8PredictorSavesLoadsAndPredicts) {
+  std::shared_ptr<const Model> m = synth_model(synth_cfg(6), "f32", 410);
+  compress::SparseFfnOptions so = sparse_opts(256, true, 43);
+  so.pred.int8 = true;
+  std::shared_ptr<const Model> b = compress::sparse_ffn(m, so, nullptr);
+  const SparseFfn& S = b->layer(1).sffn;
+  ASSERT_TRUE(S.has_predictor());
+  EXPECT_EQ(S.w1.dtype, DType::kI8);
+  EXPECT_EQ(S.w2.dtype, DType::kI8);
+  EXPECT_EQ(S.w1.scale_dtype, DType::kF16);
+  EXPECT_EQ(S.sw1.nbytes, static_cast<size_t>(S.hidden) * 2);
+  EXPECT_EQ(S.sw2.nbytes, static_cast<size_t>(S.n) * 2);
+  EXPECT_EQ(S.predictor_bytes(), S.tw1.nbytes + S.tw2.nbytes + S.sw1.nbytes + S.sw2.nbytes + S.tbits.nbytes +
+                                     S.tlo.nbytes + S.tstep.nbytes + S.tthresh.nbytes);
+  const std::string path = test::temp_dir() + "/sparse-i8pred.rwkvl";
+  b->save_native(path, "keep");
+  std::shared_ptr<const Model> g = Model::load(path, {});
+  const std::vector<int32_t> toks = random_tokens(16, 256, 17);
+  FfnOptions op = mode(FfnMode::kPredict);
+  op.verify = true;
+  const RunResult a = run(g, toks, 1, &op), c = run(b, toks, 1, &op);
+  EXPECT_TRUE(bitwise_equal(a.logits, c.logits));
+  EXPECT_LT(a.stats.computed, a.stats.neurons);
+  EXPECT_GT(a.stats.recall(), 0.5);
+  NativeFile f(path);
+  f.bytes[f.at("blocks.0.ffn.pred.w2.scale") + 1] ^= 0x10;
+  const std::string bad = test::temp_dir() + "/sparse-i8pred-bad.rwkvl";
+  test::write_file(bad, f.bytes);
+  const std::string err = load_error(bad);
+  EXPECT_NE(err.find("corrupt"), std::string::npos) << err;
+  EXPECT_NE(err.find("blocks.0.ffn.pred.w2.scale"), std::string::npos) << err;
+}
+
 TEST(SparseFfnFile, CorruptPredictorOrOrderIsRefused) {
   const Saved& s = saved();
   for (const char* name : {"blocks.0.ffn.pred.w1", "blocks.0.ffn.perm", "blocks.1.ffn.freq", "blocks.1.ffn.pred.thresh"}) {

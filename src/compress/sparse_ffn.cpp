@@ -188,10 +188,21 @@ std::shared_ptr<Model> sparse_ffn(const std::shared_ptr<const Model>& in, const 
     if (opt.predictors) {
       LayerPredictor& pr = preds[static_cast<size_t>(l)];
       const int64_t H = pr.hidden;
-      Tensor w1 = Tensor::alloc(p + "ffn.pred.w1", DType::kF16, {H, C});
-      std::memcpy(w1.mutable_data(), pr.w1.data(), w1.nbytes);
-      Tensor w2 = Tensor::alloc(p + "ffn.pred.w2", DType::kF16, {F, H});
-      std::memcpy(w2.mutable_data(), pr.w2.data(), w2.nbytes);
+      const bool i8 = !pr.q1.empty();
+      Tensor w1 = Tensor::alloc(p + "ffn.pred.w1", i8 ? DType::kI8 : DType::kF16, {H, C});
+      std::memcpy(w1.mutable_data(), i8 ? static_cast<const void*>(pr.q1.data()) : pr.w1.data(), w1.nbytes);
+      Tensor w2 = Tensor::alloc(p + "ffn.pred.w2", i8 ? DType::kI8 : DType::kF16, {F, H});
+      std::memcpy(w2.mutable_data(), i8 ? static_cast<const void*>(pr.q2.data()) : pr.w2.data(), w2.nbytes);
+      if (i8) {
+        Tensor sc1 = Tensor::alloc(p + "ffn.pred.w1.scale", DType::kF16, {H});
+        std::memcpy(sc1.mutable_data(), pr.s1.data(), sc1.nbytes);
+        Tensor sc2 = Tensor::alloc(p + "ffn.pred.w2.scale", DType::kF16, {F});
+        std::memcpy(sc2.mutable_data(), pr.s2.data(), sc2.nbytes);
+        for (Tensor* t : {&sc1, &sc2}) {
+          rep.predictor_bytes += t->nbytes;
+          tm[t->name] = *t;
+        }
+      }
       Tensor bits = Tensor::alloc(p + "ffn.pred.bits", DType::kU8, {F, C / 8});
       std::memcpy(bits.mutable_data(), pr.bits.data(), bits.nbytes);
       Tensor lo = Tensor::from_f32(p + "ffn.pred.lo", {F}, pr.lo.data());
@@ -205,6 +216,8 @@ std::shared_ptr<Model> sparse_ffn(const std::shared_ptr<const Model>& in, const 
       lr.pred = pr;
       lr.pred.w1.clear();
       lr.pred.w2.clear();
+      lr.pred.q1.clear();
+      lr.pred.q2.clear();
       lr.pred.bits.clear();
       lr.pred.lo.clear();
       lr.pred.step.clear();
@@ -235,6 +248,7 @@ std::shared_ptr<Model> sparse_ffn(const std::shared_ptr<const Model>& in, const 
                 {"order", "calibration activation frequency, hot first"},
                 {"predictors", opt.predictors},
                 {"hidden", opt.predictors ? opt.pred.hidden : 0},
+                {"mlp_dtype", opt.pred.int8 ? "i8 (f16 row scales)" : "f16"},
                 {"epochs", opt.pred.epochs},
                 {"recall_target", opt.recall_target > 0 ? opt.recall_target : opt.pred.recall},
                 {"recall_holdout", opt.pred.recall},

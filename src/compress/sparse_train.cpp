@@ -18,6 +18,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "kernels/kernels.h"
 #include "core/threadpool.h"
 
 // The scores must be bit-identical between the reference functions and the training-side evaluation: no fused
@@ -491,6 +492,30 @@ LayerPredictor train_layer(const LayerSamples& S, int64_t li, const PredictorOpt
       out.w2[r * h + j] = b;
       w2t[j * F + r] = f16_to_f32(b);
     }
+  if (o.int8) {
+    // Per-row int8 with f16 scales, from the float weights (as kern::quantize_rows_i8_f16 stores them).
+    std::vector<float> w1f(static_cast<size_t>(h * C)), w2f(static_cast<size_t>(F * h));
+    for (int64_t j = 0; j < h; ++j)
+      for (int64_t c = 0; c < C; ++c) w1f[j * C + c] = W1(j, c) * inv_rms[c];
+    for (int64_t r = 0; r < F; ++r)
+      for (int64_t j = 0; j < h; ++j) w2f[r * h + j] = W2(r, j);
+    for (float w : w1f)
+      if (!std::isfinite(w) || std::fabs(w) > 60000.0f * 127)
+        RWKVL_FAIL(kInvalidArgument, "train_predictors: layer %lld: MLP weight out of range for int8", static_cast<long long>(li));
+    for (float w : w2f)
+      if (!std::isfinite(w) || std::fabs(w) > 60000.0f * 127)
+        RWKVL_FAIL(kInvalidArgument, "train_predictors: layer %lld: MLP weight out of range for int8", static_cast<long long>(li));
+    out.q1.resize(w1f.size());
+    out.s1.resize(static_cast<size_t>(h));
+    out.q2.resize(w2f.size());
+    out.s2.resize(static_cast<size_t>(F));
+    kern::quantize_rows_i8_f16(w1f.data(), h, C, out.q1.data(), out.s1.data());
+    kern::quantize_rows_i8_f16(w2f.data(), F, h, out.q2.data(), out.s2.data());
+    for (int64_t j = 0; j < h; ++j)
+      for (int64_t c = 0; c < C; ++c) w1t[c * h + j] = static_cast<float>(out.q1[j * C + c]) * f16_to_f32(out.s1[j]);
+    for (int64_t r = 0; r < F; ++r)
+      for (int64_t j = 0; j < h; ++j) w2t[j * F + r] = static_cast<float>(out.q2[r * h + j]) * f16_to_f32(out.s2[r]);
+  }
   for (float w : w1t)
     if (!std::isfinite(w))
       RWKVL_FAIL(kInvalidArgument,
@@ -624,10 +649,13 @@ void mlp_logits(const LayerPredictor& p, const float* x, float* z) {
   if (!x || !z) RWKVL_FAIL(kInvalidArgument, "mlp_logits: null argument");
   const int64_t C = p.C, h = p.hidden, F = p.F;
   std::vector<float> w1t(static_cast<size_t>(C * h)), w2t(static_cast<size_t>(h * F)), hid(static_cast<size_t>(h));
+  const bool i8 = !p.q1.empty();
   for (int64_t j = 0; j < h; ++j)
-    for (int64_t c = 0; c < C; ++c) w1t[c * h + j] = f16_to_f32(p.w1[j * C + c]);
+    for (int64_t c = 0; c < C; ++c)
+      w1t[c * h + j] = i8 ? static_cast<float>(p.q1[j * C + c]) * f16_to_f32(p.s1[j]) : f16_to_f32(p.w1[j * C + c]);
   for (int64_t r = 0; r < F; ++r)
-    for (int64_t j = 0; j < h; ++j) w2t[j * F + r] = f16_to_f32(p.w2[r * h + j]);
+    for (int64_t j = 0; j < h; ++j)
+      w2t[j * F + r] = i8 ? static_cast<float>(p.q2[r * h + j]) * f16_to_f32(p.s2[r]) : f16_to_f32(p.w2[r * h + j]);
   mlp_kernel(w1t.data(), w2t.data(), C, h, F, x, hid.data(), z);
 }
 

@@ -50,6 +50,9 @@ struct PredictorOptions {
   double recall = 0.99;  // target recall R in (0, 1]
   uint64_t seed = 1;     // initialisation and shuffling (each layer derives its own stream)
   int n_threads = 1;     // layers trained in parallel (>= 1); the results do not depend on it
+  // Store the MLP as int8 with one f16 scale per row (half the bytes of f16) instead of f16; the
+  // held-out figures and thresholds then come from the int8 weights.
+  bool int8 = false;
   // Called with (units done, total units), one unit per layer-epoch plus one per layer for its held-out
   // evaluation: total = layers * (epochs + 1). Called from any thread, never concurrently.
   std::function<void(int64_t done, int64_t total)> progress;
@@ -66,6 +69,9 @@ struct LayerPredictor {
   int64_t C = 0, F = 0, hidden = 0;
   std::vector<uint16_t> w1;     // hidden x C, f16 bits
   std::vector<uint16_t> w2;     // F x hidden, f16 bits
+  // int8 form (PredictorOptions::int8): row-major values and f16 row scales, W ~ q * scale[row].
+  std::vector<int8_t> q1, q2;
+  std::vector<uint16_t> s1, s2;
   std::vector<uint8_t> bits;    // F x C/8
   std::vector<float> lo, step;  // F each (normalised as above)
   // Ensemble thresholds: active iff z > mlp_logit_thresh || s > bits_thresh (+inf = that predictor is off).

@@ -169,7 +169,9 @@ std::shared_ptr<Model> Model::from_canonical(TensorMap tensors, const ModelConfi
         conv[name] = q;
         if (s.data) conv[s.name] = s;
       } else {
-        conv[name] = t;
+        conv[name] = t;  // vectors, and the activation predictors (kept as trained, with their scales)
+        auto it = tensors.find(name + ".scale");
+        if (it != tensors.end()) conv[it->first] = it->second;
       }
     }
     tensors = std::move(conv);
@@ -224,13 +226,15 @@ void Model::bind_sparse_ffn(LayerWeights& L, const std::string& p, int64_t F, in
   if (h <= 0 || h > 65536) RWKVL_FAIL(kFormat, "'%sffn.pred.w1' has an implausible shape %s", p.c_str(), it->second.shape_str().c_str());
   const Matrix w1 = mat(p + "ffn.pred.w1", h, C), w2 = mat(p + "ffn.pred.w2", F, h);
   for (const Matrix* m : {&w1, &w2})
-    if (m->ref.dtype != DType::kF16 && m->ref.dtype != DType::kF32)
-      RWKVL_FAIL(kFormat, "predictor matrices of '%s' must be f16 or f32", p.c_str());
+    if (m->ref.dtype != DType::kF16 && m->ref.dtype != DType::kF32 && m->ref.dtype != DType::kI8)
+      RWKVL_FAIL(kFormat, "predictor matrices of '%s' must be f16, f32 or i8", p.c_str());
   S.hidden = h;
   S.w1 = w1.ref;
   S.tw1 = w1.t;
+  S.sw1 = w1.scale;
   S.w2 = w2.ref;
   S.tw2 = w2.t;
+  S.sw2 = w2.scale;
   if (C % 8 != 0) RWKVL_FAIL(kFormat, "'%sffn.pred.bits' needs a width divisible by 8, not %lld", p.c_str(), static_cast<long long>(C));
   S.tbits = find(p + "ffn.pred.bits", DType::kU8, {F, C / 8});
   S.bits = S.tbits.as<uint8_t>();

@@ -85,15 +85,15 @@ struct SparseFfn {
   const int32_t* perm = nullptr;  // bundled neuron j = original neuron perm[j]
   const float* freq = nullptr;    // calibration activation frequency per bundled neuron (descending)
   int64_t hidden = 0;             // MLP width; 0 = no predictor
-  kern::MatRef w1, w2;            // (hidden, C), (F, hidden)
-  Tensor tw1, tw2, tbits, tlo, tstep, tthresh;
+  kern::MatRef w1, w2;            // (hidden, C), (F, hidden): f16, f32 or i8 (+ row scales)
+  Tensor tw1, tw2, sw1, sw2, tbits, tlo, tstep, tthresh;  // sw*: int8 row scales (i8 predictors)
   const uint8_t* bits = nullptr;  // F x C/8, bit c%8 (LSB first) of byte c/8
   const float *lo = nullptr, *step = nullptr;
   float mlp_thresh = 0.f, bits_thresh = 0.f;
   bool present() const { return n > 0; }
   bool has_predictor() const { return hidden > 0; }
   size_t predictor_bytes() const {
-    return tw1.nbytes + tw2.nbytes + tbits.nbytes + tlo.nbytes + tstep.nbytes + tthresh.nbytes;
+    return tw1.nbytes + tw2.nbytes + sw1.nbytes + sw2.nbytes + tbits.nbytes + tlo.nbytes + tstep.nbytes + tthresh.nbytes;
   }
   const uint8_t* neuron(int64_t j) const { return static_cast<const uint8_t*>(layout.data) + static_cast<size_t>(j) * neuron_bytes; }
 };

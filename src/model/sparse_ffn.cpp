@@ -277,11 +277,28 @@ void FfnRuntime::forward_token_fused(const LayerWeights& L, const float* x, floa
 }
 
 void FfnRuntime::verify_count(const SparseFfn& S, const float* x) {
-  const int64_t F = S.n;
-  kbuf_.resize(static_cast<size_t>(2 * F));  // matvec_rows writes y[row]: key rows are the even ones
-  for (int64_t j = 0; j < F; ++j) kern::matvec_rows(S.layout, x, kbuf_.data(), 2 * j, 2 * j + 1);
+  // Every key row's pre-activation, through the neuron kernel (its kout is bitwise what matvec_rows
+  // gives; value rows of active neurons are read into a scratch output and dropped). Read in place,
+  // through the mapping, even with a cache: verification only.
+  const int64_t F = S.n, C = S.layout.cols;
+  if (all_ids_.size() != static_cast<size_t>(F)) {
+    all_ids_.resize(static_cast<size_t>(F));
+    std::iota(all_ids_.begin(), all_ids_.end(), 0);
+  }
+  vptrs_.resize(static_cast<size_t>(F));
+  for (int64_t j = 0; j < F; ++j) vptrs_[static_cast<size_t>(j)] = S.neuron(j);
+  kbuf_.resize(static_cast<size_t>(F));
+  const int P = pool_ ? pool_->size() : 1;
+  vscratch_.assign(static_cast<size_t>(P) * static_cast<size_t>(C), 0.f);
+  auto work = [&](int ti) {
+    const int64_t b = F * ti / P, e = F * (ti + 1) / P;
+    kern::ffn_neurons(S.layout, vptrs_.data() + b, all_ids_.data() + b, e - b, x, vscratch_.data() + static_cast<size_t>(ti) * C,
+                      kbuf_.data() + b, true);
+  };
+  if (P > 1) pool_->run_on_all(work);
+  else work(0);
   for (int64_t j = 0; j < F; ++j)
-    if (kbuf_[static_cast<size_t>(2 * j)] > 0.f) {
+    if (kbuf_[static_cast<size_t>(j)] > 0.f) {
       stats_.verify_active++;
       stats_.verify_hit += chosen_[static_cast<size_t>(j)];
     }

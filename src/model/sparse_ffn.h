@@ -88,6 +88,8 @@ class FfnRuntime {
   std::vector<std::vector<float>> tkout_;
   std::vector<double> tpred_sec_;
   std::vector<int64_t> bounds_;
+  std::vector<const void*> vptrs_;  // verification
+  std::vector<float> vscratch_;
   std::vector<float> kout_, partial_, hid_, z_, score_, table_, kbuf_;
   uint64_t rng_ = 0;
 };

@@ -101,7 +101,7 @@ int cmd_compress(const Args& args) {
     args.fail("--sparse-ffn needs calibration text: --calib FILE (e.g. wikitext2-valid.txt)");
   }
   const bool sparse = args.on("sparse-ffn");
-  for (const char* f : {"no-predictor", "recall", "hidden", "epochs", "holdout", "ffn-dtype", "lr"})
+  for (const char* f : {"no-predictor", "recall", "hidden", "epochs", "holdout", "ffn-dtype", "lr", "pred-dtype"})
     if (!sparse && args.given(f)) args.fail(std::string("--") + f + " needs --sparse-ffn");
   const bool other_passes = !o.lowrank.empty() || !o.quant.empty() || o.quant_emb || o.quant_head || !o.dtype.empty();
 
@@ -130,6 +130,7 @@ int cmd_compress(const Args& args) {
     so.pred.epochs = static_cast<int>(args.integer("epochs"));
     so.pred.holdout = args.number("holdout");
     so.pred.lr = args.number("lr");
+    so.pred.int8 = args.str("pred-dtype") == "i8";
     so.pred.seed = static_cast<uint64_t>(args.integer("seed"));
     so.pred.n_threads = n_threads;
     Progress collect("activations", static_cast<uint64_t>(o.calib.size()), "tokens");
