@@ -258,21 +258,28 @@ void FfnRuntime::forward_token_fused(const LayerWeights& L, const float* x, floa
     n += tids_[static_cast<size_t>(ti)].size();
     for (float k : tkout_[static_cast<size_t>(ti)]) nz += k > 0.f;
   }
-  stats_.evals++;
-  stats_.neurons += static_cast<uint64_t>(F);
-  stats_.computed += n;
-  const uint64_t vrows = skip_zero ? nz : n;
-  stats_.value_rows += vrows;
-  stats_.weight_bytes += (n + vrows) * row_read_bytes(S);
-  if (!predict_mode) {
-    stats_.verify_active += nz;
-    stats_.verify_hit += nz;
-    stats_.verified = true;
-  } else if (opt_.verify) {
+  count(S, n, nz, skip_zero);
+  if (predict_mode && opt_.verify) {
     chosen_.assign(static_cast<size_t>(F), 0);
     for (int ti = 0; ti < P; ++ti)
       for (int32_t id : tids_[static_cast<size_t>(ti)]) chosen_[static_cast<size_t>(id)] = 1;
     verify_count(S, x);
+  }
+}
+
+// Counters of one (token, layer): n neurons computed, nz of them non-zero. Without a predictor every
+// neuron was computed, so the non-zero ones are exactly the truly active ones (recall 1).
+void FfnRuntime::count(const SparseFfn& S, uint64_t n, uint64_t nz, bool skip_zero) {
+  stats_.evals++;
+  stats_.neurons += static_cast<uint64_t>(S.n);
+  stats_.computed += n;
+  const uint64_t vrows = skip_zero ? nz : n;
+  stats_.value_rows += vrows;
+  stats_.weight_bytes += (n + vrows) * row_read_bytes(S);
+  if (mode_ != FfnMode::kPredict) {
+    stats_.verify_active += nz;
+    stats_.verify_hit += nz;
+    stats_.verified = true;
   }
 }
 
@@ -386,18 +393,8 @@ void FfnRuntime::forward_token(const LayerWeights& L, const float* x, float* out
 
   uint64_t nz = 0;
   for (int64_t j = 0; j < n; ++j) nz += kout_[static_cast<size_t>(j)] > 0.f;
-  stats_.evals++;
-  stats_.neurons += static_cast<uint64_t>(F);
-  stats_.computed += static_cast<uint64_t>(n);
-  const uint64_t vrows = skip_zero ? nz : static_cast<uint64_t>(n);
-  stats_.value_rows += vrows;
-  stats_.weight_bytes += (static_cast<uint64_t>(n) + vrows) * row_read_bytes(S);
-  if (mode_ != FfnMode::kPredict) {
-    stats_.verify_active += nz;
-    stats_.verify_hit += nz;
-    stats_.verified = true;
-  } else if (opt_.verify) {
-    // Every key row, read in place (through the mapping even with a cache: verification only).
+  count(S, static_cast<uint64_t>(n), nz, skip_zero);
+  if (mode_ == FfnMode::kPredict && opt_.verify) {
     chosen_.assign(static_cast<size_t>(F), 0);
     for (int64_t j = 0; j < n; ++j) chosen_[static_cast<size_t>((*ids)[static_cast<size_t>(j)])] = 1;
     verify_count(S, x);

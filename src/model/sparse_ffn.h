@@ -72,6 +72,7 @@ class FfnRuntime {
   void forward_token(const LayerWeights& L, const float* x, float* out);        // with a neuron cache
   void forward_token_fused(const LayerWeights& L, const float* x, float* out);  // weights in place
   void verify_count(const SparseFfn& S, const float* x);  // recall counters against every key row
+  void count(const SparseFfn& S, uint64_t n, uint64_t nz, bool skip_zero);
   void predict(const SparseFfn& S, const float* x, std::vector<int32_t>& ids);
   const Model& model_;
   ThreadPool* pool_;

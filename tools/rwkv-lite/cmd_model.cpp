@@ -74,6 +74,10 @@ int cmd_info(const Args& args) {
                         {"bytes_per_token", i.bytes_per_token},
                         {"state_floats", i.state_floats}};
     j["factored_matrices"] = factored;
+    j["sparse_ffn"] = i.sparse_ffn != 0;
+    j["ffn_predictor"] = i.ffn_predictor != 0;
+    j["ffn_weight_bytes"] = i.ffn_weight_bytes;
+    j["ffn_predictor_bytes"] = i.ffn_predictor_bytes;
     j["passes"] = m->passes();
     std::printf("%s\n", j.dump().c_str());
     return 0;
@@ -96,6 +100,10 @@ int cmd_info(const Args& args) {
   std::printf("state            %llu floats (%s)\n", static_cast<unsigned long long>(i.state_floats),
               format_bytes(i.state_floats * 4).c_str());
   if (factored) std::printf("factored         %d matrices (W ~ B A)\n", factored);
+  if (i.sparse_ffn)
+    std::printf("sparse ffn       neuron-bundled, %s of FFN weights; %s\n", format_bytes(i.ffn_weight_bytes).c_str(),
+                i.ffn_predictor ? ("predictors " + format_bytes(i.ffn_predictor_bytes) + " (default --ffn-mode predict)").c_str()
+                                : "no predictors (--ffn-mode exact)");
   for (const auto& p : m->passes()) std::printf("pass             %s\n", p.dump().substr(0, 300).c_str());
   return 0;
 }
