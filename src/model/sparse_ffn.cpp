@@ -190,11 +190,7 @@ void FfnRuntime::forward_token_fused(const LayerWeights& L, const float* x, floa
     for (float& h : hid_) h = h > 0.f ? h : 0.f;
     z_.resize(static_cast<size_t>(F));
   }
-  if (use_bits) {
-    table_.resize(kern::bits_table_floats(C));
-    kern::bits_prepare(x, C, table_.data());
-    score_.resize(static_cast<size_t>(F));
-  }
+  if (use_bits) score_.resize(static_cast<size_t>(F));
   if (random) {
     if (rand_perm_.size() != static_cast<size_t>(F)) {
       rand_perm_.resize(static_cast<size_t>(F));
@@ -213,6 +209,7 @@ void FfnRuntime::forward_token_fused(const LayerWeights& L, const float* x, floa
   if (tids_.size() < static_cast<size_t>(P)) tids_.resize(static_cast<size_t>(P));
   if (tptrs_.size() < static_cast<size_t>(P)) tptrs_.resize(static_cast<size_t>(P));
   if (tkout_.size() < static_cast<size_t>(P)) tkout_.resize(static_cast<size_t>(P));
+  if (ttable_.size() < static_cast<size_t>(P)) ttable_.resize(static_cast<size_t>(P));
   tpred_sec_.assign(static_cast<size_t>(P), 0.0);
   partial_.assign(static_cast<size_t>(P) * static_cast<size_t>(C), 0.f);
   auto work = [&](int ti) {
@@ -221,7 +218,14 @@ void FfnRuntime::forward_token_fused(const LayerWeights& L, const float* x, floa
     ids.clear();
     const auto t0 = Clock::now();
     if (use_mlp) kern::matvec_rows(S.w2, hid_.data(), z_.data(), b, e);
-    if (use_bits) kern::bits_scores_rows(S.bits, S.lo, S.step, C, table_.data(), score_.data(), b, e);
+    if (use_bits) {
+      // Each thread builds its own look-up table (a few microseconds) rather than reading one that
+      // another core wrote: the table is ~100 KB and every row touches it all.
+      std::vector<float>& table = ttable_[static_cast<size_t>(ti)];
+      table.resize(kern::bits_table_floats(C));
+      kern::bits_prepare(x, C, table.data());
+      kern::bits_scores_rows(S.bits, S.lo, S.step, C, table.data(), score_.data(), b, e);
+    }
     if (!predict_mode) {
       for (int64_t j = b; j < e; ++j) ids.push_back(static_cast<int32_t>(j));
     } else if (random) {

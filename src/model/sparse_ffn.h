@@ -86,7 +86,7 @@ class FfnRuntime {
   std::vector<uint8_t> chosen_;
   std::vector<std::vector<int32_t>> tids_;  // per thread (fused path)
   std::vector<std::vector<const void*>> tptrs_;
-  std::vector<std::vector<float>> tkout_;
+  std::vector<std::vector<float>> tkout_, ttable_;
   std::vector<double> tpred_sec_;
   std::vector<int64_t> bounds_;
   std::vector<const void*> vptrs_;  // verification

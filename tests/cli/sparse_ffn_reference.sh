@@ -29,8 +29,16 @@ fail() {
   failures=$((failures + 1))
 }
 
+# Release builds check the figures of the issue (default calibration, 20,000 test tokens); sanitizer
+# builds run the same paths on less data (4,096 calibration tokens, 3,000 test tokens, recall >= 0.98
+# against the dense perplexity of those tokens) to stay within the test time limit.
+if "$CLI" --version 2>/dev/null | grep -q "| Release |"; then
+  RELEASE=1 CALIB_ARGS=() N_EVAL=20000 RECALL_MIN=0.99
+else
+  RELEASE=0 CALIB_ARGS=(--calib-tokens 4096) N_EVAL=3000 RECALL_MIN=0.98
+fi
 SP=$WORK/sparse.rwkvl
-if ! "$CLI" compress -m "$MODEL" -o "$SP" --sparse-ffn --calib "$VALID" --json >"$WORK/c.json" 2>"$WORK/c.err"; then
+if ! "$CLI" compress -m "$MODEL" -o "$SP" --sparse-ffn --calib "$VALID" "${CALIB_ARGS[@]}" --json >"$WORK/c.json" 2>"$WORK/c.err"; then
   fail "compress --sparse-ffn: $(tail -3 "$WORK/c.err")"
   exit 1
 fi
@@ -65,16 +73,21 @@ EOF
 done
 
 # predict mode on unseen text
-"$CLI" eval -m "$SP" --text "$TEST" --max-tokens 20000 --verify --json >"$WORK/p.json" 2>"$WORK/p.err" || fail "eval predict: $(tail -3 "$WORK/p.err")"
-python3 - "$WORK/p.json" <<'EOF' || fail "predict mode figures"
+"$CLI" eval -m "$SP" --text "$TEST" --max-tokens $N_EVAL --ffn-mode dense --json >"$WORK/d.json" 2>/dev/null || fail "eval dense"
+"$CLI" eval -m "$SP" --text "$TEST" --max-tokens $N_EVAL --verify --json >"$WORK/p.json" 2>"$WORK/p.err" || fail "eval predict: $(tail -3 "$WORK/p.err")"
+python3 - "$WORK/p.json" "$WORK/d.json" $RECALL_MIN $RELEASE <<'EOF' || fail "predict mode figures"
 import json, sys
 j = json.load(open(sys.argv[1]))
+dense = json.load(open(sys.argv[2]))["ppl"]
+recall_min, release = float(sys.argv[3]), sys.argv[4] == "1"
+if release:
+    assert abs(dense - 177.4278) < 1e-3, dense  # the model README's figure
 print("predict: ppl %.4f recall %.5f active %.4f value rows %.4f FFN bytes/token %.0f + predictor %.0f (dense %.0f)" % (
     j["ppl"], j["ffn_recall"], j["ffn_active_frac"], j["ffn_value_frac"], j["ffn_bytes_per_token"],
     j["ffn_predictor_bytes_per_token"], j["ffn_dense_bytes_per_token"]))
 assert j["ffn_mode"] == "predict"
-assert j["ffn_recall"] >= 0.99, j["ffn_recall"]
-assert j["ppl"] <= 177.4278 * 1.02, j["ppl"]
+assert j["ffn_recall"] >= recall_min, j["ffn_recall"]
+assert j["ppl"] <= dense * 1.02, (j["ppl"], dense)
 assert 0 < j["ffn_active_frac"] < 1
 # bytes: every computed neuron reads its key row, non-zero ones their value row (bf16: 512 bytes a row)
 row = 256 * 2
@@ -119,7 +132,7 @@ grep -q "blocks.3.ffn.pred.w2.*corrupt" "$WORK/bad.err" || fail "corrupted predi
 # A wider predictor (--hidden 256) skips at least the measured zero share minus 10 points on unseen text
 # (stats on these 20,000 tokens: mean zero share 0.8257, so at most 27.4 % of the neurons may be
 # computed) at recall >= 0.99. Training it takes minutes under the sanitizers: Release builds only.
-if "$CLI" --version 2>/dev/null | grep -q "| Release |"; then
+if [ "$RELEASE" = 1 ]; then
   W=$WORK/wide.rwkvl
   if "$CLI" compress -m "$MODEL" -o "$W" --sparse-ffn --calib "$VALID" --hidden 256 >/dev/null 2>"$WORK/w.err"; then
     "$CLI" eval -m "$W" --text "$TEST" --max-tokens 20000 --verify --json >"$WORK/w.json" 2>/dev/null || fail "eval --hidden 256"
