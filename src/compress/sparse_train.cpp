@@ -19,6 +19,7 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
+#include "runtime/sampler.h"
 #include "core/threadpool.h"
 
 // The scores must be bit-identical between the reference functions and the training-side evaluation: no fused
@@ -35,39 +36,11 @@ using RowMatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowM
 constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr int64_t kMinTrain = 32, kMinHoldout = 8;
 
-// ---- deterministic random numbers: splitmix64 seeding a xoshiro256**
-uint64_t splitmix64(uint64_t& x) {
-  uint64_t z = (x += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
+// ---- deterministic random numbers: the runtime's xoshiro256** (runtime/sampler.h)
+float uniform01(Rng& r) { return static_cast<float>(r.next() >> 40) * 0x1.0p-24f; }  // [0, 1)
+uint64_t below(Rng& r, uint64_t n) {                                                  // [0, n), n >= 1
+  return static_cast<uint64_t>((static_cast<unsigned __int128>(r.next()) * n) >> 64);
 }
-
-class Rng {
- public:
-  explicit Rng(uint64_t seed) {
-    for (auto& v : s_) v = splitmix64(seed);
-  }
-  uint64_t next() {
-    const uint64_t result = rotl(s_[1] * 5, 7) * 9;
-    const uint64_t t = s_[1] << 17;
-    s_[2] ^= s_[0];
-    s_[3] ^= s_[1];
-    s_[1] ^= s_[2];
-    s_[0] ^= s_[3];
-    s_[2] ^= t;
-    s_[3] = rotl(s_[3], 45);
-    return result;
-  }
-  float uniform01() { return static_cast<float>(next() >> 40) * 0x1.0p-24f; }  // [0, 1)
-  uint64_t below(uint64_t n) {                                                 // [0, n), n >= 1
-    return static_cast<uint64_t>((static_cast<unsigned __int128>(next()) * n) >> 64);
-  }
-
- private:
-  static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-  uint64_t s_[4];
-};
 
 uint64_t layer_seed(uint64_t seed, int64_t layer) {
   uint64_t x = seed;
@@ -409,8 +382,8 @@ LayerPredictor train_layer(const LayerSamples& S, int64_t li, const PredictorOpt
   RowMatF W1(h, C), W2(F, h);
   const float a1 = static_cast<float>(std::sqrt(6.0 / static_cast<double>(C)));
   const float a2 = static_cast<float>(std::sqrt(6.0 / static_cast<double>(h + F)));
-  for (int64_t i = 0; i < h * C; ++i) W1.data()[i] = (2.0f * rng.uniform01() - 1.0f) * a1;
-  for (int64_t i = 0; i < F * h; ++i) W2.data()[i] = (2.0f * rng.uniform01() - 1.0f) * a2;
+  for (int64_t i = 0; i < h * C; ++i) W1.data()[i] = (2.0f * uniform01(rng) - 1.0f) * a1;
+  for (int64_t i = 0; i < F * h; ++i) W2.data()[i] = (2.0f * uniform01(rng) - 1.0f) * a2;
   RowMatF M1 = RowMatF::Zero(h, C), V1 = RowMatF::Zero(h, C), M2 = RowMatF::Zero(F, h), V2 = RowMatF::Zero(F, h);
   const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, lr = static_cast<float>(o.lr);
   double b1t = 1.0, b2t = 1.0;
@@ -421,7 +394,7 @@ LayerPredictor train_layer(const LayerSamples& S, int64_t li, const PredictorOpt
   double loss_sum = 0.0;
   int64_t loss_pairs = 0;
   for (int ep = 0; ep < o.epochs; ++ep) {
-    for (int64_t i = n_train - 1; i > 0; --i) std::swap(order[i], order[rng.below(static_cast<uint64_t>(i + 1))]);
+    for (int64_t i = n_train - 1; i > 0; --i) std::swap(order[i], order[below(rng, static_cast<uint64_t>(i + 1))]);
     const bool last = ep + 1 == o.epochs;
     for (int64_t start = 0; start < n_train; start += o.batch) {
       const int64_t nb = std::min<int64_t>(o.batch, n_train - start);

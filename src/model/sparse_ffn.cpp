@@ -11,6 +11,7 @@
 #include "kernels/kernels.h"
 #include "model/ops.h"
 #include "runtime/neuron_cache.h"
+#include "runtime/sampler.h"
 
 namespace rwkvl {
 
@@ -18,13 +19,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-uint64_t splitmix64(uint64_t& s) {
-  uint64_t z = (s += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
 
 // Bytes read for one key or value row of the bundle, int8 row scale included.
 uint64_t row_read_bytes(const SparseFfn& S) {

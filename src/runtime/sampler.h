@@ -31,6 +31,9 @@ struct SamplerParams {
   uint64_t seed = 0;
 };
 
+// One step of splitmix64: advances x and returns the next 64-bit value (seeding, cheap streams).
+uint64_t splitmix64(uint64_t& x);
+
 // xoshiro256** seeded through splitmix64: small, fast, and the same sequence everywhere.
 class Rng {
  public:
