@@ -80,6 +80,11 @@ typedef struct rwkvl_model_info {
   int ffn_predictor;          /* 1: with activation predictors */
   uint64_t ffn_weight_bytes;  /* bytes of the channel-mix key + value weights (bundled or not) */
   uint64_t ffn_predictor_bytes; /* bytes of the activation predictors */
+  int cluster_head;             /* number of head clusters (compress --cluster-head); 0 = plain head */
+  int cluster_largest;          /* tokens in the largest cluster */
+  uint64_t head_bytes;          /* bytes of head.weight (+ row scales) */
+  uint64_t cluster_head_bytes;  /* bytes of the cluster head, cluster table and priors */
+  uint64_t emb_bytes;           /* bytes of emb.weight (+ row scales) */
 } rwkvl_model_info;
 
 rwkvl_status rwkvl_model_get_info(const rwkvl_model* model, rwkvl_model_info* info);
@@ -166,6 +171,61 @@ rwkvl_ffn_params rwkvl_ffn_default_params(void); /* AUTO, no cache, no prefetch,
 rwkvl_status rwkvl_context_set_ffn(rwkvl_context* ctx, const rwkvl_ffn_params* params);
 rwkvl_status rwkvl_context_ffn_stats(rwkvl_context* ctx, rwkvl_ffn_stats* out);
 rwkvl_status rwkvl_context_reset_ffn_stats(rwkvl_context* ctx);
+
+/* ---------------------------------------------------------------- output head */
+
+/* FULL every head row; CLUSTER the hierarchical head of files made by compress --cluster-head (scores
+   clusters, exact logits for the most probable ones, pseudo-logits for the rest; see docs/CLI.md);
+   AUTO CLUSTER for files with a cluster head, FULL otherwise. */
+typedef enum { RWKVL_HEAD_AUTO = 0, RWKVL_HEAD_FULL = 1, RWKVL_HEAD_CLUSTER = 2 } rwkvl_head_mode;
+
+typedef struct {
+  rwkvl_head_mode mode;
+  double p;          /* clusters are taken until their cumulative probability reaches p (default 0.95) */
+  int min_clusters;  /* at least this many (default 3) */
+  int max_clusters;  /* at most this many (default 100) */
+  int compare;       /* CLUSTER: also compute the full head, for top-1 agreement and KL (slower) */
+} rwkvl_head_params;
+
+typedef struct {
+  uint64_t tokens;     /* logit vectors produced */
+  uint64_t rows;       /* head rows they could have read (n_vocab each) */
+  uint64_t rows_read;  /* head rows read */
+  uint64_t clusters;   /* clusters chosen */
+  uint64_t compared;   /* tokens compared with the full head */
+  uint64_t top1_agree; /* of those, same argmax */
+  double kl_sum;       /* sum of KL(full || cluster head) over compared tokens, nats */
+  double seconds;
+  rwkvl_head_mode mode; /* resolved (never AUTO) */
+} rwkvl_head_stats;
+
+rwkvl_head_params rwkvl_head_default_params(void); /* AUTO, 0.95, 3, 100, no compare */
+rwkvl_status rwkvl_context_set_head(rwkvl_context* ctx, const rwkvl_head_params* params);
+rwkvl_status rwkvl_context_head_stats(rwkvl_context* ctx, rwkvl_head_stats* out);
+rwkvl_status rwkvl_context_reset_head_stats(rwkvl_context* ctx);
+
+/* ---------------------------------------------------------------- memory and storage */
+
+typedef struct {
+  int64_t emb_cache_rows; /* > 0: embedding rows are read on demand from the model file into an LRU cache
+                             of this many rows (the table is never resident); 0: read in place */
+  double io_mb_per_s;     /* > 0: simulate storage of this bandwidth (MB/s) for every read from the file */
+  double io_latency_us;   /* with io_mb_per_s: simulated latency per read */
+} rwkvl_memory_params;
+
+typedef struct {
+  uint64_t emb_lookups, emb_hits, emb_bytes_read; /* embedding cache (zero without one) */
+  int64_t emb_cache_rows;
+  uint64_t emb_cache_bytes;                       /* resident bytes of the embedding cache */
+  uint64_t io_reads, io_bytes;                    /* reads from the model file (all users) */
+  double io_seconds;                              /* time spent in them, simulated waiting included */
+} rwkvl_memory_stats;
+
+rwkvl_memory_params rwkvl_memory_default_params(void); /* no cache, no throttle */
+/* Fails with RWKVL_ERR_INVALID_ARGUMENT for a negative cache size or throttle. */
+rwkvl_status rwkvl_context_set_memory(rwkvl_context* ctx, const rwkvl_memory_params* params);
+rwkvl_status rwkvl_context_memory_stats(rwkvl_context* ctx, rwkvl_memory_stats* out);
+rwkvl_status rwkvl_context_reset_memory_stats(rwkvl_context* ctx);
 
 /* ---------------------------------------------------------------- tokenizers */
 

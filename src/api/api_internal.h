@@ -12,7 +12,14 @@
 
 namespace rwkvl {
 class Model;
+class Context;
 }
+
+// The context handle (defined here so every C API file can reach the library context).
+struct rwkvl_context {
+  std::unique_ptr<rwkvl::Context> ctx;
+  int n_threads = 1;
+};
 
 namespace rwkvl::api {
 

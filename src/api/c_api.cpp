@@ -22,11 +22,6 @@ using rwkvl::api::guarded;
 struct rwkvl_model {
   std::shared_ptr<rwkvl::Model> m;
 };
-struct rwkvl_context {
-  std::unique_ptr<rwkvl::Context> ctx;
-  int n_threads = 1;
-};
-
 std::shared_ptr<rwkvl::Model> rwkvl::api::model_of(const rwkvl_model* m) { return m ? m->m : nullptr; }
 
 struct rwkvl_state {
@@ -138,6 +133,12 @@ rwkvl_status rwkvl_model_get_info(const rwkvl_model* model, rwkvl_model_info* in
       info->ffn_weight_bytes += L.sffn.present() ? L.sffn.t.nbytes + L.sffn.scale.nbytes : L.ffn_k.bytes() + L.ffn_v.bytes();
       info->ffn_predictor_bytes += L.sffn.predictor_bytes();
     }
+    const rwkvl::ClusterHead& H = m.cluster_head();
+    info->cluster_head = static_cast<int>(H.k);
+    info->cluster_largest = static_cast<int>(H.largest);
+    info->head_bytes = m.head().bytes();
+    info->cluster_head_bytes = H.bytes();
+    info->emb_bytes = m.emb().bytes();
   });
 }
 

@@ -27,6 +27,7 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
   }
   std::shared_ptr<MappedFile> mf(new MappedFile());
   mf->path_ = path;
+  mf->on_disk_ = true;
   mf->size_ = static_cast<size_t>(st.st_size);
   if (mf->size_ > 0) {
     void* p = mmap(nullptr, mf->size_, PROT_READ, MAP_PRIVATE, fd, 0);

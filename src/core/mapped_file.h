@@ -23,6 +23,8 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // True for open(): the bytes can also be read from path() (streamed weights); false for from_bytes().
+  bool on_disk() const { return on_disk_; }
   // True if [offset, offset+len) lies inside the file (overflow-safe).
   bool contains(uint64_t offset, uint64_t len) const { return offset <= size_ && len <= size_ - offset; }
 
@@ -32,6 +34,7 @@ class MappedFile {
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
   bool mapped_ = false;
+  bool on_disk_ = false;
   std::vector<uint8_t> owned_;
 };
 

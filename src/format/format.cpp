@@ -51,7 +51,7 @@ Tensor view_or_copy(const std::shared_ptr<MappedFile>& f, std::string name, DTyp
 
 bool verify_on_load(const std::string& name) {
   return name.find(".ffn.pred.") != std::string::npos || name.find(".ffn.perm") != std::string::npos ||
-         name.find(".ffn.freq") != std::string::npos;
+         name.find(".ffn.freq") != std::string::npos || name == "head.perm" || name.rfind("head.cluster.", 0) == 0;
 }
 
 const char* file_kind_name(FileKind k) {

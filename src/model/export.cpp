@@ -46,6 +46,9 @@ std::vector<Tensor> export_official(const Model& m) {
     const Tensor& t0 = entry.second;
     if (t0.dtype == DType::kI8 || (name.size() > 6 && name.compare(name.size() - 6, 6, ".scale") == 0))
       RWKVL_FAIL(kUnsupported, "'%s': int8 models cannot be exported to PyTorch layout; convert to f16/f32 first", name.c_str());
+    if (name == "head.perm" || name.find(".ffn.bundle.") != std::string::npos)
+      RWKVL_FAIL(kUnsupported, "'%s': models with a %s cannot be exported to PyTorch layout (official code has no such tensors)",
+                 name.c_str(), name == "head.perm" ? "cluster head (compress --cluster-head)" : "neuron-bundled channel-mix (compress --sparse-ffn)");
     Tensor t = t0;
     const auto ends = [&](const char* s) {
       const size_t n = std::strlen(s);

@@ -7,7 +7,10 @@
 #include "core/error.h"
 #include "core/threadpool.h"
 #include "model/ops.h"
+#include "model/head.h"
 #include "model/sparse_ffn.h"
+#include "runtime/emb_cache.h"
+#include "runtime/storage.h"
 
 namespace rwkvl {
 
@@ -253,6 +256,84 @@ void Model::bind_sparse_ffn(LayerWeights& L, const std::string& p, int64_t F, in
   S.bits_thresh = th[1];
 }
 
+// Binds a clustered head (see ClusterHead in model.h), checking that the clusters cover the vocabulary
+// exactly once and that every value the runtime relies on is finite.
+void Model::bind_cluster_head(std::vector<std::string>& bound) {
+  const int64_t V = cfg_.n_vocab, C = cfg_.n_embd;
+  const bool any = tensors_.count("head.perm") || tensors_.count("head.cluster.offsets") ||
+                   tensors_.count("head.cluster.weight") || tensors_.count("head.cluster.bias") ||
+                   tensors_.count("head.cluster.prior");
+  if (!any) return;
+  auto find = [&](const char* n, DType dt) -> const Tensor& {
+    auto it = tensors_.find(n);
+    if (it == tensors_.end()) RWKVL_FAIL(kFormat, "clustered head lacks '%s'", n);
+    if (it->second.dtype != dt)
+      RWKVL_FAIL(kFormat, "tensor '%s' must be %s, got %s", n, dtype_name(dt), dtype_name(it->second.dtype));
+    bound.push_back(n);
+    return it->second;
+  };
+  ClusterHead& H = chead_;
+  H.tperm = find("head.perm", DType::kI32);
+  H.toffsets = find("head.cluster.offsets", DType::kI32);
+  H.tw = find("head.cluster.weight", DType::kF32);
+  H.tbias = find("head.cluster.bias", DType::kF32);
+  H.tprior = find("head.cluster.prior", DType::kF32);
+  if (H.tperm.shape != std::vector<int64_t>{V})
+    RWKVL_FAIL(kFormat, "'head.perm' must hold %lld token ids (the vocabulary), has shape %s", static_cast<long long>(V),
+               H.tperm.shape_str().c_str());
+  const int64_t k = H.toffsets.shape.size() == 1 ? H.toffsets.shape[0] - 1 : 0;
+  if (k < 1 || k > V)
+    RWKVL_FAIL(kFormat, "'head.cluster.offsets' has an implausible shape %s", H.toffsets.shape_str().c_str());
+  if (H.tw.shape != std::vector<int64_t>{k, C} || H.tbias.shape != std::vector<int64_t>{k} ||
+      H.tprior.shape != std::vector<int64_t>{V})
+    RWKVL_FAIL(kFormat, "clustered head of %lld clusters needs head.cluster.weight [%lld, %lld], .bias [%lld], .prior [%lld]; got %s, %s, %s",
+               static_cast<long long>(k), static_cast<long long>(k), static_cast<long long>(C), static_cast<long long>(k),
+               static_cast<long long>(V), H.tw.shape_str().c_str(), H.tbias.shape_str().c_str(), H.tprior.shape_str().c_str());
+  H.perm = H.tperm.as<int32_t>();
+  H.offsets = H.toffsets.as<int32_t>();
+  std::vector<uint8_t> seen(static_cast<size_t>(V), 0);
+  for (int64_t i = 0; i < V; ++i) {
+    const int32_t t = H.perm[i];
+    if (t < 0 || t >= V)
+      RWKVL_FAIL(kFormat, "'head.perm' entry %lld is token %d, outside the vocabulary [0, %lld)", static_cast<long long>(i), t,
+                 static_cast<long long>(V));
+    if (seen[static_cast<size_t>(t)]++)
+      RWKVL_FAIL(kFormat, "the cluster table does not cover the vocabulary exactly once: token %d appears twice in 'head.perm'", t);
+  }
+  if (H.offsets[0] != 0 || H.offsets[k] != V)
+    RWKVL_FAIL(kFormat, "the cluster table does not cover the vocabulary exactly once: 'head.cluster.offsets' runs from %d to %d, not 0 to %lld",
+               H.offsets[0], H.offsets[k], static_cast<long long>(V));
+  H.largest = 0;
+  for (int64_t j = 0; j < k; ++j) {
+    if (H.offsets[j + 1] <= H.offsets[j])
+      RWKVL_FAIL(kFormat, "'head.cluster.offsets' must increase strictly (cluster %lld is empty or negative: %d..%d)",
+                 static_cast<long long>(j), H.offsets[j], H.offsets[j + 1]);
+    H.largest = std::max<int64_t>(H.largest, H.offsets[j + 1] - H.offsets[j]);
+  }
+  H.w.dtype = DType::kF32;
+  H.w.rows = k;
+  H.w.cols = C;
+  H.w.data = H.tw.data;
+  H.bias = H.tbias.as<float>();
+  H.prior = H.tprior.as<float>();
+  const float* w = H.tw.as<float>();
+  for (int64_t i = 0; i < k * C; ++i)
+    if (!std::isfinite(w[i])) RWKVL_FAIL(kFormat, "'head.cluster.weight' holds a non-finite value at %lld", static_cast<long long>(i));
+  for (int64_t j = 0; j < k; ++j) {
+    if (!std::isfinite(H.bias[j])) RWKVL_FAIL(kFormat, "'head.cluster.bias' holds a non-finite value at %lld", static_cast<long long>(j));
+    double mx = -1e300, sum = 0;
+    for (int32_t i = H.offsets[j]; i < H.offsets[j + 1]; ++i) {
+      if (!std::isfinite(H.prior[i])) RWKVL_FAIL(kFormat, "'head.cluster.prior' holds a non-finite value at %d", i);
+      mx = std::max(mx, static_cast<double>(H.prior[i]));
+    }
+    for (int32_t i = H.offsets[j]; i < H.offsets[j + 1]; ++i) sum += std::exp(static_cast<double>(H.prior[i]) - mx);
+    if (std::fabs(mx + std::log(sum)) > 1e-3)
+      RWKVL_FAIL(kFormat, "'head.cluster.prior' of cluster %lld is not normalised (log of its total mass is %g, not 0)",
+                 static_cast<long long>(j), mx + std::log(sum));
+  }
+  H.k = k;
+}
+
 void Model::bind() {
   const ModelConfig& c = cfg_;
   const int64_t C = c.n_embd, F = c.n_ffn, V = c.n_vocab;
@@ -348,6 +429,7 @@ void Model::bind() {
 
   emb_ = mat("emb.weight", V, C);
   head_ = mat("head.weight", V, C);
+  bind_cluster_head(bound);
   ln0_w_ = vec("blocks.0.ln0.weight", C);
   ln0_b_ = vec("blocks.0.ln0.bias", C);
   ln_out_w_ = vec("ln_out.weight", C);
@@ -539,6 +621,37 @@ FfnRuntime& Context::ffn() {
   return *ffn_;
 }
 
+void Context::set_head_options(const HeadOptions& o) {
+  head_ = std::make_unique<HeadRuntime>(*model_, pool_.get(), o);
+}
+
+HeadRuntime& Context::head() {
+  if (!head_) head_ = std::make_unique<HeadRuntime>(*model_, pool_.get(), HeadOptions{});
+  return *head_;
+}
+
+void Context::set_storage(const StorageOptions& o) {
+  const auto& f = model_->file();
+  storage_ = f && f->on_disk() ? std::make_shared<Storage>(f->path(), o) : nullptr;
+  storage_set_ = true;
+}
+
+const std::shared_ptr<Storage>& Context::storage() {
+  if (!storage_set_) set_storage(StorageOptions{});
+  return storage_;
+}
+
+void Context::set_emb_cache(int64_t rows) {
+  emb_cache_.reset();
+  if (rows <= 0) return;
+  const kern::MatRef& e = model_->emb().ref;
+  const auto& f = model_->file();
+  const auto* p = static_cast<const uint8_t*>(e.data);
+  const bool in_file = f && p >= f->data() && p < f->data() + f->size();
+  const std::shared_ptr<Storage>& st = in_file ? storage() : nullptr;
+  emb_cache_ = std::make_unique<EmbCache>(e, st, st ? static_cast<uint64_t>(p - f->data()) : 0, rows);
+}
+
 void Context::ensure_capacity(size_t T) {
   if (T <= cap_) return;
   size_t width = static_cast<size_t>(std::max(model_->config().n_embd, model_->config().n_ffn));
@@ -573,7 +686,8 @@ void Context::embed(const int32_t* tokens, size_t T, float* x) {
   for (size_t t = 0; t < T; ++t) {
     if (tokens[t] < 0 || tokens[t] >= cfg.n_vocab)
       RWKVL_FAIL(kInvalidArgument, "token id %d is out of range [0, %d)", tokens[t], cfg.n_vocab);
-    kern::get_row(emb.ref, tokens[t], x + t * C);
+    if (emb_cache_) emb_cache_->get(tokens[t], x + t * C);
+    else kern::get_row(emb.ref, tokens[t], x + t * C);
     ops::layer_norm(x + t * C, x + t * C, model_->ln0_w(), model_->ln0_b(), C, cfg.ln_eps);
   }
 }
@@ -603,12 +717,12 @@ void Context::eval_chunk(State& state, const int32_t* tokens, size_t T, float* l
   if (logits_all) {
     float* xn = buf(0);
     ops::layer_norm_rows(x, xn, model_->ln_out_w(), model_->ln_out_b(), T, C, cfg.ln_eps);
-    ops::project(*this, model_->head(), xn, logits_all, T);
+    head().logits(xn, T, logits_all);
     if (logits_last) std::memcpy(logits_last, logits_all + (T - 1) * cfg.n_vocab, sizeof(float) * cfg.n_vocab);
   } else if (logits_last) {
     float* xn = buf(0);
     ops::layer_norm(x + (T - 1) * C, xn, model_->ln_out_w(), model_->ln_out_b(), C, cfg.ln_eps);
-    kern::matvec(model_->head().ref, xn, logits_last, pool());
+    head().logits(xn, 1, logits_last);
   }
 }
 

@@ -42,6 +42,11 @@ class ThreadPool;
 class FfnRuntime;
 struct FfnOptions;
 struct FfnStats;
+class HeadRuntime;
+struct HeadOptions;
+class EmbCache;
+class Storage;
+struct StorageOptions;
 
 struct ModelConfig {
   int arch_major = 0;  // 4, 5, 6, 7
@@ -98,6 +103,26 @@ struct SparseFfn {
   const uint8_t* neuron(int64_t j) const { return static_cast<const uint8_t*>(layout.data) + static_cast<size_t>(j) * neuron_bytes; }
 };
 
+// A clustered ("hierarchical") head (files made by `rwkv-lite compress --cluster-head K`,
+// docs/FORMAT.md): "head.weight" rows are grouped by cluster (grouped row i holds token perm[i]), so a
+// cluster is one contiguous range of rows [offsets[j], offsets[j+1]). A small cluster head scores the
+// clusters: p = softmax(W x + bias) over the k clusters (x = the ln_out output); the runtime computes
+// exact logits for the most probable clusters and gives every token of the others a pseudo-logit from
+// its cluster's probability and `prior` (log of the token's share of its cluster's mass, grouped order).
+struct ClusterHead {
+  int64_t k = 0;                     // clusters; 0 = not clustered
+  const int32_t* perm = nullptr;     // V: grouped row i = token perm[i]
+  const int32_t* offsets = nullptr;  // k + 1: 0 = offsets[0] < ... < offsets[k] = V
+  kern::MatRef w;                    // (k, C) f32
+  const float* bias = nullptr;       // k
+  const float* prior = nullptr;      // V, grouped order; logsumexp over each cluster = 0
+  int64_t largest = 0;               // rows of the largest cluster
+  Tensor tperm, toffsets, tw, tbias, tprior;
+  bool present() const { return k > 0; }
+  size_t bytes() const { return tperm.nbytes + toffsets.nbytes + tw.nbytes + tbias.nbytes + tprior.nbytes; }
+  int64_t size(int64_t j) const { return offsets[j + 1] - offsets[j]; }
+};
+
 struct LayerWeights {
   int index = 0;
   const float *ln1_w = nullptr, *ln1_b = nullptr, *ln2_w = nullptr, *ln2_b = nullptr;
@@ -136,7 +161,8 @@ class Model {
   FileKind source_kind() const { return source_; }
   const LayerWeights& layer(int i) const { return layers_[static_cast<size_t>(i)]; }
   const Matrix& emb() const { return emb_; }
-  const Matrix& head() const { return head_; }
+  const Matrix& head() const { return head_; }  // rows in grouped order when cluster_head().present()
+  const ClusterHead& cluster_head() const { return chead_; }
   const float* ln0_w() const { return ln0_w_; }
   const float* ln0_b() const { return ln0_b_; }
   const float* ln_out_w() const { return ln_out_w_; }
@@ -161,6 +187,7 @@ class Model {
 
  private:
   void bind();
+  void bind_cluster_head(std::vector<std::string>& bound);
   template <class MatFn, class VecFn>
   void bind_sparse_ffn(LayerWeights& L, const std::string& p, int64_t F, int64_t C, MatFn& mat, VecFn& vec,
                        std::vector<std::string>& bound);
@@ -171,6 +198,7 @@ class Model {
   std::shared_ptr<MappedFile> file_;
   std::vector<LayerWeights> layers_;
   Matrix emb_, head_;
+  ClusterHead chead_;
   const float *ln0_w_ = nullptr, *ln0_b_ = nullptr, *ln_out_w_ = nullptr, *ln_out_b_ = nullptr;
 };
 
@@ -237,6 +265,22 @@ class Context {
   void set_ffn_options(const FfnOptions& o);
   FfnRuntime& ffn();  // created on first use with the defaults
 
+  // Output head settings (full or cluster head, model/head.h); throws on settings the model cannot
+  // honour (cluster mode without a cluster head).
+  void set_head_options(const HeadOptions& o);
+  HeadRuntime& head();  // created on first use with the defaults
+
+  // Simulated storage for every read of weights from the model file (runtime/storage.h); replaces the
+  // storage used by later set_emb_cache() calls. storage() is null for models that are not native
+  // files on disk (weights then live in memory).
+  void set_storage(const StorageOptions& o);
+  const std::shared_ptr<Storage>& storage();
+  // rows > 0: embedding rows are read on demand from the file into an LRU cache of this many rows
+  // (models in memory: copied from it); 0: rows are read in place. Outputs do not change.
+  void set_emb_cache(int64_t rows);
+  const EmbCache* emb_cache() const { return emb_cache_.get(); }
+  EmbCache* emb_cache_mut() { return emb_cache_.get(); }
+
   // Per-chunk scratch, sized for `cap_` tokens (grown on demand).
   float* buf(int i) { return bufs_[static_cast<size_t>(i)].data(); }
   size_t cap() const { return cap_; }
@@ -251,6 +295,10 @@ class Context {
   std::vector<float> lowrank_;
   Observer observer_;
   std::unique_ptr<FfnRuntime> ffn_;
+  std::unique_ptr<HeadRuntime> head_;
+  std::unique_ptr<EmbCache> emb_cache_;
+  std::shared_ptr<Storage> storage_;
+  bool storage_set_ = false;
   size_t cap_ = 0;
 };
 

@@ -51,6 +51,24 @@ const std::vector<FlagSpec> kFlags = {
     {"ffn-random", nullptr, K::kString, "bench", nullptr, "LIST",
      "also time the FFN with forced random active sets of these shares of the neurons, e.g. 0.1,0.5 (the predictor "
      "still runs), side by side with dense"},
+    {"head-mode", nullptr, K::kChoice, "generate eval perplexity bench logits", "auto", "MODE",
+     "output head: full (every head row) or cluster (the hierarchical head of files made by compress --cluster-head: "
+     "exact logits for the most probable clusters, pseudo-logits for the rest); auto = cluster when the file has one",
+     0, 0, false, "auto|full|cluster"},
+    {"head-p", nullptr, K::kFloat, "generate eval perplexity bench logits", "0.95", "P",
+     "cluster head: take clusters in order of probability until their cumulative probability reaches P", 0, 1, true},
+    {"head-min", nullptr, K::kInt, "generate eval perplexity bench logits", "3", "N",
+     "cluster head: at least N clusters get exact logits", 1, 1 << 24},
+    {"head-max", nullptr, K::kInt, "generate eval perplexity bench logits", "100", "N",
+     "cluster head: at most N clusters get exact logits", 1, 1 << 24},
+    {"emb-cache", nullptr, K::kInt, "generate eval perplexity bench logits", "0", "ROWS",
+     "read embedding rows on demand from the model file into an LRU cache of ROWS rows (the table is never "
+     "resident; 0 = read in place)", 0, 1 << 30},
+    {"io-throttle", nullptr, K::kFloat, "generate eval perplexity bench logits", nullptr, "MB/S",
+     "simulate storage of this bandwidth for every read from the model file (SD card ~90, eMMC ~250, UFS/NVMe "
+     "1000-2000)", 0, 1e6, true},
+    {"io-latency", nullptr, K::kFloat, "generate eval perplexity bench logits", nullptr, "US",
+     "with --io-throttle: simulated latency per read, microseconds", 0, 1e7},
     {"tokenizer", nullptr, K::kString, "generate eval perplexity logits tokenize", nullptr, "PATH",
      "tokenizer file (default: chosen by vocabulary size and searched for beside the model, in "
      "$RWKVL_TOKENIZER_DIR and ./tokenizers)"},
@@ -158,6 +176,16 @@ const std::vector<FlagSpec> kFlags = {
     {"seed", "s", K::kInt, "compress", "1", "S", "--sparse-ffn: seed of the predictor training", 0, kBig},
     {"no-predictor", nullptr, K::kSwitch, "compress", nullptr, "",
      "--sparse-ffn: bundle only (exact mode), no predictors"},
+    {"cluster-head", nullptr, K::kInt, "compress", nullptr, "K",
+     "build the hierarchical head: cluster the vocabulary into K clusters (PCA of the head rows, k-means; clusters "
+     "above --cluster-cap are split) and distil a cluster head on --calib text (paper: K = 200)", 2, 1 << 20},
+    {"cluster-cap", nullptr, K::kInt, "compress", "1024", "N", "--cluster-head: most tokens in one cluster", 1, 1 << 30},
+    {"pca-dims", nullptr, K::kInt, "compress", "200", "N", "--cluster-head: PCA components the k-means runs on", 1, 1 << 20},
+    {"head-epochs", nullptr, K::kInt, "compress", "30", "N", "--cluster-head: distillation epochs", 1, 100000},
+    {"head-lr", nullptr, K::kFloat, "compress", "0.01", "X", "--cluster-head: Adam step size of the distillation", 0, 10, true},
+    {"head-prior", nullptr, K::kChoice, "compress", "calib", "KIND",
+     "--cluster-head: how an unchosen cluster's probability is spread over its tokens: calib (each token's share "
+     "of the cluster's mass on the calibration text) or uniform (the paper)", 0, 0, false, "calib|uniform"},
     {"ffn-dtype", nullptr, K::kChoice, "compress", "keep", "TYPE",
      "--sparse-ffn: matrix type of the bundled FFN (keep = that of ffn.key)", 0, 0, false, "keep|f32|f16|bf16|i8|q4"},
     {"calib-tokens", nullptr, K::kInt, "compress", "16384", "N", "use the first N tokens of the calibration text", 1,

@@ -57,7 +57,7 @@ int cmd_bench(const Args& args) {
   const double load_seconds = now_seconds() - t_load0;
   const rwkvl_model_info info = model_info(model.get());
   const ContextPtr ctx = new_context(model.get(), static_cast<int>(args.integer("threads")));
-  apply_ffn(args, model.get(), ctx.get());
+  apply_settings(args, model.get(), ctx.get());
   const StatePtr state = new_state(model.get());
   const int threads = rwkvl_context_threads(ctx.get());
   const size_t chunk = static_cast<size_t>(args.integer("chunk"));

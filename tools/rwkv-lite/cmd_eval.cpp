@@ -236,6 +236,8 @@ struct LambadaResult {
   uint64_t correct = 0, target_tokens = 0, fallbacks = 0;
   double total_nll = 0, seconds = 0;
   rwkvl_ffn_stats ffn{};  // channel-mix counters of the worker contexts (not the main one)
+  rwkvl_head_stats head{};
+  rwkvl_memory_stats mem{};
 
   double n() const { return static_cast<double>(passages.size()); }
   double acc() const { return static_cast<double>(correct) / n(); }
@@ -299,7 +301,7 @@ void eval_passage(rwkvl_context* ctx, rwkvl_state* state, size_t n_vocab, size_t
 // whose per-layer hand-offs cost more than short passages gain. Results do not depend on the split.
 LambadaResult run_lambada(const rwkvl_model* model, rwkvl_context* main_ctx, const rwkvl_tokenizer* tok,
                           const rwkvl_model_info& info, const std::vector<LambadaDoc>& docs, size_t chunk,
-                          int n_threads, const rwkvl_ffn_params& ffn) {
+                          int n_threads, const Settings& settings) {
   LambadaResult r;
   r.passages.resize(docs.size());
   for (size_t i = 0; i < docs.size(); ++i) tokenize_passage(tok, docs[i], &r.passages[i]);
@@ -311,7 +313,7 @@ LambadaResult run_lambada(const rwkvl_model* model, rwkvl_context* main_ctx, con
   for (size_t w = 0; w < n_workers; ++w) {
     if (n_workers == 1) break;
     contexts.push_back(new_context(model, threads_each));
-    check(rwkvl_context_set_ffn(contexts.back().get(), &ffn));
+    apply(settings, contexts.back().get());
   }
 
   std::atomic<size_t> next{0}, done{0};
@@ -346,7 +348,11 @@ LambadaResult run_lambada(const rwkvl_model* model, rwkvl_context* main_ctx, con
   progress.finish();
   if (error) std::rethrow_exception(error);
 
-  for (const ContextPtr& c : contexts) add_ffn_stats(&r.ffn, ffn_stats(c.get()));
+  for (const ContextPtr& c : contexts) {
+    add_ffn_stats(&r.ffn, ffn_stats(c.get()));
+    add_head_stats(&r.head, head_stats(c.get()));
+    add_memory_stats(&r.mem, memory_stats(c.get()));
+  }
   for (const PassageResult& p : r.passages) {  // in passage order: independent of the split
     r.total_nll += p.nll;
     r.correct += p.correct;
@@ -419,7 +425,7 @@ int cmd_perplexity(const Args& args) {
   const std::vector<int32_t> ids = text_tokens(tok.get(), text, args.integer("max-tokens"));
 
   const ContextPtr ctx = new_context(model.get(), static_cast<int>(args.integer("threads")));
-  apply_ffn(args, model.get(), ctx.get());
+  apply_settings(args, model.get(), ctx.get());
   const int n_threads = rwkvl_context_threads(ctx.get());
   const StreamResult r = stream_nll(ctx.get(), model.get(), tok.get(), info, ids,
                                     static_cast<size_t>(args.integer("chunk")));
@@ -471,19 +477,26 @@ int cmd_eval(const Args& args) {
   text.reset();
 
   const ContextPtr ctx = new_context(model.get(), static_cast<int>(args.integer("threads")));
-  apply_ffn(args, model.get(), ctx.get());
+  const Settings set = settings(args, model.get());
+  apply(set, ctx.get());
   const int n_threads = rwkvl_context_threads(ctx.get());
   std::optional<StreamResult> ppl;
   if (!ids.empty()) ppl = stream_nll(ctx.get(), model.get(), tok.get(), info, ids, chunk);
   std::optional<LambadaResult> lambada;
   if (!docs.empty()) {
-    lambada = run_lambada(model.get(), ctx.get(), tok.get(), info, docs, chunk, n_threads, ffn_params(args, model.get()));
+    lambada = run_lambada(model.get(), ctx.get(), tok.get(), info, docs, chunk, n_threads, set);
     if (details) write_lambada_details(&*details, *lambada);
   }
   const uint64_t peak_rss = rwkvl_peak_rss_bytes();
   const double seconds = now_seconds() - t_start;
   rwkvl_ffn_stats fs = ffn_stats(ctx.get());
-  if (lambada) add_ffn_stats(&fs, lambada->ffn);
+  rwkvl_head_stats hs = head_stats(ctx.get());
+  rwkvl_memory_stats ms = memory_stats(ctx.get());
+  if (lambada) {
+    add_ffn_stats(&fs, lambada->ffn);
+    add_head_stats(&hs, lambada->head);
+    add_memory_stats(&ms, lambada->mem);
+  }
   const uint64_t ffn_tokens = info.n_layer ? fs.evals / static_cast<uint64_t>(info.n_layer) : 0;
 
   const std::string isa = system_field("isa");
@@ -524,6 +537,8 @@ int cmd_eval(const Args& args) {
       const json f = ffn_json(fs, info);
       for (auto it = f.begin(); it != f.end(); ++it) j[it.key()] = it.value();
     }
+    for (const json& part : {head_json(hs), memory_json(ms, set.mem)})
+      for (auto it = part.begin(); it != part.end(); ++it) j[it.key()] = it.value();
     std::printf("%s\n", j.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
     return 0;
   }
@@ -570,6 +585,27 @@ int cmd_eval(const Args& args) {
                   fs.cache_requests ? static_cast<double>(fs.cache_hits) / static_cast<double>(fs.cache_requests) : 0.0,
                   format_bytes(static_cast<uint64_t>(static_cast<double>(fs.cache_bytes_read) / tk)).c_str());
   }
+  {
+    const double tk = hs.tokens ? static_cast<double>(hs.tokens) : 1.0;
+    std::printf("%-15s %s: %.4f of the head rows read per token", "head", hs.mode == RWKVL_HEAD_CLUSTER ? "cluster" : "full",
+                hs.rows ? static_cast<double>(hs.rows_read) / static_cast<double>(hs.rows) : 0.0);
+    if (hs.mode == RWKVL_HEAD_CLUSTER)
+      std::printf(" (%.1f of %d clusters, largest %d tokens)", static_cast<double>(hs.clusters) / tk, info.cluster_head,
+                  info.cluster_largest);
+    std::printf("\n");
+    if (hs.compared)
+      std::printf("%-15s top-1 agreement %.4f, mean KL %.5f nats over %llu tokens\n", "head vs full",
+                  static_cast<double>(hs.top1_agree) / static_cast<double>(hs.compared), hs.kl_sum / static_cast<double>(hs.compared),
+                  static_cast<unsigned long long>(hs.compared));
+  }
+  if (ms.emb_cache_rows)
+    std::printf("%-15s %lld rows (%s), hit rate %.4f over %llu lookups, %s read from the file\n", "emb cache",
+                static_cast<long long>(ms.emb_cache_rows), format_bytes(ms.emb_cache_bytes).c_str(),
+                ms.emb_lookups ? static_cast<double>(ms.emb_hits) / static_cast<double>(ms.emb_lookups) : 0.0,
+                static_cast<unsigned long long>(ms.emb_lookups), format_bytes(ms.emb_bytes_read).c_str());
+  if (set.mem.io_mb_per_s > 0)
+    std::printf("%-15s %.0f MB/s, %.0f us per read: %llu reads, %s, %.2f s\n", "storage", set.mem.io_mb_per_s,
+                set.mem.io_latency_us, static_cast<unsigned long long>(ms.io_reads), format_bytes(ms.io_bytes).c_str(), ms.io_seconds);
   std::printf("%-15s %.2f s\n", "total time", seconds);
   return 0;
 }
@@ -590,7 +626,7 @@ int cmd_logits(const Args& args) {
   if (ids.empty()) args.fail("no tokens to feed");
 
   const ContextPtr ctx = new_context(model.get(), static_cast<int>(args.integer("threads")));
-  apply_ffn(args, model.get(), ctx.get());
+  apply_settings(args, model.get(), ctx.get());
   const StatePtr state = new_state(model.get());
   std::vector<float> logits(static_cast<size_t>(info.n_vocab));
   check(rwkvl_eval(ctx.get(), state.get(), ids.data(), ids.size(), static_cast<size_t>(args.integer("chunk")),

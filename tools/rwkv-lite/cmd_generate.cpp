@@ -60,7 +60,7 @@ int cmd_generate(const Args& args) {
   if (ids.empty()) args.fail("the prompt is empty after tokenization");
 
   const ContextPtr ctx = new_context(model.get(), static_cast<int>(args.integer("threads")));
-  apply_ffn(args, model.get(), ctx.get());
+  apply_settings(args, model.get(), ctx.get());
   const StatePtr state = new_state(model.get());
   if (args.given("state-in")) check(rwkvl_state_load(state.get(), args.str("state-in").c_str()), "--state-in");
 

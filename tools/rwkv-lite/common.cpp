@@ -1,5 +1,6 @@
 #include "common.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -83,9 +84,110 @@ rwkvl_ffn_params ffn_params(const Args& args, const rwkvl_model* model) {
   return p;
 }
 
-void apply_ffn(const Args& args, const rwkvl_model* model, rwkvl_context* ctx) {
-  const rwkvl_ffn_params p = ffn_params(args, model);
-  check(rwkvl_context_set_ffn(ctx, &p));
+Settings settings(const Args& args, const rwkvl_model* model) {
+  Settings s{ffn_params(args, model), rwkvl_head_default_params(), rwkvl_memory_default_params()};
+  if (args.accepts("head-mode")) {
+    const std::string m = args.str("head-mode");
+    s.head.mode = m == "full" ? RWKVL_HEAD_FULL : m == "cluster" ? RWKVL_HEAD_CLUSTER : RWKVL_HEAD_AUTO;
+    s.head.p = args.number("head-p");
+    s.head.min_clusters = static_cast<int>(args.integer("head-min"));
+    s.head.max_clusters = static_cast<int>(args.integer("head-max"));
+    if (s.head.max_clusters < s.head.min_clusters)
+      args.fail("--head-max (" + std::to_string(s.head.max_clusters) + ") is below --head-min (" +
+                std::to_string(s.head.min_clusters) + ")");
+    s.head.compare = args.command() == "eval" ? 1 : 0;
+    if (s.head.mode != RWKVL_HEAD_FULL && !model_info(model).cluster_head) {
+      if (s.head.mode == RWKVL_HEAD_CLUSTER)
+        args.fail("--head-mode cluster needs a file with a cluster head (made by rwkv-lite compress --cluster-head K)");
+      for (const char* f : {"head-p", "head-min", "head-max"})
+        if (args.given(f)) args.fail(std::string("--") + f + " needs a file with a cluster head (rwkv-lite compress --cluster-head K)");
+    }
+  }
+  if (args.accepts("emb-cache")) s.mem.emb_cache_rows = args.integer("emb-cache");
+  if (args.accepts("io-throttle") && args.given("io-throttle")) s.mem.io_mb_per_s = args.number("io-throttle");
+  if (args.accepts("io-latency") && args.given("io-latency")) {
+    if (!args.given("io-throttle")) args.fail("--io-latency needs --io-throttle MB/s");
+    s.mem.io_latency_us = args.number("io-latency");
+  }
+  return s;
+}
+
+void apply(const Settings& s, rwkvl_context* ctx) {
+  check(rwkvl_context_set_ffn(ctx, &s.ffn));
+  check(rwkvl_context_set_head(ctx, &s.head));
+  check(rwkvl_context_set_memory(ctx, &s.mem));
+}
+
+void apply_settings(const Args& args, const rwkvl_model* model, rwkvl_context* ctx) { apply(settings(args, model), ctx); }
+
+rwkvl_head_stats head_stats(rwkvl_context* ctx) {
+  rwkvl_head_stats s{};
+  check(rwkvl_context_head_stats(ctx, &s));
+  return s;
+}
+
+void add_head_stats(rwkvl_head_stats* a, const rwkvl_head_stats& s) {
+  a->tokens += s.tokens;
+  a->rows += s.rows;
+  a->rows_read += s.rows_read;
+  a->clusters += s.clusters;
+  a->compared += s.compared;
+  a->top1_agree += s.top1_agree;
+  a->kl_sum += s.kl_sum;
+  a->seconds += s.seconds;
+  a->mode = s.mode;
+}
+
+rwkvl_memory_stats memory_stats(rwkvl_context* ctx) {
+  rwkvl_memory_stats s{};
+  check(rwkvl_context_memory_stats(ctx, &s));
+  return s;
+}
+
+void add_memory_stats(rwkvl_memory_stats* a, const rwkvl_memory_stats& s) {
+  a->emb_lookups += s.emb_lookups;
+  a->emb_hits += s.emb_hits;
+  a->emb_bytes_read += s.emb_bytes_read;
+  a->emb_cache_rows = std::max(a->emb_cache_rows, s.emb_cache_rows);
+  a->emb_cache_bytes += s.emb_cache_bytes;
+  a->io_reads += s.io_reads;
+  a->io_bytes += s.io_bytes;
+  a->io_seconds += s.io_seconds;
+}
+
+nlohmann::json head_json(const rwkvl_head_stats& s) {
+  const double tk = s.tokens ? static_cast<double>(s.tokens) : 1.0;
+  nlohmann::json j = {{"head_mode", s.mode == RWKVL_HEAD_CLUSTER ? "cluster" : "full"},
+                      {"head_rows_frac", s.rows ? static_cast<double>(s.rows_read) / static_cast<double>(s.rows) : 0.0},
+                      {"head_clusters_per_token", static_cast<double>(s.clusters) / tk},
+                      {"head_seconds", s.seconds}};
+  if (s.compared) {
+    j["head_top1_agree"] = static_cast<double>(s.top1_agree) / static_cast<double>(s.compared);
+    j["head_kl"] = s.kl_sum / static_cast<double>(s.compared);
+    j["head_compared"] = s.compared;
+  }
+  return j;
+}
+
+nlohmann::json memory_json(const rwkvl_memory_stats& s, const rwkvl_memory_params& p) {
+  nlohmann::json j = nlohmann::json::object();
+  if (s.emb_cache_rows) {
+    j["emb_cache_rows"] = s.emb_cache_rows;
+    j["emb_cache_bytes"] = s.emb_cache_bytes;
+    j["emb_cache_hit_rate"] = s.emb_lookups ? static_cast<double>(s.emb_hits) / static_cast<double>(s.emb_lookups) : 0.0;
+    j["emb_lookups"] = s.emb_lookups;
+    j["emb_bytes_read_per_token"] = s.emb_lookups ? static_cast<double>(s.emb_bytes_read) / static_cast<double>(s.emb_lookups) : 0.0;
+  }
+  if (p.io_mb_per_s > 0) {
+    j["io_throttle_mb_s"] = p.io_mb_per_s;
+    j["io_latency_us"] = p.io_latency_us;
+  }
+  if (s.io_reads) {
+    j["io_reads"] = s.io_reads;
+    j["io_bytes"] = s.io_bytes;
+    j["io_seconds"] = s.io_seconds;
+  }
+  return j;
 }
 
 rwkvl_ffn_stats ffn_stats(rwkvl_context* ctx) {

@@ -53,8 +53,26 @@ StatePtr new_state(const rwkvl_model* model);
 uint64_t parse_bytes(const Args& args, const char* flag, uint64_t percent_base = 0);
 // The channel-mix settings the command line asks for (--ffn-mode, --ffn-cache, --ffn-prefetch, --verify).
 rwkvl_ffn_params ffn_params(const Args& args, const rwkvl_model* model);
+// Every run-time setting of a context the command line asks for: channel-mix, output head (--head-mode,
+// --head-p/--head-min/--head-max; eval also compares a cluster head with the full head) and memory
+// (--emb-cache, --io-throttle, --io-latency).
+struct Settings {
+  rwkvl_ffn_params ffn;
+  rwkvl_head_params head;
+  rwkvl_memory_params mem;
+};
+Settings settings(const Args& args, const rwkvl_model* model);
 // Applies them to a context (Failure with the library's message, e.g. a cache below its minimum).
-void apply_ffn(const Args& args, const rwkvl_model* model, rwkvl_context* ctx);
+void apply(const Settings& s, rwkvl_context* ctx);
+void apply_settings(const Args& args, const rwkvl_model* model, rwkvl_context* ctx);
+rwkvl_head_stats head_stats(rwkvl_context* ctx);
+void add_head_stats(rwkvl_head_stats* into, const rwkvl_head_stats& s);
+rwkvl_memory_stats memory_stats(rwkvl_context* ctx);
+void add_memory_stats(rwkvl_memory_stats* into, const rwkvl_memory_stats& s);
+// Report keys: head_mode, head_rows_frac, head_clusters_per_token [, head_top1_agree, head_kl]; and
+// emb_cache_rows, emb_cache_hit_rate, emb_bytes_read_per_token, io_* when a cache or throttle is on.
+nlohmann::json head_json(const rwkvl_head_stats& s);
+nlohmann::json memory_json(const rwkvl_memory_stats& s, const rwkvl_memory_params& p);
 rwkvl_ffn_stats ffn_stats(rwkvl_context* ctx);
 void add_ffn_stats(rwkvl_ffn_stats* into, const rwkvl_ffn_stats& s);
 const char* ffn_mode_str(rwkvl_ffn_mode m);

@@ -1,0 +1,112 @@
+// C API: the output head (full / cluster) and memory settings (embedding cache, simulated storage).
+#include <cmath>
+
+#include "api/api_internal.h"
+#include "model/head.h"
+#include "model/model.h"
+#include "runtime/emb_cache.h"
+#include "runtime/storage.h"
+#include "rwkv_lite.h"
+
+using rwkvl::api::guarded;
+
+rwkvl_head_params rwkvl_head_default_params(void) {
+  rwkvl_head_params p{};
+  const rwkvl::HeadOptions d;
+  p.mode = RWKVL_HEAD_AUTO;
+  p.p = d.p;
+  p.min_clusters = d.min_clusters;
+  p.max_clusters = d.max_clusters;
+  p.compare = 0;
+  return p;
+}
+
+rwkvl_status rwkvl_context_set_head(rwkvl_context* ctx, const rwkvl_head_params* params) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(ctx && params, "rwkvl_context_set_head: NULL argument");
+    rwkvl::HeadOptions o;
+    switch (params->mode) {
+      case RWKVL_HEAD_AUTO: o.mode = rwkvl::HeadMode::kAuto; break;
+      case RWKVL_HEAD_FULL: o.mode = rwkvl::HeadMode::kFull; break;
+      case RWKVL_HEAD_CLUSTER: o.mode = rwkvl::HeadMode::kCluster; break;
+      default: RWKVL_FAIL(kInvalidArgument, "rwkvl_context_set_head: unknown mode %d", static_cast<int>(params->mode));
+    }
+    o.p = params->p;
+    o.min_clusters = params->min_clusters;
+    o.max_clusters = params->max_clusters;
+    o.compare = params->compare != 0;
+    ctx->ctx->set_head_options(o);
+  });
+}
+
+rwkvl_status rwkvl_context_head_stats(rwkvl_context* ctx, rwkvl_head_stats* out) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(ctx && out, "rwkvl_context_head_stats: NULL argument");
+    const rwkvl::HeadRuntime& h = ctx->ctx->head();
+    const rwkvl::HeadStats& s = h.stats();
+    *out = rwkvl_head_stats{};
+    out->tokens = s.tokens;
+    out->rows = s.rows;
+    out->rows_read = s.rows_read;
+    out->clusters = s.clusters;
+    out->compared = s.compared;
+    out->top1_agree = s.top1_agree;
+    out->kl_sum = s.kl_sum;
+    out->seconds = s.seconds;
+    out->mode = h.mode() == rwkvl::HeadMode::kCluster ? RWKVL_HEAD_CLUSTER : RWKVL_HEAD_FULL;
+  });
+}
+
+rwkvl_status rwkvl_context_reset_head_stats(rwkvl_context* ctx) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(ctx, "rwkvl_context_reset_head_stats: NULL argument");
+    ctx->ctx->head().reset_stats();
+  });
+}
+
+rwkvl_memory_params rwkvl_memory_default_params(void) { return rwkvl_memory_params{}; }
+
+rwkvl_status rwkvl_context_set_memory(rwkvl_context* ctx, const rwkvl_memory_params* params) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(ctx && params, "rwkvl_context_set_memory: NULL argument");
+    RWKVL_API_REQUIRE(params->emb_cache_rows >= 0, "embedding cache of %lld rows: the size must be >= 0",
+                      static_cast<long long>(params->emb_cache_rows));
+    RWKVL_API_REQUIRE(std::isfinite(params->io_mb_per_s) && params->io_mb_per_s >= 0,
+                      "storage throttle of %g MB/s: it must be >= 0 (0 = none)", params->io_mb_per_s);
+    RWKVL_API_REQUIRE(std::isfinite(params->io_latency_us) && params->io_latency_us >= 0,
+                      "storage latency of %g us: it must be >= 0", params->io_latency_us);
+    rwkvl::StorageOptions so;
+    so.mb_per_s = params->io_mb_per_s;
+    so.latency_us = params->io_latency_us;
+    ctx->ctx->set_storage(so);
+    ctx->ctx->set_emb_cache(params->emb_cache_rows);
+  });
+}
+
+rwkvl_status rwkvl_context_memory_stats(rwkvl_context* ctx, rwkvl_memory_stats* out) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(ctx && out, "rwkvl_context_memory_stats: NULL argument");
+    *out = rwkvl_memory_stats{};
+    if (const rwkvl::EmbCache* e = ctx->ctx->emb_cache()) {
+      out->emb_lookups = e->stats().lookups;
+      out->emb_hits = e->stats().hits;
+      out->emb_bytes_read = e->stats().bytes_read;
+      out->emb_cache_rows = e->capacity();
+      out->emb_cache_bytes = e->bytes();
+    }
+    if (const auto& st = ctx->ctx->storage()) {
+      const rwkvl::StorageStats s = st->stats();
+      out->io_reads = s.reads;
+      out->io_bytes = s.bytes;
+      out->io_seconds = s.seconds;
+    }
+  });
+}
+
+rwkvl_status rwkvl_context_reset_memory_stats(rwkvl_context* ctx) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(ctx, "rwkvl_context_reset_memory_stats: NULL argument");
+    if (rwkvl::EmbCache* e = ctx->ctx->emb_cache_mut()) e->reset_stats();
+    if (const auto& st = ctx->ctx->storage()) st->reset_stats();
+  });
+}

@@ -1,0 +1,202 @@
+#include "model/head.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "core/error.h"
+#include "core/threadpool.h"
+
+namespace rwkvl {
+
+const char* head_mode_name(HeadMode m) {
+  switch (m) {
+    case HeadMode::kAuto: return "auto";
+    case HeadMode::kFull: return "full";
+    case HeadMode::kCluster: return "cluster";
+  }
+  return "?";
+}
+
+HeadMode parse_head_mode(const std::string& s) {
+  if (s == "auto") return HeadMode::kAuto;
+  if (s == "full") return HeadMode::kFull;
+  if (s == "cluster") return HeadMode::kCluster;
+  RWKVL_FAIL(kInvalidArgument, "unknown head mode '%s' (use auto, full or cluster)", s.c_str());
+}
+
+HeadRuntime::HeadRuntime(const Model& model, ThreadPool* pool, const HeadOptions& opt)
+    : model_(model), pool_(pool), opt_(opt) {
+  const ClusterHead& H = model.cluster_head();
+  if (opt.mode == HeadMode::kCluster && !H.present())
+    RWKVL_FAIL(kInvalidArgument, "head mode 'cluster' needs a file with a cluster head (made by rwkv-lite compress --cluster-head K)");
+  mode_ = opt.mode == HeadMode::kAuto ? (H.present() ? HeadMode::kCluster : HeadMode::kFull) : opt.mode;
+  if (!(opt.p > 0.0 && opt.p <= 1.0))
+    RWKVL_FAIL(kInvalidArgument, "head probability %g is outside (0, 1] (--head-p)", opt.p);
+  if (opt.min_clusters < 1) RWKVL_FAIL(kInvalidArgument, "--head-min must be at least 1, not %d", opt.min_clusters);
+  if (opt.max_clusters < opt.min_clusters)
+    RWKVL_FAIL(kInvalidArgument, "--head-max (%d) is below --head-min (%d)", opt.max_clusters, opt.min_clusters);
+  const size_t V = static_cast<size_t>(model.config().n_vocab);
+  if (H.present()) {
+    grouped_.resize(V);
+    y_.resize(V);
+    z_.resize(static_cast<size_t>(H.k));
+    is_chosen_.resize(static_cast<size_t>(H.k));
+    if (opt.compare) yfull_.resize(V);
+  }
+}
+
+void HeadRuntime::logits(const float* xn, size_t T, float* out) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const size_t V = static_cast<size_t>(model_.config().n_vocab), C = static_cast<size_t>(model_.config().n_embd);
+  if (mode_ == HeadMode::kFull) {
+    full(xn, T, out);
+    stats_.rows_read += T * V;
+  } else {
+    for (size_t t = 0; t < T; ++t) {
+      clustered(xn + t * C, out + t * V);
+      if (opt_.compare) compare(xn + t * C, out + t * V);
+    }
+  }
+  stats_.tokens += T;
+  stats_.rows += T * V;
+  stats_.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void HeadRuntime::full(const float* xn, size_t T, float* out) {
+  const ClusterHead& H = model_.cluster_head();
+  const Matrix& head = model_.head();
+  if (!H.present()) {
+    kern::matmul(head.ref, xn, static_cast<int64_t>(T), out, pool_);  // T == 1 runs the matvec kernel
+    return;
+  }
+  // Rows are grouped by cluster: compute in grouped order, then put each logit at its token.
+  const size_t V = static_cast<size_t>(model_.config().n_vocab);
+  for (size_t t = 0; t < T; ++t) {
+    kern::matvec(head.ref, xn + t * static_cast<size_t>(head.cols), grouped_.data(), pool_);
+    float* o = out + t * V;
+    for (size_t i = 0; i < V; ++i) o[H.perm[i]] = grouped_[i];
+  }
+}
+
+// Exact logits (grouped order, into y) of the rows of the given clusters, spread over the pool.
+void HeadRuntime::rows(const float* x, float* y, const std::vector<int32_t>& clusters) {
+  const ClusterHead& H = model_.cluster_head();
+  const kern::MatRef& w = model_.head().ref;
+  starts_.assign(1, 0);
+  for (int32_t j : clusters) starts_.push_back(starts_.back() + H.size(j));
+  const int64_t n = starts_.back();
+  auto run = [&](int64_t b, int64_t e) {
+    size_t c = static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), b) - starts_.begin()) - 1;
+    while (b < e) {
+      const int64_t s = starts_[c], len = starts_[c + 1] - s;
+      const int64_t lo = b - s, hi = std::min(e - s, len);
+      const int64_t g = H.offsets[clusters[c]];
+      kern::matvec_rows(w, x, y, g + lo, g + hi);
+      b = s + hi;
+      ++c;
+    }
+  };
+  if (!pool_ || pool_->size() == 1 || n * w.cols < (1 << 16)) {
+    run(0, n);
+  } else {
+    pool_->parallel_for(n, run, 64);
+  }
+}
+
+void HeadRuntime::clustered(const float* x, float* out) {
+  const ClusterHead& H = model_.cluster_head();
+  const int64_t K = H.k;
+  // 1. cluster log-probabilities
+  kern::matvec(H.w, x, z_.data(), nullptr);
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < K; ++j) {
+    z_[static_cast<size_t>(j)] += H.bias[j];
+    mx = std::max(mx, z_[static_cast<size_t>(j)]);
+  }
+  double sum = 0.0;
+  for (int64_t j = 0; j < K; ++j) sum += std::exp(static_cast<double>(z_[static_cast<size_t>(j)]) - mx);
+  const double lse = mx + std::log(sum);
+  // 2. choose clusters in order of probability (ties: lower index first)
+  order_.resize(static_cast<size_t>(K));
+  std::iota(order_.begin(), order_.end(), 0);
+  std::sort(order_.begin(), order_.end(), [&](int32_t a, int32_t b) {
+    return z_[static_cast<size_t>(a)] > z_[static_cast<size_t>(b)] || (z_[static_cast<size_t>(a)] == z_[static_cast<size_t>(b)] && a < b);
+  });
+  chosen_.clear();
+  std::fill(is_chosen_.begin(), is_chosen_.end(), 0);
+  double cum = 0.0;
+  for (int32_t j : order_) {
+    const size_t n = chosen_.size();
+    if (n >= static_cast<size_t>(opt_.max_clusters)) break;
+    if (n >= static_cast<size_t>(opt_.min_clusters) && cum >= opt_.p) break;
+    chosen_.push_back(j);
+    is_chosen_[static_cast<size_t>(j)] = 1;
+    cum += std::exp(static_cast<double>(z_[static_cast<size_t>(j)]) - lse);
+  }
+  std::sort(chosen_.begin(), chosen_.end());  // file order: reads go forward through the head
+  // 3. exact logits of the chosen clusters, and log Q over them
+  rows(x, y_.data(), chosen_);
+  float ymx = -std::numeric_limits<float>::infinity();
+  uint64_t n_rows = 0;
+  for (int32_t j : chosen_) {
+    for (int32_t i = H.offsets[j]; i < H.offsets[j + 1]; ++i) ymx = std::max(ymx, y_[static_cast<size_t>(i)]);
+    n_rows += static_cast<uint64_t>(H.size(j));
+  }
+  double q = 0.0;
+  for (int32_t j : chosen_)
+    for (int32_t i = H.offsets[j]; i < H.offsets[j + 1]; ++i) q += std::exp(static_cast<double>(y_[static_cast<size_t>(i)]) - ymx);
+  const double log_q = ymx + std::log(q);
+  const double log_chosen = std::log(cum);
+  // 4. exact logits for chosen tokens, pseudo-logits for the rest, in token order
+  for (int64_t j = 0; j < K; ++j) {
+    const int32_t b = H.offsets[j], e = H.offsets[j + 1];
+    if (is_chosen_[static_cast<size_t>(j)]) {
+      for (int32_t i = b; i < e; ++i) out[H.perm[i]] = y_[static_cast<size_t>(i)];
+    } else {
+      const double base = log_q + (static_cast<double>(z_[static_cast<size_t>(j)]) - lse) - log_chosen;
+      for (int32_t i = b; i < e; ++i) out[H.perm[i]] = static_cast<float>(base + H.prior[i]);
+    }
+  }
+  stats_.rows_read += n_rows;
+  stats_.clusters += chosen_.size();
+}
+
+// Agreement with the full head for one token: same argmax (ties: lowest token id) and KL(full || approx).
+void HeadRuntime::compare(const float* x, const float* approx) {
+  const ClusterHead& H = model_.cluster_head();
+  const size_t V = static_cast<size_t>(model_.config().n_vocab);
+  kern::matvec(model_.head().ref, x, yfull_.data(), pool_);
+  float fmx = yfull_[0], amx = approx[0];
+  int32_t ftop = H.perm[0], atop = 0;
+  for (size_t i = 1; i < V; ++i) {
+    const float v = yfull_[i];
+    if (v > fmx || (v == fmx && H.perm[i] < ftop)) {
+      fmx = v;
+      ftop = H.perm[i];
+    }
+    if (approx[i] > amx) {
+      amx = approx[i];
+      atop = static_cast<int32_t>(i);
+    }
+  }
+  double fs = 0.0, as = 0.0;
+  for (size_t i = 0; i < V; ++i) {
+    fs += std::exp(static_cast<double>(yfull_[i]) - fmx);
+    as += std::exp(static_cast<double>(approx[i]) - amx);
+  }
+  const double flse = fmx + std::log(fs), alse = amx + std::log(as);
+  double kl = 0.0;
+  for (size_t i = 0; i < V; ++i) {
+    const double lf = static_cast<double>(yfull_[i]) - flse;
+    const double la = static_cast<double>(approx[H.perm[i]]) - alse;
+    kl += std::exp(lf) * (lf - la);
+  }
+  stats_.compared += 1;
+  stats_.top1_agree += ftop == atop;
+  stats_.kl_sum += std::max(0.0, kl);
+}
+
+}  // namespace rwkvl

@@ -1,0 +1,80 @@
+// The output head at run time: the full head (every row of head.weight) or, for files made by
+// `rwkv-lite compress --cluster-head K`, the hierarchical head of RWKV-Lite (see ClusterHead in
+// model.h):
+//   1. the cluster head scores the clusters: log p = log_softmax(W x + bias);
+//   2. clusters are taken in order of probability until their cumulative probability reaches `p`,
+//      with at least `min_clusters` and at most `max_clusters` of them;
+//   3. the tokens of the chosen clusters get exact logits (their rows are one contiguous read each);
+//   4. every token t of an unchosen cluster j gets the pseudo-logit
+//        log(Q * (p_j / sum of chosen p) * prior_t),   Q = sum of exp of the exact logits,
+//      prior_t being the token's share of its cluster's mass learnt on calibration text (uniform 1/n_j
+//      for files made with --head-prior uniform).
+// The output is always n_vocab logits in token order, so greedy, temperature and top-k/top-p
+// sampling, perplexity and LAMBADA all run unchanged on it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/model.h"
+
+namespace rwkvl {
+
+class ThreadPool;
+
+enum class HeadMode { kAuto, kFull, kCluster };
+const char* head_mode_name(HeadMode m);
+HeadMode parse_head_mode(const std::string& s);  // "auto", "full", "cluster"; throws otherwise
+
+struct HeadOptions {
+  HeadMode mode = HeadMode::kAuto;  // auto = cluster for files with a cluster head, full otherwise
+  double p = 0.95;                  // cumulative cluster probability to reach
+  int min_clusters = 3;
+  int max_clusters = 100;
+  bool compare = false;  // cluster mode: also compute the full head to measure agreement and KL (slower)
+};
+
+struct HeadStats {
+  uint64_t tokens = 0;     // logit vectors produced
+  uint64_t rows = 0;       // head rows those could have read (n_vocab each)
+  uint64_t rows_read = 0;  // head rows read (exact logits)
+  uint64_t clusters = 0;   // clusters chosen (cluster mode)
+  uint64_t compared = 0;   // tokens compared with the full head (compare)
+  uint64_t top1_agree = 0; // of those, same argmax as the full head
+  double kl_sum = 0.0;     // sum over compared tokens of KL(full || this), nats
+  double seconds = 0.0;
+  double rows_frac() const { return rows ? static_cast<double>(rows_read) / static_cast<double>(rows) : 0.0; }
+  double top1() const { return compared ? static_cast<double>(top1_agree) / static_cast<double>(compared) : 0.0; }
+  double kl() const { return compared ? kl_sum / static_cast<double>(compared) : 0.0; }
+};
+
+class HeadRuntime {
+ public:
+  // Throws kInvalidArgument when cluster mode is asked of a model without a cluster head, or for
+  // p outside (0, 1], min < 1, max < min.
+  HeadRuntime(const Model& model, ThreadPool* pool, const HeadOptions& opt);
+  HeadMode mode() const { return mode_; }  // resolved (never kAuto)
+  const HeadOptions& options() const { return opt_; }
+  // out (T x n_vocab, token order) = the logits of the T rows of xn (T x C, the ln_out output).
+  void logits(const float* xn, size_t T, float* out);
+  const HeadStats& stats() const { return stats_; }
+  void reset_stats() { stats_ = HeadStats{}; }
+
+ private:
+  void full(const float* xn, size_t T, float* out);
+  void clustered(const float* x, float* out);
+  void compare(const float* x, const float* approx);
+  void rows(const float* x, float* y, const std::vector<int32_t>& clusters);  // exact logits, grouped order
+  const Model& model_;
+  ThreadPool* pool_;
+  HeadOptions opt_;
+  HeadMode mode_ = HeadMode::kFull;
+  HeadStats stats_;
+  std::vector<float> z_, y_, yfull_, grouped_;
+  std::vector<int32_t> order_, chosen_;
+  std::vector<int64_t> starts_;
+  std::vector<uint8_t> is_chosen_;
+};
+
+}  // namespace rwkvl

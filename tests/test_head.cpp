@@ -1,0 +1,444 @@
+// The output head at run time (issue #6) and the embedding cache:
+//  * a hand-built cluster head (random grouping, cluster head and priors) on a synthetic model: full mode
+//    equals the plain model; cluster mode with every cluster chosen equals full; with fewer clusters the
+//    chosen tokens keep their exact logits and every other token gets log(Q * p_j / P_chosen * prior_t),
+//    recomputed here independently in double; the softmax of the result gives the chosen clusters
+//    exactly their cluster-head probability; the selection rule honours p / min / max;
+//  * the binder refuses cluster tables that do not cover the vocabulary exactly once and bad values;
+//  * the embedding cache (in memory and read from a native file) never changes outputs, its LRU and
+//    hit counts are those of a hand-traced sequence; the storage throttle takes the simulated time.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "kernels/kernels.h"
+#include "model/head.h"
+#include "model/model.h"
+#include "runtime/emb_cache.h"
+#include "runtime/storage.h"
+#include "test_util.h"
+
+namespace rwkvl {
+namespace {
+
+constexpr int kV = 512, kC = 64, kK = 12;
+
+std::shared_ptr<Model> base_model(const std::string& dtype = "f32") {
+  ModelConfig cfg;
+  cfg.arch_major = 5;
+  cfg.n_layer = 2;
+  cfg.n_embd = kC;
+  cfg.n_vocab = kV;
+  return synth_model(cfg, dtype, 7);
+}
+
+struct Clusters {
+  std::vector<int32_t> perm, offsets;
+  std::vector<float> w, bias, prior;
+};
+
+// Random clusters of uneven sizes over a shuffled vocabulary, a random cluster head and random priors
+// (normalised per cluster).
+Clusters random_clusters(uint32_t seed, bool uniform_prior = false) {
+  std::mt19937 g(seed);
+  Clusters c;
+  c.perm.resize(kV);
+  std::iota(c.perm.begin(), c.perm.end(), 0);
+  std::shuffle(c.perm.begin(), c.perm.end(), g);
+  std::vector<int32_t> cuts;
+  std::uniform_int_distribution<int> cut(1, kV - 1);
+  while (cuts.size() < kK - 1) {
+    const int x = cut(g);
+    if (std::find(cuts.begin(), cuts.end(), x) == cuts.end()) cuts.push_back(x);
+  }
+  std::sort(cuts.begin(), cuts.end());
+  c.offsets.push_back(0);
+  c.offsets.insert(c.offsets.end(), cuts.begin(), cuts.end());
+  c.offsets.push_back(kV);
+  std::normal_distribution<float> n(0.f, 1.f);
+  c.w.resize(static_cast<size_t>(kK) * kC);
+  for (float& x : c.w) x = 0.3f * n(g);
+  c.bias.resize(kK);
+  for (float& x : c.bias) x = n(g);
+  c.prior.resize(kV);
+  for (int j = 0; j < kK; ++j) {
+    double sum = 0;
+    for (int i = c.offsets[j]; i < c.offsets[j + 1]; ++i) {
+      c.prior[i] = uniform_prior ? 0.f : n(g);
+      sum += std::exp(static_cast<double>(c.prior[i]));
+    }
+    for (int i = c.offsets[j]; i < c.offsets[j + 1]; ++i) c.prior[i] = static_cast<float>(c.prior[i] - std::log(sum));
+  }
+  return c;
+}
+
+Tensor i32_tensor(const std::string& name, const std::vector<int32_t>& v) {
+  Tensor t = Tensor::alloc(name, DType::kI32, {static_cast<int64_t>(v.size())});
+  std::memcpy(t.mutable_data(), v.data(), v.size() * 4);
+  return t;
+}
+
+// The tensors of `m` with head.weight regrouped by c.perm (raw row bytes) and the cluster tensors added.
+TensorMap clustered_tensors(const Model& m, const Clusters& c) {
+  TensorMap tm = m.tensors();
+  const Tensor& h = tm.at("head.weight");
+  const size_t rb = static_cast<size_t>(kern::row_bytes(h.dtype, kC));
+  Tensor g = Tensor::alloc("head.weight", h.dtype, h.shape);
+  for (int i = 0; i < kV; ++i)
+    std::memcpy(static_cast<uint8_t*>(g.mutable_data()) + i * rb, static_cast<const uint8_t*>(h.data) + c.perm[i] * rb, rb);
+  tm["head.weight"] = g;
+  if (tm.count("head.weight.scale")) {
+    const Tensor& s = tm.at("head.weight.scale");
+    const size_t es = s.dtype == DType::kF16 ? 2 : 4;
+    Tensor gs = Tensor::alloc("head.weight.scale", s.dtype, s.shape);
+    for (int i = 0; i < kV; ++i)
+      std::memcpy(static_cast<uint8_t*>(gs.mutable_data()) + i * es, static_cast<const uint8_t*>(s.data) + c.perm[i] * es, es);
+    tm["head.weight.scale"] = gs;
+  }
+  tm["head.perm"] = i32_tensor("head.perm", c.perm);
+  tm["head.cluster.offsets"] = i32_tensor("head.cluster.offsets", c.offsets);
+  tm["head.cluster.weight"] = Tensor::from_f32("head.cluster.weight", {kK, kC}, c.w.data());
+  tm["head.cluster.bias"] = Tensor::from_f32("head.cluster.bias", {kK}, c.bias.data());
+  tm["head.cluster.prior"] = Tensor::from_f32("head.cluster.prior", {kV}, c.prior.data());
+  return tm;
+}
+
+std::shared_ptr<Model> clustered(const Model& m, const Clusters& c) {
+  return Model::from_canonical(clustered_tensors(m, c), m.config(), FileKind::kNative, {});
+}
+
+std::vector<int32_t> tokens(size_t n, uint32_t seed) {
+  std::mt19937 g(seed);
+  std::vector<int32_t> t(n);
+  for (auto& x : t) x = static_cast<int32_t>(g() % kV);
+  return t;
+}
+
+// Logits after every token (RNN mode and chunked), with the given head options (null = defaults).
+std::vector<float> run(const std::shared_ptr<Model>& m, const std::vector<int32_t>& toks, const HeadOptions* ho,
+                       size_t chunk = 1, HeadStats* stats = nullptr, int64_t emb_rows = 0) {
+  Context ctx(m, 2);
+  if (ho) ctx.set_head_options(*ho);
+  if (emb_rows) ctx.set_emb_cache(emb_rows);
+  State st;
+  st.reset(m->config());
+  std::vector<float> out(toks.size() * kV);
+  ctx.eval(st, toks.data(), toks.size(), chunk, nullptr, out.data());
+  if (stats) *stats = ctx.head().stats();
+  return out;
+}
+
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double d = 0;
+  for (size_t i = 0; i < a.size(); ++i) d = std::max(d, std::fabs(static_cast<double>(a[i]) - b[i]));
+  return d;
+}
+
+// The hidden state the head sees (ln_out output) before each token's logits, via the context's steps.
+std::vector<float> head_inputs(const std::shared_ptr<Model>& m, const std::vector<int32_t>& toks) {
+  Context ctx(m, 1);
+  State st;
+  st.reset(m->config());
+  std::vector<float> xs;
+  std::vector<float> x(kC), xn(kC);
+  for (int32_t t : toks) {
+    ctx.embed(&t, 1, x.data());
+    ctx.forward_layers(st, x.data(), 1, 0, m->config().n_layer);
+    double mean = 0, var = 0;
+    for (float v : x) mean += v;
+    mean /= kC;
+    for (float v : x) var += (v - mean) * (v - mean);
+    var /= kC;
+    for (int i = 0; i < kC; ++i)
+      xn[i] = static_cast<float>((x[i] - mean) / std::sqrt(var + m->config().ln_eps)) * m->ln_out_w()[i] + m->ln_out_b()[i];
+    xs.insert(xs.end(), xn.begin(), xn.end());
+  }
+  return xs;
+}
+
+TEST(ClusterHead, FullModeEqualsThePlainModel) {
+  for (const char* dt : {"f32", "i8"}) {
+    SCOPED_TRACE(dt);
+    const auto m = base_model(dt);
+    const auto cm = clustered(*m, random_clusters(1));
+    ASSERT_TRUE(cm->cluster_head().present());
+    EXPECT_EQ(cm->cluster_head().k, kK);
+    const auto toks = tokens(9, 3);
+    HeadOptions full;
+    full.mode = HeadMode::kFull;
+    for (size_t chunk : {1, 4}) {
+      const auto a = run(m, toks, nullptr, chunk), b = run(cm, toks, &full, chunk);
+      EXPECT_LE(max_abs_diff(a, b), 1e-5) << "chunk " << chunk;
+    }
+  }
+}
+
+TEST(ClusterHead, EveryClusterChosenEqualsFull) {
+  const auto m = base_model();
+  const auto cm = clustered(*m, random_clusters(2));
+  const auto toks = tokens(7, 4);
+  HeadOptions all;
+  all.mode = HeadMode::kCluster;
+  all.p = 1.0;
+  all.min_clusters = kK;
+  all.max_clusters = kK;
+  all.compare = true;
+  HeadStats hs;
+  const auto a = run(m, toks, nullptr), b = run(cm, toks, &all, 1, &hs);
+  EXPECT_LE(max_abs_diff(a, b), 1e-5);
+  EXPECT_EQ(hs.rows_read, hs.rows);
+  EXPECT_EQ(hs.compared, toks.size());
+  EXPECT_EQ(hs.top1_agree, toks.size());
+  EXPECT_LT(hs.kl(), 1e-9);
+}
+
+TEST(ClusterHead, PseudoLogitsFollowTheFormula) {
+  for (bool uniform : {false, true}) {
+    SCOPED_TRACE(uniform ? "uniform prior" : "calibrated prior");
+    const auto m = base_model();
+    const Clusters c = random_clusters(5, uniform);
+    const auto cm = clustered(*m, c);
+    const auto toks = tokens(6, 8);
+    HeadOptions ho;
+    ho.mode = HeadMode::kCluster;
+    ho.p = 0.5;
+    ho.min_clusters = 2;
+    ho.max_clusters = 4;
+    ho.compare = true;
+    HeadStats hs;
+    const auto out = run(cm, toks, &ho, 1, &hs);
+    const auto exact = run(m, toks, nullptr);
+    const auto xs = head_inputs(m, toks);
+    uint64_t rows = 0;
+    for (size_t t = 0; t < toks.size(); ++t) {
+      const float* x = xs.data() + t * kC;
+      // cluster probabilities in double
+      std::vector<double> z(kK);
+      for (int j = 0; j < kK; ++j) {
+        double s = c.bias[j];
+        for (int i = 0; i < kC; ++i) s += static_cast<double>(c.w[j * kC + i]) * x[i];
+        z[j] = s;
+      }
+      const double zm = *std::max_element(z.begin(), z.end());
+      double zs = 0;
+      for (double v : z) zs += std::exp(v - zm);
+      std::vector<double> p(kK);
+      for (int j = 0; j < kK; ++j) p[j] = std::exp(z[j] - zm) / zs;
+      std::vector<int> order(kK);
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return p[a] > p[b]; });
+      std::vector<bool> chosen(kK, false);
+      double pc = 0;
+      int n = 0;
+      for (int j : order) {
+        if (n >= ho.max_clusters || (n >= ho.min_clusters && pc >= ho.p)) break;
+        chosen[j] = true;
+        pc += p[j];
+        ++n;
+        rows += static_cast<uint64_t>(c.offsets[j + 1] - c.offsets[j]);
+      }
+      EXPECT_GE(n, ho.min_clusters);
+      const float* ex = exact.data() + t * kV;
+      const float* o = out.data() + t * kV;
+      double q = 0;
+      for (int j = 0; j < kK; ++j)
+        if (chosen[j])
+          for (int i = c.offsets[j]; i < c.offsets[j + 1]; ++i) q += std::exp(static_cast<double>(ex[c.perm[i]]));
+      for (int j = 0; j < kK; ++j)
+        for (int i = c.offsets[j]; i < c.offsets[j + 1]; ++i) {
+          const int tok = c.perm[i];
+          const double want = chosen[j] ? ex[tok] : std::log(q * p[j] / pc) + c.prior[i];
+          ASSERT_NEAR(o[tok], want, 2e-4) << "token " << tok << " cluster " << j << (chosen[j] ? " chosen" : "");
+        }
+      // softmax mass of the chosen clusters' tokens = their cluster-head probability
+      double all = 0, mass = 0;
+      for (int j = 0; j < kK; ++j)
+        for (int i = c.offsets[j]; i < c.offsets[j + 1]; ++i) {
+          const double e = std::exp(static_cast<double>(o[c.perm[i]]));
+          all += e;
+          if (chosen[j]) mass += e;
+        }
+      for (int j = 0; j < kK; ++j) {
+        if (chosen[j]) continue;
+        double cm_mass = 0;
+        for (int i = c.offsets[j]; i < c.offsets[j + 1]; ++i) cm_mass += std::exp(static_cast<double>(o[c.perm[i]]));
+        EXPECT_NEAR(cm_mass / all, p[j], 1e-5);
+      }
+      EXPECT_NEAR(mass / all, pc, 1e-5);
+    }
+    EXPECT_EQ(hs.rows_read, rows);
+    EXPECT_EQ(hs.rows, toks.size() * kV);
+    EXPECT_LT(hs.rows_read, hs.rows);
+    EXPECT_GT(hs.kl(), 0.0);
+  }
+}
+
+TEST(ClusterHead, SelectionHonoursMinAndMax) {
+  const auto m = base_model();
+  const auto cm = clustered(*m, random_clusters(3));
+  const auto toks = tokens(5, 9);
+  for (auto [p, mn, mx, want] : {std::tuple{1e-9, 1, 1, 1}, std::tuple{1e-9, 5, 8, 5}, std::tuple{1.0, 1, 3, 3}}) {
+    HeadOptions ho;
+    ho.mode = HeadMode::kCluster;
+    ho.p = p;
+    ho.min_clusters = mn;
+    ho.max_clusters = mx;
+    HeadStats hs;
+    run(cm, toks, &ho, 1, &hs);
+    EXPECT_EQ(hs.clusters, toks.size() * static_cast<uint64_t>(want)) << p << " " << mn << " " << mx;
+  }
+}
+
+TEST(ClusterHead, ChunkedEqualsRnnMode) {
+  const auto cm = clustered(*base_model(), random_clusters(4));
+  const auto toks = tokens(11, 5);
+  EXPECT_LE(max_abs_diff(run(cm, toks, nullptr, 1), run(cm, toks, nullptr, 5)), 2e-4);
+}
+
+TEST(ClusterHead, RefusesBadOptions) {
+  const auto m = base_model();
+  HeadOptions ho;
+  ho.mode = HeadMode::kCluster;
+  EXPECT_THROW(HeadRuntime(*m, nullptr, ho), Error);  // no cluster head
+  const auto cm = clustered(*m, random_clusters(1));
+  for (auto [p, mn, mx] : {std::tuple{0.0, 3, 100}, std::tuple{1.5, 3, 100}, std::tuple{0.9, 0, 100}, std::tuple{0.9, 5, 4}}) {
+    HeadOptions o;
+    o.p = p;
+    o.min_clusters = mn;
+    o.max_clusters = mx;
+    EXPECT_THROW(HeadRuntime(*cm, nullptr, o), Error) << p << " " << mn << " " << mx;
+  }
+  EXPECT_THROW(parse_head_mode("partial"), Error);
+}
+
+void expect_refused(const Model& m, TensorMap tm, const char* what) {
+  try {
+    Model::from_canonical(std::move(tm), m.config(), FileKind::kNative, {});
+    ADD_FAILURE() << "accepted: " << what;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kFormat) << what;
+  }
+}
+
+TEST(ClusterHead, BinderRefusesBadTables) {
+  const auto m = base_model();
+  const Clusters good = random_clusters(6);
+  auto with = [&](auto edit, const char* what) {
+    Clusters c = good;
+    TensorMap tm = clustered_tensors(*m, c);
+    edit(c, tm);
+    expect_refused(*m, tm, what);
+  };
+  with([](Clusters& c, TensorMap& tm) { c.perm[10] = c.perm[11]; tm["head.perm"] = i32_tensor("head.perm", c.perm); }, "duplicate token");
+  with([](Clusters& c, TensorMap& tm) { c.perm[3] = kV; tm["head.perm"] = i32_tensor("head.perm", c.perm); }, "token out of range");
+  with([](Clusters& c, TensorMap& tm) { c.offsets.back() = kV - 1; tm["head.cluster.offsets"] = i32_tensor("head.cluster.offsets", c.offsets); }, "short cover");
+  with([](Clusters& c, TensorMap& tm) { c.offsets[2] = c.offsets[1]; tm["head.cluster.offsets"] = i32_tensor("head.cluster.offsets", c.offsets); }, "empty cluster");
+  with([](Clusters& c, TensorMap& tm) { c.offsets[0] = 1; tm["head.cluster.offsets"] = i32_tensor("head.cluster.offsets", c.offsets); }, "offset start");
+  with([](Clusters& c, TensorMap& tm) {
+    c.prior[5] += 1.f;
+    tm["head.cluster.prior"] = Tensor::from_f32("head.cluster.prior", {kV}, c.prior.data());
+  }, "prior not normalised");
+  with([](Clusters& c, TensorMap& tm) {
+    c.bias[1] = std::nanf("");
+    tm["head.cluster.bias"] = Tensor::from_f32("head.cluster.bias", {kK}, c.bias.data());
+  }, "NaN bias");
+  with([](Clusters&, TensorMap& tm) { tm.erase("head.cluster.prior"); }, "missing prior");
+  with([](Clusters& c, TensorMap& tm) {
+    tm["head.cluster.weight"] = Tensor::from_f32("head.cluster.weight", {kK - 1, kC}, c.w.data());
+  }, "wrong shape");
+}
+
+TEST(ClusterHead, ChecksPassOnGoodTable) {
+  const auto m = base_model();
+  EXPECT_NO_THROW(clustered(*m, random_clusters(6)));
+}
+
+// ---------------------------------------------------------------- embedding cache and storage
+
+TEST(EmbCache, LruAndHitCountsOfAHandTracedSequence) {
+  const auto m = base_model();
+  EmbCache cache(m->emb().ref, nullptr, 0, 2);
+  std::vector<float> row(kC), want(kC);
+  // a b a c b : a miss, b miss, a hit, c miss (evicts b, the least recently used), b miss (evicts a)
+  for (int32_t t : {1, 2, 1, 3, 2, 1}) {
+    cache.get(t, row.data());
+    kern::get_row(m->emb().ref, t, want.data());
+    ASSERT_EQ(0, std::memcmp(row.data(), want.data(), sizeof(float) * kC));
+  }
+  // 1 m, 2 m, 1 h, 3 m (evict 2), 2 m (evict 1), 1 m (evict 3)
+  EXPECT_EQ(cache.stats().lookups, 6u);
+  EXPECT_EQ(cache.stats().hits, 1u);
+  EXPECT_EQ(cache.stats().bytes_read, 5u * kC * 4);
+  EXPECT_THROW(cache.get(kV, row.data()), Error);
+  EXPECT_THROW(cache.get(-1, row.data()), Error);
+  EXPECT_THROW(EmbCache(m->emb().ref, nullptr, 0, 0), Error);
+}
+
+TEST(EmbCache, NeverChangesOutputsInMemoryOrFromTheFile) {
+  for (const char* dt : {"f32", "bf16", "i8"}) {
+    SCOPED_TRACE(dt);
+    const auto m0 = base_model(dt);
+    const std::string path = test::temp_dir() + "/emb_" + dt + ".rwkvl";
+    m0->save_native(path, "keep");
+    const auto m = Model::load(path, {});
+    ASSERT_TRUE(m->file());
+    const auto toks = tokens(40, 12);
+    const auto ref = run(m, toks, nullptr);
+    for (int64_t rows : {1, 7, kV}) {
+      Context ctx(m, 2);
+      ctx.set_emb_cache(rows);
+      State st;
+      st.reset(m->config());
+      std::vector<float> out(toks.size() * kV);
+      ctx.eval(st, toks.data(), toks.size(), 1, nullptr, out.data());
+      ASSERT_EQ(0, std::memcmp(out.data(), ref.data(), out.size() * 4)) << rows << " rows";
+      ASSERT_TRUE(ctx.storage());
+      EXPECT_EQ(ctx.emb_cache()->stats().lookups, toks.size());
+      const uint64_t misses = ctx.emb_cache()->stats().lookups - ctx.emb_cache()->stats().hits;
+      EXPECT_EQ(ctx.storage()->stats().reads, misses);  // every miss is one read from the file
+      EXPECT_EQ(ctx.storage()->stats().bytes, ctx.emb_cache()->stats().bytes_read);
+      if (rows == kV) {  // only first sightings miss
+        std::vector<int32_t> u = toks;
+        std::sort(u.begin(), u.end());
+        EXPECT_EQ(misses, static_cast<uint64_t>(std::unique(u.begin(), u.end()) - u.begin()));
+      }
+    }
+  }
+}
+
+TEST(Storage, ThrottleTakesTheSimulatedTime) {
+  const std::string path = test::temp_dir() + "/blob.bin";
+  std::string bytes(1 << 20, '\0');
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 7);
+  test::write_file(path, bytes);
+  StorageOptions o;
+  o.mb_per_s = 50;  // 1 MiB -> 21 ms
+  o.latency_us = 1000;
+  Storage s(path, o);
+  std::vector<char> buf(bytes.size());
+  const auto t0 = std::chrono::steady_clock::now();
+  s.read(0, buf.data(), buf.size());
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_GE(secs, 0.001 + (1 << 20) / 50e6 - 1e-4);
+  EXPECT_EQ(0, std::memcmp(buf.data(), bytes.data(), bytes.size()));
+  EXPECT_EQ(s.stats().reads, 1u);
+  EXPECT_EQ(s.stats().bytes, bytes.size());
+  EXPECT_THROW(s.read(bytes.size() - 10, buf.data(), 11), Error);  // beyond the end
+  StorageOptions bad;
+  bad.mb_per_s = -1;
+  EXPECT_THROW(Storage(path, bad), Error);
+  EXPECT_THROW(Storage(path + ".missing", StorageOptions{}), Error);
+}
+
+}  // namespace
+}  // namespace rwkvl
