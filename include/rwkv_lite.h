@@ -207,10 +207,17 @@ rwkvl_status rwkvl_context_reset_head_stats(rwkvl_context* ctx);
 /* ---------------------------------------------------------------- memory and storage */
 
 typedef struct {
+  uint64_t budget_bytes;  /* > 0: the process's peak resident memory must stay within this many bytes: the
+                             context plans which weights stay resident and streams the rest from the file
+                             (native files); fails below the minimum, naming it. 0 = no budget */
+  int prefetch;           /* under a budget: a background reader loads the next streamed layer (default 1) */
   int64_t emb_cache_rows; /* > 0: embedding rows are read on demand from the model file into an LRU cache
-                             of this many rows (the table is never resident); 0: read in place */
+                             of this many rows (the table is never resident); 0: read in place (no budget)
+                             or 4096 rows (under a budget) */
   double io_mb_per_s;     /* > 0: simulate storage of this bandwidth (MB/s) for every read from the file */
   double io_latency_us;   /* with io_mb_per_s: simulated latency per read */
+  uint64_t reserve_bytes; /* under a budget: memory the caller will still allocate (logits buffers ...) */
+  int max_chunk;          /* under a budget: most tokens per eval chunk the caller will use (0 = 32) */
 } rwkvl_memory_params;
 
 typedef struct {
@@ -219,6 +226,11 @@ typedef struct {
   uint64_t emb_cache_bytes;                       /* resident bytes of the embedding cache */
   uint64_t io_reads, io_bytes;                    /* reads from the model file (all users) */
   double io_seconds;                              /* time spent in them, simulated waiting included */
+  uint64_t planned_bytes, minimum_bytes;          /* under a budget: the plan's peak and the smallest budget */
+  uint64_t layer_loads, layer_bytes;              /* streamed layer loads and their bytes */
+  uint64_t layer_prefetch_hits;                   /* loads the background reader had started or finished */
+  double layer_wait_seconds;                      /* time the forward pass waited for streamed layers */
+  uint64_t head_stream_bytes;                     /* head rows read from the file */
 } rwkvl_memory_stats;
 
 rwkvl_memory_params rwkvl_memory_default_params(void); /* no cache, no throttle */
@@ -226,6 +238,9 @@ rwkvl_memory_params rwkvl_memory_default_params(void); /* no cache, no throttle 
 rwkvl_status rwkvl_context_set_memory(rwkvl_context* ctx, const rwkvl_memory_params* params);
 rwkvl_status rwkvl_context_memory_stats(rwkvl_context* ctx, rwkvl_memory_stats* out);
 rwkvl_status rwkvl_context_reset_memory_stats(rwkvl_context* ctx);
+/* The memory plan as text (json = 0: the table --print-plan shows; 1: a JSON object); same cap/n_out
+   protocol as rwkvl_tokenize (NUL-terminated when it fits). Fails when no budget is set. */
+rwkvl_status rwkvl_context_memory_plan(rwkvl_context* ctx, int json, char* out, size_t cap, size_t* n_out);
 
 /* ---------------------------------------------------------------- tokenizers */
 

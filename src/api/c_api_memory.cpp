@@ -4,7 +4,12 @@
 #include "api/api_internal.h"
 #include "model/head.h"
 #include "model/model.h"
+#include <cstring>
+#include <string>
+
 #include "runtime/emb_cache.h"
+#include "runtime/layer_stream.h"
+#include "runtime/planner.h"
 #include "runtime/storage.h"
 #include "rwkv_lite.h"
 
@@ -64,7 +69,11 @@ rwkvl_status rwkvl_context_reset_head_stats(rwkvl_context* ctx) {
   });
 }
 
-rwkvl_memory_params rwkvl_memory_default_params(void) { return rwkvl_memory_params{}; }
+rwkvl_memory_params rwkvl_memory_default_params(void) {
+  rwkvl_memory_params p{};
+  p.prefetch = 1;
+  return p;
+}
 
 rwkvl_status rwkvl_context_set_memory(rwkvl_context* ctx, const rwkvl_memory_params* params) {
   return guarded([&] {
@@ -78,8 +87,15 @@ rwkvl_status rwkvl_context_set_memory(rwkvl_context* ctx, const rwkvl_memory_par
     rwkvl::StorageOptions so;
     so.mb_per_s = params->io_mb_per_s;
     so.latency_us = params->io_latency_us;
+    RWKVL_API_REQUIRE(params->max_chunk >= 0, "max_chunk must be >= 0");
     ctx->ctx->set_storage(so);
-    ctx->ctx->set_emb_cache(params->emb_cache_rows);
+    rwkvl::Context::MemoryOptions mo;
+    mo.budget = params->budget_bytes;
+    mo.prefetch = params->prefetch != 0;
+    mo.emb_rows = params->emb_cache_rows > 0 ? params->emb_cache_rows : (params->budget_bytes ? -1 : 0);
+    mo.reserve = params->reserve_bytes;
+    mo.chunk = params->max_chunk > 0 ? static_cast<size_t>(params->max_chunk) : 32;
+    ctx->ctx->set_memory(mo);
   });
 }
 
@@ -100,6 +116,30 @@ rwkvl_status rwkvl_context_memory_stats(rwkvl_context* ctx, rwkvl_memory_stats* 
       out->io_bytes = s.bytes;
       out->io_seconds = s.seconds;
     }
+    if (const rwkvl::MemoryPlan* p = ctx->ctx->plan()) {
+      out->planned_bytes = p->total;
+      out->minimum_bytes = p->minimum;
+    }
+    if (const rwkvl::LayerStream* ls = ctx->ctx->layer_stream()) {
+      const rwkvl::LayerStreamStats s = ls->stats();
+      out->layer_loads = s.loads;
+      out->layer_bytes = s.bytes;
+      out->layer_prefetch_hits = s.prefetch_hits;
+      out->layer_wait_seconds = s.wait_seconds;
+    }
+    out->head_stream_bytes = ctx->ctx->head().stream_bytes_read();
+  });
+}
+
+rwkvl_status rwkvl_context_memory_plan(rwkvl_context* ctx, int json, char* out, size_t cap, size_t* n_out) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(ctx && n_out && (out || cap == 0), "rwkvl_context_memory_plan: NULL argument");
+    const rwkvl::MemoryPlan* p = ctx->ctx->plan();
+    RWKVL_API_REQUIRE(p, "rwkvl_context_memory_plan: the context has no memory budget");
+    const std::string text = json ? p->to_json().dump() : p->describe();
+    *n_out = text.size();
+    RWKVL_API_REQUIRE(text.size() < cap, "rwkvl_context_memory_plan: %zu bytes needed, buffer has %zu", text.size() + 1, cap);
+    std::memcpy(out, text.c_str(), text.size() + 1);
   });
 }
 
@@ -108,5 +148,6 @@ rwkvl_status rwkvl_context_reset_memory_stats(rwkvl_context* ctx) {
     RWKVL_API_REQUIRE(ctx, "rwkvl_context_reset_memory_stats: NULL argument");
     if (rwkvl::EmbCache* e = ctx->ctx->emb_cache_mut()) e->reset_stats();
     if (const auto& st = ctx->ctx->storage()) st->reset_stats();
+    ctx->ctx->reset_stream_stats();
   });
 }

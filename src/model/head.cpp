@@ -5,9 +5,12 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <cstring>
 
 #include "core/error.h"
+#include "core/mapped_file.h"
 #include "core/threadpool.h"
+#include "runtime/storage.h"
 
 namespace rwkvl {
 
@@ -68,42 +71,108 @@ void HeadRuntime::logits(const float* xn, size_t T, float* out) {
 void HeadRuntime::full(const float* xn, size_t T, float* out) {
   const ClusterHead& H = model_.cluster_head();
   const Matrix& head = model_.head();
-  if (!H.present()) {
-    kern::matmul(head.ref, xn, static_cast<int64_t>(T), out, pool_);  // T == 1 runs the matvec kernel
+  const size_t V = static_cast<size_t>(model_.config().n_vocab), C = static_cast<size_t>(head.cols);
+  if (!H.present()) {  // rows in token order: one product for the T tokens, in place or piece by piece
+    if (!storage_) {
+      kern::matmul(head.ref, xn, static_cast<int64_t>(T), out, pool_);  // T == 1 runs the matvec kernel
+      return;
+    }
+    for (int64_t b = 0; b < static_cast<int64_t>(V); b += buf_rows_) {
+      const int64_t n = std::min<int64_t>(buf_rows_, static_cast<int64_t>(V) - b);
+      const kern::MatRef v = read_rows(b, n);
+      if (ybuf_.size() < T * static_cast<size_t>(n)) ybuf_.resize(T * static_cast<size_t>(n));
+      kern::matmul(v, xn, static_cast<int64_t>(T), ybuf_.data(), pool_);
+      for (size_t t = 0; t < T; ++t)
+        std::memcpy(out + t * V + static_cast<size_t>(b), ybuf_.data() + t * static_cast<size_t>(n), sizeof(float) * static_cast<size_t>(n));
+    }
     return;
   }
-  // Rows are grouped by cluster: compute in grouped order, then put each logit at its token.
-  const size_t V = static_cast<size_t>(model_.config().n_vocab);
+  // Rows grouped by cluster: token by token in grouped order, then each logit put at its token.
+  ranges_.assign(1, {0, static_cast<int64_t>(V)});
   for (size_t t = 0; t < T; ++t) {
-    kern::matvec(head.ref, xn + t * static_cast<size_t>(head.cols), grouped_.data(), pool_);
+    if (storage_) ranges(xn + t * C, grouped_.data());
+    else kern::matvec(head.ref, xn + t * C, grouped_.data(), pool_);
     float* o = out + t * V;
     for (size_t i = 0; i < V; ++i) o[H.perm[i]] = grouped_[i];
   }
 }
 
+// Rows [b, b + n) of the head read from the file into the stream buffer, as a matrix (int8 scales copied).
+kern::MatRef HeadRuntime::read_rows(int64_t b, int64_t n) {
+  const kern::MatRef& w = model_.head().ref;
+  storage_->read(file_offset_ + static_cast<uint64_t>(b) * row_bytes_, buf_.data(), static_cast<size_t>(n) * row_bytes_);
+  stream_bytes_ += static_cast<uint64_t>(n) * row_bytes_;
+  kern::MatRef v = w;
+  v.rows = n;
+  v.data = buf_.data();
+  if (w.dtype == DType::kI8) {
+    for (int64_t i = 0; i < n; ++i) sbuf_[static_cast<size_t>(i)] = w.scale_at(b + i);
+    v.row_scale = sbuf_.data();
+    v.scale_dtype = DType::kF32;
+  }
+  return v;
+}
+
 // Exact logits (grouped order, into y) of the rows of the given clusters, spread over the pool.
+void HeadRuntime::set_stream(std::shared_ptr<Storage> storage, uint64_t buffer_bytes) {
+  storage_.reset();
+  buf_.clear();
+  if (!storage) return;
+  const kern::MatRef& w = model_.head().ref;
+  const auto& f = model_.file();
+  const auto* p = static_cast<const uint8_t*>(w.data);
+  if (!f || p < f->data() || p >= f->data() + f->size())
+    RWKVL_FAIL(kInvalidArgument, "the head is not stored in the model file; it cannot be streamed");
+  row_bytes_ = static_cast<size_t>(kern::row_bytes(w.dtype, w.cols));
+  buf_rows_ = std::max<int64_t>(1, static_cast<int64_t>(buffer_bytes / row_bytes_));
+  buf_.resize(static_cast<size_t>(buf_rows_) * row_bytes_);
+  ybuf_.resize(static_cast<size_t>(buf_rows_));
+  if (w.dtype == DType::kI8) sbuf_.resize(static_cast<size_t>(buf_rows_));
+  file_offset_ = static_cast<uint64_t>(p - f->data());
+  storage_ = std::move(storage);
+}
+
+// Exact logits of the grouped row ranges in ranges_ (y indexed by grouped row): in place spread over the
+// pool, or streamed: ranges cut into pieces of at most buf_rows_ rows, each piece one read from the file.
+void HeadRuntime::ranges(const float* x, float* y) {
+  const kern::MatRef& w = model_.head().ref;
+  if (!storage_) {
+    starts_.assign(1, 0);
+    for (const auto& r : ranges_) starts_.push_back(starts_.back() + (r.second - r.first));
+    const int64_t n = starts_.back();
+    auto run = [&](int64_t b, int64_t e) {
+      size_t c = static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), b) - starts_.begin()) - 1;
+      while (b < e) {
+        const int64_t s = starts_[c], len = starts_[c + 1] - s;
+        const int64_t lo = b - s, hi = std::min(e - s, len);
+        kern::matvec_rows(w, x, y, ranges_[c].first + lo, ranges_[c].first + hi);
+        b = s + hi;
+        ++c;
+      }
+    };
+    if (!pool_ || pool_->size() == 1 || n * w.cols < (1 << 16)) run(0, n);
+    else pool_->parallel_for(n, run, 64);
+    return;
+  }
+  for (const auto& r : ranges_) {
+    for (int64_t b = r.first; b < r.second; b += buf_rows_) {
+      const int64_t n = std::min(buf_rows_, r.second - b);
+      const kern::MatRef v = read_rows(b, n);
+      kern::matvec(v, x, ybuf_.data(), pool_);
+      std::memcpy(y + b, ybuf_.data(), sizeof(float) * static_cast<size_t>(n));
+    }
+  }
+}
+
 void HeadRuntime::rows(const float* x, float* y, const std::vector<int32_t>& clusters) {
   const ClusterHead& H = model_.cluster_head();
-  const kern::MatRef& w = model_.head().ref;
-  starts_.assign(1, 0);
-  for (int32_t j : clusters) starts_.push_back(starts_.back() + H.size(j));
-  const int64_t n = starts_.back();
-  auto run = [&](int64_t b, int64_t e) {
-    size_t c = static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), b) - starts_.begin()) - 1;
-    while (b < e) {
-      const int64_t s = starts_[c], len = starts_[c + 1] - s;
-      const int64_t lo = b - s, hi = std::min(e - s, len);
-      const int64_t g = H.offsets[clusters[c]];
-      kern::matvec_rows(w, x, y, g + lo, g + hi);
-      b = s + hi;
-      ++c;
-    }
-  };
-  if (!pool_ || pool_->size() == 1 || n * w.cols < (1 << 16)) {
-    run(0, n);
-  } else {
-    pool_->parallel_for(n, run, 64);
+  ranges_.clear();
+  for (int32_t j : clusters) {
+    const int64_t b = H.offsets[j], e = H.offsets[j + 1];
+    if (!ranges_.empty() && ranges_.back().second == b) ranges_.back().second = e;  // adjacent clusters: one read
+    else ranges_.emplace_back(b, e);
   }
+  ranges(x, y);
 }
 
 void HeadRuntime::clustered(const float* x, float* out) {
@@ -168,7 +237,12 @@ void HeadRuntime::clustered(const float* x, float* out) {
 void HeadRuntime::compare(const float* x, const float* approx) {
   const ClusterHead& H = model_.cluster_head();
   const size_t V = static_cast<size_t>(model_.config().n_vocab);
-  kern::matvec(model_.head().ref, x, yfull_.data(), pool_);
+  if (storage_) {
+    ranges_.assign(1, {0, static_cast<int64_t>(V)});
+    ranges(x, yfull_.data());
+  } else {
+    kern::matvec(model_.head().ref, x, yfull_.data(), pool_);
+  }
   float fmx = yfull_[0], amx = approx[0];
   int32_t ftop = H.perm[0], atop = 0;
   for (size_t i = 1; i < V; ++i) {

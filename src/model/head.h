@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,7 @@
 namespace rwkvl {
 
 class ThreadPool;
+class Storage;
 
 enum class HeadMode { kAuto, kFull, kCluster };
 const char* head_mode_name(HeadMode m);
@@ -59,13 +61,23 @@ class HeadRuntime {
   // out (T x n_vocab, token order) = the logits of the T rows of xn (T x C, the ln_out output).
   void logits(const float* xn, size_t T, float* out);
   const HeadStats& stats() const { return stats_; }
-  void reset_stats() { stats_ = HeadStats{}; }
+  void reset_stats() {
+    stats_ = HeadStats{};
+    stream_bytes_ = 0;
+  }
+  // Streams head rows from the file (pread through `storage`) in batches of at most buffer_bytes instead
+  // of reading them in place; null storage = in place again. Throws for a head that is not in the file.
+  void set_stream(std::shared_ptr<Storage> storage, uint64_t buffer_bytes);
+  bool streamed() const { return storage_ != nullptr; }
+  uint64_t stream_bytes_read() const { return stream_bytes_; }
 
  private:
   void full(const float* xn, size_t T, float* out);
   void clustered(const float* x, float* out);
   void compare(const float* x, const float* approx);
   void rows(const float* x, float* y, const std::vector<int32_t>& clusters);  // exact logits, grouped order
+  void ranges(const float* x, float* y);  // exact logits of the grouped row ranges in ranges_
+  kern::MatRef read_rows(int64_t b, int64_t n);  // streamed: rows [b, b + n) into the buffer
   const Model& model_;
   ThreadPool* pool_;
   HeadOptions opt_;
@@ -75,6 +87,15 @@ class HeadRuntime {
   std::vector<int32_t> order_, chosen_;
   std::vector<int64_t> starts_;
   std::vector<uint8_t> is_chosen_;
+  std::vector<std::pair<int64_t, int64_t>> ranges_;
+  // streaming
+  std::shared_ptr<Storage> storage_;
+  uint64_t file_offset_ = 0;
+  size_t row_bytes_ = 0;
+  int64_t buf_rows_ = 0;
+  std::vector<uint8_t> buf_;
+  std::vector<float> ybuf_, sbuf_;
+  uint64_t stream_bytes_ = 0;
 };
 
 }  // namespace rwkvl

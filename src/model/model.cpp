@@ -10,7 +10,10 @@
 #include "model/head.h"
 #include "model/sparse_ffn.h"
 #include "runtime/emb_cache.h"
+#include "runtime/layer_stream.h"
+#include "runtime/planner.h"
 #include "runtime/storage.h"
+#include "runtime/sysinfo.h"
 
 namespace rwkvl {
 
@@ -652,6 +655,54 @@ void Context::set_emb_cache(int64_t rows) {
   emb_cache_ = std::make_unique<EmbCache>(e, st, st ? static_cast<uint64_t>(p - f->data()) : 0, rows);
 }
 
+void Context::reset_stream_stats() {
+  if (stream_) stream_->reset_stats();
+}
+
+const LayerWeights& Context::layer(int l) { return stream_ ? stream_->acquire(l) : model_->layer(l); }
+
+void Context::set_memory(const MemoryOptions& o) {
+  stream_.reset();
+  plan_.reset();
+  head().set_stream(nullptr, 0);
+  if (o.budget == 0) {
+    set_emb_cache(o.emb_rows > 0 ? o.emb_rows : 0);
+    return;
+  }
+  set_emb_cache(0);
+  MemoryRequest r;
+  r.budget = o.budget;
+  r.prefetch = o.prefetch;
+  r.emb_rows = o.emb_rows;
+  r.reserve = o.reserve;
+  r.chunk = o.chunk;
+  r.cluster_head = head().mode() == HeadMode::kCluster;
+  r.head_rows_frac = 0.25;
+  for (const auto& pass : model_->passes())
+    if (pass.is_object() && pass.contains("cluster_head") && pass["cluster_head"].contains("heldout") &&
+        pass["cluster_head"]["heldout"].contains("rows_frac") && pass["cluster_head"]["heldout"]["rows_frac"].is_number())
+      r.head_rows_frac = pass["cluster_head"]["heldout"]["rows_frac"].get<double>();
+  if (ffn_ && ffn_->cache()) {  // a cache the user asked for is replaced by the plan's
+    FfnOptions fo = ffn_->options();
+    fo.cache_bytes = 0;
+    set_ffn_options(fo);
+  }
+  r.baseline = current_rss_bytes();
+  auto plan = std::make_unique<MemoryPlan>(plan_memory(*model_, r));
+  set_emb_cache(plan->emb_rows);
+  bool any = false;
+  for (bool b : plan->layer_streamed) any = any || b;
+  if (any) stream_ = std::make_unique<LayerStream>(*model_, storage(), plan->layer_streamed, plan->prefetch);
+  if (plan->head_streamed) head().set_stream(storage(), plan->head_buffer);
+  if (plan->ffn_streamed) {
+    FfnOptions fo = ffn().options();
+    fo.cache_bytes = plan->ffn_cache;
+    set_ffn_options(fo);
+  }
+  plan_ = std::move(plan);
+  plan_chunk_ = std::max<size_t>(1, o.chunk);
+}
+
 void Context::ensure_capacity(size_t T) {
   if (T <= cap_) return;
   size_t width = static_cast<size_t>(std::max(model_->config().n_embd, model_->config().n_ffn));
@@ -671,6 +722,7 @@ void Context::eval(State& state, const int32_t* tokens, size_t n, size_t chunk, 
     if (tokens[i] < 0 || tokens[i] >= cfg.n_vocab)
       RWKVL_FAIL(kInvalidArgument, "token id %d at position %zu is out of range [0, %d)", tokens[i], i, cfg.n_vocab);
   if (chunk == 0) chunk = 32;
+  if (plan_ && chunk > plan_chunk_) chunk = plan_chunk_;  // the plan's scratch is sized for this many tokens
   for (size_t done = 0; done < n; done += chunk) {
     const size_t T = std::min(chunk, n - done);
     const bool last = done + T == n;

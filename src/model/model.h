@@ -47,6 +47,8 @@ struct HeadOptions;
 class EmbCache;
 class Storage;
 struct StorageOptions;
+class LayerStream;
+struct MemoryPlan;
 
 struct ModelConfig {
   int arch_major = 0;  // 4, 5, 6, 7
@@ -281,6 +283,25 @@ class Context {
   const EmbCache* emb_cache() const { return emb_cache_.get(); }
   EmbCache* emb_cache_mut() { return emb_cache_.get(); }
 
+  // Runs the context within a memory budget (runtime/planner.h): plans which weights stay resident and
+  // streams the rest from the file (layer preload buffer with an optional background reader, head rows,
+  // FFN neuron cache), with an embedding cache. Set the head and FFN options first (the plan depends on
+  // them). budget 0 = no budget (emb_rows > 0 still gives an embedding cache). Throws when the budget is
+  // below the minimum. Outputs are the same for every budget.
+  struct MemoryOptions {
+    uint64_t budget = 0;
+    bool prefetch = true;
+    int64_t emb_rows = -1;  // -1: 4096 under a budget, none without
+    uint64_t reserve = 0;   // caller buffers to leave room for
+    size_t chunk = 32;      // most tokens per chunk: eval() feeds at most this many at a time under a plan
+  };
+  void set_memory(const MemoryOptions& o);
+  const MemoryPlan* plan() const { return plan_.get(); }
+  const LayerStream* layer_stream() const { return stream_.get(); }
+  void reset_stream_stats();
+  // The weights of layer l for the forward pass: the model's, or the streamed copy.
+  const LayerWeights& layer(int l);
+
   // Per-chunk scratch, sized for `cap_` tokens (grown on demand).
   float* buf(int i) { return bufs_[static_cast<size_t>(i)].data(); }
   size_t cap() const { return cap_; }
@@ -299,6 +320,9 @@ class Context {
   std::unique_ptr<EmbCache> emb_cache_;
   std::shared_ptr<Storage> storage_;
   bool storage_set_ = false;
+  std::unique_ptr<MemoryPlan> plan_;
+  std::unique_ptr<LayerStream> stream_;
+  size_t plan_chunk_ = 0;
   size_t cap_ = 0;
 };
 

@@ -20,7 +20,7 @@ void forward_layers_v4(Context& ctx, State& st, float* x, size_t T, int l_begin,
   float *r = ctx.buf(5), *k = ctx.buf(6), *v = ctx.buf(7), *o = ctx.buf(8);
 
   for (int l = l_begin; l < l_end; ++l) {
-    const LayerWeights& L = ctx.model().layer(l);
+    const LayerWeights& L = ctx.layer(l);
     float* s = st.layer(cfg, l);
     float *ffn_x = s, *att_x = s + C, *aa = s + 2 * C, *bb = s + 3 * C, *pp = s + 4 * C;
 

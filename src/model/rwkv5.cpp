@@ -44,7 +44,7 @@ void forward_layers_v5(Context& ctx, State& st, float* x, size_t T, int l_begin,
   float* y = ctx.buf(12);
 
   for (int l = l_begin; l < l_end; ++l) {
-    const LayerWeights& L = ctx.model().layer(l);
+    const LayerWeights& L = ctx.layer(l);
     float* s = st.layer(cfg, l);
     float *ffn_x = s, *att_x = s + C, *S = s + 2 * C;
 

@@ -25,7 +25,7 @@ void forward_layers_v6(Context& ctx, State& st, float* x, size_t T, int l_begin,
   float *m = ctx.buf(15), *xw = ctx.buf(16), *w = ctx.buf(17), *sx = ctx.buf(18);
 
   for (int l = l_begin; l < l_end; ++l) {
-    const LayerWeights& L = ctx.model().layer(l);
+    const LayerWeights& L = ctx.layer(l);
     float* s = st.layer(cfg, l);
     float *ffn_x = s, *att_x = s + C, *S = s + 2 * C;
 

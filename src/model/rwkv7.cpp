@@ -61,7 +61,7 @@ void forward_layers_v7(Context& ctx, State& st, float* x, size_t T, int l_begin,
   };
 
   for (int l = l_begin; l < l_end; ++l) {
-    const LayerWeights& L = ctx.model().layer(l);
+    const LayerWeights& L = ctx.layer(l);
     float* s = st.layer(cfg, l);
     float *ffn_x = s, *att_x = s + C, *S = s + 2 * C;
 

@@ -90,7 +90,10 @@ std::string read_text_file(const std::string& path) {
 // Tokens of the text, limited to the first max_tokens (0 = all); at least 2.
 std::vector<int32_t> text_tokens(const rwkvl_tokenizer* tok, std::string_view text, int64_t max_tokens) {
   std::vector<int32_t> ids = tokenize(tok, text);
-  if (max_tokens > 0 && ids.size() > static_cast<size_t>(max_tokens)) ids.resize(static_cast<size_t>(max_tokens));
+  if (max_tokens > 0 && ids.size() > static_cast<size_t>(max_tokens)) {
+    ids.resize(static_cast<size_t>(max_tokens));
+    ids.shrink_to_fit();
+  }
   if (ids.size() < 2) {
     throw Failure("perplexity needs at least 2 tokens of text (got " + std::to_string(ids.size()) + ")");
   }
@@ -114,26 +117,31 @@ struct StreamResult {
 
 // Feeds ids as one stream from a fresh state (blocks of sequence mode with every logit, the same as one token
 // at a time) and sums the NLL of every token after the first under the logits before it.
-StreamResult stream_nll(rwkvl_context* ctx, const rwkvl_model* model, const rwkvl_tokenizer* tok,
-                        const rwkvl_model_info& info, const std::vector<int32_t>& ids, size_t chunk) {
-  StreamResult r;
-  r.tokens = ids.size();
-  r.predicted = ids.size() - 1;  // token i's logits predict token i + 1; the last token is never fed
+// UTF-8 bytes of the predicted tokens ids[1..] (their decoded bytes), for bits per byte.
+uint64_t predicted_bytes(const rwkvl_tokenizer* tok, const rwkvl_model_info& info, const std::vector<int32_t>& ids) {
+  uint64_t bytes = 0;
   std::vector<int32_t> byte_len(static_cast<size_t>(info.n_vocab), -1);
   for (size_t i = 1; i < ids.size(); ++i) {
     const int32_t id = ids[i];
     if (id >= 0 && id < info.n_vocab) {
       int32_t& len = byte_len[static_cast<size_t>(id)];
       if (len < 0) len = static_cast<int32_t>(token_bytes(tok, id).size());
-      r.bytes += static_cast<uint64_t>(len);
+      bytes += static_cast<uint64_t>(len);
     }
   }
+  return bytes;
+}
+
+StreamResult stream_nll(rwkvl_context* ctx, const rwkvl_model* model, uint64_t bytes, const rwkvl_model_info& info,
+                        const std::vector<int32_t>& ids, size_t chunk, size_t block) {
+  StreamResult r;
+  r.tokens = ids.size();
+  r.predicted = ids.size() - 1;  // token i's logits predict token i + 1; the last token is never fed
+  r.bytes = bytes;
 
   const StatePtr state = new_state(model);
   const size_t n_vocab = static_cast<size_t>(info.n_vocab);
   const int n_threads = rwkvl_context_threads(ctx);
-  // Logits of a block of tokens at a time: big enough for sequence mode, small enough for 65k vocabularies.
-  const size_t block = std::max<size_t>(64, chunk);
   std::vector<float> logits(std::min(block, r.predicted) * n_vocab);
   Progress progress("perplexity", r.predicted, "tok");
   const double t0 = now_seconds();
@@ -146,6 +154,27 @@ StreamResult stream_nll(rwkvl_context* ctx, const rwkvl_model* model, const rwkv
   r.seconds = now_seconds() - t0;
   progress.finish();
   return r;
+}
+
+// Under a memory budget the tokenizer (several MiB for the World vocabulary) goes once the text is
+// tokenized, and freed heap pages go back to the system, so the plan can use that room.
+void release_tokenizer(const Args& args, TokenizerPtr& tok) {
+  if (!args.given("mem-budget")) return;
+  tok.reset();
+  release_free_memory();
+}
+
+// Tokens whose logits are held at once: big enough for sequence mode, small enough for 65k vocabularies;
+// under a memory budget just one chunk.
+size_t logits_block(const Settings& s, size_t chunk) {
+  if (s.mem.budget_bytes) return chunk ? chunk : 8;
+  return std::max<size_t>(64, chunk);
+}
+
+// Memory the command still allocates after planning: the logits block and LAMBADA's per-passage logits
+// (as many rows as the longest target).
+uint64_t reserve_for(const rwkvl_model_info& info, size_t block, size_t longest_target) {
+  return (static_cast<uint64_t>(block) + longest_target) * static_cast<uint64_t>(info.n_vocab) * 4 + (256u << 10);
 }
 
 // ---------------------------------------------------------------- LAMBADA (lm-eval lambada_openai)
@@ -299,15 +328,22 @@ void eval_passage(rwkvl_context* ctx, rwkvl_state* state, size_t n_vocab, size_t
 // Passages are independent, so they are spread over n_threads workers, each with its own single-threaded
 // context and state. On the reference model (2 cores) this is 1.55x faster than one two-threaded context,
 // whose per-layer hand-offs cost more than short passages gain. Results do not depend on the split.
-LambadaResult run_lambada(const rwkvl_model* model, rwkvl_context* main_ctx, const rwkvl_tokenizer* tok,
-                          const rwkvl_model_info& info, const std::vector<LambadaDoc>& docs, size_t chunk,
-                          int n_threads, const Settings& settings) {
+std::vector<PassageResult> tokenize_lambada(const rwkvl_tokenizer* tok, const std::vector<LambadaDoc>& docs) {
+  std::vector<PassageResult> passages(docs.size());
+  for (size_t i = 0; i < docs.size(); ++i) tokenize_passage(tok, docs[i], &passages[i]);
+  return passages;
+}
+
+LambadaResult run_lambada(const rwkvl_model* model, rwkvl_context* main_ctx, std::vector<PassageResult> passages,
+                          const rwkvl_model_info& info, size_t chunk, int n_threads, const Settings& settings) {
   LambadaResult r;
-  r.passages.resize(docs.size());
-  for (size_t i = 0; i < docs.size(); ++i) tokenize_passage(tok, docs[i], &r.passages[i]);
+  r.passages = std::move(passages);
+  const std::vector<PassageResult>& docs = r.passages;
 
   const size_t n_vocab = static_cast<size_t>(info.n_vocab);
-  const size_t n_workers = std::min(static_cast<size_t>(std::max(1, n_threads)), docs.size());
+  // Under a memory budget one context (its plan, its buffers) does all the passages.
+  const size_t n_workers =
+      settings.mem.budget_bytes ? 1 : std::min(static_cast<size_t>(std::max(1, n_threads)), docs.size());
   const int threads_each = std::max(1, n_threads / static_cast<int>(n_workers));
   std::vector<ContextPtr> contexts;
   for (size_t w = 0; w < n_workers; ++w) {
@@ -421,14 +457,22 @@ int cmd_perplexity(const Args& args) {
   const std::string text = read_text_file(require(args, "file"));
   const ModelPtr model = load_model(args);
   const rwkvl_model_info info = model_info(model.get());
-  const TokenizerPtr tok = model_tokenizer(model.get(), model_path, args.str("tokenizer"));
+  TokenizerPtr tok = model_tokenizer(model.get(), model_path, args.str("tokenizer"));
   const std::vector<int32_t> ids = text_tokens(tok.get(), text, args.integer("max-tokens"));
+  const uint64_t bytes = predicted_bytes(tok.get(), info, ids);
+  const std::string tok_name = rwkvl_tokenizer_name(tok.get());
+  release_tokenizer(args, tok);
 
   const ContextPtr ctx = new_context(model.get(), static_cast<int>(args.integer("threads")));
-  apply_settings(args, model.get(), ctx.get());
+  Settings set = settings(args, model.get());
+  const size_t chunk = static_cast<size_t>(args.integer("chunk"));
+  const size_t block = logits_block(set, chunk);
+  set.mem.reserve_bytes = reserve_for(info, block, 0);
+  if (set.mem.budget_bytes) set.mem.max_chunk = static_cast<int>(block);
+  apply(set, ctx.get());
+  print_plan(args, ctx.get());
   const int n_threads = rwkvl_context_threads(ctx.get());
-  const StreamResult r = stream_nll(ctx.get(), model.get(), tok.get(), info, ids,
-                                    static_cast<size_t>(args.integer("chunk")));
+  const StreamResult r = stream_nll(ctx.get(), model.get(), bytes, info, ids, chunk, block);
   if (args.on("json")) {
     nlohmann::json j = {{"ppl", r.ppl()},
                         {"bpb", r.bpb()},
@@ -438,13 +482,13 @@ int cmd_perplexity(const Args& args) {
                         {"tok_per_s", r.tok_per_s()},
                         {"seconds", r.seconds},
                         {"threads", n_threads},
-                        {"tokenizer", rwkvl_tokenizer_name(tok.get())}};
+                        {"tokenizer", tok_name}};
     std::printf("%s\n", j.dump().c_str());
   } else {
     std::printf("perplexity %.4f (mean NLL %.5f nats over %zu predicted tokens)\n", r.ppl(), r.mean_nll(),
                 r.predicted);
     std::printf("tokens %zu, %.2f s, %.1f tok/s, %d thread%s, tokenizer %s\n", r.tokens, r.seconds, r.tok_per_s(),
-                n_threads, n_threads == 1 ? "" : "s", rwkvl_tokenizer_name(tok.get()));
+                n_threads, n_threads == 1 ? "" : "s", tok_name.c_str());
   }
   return 0;
 }
@@ -470,21 +514,33 @@ int cmd_eval(const Args& args) {
   const ModelPtr model = load_model(args);
   const double load_seconds = now_seconds() - t_load0;
   const rwkvl_model_info info = model_info(model.get());
-  const TokenizerPtr tok = model_tokenizer(model.get(), model_path, args.str("tokenizer"));
+  TokenizerPtr tok = model_tokenizer(model.get(), model_path, args.str("tokenizer"));
   const size_t chunk = static_cast<size_t>(args.integer("chunk"));
   std::vector<int32_t> ids;
   if (text) ids = text_tokens(tok.get(), *text, args.integer("max-tokens"));
   text.reset();
+  const uint64_t bytes = ids.empty() ? 0 : predicted_bytes(tok.get(), info, ids);
+  std::vector<PassageResult> passages = tokenize_lambada(tok.get(), docs);
+  docs.clear();
+  docs.shrink_to_fit();
+  const std::string tok_name = rwkvl_tokenizer_name(tok.get());
+  release_tokenizer(args, tok);
 
   const ContextPtr ctx = new_context(model.get(), static_cast<int>(args.integer("threads")));
-  const Settings set = settings(args, model.get());
+  Settings set = settings(args, model.get());
+  const size_t block = logits_block(set, chunk);
+  size_t longest = 0;
+  for (const PassageResult& p : passages) longest = std::max(longest, p.target.size());
+  set.mem.reserve_bytes = reserve_for(info, ids.empty() ? 0 : block, longest);
+  if (set.mem.budget_bytes) set.mem.max_chunk = static_cast<int>(std::max(block, longest));
   apply(set, ctx.get());
+  print_plan(args, ctx.get());
   const int n_threads = rwkvl_context_threads(ctx.get());
   std::optional<StreamResult> ppl;
-  if (!ids.empty()) ppl = stream_nll(ctx.get(), model.get(), tok.get(), info, ids, chunk);
+  if (!ids.empty()) ppl = stream_nll(ctx.get(), model.get(), bytes, info, ids, chunk, block);
   std::optional<LambadaResult> lambada;
-  if (!docs.empty()) {
-    lambada = run_lambada(model.get(), ctx.get(), tok.get(), info, docs, chunk, n_threads, set);
+  if (!passages.empty()) {
+    lambada = run_lambada(model.get(), ctx.get(), std::move(passages), info, chunk, n_threads, set);
     if (details) write_lambada_details(&*details, *lambada);
   }
   const uint64_t peak_rss = rwkvl_peak_rss_bytes();
@@ -514,7 +570,7 @@ int cmd_eval(const Args& args) {
               {"peak_rss_bytes", peak_rss},
               {"threads", n_threads},
               {"isa", isa},
-              {"tokenizer", rwkvl_tokenizer_name(tok.get())},
+              {"tokenizer", tok_name},
               {"ppl", opt(P, P ? ppl->ppl() : 0.0)},
               {"bpb", opt(P, P ? ppl->bpb() : 0.0)},
               {"mean_nll", opt(P, P ? ppl->mean_nll() : 0.0)},
@@ -544,7 +600,7 @@ int cmd_eval(const Args& args) {
   }
   std::printf("%-15s %s\n", "model", model_path.c_str());
   std::printf("%-15s %s %s, %s, %d layers, embd %d, vocab %d, tokenizer %s\n", "", info.file_kind, info.arch_name,
-              info.weight_dtype, info.n_layer, info.n_embd, info.n_vocab, rwkvl_tokenizer_name(tok.get()));
+              info.weight_dtype, info.n_layer, info.n_embd, info.n_vocab, tok_name.c_str());
   if (!ec) {
     std::printf("%-15s %s (%ju bytes)\n", "file size", format_bytes(file_bytes).c_str(), file_bytes);
   }

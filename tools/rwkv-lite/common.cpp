@@ -7,6 +7,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <sstream>
 
 #include "args.h"
@@ -104,6 +107,14 @@ Settings settings(const Args& args, const rwkvl_model* model) {
     }
   }
   if (args.accepts("emb-cache")) s.mem.emb_cache_rows = args.integer("emb-cache");
+  if (args.accepts("mem-budget") && args.given("mem-budget"))
+    s.mem.budget_bytes = parse_bytes(args, "mem-budget", model_info(model).n_params * 2);
+  if (args.accepts("print-plan") && args.on("print-plan") && !s.mem.budget_bytes) args.fail("--print-plan needs --mem-budget BYTES");
+  if (args.accepts("no-prefetch") && args.on("no-prefetch") && !s.mem.budget_bytes) args.fail("--no-prefetch needs --mem-budget BYTES");
+  s.mem.prefetch = args.accepts("no-prefetch") && args.on("no-prefetch") ? 0 : 1;
+  if (args.accepts("chunk")) s.mem.max_chunk = static_cast<int>(std::min<int64_t>(args.integer("chunk"), 1 << 20));
+  // Room for the logits buffers of the commands that hold one vector (eval / bench raise it).
+  s.mem.reserve_bytes = 2 * static_cast<uint64_t>(model_info(model).n_vocab) * 4;
   if (args.accepts("io-throttle") && args.given("io-throttle")) s.mem.io_mb_per_s = args.number("io-throttle");
   if (args.accepts("io-latency") && args.given("io-latency")) {
     if (!args.given("io-throttle")) args.fail("--io-latency needs --io-throttle MB/s");
@@ -118,7 +129,24 @@ void apply(const Settings& s, rwkvl_context* ctx) {
   check(rwkvl_context_set_memory(ctx, &s.mem));
 }
 
-void apply_settings(const Args& args, const rwkvl_model* model, rwkvl_context* ctx) { apply(settings(args, model), ctx); }
+void apply_settings(const Args& args, const rwkvl_model* model, rwkvl_context* ctx) {
+  apply(settings(args, model), ctx);
+  print_plan(args, ctx);
+}
+
+void print_plan(const Args& args, rwkvl_context* ctx) {
+  if (!args.accepts("print-plan") || !args.on("print-plan")) return;
+  size_t n = 0;
+  std::string text(4096, '\0');
+  rwkvl_status st = rwkvl_context_memory_plan(ctx, 0, text.data(), text.size(), &n);
+  if (st == RWKVL_ERR_INVALID_ARGUMENT && n + 1 > text.size()) {
+    text.resize(n + 1);
+    st = rwkvl_context_memory_plan(ctx, 0, text.data(), text.size(), &n);
+  }
+  check(st, "memory plan");
+  text.resize(n);
+  std::fprintf(stderr, "%s", text.c_str());
+}
 
 rwkvl_head_stats head_stats(rwkvl_context* ctx) {
   rwkvl_head_stats s{};
@@ -153,6 +181,13 @@ void add_memory_stats(rwkvl_memory_stats* a, const rwkvl_memory_stats& s) {
   a->io_reads += s.io_reads;
   a->io_bytes += s.io_bytes;
   a->io_seconds += s.io_seconds;
+  a->planned_bytes = std::max(a->planned_bytes, s.planned_bytes);
+  a->minimum_bytes = std::max(a->minimum_bytes, s.minimum_bytes);
+  a->layer_loads += s.layer_loads;
+  a->layer_bytes += s.layer_bytes;
+  a->layer_prefetch_hits += s.layer_prefetch_hits;
+  a->layer_wait_seconds += s.layer_wait_seconds;
+  a->head_stream_bytes += s.head_stream_bytes;
 }
 
 nlohmann::json head_json(const rwkvl_head_stats& s) {
@@ -177,6 +212,17 @@ nlohmann::json memory_json(const rwkvl_memory_stats& s, const rwkvl_memory_param
     j["emb_cache_hit_rate"] = s.emb_lookups ? static_cast<double>(s.emb_hits) / static_cast<double>(s.emb_lookups) : 0.0;
     j["emb_lookups"] = s.emb_lookups;
     j["emb_bytes_read_per_token"] = s.emb_lookups ? static_cast<double>(s.emb_bytes_read) / static_cast<double>(s.emb_lookups) : 0.0;
+  }
+  if (p.budget_bytes) {
+    j["mem_budget"] = p.budget_bytes;
+    j["mem_planned_bytes"] = s.planned_bytes;
+    j["mem_minimum_bytes"] = s.minimum_bytes;
+    j["mem_prefetch"] = p.prefetch != 0;
+    j["layer_loads"] = s.layer_loads;
+    j["layer_stream_bytes"] = s.layer_bytes;
+    j["layer_prefetch_hits"] = s.layer_prefetch_hits;
+    j["layer_wait_seconds"] = s.layer_wait_seconds;
+    j["head_stream_bytes"] = s.head_stream_bytes;
   }
   if (p.io_mb_per_s > 0) {
     j["io_throttle_mb_s"] = p.io_mb_per_s;
@@ -269,7 +315,8 @@ TokenizerPtr model_tokenizer(const rwkvl_model* model, const std::string& model_
 }
 
 std::vector<int32_t> tokenize(const rwkvl_tokenizer* tok, std::string_view text) {
-  std::vector<int32_t> ids(text.size() + 16);
+  // Most texts need well under one token per 2 bytes; a longer result is counted and asked for again.
+  std::vector<int32_t> ids(text.size() / 2 + 16);
   size_t n = 0;
   rwkvl_status st = rwkvl_tokenize(tok, text.data(), text.size(), ids.data(), ids.size(), &n);
   if (st == RWKVL_ERR_INVALID_ARGUMENT && n > ids.size()) {
@@ -278,6 +325,7 @@ std::vector<int32_t> tokenize(const rwkvl_tokenizer* tok, std::string_view text)
   }
   check(st, "tokenizing");
   ids.resize(n);
+  ids.shrink_to_fit();
   return ids;
 }
 
@@ -295,12 +343,22 @@ std::string token_bytes(const rwkvl_tokenizer* tok, int32_t id) {
 }
 
 std::string read_file(const std::string& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Failure(std::string("cannot read ") + what + " '" + path + "': " + std::strerror(errno));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) throw Failure(std::string("cannot read ") + what + " '" + path + "'");
-  return ss.str();
+  // One allocation of the file's size (no stream buffer copies): texts are read before a memory plan.
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) throw Failure(std::string("cannot read ") + what + " '" + path + "': " + std::strerror(errno));
+  std::string out;
+  if (std::fseek(f, 0, SEEK_END) == 0) {
+    const long n = std::ftell(f);
+    if (n > 0) out.reserve(static_cast<size_t>(n));
+    std::rewind(f);
+  }
+  char buf[1 << 16];
+  size_t got = 0;
+  while ((got = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, got);
+  const bool bad = std::ferror(f) != 0;
+  std::fclose(f);
+  if (bad) throw Failure(std::string("cannot read ") + what + " '" + path + "'");
+  return out;
 }
 
 void write_file(const std::string& path, const void* data, size_t size, const char* what) {
@@ -335,6 +393,12 @@ std::string Utf8Stream::flush() {
   std::string out;
   out.swap(pending_);
   return out;
+}
+
+void release_free_memory() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
 }
 
 double now_seconds() {

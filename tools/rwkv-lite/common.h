@@ -62,6 +62,8 @@ struct Settings {
   rwkvl_memory_params mem;
 };
 Settings settings(const Args& args, const rwkvl_model* model);
+// --print-plan: the context's memory plan to stderr (after apply()).
+void print_plan(const Args& args, rwkvl_context* ctx);
 // Applies them to a context (Failure with the library's message, e.g. a cache below its minimum).
 void apply(const Settings& s, rwkvl_context* ctx);
 void apply_settings(const Args& args, const rwkvl_model* model, rwkvl_context* ctx);
@@ -101,6 +103,8 @@ class Utf8Stream {
 };
 
 double now_seconds();  // steady clock
+// Returns freed heap pages to the system (glibc malloc_trim), so RSS drops before a memory plan.
+void release_free_memory();
 std::string format_bytes(uint64_t bytes);  // "1.23 GiB"
 
 }  // namespace rwkvl::cli

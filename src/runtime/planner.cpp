@@ -1,0 +1,235 @@
+#include "runtime/planner.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "core/error.h"
+#include "core/mapped_file.h"
+#include "runtime/layer_stream.h"
+#include "runtime/neuron_cache.h"
+
+namespace rwkvl {
+
+namespace {
+
+std::string mib(uint64_t b) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f MiB", static_cast<double>(b) / (1024.0 * 1024.0));
+  return buf;
+}
+
+uint64_t matrix_data_bytes(const kern::MatRef& r) { return static_cast<uint64_t>(kern::row_bytes(r.dtype, r.cols) * r.rows); }
+
+}  // namespace
+
+uint64_t context_scratch_bytes(const Model& m, size_t chunk) {
+  const ModelConfig& c = m.config();
+  uint64_t width = static_cast<uint64_t>(std::max(c.n_embd, c.n_ffn));
+  for (const auto& [name, t] : m.tensors())
+    if (t.shape.size() >= 2 && name != "emb.weight" && name != "head.weight")
+      width = std::max<uint64_t>(width, static_cast<uint64_t>(t.shape.size() == 3 ? t.shape[1] : t.rows()));
+  const uint64_t T = std::max<size_t>(1, chunk);
+  const uint64_t bufs = 22 * T * width * 4 + T * static_cast<uint64_t>(c.n_embd) * 4;
+  const uint64_t head = 4 * static_cast<uint64_t>(c.n_vocab) * 4 + 2 * static_cast<uint64_t>(m.cluster_head().k) * 8;
+  const uint64_t ffn = 8 * static_cast<uint64_t>(c.n_ffn) * 4 * 2;
+  return bufs + head + ffn + 256 * 1024;
+}
+
+MemoryPlan plan_memory(const Model& m, const MemoryRequest& r) {
+  const ModelConfig& c = m.config();
+  const int L = c.n_layer;
+  MemoryPlan p;
+  p.budget = r.budget;
+  p.baseline = r.baseline;
+  p.reserve = r.reserve;
+  p.prefetch = r.prefetch;
+  p.margin = r.margin ? r.margin : (1u << 20) + r.budget / 100;
+  p.scratch = context_scratch_bytes(m, r.chunk);
+  p.state = static_cast<uint64_t>(State::floats_for(c)) * 4 * 2;  // the caller's state and a copy
+  const uint64_t V = static_cast<uint64_t>(c.n_vocab);
+  p.emb_rows = r.emb_rows >= 0 ? std::min<int64_t>(r.emb_rows, c.n_vocab) : std::min<int64_t>(4096, c.n_vocab);
+  if (p.emb_rows < 1) p.emb_rows = 1;
+  const uint64_t emb_row = static_cast<uint64_t>(kern::row_bytes(m.emb().ref.dtype, c.n_embd));
+  p.emb_cache = static_cast<uint64_t>(p.emb_rows) * (emb_row + 12) + V * 4;
+
+  // Big parts and what is left: "small" = every tensor byte not in a streamable part.
+  std::vector<uint64_t> layer_bytes(static_cast<size_t>(L)), ffn_bytes(static_cast<size_t>(L), 0);
+  uint64_t big = 0;
+  for (int l = 0; l < L; ++l) {
+    uint64_t raw = 0;
+    for_each_stream_part(m.layer(l), [&](const kern::MatRef& ref) { raw += matrix_data_bytes(ref); });
+    layer_bytes[static_cast<size_t>(l)] = layer_stream_bytes(m, l);
+    const SparseFfn& S = m.layer(l).sffn;
+    if (S.present()) ffn_bytes[static_cast<size_t>(l)] = S.t.nbytes;
+    big += raw + ffn_bytes[static_cast<size_t>(l)];
+  }
+  const uint64_t head_bytes = matrix_data_bytes(m.head().ref), emb_bytes = matrix_data_bytes(m.emb().ref);
+  big += head_bytes + emb_bytes;
+  p.small = m.weight_bytes() > big ? m.weight_bytes() - big : 0;
+
+  const auto& f = m.file();
+  const bool can_stream = f && f->on_disk();
+  const bool sparse = m.sparse_ffn();
+  const size_t nb = sparse ? m.layer(0).sffn.neuron_bytes : 0;
+  uint64_t ffn_min = 0;
+  if (sparse) {
+    std::vector<NeuronCache::Layer> layers;
+    for (int l = 0; l < L; ++l) {
+      NeuronCache::Layer nl;
+      nl.n_neurons = m.layer(l).sffn.n;
+      layers.push_back(nl);
+    }
+    ffn_min = NeuronCache::min_capacity_bytes(nb, layers);
+  }
+  const ClusterHead& H = m.cluster_head();
+  const uint64_t head_row = static_cast<uint64_t>(kern::row_bytes(m.head().ref.dtype, c.n_embd));
+  const uint64_t head_buf = std::min<uint64_t>(head_bytes, std::max<uint64_t>(256 * 1024, static_cast<uint64_t>(H.largest) * head_row) + 4 * 1024);
+
+  // The plan for a given residency choice.
+  auto total_of = [&](MemoryPlan& q) {
+    uint64_t slot = 0;
+    q.resident_layers = 0;
+    for (int l = 0; l < L; ++l) {
+      if (q.layer_streamed[static_cast<size_t>(l)]) slot = std::max(slot, layer_bytes[static_cast<size_t>(l)]);
+      else q.resident_layers += layer_bytes[static_cast<size_t>(l)];
+    }
+    q.stream_buffer = slot * (slot ? (r.prefetch ? 2 : 1) : 0);
+    q.head_buffer = q.head_streamed ? head_buf : 0;
+    q.resident_head = q.head_streamed ? 0 : head_bytes;
+    uint64_t ffn_all = 0;
+    for (uint64_t b : ffn_bytes) ffn_all += b;
+    q.resident_ffn = q.ffn_streamed ? 0 : ffn_all;
+    q.ffn_cache = q.ffn_streamed ? ffn_min : 0;
+    q.total = q.baseline + q.reserve + q.margin + q.scratch + q.state + q.small + q.emb_cache + q.stream_buffer + q.head_buffer +
+              q.ffn_cache + q.resident_layers + q.resident_head + q.resident_ffn;
+    // bytes read from the file per token
+    uint64_t s = 0;
+    for (int l = 0; l < L; ++l)
+      if (q.layer_streamed[static_cast<size_t>(l)]) s += layer_bytes[static_cast<size_t>(l)];
+    if (q.head_streamed) s += static_cast<uint64_t>(static_cast<double>(head_bytes) * (r.cluster_head ? r.head_rows_frac : 1.0));
+    q.streamed_per_token = s;
+  };
+
+  // Minimum: everything streamable streamed.
+  p.layer_streamed.assign(static_cast<size_t>(L), true);
+  p.head_streamed = true;
+  p.ffn_streamed = sparse;
+  total_of(p);
+  p.minimum = p.total;
+  if (r.budget < p.minimum) {
+    RWKVL_FAIL(kInvalidArgument,
+               "memory budget %s is below the minimum of %s for this model (%s already resident in the process, state "
+               "and scratch %s, small tensors %s, embedding cache of %lld rows %s, one layer's preload buffer%s %s, head "
+               "buffer %s%s%s, margin %s): give --mem-budget %llu or more",
+               mib(r.budget).c_str(), mib(p.minimum).c_str(), mib(p.baseline + p.reserve).c_str(),
+               mib(p.state + p.scratch).c_str(), mib(p.small).c_str(), static_cast<long long>(p.emb_rows),
+               mib(p.emb_cache).c_str(), r.prefetch ? " x 2 (prefetch)" : "", mib(p.stream_buffer).c_str(),
+               mib(p.head_buffer).c_str(), sparse ? ", FFN neuron cache " : "", sparse ? mib(p.ffn_cache).c_str() : "",
+               mib(p.margin).c_str(), static_cast<unsigned long long>(p.minimum));
+  }
+  // Greedy: most bytes used per token per resident byte first.
+  MemoryPlan q = p;
+  for (int l = 0; l < L; ++l) {
+    q.layer_streamed[static_cast<size_t>(l)] = false;
+    total_of(q);
+    if (q.total <= r.budget) p = q;
+    else q = p;
+  }
+  if (sparse) {
+    q.ffn_streamed = false;
+    total_of(q);
+    if (q.total <= r.budget) p = q;
+    else q = p;
+  }
+  q.head_streamed = false;
+  total_of(q);
+  if (q.total <= r.budget) p = q;
+  else q = p;
+  // Spare room goes to the neuron cache of streamed FFN bundles.
+  if (p.ffn_streamed && p.total < r.budget) {
+    const uint64_t all = [&] { uint64_t s = 0; for (uint64_t b : ffn_bytes) s += b; return s; }();
+    const uint64_t extra = std::min(r.budget - p.total, all > ffn_min ? all - ffn_min : 0);
+    p.ffn_cache += extra;
+    p.total += extra;
+  }
+  const bool streams = p.head_streamed || p.ffn_streamed ||
+                       std::find(p.layer_streamed.begin(), p.layer_streamed.end(), true) != p.layer_streamed.end();
+  if (streams && !can_stream) {
+    MemoryPlan all = p;
+    all.layer_streamed.assign(static_cast<size_t>(L), false);
+    all.head_streamed = false;
+    all.ffn_streamed = false;
+    total_of(all);
+    RWKVL_FAIL(kInvalidArgument,
+               "memory budget %s needs weights streamed from the file (everything resident needs %s), which works for "
+               "native rwkv-lite files only: convert the model first (rwkv-lite convert -m IN -o OUT.rwkvl)",
+               mib(r.budget).c_str(), mib(all.total).c_str());
+  }
+  return p;
+}
+
+std::string MemoryPlan::describe() const {
+  std::string s;
+  char line[256];
+  auto row = [&](const char* what, uint64_t b, const std::string& note) {
+    std::snprintf(line, sizeof line, "  %-26s %12s  %s\n", what, mib(b).c_str(), note.c_str());
+    s += line;
+  };
+  std::snprintf(line, sizeof line, "memory plan: budget %s, planned peak %s, minimum %s\n", mib(budget).c_str(),
+                mib(total).c_str(), mib(minimum).c_str());
+  s += line;
+  row("process (at planning)", baseline, "binary, libraries, tokenizer, model metadata");
+  row("caller buffers", reserve, "logits and token lists of the command");
+  row("state + scratch", state + scratch, "recurrent state, per-chunk activations, head/FFN scratch");
+  row("small tensors", small, "norms, mixes, LoRAs, scales, cluster head and table");
+  std::string note = std::to_string(emb_rows);
+  note += " rows, LRU, read on demand (table never resident)";
+  row("embedding cache", emb_cache, note);
+  int streamed = 0;
+  std::string which;
+  for (size_t l = 0; l < layer_streamed.size(); ++l)
+    if (layer_streamed[l]) {
+      ++streamed;
+      if (!which.empty()) which += ',';
+      which += std::to_string(l);
+    }
+  note = std::to_string(layer_streamed.size() - static_cast<size_t>(streamed));
+  note += " of ";
+  note += std::to_string(layer_streamed.size());
+  note += " layers' projections mapped in place";
+  row("resident layers", resident_layers, note);
+  if (streamed) {
+    note = std::to_string(streamed);
+    note += " layers streamed (";
+    note += which;
+    note += prefetch ? "), 2 slots, reader one layer ahead" : "), 1 slot, read on demand";
+  } else {
+    note = "no layer streamed";
+  }
+  row("layer preload buffer", stream_buffer, note);
+  if (resident_ffn || ffn_cache)
+    row(ffn_streamed ? "FFN neuron cache" : "resident FFN bundles", ffn_streamed ? ffn_cache : resident_ffn,
+        ffn_streamed ? "bundled neurons read on demand, hottest pinned" : "neuron-bundled FFN mapped in place");
+  row(head_streamed ? "head stream buffer" : "resident head", head_streamed ? head_buffer : resident_head,
+      head_streamed ? "head rows read per token from the file" : "head mapped in place");
+  row("margin", margin, "allocator slack, thread stacks");
+  std::snprintf(line, sizeof line, "  read from the file per token: ~%s\n", mib(streamed_per_token).c_str());
+  s += line;
+  return s;
+}
+
+nlohmann::json MemoryPlan::to_json() const {
+  nlohmann::json streamed = nlohmann::json::array();
+  for (size_t l = 0; l < layer_streamed.size(); ++l)
+    if (layer_streamed[l]) streamed.push_back(l);
+  return {{"budget", budget},           {"planned_peak", total},         {"minimum", minimum},
+          {"baseline", baseline},       {"reserve", reserve},            {"margin", margin},
+          {"scratch", scratch},         {"state", state},                {"small", small},
+          {"emb_cache", emb_cache},     {"emb_rows", emb_rows},          {"stream_buffer", stream_buffer},
+          {"head_buffer", head_buffer}, {"ffn_cache", ffn_cache},        {"resident_layers", resident_layers},
+          {"resident_head", resident_head}, {"resident_ffn", resident_ffn}, {"streamed_layers", streamed},
+          {"head_streamed", head_streamed}, {"ffn_streamed", ffn_streamed}, {"prefetch", prefetch},
+          {"streamed_bytes_per_token", streamed_per_token}};
+}
+
+}  // namespace rwkvl

@@ -1,0 +1,60 @@
+// The memory planner (issue #6): given a budget for the whole process, decide before the first token
+// which weights stay resident and which are streamed from the model file per token, and size the
+// buffers. Always resident: the state, the context's scratch, norms and other small tensors, the
+// cluster head and its table. The embedding table is never resident (an LRU cache of rows). Then, in
+// order of bytes used per token per resident byte: every layer's projections (all read each token), the
+// neuron-bundled FFNs (only predicted neurons are read: otherwise through the neuron cache), the head
+// (with a cluster head only the chosen clusters' rows are read). What is not resident is read with
+// pread into own buffers (runtime/layer_stream.h, HeadRuntime::set_stream), so the file's pages are
+// never mapped and resident memory stays what the plan says.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "model/model.h"
+
+namespace rwkvl {
+
+struct MemoryRequest {
+  uint64_t budget = 0;       // bytes for the whole process (peak RSS)
+  bool prefetch = true;      // two layer slots and a background reader (else one slot, read on demand)
+  int64_t emb_rows = -1;     // embedding cache rows; -1 = 4096 (or the vocabulary, if smaller)
+  uint64_t baseline = 0;     // bytes resident already (the process's RSS when planning)
+  uint64_t reserve = 0;      // the caller's buffers still to come (logits, token lists)
+  size_t chunk = 32;         // most tokens per forward chunk
+  bool cluster_head = false; // the head runs in cluster mode
+  double head_rows_frac = 1; // expected share of head rows read per token (cluster mode)
+  uint64_t margin = 0;       // slack for allocator and thread stacks; 0 = 1 MiB + 1% of the budget
+};
+
+struct MemoryPlan {
+  uint64_t budget = 0, baseline = 0, reserve = 0, margin = 0;
+  uint64_t scratch = 0, state = 0, small = 0;  // always resident
+  uint64_t emb_cache = 0;                      // the embedding cache (rows + index)
+  int64_t emb_rows = 0;
+  uint64_t stream_buffer = 0;                  // layer slots (0 if every layer is resident)
+  uint64_t head_buffer = 0;                    // head stream buffer (0 if the head is resident)
+  uint64_t ffn_cache = 0;                      // neuron cache for streamed FFN bundles (0 = resident)
+  std::vector<bool> layer_streamed;
+  bool head_streamed = false, ffn_streamed = false;
+  uint64_t resident_layers = 0, resident_head = 0, resident_ffn = 0;
+  uint64_t streamed_per_token = 0;             // bytes read from the file per token (estimate)
+  uint64_t total = 0;                          // planned peak
+  uint64_t minimum = 0;                        // the smallest budget that works (everything streamed)
+  bool prefetch = true;
+  std::string describe() const;                // the table --print-plan shows
+  nlohmann::json to_json() const;
+};
+
+// Plans for `m`. Throws kInvalidArgument when the budget is below the minimum (the message gives the
+// minimum and what it is made of) or the model is not a native file on disk and would need streaming.
+MemoryPlan plan_memory(const Model& m, const MemoryRequest& r);
+
+// Bytes of the context scratch for chunks of `chunk` tokens (Context buffers, head and FFN scratch).
+uint64_t context_scratch_bytes(const Model& m, size_t chunk);
+
+}  // namespace rwkvl
