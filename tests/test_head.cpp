@@ -6,7 +6,10 @@
 //    exactly their cluster-head probability; the selection rule honours p / min / max;
 //  * the binder refuses cluster tables that do not cover the vocabulary exactly once and bad values;
 //  * the embedding cache (in memory and read from a native file) never changes outputs, its LRU and
-//    hit counts are those of a hand-traced sequence; the storage throttle takes the simulated time.
+//    hit counts are those of a hand-traced sequence; the storage throttle takes the simulated time;
+//  * the memory planner: logits are bit-identical for every budget from "everything resident" down to the
+//    minimum (layers and head streamed, with and without prefetch, plain and cluster head); budgets below
+//    the minimum and models that are not native files are refused with the minimum named.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -24,6 +27,8 @@
 #include "model/head.h"
 #include "model/model.h"
 #include "runtime/emb_cache.h"
+#include "runtime/layer_stream.h"
+#include "runtime/planner.h"
 #include "runtime/storage.h"
 #include "test_util.h"
 
@@ -32,12 +37,12 @@ namespace {
 
 constexpr int kV = 512, kC = 64, kK = 12;
 
-std::shared_ptr<Model> base_model(const std::string& dtype = "f32") {
+std::shared_ptr<Model> base_model(const std::string& dtype = "f32", int C = kC, int V = kV) {
   ModelConfig cfg;
   cfg.arch_major = 5;
   cfg.n_layer = 2;
-  cfg.n_embd = kC;
-  cfg.n_vocab = kV;
+  cfg.n_embd = C;
+  cfg.n_vocab = V;
   return synth_model(cfg, dtype, 7);
 }
 
@@ -48,7 +53,7 @@ struct Clusters {
 
 // Random clusters of uneven sizes over a shuffled vocabulary, a random cluster head and random priors
 // (normalised per cluster).
-Clusters random_clusters(uint32_t seed, bool uniform_prior = false) {
+Clusters random_clusters(uint32_t seed, bool uniform_prior = false, int kV = rwkvl::kV, int kC = rwkvl::kC) {
   std::mt19937 g(seed);
   Clusters c;
   c.perm.resize(kV);
@@ -89,6 +94,7 @@ Tensor i32_tensor(const std::string& name, const std::vector<int32_t>& v) {
 
 // The tensors of `m` with head.weight regrouped by c.perm (raw row bytes) and the cluster tensors added.
 TensorMap clustered_tensors(const Model& m, const Clusters& c) {
+  const int kV = m.config().n_vocab, kC = m.config().n_embd;
   TensorMap tm = m.tensors();
   const Tensor& h = tm.at("head.weight");
   const size_t rb = static_cast<size_t>(kern::row_bytes(h.dtype, kC));
@@ -106,8 +112,9 @@ TensorMap clustered_tensors(const Model& m, const Clusters& c) {
   }
   tm["head.perm"] = i32_tensor("head.perm", c.perm);
   tm["head.cluster.offsets"] = i32_tensor("head.cluster.offsets", c.offsets);
-  tm["head.cluster.weight"] = Tensor::from_f32("head.cluster.weight", {kK, kC}, c.w.data());
-  tm["head.cluster.bias"] = Tensor::from_f32("head.cluster.bias", {kK}, c.bias.data());
+  const int64_t K = static_cast<int64_t>(c.offsets.size()) - 1;
+  tm["head.cluster.weight"] = Tensor::from_f32("head.cluster.weight", {K, kC}, c.w.data());
+  tm["head.cluster.bias"] = Tensor::from_f32("head.cluster.bias", {K}, c.bias.data());
   tm["head.cluster.prior"] = Tensor::from_f32("head.cluster.prior", {kV}, c.prior.data());
   return tm;
 }
@@ -116,7 +123,7 @@ std::shared_ptr<Model> clustered(const Model& m, const Clusters& c) {
   return Model::from_canonical(clustered_tensors(m, c), m.config(), FileKind::kNative, {});
 }
 
-std::vector<int32_t> tokens(size_t n, uint32_t seed) {
+std::vector<int32_t> tokens(size_t n, uint32_t seed, int kV = rwkvl::kV) {
   std::mt19937 g(seed);
   std::vector<int32_t> t(n);
   for (auto& x : t) x = static_cast<int32_t>(g() % kV);
@@ -438,6 +445,141 @@ TEST(Storage, ThrottleTakesTheSimulatedTime) {
   bad.mb_per_s = -1;
   EXPECT_THROW(Storage(path, bad), Error);
   EXPECT_THROW(Storage(path + ".missing", StorageOptions{}), Error);
+}
+
+// ---------------------------------------------------------------- memory planner
+
+// Big enough for streaming: 128 KiB per projection, a 2 MiB head.
+constexpr int kBigC = 256, kBigV = 4096;
+
+struct BudgetRun {
+  std::vector<float> logits;
+  MemoryPlan plan;
+  LayerStreamStats stream;
+  uint64_t head_stream = 0;
+};
+
+BudgetRun run_budget(const std::shared_ptr<Model>& m, const std::vector<int32_t>& toks, uint64_t budget, bool prefetch,
+                     size_t chunk) {
+  Context ctx(m, 2);
+  Context::MemoryOptions mo;
+  mo.budget = budget ? budget : uint64_t{1} << 40;  // 0: this context's own minimum (probed first)
+  mo.prefetch = prefetch;
+  mo.chunk = chunk;
+  ctx.set_memory(mo);
+  if (budget == 0) {
+    mo.budget = ctx.plan()->minimum + (64u << 10);
+    ctx.set_memory(mo);
+  }
+  State st;
+  st.reset(m->config());
+  BudgetRun r;
+  r.logits.resize(toks.size() * static_cast<size_t>(m->config().n_vocab));
+  ctx.eval(st, toks.data(), toks.size(), chunk, nullptr, r.logits.data());
+  if (ctx.plan()) r.plan = *ctx.plan();
+  if (ctx.layer_stream()) r.stream = ctx.layer_stream()->stats();
+  r.head_stream = ctx.head().stream_bytes_read();
+  return r;
+}
+
+TEST(MemoryPlan, LogitsAreBitIdenticalAcrossBudgets) {
+  for (bool cluster : {false, true}) {
+    for (const char* dt : {"f16", "i8"}) {
+      SCOPED_TRACE(std::string(cluster ? "cluster head " : "full head ") + dt);
+      const auto base = base_model(dt, kBigC, kBigV);
+      const std::string path = test::temp_dir() + "/plan_" + dt + (cluster ? "_c" : "") + ".rwkvl";
+      if (cluster) clustered(*base, random_clusters(9, false, kBigV, kBigC))->save_native(path, "keep");
+      else base->save_native(path, "keep");
+      const auto m = Model::load(path, {});
+      const auto toks = tokens(12, 21, kBigV);
+      for (size_t chunk : {size_t{1}, size_t{4}}) {
+        Context plain(m, 2);
+        State st;
+        st.reset(m->config());
+        std::vector<float> ref(toks.size() * kBigV);
+        plain.eval(st, toks.data(), toks.size(), chunk, nullptr, ref.data());
+        // The plan at a huge budget keeps everything; at its own minimum everything is streamed.
+        const BudgetRun big = run_budget(m, toks, uint64_t{1} << 40, true, chunk);
+        EXPECT_EQ(0, std::memcmp(big.logits.data(), ref.data(), ref.size() * 4));
+        for (bool s : big.plan.layer_streamed) EXPECT_FALSE(s);
+        EXPECT_FALSE(big.plan.head_streamed);
+        const uint64_t minimum = big.plan.minimum;
+        const uint64_t everything = big.plan.total;
+        ASSERT_LT(minimum, everything);
+        for (double f : {1.0, 0.6, 0.3, 0.0}) {
+          for (bool prefetch : {true, false}) {
+            // Budgets between the minimum (plus slack for RSS moving between plans) and everything resident.
+            const uint64_t budget =
+                f == 0.0 ? 0 : minimum + (4u << 20) + static_cast<uint64_t>(f * static_cast<double>(everything - minimum));
+            const BudgetRun r = run_budget(m, toks, budget, prefetch, chunk);
+            ASSERT_EQ(0, std::memcmp(r.logits.data(), ref.data(), ref.size() * 4))
+                << "budget " << budget << " prefetch " << prefetch << " chunk " << chunk;
+            if (budget) {
+              EXPECT_LE(r.plan.total, budget);
+            }
+            if (f == 0.0) {
+              int streamed = 0;
+              for (bool b : r.plan.layer_streamed) streamed += b;
+              EXPECT_GT(streamed, 0);
+              EXPECT_GT(r.stream.loads, 0u);
+              if (prefetch && streamed > 2) {
+                EXPECT_GT(r.stream.prefetch_hits, 0u);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(MemoryPlan, HeadStreamingGivesTheSameLogits) {
+  // A budget just above the minimum streams the head too (its rows are far bigger than one layer here).
+  for (bool cluster : {false, true}) {
+    const auto base = base_model("f16", kBigC, kBigV);
+    const std::string path = test::temp_dir() + std::string("/head_stream") + (cluster ? "_c" : "") + ".rwkvl";
+    if (cluster) clustered(*base, random_clusters(10, false, kBigV, kBigC))->save_native(path, "keep");
+    else base->save_native(path, "keep");
+    const auto m = Model::load(path, {});
+    const auto toks = tokens(9, 22, kBigV);
+    const BudgetRun big = run_budget(m, toks, uint64_t{1} << 40, true, 4);
+    const BudgetRun small = run_budget(m, toks, 0, true, 4);
+    EXPECT_TRUE(small.plan.head_streamed);
+    EXPECT_GT(small.head_stream, 0u);
+    EXPECT_EQ(0, std::memcmp(small.logits.data(), big.logits.data(), big.logits.size() * 4));
+  }
+}
+
+TEST(MemoryPlan, RefusesBudgetsBelowTheMinimumNamingIt) {
+  const auto base = base_model("f16", kBigC, kBigV);
+  const std::string path = test::temp_dir() + "/refuse.rwkvl";
+  base->save_native(path, "keep");
+  const auto m = Model::load(path, {});
+  Context ctx(m, 1);
+  Context::MemoryOptions mo;
+  mo.budget = 1 << 20;  // 1 MiB: less than the process itself
+  try {
+    ctx.set_memory(mo);
+    ADD_FAILURE() << "accepted a 1 MiB budget";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("below the minimum"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--mem-budget"), std::string::npos) << e.what();
+  }
+  // A model in memory (not a native file) runs under a budget only when everything fits.
+  const auto mem = base_model("f16", kBigC, kBigV);
+  Context c2(mem, 1);
+  Context::MemoryOptions big;
+  big.budget = uint64_t{1} << 40;
+  EXPECT_NO_THROW(c2.set_memory(big));
+  Context::MemoryOptions tight;
+  tight.budget = c2.plan()->minimum + (1u << 20);
+  try {
+    c2.set_memory(tight);
+    ADD_FAILURE() << "streamed an in-memory model";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("native"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

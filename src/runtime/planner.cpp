@@ -43,7 +43,6 @@ MemoryPlan plan_memory(const Model& m, const MemoryRequest& r) {
   p.baseline = r.baseline;
   p.reserve = r.reserve;
   p.prefetch = r.prefetch;
-  p.margin = r.margin ? r.margin : (1u << 20) + r.budget / 100;
   p.scratch = context_scratch_bytes(m, r.chunk);
   p.state = static_cast<uint64_t>(State::floats_for(c)) * 4 * 2;  // the caller's state and a copy
   const uint64_t V = static_cast<uint64_t>(c.n_vocab);
@@ -100,8 +99,10 @@ MemoryPlan plan_memory(const Model& m, const MemoryRequest& r) {
     for (uint64_t b : ffn_bytes) ffn_all += b;
     q.resident_ffn = q.ffn_streamed ? 0 : ffn_all;
     q.ffn_cache = q.ffn_streamed ? ffn_min : 0;
-    q.total = q.baseline + q.reserve + q.margin + q.scratch + q.state + q.small + q.emb_cache + q.stream_buffer + q.head_buffer +
-              q.ffn_cache + q.resident_layers + q.resident_head + q.resident_ffn;
+    const uint64_t sum = q.baseline + q.reserve + q.scratch + q.state + q.small + q.emb_cache + q.stream_buffer + q.head_buffer +
+                         q.ffn_cache + q.resident_layers + q.resident_head + q.resident_ffn;
+    q.margin = r.margin ? r.margin : (1u << 20) + sum / 100;
+    q.total = sum + q.margin;
     // bytes read from the file per token
     uint64_t s = 0;
     for (int l = 0; l < L; ++l)

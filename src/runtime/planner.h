@@ -28,7 +28,7 @@ struct MemoryRequest {
   size_t chunk = 32;         // most tokens per forward chunk
   bool cluster_head = false; // the head runs in cluster mode
   double head_rows_frac = 1; // expected share of head rows read per token (cluster mode)
-  uint64_t margin = 0;       // slack for allocator and thread stacks; 0 = 1 MiB + 1% of the budget
+  uint64_t margin = 0;       // slack for allocator and thread stacks; 0 = 1 MiB + 1% of the rest of the plan
 };
 
 struct MemoryPlan {
