@@ -62,6 +62,9 @@ rwkvl_model_params rwkvl_model_default_params(void);
    content. params may be NULL for defaults. */
 rwkvl_status rwkvl_model_load(const char* path, const rwkvl_model_params* params, rwkvl_model** out);
 void rwkvl_model_free(rwkvl_model* model); /* NULL is a no-op */
+/* Drops the process's resident pages of a memory-mapped model file (they are read again when used), e.g.
+   between runs under different memory budgets. No contexts may be evaluating meanwhile. */
+rwkvl_status rwkvl_model_release_pages(const rwkvl_model* model);
 
 typedef struct rwkvl_model_info {
   int arch_major;        /* 4, 5, 6 or 7 */
@@ -210,7 +213,8 @@ typedef struct {
   uint64_t budget_bytes;  /* > 0: the process's peak resident memory must stay within this many bytes: the
                              context plans which weights stay resident and streams the rest from the file
                              (native files); fails below the minimum, naming it. 0 = no budget */
-  int prefetch;           /* under a budget: a background reader loads the next streamed layer (default 1) */
+  int prefetch;           /* under a budget: a background reader loads the next streamed layer (default 1);
+                             2 = plan for prefetch (two layer slots) but read synchronously (A/B timing) */
   int64_t emb_cache_rows; /* > 0: embedding rows are read on demand from the model file into an LRU cache
                              of this many rows (the table is never resident); 0: read in place (no budget)
                              or 4096 rows (under a budget) */
@@ -286,6 +290,8 @@ void rwkvl_sampler_accept(rwkvl_sampler* s, int32_t token);
 /* Peak resident set size of this process in bytes (VmHWM), 0 if unknown. */
 uint64_t rwkvl_peak_rss_bytes(void);
 uint64_t rwkvl_current_rss_bytes(void);
+/* Resets the peak (VmHWM) to the current RSS; 1 on success, 0 where the system cannot (Linux < 4.0). */
+int rwkvl_reset_peak_rss(void);
 /* Measures the sustained memory read bandwidth (bytes/s) with n_threads threads streaming over a
    buffer of buffer_bytes (0 -> 256 MiB) for about `seconds`. */
 double rwkvl_measure_read_bandwidth(int n_threads, uint64_t buffer_bytes, double seconds);

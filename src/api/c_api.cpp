@@ -104,6 +104,13 @@ rwkvl_status rwkvl_model_load(const char* path, const rwkvl_model_params* params
 
 void rwkvl_model_free(rwkvl_model* model) { delete model; }
 
+rwkvl_status rwkvl_model_release_pages(const rwkvl_model* model) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(model, "rwkvl_model_release_pages: NULL argument");
+    if (const auto& f = model->m->file()) f->release_pages();
+  });
+}
+
 rwkvl_status rwkvl_model_get_info(const rwkvl_model* model, rwkvl_model_info* info) {
   return guarded([&] {
     RWKVL_API_REQUIRE(model && info, "rwkvl_model_get_info: NULL argument");

@@ -15,6 +15,7 @@ const char* rwkvl_system_info(void) {
 uint64_t rwkvl_peak_rss_bytes(void) { return rwkvl::peak_rss_bytes(); }
 
 uint64_t rwkvl_current_rss_bytes(void) { return rwkvl::current_rss_bytes(); }
+int rwkvl_reset_peak_rss(void) { return rwkvl::reset_peak_rss() ? 1 : 0; }
 
 double rwkvl_measure_read_bandwidth(int n_threads, uint64_t buffer_bytes, double seconds) {
   double result = 0.0;

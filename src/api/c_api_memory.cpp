@@ -91,7 +91,9 @@ rwkvl_status rwkvl_context_set_memory(rwkvl_context* ctx, const rwkvl_memory_par
     ctx->ctx->set_storage(so);
     rwkvl::Context::MemoryOptions mo;
     mo.budget = params->budget_bytes;
+    RWKVL_API_REQUIRE(params->prefetch >= 0 && params->prefetch <= 2, "prefetch must be 0, 1 or 2");
     mo.prefetch = params->prefetch != 0;
+    mo.reader = params->prefetch == 1;
     mo.emb_rows = params->emb_cache_rows > 0 ? params->emb_cache_rows : (params->budget_bytes ? -1 : 0);
     mo.reserve = params->reserve_bytes;
     mo.chunk = params->max_chunk > 0 ? static_cast<size_t>(params->max_chunk) : 32;

@@ -43,6 +43,10 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
   return mf;
 }
 
+void MappedFile::release_pages() const {
+  if (mapped_ && size_ > 0) madvise(const_cast<uint8_t*>(data_), size_, MADV_DONTNEED);
+}
+
 std::shared_ptr<MappedFile> MappedFile::from_bytes(std::vector<uint8_t> bytes, const std::string& name) {
   std::shared_ptr<MappedFile> mf(new MappedFile());
   mf->path_ = name;

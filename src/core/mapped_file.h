@@ -25,6 +25,9 @@ class MappedFile {
   const std::string& path() const { return path_; }
   // True for open(): the bytes can also be read from path() (streamed weights); false for from_bytes().
   bool on_disk() const { return on_disk_; }
+  // Drops this process's resident pages of the mapping (madvise MADV_DONTNEED; they are read again from
+  // the page cache when touched). No-op for in-memory files.
+  void release_pages() const;
   // True if [offset, offset+len) lies inside the file (overflow-safe).
   bool contains(uint64_t offset, uint64_t len) const { return offset <= size_ && len <= size_ - offset; }
 

@@ -692,7 +692,9 @@ void Context::set_memory(const MemoryOptions& o) {
   set_emb_cache(plan->emb_rows);
   bool any = false;
   for (bool b : plan->layer_streamed) any = any || b;
-  if (any) stream_ = std::make_unique<LayerStream>(*model_, storage(), plan->layer_streamed, plan->prefetch);
+  if (any)
+    stream_ = std::make_unique<LayerStream>(*model_, storage(), plan->layer_streamed, plan->prefetch ? 2 : 1,
+                                            plan->prefetch && o.reader);
   if (plan->head_streamed) head().set_stream(storage(), plan->head_buffer);
   if (plan->ffn_streamed) {
     FfnOptions fo = ffn().options();

@@ -290,7 +290,8 @@ class Context {
   // below the minimum. Outputs are the same for every budget.
   struct MemoryOptions {
     uint64_t budget = 0;
-    bool prefetch = true;
+    bool prefetch = true;   // plan two layer slots and read the next streamed layer in the background
+    bool reader = true;     // with prefetch: false keeps the plan but reads synchronously (for A/B timing)
     int64_t emb_rows = -1;  // -1: 4096 under a budget, none without
     uint64_t reserve = 0;   // caller buffers to leave room for
     size_t chunk = 32;      // most tokens per chunk: eval() feeds at most this many at a time under a plan

@@ -43,8 +43,11 @@ uint64_t layer_stream_bytes(const Model& m, int l) {
   return n;
 }
 
-LayerStream::LayerStream(const Model& m, std::shared_ptr<Storage> storage, std::vector<bool> streamed, bool prefetch)
+LayerStream::LayerStream(const Model& m, std::shared_ptr<Storage> storage, std::vector<bool> streamed, int slots,
+                         bool prefetch)
     : m_(m), storage_(std::move(storage)), streamed_(std::move(streamed)), prefetch_(prefetch) {
+  RWKVL_CHECK(slots == 1 || slots == 2);
+  RWKVL_CHECK(!prefetch || slots == 2);
   const int L = m.config().n_layer;
   RWKVL_CHECK(static_cast<int>(streamed_.size()) == L);
   const auto& f = m.file();
@@ -66,7 +69,7 @@ LayerStream::LayerStream(const Model& m, std::shared_ptr<Storage> storage, std::
     });
     slot_bytes_ = std::max(slot_bytes_, off);
   }
-  const int n_slots = slot_bytes_ == 0 ? 0 : prefetch_ ? 2 : 1;
+  const int n_slots = slot_bytes_ == 0 ? 0 : slots;
   for (int s = 0; s < n_slots; ++s) {
     void* p = std::aligned_alloc(64, std::max<size_t>(64, slot_bytes_));
     if (!p) throw std::bad_alloc();
@@ -138,12 +141,15 @@ const LayerWeights& LayerStream::acquire(int l) {
   const auto t0 = std::chrono::steady_clock::now();
   int slot = -1;
   if (!prefetch_) {
-    slot = 0;
-    if (slot_layer_[0] != l) {
-      slot_layer_[0] = -1;
-      load(l, 0);
-      slot_layer_[0] = l;
+    for (int s = 0; s < static_cast<int>(slots_.size()); ++s)
+      if (slot_layer_[static_cast<size_t>(s)] == l) slot = s;
+    if (slot < 0) {
+      slot = slots_.size() == 1 || cur_slot_ < 0 ? 0 : 1 - cur_slot_;
+      slot_layer_[static_cast<size_t>(slot)] = -1;
+      load(l, slot);
+      slot_layer_[static_cast<size_t>(slot)] = l;
     }
+    cur_slot_ = slot;
   } else {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [&] { return !busy_ && req_layer_ < 0; });  // the reader is idle: every slot is settled

@@ -38,9 +38,11 @@ struct LayerStreamStats {
 
 class LayerStream {
  public:
-  // streamed[l]: layer l's big matrices are read from the file. Throws kInvalidArgument for a model that
-  // is not a native file on disk, kIo on read errors (at acquire()).
-  LayerStream(const Model& m, std::shared_ptr<Storage> storage, std::vector<bool> streamed, bool prefetch);
+  // streamed[l]: layer l's big matrices are read from the file into `slots` (1 or 2) layer slots; prefetch
+  // (needs 2 slots): a background reader loads the next streamed layer while the current one computes,
+  // else layers are read when acquired. Throws kInvalidArgument for a model that is not a native file on
+  // disk, kIo on read errors (at acquire()).
+  LayerStream(const Model& m, std::shared_ptr<Storage> storage, std::vector<bool> streamed, int slots, bool prefetch);
   ~LayerStream();
   LayerStream(const LayerStream&) = delete;
   LayerStream& operator=(const LayerStream&) = delete;

@@ -121,6 +121,13 @@ std::string compiler() {
 uint64_t peak_rss_bytes() { return proc_status_kb("VmHWM") * 1024; }
 uint64_t current_rss_bytes() { return proc_status_kb("VmRSS") * 1024; }
 
+bool reset_peak_rss() {
+  std::FILE* f = std::fopen("/proc/self/clear_refs", "w");
+  if (!f) return false;
+  const bool ok = std::fputs("5", f) >= 0;
+  return std::fclose(f) == 0 && ok;
+}
+
 int online_cores() {
   cpu_set_t set;
   CPU_ZERO(&set);

@@ -10,6 +10,8 @@ namespace rwkvl {
 // VmHWM / VmRSS of this process in bytes (from /proc/self/status); 0 if unknown.
 uint64_t peak_rss_bytes();
 uint64_t current_rss_bytes();
+// Resets VmHWM to the current RSS (Linux >= 4.0, /proc/self/clear_refs); false if not possible.
+bool reset_peak_rss();
 
 // Number of online CPU cores (at least 1).
 int online_cores();

@@ -112,6 +112,9 @@ const std::vector<FlagSpec> kFlags = {
      1 << 20},
     {"gen-tokens", nullptr, K::kInt, "bench", "64", "N", "tokens generated one at a time", 1, 1 << 20},
     {"no-bandwidth", nullptr, K::kSwitch, "bench", nullptr, "", "skip measuring the machine's memory bandwidth"},
+    {"budgets", nullptr, K::kString, "bench", nullptr, "LIST",
+     "generation speed under each memory budget of the list (BYTES or N% of the fp16 bytes, e.g. 25%,50%,100%), "
+     "with prefetch off and on side by side (add --io-throttle to simulate storage)"},
     {"seed", "s", K::kInt, "bench", "1234", "S", "seed of the random token ids", 0, kBig},
 
     // -- eval
@@ -218,7 +221,8 @@ const std::vector<FlagSpec> kFlags = {
     {"tokenizer", nullptr, K::kString, "stats", nullptr, "PATH", "tokenizer file"},
     {"json", nullptr, K::kSwitch, "stats", nullptr, "", "print one JSON object instead of the table"},
     {"out", "o", K::kString, "stats", nullptr, "FILE", "also write the JSON report to FILE"},
-    {"plot", nullptr, K::kString, "stats", nullptr, "FILE.svg", "draw the per-layer sparsity with gnuplot"},
+    {"plot", nullptr, K::kString, "stats bench", nullptr, "FILE.svg",
+     "draw with gnuplot: stats the per-layer sparsity; bench --budgets tokens/s against the budget"},
 
     // -- tokenize
     {"tokenizer-kind", nullptr, K::kChoice, "tokenize", nullptr, "KIND",

@@ -44,6 +44,7 @@ int32_t argmax(const std::vector<float>& v) {
 }  // namespace
 
 int cmd_bench(const Args& args) {
+  if (args.given("budgets")) return bench_budgets(args);
   const std::string model_path = require(args, "model");
   const bool json = args.on("json");
   const char* system = rwkvl_system_info();
