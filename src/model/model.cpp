@@ -616,7 +616,9 @@ Context::~Context() = default;
 
 void Context::set_ffn_options(const FfnOptions& o) {
   ffn_.reset();  // a cache's file handle and thread go before the new one starts
-  ffn_ = std::make_unique<FfnRuntime>(*model_, pool_.get(), o);
+  FfnOptions with = o;
+  with.storage = storage_set_ ? storage_ : nullptr;
+  ffn_ = std::make_unique<FfnRuntime>(*model_, pool_.get(), with);
 }
 
 FfnRuntime& Context::ffn() {
@@ -637,6 +639,7 @@ void Context::set_storage(const StorageOptions& o) {
   const auto& f = model_->file();
   storage_ = f && f->on_disk() ? std::make_shared<Storage>(f->path(), o) : nullptr;
   storage_set_ = true;
+  if (ffn_ && ffn_->cache()) set_ffn_options(ffn_->options());  // the neuron cache reads through the new device
 }
 
 const std::shared_ptr<Storage>& Context::storage() {

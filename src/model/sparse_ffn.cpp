@@ -92,6 +92,7 @@ FfnRuntime::FfnRuntime(const Model& model, ThreadPool* pool, const FfnOptions& o
     NeuronCache::Options co;
     co.capacity_bytes = opt.cache_bytes;
     co.prefetch_thread = opt.prefetch;
+    co.storage = opt.storage;
     cache_ = std::make_unique<NeuronCache>(f->path(), nb, std::move(layers), co);
   }
 }

@@ -19,6 +19,7 @@
 namespace rwkvl {
 
 class NeuronCache;
+class Storage;
 class ThreadPool;
 
 enum class FfnMode { kAuto, kDense, kExact, kPredict };
@@ -33,6 +34,7 @@ struct FfnOptions {
   bool verify = false;            // predict mode: also compute every key row to measure recall (slower)
   double random_frac = 0.0;       // > 0: after the predictor ran, replace its set by this share of random neurons
   uint64_t seed = 1;              // for random_frac
+  std::shared_ptr<Storage> storage;  // the cache's reads also occupy this simulated device (Context sets it)
 };
 
 // Counters over (token, layer) evaluations of the channel-mix.

@@ -1,5 +1,7 @@
 #include "runtime/neuron_cache.h"
 
+#include "runtime/storage.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -94,7 +96,7 @@ uint64_t NeuronCache::min_capacity_bytes(size_t neuron_bytes, const std::vector<
 }
 
 NeuronCache::NeuronCache(const std::string& path, size_t neuron_bytes, std::vector<Layer> layers, const Options& opt)
-    : path_(path), neuron_bytes_(neuron_bytes), layers_(std::move(layers)) {
+    : path_(path), neuron_bytes_(neuron_bytes), layers_(std::move(layers)), storage_(opt.storage) {
   if (neuron_bytes_ == 0 || neuron_bytes_ > (size_t{1} << 48))
     RWKVL_FAIL(kInvalidArgument, "NeuronCache: neuron size %zu out of range", neuron_bytes_);
   slot_bytes_ = (neuron_bytes_ + kSlotAlign - 1) / kSlotAlign * kSlotAlign;
@@ -299,9 +301,11 @@ std::string NeuronCache::read_items(int layer, const ReadItem* items, size_t n, 
         iov.push_back({dst, neuron_bytes_});
     }
     const uint64_t off = L.file_offset + static_cast<uint64_t>(items[i].id) * neuron_bytes_;
+    const auto t0 = Clock::now();
     std::string err = read_run(fd_, path_, off, iov, n_preads);
     if (!err.empty())
       return format("layer %d neurons %d..%d: %s", layer, items[i].id, items[j - 1].id, err.c_str());
+    if (storage_) storage_->simulate((j - i) * neuron_bytes_, t0);
     i = j;
   }
   return "";

@@ -22,12 +22,15 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 namespace rwkvl {
+
+class Storage;
 
 class NeuronCache {
  public:
@@ -40,6 +43,7 @@ class NeuronCache {
     uint64_t capacity_bytes = 0;
     bool prefetch_thread = true;
     uint32_t test_prefetch_delay_us = 0;  // tests only: the prefetch thread sleeps this long before each read
+    std::shared_ptr<Storage> storage;     // optional: every read also occupies this (simulated) device
   };
 
   // Opens `path` for pread. All layers share one neuron size. Pinned neurons (the first n_pinned of each
@@ -136,6 +140,7 @@ class NeuronCache {
   int fd_ = -1;
   size_t neuron_bytes_ = 0, slot_bytes_ = 0;
   std::vector<Layer> layers_;
+  std::shared_ptr<Storage> storage_;
   std::vector<int64_t> layer_base_;    // index of each layer's first entry in table_
   std::vector<int32_t> pinned_base_;   // slot of each layer's neuron 0 (pinned slots are contiguous)
   std::vector<int32_t> table_;         // (layer, neuron) -> slot or -1

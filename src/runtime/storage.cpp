@@ -66,6 +66,25 @@ void Storage::read(uint64_t offset, void* dst, size_t n) {
                    std::memory_order_relaxed);
 }
 
+void Storage::simulate(size_t n, std::chrono::steady_clock::time_point started) {
+  using Clock = std::chrono::steady_clock;
+  if (opt_.mb_per_s > 0.0) {
+    const double secs = opt_.latency_us * 1e-6 + static_cast<double>(n) / (opt_.mb_per_s * 1e6);
+    Clock::time_point done;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      const Clock::time_point start = std::max(started, busy_until_);
+      busy_until_ = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(secs));
+      done = busy_until_;
+    }
+    std::this_thread::sleep_until(done);
+  }
+  reads_.fetch_add(1, std::memory_order_relaxed);
+  bytes_.fetch_add(n, std::memory_order_relaxed);
+  nanos_.fetch_add(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started).count()),
+                   std::memory_order_relaxed);
+}
+
 StorageStats Storage::stats() const {
   StorageStats s;
   s.reads = reads_.load();

@@ -35,6 +35,9 @@ class Storage {
   // Reads exactly n bytes at offset into dst (retrying short reads and EINTR); throws kIo with the
   // path and offset on failure or end of file. Thread-safe.
   void read(uint64_t offset, void* dst, size_t n);
+  // For reads done elsewhere (the neuron cache's preadv): occupies the simulated device for n bytes and
+  // waits until that read would have completed; counts it. No-op timing without a throttle.
+  void simulate(size_t n, std::chrono::steady_clock::time_point started);
   const std::string& path() const { return path_; }
   uint64_t size() const { return size_; }
   const StorageOptions& options() const { return opt_; }
