@@ -466,6 +466,7 @@ BudgetRun run_budget(const std::shared_ptr<Model>& m, const std::vector<int32_t>
   mo.budget = budget ? budget : uint64_t{1} << 40;  // 0: this context's own minimum (probed first)
   mo.prefetch = prefetch;
   mo.chunk = chunk;
+  mo.baseline = 8u << 20;  // fixed, so the minimum does not move with this process's RSS (sanitizers)
   ctx.set_memory(mo);
   if (budget == 0) {
     mo.budget = ctx.plan()->minimum + (64u << 10);
@@ -510,7 +511,7 @@ TEST(MemoryPlan, LogitsAreBitIdenticalAcrossBudgets) {
           for (bool prefetch : {true, false}) {
             // Budgets between the minimum (plus slack for RSS moving between plans) and everything resident.
             const uint64_t budget =
-                f == 0.0 ? 0 : minimum + (4u << 20) + static_cast<uint64_t>(f * static_cast<double>(everything - minimum));
+                f == 0.0 ? 0 : minimum + (64u << 10) + static_cast<uint64_t>(f * static_cast<double>(everything - minimum));
             const BudgetRun r = run_budget(m, toks, budget, prefetch, chunk);
             ASSERT_EQ(0, std::memcmp(r.logits.data(), ref.data(), ref.size() * 4))
                 << "budget " << budget << " prefetch " << prefetch << " chunk " << chunk;
@@ -558,6 +559,7 @@ TEST(MemoryPlan, RefusesBudgetsBelowTheMinimumNamingIt) {
   Context ctx(m, 1);
   Context::MemoryOptions mo;
   mo.budget = 1 << 20;  // 1 MiB: less than the process itself
+  mo.baseline = 8u << 20;
   try {
     ctx.set_memory(mo);
     ADD_FAILURE() << "accepted a 1 MiB budget";
@@ -571,9 +573,10 @@ TEST(MemoryPlan, RefusesBudgetsBelowTheMinimumNamingIt) {
   Context c2(mem, 1);
   Context::MemoryOptions big;
   big.budget = uint64_t{1} << 40;
+  big.baseline = 8u << 20;
   EXPECT_NO_THROW(c2.set_memory(big));
-  Context::MemoryOptions tight;
-  tight.budget = c2.plan()->minimum + (1u << 20);
+  Context::MemoryOptions tight = big;
+  tight.budget = c2.plan()->minimum + (64u << 10);
   try {
     c2.set_memory(tight);
     ADD_FAILURE() << "streamed an in-memory model";

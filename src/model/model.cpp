@@ -690,7 +690,7 @@ void Context::set_memory(const MemoryOptions& o) {
     fo.cache_bytes = 0;
     set_ffn_options(fo);
   }
-  r.baseline = current_rss_bytes();
+  r.baseline = o.baseline ? o.baseline : current_rss_bytes();
   auto plan = std::make_unique<MemoryPlan>(plan_memory(*model_, r));
   set_emb_cache(plan->emb_rows);
   bool any = false;

@@ -295,6 +295,7 @@ class Context {
     int64_t emb_rows = -1;  // -1: 4096 under a budget, none without
     uint64_t reserve = 0;   // caller buffers to leave room for
     size_t chunk = 32;      // most tokens per chunk: eval() feeds at most this many at a time under a plan
+    uint64_t baseline = 0;  // bytes already resident in the process; 0 = measure (VmRSS) when planning
   };
   void set_memory(const MemoryOptions& o);
   const MemoryPlan* plan() const { return plan_.get(); }
