@@ -1,5 +1,7 @@
 #include "core/mapped_file.h"
 
+#include <algorithm>
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -45,6 +47,15 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
 
 void MappedFile::release_pages() const {
   if (mapped_ && size_ > 0) madvise(const_cast<uint8_t*>(data_), size_, MADV_DONTNEED);
+}
+
+void MappedFile::release_range(const void* p, size_t n) const {
+  if (!mapped_ || n == 0) return;
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const auto b = reinterpret_cast<uintptr_t>(p), e = b + n;
+  const uintptr_t lo = std::max(reinterpret_cast<uintptr_t>(data_), (b + page - 1) / page * page);
+  const uintptr_t hi = std::min(reinterpret_cast<uintptr_t>(data_) + size_, e / page * page);
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
 }
 
 std::shared_ptr<MappedFile> MappedFile::from_bytes(std::vector<uint8_t> bytes, const std::string& name) {

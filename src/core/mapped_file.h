@@ -28,6 +28,8 @@ class MappedFile {
   // Drops this process's resident pages of the mapping (madvise MADV_DONTNEED; they are read again from
   // the page cache when touched). No-op for in-memory files.
   void release_pages() const;
+  // The same for the whole pages inside [p, p + n) (a part of the mapping).
+  void release_range(const void* p, size_t n) const;
   // True if [offset, offset+len) lies inside the file (overflow-safe).
   bool contains(uint64_t offset, uint64_t len) const { return offset <= size_ && len <= size_ - offset; }
 

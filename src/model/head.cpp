@@ -41,19 +41,20 @@ HeadRuntime::HeadRuntime(const Model& model, ThreadPool* pool, const HeadOptions
   if (opt.min_clusters < 1) RWKVL_FAIL(kInvalidArgument, "--head-min must be at least 1, not %d", opt.min_clusters);
   if (opt.max_clusters < opt.min_clusters)
     RWKVL_FAIL(kInvalidArgument, "--head-max (%d) is below --head-min (%d)", opt.max_clusters, opt.min_clusters);
-  const size_t V = static_cast<size_t>(model.config().n_vocab);
-  if (H.present()) {
-    grouped_.resize(V);
-    y_.resize(V);
-    z_.resize(static_cast<size_t>(H.k));
-    is_chosen_.resize(static_cast<size_t>(H.k));
-    if (opt.compare) yfull_.resize(V);
-  }
+  // Buffers are sized on first use (a memory plan counts them as scratch, not as what is already resident).
 }
 
 void HeadRuntime::logits(const float* xn, size_t T, float* out) {
   const auto t0 = std::chrono::steady_clock::now();
   const size_t V = static_cast<size_t>(model_.config().n_vocab), C = static_cast<size_t>(model_.config().n_embd);
+  const ClusterHead& H = model_.cluster_head();
+  if (H.present() && grouped_.size() != V) {
+    grouped_.resize(V);
+    y_.resize(V);
+    z_.resize(static_cast<size_t>(H.k));
+    is_chosen_.resize(static_cast<size_t>(H.k));
+    if (opt_.compare) yfull_.resize(V);
+  }
   if (mode_ == HeadMode::kFull) {
     full(xn, T, out);
     stats_.rows_read += T * V;

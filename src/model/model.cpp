@@ -690,7 +690,16 @@ void Context::set_memory(const MemoryOptions& o) {
     fo.cache_bytes = 0;
     set_ffn_options(fo);
   }
-  r.baseline = o.baseline ? o.baseline : current_rss_bytes();
+  if (o.baseline) {
+    r.baseline = o.baseline;
+  } else {
+    // The small tensors are resident under every plan: touch them first, so the measured RSS holds them
+    // and the plan does not count them twice.
+    const uint64_t small = touch_small_tensors(*model_);
+    release_big_parts(*model_);
+    const uint64_t rss = current_rss_bytes();
+    r.baseline = rss > small ? rss - small : 0;
+  }
   auto plan = std::make_unique<MemoryPlan>(plan_memory(*model_, r));
   set_emb_cache(plan->emb_rows);
   bool any = false;

@@ -22,6 +22,52 @@ uint64_t matrix_data_bytes(const kern::MatRef& r) { return static_cast<uint64_t>
 
 }  // namespace
 
+namespace {
+
+// Data of the big parts (streamable projections, bundles, embedding and head matrices): [begin, end).
+std::vector<std::pair<const uint8_t*, const uint8_t*>> big_parts(const Model& m) {
+  std::vector<std::pair<const uint8_t*, const uint8_t*>> v;
+  auto add = [&](const kern::MatRef& r) {
+    const auto* p = static_cast<const uint8_t*>(r.data);
+    if (p) v.emplace_back(p, p + matrix_data_bytes(r));
+  };
+  for (int l = 0; l < m.config().n_layer; ++l) {
+    for_each_stream_part(m.layer(l), add);
+    if (m.layer(l).sffn.present()) add(m.layer(l).sffn.layout);
+  }
+  add(m.emb().ref);
+  add(m.head().ref);
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+}  // namespace
+
+uint64_t touch_small_tensors(const Model& m) {
+  const auto big = big_parts(m);
+  uint64_t bytes = 0;
+  volatile uint8_t sink = 0;
+  for (const auto& [name, t] : m.tensors()) {
+    const auto* p = static_cast<const uint8_t*>(t.data);
+    if (!p || t.nbytes == 0) continue;
+    bool is_big = false;
+    for (const auto& [b, e] : big) is_big = is_big || (p < e && p + t.nbytes > b);
+    if (is_big) continue;
+    for (size_t i = 0; i < t.nbytes; i += 4096) sink = static_cast<uint8_t>(sink + p[i]);
+    sink = static_cast<uint8_t>(sink + p[t.nbytes - 1]);
+    bytes += t.nbytes;
+  }
+  (void)sink;
+  return bytes;
+}
+
+void release_big_parts(const Model& m) {
+  const auto& f = m.file();
+  if (!f) return;
+  for (const auto& [b, e] : big_parts(m))
+    if (b >= f->data() && e <= f->data() + f->size()) f->release_range(b, static_cast<size_t>(e - b));
+}
+
 uint64_t context_scratch_bytes(const Model& m, size_t chunk) {
   const ModelConfig& c = m.config();
   uint64_t width = static_cast<uint64_t>(std::max(c.n_embd, c.n_ffn));

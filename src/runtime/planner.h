@@ -23,7 +23,7 @@ struct MemoryRequest {
   uint64_t budget = 0;       // bytes for the whole process (peak RSS)
   bool prefetch = true;      // two layer slots and a background reader (else one slot, read on demand)
   int64_t emb_rows = -1;     // embedding cache rows; -1 = 4096 (or the vocabulary, if smaller)
-  uint64_t baseline = 0;     // bytes resident already (the process's RSS when planning)
+  uint64_t baseline = 0;     // bytes resident already (the process's RSS when planning), small tensors excluded
   uint64_t reserve = 0;      // the caller's buffers still to come (logits, token lists)
   size_t chunk = 32;         // most tokens per forward chunk
   bool cluster_head = false; // the head runs in cluster mode
@@ -53,6 +53,13 @@ struct MemoryPlan {
 // Plans for `m`. Throws kInvalidArgument when the budget is below the minimum (the message gives the
 // minimum and what it is made of) or the model is not a native file on disk and would need streaming.
 MemoryPlan plan_memory(const Model& m, const MemoryRequest& r);
+
+// Reads one byte of every page of the model's small tensors (everything a plan keeps resident whatever the
+// budget), so that a baseline measured afterwards already holds them; returns their bytes.
+uint64_t touch_small_tensors(const Model& m);
+// Drops the process's mapped pages of the big parts (fault-around maps neighbours of the small tensors'
+// pages too), so RSS measured next holds what was really used. Native files only; no-op otherwise.
+void release_big_parts(const Model& m);
 
 // Bytes of the context scratch for chunks of `chunk` tokens (Context buffers, head and FFN scratch).
 uint64_t context_scratch_bytes(const Model& m, size_t chunk);

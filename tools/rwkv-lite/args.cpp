@@ -183,7 +183,7 @@ const std::vector<FlagSpec> kFlags = {
      "i8|f16"},
     {"holdout", nullptr, K::kFloat, "compress", "0.2", "F",
      "--sparse-ffn: share of the calibration tokens (the last ones) held out to choose the thresholds", 0.01, 0.9},
-    {"seed", "s", K::kInt, "compress", "1", "S", "--sparse-ffn: seed of the predictor training", 0, kBig},
+    {"seed", "s", K::kInt, "compress", "1", "S", "--sparse-ffn / --cluster-head: seed of training and k-means", 0, kBig},
     {"no-predictor", nullptr, K::kSwitch, "compress", nullptr, "",
      "--sparse-ffn: bundle only (exact mode), no predictors"},
     {"cluster-head", nullptr, K::kInt, "compress", nullptr, "K",

@@ -18,6 +18,7 @@
 #include "args.h"
 #include "commands.h"
 #include "common.h"
+#include "compress/cluster_head.h"
 #include "compress/compress.h"
 #include "compress/sparse_ffn.h"
 #include "progress.h"
@@ -85,7 +86,8 @@ int cmd_compress(const Args& args) {
 
   const std::string calib_path = args.str("calib");
   if (!calib_path.empty()) {
-    if (o.lowrank.empty() && !args.on("sparse-ffn")) args.fail("--calib is used by --lowrank svd|asvd and --sparse-ffn only");
+    if (o.lowrank.empty() && !args.on("sparse-ffn") && !args.given("cluster-head"))
+      args.fail("--calib is used by --lowrank svd|asvd, --sparse-ffn and --cluster-head only");
     const std::string text = read_file(calib_path, "calibration text");
     if (text.empty()) args.fail("calibration file '" + calib_path + "' is empty");
     const TokenizerPtr tok = model_tokenizer(model.get(), in_path, args.str("tokenizer"));
@@ -99,7 +101,12 @@ int cmd_compress(const Args& args) {
     args.fail("--lowrank asvd needs calibration text: --calib FILE (e.g. wikitext2-valid.txt)");
   } else if (args.on("sparse-ffn")) {
     args.fail("--sparse-ffn needs calibration text: --calib FILE (e.g. wikitext2-valid.txt)");
+  } else if (args.given("cluster-head")) {
+    args.fail("--cluster-head needs calibration text: --calib FILE (e.g. wikitext2-valid.txt)");
   }
+  const bool chead = args.given("cluster-head");
+  for (const char* f : {"cluster-cap", "pca-dims", "head-epochs", "head-lr", "head-prior"})
+    if (!chead && args.given(f)) args.fail(std::string("--") + f + " needs --cluster-head K");
   const bool sparse = args.on("sparse-ffn");
   for (const char* f : {"no-predictor", "recall", "hidden", "epochs", "holdout", "ffn-dtype", "lr", "pred-dtype"})
     if (!sparse && args.given(f)) args.fail(std::string("--") + f + " needs --sparse-ffn");
@@ -107,7 +114,7 @@ int cmd_compress(const Args& args) {
 
   compress::Report rep;
   std::shared_ptr<Model> out = m;
-  if (other_passes || !sparse) {
+  if (other_passes || (!sparse && !chead)) {
     Progress bar("compress", static_cast<uint64_t>(m->config().n_layer), "layers");
     o.progress = [&bar](int done, int) { bar.update(static_cast<uint64_t>(done)); };
     out = compress::run(m, o, &rep);
@@ -146,6 +153,35 @@ int cmd_compress(const Args& args) {
     if (train) train->finish();
     rep.bytes_after = out->weight_bytes();
   }
+  compress::ClusterHeadReport crep;
+  if (chead) {
+    compress::ClusterHeadOptions co;
+    co.k = static_cast<int>(args.integer("cluster-head"));
+    co.cap = static_cast<int>(args.integer("cluster-cap"));
+    co.pca_dims = static_cast<int>(args.integer("pca-dims"));
+    co.epochs = static_cast<int>(args.integer("head-epochs"));
+    co.lr = args.number("head-lr");
+    co.uniform_prior = args.str("head-prior") == "uniform";
+    co.seed = static_cast<uint64_t>(args.integer("seed"));
+    co.calib = o.calib;
+    co.calib_name = o.calib_name;
+    co.calib_hash = o.calib_hash;
+    co.n_threads = n_threads;
+    std::unique_ptr<Progress> bar;
+    std::string stage;
+    co.progress = [&](const char* s, int64_t done, int64_t total) {
+      if (stage != s) {
+        if (bar) bar->finish();
+        stage = s;
+        bar = std::make_unique<Progress>(s, static_cast<uint64_t>(total),
+                                         stage == "calibration" ? "tokens" : stage == "clustering" ? "iterations" : "epochs");
+      }
+      bar->update(static_cast<uint64_t>(done));
+    };
+    out = compress::cluster_head(out, co, &crep);
+    if (bar) bar->finish();
+    rep.bytes_after = out->weight_bytes();
+  }
   out->save_native(out_path, "keep");
 
   const uint64_t in_file = file_size(in_path), out_file = file_size(out_path);
@@ -172,6 +208,7 @@ int cmd_compress(const Args& args) {
                         {"seconds", now_seconds() - t0},
                         {"pass", rep.pass},
                         {"matrices", mats}};
+    if (chead) j["cluster_head"] = crep.pass["cluster_head"];
     if (sparse) {
       j["sparse_ffn"] = srep.pass["sparse_ffn"];
       j["sparse_ffn"]["bundle_bytes"] = srep.bundle_bytes;
@@ -241,6 +278,15 @@ int cmd_compress(const Args& args) {
                   args.number("recall"));
     }
   }
+  if (chead)
+    std::printf("cluster head: %lld clusters (k-means %lld, largest %lld tokens before the cap of %d, %lld after; smallest "
+                "%lld); held-out: KL %.4f (initial %.4f), top-1 cluster %.4f, %.4f of head rows read, argmax token covered "
+                "%.4f, mass covered %.4f (%.1f s clustering, %.1f s calibration, %.1f s distillation)\n",
+                static_cast<long long>(crep.k_final), static_cast<long long>(crep.k_initial),
+                static_cast<long long>(crep.largest_before_cap), static_cast<int>(args.integer("cluster-cap")),
+                static_cast<long long>(crep.largest), static_cast<long long>(crep.smallest), crep.heldout_kl,
+                crep.heldout_kl_init, crep.heldout_top1_cluster, crep.heldout_rows_frac, crep.heldout_token_covered,
+                crep.heldout_mass_covered, crep.seconds_cluster, crep.seconds_calib, crep.seconds_train);
   std::printf("weights %s -> %s (%.2fx); file %s -> %s; %zu calibration tokens; %.1f s\n",
               format_bytes(rep.bytes_before).c_str(), format_bytes(rep.bytes_after).c_str(),
               rep.bytes_after ? static_cast<double>(rep.bytes_before) / static_cast<double>(rep.bytes_after) : 0.0,

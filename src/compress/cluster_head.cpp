@@ -1,0 +1,533 @@
+#include "compress/cluster_head.h"
+
+#include <Eigen/Core>
+#include <Eigen/Eigenvalues>
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+
+#include "core/error.h"
+#include "core/threadpool.h"
+#include "model/ops.h"
+#include "runtime/sampler.h"
+
+namespace rwkvl::compress {
+
+namespace {
+
+using RowMatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using RowMatD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Points are handled in fixed blocks, so a block's products (and with them every assignment) do not depend
+// on how many threads share the blocks.
+constexpr int64_t kBlock = 256;
+
+void for_blocks(ThreadPool* pool, int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+  const int64_t nb = (n + kBlock - 1) / kBlock;
+  auto run = [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) fn(i * kBlock, std::min(n, (i + 1) * kBlock));
+  };
+  if (!pool || pool->size() == 1 || nb < 2) run(0, nb);
+  else pool->parallel_for(nb, run, 1);
+}
+
+// Nearest centroid of every point (ties: the lower index); dist2 receives the squared distance.
+void assign_points(ThreadPool* pool, const float* pts, int64_t n, int64_t d, const RowMatF& cent, std::vector<int32_t>& a,
+                   std::vector<float>& dist2) {
+  const int64_t k = cent.rows();
+  Eigen::VectorXf cn = cent.rowwise().squaredNorm();
+  for_blocks(pool, n, [&](int64_t b, int64_t e) {
+    Eigen::Map<const RowMatF> P(pts + b * d, e - b, d);
+    const RowMatF dots = P * cent.transpose();
+    for (int64_t i = 0; i < e - b; ++i) {
+      const float xn = P.row(i).squaredNorm();
+      int32_t best = 0;
+      float bd = std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < k; ++j) {
+        const float v = cn[j] - 2.f * dots(i, j);
+        if (v < bd) {
+          bd = v;
+          best = static_cast<int32_t>(j);
+        }
+      }
+      a[static_cast<size_t>(b + i)] = best;
+      dist2[static_cast<size_t>(b + i)] = std::max(0.f, bd + xn);
+    }
+  });
+}
+
+double log_sum_exp(const float* z, int64_t n) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < n; ++i) mx = std::max(mx, z[i]);
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += std::exp(static_cast<double>(z[i]) - mx);
+  return mx + std::log(s);
+}
+
+}  // namespace
+
+std::vector<float> pca_project(const float* rows, int64_t n, int64_t d, int dims) {
+  RWKVL_CHECK(n > 0 && d > 0 && dims > 0);
+  dims = static_cast<int>(std::min<int64_t>(dims, d));
+  Eigen::Map<const RowMatF> X(rows, n, d);
+  const Eigen::RowVectorXd mean = X.cast<double>().colwise().mean();
+  Eigen::MatrixXd cov = Eigen::MatrixXd::Zero(d, d);
+  for (int64_t b = 0; b < n; b += 4096) {
+    const int64_t m = std::min<int64_t>(4096, n - b);
+    const RowMatD Xc = X.middleRows(b, m).cast<double>().rowwise() - mean;
+    cov.noalias() += Xc.transpose() * Xc;
+  }
+  cov /= static_cast<double>(std::max<int64_t>(1, n - 1));
+  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es(cov);
+  // Eigenvalues come in increasing order: the top `dims` components are the last columns.
+  const Eigen::MatrixXd E = es.eigenvectors().rightCols(dims).rowwise().reverse();
+  std::vector<float> out(static_cast<size_t>(n * dims));
+  for (int64_t b = 0; b < n; b += 4096) {
+    const int64_t m = std::min<int64_t>(4096, n - b);
+    const RowMatD Y = (X.middleRows(b, m).cast<double>().rowwise() - mean) * E;
+    for (int64_t i = 0; i < m; ++i)
+      for (int j = 0; j < dims; ++j) out[static_cast<size_t>((b + i) * dims + j)] = static_cast<float>(Y(i, j));
+  }
+  return out;
+}
+
+std::vector<int32_t> kmeans(const float* pts, int64_t n, int64_t d, int k, int iters, uint64_t seed, int n_threads,
+                            const std::function<void(int)>& on_iteration) {
+  RWKVL_CHECK(n > 0 && d > 0 && k > 0);
+  k = static_cast<int>(std::min<int64_t>(k, n));
+  std::unique_ptr<ThreadPool> pool = n_threads > 1 ? std::make_unique<ThreadPool>(n_threads) : nullptr;
+  Rng rng(seed);
+  auto uniform = [&rng]() { return rng.uniform(); };
+  // k-means++ seeding.
+  RowMatF cent(k, d);
+  std::vector<float> d2(static_cast<size_t>(n), std::numeric_limits<float>::infinity());
+  int64_t pick = static_cast<int64_t>(uniform() * static_cast<double>(n));
+  for (int c = 0; c < k; ++c) {
+    pick = std::min(pick, n - 1);
+    cent.row(c) = Eigen::Map<const Eigen::RowVectorXf>(pts + pick * d, d);
+    for_blocks(pool.get(), n, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        float s = 0;
+        for (int64_t j = 0; j < d; ++j) {
+          const float v = pts[i * d + j] - cent(c, j);
+          s += v * v;
+        }
+        d2[static_cast<size_t>(i)] = std::min(d2[static_cast<size_t>(i)], s);
+      }
+    });
+    if (c + 1 == k) break;
+    double total = 0;
+    for (float v : d2) total += v;
+    if (!(total > 0)) {  // every point sits on a centre: take the next unused index in order
+      pick = (pick + 1) % n;
+      continue;
+    }
+    const double r = uniform() * total;
+    double acc = 0;
+    pick = n - 1;
+    for (int64_t i = 0; i < n; ++i) {
+      acc += d2[static_cast<size_t>(i)];
+      if (acc > r) {
+        pick = i;
+        break;
+      }
+    }
+  }
+  std::vector<int32_t> a(static_cast<size_t>(n), -1), prev;
+  std::vector<float> dist(static_cast<size_t>(n));
+  for (int it = 0; it < std::max(1, iters); ++it) {
+    prev = a;
+    assign_points(pool.get(), pts, n, d, cent, a, dist);
+    // Empty clusters take the point farthest from its centre (of a cluster with more than one point).
+    std::vector<int64_t> count(static_cast<size_t>(k), 0);
+    for (int32_t c : a) ++count[static_cast<size_t>(c)];
+    for (int c = 0; c < k; ++c) {
+      if (count[static_cast<size_t>(c)] > 0) continue;
+      int64_t far = -1;
+      for (int64_t i = 0; i < n; ++i)
+        if (count[static_cast<size_t>(a[static_cast<size_t>(i)])] > 1 &&
+            (far < 0 || dist[static_cast<size_t>(i)] > dist[static_cast<size_t>(far)]))
+          far = i;
+      if (far < 0) break;
+      --count[static_cast<size_t>(a[static_cast<size_t>(far)])];
+      a[static_cast<size_t>(far)] = c;
+      dist[static_cast<size_t>(far)] = 0;
+      count[static_cast<size_t>(c)] = 1;
+    }
+    // New centres: means in double, summed in point order.
+    RowMatD sum = RowMatD::Zero(k, d);
+    for (int64_t i = 0; i < n; ++i)
+      sum.row(a[static_cast<size_t>(i)]) += Eigen::Map<const Eigen::RowVectorXf>(pts + i * d, d).cast<double>();
+    for (int c = 0; c < k; ++c)
+      if (count[static_cast<size_t>(c)] > 0) cent.row(c) = (sum.row(c) / static_cast<double>(count[static_cast<size_t>(c)])).cast<float>();
+    if (on_iteration) on_iteration(it + 1);
+    if (a == prev) break;
+  }
+  return a;
+}
+
+std::vector<int32_t> cap_clusters(const float* pts, int64_t n, int64_t d, std::vector<int32_t> assign, int cap,
+                                  uint64_t seed, int n_threads) {
+  RWKVL_CHECK(cap >= 1 && static_cast<int64_t>(assign.size()) == n);
+  int32_t k = 0;
+  for (int32_t c : assign) k = std::max(k, c + 1);
+  std::vector<std::vector<int32_t>> groups(static_cast<size_t>(k));
+  for (int64_t i = 0; i < n; ++i) groups[static_cast<size_t>(assign[static_cast<size_t>(i)])].push_back(static_cast<int32_t>(i));
+  std::vector<std::vector<int32_t>> done;
+  std::vector<std::vector<int32_t>> todo;
+  for (auto& g : groups)
+    if (!g.empty()) todo.push_back(std::move(g));
+  uint64_t round = 0;
+  while (!todo.empty()) {
+    std::vector<int32_t> g = std::move(todo.back());
+    todo.pop_back();
+    if (static_cast<int64_t>(g.size()) <= cap) {
+      done.push_back(std::move(g));
+      continue;
+    }
+    const int64_t m = static_cast<int64_t>(g.size());
+    const int parts = static_cast<int>((m + cap - 1) / cap);
+    std::vector<float> sub(static_cast<size_t>(m * d));
+    for (int64_t i = 0; i < m; ++i) std::memcpy(sub.data() + i * d, pts + static_cast<int64_t>(g[static_cast<size_t>(i)]) * d, sizeof(float) * static_cast<size_t>(d));
+    const std::vector<int32_t> sa = kmeans(sub.data(), m, d, parts, 20, seed + 0x9e3779b97f4a7c15ull * ++round, n_threads);
+    std::vector<std::vector<int32_t>> pieces(static_cast<size_t>(parts));
+    for (int64_t i = 0; i < m; ++i) pieces[static_cast<size_t>(sa[static_cast<size_t>(i)])].push_back(g[static_cast<size_t>(i)]);
+    size_t largest = 0;
+    for (const auto& p : pieces) largest = std::max(largest, p.size());
+    if (largest == g.size()) {
+      // k-means cannot separate these points: equal runs along the first coordinate (ties by index).
+      std::vector<int32_t> order = g;
+      std::stable_sort(order.begin(), order.end(), [&](int32_t x, int32_t y) { return pts[static_cast<int64_t>(x) * d] < pts[static_cast<int64_t>(y) * d]; });
+      pieces.assign(static_cast<size_t>(parts), {});
+      for (int64_t i = 0; i < m; ++i) pieces[static_cast<size_t>(i * parts / m)].push_back(order[static_cast<size_t>(i)]);
+    }
+    for (auto& p : pieces)
+      if (!p.empty()) {
+        std::sort(p.begin(), p.end());
+        todo.push_back(std::move(p));
+      }
+  }
+  for (auto& g : done) std::sort(g.begin(), g.end());
+  std::sort(done.begin(), done.end(), [](const auto& x, const auto& y) { return x.front() < y.front(); });
+  std::vector<int32_t> out(static_cast<size_t>(n), -1);
+  for (size_t c = 0; c < done.size(); ++c)
+    for (int32_t i : done[c]) out[static_cast<size_t>(i)] = static_cast<int32_t>(c);
+  return out;
+}
+
+std::shared_ptr<Model> cluster_head(const std::shared_ptr<const Model>& in, const ClusterHeadOptions& o,
+                                    ClusterHeadReport* report) {
+  ClusterHeadReport local;
+  ClusterHeadReport& rep = report ? *report : local;
+  rep = ClusterHeadReport{};
+  const ModelConfig& cfg = in->config();
+  const int64_t V = cfg.n_vocab, C = cfg.n_embd;
+  const Matrix& head = in->head();
+  if (in->cluster_head().present()) RWKVL_FAIL(kInvalidArgument, "the model already has a cluster head");
+  if (head.factored() || head.ref.data == nullptr) RWKVL_FAIL(kInvalidArgument, "--cluster-head needs a dense head.weight");
+  if (o.k < 2 || o.k > V) RWKVL_FAIL(kInvalidArgument, "--cluster-head K must lie in [2, %lld], got %d", static_cast<long long>(V), o.k);
+  if (o.cap < 1) RWKVL_FAIL(kInvalidArgument, "--cluster-cap must be at least 1, got %d", o.cap);
+  if (o.pca_dims < 1) RWKVL_FAIL(kInvalidArgument, "--pca-dims must be at least 1, got %d", o.pca_dims);
+  if (o.epochs < 1 || !(o.lr > 0) || !(o.holdout > 0 && o.holdout < 1))
+    RWKVL_FAIL(kInvalidArgument, "bad distillation settings (epochs %d, lr %g, holdout %g)", o.epochs, o.lr, o.holdout);
+  const size_t min_tokens = 64;
+  if (o.calib.size() < min_tokens)
+    RWKVL_FAIL(kInvalidArgument, "--cluster-head needs calibration text of at least %zu tokens (--calib FILE), got %zu",
+               min_tokens, o.calib.size());
+  for (int32_t t : o.calib)
+    if (t < 0 || t >= V) RWKVL_FAIL(kInvalidArgument, "calibration token %d is out of range [0, %lld)", t, static_cast<long long>(V));
+  auto progress = [&](const char* s, int64_t a, int64_t b) {
+    if (o.progress) o.progress(s, a, b);
+  };
+
+  // ---- 1. clusters of the head rows: PCA, k-means, cap
+  const auto t_cluster = std::chrono::steady_clock::now();
+  std::vector<int32_t> assign;
+  {
+    std::vector<float> rows(static_cast<size_t>(V * C));
+    for (int64_t t = 0; t < V; ++t) kern::get_row(head.ref, t, rows.data() + t * C);
+    const int dims = static_cast<int>(std::min<int64_t>(o.pca_dims, C));
+    const std::vector<float> proj = pca_project(rows.data(), V, C, dims);
+    rows = {};
+    progress("clustering", 0, o.kmeans_iters);
+    assign = kmeans(proj.data(), V, dims, o.k, o.kmeans_iters, o.seed, o.n_threads,
+                    [&](int it) { progress("clustering", it, o.kmeans_iters); });
+    std::vector<int64_t> cnt(static_cast<size_t>(o.k), 0);
+    for (int32_t c : assign) ++cnt[static_cast<size_t>(c)];
+    rep.k_initial = o.k;
+    rep.largest_before_cap = *std::max_element(cnt.begin(), cnt.end());
+    assign = cap_clusters(proj.data(), V, dims, std::move(assign), o.cap, o.seed, o.n_threads);
+  }
+  int64_t K = 0;
+  for (int32_t c : assign) K = std::max<int64_t>(K, c + 1);
+  std::vector<int32_t> offsets(static_cast<size_t>(K + 1), 0), perm(static_cast<size_t>(V));
+  for (int32_t c : assign) ++offsets[static_cast<size_t>(c) + 1];
+  for (int64_t j = 0; j < K; ++j) offsets[static_cast<size_t>(j + 1)] += offsets[static_cast<size_t>(j)];
+  {
+    std::vector<int32_t> fill(offsets.begin(), offsets.end() - 1);
+    for (int64_t t = 0; t < V; ++t) perm[static_cast<size_t>(fill[static_cast<size_t>(assign[static_cast<size_t>(t)])]++)] = static_cast<int32_t>(t);
+  }
+  rep.k_final = K;
+  rep.largest = 0;
+  rep.smallest = V;
+  for (int64_t j = 0; j < K; ++j) {
+    const int64_t s = offsets[static_cast<size_t>(j + 1)] - offsets[static_cast<size_t>(j)];
+    rep.largest = std::max(rep.largest, s);
+    rep.smallest = std::min(rep.smallest, s);
+  }
+  rep.seconds_cluster = seconds_since(t_cluster);
+
+  // ---- 2. calibration: the head input of every position, the full head's mass per cluster, each token's
+  //         mean probability and the argmax token.
+  const auto t_calib = std::chrono::steady_clock::now();
+  const int64_t N = static_cast<int64_t>(o.calib.size());
+  std::vector<float> X(static_cast<size_t>(N * C)), target(static_cast<size_t>(N * K), 0.f);
+  std::vector<double> mean_p(static_cast<size_t>(V), 0.0);
+  std::vector<int32_t> top(static_cast<size_t>(N));
+  {
+    Context ctx(in, std::max(1, o.n_threads));
+    State st;
+    st.reset(cfg);
+    const size_t chunk = static_cast<size_t>(std::max(1, o.chunk));
+    std::vector<float> x(chunk * static_cast<size_t>(C)), logits(chunk * static_cast<size_t>(V));
+    std::vector<double> lse(chunk);
+    for (size_t done = 0; done < o.calib.size(); done += chunk) {
+      const size_t T = std::min(chunk, o.calib.size() - done);
+      ctx.embed(o.calib.data() + done, T, x.data());
+      ctx.forward_layers(st, x.data(), T, 0, cfg.n_layer);
+      float* xn = X.data() + done * static_cast<size_t>(C);
+      ops::layer_norm_rows(x.data(), xn, in->ln_out_w(), in->ln_out_b(), T, static_cast<size_t>(C), cfg.ln_eps);
+      kern::matmul(head.ref, xn, static_cast<int64_t>(T), logits.data(), ctx.pool());
+      auto rows = [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) {
+          float* z = logits.data() + t * V;
+          const double l = log_sum_exp(z, V);
+          int32_t best = 0;
+          for (int64_t i = 0; i < V; ++i) {
+            if (z[i] > z[best]) best = static_cast<int32_t>(i);
+          }
+          top[done + static_cast<size_t>(t)] = best;
+          std::vector<double> mass(static_cast<size_t>(K), 0.0);
+          for (int64_t i = 0; i < V; ++i) {
+            const double p = std::exp(static_cast<double>(z[i]) - l);
+            z[i] = static_cast<float>(p);
+            mass[static_cast<size_t>(assign[static_cast<size_t>(i)])] += p;
+          }
+          float* tg = target.data() + (static_cast<int64_t>(done) + t) * K;
+          for (int64_t j = 0; j < K; ++j) tg[j] = static_cast<float>(mass[static_cast<size_t>(j)]);
+        }
+      };
+      ctx.pool()->parallel_for(static_cast<int64_t>(T), rows, 1);
+      for (size_t t = 0; t < T; ++t)  // in position order: the same sums for any thread count
+        for (int64_t i = 0; i < V; ++i) mean_p[static_cast<size_t>(i)] += logits[t * static_cast<size_t>(V) + static_cast<size_t>(i)];
+      progress("calibration", static_cast<int64_t>(done + T), N);
+    }
+  }
+  for (double& m : mean_p) m /= static_cast<double>(N);
+  rep.seconds_calib = seconds_since(t_calib);
+
+  // ---- 3. distillation: W (K x C), b (K) minimise KL(target || softmax(W x + b)) with Adam.
+  const auto t_train = std::chrono::steady_clock::now();
+  const int64_t n_hold = std::max<int64_t>(1, static_cast<int64_t>(std::llround(o.holdout * static_cast<double>(N))));
+  const int64_t n_train = N - n_hold;
+  Eigen::Map<const RowMatF> Xall(X.data(), N, C);
+  Eigen::Map<const RowMatF> Tall(target.data(), N, K);
+  // Mean KL over held-out positions, and the selection-rule figures.
+  auto evaluate = [&](const RowMatF& Wt, const Eigen::RowVectorXf& b, bool selection) {
+    const RowMatF Z = (Xall.bottomRows(n_hold) * Wt).rowwise() + b;
+    double kl = 0;
+    double agree = 0, rows_read = 0, covered = 0, mass = 0;
+    std::vector<int32_t> order(static_cast<size_t>(K));
+    std::vector<float> logp(static_cast<size_t>(K));
+    std::vector<uint8_t> chosen(static_cast<size_t>(K));
+    for (int64_t i = 0; i < n_hold; ++i) {
+      const int64_t pos = n_train + i;
+      const double l = log_sum_exp(Z.row(i).data(), K);
+      int64_t tbest = 0, pbest = 0;
+      for (int64_t j = 0; j < K; ++j) {
+        logp[static_cast<size_t>(j)] = static_cast<float>(Z(i, j) - l);
+        const double t = Tall(pos, j);
+        if (t > 0) kl += t * (std::log(t) - logp[static_cast<size_t>(j)]);
+        if (Tall(pos, j) > Tall(pos, tbest)) tbest = j;
+        if (Z(i, j) > Z(i, pbest)) pbest = j;
+      }
+      if (!selection) continue;
+      agree += tbest == pbest;
+      std::iota(order.begin(), order.end(), 0);
+      std::sort(order.begin(), order.end(), [&](int32_t a, int32_t c) {
+        return logp[static_cast<size_t>(a)] > logp[static_cast<size_t>(c)] || (logp[static_cast<size_t>(a)] == logp[static_cast<size_t>(c)] && a < c);
+      });
+      std::fill(chosen.begin(), chosen.end(), 0);
+      double cum = 0;
+      int n = 0;
+      for (int32_t j : order) {
+        if (n >= 100 || (n >= 3 && cum >= 0.95)) break;
+        chosen[static_cast<size_t>(j)] = 1;
+        cum += std::exp(static_cast<double>(logp[static_cast<size_t>(j)]));
+        ++n;
+        rows_read += static_cast<double>(offsets[static_cast<size_t>(j) + 1] - offsets[static_cast<size_t>(j)]);
+        mass += Tall(pos, j);
+      }
+      covered += chosen[static_cast<size_t>(assign[static_cast<size_t>(top[static_cast<size_t>(pos)])])];
+    }
+    const double h = static_cast<double>(n_hold);
+    if (selection) {
+      rep.heldout_top1_cluster = agree / h;
+      rep.heldout_rows_frac = rows_read / h / static_cast<double>(V);
+      rep.heldout_token_covered = covered / h;
+      rep.heldout_mass_covered = mass / h;
+    }
+    return kl / h;
+  };
+  // Initialisation: each cluster's score is the log-sum-exp approximation log n_j + mean row . x.
+  RowMatF Wt(C, K);
+  Eigen::RowVectorXf bias(K);
+  {
+    std::vector<float> row(static_cast<size_t>(C));
+    for (int64_t j = 0; j < K; ++j) {
+      Eigen::VectorXd acc = Eigen::VectorXd::Zero(C);
+      for (int32_t g = offsets[static_cast<size_t>(j)]; g < offsets[static_cast<size_t>(j) + 1]; ++g) {
+        kern::get_row(head.ref, perm[static_cast<size_t>(g)], row.data());
+        acc += Eigen::Map<const Eigen::VectorXf>(row.data(), C).cast<double>();
+      }
+      const double n = static_cast<double>(offsets[static_cast<size_t>(j) + 1] - offsets[static_cast<size_t>(j)]);
+      Wt.col(j) = (acc / n).cast<float>();
+      bias[j] = static_cast<float>(std::log(n));
+    }
+  }
+  rep.heldout_kl_init = evaluate(Wt, bias, false);
+  {
+    RowMatF mW = RowMatF::Zero(C, K), vW = RowMatF::Zero(C, K);
+    Eigen::RowVectorXf mb = Eigen::RowVectorXf::Zero(K), vb = Eigen::RowVectorXf::Zero(K);
+    const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
+    const int64_t B = 256;
+    std::vector<int64_t> idx(static_cast<size_t>(n_train));
+    std::iota(idx.begin(), idx.end(), 0);
+    Rng rng(o.seed ^ 0x5eedc1a5ull);
+    RowMatF Xb(B, C), Tb(B, K);
+    int64_t step = 0;
+    for (int ep = 0; ep < o.epochs; ++ep) {
+      for (int64_t i = n_train - 1; i > 0; --i) std::swap(idx[static_cast<size_t>(i)], idx[static_cast<size_t>(rng.next() % static_cast<uint64_t>(i + 1))]);
+      for (int64_t s = 0; s < n_train; s += B) {
+        const int64_t m = std::min(B, n_train - s);
+        Xb.resize(m, C);
+        Tb.resize(m, K);
+        for (int64_t i = 0; i < m; ++i) {
+          Xb.row(i) = Xall.row(idx[static_cast<size_t>(s + i)]);
+          Tb.row(i) = Tall.row(idx[static_cast<size_t>(s + i)]);
+        }
+        RowMatF G = (Xb * Wt).rowwise() + bias;
+        for (int64_t i = 0; i < m; ++i) {
+          const double l = log_sum_exp(G.row(i).data(), K);
+          for (int64_t j = 0; j < K; ++j) G(i, j) = static_cast<float>(std::exp(static_cast<double>(G(i, j)) - l));
+        }
+        G = (G - Tb) / static_cast<float>(m);
+        const RowMatF gW = Xb.transpose() * G;
+        const Eigen::RowVectorXf gb = G.colwise().sum();
+        ++step;
+        const float c1 = 1.f - std::pow(b1, static_cast<float>(step)), c2 = 1.f - std::pow(b2, static_cast<float>(step));
+        const float lr = static_cast<float>(o.lr);
+        mW = b1 * mW + (1 - b1) * gW;
+        vW = b2 * vW + (1 - b2) * gW.cwiseProduct(gW);
+        mb = b1 * mb + (1 - b1) * gb;
+        vb = b2 * vb + (1 - b2) * gb.cwiseProduct(gb);
+        Wt.array() -= lr * (mW.array() / c1) / ((vW.array() / c2).sqrt() + eps);
+        bias.array() -= lr * (mb.array() / c1) / ((vb.array() / c2).sqrt() + eps);
+      }
+      progress("distillation", ep + 1, o.epochs);
+    }
+  }
+  rep.heldout_kl = evaluate(Wt, bias, true);
+  rep.seconds_train = seconds_since(t_train);
+
+  // ---- 4. tensors: grouped head rows (raw bytes), table, cluster head, priors.
+  TensorMap tm = in->tensors();
+  {
+    const Tensor& h = tm.at("head.weight");
+    const size_t rb = static_cast<size_t>(kern::row_bytes(h.dtype, C));
+    Tensor g = Tensor::alloc("head.weight", h.dtype, h.shape);
+    for (int64_t i = 0; i < V; ++i)
+      std::memcpy(static_cast<uint8_t*>(g.mutable_data()) + static_cast<size_t>(i) * rb,
+                  static_cast<const uint8_t*>(h.data) + static_cast<size_t>(perm[static_cast<size_t>(i)]) * rb, rb);
+    tm["head.weight"] = g;
+    auto sc = tm.find("head.weight.scale");
+    if (sc != tm.end()) {
+      const Tensor s = sc->second;
+      const size_t es = s.dtype == DType::kF16 ? 2 : 4;
+      Tensor gs = Tensor::alloc("head.weight.scale", s.dtype, s.shape);
+      for (int64_t i = 0; i < V; ++i)
+        std::memcpy(static_cast<uint8_t*>(gs.mutable_data()) + static_cast<size_t>(i) * es,
+                    static_cast<const uint8_t*>(s.data) + static_cast<size_t>(perm[static_cast<size_t>(i)]) * es, es);
+      tm["head.weight.scale"] = gs;
+    }
+  }
+  auto i32 = [](const std::string& name, const std::vector<int32_t>& v) {
+    Tensor t = Tensor::alloc(name, DType::kI32, {static_cast<int64_t>(v.size())});
+    std::memcpy(t.mutable_data(), v.data(), v.size() * 4);
+    return t;
+  };
+  tm["head.perm"] = i32("head.perm", perm);
+  tm["head.cluster.offsets"] = i32("head.cluster.offsets", offsets);
+  {
+    const RowMatF W = Wt.transpose();
+    tm["head.cluster.weight"] = Tensor::from_f32("head.cluster.weight", {K, C}, W.data());
+    std::vector<float> b(bias.data(), bias.data() + K);
+    tm["head.cluster.bias"] = Tensor::from_f32("head.cluster.bias", {K}, b.data());
+  }
+  {
+    std::vector<float> prior(static_cast<size_t>(V));
+    for (int64_t j = 0; j < K; ++j) {
+      const int32_t b = offsets[static_cast<size_t>(j)], e = offsets[static_cast<size_t>(j) + 1];
+      const double n = static_cast<double>(e - b);
+      double mean = 0;
+      for (int32_t g = b; g < e; ++g) mean += mean_p[static_cast<size_t>(perm[static_cast<size_t>(g)])];
+      mean /= n;
+      // Smoothing: a token never seen still gets a thousandth of the cluster's mean share.
+      const double a = 1e-3 * mean + 1e-300;
+      double tot = 0;
+      for (int32_t g = b; g < e; ++g) tot += mean_p[static_cast<size_t>(perm[static_cast<size_t>(g)])] + a;
+      for (int32_t g = b; g < e; ++g)
+        prior[static_cast<size_t>(g)] =
+            o.uniform_prior || !(tot > 0) ? static_cast<float>(-std::log(n))
+                                          : static_cast<float>(std::log((mean_p[static_cast<size_t>(perm[static_cast<size_t>(g)])] + a) / tot));
+    }
+    tm["head.cluster.prior"] = Tensor::from_f32("head.cluster.prior", {V}, prior.data());
+  }
+  rep.pass = {{"tool", "rwkv-lite compress"},
+              {"cluster_head",
+               {{"k", o.k},
+                {"k_final", K},
+                {"cap", o.cap},
+                {"pca_dims", std::min<int64_t>(o.pca_dims, C)},
+                {"source", "head rows"},
+                {"seed", o.seed},
+                {"epochs", o.epochs},
+                {"lr", o.lr},
+                {"holdout", o.holdout},
+                {"prior", o.uniform_prior ? "uniform" : "calib"},
+                {"largest_cluster_before_cap", rep.largest_before_cap},
+                {"largest_cluster", rep.largest},
+                {"smallest_cluster", rep.smallest},
+                {"heldout",
+                 {{"kl_init", rep.heldout_kl_init},
+                  {"kl", rep.heldout_kl},
+                  {"top1_cluster_agree", rep.heldout_top1_cluster},
+                  {"rows_frac", rep.heldout_rows_frac},
+                  {"top1_token_covered", rep.heldout_token_covered},
+                  {"mass_covered", rep.heldout_mass_covered}}}}},
+              {"calibration", {{"file", o.calib_name}, {"fnv1a64", o.calib_hash}, {"tokens", o.calib.size()}}}};
+  auto out = Model::from_canonical(std::move(tm), cfg, in->source_kind(), Model::LoadOptions{});
+  nlohmann::json passes = in->passes();
+  passes.push_back(rep.pass);
+  out->set_passes(passes);
+  return out;
+}
+
+}  // namespace rwkvl::compress

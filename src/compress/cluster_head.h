@@ -1,0 +1,69 @@
+// The hierarchical ("cluster") head pass (issue #6, RWKV-Lite section on the head): clusters the
+// vocabulary by its head rows (PCA, then seeded k-means; clusters above a size cap are split), distils a
+// small cluster head on calibration text (its softmax matches the full head's probability mass per
+// cluster: KL loss, Adam), learns each token's share of its cluster's mass, and stores the head rows
+// grouped by cluster (ClusterHead in model/model.h, docs/FORMAT.md).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "model/model.h"
+
+namespace rwkvl::compress {
+
+struct ClusterHeadOptions {
+  int k = 200;             // k-means clusters before the cap
+  int cap = 1024;          // most tokens per cluster (larger clusters are split)
+  int pca_dims = 200;      // PCA components the k-means runs on (capped at the model width)
+  int kmeans_iters = 30;   // Lloyd iterations at most (stops when no assignment changes)
+  uint64_t seed = 1;
+  std::vector<int32_t> calib;  // calibration tokens
+  std::string calib_name, calib_hash;
+  int epochs = 30;        // distillation epochs
+  double lr = 1e-2;       // Adam step size
+  double holdout = 0.1;   // share of calibration positions (the last ones) held out for the report
+  bool uniform_prior = false;  // pseudo-logits spread uniformly over a cluster (the paper) instead of by calibration mass
+  int n_threads = 1;
+  int chunk = 128;
+  // Progress: (stage, done, total) for stages "clustering" (k-means iterations), "calibration" (tokens),
+  // "distillation" (epochs).
+  std::function<void(const char* stage, int64_t done, int64_t total)> progress;
+};
+
+struct ClusterHeadReport {
+  int64_t k_initial = 0, k_final = 0;
+  int64_t largest_before_cap = 0, largest = 0, smallest = 0;
+  // Held-out calibration positions, the runtime's selection rule at the defaults (p 0.95, 3..100 clusters):
+  double heldout_kl_init = 0, heldout_kl = 0;  // KL(full-head cluster mass || cluster head), before / after training
+  double heldout_top1_cluster = 0;             // the most probable cluster agrees
+  double heldout_rows_frac = 0;                // share of head rows read
+  double heldout_token_covered = 0;            // the full head's argmax token lies in a chosen cluster
+  double heldout_mass_covered = 0;             // full-head probability mass of the chosen clusters
+  double seconds_cluster = 0, seconds_calib = 0, seconds_train = 0;
+  nlohmann::json pass;
+};
+
+// The whole pass: the model with the grouped head and the cluster tensors. Throws kInvalidArgument for a
+// model that already has a cluster head, bad options, a factored head, or too little calibration text.
+std::shared_ptr<Model> cluster_head(const std::shared_ptr<const Model>& in, const ClusterHeadOptions& o,
+                                    ClusterHeadReport* rep);
+
+// Building blocks (tested on their own).
+// PCA projection of n rows of width d onto `dims` components: n x dims, row-major (rows centred first).
+std::vector<float> pca_project(const float* rows, int64_t n, int64_t d, int dims);
+// k-means: a cluster per point (0..k-1, none empty), deterministic for a seed, independent of n_threads.
+std::vector<int32_t> kmeans(const float* pts, int64_t n, int64_t d, int k, int iters, uint64_t seed, int n_threads,
+                            const std::function<void(int)>& on_iteration = nullptr);
+// Splits every cluster above `cap` (sub-k-means, recursively; points that k-means cannot separate are cut
+// into equal runs along their first coordinate) and renumbers clusters 0..K'-1 in order of their smallest
+// point index.
+std::vector<int32_t> cap_clusters(const float* pts, int64_t n, int64_t d, std::vector<int32_t> assign, int cap,
+                                  uint64_t seed, int n_threads);
+
+}  // namespace rwkvl::compress
