@@ -398,11 +398,16 @@ std::shared_ptr<Model> cluster_head(const std::shared_ptr<const Model>& in, cons
         acc += Eigen::Map<const Eigen::VectorXf>(row.data(), C).cast<double>();
       }
       const double n = static_cast<double>(offsets[static_cast<size_t>(j) + 1] - offsets[static_cast<size_t>(j)]);
-      Wt.col(j) = (acc / n).cast<float>();
-      bias[j] = static_cast<float>(std::log(n));
+      if (o.lse_init) Wt.col(j) = (acc / n).cast<float>();
+      else Wt.col(j).setZero();
+      bias[j] = o.lse_init ? static_cast<float>(std::log(n)) : 0.f;
     }
   }
   rep.heldout_kl_init = evaluate(Wt, bias, false);
+  // The weights of the epoch with the lowest held-out KL are kept (the initialisation included).
+  RowMatF best_W = Wt;
+  Eigen::RowVectorXf best_b = bias;
+  double best_kl = rep.heldout_kl_init;
   {
     RowMatF mW = RowMatF::Zero(C, K), vW = RowMatF::Zero(C, K);
     Eigen::RowVectorXf mb = Eigen::RowVectorXf::Zero(K), vb = Eigen::RowVectorXf::Zero(K);
@@ -441,9 +446,18 @@ std::shared_ptr<Model> cluster_head(const std::shared_ptr<const Model>& in, cons
         Wt.array() -= lr * (mW.array() / c1) / ((vW.array() / c2).sqrt() + eps);
         bias.array() -= lr * (mb.array() / c1) / ((vb.array() / c2).sqrt() + eps);
       }
+      const double kl = evaluate(Wt, bias, false);
+      if (kl < best_kl) {
+        best_kl = kl;
+        best_W = Wt;
+        best_b = bias;
+        rep.best_epoch = ep + 1;
+      }
       progress("distillation", ep + 1, o.epochs);
     }
   }
+  Wt = best_W;
+  bias = best_b;
   rep.heldout_kl = evaluate(Wt, bias, true);
   rep.seconds_train = seconds_since(t_train);
 
@@ -512,6 +526,8 @@ std::shared_ptr<Model> cluster_head(const std::shared_ptr<const Model>& in, cons
                 {"lr", o.lr},
                 {"holdout", o.holdout},
                 {"prior", o.uniform_prior ? "uniform" : "calib"},
+                {"init", o.lse_init ? "log-sum-exp" : "zero"},
+                {"best_epoch", rep.best_epoch},
                 {"largest_cluster_before_cap", rep.largest_before_cap},
                 {"largest_cluster", rep.largest},
                 {"smallest_cluster", rep.smallest},

@@ -29,6 +29,7 @@ struct ClusterHeadOptions {
   double lr = 1e-2;       // Adam step size
   double holdout = 0.1;   // share of calibration positions (the last ones) held out for the report
   bool uniform_prior = false;  // pseudo-logits spread uniformly over a cluster (the paper) instead of by calibration mass
+  bool lse_init = true;        // start from the log-sum-exp approximation (mean head row, log n_j); false: zeros
   int n_threads = 1;
   int chunk = 128;
   // Progress: (stage, done, total) for stages "clustering" (k-means iterations), "calibration" (tokens),
@@ -41,6 +42,7 @@ struct ClusterHeadReport {
   int64_t largest_before_cap = 0, largest = 0, smallest = 0;
   // Held-out calibration positions, the runtime's selection rule at the defaults (p 0.95, 3..100 clusters):
   double heldout_kl_init = 0, heldout_kl = 0;  // KL(full-head cluster mass || cluster head), before / after training
+  int best_epoch = 0;                          // the epoch whose weights were kept (0 = the initialisation)
   double heldout_top1_cluster = 0;             // the most probable cluster agrees
   double heldout_rows_frac = 0;                // share of head rows read
   double heldout_token_covered = 0;            // the full head's argmax token lies in a chosen cluster
