@@ -454,11 +454,12 @@ std::string system_field(const std::string& key) {
 
 int cmd_perplexity(const Args& args) {
   const std::string model_path = require(args, "model");
-  const std::string text = read_text_file(require(args, "file"));
+  std::string text = read_text_file(require(args, "file"));
   const ModelPtr model = load_model(args);
   const rwkvl_model_info info = model_info(model.get());
   TokenizerPtr tok = model_tokenizer(model.get(), model_path, args.str("tokenizer"));
   const std::vector<int32_t> ids = text_tokens(tok.get(), text, args.integer("max-tokens"));
+  std::string().swap(text);  // the tokens are all that is needed now
   const uint64_t bytes = predicted_bytes(tok.get(), info, ids);
   const std::string tok_name = rwkvl_tokenizer_name(tok.get());
   release_tokenizer(args, tok);

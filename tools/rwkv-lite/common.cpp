@@ -112,7 +112,9 @@ Settings settings(const Args& args, const rwkvl_model* model) {
   if (args.accepts("print-plan") && args.on("print-plan") && !s.mem.budget_bytes) args.fail("--print-plan needs --mem-budget BYTES");
   if (args.accepts("no-prefetch") && args.on("no-prefetch") && !s.mem.budget_bytes) args.fail("--no-prefetch needs --mem-budget BYTES");
   s.mem.prefetch = args.accepts("no-prefetch") && args.on("no-prefetch") ? 0 : 1;
+  // Under a budget, chunks of 8 tokens unless --chunk says otherwise (the scratch grows with the chunk).
   if (args.accepts("chunk")) s.mem.max_chunk = static_cast<int>(std::min<int64_t>(args.integer("chunk"), 1 << 20));
+  if (s.mem.budget_bytes && s.mem.max_chunk == 0) s.mem.max_chunk = 8;
   // Room for the logits buffers of the commands that hold one vector (eval / bench raise it).
   s.mem.reserve_bytes = 2 * static_cast<uint64_t>(model_info(model).n_vocab) * 4;
   if (args.accepts("io-throttle") && args.given("io-throttle")) s.mem.io_mb_per_s = args.number("io-throttle");
