@@ -22,10 +22,12 @@
 #include <string>
 #include <vector>
 
+#include "compress/sparse_ffn.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
 #include "model/head.h"
 #include "model/model.h"
+#include "model/sparse_ffn.h"
 #include "runtime/emb_cache.h"
 #include "runtime/layer_stream.h"
 #include "runtime/planner.h"
@@ -549,6 +551,41 @@ TEST(MemoryPlan, HeadStreamingGivesTheSameLogits) {
     EXPECT_GT(small.head_stream, 0u);
     EXPECT_EQ(0, std::memcmp(small.logits.data(), big.logits.data(), big.logits.size() * 4));
   }
+}
+
+TEST(MemoryPlan, StorageAfterAnFfnCacheKeepsTheCacheAndTheLogits) {
+  // set_storage() re-creates the FFN runtime from its own options (once a use-after-free): the neuron
+  // cache must survive with the same outputs.
+  const auto base = base_model("f32");
+  compress::SparseFfnOptions so;
+  so.calib = tokens(200, 31);
+  so.predictors = false;
+  const std::string path = test::temp_dir() + "/bundled.rwkvl";
+  compress::sparse_ffn(base, so, nullptr)->save_native(path, "keep");
+  const auto m = Model::load(path, {});
+  const auto toks = tokens(8, 32);
+  Context plain(m, 1);
+  FfnOptions exact;
+  exact.mode = FfnMode::kExact;
+  plain.set_ffn_options(exact);
+  State s0;
+  s0.reset(m->config());
+  std::vector<float> ref(toks.size() * kV);
+  plain.eval(s0, toks.data(), toks.size(), 1, nullptr, ref.data());
+  Context ctx(m, 1);
+  FfnOptions cached = exact;
+  cached.cache_bytes = 1u << 20;
+  ctx.set_ffn_options(cached);
+  StorageOptions io;
+  io.mb_per_s = 1e5;
+  ctx.set_storage(io);
+  ASSERT_NE(ctx.ffn().cache(), nullptr);
+  State s1;
+  s1.reset(m->config());
+  std::vector<float> out(toks.size() * kV);
+  ctx.eval(s1, toks.data(), toks.size(), 1, nullptr, out.data());
+  EXPECT_EQ(0, std::memcmp(out.data(), ref.data(), ref.size() * 4));
+  EXPECT_GT(ctx.storage()->stats().reads, 0u);  // the cache's reads went through the simulated device
 }
 
 TEST(MemoryPlan, RefusesBudgetsBelowTheMinimumNamingIt) {

@@ -615,9 +615,9 @@ Context::Context(std::shared_ptr<const Model> model, int n_threads)
 Context::~Context() = default;
 
 void Context::set_ffn_options(const FfnOptions& o) {
-  ffn_.reset();  // a cache's file handle and thread go before the new one starts
-  FfnOptions with = o;
+  FfnOptions with = o;  // copied first: `o` may be the current runtime's own options
   with.storage = storage_set_ ? storage_ : nullptr;
+  ffn_.reset();  // a cache's file handle and thread go before the new one starts
   ffn_ = std::make_unique<FfnRuntime>(*model_, pool_.get(), with);
 }
 
@@ -639,7 +639,10 @@ void Context::set_storage(const StorageOptions& o) {
   const auto& f = model_->file();
   storage_ = f && f->on_disk() ? std::make_shared<Storage>(f->path(), o) : nullptr;
   storage_set_ = true;
-  if (ffn_ && ffn_->cache()) set_ffn_options(ffn_->options());  // the neuron cache reads through the new device
+  if (ffn_ && ffn_->cache()) {  // the neuron cache reads through the new device
+    const FfnOptions keep = ffn_->options();
+    set_ffn_options(keep);
+  }
 }
 
 const std::shared_ptr<Storage>& Context::storage() {
