@@ -31,20 +31,33 @@ Storage::~Storage() {
   if (fd_ >= 0) ::close(fd_);
 }
 
+// The simulated device: a transfer of n bytes starting no earlier than t0 occupies it for latency +
+// n / bandwidth after whatever is queued; returns when that transfer would have finished.
+std::chrono::steady_clock::time_point Storage::occupy(size_t n, std::chrono::steady_clock::time_point t0) {
+  using Clock = std::chrono::steady_clock;
+  const double secs = opt_.latency_us * 1e-6 + static_cast<double>(n) / (opt_.mb_per_s * 1e6);
+  std::lock_guard<std::mutex> lock(mu_);
+  const Clock::time_point start = std::max(t0, busy_until_);
+  busy_until_ = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(secs));
+  return busy_until_;
+}
+
+void Storage::count(size_t n, std::chrono::steady_clock::time_point t0) {
+  reads_.fetch_add(1, std::memory_order_relaxed);
+  bytes_.fetch_add(n, std::memory_order_relaxed);
+  nanos_.fetch_add(static_cast<uint64_t>(
+                       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count()),
+                   std::memory_order_relaxed);
+}
+
 void Storage::read(uint64_t offset, void* dst, size_t n) {
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
   if (offset > size_ || n > size_ - offset)
     RWKVL_FAIL(kIo, "read of %zu bytes at offset %llu lies outside '%s' (%llu bytes; file truncated or changed?)", n,
                static_cast<unsigned long long>(offset), path_.c_str(), static_cast<unsigned long long>(size_));
-  Clock::time_point done{};
-  if (opt_.mb_per_s > 0.0) {
-    const double secs = opt_.latency_us * 1e-6 + static_cast<double>(n) / (opt_.mb_per_s * 1e6);
-    std::lock_guard<std::mutex> lock(mu_);
-    const Clock::time_point start = std::max(t0, busy_until_);
-    busy_until_ = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(secs));
-    done = busy_until_;
-  }
+  const bool throttled = opt_.mb_per_s > 0.0;
+  const Clock::time_point done = throttled ? occupy(n, t0) : t0;
   auto* p = static_cast<uint8_t*>(dst);
   size_t got = 0;
   while (got < n) {
@@ -59,30 +72,13 @@ void Storage::read(uint64_t offset, void* dst, size_t n) {
                  static_cast<unsigned long long>(offset + got));
     got += static_cast<size_t>(r);
   }
-  if (opt_.mb_per_s > 0.0) std::this_thread::sleep_until(done);
-  reads_.fetch_add(1, std::memory_order_relaxed);
-  bytes_.fetch_add(n, std::memory_order_relaxed);
-  nanos_.fetch_add(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count()),
-                   std::memory_order_relaxed);
+  if (throttled) std::this_thread::sleep_until(done);
+  count(n, t0);
 }
 
 void Storage::simulate(size_t n, std::chrono::steady_clock::time_point started) {
-  using Clock = std::chrono::steady_clock;
-  if (opt_.mb_per_s > 0.0) {
-    const double secs = opt_.latency_us * 1e-6 + static_cast<double>(n) / (opt_.mb_per_s * 1e6);
-    Clock::time_point done;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      const Clock::time_point start = std::max(started, busy_until_);
-      busy_until_ = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(secs));
-      done = busy_until_;
-    }
-    std::this_thread::sleep_until(done);
-  }
-  reads_.fetch_add(1, std::memory_order_relaxed);
-  bytes_.fetch_add(n, std::memory_order_relaxed);
-  nanos_.fetch_add(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started).count()),
-                   std::memory_order_relaxed);
+  if (opt_.mb_per_s > 0.0) std::this_thread::sleep_until(occupy(n, started));
+  count(n, started);
 }
 
 StorageStats Storage::stats() const {

@@ -45,6 +45,8 @@ class Storage {
   void reset_stats();
 
  private:
+  std::chrono::steady_clock::time_point occupy(size_t n, std::chrono::steady_clock::time_point t0);
+  void count(size_t n, std::chrono::steady_clock::time_point t0);
   std::string path_;
   int fd_ = -1;
   uint64_t size_ = 0;
