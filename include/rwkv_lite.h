@@ -231,6 +231,8 @@ typedef struct {
   uint64_t io_reads, io_bytes;                    /* reads from the model file (all users) */
   double io_seconds;                              /* time spent in them, simulated waiting included */
   uint64_t planned_bytes, minimum_bytes;          /* under a budget: the plan's peak and the smallest budget */
+  uint64_t resident_weight_bytes;                 /* under a budget: weight bytes the plan keeps resident */
+  uint64_t planned_stream_bytes_per_token;        /* under a budget: the plan's estimate of bytes read per token */
   uint64_t layer_loads, layer_bytes;              /* streamed layer loads and their bytes */
   uint64_t layer_prefetch_hits;                   /* loads the background reader had started or finished */
   double layer_wait_seconds;                      /* time the forward pass waited for streamed layers */

@@ -121,6 +121,8 @@ rwkvl_status rwkvl_context_memory_stats(rwkvl_context* ctx, rwkvl_memory_stats* 
     if (const rwkvl::MemoryPlan* p = ctx->ctx->plan()) {
       out->planned_bytes = p->total;
       out->minimum_bytes = p->minimum;
+      out->resident_weight_bytes = p->small + p->resident_layers + p->resident_head + p->resident_ffn;
+      out->planned_stream_bytes_per_token = p->streamed_per_token;
     }
     if (const rwkvl::LayerStream* ls = ctx->ctx->layer_stream()) {
       const rwkvl::LayerStreamStats s = ls->stats();

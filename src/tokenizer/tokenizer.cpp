@@ -139,6 +139,12 @@ std::string read_tokenizer_file(const std::string& path) {
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) RWKVL_FAIL(kIo, "cannot open tokenizer file '%s': %s", path.c_str(), std::strerror(errno));
   std::string data;
+  // Reserve the file's size, so the text is not copied while growing (the copies would set the peak RSS).
+  if (std::fseek(f, 0, SEEK_END) == 0) {
+    const long size = std::ftell(f);
+    if (size > 0 && size < (1L << 30)) data.reserve(static_cast<size_t>(size));
+    std::rewind(f);
+  }
   char buf[1 << 16];
   size_t got;
   while ((got = std::fread(buf, 1, sizeof buf, f)) > 0) data.append(buf, got);

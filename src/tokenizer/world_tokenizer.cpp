@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -169,11 +169,19 @@ bool parse_decimal(std::string_view s, uint64_t* v) {
   return true;
 }
 
+// Memory: the vocabulary is one byte blob with an offset and a length per id, and the trie is three flat arrays
+// (about 1.5 MiB in all for the World vocabulary, where a std::string per token and a node struct per trie node
+// took several times that). Under a memory budget of a few tens of MiB the tokenizer's size matters.
 class WorldTokenizer final : public Tokenizer {
  public:
-  WorldTokenizer(const std::string& path, std::string_view text) : tokens_(kWorldVocabSize) {
-    parse(path, text);
-    build_trie();
+  // Takes the vocab file's text and frees it once parsed, before the trie is built.
+  WorldTokenizer(const std::string& path, std::string text) : start_(kWorldVocabSize, 0), len_(kWorldVocabSize, 0) {
+    std::vector<uint32_t> line_of(kWorldVocabSize, 0);  // for error messages
+    parse(path, text, &line_of);
+    std::string().swap(text);
+    std::vector<int32_t> order = sorted_ids(path, line_of);
+    std::vector<uint32_t>().swap(line_of);
+    build_trie(order);
   }
 
   std::string name() const override { return "world"; }
@@ -183,7 +191,7 @@ class WorldTokenizer final : public Tokenizer {
     if (id < 0 || id >= kWorldVocabSize) {
       RWKVL_FAIL(kInvalidArgument, "world tokenizer: token id %d out of range [0, %d)", id, kWorldVocabSize);
     }
-    return tokens_[static_cast<size_t>(id)];  // id 0 (end of text) and unused ids decode to nothing
+    return std::string(bytes_of(id));  // id 0 (end of text) and unused ids decode to nothing
   }
 
   std::vector<int32_t> encode(std::string_view text) const override {
@@ -199,9 +207,9 @@ class WorldTokenizer final : public Tokenizer {
       size_t i = pos;
       while (node != 0) {
         ++i;
-        if (nodes_[node].id >= 0) {
+        if (node_id_[node] >= 0) {
           best_len = i - pos;
-          best_id = nodes_[node].id;
+          best_id = node_id_[node];
         }
         if (i == n) break;
         node = find_child(node, s[i]);
@@ -216,28 +224,26 @@ class WorldTokenizer final : public Tokenizer {
   }
 
  private:
-  // Trie in breadth-first order: the children of a node are contiguous and sorted by byte, so a step is a
-  // binary search over at most 256 bytes of one array. Node 0 is the root; 0 as a child index means "none".
-  struct Node {
-    uint32_t first_child = 0;
-    uint32_t num_children = 0;
-    int32_t id = -1;
-  };
-
-  uint32_t find_child(uint32_t node, unsigned char b) const {
-    const Node& nd = nodes_[node];
-    const unsigned char* first = edge_byte_.data() + nd.first_child;
-    const unsigned char* last = first + nd.num_children;
-    const unsigned char* it = std::lower_bound(first, last, b);
-    if (it == last || *it != b) return 0;
-    return nd.first_child + static_cast<uint32_t>(it - first);
+  std::string_view bytes_of(int32_t id) const {
+    return std::string_view(blob_).substr(start_[static_cast<size_t>(id)], len_[static_cast<size_t>(id)]);
   }
 
-  void parse(const std::string& path, std::string_view text) {
-    std::unordered_map<std::string_view, int32_t> seen;
-    seen.reserve(kWorldVocabSize);
+  // Trie in breadth-first order: the children of node k are the contiguous, byte-sorted nodes
+  // [first_child_[k], first_child_[k + 1]) (breadth-first numbering makes them follow each other), so a step is
+  // a binary search over at most 256 bytes of one array. Node 0 is the root; 0 as a child index means "none".
+  uint32_t find_child(uint32_t node, unsigned char b) const {
+    const unsigned char* first = edge_byte_.data() + first_child_[node];
+    const unsigned char* last = edge_byte_.data() + first_child_[node + 1];
+    const unsigned char* it = std::lower_bound(first, last, b);
+    if (it == last || *it != b) return 0;
+    return first_child_[node] + static_cast<uint32_t>(it - first);
+  }
+
+  void parse(const std::string& path, std::string_view text, std::vector<uint32_t>* line_of) {
+    blob_.reserve(text.size() / 2);
     size_t line_no = 0;
     size_t start = 0;
+    bool any = false;
     while (start < text.size()) {
       size_t nl = text.find('\n', start);
       if (nl == std::string_view::npos) nl = text.size();
@@ -259,72 +265,111 @@ class WorldTokenizer final : public Tokenizer {
         bad_line(at, "token id " + std::to_string(id) + " out of range [1, 65535]");
       }
       if (!parse_decimal(line.substr(last_space + 1), &byte_len)) bad_line(at, "bad byte length");
-      std::string bytes = parse_python_literal(line.substr(first_space + 1, last_space - first_space - 1), at);
+      const std::string bytes = parse_python_literal(line.substr(first_space + 1, last_space - first_space - 1), at);
       if (bytes.size() != byte_len) {
         bad_line(at, "byte length " + std::to_string(byte_len) + " does not match the literal's " +
                          std::to_string(bytes.size()) + " bytes");
       }
       if (bytes.empty()) bad_line(at, "empty token");
-      std::string& slot = tokens_[id];
-      if (!slot.empty()) bad_line(at, "duplicate token id " + std::to_string(id));
-      slot = std::move(bytes);
-      auto [it, inserted] = seen.emplace(std::string_view(slot), static_cast<int32_t>(id));
-      if (!inserted) bad_line(at, "same bytes as token id " + std::to_string(it->second));
+      if (bytes.size() > std::numeric_limits<uint16_t>::max()) bad_line(at, "token longer than 65535 bytes");
+      if (len_[id] != 0) bad_line(at, "duplicate token id " + std::to_string(id));
+      if (blob_.size() + bytes.size() > std::numeric_limits<uint32_t>::max()) bad_line(at, "vocab file too large");
+      start_[id] = static_cast<uint32_t>(blob_.size());
+      len_[id] = static_cast<uint16_t>(bytes.size());
+      (*line_of)[id] = static_cast<uint32_t>(std::min<size_t>(line_no, std::numeric_limits<uint32_t>::max()));
+      blob_ += bytes;
+      any = true;
     }
-    if (seen.empty()) RWKVL_FAIL(kFormat, "%s: vocab file has no tokens", path.c_str());
+    if (!any) RWKVL_FAIL(kFormat, "%s: vocab file has no tokens", path.c_str());
+    blob_.shrink_to_fit();
   }
 
-  void build_trie() {
+  // Token ids sorted by their bytes; fails on two tokens with the same bytes.
+  std::vector<int32_t> sorted_ids(const std::string& path, const std::vector<uint32_t>& line_of) const {
     std::vector<int32_t> order;
+    order.reserve(kWorldVocabSize);
     for (int32_t id = 1; id < kWorldVocabSize; ++id) {
-      if (!tokens_[static_cast<size_t>(id)].empty()) order.push_back(id);
+      if (len_[static_cast<size_t>(id)] != 0) order.push_back(id);
     }
-    std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return tokens_[a] < tokens_[b]; });
-
-    // Each queued node owns the sorted range of tokens that start with its prefix (depth bytes long).
-    struct Pending {
-      uint32_t node;
-      size_t lo, hi, depth;
-    };
-    nodes_.assign(1, Node{});
-    edge_byte_.assign(1, 0);
-    std::vector<Pending> queue{{0, 0, order.size(), 0}};
-    for (size_t q = 0; q < queue.size(); ++q) {
-      const Pending p = queue[q];
-      size_t lo = p.lo;
-      // In sorted order the token equal to the prefix itself comes first.
-      if (lo < p.hi && tokens_[order[lo]].size() == p.depth) nodes_[p.node].id = order[lo++];
-      nodes_[p.node].first_child = static_cast<uint32_t>(nodes_.size());
-      while (lo < p.hi) {
-        const auto b = static_cast<unsigned char>(tokens_[order[lo]][p.depth]);
-        size_t hi = lo + 1;
-        while (hi < p.hi && static_cast<unsigned char>(tokens_[order[hi]][p.depth]) == b) ++hi;
-        const auto child = static_cast<uint32_t>(nodes_.size());
-        nodes_.push_back(Node{});
-        edge_byte_.push_back(b);
-        queue.push_back({child, lo, hi, p.depth + 1});
-        ++nodes_[p.node].num_children;
-        lo = hi;
+    std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return bytes_of(a) < bytes_of(b); });
+    for (size_t k = 1; k < order.size(); ++k) {
+      if (bytes_of(order[k - 1]) == bytes_of(order[k])) {
+        const int32_t a = order[k - 1], b = order[k];
+        const bool a_first = line_of[static_cast<size_t>(a)] < line_of[static_cast<size_t>(b)];
+        const int32_t first = a_first ? a : b, second = a_first ? b : a;
+        bad_line(LineRef{path, line_of[static_cast<size_t>(second)]}, "same bytes as token id " + std::to_string(first));
       }
     }
-    root_child_.fill(0);
-    for (uint32_t k = 0; k < nodes_[0].num_children; ++k) {
-      const uint32_t child = nodes_[0].first_child + k;
-      root_child_[edge_byte_[child]] = child;
-    }
+    return order;
   }
 
-  std::vector<std::string> tokens_;  // by id; empty = no such token
-  std::vector<Node> nodes_;
-  std::vector<unsigned char> edge_byte_;  // the byte on the edge into each node
+  void build_trie(const std::vector<int32_t>& order) {
+    auto byte_at = [&](int32_t id, size_t depth) {
+      return static_cast<unsigned char>(blob_[start_[static_cast<size_t>(id)] + depth]);
+    };
+
+    // Nodes = distinct prefixes: 1 (root) + for each token in sorted order its bytes beyond the common prefix
+    // with the token before it. Knowing the count, the arrays are allocated once at their final size.
+    size_t n_nodes = 1;
+    for (size_t k = 0; k < order.size(); ++k) {
+      const std::string_view t = bytes_of(order[k]);
+      size_t common = 0;
+      if (k > 0) {
+        const std::string_view prev = bytes_of(order[k - 1]);
+        while (common < prev.size() && common < t.size() && prev[common] == t[common]) ++common;
+      }
+      n_nodes += t.size() - common;
+    }
+    if (n_nodes >= std::numeric_limits<uint32_t>::max()) RWKVL_FAIL(kFormat, "world tokenizer: vocabulary too large");
+    node_id_.assign(n_nodes, -1);
+    edge_byte_.assign(n_nodes, 0);
+    first_child_.assign(n_nodes + 1, 0);
+
+    // Breadth-first, one level at a time: each node of a level owns the sorted range of tokens that start with
+    // its prefix (depth bytes long); its children get the next free numbers, so siblings are contiguous.
+    struct Range {
+      uint32_t lo, hi;
+    };
+    std::vector<Range> level{{0, static_cast<uint32_t>(order.size())}}, next;
+    uint32_t node = 0, free_node = 1;
+    for (uint32_t depth = 0; !level.empty(); ++depth) {
+      next.clear();
+      for (const Range& r : level) {
+        uint32_t lo = r.lo;
+        // In sorted order the token equal to the prefix itself comes first.
+        if (lo < r.hi && len_[static_cast<size_t>(order[lo])] == depth) node_id_[node] = order[lo++];
+        first_child_[node] = free_node;
+        while (lo < r.hi) {
+          const unsigned char b = byte_at(order[lo], depth);
+          uint32_t hi = lo + 1;
+          while (hi < r.hi && byte_at(order[hi], depth) == b) ++hi;
+          edge_byte_[free_node++] = b;
+          next.push_back({lo, hi});
+          lo = hi;
+        }
+        ++node;
+      }
+      level.swap(next);
+    }
+    if (free_node != n_nodes || node != n_nodes) RWKVL_FAIL(kInternal, "world tokenizer: trie has %u nodes, counted %zu", free_node, n_nodes);
+    first_child_[n_nodes] = free_node;
+    root_child_.fill(0);
+    for (uint32_t c = first_child_[0]; c < first_child_[1]; ++c) root_child_[edge_byte_[c]] = c;
+  }
+
+  std::string blob_;                      // every token's bytes, one after another
+  std::vector<uint32_t> start_;           // by id: offset in blob_
+  std::vector<uint16_t> len_;             // by id: byte length; 0 = no such token
+  std::vector<uint32_t> first_child_;     // trie: node k's children are [first_child_[k], first_child_[k + 1])
+  std::vector<int32_t> node_id_;          // trie: the token ending at each node, or -1
+  std::vector<unsigned char> edge_byte_;  // trie: the byte on the edge into each node
   std::array<uint32_t, 256> root_child_{};
 };
 
 }  // namespace
 
 std::unique_ptr<Tokenizer> Tokenizer::world_from_file(const std::string& vocab_txt_path) {
-  const std::string text = tokenizer_detail::read_tokenizer_file(vocab_txt_path);
-  return std::make_unique<WorldTokenizer>(vocab_txt_path, text);
+  return std::make_unique<WorldTokenizer>(vocab_txt_path, tokenizer_detail::read_tokenizer_file(vocab_txt_path));
 }
 
 }  // namespace rwkvl

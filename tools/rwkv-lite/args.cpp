@@ -61,6 +61,9 @@ const std::vector<FlagSpec> kFlags = {
      "cluster head: at least N clusters get exact logits", 1, 1 << 24},
     {"head-max", nullptr, K::kInt, "generate eval perplexity bench logits", "100", "N",
      "cluster head: at most N clusters get exact logits", 1, 1 << 24},
+    {"no-head-compare", nullptr, K::kSwitch, "eval", nullptr, "",
+     "cluster head: do not also run the full head for the agreement figures (head_top1_agree, head_kl): speed "
+     "and bytes read are then those of the cluster head alone"},
     {"emb-cache", nullptr, K::kInt, "generate eval perplexity bench logits", "0", "ROWS",
      "read embedding rows on demand from the model file into an LRU cache of ROWS rows (the table is never "
      "resident; 0 = read in place)", 0, 1 << 30},

@@ -660,6 +660,13 @@ int cmd_eval(const Args& args) {
                 static_cast<long long>(ms.emb_cache_rows), format_bytes(ms.emb_cache_bytes).c_str(),
                 ms.emb_lookups ? static_cast<double>(ms.emb_hits) / static_cast<double>(ms.emb_lookups) : 0.0,
                 static_cast<unsigned long long>(ms.emb_lookups), format_bytes(ms.emb_bytes_read).c_str());
+  if (set.mem.budget_bytes)
+    std::printf("%-15s %s: planned peak %s (minimum %s), weights resident %s, %s/token streamed (plan); "
+                "%llu layer loads, %.2f s waited for them, %s of head rows streamed\n",
+                "mem budget", format_bytes(set.mem.budget_bytes).c_str(), format_bytes(ms.planned_bytes).c_str(),
+                format_bytes(ms.minimum_bytes).c_str(), format_bytes(ms.resident_weight_bytes).c_str(),
+                format_bytes(ms.planned_stream_bytes_per_token).c_str(), static_cast<unsigned long long>(ms.layer_loads),
+                ms.layer_wait_seconds, format_bytes(ms.head_stream_bytes).c_str());
   if (set.mem.io_mb_per_s > 0)
     std::printf("%-15s %.0f MB/s, %.0f us per read: %llu reads, %s, %.2f s\n", "storage", set.mem.io_mb_per_s,
                 set.mem.io_latency_us, static_cast<unsigned long long>(ms.io_reads), format_bytes(ms.io_bytes).c_str(), ms.io_seconds);

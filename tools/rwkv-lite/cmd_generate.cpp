@@ -91,10 +91,10 @@ int cmd_generate(const Args& args) {
   const double tp = t1 - t0, tg = t2 - t1;
   std::fprintf(stderr,
                "\n[prompt: %zu tokens, %.3f s, %.1f tok/s | generation: %lld tokens, %.3f s, %.1f tok/s | "
-               "threads %d, seed %llu, tokenizer %s]\n",
+               "threads %d, seed %llu, tokenizer %s | peak RSS %s]\n",
                ids.size(), tp, tp > 0 ? static_cast<double>(ids.size()) / tp : 0.0, static_cast<long long>(generated),
                tg, tg > 0 ? static_cast<double>(generated) / tg : 0.0, rwkvl_context_threads(ctx.get()),
-               static_cast<unsigned long long>(sp.seed), tok_name.c_str());
+               static_cast<unsigned long long>(sp.seed), tok_name.c_str(), format_bytes(rwkvl_peak_rss_bytes()).c_str());
   return 0;
 }
 

@@ -98,7 +98,7 @@ Settings settings(const Args& args, const rwkvl_model* model) {
     if (s.head.max_clusters < s.head.min_clusters)
       args.fail("--head-max (" + std::to_string(s.head.max_clusters) + ") is below --head-min (" +
                 std::to_string(s.head.min_clusters) + ")");
-    s.head.compare = args.command() == "eval" ? 1 : 0;
+    s.head.compare = args.command() == "eval" && !args.on("no-head-compare") ? 1 : 0;
     if (s.head.mode != RWKVL_HEAD_FULL && !model_info(model).cluster_head) {
       if (s.head.mode == RWKVL_HEAD_CLUSTER)
         args.fail("--head-mode cluster needs a file with a cluster head (made by rwkv-lite compress --cluster-head K)");
@@ -126,6 +126,8 @@ Settings settings(const Args& args, const rwkvl_model* model) {
 }
 
 void apply(const Settings& s, rwkvl_context* ctx) {
+  // The plan measures the process's resident memory as its baseline: give freed heap back first.
+  if (s.mem.budget_bytes) release_free_memory();
   check(rwkvl_context_set_ffn(ctx, &s.ffn));
   check(rwkvl_context_set_head(ctx, &s.head));
   check(rwkvl_context_set_memory(ctx, &s.mem));
@@ -185,6 +187,8 @@ void add_memory_stats(rwkvl_memory_stats* a, const rwkvl_memory_stats& s) {
   a->io_seconds += s.io_seconds;
   a->planned_bytes = std::max(a->planned_bytes, s.planned_bytes);
   a->minimum_bytes = std::max(a->minimum_bytes, s.minimum_bytes);
+  a->resident_weight_bytes = std::max(a->resident_weight_bytes, s.resident_weight_bytes);
+  a->planned_stream_bytes_per_token = std::max(a->planned_stream_bytes_per_token, s.planned_stream_bytes_per_token);
   a->layer_loads += s.layer_loads;
   a->layer_bytes += s.layer_bytes;
   a->layer_prefetch_hits += s.layer_prefetch_hits;
@@ -219,6 +223,8 @@ nlohmann::json memory_json(const rwkvl_memory_stats& s, const rwkvl_memory_param
     j["mem_budget"] = p.budget_bytes;
     j["mem_planned_bytes"] = s.planned_bytes;
     j["mem_minimum_bytes"] = s.minimum_bytes;
+    j["mem_resident_weight_bytes"] = s.resident_weight_bytes;
+    j["mem_planned_stream_bytes_per_token"] = s.planned_stream_bytes_per_token;
     j["mem_prefetch"] = p.prefetch != 0;
     j["layer_loads"] = s.layer_loads;
     j["layer_stream_bytes"] = s.layer_bytes;
