@@ -9,6 +9,7 @@
 #include <limits>
 #include <numeric>
 
+#include "compress/compress.h"
 #include "core/error.h"
 #include "core/threadpool.h"
 #include "model/ops.h"
@@ -539,11 +540,7 @@ std::shared_ptr<Model> cluster_head(const std::shared_ptr<const Model>& in, cons
                   {"top1_token_covered", rep.heldout_token_covered},
                   {"mass_covered", rep.heldout_mass_covered}}}}},
               {"calibration", {{"file", o.calib_name}, {"fnv1a64", o.calib_hash}, {"tokens", o.calib.size()}}}};
-  auto out = Model::from_canonical(std::move(tm), cfg, in->source_kind(), Model::LoadOptions{});
-  nlohmann::json passes = in->passes();
-  passes.push_back(rep.pass);
-  out->set_passes(passes);
-  return out;
+  return model_with_pass(std::move(tm), cfg, *in, rep.pass);
 }
 
 }  // namespace rwkvl::compress

@@ -548,11 +548,22 @@ std::shared_ptr<Model> run(const std::shared_ptr<const Model>& in, const Options
 
   if (cur == in) rebind();
   auto out = std::const_pointer_cast<Model>(cur);
-  nlohmann::json passes = in->passes();
-  passes.push_back(pass);
-  out->set_passes(passes);
+  append_pass(*out, *in, pass);
   rep.bytes_after = tensor_bytes(tm);
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return out;
+}
+
+void append_pass(Model& out, const Model& in, const nlohmann::json& pass) {
+  nlohmann::json passes = in.passes();
+  passes.push_back(pass);
+  out.set_passes(passes);
+}
+
+std::shared_ptr<Model> model_with_pass(TensorMap tensors, const ModelConfig& cfg, const Model& in,
+                                       const nlohmann::json& pass) {
+  auto out = Model::from_canonical(std::move(tensors), cfg, in.source_kind(), Model::LoadOptions{});
+  append_pass(*out, in, pass);
   return out;
 }
 

@@ -72,6 +72,12 @@ std::vector<std::string> default_targets(const ModelConfig& cfg);
 // carries what a pass would make (factored targets, quantised matrices), or a too short calibration.
 std::shared_ptr<Model> run(const std::shared_ptr<const Model>& in, const Options& opts, Report* report);
 
+// Sets out's pass records to those of `in` followed by `pass` (every compress pass ends with this).
+void append_pass(Model& out, const Model& in, const nlohmann::json& pass);
+// A pass's result: the model bound from its tensors, carrying in's pass records plus `pass`.
+std::shared_ptr<Model> model_with_pass(TensorMap tensors, const ModelConfig& cfg, const Model& in,
+                                       const nlohmann::json& pass);
+
 // Fewest calibration tokens asvd accepts.
 constexpr size_t kMinCalibTokens = 64;
 

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <numeric>
 
+#include "compress/compress.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "model/sparse_ffn.h"
@@ -258,11 +259,7 @@ std::shared_ptr<Model> sparse_ffn(const std::shared_ptr<const Model>& in, const 
                 {"predictor_bytes", rep.predictor_bytes},
                 {"layers", layers}}},
               {"calibration", {{"file", opt.calib_name}, {"fnv1a64", opt.calib_hash}, {"tokens", opt.calib.size()}}}};
-  auto out = Model::from_canonical(std::move(tm), cfg, in->source_kind(), Model::LoadOptions{});
-  nlohmann::json passes = in->passes();
-  passes.push_back(rep.pass);
-  out->set_passes(passes);
-  return out;
+  return model_with_pass(std::move(tm), cfg, *in, rep.pass);
 }
 
 }  // namespace rwkvl::compress

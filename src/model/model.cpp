@@ -683,6 +683,7 @@ void Context::set_memory(const MemoryOptions& o) {
   r.reserve = o.reserve;
   r.chunk = o.chunk;
   r.cluster_head = head().mode() == HeadMode::kCluster;
+  r.head_compare = head().options().compare;
   r.head_rows_frac = 0.25;
   for (const auto& pass : model_->passes())
     if (pass.is_object() && pass.contains("cluster_head") && pass["cluster_head"].contains("heldout") &&

@@ -136,13 +136,18 @@ int LayerStream::next_streamed(int l) const {
   return -1;
 }
 
+int LayerStream::slot_holding(int l) const {
+  for (size_t s = 0; s < slot_layer_.size(); ++s)
+    if (slot_layer_[s] == l) return static_cast<int>(s);
+  return -1;
+}
+
 const LayerWeights& LayerStream::acquire(int l) {
   if (!streamed_[static_cast<size_t>(l)]) return m_.layer(l);
   const auto t0 = std::chrono::steady_clock::now();
   int slot = -1;
   if (!prefetch_) {
-    for (int s = 0; s < static_cast<int>(slots_.size()); ++s)
-      if (slot_layer_[static_cast<size_t>(s)] == l) slot = s;
+    slot = slot_holding(l);
     if (slot < 0) {
       slot = slots_.size() == 1 || cur_slot_ < 0 ? 0 : 1 - cur_slot_;
       slot_layer_[static_cast<size_t>(slot)] = -1;
@@ -158,8 +163,7 @@ const LayerWeights& LayerStream::acquire(int l) {
       error_ = nullptr;
       std::rethrow_exception(e);
     }
-    for (int s = 0; s < static_cast<int>(slots_.size()); ++s)
-      if (slot_layer_[static_cast<size_t>(s)] == l) slot = s;
+    slot = slot_holding(l);
     if (slot >= 0) {
       stats_.prefetch_hits += 1;
     } else {
@@ -173,9 +177,7 @@ const LayerWeights& LayerStream::acquire(int l) {
     cur_slot_ = slot;
     // The other slot held the previous streamed layer, which is finished: start reading the next one.
     const int next = next_streamed(l);
-    bool held = false;
-    for (int h : slot_layer_) held = held || h == next;
-    if (next >= 0 && !held) {
+    if (next >= 0 && slot_holding(next) < 0) {
       req_layer_ = next;
       req_slot_ = 1 - slot;
       slot_layer_[static_cast<size_t>(1 - slot)] = next;

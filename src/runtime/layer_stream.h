@@ -60,6 +60,7 @@ class LayerStream {
   void load(int l, int slot);  // synchronous read of layer l into slot
   void reader_loop();
   int next_streamed(int l) const;
+  int slot_holding(int l) const;  // the slot holding (or being filled with) layer l, or -1
   const Model& m_;
   std::shared_ptr<Storage> storage_;
   std::vector<bool> streamed_;

@@ -27,6 +27,7 @@ struct MemoryRequest {
   uint64_t reserve = 0;      // the caller's buffers still to come (logits, token lists)
   size_t chunk = 32;         // most tokens per forward chunk
   bool cluster_head = false; // the head runs in cluster mode
+  bool head_compare = false; // ... and beside it the full head, for agreement figures (one more vocabulary row)
   double head_rows_frac = 1; // expected share of head rows read per token (cluster mode)
   uint64_t margin = 0;       // slack for allocator and thread stacks; 0 = 1 MiB + 1% of the rest of the plan
 };
@@ -61,7 +62,8 @@ uint64_t touch_small_tensors(const Model& m);
 // pages too), so RSS measured next holds what was really used. Native files only; no-op otherwise.
 void release_big_parts(const Model& m);
 
-// Bytes of the context scratch for chunks of `chunk` tokens (Context buffers, head and FFN scratch).
-uint64_t context_scratch_bytes(const Model& m, size_t chunk);
+// Bytes of the context scratch for chunks of `chunk` tokens (Context buffers, head and FFN scratch);
+// head_compare: the cluster head also runs the full head beside it.
+uint64_t context_scratch_bytes(const Model& m, size_t chunk, bool head_compare = true);
 
 }  // namespace rwkvl

@@ -49,16 +49,9 @@ int bench_budgets(const Args& args) {
       const std::string item = list.substr(pos, comma - pos);
       pos = comma + 1;
       if (item.empty()) continue;
-      const char* end = nullptr;
-      char* e = nullptr;
-      double v = std::strtod(item.c_str(), &e);
-      end = e;
-      std::string suffix = end ? end : "";
-      double mult = suffix == "K" ? 1024.0 : suffix == "M" ? 1048576.0 : suffix == "G" ? 1073741824.0 : 1.0;
-      if (suffix == "%") mult = static_cast<double>(fp16) / 100.0;
-      else if (!suffix.empty() && mult == 1.0) v = -1;
-      if (!(v > 0) || v * mult < 1 || v * mult > 1e15) args.fail("invalid budget '" + item + "' in --budgets (e.g. 25%,50%,64M)");
-      budgets.emplace_back(item, static_cast<uint64_t>(v * mult));
+      const uint64_t bytes = parse_bytes(item, fp16);
+      if (bytes == 0) args.fail("invalid budget '" + item + "' in --budgets (e.g. 25%,50%,64M)");
+      budgets.emplace_back(item, bytes);
     }
     if (budgets.empty()) args.fail("--budgets needs at least one budget");
     std::sort(budgets.begin(), budgets.end(), [](const auto& a, const auto& b) { return a.second < b.second; });

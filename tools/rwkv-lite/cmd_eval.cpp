@@ -171,10 +171,10 @@ size_t logits_block(const Settings& s, size_t chunk) {
   return std::max<size_t>(64, chunk);
 }
 
-// Memory the command still allocates after planning: the logits block and LAMBADA's per-passage logits
-// (as many rows as the longest target).
+// Memory the command still allocates after planning: the logits block of the perplexity pass, then (once
+// that is freed) LAMBADA's per-passage logits, as many rows as the longest target.
 uint64_t reserve_for(const rwkvl_model_info& info, size_t block, size_t longest_target) {
-  return (static_cast<uint64_t>(block) + longest_target) * static_cast<uint64_t>(info.n_vocab) * 4 + (256u << 10);
+  return static_cast<uint64_t>(std::max(block, longest_target)) * static_cast<uint64_t>(info.n_vocab) * 4 + (256u << 10);
 }
 
 // ---------------------------------------------------------------- LAMBADA (lm-eval lambada_openai)

@@ -61,6 +61,14 @@ rwkvl_model_info model_info(const rwkvl_model* model) {
 
 uint64_t parse_bytes(const Args& args, const char* flag, uint64_t percent_base) {
   const std::string b = args.str(flag);
+  const uint64_t v = parse_bytes(b, percent_base);
+  if (v == 0)
+    args.fail(std::string("invalid --") + flag + " '" + b + "' (e.g. 40000000, 40M, 1.5G" +
+              (percent_base ? ", 25%)" : ")"));
+  return v;
+}
+
+uint64_t parse_bytes(const std::string& b, uint64_t percent_base) {
   char* end = nullptr;
   errno = 0;
   double v = std::strtod(b.c_str(), &end);
@@ -70,9 +78,7 @@ uint64_t parse_bytes(const Args& args, const char* flag, uint64_t percent_base) 
   else if (suffix == "G" || suffix == "g") v *= 1024.0 * 1024.0 * 1024.0;
   else if (suffix == "%" && percent_base > 0 && v > 0 && v <= 100) v = v / 100.0 * static_cast<double>(percent_base);
   else if (!suffix.empty()) v = -1;
-  if (b.empty() || errno != 0 || !(v >= 1) || v > 1e15)
-    args.fail(std::string("invalid --") + flag + " '" + b + "' (e.g. 40000000, 40M, 1.5G" +
-              (percent_base ? ", 25%)" : ")"));
+  if (b.empty() || errno != 0 || !(v >= 1) || v > 1e15) return 0;
   return static_cast<uint64_t>(v);
 }
 

@@ -51,6 +51,8 @@ StatePtr new_state(const rwkvl_model* model);
 // A byte count: digits with an optional K, M, G suffix (KiB, MiB, GiB), or "N%" of percent_base when
 // that is non-zero. UsageError naming the flag on anything else.
 uint64_t parse_bytes(const Args& args, const char* flag, uint64_t percent_base = 0);
+// The same for one string; 0 when it is not a valid size.
+uint64_t parse_bytes(const std::string& text, uint64_t percent_base = 0);
 // The channel-mix settings the command line asks for (--ffn-mode, --ffn-cache, --ffn-prefetch, --verify).
 rwkvl_ffn_params ffn_params(const Args& args, const rwkvl_model* model);
 // Every run-time setting of a context the command line asks for: channel-mix, output head (--head-mode,
