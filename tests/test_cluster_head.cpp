@@ -249,6 +249,51 @@ TEST(ClusterHeadPass, UniformPriorIsMinusLogClusterSize) {
       ASSERT_FLOAT_EQ(H.prior[i], static_cast<float>(-std::log(static_cast<double>(H.size(j)))));
 }
 
+TEST(ClusterHeadPass, EmbeddingSourceGroupsByTheEmbeddingRows) {
+  // The pass's clusters with from_embedding are k-means (same seed and iterations) of the PCA of the
+  // embedding rows, computed here directly; the cap is above the vocabulary so it never splits.
+  const auto m = synth("f32");
+  auto o = small_options();
+  o.from_embedding = true;
+  o.cap = 1024;
+  const auto out = compress::cluster_head(m, o, nullptr);
+  const int64_t V = 1024, C = 64;
+  std::vector<float> rows(static_cast<size_t>(V * C));
+  for (int64_t t = 0; t < V; ++t) kern::get_row(m->emb().ref, t, rows.data() + t * C);
+  const auto proj = compress::pca_project(rows.data(), V, C, o.pca_dims);
+  const auto assign = compress::kmeans(proj.data(), V, o.pca_dims, o.k, o.kmeans_iters, o.seed, 1);
+  const ClusterHead& H = out->cluster_head();
+  ASSERT_EQ(H.k, o.k);
+  for (int64_t j = 0; j < H.k; ++j)
+    for (int32_t g = H.offsets[j]; g < H.offsets[j + 1]; ++g)
+      ASSERT_EQ(assign[static_cast<size_t>(H.perm[g])], assign[static_cast<size_t>(H.perm[H.offsets[j]])]) << "cluster " << j;
+  EXPECT_EQ(out->passes().back()["cluster_head"]["source"], "embedding rows");
+  // Head rows give other clusters on this model (its embedding and head are independent random matrices).
+  const auto by_head = compress::cluster_head(m, small_options(), nullptr);
+  EXPECT_NE(0, std::memcmp(by_head->tensors().at("head.perm").data, out->tensors().at("head.perm").data, V * 4));
+}
+
+TEST(ClusterHeadPass, PriorSmoothingMovesTowardsUniform) {
+  // Smoothing a adds a x the cluster's mean share to every token's share: a huge a gives -log n_j.
+  const auto m = synth("f32");
+  auto o = small_options();
+  o.prior_smoothing = 1e6;
+  const auto smooth = compress::cluster_head(m, o, nullptr);
+  const ClusterHead& H = smooth->cluster_head();
+  for (int64_t j = 0; j < H.k; ++j)
+    for (int32_t i = H.offsets[j]; i < H.offsets[j + 1]; ++i)
+      ASSERT_NEAR(H.prior[i], -std::log(static_cast<double>(H.size(j))), 1e-4);
+  // Little smoothing keeps the calibration shares apart: priors differ inside some cluster.
+  o.prior_smoothing = 1e-3;
+  const auto sharp = compress::cluster_head(m, o, nullptr);
+  const ClusterHead& S = sharp->cluster_head();
+  double spread = 0;
+  for (int64_t j = 0; j < S.k; ++j)
+    for (int32_t i = S.offsets[j]; i < S.offsets[j + 1]; ++i)
+      spread = std::max(spread, std::abs(S.prior[i] + std::log(static_cast<double>(S.size(j)))));
+  EXPECT_GT(spread, 0.2);
+}
+
 TEST(ClusterHeadPass, RefusesBadInput) {
   const auto m = synth("f32");
   auto bad = [&](auto edit, const char* what) {
@@ -259,6 +304,7 @@ TEST(ClusterHeadPass, RefusesBadInput) {
   bad([](compress::ClusterHeadOptions& o) { o.k = 1; }, "k 1");
   bad([](compress::ClusterHeadOptions& o) { o.k = 5000; }, "k above the vocabulary");
   bad([](compress::ClusterHeadOptions& o) { o.cap = 0; }, "cap 0");
+  bad([](compress::ClusterHeadOptions& o) { o.prior_smoothing = -0.5; }, "negative prior smoothing");
   bad([](compress::ClusterHeadOptions& o) { o.calib.resize(10); }, "too little calibration");
   bad([](compress::ClusterHeadOptions& o) { o.calib[3] = 1024; }, "token out of range");
   const auto once = compress::cluster_head(m, small_options(), nullptr);

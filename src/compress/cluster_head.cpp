@@ -236,6 +236,8 @@ std::shared_ptr<Model> cluster_head(const std::shared_ptr<const Model>& in, cons
   if (o.k < 2 || o.k > V) RWKVL_FAIL(kInvalidArgument, "--cluster-head K must lie in [2, %lld], got %d", static_cast<long long>(V), o.k);
   if (o.cap < 1) RWKVL_FAIL(kInvalidArgument, "--cluster-cap must be at least 1, got %d", o.cap);
   if (o.pca_dims < 1) RWKVL_FAIL(kInvalidArgument, "--pca-dims must be at least 1, got %d", o.pca_dims);
+  if (!(o.prior_smoothing >= 0) || !std::isfinite(o.prior_smoothing))
+    RWKVL_FAIL(kInvalidArgument, "--prior-smoothing must be a finite number >= 0, got %g", o.prior_smoothing);
   if (o.epochs < 1 || !(o.lr > 0) || !(o.holdout > 0 && o.holdout < 1))
     RWKVL_FAIL(kInvalidArgument, "bad distillation settings (epochs %d, lr %g, holdout %g)", o.epochs, o.lr, o.holdout);
   const size_t min_tokens = 64;
@@ -248,12 +250,16 @@ std::shared_ptr<Model> cluster_head(const std::shared_ptr<const Model>& in, cons
     if (o.progress) o.progress(s, a, b);
   };
 
-  // ---- 1. clusters of the head rows: PCA, k-means, cap
+  // ---- 1. clusters of the head rows (or the embedding rows): PCA, k-means, cap
   const auto t_cluster = std::chrono::steady_clock::now();
   std::vector<int32_t> assign;
   {
+    const Matrix& src = o.from_embedding ? in->emb() : head;
+    if (src.factored() || src.ref.data == nullptr || src.ref.rows != V || src.ref.cols != C)
+      RWKVL_FAIL(kInvalidArgument, "--cluster-source emb needs a dense emb.weight of %lld x %lld", static_cast<long long>(V),
+                 static_cast<long long>(C));
     std::vector<float> rows(static_cast<size_t>(V * C));
-    for (int64_t t = 0; t < V; ++t) kern::get_row(head.ref, t, rows.data() + t * C);
+    for (int64_t t = 0; t < V; ++t) kern::get_row(src.ref, t, rows.data() + t * C);
     const int dims = static_cast<int>(std::min<int64_t>(o.pca_dims, C));
     const std::vector<float> proj = pca_project(rows.data(), V, C, dims);
     rows = {};
@@ -504,8 +510,8 @@ std::shared_ptr<Model> cluster_head(const std::shared_ptr<const Model>& in, cons
       double mean = 0;
       for (int32_t g = b; g < e; ++g) mean += mean_p[static_cast<size_t>(perm[static_cast<size_t>(g)])];
       mean /= n;
-      // Smoothing: a token never seen still gets a thousandth of the cluster's mean share.
-      const double a = 1e-3 * mean + 1e-300;
+      // Smoothing: a token never seen still gets prior_smoothing x the cluster's mean share.
+      const double a = o.prior_smoothing * mean + 1e-300;
       double tot = 0;
       for (int32_t g = b; g < e; ++g) tot += mean_p[static_cast<size_t>(perm[static_cast<size_t>(g)])] + a;
       for (int32_t g = b; g < e; ++g)
@@ -521,12 +527,13 @@ std::shared_ptr<Model> cluster_head(const std::shared_ptr<const Model>& in, cons
                 {"k_final", K},
                 {"cap", o.cap},
                 {"pca_dims", std::min<int64_t>(o.pca_dims, C)},
-                {"source", "head rows"},
                 {"seed", o.seed},
                 {"epochs", o.epochs},
                 {"lr", o.lr},
                 {"holdout", o.holdout},
+                {"source", o.from_embedding ? "embedding rows" : "head rows"},
                 {"prior", o.uniform_prior ? "uniform" : "calib"},
+                {"prior_smoothing", o.uniform_prior ? 0.0 : o.prior_smoothing},
                 {"init", o.lse_init ? "log-sum-exp" : "zero"},
                 {"best_epoch", rep.best_epoch},
                 {"largest_cluster_before_cap", rep.largest_before_cap},

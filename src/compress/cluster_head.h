@@ -21,6 +21,7 @@ struct ClusterHeadOptions {
   int k = 200;             // k-means clusters before the cap
   int cap = 1024;          // most tokens per cluster (larger clusters are split)
   int pca_dims = 200;      // PCA components the k-means runs on (capped at the model width)
+  bool from_embedding = false;  // cluster the embedding rows (the paper) instead of the head rows
   int kmeans_iters = 30;   // Lloyd iterations at most (stops when no assignment changes)
   uint64_t seed = 1;
   std::vector<int32_t> calib;  // calibration tokens
@@ -29,6 +30,7 @@ struct ClusterHeadOptions {
   double lr = 1e-2;       // Adam step size
   double holdout = 0.1;   // share of calibration positions (the last ones) held out for the report
   bool uniform_prior = false;  // pseudo-logits spread uniformly over a cluster (the paper) instead of by calibration mass
+  double prior_smoothing = 1e-3;  // calib priors: each token's share gets this x its cluster's mean share added
   bool lse_init = true;        // start from the log-sum-exp approximation (mean head row, log n_j); false: zeros
   int n_threads = 1;
   int chunk = 128;

@@ -199,6 +199,13 @@ const std::vector<FlagSpec> kFlags = {
     {"head-prior", nullptr, K::kChoice, "compress", "calib", "KIND",
      "--cluster-head: how an unchosen cluster's probability is spread over its tokens: calib (each token's share "
      "of the cluster's mass on the calibration text) or uniform (the paper)", 0, 0, false, "calib|uniform"},
+    {"cluster-source", nullptr, K::kChoice, "compress", "head", "ROWS",
+     "--cluster-head: rows the vocabulary is clustered by: head (tokens whose head rows are alike get alike logits) "
+     "or emb (the embedding rows, the paper's recipe; rarely seen tokens form one huge cluster the cap then splits)",
+     0, 0, false, "head|emb"},
+    {"prior-smoothing", nullptr, K::kFloat, "compress", "0.001", "A",
+     "--cluster-head, calib priors: every token's calibration share gets A x its cluster's mean share added "
+     "(tokens never seen in the calibration text keep some probability)", 0, 1e6},
     {"ffn-dtype", nullptr, K::kChoice, "compress", "keep", "TYPE",
      "--sparse-ffn: matrix type of the bundled FFN (keep = that of ffn.key)", 0, 0, false, "keep|f32|f16|bf16|i8|q4"},
     {"calib-tokens", nullptr, K::kInt, "compress", "16384", "N", "use the first N tokens of the calibration text", 1,

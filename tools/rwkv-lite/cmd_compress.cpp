@@ -105,7 +105,7 @@ int cmd_compress(const Args& args) {
     args.fail("--cluster-head needs calibration text: --calib FILE (e.g. wikitext2-valid.txt)");
   }
   const bool chead = args.given("cluster-head");
-  for (const char* f : {"cluster-cap", "pca-dims", "head-epochs", "head-lr", "head-prior"})
+  for (const char* f : {"cluster-cap", "pca-dims", "head-epochs", "head-lr", "head-prior", "prior-smoothing", "cluster-source"})
     if (!chead && args.given(f)) args.fail(std::string("--") + f + " needs --cluster-head K");
   const bool sparse = args.on("sparse-ffn");
   for (const char* f : {"no-predictor", "recall", "hidden", "epochs", "holdout", "ffn-dtype", "lr", "pred-dtype"})
@@ -162,6 +162,8 @@ int cmd_compress(const Args& args) {
     co.epochs = static_cast<int>(args.integer("head-epochs"));
     co.lr = args.number("head-lr");
     co.uniform_prior = args.str("head-prior") == "uniform";
+    co.prior_smoothing = args.number("prior-smoothing");
+    co.from_embedding = args.str("cluster-source") == "emb";
     co.seed = static_cast<uint64_t>(args.integer("seed"));
     co.calib = o.calib;
     co.calib_name = o.calib_name;
