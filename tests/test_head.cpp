@@ -22,6 +22,8 @@
 #include <string>
 #include <vector>
 
+#include "compress/cluster_head.h"
+#include "compress/compress.h"
 #include "compress/sparse_ffn.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
@@ -550,6 +552,64 @@ TEST(MemoryPlan, HeadStreamingGivesTheSameLogits) {
     EXPECT_TRUE(small.plan.head_streamed);
     EXPECT_GT(small.head_stream, 0u);
     EXPECT_EQ(0, std::memcmp(small.logits.data(), big.logits.data(), big.logits.size() * 4));
+  }
+}
+
+TEST(MemoryPlan, EveryTechniqueInOneFileKeepsItsLogitsUnderEveryBudget) {
+  // Low-rank + int8 (embedding and head too) + sparse FFN with predictors + cluster head in one file, as
+  // `compress` chains them: budgets from everything resident down to the minimum (layers, bundled FFN and
+  // head rows streamed, embedding rows cached) change where the bytes live, never the logits.
+  const auto base = base_model("f16", kBigC, kBigV);
+  compress::Options co;
+  co.lowrank = "svd";
+  co.rank_frac = 0.25;
+  co.quant = "int8";
+  co.quant_emb = co.quant_head = true;
+  const auto low = compress::run(base, co, nullptr);
+  compress::SparseFfnOptions so;
+  so.calib = tokens(300, 41, kBigV);
+  so.pred.epochs = 3;
+  const auto sparse = compress::sparse_ffn(low, so, nullptr);
+  compress::ClusterHeadOptions ho;
+  ho.k = 16;
+  ho.cap = 512;
+  ho.pca_dims = 32;
+  ho.epochs = 3;
+  ho.chunk = 64;
+  ho.calib = tokens(300, 42, kBigV);
+  const std::string path = test::temp_dir() + "/every_technique.rwkvl";
+  compress::cluster_head(sparse, ho, nullptr)->save_native(path, "keep");
+  const auto m = Model::load(path, {});
+  ASSERT_TRUE(m->sparse_ffn());
+  ASSERT_TRUE(m->cluster_head().present());
+  ASSERT_TRUE(m->layer(0).att_k.factored());
+  ASSERT_EQ(m->head().ref.dtype, DType::kI8);
+  const auto toks = tokens(10, 43, kBigV);
+  for (size_t chunk : {size_t{1}, size_t{4}}) {
+    SCOPED_TRACE(chunk);
+    Context plain(m, 2);
+    State st;
+    st.reset(m->config());
+    std::vector<float> ref(toks.size() * kBigV);
+    plain.eval(st, toks.data(), toks.size(), chunk, nullptr, ref.data());
+    const BudgetRun big = run_budget(m, toks, uint64_t{1} << 40, true, chunk);
+    ASSERT_EQ(0, std::memcmp(big.logits.data(), ref.data(), ref.size() * 4));
+    const uint64_t minimum = big.plan.minimum, everything = big.plan.total;
+    ASSERT_LT(minimum, everything);
+    for (double f : {0.5, 0.0}) {
+      for (bool prefetch : {true, false}) {
+        const uint64_t budget =
+            f == 0.0 ? 0 : minimum + (64u << 10) + static_cast<uint64_t>(f * static_cast<double>(everything - minimum));
+        const BudgetRun r = run_budget(m, toks, budget, prefetch, chunk);
+        ASSERT_EQ(0, std::memcmp(r.logits.data(), ref.data(), ref.size() * 4)) << "budget " << budget << " prefetch " << prefetch;
+        if (f == 0.0) {
+          EXPECT_TRUE(r.plan.ffn_streamed);
+          EXPECT_TRUE(r.plan.head_streamed);
+          EXPECT_GT(r.stream.loads, 0u);
+          EXPECT_GT(r.head_stream, 0u);
+        }
+      }
+    }
   }
 }
 
