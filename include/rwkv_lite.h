@@ -266,6 +266,32 @@ rwkvl_status rwkvl_tokenize(const rwkvl_tokenizer* tok, const char* text, size_t
 /* Raw bytes of one token (may be a partial UTF-8 sequence); same cap/n_out protocol. */
 rwkvl_status rwkvl_token_bytes(const rwkvl_tokenizer* tok, int32_t id, char* out, size_t cap, size_t* n_out);
 
+/* ---------------------------------------------------------------- input files and text streams */
+
+/* Every input is a regular file (or "-" for standard input where allow_stdin is set): FIFOs, devices and
+   folders are refused with a message naming `what` and the path, and nothing blocks in open(). */
+typedef struct rwkvl_input rwkvl_input;
+rwkvl_status rwkvl_input_open(const char* path, const char* what, int allow_stdin, rwkvl_input** out);
+void rwkvl_input_free(rwkvl_input* in);
+/* Up to cap bytes into out (fewer only at the end; *n_out 0 at the end). */
+rwkvl_status rwkvl_input_read(rwkvl_input* in, void* out, size_t cap, size_t* n_out);
+/* Size at open time (0 for standard input). */
+uint64_t rwkvl_input_size(const rwkvl_input* in);
+
+/* The tokens of a text file read 64 KiB at a time: memory stays below RWKVL_TEXT_STREAM_MAX_BYTES for any
+   file size, and the tokens equal rwkvl_tokenize() of the whole text (the GPT-NeoX tokenizer cuts a 64 KiB
+   run without white space at a character boundary; rwkvl_text_stream_forced_cuts counts those). path "-" is
+   standard input. The tokenizer must outlive the stream. */
+#define RWKVL_TEXT_STREAM_MAX_BYTES (384u << 10)
+typedef struct rwkvl_text_stream rwkvl_text_stream;
+rwkvl_status rwkvl_text_stream_open(const rwkvl_tokenizer* tok, const char* path, const char* what,
+                                    rwkvl_text_stream** out);
+void rwkvl_text_stream_free(rwkvl_text_stream* s);
+/* Up to cap tokens (fewer only at the end of the text; *n_out 0 once it is all read). */
+rwkvl_status rwkvl_text_stream_read(rwkvl_text_stream* s, int32_t* out, size_t cap, size_t* n_out);
+uint64_t rwkvl_text_stream_bytes_read(const rwkvl_text_stream* s);
+uint64_t rwkvl_text_stream_forced_cuts(const rwkvl_text_stream* s);
+
 /* ---------------------------------------------------------------- sampling */
 
 typedef struct rwkvl_sampler_params {
@@ -297,6 +323,46 @@ int rwkvl_reset_peak_rss(void);
 /* Measures the sustained memory read bandwidth (bytes/s) with n_threads threads streaming over a
    buffer of buffer_bytes (0 -> 256 MiB) for about `seconds`. */
 double rwkvl_measure_read_bandwidth(int n_threads, uint64_t buffer_bytes, double seconds);
+
+/* ---------------------------------------------------------------- output files */
+
+/* Every file the library writes (models, states, and these calls) goes through one writer: the data
+   appears at `path` complete or not at all (an anonymous temporary in the same folder, fsynced and
+   renamed over `path`, the folder fsynced; nothing is left behind on failure, SIGINT or SIGTERM).
+   `path` must be absent or a regular file: a folder, device, FIFO or socket is refused, and so is a
+   symbolic link (the link is never replaced nor followed). Errors (RWKVL_ERR_IO) name `path`. */
+
+/* The checks alone, for a caller to run before any work: `path` is absent or a regular file and its
+   folder exists and is writable. Creates nothing. */
+rwkvl_status rwkvl_check_output_path(const char* path);
+/* Writes size bytes from data to path atomically. */
+rwkvl_status rwkvl_write_file(const char* path, const void* data, size_t size);
+/* The same writer, fed piece by piece (outputs that grow while a command runs, e.g. per-passage results):
+   open checks `path` and creates the temporary; commit makes the file appear; free without commit
+   discards it. */
+typedef struct rwkvl_output rwkvl_output;
+rwkvl_status rwkvl_output_open(const char* path, rwkvl_output** out);
+rwkvl_status rwkvl_output_write(rwkvl_output* o, const void* data, size_t size);
+rwkvl_status rwkvl_output_commit(rwkvl_output* o);
+void rwkvl_output_free(rwkvl_output* o);
+
+/* ---------------------------------------------------------------- integrity */
+
+/* Checks a whole model file: every tensor's FNV-1a checksum against the header (native files; other formats
+   have none, reported as "none"), every float value finite (f32/f16/bf16 tensors, int8 scale tensors, the
+   f16 scales of q4_g32 and q5_1 blocks), every header field in range (the model is bound as for loading).
+   Writes the report as one JSON object (fields in docs/CLI.md, "verify") with the cap/n_out protocol of
+   rwkvl_context_memory_plan (NUL-terminated when it fits); *ok (may be NULL) is 1 when nothing is wrong, else
+   0. Returns RWKVL_OK whenever the check ran, whatever it found (a file that cannot be read at all is a
+   finding in the report); fails only on bad arguments, a buffer too small (then *n_out is the report's length;
+   calling again with the same path returns that report without reading the file again) or out of memory. */
+rwkvl_status rwkvl_verify_model(const char* path, char* out, size_t cap, size_t* n_out, int* ok);
+
+/* Makes a model file that is truncated or replaced while it is memory-mapped a clear error instead of a
+   silent SIGBUS: a SIGBUS in a mapping of this library prints "<program>: error: model file '<path>' was
+   truncated or replaced while in use" to stderr and ends the process with exit status 1 (_exit). Other
+   SIGBUS go to the previous handler. Process-wide; call once at start-up (e.g. from main). */
+void rwkvl_install_sigbus_guard(const char* program);
 
 #ifdef __cplusplus
 }

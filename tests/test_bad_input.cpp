@@ -3,7 +3,13 @@
 // small valid files (rwkv.cpp and native) finds no crash (ASan/UBSan build in CI).
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cmath>
 #include <cstring>
+#include <functional>
+#include <limits>
 #include <random>
 
 #include "core/error.h"
@@ -19,8 +25,9 @@ std::vector<uint8_t> bytes_of(const std::string& path) {
   return std::vector<uint8_t>(s.begin(), s.end());
 }
 
-// Loads a model from bytes; returns "" on success or the error message.
-std::string try_load(std::vector<uint8_t> b, ErrorCode* code = nullptr) {
+// Loads a model from bytes; returns "" on success or the error message. *nonfinite: it loaded and ran but gave
+// NaN / infinite logits without an error (what a corrupt weight did before the runtime checked activations).
+std::string try_load(std::vector<uint8_t> b, ErrorCode* code = nullptr, bool* nonfinite = nullptr) {
   try {
     auto m = Model::from_raw(read_checkpoint(MappedFile::from_bytes(std::move(b), "mem.bin")), {});
     // A file that loads must also run.
@@ -30,6 +37,8 @@ std::string try_load(std::vector<uint8_t> b, ErrorCode* code = nullptr) {
     int32_t tok = 0;
     std::vector<float> logits(static_cast<size_t>(m->config().n_vocab));
     ctx.eval(st, &tok, 1, 1, logits.data(), nullptr);
+    if (nonfinite)
+      for (float x : logits) *nonfinite = *nonfinite || !std::isfinite(x);
     return "";
   } catch (const Error& e) {
     if (code) *code = e.code();
@@ -133,7 +142,7 @@ TEST(BadInput, NativeHostileHeaderAndVersion) {
   auto h = b;
   const uint64_t huge = 1ull << 62;
   std::memcpy(h.data() + 16, &huge, 8);
-  EXPECT_NE(try_load(h, &code).find("does not fit"), std::string::npos);
+  EXPECT_NE(try_load(h, &code).find("exceeds the limit"), std::string::npos) << try_load(h);
   EXPECT_EQ(code, ErrorCode::kFormat);
   auto v = b;
   const uint32_t ver = 9;
@@ -146,6 +155,111 @@ TEST(BadInput, NativeHostileHeaderAndVersion) {
   j[24] = 'x';  // the JSON header starts at byte 24
   EXPECT_NE(try_load(j, &code), "");
   EXPECT_EQ(code, ErrorCode::kFormat);
+}
+
+// The native file `b` with its header JSON edited by `edit` (the data section is kept, realigned).
+std::vector<uint8_t> with_header(const std::vector<uint8_t>& b, const std::function<void(nlohmann::json&)>& edit) {
+  uint64_t hlen;
+  std::memcpy(&hlen, b.data() + 16, 8);
+  nlohmann::json j = nlohmann::json::parse(b.begin() + 24, b.begin() + 24 + static_cast<std::ptrdiff_t>(hlen));
+  edit(j);
+  const std::string h = j.dump();
+  auto align64 = [](uint64_t x) { return (x + 63) / 64 * 64; };
+  std::string out(reinterpret_cast<const char*>(b.data()), 24);
+  const uint64_t nh = h.size();
+  std::memcpy(&out[16], &nh, 8);
+  out += h;
+  out.resize(align64(out.size()), '\0');
+  out.append(reinterpret_cast<const char*>(b.data()) + align64(24 + hlen), b.size() - align64(24 + hlen));
+  return std::vector<uint8_t>(out.begin(), out.end());
+}
+
+long max_rss_kib() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss;
+}
+
+TEST(BadInput, NativeHeaderDepthBombIsRefusedQuickly) {
+  const uint64_t n = 100000;  // 100k nested '[' (the review's 64 MB version took 2.5 GB)
+  std::vector<uint8_t> b((24 + n + 63) / 64 * 64, static_cast<uint8_t>('['));
+  std::memcpy(b.data(), "RWKVLITE", 8);
+  const uint32_t ver = 1, align = 64;
+  std::memcpy(b.data() + 8, &ver, 4);
+  std::memcpy(b.data() + 12, &align, 4);
+  std::memcpy(b.data() + 16, &n, 8);
+  std::fill(b.begin() + 24 + static_cast<std::ptrdiff_t>(n), b.end(), 0);
+  const long rss0 = max_rss_kib();
+  const auto t0 = std::chrono::steady_clock::now();
+  ErrorCode code{};
+  const std::string msg = try_load(b, &code);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(msg.find("nests deeper than 32 levels"), std::string::npos) << msg;
+  EXPECT_EQ(code, ErrorCode::kFormat);
+  EXPECT_LT(secs, 1.0);
+  EXPECT_LT(max_rss_kib() - rss0, 64 * 1024) << "peak RSS grew by " << (max_rss_kib() - rss0) << " KiB";
+  // The same bytes past the 16 MiB header limit: refused before parsing.
+  const uint64_t too_long = (16ull << 20) + 1;
+  std::vector<uint8_t> big(24 + too_long + 64, ' ');
+  std::memcpy(big.data(), b.data(), 16);
+  std::memcpy(big.data() + 16, &too_long, 8);
+  EXPECT_NE(try_load(big, &code).find("exceeds the limit of 16777216 bytes"), std::string::npos) << try_load(big);
+}
+
+TEST(BadInput, NativeIntegerFieldsMustBeIntegers) {
+  const std::vector<uint8_t> b = small_native(5);
+  ASSERT_EQ(try_load(b), "");
+  ASSERT_EQ(try_load(with_header(b, [](nlohmann::json&) {})), "");  // the helper itself keeps a good file good
+  struct Case {
+    const char* what;
+    std::function<void(nlohmann::json&)> edit;
+    const char* expect;
+  };
+  const Case cases[] = {
+      {"offset 0.5", [](nlohmann::json& j) { j["tensors"][0]["offset"] = 0.5; }, "'offset' must be an integer"},
+      {"offset 1e308", [](nlohmann::json& j) { j["tensors"][1]["offset"] = 1e308; }, "'offset' must be an integer"},
+      {"offset -64", [](nlohmann::json& j) { j["tensors"][1]["offset"] = -64; }, "'offset' must be an integer"},
+      {"nbytes 4.0", [](nlohmann::json& j) { j["tensors"][2]["nbytes"] = 4.0; }, "'nbytes' must be an integer"},
+      {"shape 256.9",
+       [](nlohmann::json& j) {
+         auto& s = j["tensors"][3]["shape"];
+         s[0] = s[0].get<double>() + 0.9;
+       },
+       "'shape' must be an integer"},
+      {"shape -1", [](nlohmann::json& j) { j["tensors"][3]["shape"][0] = -1; }, "'shape' must be an integer"},
+      {"shape 1e30", [](nlohmann::json& j) { j["tensors"][3]["shape"][0] = 1e30; }, "'shape' must be an integer"},
+      {"dtype 0.5", [](nlohmann::json& j) { j["tensors"][0]["dtype"] = 0.5; }, "'dtype' must be an integer"},
+      {"dtype string", [](nlohmann::json& j) { j["tensors"][0]["dtype"] = "f32"; }, "'dtype' must be an integer"},
+      {"checksum not hex", [](nlohmann::json& j) { j["tensors"][0]["fnv1a64"] = "zz"; }, "16 lowercase hex digits"},
+      {"n_layer 2.5", [](nlohmann::json& j) { j["model"]["n_layer"] = 2.5; }, "'n_layer' must be an integer"},
+      {"n_embd 1e308", [](nlohmann::json& j) { j["model"]["n_embd"] = 1e308; }, "'n_embd' must be an integer"},
+      {"n_vocab -40", [](nlohmann::json& j) { j["model"]["n_vocab"] = -40; }, "'n_vocab' must be an integer"},
+      {"arch_major 9", [](nlohmann::json& j) { j["model"]["arch_major"] = 9; }, "'arch_major' must be an integer"},
+      {"ln_x_eps -1", [](nlohmann::json& j) { j["model"]["ln_x_eps"] = -1; }, "'ln_x_eps' must be a number in (0, 1]"},
+      {"ln_x_eps 0", [](nlohmann::json& j) { j["model"]["ln_x_eps"] = 0; }, "'ln_x_eps' must be a number in (0, 1]"},
+      {"ln_x_eps NaN (null)", [](nlohmann::json& j) { j["model"]["ln_x_eps"] = std::nan(""); },
+       "'ln_x_eps' must be a number in (0, 1]"},
+      {"ln_x_eps 1e39", [](nlohmann::json& j) { j["model"]["ln_x_eps"] = 1e39; }, "'ln_x_eps' must be a number in (0, 1]"},
+      {"ln_x_eps string", [](nlohmann::json& j) { j["model"]["ln_x_eps"] = "1e-5"; },
+       "'ln_x_eps' must be a number in (0, 1]"},
+      {"ln_eps -1e-5", [](nlohmann::json& j) { j["model"]["ln_eps"] = -1e-5; }, "'ln_eps' must be a number in (0, 1]"},
+      {"model not an object", [](nlohmann::json& j) { j["model"] = 5; }, "no 'model' object"},
+  };
+  for (const Case& c : cases) {
+    ErrorCode code{};
+    const std::string msg = try_load(with_header(b, c.edit), &code);
+    EXPECT_NE(msg.find(c.expect), std::string::npos) << c.what << ": " << msg;
+    EXPECT_EQ(code, ErrorCode::kFormat) << c.what;
+  }
+  // The load-time override is checked too.
+  Model::LoadOptions o;
+  o.ln_x_eps_override = std::numeric_limits<float>::infinity();
+  try {
+    Model::from_raw(read_checkpoint(MappedFile::from_bytes(b, "mem.bin")), o);
+    ADD_FAILURE() << "an infinite ln_x epsilon was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("epsilon"), std::string::npos) << e.what();
+  }
 }
 
 TEST(BadInput, TokenOutOfRangeLeavesStateUnchanged) {
@@ -176,7 +290,7 @@ TEST(BadInput, TokenOutOfRangeLeavesStateUnchanged) {
 // Seeded mutation loop: byte flips, overwrites with extreme values, truncations, insertions.
 void mutate_and_load(const std::vector<uint8_t>& seed, size_t iters, uint64_t rng_seed, size_t focus) {
   std::mt19937_64 rng(rng_seed);
-  size_t loaded = 0, rejected = 0;
+  size_t loaded = 0, rejected = 0, silent_nonfinite = 0;
   for (size_t it = 0; it < iters; ++it) {
     std::vector<uint8_t> b = seed;
     const int n_mut = 1 + static_cast<int>(rng() % 4);
@@ -198,10 +312,15 @@ void mutate_and_load(const std::vector<uint8_t>& seed, size_t iters, uint64_t rn
         default: b.erase(b.begin() + static_cast<std::ptrdiff_t>(pos)); break;
       }
     }
-    (try_load(b).empty() ? loaded : rejected)++;
+    bool nonfinite = false;
+    (try_load(b, nullptr, &nonfinite).empty() ? loaded : rejected)++;
+    silent_nonfinite += nonfinite;
   }
-  std::printf("  %zu mutants: %zu loaded and ran, %zu rejected with an error\n", iters, loaded, rejected);
+  std::printf("  %zu mutants: %zu loaded and ran, %zu rejected with an error, %zu ran to non-finite logits without one\n",
+              iters, loaded, rejected, silent_nonfinite);
   EXPECT_GT(rejected, 0u);
+  // A corrupt weight is an error naming the layer, never NaN logits handed to the caller.
+  EXPECT_EQ(silent_nonfinite, 0u);
 }
 
 TEST(Fuzz, RwkvCppMutations) {

@@ -714,7 +714,8 @@ TEST(SparseFfnCache, SameLogitsAsTheMappedFile) {
           EXPECT_GT(c.requests, 0u);
           EXPECT_EQ(c.requests, c.hits_pinned + c.hits_cached + c.hits_prefetched + c.misses);
           EXPECT_EQ(c.requests, r->stats.computed);
-          EXPECT_EQ(c.capacity_bytes, cap);
+          // A capacity beyond every neuron of the model is cut to what there is to cache (one slot each).
+          EXPECT_EQ(c.capacity_bytes, std::min<uint64_t>(cap, min * static_cast<uint64_t>(g->config().n_layer)));
         }
         // exact mode asks for every neuron of every layer for every token
         EXPECT_EQ(e.cache.requests, toks.size() * 2u * static_cast<uint64_t>(g->config().n_ffn));

@@ -353,7 +353,7 @@ TEST(Tokenizers, EncodeIsThreadSafe) {
 TEST(TokenizerErrors, MissingFileIsIoError) {
   const std::string missing = test::temp_dir() + "/no-such-vocab.txt";
   std::string msg = expect_error(ErrorCode::kIo, [&] { Tokenizer::world_from_file(missing); });
-  EXPECT_NE(msg.find("cannot open tokenizer file '" + missing + "'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("cannot read tokenizer file '" + missing + "'"), std::string::npos) << msg;
   msg = expect_error(ErrorCode::kIo, [&] { Tokenizer::neox_from_file(missing); });
   EXPECT_NE(msg.find(missing), std::string::npos) << msg;
   // A directory opens but cannot be read.

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "tokenizer/tokenizer.h"
 #include "rwkv_lite.h"
 
 namespace rwkvl {
@@ -19,6 +20,12 @@ class Context;
 struct rwkvl_context {
   std::unique_ptr<rwkvl::Context> ctx;
   int n_threads = 1;
+};
+
+// The tokenizer handle (the text streams of c_api_input.cpp read through it).
+struct rwkvl_tokenizer {
+  std::unique_ptr<rwkvl::Tokenizer> tok;
+  std::string name;
 };
 
 namespace rwkvl::api {

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -12,8 +13,12 @@
 #include "api/api_internal.h"
 #include "model/sparse_ffn.h"
 #include "runtime/neuron_cache.h"
+#include "core/file_writer.h"
 #include "core/mapped_file.h"
 #include "model/model.h"
+#include "model/verify.h"
+#include "core/sigbus_guard.h"
+#include "core/hash.h"
 #include "rwkv_lite.h"
 #include "tokenizer/tokenizer.h"
 
@@ -27,10 +32,6 @@ std::shared_ptr<rwkvl::Model> rwkvl::api::model_of(const rwkvl_model* m) { retur
 struct rwkvl_state {
   rwkvl::State st;
   rwkvl::ModelConfig cfg;
-};
-struct rwkvl_tokenizer {
-  std::unique_ptr<rwkvl::Tokenizer> tok;
-  std::string name;
 };
 
 namespace {
@@ -75,6 +76,25 @@ std::vector<std::string> tokenizer_dirs(const char* model_path) {
 }
 
 constexpr char kStateMagic[8] = {'R', 'W', 'K', 'V', 'S', 'T', 'A', 'T'};
+constexpr size_t kStateHeaderV2 = 64;
+
+// The 64-byte version-2 state header of a model shape, checksum (bytes 56..63) left zero.
+void state_header_v2(const rwkvl::ModelConfig& c, uint64_t n, uint8_t* out) {
+  std::memset(out, 0, kStateHeaderV2);
+  std::memcpy(out, kStateMagic, 8);
+  const uint32_t f[10] = {2u,
+                          static_cast<uint32_t>(c.arch_major),
+                          static_cast<uint32_t>(c.arch_minor),
+                          static_cast<uint32_t>(c.n_layer),
+                          static_cast<uint32_t>(c.n_embd),
+                          static_cast<uint32_t>(c.n_head),
+                          static_cast<uint32_t>(c.head_size),
+                          static_cast<uint32_t>(c.n_ffn),
+                          static_cast<uint32_t>(c.n_vocab),
+                          0u};
+  std::memcpy(out + 8, f, sizeof f);
+  std::memcpy(out + 48, &n, 8);
+}
 
 }  // namespace
 
@@ -293,14 +313,15 @@ rwkvl_status rwkvl_state_save(const rwkvl_state* state, const char* path) {
   return guarded([&] {
     RWKVL_API_REQUIRE(state && path, "rwkvl_state_save: NULL argument");
     const rwkvl::ModelConfig& c = state->cfg;
-    rwkvl::AtomicFileWriter w(path);
-    w.write(kStateMagic, 8);
-    const uint32_t hdr[7] = {1u, static_cast<uint32_t>(c.arch_major), static_cast<uint32_t>(c.n_layer),
-                             static_cast<uint32_t>(c.n_embd), static_cast<uint32_t>(c.n_head),
-                             static_cast<uint32_t>(c.head_size), 0u};
-    w.write(hdr, sizeof hdr);
+    rwkvl::FileWriter w(path);
+    // Version 2 (docs/FORMAT.md, "State files"): 64-byte header with the model's shape and an FNV-1a
+    // checksum of the header and the values.
+    uint8_t hdr[kStateHeaderV2];
     const uint64_t n = state->st.data.size();
-    w.write(&n, 8);
+    state_header_v2(c, n, hdr);
+    const uint64_t sum = rwkvl::fnv1a64(state->st.data.data(), n * sizeof(float), rwkvl::fnv1a64(hdr, 56));
+    std::memcpy(hdr + 56, &sum, 8);
+    w.write(hdr, sizeof hdr);
     w.write(state->st.data.data(), n * sizeof(float));
     w.commit();
   });
@@ -311,20 +332,59 @@ rwkvl_status rwkvl_state_load(rwkvl_state* state, const char* path) {
     RWKVL_API_REQUIRE(state && path, "rwkvl_state_load: NULL argument");
     auto f = rwkvl::MappedFile::open(path);
     const rwkvl::ModelConfig& c = state->cfg;
-    if (f->size() < 44 || std::memcmp(f->data(), kStateMagic, 8) != 0)
-      RWKVL_FAIL(kFormat, "%s: not an rwkv-lite state file", path);
-    uint32_t hdr[7];
-    std::memcpy(hdr, f->data() + 8, sizeof hdr);
-    uint64_t n;
-    std::memcpy(&n, f->data() + 36, 8);
-    if (hdr[0] != 1) RWKVL_FAIL(kUnsupported, "%s: state file version %u is not supported", path, hdr[0]);
-    if (hdr[1] != static_cast<uint32_t>(c.arch_major) || hdr[2] != static_cast<uint32_t>(c.n_layer) ||
-        hdr[3] != static_cast<uint32_t>(c.n_embd) || hdr[4] != static_cast<uint32_t>(c.n_head) ||
-        hdr[5] != static_cast<uint32_t>(c.head_size) || n != state->st.data.size())
-      RWKVL_FAIL(kInvalidArgument, "%s: state was saved for a different model (v%u, %u layers, width %u)", path, hdr[1],
-                 hdr[2], hdr[3]);
-    if (!f->contains(44, n * sizeof(float))) RWKVL_FAIL(kFormat, "%s: truncated state file", path);
-    std::memcpy(state->st.data.data(), f->data() + 44, n * sizeof(float));
+    const uint8_t* p = f->data();
+    if (f->size() < 12 || std::memcmp(p, kStateMagic, 8) != 0) RWKVL_FAIL(kFormat, "%s: not an rwkv-lite state file", path);
+    uint32_t version;
+    std::memcpy(&version, p + 8, 4);
+    const uint64_t want = state->st.data.size();
+    uint64_t n = 0;
+    size_t data_at = 0;
+    if (version == 2) {
+      if (f->size() < kStateHeaderV2) RWKVL_FAIL(kFormat, "%s: truncated state file (%zu bytes)", path, f->size());
+      uint8_t expect[kStateHeaderV2];
+      state_header_v2(c, want, expect);
+      uint32_t saved[9];
+      std::memcpy(saved, p + 12, sizeof saved);
+      std::memcpy(&n, p + 48, 8);
+      if (std::memcmp(p + 12, expect + 12, 36) != 0 || n != want)
+        RWKVL_FAIL(kInvalidArgument,
+                   "%s: state was saved for a different model (v%u.%u, %u layers, width %u, %u x %u heads, ffn %u, vocab %u; "
+                   "this model: %s, %d layers, width %d, %d x %d heads, ffn %d, vocab %d)",
+                   path, saved[0], saved[1], saved[2], saved[3], saved[4], saved[5], saved[6], saved[7],
+                   c.arch_name().c_str(), c.n_layer, c.n_embd, c.n_head, c.head_size, c.n_ffn, c.n_vocab);
+      data_at = kStateHeaderV2;
+    } else if (version == 1) {
+      // Version 1 (no checksum, no arch_minor/ffn/vocab): accepted when the shape matches and every value is
+      // finite, so states saved by older builds keep working.
+      if (f->size() < 44) RWKVL_FAIL(kFormat, "%s: truncated state file (%zu bytes)", path, f->size());
+      uint32_t hdr[7];
+      std::memcpy(hdr, p + 8, sizeof hdr);
+      std::memcpy(&n, p + 36, 8);
+      if (hdr[1] != static_cast<uint32_t>(c.arch_major) || hdr[2] != static_cast<uint32_t>(c.n_layer) ||
+          hdr[3] != static_cast<uint32_t>(c.n_embd) || hdr[4] != static_cast<uint32_t>(c.n_head) ||
+          hdr[5] != static_cast<uint32_t>(c.head_size) || n != want)
+        RWKVL_FAIL(kInvalidArgument, "%s: state was saved for a different model (v%u, %u layers, width %u)", path, hdr[1],
+                   hdr[2], hdr[3]);
+      data_at = 44;
+    } else {
+      RWKVL_FAIL(kUnsupported, "%s: state file version %u is not supported (this build reads 1 and 2)", path, version);
+    }
+    if (f->size() != data_at + want * sizeof(float))
+      RWKVL_FAIL(kFormat, "%s: state file has %zu bytes, %llu expected (truncated or padded?)", path, f->size(),
+                 static_cast<unsigned long long>(data_at + want * sizeof(float)));
+    if (version == 2) {
+      uint64_t stored;
+      std::memcpy(&stored, p + 56, 8);
+      if (rwkvl::fnv1a64(p + data_at, want * sizeof(float), rwkvl::fnv1a64(p, 56)) != stored)
+        RWKVL_FAIL(kFormat, "%s: state file is corrupt (FNV-1a checksum mismatch)", path);
+    }
+    for (size_t i = 0; i < want; ++i) {
+      float x;
+      std::memcpy(&x, p + data_at + 4 * i, 4);
+      if (!std::isfinite(x)) RWKVL_FAIL(kFormat, "%s: state file holds a non-finite value at index %zu (corrupt)", path, i);
+    }
+    // Into the existing buffer: rwkvl_state_data() pointers stay valid.
+    std::memcpy(state->st.data.data(), p + data_at, want * sizeof(float));
   });
 }
 
@@ -378,9 +438,15 @@ rwkvl_status rwkvl_tokenizer_for_model(const rwkvl_model* model, const char* mod
     RWKVL_API_REQUIRE(model && out, "rwkvl_tokenizer_for_model: NULL argument");
     *out = nullptr;
     const int V = model->m->config().n_vocab;
+    if (path && !*path) path = nullptr;
     std::string kind, file;
     if (V == 256) {
       kind = "byte";
+      if (path)
+        RWKVL_FAIL(kInvalidArgument,
+                   "the model has a byte-level vocabulary (256 tokens) and uses no tokenizer file; '%s' would be ignored "
+                   "(drop --tokenizer)",
+                   path);
     } else if (V == 65536) {
       kind = "world";
       file = "rwkv_vocab_v20230424.txt";
@@ -414,6 +480,23 @@ rwkvl_status rwkvl_tokenizer_for_model(const rwkvl_model* model, const char* mod
     else h->tok = rwkvl::Tokenizer::neox_from_file(found);
     if (h->tok->vocab_size() > V)
       RWKVL_FAIL(kInvalidArgument, "tokenizer '%s' has %d tokens but the model only %d", found.c_str(), h->tok->vocab_size(), V);
+    if (kind == "world" && V == 65536) {
+      // The World vocabulary of 65536-token models is rwkv_vocab_v20230424.txt: ids 1..65529, each once (the
+      // reader refuses duplicates and ids outside 1..65535). A file cut short, or another vocabulary, would load
+      // and tokenise wrongly without a word.
+      constexpr int kWorldEntries = 65529;
+      int count = 0, top = 0;
+      for (int32_t id = 1; id < V; ++id)
+        if (!h->tok->token_bytes(id).empty()) {
+          ++count;
+          top = id;
+        }
+      if (count != kWorldEntries || top != kWorldEntries)
+        RWKVL_FAIL(kFormat,
+                   "%s: World vocabulary has %d entries (highest id %d); a 65536-token model needs the complete "
+                   "rwkv_vocab_v20230424.txt with %d (ids 1..%d): the file is truncated or a different vocabulary",
+                   found.c_str(), count, top, kWorldEntries, kWorldEntries);
+    }
     h->name = h->tok->name();
     *out = h.release();
   });
@@ -442,5 +525,62 @@ rwkvl_status rwkvl_token_bytes(const rwkvl_tokenizer* tok, int32_t id, char* out
     if (!b.empty()) std::memcpy(out, b.data(), b.size());
   });
 }
+
+// ---------------------------------------------------------------- output files (core/file_writer.h)
+
+rwkvl_status rwkvl_check_output_path(const char* path) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(path, "rwkvl_check_output_path: NULL path");
+    rwkvl::check_output_path(path);
+  });
+}
+
+rwkvl_status rwkvl_write_file(const char* path, const void* data, size_t size) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(path && (data || size == 0), "rwkvl_write_file: NULL argument");
+    rwkvl::write_file_atomic(path, data, size);
+  });
+}
+
+}  // extern "C"
+
+// ---------------------------------------------------------------- integrity (verify, SIGBUS guard)
+
+namespace {
+// A report that did not fit the caller's buffer, kept for the caller's next call with the same path.
+thread_local std::string g_verify_path, g_verify_report;
+thread_local bool g_verify_ok = false;
+}  // namespace
+
+extern "C" {
+
+rwkvl_status rwkvl_verify_model(const char* path, char* out, size_t cap, size_t* n_out, int* ok) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(path && n_out && (out || cap == 0), "rwkvl_verify_model: NULL argument");
+    std::string text;
+    bool good = false;
+    if (!g_verify_report.empty() && g_verify_path == path) {
+      text.swap(g_verify_report);
+      good = g_verify_ok;
+    } else {
+      const nlohmann::json rep = rwkvl::verify_model(path);
+      text = rep.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      good = rep.value("ok", false);
+    }
+    g_verify_report.clear();
+    g_verify_path.clear();
+    *n_out = text.size();
+    if (ok) *ok = good ? 1 : 0;
+    if (text.size() >= cap) {
+      g_verify_path = path;
+      g_verify_report = std::move(text);
+      g_verify_ok = good;
+      RWKVL_FAIL(kInvalidArgument, "rwkvl_verify_model: %zu bytes needed, buffer has %zu", *n_out + 1, cap);
+    }
+    std::memcpy(out, text.c_str(), text.size() + 1);
+  });
+}
+
+void rwkvl_install_sigbus_guard(const char* program) { rwkvl::sigbus_guard::install(program ? program : "rwkv-lite"); }
 
 }  // extern "C"

@@ -11,26 +11,19 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/sigbus_guard.h"
+#include "core/input_file.h"
 
 namespace rwkvl {
 
 std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) RWKVL_FAIL(kIo, "cannot open '%s': %s", path.c_str(), std::strerror(errno));
-  struct stat st {};
-  if (fstat(fd, &st) != 0) {
-    int e = errno;
-    ::close(fd);
-    RWKVL_FAIL(kIo, "cannot stat '%s': %s", path.c_str(), std::strerror(e));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    RWKVL_FAIL(kIo, "'%s' is not a regular file", path.c_str());
-  }
+  // A regular file only, opened without blocking (a FIFO given as a model must not hang in open()).
+  uint64_t file_size = 0;
+  const int fd = open_regular_file(path, "file", &file_size);
   std::shared_ptr<MappedFile> mf(new MappedFile());
   mf->path_ = path;
   mf->on_disk_ = true;
-  mf->size_ = static_cast<size_t>(st.st_size);
+  mf->size_ = static_cast<size_t>(file_size);
   if (mf->size_ > 0) {
     void* p = mmap(nullptr, mf->size_, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {
@@ -40,6 +33,8 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
     }
     mf->data_ = static_cast<const uint8_t*>(p);
     mf->mapped_ = true;
+    // A SIGBUS in this range (the file truncated under us) is reported by name (core/sigbus_guard.h).
+    sigbus_guard::add(p, mf->size_, path.c_str(), fd);
   }
   ::close(fd);
   return mf;
@@ -68,44 +63,8 @@ std::shared_ptr<MappedFile> MappedFile::from_bytes(std::vector<uint8_t> bytes, c
 }
 
 MappedFile::~MappedFile() {
+  if (mapped_) sigbus_guard::remove(data_);
   if (mapped_) munmap(const_cast<uint8_t*>(data_), size_);
-}
-
-AtomicFileWriter::AtomicFileWriter(const std::string& path) : path_(path) {
-  tmp_ = path + ".tmp." + std::to_string(::getpid());
-  f_ = std::fopen(tmp_.c_str(), "wb");
-  if (!f_) RWKVL_FAIL(kIo, "cannot create '%s': %s", tmp_.c_str(), std::strerror(errno));
-}
-
-AtomicFileWriter::~AtomicFileWriter() {
-  if (f_) std::fclose(f_);
-  if (!committed_) std::remove(tmp_.c_str());
-}
-
-void AtomicFileWriter::write(const void* p, size_t n) {
-  if (n && std::fwrite(p, 1, n, f_) != n) RWKVL_FAIL(kIo, "write to '%s' failed: %s", tmp_.c_str(), std::strerror(errno));
-  pos_ += n;
-}
-
-void AtomicFileWriter::pad_to(uint64_t alignment) {
-  static const uint8_t zeros[256] = {};
-  while (pos_ % alignment) {
-    const uint64_t need = alignment - pos_ % alignment;
-    write(zeros, need < sizeof(zeros) ? need : sizeof(zeros));
-  }
-}
-
-void AtomicFileWriter::commit() {
-  if (std::fflush(f_) != 0 || fsync(fileno(f_)) != 0)
-    RWKVL_FAIL(kIo, "flush of '%s' failed: %s", tmp_.c_str(), std::strerror(errno));
-  if (std::fclose(f_) != 0) {
-    f_ = nullptr;
-    RWKVL_FAIL(kIo, "close of '%s' failed: %s", tmp_.c_str(), std::strerror(errno));
-  }
-  f_ = nullptr;
-  if (std::rename(tmp_.c_str(), path_.c_str()) != 0)
-    RWKVL_FAIL(kIo, "cannot rename '%s' to '%s': %s", tmp_.c_str(), path_.c_str(), std::strerror(errno));
-  committed_ = true;
 }
 
 }  // namespace rwkvl

@@ -43,22 +43,4 @@ class MappedFile {
   std::vector<uint8_t> owned_;
 };
 
-// Writes a file atomically: data goes to "<path>.tmp.<pid>" and is renamed over <path> only when
-// complete, so a failed or interrupted writer never leaves a partial output file.
-class AtomicFileWriter {
- public:
-  explicit AtomicFileWriter(const std::string& path);
-  ~AtomicFileWriter();  // removes the temporary file unless commit() succeeded
-  void write(const void* p, size_t n);
-  void pad_to(uint64_t alignment);
-  uint64_t tell() const { return pos_; }
-  void commit();
-
- private:
-  std::string path_, tmp_;
-  std::FILE* f_ = nullptr;
-  uint64_t pos_ = 0;
-  bool committed_ = false;
-};
-
 }  // namespace rwkvl

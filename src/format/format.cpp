@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/file_writer.h"
 #include "core/hash.h"
 
 namespace rwkvl {
@@ -16,7 +17,8 @@ constexpr uint32_t kRwkvCppMagic = 0x67676d66;  // "fmgg" on disk, 'ggmf' as a l
 constexpr char kNativeMagic[8] = {'R', 'W', 'K', 'V', 'L', 'I', 'T', 'E'};
 constexpr uint32_t kNativeVersion = 1;
 constexpr uint64_t kNativeAlign = 64;
-constexpr uint64_t kMaxHeaderBytes = 64ull << 20;
+constexpr uint64_t kMaxHeaderBytes = 16ull << 20;  // real headers are KiBs (a few hundred bytes a tensor)
+constexpr int kMaxHeaderDepth = 32;                 // real headers nest 6 levels (passes records)
 
 template <typename T>
 T load_le(const uint8_t* p) {
@@ -154,7 +156,7 @@ RawCheckpoint read_rwkvcpp(std::shared_ptr<MappedFile> f) {
 }
 
 void write_rwkvcpp(const std::string& path, const std::vector<Tensor>& tensors, int n_vocab, int n_embed, int n_layer) {
-  AtomicFileWriter w(path);
+  FileWriter w(path);
   bool any_f16 = false;
   for (const Tensor& t : tensors) any_f16 |= t.dtype == DType::kF16;
   const int32_t hdr[6] = {static_cast<int32_t>(kRwkvCppMagic), 101, n_vocab, n_embed, n_layer, any_f16 ? 1 : 0};
@@ -189,30 +191,71 @@ RawCheckpoint read_native(std::shared_ptr<MappedFile> f) {
   if (version != kNativeVersion)
     RWKVL_FAIL(kUnsupported, "%s: native format version %u is not supported (this build reads version %u)", path, version, kNativeVersion);
   if (align != kNativeAlign) RWKVL_FAIL(kFormat, "%s: alignment %u (expected %llu)", path, align, static_cast<unsigned long long>(kNativeAlign));
-  if (hlen > kMaxHeaderBytes || !f->contains(24, hlen))
+  if (hlen > kMaxHeaderBytes)
+    RWKVL_FAIL(kFormat, "%s: header of %llu bytes exceeds the limit of %llu bytes", path, static_cast<unsigned long long>(hlen),
+               static_cast<unsigned long long>(kMaxHeaderBytes));
+  if (!f->contains(24, hlen))
     RWKVL_FAIL(kFormat, "%s: header of %llu bytes does not fit in the file (%zu bytes)", path, static_cast<unsigned long long>(hlen), n);
   nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(p + 24, p + 24 + hlen);
-  } catch (const nlohmann::json::exception& e) {
-    RWKVL_FAIL(kFormat, "%s: header is not valid JSON: %s", path, e.what());
+  {
+    // The depth limit stops a header of nested brackets before it builds a deep (and huge) tree.
+    struct TooDeep {};
+    try {
+      j = nlohmann::json::parse(p + 24, p + 24 + hlen, [](int depth, nlohmann::json::parse_event_t ev, nlohmann::json&) {
+        if ((ev == nlohmann::json::parse_event_t::object_start || ev == nlohmann::json::parse_event_t::array_start) &&
+            depth >= kMaxHeaderDepth)
+          throw TooDeep{};
+        return true;
+      });
+    } catch (const TooDeep&) {
+      RWKVL_FAIL(kFormat, "%s: header nests deeper than %d levels", path, kMaxHeaderDepth);
+    } catch (const nlohmann::json::exception& e) {
+      RWKVL_FAIL(kFormat, "%s: header is not valid JSON: %s", path, e.what());
+    }
   }
   const uint64_t data_start = align_up(24 + hlen, kNativeAlign);
   RawCheckpoint raw;
   raw.kind = FileKind::kNative;
   raw.file = f;
+  // Integer fields must be JSON non-negative integers: 0.5, 1e308 or -1 are refused, never cast.
+  auto uint_field = [&](const nlohmann::json& v, const std::string& name, const char* field, uint64_t max) -> uint64_t {
+    if (!v.is_number_unsigned() || v.get<uint64_t>() > max) {
+      std::string shown = v.dump();
+      if (shown.size() > 40) shown = shown.substr(0, 40) + "...";
+      RWKVL_FAIL(kFormat, "%s: tensor '%s': '%s' must be an integer in [0, %llu], got %s", path, name.c_str(), field,
+                 static_cast<unsigned long long>(max), shown.c_str());
+    }
+    return v.get<uint64_t>();
+  };
   try {
+    if (!j.is_object() || !j.contains("model") || !j["model"].is_object())
+      RWKVL_FAIL(kFormat, "%s: header has no 'model' object", path);
     raw.meta = j.at("model");
     if (j.contains("passes")) raw.meta["passes"] = j["passes"];
+    raw.meta["checksums"] = nlohmann::json::object();  // tensor name -> "fnv1a64" (for verify_model)
     const nlohmann::json& tl = j.at("tensors");
     if (!tl.is_array()) RWKVL_FAIL(kFormat, "%s: 'tensors' is not an array", path);
     for (const auto& e : tl) {
+      if (!e.is_object()) RWKVL_FAIL(kFormat, "%s: an entry of 'tensors' is not an object", path);
       const std::string name = e.at("name").get<std::string>();
-      const uint32_t dt = e.at("dtype").get<uint32_t>();
+      const uint32_t dt = static_cast<uint32_t>(uint_field(e.at("dtype"), name, "dtype", 255));
       if (!dtype_valid(dt)) RWKVL_FAIL(kFormat, "%s: tensor '%s' has unknown dtype %u", path, name.c_str(), dt);
-      std::vector<int64_t> shape = e.at("shape").get<std::vector<int64_t>>();
-      if (shape.size() > 8) RWKVL_FAIL(kFormat, "%s: tensor '%s' has %zu dimensions", path, name.c_str(), shape.size());
-      const uint64_t off = e.at("offset").get<uint64_t>(), nb = e.at("nbytes").get<uint64_t>();
+      const nlohmann::json& sj = e.at("shape");
+      if (!sj.is_array()) RWKVL_FAIL(kFormat, "%s: tensor '%s': 'shape' is not an array", path, name.c_str());
+      if (sj.size() > 8) RWKVL_FAIL(kFormat, "%s: tensor '%s' has %zu dimensions", path, name.c_str(), sj.size());
+      std::vector<int64_t> shape;
+      for (const auto& d : sj)
+        shape.push_back(static_cast<int64_t>(uint_field(d, name, "shape", static_cast<uint64_t>(INT64_MAX))));
+      const uint64_t off = uint_field(e.at("offset"), name, "offset", UINT64_MAX);
+      const uint64_t nb = uint_field(e.at("nbytes"), name, "nbytes", UINT64_MAX);
+      if (e.contains("fnv1a64")) {
+        const nlohmann::json& h = e["fnv1a64"];
+        bool hex = h.is_string() && h.get_ref<const std::string&>().size() == 16;
+        if (hex)
+          for (char c : h.get_ref<const std::string&>()) hex = hex && ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
+        if (!hex) RWKVL_FAIL(kFormat, "%s: tensor '%s': 'fnv1a64' must be 16 lowercase hex digits", path, name.c_str());
+        raw.meta["checksums"][name] = h;
+      }
       const int64_t numel = checked_numel(shape, name);
       const size_t expect = dtype_bytes(static_cast<DType>(dt), static_cast<uint64_t>(numel));
       if (expect != nb) RWKVL_FAIL(kFormat, "%s: tensor '%s' has %llu bytes, its shape needs %zu", path, name.c_str(), static_cast<unsigned long long>(nb), expect);
@@ -220,7 +263,8 @@ RawCheckpoint read_native(std::shared_ptr<MappedFile> f) {
         RWKVL_FAIL(kFormat, "%s: tensor '%s' at offset %llu (+%llu bytes) lies outside the file (truncated?)", path, name.c_str(),
                    static_cast<unsigned long long>(off), static_cast<unsigned long long>(nb));
       // Small blocks whose corruption would not show as a shape or range error (activation predictors,
-      // neuron order) are verified against their checksum on every load; big weights only by `info --verify`.
+      // neuron order) are verified against their checksum on every load; big weights only by `rwkv-lite verify`
+      // (verify_model, src/model/verify.h).
       if (e.contains("fnv1a64") && verify_on_load(name)) {
         const std::string want = e.at("fnv1a64").get<std::string>();
         if (hex64(fnv1a64(f->data() + data_start + off, nb)) != want)
@@ -257,7 +301,7 @@ void write_native(const std::string& path, const std::vector<Tensor>& tensors, c
   }
   j["tensors"] = tl;
   const std::string header = j.dump();
-  AtomicFileWriter w(path);
+  FileWriter w(path);
   w.write(kNativeMagic, 8);
   const uint32_t v = kNativeVersion, a = static_cast<uint32_t>(kNativeAlign);
   const uint64_t hl = header.size();

@@ -4,6 +4,7 @@
 #include <unordered_set>
 
 #include "core/error.h"
+#include "core/file_writer.h"
 #include "format/format.h"
 #include "format/pickle.h"
 #include "format/zip.h"
@@ -85,7 +86,7 @@ void write_pth(const std::string& path, const std::vector<Tensor>& tensors) {
   }
   const std::string pkl = state_dict_pickle(tensors);
 
-  AtomicFileWriter out(path);
+  FileWriter out(path);
   zip::Writer z([&out](const void* p, size_t n) { out.write(p, n); });
   const std::string dir = "archive/";
   z.add(dir + "data.pkl", pkl.data(), pkl.size());

@@ -6,6 +6,7 @@
 #include <unordered_set>
 
 #include "core/error.h"
+#include "core/file_writer.h"
 #include "format/format.h"
 
 namespace rwkvl {
@@ -232,7 +233,7 @@ void write_safetensors(const std::string& path, const std::vector<Tensor>& tenso
   text.append((8 - text.size() % 8) % 8, ' ');  // data start 8-byte aligned
   if (text.size() > kMaxHeader) RWKVL_FAIL(kInvalidArgument, "%s: safetensors header would exceed 100 MB", pc);
 
-  AtomicFileWriter out(path);
+  FileWriter out(path);
   uint8_t len[8];
   for (int k = 0; k < 8; ++k) len[k] = static_cast<uint8_t>(static_cast<uint64_t>(text.size()) >> (8 * k));
   out.write(len, 8);

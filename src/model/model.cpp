@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/sigbus_guard.h"
 #include "core/threadpool.h"
 #include "model/ops.h"
 #include "model/head.h"
@@ -21,6 +22,36 @@ namespace {
 
 bool is_matrix_dtype(DType d) {
   return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16 || d == DType::kI8 || d == DType::kQ4;
+}
+
+// True when no value is NaN or +-inf: a branch-free test of the exponent bits that compiles to vector code
+// (n_embd values per token and layer: negligible next to the layer's matrix products).
+bool all_finite(const float* p, size_t n) {
+  uint32_t bad = 0;
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t u;
+    std::memcpy(&u, p + i, 4);
+    bad |= static_cast<uint32_t>((u & 0x7f800000u) == 0x7f800000u);
+  }
+  return bad == 0;
+}
+
+// True when the file the model's weights are mapped from was modified in place since it was mapped (the weights
+// under the mapping may have changed): one stat(2).
+bool model_file_changed(const Model& m) {
+  for (const void* p : {m.file() ? static_cast<const void*>(m.file()->data()) : nullptr, m.emb().t.data})
+    if (p && sigbus_guard::changed(p)) return true;
+  return false;
+}
+
+// Non-finite activations mean corrupt weights (or state), or a model file changed under the mapping:
+// stop with an error naming where they appeared instead of printing garbage.
+[[noreturn]] void fail_nonfinite(const Model& m, const std::string& where) {
+  const std::string& path = m.path();
+  if (model_file_changed(m))
+    RWKVL_FAIL(kFormat, "non-finite values %s: the model file '%s' was changed while in use", where.c_str(), path.c_str());
+  RWKVL_FAIL(kFormat, "non-finite values %s (the weights are corrupt? run 'rwkv-lite verify -m %s')", where.c_str(),
+             path.empty() ? "FILE" : path.c_str());
 }
 
 }  // namespace
@@ -121,17 +152,38 @@ std::shared_ptr<Model> Model::from_raw(RawCheckpoint raw, const LoadOptions& opt
   if (raw.kind == FileKind::kNative) {
     ModelConfig cfg;
     const nlohmann::json& j = raw.meta;
+    // Every field is checked for its JSON type and range before it is converted: a float where an integer
+    // belongs (2.5, 1e308) or an out-of-range number is an error, never an undefined cast.
+    auto int_field = [&](const char* k, int64_t lo, int64_t hi) -> int {
+      const nlohmann::json& v = j.at(k);
+      bool ok = v.is_number_integer();
+      if (ok && v.is_number_unsigned()) ok = v.get<uint64_t>() <= static_cast<uint64_t>(hi) && static_cast<int64_t>(v.get<uint64_t>()) >= lo;
+      else if (ok) ok = v.get<int64_t>() >= lo && v.get<int64_t>() <= hi;
+      if (!ok)
+        RWKVL_FAIL(kFormat, "%s: model field '%s' must be an integer in [%lld, %lld], got %s", path.c_str(), k,
+                   static_cast<long long>(lo), static_cast<long long>(hi), v.dump().substr(0, 40).c_str());
+      return static_cast<int>(v.get<int64_t>());
+    };
+    auto eps_field = [&](const char* k, bool required, float def, bool zero_ok) -> float {
+      if (!required && !j.contains(k)) return def;
+      const nlohmann::json& v = j.at(k);
+      const double d = v.is_number() ? v.get<double>() : std::nan("");
+      if (!(std::isfinite(d) && ((d > 0 && d <= 1) || (zero_ok && d == 0))))
+        RWKVL_FAIL(kFormat, "%s: model field '%s' must be a number in (0, 1], got %s", path.c_str(), k,
+                   v.dump().substr(0, 40).c_str());
+      return static_cast<float>(d);
+    };
     try {
-      cfg.arch_major = j.at("arch_major").get<int>();
-      cfg.arch_minor = j.at("arch_minor").get<int>();
-      cfg.n_layer = j.at("n_layer").get<int>();
-      cfg.n_embd = j.at("n_embd").get<int>();
-      cfg.n_vocab = j.at("n_vocab").get<int>();
-      cfg.n_head = j.at("n_head").get<int>();
-      cfg.head_size = j.at("head_size").get<int>();
-      cfg.n_ffn = j.at("n_ffn").get<int>();
-      cfg.ln_eps = j.value("ln_eps", 1e-5f);
-      cfg.ln_x_eps = j.at("ln_x_eps").get<float>();
+      cfg.arch_major = int_field("arch_major", 4, 7);
+      cfg.arch_minor = int_field("arch_minor", 0, 2);
+      cfg.n_layer = int_field("n_layer", 1, 4096);
+      cfg.n_embd = int_field("n_embd", 1, 1 << 20);
+      cfg.n_vocab = int_field("n_vocab", 1, 1 << 30);
+      cfg.n_head = int_field("n_head", 0, 1 << 20);
+      cfg.head_size = int_field("head_size", 0, 1 << 20);
+      cfg.n_ffn = int_field("n_ffn", 1, 1 << 28);
+      cfg.ln_eps = eps_field("ln_eps", false, 1e-5f, false);
+      cfg.ln_x_eps = eps_field("ln_x_eps", true, 0.f, cfg.arch_major == 4);
       cfg.has_gate = j.at("has_gate").get<bool>();
     } catch (const nlohmann::json::exception& e) {
       RWKVL_FAIL(kFormat, "%s: bad model metadata: %s", path.c_str(), e.what());
@@ -146,14 +198,18 @@ std::shared_ptr<Model> Model::from_raw(RawCheckpoint raw, const LoadOptions& opt
       auto m = from_canonical(std::move(tm), cfg, FileKind::kNative, opts);
       m->passes_ = std::move(passes);
       m->file_ = raw.file;
+      m->path_ = raw.file ? path : std::string();
       return m;
     } catch (const Error& e) {
       throw Error(e.code(), path + ": " + e.what());
     }
   }
   const FileKind kind = raw.kind;
+  const bool has_file = raw.file != nullptr;
   Canonical c = canonicalize(std::move(raw));
-  return from_canonical(std::move(c.tensors), c.cfg, kind, opts);
+  auto m = from_canonical(std::move(c.tensors), c.cfg, kind, opts);
+  if (has_file) m->path_ = path;
+  return m;
 }
 
 std::shared_ptr<Model> Model::from_canonical(TensorMap tensors, const ModelConfig& cfg, FileKind source,
@@ -346,6 +402,10 @@ void Model::bind() {
                static_cast<long long>(C), static_cast<long long>(F), static_cast<long long>(V));
   if (c.arch_major >= 5 && (c.n_head <= 0 || c.head_size <= 0 || static_cast<int64_t>(c.n_head) * c.head_size != C))
     RWKVL_FAIL(kFormat, "inconsistent heads: %d x %d != width %lld", c.n_head, c.head_size, static_cast<long long>(C));
+  if (!(std::isfinite(c.ln_eps) && c.ln_eps > 0 && c.ln_eps <= 1))
+    RWKVL_FAIL(kFormat, "LayerNorm epsilon %g is not a number in (0, 1]", static_cast<double>(c.ln_eps));
+  if (c.arch_major >= 5 && !(std::isfinite(c.ln_x_eps) && c.ln_x_eps > 0 && c.ln_x_eps <= 1))
+    RWKVL_FAIL(kFormat, "GroupNorm (ln_x) epsilon %g is not a number in (0, 1]", static_cast<double>(c.ln_x_eps));
 
   std::vector<std::string> bound;
   auto vec = [&](const std::string& n, int64_t len) -> const float* {
@@ -739,7 +799,15 @@ void Context::eval(State& state, const int32_t* tokens, size_t n, size_t chunk, 
   for (size_t i = 0; i < n; ++i)
     if (tokens[i] < 0 || tokens[i] >= cfg.n_vocab)
       RWKVL_FAIL(kInvalidArgument, "token id %d at position %zu is out of range [0, %d)", tokens[i], i, cfg.n_vocab);
+  // A model file overwritten in place (cp onto it, a conversion to the same path without rename) changes the
+  // weights under the mapping: refuse to run on them (one stat(2) per call).
+  if (model_file_changed(*model_))
+    RWKVL_FAIL(kIo, "model file '%s' was modified while in use (its weights changed under the running process)",
+               model_->path().c_str());
   if (chunk == 0) chunk = 32;
+  // The scratch grows with the chunk (about 22 activation rows per token), and past a few hundred tokens a longer
+  // chunk is no faster: a caller's huge chunk is cut to kMaxChunk instead of allocating gigabytes.
+  if (chunk > kMaxChunk) chunk = kMaxChunk;
   if (plan_ && chunk > plan_chunk_) chunk = plan_chunk_;  // the plan's scratch is sized for this many tokens
   for (size_t done = 0; done < n; done += chunk) {
     const size_t T = std::min(chunk, n - done);
@@ -759,6 +827,8 @@ void Context::embed(const int32_t* tokens, size_t T, float* x) {
     if (emb_cache_) emb_cache_->get(tokens[t], x + t * C);
     else kern::get_row(emb.ref, tokens[t], x + t * C);
     ops::layer_norm(x + t * C, x + t * C, model_->ln0_w(), model_->ln0_b(), C, cfg.ln_eps);
+    if (!all_finite(x + t * C, C))
+      fail_nonfinite(*model_, "in the embedding of token " + std::to_string(tokens[t]) + " (emb.weight, blocks.0.ln0)");
   }
 }
 
@@ -767,12 +837,20 @@ void Context::forward_layers(State& state, float* x, size_t T, int l_begin, int 
   RWKVL_CHECK(0 <= l_begin && l_begin <= l_end && l_end <= cfg.n_layer);
   RWKVL_CHECK(state.data.size() == State::floats_for(cfg));
   ensure_capacity(T);
-  switch (cfg.arch_major) {
-    case 4: forward_layers_v4(*this, state, x, T, l_begin, l_end); break;
-    case 5: forward_layers_v5(*this, state, x, T, l_begin, l_end); break;
-    case 6: forward_layers_v6(*this, state, x, T, l_begin, l_end); break;
-    case 7: forward_layers_v7(*this, state, x, T, l_begin, l_end); break;
-    default: RWKVL_FAIL(kUnsupported, "unsupported RWKV version %d", cfg.arch_major);
+  // One layer at a time, so the residual stream is checked after each (scratch buffers that carry values
+  // across layers, such as v7's v_first, persist between the calls).
+  const size_t C = static_cast<size_t>(cfg.n_embd);
+  for (int l = l_begin; l < l_end; ++l) {
+    switch (cfg.arch_major) {
+      case 4: forward_layers_v4(*this, state, x, T, l, l + 1); break;
+      case 5: forward_layers_v5(*this, state, x, T, l, l + 1); break;
+      case 6: forward_layers_v6(*this, state, x, T, l, l + 1); break;
+      case 7: forward_layers_v7(*this, state, x, T, l, l + 1); break;
+      default: RWKVL_FAIL(kUnsupported, "unsupported RWKV version %d", cfg.arch_major);
+    }
+    if (!all_finite(x, T * C))
+      fail_nonfinite(*model_, "after layer " + std::to_string(l) + " of " + std::to_string(cfg.n_layer) + " (blocks." +
+                                  std::to_string(l) + ".*)");
   }
 }
 
@@ -788,11 +866,14 @@ void Context::eval_chunk(State& state, const int32_t* tokens, size_t T, float* l
     float* xn = buf(0);
     ops::layer_norm_rows(x, xn, model_->ln_out_w(), model_->ln_out_b(), T, C, cfg.ln_eps);
     head().logits(xn, T, logits_all);
+    if (!all_finite(logits_all, T * static_cast<size_t>(cfg.n_vocab)))
+      fail_nonfinite(*model_, "in the logits (ln_out, head)");
     if (logits_last) std::memcpy(logits_last, logits_all + (T - 1) * cfg.n_vocab, sizeof(float) * cfg.n_vocab);
   } else if (logits_last) {
     float* xn = buf(0);
     ops::layer_norm(x + (T - 1) * C, xn, model_->ln_out_w(), model_->ln_out_b(), C, cfg.ln_eps);
     head().logits(xn, 1, logits_last);
+    if (!all_finite(logits_last, static_cast<size_t>(cfg.n_vocab))) fail_nonfinite(*model_, "in the logits (ln_out, head)");
   }
 }
 

@@ -185,6 +185,8 @@ class Model {
   bool has_ffn_predictor() const { return sparse_ffn() && layers_[0].sffn.has_predictor(); }
   // The file the tensors are mapped from (native files; null otherwise), for streaming weights.
   const std::shared_ptr<MappedFile>& file() const { return file_; }
+  // The path the model was loaded from ("" for models built in memory), for error messages.
+  const std::string& path() const { return path_; }
   void set_passes(nlohmann::json p) { passes_ = std::move(p); }
 
  private:
@@ -198,6 +200,7 @@ class Model {
   FileKind source_ = FileKind::kUnknown;
   nlohmann::json passes_ = nlohmann::json::array();
   std::shared_ptr<MappedFile> file_;
+  std::string path_;
   std::vector<LayerWeights> layers_;
   Matrix emb_, head_;
   ClusterHead chead_;
@@ -242,8 +245,9 @@ class Context {
  public:
   Context(std::shared_ptr<const Model> model, int n_threads);
   ~Context();
-  // Feeds tokens[0..n) through the model in chunks of at most `chunk` (1 = RNN mode).
-  // logits_last: NULL or n_vocab floats; logits_all: NULL or n * n_vocab floats.
+  // Feeds tokens[0..n) through the model in chunks of at most `chunk` (1 = RNN mode; 0 = 32; above kMaxChunk =
+  // kMaxChunk). logits_last: NULL or n_vocab floats; logits_all: NULL or n * n_vocab floats.
+  static constexpr size_t kMaxChunk = 1024;
   void eval(State& state, const int32_t* tokens, size_t n, size_t chunk, float* logits_last, float* logits_all);
   ThreadPool* pool() { return pool_.get(); }
   const Model& model() const { return *model_; }

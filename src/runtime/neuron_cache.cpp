@@ -139,8 +139,11 @@ NeuronCache::NeuronCache(const std::string& path, size_t neuron_bytes, std::vect
                  static_cast<unsigned long long>(opt.capacity_bytes), static_cast<unsigned long long>(min_cap),
                  static_cast<long long>(total_pinned), static_cast<long long>(min_cap / slot_bytes_ - total_pinned),
                  slot_bytes_);
-    n_slots_ = static_cast<int64_t>(
-        std::min<uint64_t>(opt.capacity_bytes / slot_bytes_, static_cast<uint64_t>(std::numeric_limits<int32_t>::max())));
+    // More slots than neurons cannot be used: the capacity is bounded by what there is to cache (a request of
+    // 10 GB on a 3 MB model gets the model's neurons, not 10 GB of slot records).
+    n_slots_ = static_cast<int64_t>(std::min<uint64_t>(
+        {opt.capacity_bytes / slot_bytes_, static_cast<uint64_t>(total_neurons),
+         static_cast<uint64_t>(std::numeric_limits<int32_t>::max())}));
 #ifdef POSIX_FADV_RANDOM
     (void)posix_fadvise(fd_, 0, 0, POSIX_FADV_RANDOM);
 #endif

@@ -76,6 +76,11 @@ class LiteralMatcher {
                      [](const AddedToken& a, const AddedToken& b) { return a.content.size() > b.content.size(); });
   }
   bool empty() const { return tokens_.empty(); }
+  std::vector<std::string> contents() const {
+    std::vector<std::string> c;
+    for (const AddedToken& t : tokens_) c.push_back(t.content);
+    return c;
+  }
 
   // Finds the leftmost match at or after `from`; returns false if there is none.
   bool find(std::string_view text, size_t from, size_t* pos, const AddedToken** tok) const {
@@ -121,6 +126,7 @@ class NeoxTokenizer final : public Tokenizer {
       RWKVL_FAIL(kFormat, "%s: unexpected tokenizer.json structure: %s", path.c_str(), e.what());
     }
     compile_regex();
+    streamable_ = added_tokens_split_cleanly();
   }
 
   std::string name() const override { return "neox"; }
@@ -131,6 +137,20 @@ class NeoxTokenizer final : public Tokenizer {
       RWKVL_FAIL(kInvalidArgument, "neox tokenizer: token id %d out of range [0, %d)", id, vocab_size());
     }
     return id_to_bytes_[static_cast<size_t>(id)];
+  }
+
+  // A piece ends where white space follows a character that is not white space: no pattern of the split regex
+  // matches across such a point (only runs of white space contain it, and they start there), NFC never
+  // composes or reorders across an ASCII white-space character, and no added token spans it (checked at load).
+  size_t encode_prefix(std::string_view text, bool last, std::vector<int32_t>* out) const override {
+    size_t cut = text.size();
+    if (!last) {
+      cut = streamable_ ? last_piece_boundary(text) : 0;
+      if (cut == 0) return 0;
+    }
+    const std::vector<int32_t> ids = encode(text.substr(0, cut));
+    out->insert(out->end(), ids.begin(), ids.end());
+    return cut;
   }
 
   std::vector<int32_t> encode(std::string_view text) const override {
@@ -159,6 +179,44 @@ class NeoxTokenizer final : public Tokenizer {
     std::vector<int32_t> syms;
     std::vector<int32_t> prev, next;
   };
+
+  static bool ascii_space(char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == '\f' || c == '\v'; }
+
+  // Whether the character that ends at text[end - 1] is white space (invalid UTF-8 is not).
+  static bool white_space_before(std::string_view text, size_t end) {
+    const auto c = static_cast<unsigned char>(text[end - 1]);
+    if (c < 0x80) return ascii_space(static_cast<char>(c));
+    size_t start = end - 1;
+    while (start > 0 && end - start < 4 && (static_cast<unsigned char>(text[start]) & 0xC0) == 0x80) --start;
+    const size_t len = tokenizer_detail::utf8_valid_length(text, start);
+    if (len != end - start) return false;
+    return tokenizer_detail::is_white_space(tokenizer_detail::utf8_decode(text, start, len));
+  }
+
+  // The last point in text where an ASCII white-space character follows one that is not white space; 0 if none.
+  static size_t last_piece_boundary(std::string_view text) {
+    for (size_t i = text.size(); i-- > 1;) {
+      if (ascii_space(text[i]) && !white_space_before(text, i)) return i;
+    }
+    return 0;
+  }
+
+  // Whether an added token contains white space after a character that is not (it could span a boundary).
+  bool added_tokens_split_cleanly() const {
+    for (const LiteralMatcher* m : {&raw_added_, &normalized_added_}) {
+      for (const std::string& c : m->contents()) {
+        for (size_t i = 1; i < c.size(); ++i) {
+          if (ascii_space(c[i]) && !white_space_before(c, i)) return false;
+          const size_t len = tokenizer_detail::utf8_valid_length(c, i);
+          if (len > 1 && tokenizer_detail::is_white_space(tokenizer_detail::utf8_decode(c, i, len)) &&
+              !white_space_before(c, i)) {
+            return false;
+          }
+        }
+      }
+    }
+    return true;
+  }
 
   static uint64_t pair_key(int32_t a, int32_t b) {
     return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
@@ -460,6 +518,7 @@ class NeoxTokenizer final : public Tokenizer {
   bool nfc_ = true;
   bool add_prefix_space_ = false;
   bool use_regex_ = true;
+  bool streamable_ = true;  // encode_prefix may cut at piece boundaries (see added_tokens_split_cleanly)
   LiteralMatcher raw_added_;         // matched in the text before normalization
   LiteralMatcher normalized_added_;  // matched in the normalized text
   std::vector<std::string> id_to_bytes_;

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/input_file.h"
 
 namespace rwkvl {
 
@@ -13,6 +14,13 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   std::string out;
   for (int32_t id : ids) out += token_bytes(id);
   return out;
+}
+
+size_t Tokenizer::encode_prefix(std::string_view text, bool last, std::vector<int32_t>* out) const {
+  if (!last) return 0;
+  const std::vector<int32_t> ids = encode(text);
+  out->insert(out->end(), ids.begin(), ids.end());
+  return text.size();
 }
 
 namespace {
@@ -26,6 +34,10 @@ class ByteTokenizer final : public Tokenizer {
     ids.reserve(text.size());
     for (char c : text) ids.push_back(static_cast<unsigned char>(c));
     return ids;
+  }
+  size_t encode_prefix(std::string_view text, bool, std::vector<int32_t>* out) const override {
+    for (char c : text) out->push_back(static_cast<unsigned char>(c));
+    return text.size();
   }
   std::string token_bytes(int32_t id) const override {
     if (id < 0 || id >= 256) RWKVL_FAIL(kInvalidArgument, "byte tokenizer: token id %d out of range [0, 256)", id);
@@ -135,24 +147,15 @@ void append_utf8(std::string& out, char32_t cp) {
   }
 }
 
+bool is_white_space(char32_t cp) {
+  return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
+}
+
 std::string read_tokenizer_file(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) RWKVL_FAIL(kIo, "cannot open tokenizer file '%s': %s", path.c_str(), std::strerror(errno));
-  std::string data;
-  // Reserve the file's size, so the text is not copied while growing (the copies would set the peak RSS).
-  if (std::fseek(f, 0, SEEK_END) == 0) {
-    const long size = std::ftell(f);
-    if (size > 0 && size < (1L << 30)) data.reserve(static_cast<size_t>(size));
-    std::rewind(f);
-  }
-  char buf[1 << 16];
-  size_t got;
-  while ((got = std::fread(buf, 1, sizeof buf, f)) > 0) data.append(buf, got);
-  // A directory opens fine on Linux and only fails on read, so the read error is reported the same way.
-  const int err = std::ferror(f) ? errno : 0;
-  std::fclose(f);
-  if (err != 0) RWKVL_FAIL(kIo, "cannot open tokenizer file '%s': %s", path.c_str(), std::strerror(err));
-  return data;
+  // The real files are 1-2 MB; anything past 64 MiB is not a tokenizer (e.g. /dev/zero given by mistake).
+  constexpr uint64_t kMaxTokenizerFileBytes = 64ull << 20;
+  return InputFile::open(path, "tokenizer file").read_all(kMaxTokenizerFileBytes);
 }
 
 }  // namespace tokenizer_detail

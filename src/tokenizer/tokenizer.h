@@ -16,6 +16,11 @@ class Tokenizer {
   virtual std::string name() const = 0;  // "byte", "world", "neox"
   virtual int32_t vocab_size() const = 0;
   virtual std::vector<int32_t> encode(std::string_view text) const = 0;
+  // Streaming: appends to *out the tokens of the longest prefix of `text` whose tokens no following text can
+  // change, and returns that prefix's length in bytes (0: more text is needed). With last = true `text` is
+  // the end of the input and all of it is encoded. Encoding a text piece by piece this way (the unconsumed
+  // rest carried to the front of the next piece) gives exactly encode() of the whole text.
+  virtual size_t encode_prefix(std::string_view text, bool last, std::vector<int32_t>* out) const;
   // The raw bytes of one token (may be a partial UTF-8 sequence). Throws kInvalidArgument if out of range.
   virtual std::string token_bytes(int32_t id) const = 0;
   std::string decode(const std::vector<int32_t>& ids) const;
@@ -46,7 +51,9 @@ size_t utf8_valid_length(std::string_view s, size_t i);
 // Decodes the valid sequence of `len` bytes at s[i] (as measured by utf8_valid_length).
 char32_t utf8_decode(std::string_view s, size_t i, size_t len);
 void append_utf8(std::string& out, char32_t cp);
-// Whole file contents; throws kIo "cannot open tokenizer file '<path>': <reason>".
+// The Unicode White_Space property (what the tokenizers' \s means).
+bool is_white_space(char32_t cp);
+// Whole file contents; throws kIo "cannot read tokenizer file '<path>': <reason>".
 std::string read_tokenizer_file(const std::string& path);
 }  // namespace tokenizer_detail
 

@@ -182,6 +182,7 @@ class WorldTokenizer final : public Tokenizer {
     std::vector<int32_t> order = sorted_ids(path, line_of);
     std::vector<uint32_t>().swap(line_of);
     build_trie(order);
+    for (uint16_t l : len_) max_len_ = std::max<size_t>(max_len_, l);
   }
 
   std::string name() const override { return "world"; }
@@ -197,10 +198,26 @@ class WorldTokenizer final : public Tokenizer {
   std::vector<int32_t> encode(std::string_view text) const override {
     std::vector<int32_t> ids;
     ids.reserve(text.size() / 3 + 1);
+    encode_from(text, text.size(), &ids);
+    return ids;
+  }
+
+  // Greedy longest match reads at most max_len_ bytes from where a token starts, so every token that starts
+  // max_len_ or more bytes before the end of the piece is final.
+  size_t encode_prefix(std::string_view text, bool last, std::vector<int32_t>* out) const override {
+    if (last) return encode_from(text, text.size(), out);
+    if (text.size() < max_len_) return 0;
+    return encode_from(text, text.size() - max_len_ + 1, out);
+  }
+
+ private:
+  // Appends the tokens that start before `stop` (tokens may run past it); returns where the next one starts.
+  size_t encode_from(std::string_view text, size_t stop, std::vector<int32_t>* out) const {
+    std::vector<int32_t>& ids = *out;
     const auto* s = reinterpret_cast<const unsigned char*>(text.data());
     const size_t n = text.size();
     size_t pos = 0;
-    while (pos < n) {
+    while (pos < stop) {
       size_t best_len = 0;
       int32_t best_id = -1;
       uint32_t node = root_child_[s[pos]];
@@ -220,10 +237,9 @@ class WorldTokenizer final : public Tokenizer {
       ids.push_back(best_id);
       pos += best_len;
     }
-    return ids;
+    return pos;
   }
 
- private:
   std::string_view bytes_of(int32_t id) const {
     return std::string_view(blob_).substr(start_[static_cast<size_t>(id)], len_[static_cast<size_t>(id)]);
   }
@@ -359,6 +375,7 @@ class WorldTokenizer final : public Tokenizer {
 
   std::string blob_;                      // every token's bytes, one after another
   std::vector<uint32_t> start_;           // by id: offset in blob_
+  size_t max_len_ = 1;                    // the longest token in bytes (how far a match can look ahead)
   std::vector<uint16_t> len_;             // by id: byte length; 0 = no such token
   std::vector<uint32_t> first_child_;     // trie: node k's children are [first_child_[k], first_child_[k + 1])
   std::vector<int32_t> node_id_;          // trie: the token ending at each node, or -1

@@ -33,7 +33,8 @@ const std::vector<FlagSpec> kFlags = {
     {"threads", "t", K::kInt, "generate eval perplexity bench logits", "0", "N", "worker threads; 0 = one per core", 0,
      4096},
     {"chunk", nullptr, K::kInt, "generate eval perplexity bench logits", "0", "N",
-     "tokens per sequence-mode chunk when feeding text (0 = library default, 1 = RNN mode)", 0, 1 << 20},
+     "tokens per sequence-mode chunk when feeding text (0 = library default, 1 = RNN mode; at most 1024: the scratch "
+     "grows with it and longer chunks are no faster)", 0, 1024},
     {"ffn-mode", nullptr, K::kChoice, "generate eval perplexity bench logits", "auto", "MODE",
      "channel-mix evaluation: dense (every neuron), exact (every key row, value rows of non-zero neurons only) or "
      "predict (only the neurons the activation predictor picks; files made by compress --sparse-ffn); auto = "
@@ -227,7 +228,7 @@ const std::vector<FlagSpec> kFlags = {
     {"text", nullptr, K::kString, "stats", nullptr, "FILE", "text fed as one stream from a fresh state"},
     {"max-tokens", nullptr, K::kInt, "stats", "20000", "N", "use only the first N tokens (0 = all)", 0, kBig},
     {"threads", "t", K::kInt, "stats", "0", "N", "worker threads; 0 = one per core", 0, 4096},
-    {"chunk", nullptr, K::kInt, "stats", "64", "N", "tokens per sequence-mode chunk", 1, 1 << 20},
+    {"chunk", nullptr, K::kInt, "stats", "64", "N", "tokens per sequence-mode chunk (at most 1024)", 1, 1024},
     {"tokenizer", nullptr, K::kString, "stats", nullptr, "PATH", "tokenizer file"},
     {"json", nullptr, K::kSwitch, "stats", nullptr, "", "print one JSON object instead of the table"},
     {"out", "o", K::kString, "stats", nullptr, "FILE", "also write the JSON report to FILE"},
@@ -238,6 +239,10 @@ const std::vector<FlagSpec> kFlags = {
     {"tokenizer-kind", nullptr, K::kChoice, "tokenize", nullptr, "KIND",
      "use this tokenizer instead of the model's (with --tokenizer PATH unless byte)", 0, 0, false,
      "world|neox|byte"},
+
+    // -- verify
+    {"model", "m", K::kString, "verify", nullptr, "FILE", "model file to check (any format the runtime reads)"},
+    {"json", nullptr, K::kSwitch, "verify", nullptr, "", "print the report as one JSON object"},
 };
 
 const std::vector<CommandSpec> kCommands = {
@@ -287,6 +292,12 @@ const std::vector<CommandSpec> kCommands = {
     {"tokenize", "(-m MODEL | --tokenizer-kind KIND [--tokenizer PATH]) (-p TEXT | -f FILE)", "print token ids",
      "Prints the ids of the text, comma-separated on one line (the format --tokens of 'logits' reads).",
      "rwkv-lite tokenize -m model.pth -p \"Hello world\"", cmd_tokenize},
+    {"verify", "-m MODEL [--json]", "check a model file for corruption",
+     "Reads every byte of the file: each tensor's FNV-1a checksum against the one in the header (native files; "
+     "other formats have none), every float value finite (also int8 scales and the scales of q4/q5_1 blocks), and "
+     "every header field in range (the model is bound as for loading). Prints one line per tensor and a summary; "
+     "exits 1 when anything is wrong, 0 otherwise.",
+     "rwkv-lite verify -m model.rwkvl", cmd_verify},
 };
 
 bool listed(const char* commands, const std::string& command) {

@@ -36,6 +36,7 @@ struct Row {
 
 int bench_budgets(const Args& args) {
   const std::string model_path = require(args, "model");
+  if (args.given("plot")) check(rwkvl_check_output_path(args.str("plot").c_str()), "--plot");  // before any work
   const ModelPtr model = load_model(args);
   const rwkvl_model_info info = model_info(model.get());
   const uint64_t fp16 = info.n_params * 2;
@@ -140,8 +141,8 @@ int bench_budgets(const Args& args) {
   }
   const std::string plot = args.str("plot");
   if (!plot.empty()) {
-    const std::string dat = plot + ".dat", gp = plot + ".gp";
-    std::string d;
+    // The data is inline; gnuplot prints the SVG, which our writer stores.
+    std::string d = "$data << EOD\n";
     char line[256];
     for (size_t i = 0; i + 1 < rows.size(); i += 2) {
       if (!rows[i].error.empty() || !rows[i + 1].error.empty()) continue;
@@ -149,28 +150,23 @@ int bench_budgets(const Args& args) {
                     rows[i + 1].tok_s);
       d += line;
     }
-    write_file(dat, d.data(), d.size(), "plot data");
+    d += "EOD\n";
     std::string title = "generation speed against the memory budget";
     const rwkvl_memory_params mp = settings(args, model.get()).mem;
     if (mp.io_mb_per_s > 0) {
       std::snprintf(line, sizeof line, " (storage %.0f MB/s)", mp.io_mb_per_s);
       title += line;
     }
-    std::string script = "set terminal svg size 800,450 font 'sans,11' background 'white'\nset output '";
-    script += plot;
-    script += "'\nset title '";
+    std::string script = "set terminal svg size 800,450 font 'sans,11' background 'white'\n";
+    script += d;
+    script += "set title '";
     script += title;
-    script += "'\nset xlabel 'memory budget (MiB)'\nset ylabel 'tokens/s'\nset grid\nset key top left\nset yrange [0:*]\nplot '";
-    script += dat;
-    script += "' using 1:2 with linespoints lw 2 title 'prefetch off', '";
-    script += dat;
-    script += "' using 1:3 with linespoints lw 2 title 'prefetch on (reader one layer ahead)'\n";
-    write_file(gp, script.data(), script.size(), "plot script");
-    const std::string cmd = "gnuplot '" + gp + "' 2>&1";
-    if (std::system(cmd.c_str()) != 0)
-      args.fail("could not run gnuplot to draw " + plot + " (install gnuplot-nox; the data is in " + dat + ")");
-    std::remove(gp.c_str());
-    std::remove(dat.c_str());
+    script += "'\nset xlabel 'memory budget (MiB)'\nset ylabel 'tokens/s'\nset grid\nset key top left\nset yrange [0:*]\n";
+    script += "plot $data using 1:2 with linespoints lw 2 title 'prefetch off', ";
+    script += "$data using 1:3 with linespoints lw 2 title 'prefetch on (reader one layer ahead)'\n";
+    const std::string svg = run_gnuplot(script);
+    if (svg.empty()) args.fail("could not run gnuplot to draw " + plot + " (install gnuplot-nox)");
+    write_file(plot, svg.data(), svg.size(), "--plot");
   }
   if (json) {
     std::printf("%s\n", nlohmann::json({{"model", model_path}, {"system", rwkvl_system_info()}, {"gen_tokens", n_gen},

@@ -53,6 +53,7 @@ std::string err_str(double v) {
 int cmd_compress(const Args& args) {
   const std::string in_path = require(args, "model");
   const std::string out_path = require(args, "out");
+  check(rwkvl_check_output_path(out_path.c_str()), "--out");  // before any work
   const double t0 = now_seconds();
 
   compress::Options o;

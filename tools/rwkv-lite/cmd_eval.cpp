@@ -15,6 +15,8 @@
 #include <exception>
 #include <filesystem>
 #include <limits>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -80,32 +82,82 @@ std::vector<int32_t> parse_token_list(const Args& args, const std::string& list)
 
 // ---------------------------------------------------------------- perplexity over one stream
 
-// The whole text file; an empty one is an error (it has no tokens to predict).
-std::string read_text_file(const std::string& path) {
-  std::string text = read_file(path, "text file");
-  if (text.empty()) throw Failure("text file '" + path + "' is empty: perplexity needs at least 2 tokens");
-  return text;
-}
+// Up to this many tokens (--max-tokens) are read before the model runs, so the tokenizer can be freed before a
+// memory plan; a longer or unlimited text is tokenized while it is evaluated, holding a bounded window.
+constexpr int64_t kPreloadTokens = 1 << 16;
 
-// Tokens of the text, limited to the first max_tokens (0 = all); at least 2.
-std::vector<int32_t> text_tokens(const rwkvl_tokenizer* tok, std::string_view text, int64_t max_tokens) {
-  std::vector<int32_t> ids = tokenize(tok, text);
-  if (max_tokens > 0 && ids.size() > static_cast<size_t>(max_tokens)) {
-    ids.resize(static_cast<size_t>(max_tokens));
-    ids.shrink_to_fit();
+// The tokens of the text file (or standard input for "-"), at most max_tokens (0 = all): read in pieces, so only
+// what those tokens need is read and memory stays bounded for any file size. Counts the UTF-8 bytes of every
+// token after the first (the predicted ones), for bits per byte.
+class TextTokens {
+ public:
+  TextTokens(const rwkvl_tokenizer* tok, const std::string& path, int64_t max_tokens)
+      : tok_(tok), path_(path), limit_(max_tokens > 0 ? static_cast<uint64_t>(max_tokens) : UINT64_MAX) {
+    stream_ = std::make_unique<TextStream>(tok, path, "text file");
+    // Read the first tokens now, so a text too short to evaluate fails before the model runs.
+    held_.resize(static_cast<size_t>(std::min<uint64_t>(limit_, max_tokens > 0 && max_tokens <= kPreloadTokens ? limit_ : 2)));
+    held_.resize(pull(held_.data(), held_.size()));
+    if (held_.size() < 2) {
+      if (stream_->bytes_read() == 0) throw Failure("text file '" + path + "' is empty: perplexity needs at least 2 tokens");
+      throw Failure("perplexity needs at least 2 tokens of text (got " + std::to_string(held_.size()) + ")");
+    }
+    if (max_tokens > 0 && max_tokens <= kPreloadTokens) stream_.reset();  // all of it is held
   }
-  if (ids.size() < 2) {
-    throw Failure("perplexity needs at least 2 tokens of text (got " + std::to_string(ids.size()) + ")");
+  // Whether tokens are still read from the file (the tokenizer must stay); false when they are all held.
+  bool streaming() const { return stream_ != nullptr; }
+  // Tokens known so far: all of them when !streaming().
+  uint64_t known() const { return given_; }
+  uint64_t limit() const { return limit_; }
+  uint64_t file_size() const {  // 0 for standard input
+    std::error_code ec;
+    const uintmax_t n = path_ == "-" ? 0 : std::filesystem::file_size(path_, ec);
+    return ec ? 0 : static_cast<uint64_t>(n);
   }
-  return ids;
-}
+  uint64_t bytes_read() const { return stream_ ? stream_->bytes_read() : file_bytes_; }
+  uint64_t predicted_bytes() const { return bytes_; }
+  uint64_t forced_cuts() const { return forced_cuts_; }
+
+  // Up to cap tokens into out (0 at the end).
+  size_t read(int32_t* out, size_t cap) {
+    size_t n = std::min(cap, held_.size() - held_pos_);
+    std::copy_n(held_.data() + held_pos_, n, out);
+    held_pos_ += n;
+    if (held_pos_ == held_.size() && !held_.empty()) {
+      std::vector<int32_t>().swap(held_);
+      held_pos_ = 0;
+    }
+    if (n < cap && stream_) n += pull(out + n, cap - n);
+    return n;
+  }
+
+ private:
+  size_t pull(int32_t* out, size_t cap) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(cap, limit_ - given_));
+    const size_t n = want ? stream_->read(out, want) : 0;
+    for (size_t i = 0; i < n; ++i) {
+      if (given_ + i > 0) bytes_ += token_bytes(tok_, out[i]).size();
+    }
+    given_ += n;
+    file_bytes_ = stream_->bytes_read();
+    forced_cuts_ = stream_->forced_cuts();
+    return n;
+  }
+
+  const rwkvl_tokenizer* tok_;
+  std::string path_;
+  uint64_t limit_;
+  std::unique_ptr<TextStream> stream_;
+  std::vector<int32_t> held_;
+  size_t held_pos_ = 0;
+  uint64_t given_ = 0, bytes_ = 0, file_bytes_ = 0, forced_cuts_ = 0;
+};
 
 struct StreamResult {
   size_t tokens = 0;     // tokens in the stream
   size_t predicted = 0;  // tokens 1 .. tokens-1
   uint64_t bytes = 0;    // UTF-8 bytes of the predicted tokens (their decoded bytes)
   double total_nll = 0;  // nats
-  double seconds = 0;    // feeding + NLL, not tokenizing
+  double seconds = 0;    // feeding + NLL (and tokenizing, when the text is streamed)
 
   double mean_nll() const { return total_nll / static_cast<double>(predicted); }
   double ppl() const { return std::exp(mean_nll()); }
@@ -115,49 +167,43 @@ struct StreamResult {
   double tok_per_s() const { return seconds > 0 ? static_cast<double>(predicted) / seconds : 0.0; }
 };
 
-// Feeds ids as one stream from a fresh state (blocks of sequence mode with every logit, the same as one token
-// at a time) and sums the NLL of every token after the first under the logits before it.
-// UTF-8 bytes of the predicted tokens ids[1..] (their decoded bytes), for bits per byte.
-uint64_t predicted_bytes(const rwkvl_tokenizer* tok, const rwkvl_model_info& info, const std::vector<int32_t>& ids) {
-  uint64_t bytes = 0;
-  std::vector<int32_t> byte_len(static_cast<size_t>(info.n_vocab), -1);
-  for (size_t i = 1; i < ids.size(); ++i) {
-    const int32_t id = ids[i];
-    if (id >= 0 && id < info.n_vocab) {
-      int32_t& len = byte_len[static_cast<size_t>(id)];
-      if (len < 0) len = static_cast<int32_t>(token_bytes(tok, id).size());
-      bytes += static_cast<uint64_t>(len);
-    }
-  }
-  return bytes;
-}
-
-StreamResult stream_nll(rwkvl_context* ctx, const rwkvl_model* model, uint64_t bytes, const rwkvl_model_info& info,
-                        const std::vector<int32_t>& ids, size_t chunk, size_t block) {
+// Feeds the tokens as one stream from a fresh state (blocks of sequence mode with every logit, the same as one
+// token at a time) and sums the NLL of every token after the first under the logits before it. Holds one block
+// of tokens and logits at a time.
+StreamResult stream_nll(rwkvl_context* ctx, const rwkvl_model* model, const rwkvl_model_info& info, TextTokens* text,
+                        size_t chunk, size_t block) {
   StreamResult r;
-  r.tokens = ids.size();
-  r.predicted = ids.size() - 1;  // token i's logits predict token i + 1; the last token is never fed
-  r.bytes = bytes;
-
   const StatePtr state = new_state(model);
   const size_t n_vocab = static_cast<size_t>(info.n_vocab);
   const int n_threads = rwkvl_context_threads(ctx);
-  std::vector<float> logits(std::min(block, r.predicted) * n_vocab);
-  Progress progress("perplexity", r.predicted, "tok");
+  std::vector<float> logits(block * n_vocab);
+  std::vector<int32_t> win(block + 1);
+  // The bar counts tokens when their number is known, else bytes of the file.
+  const bool by_tokens = !text->streaming() || text->limit() != UINT64_MAX;
+  Progress progress("perplexity", by_tokens ? (text->streaming() ? text->limit() : text->known()) : text->file_size(),
+                    by_tokens ? "tok" : "B");
   const double t0 = now_seconds();
-  for (size_t pos = 0; pos < r.predicted; pos += block) {
-    const size_t len = std::min(block, r.predicted - pos);
-    check(rwkvl_eval_all_logits(ctx, state.get(), ids.data() + pos, len, chunk, logits.data()));
-    r.total_nll += block_nll(logits.data(), len, n_vocab, ids.data() + pos + 1, n_threads);
-    progress.update(pos + len);
+  size_t have = text->read(win.data(), block + 1);  // win[0..have): the next token to feed first
+  r.tokens = have;
+  while (have >= 2) {
+    const size_t len = have - 1;  // feed win[0..len), predict win[1..len]
+    check(rwkvl_eval_all_logits(ctx, state.get(), win.data(), len, chunk, logits.data()));
+    r.total_nll += block_nll(logits.data(), len, n_vocab, win.data() + 1, n_threads);
+    r.predicted += len;
+    win[0] = win[len];  // the last token is fed with the next block
+    const size_t got = text->read(win.data() + 1, block);
+    r.tokens += got;
+    have = 1 + got;
+    progress.update(by_tokens ? r.tokens : text->bytes_read());
   }
   r.seconds = now_seconds() - t0;
+  r.bytes = text->predicted_bytes();
   progress.finish();
   return r;
 }
 
-// Under a memory budget the tokenizer (several MiB for the World vocabulary) goes once the text is
-// tokenized, and freed heap pages go back to the system, so the plan can use that room.
+// Under a memory budget the tokenizer (several MiB for the World vocabulary) goes once it is no longer needed,
+// and freed heap pages go back to the system, so the plan can use that room.
 void release_tokenizer(const Args& args, TokenizerPtr& tok) {
   if (!args.given("mem-budget")) return;
   tok.reset();
@@ -168,13 +214,18 @@ void release_tokenizer(const Args& args, TokenizerPtr& tok) {
 // under a memory budget just one chunk.
 size_t logits_block(const Settings& s, size_t chunk) {
   if (s.mem.budget_bytes) return chunk ? chunk : 8;
-  return std::max<size_t>(64, chunk);
+  return std::clamp<size_t>(chunk, 64, 256);
 }
 
-// Memory the command still allocates after planning: the logits block of the perplexity pass, then (once
-// that is freed) LAMBADA's per-passage logits, as many rows as the longest target.
-uint64_t reserve_for(const rwkvl_model_info& info, size_t block, size_t longest_target) {
-  return static_cast<uint64_t>(std::max(block, longest_target)) * static_cast<uint64_t>(info.n_vocab) * 4 + (256u << 10);
+// Memory the command still allocates after planning: one block of logits and tokens (perplexity, and LAMBADA
+// targets, which are fed a block at a time), the text stream's buffers when the text is read while it runs,
+// LAMBADA's line, strings and tokens (lines are at most kLambadaMaxLine bytes), and slack for the C library.
+constexpr size_t kLambadaMaxLine = 16 << 10;
+uint64_t reserve_for(const rwkvl_model_info& info, size_t block, bool text_streamed, bool lambada) {
+  uint64_t r = static_cast<uint64_t>(block) * static_cast<uint64_t>(info.n_vocab) * 4 + (256u << 10);
+  if (text_streamed) r += RWKVL_TEXT_STREAM_MAX_BYTES;
+  if (lambada) r += (64u << 10) + 4 * kLambadaMaxLine + 3 * kLambadaMaxLine * sizeof(int32_t);
+  return r;
 }
 
 // ---------------------------------------------------------------- LAMBADA (lm-eval lambada_openai)
@@ -207,50 +258,63 @@ struct LambadaDoc {
   std::string target;   // " " + the last word
 };
 
-// Parses the jsonl file (every line, so a malformed one anywhere is reported) and keeps the first max_docs
-// passages (0 = all), split as lm-eval's lambada_openai task does.
-std::vector<LambadaDoc> read_lambada(const std::string& path, int64_t max_docs) {
-  const std::string data = read_file(path, "LAMBADA file");
-  std::vector<LambadaDoc> docs;
-  auto bad = [&](size_t line, const std::string& what) {
+// One line of the jsonl file: false for a blank line; Failure naming the line when it is not a passage. Split as
+// lm-eval's lambada_openai task does.
+bool parse_lambada_line(const std::string& path, size_t line, std::string_view row, LambadaDoc* d) {
+  auto bad = [&](const std::string& what) {
     return Failure("LAMBADA file '" + path + "' line " + std::to_string(line) + ": " + what);
   };
-  size_t pos = 0, line = 0;
-  while (pos < data.size()) {
-    size_t nl = data.find('\n', pos);
-    if (nl == std::string::npos) nl = data.size();
-    std::string_view row(data.data() + pos, nl - pos);
-    pos = nl + 1;
-    ++line;
-    if (row.find_first_not_of(" \t\r") == std::string_view::npos) continue;  // blank line
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(row);
-    } catch (const nlohmann::json::exception& e) {
-      throw bad(line, std::string("not valid JSON (") + e.what() + ")");
-    }
-    if (!j.is_object() || !j.contains("text") || !j["text"].is_string()) {
-      throw bad(line, "expected an object with a string \"text\"");
-    }
-    if (max_docs > 0 && docs.size() >= static_cast<size_t>(max_docs)) continue;
-    const std::string text = j["text"].get<std::string>();
-    // lm-eval: context = ' '.join(text.split(' ')[:-1]), target = ' ' + text.split(' ')[-1]; then (its
-    // _encode_pair) white space at the end of the context moves to the start of the target.
-    const size_t sp = text.rfind(' ');
-    if (sp == std::string::npos) throw bad(line, "the text has no space, so no last word to predict");
-    LambadaDoc d;
-    d.line = line;
-    d.context = text.substr(0, sp);
-    d.target = text.substr(sp);
-    const size_t ws = trailing_space_bytes(d.context);
-    d.target.insert(0, d.context, d.context.size() - ws, ws);
-    d.context.resize(d.context.size() - ws);
-    if (d.context.empty()) throw bad(line, "nothing before the last word");
-    docs.push_back(std::move(d));
+  if (row.find_first_not_of(" \t\r") == std::string_view::npos) return false;  // blank line
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(row);
+  } catch (const nlohmann::json::exception& e) {
+    throw bad(std::string("not valid JSON (") + e.what() + ")");
   }
-  if (docs.empty()) throw Failure("LAMBADA file '" + path + "' has no passages");
-  return docs;
+  if (!j.is_object() || !j.contains("text") || !j["text"].is_string()) throw bad("expected an object with a string \"text\"");
+  const std::string text = j["text"].get<std::string>();
+  // lm-eval: context = ' '.join(text.split(' ')[:-1]), target = ' ' + text.split(' ')[-1]; then (its
+  // _encode_pair) white space at the end of the context moves to the start of the target.
+  const size_t sp = text.rfind(' ');
+  if (sp == std::string::npos) throw bad("the text has no space, so no last word to predict");
+  d->line = line;
+  d->context = text.substr(0, sp);
+  d->target = text.substr(sp);
+  const size_t ws = trailing_space_bytes(d->context);
+  d->target.insert(0, d->context, d->context.size() - ws, ws);
+  d->context.resize(d->context.size() - ws);
+  if (d->context.empty()) throw bad("nothing before the last word");
+  return true;
 }
+
+// Checks every line of the file (so a malformed one anywhere is reported before any work), holding one line at a
+// time; returns the number of passages to evaluate: all, or the first max_docs (0 = all).
+size_t count_lambada(const std::string& path, int64_t max_docs) {
+  LineReader lines(path, "LAMBADA file", kLambadaMaxLine);
+  std::string row;
+  LambadaDoc d;
+  size_t n = 0;
+  while (lines.next(&row)) n += parse_lambada_line(path, lines.line_no(), row, &d) ? 1 : 0;
+  if (n == 0) throw Failure("LAMBADA file '" + path + "' has no passages");
+  return max_docs > 0 ? std::min(n, static_cast<size_t>(max_docs)) : n;
+}
+
+// The passages of the file, one at a time.
+class LambadaReader {
+ public:
+  explicit LambadaReader(const std::string& path) : path_(path), lines_(path, "LAMBADA file", kLambadaMaxLine) {}
+  bool next(LambadaDoc* d) {
+    std::string row;
+    while (lines_.next(&row)) {
+      if (parse_lambada_line(path_, lines_.line_no(), row, d)) return true;
+    }
+    return false;
+  }
+
+ private:
+  std::string path_;
+  LineReader lines_;
+};
 
 struct PassageResult {
   size_t line = 0;
@@ -261,17 +325,15 @@ struct PassageResult {
 };
 
 struct LambadaResult {
-  std::vector<PassageResult> passages;
-  uint64_t correct = 0, target_tokens = 0, fallbacks = 0;
+  uint64_t n = 0, correct = 0, target_tokens = 0, fallbacks = 0;
   double total_nll = 0, seconds = 0;
   rwkvl_ffn_stats ffn{};  // channel-mix counters of the worker contexts (not the main one)
   rwkvl_head_stats head{};
   rwkvl_memory_stats mem{};
 
-  double n() const { return static_cast<double>(passages.size()); }
-  double acc() const { return static_cast<double>(correct) / n(); }
+  double acc() const { return static_cast<double>(correct) / static_cast<double>(n); }
   // lm-eval's lambada perplexity: exp(-mean over passages of the target's log-likelihood).
-  double ppl() const { return std::exp(total_nll / n()); }
+  double ppl() const { return std::exp(total_nll / static_cast<double>(n)); }
   // Per target token: exp(total NLL / number of target tokens).
   double token_ppl() const { return std::exp(total_nll / static_cast<double>(target_tokens)); }
 };
@@ -303,47 +365,82 @@ int32_t argmax(const float* v, size_t n) {
 }
 
 // One passage from a fresh state: the context without its last token is fed without logits; its last token and
-// the target's tokens but the last are fed with every logit (row j predicts target[j]).
-void eval_passage(rwkvl_context* ctx, rwkvl_state* state, size_t n_vocab, size_t chunk, std::vector<float>* logits,
-                  PassageResult* p) {
+// the target's tokens but the last are fed with every logit (row j predicts target[j]), at most `block` at a time.
+void eval_passage(rwkvl_context* ctx, rwkvl_state* state, size_t n_vocab, size_t chunk, size_t block,
+                  std::vector<float>* logits, PassageResult* p) {
   check(rwkvl_state_reset(state));
   const size_t c = p->context.size(), k = p->target.size();
   if (c > 1) check(rwkvl_eval(ctx, state, p->context.data(), c - 1, chunk, nullptr));
   std::vector<int32_t> feed(k);
   feed[0] = p->context.back();
   std::copy(p->target.begin(), p->target.end() - 1, feed.begin() + 1);
-  logits->resize(k * n_vocab);
-  check(rwkvl_eval_all_logits(ctx, state, feed.data(), k, chunk, logits->data()));
+  logits->resize(std::min(k, block) * n_vocab);
   p->nll = 0;
   p->correct = true;
   p->greedy.clear();
-  for (size_t j = 0; j < k; ++j) {
-    const float* row = logits->data() + j * n_vocab;
-    p->nll += nll(row, n_vocab, p->target[j]);
-    p->greedy.push_back(argmax(row, n_vocab));
-    p->correct = p->correct && p->greedy.back() == p->target[j];
+  for (size_t off = 0; off < k; off += block) {
+    const size_t len = std::min(block, k - off);
+    check(rwkvl_eval_all_logits(ctx, state, feed.data() + off, len, chunk, logits->data()));
+    for (size_t j = 0; j < len; ++j) {
+      const float* row = logits->data() + j * n_vocab;
+      p->nll += nll(row, n_vocab, p->target[off + j]);
+      p->greedy.push_back(argmax(row, n_vocab));
+      p->correct = p->correct && p->greedy.back() == p->target[off + j];
+    }
   }
 }
 
 // Passages are independent, so they are spread over n_threads workers, each with its own single-threaded
 // context and state. On the reference model (2 cores) this is 1.55x faster than one two-threaded context,
-// whose per-layer hand-offs cost more than short passages gain. Results do not depend on the split.
-std::vector<PassageResult> tokenize_lambada(const rwkvl_tokenizer* tok, const std::vector<LambadaDoc>& docs) {
-  std::vector<PassageResult> passages(docs.size());
-  for (size_t i = 0; i < docs.size(); ++i) tokenize_passage(tok, docs[i], &passages[i]);
-  return passages;
-}
+// whose per-layer hand-offs cost more than short passages gain. Passages are read from the file as the workers
+// take them and their results summed in passage order, so memory is bounded and the results do not depend on
+// the split.
+// The passages to evaluate: tokenized up front when there are at most kPreloadPassages of them (then the tokenizer
+// can be freed before a memory plan: it is larger than the tokens of the whole LAMBADA test set), else read and
+// tokenized one at a time as the workers take them.
+constexpr size_t kPreloadPassages = 8192;
 
-LambadaResult run_lambada(const rwkvl_model* model, rwkvl_context* main_ctx, std::vector<PassageResult> passages,
-                          const rwkvl_model_info& info, size_t chunk, int n_threads, const Settings& settings) {
+class PassageSource {
+ public:
+  PassageSource(const rwkvl_tokenizer* tok, const std::string& path, size_t n_docs) : tok_(tok), reader_(path), n_(n_docs) {
+    if (n_docs > kPreloadPassages) return;
+    held_.resize(n_docs);
+    for (PassageResult& p : held_) take(&p);
+    reader_.reset();
+    tok_ = nullptr;
+  }
+  bool streaming() const { return reader_.has_value(); }
+  size_t size() const { return n_; }
+  // The next passage and its index; false when all are taken. Not thread-safe: the caller locks.
+  bool next(PassageResult* p, size_t* index) {
+    if (next_ >= n_) return false;
+    if (reader_) take(p);
+    else *p = std::move(held_[next_]);
+    *index = next_++;
+    return true;
+  }
+
+ private:
+  void take(PassageResult* p) {
+    LambadaDoc d;
+    if (!reader_->next(&d)) throw Failure("LAMBADA file changed while it was read");
+    tokenize_passage(tok_, d, p);
+  }
+  const rwkvl_tokenizer* tok_;
+  std::optional<LambadaReader> reader_;
+  std::vector<PassageResult> held_;
+  size_t n_, next_ = 0;
+};
+
+LambadaResult run_lambada(const rwkvl_model* model, rwkvl_context* main_ctx, PassageSource* source,
+                          const rwkvl_model_info& info, size_t chunk, size_t block, int n_threads,
+                          const Settings& settings, OutputFile* details) {
+  const size_t n_docs = source->size();
   LambadaResult r;
-  r.passages = std::move(passages);
-  const std::vector<PassageResult>& docs = r.passages;
-
   const size_t n_vocab = static_cast<size_t>(info.n_vocab);
   // Under a memory budget one context (its plan, its buffers) does all the passages.
   const size_t n_workers =
-      settings.mem.budget_bytes ? 1 : std::min(static_cast<size_t>(std::max(1, n_threads)), docs.size());
+      settings.mem.budget_bytes ? 1 : std::min(static_cast<size_t>(std::max(1, n_threads)), n_docs);
   const int threads_each = std::max(1, n_threads / static_cast<int>(n_workers));
   std::vector<ContextPtr> contexts;
   for (size_t w = 0; w < n_workers; ++w) {
@@ -352,22 +449,46 @@ LambadaResult run_lambada(const rwkvl_model* model, rwkvl_context* main_ctx, std
     apply(settings, contexts.back().get());
   }
 
-  std::atomic<size_t> next{0}, done{0};
+  std::mutex read_mutex, done_mutex;
+  size_t done = 0;
+  std::map<size_t, PassageResult> finished;  // results waiting for an earlier passage
+  auto record = [&](size_t i, PassageResult&& p) {
+    const std::lock_guard<std::mutex> lock(done_mutex);
+    finished.emplace(i, std::move(p));
+    for (auto it = finished.begin(); it != finished.end() && it->first == done; it = finished.erase(it), ++done) {
+      const PassageResult& q = it->second;
+      r.total_nll += q.nll;
+      r.correct += q.correct ? 1 : 0;
+      r.target_tokens += q.target.size();
+      r.fallbacks += q.fallback ? 1 : 0;
+      if (details) {
+        const nlohmann::json j = {{"line", q.line},       {"context_tokens", q.context.size()},
+                                  {"target", q.target},   {"greedy", q.greedy},
+                                  {"nll", q.nll},         {"correct", q.correct},
+                                  {"fallback", q.fallback}};
+        details->write(j.dump() + '\n');
+      }
+    }
+  };
   std::atomic<bool> stop{false};
   std::mutex error_mutex;
   std::exception_ptr error;
-  Progress progress("lambada", docs.size(), "passages");
+  Progress progress("lambada", n_docs, "passages");
   auto work = [&](size_t w) {
     try {
       rwkvl_context* ctx = n_workers == 1 ? main_ctx : contexts[w].get();
       const StatePtr state = new_state(model);
       std::vector<float> logits;
       while (!stop.load(std::memory_order_relaxed)) {
-        const size_t i = next.fetch_add(1);
-        if (i >= docs.size()) break;
-        eval_passage(ctx, state.get(), n_vocab, chunk, &logits, &r.passages[i]);
-        const size_t d = done.fetch_add(1) + 1;
-        if (w == 0) progress.update(d);  // the progress bar is drawn by the calling thread only
+        size_t i = 0;
+        PassageResult p;
+        {
+          const std::lock_guard<std::mutex> lock(read_mutex);
+          if (!source->next(&p, &i)) break;
+        }
+        eval_passage(ctx, state.get(), n_vocab, chunk, block, &logits, &p);
+        record(i, std::move(p));
+        if (w == 0) progress.update(i + 1);  // the progress bar is drawn by the calling thread only
       }
     } catch (...) {
       const std::lock_guard<std::mutex> lock(error_mutex);
@@ -383,59 +504,17 @@ LambadaResult run_lambada(const rwkvl_model* model, rwkvl_context* main_ctx, std
   r.seconds = now_seconds() - t0;
   progress.finish();
   if (error) std::rethrow_exception(error);
+  r.n = done;
 
   for (const ContextPtr& c : contexts) {
     add_ffn_stats(&r.ffn, ffn_stats(c.get()));
     add_head_stats(&r.head, head_stats(c.get()));
     add_memory_stats(&r.mem, memory_stats(c.get()));
   }
-  for (const PassageResult& p : r.passages) {  // in passage order: independent of the split
-    r.total_nll += p.nll;
-    r.correct += p.correct;
-    r.target_tokens += p.target.size();
-    r.fallbacks += p.fallback;
-  }
   return r;
 }
 
-// An output file opened before the work it records starts (so an unwritable path fails fast).
-struct OutFile {
-  explicit OutFile(const std::string& path, const char* what) : path_(path), what_(what) {
-    f_ = std::fopen(path.c_str(), "wb");
-    if (!f_) throw Failure("cannot write " + what_ + " '" + path + "': " + std::strerror(errno));
-  }
-  ~OutFile() {
-    if (f_) std::fclose(f_);
-  }
-  OutFile(const OutFile&) = delete;
-  OutFile& operator=(const OutFile&) = delete;
-  void write_and_close(const std::string& data) {
-    const bool ok = std::fwrite(data.data(), 1, data.size(), f_) == data.size();
-    const int err = errno;
-    const bool closed = std::fclose(f_) == 0;
-    f_ = nullptr;
-    if (!ok || !closed) throw Failure("cannot write " + what_ + " '" + path_ + "': " + std::strerror(ok ? errno : err));
-  }
-
- private:
-  std::string path_, what_;
-  std::FILE* f_ = nullptr;
-};
-
-// One JSON object per passage and line: where it came from, its tokens, the greedy tokens and the NLL.
-void write_lambada_details(OutFile* file, const LambadaResult& r) {
-  std::string out;
-  for (const PassageResult& p : r.passages) {
-    const nlohmann::json j = {{"line", p.line},       {"context_tokens", p.context.size()},
-                              {"target", p.target},   {"greedy", p.greedy},
-                              {"nll", p.nll},         {"correct", p.correct},
-                              {"fallback", p.fallback}};
-    out += j.dump();
-    out += '\n';
-  }
-  file->write_and_close(out);
-}
-
+// An output file checked before the work it records starts (so an unwritable path fails fast).
 // A field of rwkvl_system_info ("... | isa avx512 | ..." -> "avx512"), "" if absent.
 std::string system_field(const std::string& key) {
   const std::string info = rwkvl_system_info();
@@ -454,26 +533,25 @@ std::string system_field(const std::string& key) {
 
 int cmd_perplexity(const Args& args) {
   const std::string model_path = require(args, "model");
-  std::string text = read_text_file(require(args, "file"));
+  const std::string text_path = require(args, "file");
+  { const InputPtr check_text = open_input(text_path, "text file", true); }  // a bad path fails before the model loads
   const ModelPtr model = load_model(args);
   const rwkvl_model_info info = model_info(model.get());
   TokenizerPtr tok = model_tokenizer(model.get(), model_path, args.str("tokenizer"));
-  const std::vector<int32_t> ids = text_tokens(tok.get(), text, args.integer("max-tokens"));
-  std::string().swap(text);  // the tokens are all that is needed now
-  const uint64_t bytes = predicted_bytes(tok.get(), info, ids);
+  TextTokens text(tok.get(), text_path, args.integer("max-tokens"));
   const std::string tok_name = rwkvl_tokenizer_name(tok.get());
-  release_tokenizer(args, tok);
+  if (!text.streaming()) release_tokenizer(args, tok);
 
   const ContextPtr ctx = new_context(model.get(), static_cast<int>(args.integer("threads")));
   Settings set = settings(args, model.get());
   const size_t chunk = static_cast<size_t>(args.integer("chunk"));
   const size_t block = logits_block(set, chunk);
-  set.mem.reserve_bytes = reserve_for(info, block, 0);
+  set.mem.reserve_bytes = reserve_for(info, block, text.streaming(), false);
   if (set.mem.budget_bytes) set.mem.max_chunk = static_cast<int>(block);
   apply(set, ctx.get());
   print_plan(args, ctx.get());
   const int n_threads = rwkvl_context_threads(ctx.get());
-  const StreamResult r = stream_nll(ctx.get(), model.get(), bytes, info, ids, chunk, block);
+  const StreamResult r = stream_nll(ctx.get(), model.get(), info, &text, chunk, block);
   if (args.on("json")) {
     nlohmann::json j = {{"ppl", r.ppl()},
                         {"bpb", r.bpb()},
@@ -501,12 +579,15 @@ int cmd_eval(const Args& args) {
     args.fail("missing --text FILE (and/or --lambada FILE): nothing to evaluate");
   }
   if (args.given("lambada-out") && !args.given("lambada")) args.fail("--lambada-out needs --lambada FILE");
-  // Inputs are read (and the text checked) before the model is loaded, so bad files fail fast.
-  std::optional<std::string> text;
-  if (args.given("text")) text = read_text_file(args.str("text"));
-  std::vector<LambadaDoc> docs;
-  if (args.given("lambada")) docs = read_lambada(args.str("lambada"), args.integer("lambada-max"));
-  std::optional<OutFile> details;
+  // Inputs are checked before the model is loaded, so bad files fail fast; they are read while they are
+  // evaluated, so memory stays bounded whatever their size.
+  if (args.given("text")) { const InputPtr check_text = open_input(args.str("text"), "text file", true); }
+  size_t n_docs = 0;
+  const std::string lambada_path = args.given("lambada") ? args.str("lambada") : "";
+  if (!lambada_path.empty()) n_docs = count_lambada(lambada_path, args.integer("lambada-max"));
+  // --lambada-out: one JSON object per passage and line, written as the passages finish (in their order) to a
+  // temporary that appears at the path complete once all are done.
+  std::optional<OutputFile> details;
   if (args.given("lambada-out")) details.emplace(args.str("lambada-out"), "LAMBADA details file");
 
   std::error_code ec;
@@ -517,32 +598,31 @@ int cmd_eval(const Args& args) {
   const rwkvl_model_info info = model_info(model.get());
   TokenizerPtr tok = model_tokenizer(model.get(), model_path, args.str("tokenizer"));
   const size_t chunk = static_cast<size_t>(args.integer("chunk"));
-  std::vector<int32_t> ids;
-  if (text) ids = text_tokens(tok.get(), *text, args.integer("max-tokens"));
-  text.reset();
-  const uint64_t bytes = ids.empty() ? 0 : predicted_bytes(tok.get(), info, ids);
-  std::vector<PassageResult> passages = tokenize_lambada(tok.get(), docs);
-  docs.clear();
-  docs.shrink_to_fit();
+  std::optional<TextTokens> text;
+  if (args.given("text")) text.emplace(tok.get(), args.str("text"), args.integer("max-tokens"));
+  std::optional<PassageSource> passages;
+  if (n_docs) passages.emplace(tok.get(), lambada_path, n_docs);
   const std::string tok_name = rwkvl_tokenizer_name(tok.get());
-  release_tokenizer(args, tok);
+  const bool text_streamed = text && text->streaming(), lambada_streamed = passages && passages->streaming();
+  if (!text_streamed && !lambada_streamed) release_tokenizer(args, tok);
 
   const ContextPtr ctx = new_context(model.get(), static_cast<int>(args.integer("threads")));
   Settings set = settings(args, model.get());
   const size_t block = logits_block(set, chunk);
-  size_t longest = 0;
-  for (const PassageResult& p : passages) longest = std::max(longest, p.target.size());
-  set.mem.reserve_bytes = reserve_for(info, ids.empty() ? 0 : block, longest);
-  if (set.mem.budget_bytes) set.mem.max_chunk = static_cast<int>(std::max(block, longest));
+  set.mem.reserve_bytes = reserve_for(info, block, text_streamed, lambada_streamed);
+  if (set.mem.budget_bytes) set.mem.max_chunk = static_cast<int>(block);
   apply(set, ctx.get());
   print_plan(args, ctx.get());
   const int n_threads = rwkvl_context_threads(ctx.get());
   std::optional<StreamResult> ppl;
-  if (!ids.empty()) ppl = stream_nll(ctx.get(), model.get(), bytes, info, ids, chunk, block);
+  if (text) ppl = stream_nll(ctx.get(), model.get(), info, &*text, chunk, block);
+  text.reset();
   std::optional<LambadaResult> lambada;
-  if (!passages.empty()) {
-    lambada = run_lambada(model.get(), ctx.get(), std::move(passages), info, chunk, n_threads, set);
-    if (details) write_lambada_details(&*details, *lambada);
+  if (n_docs) {
+    lambada = run_lambada(model.get(), ctx.get(), &*passages, info, chunk, block, n_threads, set,
+                          details ? &*details : nullptr);
+    passages.reset();
+    if (details) details->commit();
   }
   const uint64_t peak_rss = rwkvl_peak_rss_bytes();
   const double seconds = now_seconds() - t_start;
@@ -583,7 +663,7 @@ int cmd_eval(const Args& args) {
               {"lambada_acc", opt(L, L ? lambada->acc() : 0.0)},
               {"lambada_ppl", opt(L, L ? lambada->ppl() : 0.0)},
               {"lambada_token_ppl", opt(L, L ? lambada->token_ppl() : 0.0)},
-              {"lambada_n", opt(L, L ? lambada->passages.size() : 0)},
+              {"lambada_n", opt(L, L ? lambada->n : 0)},
               {"lambada_correct", opt(L, L ? lambada->correct : 0)},
               {"lambada_target_tokens", opt(L, L ? lambada->target_tokens : 0)},
               {"lambada_fallbacks", opt(L, L ? lambada->fallbacks : 0)},
@@ -618,12 +698,12 @@ int cmd_eval(const Args& args) {
   }
   if (L) {
     std::printf("%-15s %-12.4f %zu / %zu passages\n", "lambada acc", lambada->acc(),
-                static_cast<size_t>(lambada->correct), lambada->passages.size());
+                static_cast<size_t>(lambada->correct), static_cast<size_t>(lambada->n));
     std::printf("%-15s %-12.4f per passage (per target token %.4f; %zu target tokens, %zu split apart)\n",
                 "lambada ppl", lambada->ppl(), lambada->token_ppl(), static_cast<size_t>(lambada->target_tokens),
                 static_cast<size_t>(lambada->fallbacks));
     std::printf("%-15s %.2f s (%.1f passages/s)\n", "lambada time", lambada->seconds,
-                lambada->seconds > 0 ? static_cast<double>(lambada->passages.size()) / lambada->seconds : 0.0);
+                lambada->seconds > 0 ? static_cast<double>(lambada->n) / lambada->seconds : 0.0);
   }
   if (info.sparse_ffn || fs.cache_capacity) {
     const double n = fs.neurons ? static_cast<double>(fs.neurons) : 1.0, tk = ffn_tokens ? static_cast<double>(ffn_tokens) : 1.0;
@@ -677,6 +757,7 @@ int cmd_eval(const Args& args) {
 int cmd_logits(const Args& args) {
   const std::string model_path = require(args, "model");
   const std::string out_path = require(args, "out");
+  check(rwkvl_check_output_path(out_path.c_str()), "--out");  // before loading the model
   if (args.given("tokens") == args.given("text")) args.fail("give exactly one of --tokens IDS or --text TEXT");
   std::vector<int32_t> ids;
   if (args.given("tokens")) ids = parse_token_list(args, args.str("tokens"));
@@ -698,7 +779,7 @@ int cmd_logits(const Args& args) {
   if constexpr (std::endian::native == std::endian::big) {
     for (float& f : logits) f = std::bit_cast<float>(__builtin_bswap32(std::bit_cast<uint32_t>(f)));
   }
-  write_file(out_path, logits.data(), logits.size() * sizeof(float), "logits file");
+  write_file(out_path, logits.data(), logits.size() * sizeof(float), "--out");
   std::fprintf(stderr, "wrote %zu logits after %zu tokens to %s\n", logits.size(), ids.size(), out_path.c_str());
   return 0;
 }

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,9 @@
 namespace rwkvl::cli {
 
 namespace {
+
+// Tokens of a prompt file fed at a time.
+constexpr size_t kPromptPiece = 4096;
 
 uint64_t clock_seed() {
   const auto ns = std::chrono::system_clock::now().time_since_epoch().count();
@@ -30,10 +34,14 @@ void write_out(const std::string& s) {
 
 int cmd_generate(const Args& args) {
   const std::string model_path = require(args, "model");
+  if (args.given("state-out")) check(rwkvl_check_output_path(args.str("state-out").c_str()), "--state-out");
   if (args.given("prompt") && args.given("file")) args.fail("give the prompt with -p or -f, not both");
   if (!args.given("prompt") && !args.given("file")) args.fail("missing the prompt: -p TEXT or -f FILE");
-  const std::string prompt = args.given("prompt") ? args.str("prompt") : read_file(args.str("file"), "prompt file");
-  if (prompt.empty()) args.fail("the prompt is empty (the model needs at least one token to start from)");
+  // -p TEXT is tokenized whole; -f FILE ("-" = standard input) is read and fed in pieces, so a prompt file of any
+  // size runs in bounded memory (and within --mem-budget).
+  const std::string prompt = args.given("prompt") ? args.str("prompt") : "";
+  if (args.given("prompt") && prompt.empty()) args.fail("the prompt is empty (the model needs at least one token to start from)");
+  if (args.given("file")) { const InputPtr check_prompt = open_input(args.str("file"), "prompt file", true); }
 
   const int64_t n_predict = args.integer("n-predict");
   const size_t chunk = static_cast<size_t>(args.integer("chunk"));
@@ -56,18 +64,49 @@ int cmd_generate(const Args& args) {
   const std::string tok_name = rwkvl_tokenizer_name(tok.get());
   const bool stop_at_eos = args.on("stop-at-eos") && tok_name != "byte";
 
-  const std::vector<int32_t> ids = tokenize(tok.get(), prompt);
+  // The prompt's tokens: all of -p, or the first piece of -f (the rest is read while the model runs).
+  std::unique_ptr<TextStream> prompt_stream;
+  std::vector<int32_t> ids;
+  if (args.given("file")) {
+    prompt_stream = std::make_unique<TextStream>(tok.get(), args.str("file"), "prompt file");
+    ids.resize(kPromptPiece);
+    ids.resize(prompt_stream->read(ids.data(), ids.size()));
+    if (ids.empty() && prompt_stream->bytes_read() == 0)
+      args.fail("the prompt file is empty (the model needs at least one token to start from)");
+  } else {
+    ids = tokenize(tok.get(), prompt);
+  }
   if (ids.empty()) args.fail("the prompt is empty after tokenization");
 
   const ContextPtr ctx = new_context(model.get(), static_cast<int>(args.integer("threads")));
-  apply_settings(args, model.get(), ctx.get());
+  Settings set = settings(args, model.get());
+  // After planning the command still holds the prompt pieces and the text stream's buffers.
+  if (prompt_stream) set.mem.reserve_bytes += RWKVL_TEXT_STREAM_MAX_BYTES + 2 * kPromptPiece * sizeof(int32_t);
+  apply(set, ctx.get());
+  print_plan(args, ctx.get());
   const StatePtr state = new_state(model.get());
   if (args.given("state-in")) check(rwkvl_state_load(state.get(), args.str("state-in").c_str()), "--state-in");
 
   const size_t n_vocab = static_cast<size_t>(info.n_vocab);
   std::vector<float> logits(n_vocab);
   const double t0 = now_seconds();
-  check(rwkvl_eval(ctx.get(), state.get(), ids.data(), ids.size(), chunk, logits.data()));
+  size_t n_prompt = ids.size();
+  if (prompt_stream) {
+    // Feed one piece while the next is read; only the last piece's logits are needed.
+    std::vector<int32_t> next(kPromptPiece);
+    for (;;) {
+      const size_t got = prompt_stream->read(next.data(), next.size());
+      check(rwkvl_eval(ctx.get(), state.get(), ids.data(), ids.size(), chunk, got ? nullptr : logits.data()));
+      if (got == 0) break;
+      n_prompt += got;
+      next.resize(got);
+      ids.swap(next);
+      next.resize(kPromptPiece);
+    }
+    prompt_stream.reset();
+  } else {
+    check(rwkvl_eval(ctx.get(), state.get(), ids.data(), ids.size(), chunk, logits.data()));
+  }
   const double t1 = now_seconds();
 
   // The last sampled token is only fed (without the head) when its state is to be saved.
@@ -92,7 +131,7 @@ int cmd_generate(const Args& args) {
   std::fprintf(stderr,
                "\n[prompt: %zu tokens, %.3f s, %.1f tok/s | generation: %lld tokens, %.3f s, %.1f tok/s | "
                "threads %d, seed %llu, tokenizer %s | peak RSS %s]\n",
-               ids.size(), tp, tp > 0 ? static_cast<double>(ids.size()) / tp : 0.0, static_cast<long long>(generated),
+               n_prompt, tp, tp > 0 ? static_cast<double>(n_prompt) / tp : 0.0, static_cast<long long>(generated),
                tg, tg > 0 ? static_cast<double>(generated) / tg : 0.0, rwkvl_context_threads(ctx.get()),
                static_cast<unsigned long long>(sp.seed), tok_name.c_str(), format_bytes(rwkvl_peak_rss_bytes()).c_str());
   return 0;

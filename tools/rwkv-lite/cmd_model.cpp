@@ -16,6 +16,7 @@ namespace rwkvl::cli {
 int cmd_convert(const Args& args) {
   const std::string in = require(args, "model");
   const std::string out = require(args, "out");
+  check(rwkvl_check_output_path(out.c_str()), "--out");  // before loading the model
   const std::string dtype = args.str("dtype");
   const double t0 = now_seconds();
   const ModelPtr model = load_model(args);
@@ -28,6 +29,7 @@ int cmd_convert(const Args& args) {
 
 int cmd_synth(const Args& args) {
   const std::string out = require(args, "out");
+  check(rwkvl_check_output_path(out.c_str()), "--out");
   const std::string dtype = args.str("dtype");
   rwkvl_synth_params p{};
   p.arch_major = static_cast<int>(args.integer("arch"));

@@ -15,7 +15,6 @@
 #include "args.h"
 #include "commands.h"
 #include "common.h"
-#include "core/mapped_file.h"
 #include "model/model.h"
 #include "progress.h"
 
@@ -54,6 +53,9 @@ int64_t neurons_covering(std::vector<uint64_t> counts, double share) {
 
 int cmd_stats(const Args& args) {
   const std::string model_path = require(args, "model");
+  // The outputs are checked before any work (an unwritable path fails fast, naming it).
+  if (args.given("out")) check(rwkvl_check_output_path(args.str("out").c_str()), "--out");
+  if (args.given("plot")) check(rwkvl_check_output_path(args.str("plot").c_str()), "--plot");
   const std::string text = read_file(require(args, "text"), "text file");
   const ModelPtr model = load_model(args);
   const std::shared_ptr<Model> m = api::model_of(model.get());
@@ -130,40 +132,29 @@ int cmd_stats(const Args& args) {
   const std::string out = args.str("out");
   if (!out.empty()) {
     const std::string s = j.dump(1) + "\n";
-    AtomicFileWriter w(out);
-    w.write(s.data(), s.size());
-    w.commit();
+    write_file(out, s.data(), s.size(), "--out");
   }
   const std::string plot = args.str("plot");
   if (!plot.empty()) {
-    // gnuplot from a data file: mean zero share with the 10-90 % band, and the share of neurons that
-    // carry 90 % / 99 % of all activations.
-    const std::string dat = plot + ".dat", gp = plot + ".gp";
-    {
-      std::string d;
-      char line[256];
-      for (const auto& L : layers) {
-        std::snprintf(line, sizeof line, "%d %.6f %.6f %.6f %.6f %.6f\n", L["layer"].get<int>(),
-                      L["zero_frac_mean"].get<double>(), L["zero_frac_p10"].get<double>(),
-                      L["zero_frac_p90"].get<double>(), L["neurons_90"].get<double>() / static_cast<double>(F),
-                      L["neurons_99"].get<double>() / static_cast<double>(F));
-        d += line;
-      }
-      write_file(dat, d.data(), d.size(), "plot data");
-      const std::string script =
-          "set terminal svg size 800,450 font 'sans,11' background 'white'\nset output '" + plot +
-          "'\nset title 'FFN activation sparsity over " + std::to_string(ids.size()) +
-          " tokens'\nset xlabel 'layer'\nset ylabel 'share'\nset yrange [0:1]\nset grid\nset key bottom left\n"
-          "set xtics 1\nplot '" + dat + "' using 1:2:3:4 with yerrorlines lw 2 title 'zero neurons per token (mean, p10-p90)', '" +
-          dat + "' using 1:5 with linespoints title 'neurons covering 90% of activations', '" + dat +
-          "' using 1:6 with linespoints title 'neurons covering 99% of activations'\n";
-      write_file(gp, script.data(), script.size(), "plot script");
+    // Mean zero share with the 10-90 % band, and the share of neurons that carry 90 % / 99 % of all
+    // activations. The data is inline; gnuplot prints the SVG, which our writer stores.
+    std::string script = "set terminal svg size 800,450 font 'sans,11' background 'white'\n$data << EOD\n";
+    char line[256];
+    for (const auto& L : layers) {
+      std::snprintf(line, sizeof line, "%d %.6f %.6f %.6f %.6f %.6f\n", L["layer"].get<int>(),
+                    L["zero_frac_mean"].get<double>(), L["zero_frac_p10"].get<double>(),
+                    L["zero_frac_p90"].get<double>(), L["neurons_90"].get<double>() / static_cast<double>(F),
+                    L["neurons_99"].get<double>() / static_cast<double>(F));
+      script += line;
     }
-    const std::string cmd = "gnuplot '" + gp + "' 2>&1";
-    if (std::system(cmd.c_str()) != 0)
-      args.fail("could not run gnuplot to draw " + plot + " (install gnuplot-nox; the data is in " + dat + ")");
-    std::remove(gp.c_str());
-    std::remove(dat.c_str());
+    script += "EOD\nset title 'FFN activation sparsity over " + std::to_string(ids.size()) +
+              " tokens'\nset xlabel 'layer'\nset ylabel 'share'\nset yrange [0:1]\nset grid\nset key bottom left\n"
+              "set xtics 1\nplot $data using 1:2:3:4 with yerrorlines lw 2 title 'zero neurons per token (mean, p10-p90)', "
+              "$data using 1:5 with linespoints title 'neurons covering 90% of activations', "
+              "$data using 1:6 with linespoints title 'neurons covering 99% of activations'\n";
+    const std::string svg = run_gnuplot(script);
+    if (svg.empty()) args.fail("could not run gnuplot to draw " + plot + " (install gnuplot-nox)");
+    write_file(plot, svg.data(), svg.size(), "--plot");
   }
   if (args.on("json")) {
     std::printf("%s\n", j.dump().c_str());

@@ -17,5 +17,6 @@ int cmd_convert(const Args& args);     // cmd_model.cpp
 int cmd_synth(const Args& args);       // cmd_model.cpp
 int cmd_info(const Args& args);        // cmd_model.cpp
 int cmd_tokenize(const Args& args);    // cmd_model.cpp
+int cmd_verify(const Args& args);      // cmd_verify.cpp
 
 }  // namespace rwkvl::cli

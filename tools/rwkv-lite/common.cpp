@@ -12,6 +12,11 @@
 #endif
 #include <sstream>
 
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "args.h"
 
 namespace rwkvl::cli {
@@ -119,7 +124,7 @@ Settings settings(const Args& args, const rwkvl_model* model) {
   if (args.accepts("no-prefetch") && args.on("no-prefetch") && !s.mem.budget_bytes) args.fail("--no-prefetch needs --mem-budget BYTES");
   s.mem.prefetch = args.accepts("no-prefetch") && args.on("no-prefetch") ? 0 : 1;
   // Under a budget, chunks of 8 tokens unless --chunk says otherwise (the scratch grows with the chunk).
-  if (args.accepts("chunk")) s.mem.max_chunk = static_cast<int>(std::min<int64_t>(args.integer("chunk"), 1 << 20));
+  if (args.accepts("chunk")) s.mem.max_chunk = static_cast<int>(args.integer("chunk"));
   if (s.mem.budget_bytes && s.mem.max_chunk == 0) s.mem.max_chunk = 8;
   // Room for the logits buffers of the commands that hold one vector (eval / bench raise it).
   s.mem.reserve_bytes = 2 * static_cast<uint64_t>(model_info(model).n_vocab) * 4;
@@ -356,34 +361,154 @@ std::string token_bytes(const rwkvl_tokenizer* tok, int32_t id) {
   return out;
 }
 
-std::string read_file(const std::string& path, const char* what) {
-  // One allocation of the file's size (no stream buffer copies): texts are read before a memory plan.
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) throw Failure(std::string("cannot read ") + what + " '" + path + "': " + std::strerror(errno));
+InputPtr open_input(const std::string& path, const char* what, bool allow_stdin) {
+  rwkvl_input* in = nullptr;
+  check(rwkvl_input_open(path.c_str(), what, allow_stdin ? 1 : 0, &in));
+  return InputPtr(in);
+}
+
+std::string read_file(const std::string& path, const char* what, uint64_t max_bytes, bool allow_stdin) {
+  const InputPtr in = open_input(path, what, allow_stdin);
+  const uint64_t size = rwkvl_input_size(in.get());
+  auto too_big = [&] {
+    throw Failure(std::string(what) + " '" + path + "' is larger than the limit of " + format_bytes(max_bytes));
+  };
+  if (size > max_bytes) too_big();
   std::string out;
-  if (std::fseek(f, 0, SEEK_END) == 0) {
-    const long n = std::ftell(f);
-    if (n > 0) out.reserve(static_cast<size_t>(n));
-    std::rewind(f);
-  }
+  out.reserve(static_cast<size_t>(size));  // one allocation of the file's size: texts are read before a memory plan
   char buf[1 << 16];
-  size_t got = 0;
-  while ((got = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, got);
-  const bool bad = std::ferror(f) != 0;
-  std::fclose(f);
-  if (bad) throw Failure(std::string("cannot read ") + what + " '" + path + "'");
+  for (;;) {
+    size_t got = 0;
+    check(rwkvl_input_read(in.get(), buf, sizeof buf, &got));
+    if (got == 0) break;
+    if (out.size() + got > max_bytes) too_big();
+    out.append(buf, got);
+  }
   return out;
 }
 
-void write_file(const std::string& path, const void* data, size_t size, const char* what) {
-  std::FILE* f = std::fopen(path.c_str(), "wb");
-  if (!f) throw Failure(std::string("cannot write ") + what + " '" + path + "': " + std::strerror(errno));
-  const bool ok = std::fwrite(data, 1, size, f) == size;
-  const int err = errno;
-  if (std::fclose(f) != 0 || !ok) {
-    throw Failure(std::string("cannot write ") + what + " '" + path + "': " + std::strerror(ok ? errno : err));
+LineReader::LineReader(const std::string& path, const char* what, size_t max_line)
+    : in_(open_input(path, what, true)), path_(path), what_(what), max_line_(max_line), buf_(1 << 16, '\0') {}
+
+bool LineReader::next(std::string* line) {
+  line->clear();
+  for (;;) {
+    if (pos_ == end_) {
+      if (eof_) {
+        if (line->empty()) return false;
+        ++line_no_;
+        return true;
+      }
+      size_t got = 0;
+      check(rwkvl_input_read(in_.get(), buf_.data(), buf_.size(), &got));
+      pos_ = 0;
+      end_ = got;
+      eof_ = got == 0;
+      continue;
+    }
+    const char* start = buf_.data() + pos_;
+    const void* nl = std::memchr(start, '\n', end_ - pos_);
+    const size_t take = nl ? static_cast<size_t>(static_cast<const char*>(nl) - start) : end_ - pos_;
+    if (line->size() + take > max_line_)
+      throw Failure(std::string(what_) + " '" + path_ + "' line " + std::to_string(line_no_ + 1) + " is longer than " +
+                    format_bytes(max_line_));
+    line->append(start, take);
+    pos_ += take;
+    if (nl) {
+      ++pos_;
+      ++line_no_;
+      return true;
+    }
   }
 }
+
+TextStream::TextStream(const rwkvl_tokenizer* tok, const std::string& path, const char* what) {
+  check(rwkvl_text_stream_open(tok, path.c_str(), what, &s_));
+}
+
+TextStream::~TextStream() { rwkvl_text_stream_free(s_); }
+
+size_t TextStream::read(int32_t* out, size_t cap) {
+  size_t n = 0;
+  check(rwkvl_text_stream_read(s_, out, cap, &n));
+  return n;
+}
+
+void write_file(const std::string& path, const void* data, size_t size, const char* what) {
+  // The library's writer: complete or nothing, never through a symlink, device, FIFO or folder.
+  check(rwkvl_write_file(path.c_str(), data, size), what);
+}
+
+std::string run_gnuplot(const std::string& script) {
+  // The script goes in through a pipe filled before gnuplot starts (no deadlock, no SIGPIPE), the SVG
+  // comes back on its standard output: gnuplot writes no file itself.
+  int in[2], out[2];
+  if (pipe2(in, O_CLOEXEC) != 0) throw Failure(std::string("cannot run gnuplot: ") + std::strerror(errno));
+  if (pipe2(out, O_CLOEXEC) != 0) {
+    const int e = errno;
+    ::close(in[0]);
+    ::close(in[1]);
+    throw Failure(std::string("cannot run gnuplot: ") + std::strerror(e));
+  }
+  auto close_all = [&] {
+    for (int fd : {in[0], in[1], out[0], out[1]})
+      if (fd >= 0) ::close(fd);
+  };
+  if (script.size() >= 65536) fcntl(in[1], F_SETPIPE_SZ, static_cast<int>(script.size() + 1));
+  size_t done = 0;
+  while (done < script.size()) {
+    const ssize_t w = ::write(in[1], script.data() + done, script.size() - done);
+    if (w <= 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      close_all();
+      throw Failure("cannot run gnuplot: the plot script does not fit in a pipe");
+    }
+    done += static_cast<size_t>(w);
+  }
+  ::close(in[1]);
+  in[1] = -1;
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  char arg0[] = "gnuplot";
+  char* argv[] = {arg0, nullptr};
+  pid_t pid = -1;
+  const int se = posix_spawnp(&pid, "gnuplot", &fa, nullptr, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (se != 0) {
+    close_all();
+    return std::string();
+  }
+  ::close(in[0]);
+  in[0] = -1;
+  ::close(out[1]);
+  out[1] = -1;
+  std::string svg;
+  char buf[1 << 15];
+  for (;;) {
+    const ssize_t r = ::read(out[0], buf, sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    svg.append(buf, static_cast<size_t>(r));
+  }
+  close_all();
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || svg.find("<svg") == std::string::npos) return std::string();
+  return svg;
+}
+
+OutputFile::OutputFile(const std::string& path, const char* what) : path_(path), what_(what) {
+  check(rwkvl_output_open(path.c_str(), &o_), what_);
+}
+
+OutputFile::~OutputFile() { rwkvl_output_free(o_); }
+
+void OutputFile::write(std::string_view data) { check(rwkvl_output_write(o_, data.data(), data.size()), what_); }
+
+void OutputFile::commit() { check(rwkvl_output_commit(o_), what_); }
 
 std::string Utf8Stream::push(std::string_view bytes) {
   pending_.append(bytes);

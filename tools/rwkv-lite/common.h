@@ -89,9 +89,70 @@ TokenizerPtr model_tokenizer(const rwkvl_model* model, const std::string& model_
 std::vector<int32_t> tokenize(const rwkvl_tokenizer* tok, std::string_view text);
 std::string token_bytes(const rwkvl_tokenizer* tok, int32_t id);
 
-// Whole file; Failure "cannot read '<path>': <reason>".
-std::string read_file(const std::string& path, const char* what);
+struct InputDeleter {
+  void operator()(rwkvl_input* p) const { rwkvl_input_free(p); }
+};
+using InputPtr = std::unique_ptr<rwkvl_input, InputDeleter>;
+// A regular file (or "-" for standard input when allow_stdin); Failure naming `what` and the path otherwise.
+InputPtr open_input(const std::string& path, const char* what, bool allow_stdin = false);
+// Whole file, at most max_bytes (Failure "<what> '<path>' is larger than the limit of ..." beyond). The default
+// limit is for texts a workstation command holds whole (calibration text, stats, tokenize); run commands stream.
+constexpr uint64_t kMaxWholeFileBytes = 256ull << 20;
+std::string read_file(const std::string& path, const char* what, uint64_t max_bytes = kMaxWholeFileBytes,
+                      bool allow_stdin = false);
+
+// Lines of a file (or standard input for "-") read 64 KiB at a time; a line longer than max_line is an error.
+class LineReader {
+ public:
+  LineReader(const std::string& path, const char* what, size_t max_line);
+  // The next line without its '\n'; false at the end of the file.
+  bool next(std::string* line);
+  size_t line_no() const { return line_no_; }  // 1-based number of the line last returned
+
+ private:
+  InputPtr in_;
+  std::string path_;
+  const char* what_;
+  size_t max_line_;
+  std::string buf_;
+  size_t pos_ = 0, end_ = 0, line_no_ = 0;
+  bool eof_ = false;
+};
+
+// Tokens of a text file read in pieces (rwkvl_text_stream): bounded memory for any file size.
+class TextStream {
+ public:
+  TextStream(const rwkvl_tokenizer* tok, const std::string& path, const char* what);
+  ~TextStream();
+  TextStream(const TextStream&) = delete;
+  TextStream& operator=(const TextStream&) = delete;
+  size_t read(int32_t* out, size_t cap);  // 0 at the end
+  uint64_t bytes_read() const { return rwkvl_text_stream_bytes_read(s_); }
+  uint64_t forced_cuts() const { return rwkvl_text_stream_forced_cuts(s_); }
+
+ private:
+  rwkvl_text_stream* s_ = nullptr;
+};
 void write_file(const std::string& path, const void* data, size_t size, const char* what);
+// Runs gnuplot with `script` on its standard input (an SVG terminal without "set output") and returns the
+// SVG it prints, "" when gnuplot is missing or fails. Write the result with write_file().
+std::string run_gnuplot(const std::string& script);
+
+// An output written piece by piece (rwkvl_output): the path is checked and the temporary created at once (an
+// unusable path fails before any work), the file appears complete at commit(), and nothing is left without it.
+class OutputFile {
+ public:
+  OutputFile(const std::string& path, const char* what);
+  ~OutputFile();
+  OutputFile(const OutputFile&) = delete;
+  OutputFile& operator=(const OutputFile&) = delete;
+  void write(std::string_view data);
+  void commit();
+
+ private:
+  rwkvl_output* o_ = nullptr;
+  std::string path_, what_;
+};
 
 // Holds back an incomplete UTF-8 sequence at the end of what was pushed, so a character split across
 // tokens is printed whole. Invalid bytes are passed through unchanged.

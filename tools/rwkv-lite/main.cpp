@@ -43,6 +43,8 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A model file truncated or replaced while mapped: a clear error and exit 1 instead of a silent SIGBUS.
+  rwkvl_install_sigbus_guard("rwkv-lite");
   try {
     return run(argc, argv);
   } catch (const rwkvl::cli::UsageError& e) {
