@@ -2,16 +2,8 @@
 # synth a small RWKV-7 model into the build folder, then bench it (JSON and text), and describe it
 # with info --json. Needs nothing from the shared folder.
 # usage: bench_synth.sh RWKV_LITE SHARED_DIR BUILD_DIR
-set -u
-CLI=$1
-BUILD=${3:-${TMPDIR:-/tmp}}
-WORK=$(mktemp -d "${BUILD%/}/cli-bench.XXXXXX") || exit 1
-trap 'rm -rf "$WORK"' EXIT
-failures=0
-fail() {
-  echo "FAIL $*"
-  failures=$((failures + 1))
-}
+. "$(dirname "$0")/lib/common.bash" "$@"
+make_work bench
 MODEL=$WORK/synth-v7-l2-d128-v1024.rwkvl
 
 if ! "$CLI" synth -o "$MODEL" --arch 7 --layers 2 --embd 128 --vocab 1024 --seed 3 2>"$WORK/err"; then
@@ -87,8 +79,4 @@ else
   fail "bench --no-bandwidth --json: $(cat "$WORK/err")"
 fi
 
-if [ $failures -ne 0 ]; then
-  echo "$failures check(s) failed"
-  exit 1
-fi
-echo "all bench checks passed"
+finish "all bench checks passed"

@@ -11,10 +11,7 @@
 #  - sampling (temperature, top-k, top-p) runs on the cluster head's logits;
 #  - a file whose cluster table is corrupt is refused with a clear error.
 # usage: cluster_head_reference.sh RWKV_LITE SHARED_DIR BUILD_DIR
-set -u
-CLI=$1
-SHARED=${2:-}
-BUILD=${3:-${TMPDIR:-/tmp}}
+. "$(dirname "$0")/lib/common.bash" "$@"
 MODEL=$SHARED/reference/models/rwkv5-world-l8-d256/model.pth
 TEST=$SHARED/data/wikitext2-test.txt
 VALID=$SHARED/data/wikitext2-valid.txt
@@ -22,13 +19,7 @@ for f in "$MODEL" "$TEST" "$VALID"; do
   [ -f "$f" ] || { echo "skip: $f not found"; exit 77; }
 done
 command -v python3 >/dev/null || { echo "skip: python3 not found"; exit 77; }
-WORK=$(mktemp -d "${BUILD%/}/cli-chead.XXXXXX") || exit 1
-trap 'rm -rf "$WORK"' EXIT
-failures=0
-fail() {
-  echo "FAIL $*"
-  failures=$((failures + 1))
-}
+make_work chead
 
 # Release builds check the issue's figures on 20,000 test tokens; sanitizer builds run the same paths on
 # less data (and skip the peak-RSS checks: shadow memory inflates RSS).
@@ -138,8 +129,4 @@ if [ -f "$WORK/bad.rwkvl" ]; then
   echo "$err" | grep -q "head.perm" || fail "corrupt cluster table: message does not name head.perm: $err"
 fi
 
-if [ $failures -ne 0 ]; then
-  echo "$failures failure(s)"
-  exit 1
-fi
-echo "ok"
+finish "ok"

@@ -7,10 +7,7 @@
 # Perplexity here runs over the first 4,000 WikiText-2 test tokens to stay fast (README and the sweep
 # use 20,000); calibration uses 4,096 tokens of WikiText-2 valid.
 # usage: compress_reference.sh RWKV_LITE SHARED_DIR BUILD_DIR
-set -u
-CLI=$1
-SHARED=${2:-}
-BUILD=${3:-${TMPDIR:-/tmp}}
+. "$(dirname "$0")/lib/common.bash" "$@"
 MODEL=$SHARED/reference/models/rwkv5-world-l8-d256/model.pth
 TEST=$SHARED/data/wikitext2-test.txt
 VALID=$SHARED/data/wikitext2-valid.txt
@@ -18,13 +15,7 @@ for f in "$MODEL" "$TEST" "$VALID"; do
   [ -f "$f" ] || { echo "skip: $f not found"; exit 77; }
 done
 command -v python3 >/dev/null || { echo "skip: python3 not found"; exit 77; }
-WORK=$(mktemp -d "${BUILD%/}/cli-compress-ref.XXXXXX") || exit 1
-trap 'rm -rf "$WORK"' EXIT
-failures=0
-fail() {
-  echo "FAIL $*"
-  failures=$((failures + 1))
-}
+make_work compress-ref
 
 compress() {  # compress NAME ARGS...
   local name=$1
@@ -78,5 +69,4 @@ if compress svd8 --lowrank svd --rank-frac 0.125 &&
   check "asvd r1/8 ppl $pa < svd r1/8 ppl $ps" "$pa < $ps"
 fi
 
-echo "$failures failure(s)"
-[ "$failures" -eq 0 ]
+finish

@@ -3,10 +3,7 @@
 # every command runs them, asvd's calibration error is below svd's on every matrix, and every bad
 # request fails with a message, a non-zero exit and no output file left behind.
 # usage: compress_tiny.sh RWKV_LITE SHARED_DIR BUILD_DIR
-set -u
-CLI=$1
-SHARED=${2:-}
-BUILD=${3:-${TMPDIR:-/tmp}}
+. "$(dirname "$0")/lib/common.bash" "$@"
 MODEL=$SHARED/reference/tiny-rwkv/tiny-rwkv-5v2-730K-FP32.bin
 TEXT=$SHARED/data/wikitext2-valid.txt
 if [ ! -f "$MODEL" ] || [ ! -f "$TEXT" ]; then
@@ -17,13 +14,7 @@ if ! command -v python3 >/dev/null; then
   echo "skip: python3 not found"
   exit 77
 fi
-WORK=$(mktemp -d "${BUILD%/}/cli-compress.XXXXXX") || exit 1
-trap 'rm -rf "$WORK"' EXIT
-failures=0
-fail() {
-  echo "FAIL $*"
-  failures=$((failures + 1))
-}
+make_work compress
 head -c 20000 "$TEXT" >"$WORK/calib.txt"
 head -c 3000 "$SHARED/data/wikitext2-test.txt" >"$WORK/test.txt"
 
@@ -101,5 +92,4 @@ bad "nothing to do" "nothing to do" -m "$MODEL"
 bad "quant-emb alone" "quant" -m "$MODEL" --quant-emb
 bad "missing model" "nope" -m "$WORK/nope.bin" --quant int8
 
-echo "$failures failure(s)"
-[ "$failures" -eq 0 ]
+finish

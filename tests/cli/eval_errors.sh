@@ -3,18 +3,13 @@
 # (2 for usage errors, 1 for bad files), never a crash: missing / empty text, fewer than 2 tokens, negative
 # limits, malformed LAMBADA jsonl (the message names the line), passages without a last word.
 # usage: eval_errors.sh RWKV_LITE SHARED_DIR BUILD_DIR
-set -u
-CLI=$1
-SHARED=${2:-}
-BUILD=${3:-${TMPDIR:-/tmp}}
+. "$(dirname "$0")/lib/common.bash" "$@"
 TINY=$SHARED/reference/tiny-rwkv/tiny-rwkv-5v2-730K-FP32.bin
 if [ ! -f "$TINY" ]; then
   echo "skip: $TINY not found"
   exit 77
 fi
-WORK=$(mktemp -d "${BUILD%/}/cli-eval-errors.XXXXXX") || exit 1
-trap 'rm -rf "$WORK"' EXIT
-failures=0
+make_work eval-errors
 
 # expect WANT REGEX ARGS...: exit code WANT, stderr matches REGEX (extended, case-insensitive), stdout empty.
 expect() {
@@ -88,8 +83,4 @@ expect 1 "line 3: not valid JSON" eval -m "$M" --lambada "$WORK/badjson.jsonl" -
 lam ok "$good"
 expect 1 "LAMBADA details file|cannot write" eval -m "$M" --lambada "$WORK/ok.jsonl" --lambada-out "$WORK/no-dir/x.jsonl"
 
-if [ $failures -ne 0 ]; then
-  echo "$failures check(s) failed"
-  exit 1
-fi
-echo "all eval error checks passed"
+finish "all eval error checks passed"

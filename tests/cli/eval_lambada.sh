@@ -8,10 +8,7 @@
 # passages, some of which it gets right) and a synthetic World-vocabulary model (real LAMBADA passages).
 # Also: results do not depend on -t (passages split across workers), --lambada-max, blank lines.
 # usage: eval_lambada.sh RWKV_LITE SHARED_DIR BUILD_DIR
-set -u
-CLI=$1
-SHARED=${2:-}
-BUILD=${3:-${TMPDIR:-/tmp}}
+. "$(dirname "$0")/lib/common.bash" "$@"
 TINY=$SHARED/reference/tiny-rwkv/tiny-rwkv-5v2-730K-FP32.bin
 VOCAB=$SHARED/reference/tokenizers/rwkv_vocab_v20230424.txt
 LAMBADA=$SHARED/data/lambada_openai_test.jsonl
@@ -20,13 +17,7 @@ if [ ! -f "$TINY" ] || [ ! -f "$VOCAB" ] || [ ! -f "$LAMBADA" ] || [ ! -x "$PY" 
   echo "skip: $TINY, $VOCAB, $LAMBADA or $PY not found"
   exit 77
 fi
-WORK=$(mktemp -d "${BUILD%/}/cli-eval-lambada.XXXXXX") || exit 1
-trap 'rm -rf "$WORK"' EXIT
-failures=0
-fail() {
-  echo "FAIL $*"
-  failures=$((failures + 1))
-}
+make_work eval-lambada
 
 cat >"$WORK/check.py" <<'EOF'
 # check.py CLI MODEL KIND(byte|world) VOCAB JSONL DETAILS SUMMARY WORKDIR
@@ -176,8 +167,4 @@ if run_eval "$WORK/m.json" "$WORK/m.details" -m "$TINY" --lambada "$LAMBADA" --l
   fi
 fi
 
-if [ $failures -ne 0 ]; then
-  echo "$failures check(s) failed"
-  exit 1
-fi
-echo "all eval LAMBADA checks passed"
+finish "all eval LAMBADA checks passed"

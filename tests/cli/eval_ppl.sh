@@ -4,10 +4,7 @@
 # World model, RNN mode and thread counts agree, --max-tokens, the JSON keys (LAMBADA ones null without
 # --lambada), file_bytes / weight_bytes against wc and info, the text table, no progress bar off a terminal.
 # usage: eval_ppl.sh RWKV_LITE SHARED_DIR BUILD_DIR
-set -u
-CLI=$1
-SHARED=${2:-}
-BUILD=${3:-${TMPDIR:-/tmp}}
+. "$(dirname "$0")/lib/common.bash" "$@"
 MODEL=$SHARED/reference/tiny-rwkv/tiny-rwkv-5v2-730K-FP32.bin
 TEXT=$SHARED/data/wikitext2-test.txt
 VOCAB=$SHARED/reference/tokenizers/rwkv_vocab_v20230424.txt
@@ -16,13 +13,7 @@ if [ ! -f "$MODEL" ] || [ ! -f "$TEXT" ]; then
   echo "skip: $MODEL or $TEXT not found"
   exit 77
 fi
-WORK=$(mktemp -d "${BUILD%/}/cli-eval-ppl.XXXXXX") || exit 1
-trap 'rm -rf "$WORK"' EXIT
-failures=0
-fail() {
-  echo "FAIL $*"
-  failures=$((failures + 1))
-}
+make_work eval-ppl
 ok() { echo "ok   $*"; }
 head -c 2000 "$TEXT" >"$WORK/text.txt"
 
@@ -124,8 +115,4 @@ else
   echo "skip: World vocabulary or $PY not found (World bpb check not run)"
 fi
 
-if [ $failures -ne 0 ]; then
-  echo "$failures check(s) failed"
-  exit 1
-fi
-echo "all eval perplexity checks passed"
+finish "all eval perplexity checks passed"

@@ -2,22 +2,13 @@
 # generate on the tiny byte-level RWKV-5.2 model: greedy output is byte-identical across runs, seeded
 # sampling is reproducible, and saving the state then continuing from it equals one long run.
 # usage: generate_tiny.sh RWKV_LITE SHARED_DIR BUILD_DIR
-set -u
-CLI=$1
-SHARED=${2:-}
-BUILD=${3:-${TMPDIR:-/tmp}}
+. "$(dirname "$0")/lib/common.bash" "$@"
 MODEL=$SHARED/reference/tiny-rwkv/tiny-rwkv-5v2-730K-FP32.bin
 if [ ! -f "$MODEL" ]; then
   echo "skip: $MODEL not found"
   exit 77
 fi
-WORK=$(mktemp -d "${BUILD%/}/cli-generate.XXXXXX") || exit 1
-trap 'rm -rf "$WORK"' EXIT
-failures=0
-fail() {
-  echo "FAIL $*"
-  failures=$((failures + 1))
-}
+make_work generate
 gen() {  # gen OUTFILE ARGS...: stdout to OUTFILE, stderr kept for diagnostics
   local out=$1
   shift
@@ -87,8 +78,4 @@ if cmp -s "$WORK/fresh" "$WORK/part2"; then
   echo "note: continuation equals a fresh run on this prompt (state not visible in the output)"
 fi
 
-if [ $failures -ne 0 ]; then
-  echo "$failures check(s) failed"
-  exit 1
-fi
-echo "all generate checks passed"
+finish "all generate checks passed"

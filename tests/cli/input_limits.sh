@@ -9,17 +9,8 @@
 #    above the budget;
 #  - --chunk above 1024 is a usage error; --chunk 1024 on a long prompt stays small.
 # usage: input_limits.sh RWKV_LITE SHARED_DIR BUILD_DIR
-set -u
-CLI=$1
-SHARED=${2:-}
-BUILD=${3:-${TMPDIR:-/tmp}}
-WORK=$(mktemp -d "${BUILD%/}/cli-inputs.XXXXXX") || exit 1
-trap 'rm -rf "$WORK"' EXIT
-failures=0
-fail() {
-  echo "FAIL $*"
-  failures=$((failures + 1))
-}
+. "$(dirname "$0")/lib/common.bash" "$@"
+make_work inputs
 
 # run_limited OUT ARGS...: runs the CLI with a limit of $LIMIT s (5); prints "<exit code> <peak RSS in KiB> <seconds>".
 run_limited() {
@@ -121,8 +112,4 @@ else
   echo "reference model or data missing: budget checks skipped"
 fi
 
-if [ $failures -ne 0 ]; then
-  echo "$failures check(s) failed"
-  exit 1
-fi
-echo "all input checks passed"
+finish "all input checks passed"

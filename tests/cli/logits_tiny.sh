@@ -3,22 +3,13 @@
 # expected-logits-*.bin (max abs diff <= 1e-3); --text equals --tokens; RNN mode (--chunk 1) agrees; a
 # native conversion gives the same logits. Float files are compared with od + awk only.
 # usage: logits_tiny.sh RWKV_LITE SHARED_DIR BUILD_DIR
-set -u
-CLI=$1
-SHARED=${2:-}
-BUILD=${3:-${TMPDIR:-/tmp}}
+. "$(dirname "$0")/lib/common.bash" "$@"
 DIR=$SHARED/reference/tiny-rwkv
 if [ ! -d "$DIR" ]; then
   echo "skip: $DIR not found"
   exit 77
 fi
-WORK=$(mktemp -d "${BUILD%/}/cli-logits.XXXXXX") || exit 1
-trap 'rm -rf "$WORK"' EXIT
-failures=0
-fail() {
-  echo "FAIL $*"
-  failures=$((failures + 1))
-}
+make_work logits
 
 # maxdiff A B: prints the largest |a - b| over two little-endian float32 files, or "bad ..." when the
 # sizes differ or a value is not finite.
@@ -97,8 +88,4 @@ if [ -f "$M" ] && [ -f "$WORK/7v0-834K.bin" ]; then
   fi
 fi
 
-if [ $failures -ne 0 ]; then
-  echo "$failures check(s) failed"
-  exit 1
-fi
-echo "all logits checks passed ($checked models)"
+finish "all logits checks passed ($checked models)"

@@ -9,17 +9,8 @@
 #  - bad values (--io-throttle 0, --io-latency without a throttle, --head-mode cluster without a cluster
 #    head, --print-plan without a budget) are usage errors (exit 2) with a message.
 # usage: memory_budget.sh RWKV_LITE SHARED_DIR BUILD_DIR
-set -u
-CLI=$1
-SHARED=${2:-}
-BUILD=${3:-${TMPDIR:-/tmp}}
-WORK=$(mktemp -d "${BUILD%/}/cli-membudget.XXXXXX") || exit 1
-trap 'rm -rf "$WORK"' EXIT
-failures=0
-fail() {
-  echo "FAIL $*"
-  failures=$((failures + 1))
-}
+. "$(dirname "$0")/lib/common.bash" "$@"
+make_work membudget
 
 # Sanitizer builds use several times the memory (shadow pages), so RSS moves more between runs: wider
 # slack above the minimum there, and the reference model's peak-RSS check only in Release builds.
@@ -110,8 +101,4 @@ EOF
   done
 fi
 
-if [ $failures -ne 0 ]; then
-  echo "$failures failure(s)"
-  exit 1
-fi
-echo "ok"
+finish "ok"

@@ -5,22 +5,13 @@
 # loaded) and leaves them as they were; what they write appears whole (no temporary left beside it);
 # SIGINT, SIGTERM and SIGKILL at random moments of `compress` leave no file but a complete OUT.
 # usage: output_safety.sh RWKV_LITE SHARED_DIR BUILD_DIR
-set -u
-CLI=$1
-SHARED=${2:-}
-BUILD=${3:-${TMPDIR:-/tmp}}
+. "$(dirname "$0")/lib/common.bash" "$@"
 TINY=$SHARED/reference/tiny-rwkv/tiny-rwkv-5v2-730K-FP32.bin
 if [ ! -f "$TINY" ]; then
   echo "skip: $TINY not found"
   exit 77
 fi
-WORK=$(mktemp -d "${BUILD%/}/cli-output-safety.XXXXXX") || exit 1
-trap 'rm -rf "$WORK"' EXIT
-failures=0
-fail() {
-  echo "FAIL $*"
-  failures=$((failures + 1))
-}
+make_work output-safety
 
 printf 'The quick brown fox jumps over the lazy dog. The cat sat on the mat.\n' >"$WORK/text.txt"
 printf '{"text": "the cat sat on the mat"}\n{"text": "a dog ran in the park"}\n' >"$WORK/lambada.jsonl"
@@ -190,8 +181,4 @@ for sig in INT TERM KILL INT TERM KILL INT TERM KILL; do
 done
 set +m
 
-if [ $failures -ne 0 ]; then
-  echo "$failures failure(s)"
-  exit 1
-fi
-echo "all output-safety checks passed"
+finish "all output-safety checks passed"

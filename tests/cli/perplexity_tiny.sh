@@ -3,23 +3,14 @@
 # in RNN mode and with another thread count, JSON output with the documented keys, no progress bar
 # when stderr is not a terminal.
 # usage: perplexity_tiny.sh RWKV_LITE SHARED_DIR BUILD_DIR
-set -u
-CLI=$1
-SHARED=${2:-}
-BUILD=${3:-${TMPDIR:-/tmp}}
+. "$(dirname "$0")/lib/common.bash" "$@"
 MODEL=$SHARED/reference/tiny-rwkv/tiny-rwkv-5v2-730K-FP32.bin
 TEXT=$SHARED/data/wikitext2-test.txt
 if [ ! -f "$MODEL" ] || [ ! -f "$TEXT" ]; then
   echo "skip: $MODEL or $TEXT not found"
   exit 77
 fi
-WORK=$(mktemp -d "${BUILD%/}/cli-ppl.XXXXXX") || exit 1
-trap 'rm -rf "$WORK"' EXIT
-failures=0
-fail() {
-  echo "FAIL $*"
-  failures=$((failures + 1))
-}
+make_work ppl
 head -c 3000 "$TEXT" >"$WORK/text.txt"
 
 json_value() { grep -o "\"$2\":[^,}]*" "$1" | head -1 | cut -d: -f2; }
@@ -102,8 +93,4 @@ if [ $ok = 1 ] && run "$WORK/short.json" "$WORK/short.txt" -t 1; then
   fi
 fi
 
-if [ $failures -ne 0 ]; then
-  echo "$failures check(s) failed"
-  exit 1
-fi
-echo "all perplexity checks passed"
+finish "all perplexity checks passed"

@@ -4,19 +4,14 @@
 # 1e-3, and `perplexity` over the first 20,000 tokens of WikiText-2 test reproduces the README's
 # 177.427 within 0.5%.
 # usage: reference_model.sh RWKV_LITE SHARED_DIR BUILD_DIR
-set -u
-CLI=$1
-SHARED=${2:-}
-BUILD=${3:-${TMPDIR:-/tmp}}
+. "$(dirname "$0")/lib/common.bash" "$@"
 DIR=$SHARED/reference/models/rwkv5-world-l8-d256
 TEXT=$SHARED/data/wikitext2-test.txt
 if [ ! -f "$DIR/model.pth" ] || [ ! -f "$TEXT" ]; then
   echo "skip: reference model or data not found"
   exit 77
 fi
-WORK=$(mktemp -d "${BUILD%/}/cli-ref.XXXXXX") || exit 1
-trap 'rm -rf "$WORK"' EXIT
-failures=0
+make_work ref
 
 # The tokens of the expected logits are those of the prompt: check the tokenizer agrees.
 toks=$("$CLI" tokenize -m "$DIR/model.pth" -p "The capital of France is" 2>"$WORK/err") || { cat "$WORK/err"; exit 1; }
@@ -39,5 +34,4 @@ echo "perplexity (20,000 tokens): $ppl (reference 177.427)"
 awk -v p="$ppl" 'BEGIN { r = (p - 177.427) / 177.427; if (r < 0) r = -r; exit !(p != "" && r <= 0.005) }' ||
   { echo "FAIL perplexity $ppl"; failures=$((failures + 1)); }
 
-[ "$failures" -eq 0 ] && echo "reference_model: all passed"
-exit $((failures > 0))
+finish "reference_model: all passed"

@@ -10,10 +10,7 @@
 #  - with --ffn-cache 25% the output is unchanged and peak RSS falls;
 #  - a corrupted predictor block is rejected with a clear error.
 # usage: sparse_ffn_reference.sh RWKV_LITE SHARED_DIR BUILD_DIR
-set -u
-CLI=$1
-SHARED=${2:-}
-BUILD=${3:-${TMPDIR:-/tmp}}
+. "$(dirname "$0")/lib/common.bash" "$@"
 MODEL=$SHARED/reference/models/rwkv5-world-l8-d256/model.pth
 TEST=$SHARED/data/wikitext2-test.txt
 VALID=$SHARED/data/wikitext2-valid.txt
@@ -21,13 +18,7 @@ for f in "$MODEL" "$TEST" "$VALID"; do
   [ -f "$f" ] || { echo "skip: $f not found"; exit 77; }
 done
 command -v python3 >/dev/null || { echo "skip: python3 not found"; exit 77; }
-WORK=$(mktemp -d "${BUILD%/}/cli-sparse-ref.XXXXXX") || exit 1
-trap 'rm -rf "$WORK"' EXIT
-failures=0
-fail() {
-  echo "FAIL $*"
-  failures=$((failures + 1))
-}
+make_work sparse-ref
 
 # Release builds check the figures of the issue (default calibration, 20,000 test tokens); sanitizer
 # builds run the same paths on less data (4,096 calibration tokens, 3,000 test tokens, recall >= 0.98
@@ -154,5 +145,4 @@ else
   echo "skip the --hidden 256 check: not a Release build"
 fi
 
-[ "$failures" -eq 0 ] && echo "sparse_ffn_reference: ok"
-exit $((failures > 0))
+finish "sparse_ffn_reference: ok"

@@ -3,23 +3,14 @@
 # WikiText-2 test tokens must equal the figures its README states (computed in PyTorch); JSON keys,
 # the plot (when gnuplot is installed) and error cases.
 # usage: stats_reference.sh RWKV_LITE SHARED_DIR BUILD_DIR
-set -u
-CLI=$1
-SHARED=${2:-}
-BUILD=${3:-${TMPDIR:-/tmp}}
+. "$(dirname "$0")/lib/common.bash" "$@"
 MODEL=$SHARED/reference/models/rwkv5-world-l8-d256/model.pth
 TEXT=$SHARED/data/wikitext2-test.txt
 for f in "$MODEL" "$TEXT"; do
   [ -f "$f" ] || { echo "skip: $f not found"; exit 77; }
 done
 command -v python3 >/dev/null || { echo "skip: python3 not found"; exit 77; }
-WORK=$(mktemp -d "${BUILD%/}/cli-stats.XXXXXX") || exit 1
-trap 'rm -rf "$WORK"' EXIT
-failures=0
-fail() {
-  echo "FAIL $*"
-  failures=$((failures + 1))
-}
+make_work stats
 
 plot_args=()
 command -v gnuplot >/dev/null && plot_args=(--plot "$WORK/sparsity.svg")
@@ -58,5 +49,4 @@ for case in "no text|--max-tokens 10" "empty text|--text $WORK/empty.txt" "missi
   fi
 done
 
-echo "$failures failure(s)"
-[ "$failures" -eq 0 ]
+finish

@@ -2,13 +2,8 @@
 # Bad command lines and bad inputs: each must exit non-zero without crashing (exit code < 128), with a
 # message on stderr that says what is wrong. Usage errors exit 2 with a one-line message.
 # usage: usage_errors.sh RWKV_LITE SHARED_DIR BUILD_DIR
-set -u
-CLI=$1
-SHARED=${2:-}
-BUILD=${3:-${TMPDIR:-/tmp}}
-WORK=$(mktemp -d "${BUILD%/}/cli-usage.XXXXXX") || exit 1
-trap 'rm -rf "$WORK"' EXIT
-failures=0
+. "$(dirname "$0")/lib/common.bash" "$@"
+make_work usage
 
 # expect WANT WORD ARGS...: WANT is an exit code, or "nz" for any failure below 128. WORD is an
 # extended regex (case-insensitive) that stderr must match.
@@ -116,8 +111,4 @@ else
   echo "skip: $TINY not found (model-dependent checks not run)"
 fi
 
-if [ $failures -ne 0 ]; then
-  echo "$failures check(s) failed"
-  exit 1
-fi
-echo "all usage/error checks passed"
+finish "all usage/error checks passed"

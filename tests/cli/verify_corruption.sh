@@ -7,17 +7,12 @@
 #  - a model file truncated (or overwritten by cp) while perplexity / generate run on it: exit 1 with a message
 #    naming the file, not SIGBUS (exit 135) or SIGSEGV (139); also under --mem-budget.
 # usage: verify_corruption.sh RWKV_LITE SHARED_DIR BUILD_DIR
-set -u
-CLI=$1
-SHARED=${2:-}
-BUILD=${3:-${TMPDIR:-/tmp}}
+. "$(dirname "$0")/lib/common.bash" "$@"
 if [ ! -x "$CLI" ]; then
   echo "skip: $CLI not built"
   exit 77
 fi
-WORK=$(mktemp -d "${BUILD%/}/cli-verify.XXXXXX") || exit 1
-trap 'rm -rf "$WORK"' EXIT
-failures=0
+make_work verify
 ok() { echo "ok   $*"; }
 fail() {
   echo "FAIL $*"
@@ -152,8 +147,4 @@ else
 fi
 under cp "$SIGBUS_MSG" perplexity -m "$WORK/c.rwkvl" -f "$WORK/long.txt" -t 1 --chunk 1
 
-if [ $failures -ne 0 ]; then
-  echo "$failures check(s) failed"
-  exit 1
-fi
-echo "all corruption checks passed"
+finish "all corruption checks passed"
