@@ -7,9 +7,9 @@
  * token N times and writes the generated text (raw token bytes, nothing else) to stdout: the same
  * bytes as `rwkv-lite generate -m MODEL -p PROMPT -n N --temp 0`. Then it checks the state files:
  * the state after the text is saved to STATE_FILE (default "generate-example.state" in the current
- * folder; removed at the end), restored into a new state, and the next token from the restored state must equal the next
- * token from the original one. Progress and the check go to stderr. Exit status 0 on success, 1 on
- * any error (with rwkvl_last_error()), 2 on bad usage.
+ * folder; removed at the end), restored into a new state, and the next token from the restored
+ * state must equal the next token from the original one. Progress and the check go to stderr.
+ * Exit status 0 on success, 1 on any error (with rwkvl_last_error()), 2 on bad usage.
  */
 #include <stdio.h>
 #include <stdlib.h>

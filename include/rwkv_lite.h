@@ -203,8 +203,8 @@ void rwkvl_context_free(rwkvl_context* ctx);
 /* The context's number of worker threads (n_threads resolved); 0 for NULL. */
 int rwkvl_context_threads(const rwkvl_context* ctx);
 
-/* A fresh (initial) state for the model's shape; the caller frees it with rwkvl_state_free. On failure
-   *out is unchanged. Errors: INVALID_ARGUMENT (NULL). */
+/* A fresh (initial) state for the model's shape; the caller frees it with rwkvl_state_free. A failure
+   leaves *out unchanged. Errors: INVALID_ARGUMENT (NULL). */
 rwkvl_status rwkvl_state_new(const rwkvl_model* model, rwkvl_state** out);
 /* NULL is a no-op. Invalidates the rwkvl_state_data pointer. */
 void rwkvl_state_free(rwkvl_state* state);
@@ -387,8 +387,8 @@ rwkvl_status rwkvl_context_memory_plan(rwkvl_context* ctx, int json, char* out, 
 /* Picks the tokenizer by vocabulary size: 256 -> bytes, 65536 -> RWKV World, 50277/50304 -> GPT-NeoX
    20B. `path` may be NULL (or ""): then the file is searched for in $RWKVL_TOKENIZER_DIR, beside the
    model file (model_path, may be NULL), in ./tokenizers, and in the install's share/rwkv-lite folder.
-   A path for another vocabulary size picks the kind by name (".json": GPT-NeoX, else World). On success
-   *out is a new tokenizer the caller frees with rwkvl_tokenizer_free; on failure *out is NULL.
+   A path for another vocabulary size picks the kind by name (".json": GPT-NeoX, else World). Success
+   sets *out to a new tokenizer the caller frees with rwkvl_tokenizer_free; on failure *out is NULL.
    Errors: INVALID_ARGUMENT (NULL model or out; a path for a byte-level model; a tokenizer larger than
    the vocabulary), UNSUPPORTED (no built-in tokenizer for the vocabulary and no path; a tokenizer.json
    using features this build does not implement), IO (the file is not found: the message lists where it

@@ -31,12 +31,9 @@ namespace {
 constexpr int kTopLayer = 6;  // tools, examples, bindings: clients of the public API only
 const std::map<std::string, int>& layer_table() {
   static const std::map<std::string, int> t = {
-      {"src/core", 0},                                                //
-      {"src/format", 1},  {"src/kernels", 1}, {"src/tokenizer", 1},  //
-      {"src/model", 2},                                               //
-      {"src/runtime", 3},                                             //
-      {"src/eval", 4},    {"src/compress", 4},                        //
-      {"src/api", 5},     {"include", 5},  // include/rwkv_lite.h is the API src/api implements
+      {"src/core", 0},      {"src/format", 1},       {"src/kernels", 1},      {"src/tokenizer", 1},
+      {"src/model", 2},     {"src/runtime", 3},      {"src/eval", 4},         {"src/compress", 4},
+      {"src/api", 5},       {"include", 5},  // include/rwkv_lite.h is the API src/api implements
       {"tools", kTopLayer}, {"examples", kTopLayer}, {"bindings", kTopLayer},
   };
   return t;
@@ -98,7 +95,7 @@ const std::set<std::pair<std::string, std::string>>& known_violations() {
 // ---------------------------------------------------------------- scanning
 
 struct Include {
-  std::string file;      // relative to the source root
+  std::string file;  // relative to the source root
   int line = 0;
   std::string written;   // as in the #include
   std::string resolved;  // relative to the source root; "" when no such header exists
@@ -115,7 +112,8 @@ std::string resolve(const fs::path& root, const std::string& file, const std::st
   for (const std::string& d : dirs) {
     const fs::path cand = (d.empty() ? root : root / d) / written;
     std::error_code ec;
-    if (fs::is_regular_file(cand, ec)) return fs::relative(fs::weakly_canonical(cand), fs::weakly_canonical(root)).generic_string();
+    if (fs::is_regular_file(cand, ec))
+      return fs::relative(fs::weakly_canonical(cand), fs::weakly_canonical(root)).generic_string();
   }
   return "";
 }
@@ -139,7 +137,8 @@ std::vector<Include> scan(const fs::path& root, std::vector<std::string>* files)
       while (std::getline(in, text)) {
         ++line;
         std::smatch m;
-        if (std::regex_search(text, m, kInclude)) out.push_back({rel, line, m[1].str(), resolve(root, rel, m[1].str())});
+        if (std::regex_search(text, m, kInclude))
+          out.push_back({rel, line, m[1].str(), resolve(root, rel, m[1].str())});
       }
     }
   }
@@ -160,8 +159,8 @@ std::string violation(const Include& inc) {
   if (component_of(inc.file) == "include" && component_of(inc.resolved) != "include")
     return "the public header may include only public headers";
   if (*to > from)
-    return component_of(inc.file) + " (layer " + std::to_string(from) + ") may not include " + component_of(inc.resolved) +
-           " (layer " + std::to_string(*to) + ")";
+    return component_of(inc.file) + " (layer " + std::to_string(from) + ") may not include " +
+           component_of(inc.resolved) + " (layer " + std::to_string(*to) + ")";
   return "";
 }
 
@@ -204,7 +203,8 @@ TEST(Layering, EveryFileBelongsToALayer) {
   ASSERT_GT(files.size(), 50u) << "read " << files.size() << " files under " << source_root();
   ASSERT_GT(incs.size(), 100u);
   for (const std::string& f : files)
-    EXPECT_TRUE(layer_of(f).has_value()) << f << ": its folder has no layer; add it to the table in tests/test_layering.cpp "
+    EXPECT_TRUE(layer_of(f).has_value()) << f
+                                         << ": its folder has no layer; add it to the table in tests/test_layering.cpp "
                                          << "and docs/ARCHITECTURE.md";
   for (const Include& inc : incs)
     EXPECT_FALSE(inc.resolved.empty()) << inc.file << ":" << inc.line << ": #include \"" << inc.written
