@@ -66,7 +66,8 @@
  * BUFFERS ("cap/n_out protocol")
  *   Functions that fill a caller's array take its capacity `cap` and write the full length to *n_out
  *   even when it does not fit; then they return RWKVL_ERR_INVALID_ARGUMENT and the caller calls again
- *   with a buffer of *n_out elements (for text: *n_out + 1 bytes, room for the NUL).
+ *   with a buffer of *n_out elements (for the NUL-terminated reports of rwkvl_context_memory_plan and
+ *   rwkvl_verify_model: *n_out + 1 bytes).
  */
 #ifndef RWKV_LITE_H
 #define RWKV_LITE_H
