@@ -1,16 +1,73 @@
 /*
- * rwkv-lite C API.
+ * rwkv-lite C API, version 1 (C99/C11 and C++; include only this header).
  *
- * Three kinds of handles:
- *   rwkvl_model    read-only weights; may be shared by any number of threads and contexts.
- *   rwkvl_context  a thread pool plus scratch buffers for evaluating one sequence at a time;
- *                  use one context per concurrently evaluating thread.
- *   rwkvl_state    the recurrent state (fixed size); small, copyable, savable to a file.
+ * VERSIONING
+ *   RWKVL_API_VERSION_MAJOR and RWKVL_API_VERSION_MINOR are the version of this header;
+ *   rwkvl_api_version() is the version of the library that is linked, both as
+ *   RWKVL_API_VERSION = MAJOR * 1000 + MINOR (1.0 -> 1000). The rule:
+ *   - MAJOR changes when a program written for the old API may stop compiling or behave differently:
+ *     a function removed or renamed, a signature changed, a field added to, removed from or moved in a
+ *     struct the caller allocates (the *_params, *_info and *_stats structs), an enum value renumbered,
+ *     or a documented behaviour changed (ownership, thread safety, the status a call returns).
+ *   - MINOR changes when something is only added: new functions, new enum values (at the end), new
+ *     settings in strings that were refused before. A program built against MAJOR.x runs with any
+ *     library MAJOR.y, y >= x (check rwkvl_api_version() / 1000 == RWKVL_API_VERSION_MAJOR and
+ *     rwkvl_api_version() % 1000 >= the minor you need).
+ *   - RWKVL_VERSION_STRING is the release of the package (the CLI, file formats, speed); it changes
+ *     independently. The file formats have their own versions (docs/FORMAT.md).
  *
- * Every function that can fail returns rwkvl_status; on failure rwkvl_last_error() returns a
- * message for the calling thread (valid until that thread's next failing call). Nothing in the
- * library calls exit() or prints, except where a progress callback is given.
- * Unless noted, a NULL handle argument returns RWKVL_ERR_INVALID_ARGUMENT.
+ * HANDLES AND OWNERSHIP
+ *   Every object is an opaque handle made by a *_new / *_load / *_open call into a pointer the caller
+ *   passes, and owned by the caller until its *_free call; every *_free accepts NULL (a no-op), and no
+ *   handle may be freed while another call is using it. Handles never keep caller memory: strings and
+ *   arrays passed in are read (or written) during the call only. Strings the library returns
+ *   (const char*) belong to it and must not be freed; each function says how long they live.
+ *     rwkvl_model      read-only weights (a memory-mapped file, or memory for converted weights).
+ *     rwkvl_context    a thread pool plus scratch buffers for evaluating one sequence at a time, and its
+ *                      settings (FFN, head, memory budget); it keeps its own reference to the weights,
+ *                      so the model handle may be freed before its contexts.
+ *     rwkvl_state      the recurrent state (fixed size); small, copyable, savable to a file. It records
+ *                      only the model's shape, not the model: it may be used with any context of a
+ *                      model of that shape.
+ *     rwkvl_tokenizer  text <-> token ids (independent of the model once made).
+ *     rwkvl_sampler    picks tokens from logits (random generator + penalty counts).
+ *     rwkvl_input, rwkvl_text_stream, rwkvl_output   files read / written piece by piece.
+ *
+ * THREAD SAFETY
+ *   - A model is never modified after loading: any number of threads may use one model at once
+ *     (rwkvl_context_new, rwkvl_state_new, rwkvl_model_get_info, rwkvl_model_save, ...), each with
+ *     its own context. Exception: rwkvl_model_release_pages (and rwkvl_context_set_memory with a
+ *     budget, which does the same) must not run while a context of the model is evaluating.
+ *   - A tokenizer is read-only once made: rwkvl_tokenize, rwkvl_token_bytes and rwkvl_tokenizer_name may
+ *     run from several threads at once on one tokenizer.
+ *   - A context, a state, a sampler, an input, a text stream and an output are not thread-safe: use
+ *     each from one thread at a time (it may move between threads between calls). rwkvl_eval uses a
+ *     context and a state together: neither may be in use elsewhere during the call. One context per
+ *     concurrently evaluating thread.
+ *   - rwkvl_last_error and the report rwkvl_verify_model keeps are per thread (thread-local).
+ *   - Functions without a handle (rwkvl_status_name, rwkvl_system_info, rwkvl_api_version, the
+ *     measurement helpers, rwkvl_check_output_path, rwkvl_write_file, rwkvl_synth, rwkvl_verify_model)
+ *     may be called from any thread. Process-wide: rwkvl_reset_peak_rss (the peak is the process's)
+ *     and rwkvl_install_sigbus_guard (call once at start-up).
+ *
+ * ERRORS
+ *   Every function that can fail returns rwkvl_status; on failure rwkvl_last_error() returns a message
+ *   for the calling thread. The message belongs to the library and stays readable until the same
+ *   thread's next call to a function that returns rwkvl_status (each such call clears it first, so
+ *   after a success it is ""), rwkvl_sampler_sample or rwkvl_measure_read_bandwidth: copy it if you need
+ *   it longer. Each function lists the statuses it returns; besides those, any function returning
+ *   rwkvl_status may return RWKVL_ERR_OUT_OF_MEMORY (an allocation failed) and RWKVL_ERR_INTERNAL (a
+ *   library bug or a system failure such as a thread that cannot start). Unless noted, a NULL handle or
+ *   output pointer returns RWKVL_ERR_INVALID_ARGUMENT. Functions that make a handle say what *out holds
+ *   after a failure. Broken internal invariants (library bugs) abort the process with file:line
+ *   (RWKVL_CHECK); errors in the input are returned as statuses. Nothing in the library calls exit() or
+ *   prints, except where a progress callback is given and rwkvl_install_sigbus_guard.
+ *
+ * BUFFERS ("cap/n_out protocol")
+ *   Functions that fill a caller's array take its capacity `cap` and write the full length to *n_out
+ *   even when it does not fit; then they return RWKVL_ERR_INVALID_ARGUMENT and the caller calls again
+ *   with a buffer of *n_out elements (for the NUL-terminated reports of rwkvl_context_memory_plan and
+ *   rwkvl_verify_model: *n_out + 1 bytes).
  */
 #ifndef RWKV_LITE_H
 #define RWKV_LITE_H
@@ -24,6 +81,14 @@ extern "C" {
 
 #define RWKVL_VERSION_STRING "0.1.0"
 
+/* The C API version of this header (see VERSIONING above). */
+#define RWKVL_API_VERSION_MAJOR 1
+#define RWKVL_API_VERSION_MINOR 0
+#define RWKVL_API_VERSION (RWKVL_API_VERSION_MAJOR * 1000 + RWKVL_API_VERSION_MINOR)
+
+/* The C API version of the linked library, RWKVL_API_VERSION as the library was built. Never fails. */
+int rwkvl_api_version(void);
+
 typedef enum rwkvl_status {
   RWKVL_OK = 0,
   RWKVL_ERR_INVALID_ARGUMENT = 1, /* an argument is out of range (token id, size, NULL handle, ...) */
@@ -34,10 +99,14 @@ typedef enum rwkvl_status {
   RWKVL_ERR_INTERNAL = 6
 } rwkvl_status;
 
-/* Message describing the last failure in the calling thread ("" if none). */
+/* Message describing the last failure in the calling thread ("" if none); see ERRORS above for how long
+   it stays. Never NULL; thread-local. */
 const char* rwkvl_last_error(void);
+/* A short English name of a status ("ok", "I/O error", ...; "unknown" for other values). The string is
+   static. Never fails. */
 const char* rwkvl_status_name(rwkvl_status s);
-/* One line: version, build type, instruction set in use (e.g. "avx2"), compiler. */
+/* One line: version, build type, instruction set in use (e.g. "avx2"), compiler. Computed on the first
+   call; the string is static (valid until the process ends). Never fails. */
 const char* rwkvl_system_info(void);
 
 typedef struct rwkvl_model rwkvl_model;
@@ -50,20 +119,30 @@ typedef struct rwkvl_sampler rwkvl_sampler;
 
 typedef struct rwkvl_model_params {
   /* Weight dtype to hold matrices in after loading: "keep" (as stored; default), "f32", "f16", "bf16"
-     or "i8" (per-row int8). Conversions happen at load time. */
+     or "i8" (per-row int8). Conversions happen at load time. NULL means "keep". */
   const char* weight_dtype;
   /* GroupNorm epsilon of att.ln_x; <= 0 means the file's / format's own value (default). */
   float ln_x_eps_override;
 } rwkvl_model_params;
 
+/* "keep", no epsilon override. Never fails. */
 rwkvl_model_params rwkvl_model_default_params(void);
 
 /* Loads any supported file (rwkv.cpp .bin, PyTorch .pth, safetensors, native rwkv-lite), recognised by
-   content. params may be NULL for defaults. */
+   content. params may be NULL for defaults. The file is memory-mapped: it must not be truncated or
+   rewritten in place while the model lives (rwkvl_eval then fails with RWKVL_ERR_IO or
+   RWKVL_ERR_FORMAT; see rwkvl_install_sigbus_guard for the signal). On success *out is a new model the
+   caller frees with rwkvl_model_free; on failure *out is NULL.
+   Errors: INVALID_ARGUMENT (NULL path or out, unknown weight_dtype), IO (missing, unreadable or not a
+   regular file), FORMAT (not a model file, malformed, truncated), UNSUPPORTED (format version, tensor
+   dtype or architecture this build does not read). */
 rwkvl_status rwkvl_model_load(const char* path, const rwkvl_model_params* params, rwkvl_model** out);
-void rwkvl_model_free(rwkvl_model* model); /* NULL is a no-op */
+/* Frees the handle. NULL is a no-op. Contexts made from the model keep the weights alive until they
+   are freed; states and tokenizers do not refer to the model. */
+void rwkvl_model_free(rwkvl_model* model);
 /* Drops the process's resident pages of a memory-mapped model file (they are read again when used), e.g.
-   between runs under different memory budgets. No contexts may be evaluating meanwhile. */
+   between runs under different memory budgets. No contexts may be evaluating meanwhile. A no-op for
+   models that are not mapped from a file. Errors: INVALID_ARGUMENT (NULL). */
 rwkvl_status rwkvl_model_release_pages(const rwkvl_model* model);
 
 typedef struct rwkvl_model_info {
@@ -90,15 +169,21 @@ typedef struct rwkvl_model_info {
   uint64_t emb_bytes;           /* bytes of emb.weight (+ row scales) */
 } rwkvl_model_info;
 
+/* Fills *info (the caller's struct; every field is written, the strings NUL-terminated).
+   Errors: INVALID_ARGUMENT (NULL). */
 rwkvl_status rwkvl_model_get_info(const rwkvl_model* model, rwkvl_model_info* info);
 
 /* Writes the model to `path` in the native format with matrices stored as `dtype` ("keep", "f32",
-   "f16", "bf16", "i8"). The output appears atomically (no partial file on failure). */
+   "f16", "bf16", "i8"; NULL = "keep"). The output appears atomically (no partial file on failure; see
+   OUTPUT FILES below). Errors: INVALID_ARGUMENT (NULL model or path, unknown dtype), IO (path refused,
+   write failed), UNSUPPORTED (a tensor that cannot be converted to dtype). */
 rwkvl_status rwkvl_model_save(const rwkvl_model* model, const char* path, const char* dtype);
 
 /* Makes a model with random weights of the given shape (for benchmarks) and saves it natively.
    arch_major in {4,5,6,7} (5 means 5.2). n_ffn 0 -> the architecture's default (3.5*D for 5/6,
-   4*D for 4/7). head_size 0 -> 64. */
+   4*D for 4/7). head_size 0 -> 64. dtype NULL -> "f32". Deterministic for a seed.
+   Errors: INVALID_ARGUMENT (NULL, unknown architecture or dtype, implausible shape, head size not
+   dividing the width), IO (path refused, write failed). */
 typedef struct rwkvl_synth_params {
   int arch_major, n_layer, n_embd, n_vocab, n_ffn, head_size;
   const char* dtype; /* "f32", "f16", "bf16", "i8" */
@@ -108,29 +193,55 @@ rwkvl_status rwkvl_synth(const rwkvl_synth_params* params, const char* path);
 
 /* ---------------------------------------------------------------- contexts and evaluation */
 
-/* n_threads <= 0 -> number of online cores. */
+/* A context for evaluating with `model`: n_threads worker threads (<= 0 -> number of online cores; at
+   most 1024) and scratch buffers that grow with the chunk. On success *out is a new context the caller
+   frees with rwkvl_context_free; on failure *out is NULL. Not thread-safe: one context per evaluating
+   thread. Errors: INVALID_ARGUMENT (NULL, more than 1024 threads), INTERNAL (threads cannot start). */
 rwkvl_status rwkvl_context_new(const rwkvl_model* model, int n_threads, rwkvl_context** out);
+/* Stops the context's threads and frees it (and any cache or background reader it started). NULL is a
+   no-op. No call on the context may be running. */
 void rwkvl_context_free(rwkvl_context* ctx);
+/* The context's number of worker threads (n_threads resolved); 0 for NULL. */
 int rwkvl_context_threads(const rwkvl_context* ctx);
 
-rwkvl_status rwkvl_state_new(const rwkvl_model* model, rwkvl_state** out); /* a fresh (initial) state */
+/* A fresh (initial) state for the model's shape; the caller frees it with rwkvl_state_free. A failure
+   leaves *out unchanged. Errors: INVALID_ARGUMENT (NULL). */
+rwkvl_status rwkvl_state_new(const rwkvl_model* model, rwkvl_state** out);
+/* NULL is a no-op. Invalidates the rwkvl_state_data pointer. */
 void rwkvl_state_free(rwkvl_state* state);
-rwkvl_status rwkvl_state_reset(rwkvl_state* state); /* back to the initial state */
-rwkvl_status rwkvl_state_copy(rwkvl_state* dst, const rwkvl_state* src); /* same model shape */
-/* The raw float32 values (rwkvl_model_info.state_floats of them). */
+/* Back to the initial state. Errors: INVALID_ARGUMENT (NULL). */
+rwkvl_status rwkvl_state_reset(rwkvl_state* state);
+/* Copies src's values into dst; both must be of the same model shape. Errors: INVALID_ARGUMENT (NULL,
+   states of models of different shapes). */
+rwkvl_status rwkvl_state_copy(rwkvl_state* dst, const rwkvl_state* src);
+/* The raw float32 values (rwkvl_model_info.state_floats of them; layout in src/model/model.h, State),
+   readable and writable by the caller. The pointer belongs to the state and stays valid until
+   rwkvl_state_free (reset, copy and load write into the same buffer). NULL for a NULL state. */
 float* rwkvl_state_data(rwkvl_state* state);
-/* Saves / restores the state in a small self-describing file tied to the model's shape. */
+/* Saves the state in a small self-describing file tied to the model's shape, with a checksum (written
+   atomically, see OUTPUT FILES). Errors: INVALID_ARGUMENT (NULL), IO (path refused, write failed). */
 rwkvl_status rwkvl_state_save(const rwkvl_state* state, const char* path);
+/* Restores a state saved by rwkvl_state_save (version 2 files, and version 1 files of older builds). On
+   failure the state is unchanged. Errors: INVALID_ARGUMENT (NULL; the file was saved for a model of
+   another shape), IO (missing, unreadable or not a regular file), FORMAT (not a state file, truncated,
+   checksum mismatch, a non-finite value), UNSUPPORTED (a state file version this build does not read). */
 rwkvl_status rwkvl_state_load(rwkvl_state* state, const char* path);
 
 /* Feeds n tokens, updating the state. logits: NULL (skip the head) or n_vocab floats receiving the
    logits after the last token. Tokens are processed in sequence mode (matrix x matrix products over
-   chunks of up to `chunk` tokens); chunk == 1 is pure RNN mode; chunk == 0 uses the default (32).
-   Results equal RNN mode up to float rounding. A token id outside [0, n_vocab) fails with
-   RWKVL_ERR_INVALID_ARGUMENT and leaves the state unchanged. */
+   chunks of up to `chunk` tokens); chunk == 1 is pure RNN mode; chunk == 0 uses the default (32);
+   chunks above 1024 are cut to 1024, and under a memory budget to its max_chunk. Results equal RNN
+   mode up to float rounding. n == 0 does nothing (logits untouched). ctx and state must not be used
+   by another thread during the call; the state must be of the context's model shape.
+   Errors: INVALID_ARGUMENT (NULL ctx or state, NULL tokens with n > 0, a state of another shape, a
+   token id outside [0, n_vocab): these leave the state unchanged), IO (the model file was modified
+   while in use; a streamed read failed), FORMAT (the activations became non-finite: the message names
+   the layer; corrupt weights). After an IO or FORMAT failure the state is partly updated: reset it or
+   load a saved one. */
 rwkvl_status rwkvl_eval(rwkvl_context* ctx, rwkvl_state* state, const int32_t* tokens, size_t n, size_t chunk,
                         float* logits);
-/* Like rwkvl_eval but writes the logits after every token: logits_all has n * n_vocab floats. */
+/* Like rwkvl_eval but writes the logits after every token: logits_all has n * n_vocab floats (NULL is
+   RWKVL_ERR_INVALID_ARGUMENT). Same errors. */
 rwkvl_status rwkvl_eval_all_logits(rwkvl_context* ctx, rwkvl_state* state, const int32_t* tokens, size_t n,
                                    size_t chunk, float* logits_all);
 
@@ -168,11 +279,18 @@ typedef struct {
   rwkvl_ffn_mode mode; /* resolved (never AUTO) */
 } rwkvl_ffn_stats;
 
-rwkvl_ffn_params rwkvl_ffn_default_params(void); /* AUTO, no cache, no prefetch, no verify, seed 1 */
-/* Fails (RWKVL_ERR_INVALID_ARGUMENT) when the model cannot honour the settings, e.g. PREDICT on a file
-   without predictors or a cache below its minimum (the message names the minimum). */
+rwkvl_ffn_params rwkvl_ffn_default_params(void); /* AUTO, no cache, no prefetch, no verify, seed 1. Never fails. */
+/* Replaces the context's channel-mix settings (and its statistics). Fails (RWKVL_ERR_INVALID_ARGUMENT)
+   when the model cannot honour the settings, e.g. PREDICT on a file without predictors, EXACT or a cache
+   on a file without neuron bundles, or a cache below its minimum (the message names the minimum), or
+   for NULL or an unknown mode; IO when the cache cannot open or read the model file. After a failure
+   the context has the default settings. Under a memory budget, set this before
+   rwkvl_context_set_memory (the plan depends on it). */
 rwkvl_status rwkvl_context_set_ffn(rwkvl_context* ctx, const rwkvl_ffn_params* params);
+/* Fills *out (the caller's struct) with the counts since the settings or the last reset.
+   Errors: INVALID_ARGUMENT (NULL). */
 rwkvl_status rwkvl_context_ffn_stats(rwkvl_context* ctx, rwkvl_ffn_stats* out);
+/* Errors: INVALID_ARGUMENT (NULL). */
 rwkvl_status rwkvl_context_reset_ffn_stats(rwkvl_context* ctx);
 
 /* ---------------------------------------------------------------- output head */
@@ -202,9 +320,14 @@ typedef struct {
   rwkvl_head_mode mode; /* resolved (never AUTO) */
 } rwkvl_head_stats;
 
-rwkvl_head_params rwkvl_head_default_params(void); /* AUTO, 0.95, 3, 100, no compare */
+rwkvl_head_params rwkvl_head_default_params(void); /* AUTO, 0.95, 3, 100, no compare. Never fails. */
+/* Replaces the context's head settings (and its statistics). Errors: INVALID_ARGUMENT (NULL, unknown
+   mode, CLUSTER on a file without a cluster head, p outside (0, 1], min_clusters < 1, max below min).
+   Under a memory budget, set this before rwkvl_context_set_memory (the plan depends on it). */
 rwkvl_status rwkvl_context_set_head(rwkvl_context* ctx, const rwkvl_head_params* params);
+/* Fills *out (the caller's struct). Errors: INVALID_ARGUMENT (NULL). */
 rwkvl_status rwkvl_context_head_stats(rwkvl_context* ctx, rwkvl_head_stats* out);
+/* Errors: INVALID_ARGUMENT (NULL). */
 rwkvl_status rwkvl_context_reset_head_stats(rwkvl_context* ctx);
 
 /* ---------------------------------------------------------------- memory and storage */
@@ -239,57 +362,94 @@ typedef struct {
   uint64_t head_stream_bytes;                     /* head rows read from the file */
 } rwkvl_memory_stats;
 
-rwkvl_memory_params rwkvl_memory_default_params(void); /* no cache, no throttle */
-/* Fails with RWKVL_ERR_INVALID_ARGUMENT for a negative cache size or throttle. */
+rwkvl_memory_params rwkvl_memory_default_params(void); /* no budget, no cache, no throttle, prefetch 1. Never fails. */
+/* Applies the memory settings to the context (replacing earlier ones). With a budget it measures the
+   process's resident memory, drops the model's resident pages as rwkvl_model_release_pages does (so no
+   context of the model may be evaluating meanwhile) and makes the plan; call it after
+   rwkvl_context_set_head / rwkvl_context_set_ffn (the plan depends on them; it replaces an FFN cache
+   given there by the plan's). Fails with RWKVL_ERR_INVALID_ARGUMENT for NULL, a negative cache size,
+   throttle, latency or max_chunk, prefetch outside 0..2, a budget below the minimum (the message names
+   it), or a budget on a model that cannot be streamed (not a native file on disk, weights converted at
+   load); IO or FORMAT when the model file cannot be read as planned. After a failure past the argument
+   checks the context runs without a budget. */
 rwkvl_status rwkvl_context_set_memory(rwkvl_context* ctx, const rwkvl_memory_params* params);
+/* Fills *out (the caller's struct). Errors: INVALID_ARGUMENT (NULL). */
 rwkvl_status rwkvl_context_memory_stats(rwkvl_context* ctx, rwkvl_memory_stats* out);
+/* Errors: INVALID_ARGUMENT (NULL). */
 rwkvl_status rwkvl_context_reset_memory_stats(rwkvl_context* ctx);
-/* The memory plan as text (json = 0: the table --print-plan shows; 1: a JSON object); same cap/n_out
-   protocol as rwkvl_tokenize (NUL-terminated when it fits). Fails when no budget is set. */
+/* The memory plan as text (json = 0: the table --print-plan shows; 1: a JSON object) into out (cap bytes):
+   cap/n_out protocol, *n_out is the text's length without the NUL, and the text is written
+   NUL-terminated only when cap > *n_out. Errors: INVALID_ARGUMENT (NULL, no budget set, buffer too
+   small). */
 rwkvl_status rwkvl_context_memory_plan(rwkvl_context* ctx, int json, char* out, size_t cap, size_t* n_out);
 
 /* ---------------------------------------------------------------- tokenizers */
 
 /* Picks the tokenizer by vocabulary size: 256 -> bytes, 65536 -> RWKV World, 50277/50304 -> GPT-NeoX
-   20B. `path` may be NULL: then the file is searched for in $RWKVL_TOKENIZER_DIR, beside the model
-   file, in ./tokenizers, and in the install's share/rwkv-lite folder. */
+   20B. `path` may be NULL (or ""): then the file is searched for in $RWKVL_TOKENIZER_DIR, beside the
+   model file (model_path, may be NULL), in ./tokenizers, and in the install's share/rwkv-lite folder.
+   A path for another vocabulary size picks the kind by name (".json": GPT-NeoX, else World). Success
+   sets *out to a new tokenizer the caller frees with rwkvl_tokenizer_free; on failure *out is NULL.
+   Errors: INVALID_ARGUMENT (NULL model or out; a path for a byte-level model; a tokenizer larger than
+   the vocabulary), UNSUPPORTED (no built-in tokenizer for the vocabulary and no path; a tokenizer.json
+   using features this build does not implement), IO (the file is not found: the message lists where it
+   looked; unreadable), FORMAT (a malformed file; a World vocabulary that is not the complete
+   rwkv_vocab_v20230424.txt). */
 rwkvl_status rwkvl_tokenizer_for_model(const rwkvl_model* model, const char* model_path, const char* path,
                                        rwkvl_tokenizer** out);
-/* kind: "byte", "world" or "neox". */
+/* kind: "byte" (path unused), "world" or "neox" (path required). On failure *out is NULL.
+   Errors: INVALID_ARGUMENT (NULL kind or out, unknown kind, no path), IO, FORMAT, UNSUPPORTED (a
+   tokenizer.json using features this build does not implement). */
 rwkvl_status rwkvl_tokenizer_load(const char* kind, const char* path, rwkvl_tokenizer** out);
+/* NULL is a no-op. No text stream of the tokenizer may remain open. */
 void rwkvl_tokenizer_free(rwkvl_tokenizer* tok);
+/* "byte", "world" or "neox"; the string belongs to the tokenizer (valid until rwkvl_tokenizer_free);
+   "" for NULL. */
 const char* rwkvl_tokenizer_name(const rwkvl_tokenizer* tok);
-/* Encodes len bytes of text. Writes up to cap ids to out and the full count to *n_out; if the count
-   exceeds cap, returns RWKVL_ERR_INVALID_ARGUMENT (call again with a bigger buffer). */
+/* Encodes len bytes of text (need not be NUL-terminated; text may be NULL when len is 0). Writes up to
+   cap ids to out and the full count to *n_out; if the count exceeds cap, returns
+   RWKVL_ERR_INVALID_ARGUMENT (call again with a bigger buffer). Errors: INVALID_ARGUMENT (NULL tok or
+   n_out, NULL text with len > 0, buffer too small). */
 rwkvl_status rwkvl_tokenize(const rwkvl_tokenizer* tok, const char* text, size_t len, int32_t* out, size_t cap,
                             size_t* n_out);
-/* Raw bytes of one token (may be a partial UTF-8 sequence); same cap/n_out protocol. */
+/* Raw bytes of one token (may be a partial UTF-8 sequence; not NUL-terminated; World: id 0 and unused ids
+   have none); same cap/n_out protocol. Errors: INVALID_ARGUMENT (NULL, id outside the vocabulary,
+   buffer too small). */
 rwkvl_status rwkvl_token_bytes(const rwkvl_tokenizer* tok, int32_t id, char* out, size_t cap, size_t* n_out);
 
 /* ---------------------------------------------------------------- input files and text streams */
 
 /* Every input is a regular file (or "-" for standard input where allow_stdin is set): FIFOs, devices and
-   folders are refused with a message naming `what` and the path, and nothing blocks in open(). */
+   folders are refused with a message naming `what` (NULL: "file") and the path, and nothing blocks in
+   open(). On success *out is a new input the caller frees with rwkvl_input_free (closing the file); on
+   failure *out is NULL. Errors: INVALID_ARGUMENT (NULL path or out), IO (missing, unreadable, not a
+   regular file). */
 typedef struct rwkvl_input rwkvl_input;
 rwkvl_status rwkvl_input_open(const char* path, const char* what, int allow_stdin, rwkvl_input** out);
-void rwkvl_input_free(rwkvl_input* in);
-/* Up to cap bytes into out (fewer only at the end; *n_out 0 at the end). */
+void rwkvl_input_free(rwkvl_input* in); /* NULL is a no-op */
+/* Up to cap bytes into out (fewer only at the end; *n_out 0 at the end). Errors: INVALID_ARGUMENT
+   (NULL), IO (a read failed). */
 rwkvl_status rwkvl_input_read(rwkvl_input* in, void* out, size_t cap, size_t* n_out);
-/* Size at open time (0 for standard input). */
+/* Size at open time (0 for standard input and for NULL). */
 uint64_t rwkvl_input_size(const rwkvl_input* in);
 
 /* The tokens of a text file read 64 KiB at a time: memory stays below RWKVL_TEXT_STREAM_MAX_BYTES for any
    file size, and the tokens equal rwkvl_tokenize() of the whole text (the GPT-NeoX tokenizer cuts a 64 KiB
    run without white space at a character boundary; rwkvl_text_stream_forced_cuts counts those). path "-" is
-   standard input. The tokenizer must outlive the stream. */
+   standard input; `what` names the file in messages (NULL: "text file"). The tokenizer must outlive the
+   stream. On success *out is a new stream the caller frees with rwkvl_text_stream_free; on failure *out
+   is NULL. Errors: INVALID_ARGUMENT (NULL), IO (as rwkvl_input_open). */
 #define RWKVL_TEXT_STREAM_MAX_BYTES (384u << 10)
 typedef struct rwkvl_text_stream rwkvl_text_stream;
 rwkvl_status rwkvl_text_stream_open(const rwkvl_tokenizer* tok, const char* path, const char* what,
                                     rwkvl_text_stream** out);
-void rwkvl_text_stream_free(rwkvl_text_stream* s);
-/* Up to cap tokens (fewer only at the end of the text; *n_out 0 once it is all read). */
+void rwkvl_text_stream_free(rwkvl_text_stream* s); /* NULL is a no-op */
+/* Up to cap tokens (fewer only at the end of the text; *n_out 0 once it is all read). Errors:
+   INVALID_ARGUMENT (NULL), IO (a read failed). */
 rwkvl_status rwkvl_text_stream_read(rwkvl_text_stream* s, int32_t* out, size_t cap, size_t* n_out);
+/* Bytes of text read so far; 0 for NULL. */
 uint64_t rwkvl_text_stream_bytes_read(const rwkvl_text_stream* s);
+/* GPT-NeoX runs cut at a character boundary so far (see above); 0 for NULL. */
 uint64_t rwkvl_text_stream_forced_cuts(const rwkvl_text_stream* s);
 
 /* ---------------------------------------------------------------- sampling */
@@ -305,46 +465,59 @@ typedef struct rwkvl_sampler_params {
 } rwkvl_sampler_params;
 
 rwkvl_sampler_params rwkvl_sampler_default_params(void); /* temp 1, top_k 0, top_p 1, penalties 0, decay 1, seed 0 */
+/* params NULL: the defaults. On success *out is a new sampler the caller frees with rwkvl_sampler_free; on
+   failure *out is NULL. Errors: INVALID_ARGUMENT (NULL out; a non-finite temperature or penalty, top_p
+   not a finite number > 0, penalty_decay outside [0, 1]). */
 rwkvl_status rwkvl_sampler_new(const rwkvl_sampler_params* params, rwkvl_sampler** out);
-void rwkvl_sampler_free(rwkvl_sampler* s);
+void rwkvl_sampler_free(rwkvl_sampler* s); /* NULL is a no-op */
 /* Picks a token from n_vocab logits (the array is modified: penalties, temperature). Deterministic
-   for a given seed and call sequence. Returns a token id, or -1 on bad arguments. */
+   for a given seed and call sequence. Returns a token id, or -1 on bad arguments (NULL sampler or
+   logits, n_vocab 0 or above INT32_MAX; rwkvl_last_error() says which). */
 int32_t rwkvl_sampler_sample(rwkvl_sampler* s, float* logits, size_t n_vocab);
-/* Records a token (for the penalties). rwkvl_sampler_sample does NOT call this itself. */
+/* Records a token (for the penalties). rwkvl_sampler_sample does NOT call this itself. A NULL sampler is
+   ignored, and so is a failure to record (out of memory: the token then gets no penalty). */
 void rwkvl_sampler_accept(rwkvl_sampler* s, int32_t token);
 
 /* ---------------------------------------------------------------- measurement helpers */
 
 /* Peak resident set size of this process in bytes (VmHWM), 0 if unknown. */
 uint64_t rwkvl_peak_rss_bytes(void);
+/* Current resident set size of this process in bytes (VmRSS), 0 if unknown. */
 uint64_t rwkvl_current_rss_bytes(void);
-/* Resets the peak (VmHWM) to the current RSS; 1 on success, 0 where the system cannot (Linux < 4.0). */
+/* Resets the peak (VmHWM) to the current RSS; 1 on success, 0 where the system cannot (Linux < 4.0).
+   Process-wide. */
 int rwkvl_reset_peak_rss(void);
-/* Measures the sustained memory read bandwidth (bytes/s) with n_threads threads streaming over a
-   buffer of buffer_bytes (0 -> 256 MiB) for about `seconds`. */
+/* Measures the sustained memory read bandwidth (bytes/s) with n_threads threads (<= 0: one per core)
+   streaming over a buffer of buffer_bytes (0 -> 256 MiB) for about `seconds`. Returns 0 on failure
+   (the buffer cannot be allocated, threads cannot start); rwkvl_last_error() then says why. */
 double rwkvl_measure_read_bandwidth(int n_threads, uint64_t buffer_bytes, double seconds);
 
 /* ---------------------------------------------------------------- output files */
 
-/* Every file the library writes (models, states, and these calls) goes through one writer: the data
-   appears at `path` complete or not at all (an anonymous temporary in the same folder, fsynced and
-   renamed over `path`, the folder fsynced; nothing is left behind on failure, SIGINT or SIGTERM).
+/* OUTPUT FILES. Every file the library writes (models, states, and these calls) goes through one writer:
+   the data appears at `path` complete or not at all (an anonymous temporary in the same folder, fsynced
+   and renamed over `path`, the folder fsynced; nothing is left behind on failure, SIGINT or SIGTERM).
    `path` must be absent or a regular file: a folder, device, FIFO or socket is refused, and so is a
    symbolic link (the link is never replaced nor followed). Errors (RWKVL_ERR_IO) name `path`. */
 
 /* The checks alone, for a caller to run before any work: `path` is absent or a regular file and its
-   folder exists and is writable. Creates nothing. */
+   folder exists and is writable. Creates nothing. Errors: INVALID_ARGUMENT (NULL), IO (refused). */
 rwkvl_status rwkvl_check_output_path(const char* path);
-/* Writes size bytes from data to path atomically. */
+/* Writes size bytes from data to path atomically. Errors: INVALID_ARGUMENT (NULL path, NULL data with
+   size > 0), IO. */
 rwkvl_status rwkvl_write_file(const char* path, const void* data, size_t size);
 /* The same writer, fed piece by piece (outputs that grow while a command runs, e.g. per-passage results):
    open checks `path` and creates the temporary; commit makes the file appear; free without commit
-   discards it. */
+   discards it. On success *out is a new output the caller frees with rwkvl_output_free (after commit
+   too); on failure *out is NULL. Errors: INVALID_ARGUMENT (NULL), IO. */
 typedef struct rwkvl_output rwkvl_output;
 rwkvl_status rwkvl_output_open(const char* path, rwkvl_output** out);
+/* Appends size bytes. Errors: INVALID_ARGUMENT (NULL, or the output is already committed), IO. */
 rwkvl_status rwkvl_output_write(rwkvl_output* o, const void* data, size_t size);
+/* Makes the file appear at its path. Errors: INVALID_ARGUMENT (NULL, already committed), IO (then
+   nothing appears; free the output). */
 rwkvl_status rwkvl_output_commit(rwkvl_output* o);
-void rwkvl_output_free(rwkvl_output* o);
+void rwkvl_output_free(rwkvl_output* o); /* NULL is a no-op; discards an output not committed */
 
 /* ---------------------------------------------------------------- integrity */
 
@@ -355,13 +528,16 @@ void rwkvl_output_free(rwkvl_output* o);
    rwkvl_context_memory_plan (NUL-terminated when it fits); *ok (may be NULL) is 1 when nothing is wrong, else
    0. Returns RWKVL_OK whenever the check ran, whatever it found (a file that cannot be read at all is a
    finding in the report); fails only on bad arguments, a buffer too small (then *n_out is the report's length;
-   calling again with the same path returns that report without reading the file again) or out of memory. */
+   calling again with the same path returns that report without reading the file again) or out of memory.
+   The report kept for the next call is per thread. Errors: INVALID_ARGUMENT (NULL path or n_out, NULL out
+   with cap > 0, buffer too small). */
 rwkvl_status rwkvl_verify_model(const char* path, char* out, size_t cap, size_t* n_out, int* ok);
 
 /* Makes a model file that is truncated or replaced while it is memory-mapped a clear error instead of a
    silent SIGBUS: a SIGBUS in a mapping of this library prints "<program>: error: model file '<path>' was
    truncated or replaced while in use" to stderr and ends the process with exit status 1 (_exit). Other
-   SIGBUS go to the previous handler. Process-wide; call once at start-up (e.g. from main). */
+   SIGBUS go to the previous handler. Process-wide; call once at start-up (e.g. from main). `program` is
+   copied (63 bytes at most); NULL: "rwkv-lite". */
 void rwkvl_install_sigbus_guard(const char* program);
 
 #ifdef __cplusplus

@@ -13,6 +13,14 @@ namespace {
 
 std::string tiny(const char* v) { return rwkvl::test::shared_file(std::string("reference/tiny-rwkv/tiny-rwkv-") + v + ".bin"); }
 
+TEST(CApi, ApiVersion) {
+  // The header and the library agree, and the single number encodes major.minor.
+  EXPECT_EQ(rwkvl_api_version(), RWKVL_API_VERSION);
+  EXPECT_EQ(RWKVL_API_VERSION_MAJOR, 1);
+  EXPECT_EQ(rwkvl_api_version() / 1000, RWKVL_API_VERSION_MAJOR);
+  EXPECT_EQ(rwkvl_api_version() % 1000, RWKVL_API_VERSION_MINOR);
+}
+
 TEST(CApi, ErrorsHaveCodesAndMessages) {
   rwkvl_model* m = reinterpret_cast<rwkvl_model*>(0x1);
   EXPECT_EQ(rwkvl_model_load("/nonexistent/model.bin", nullptr, &m), RWKVL_ERR_IO);

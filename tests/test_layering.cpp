@@ -1,0 +1,247 @@
+// The layer rule of docs/ARCHITECTURE.md, checked on the source tree: every `#include "..."` in src/,
+// include/, tools/, examples/ and bindings/ may name only headers of its own layer or a lower one, and the
+// programs on top (tools, examples, bindings) only the public header include/rwkv_lite.h and headers of
+// their own folder. The includes that break the rule today are listed below; issue #14 removes them.
+// The list can only shrink: an entry that no longer occurs fails the test too (delete it).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#ifndef RWKVL_SOURCE_DIR
+#error "tests/CMakeLists.txt defines RWKVL_SOURCE_DIR (the source tree this test reads)"
+#endif
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// ---------------------------------------------------------------- the layer table
+
+// Lower layers never include higher ones. Folders of one layer may include each other.
+constexpr int kTopLayer = 6;  // tools, examples, bindings: clients of the public API only
+const std::map<std::string, int>& layer_table() {
+  static const std::map<std::string, int> t = {
+      {"src/core", 0},      {"src/format", 1},       {"src/kernels", 1},      {"src/tokenizer", 1},
+      {"src/model", 2},     {"src/runtime", 3},      {"src/eval", 4},         {"src/compress", 4},
+      {"src/api", 5},       {"include", 5},  // include/rwkv_lite.h is the API src/api implements
+      {"tools", kTopLayer}, {"examples", kTopLayer}, {"bindings", kTopLayer},
+  };
+  return t;
+}
+
+// The component of a path relative to the source root: "src/<folder>" or the top folder ("tools", ...).
+std::string component_of(const std::string& rel) {
+  const size_t a = rel.find('/');
+  if (a == std::string::npos) return "";
+  const std::string top = rel.substr(0, a);
+  if (top != "src") return top;
+  const size_t b = rel.find('/', a + 1);
+  return b == std::string::npos ? "" : rel.substr(0, b);
+}
+
+std::optional<int> layer_of(const std::string& rel) {
+  const auto it = layer_table().find(component_of(rel));
+  if (it == layer_table().end()) return std::nullopt;
+  return it->second;
+}
+
+std::string parent_of(const std::string& rel) {
+  const size_t k = rel.rfind('/');
+  return k == std::string::npos ? "" : rel.substr(0, k);
+}
+
+// ---------------------------------------------------------------- the known violations
+
+// (file, include as written). Each one is removed by issue #14; then delete its line here.
+const std::set<std::pair<std::string, std::string>>& known_violations() {
+  static const std::set<std::pair<std::string, std::string>> v = {
+      // model (2) -> runtime (3): Context lives in src/model and owns the runtime pieces (memory plan, layer
+      // stream, embedding cache, simulated storage, RSS from sysinfo); the FFN runtime uses the neuron cache and
+      // the sampler's splitmix64; the head runtime streams rows through storage. Removed by issue #14.
+      {"src/model/head.cpp", "runtime/storage.h"},
+      {"src/model/model.cpp", "runtime/emb_cache.h"},
+      {"src/model/model.cpp", "runtime/layer_stream.h"},
+      {"src/model/model.cpp", "runtime/planner.h"},
+      {"src/model/model.cpp", "runtime/storage.h"},
+      {"src/model/model.cpp", "runtime/sysinfo.h"},
+      {"src/model/sparse_ffn.cpp", "runtime/neuron_cache.h"},
+      {"src/model/sparse_ffn.cpp", "runtime/sampler.h"},
+      // runtime (3) -> the public header (5), for RWKVL_VERSION_STRING in system_info(). Removed by issue #14.
+      {"src/runtime/sysinfo.cpp", "rwkv_lite.h"},
+      // tools -> src/: `compress` runs the C++ passes on the model behind a C handle (api::model_of), `info`
+      // and `stats` read the C++ model. Removed by issue #14 (the passes get a C API).
+      {"tools/rwkv-lite/cmd_compress.cpp", "api/api_internal.h"},
+      {"tools/rwkv-lite/cmd_compress.cpp", "compress/cluster_head.h"},
+      {"tools/rwkv-lite/cmd_compress.cpp", "compress/compress.h"},
+      {"tools/rwkv-lite/cmd_compress.cpp", "compress/sparse_ffn.h"},
+      {"tools/rwkv-lite/cmd_model.cpp", "api/api_internal.h"},
+      {"tools/rwkv-lite/cmd_model.cpp", "model/model.h"},
+      {"tools/rwkv-lite/cmd_stats.cpp", "api/api_internal.h"},
+      {"tools/rwkv-lite/cmd_stats.cpp", "model/model.h"},
+  };
+  return v;
+}
+
+// ---------------------------------------------------------------- scanning
+
+struct Include {
+  std::string file;  // relative to the source root
+  int line = 0;
+  std::string written;   // as in the #include
+  std::string resolved;  // relative to the source root; "" when no such header exists
+};
+
+bool is_source(const fs::path& p) {
+  static const std::set<std::string> ext = {".h", ".hpp", ".c", ".cc", ".cpp", ".inc"};
+  return ext.count(p.extension().string()) != 0;
+}
+
+// Resolves like the compiler: beside the including file, then the library's include path (include/, src/).
+std::string resolve(const fs::path& root, const std::string& file, const std::string& written) {
+  const std::vector<std::string> dirs = {parent_of(file), "include", "src"};
+  for (const std::string& d : dirs) {
+    const fs::path cand = (d.empty() ? root : root / d) / written;
+    std::error_code ec;
+    if (fs::is_regular_file(cand, ec))
+      return fs::relative(fs::weakly_canonical(cand), fs::weakly_canonical(root)).generic_string();
+  }
+  return "";
+}
+
+std::vector<Include> scan(const fs::path& root, std::vector<std::string>* files) {
+  static const std::regex kInclude(R"re(^\s*#\s*include\s*"([^"]+)")re");
+  std::vector<Include> out;
+  for (const char* top : {"src", "include", "tools", "examples", "bindings"}) {
+    std::error_code ec;
+    if (!fs::is_directory(root / top, ec)) continue;
+    std::vector<fs::path> paths;
+    for (const auto& e : fs::recursive_directory_iterator(root / top))
+      if (e.is_regular_file() && is_source(e.path())) paths.push_back(e.path());
+    std::sort(paths.begin(), paths.end());
+    for (const fs::path& p : paths) {
+      const std::string rel = fs::relative(p, root).generic_string();
+      files->push_back(rel);
+      std::ifstream in(p);
+      std::string text;
+      int line = 0;
+      while (std::getline(in, text)) {
+        ++line;
+        std::smatch m;
+        if (std::regex_search(text, m, kInclude))
+          out.push_back({rel, line, m[1].str(), resolve(root, rel, m[1].str())});
+      }
+    }
+  }
+  return out;
+}
+
+// Why `inc` breaks the rule ("" when it does not).
+std::string violation(const Include& inc) {
+  const int from = *layer_of(inc.file);
+  const std::optional<int> to = layer_of(inc.resolved);
+  if (!to) return "the header lies outside every layer";
+  if (from == kTopLayer) {
+    const bool public_header = component_of(inc.resolved) == "include";
+    const bool own_folder = parent_of(inc.resolved) == parent_of(inc.file);
+    if (public_header || own_folder) return "";
+    return component_of(inc.file) + " may include only include/ and its own folder, not " + component_of(inc.resolved);
+  }
+  if (component_of(inc.file) == "include" && component_of(inc.resolved) != "include")
+    return "the public header may include only public headers";
+  if (*to > from)
+    return component_of(inc.file) + " (layer " + std::to_string(from) + ") may not include " +
+           component_of(inc.resolved) + " (layer " + std::to_string(*to) + ")";
+  return "";
+}
+
+fs::path source_root() { return fs::path(RWKVL_SOURCE_DIR); }
+
+// ---------------------------------------------------------------- tests
+
+TEST(Layering, TableClassifiesPaths) {
+  EXPECT_EQ(layer_of("src/core/error.h"), 0);
+  EXPECT_EQ(layer_of("src/kernels/matvec_avx2.cpp"), 1);
+  EXPECT_EQ(layer_of("src/model/model.h"), 2);
+  EXPECT_EQ(layer_of("src/runtime/planner.h"), 3);
+  EXPECT_EQ(layer_of("src/compress/compress.h"), 4);
+  EXPECT_EQ(layer_of("src/api/c_api.cpp"), 5);
+  EXPECT_EQ(layer_of("include/rwkv_lite.h"), 5);
+  EXPECT_EQ(layer_of("tools/rwkv-lite/main.cpp"), kTopLayer);
+  EXPECT_EQ(layer_of("examples/generate.c"), kTopLayer);
+  EXPECT_EQ(layer_of("src/newfolder/x.cpp"), std::nullopt);
+  EXPECT_EQ(layer_of("CMakeLists.txt"), std::nullopt);
+
+  // The rule itself, on made-up includes.
+  auto why = [](const std::string& file, const std::string& resolved) { return violation({file, 1, "", resolved}); };
+  EXPECT_EQ(why("src/model/model.cpp", "src/core/error.h"), "");
+  EXPECT_EQ(why("src/format/format.cpp", "src/tokenizer/tokenizer.h"), "");  // same layer
+  EXPECT_NE(why("src/core/error.cpp", "src/model/model.h"), "");
+  EXPECT_NE(why("src/compress/compress.cpp", "src/api/api_internal.h"), "");
+  EXPECT_EQ(why("src/api/c_api.cpp", "include/rwkv_lite.h"), "");
+  EXPECT_NE(why("src/kernels/dispatch.cpp", "include/rwkv_lite.h"), "");
+  EXPECT_EQ(why("tools/rwkv-lite/main.cpp", "include/rwkv_lite.h"), "");
+  EXPECT_EQ(why("tools/rwkv-lite/main.cpp", "tools/rwkv-lite/args.h"), "");
+  EXPECT_NE(why("tools/rwkv-lite/main.cpp", "src/core/error.h"), "");
+  EXPECT_NE(why("tools/other/x.cpp", "tools/rwkv-lite/args.h"), "");
+  EXPECT_NE(why("include/rwkv_lite.h", "src/core/error.h"), "");
+}
+
+TEST(Layering, EveryFileBelongsToALayer) {
+  std::vector<std::string> files;
+  const std::vector<Include> incs = scan(source_root(), &files);
+  // Guards against passing by reading nothing (a wrong RWKVL_SOURCE_DIR).
+  ASSERT_GT(files.size(), 50u) << "read " << files.size() << " files under " << source_root();
+  ASSERT_GT(incs.size(), 100u);
+  for (const std::string& f : files)
+    EXPECT_TRUE(layer_of(f).has_value()) << f
+                                         << ": its folder has no layer; add it to the table in tests/test_layering.cpp "
+                                         << "and docs/ARCHITECTURE.md";
+  for (const Include& inc : incs)
+    EXPECT_FALSE(inc.resolved.empty()) << inc.file << ":" << inc.line << ": #include \"" << inc.written
+                                       << "\" names no header in the tree (beside the file, include/ or src/)";
+}
+
+TEST(Layering, IncludesFollowTheLayerRule) {
+  std::vector<std::string> files;
+  const std::vector<Include> incs = scan(source_root(), &files);
+  ASSERT_GT(incs.size(), 100u);
+  std::set<std::pair<std::string, std::string>> seen;
+  std::ostringstream broken;
+  int n_broken = 0;
+  for (const Include& inc : incs) {
+    if (!layer_of(inc.file) || inc.resolved.empty()) continue;  // reported by EveryFileBelongsToALayer
+    const std::string why = violation(inc);
+    if (why.empty()) continue;
+    const auto key = std::make_pair(inc.file, inc.written);
+    if (known_violations().count(key)) {
+      seen.insert(key);
+      continue;
+    }
+    ++n_broken;
+    broken << "\n  " << inc.file << ":" << inc.line << ": #include \"" << inc.written << "\": " << why;
+  }
+  EXPECT_EQ(n_broken, 0) << "includes that break the layer rule (docs/ARCHITECTURE.md):" << broken.str();
+
+  std::ostringstream stale;
+  int n_stale = 0;
+  for (const auto& key : known_violations())
+    if (!seen.count(key)) {
+      ++n_stale;
+      stale << "\n  {\"" << key.first << "\", \"" << key.second << "\"}";
+    }
+  EXPECT_EQ(n_stale, 0) << "known violations that no longer occur: delete them from known_violations() in "
+                           "tests/test_layering.cpp (and from docs/ARCHITECTURE.md):"
+                        << stale.str();
+}
+
+}  // namespace
