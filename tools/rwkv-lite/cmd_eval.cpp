@@ -113,9 +113,8 @@ class TextTokens {
     const uintmax_t n = path_ == "-" ? 0 : std::filesystem::file_size(path_, ec);
     return ec ? 0 : static_cast<uint64_t>(n);
   }
-  uint64_t bytes_read() const { return stream_ ? stream_->bytes_read() : file_bytes_; }
+  uint64_t bytes_read() const { return stream_ ? stream_->bytes_read() : 0; }  // while streaming()
   uint64_t predicted_bytes() const { return bytes_; }
-  uint64_t forced_cuts() const { return forced_cuts_; }
 
   // Up to cap tokens into out (0 at the end).
   size_t read(int32_t* out, size_t cap) {
@@ -138,8 +137,6 @@ class TextTokens {
       if (given_ + i > 0) bytes_ += token_bytes(tok_, out[i]).size();
     }
     given_ += n;
-    file_bytes_ = stream_->bytes_read();
-    forced_cuts_ = stream_->forced_cuts();
     return n;
   }
 
@@ -149,7 +146,7 @@ class TextTokens {
   std::unique_ptr<TextStream> stream_;
   std::vector<int32_t> held_;
   size_t held_pos_ = 0;
-  uint64_t given_ = 0, bytes_ = 0, file_bytes_ = 0, forced_cuts_ = 0;
+  uint64_t given_ = 0, bytes_ = 0;
 };
 
 struct StreamResult {
