@@ -594,6 +594,14 @@ void Model::bind() {
       default: break;
     }
   }
+  emb_.role = MatRole::kEmb;
+  head_.role = MatRole::kHead;
+  for (LayerWeights& L : layers_)
+    for (MatRole r : kLayerRoles) {
+      Matrix& m = layer_matrix(L, r);
+      m.layer = L.index;
+      m.role = r;
+    }
   for (int l = 1; l < c.n_layer; ++l)
     if (layers_[static_cast<size_t>(l)].sffn.present() != layers_[0].sffn.present() ||
         layers_[static_cast<size_t>(l)].sffn.has_predictor() != layers_[0].sffn.has_predictor())
@@ -603,6 +611,78 @@ void Model::bind() {
   for (const auto& [name, t] : tensors_)
     if (!std::binary_search(bound.begin(), bound.end(), name))
       RWKVL_FAIL(kFormat, "unknown tensor '%s' %s", name.c_str(), t.shape_str().c_str());
+}
+
+// ------------------------------------------------------------------------------------------ roles
+
+const char* mat_role_name(MatRole r) {
+  switch (r) {
+    case MatRole::kNone: return "none";
+    case MatRole::kAttR: return "att.receptance";
+    case MatRole::kAttK: return "att.key";
+    case MatRole::kAttV: return "att.value";
+    case MatRole::kAttO: return "att.output";
+    case MatRole::kAttG: return "att.gate";
+    case MatRole::kMaaW1: return "att.time_maa_w1";
+    case MatRole::kMaaW2_0: return "att.time_maa_w2[0]";
+    case MatRole::kMaaW2_1: return "att.time_maa_w2[1]";
+    case MatRole::kMaaW2_2: return "att.time_maa_w2[2]";
+    case MatRole::kMaaW2_3: return "att.time_maa_w2[3]";
+    case MatRole::kMaaW2_4: return "att.time_maa_w2[4]";
+    case MatRole::kDecayW1: return "att.time_decay_w1";
+    case MatRole::kDecayW2: return "att.time_decay_w2";
+    case MatRole::kW1: return "att.w1";
+    case MatRole::kW2: return "att.w2";
+    case MatRole::kA1: return "att.a1";
+    case MatRole::kA2: return "att.a2";
+    case MatRole::kV1: return "att.v1";
+    case MatRole::kV2: return "att.v2";
+    case MatRole::kG1: return "att.g1";
+    case MatRole::kG2: return "att.g2";
+    case MatRole::kFfnK: return "ffn.key";
+    case MatRole::kFfnV: return "ffn.value";
+    case MatRole::kFfnR: return "ffn.receptance";
+    case MatRole::kEmb: return "emb";
+    case MatRole::kHead: return "head";
+    case MatRole::kCount: break;
+  }
+  return "?";
+}
+
+Matrix& layer_matrix(LayerWeights& L, MatRole role) {
+  switch (role) {
+    case MatRole::kAttR: return L.att_r;
+    case MatRole::kAttK: return L.att_k;
+    case MatRole::kAttV: return L.att_v;
+    case MatRole::kAttO: return L.att_o;
+    case MatRole::kAttG: return L.att_g;
+    case MatRole::kMaaW1: return L.maa_w1;
+    case MatRole::kMaaW2_0:
+    case MatRole::kMaaW2_1:
+    case MatRole::kMaaW2_2:
+    case MatRole::kMaaW2_3:
+    case MatRole::kMaaW2_4:
+      return L.maa_w2[static_cast<int>(role) - static_cast<int>(MatRole::kMaaW2_0)];
+    case MatRole::kDecayW1: return L.decay_w1;
+    case MatRole::kDecayW2: return L.decay_w2;
+    case MatRole::kW1: return L.w1;
+    case MatRole::kW2: return L.w2;
+    case MatRole::kA1: return L.a1;
+    case MatRole::kA2: return L.a2;
+    case MatRole::kV1: return L.v1;
+    case MatRole::kV2: return L.v2;
+    case MatRole::kG1: return L.g1;
+    case MatRole::kG2: return L.g2;
+    case MatRole::kFfnK: return L.ffn_k;
+    case MatRole::kFfnV: return L.ffn_v;
+    case MatRole::kFfnR: return L.ffn_r;
+    default: break;
+  }
+  RWKVL_FAIL(kInvalidArgument, "'%s' is not a matrix of a layer", mat_role_name(role));
+}
+
+const Matrix& layer_matrix(const LayerWeights& L, MatRole role) {
+  return layer_matrix(const_cast<LayerWeights&>(L), role);
 }
 
 // ------------------------------------------------------------------------------------------ info

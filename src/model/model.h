@@ -60,6 +60,30 @@ struct ModelConfig {
   std::string arch_name() const;
 };
 
+// What a weight matrix is for. A matrix's identity is (layer, role): calibration taps, streaming, compression
+// targets and `info` all use it (never the matrix's address: streamed layers are copies).
+enum class MatRole : uint8_t {
+  kNone,
+  kAttR, kAttK, kAttV, kAttO, kAttG,                // time-mix projections
+  kMaaW1, kMaaW2_0, kMaaW2_1, kMaaW2_2, kMaaW2_3, kMaaW2_4, kDecayW1, kDecayW2,  // v6 LoRAs
+  kW1, kW2, kA1, kA2, kV1, kV2, kG1, kG2,           // v7 LoRAs
+  kFfnK, kFfnV, kFfnR,                              // channel-mix projections
+  kEmb, kHead,                                      // model-level (layer -1)
+  kCount
+};
+// The canonical tensor name of a role (after "blocks.N."; "emb.weight"/"head.weight" base for kEmb/kHead),
+// e.g. "att.receptance"; v6's five time_maa_w2 slices are "att.time_maa_w2[i]".
+const char* mat_role_name(MatRole r);
+// Every per-layer role, in a fixed order (the order streaming and compression walk a layer).
+inline constexpr MatRole kLayerRoles[] = {
+    MatRole::kAttR,    MatRole::kAttK,    MatRole::kAttV,    MatRole::kAttO,     MatRole::kAttG,     MatRole::kMaaW1,
+    MatRole::kMaaW2_0, MatRole::kMaaW2_1, MatRole::kMaaW2_2, MatRole::kMaaW2_3,  MatRole::kMaaW2_4,  MatRole::kDecayW1,
+    MatRole::kDecayW2, MatRole::kW1,      MatRole::kW2,      MatRole::kA1,       MatRole::kA2,       MatRole::kV1,
+    MatRole::kV2,      MatRole::kG1,      MatRole::kG2,      MatRole::kFfnK,     MatRole::kFfnV,     MatRole::kFfnR};
+// The projections (C x C, F x C, C x F) that low-rank compression targets, in the order of kLayerRoles.
+inline constexpr MatRole kProjectionRoles[] = {MatRole::kAttR, MatRole::kAttK, MatRole::kAttV, MatRole::kAttO,
+                                               MatRole::kAttG, MatRole::kFfnK, MatRole::kFfnV, MatRole::kFfnR};
+
 // One weight matrix W (rows = outputs, cols = inputs), stored either dense (`ref`) or factored as
 // W ~ B·A (+ diag(d)) with A rank x cols and B rows x rank (`a`, `b`; `d` optional, square W only).
 // Every stored part may be f32 / f16 / bf16 / i8 (+ per-row scale) / q4.
@@ -70,6 +94,8 @@ struct Matrix {
   Tensor ta, sa, tb, sb, td;
   const float* d = nullptr;
   int64_t rows = 0, cols = 0;
+  int32_t layer = -1;              // identity, set when bound: (layer, role); layer -1 for emb/head
+  MatRole role = MatRole::kNone;
   bool factored() const { return a.data != nullptr; }
   int64_t rank() const { return factored() ? a.rows : 0; }
   bool empty() const { return ref.data == nullptr && a.data == nullptr; }
@@ -144,6 +170,18 @@ struct LayerWeights {
   Matrix ffn_k, ffn_v, ffn_r;  // ffn_k / ffn_v empty when the layer is bundled (sffn)
   SparseFfn sffn;
 };
+
+// The matrix of `role` in a layer (kEmb/kHead/kNone: error). Unbound roles give an empty Matrix.
+Matrix& layer_matrix(LayerWeights& L, MatRole role);
+const Matrix& layer_matrix(const LayerWeights& L, MatRole role);
+// Calls fn(Matrix&) for each non-empty matrix of the layer, in kLayerRoles order.
+template <class L, class Fn>
+void for_each_layer_matrix(L& layer, Fn&& fn) {
+  for (MatRole r : kLayerRoles) {
+    auto& m = layer_matrix(layer, r);
+    if (!m.empty()) fn(m);
+  }
+}
 
 class Model {
  public:

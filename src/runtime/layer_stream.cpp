@@ -26,10 +26,7 @@ void visit(LW& L, Fn&& fn) {
       fn(M.ref);
     }
   };
-  for (auto* M : {&L.att_r, &L.att_k, &L.att_v, &L.att_o, &L.att_g, &L.maa_w1, &L.decay_w1, &L.decay_w2, &L.w1, &L.w2,
-                  &L.a1, &L.a2, &L.v1, &L.v2, &L.g1, &L.g2, &L.ffn_k, &L.ffn_v, &L.ffn_r})
-    mat(*M);
-  for (auto& M : L.maa_w2) mat(M);
+  for_each_layer_matrix(L, mat);
 }
 
 }  // namespace
