@@ -23,9 +23,11 @@
  *   arrays passed in are read (or written) during the call only. Strings the library returns
  *   (const char*) belong to it and must not be freed; each function says how long they live.
  *     rwkvl_model      read-only weights (a memory-mapped file, or memory for converted weights).
- *     rwkvl_context    a thread pool plus scratch buffers for evaluating one sequence at a time, and its
- *                      settings (FFN, head, memory budget); it keeps its own reference to the weights,
- *                      so the model handle may be freed before its contexts.
+ *     rwkvl_session    (= rwkvl_context, the same handle under its 1.1 name) everything mutable for
+ *                      evaluating one sequence at a time: thread pool, scratch, FFN and head runtimes,
+ *                      memory plan, streamed weights, caches; built once from one rwkvl_session_params
+ *                      (rwkvl_session_new). It keeps its own reference to the weights, so the model
+ *                      handle may be freed before its sessions.
  *     rwkvl_state      the recurrent state (fixed size); small, copyable, savable to a file. It records
  *                      only the model's shape, not the model: it may be used with any context of a
  *                      model of that shape.
@@ -83,7 +85,7 @@ extern "C" {
 
 /* The C API version of this header (see VERSIONING above). */
 #define RWKVL_API_VERSION_MAJOR 1
-#define RWKVL_API_VERSION_MINOR 0
+#define RWKVL_API_VERSION_MINOR 1
 #define RWKVL_API_VERSION (RWKVL_API_VERSION_MAJOR * 1000 + RWKVL_API_VERSION_MINOR)
 
 /* The C API version of the linked library, RWKVL_API_VERSION as the library was built. Never fails. */
@@ -284,8 +286,8 @@ rwkvl_ffn_params rwkvl_ffn_default_params(void); /* AUTO, no cache, no prefetch,
    when the model cannot honour the settings, e.g. PREDICT on a file without predictors, EXACT or a cache
    on a file without neuron bundles, or a cache below its minimum (the message names the minimum), or
    for NULL or an unknown mode; IO when the cache cannot open or read the model file. After a failure
-   the context has the default settings. Under a memory budget, set this before
-   rwkvl_context_set_memory (the plan depends on it). */
+   the context has the default settings. It rebuilds the session from its
+   parameters (1.1: the order of the set_* calls does not matter; rwkvl_session_new takes all at once). */
 rwkvl_status rwkvl_context_set_ffn(rwkvl_context* ctx, const rwkvl_ffn_params* params);
 /* Fills *out (the caller's struct) with the counts since the settings or the last reset.
    Errors: INVALID_ARGUMENT (NULL). */
@@ -323,7 +325,8 @@ typedef struct {
 rwkvl_head_params rwkvl_head_default_params(void); /* AUTO, 0.95, 3, 100, no compare. Never fails. */
 /* Replaces the context's head settings (and its statistics). Errors: INVALID_ARGUMENT (NULL, unknown
    mode, CLUSTER on a file without a cluster head, p outside (0, 1], min_clusters < 1, max below min).
-   Under a memory budget, set this before rwkvl_context_set_memory (the plan depends on it). */
+   It rebuilds the session from its
+   parameters (1.1: the order of the set_* calls does not matter). */
 rwkvl_status rwkvl_context_set_head(rwkvl_context* ctx, const rwkvl_head_params* params);
 /* Fills *out (the caller's struct). Errors: INVALID_ARGUMENT (NULL). */
 rwkvl_status rwkvl_context_head_stats(rwkvl_context* ctx, rwkvl_head_stats* out);
@@ -365,9 +368,9 @@ typedef struct {
 rwkvl_memory_params rwkvl_memory_default_params(void); /* no budget, no cache, no throttle, prefetch 1. Never fails. */
 /* Applies the memory settings to the context (replacing earlier ones). With a budget it measures the
    process's resident memory, drops the model's resident pages as rwkvl_model_release_pages does (so no
-   context of the model may be evaluating meanwhile) and makes the plan; call it after
-   rwkvl_context_set_head / rwkvl_context_set_ffn (the plan depends on them; it replaces an FFN cache
-   given there by the plan's). Fails with RWKVL_ERR_INVALID_ARGUMENT for NULL, a negative cache size,
+   context of the model may be evaluating meanwhile) and makes the plan; the plan takes the
+   head and FFN settings into account whichever call came first, and under a budget the FFN cache is
+   the plan's (a cache given with rwkvl_context_set_ffn is replaced). Fails with RWKVL_ERR_INVALID_ARGUMENT for NULL, a negative cache size,
    throttle, latency or max_chunk, prefetch outside 0..2, a budget below the minimum (the message names
    it), or a budget on a model that cannot be streamed (not a native file on disk, weights converted at
    load); IO or FORMAT when the model file cannot be read as planned. After a failure past the argument
@@ -382,6 +385,40 @@ rwkvl_status rwkvl_context_reset_memory_stats(rwkvl_context* ctx);
    NUL-terminated only when cap > *n_out. Errors: INVALID_ARGUMENT (NULL, no budget set, buffer too
    small). */
 rwkvl_status rwkvl_context_memory_plan(rwkvl_context* ctx, int json, char* out, size_t cap, size_t* n_out);
+
+/* ---------------------------------------------------------------- sessions (API 1.1) */
+
+/* A session is the context handle under its 1.1 name: every rwkvl_context_* and rwkvl_eval* call takes
+   one. rwkvl_session_new builds it once from one parameter struct (no call order to respect); the
+   rwkvl_context_set_ffn / _set_head / _set_memory calls of 1.0 remain and rebuild the session from its
+   parameters with that part replaced (statistics restart). */
+typedef struct rwkvl_context rwkvl_session;
+
+typedef struct {
+  int n_threads;              /* <= 0: the machine's hardware threads (at most 1024) */
+  rwkvl_ffn_params ffn;       /* channel-mix mode, neuron cache (replaced by the plan's under a budget) */
+  rwkvl_head_params head;     /* full or cluster head and its thresholds */
+  rwkvl_memory_params memory; /* budget, prefetch, embedding cache, storage throttle and latency, chunk */
+} rwkvl_session_params;
+
+/* Hardware threads, and each part's defaults (rwkvl_ffn_default_params, rwkvl_head_default_params,
+   rwkvl_memory_default_params). Never fails. */
+rwkvl_session_params rwkvl_session_default_params(void);
+/* Builds a session for the model: storage, head, memory plan (with a budget: measures the process's
+   resident memory and drops the model's resident pages first, so no session of the model may be
+   evaluating meanwhile), embedding cache, layer stream, FFN runtime. Success sets *out to a new session
+   the caller frees with rwkvl_session_free (or rwkvl_context_free); on failure *out is NULL. Errors:
+   INVALID_ARGUMENT (NULL; an unknown mode; values out of range; settings the model cannot honour, as
+   listed for rwkvl_context_set_ffn, _set_head and _set_memory; a budget below the minimum, the message
+   names it), IO or FORMAT (the model file cannot be read as planned). Not thread-safe for the model's
+   pages as said; otherwise any thread may build sessions of one model at once. */
+rwkvl_status rwkvl_session_new(const rwkvl_model* model, const rwkvl_session_params* params, rwkvl_session** out);
+/* Frees the session. NULL is a no-op. */
+void rwkvl_session_free(rwkvl_session* s);
+/* Replaces the session's parameters by *params, rebuilding it once (statistics restart). On failure the
+   session runs with the default parameters (keeping its thread count) and the error is returned.
+   Errors: as rwkvl_session_new. */
+rwkvl_status rwkvl_context_configure(rwkvl_session* s, const rwkvl_session_params* params);
 
 /* ---------------------------------------------------------------- tokenizers */
 

@@ -16,6 +16,7 @@
 #include "format/format.h"
 #include "model/model.h"
 #include "test_util.h"
+#include "runtime/session.h"
 
 namespace rwkvl {
 namespace {
@@ -31,7 +32,7 @@ std::string try_load(std::vector<uint8_t> b, ErrorCode* code = nullptr, bool* no
   try {
     auto m = Model::from_raw(read_checkpoint(MappedFile::from_bytes(std::move(b), "mem.bin")), {});
     // A file that loads must also run.
-    Context ctx(m, 1);
+    Session ctx(m, 1);
     State st;
     st.reset(m->config());
     int32_t tok = 0;
@@ -270,7 +271,7 @@ TEST(BadInput, TokenOutOfRangeLeavesStateUnchanged) {
   c.n_vocab = 50;
   c.head_size = 16;
   auto m = synth_model(c, "f32", 1);
-  Context ctx(m, 1);
+  Session ctx(m, 1);
   State st;
   st.reset(m->config());
   const std::vector<float> before = st.data;

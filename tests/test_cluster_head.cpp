@@ -17,8 +17,9 @@
 #include "compress/cluster_head.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
-#include "model/head.h"
+#include "runtime/head_runtime.h"
 #include "model/model.h"
+#include "runtime/session.h"
 
 namespace rwkvl {
 namespace {
@@ -194,10 +195,9 @@ TEST(ClusterHeadPass, BuildsAValidGroupedHead) {
     // Full mode gives the plain model's logits; cluster mode gives finite ones.
     std::vector<int32_t> toks = {1, 5, 900, 77, 3};
     for (HeadMode mode : {HeadMode::kFull, HeadMode::kCluster}) {
-      Context c0(m, 1), c1(out, 1);
-      HeadOptions ho;
-      ho.mode = mode;
-      c1.set_head_options(ho);
+      SessionParams sp;
+      sp.head.mode = mode;
+      Session c0(m, 1), c1(out, sp);
       State s0, s1;
       s0.reset(m->config());
       s1.reset(m->config());

@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "model/model.h"
 #include "test_util.h"
+#include "runtime/session.h"
 
 namespace rwkvl {
 namespace {
@@ -42,7 +43,7 @@ const std::string& calib_text() {
 // Logits after feeding a fixed byte prompt (RNN and sequence mode must agree for every model).
 std::vector<float> logits_of(const std::shared_ptr<const Model>& m, size_t chunk = 1) {
   const std::vector<int32_t> toks = bytes_of("The quick brown fox jumps over the lazy dog", 64);
-  Context ctx(m, 2);
+  Session ctx(m, 2);
   State st;
   st.reset(m->config());
   std::vector<float> out(static_cast<size_t>(m->config().n_vocab));
@@ -58,7 +59,7 @@ float max_diff(const std::vector<float>& a, const std::vector<float>& b) {
 
 // Mean NLL of a byte text under a model (a small perplexity for quantisation checks).
 double mean_nll(const std::shared_ptr<const Model>& m, const std::vector<int32_t>& toks) {
-  Context ctx(m, 2);
+  Session ctx(m, 2);
   State st;
   st.reset(m->config());
   const size_t V = static_cast<size_t>(m->config().n_vocab);

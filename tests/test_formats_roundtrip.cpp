@@ -8,12 +8,13 @@
 #include "format/format.h"
 #include "model/model.h"
 #include "test_util.h"
+#include "runtime/session.h"
 
 namespace rwkvl {
 namespace {
 
 std::vector<float> logits_of(const std::shared_ptr<Model>& m, size_t chunk = 1) {
-  Context ctx(m, 1);
+  Session ctx(m, 1);
   State st;
   st.reset(m->config());
   const std::vector<int32_t> toks = {34, 105, 110};

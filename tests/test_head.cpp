@@ -27,14 +27,15 @@
 #include "compress/sparse_ffn.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
-#include "model/head.h"
+#include "runtime/head_runtime.h"
 #include "model/model.h"
-#include "model/sparse_ffn.h"
+#include "runtime/ffn_runtime.h"
 #include "runtime/emb_cache.h"
 #include "runtime/layer_stream.h"
 #include "runtime/planner.h"
 #include "runtime/storage.h"
 #include "test_util.h"
+#include "runtime/session.h"
 
 namespace rwkvl {
 namespace {
@@ -137,9 +138,11 @@ std::vector<int32_t> tokens(size_t n, uint32_t seed, int kV = rwkvl::kV) {
 // Logits after every token (RNN mode and chunked), with the given head options (null = defaults).
 std::vector<float> run(const std::shared_ptr<Model>& m, const std::vector<int32_t>& toks, const HeadOptions* ho,
                        size_t chunk = 1, HeadStats* stats = nullptr, int64_t emb_rows = 0) {
-  Context ctx(m, 2);
-  if (ho) ctx.set_head_options(*ho);
-  if (emb_rows) ctx.set_emb_cache(emb_rows);
+  SessionParams sp;
+  sp.threads = 2;
+  if (ho) sp.head = *ho;
+  if (emb_rows) sp.memory.emb_rows = emb_rows;
+  Session ctx(m, sp);
   State st;
   st.reset(m->config());
   std::vector<float> out(toks.size() * kV);
@@ -157,7 +160,7 @@ double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
 
 // The hidden state the head sees (ln_out output) before each token's logits, via the context's steps.
 std::vector<float> head_inputs(const std::shared_ptr<Model>& m, const std::vector<int32_t>& toks) {
-  Context ctx(m, 1);
+  Session ctx(m, 1);
   State st;
   st.reset(m->config());
   std::vector<float> xs;
@@ -406,8 +409,10 @@ TEST(EmbCache, NeverChangesOutputsInMemoryOrFromTheFile) {
     const auto toks = tokens(40, 12);
     const auto ref = run(m, toks, nullptr);
     for (int64_t rows : {1, 7, kV}) {
-      Context ctx(m, 2);
-      ctx.set_emb_cache(rows);
+      SessionParams sp;
+      sp.threads = 2;
+      sp.memory.emb_rows = rows;
+      Session ctx(m, sp);
       State st;
       st.reset(m->config());
       std::vector<float> out(toks.size() * kV);
@@ -465,17 +470,15 @@ struct BudgetRun {
 
 BudgetRun run_budget(const std::shared_ptr<Model>& m, const std::vector<int32_t>& toks, uint64_t budget, bool prefetch,
                      size_t chunk) {
-  Context ctx(m, 2);
-  Context::MemoryOptions mo;
-  mo.budget = budget ? budget : uint64_t{1} << 40;  // 0: this context's own minimum (probed first)
+  SessionParams sp;
+  sp.threads = 2;
+  MemoryOptions& mo = sp.memory;
+  mo.budget = budget ? budget : uint64_t{1} << 40;  // 0: this session's own minimum (probed first)
   mo.prefetch = prefetch;
   mo.chunk = chunk;
   mo.baseline = 8u << 20;  // fixed, so the minimum does not move with this process's RSS (sanitizers)
-  ctx.set_memory(mo);
-  if (budget == 0) {
-    mo.budget = ctx.plan()->minimum + (64u << 10);
-    ctx.set_memory(mo);
-  }
+  if (budget == 0) mo.budget = Session(m, sp).plan()->minimum + (64u << 10);
+  Session ctx(m, sp);
   State st;
   st.reset(m->config());
   BudgetRun r;
@@ -498,7 +501,7 @@ TEST(MemoryPlan, LogitsAreBitIdenticalAcrossBudgets) {
       const auto m = Model::load(path, {});
       const auto toks = tokens(12, 21, kBigV);
       for (size_t chunk : {size_t{1}, size_t{4}}) {
-        Context plain(m, 2);
+        Session plain(m, 2);
         State st;
         st.reset(m->config());
         std::vector<float> ref(toks.size() * kBigV);
@@ -587,7 +590,7 @@ TEST(MemoryPlan, EveryTechniqueInOneFileKeepsItsLogitsUnderEveryBudget) {
   const auto toks = tokens(10, 43, kBigV);
   for (size_t chunk : {size_t{1}, size_t{4}}) {
     SCOPED_TRACE(chunk);
-    Context plain(m, 2);
+    Session plain(m, 2);
     State st;
     st.reset(m->config());
     std::vector<float> ref(toks.size() * kBigV);
@@ -624,21 +627,17 @@ TEST(MemoryPlan, StorageAfterAnFfnCacheKeepsTheCacheAndTheLogits) {
   compress::sparse_ffn(base, so, nullptr)->save_native(path, "keep");
   const auto m = Model::load(path, {});
   const auto toks = tokens(8, 32);
-  Context plain(m, 1);
-  FfnOptions exact;
-  exact.mode = FfnMode::kExact;
-  plain.set_ffn_options(exact);
+  SessionParams sp;
+  sp.ffn.mode = FfnMode::kExact;
+  Session plain(m, sp);
   State s0;
   s0.reset(m->config());
   std::vector<float> ref(toks.size() * kV);
   plain.eval(s0, toks.data(), toks.size(), 1, nullptr, ref.data());
-  Context ctx(m, 1);
-  FfnOptions cached = exact;
-  cached.cache_bytes = 1u << 20;
-  ctx.set_ffn_options(cached);
-  StorageOptions io;
-  io.mb_per_s = 1e5;
-  ctx.set_storage(io);
+  SessionParams cached = sp;
+  cached.ffn.cache_bytes = 1u << 20;
+  cached.storage.mb_per_s = 1e5;
+  Session ctx(m, cached);
   ASSERT_NE(ctx.ffn().cache(), nullptr);
   State s1;
   s1.reset(m->config());
@@ -653,12 +652,11 @@ TEST(MemoryPlan, RefusesBudgetsBelowTheMinimumNamingIt) {
   const std::string path = test::temp_dir() + "/refuse.rwkvl";
   base->save_native(path, "keep");
   const auto m = Model::load(path, {});
-  Context ctx(m, 1);
-  Context::MemoryOptions mo;
-  mo.budget = 1 << 20;  // 1 MiB: less than the process itself
-  mo.baseline = 8u << 20;
+  SessionParams mo;
+  mo.memory.budget = 1 << 20;  // 1 MiB: less than the process itself
+  mo.memory.baseline = 8u << 20;
   try {
-    ctx.set_memory(mo);
+    Session ctx(m, mo);
     ADD_FAILURE() << "accepted a 1 MiB budget";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
@@ -667,15 +665,16 @@ TEST(MemoryPlan, RefusesBudgetsBelowTheMinimumNamingIt) {
   }
   // A model in memory (not a native file) runs under a budget only when everything fits.
   const auto mem = base_model("f16", kBigC, kBigV);
-  Context c2(mem, 1);
-  Context::MemoryOptions big;
-  big.budget = uint64_t{1} << 40;
-  big.baseline = 8u << 20;
-  EXPECT_NO_THROW(c2.set_memory(big));
-  Context::MemoryOptions tight = big;
-  tight.budget = c2.plan()->minimum + (64u << 10);
+  SessionParams big;
+  big.memory.budget = uint64_t{1} << 40;
+  big.memory.baseline = 8u << 20;
+  std::unique_ptr<Session> c2;
+  EXPECT_NO_THROW(c2 = std::make_unique<Session>(mem, big));
+  ASSERT_TRUE(c2 && c2->plan());
+  SessionParams tight = big;
+  tight.memory.budget = c2->plan()->minimum + (64u << 10);
   try {
-    c2.set_memory(tight);
+    Session c3(mem, tight);
     ADD_FAILURE() << "streamed an in-memory model";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("native"), std::string::npos) << e.what();

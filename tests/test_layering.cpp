@@ -65,19 +65,6 @@ std::string parent_of(const std::string& rel) {
 // (file, include as written). Each one is removed by issue #14; then delete its line here.
 const std::set<std::pair<std::string, std::string>>& known_violations() {
   static const std::set<std::pair<std::string, std::string>> v = {
-      // model (2) -> runtime (3): Context lives in src/model and owns the runtime pieces (memory plan, layer
-      // stream, embedding cache, simulated storage, RSS from sysinfo); the FFN runtime uses the neuron cache and
-      // the sampler's splitmix64; the head runtime streams rows through storage. Removed by issue #14.
-      {"src/model/head.cpp", "runtime/storage.h"},
-      {"src/model/model.cpp", "runtime/emb_cache.h"},
-      {"src/model/model.cpp", "runtime/layer_stream.h"},
-      {"src/model/model.cpp", "runtime/planner.h"},
-      {"src/model/model.cpp", "runtime/storage.h"},
-      {"src/model/model.cpp", "runtime/sysinfo.h"},
-      {"src/model/sparse_ffn.cpp", "runtime/neuron_cache.h"},
-      {"src/model/sparse_ffn.cpp", "runtime/sampler.h"},
-      // runtime (3) -> the public header (5), for RWKVL_VERSION_STRING in system_info(). Removed by issue #14.
-      {"src/runtime/sysinfo.cpp", "rwkv_lite.h"},
       // tools -> src/: `compress` runs the C++ passes on the model behind a C handle (api::model_of), `info`
       // and `stats` read the C++ model. Removed by issue #14 (the passes get a C API).
       {"tools/rwkv-lite/cmd_compress.cpp", "api/api_internal.h"},
@@ -88,6 +75,7 @@ const std::set<std::pair<std::string, std::string>>& known_violations() {
       {"tools/rwkv-lite/cmd_model.cpp", "model/model.h"},
       {"tools/rwkv-lite/cmd_stats.cpp", "api/api_internal.h"},
       {"tools/rwkv-lite/cmd_stats.cpp", "model/model.h"},
+      {"tools/rwkv-lite/cmd_stats.cpp", "runtime/session.h"},
   };
   return v;
 }

@@ -7,6 +7,7 @@
 
 #include "model/model.h"
 #include "test_util.h"
+#include "runtime/session.h"
 
 namespace rwkvl {
 namespace {
@@ -43,7 +44,7 @@ TEST(ReferenceModel, PthMatchesExpectedLogits) {
   const std::vector<float> expected = test::read_f32_file(ref);
   ASSERT_EQ(expected.size(), 65536u);
   for (size_t chunk : {size_t{1}, size_t{5}}) {
-    Context ctx(m, 2);
+    Session ctx(m, 2);
     State st;
     st.reset(c);
     std::vector<float> logits(65536);

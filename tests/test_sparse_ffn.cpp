@@ -25,9 +25,10 @@
 #include "core/error.h"
 #include "kernels/kernels.h"
 #include "model/model.h"
-#include "model/sparse_ffn.h"
+#include "runtime/ffn_runtime.h"
 #include "runtime/neuron_cache.h"
 #include "test_util.h"
+#include "runtime/session.h"
 
 namespace rwkvl {
 namespace {
@@ -60,8 +61,10 @@ struct RunResult {
 // Feeds `toks` from a fresh state; `opt` null = the context's default FFN settings.
 RunResult run(const std::shared_ptr<const Model>& m, const std::vector<int32_t>& toks, size_t chunk,
               const FfnOptions* opt, int threads = 2) {
-  Context ctx(m, threads);
-  if (opt) ctx.set_ffn_options(*opt);
+  SessionParams sp;
+  sp.threads = threads;
+  if (opt) sp.ffn = *opt;
+  Session ctx(m, sp);
   State st;
   st.reset(m->config());
   RunResult r;
@@ -425,7 +428,7 @@ TEST_P(SparseFfnArch, BundledModelComputesTheSameFunction) {
                 static_cast<double>(ex.stats.value_rows) / static_cast<double>(ex.stats.neurons), pr.stats.active_frac(),
                 pr.stats.recall());
     // The default (auto) for a file with predictors is predict.
-    Context ctx(b, 1);
+    Session ctx(b, 1);
     EXPECT_EQ(ctx.ffn().mode(), FfnMode::kPredict);
   }
 }
@@ -441,7 +444,7 @@ TEST_P(SparseFfnArch, ExactModeReadsValueRowsOfActiveNeuronsOnly) {
   const std::vector<int32_t> toks = random_tokens(20, 256, 5);
   uint64_t active = 0;
   {
-    Context ctx(m, 1);
+    Session ctx(m, 1);
     ctx.set_observer([&](const Matrix& mat, const float* X, size_t T) {
       for (int l = 0; l < m->config().n_layer; ++l)
         if (&mat == &m->layer(l).ffn_v)
@@ -458,7 +461,7 @@ TEST_P(SparseFfnArch, ExactModeReadsValueRowsOfActiveNeuronsOnly) {
   // Float summation order may flip a key that is 0 up to rounding: allow a handful.
   EXPECT_NEAR(static_cast<double>(ex.stats.value_rows), static_cast<double>(active), 2.0 + 1e-3 * static_cast<double>(active));
   // No predictor: auto = dense.
-  Context ctx(b, 1);
+  Session ctx(b, 1);
   EXPECT_EQ(ctx.ffn().mode(), FfnMode::kDense);
 }
 
@@ -685,9 +688,10 @@ TEST(SparseFfnCache, SameLogitsAsTheMappedFile) {
   {
     FfnOptions o = mode(FfnMode::kExact);
     o.cache_bytes = min - 1;
-    Context ctx(g, 1);
+    SessionParams sp;
+    sp.ffn = o;
     try {
-      ctx.set_ffn_options(o);
+      Session ctx(g, sp);
       ADD_FAILURE() << "a cache below one layer was accepted";
     } catch (const Error& e) {
       EXPECT_EQ(named_minimum(e.what()), min) << e.what();
@@ -771,9 +775,10 @@ TEST(SparseFfnRuntime, RefusesSettingsTheModelCannotHonour) {
   std::shared_ptr<const Model> nopred = compress::sparse_ffn(plain, sparse_opts(256, false), nullptr);
   const Saved& s = saved();
   auto refused = [](const std::shared_ptr<const Model>& m, const FfnOptions& o) {
-    Context ctx(m, 1);
+    SessionParams sp;
+    sp.ffn = o;
     try {
-      ctx.set_ffn_options(o);
+      Session ctx(m, sp);
     } catch (const Error& e) {
       EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << e.what();
       return std::string(e.what());

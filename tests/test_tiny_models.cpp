@@ -8,6 +8,7 @@
 
 #include "model/model.h"
 #include "test_util.h"
+#include "runtime/session.h"
 
 namespace rwkvl {
 namespace {
@@ -29,7 +30,7 @@ Diff diff(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 std::vector<float> run(const std::shared_ptr<Model>& m, const std::vector<int32_t>& toks, size_t chunk, int threads = 1) {
-  Context ctx(m, threads);
+  Session ctx(m, threads);
   State st;
   st.reset(m->config());
   std::vector<float> logits(static_cast<size_t>(m->config().n_vocab));
@@ -104,7 +105,7 @@ TEST(TinyModelSequence, LongChunksMatchRnn) {
     std::vector<int32_t> toks;
     const std::string text = "The quick brown fox jumps over the lazy dog.";
     for (char ch : text) toks.push_back(static_cast<unsigned char>(ch));
-    Context ctx(m, 2);
+    Session ctx(m, 2);
     State a, b;
     a.reset(m->config());
     b.reset(m->config());

@@ -23,6 +23,7 @@
 #include "model/verify.h"
 #include "rwkv_lite.h"
 #include "test_util.h"
+#include "runtime/session.h"
 
 namespace rwkvl {
 namespace {
@@ -187,7 +188,7 @@ TEST(NonFinite, CorruptWeightStopsEvalNamingTheLayer) {
     // The good file runs; the corrupt one throws with the layer, not NaN logits.
     for (const std::string& path : {src, bad}) {
       auto m = Model::load(path, {});
-      Context ctx(m, 1);
+      Session ctx(m, 1);
       State st;
       st.reset(m->config());
       std::vector<int32_t> toks = {1, 2, 3, 4, 5};
@@ -218,7 +219,7 @@ TEST(NonFinite, CorruptStateStopsEval) {
   c.n_vocab = 40;
   c.head_size = 16;
   auto m = synth_model(c, "f32", 3);
-  Context ctx(m, 1);
+  Session ctx(m, 1);
   State st;
   st.reset(m->config());
   st.layer(m->config(), 2)[40] = std::nanf("");  // layer 2's wkv state
@@ -465,7 +466,7 @@ TEST(SigbusGuard, MappingsAreRegisteredWhileOpen) {
 TEST(SigbusGuard, ModelFileModifiedInPlaceIsRefused) {
   const std::string p = small_model("inplace.rwkvl", 5, "f32");
   auto m = Model::load(p, {});
-  Context ctx(m, 1);
+  Session ctx(m, 1);
   State st;
   st.reset(m->config());
   const int32_t tok = 1;

@@ -8,18 +8,17 @@
 #include <string>
 
 #include "core/error.h"
+#include "runtime/session.h"
 #include "tokenizer/tokenizer.h"
 #include "rwkv_lite.h"
 
-namespace rwkvl {
-class Model;
-class Context;
-}
-
-// The context handle (defined here so every C API file can reach the library context).
+// The context (= session) handle: the parameters and the library session built from them (defined here so
+// every C API file can reach it). The rwkvl_context_set_* calls change one part of `params` and rebuild the
+// session from all of it.
 struct rwkvl_context {
-  std::unique_ptr<rwkvl::Context> ctx;
-  int n_threads = 1;
+  std::shared_ptr<const rwkvl::Model> m;
+  rwkvl::SessionParams params;
+  std::unique_ptr<rwkvl::Session> s;
 };
 
 // The tokenizer handle (the text streams of c_api_input.cpp read through it).
@@ -32,6 +31,17 @@ namespace rwkvl::api {
 
 // The library model behind a handle (for in-tree tools that run C++ passes on a loaded model).
 std::shared_ptr<Model> model_of(const rwkvl_model* m);
+
+// The C parameter structs as library options (kInvalidArgument naming `fn` for unknown modes and values
+// out of range).
+FfnOptions ffn_options(const rwkvl_ffn_params& p, const char* fn);
+HeadOptions head_options(const rwkvl_head_params& p, const char* fn);
+void memory_options(const rwkvl_memory_params& p, const char* fn, StorageOptions& so, MemoryOptions& mo);
+SessionParams session_params(const rwkvl_session_params& p, const char* fn);
+// Replaces the context's session by one built from `p` (the old one is freed first: a budget's plan measures
+// the process without it). When that fails, the context gets a session built from `fallback` and the first
+// error is thrown.
+void rebuild(rwkvl_context* ctx, const SessionParams& p, const SessionParams& fallback);
 
 void set_last_error(const std::string& msg);
 void clear_last_error();

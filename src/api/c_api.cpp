@@ -11,7 +11,7 @@
 #include <thread>
 
 #include "api/api_internal.h"
-#include "model/sparse_ffn.h"
+#include "runtime/ffn_runtime.h"
 #include "runtime/neuron_cache.h"
 #include "core/file_writer.h"
 #include "core/mapped_file.h"
@@ -97,6 +97,51 @@ void state_header_v2(const rwkvl::ModelConfig& c, uint64_t n, uint8_t* out) {
 }
 
 }  // namespace
+
+namespace rwkvl::api {
+
+void rebuild(rwkvl_context* ctx, const SessionParams& p, const SessionParams& fallback) {
+  ctx->s.reset();  // its threads, caches and file handles go before the new ones come
+  try {
+    ctx->s = std::make_unique<Session>(ctx->m, p);
+    ctx->params = p;
+  } catch (...) {
+    ctx->s = std::make_unique<Session>(ctx->m, fallback);
+    ctx->params = fallback;
+    throw;
+  }
+}
+
+FfnOptions ffn_options(const rwkvl_ffn_params& p, const char* fn) {
+  FfnOptions o;
+  switch (p.mode) {
+    case RWKVL_FFN_AUTO: o.mode = FfnMode::kAuto; break;
+    case RWKVL_FFN_DENSE: o.mode = FfnMode::kDense; break;
+    case RWKVL_FFN_EXACT: o.mode = FfnMode::kExact; break;
+    case RWKVL_FFN_PREDICT: o.mode = FfnMode::kPredict; break;
+    default: RWKVL_FAIL(kInvalidArgument, "%s: unknown mode %d", fn, static_cast<int>(p.mode));
+  }
+  o.cache_bytes = p.cache_bytes;
+  o.prefetch = p.prefetch != 0;
+  o.verify = p.verify != 0;
+  o.random_frac = p.random_frac;
+  o.seed = p.seed;
+  return o;
+}
+
+SessionParams session_params(const rwkvl_session_params& p, const char* fn) {
+  SessionParams sp;
+  int n_threads = p.n_threads;
+  if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  RWKVL_API_REQUIRE(n_threads <= 1024, "%s: %d threads is too many", fn, n_threads);
+  sp.threads = n_threads;
+  sp.ffn = ffn_options(p.ffn, fn);
+  sp.head = head_options(p.head, fn);
+  memory_options(p.memory, fn, sp.storage, sp.memory);
+  return sp;
+}
+
+}  // namespace rwkvl::api
 
 extern "C" {
 
@@ -193,21 +238,49 @@ rwkvl_status rwkvl_synth(const rwkvl_synth_params* params, const char* path) {
 
 // ---------------------------------------------------------------- contexts, states, eval
 
-rwkvl_status rwkvl_context_new(const rwkvl_model* model, int n_threads, rwkvl_context** out) {
+
+rwkvl_session_params rwkvl_session_default_params(void) {
+  rwkvl_session_params p{};
+  p.n_threads = 0;
+  p.ffn = rwkvl_ffn_default_params();
+  p.head = rwkvl_head_default_params();
+  p.memory = rwkvl_memory_default_params();
+  return p;
+}
+
+rwkvl_status rwkvl_session_new(const rwkvl_model* model, const rwkvl_session_params* params, rwkvl_session** out) {
   return guarded([&] {
-    RWKVL_API_REQUIRE(model && out, "rwkvl_context_new: NULL argument");
+    RWKVL_API_REQUIRE(model && params && out, "rwkvl_session_new: NULL argument");
     *out = nullptr;
-    if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    RWKVL_API_REQUIRE(n_threads <= 1024, "rwkvl_context_new: %d threads is too many", n_threads);
+    const rwkvl::SessionParams sp = rwkvl::api::session_params(*params, "rwkvl_session_new");
     auto h = std::make_unique<rwkvl_context>();
-    h->ctx = std::make_unique<rwkvl::Context>(model->m, n_threads);
-    h->n_threads = n_threads;
+    h->m = model->m;
+    h->params = sp;
+    h->s = std::make_unique<rwkvl::Session>(model->m, sp);
     *out = h.release();
   });
 }
 
+void rwkvl_session_free(rwkvl_session* s) { delete s; }
+
+rwkvl_status rwkvl_context_configure(rwkvl_context* ctx, const rwkvl_session_params* params) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(ctx && params, "rwkvl_context_configure: NULL argument");
+    const rwkvl::SessionParams sp = rwkvl::api::session_params(*params, "rwkvl_context_configure");
+    rwkvl::SessionParams fallback;
+    fallback.threads = sp.threads;
+    rwkvl::api::rebuild(ctx, sp, fallback);
+  });
+}
+
+rwkvl_status rwkvl_context_new(const rwkvl_model* model, int n_threads, rwkvl_context** out) {
+  rwkvl_session_params p = rwkvl_session_default_params();
+  p.n_threads = n_threads;
+  return rwkvl_session_new(model, &p, out);
+}
+
 void rwkvl_context_free(rwkvl_context* ctx) { delete ctx; }
-int rwkvl_context_threads(const rwkvl_context* ctx) { return ctx ? ctx->n_threads : 0; }
+int rwkvl_context_threads(const rwkvl_context* ctx) { return ctx ? ctx->params.threads : 0; }
 
 rwkvl_ffn_params rwkvl_ffn_default_params(void) {
   rwkvl_ffn_params p{};
@@ -220,27 +293,17 @@ rwkvl_ffn_params rwkvl_ffn_default_params(void) {
 rwkvl_status rwkvl_context_set_ffn(rwkvl_context* ctx, const rwkvl_ffn_params* params) {
   return guarded([&] {
     RWKVL_API_REQUIRE(ctx && params, "rwkvl_context_set_ffn: NULL argument");
-    rwkvl::FfnOptions o;
-    switch (params->mode) {
-      case RWKVL_FFN_AUTO: o.mode = rwkvl::FfnMode::kAuto; break;
-      case RWKVL_FFN_DENSE: o.mode = rwkvl::FfnMode::kDense; break;
-      case RWKVL_FFN_EXACT: o.mode = rwkvl::FfnMode::kExact; break;
-      case RWKVL_FFN_PREDICT: o.mode = rwkvl::FfnMode::kPredict; break;
-      default: RWKVL_FAIL(kInvalidArgument, "rwkvl_context_set_ffn: unknown mode %d", static_cast<int>(params->mode));
-    }
-    o.cache_bytes = params->cache_bytes;
-    o.prefetch = params->prefetch != 0;
-    o.verify = params->verify != 0;
-    o.random_frac = params->random_frac;
-    o.seed = params->seed;
-    ctx->ctx->set_ffn_options(o);
+    rwkvl::SessionParams p = ctx->params, fallback = ctx->params;
+    p.ffn = rwkvl::api::ffn_options(*params, "rwkvl_context_set_ffn");
+    fallback.ffn = rwkvl::FfnOptions{};
+    rwkvl::api::rebuild(ctx, p, fallback);
   });
 }
 
 rwkvl_status rwkvl_context_ffn_stats(rwkvl_context* ctx, rwkvl_ffn_stats* out) {
   return guarded([&] {
     RWKVL_API_REQUIRE(ctx && out, "rwkvl_context_ffn_stats: NULL argument");
-    const rwkvl::FfnRuntime& f = ctx->ctx->ffn();
+    const rwkvl::FfnRuntime& f = ctx->s->ffn();
     const rwkvl::FfnStats& s = f.stats();
     *out = rwkvl_ffn_stats{};
     out->evals = s.evals;
@@ -275,7 +338,7 @@ rwkvl_status rwkvl_context_ffn_stats(rwkvl_context* ctx, rwkvl_ffn_stats* out) {
 rwkvl_status rwkvl_context_reset_ffn_stats(rwkvl_context* ctx) {
   return guarded([&] {
     RWKVL_API_REQUIRE(ctx, "rwkvl_context_reset_ffn_stats: NULL argument");
-    ctx->ctx->ffn().reset_stats();
+    ctx->s->ffn().reset_stats();
   });
 }
 
@@ -393,7 +456,7 @@ static rwkvl_status eval_impl(rwkvl_context* ctx, rwkvl_state* state, const int3
   return guarded([&] {
     RWKVL_API_REQUIRE(ctx && state && (tokens || n == 0), "rwkvl_eval: NULL argument");
     if (n == 0) return;
-    ctx->ctx->eval(state->st, tokens, n, chunk, logits, logits_all);
+    ctx->s->eval(state->st, tokens, n, chunk, logits, logits_all);
   });
 }
 

@@ -2,7 +2,7 @@
 #include <cmath>
 
 #include "api/api_internal.h"
-#include "model/head.h"
+#include "runtime/head_runtime.h"
 #include "model/model.h"
 #include <cstring>
 #include <string>
@@ -26,28 +26,61 @@ rwkvl_head_params rwkvl_head_default_params(void) {
   return p;
 }
 
+namespace rwkvl::api {
+
+HeadOptions head_options(const rwkvl_head_params& params, const char* fn) {
+  HeadOptions o;
+  switch (params.mode) {
+    case RWKVL_HEAD_AUTO: o.mode = HeadMode::kAuto; break;
+    case RWKVL_HEAD_FULL: o.mode = HeadMode::kFull; break;
+    case RWKVL_HEAD_CLUSTER: o.mode = HeadMode::kCluster; break;
+    default: RWKVL_FAIL(kInvalidArgument, "%s: unknown mode %d", fn, static_cast<int>(params.mode));
+  }
+  o.p = params.p;
+  o.min_clusters = params.min_clusters;
+  o.max_clusters = params.max_clusters;
+  o.compare = params.compare != 0;
+  return o;
+}
+
+void memory_options(const rwkvl_memory_params& params, const char* fn, StorageOptions& so, MemoryOptions& mo) {
+  (void)fn;
+  RWKVL_API_REQUIRE(params.emb_cache_rows >= 0, "embedding cache of %lld rows: the size must be >= 0",
+                    static_cast<long long>(params.emb_cache_rows));
+  RWKVL_API_REQUIRE(std::isfinite(params.io_mb_per_s) && params.io_mb_per_s >= 0,
+                    "storage throttle of %g MB/s: it must be >= 0 (0 = none)", params.io_mb_per_s);
+  RWKVL_API_REQUIRE(std::isfinite(params.io_latency_us) && params.io_latency_us >= 0,
+                    "storage latency of %g us: it must be >= 0", params.io_latency_us);
+  so = StorageOptions{};
+  so.mb_per_s = params.io_mb_per_s;
+  so.latency_us = params.io_latency_us;
+  RWKVL_API_REQUIRE(params.max_chunk >= 0, "max_chunk must be >= 0");
+  mo = MemoryOptions{};
+  mo.budget = params.budget_bytes;
+  RWKVL_API_REQUIRE(params.prefetch >= 0 && params.prefetch <= 2, "prefetch must be 0, 1 or 2");
+  mo.prefetch = params.prefetch != 0;
+  mo.reader = params.prefetch == 1;
+  mo.emb_rows = params.emb_cache_rows > 0 ? params.emb_cache_rows : (params.budget_bytes ? -1 : 0);
+  mo.reserve = params.reserve_bytes;
+  mo.chunk = params.max_chunk > 0 ? static_cast<size_t>(params.max_chunk) : 32;
+}
+
+}  // namespace rwkvl::api
+
 rwkvl_status rwkvl_context_set_head(rwkvl_context* ctx, const rwkvl_head_params* params) {
   return guarded([&] {
     RWKVL_API_REQUIRE(ctx && params, "rwkvl_context_set_head: NULL argument");
-    rwkvl::HeadOptions o;
-    switch (params->mode) {
-      case RWKVL_HEAD_AUTO: o.mode = rwkvl::HeadMode::kAuto; break;
-      case RWKVL_HEAD_FULL: o.mode = rwkvl::HeadMode::kFull; break;
-      case RWKVL_HEAD_CLUSTER: o.mode = rwkvl::HeadMode::kCluster; break;
-      default: RWKVL_FAIL(kInvalidArgument, "rwkvl_context_set_head: unknown mode %d", static_cast<int>(params->mode));
-    }
-    o.p = params->p;
-    o.min_clusters = params->min_clusters;
-    o.max_clusters = params->max_clusters;
-    o.compare = params->compare != 0;
-    ctx->ctx->set_head_options(o);
+    rwkvl::SessionParams p = ctx->params, fallback = ctx->params;
+    p.head = rwkvl::api::head_options(*params, "rwkvl_context_set_head");
+    fallback.head = rwkvl::HeadOptions{};
+    rwkvl::api::rebuild(ctx, p, fallback);
   });
 }
 
 rwkvl_status rwkvl_context_head_stats(rwkvl_context* ctx, rwkvl_head_stats* out) {
   return guarded([&] {
     RWKVL_API_REQUIRE(ctx && out, "rwkvl_context_head_stats: NULL argument");
-    const rwkvl::HeadRuntime& h = ctx->ctx->head();
+    const rwkvl::HeadRuntime& h = ctx->s->head();
     const rwkvl::HeadStats& s = h.stats();
     *out = rwkvl_head_stats{};
     out->tokens = s.tokens;
@@ -65,7 +98,7 @@ rwkvl_status rwkvl_context_head_stats(rwkvl_context* ctx, rwkvl_head_stats* out)
 rwkvl_status rwkvl_context_reset_head_stats(rwkvl_context* ctx) {
   return guarded([&] {
     RWKVL_API_REQUIRE(ctx, "rwkvl_context_reset_head_stats: NULL argument");
-    ctx->ctx->head().reset_stats();
+    ctx->s->head().reset_stats();
   });
 }
 
@@ -78,26 +111,11 @@ rwkvl_memory_params rwkvl_memory_default_params(void) {
 rwkvl_status rwkvl_context_set_memory(rwkvl_context* ctx, const rwkvl_memory_params* params) {
   return guarded([&] {
     RWKVL_API_REQUIRE(ctx && params, "rwkvl_context_set_memory: NULL argument");
-    RWKVL_API_REQUIRE(params->emb_cache_rows >= 0, "embedding cache of %lld rows: the size must be >= 0",
-                      static_cast<long long>(params->emb_cache_rows));
-    RWKVL_API_REQUIRE(std::isfinite(params->io_mb_per_s) && params->io_mb_per_s >= 0,
-                      "storage throttle of %g MB/s: it must be >= 0 (0 = none)", params->io_mb_per_s);
-    RWKVL_API_REQUIRE(std::isfinite(params->io_latency_us) && params->io_latency_us >= 0,
-                      "storage latency of %g us: it must be >= 0", params->io_latency_us);
-    rwkvl::StorageOptions so;
-    so.mb_per_s = params->io_mb_per_s;
-    so.latency_us = params->io_latency_us;
-    RWKVL_API_REQUIRE(params->max_chunk >= 0, "max_chunk must be >= 0");
-    ctx->ctx->set_storage(so);
-    rwkvl::Context::MemoryOptions mo;
-    mo.budget = params->budget_bytes;
-    RWKVL_API_REQUIRE(params->prefetch >= 0 && params->prefetch <= 2, "prefetch must be 0, 1 or 2");
-    mo.prefetch = params->prefetch != 0;
-    mo.reader = params->prefetch == 1;
-    mo.emb_rows = params->emb_cache_rows > 0 ? params->emb_cache_rows : (params->budget_bytes ? -1 : 0);
-    mo.reserve = params->reserve_bytes;
-    mo.chunk = params->max_chunk > 0 ? static_cast<size_t>(params->max_chunk) : 32;
-    ctx->ctx->set_memory(mo);
+    rwkvl::SessionParams p = ctx->params, fallback = ctx->params;
+    rwkvl::api::memory_options(*params, "rwkvl_context_set_memory", p.storage, p.memory);
+    fallback.storage = p.storage;
+    fallback.memory = rwkvl::MemoryOptions{};
+    rwkvl::api::rebuild(ctx, p, fallback);
   });
 }
 
@@ -105,40 +123,40 @@ rwkvl_status rwkvl_context_memory_stats(rwkvl_context* ctx, rwkvl_memory_stats* 
   return guarded([&] {
     RWKVL_API_REQUIRE(ctx && out, "rwkvl_context_memory_stats: NULL argument");
     *out = rwkvl_memory_stats{};
-    if (const rwkvl::EmbCache* e = ctx->ctx->emb_cache()) {
+    if (const rwkvl::EmbCache* e = ctx->s->emb_cache()) {
       out->emb_lookups = e->stats().lookups;
       out->emb_hits = e->stats().hits;
       out->emb_bytes_read = e->stats().bytes_read;
       out->emb_cache_rows = e->capacity();
       out->emb_cache_bytes = e->bytes();
     }
-    if (const auto& st = ctx->ctx->storage()) {
+    if (const auto& st = ctx->s->storage()) {
       const rwkvl::StorageStats s = st->stats();
       out->io_reads = s.reads;
       out->io_bytes = s.bytes;
       out->io_seconds = s.seconds;
     }
-    if (const rwkvl::MemoryPlan* p = ctx->ctx->plan()) {
+    if (const rwkvl::MemoryPlan* p = ctx->s->plan()) {
       out->planned_bytes = p->total;
       out->minimum_bytes = p->minimum;
       out->resident_weight_bytes = p->small + p->resident_layers + p->resident_head + p->resident_ffn;
       out->planned_stream_bytes_per_token = p->streamed_per_token;
     }
-    if (const rwkvl::LayerStream* ls = ctx->ctx->layer_stream()) {
+    if (const rwkvl::LayerStream* ls = ctx->s->layer_stream()) {
       const rwkvl::LayerStreamStats s = ls->stats();
       out->layer_loads = s.loads;
       out->layer_bytes = s.bytes;
       out->layer_prefetch_hits = s.prefetch_hits;
       out->layer_wait_seconds = s.wait_seconds;
     }
-    out->head_stream_bytes = ctx->ctx->head().stream_bytes_read();
+    out->head_stream_bytes = ctx->s->head().stream_bytes_read();
   });
 }
 
 rwkvl_status rwkvl_context_memory_plan(rwkvl_context* ctx, int json, char* out, size_t cap, size_t* n_out) {
   return guarded([&] {
     RWKVL_API_REQUIRE(ctx && n_out && (out || cap == 0), "rwkvl_context_memory_plan: NULL argument");
-    const rwkvl::MemoryPlan* p = ctx->ctx->plan();
+    const rwkvl::MemoryPlan* p = ctx->s->plan();
     RWKVL_API_REQUIRE(p, "rwkvl_context_memory_plan: the context has no memory budget");
     const std::string text = json ? p->to_json().dump() : p->describe();
     *n_out = text.size();
@@ -150,8 +168,6 @@ rwkvl_status rwkvl_context_memory_plan(rwkvl_context* ctx, int json, char* out, 
 rwkvl_status rwkvl_context_reset_memory_stats(rwkvl_context* ctx) {
   return guarded([&] {
     RWKVL_API_REQUIRE(ctx, "rwkvl_context_reset_memory_stats: NULL argument");
-    if (rwkvl::EmbCache* e = ctx->ctx->emb_cache_mut()) e->reset_stats();
-    if (const auto& st = ctx->ctx->storage()) st->reset_stats();
-    ctx->ctx->reset_stream_stats();
+    ctx->s->reset_memory_stats();
   });
 }

@@ -14,6 +14,7 @@
 #include "core/threadpool.h"
 #include "model/ops.h"
 #include "runtime/sampler.h"
+#include "runtime/session.h"
 
 namespace rwkvl::compress {
 
@@ -299,7 +300,7 @@ std::shared_ptr<Model> cluster_head(const std::shared_ptr<const Model>& in, cons
   std::vector<double> mean_p(static_cast<size_t>(V), 0.0);
   std::vector<int32_t> top(static_cast<size_t>(N));
   {
-    Context ctx(in, std::max(1, o.n_threads));
+    Session ctx(in, std::max(1, o.n_threads));
     State st;
     st.reset(cfg);
     const size_t chunk = static_cast<size_t>(std::max(1, o.chunk));

@@ -10,6 +10,7 @@
 #include "compress/linalg.h"
 #include "core/error.h"
 #include "core/hash.h"
+#include "runtime/session.h"
 
 namespace rwkvl::compress {
 
@@ -91,9 +92,9 @@ struct Calibration {
 // `advance` the residual stream and the layer's state move on to the next layer; otherwise both are
 // left untouched (a trial pass to collect inputs).
 void run_layer(const std::shared_ptr<const Model>& model, Calibration& cal, int l, const Options& opts,
-               const Context::Observer& obs, bool advance) {
+               const Observer& obs, bool advance) {
   const size_t C = static_cast<size_t>(model->config().n_embd);
-  Context ctx(model, opts.n_threads);
+  Session ctx(model, opts.n_threads);
   ctx.set_observer(obs);
   State st = cal.state;
   const size_t chunk = static_cast<size_t>(std::max(1, opts.chunk));
@@ -227,7 +228,7 @@ std::shared_ptr<Model> run(const std::shared_ptr<const Model>& in, const Options
     const size_t C = static_cast<size_t>(cfg.n_embd);
     cal.n = opts.calib.size();
     cal.x.resize(cal.n * C);
-    Context ctx(in, opts.n_threads);
+    Session ctx(in, opts.n_threads);
     ctx.embed(opts.calib.data(), cal.n, cal.x.data());
     cal.state.reset(cfg);
   }
@@ -262,7 +263,7 @@ std::shared_ptr<Model> run(const std::shared_ptr<const Model>& in, const Options
           const std::string base = "blocks." + std::to_string(l) + "." + t;
           by_matrix[&m] = &grams.emplace(base, linalg::Gram(m.cols)).first->second;
         }
-      Context ctx(in, opts.n_threads);
+      Session ctx(in, opts.n_threads);
       ctx.set_observer([&by_matrix](const Matrix& m, const float* X, size_t T) {
         auto it = by_matrix.find(&m);
         if (it != by_matrix.end()) it->second->add(X, static_cast<int64_t>(T));

@@ -9,7 +9,8 @@
 #include "compress/compress.h"
 #include "core/dtype.h"
 #include "core/error.h"
-#include "model/sparse_ffn.h"
+#include "runtime/ffn_runtime.h"
+#include "runtime/session.h"
 
 namespace rwkvl::compress {
 
@@ -97,7 +98,7 @@ std::shared_ptr<Model> sparse_ffn(const std::shared_ptr<const Model>& in, const 
     s.active.reserve(static_cast<size_t>(N * F));
   }
   {
-    Context ctx(in, opt.n_threads);
+    Session ctx(in, opt.n_threads);
     ctx.set_observer([&](const Matrix& m, const float* X, size_t T) {
       for (int l = 0; l < L; ++l) {
         const LayerWeights& lw = in->layer(l);

@@ -38,18 +38,6 @@
 
 namespace rwkvl {
 
-class ThreadPool;
-class FfnRuntime;
-struct FfnOptions;
-struct FfnStats;
-class HeadRuntime;
-struct HeadOptions;
-class EmbCache;
-class Storage;
-struct StorageOptions;
-class LayerStream;
-struct MemoryPlan;
-
 struct ModelConfig {
   int arch_major = 0;  // 4, 5, 6, 7
   int arch_minor = 0;  // v5: 0, 1 (per-head decay; 1 has a gate), 2 (per-channel decay, gate)
@@ -277,106 +265,5 @@ struct State {
   static size_t layer_floats(const ModelConfig& cfg);
   float* layer(const ModelConfig& cfg, int i) { return data.data() + layer_floats(cfg) * static_cast<size_t>(i); }
 };
-
-// Scratch buffers + thread pool for evaluating; one per evaluating thread.
-class Context {
- public:
-  Context(std::shared_ptr<const Model> model, int n_threads);
-  ~Context();
-  // Feeds tokens[0..n) through the model in chunks of at most `chunk` (1 = RNN mode; 0 = 32; above kMaxChunk =
-  // kMaxChunk). logits_last: NULL or n_vocab floats; logits_all: NULL or n * n_vocab floats.
-  static constexpr size_t kMaxChunk = 1024;
-  void eval(State& state, const int32_t* tokens, size_t n, size_t chunk, float* logits_last, float* logits_all);
-  ThreadPool* pool() { return pool_.get(); }
-  const Model& model() const { return *model_; }
-
-  // Lower-level steps of eval(), used by calibration (src/compress/): embeds T tokens + ln0 into x
-  // (T x C), runs layers [l_begin, l_end) over x with the state, and computes logits from x.
-  void embed(const int32_t* tokens, size_t T, float* x);
-  void forward_layers(State& state, float* x, size_t T, int l_begin, int l_end);
-  // Called by every projection with its input (T x cols) before it runs; null = none.
-  using Observer = std::function<void(const Matrix& m, const float* X, size_t T)>;
-  void set_observer(Observer obs) { observer_ = std::move(obs); }
-  const Observer& observer() const { return observer_; }
-  // Scratch for the rank-sized intermediate of factored matrices.
-  float* lowrank_scratch(size_t n) {
-    if (lowrank_.size() < n) lowrank_.resize(n);
-    return lowrank_.data();
-  }
-
-  // Sparse channel-mix settings (mode, neuron cache, verification); see model/sparse_ffn.h. Throws on
-  // settings the model cannot honour (e.g. predict mode without predictors).
-  void set_ffn_options(const FfnOptions& o);
-  FfnRuntime& ffn();  // created on first use with the defaults
-
-  // Output head settings (full or cluster head, model/head.h); throws on settings the model cannot
-  // honour (cluster mode without a cluster head).
-  void set_head_options(const HeadOptions& o);
-  HeadRuntime& head();  // created on first use with the defaults
-
-  // Simulated storage for every read of weights from the model file (runtime/storage.h); replaces the
-  // storage used by later set_emb_cache() calls. storage() is null for models that are not native
-  // files on disk (weights then live in memory).
-  void set_storage(const StorageOptions& o);
-  const std::shared_ptr<Storage>& storage();
-  // rows > 0: embedding rows are read on demand from the file into an LRU cache of this many rows
-  // (models in memory: copied from it); 0: rows are read in place. Outputs do not change.
-  void set_emb_cache(int64_t rows);
-  const EmbCache* emb_cache() const { return emb_cache_.get(); }
-  EmbCache* emb_cache_mut() { return emb_cache_.get(); }
-
-  // Runs the context within a memory budget (runtime/planner.h): plans which weights stay resident and
-  // streams the rest from the file (layer preload buffer with an optional background reader, head rows,
-  // FFN neuron cache), with an embedding cache. Set the head and FFN options first (the plan depends on
-  // them). budget 0 = no budget (emb_rows > 0 still gives an embedding cache). Throws when the budget is
-  // below the minimum. Outputs are the same for every budget.
-  struct MemoryOptions {
-    uint64_t budget = 0;
-    bool prefetch = true;   // plan two layer slots and read the next streamed layer in the background
-    bool reader = true;     // with prefetch: false keeps the plan but reads synchronously (for A/B timing)
-    int64_t emb_rows = -1;  // -1: 4096 under a budget, none without
-    uint64_t reserve = 0;   // caller buffers to leave room for
-    size_t chunk = 32;      // most tokens per chunk: eval() feeds at most this many at a time under a plan
-    uint64_t baseline = 0;  // bytes already resident in the process; 0 = measure (VmRSS) when planning
-  };
-  void set_memory(const MemoryOptions& o);
-  const MemoryPlan* plan() const { return plan_.get(); }
-  const LayerStream* layer_stream() const { return stream_.get(); }
-  void reset_stream_stats();
-  // The weights of layer l for the forward pass: the model's, or the streamed copy.
-  const LayerWeights& layer(int l);
-
-  // Per-chunk scratch, sized for `cap_` tokens (grown on demand).
-  float* buf(int i) { return bufs_[static_cast<size_t>(i)].data(); }
-  size_t cap() const { return cap_; }
-
- private:
-  void ensure_capacity(size_t T);
-  void eval_chunk(State& state, const int32_t* tokens, size_t T, float* logits_last, float* logits_all);
-  std::shared_ptr<const Model> model_;
-  std::unique_ptr<ThreadPool> pool_;
-  std::vector<std::vector<float>> bufs_;
-  std::vector<float> x_;  // the residual stream of the current chunk, T x C
-  std::vector<float> lowrank_;
-  Observer observer_;
-  std::unique_ptr<FfnRuntime> ffn_;
-  std::unique_ptr<HeadRuntime> head_;
-  std::unique_ptr<EmbCache> emb_cache_;
-  std::shared_ptr<Storage> storage_;
-  bool storage_set_ = false;
-  std::unique_ptr<MemoryPlan> plan_;
-  std::unique_ptr<LayerStream> stream_;
-  size_t plan_chunk_ = 0;
-  size_t cap_ = 0;
-};
-
-// Per-architecture forward passes over a chunk of T tokens: x is T x C (already embedded and
-// ln0-normalised), updated in place through all layers.
-// Layer range lets calibration run one layer at a time. Uses
-// ctx's scratch buffers, so calibration can run one layer at a time. Layers [l_begin, l_end).
-void forward_layers_v4(Context& ctx, State& st, float* x, size_t T, int l_begin, int l_end);
-void forward_layers_v5(Context& ctx, State& st, float* x, size_t T, int l_begin, int l_end);
-void forward_layers_v6(Context& ctx, State& st, float* x, size_t T, int l_begin, int l_end);
-void forward_layers_v7(Context& ctx, State& st, float* x, size_t T, int l_begin, int l_end);
 
 }  // namespace rwkvl

@@ -7,6 +7,7 @@
 
 #include "core/threadpool.h"
 #include "kernels/kernels.h"
+#include "model/forward.h"
 #include "model/model.h"
 
 namespace rwkvl::ops {
@@ -90,15 +91,15 @@ inline void square_relu(float* x, size_t n) {
 
 // Y (T x rows) = X (T x cols) W^T for a dense or factored matrix (matvec for a single token; a
 // factored one is two thin products through a rank-sized intermediate, plus its diagonal term).
-inline void project(Context& ctx, const Matrix& m, const float* X, float* Y, size_t T) {
-  if (ctx.observer()) ctx.observer()(m, X, T);
-  ThreadPool* pool = ctx.pool();
+inline void project(ForwardEnv& env, const Matrix& m, const float* X, float* Y, size_t T) {
+  if (env.observer()) env.observer()(m, X, T);
+  ThreadPool* pool = env.pool();
   const int64_t n = static_cast<int64_t>(T);
   if (!m.factored()) {
     kern::matmul(m.ref, X, n, Y, pool);  // n == 1 runs the matvec kernel
     return;
   }
-  float* mid = ctx.lowrank_scratch(T * static_cast<size_t>(m.a.rows));
+  float* mid = env.scratch().lowrank(T * static_cast<size_t>(m.a.rows));
   kern::matmul(m.a, X, n, mid, pool);
   kern::matmul(m.b, mid, n, Y, pool);
   if (m.d) {
@@ -109,7 +110,9 @@ inline void project(Context& ctx, const Matrix& m, const float* X, float* Y, siz
 }
 
 // out (T x C) = Wv relu(Wk xk)^2: the key/value part of every version's channel-mix, dense or
-// neuron-sparse as the context's FFN runtime says (model/sparse_ffn.h).
-void ffn_key_value(Context& ctx, const LayerWeights& L, const float* xk, float* out, size_t T);
+// neuron-sparse as the runner's FFN runtime says (runtime/ffn_runtime.h).
+inline void ffn_key_value(ForwardEnv& env, const LayerWeights& L, const float* xk, float* out, size_t T) {
+  env.ffn_key_value(L, xk, out, T);
+}
 
 }  // namespace rwkvl::ops

@@ -11,13 +11,14 @@
 
 namespace rwkvl {
 
-void forward_channel_mix_v4v5(Context& ctx, const LayerWeights& L, float* ffn_x, float* x, size_t T);
+void forward_channel_mix_v4v5(ForwardEnv& ctx, const LayerWeights& L, float* ffn_x, float* x, size_t T);
 
-void forward_layers_v4(Context& ctx, State& st, float* x, size_t T, int l_begin, int l_end) {
+void forward_layers_v4(ForwardEnv& ctx, State& st, float* x, size_t T, int l_begin, int l_end) {
   const ModelConfig& cfg = ctx.model().config();
+  Scratch& sc = ctx.scratch();
   const size_t C = static_cast<size_t>(cfg.n_embd);
-  float *xn = ctx.buf(0), *prev = ctx.buf(1), *xk = ctx.buf(2), *xv = ctx.buf(3), *xr = ctx.buf(4);
-  float *r = ctx.buf(5), *k = ctx.buf(6), *v = ctx.buf(7), *o = ctx.buf(8);
+  float *xn = sc.xn, *prev = sc.prev, *xk = sc.xk, *xv = sc.xv, *xr = sc.xr;
+  float *r = sc.r, *k = sc.k, *v = sc.v, *o = sc.o;
 
   for (int l = l_begin; l < l_end; ++l) {
     const LayerWeights& L = ctx.layer(l);
@@ -61,11 +62,12 @@ void forward_layers_v4(Context& ctx, State& st, float* x, size_t T, int l_begin,
 }
 
 // Shared by v4 and v5: time_mix lerp, sigmoid receptance, squared-ReLU key.
-void forward_channel_mix_v4v5(Context& ctx, const LayerWeights& L, float* ffn_x, float* x, size_t T) {
+void forward_channel_mix_v4v5(ForwardEnv& ctx, const LayerWeights& L, float* ffn_x, float* x, size_t T) {
   const ModelConfig& cfg = ctx.model().config();
+  Scratch& sc = ctx.scratch();
   const size_t C = static_cast<size_t>(cfg.n_embd);
-  float *xn = ctx.buf(0), *prev = ctx.buf(1), *xk = ctx.buf(2), *xr = ctx.buf(4), *r = ctx.buf(5);
-  float* o = ctx.buf(8);
+  float *xn = sc.xn, *prev = sc.prev, *xk = sc.xk, *xr = sc.xr, *r = sc.r;
+  float* o = sc.o;
   ops::layer_norm_rows(x, xn, L.ln2_w, L.ln2_b, T, C, cfg.ln_eps);
   ops::token_shift(xn, prev, ffn_x, T, C);
   ops::lerp_mix(xn, prev, L.ffn_mix_k, xk, T, C);

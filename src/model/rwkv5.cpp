@@ -9,7 +9,7 @@
 
 namespace rwkvl {
 
-void forward_channel_mix_v4v5(Context& ctx, const LayerWeights& L, float* ffn_x, float* x, size_t T);
+void forward_channel_mix_v4v5(ForwardEnv& ctx, const LayerWeights& L, float* ffn_x, float* x, size_t T);
 
 // One token of the v5/v6 linear attention for all heads. w is per channel (may vary per token in v6).
 void wkv5_token(const float* r, const float* k, const float* v, const float* w, const float* u, float* S,
@@ -35,13 +35,14 @@ void wkv5_token(const float* r, const float* k, const float* v, const float* w, 
   }
 }
 
-void forward_layers_v5(Context& ctx, State& st, float* x, size_t T, int l_begin, int l_end) {
+void forward_layers_v5(ForwardEnv& ctx, State& st, float* x, size_t T, int l_begin, int l_end) {
   const ModelConfig& cfg = ctx.model().config();
+  Scratch& sc = ctx.scratch();
   const size_t C = static_cast<size_t>(cfg.n_embd);
   const size_t H = static_cast<size_t>(cfg.n_head), N = static_cast<size_t>(cfg.head_size);
-  float *xn = ctx.buf(0), *prev = ctx.buf(1), *xk = ctx.buf(2), *xv = ctx.buf(3), *xr = ctx.buf(4);
-  float *r = ctx.buf(5), *k = ctx.buf(6), *v = ctx.buf(7), *o = ctx.buf(8), *xg = ctx.buf(10), *g = ctx.buf(11);
-  float* y = ctx.buf(12);
+  float *xn = sc.xn, *prev = sc.prev, *xk = sc.xk, *xv = sc.xv, *xr = sc.xr;
+  float *r = sc.r, *k = sc.k, *v = sc.v, *o = sc.o, *xg = sc.xg, *g = sc.g;
+  float* y = sc.y;
 
   for (int l = l_begin; l < l_end; ++l) {
     const LayerWeights& L = ctx.layer(l);

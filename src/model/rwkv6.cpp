@@ -15,14 +15,15 @@ namespace rwkvl {
 void wkv5_token(const float* r, const float* k, const float* v, const float* w, const float* u, float* S,
                 float* out, size_t H, size_t N);
 
-void forward_layers_v6(Context& ctx, State& st, float* x, size_t T, int l_begin, int l_end) {
+void forward_layers_v6(ForwardEnv& ctx, State& st, float* x, size_t T, int l_begin, int l_end) {
   const ModelConfig& cfg = ctx.model().config();
+  Scratch& sc = ctx.scratch();
   const size_t C = static_cast<size_t>(cfg.n_embd);
   const size_t H = static_cast<size_t>(cfg.n_head), N = static_cast<size_t>(cfg.head_size);
-  float *xn = ctx.buf(0), *prev = ctx.buf(1), *xk = ctx.buf(2), *xv = ctx.buf(3), *xr = ctx.buf(4);
-  float *r = ctx.buf(5), *k = ctx.buf(6), *v = ctx.buf(7), *o = ctx.buf(8);
-  float *xg = ctx.buf(10), *g = ctx.buf(11), *y = ctx.buf(12), *lora = ctx.buf(13), *slice = ctx.buf(14);
-  float *m = ctx.buf(15), *xw = ctx.buf(16), *w = ctx.buf(17), *sx = ctx.buf(18);
+  float *xn = sc.xn, *prev = sc.prev, *xk = sc.xk, *xv = sc.xv, *xr = sc.xr;
+  float *r = sc.r, *k = sc.k, *v = sc.v, *o = sc.o;
+  float *xg = sc.xg, *g = sc.g, *y = sc.y, *lora = sc.lora, *slice = sc.tmp;
+  float *m = sc.mix, *xw = sc.xw, *w = sc.w, *sx = sc.sx;
 
   for (int l = l_begin; l < l_end; ++l) {
     const LayerWeights& L = ctx.layer(l);

@@ -40,15 +40,16 @@ void wkv7_token(const float* r, const float* w, const float* k, const float* v, 
 
 }  // namespace
 
-void forward_layers_v7(Context& ctx, State& st, float* x, size_t T, int l_begin, int l_end) {
+void forward_layers_v7(ForwardEnv& ctx, State& st, float* x, size_t T, int l_begin, int l_end) {
   const ModelConfig& cfg = ctx.model().config();
+  Scratch& sc = ctx.scratch();
   const size_t C = static_cast<size_t>(cfg.n_embd);
   const size_t H = static_cast<size_t>(cfg.n_head), N = static_cast<size_t>(cfg.head_size);
-  float *xn = ctx.buf(0), *prev = ctx.buf(1), *xk = ctx.buf(2), *xv = ctx.buf(3), *xr = ctx.buf(4);
-  float *r = ctx.buf(5), *k = ctx.buf(6), *v = ctx.buf(7), *o = ctx.buf(8);
-  float *xg = ctx.buf(10), *g = ctx.buf(11), *y = ctx.buf(12), *lora = ctx.buf(13), *tmp = ctx.buf(14);
-  float *xa = ctx.buf(15), *xw = ctx.buf(16), *w = ctx.buf(17), *sx = ctx.buf(18), *a = ctx.buf(19);
-  float *v_first = ctx.buf(20), *kk = ctx.buf(21);
+  float *xn = sc.xn, *prev = sc.prev, *xk = sc.xk, *xv = sc.xv, *xr = sc.xr;
+  float *r = sc.r, *k = sc.k, *v = sc.v, *o = sc.o;
+  float *xg = sc.xg, *g = sc.g, *y = sc.y, *lora = sc.lora, *tmp = sc.tmp;
+  float *xa = sc.mix, *xw = sc.xw, *w = sc.w, *sx = sc.sx, *a = sc.a;
+  float *v_first = sc.v_first, *kk = sc.kk;
 
   auto lora2 = [&](const Matrix& m1, const Matrix& m2, const float* in, float* out, int act) {
     ops::project(ctx, m1, in, lora, T);

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/mapped_file.h"
+#include "model/forward.h"
 #include "runtime/layer_stream.h"
 #include "runtime/neuron_cache.h"
 
@@ -68,14 +69,11 @@ void release_big_parts(const Model& m) {
     if (b >= f->data() && e <= f->data() + f->size()) f->release_range(b, static_cast<size_t>(e - b));
 }
 
-uint64_t context_scratch_bytes(const Model& m, size_t chunk, bool head_compare) {
+uint64_t session_scratch_bytes(const Model& m, size_t chunk, bool head_compare) {
   const ModelConfig& c = m.config();
-  uint64_t width = static_cast<uint64_t>(std::max(c.n_embd, c.n_ffn));
-  for (const auto& [name, t] : m.tensors())
-    if (t.shape.size() >= 2 && name != "emb.weight" && name != "head.weight")
-      width = std::max<uint64_t>(width, static_cast<uint64_t>(t.shape.size() == 3 ? t.shape[1] : t.rows()));
   const uint64_t T = std::max<size_t>(1, chunk);
-  const uint64_t bufs = 22 * T * width * 4 + T * static_cast<uint64_t>(c.n_embd) * 4;
+  // the forward pass's named buffers and the residual stream of a chunk
+  const uint64_t bufs = Scratch::bytes_for(m, T) + T * static_cast<uint64_t>(c.n_embd) * 4;
   // Vocabulary-sized rows of the head runtime: with a cluster table, logits in grouped order and exact logits
   // (plus the full head's when comparing); without one, the streamed head's row pieces (at most one row).
   const uint64_t vocab_rows = m.cluster_head().present() ? (head_compare ? 3 : 2) : 1;
@@ -92,7 +90,7 @@ MemoryPlan plan_memory(const Model& m, const MemoryRequest& r) {
   p.baseline = r.baseline;
   p.reserve = r.reserve;
   p.prefetch = r.prefetch;
-  p.scratch = context_scratch_bytes(m, r.chunk, r.head_compare);
+  p.scratch = session_scratch_bytes(m, r.chunk, r.head_compare);
   p.state = static_cast<uint64_t>(State::floats_for(c)) * 4 * 2;  // the caller's state and a copy
   const uint64_t V = static_cast<uint64_t>(c.n_vocab);
   p.emb_rows = r.emb_rows >= 0 ? std::min<int64_t>(r.emb_rows, c.n_vocab) : std::min<int64_t>(4096, c.n_vocab);

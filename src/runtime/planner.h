@@ -62,8 +62,8 @@ uint64_t touch_small_tensors(const Model& m);
 // pages too), so RSS measured next holds what was really used. Native files only; no-op otherwise.
 void release_big_parts(const Model& m);
 
-// Bytes of the context scratch for chunks of `chunk` tokens (Context buffers, head and FFN scratch);
+// Bytes of a session's scratch for chunks of `chunk` tokens (forward-pass buffers, head and FFN scratch);
 // head_compare: the cluster head also runs the full head beside it.
-uint64_t context_scratch_bytes(const Model& m, size_t chunk, bool head_compare = true);
+uint64_t session_scratch_bytes(const Model& m, size_t chunk, bool head_compare = true);
 
 }  // namespace rwkvl

@@ -17,7 +17,7 @@
 
 #include "core/error.h"
 #include "kernels/kernels.h"
-#include "rwkv_lite.h"
+#include "core/version.h"
 
 namespace rwkvl {
 
@@ -187,7 +187,7 @@ double measure_read_bandwidth(int n_threads, uint64_t buffer_bytes, double secon
 }
 
 std::string system_info() {
-  std::string s = "rwkv-lite " RWKVL_VERSION_STRING " | ";
+  std::string s = std::string("rwkv-lite ") + kVersionString + " | ";
   s += build_type();
 #if defined(__SANITIZE_ADDRESS__)
   s += "+asan";

@@ -9,6 +9,7 @@
 #include "core/mapped_file.h"
 #include "format/format.h"
 #include "model/model.h"
+#include "runtime/session.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace rwkvl;
@@ -18,7 +19,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (k != FileKind::kRwkvCpp && k != FileKind::kNative) return 0;  // .pth/safetensors have their own targets
     auto m = Model::from_raw(read_checkpoint(f), {});
     if (m->config().n_embd * static_cast<int64_t>(m->config().n_ffn) > (1 << 22)) return 0;  // keep runs fast
-    Context ctx(m, 1);
+    Session ctx(m, 1);
     State st;
     st.reset(m->config());
     const int32_t tok = 0;

@@ -17,6 +17,7 @@
 #include "common.h"
 #include "model/model.h"
 #include "progress.h"
+#include "runtime/session.h"
 
 namespace rwkvl::cli {
 
@@ -77,7 +78,7 @@ int cmd_stats(const Args& args) {
   std::vector<const Matrix*> ffn_v(static_cast<size_t>(cfg.n_layer));
   for (int l = 0; l < cfg.n_layer; ++l) ffn_v[static_cast<size_t>(l)] = &m->layer(l).ffn_v;
 
-  Context ctx(m, n_threads);
+  Session ctx(m, n_threads);
   ctx.set_observer([&](const Matrix& mat, const float* X, size_t T) {
     for (size_t l = 0; l < ffn_v.size(); ++l) {
       if (ffn_v[l] != &mat) continue;

@@ -139,9 +139,12 @@ Settings settings(const Args& args, const rwkvl_model* model) {
 void apply(const Settings& s, rwkvl_context* ctx) {
   // The plan measures the process's resident memory as its baseline: give freed heap back first.
   if (s.mem.budget_bytes) release_free_memory();
-  check(rwkvl_context_set_ffn(ctx, &s.ffn));
-  check(rwkvl_context_set_head(ctx, &s.head));
-  check(rwkvl_context_set_memory(ctx, &s.mem));
+  rwkvl_session_params p = rwkvl_session_default_params();
+  p.n_threads = rwkvl_context_threads(ctx);
+  p.ffn = s.ffn;
+  p.head = s.head;
+  p.memory = s.mem;
+  check(rwkvl_context_configure(ctx, &p));
 }
 
 void apply_settings(const Args& args, const rwkvl_model* model, rwkvl_context* ctx) {

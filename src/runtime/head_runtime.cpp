@@ -1,4 +1,4 @@
-#include "model/head.h"
+#include "runtime/head_runtime.h"
 
 #include <algorithm>
 #include <chrono>

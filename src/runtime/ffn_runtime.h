@@ -1,6 +1,6 @@
 // The channel-mix (FFN) at run time: dense, exact-sparse or predicted-sparse evaluation of
 // out = Wv relu(Wk x)^2, with the neuron-bundled weights (SparseFfn, model.h) either read in place
-// from the mapped file or streamed through a bounded neuron cache (runtime/neuron_cache.h).
+// from the mapped file or streamed through a bounded neuron cache (neuron_cache.h).
 //
 //   dense    every neuron's key row and value row is read (the reference; any model)
 //   exact    every key row is read; value rows only for neurons with relu(k) > 0 (no predictor:
@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "model/forward.h"
 #include "model/model.h"
 
 namespace rwkvl {
@@ -34,7 +35,7 @@ struct FfnOptions {
   bool verify = false;            // predict mode: also compute every key row to measure recall (slower)
   double random_frac = 0.0;       // > 0: after the predictor ran, replace its set by this share of random neurons
   uint64_t seed = 1;              // for random_frac
-  std::shared_ptr<Storage> storage;  // the cache's reads also occupy this simulated device (Context sets it)
+  std::shared_ptr<Storage> storage;  // the cache's reads also occupy this simulated device (the session sets it)
 };
 
 // Counters over (token, layer) evaluations of the channel-mix.
@@ -63,14 +64,14 @@ class FfnRuntime {
   FfnMode mode() const { return mode_; }  // resolved (never kAuto)
   const FfnOptions& options() const { return opt_; }
   // out (T x C) = Wv relu(Wk xk)^2 for the T rows of xk (T x C), for layer L of the model.
-  // ctx supplies scratch and the projection observer for models with plain matrices.
-  void forward(Context& ctx, const LayerWeights& L, const float* xk, float* out, size_t T);
+  // env supplies the threads, scratch and the projection observer for models with plain matrices.
+  void forward(ForwardEnv& env, const LayerWeights& L, const float* xk, float* out, size_t T);
   const FfnStats& stats() const { return stats_; }
   void reset_stats();
   const NeuronCache* cache() const { return cache_.get(); }
 
  private:
-  void forward_dense_matrix(Context& ctx, const LayerWeights& L, const float* xk, float* out, size_t T);
+  void forward_dense_matrix(ForwardEnv& env, const LayerWeights& L, const float* xk, float* out, size_t T);
   void forward_token(const LayerWeights& L, const float* x, float* out);        // with a neuron cache
   void forward_token_fused(const LayerWeights& L, const float* x, float* out);  // weights in place
   void verify_count(const SparseFfn& S, const float* x);  // recall counters against every key row

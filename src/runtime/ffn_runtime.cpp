@@ -1,4 +1,4 @@
-#include "model/sparse_ffn.h"
+#include "runtime/ffn_runtime.h"
 
 #include <algorithm>
 #include <chrono>
@@ -104,10 +104,10 @@ void FfnRuntime::reset_stats() {
   if (cache_) cache_->reset_stats();
 }
 
-void FfnRuntime::forward(Context& ctx, const LayerWeights& L, const float* xk, float* out, size_t T) {
+void FfnRuntime::forward(ForwardEnv& env, const LayerWeights& L, const float* xk, float* out, size_t T) {
   const auto t0 = Clock::now();
   if (!L.sffn.present()) {
-    forward_dense_matrix(ctx, L, xk, out, T);
+    forward_dense_matrix(env, L, xk, out, T);
   } else {
     const size_t C = static_cast<size_t>(L.sffn.layout.cols);
     for (size_t t = 0; t < T; ++t) {
@@ -119,11 +119,11 @@ void FfnRuntime::forward(Context& ctx, const LayerWeights& L, const float* xk, f
 }
 
 // Plain ffn.key / ffn.value matrices (dense only): the two projections of the classic layout.
-void FfnRuntime::forward_dense_matrix(Context& ctx, const LayerWeights& L, const float* xk, float* out, size_t T) {
+void FfnRuntime::forward_dense_matrix(ForwardEnv& env, const LayerWeights& L, const float* xk, float* out, size_t T) {
   const int64_t F = L.ffn_k.rows;
   kbuf_.resize(T * static_cast<size_t>(F));
   float* kf = kbuf_.data();
-  auto proj = [&](const Matrix& m, const float* X, float* Y) { ops::project(ctx, m, X, Y, T); };
+  auto proj = [&](const Matrix& m, const float* X, float* Y) { ops::project(env, m, X, Y, T); };
   proj(L.ffn_k, xk, kf);
   for (size_t i = 0; i < kbuf_.size(); ++i) {
     const float a = kf[i] > 0.f ? kf[i] : 0.f;
@@ -400,10 +400,5 @@ void FfnRuntime::forward_token(const LayerWeights& L, const float* x, float* out
   }
 }
 
-namespace ops {
-void ffn_key_value(Context& ctx, const LayerWeights& L, const float* xk, float* out, size_t T) {
-  ctx.ffn().forward(ctx, L, xk, out, T);
-}
-}  // namespace ops
 
 }  // namespace rwkvl
