@@ -203,11 +203,106 @@ std::shared_ptr<Model> Model::from_canonical(TensorMap tensors, const ModelConfi
   return m;
 }
 
+namespace {
+
+// Binds canonical tensors to typed fields, checking dtype and shape, and records every name it bound (so
+// that an unknown tensor can be refused).
+class Binder {
+ public:
+  explicit Binder(const TensorMap& tensors) : tm(tensors) {}
+  const TensorMap& tm;
+  std::vector<std::string> bound;
+
+  const float* vec(const std::string& n, int64_t len) {
+    auto it = tm.find(n);
+    if (it == tm.end()) RWKVL_FAIL(kFormat, "missing tensor '%s'", n.c_str());
+    const Tensor& t = it->second;
+    if (t.dtype != DType::kF32 || t.numel() != len)
+      RWKVL_FAIL(kFormat, "tensor '%s' must be f32 with %lld values, got %s %s", n.c_str(), static_cast<long long>(len),
+                 dtype_name(t.dtype), t.shape_str().c_str());
+    bound.push_back(n);
+    return t.as<float>();
+  }
+  const float* opt_vec(const std::string& n, int64_t len) {
+    return tm.count(n) ? vec(n, len) : nullptr;
+  }
+  Matrix mat_at(const Tensor& t, const std::string& n, int64_t rows, int64_t cols, size_t byte_offset) {
+    Matrix mx;
+    mx.t = t;
+    mx.rows = rows;
+    mx.cols = cols;
+    mx.ref.dtype = t.dtype;
+    mx.ref.rows = rows;
+    mx.ref.cols = cols;
+    mx.ref.data = static_cast<const uint8_t*>(t.data) + byte_offset;
+    if (t.dtype == DType::kI8) {
+      auto it = tm.find(n + ".scale");
+      if (it == tm.end()) RWKVL_FAIL(kFormat, "int8 matrix '%s' has no '%s.scale'", n.c_str(), n.c_str());
+      const Tensor& sc = it->second;
+      if ((sc.dtype != DType::kF32 && sc.dtype != DType::kF16) || sc.numel() != t.rows())
+        RWKVL_FAIL(kFormat, "'%s.scale' must be f32 or f16 with %lld values", n.c_str(), static_cast<long long>(t.rows()));
+      mx.scale = sc;
+      mx.ref.scale_dtype = sc.dtype;
+      RWKVL_CHECK(byte_offset == 0);  // only f32 tensors are bound in slices (v6 time_maa_w2)
+      mx.ref.row_scale = sc.data;
+      bound.push_back(n + ".scale");
+    } else if (t.dtype == DType::kQ4 && cols % 32 != 0) {
+      RWKVL_FAIL(kFormat, "q4 matrix '%s' needs a multiple of 32 columns, has %lld", n.c_str(), static_cast<long long>(cols));
+    }
+    return mx;
+  }
+  Matrix mat(const std::string& n, int64_t rows, int64_t cols) {
+    auto it = tm.find(n);
+    if (it == tm.end()) RWKVL_FAIL(kFormat, "missing tensor '%s'", n.c_str());
+    const Tensor& t = it->second;
+    if (!is_matrix_dtype(t.dtype) || t.shape.size() != 2 || t.shape[0] != rows || t.shape[1] != cols)
+      RWKVL_FAIL(kFormat, "tensor '%s' must be a [%lld, %lld] matrix, got %s %s", n.c_str(), static_cast<long long>(rows),
+                 static_cast<long long>(cols), dtype_name(t.dtype), t.shape_str().c_str());
+    bound.push_back(n);
+    return mat_at(t, n, rows, cols, 0);
+  }
+  // A projection: "<base>.weight" dense, or "<base>.lr_a" (rank, cols) + "<base>.lr_b" (rows, rank)
+  // [+ "<base>.lr_d" (rows) for square matrices] factored.
+  Matrix proj(const std::string& base, int64_t rows, int64_t cols) {
+    if (tm.count(base + ".weight") || !tm.count(base + ".lr_a")) return mat(base + ".weight", rows, cols);
+    const std::string na = base + ".lr_a", nb = base + ".lr_b", nd = base + ".lr_d";
+    const Tensor& ta = tm.at(na);
+    if (!tm.count(nb)) RWKVL_FAIL(kFormat, "factored matrix '%s' has '%s' but no '%s'", base.c_str(), na.c_str(), nb.c_str());
+    const int64_t r = ta.shape.size() == 2 ? ta.shape[0] : 0;
+    if (r <= 0 || r > std::max(rows, cols))
+      RWKVL_FAIL(kFormat, "tensor '%s' has an implausible rank: %s for a [%lld, %lld] matrix", na.c_str(),
+                 ta.shape_str().c_str(), static_cast<long long>(rows), static_cast<long long>(cols));
+    const Matrix A = mat(na, r, cols), B = mat(nb, rows, r);
+    Matrix mx;
+    mx.rows = rows;
+    mx.cols = cols;
+    mx.a = A.ref;
+    mx.ta = A.t;
+    mx.sa = A.scale;
+    mx.b = B.ref;
+    mx.tb = B.t;
+    mx.sb = B.scale;
+    if (tm.count(nd)) {
+      if (rows != cols) RWKVL_FAIL(kFormat, "'%s': a diagonal term needs a square matrix", nd.c_str());
+      mx.d = vec(nd, rows);
+      mx.td = tm.at(nd);
+    }
+    return mx;
+  }
+  int64_t lora_rank(const std::string& n) {
+    auto it = tm.find(n);
+    if (it == tm.end()) RWKVL_FAIL(kFormat, "missing tensor '%s'", n.c_str());
+    return it->second.rows();
+  }
+};
+
 // Binds a neuron-bundled channel-mix and its predictor (see SparseFfn in model.h), checking every
 // shape and the values the runtime relies on (a permutation, finite thresholds and scales).
-template <class MatFn, class VecFn>
-void Model::bind_sparse_ffn(LayerWeights& L, const std::string& p, int64_t F, int64_t C, MatFn& mat, VecFn& vec,
-                            std::vector<std::string>& bound) {
+void bind_sparse_ffn(Binder& bd, LayerWeights& L, const std::string& p, int64_t F, int64_t C) {
+  const TensorMap& tensors_ = bd.tm;
+  std::vector<std::string>& bound = bd.bound;
+  auto mat = [&](const std::string& n, int64_t rows, int64_t cols) { return bd.mat(n, rows, cols); };
+  auto vec = [&](const std::string& n, int64_t len) { return bd.vec(n, len); };
   SparseFfn& S = L.sffn;
   const Matrix b = mat(p + "ffn.bundle.weight", 2 * F, C);
   S.layout = b.ref;
@@ -277,8 +372,10 @@ void Model::bind_sparse_ffn(LayerWeights& L, const std::string& p, int64_t F, in
 
 // Binds a clustered head (see ClusterHead in model.h), checking that the clusters cover the vocabulary
 // exactly once and that every value the runtime relies on is finite.
-void Model::bind_cluster_head(std::vector<std::string>& bound) {
-  const int64_t V = cfg_.n_vocab, C = cfg_.n_embd;
+void bind_cluster_head(Binder& bd, const ModelConfig& cfg, ClusterHead& H) {
+  const TensorMap& tensors_ = bd.tm;
+  std::vector<std::string>& bound = bd.bound;
+  const int64_t V = cfg.n_vocab, C = cfg.n_embd;
   const bool any = tensors_.count("head.perm") || tensors_.count("head.cluster.offsets") ||
                    tensors_.count("head.cluster.weight") || tensors_.count("head.cluster.bias") ||
                    tensors_.count("head.cluster.prior");
@@ -291,7 +388,6 @@ void Model::bind_cluster_head(std::vector<std::string>& bound) {
     bound.push_back(n);
     return it->second;
   };
-  ClusterHead& H = chead_;
   H.tperm = find("head.perm", DType::kI32);
   H.toffsets = find("head.cluster.offsets", DType::kI32);
   H.tw = find("head.cluster.weight", DType::kF32);
@@ -353,6 +449,127 @@ void Model::bind_cluster_head(std::vector<std::string>& bound) {
   H.k = k;
 }
 
+// v4 / v5: time-mix and channel-mix interpolation vectors, decay and bonus.
+void bind_mix_v4v5(Binder& bd, const ModelConfig& c, const std::string& p, LayerWeights& L) {
+  auto vec = [&](const std::string& n, int64_t len) { return bd.vec(n, len); };
+  const int64_t C = c.n_embd;
+  L.mix_k = vec(p + "att.time_mix_k", C);
+  L.mix_v = vec(p + "att.time_mix_v", C);
+  L.mix_r = vec(p + "att.time_mix_r", C);
+  if (c.has_gate) L.mix_g = vec(p + "att.time_mix_g", C);
+  L.ffn_mix_k = vec(p + "ffn.time_mix_k", C);
+  L.ffn_mix_r = vec(p + "ffn.time_mix_r", C);
+  L.time_decay = vec(p + "att.time_decay", C);
+  L.time_first = c.arch_major == 4 ? vec(p + "att.time_first", C) : vec(p + "att.time_faaaa", C);
+}
+
+// v6: data-dependent token shift (maa) and decay LoRAs.
+void bind_v6(Binder& bd, const ModelConfig& c, const std::string& p, LayerWeights& L) {
+  auto vec = [&](const std::string& n, int64_t len) { return bd.vec(n, len); };
+  auto mat = [&](const std::string& n, int64_t rows, int64_t cols) { return bd.mat(n, rows, cols); };
+  auto lora_rank = [&](const std::string& n) { return bd.lora_rank(n); };
+  const int64_t C = c.n_embd;
+  L.maa_x = vec(p + "att.time_maa_x", C);
+  L.maa_w = vec(p + "att.time_maa_w", C);
+  L.maa_k = vec(p + "att.time_maa_k", C);
+  L.maa_v = vec(p + "att.time_maa_v", C);
+  L.maa_r = vec(p + "att.time_maa_r", C);
+  L.maa_g = vec(p + "att.time_maa_g", C);
+  L.ffn_mix_k = vec(p + "ffn.time_maa_k", C);
+  L.ffn_mix_r = vec(p + "ffn.time_maa_r", C);
+  L.time_decay = vec(p + "att.time_decay", C);
+  L.time_first = vec(p + "att.time_faaaa", C);
+  const int64_t lm5 = lora_rank(p + "att.time_maa_w1");
+  if (lm5 % 5 != 0) RWKVL_FAIL(kFormat, "%satt.time_maa_w1 rows %lld not a multiple of 5", p.c_str(), static_cast<long long>(lm5));
+  const int64_t Lm = lm5 / 5;
+  L.maa_w1 = mat(p + "att.time_maa_w1", lm5, C);
+  {
+    const std::string n = p + "att.time_maa_w2";
+    auto it = bd.tm.find(n);
+    if (it == bd.tm.end()) RWKVL_FAIL(kFormat, "missing tensor '%s'", n.c_str());
+    const Tensor& t = it->second;
+    if (t.dtype != DType::kF32 || t.shape != std::vector<int64_t>{5, C, Lm})
+      RWKVL_FAIL(kFormat, "tensor '%s' must be f32 [5, %lld, %lld], got %s %s", n.c_str(), static_cast<long long>(C),
+                 static_cast<long long>(Lm), dtype_name(t.dtype), t.shape_str().c_str());
+    bd.bound.push_back(n);
+    for (int b = 0; b < 5; ++b)
+      L.maa_w2[b] = bd.mat_at(t, n, C, Lm, static_cast<size_t>(b) * static_cast<size_t>(C * Lm) * 4);
+  }
+  const int64_t Ld = lora_rank(p + "att.time_decay_w1");
+  L.decay_w1 = mat(p + "att.time_decay_w1", Ld, C);
+  L.decay_w2 = mat(p + "att.time_decay_w2", C, Ld);
+}
+
+// v7: token-shift mixes, decay/in-context-learning-rate/value/gate LoRAs.
+void bind_v7(Binder& bd, const ModelConfig& c, const std::string& p, int l, LayerWeights& L) {
+  auto vec = [&](const std::string& n, int64_t len) { return bd.vec(n, len); };
+  auto opt_vec = [&](const std::string& n, int64_t len) { return bd.opt_vec(n, len); };
+  auto mat = [&](const std::string& n, int64_t rows, int64_t cols) { return bd.mat(n, rows, cols); };
+  auto lora_rank = [&](const std::string& n) { return bd.lora_rank(n); };
+  const int64_t C = c.n_embd;
+  L.x_r = vec(p + "att.x_r", C);
+  L.x_w = vec(p + "att.x_w", C);
+  L.x_k = vec(p + "att.x_k", C);
+  L.x_v = vec(p + "att.x_v", C);
+  L.x_a = vec(p + "att.x_a", C);
+  L.x_g = vec(p + "att.x_g", C);
+  L.w0 = vec(p + "att.w0", C);
+  L.a0 = vec(p + "att.a0", C);
+  L.k_k = vec(p + "att.k_k", C);
+  L.k_a = vec(p + "att.k_a", C);
+  L.r_k = vec(p + "att.r_k", C);
+  L.ffn_mix_k = vec(p + "ffn.x_k", C);
+  for (auto [m1, m2, n] : {std::tuple{&L.w1, &L.w2, "w"}, std::tuple{&L.a1, &L.a2, "a"},
+                           std::tuple{&L.v1, &L.v2, "v"}, std::tuple{&L.g1, &L.g2, "g"}}) {
+    const std::string n1 = p + "att." + n + "1", n2 = p + "att." + n + "2";
+    if (std::string(n) == "v" && l == 0 && !bd.tm.count(n1)) continue;
+    const int64_t r = lora_rank(n1);
+    *m1 = mat(n1, r, C);
+    *m2 = mat(n2, C, r);
+  }
+  L.v0 = opt_vec(p + "att.v0", C);
+  if (l > 0 && (!L.v0 || L.v1.empty())) RWKVL_FAIL(kFormat, "layer %d lacks att.v0/v1/v2", l);
+}
+
+// One layer: norms, projections (dense or factored), the channel-mix (plain or neuron-bundled), then the
+// parts of its architecture.
+void bind_layer(Binder& bd, const ModelConfig& c, int l, LayerWeights& L) {
+  const int64_t C = c.n_embd, F = c.n_ffn;
+  auto vec = [&](const std::string& n, int64_t len) { return bd.vec(n, len); };
+  auto proj = [&](const std::string& base, int64_t rows, int64_t cols) { return bd.proj(base, rows, cols); };
+  const std::string p = "blocks." + std::to_string(l) + ".";
+  L.ln1_w = vec(p + "ln1.weight", C);
+  L.ln1_b = vec(p + "ln1.bias", C);
+  L.ln2_w = vec(p + "ln2.weight", C);
+  L.ln2_b = vec(p + "ln2.bias", C);
+  L.att_r = proj(p + "att.receptance", C, C);
+  L.att_k = proj(p + "att.key", C, C);
+  L.att_v = proj(p + "att.value", C, C);
+  L.att_o = proj(p + "att.output", C, C);
+  L.index = l;
+  if (bd.tm.count(p + "ffn.bundle.weight")) {
+    bind_sparse_ffn(bd, L, p, F, C);
+  } else {
+    L.ffn_k = proj(p + "ffn.key", F, C);
+    L.ffn_v = proj(p + "ffn.value", C, F);
+  }
+  if (c.arch_major <= 6) L.ffn_r = proj(p + "ffn.receptance", C, C);
+  if (c.arch_major >= 5) {
+    L.ln_x_w = vec(p + "att.ln_x.weight", C);
+    L.ln_x_b = vec(p + "att.ln_x.bias", C);
+  }
+  if (c.has_gate && c.arch_major <= 6) L.att_g = proj(p + "att.gate", C, C);
+  switch (c.arch_major) {
+    case 4:
+    case 5: bind_mix_v4v5(bd, c, p, L); break;
+    case 6: bind_v6(bd, c, p, L); break;
+    case 7: bind_v7(bd, c, p, l, L); break;
+    default: break;
+  }
+}
+
+}  // namespace
+
 void Model::bind() {
   const ModelConfig& c = cfg_;
   const int64_t C = c.n_embd, F = c.n_ffn, V = c.n_vocab;
@@ -367,193 +584,16 @@ void Model::bind() {
   if (c.arch_major >= 5 && !(std::isfinite(c.ln_x_eps) && c.ln_x_eps > 0 && c.ln_x_eps <= 1))
     RWKVL_FAIL(kFormat, "GroupNorm (ln_x) epsilon %g is not a number in (0, 1]", static_cast<double>(c.ln_x_eps));
 
-  std::vector<std::string> bound;
-  auto vec = [&](const std::string& n, int64_t len) -> const float* {
-    auto it = tensors_.find(n);
-    if (it == tensors_.end()) RWKVL_FAIL(kFormat, "missing tensor '%s'", n.c_str());
-    const Tensor& t = it->second;
-    if (t.dtype != DType::kF32 || t.numel() != len)
-      RWKVL_FAIL(kFormat, "tensor '%s' must be f32 with %lld values, got %s %s", n.c_str(), static_cast<long long>(len),
-                 dtype_name(t.dtype), t.shape_str().c_str());
-    bound.push_back(n);
-    return t.as<float>();
-  };
-  auto opt_vec = [&](const std::string& n, int64_t len) -> const float* {
-    return tensors_.count(n) ? vec(n, len) : nullptr;
-  };
-  auto mat_at = [&](const Tensor& t, const std::string& n, int64_t rows, int64_t cols, size_t byte_offset) {
-    Matrix mx;
-    mx.t = t;
-    mx.rows = rows;
-    mx.cols = cols;
-    mx.ref.dtype = t.dtype;
-    mx.ref.rows = rows;
-    mx.ref.cols = cols;
-    mx.ref.data = static_cast<const uint8_t*>(t.data) + byte_offset;
-    if (t.dtype == DType::kI8) {
-      auto it = tensors_.find(n + ".scale");
-      if (it == tensors_.end()) RWKVL_FAIL(kFormat, "int8 matrix '%s' has no '%s.scale'", n.c_str(), n.c_str());
-      const Tensor& sc = it->second;
-      if ((sc.dtype != DType::kF32 && sc.dtype != DType::kF16) || sc.numel() != t.rows())
-        RWKVL_FAIL(kFormat, "'%s.scale' must be f32 or f16 with %lld values", n.c_str(), static_cast<long long>(t.rows()));
-      mx.scale = sc;
-      mx.ref.scale_dtype = sc.dtype;
-      RWKVL_CHECK(byte_offset == 0);  // only f32 tensors are bound in slices (v6 time_maa_w2)
-      mx.ref.row_scale = sc.data;
-      bound.push_back(n + ".scale");
-    } else if (t.dtype == DType::kQ4 && cols % 32 != 0) {
-      RWKVL_FAIL(kFormat, "q4 matrix '%s' needs a multiple of 32 columns, has %lld", n.c_str(), static_cast<long long>(cols));
-    }
-    return mx;
-  };
-  auto mat = [&](const std::string& n, int64_t rows, int64_t cols) -> Matrix {
-    auto it = tensors_.find(n);
-    if (it == tensors_.end()) RWKVL_FAIL(kFormat, "missing tensor '%s'", n.c_str());
-    const Tensor& t = it->second;
-    if (!is_matrix_dtype(t.dtype) || t.shape.size() != 2 || t.shape[0] != rows || t.shape[1] != cols)
-      RWKVL_FAIL(kFormat, "tensor '%s' must be a [%lld, %lld] matrix, got %s %s", n.c_str(), static_cast<long long>(rows),
-                 static_cast<long long>(cols), dtype_name(t.dtype), t.shape_str().c_str());
-    bound.push_back(n);
-    return mat_at(t, n, rows, cols, 0);
-  };
-  // A projection: "<base>.weight" dense, or "<base>.lr_a" (rank, cols) + "<base>.lr_b" (rows, rank)
-  // [+ "<base>.lr_d" (rows) for square matrices] factored.
-  auto proj = [&](const std::string& base, int64_t rows, int64_t cols) -> Matrix {
-    if (tensors_.count(base + ".weight") || !tensors_.count(base + ".lr_a")) return mat(base + ".weight", rows, cols);
-    const std::string na = base + ".lr_a", nb = base + ".lr_b", nd = base + ".lr_d";
-    const Tensor& ta = tensors_.at(na);
-    if (!tensors_.count(nb)) RWKVL_FAIL(kFormat, "factored matrix '%s' has '%s' but no '%s'", base.c_str(), na.c_str(), nb.c_str());
-    const int64_t r = ta.shape.size() == 2 ? ta.shape[0] : 0;
-    if (r <= 0 || r > std::max(rows, cols))
-      RWKVL_FAIL(kFormat, "tensor '%s' has an implausible rank: %s for a [%lld, %lld] matrix", na.c_str(),
-                 ta.shape_str().c_str(), static_cast<long long>(rows), static_cast<long long>(cols));
-    const Matrix A = mat(na, r, cols), B = mat(nb, rows, r);
-    Matrix mx;
-    mx.rows = rows;
-    mx.cols = cols;
-    mx.a = A.ref;
-    mx.ta = A.t;
-    mx.sa = A.scale;
-    mx.b = B.ref;
-    mx.tb = B.t;
-    mx.sb = B.scale;
-    if (tensors_.count(nd)) {
-      if (rows != cols) RWKVL_FAIL(kFormat, "'%s': a diagonal term needs a square matrix", nd.c_str());
-      mx.d = vec(nd, rows);
-      mx.td = tensors_.at(nd);
-    }
-    return mx;
-  };
-  auto lora_rank = [&](const std::string& n) -> int64_t {
-    auto it = tensors_.find(n);
-    if (it == tensors_.end()) RWKVL_FAIL(kFormat, "missing tensor '%s'", n.c_str());
-    return it->second.rows();
-  };
-
-  emb_ = mat("emb.weight", V, C);
-  head_ = mat("head.weight", V, C);
-  bind_cluster_head(bound);
-  ln0_w_ = vec("blocks.0.ln0.weight", C);
-  ln0_b_ = vec("blocks.0.ln0.bias", C);
-  ln_out_w_ = vec("ln_out.weight", C);
-  ln_out_b_ = vec("ln_out.bias", C);
+  Binder bd(tensors_);
+  emb_ = bd.mat("emb.weight", V, C);
+  head_ = bd.mat("head.weight", V, C);
+  bind_cluster_head(bd, c, chead_);
+  ln0_w_ = bd.vec("blocks.0.ln0.weight", C);
+  ln0_b_ = bd.vec("blocks.0.ln0.bias", C);
+  ln_out_w_ = bd.vec("ln_out.weight", C);
+  ln_out_b_ = bd.vec("ln_out.bias", C);
   layers_.assign(static_cast<size_t>(c.n_layer), LayerWeights{});
-  for (int l = 0; l < c.n_layer; ++l) {
-    LayerWeights& L = layers_[static_cast<size_t>(l)];
-    const std::string p = "blocks." + std::to_string(l) + ".";
-    L.ln1_w = vec(p + "ln1.weight", C);
-    L.ln1_b = vec(p + "ln1.bias", C);
-    L.ln2_w = vec(p + "ln2.weight", C);
-    L.ln2_b = vec(p + "ln2.bias", C);
-    L.att_r = proj(p + "att.receptance", C, C);
-    L.att_k = proj(p + "att.key", C, C);
-    L.att_v = proj(p + "att.value", C, C);
-    L.att_o = proj(p + "att.output", C, C);
-    L.index = l;
-    if (tensors_.count(p + "ffn.bundle.weight")) {
-      bind_sparse_ffn(L, p, F, C, mat, vec, bound);
-    } else {
-      L.ffn_k = proj(p + "ffn.key", F, C);
-      L.ffn_v = proj(p + "ffn.value", C, F);
-    }
-    if (c.arch_major <= 6) L.ffn_r = proj(p + "ffn.receptance", C, C);
-    if (c.arch_major >= 5) {
-      L.ln_x_w = vec(p + "att.ln_x.weight", C);
-      L.ln_x_b = vec(p + "att.ln_x.bias", C);
-    }
-    if (c.has_gate && c.arch_major <= 6) L.att_g = proj(p + "att.gate", C, C);
-    switch (c.arch_major) {
-      case 4:
-      case 5:
-        L.mix_k = vec(p + "att.time_mix_k", C);
-        L.mix_v = vec(p + "att.time_mix_v", C);
-        L.mix_r = vec(p + "att.time_mix_r", C);
-        if (c.has_gate) L.mix_g = vec(p + "att.time_mix_g", C);
-        L.ffn_mix_k = vec(p + "ffn.time_mix_k", C);
-        L.ffn_mix_r = vec(p + "ffn.time_mix_r", C);
-        L.time_decay = vec(p + "att.time_decay", C);
-        L.time_first = c.arch_major == 4 ? vec(p + "att.time_first", C) : vec(p + "att.time_faaaa", C);
-        break;
-      case 6: {
-        L.maa_x = vec(p + "att.time_maa_x", C);
-        L.maa_w = vec(p + "att.time_maa_w", C);
-        L.maa_k = vec(p + "att.time_maa_k", C);
-        L.maa_v = vec(p + "att.time_maa_v", C);
-        L.maa_r = vec(p + "att.time_maa_r", C);
-        L.maa_g = vec(p + "att.time_maa_g", C);
-        L.ffn_mix_k = vec(p + "ffn.time_maa_k", C);
-        L.ffn_mix_r = vec(p + "ffn.time_maa_r", C);
-        L.time_decay = vec(p + "att.time_decay", C);
-        L.time_first = vec(p + "att.time_faaaa", C);
-        const int64_t lm5 = lora_rank(p + "att.time_maa_w1");
-        if (lm5 % 5 != 0) RWKVL_FAIL(kFormat, "%satt.time_maa_w1 rows %lld not a multiple of 5", p.c_str(), static_cast<long long>(lm5));
-        const int64_t Lm = lm5 / 5;
-        L.maa_w1 = mat(p + "att.time_maa_w1", lm5, C);
-        {
-          const std::string n = p + "att.time_maa_w2";
-          auto it = tensors_.find(n);
-          if (it == tensors_.end()) RWKVL_FAIL(kFormat, "missing tensor '%s'", n.c_str());
-          const Tensor& t = it->second;
-          if (t.dtype != DType::kF32 || t.shape != std::vector<int64_t>{5, C, Lm})
-            RWKVL_FAIL(kFormat, "tensor '%s' must be f32 [5, %lld, %lld], got %s %s", n.c_str(), static_cast<long long>(C),
-                       static_cast<long long>(Lm), dtype_name(t.dtype), t.shape_str().c_str());
-          bound.push_back(n);
-          for (int b = 0; b < 5; ++b)
-            L.maa_w2[b] = mat_at(t, n, C, Lm, static_cast<size_t>(b) * static_cast<size_t>(C * Lm) * 4);
-        }
-        const int64_t Ld = lora_rank(p + "att.time_decay_w1");
-        L.decay_w1 = mat(p + "att.time_decay_w1", Ld, C);
-        L.decay_w2 = mat(p + "att.time_decay_w2", C, Ld);
-        break;
-      }
-      case 7: {
-        L.x_r = vec(p + "att.x_r", C);
-        L.x_w = vec(p + "att.x_w", C);
-        L.x_k = vec(p + "att.x_k", C);
-        L.x_v = vec(p + "att.x_v", C);
-        L.x_a = vec(p + "att.x_a", C);
-        L.x_g = vec(p + "att.x_g", C);
-        L.w0 = vec(p + "att.w0", C);
-        L.a0 = vec(p + "att.a0", C);
-        L.k_k = vec(p + "att.k_k", C);
-        L.k_a = vec(p + "att.k_a", C);
-        L.r_k = vec(p + "att.r_k", C);
-        L.ffn_mix_k = vec(p + "ffn.x_k", C);
-        for (auto [m1, m2, n] : {std::tuple{&L.w1, &L.w2, "w"}, std::tuple{&L.a1, &L.a2, "a"},
-                                 std::tuple{&L.v1, &L.v2, "v"}, std::tuple{&L.g1, &L.g2, "g"}}) {
-          const std::string n1 = p + "att." + n + "1", n2 = p + "att." + n + "2";
-          if (std::string(n) == "v" && l == 0 && !tensors_.count(n1)) continue;
-          const int64_t r = lora_rank(n1);
-          *m1 = mat(n1, r, C);
-          *m2 = mat(n2, C, r);
-        }
-        L.v0 = opt_vec(p + "att.v0", C);
-        if (l > 0 && (!L.v0 || L.v1.empty())) RWKVL_FAIL(kFormat, "layer %d lacks att.v0/v1/v2", l);
-        break;
-      }
-      default: break;
-    }
-  }
+  for (int l = 0; l < c.n_layer; ++l) bind_layer(bd, c, l, layers_[static_cast<size_t>(l)]);
   emb_.role = MatRole::kEmb;
   head_.role = MatRole::kHead;
   for (LayerWeights& L : layers_)
@@ -567,9 +607,9 @@ void Model::bind() {
         layers_[static_cast<size_t>(l)].sffn.has_predictor() != layers_[0].sffn.has_predictor())
       RWKVL_FAIL(kFormat, "layer %d: either every layer's channel-mix is neuron-bundled (with or without predictors) or none", l);
   // Every tensor must have been bound: an unknown tensor means a layout we do not understand.
-  std::sort(bound.begin(), bound.end());
+  std::sort(bd.bound.begin(), bd.bound.end());
   for (const auto& [name, t] : tensors_)
-    if (!std::binary_search(bound.begin(), bound.end(), name))
+    if (!std::binary_search(bd.bound.begin(), bd.bound.end(), name))
       RWKVL_FAIL(kFormat, "unknown tensor '%s' %s", name.c_str(), t.shape_str().c_str());
 }
 

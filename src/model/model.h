@@ -217,10 +217,6 @@ class Model {
 
  private:
   void bind();
-  void bind_cluster_head(std::vector<std::string>& bound);
-  template <class MatFn, class VecFn>
-  void bind_sparse_ffn(LayerWeights& L, const std::string& p, int64_t F, int64_t C, MatFn& mat, VecFn& vec,
-                       std::vector<std::string>& bound);
   ModelConfig cfg_;
   TensorMap tensors_;
   FileKind source_ = FileKind::kUnknown;
