@@ -20,6 +20,13 @@ class Context;
 struct rwkvl_context {
   std::unique_ptr<rwkvl::Context> ctx;
   int n_threads = 1;
+  // The model and the settings last applied (has_*: set successfully), so rwkvl_eval_lambada can make worker
+  // contexts like this one.
+  std::shared_ptr<rwkvl::Model> model;
+  rwkvl_ffn_params ffn_params{};
+  rwkvl_head_params head_params{};
+  rwkvl_memory_params memory_params{};
+  bool has_ffn = false, has_head = false, has_memory = false;
 };
 
 // The tokenizer handle (the text streams of c_api_input.cpp read through it).

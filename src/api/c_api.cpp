@@ -202,6 +202,7 @@ rwkvl_status rwkvl_context_new(const rwkvl_model* model, int n_threads, rwkvl_co
     auto h = std::make_unique<rwkvl_context>();
     h->ctx = std::make_unique<rwkvl::Context>(model->m, n_threads);
     h->n_threads = n_threads;
+    h->model = model->m;
     *out = h.release();
   });
 }
@@ -220,6 +221,7 @@ rwkvl_ffn_params rwkvl_ffn_default_params(void) {
 rwkvl_status rwkvl_context_set_ffn(rwkvl_context* ctx, const rwkvl_ffn_params* params) {
   return guarded([&] {
     RWKVL_API_REQUIRE(ctx && params, "rwkvl_context_set_ffn: NULL argument");
+    ctx->has_ffn = false;
     rwkvl::FfnOptions o;
     switch (params->mode) {
       case RWKVL_FFN_AUTO: o.mode = rwkvl::FfnMode::kAuto; break;
@@ -234,6 +236,8 @@ rwkvl_status rwkvl_context_set_ffn(rwkvl_context* ctx, const rwkvl_ffn_params* p
     o.random_frac = params->random_frac;
     o.seed = params->seed;
     ctx->ctx->set_ffn_options(o);
+    ctx->ffn_params = *params;
+    ctx->has_ffn = true;
   });
 }
 

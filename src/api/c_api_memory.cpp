@@ -29,6 +29,7 @@ rwkvl_head_params rwkvl_head_default_params(void) {
 rwkvl_status rwkvl_context_set_head(rwkvl_context* ctx, const rwkvl_head_params* params) {
   return guarded([&] {
     RWKVL_API_REQUIRE(ctx && params, "rwkvl_context_set_head: NULL argument");
+    ctx->has_head = false;
     rwkvl::HeadOptions o;
     switch (params->mode) {
       case RWKVL_HEAD_AUTO: o.mode = rwkvl::HeadMode::kAuto; break;
@@ -41,6 +42,8 @@ rwkvl_status rwkvl_context_set_head(rwkvl_context* ctx, const rwkvl_head_params*
     o.max_clusters = params->max_clusters;
     o.compare = params->compare != 0;
     ctx->ctx->set_head_options(o);
+    ctx->head_params = *params;
+    ctx->has_head = true;
   });
 }
 
@@ -78,6 +81,7 @@ rwkvl_memory_params rwkvl_memory_default_params(void) {
 rwkvl_status rwkvl_context_set_memory(rwkvl_context* ctx, const rwkvl_memory_params* params) {
   return guarded([&] {
     RWKVL_API_REQUIRE(ctx && params, "rwkvl_context_set_memory: NULL argument");
+    ctx->has_memory = false;
     RWKVL_API_REQUIRE(params->emb_cache_rows >= 0, "embedding cache of %lld rows: the size must be >= 0",
                       static_cast<long long>(params->emb_cache_rows));
     RWKVL_API_REQUIRE(std::isfinite(params->io_mb_per_s) && params->io_mb_per_s >= 0,
@@ -98,6 +102,8 @@ rwkvl_status rwkvl_context_set_memory(rwkvl_context* ctx, const rwkvl_memory_par
     mo.reserve = params->reserve_bytes;
     mo.chunk = params->max_chunk > 0 ? static_cast<size_t>(params->max_chunk) : 32;
     ctx->ctx->set_memory(mo);
+    ctx->memory_params = *params;
+    ctx->has_memory = true;
   });
 }
 
