@@ -34,6 +34,7 @@
  *     rwkvl_tokenizer  text <-> token ids (independent of the model once made).
  *     rwkvl_sampler    picks tokens from logits (random generator + penalty counts).
  *     rwkvl_input, rwkvl_text_stream, rwkvl_output   files read / written piece by piece.
+ *     rwkvl_text_tokens, rwkvl_lambada               inputs of an evaluation (perplexity, LAMBADA).
  *
  * THREAD SAFETY
  *   - A model is never modified after loading: any number of threads may use one model at once
@@ -555,6 +556,137 @@ rwkvl_status rwkvl_output_write(rwkvl_output* o, const void* data, size_t size);
    nothing appears; free the output). */
 rwkvl_status rwkvl_output_commit(rwkvl_output* o);
 void rwkvl_output_free(rwkvl_output* o); /* NULL is a no-op; discards an output not committed */
+
+/* ---------------------------------------------------------------- evaluation (perplexity, bits per byte, LAMBADA) */
+
+/* The figures of `rwkv-lite eval` and `rwkv-lite perplexity` as library calls (src/eval/):
+   - rwkvl_eval_text: a text fed as one stream from a fresh state; the negative log-likelihood (NLL, nats,
+     summed in double) of every token after the first under the logits before it; perplexity
+     exp(total NLL / predicted tokens); bits per byte = total NLL / ln 2 / UTF-8 bytes of the predicted tokens.
+   - rwkvl_eval_lambada: lm-eval's lambada_openai protocol: each passage {"text": ...} of a jsonl file is split
+     before its last word (white space at the end of the context moves to the target), tokenized as lm-eval
+     does (the target's tokens are tok(context + target) past tok(context), or tok(target) when that is not a
+     prefix: a "fallback"), and scored from a fresh state: accuracy = share of passages whose every target token
+     is the argmax of the logits before it; perplexity = exp(mean over passages of the target's NLL).
+   Inputs are opened before the evaluation (rwkvl_text_tokens_open; rwkvl_lambada_open then
+   rwkvl_lambada_tokenize), so that bad files fail before a model is loaded and a caller under a memory budget
+   can free the tokenizer when nothing is read while evaluating (rwkvl_text_tokens_streaming and
+   rwkvl_lambada_streaming are 0), then give the context's plan rwkvl_eval_reserve_bytes() as reserve_bytes
+   and rwkvl_eval_block() as max_chunk. Memory stays bounded whatever the size of the files. */
+
+/* Progress of a long evaluation: `done` of `total` `unit`s ("tok", "B" (bytes of the text file, when the
+   number of tokens is unknown), "passages"; total 0 when unknown) of `what` ("perplexity", "lambada").
+   Called from the thread that called the evaluation only, first with done 0. */
+typedef void (*rwkvl_eval_progress_fn)(void* user, const char* what, uint64_t done, uint64_t total,
+                                       const char* unit);
+
+typedef struct rwkvl_eval_params {
+  size_t chunk;                    /* tokens per model chunk, as rwkvl_eval's chunk (0: 32) */
+  size_t block;                    /* tokens whose logits are held at once; 0: rwkvl_eval_block(chunk, the
+                                      context has a memory budget) */
+  rwkvl_eval_progress_fn progress; /* NULL: none */
+  void* progress_user;             /* passed to progress */
+} rwkvl_eval_params;
+
+/* chunk 0, block 0, no progress. Never fails. */
+rwkvl_eval_params rwkvl_eval_default_params(void);
+/* Tokens whose logits the evaluation holds at once: chunk clamped to 64..256; under a memory budget
+   (under_budget != 0) one chunk (chunk, or 8 for 0). Never fails. */
+size_t rwkvl_eval_block(size_t chunk, int under_budget);
+/* Bytes an evaluation still allocates besides the context (for rwkvl_memory_params.reserve_bytes): one block
+   of n_vocab logits and its tokens, RWKVL_TEXT_STREAM_MAX_BYTES when the text is streamed, LAMBADA's line
+   and token buffers when passages are streamed, and slack. Never fails. */
+uint64_t rwkvl_eval_reserve_bytes(int n_vocab, size_t block, int text_streamed, int lambada_streamed);
+
+/* The tokens of a text file to evaluate (path "-": standard input), at most max_tokens (0 = all; < 0 is
+   INVALID_ARGUMENT). Up to 65536 tokens (max_tokens in 1..65536) are read and held now; a longer or unlimited
+   text is tokenized while it is evaluated (rwkvl_text_tokens_streaming 1: then `tok` must outlive the handle).
+   On success *out is a new handle the caller frees with rwkvl_text_tokens_free; on failure *out is NULL.
+   Not thread-safe. Errors: INVALID_ARGUMENT (NULL; the text has fewer than 2 tokens (within max_tokens):
+   the message says "empty" for an empty file), IO (missing, unreadable, not a regular file). */
+typedef struct rwkvl_text_tokens rwkvl_text_tokens;
+rwkvl_status rwkvl_text_tokens_open(const rwkvl_tokenizer* tok, const char* path, int64_t max_tokens,
+                                    rwkvl_text_tokens** out);
+/* 1 while tokens are still read from the file (the tokenizer is used), 0 when all are held; 0 for NULL. */
+int rwkvl_text_tokens_streaming(const rwkvl_text_tokens* text);
+void rwkvl_text_tokens_free(rwkvl_text_tokens* text); /* NULL is a no-op */
+
+typedef struct rwkvl_text_result {
+  uint64_t tokens;          /* tokens in the stream */
+  uint64_t predicted;       /* tokens - 1: every token after the first */
+  uint64_t predicted_bytes; /* UTF-8 bytes of the predicted tokens (their decoded bytes) */
+  double total_nll;         /* nats, over the predicted tokens */
+  double mean_nll;          /* total_nll / predicted */
+  double ppl;               /* exp(mean_nll) */
+  double bpb;               /* bits per byte: total_nll / ln 2 / predicted_bytes; NaN when that is 0 */
+  double seconds;           /* feeding + NLL (and tokenizing, when the text is streamed) */
+  double tok_per_s;         /* predicted / seconds (0 when seconds is 0) */
+  int threads;              /* the context's threads (NLL of each block spread over them) */
+} rwkvl_text_result;
+
+/* Perplexity and bits per byte of the text (see above), fed through ctx from a fresh state of its own (blocks
+   of sequence mode with every logit, the same as one token at a time up to float rounding); ctx's settings
+   (FFN, head, memory budget) apply and its statistics count the work. Reads the text to its end: a handle is
+   evaluated once (again: INVALID_ARGUMENT). params NULL: the defaults. *out (the caller's struct) is written
+   only on success. ctx and text must not be used by another thread during the call. Errors:
+   INVALID_ARGUMENT (NULL ctx, text or out; text already evaluated), IO and FORMAT as rwkvl_eval and from
+   reading a streamed text. */
+rwkvl_status rwkvl_eval_text(rwkvl_context* ctx, rwkvl_text_tokens* text, const rwkvl_eval_params* params,
+                             rwkvl_text_result* out);
+
+/* The passages of a LAMBADA jsonl file (path "-": standard input, read twice: use a file), all of them or the
+   first max_passages (0 = all; < 0 is INVALID_ARGUMENT). Every line is checked now (a malformed one anywhere
+   fails, naming the line), one line held at a time; no tokenizer is needed yet. On success *out is a new
+   handle the caller frees with rwkvl_lambada_free; on failure *out is NULL. Not thread-safe.
+   Errors: INVALID_ARGUMENT (NULL), IO (missing, unreadable), FORMAT ("line N: not valid JSON", not an object
+   with a string "text", no space in the text, nothing before the last word, a line over 16 KiB, no
+   passages). */
+typedef struct rwkvl_lambada rwkvl_lambada;
+rwkvl_status rwkvl_lambada_open(const char* path, int64_t max_passages, rwkvl_lambada** out);
+/* Passages that will be evaluated; 0 for NULL. */
+size_t rwkvl_lambada_count(const rwkvl_lambada* lambada);
+/* Tokenizes the passages with tok: all of them now when there are at most 8192 (then tok may be freed),
+   else one at a time while they are evaluated (rwkvl_lambada_streaming 1: tok must outlive the handle).
+   Once per handle. Errors: INVALID_ARGUMENT (NULL, already tokenized), IO (the file changed or cannot be
+   read), FORMAT (a passage whose context or target has no tokens). */
+rwkvl_status rwkvl_lambada_tokenize(rwkvl_lambada* lambada, const rwkvl_tokenizer* tok);
+/* 1 while passages are still read and tokenized from the file, else 0; 0 for NULL. */
+int rwkvl_lambada_streaming(const rwkvl_lambada* lambada);
+void rwkvl_lambada_free(rwkvl_lambada* lambada); /* NULL is a no-op */
+
+typedef struct rwkvl_lambada_result {
+  uint64_t n;             /* passages evaluated */
+  uint64_t correct;       /* of those, every target token the argmax */
+  uint64_t target_tokens; /* target tokens over all passages */
+  uint64_t fallbacks;     /* passages whose target was tokenized apart (see above) */
+  double total_nll;       /* nats, summed over the passages' targets */
+  double acc;             /* correct / n */
+  double ppl;             /* lm-eval's: exp(total_nll / n) */
+  double token_ppl;       /* per target token: exp(total_nll / target_tokens) */
+  double seconds;
+  int workers;            /* contexts that ran the passages (1: ctx itself) */
+  /* With workers > 1 the passages ran on worker contexts with ctx's settings and ctx is untouched: their
+     statistics, summed as the CLI reports them (counters added, sizes and plan figures the largest);
+     all zero when workers is 1 (ctx's own statistics count the work). */
+  rwkvl_ffn_stats worker_ffn;
+  rwkvl_head_stats worker_head;
+  rwkvl_memory_stats worker_memory;
+} rwkvl_lambada_result;
+
+/* LAMBADA accuracy and perplexity of the tokenized passages (see above). Passages are independent: with
+   ctx's n threads and no memory budget they are spread over min(n, passages) workers, each a new
+   single-threaded context (n / workers threads) made with the settings last applied to ctx
+   (rwkvl_context_set_ffn, _set_head, _set_memory), run on their own threads; under a budget, or with one
+   thread, ctx does them all. Results are summed in passage order, so the figures do not depend on the split.
+   details (may be NULL): an output (rwkvl_output_open) that receives one JSON object per passage and line,
+   in passage order, as they finish: {"line": line in the file, "context_tokens": n, "target": [ids],
+   "greedy": [argmax ids], "nll": nats, "correct": bool, "fallback": bool}; the caller commits it. The handle
+   is evaluated once (again: INVALID_ARGUMENT). params NULL: the defaults. *out is written only on success.
+   ctx, lambada and details must not be used by another thread during the call. Errors: INVALID_ARGUMENT
+   (NULL ctx, lambada or out; not tokenized; already evaluated), IO and FORMAT as rwkvl_eval, from reading
+   streamed passages and writing details, INTERNAL (a worker thread cannot start). */
+rwkvl_status rwkvl_eval_lambada(rwkvl_context* ctx, rwkvl_lambada* lambada, const rwkvl_eval_params* params,
+                                rwkvl_output* details, rwkvl_lambada_result* out);
 
 /* ---------------------------------------------------------------- integrity */
 

@@ -11,6 +11,7 @@
 
 #include "compress/compress.h"
 #include "core/error.h"
+#include "core/logprob.h"
 #include "model/model.h"
 #include "test_util.h"
 #include "runtime/session.h"
@@ -66,14 +67,7 @@ double mean_nll(const std::shared_ptr<const Model>& m, const std::vector<int32_t
   std::vector<float> all(toks.size() * V);
   ctx.eval(st, toks.data(), toks.size(), 64, nullptr, all.data());
   double s = 0;
-  for (size_t i = 0; i + 1 < toks.size(); ++i) {
-    const float* l = all.data() + i * V;
-    float mx = l[0];
-    for (size_t j = 1; j < V; ++j) mx = std::max(mx, l[j]);
-    double z = 0;
-    for (size_t j = 0; j < V; ++j) z += std::exp(static_cast<double>(l[j] - mx));
-    s += std::log(z) + mx - l[static_cast<size_t>(toks[i + 1])];
-  }
+  for (size_t i = 0; i + 1 < toks.size(); ++i) s += logprob::nll(all.data() + i * V, V, toks[i + 1]);
   return s / static_cast<double>(toks.size() - 1);
 }
 

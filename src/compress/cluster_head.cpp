@@ -11,6 +11,7 @@
 
 #include "compress/compress.h"
 #include "core/error.h"
+#include "core/logprob.h"
 #include "core/threadpool.h"
 #include "model/ops.h"
 #include "runtime/sampler.h"
@@ -63,14 +64,6 @@ void assign_points(ThreadPool* pool, const float* pts, int64_t n, int64_t d, con
       dist2[static_cast<size_t>(b + i)] = std::max(0.f, bd + xn);
     }
   });
-}
-
-double log_sum_exp(const float* z, int64_t n) {
-  float mx = -std::numeric_limits<float>::infinity();
-  for (int64_t i = 0; i < n; ++i) mx = std::max(mx, z[i]);
-  double s = 0;
-  for (int64_t i = 0; i < n; ++i) s += std::exp(static_cast<double>(z[i]) - mx);
-  return mx + std::log(s);
 }
 
 }  // namespace
@@ -316,7 +309,7 @@ std::shared_ptr<Model> cluster_head(const std::shared_ptr<const Model>& in, cons
       auto rows = [&](int64_t b, int64_t e) {
         for (int64_t t = b; t < e; ++t) {
           float* z = logits.data() + t * V;
-          const double l = log_sum_exp(z, V);
+          const double l = logprob::log_sum_exp(z, static_cast<size_t>(V));
           int32_t best = 0;
           for (int64_t i = 0; i < V; ++i) {
             if (z[i] > z[best]) best = static_cast<int32_t>(i);
@@ -357,12 +350,10 @@ std::shared_ptr<Model> cluster_head(const std::shared_ptr<const Model>& in, cons
     std::vector<uint8_t> chosen(static_cast<size_t>(K));
     for (int64_t i = 0; i < n_hold; ++i) {
       const int64_t pos = n_train + i;
-      const double l = log_sum_exp(Z.row(i).data(), K);
+      logprob::log_softmax(Z.row(i).data(), static_cast<size_t>(K), logp.data());
       int64_t tbest = 0, pbest = 0;
       for (int64_t j = 0; j < K; ++j) {
-        logp[static_cast<size_t>(j)] = static_cast<float>(Z(i, j) - l);
-        const double t = Tall(pos, j);
-        if (t > 0) kl += t * (std::log(t) - logp[static_cast<size_t>(j)]);
+        kl += logprob::kl_term(Tall(pos, j), logp[static_cast<size_t>(j)]);
         if (Tall(pos, j) > Tall(pos, tbest)) tbest = j;
         if (Z(i, j) > Z(i, pbest)) pbest = j;
       }
@@ -437,10 +428,7 @@ std::shared_ptr<Model> cluster_head(const std::shared_ptr<const Model>& in, cons
           Tb.row(i) = Tall.row(idx[static_cast<size_t>(s + i)]);
         }
         RowMatF G = (Xb * Wt).rowwise() + bias;
-        for (int64_t i = 0; i < m; ++i) {
-          const double l = log_sum_exp(G.row(i).data(), K);
-          for (int64_t j = 0; j < K; ++j) G(i, j) = static_cast<float>(std::exp(static_cast<double>(G(i, j)) - l));
-        }
+        for (int64_t i = 0; i < m; ++i) logprob::softmax(G.row(i).data(), static_cast<size_t>(K), G.row(i).data());
         G = (G - Tb) / static_cast<float>(m);
         const RowMatF gW = Xb.transpose() * G;
         const Eigen::RowVectorXf gb = G.colwise().sum();

@@ -390,41 +390,6 @@ std::string read_file(const std::string& path, const char* what, uint64_t max_by
   return out;
 }
 
-LineReader::LineReader(const std::string& path, const char* what, size_t max_line)
-    : in_(open_input(path, what, true)), path_(path), what_(what), max_line_(max_line), buf_(1 << 16, '\0') {}
-
-bool LineReader::next(std::string* line) {
-  line->clear();
-  for (;;) {
-    if (pos_ == end_) {
-      if (eof_) {
-        if (line->empty()) return false;
-        ++line_no_;
-        return true;
-      }
-      size_t got = 0;
-      check(rwkvl_input_read(in_.get(), buf_.data(), buf_.size(), &got));
-      pos_ = 0;
-      end_ = got;
-      eof_ = got == 0;
-      continue;
-    }
-    const char* start = buf_.data() + pos_;
-    const void* nl = std::memchr(start, '\n', end_ - pos_);
-    const size_t take = nl ? static_cast<size_t>(static_cast<const char*>(nl) - start) : end_ - pos_;
-    if (line->size() + take > max_line_)
-      throw Failure(std::string(what_) + " '" + path_ + "' line " + std::to_string(line_no_ + 1) + " is longer than " +
-                    format_bytes(max_line_));
-    line->append(start, take);
-    pos_ += take;
-    if (nl) {
-      ++pos_;
-      ++line_no_;
-      return true;
-    }
-  }
-}
-
 TextStream::TextStream(const rwkvl_tokenizer* tok, const std::string& path, const char* what) {
   check(rwkvl_text_stream_open(tok, path.c_str(), what, &s_));
 }

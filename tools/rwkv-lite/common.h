@@ -101,24 +101,6 @@ constexpr uint64_t kMaxWholeFileBytes = 256ull << 20;
 std::string read_file(const std::string& path, const char* what, uint64_t max_bytes = kMaxWholeFileBytes,
                       bool allow_stdin = false);
 
-// Lines of a file (or standard input for "-") read 64 KiB at a time; a line longer than max_line is an error.
-class LineReader {
- public:
-  LineReader(const std::string& path, const char* what, size_t max_line);
-  // The next line without its '\n'; false at the end of the file.
-  bool next(std::string* line);
-  size_t line_no() const { return line_no_; }  // 1-based number of the line last returned
-
- private:
-  InputPtr in_;
-  std::string path_;
-  const char* what_;
-  size_t max_line_;
-  std::string buf_;
-  size_t pos_ = 0, end_ = 0, line_no_ = 0;
-  bool eof_ = false;
-};
-
 // Tokens of a text file read in pieces (rwkvl_text_stream): bounded memory for any file size.
 class TextStream {
  public:
@@ -148,6 +130,7 @@ class OutputFile {
   OutputFile& operator=(const OutputFile&) = delete;
   void write(std::string_view data);
   void commit();
+  rwkvl_output* handle() { return o_; }  // for library calls that write into it (rwkvl_eval_lambada)
 
  private:
   rwkvl_output* o_ = nullptr;
