@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "runtime/layer_stream.h"
 
 namespace rwkvl::compress {
 
@@ -56,6 +57,11 @@ void Calibrator::set_taps(TapSet taps, TapFn fn) {
 }
 
 ThreadPool* Calibrator::pool() { return impl_->ctx.pool(); }
+
+uint64_t Calibrator::streamed_layer_loads() const {
+  const LayerStream* s = impl_->ctx.layer_stream();
+  return s ? s->stats().loads : 0;
+}
 
 void Calibrator::run(const int32_t* tokens, size_t n, size_t chunk, const ChunkFn& after) {
   RWKVL_CHECK(chunk >= 1);

@@ -72,6 +72,8 @@ class Calibrator {
 
   // The worker threads (for a pass's own work between chunks).
   ThreadPool* pool();
+  // Layers loaded from the file under a memory budget so far (0 without one, or when all stay resident).
+  uint64_t streamed_layer_loads() const;
   const Model& model() const { return *model_; }
 
  private:
