@@ -548,7 +548,8 @@ void rwkvl_install_sigbus_guard(const char* program);
    activation predictors, (3) the cluster head; then it writes the native file. The same recipe and
    calibration give the same bytes as the command with the same flags (docs/CLI.md, "compress"). The model
    handle is only read: other threads may use it meanwhile. Strings in the recipe are read during the call
-   only. The progress callback runs on the calling thread or a worker thread, never concurrently. */
+   only. The progress callback runs on the calling thread or a worker thread, never concurrently. The
+   *_from_string helpers and rwkvl_compress_default_recipe may be called from any thread. */
 
 typedef enum { RWKVL_LOWRANK_NONE = 0, RWKVL_LOWRANK_SVD = 1, RWKVL_LOWRANK_ASVD = 2 } rwkvl_lowrank_method;
 typedef enum { RWKVL_QUANT_NONE = 0, RWKVL_QUANT_INT8 = 1, RWKVL_QUANT_INT4 = 2 } rwkvl_quant;
