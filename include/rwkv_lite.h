@@ -709,6 +709,173 @@ rwkvl_status rwkvl_verify_model(const char* path, char* out, size_t cap, size_t*
    copied (63 bytes at most); NULL: "rwkv-lite". */
 void rwkvl_install_sigbus_guard(const char* program);
 
+/* ---------------------------------------------------------------- compression (issue #14) */
+
+/* COMPRESSION. rwkvl_compress runs the compression passes of `rwkv-lite compress` on a loaded model, in
+   their fixed order: (1) low-rank factorisation W ~ B A (+ diag) of the target projections and
+   quantisation / type conversion of the other matrices, (2) the neuron-bundled sparse channel-mix with
+   activation predictors, (3) the cluster head; then it writes the native file. The same recipe and
+   calibration give the same bytes as the command with the same flags (docs/CLI.md, "compress"). The model
+   handle is only read: other threads may use it meanwhile. Strings in the recipe are read during the call
+   only. The progress callback runs on the calling thread or a worker thread, never concurrently. The
+   *_from_string helpers and rwkvl_compress_default_recipe may be called from any thread. */
+
+typedef enum { RWKVL_LOWRANK_NONE = 0, RWKVL_LOWRANK_SVD = 1, RWKVL_LOWRANK_ASVD = 2 } rwkvl_lowrank_method;
+typedef enum { RWKVL_QUANT_NONE = 0, RWKVL_QUANT_INT8 = 1, RWKVL_QUANT_INT4 = 2 } rwkvl_quant;
+/* How the cluster head spreads an unchosen cluster's probability over its tokens: CALIB by each token's
+   share of the cluster's mass on the calibration text, UNIFORM evenly (the paper). */
+typedef enum { RWKVL_HEAD_PRIOR_CALIB = 0, RWKVL_HEAD_PRIOR_UNIFORM = 1 } rwkvl_head_prior;
+/* The rows the vocabulary is clustered by: the head rows, or the embedding rows (the paper). */
+typedef enum { RWKVL_CLUSTER_SOURCE_HEAD = 0, RWKVL_CLUSTER_SOURCE_EMB = 1 } rwkvl_cluster_source;
+
+/* Low-rank targets, one bit per projection (canonical names in brackets). */
+#define RWKVL_TARGET_ATT_RECEPTANCE (1u << 0) /* att.receptance */
+#define RWKVL_TARGET_ATT_KEY (1u << 1)        /* att.key */
+#define RWKVL_TARGET_ATT_VALUE (1u << 2)      /* att.value */
+#define RWKVL_TARGET_ATT_OUTPUT (1u << 3)     /* att.output */
+#define RWKVL_TARGET_ATT_GATE (1u << 4)       /* att.gate (gated v5.1+ and v6 models) */
+#define RWKVL_TARGET_FFN_KEY (1u << 5)        /* ffn.key */
+#define RWKVL_TARGET_FFN_VALUE (1u << 6)      /* ffn.value */
+#define RWKVL_TARGET_FFN_RECEPTANCE (1u << 7) /* ffn.receptance (not v7) */
+#define RWKVL_TARGETS_DEFAULT 0u           /* time-mix receptance, key, value (and gate where it exists) */
+#define RWKVL_TARGETS_ALL 0xFFFFFFFFu      /* every projection the architecture has */
+
+/* Parse the names the command line uses ("svd", "asvd", "none"/""; "int8", "int4", "none"/""; "calib",
+   "uniform"; "head", "emb"; a comma-separated target list or "all"), for bindings. *out is unchanged on
+   failure. Errors: INVALID_ARGUMENT (NULL, unknown name: the message lists the known ones). */
+rwkvl_status rwkvl_lowrank_method_from_string(const char* s, rwkvl_lowrank_method* out);
+rwkvl_status rwkvl_quant_from_string(const char* s, rwkvl_quant* out);
+rwkvl_status rwkvl_head_prior_from_string(const char* s, rwkvl_head_prior* out);
+rwkvl_status rwkvl_cluster_source_from_string(const char* s, rwkvl_cluster_source* out);
+rwkvl_status rwkvl_targets_from_string(const char* list, uint32_t* out);
+
+typedef struct rwkvl_compress_recipe {
+  /* (1) low-rank: with a method, exactly one of rank_frac (0 < F <= 1: rank = round(F min(rows, cols))),
+     rank (>= 1) and budget_bytes (per-matrix ranks chosen so every weight fits in this many bytes). */
+  rwkvl_lowrank_method lowrank;
+  double rank_frac;
+  int64_t rank;
+  uint64_t budget_bytes;
+  uint32_t targets;  /* RWKVL_TARGET_* bits, RWKVL_TARGETS_DEFAULT or RWKVL_TARGETS_ALL */
+  int diag;          /* also fit a diagonal term on square matrices */
+  int force;         /* keep factorisations that do not save bytes */
+  double damp;       /* asvd: damping of the input second moment (default 1e-3) */
+  /* (1) quantisation of every block projection and the factors, optionally the embedding and head */
+  rwkvl_quant quant;
+  int quant_emb, quant_head;
+  const char* dtype; /* factors and matrices not quantised: NULL/"keep" (f32 factors for f32 models, else
+                        f16), "f32", "f16", "bf16" */
+  /* (2) sparse channel-mix (needs calibration) */
+  int sparse_ffn;          /* 1: neuron-bundle the channel-mix */
+  int ffn_predictors;      /* 1: train activation predictors (default); 0: bundle only */
+  const char* ffn_dtype;   /* bundle dtype: NULL/"keep" (that of ffn.key), "f32", "f16", "bf16", "i8", "q4" */
+  double recall;           /* recall the predictors must reach on new text (default 0.99) */
+  int pred_hidden;         /* MLP predictor width (default 64) */
+  int pred_epochs;         /* its training epochs (default 20) */
+  double pred_lr;          /* its Adam step size (default 0.003) */
+  double pred_holdout;     /* share of calibration tokens held out for the thresholds (default 0.2) */
+  int pred_int8;           /* 1: MLP stored int8 with f16 row scales (default); 0: f16 */
+  /* (3) cluster head (needs calibration) */
+  int cluster_head;        /* K >= 2 k-means clusters; 0 = off */
+  int cluster_cap;         /* most tokens per cluster (default 1024) */
+  int pca_dims;            /* PCA components the k-means runs on (default 200) */
+  int head_epochs;         /* distillation epochs (default 30) */
+  double head_lr;          /* distillation step size (default 0.01) */
+  rwkvl_head_prior head_prior;
+  double prior_smoothing;  /* CALIB priors: A x the cluster's mean share added to each token (default 1e-3) */
+  rwkvl_cluster_source cluster_source;
+  uint64_t seed;           /* predictor training and k-means (default 1) */
+  int n_threads;           /* <= 0: one per online core (the output does not depend on it) */
+} rwkvl_compress_recipe;
+
+/* Nothing to do (every pass off) with the command line's defaults for every setting. Never fails. */
+rwkvl_compress_recipe rwkvl_compress_default_recipe(void);
+
+/* Calibration: either tokens (n_tokens of them) or text (text_len bytes, tokenised with `tokenizer`, or
+   with the model's tokenizer found as rwkvl_tokenizer_for_model does when NULL). max_tokens > 0 keeps the
+   first max_tokens tokens. `name` (NULL: "") is recorded in the file with the text's FNV-1a 64 hash (of
+   the token ids as little-endian int32 for tokens). */
+typedef struct rwkvl_calibration {
+  const int32_t* tokens;
+  size_t n_tokens;
+  const char* text;
+  size_t text_len;
+  const rwkvl_tokenizer* tokenizer;
+  size_t max_tokens;
+  const char* name;
+} rwkvl_calibration;
+
+/* stage: "compress" (layers), "activations" (tokens), "predictors" (layer-epochs), "clustering" (k-means
+   iterations), "calibration" (tokens), "distillation" (epochs); each stage starts with done = 0. */
+typedef void (*rwkvl_compress_progress_fn)(const char* stage, int64_t done, int64_t total, void* user);
+
+typedef struct rwkvl_compress_details rwkvl_compress_details;
+typedef struct rwkvl_compress_report {
+  uint64_t weight_bytes_before, weight_bytes_after; /* bytes of all tensors */
+  uint64_t out_file_bytes;                          /* size of the written file */
+  uint64_t calib_tokens;
+  int matrices_factored, matrices_skipped, matrices_dense; /* (1) low-rank: factored, not worth it, kept by the budget */
+  int matrices_quantised, matrices_converted;              /* (1) further matrices quantised / converted */
+  uint64_t budget_planned_bytes;                           /* (1) budget: the planner's estimate */
+  double budget_error_sum;                                 /* (1) budget: summed predicted relative error */
+  uint64_t ffn_bundle_bytes, ffn_predictor_bytes;          /* (2) */
+  int cluster_k;                                           /* (3) clusters after the cap; 0 = no cluster head */
+  double seconds_lowrank_quant, seconds_sparse_collect, seconds_sparse_train, seconds_cluster,
+      seconds_cluster_calibration, seconds_cluster_distillation, seconds_save, seconds_total;
+  rwkvl_compress_details* details; /* the whole report, for rwkvl_compress_report_json; owned by the library
+                                      until rwkvl_compress_report_free */
+} rwkvl_compress_report;
+
+/* Compresses `model` with `recipe` (NULL: the default recipe, which fails with "nothing to do") and writes
+   the native file at out_path atomically (see OUTPUT FILES; the path is checked before any work). calib
+   may be NULL when no pass calibrates (svd without error figures, quantisation). progress may be NULL.
+   report (may be NULL) is the caller's struct: on success every field is written and details must be
+   released with rwkvl_compress_report_free; on failure it is zeroed. Errors: INVALID_ARGUMENT (NULL model
+   or out_path, a recipe the model cannot take: the message names the setting, e.g. an unknown target, a
+   rank out of range, already factored or quantised matrices, too little calibration text, a calibration
+   token out of range), IO (path refused, write failed), FORMAT (non-finite activations during calibration). */
+rwkvl_status rwkvl_compress(const rwkvl_model* model, const rwkvl_compress_recipe* recipe,
+                            const rwkvl_calibration* calib, const char* out_path, rwkvl_compress_progress_fn progress,
+                            void* user, rwkvl_compress_report* report);
+/* The whole report as one JSON object ("out", "out_file_bytes", "weight_bytes_before/after", "calib_tokens",
+   "budget", "budget_planned_bytes", "budget_error_sum", "pass" and "matrices" of stage 1, "sparse_ffn",
+   "cluster_head", "stages" (seconds)), with the cap/n_out protocol of rwkvl_context_memory_plan.
+   Errors: INVALID_ARGUMENT (NULL, a report without details, buffer too small). */
+rwkvl_status rwkvl_compress_report_json(const rwkvl_compress_report* report, char* out, size_t cap, size_t* n_out);
+/* Frees the details and zeroes the struct. NULL is a no-op. */
+void rwkvl_compress_report_free(rwkvl_compress_report* report);
+
+/* FFN activation sparsity (`rwkv-lite stats`): feeds tokens[0..n) from the initial state in chunks of
+   `chunk` (1..1024; 0 = 64) with n_threads threads (<= 0: one per core) and measures, per layer, the share of
+   zero channel-mix neurons relu(Wk x)^2 per token. progress (may be NULL) gets stage "stats" (tokens).
+   *out is the caller's struct; on success release it with rwkvl_ffn_sparsity_free, on failure it is
+   zeroed. Errors: INVALID_ARGUMENT (NULL, n == 0, a token out of range, a neuron-bundled model: measure
+   the model it was made from), FORMAT (non-finite activations). */
+typedef struct rwkvl_ffn_sparsity_details rwkvl_ffn_sparsity_details;
+typedef struct rwkvl_ffn_sparsity {
+  uint64_t tokens;
+  int n_layer, n_ffn;
+  double zero_frac_mean; /* mean over layers of the mean share of zero neurons */
+  double seconds;
+  rwkvl_ffn_sparsity_details* details; /* owned by the library until rwkvl_ffn_sparsity_free */
+} rwkvl_ffn_sparsity;
+typedef struct rwkvl_ffn_sparsity_layer {
+  int layer;
+  double zero_frac_mean, zero_frac_p10, zero_frac_p50, zero_frac_p90, zero_frac_min, zero_frac_max;
+  int64_t neurons_90, neurons_99; /* fewest neurons carrying 90 % / 99 % of all activations */
+  int64_t never_active;
+} rwkvl_ffn_sparsity_layer;
+rwkvl_status rwkvl_ffn_sparsity_measure(const rwkvl_model* model, const int32_t* tokens, size_t n, size_t chunk,
+                                        int n_threads, rwkvl_compress_progress_fn progress, void* user,
+                                        rwkvl_ffn_sparsity* out);
+/* One layer's figures. Errors: INVALID_ARGUMENT (NULL, no details, layer out of range). */
+rwkvl_status rwkvl_ffn_sparsity_get_layer(const rwkvl_ffn_sparsity* s, int layer, rwkvl_ffn_sparsity_layer* out);
+/* {"tokens", "n_ffn", "layers": [...], "zero_frac_mean", "seconds"} (the keys of `stats --json` less "model"),
+   cap/n_out protocol as rwkvl_context_memory_plan. Errors: INVALID_ARGUMENT (NULL, no details, buffer too small). */
+rwkvl_status rwkvl_ffn_sparsity_json(const rwkvl_ffn_sparsity* s, char* out, size_t cap, size_t* n_out);
+/* Frees the details and zeroes the struct. NULL is a no-op. */
+void rwkvl_ffn_sparsity_free(rwkvl_ffn_sparsity* s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -9,6 +9,7 @@
 #include <limits>
 #include <numeric>
 
+#include "compress/calibrate.h"
 #include "compress/compress.h"
 #include "core/error.h"
 #include "core/logprob.h"
@@ -293,19 +294,14 @@ std::shared_ptr<Model> cluster_head(const std::shared_ptr<const Model>& in, cons
   std::vector<double> mean_p(static_cast<size_t>(V), 0.0);
   std::vector<int32_t> top(static_cast<size_t>(N));
   {
-    Session ctx(in, std::max(1, o.n_threads));
-    State st;
-    st.reset(cfg);
+    Calibrator calib(in, CalibrationOptions{std::max(1, o.n_threads), 0});
+    ThreadPool* pool = calib.pool();
     const size_t chunk = static_cast<size_t>(std::max(1, o.chunk));
-    std::vector<float> x(chunk * static_cast<size_t>(C)), logits(chunk * static_cast<size_t>(V));
-    std::vector<double> lse(chunk);
-    for (size_t done = 0; done < o.calib.size(); done += chunk) {
-      const size_t T = std::min(chunk, o.calib.size() - done);
-      ctx.embed(o.calib.data() + done, T, x.data());
-      ctx.forward_layers(st, x.data(), T, 0, cfg.n_layer);
+    std::vector<float> logits(chunk * static_cast<size_t>(V));
+    calib.run(o.calib.data(), o.calib.size(), chunk, [&](size_t done, size_t T, float* x) {
       float* xn = X.data() + done * static_cast<size_t>(C);
-      ops::layer_norm_rows(x.data(), xn, in->ln_out_w(), in->ln_out_b(), T, static_cast<size_t>(C), cfg.ln_eps);
-      kern::matmul(head.ref, xn, static_cast<int64_t>(T), logits.data(), ctx.pool());
+      ops::layer_norm_rows(x, xn, in->ln_out_w(), in->ln_out_b(), T, static_cast<size_t>(C), cfg.ln_eps);
+      kern::matmul(head.ref, xn, static_cast<int64_t>(T), logits.data(), pool);
       auto rows = [&](int64_t b, int64_t e) {
         for (int64_t t = b; t < e; ++t) {
           float* z = logits.data() + t * V;
@@ -325,11 +321,11 @@ std::shared_ptr<Model> cluster_head(const std::shared_ptr<const Model>& in, cons
           for (int64_t j = 0; j < K; ++j) tg[j] = static_cast<float>(mass[static_cast<size_t>(j)]);
         }
       };
-      ctx.pool()->parallel_for(static_cast<int64_t>(T), rows, 1);
+      pool->parallel_for(static_cast<int64_t>(T), rows, 1);
       for (size_t t = 0; t < T; ++t)  // in position order: the same sums for any thread count
         for (int64_t i = 0; i < V; ++i) mean_p[static_cast<size_t>(i)] += logits[t * static_cast<size_t>(V) + static_cast<size_t>(i)];
       progress("calibration", static_cast<int64_t>(done + T), N);
-    }
+    });
   }
   for (double& m : mean_p) m /= static_cast<double>(N);
   rep.seconds_calib = seconds_since(t_calib);

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <map>
 
+#include "compress/calibrate.h"
 #include "compress/linalg.h"
 #include "core/error.h"
 #include "core/hash.h"
@@ -32,17 +33,14 @@ bool target_exists(const ModelConfig& c, const std::string& t) {
   return true;
 }
 
-const Matrix& slot(const LayerWeights& L, const std::string& t) {
-  if (t == "att.receptance") return L.att_r;
-  if (t == "att.key") return L.att_k;
-  if (t == "att.value") return L.att_v;
-  if (t == "att.gate") return L.att_g;
-  if (t == "att.output") return L.att_o;
-  if (t == "ffn.key") return L.ffn_k;
-  if (t == "ffn.value") return L.ffn_v;
-  if (t == "ffn.receptance") return L.ffn_r;
+// The role of a target name (one of target_names()).
+MatRole role_of(const std::string& t) {
+  for (MatRole r : kProjectionRoles)
+    if (t == mat_role_name(r)) return r;
   RWKVL_FAIL(kInvalidArgument, "unknown target '%s'", t.c_str());
 }
+
+const Matrix& slot(const LayerWeights& L, const std::string& t) { return layer_matrix(L, role_of(t)); }
 
 bool ends_with(const std::string& s, const char* suf) {
   const size_t n = std::strlen(suf);
@@ -80,32 +78,6 @@ bool is_block_projection(const std::string& name) {
     for (const char* suf : {".weight", ".lr_a", ".lr_b"})
       if (ends_with(name, ("." + t + suf).c_str())) return true;
   return false;
-}
-
-struct Calibration {
-  std::vector<float> x;  // N x C: the residual stream entering the current layer, per token
-  State state;           // carried across chunks and layers (each layer's block is advanced once)
-  size_t n = 0;
-};
-
-// Runs layer l of `model` over all calibration tokens, calling `obs` for every projection. With
-// `advance` the residual stream and the layer's state move on to the next layer; otherwise both are
-// left untouched (a trial pass to collect inputs).
-void run_layer(const std::shared_ptr<const Model>& model, Calibration& cal, int l, const Options& opts,
-               const Observer& obs, bool advance) {
-  const size_t C = static_cast<size_t>(model->config().n_embd);
-  Session ctx(model, opts.n_threads);
-  ctx.set_observer(obs);
-  State st = cal.state;
-  const size_t chunk = static_cast<size_t>(std::max(1, opts.chunk));
-  std::vector<float> buf(chunk * C);
-  for (size_t off = 0; off < cal.n; off += chunk) {
-    const size_t T = std::min(chunk, cal.n - off);
-    std::memcpy(buf.data(), cal.x.data() + off * C, T * C * sizeof(float));
-    ctx.forward_layers(st, buf.data(), T, l, l + 1);
-    if (advance) std::memcpy(cal.x.data() + off * C, buf.data(), T * C * sizeof(float));
-  }
-  if (advance) cal.state = std::move(st);
 }
 
 std::string fmt_double(double v) {
@@ -223,15 +195,9 @@ std::shared_ptr<Model> run(const std::shared_ptr<const Model>& in, const Options
 
   // ---- low-rank factorisation, layer by layer and stage by stage
   std::shared_ptr<const Model> cur = in;
-  Calibration cal;
-  if (calibrate) {
-    const size_t C = static_cast<size_t>(cfg.n_embd);
-    cal.n = opts.calib.size();
-    cal.x.resize(cal.n * C);
-    Session ctx(in, opts.n_threads);
-    ctx.embed(opts.calib.data(), cal.n, cal.x.data());
-    cal.state.reset(cfg);
-  }
+  const size_t chunk = static_cast<size_t>(std::max(1, opts.chunk));
+  std::unique_ptr<LayerwiseCalibration> cal;
+  if (calibrate) cal = std::make_unique<LayerwiseCalibration>(in, opts.calib, opts.n_threads, chunk);
   auto rebind = [&]() { cur = Model::from_canonical(tm, cfg, in->source_kind(), Model::LoadOptions{}); };
   // Stored type of factors: the quantisation type, else --dtype, else f32 for f32 sources and f16
   // otherwise (bf16 factors would add needless rounding error); and of a matrix left dense.
@@ -255,22 +221,21 @@ std::shared_ptr<Model> run(const std::shared_ptr<const Model>& in, const Options
     // whose factors would cost as much as its dense form is kept dense (error 0). Spectra come from
     // the uncompressed model; the factorisation itself then runs sequentially as usual.
     std::map<std::string, linalg::Gram> grams;
-    std::map<const Matrix*, linalg::Gram*> by_matrix;
     if (calibrate) {
+      std::map<std::pair<int, MatRole>, linalg::Gram*> by_tap;
+      TapSet taps;
       for (int l = 0; l < cfg.n_layer; ++l)
         for (const std::string& t : targets) {
           const Matrix& m = slot(in->layer(l), t);
           const std::string base = "blocks." + std::to_string(l) + "." + t;
-          by_matrix[&m] = &grams.emplace(base, linalg::Gram(m.cols)).first->second;
+          by_tap[{l, role_of(t)}] = &grams.emplace(base, linalg::Gram(m.cols)).first->second;
+          taps.add(l, role_of(t));
         }
-      Session ctx(in, opts.n_threads);
-      ctx.set_observer([&by_matrix](const Matrix& m, const float* X, size_t T) {
-        auto it = by_matrix.find(&m);
-        if (it != by_matrix.end()) it->second->add(X, static_cast<int64_t>(T));
+      Calibrator calib(in, CalibrationOptions{opts.n_threads, 0});
+      calib.set_taps(std::move(taps), [&by_tap](int l, MatRole r, const float* X, size_t T) {
+        by_tap.at({l, r})->add(X, static_cast<int64_t>(T));
       });
-      State st;
-      st.reset(cfg);
-      ctx.eval(st, opts.calib.data(), opts.calib.size(), static_cast<size_t>(std::max(1, opts.chunk)), nullptr, nullptr);
+      calib.run(opts.calib.data(), opts.calib.size(), chunk);
     }
     struct Cand {
       std::string base;
@@ -380,18 +345,16 @@ std::shared_ptr<Model> run(const std::shared_ptr<const Model>& in, const Options
         // Inputs of this stage's matrices, produced by the layers (and stages) compressed so far.
         std::map<std::string, linalg::Gram> grams;
         if (calibrate) {
-          std::map<const Matrix*, linalg::Gram*> by_matrix;
+          std::map<MatRole, linalg::Gram*> by_role;
+          TapSet taps;
           for (const std::string& t : here) {
             const Matrix& m = slot(cur->layer(l), t);
-            auto it = grams.emplace(t, linalg::Gram(m.cols)).first;
-            by_matrix[&m] = &it->second;
+            by_role[role_of(t)] = &grams.emplace(t, linalg::Gram(m.cols)).first->second;
+            taps.add(l, role_of(t));
           }
-          run_layer(cur, cal, l, opts,
-                    [&by_matrix](const Matrix& m, const float* X, size_t T) {
-                      auto it = by_matrix.find(&m);
-                      if (it != by_matrix.end()) it->second->add(X, static_cast<int64_t>(T));
-                    },
-                    false);
+          cal->collect(cur, l, taps, [&by_role](int, MatRole r, const float* X, size_t T) {
+            by_role.at(r)->add(X, static_cast<int64_t>(T));
+          });
         }
         for (const std::string& t : here) {
           const std::string base = "blocks." + std::to_string(l) + "." + t;
@@ -468,7 +431,7 @@ std::shared_ptr<Model> run(const std::shared_ptr<const Model>& in, const Options
         }
         rebind();
       }
-      if (calibrate && l + 1 < cfg.n_layer) run_layer(cur, cal, l, opts, nullptr, true);
+      if (calibrate && l + 1 < cfg.n_layer) cal->advance(cur, l);
       if (opts.progress) opts.progress(l + 1, cfg.n_layer);
     }
   }

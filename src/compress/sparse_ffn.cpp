@@ -6,6 +6,7 @@
 #include <cstring>
 #include <numeric>
 
+#include "compress/calibrate.h"
 #include "compress/compress.h"
 #include "core/dtype.h"
 #include "core/error.h"
@@ -98,34 +99,26 @@ std::shared_ptr<Model> sparse_ffn(const std::shared_ptr<const Model>& in, const 
     s.active.reserve(static_cast<size_t>(N * F));
   }
   {
-    Session ctx(in, opt.n_threads);
-    ctx.set_observer([&](const Matrix& m, const float* X, size_t T) {
-      for (int l = 0; l < L; ++l) {
-        const LayerWeights& lw = in->layer(l);
-        LayerSamples& s = samples[static_cast<size_t>(l)];
-        if (&m == &lw.ffn_k) {
-          s.x.insert(s.x.end(), X, X + T * static_cast<size_t>(C));
-        } else if (&m == &lw.ffn_v) {  // X = relu(k)^2
-          auto& cnt = counts[static_cast<size_t>(l)];
-          for (size_t t = 0; t < T; ++t)
-            for (int64_t i = 0; i < F; ++i) {
-              const uint8_t a = X[t * static_cast<size_t>(F) + static_cast<size_t>(i)] > 0.f;
-              s.active.push_back(a);
-              cnt[static_cast<size_t>(i)] += a;
-            }
-        }
+    // The key input of every layer (ffn.key) and relu(k)^2 (the input of ffn.value), tapped by role.
+    Calibrator calib(in, CalibrationOptions{opt.n_threads, 0});
+    calib.set_taps(TapSet().add(MatRole::kFfnK).add(MatRole::kFfnV), [&](int l, MatRole r, const float* X, size_t T) {
+      LayerSamples& s = samples[static_cast<size_t>(l)];
+      if (r == MatRole::kFfnK) {
+        s.x.insert(s.x.end(), X, X + T * static_cast<size_t>(C));
+        return;
       }
+      auto& cnt = counts[static_cast<size_t>(l)];
+      for (size_t t = 0; t < T; ++t)
+        for (int64_t i = 0; i < F; ++i) {
+          const uint8_t a = X[t * static_cast<size_t>(F) + static_cast<size_t>(i)] > 0.f;
+          s.active.push_back(a);
+          cnt[static_cast<size_t>(i)] += a;
+        }
     });
-    State st;
-    st.reset(cfg);
-    const size_t chunk = static_cast<size_t>(std::max(1, opt.chunk));
-    for (size_t done = 0; done < opt.calib.size(); done += chunk) {
-      const size_t T = std::min(chunk, opt.calib.size() - done);
-      std::vector<float> x(T * static_cast<size_t>(C));
-      ctx.embed(opt.calib.data() + done, T, x.data());
-      ctx.forward_layers(st, x.data(), T, 0, L);
-      if (opt.collect_progress) opt.collect_progress(static_cast<int64_t>(done + T), N);
-    }
+    calib.run(opt.calib.data(), opt.calib.size(), static_cast<size_t>(std::max(1, opt.chunk)),
+              [&](size_t done, size_t T, float*) {
+                if (opt.collect_progress) opt.collect_progress(static_cast<int64_t>(done + T), N);
+              });
   }
   rep.seconds_collect = seconds_since(t_collect);
 

@@ -1,51 +1,178 @@
-// rwkv-lite compress: low-rank factorisation (svd / asvd) and quantisation of a model, written as a
-// native file that every other command runs.
-#include <algorithm>
-#include <cerrno>
+// rwkv-lite compress: low-rank factorisation (svd / asvd), quantisation, the sparse channel-mix and the
+// cluster head, written as a native file that every other command runs. The work is one library call
+// (rwkvl_compress); this command maps the flags to the recipe and prints the report.
 #include <cmath>
-#include <cstdlib>
 #include <cstdio>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <sys/stat.h>
-#include <thread>
-#include <vector>
 
 #include <nlohmann/json.hpp>
 
-#include "api/api_internal.h"
 #include "args.h"
 #include "commands.h"
 #include "common.h"
-#include "compress/cluster_head.h"
-#include "compress/compress.h"
-#include "compress/sparse_ffn.h"
 #include "progress.h"
 
 namespace rwkvl::cli {
 
 namespace {
 
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream in(s);
-  std::string item;
-  while (std::getline(in, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-
 uint64_t file_size(const std::string& path) {
   struct stat st {};
   return stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
 }
 
-std::string err_str(double v) {
-  if (std::isnan(v)) return "-";
+std::string err_str(const nlohmann::json& v) {
+  if (!v.is_number()) return "-";
   char b[32];
-  std::snprintf(b, sizeof b, "%.4f", v);
+  std::snprintf(b, sizeof b, "%.4f", v.get<double>());
   return b;
+}
+
+// A dtype flag: "keep" is NULL in the recipe; `hold` keeps the string the recipe points to.
+const char* dtype_flag(const Args& args, const char* name, std::string* hold) {
+  *hold = args.str(name);
+  return *hold == "keep" ? nullptr : hold->c_str();
+}
+
+// One progress bar per stage of the library's progress callback.
+struct StageBars {
+  std::unique_ptr<Progress> bar;
+  std::string stage;
+  static const char* unit(const std::string& s) {
+    if (s == "compress") return "layers";
+    if (s == "predictors") return "layer-epochs";
+    if (s == "clustering") return "iterations";
+    if (s == "distillation") return "epochs";
+    return "tokens";  // activations, calibration
+  }
+  static void on(const char* s, int64_t done, int64_t total, void* user) {
+    auto* self = static_cast<StageBars*>(user);
+    if (self->stage != s) {
+      if (self->bar) self->bar->finish();
+      self->stage = s;
+      self->bar = std::make_unique<Progress>(s, static_cast<uint64_t>(total), unit(self->stage));
+    }
+    self->bar->update(static_cast<uint64_t>(done));
+  }
+};
+
+// The flags as a recipe (calibration and targets apart); the recipe's strings point into *dtypes.
+rwkvl_compress_recipe recipe_of(const Args& args, std::string (*dtypes)[2]) {
+  rwkvl_compress_recipe r = rwkvl_compress_default_recipe();
+  check(rwkvl_lowrank_method_from_string(args.str("lowrank").c_str(), &r.lowrank));
+  r.rank_frac = args.number("rank-frac");
+  r.rank = args.integer("rank");
+  r.diag = args.on("diag");
+  if (args.given("budget")) r.budget_bytes = parse_bytes(args, "budget");
+  r.force = args.on("force");
+  r.damp = args.number("damp");
+  check(rwkvl_quant_from_string(args.str("quant").c_str(), &r.quant));
+  r.quant_emb = args.on("quant-emb");
+  r.quant_head = args.on("quant-head");
+  r.dtype = dtype_flag(args, "dtype", &(*dtypes)[0]);
+  r.n_threads = static_cast<int>(args.integer("threads"));
+  r.seed = static_cast<uint64_t>(args.integer("seed"));
+  r.sparse_ffn = args.on("sparse-ffn");
+  r.ffn_predictors = !args.on("no-predictor");
+  r.ffn_dtype = dtype_flag(args, "ffn-dtype", &(*dtypes)[1]);
+  r.recall = args.number("recall");
+  r.pred_hidden = static_cast<int>(args.integer("hidden"));
+  r.pred_epochs = static_cast<int>(args.integer("epochs"));
+  r.pred_holdout = args.number("holdout");
+  r.pred_lr = args.number("lr");
+  r.pred_int8 = args.str("pred-dtype") == "i8";
+  r.cluster_head = args.given("cluster-head") ? static_cast<int>(args.integer("cluster-head")) : 0;
+  r.cluster_cap = static_cast<int>(args.integer("cluster-cap"));
+  r.pca_dims = static_cast<int>(args.integer("pca-dims"));
+  r.head_epochs = static_cast<int>(args.integer("head-epochs"));
+  r.head_lr = args.number("head-lr");
+  check(rwkvl_head_prior_from_string(args.str("head-prior").c_str(), &r.head_prior));
+  r.prior_smoothing = args.number("prior-smoothing");
+  check(rwkvl_cluster_source_from_string(args.str("cluster-source").c_str(), &r.cluster_source));
+  return r;
+}
+
+void print_lowrank(const nlohmann::json& mats, const rwkvl_compress_recipe& r, const rwkvl_compress_report& rep) {
+  auto is_lowrank = [](const nlohmann::json& m) {
+    const std::string a = m["action"];
+    return a == "factored" || a == "skipped" || a == "dense";
+  };
+  bool any_lowrank = false;
+  for (const auto& m : mats) any_lowrank |= is_lowrank(m);
+  if (any_lowrank) {
+    std::printf("%-28s %-9s %11s %5s %-8s %10s %10s %8s %8s %8s\n", "matrix", "action", "shape", "rank", "dtype",
+                "bytes", "-> bytes", "err_svd", "err_asvd", "err_frob");
+    int skipped = 0;
+    for (const auto& m : mats) {
+      if (!is_lowrank(m)) continue;
+      skipped += m["action"] == "skipped";
+      const std::string shape = std::to_string(m["rows"].get<int64_t>()) + "x" + std::to_string(m["cols"].get<int64_t>());
+      std::printf("%-28s %-9s %11s %5lld %-8s %10llu %10llu %8s %8s %8s\n", m["name"].get<std::string>().c_str(),
+                  m["action"].get<std::string>().c_str(), shape.c_str(), static_cast<long long>(m["rank"].get<int64_t>()),
+                  m["dtype"].get<std::string>().c_str(), static_cast<unsigned long long>(m["bytes_before"].get<uint64_t>()),
+                  static_cast<unsigned long long>(m["bytes_after"].get<uint64_t>()), err_str(m["err_svd"]).c_str(),
+                  err_str(m["err_asvd"]).c_str(), err_str(m["err_frob"]).c_str());
+    }
+    if (skipped)
+      std::printf("%d matrices skipped: factoring them at this rank would not save bytes (--force keeps them)\n",
+                  skipped);
+    if (r.budget_bytes)
+      std::printf("budget %s: planned %s, summed predicted relative error %.4f over %zu matrices\n",
+                  format_bytes(r.budget_bytes).c_str(), format_bytes(rep.budget_planned_bytes).c_str(),
+                  rep.budget_error_sum, mats.size());
+    std::printf("errors: relative calibration output error ||WX - W'X||^2/||WX||^2 (svd, asvd) and ||W - W'||_F^2/||W||_F^2\n");
+  }
+  uint64_t qb = 0, qa = 0;
+  for (const auto& m : mats)
+    if (m["action"] == "quantised" || m["action"] == "converted") {
+      qb += m["bytes_before"].get<uint64_t>();
+      qa += m["bytes_after"].get<uint64_t>();
+    }
+  if (const int quantised = rep.matrices_quantised + rep.matrices_converted)
+    std::printf("%d further matrices quantised/converted: %s -> %s\n", quantised, format_bytes(qb).c_str(),
+                format_bytes(qa).c_str());
+}
+
+void print_sparse(const nlohmann::json& s, const rwkvl_compress_recipe& r, const rwkvl_compress_report& rep) {
+  const bool pr = r.ffn_predictors != 0;
+  std::printf("sparse FFN: neuron-bundled %s, predictors %s (%.1f s collecting, %.1f s training)\n",
+              format_bytes(rep.ffn_bundle_bytes).c_str(), pr ? format_bytes(rep.ffn_predictor_bytes).c_str() : "none",
+              rep.seconds_sparse_collect, rep.seconds_sparse_train);
+  if (!pr) return;
+  std::printf("%5s %9s | %8s | %15s | %15s | %15s\n", "layer", "zero", "held-out", "mlp alone", "1-bit alone",
+              "ensemble (OR)");
+  std::printf("%5s %9s | %8s | %7s %7s | %7s %7s | %7s %7s\n", "", "(calib)", "active", "recall", "active", "recall",
+              "active", "recall", "active");
+  double ens = 0, zero = 0;
+  for (const auto& l : s["layers"]) {
+    const auto& h = l["holdout"];
+    const double d[] = {l["zero_frac"], h["true_active_frac"], h["mlp"]["recall"], h["mlp"]["active_frac"],
+                        h["bits"]["recall"], h["bits"]["active_frac"], h["ensemble"]["recall"], h["ensemble"]["active_frac"]};
+    std::printf("%5d %9.4f | %8.4f | %7.4f %7.4f | %7.4f %7.4f | %7.4f %7.4f\n", l["layer"].get<int>(), d[0], d[1],
+                d[2], d[3], d[4], d[5], d[6], d[7]);
+    ens += d[7];
+    zero += d[0];
+  }
+  const double nl = static_cast<double>(s["layers"].size());
+  std::printf("mean: zero share %.4f; the ensemble computes %.4f of the neurons (skips %.4f) at recall >= %.4f on "
+              "held-out calibration tokens (target %.3f on new text)\n",
+              zero / nl, ens / nl, 1 - ens / nl, s["recall_holdout"].get<double>(), r.recall);
+}
+
+void print_cluster(const nlohmann::json& c, const rwkvl_compress_recipe& r, const rwkvl_compress_report& rep) {
+  const auto& h = c["heldout"];
+  std::printf("cluster head: %lld clusters (k-means %lld, largest %lld tokens before the cap of %d, %lld after; smallest "
+              "%lld); held-out: KL %.4f (initial %.4f), top-1 cluster %.4f, %.4f of head rows read, argmax token covered "
+              "%.4f, mass covered %.4f (%.1f s clustering, %.1f s calibration, %.1f s distillation)\n",
+              static_cast<long long>(c["k_final"].get<int64_t>()), static_cast<long long>(c["k"].get<int64_t>()),
+              static_cast<long long>(c["largest_cluster_before_cap"].get<int64_t>()), r.cluster_cap,
+              static_cast<long long>(c["largest_cluster"].get<int64_t>()),
+              static_cast<long long>(c["smallest_cluster"].get<int64_t>()), h["kl"].get<double>(),
+              h["kl_init"].get<double>(), h["top1_cluster_agree"].get<double>(), h["rows_frac"].get<double>(),
+              h["top1_token_covered"].get<double>(), h["mass_covered"].get<double>(), rep.seconds_cluster,
+              rep.seconds_cluster_calibration, rep.seconds_cluster_distillation);
 }
 
 }  // namespace
@@ -55,245 +182,79 @@ int cmd_compress(const Args& args) {
   const std::string out_path = require(args, "out");
   check(rwkvl_check_output_path(out_path.c_str()), "--out");  // before any work
   const double t0 = now_seconds();
-
-  compress::Options o;
-  o.lowrank = args.str("lowrank");
-  o.rank_frac = args.number("rank-frac");
-  o.rank = args.integer("rank");
-  o.diag = args.on("diag");
-  if (args.given("budget")) o.budget = parse_bytes(args, "budget");
-  o.force = args.on("force");
-  o.damp = args.number("damp");
-  o.quant = args.str("quant");
-  o.quant_emb = args.on("quant-emb");
-  o.quant_head = args.on("quant-head");
-  o.dtype = args.str("dtype") == "keep" ? "" : args.str("dtype");
-  int n_threads = static_cast<int>(args.integer("threads"));
-  if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  o.n_threads = n_threads;
+  std::string dtypes[2];
+  rwkvl_compress_recipe r = recipe_of(args, &dtypes);
 
   const ModelPtr model = load_model(args);
-  const std::shared_ptr<Model> m = api::model_of(model.get());
   const std::string targets = args.str("targets");
-  if (targets == "all") {
-    for (const std::string& t : compress::target_names()) {
-      if (t == "att.gate" && !(m->config().has_gate && m->config().arch_major <= 6)) continue;
-      if (t == "ffn.receptance" && m->config().arch_major > 6) continue;
-      o.targets.push_back(t);
-    }
-  } else if (!targets.empty()) {
-    o.targets = split_list(targets);
-  }
+  if (!targets.empty()) check(rwkvl_targets_from_string(targets.c_str(), &r.targets));
 
+  const bool sparse = r.sparse_ffn != 0, chead = args.given("cluster-head");
   const std::string calib_path = args.str("calib");
+  rwkvl_calibration calib{};
+  std::string text;
+  TokenizerPtr tok;
+  const std::string calib_name =
+      calib_path.substr(calib_path.find_last_of('/') == std::string::npos ? 0 : calib_path.find_last_of('/') + 1);
   if (!calib_path.empty()) {
-    if (o.lowrank.empty() && !args.on("sparse-ffn") && !args.given("cluster-head"))
+    if (r.lowrank == RWKVL_LOWRANK_NONE && !sparse && !chead)
       args.fail("--calib is used by --lowrank svd|asvd, --sparse-ffn and --cluster-head only");
-    const std::string text = read_file(calib_path, "calibration text");
+    text = read_file(calib_path, "calibration text");
     if (text.empty()) args.fail("calibration file '" + calib_path + "' is empty");
-    const TokenizerPtr tok = model_tokenizer(model.get(), in_path, args.str("tokenizer"));
-    std::vector<int32_t> ids = tokenize(tok.get(), text);
-    const int64_t want = args.integer("calib-tokens");
-    if (want > 0 && ids.size() > static_cast<size_t>(want)) ids.resize(static_cast<size_t>(want));
-    o.calib = std::move(ids);
-    o.calib_name = calib_path.substr(calib_path.find_last_of('/') == std::string::npos ? 0 : calib_path.find_last_of('/') + 1);
-    o.calib_hash = compress::fnv1a64_hex(text.data(), text.size());
-  } else if (o.lowrank == "asvd") {
+    tok = model_tokenizer(model.get(), in_path, args.str("tokenizer"));
+    calib.text = text.data();
+    calib.text_len = text.size();
+    calib.tokenizer = tok.get();
+    calib.max_tokens = args.integer("calib-tokens") > 0 ? static_cast<size_t>(args.integer("calib-tokens")) : 0;
+    calib.name = calib_name.c_str();
+  } else if (r.lowrank == RWKVL_LOWRANK_ASVD) {
     args.fail("--lowrank asvd needs calibration text: --calib FILE (e.g. wikitext2-valid.txt)");
-  } else if (args.on("sparse-ffn")) {
+  } else if (sparse) {
     args.fail("--sparse-ffn needs calibration text: --calib FILE (e.g. wikitext2-valid.txt)");
-  } else if (args.given("cluster-head")) {
+  } else if (chead) {
     args.fail("--cluster-head needs calibration text: --calib FILE (e.g. wikitext2-valid.txt)");
   }
-  const bool chead = args.given("cluster-head");
   for (const char* f : {"cluster-cap", "pca-dims", "head-epochs", "head-lr", "head-prior", "prior-smoothing", "cluster-source"})
     if (!chead && args.given(f)) args.fail(std::string("--") + f + " needs --cluster-head K");
-  const bool sparse = args.on("sparse-ffn");
   for (const char* f : {"no-predictor", "recall", "hidden", "epochs", "holdout", "ffn-dtype", "lr", "pred-dtype"})
     if (!sparse && args.given(f)) args.fail(std::string("--") + f + " needs --sparse-ffn");
-  const bool other_passes = !o.lowrank.empty() || !o.quant.empty() || o.quant_emb || o.quant_head || !o.dtype.empty();
 
-  compress::Report rep;
-  std::shared_ptr<Model> out = m;
-  if (other_passes || (!sparse && !chead)) {
-    Progress bar("compress", static_cast<uint64_t>(m->config().n_layer), "layers");
-    o.progress = [&bar](int done, int) { bar.update(static_cast<uint64_t>(done)); };
-    out = compress::run(m, o, &rep);
-    bar.finish();
-  } else {
-    rep.bytes_before = rep.bytes_after = m->weight_bytes();
+  rwkvl_compress_report rep{};
+  {
+    StageBars bars;
+    check(rwkvl_compress(model.get(), &r, calib_path.empty() ? nullptr : &calib, out_path.c_str(), &StageBars::on,
+                         &bars, &rep));
+    if (bars.bar) bars.bar->finish();
   }
-  compress::SparseFfnReport srep;
-  if (sparse) {
-    compress::SparseFfnOptions so;
-    so.calib = o.calib;
-    so.calib_name = o.calib_name;
-    so.calib_hash = o.calib_hash;
-    so.predictors = !args.on("no-predictor");
-    so.dtype = args.str("ffn-dtype") == "keep" ? "" : args.str("ffn-dtype");
-    so.n_threads = n_threads;
-    so.recall_target = args.number("recall");
-    so.pred.recall = std::min(1.0, so.recall_target + (1.0 - so.recall_target) / 4);
-    so.pred.hidden = static_cast<int>(args.integer("hidden"));
-    so.pred.epochs = static_cast<int>(args.integer("epochs"));
-    so.pred.holdout = args.number("holdout");
-    so.pred.lr = args.number("lr");
-    so.pred.int8 = args.str("pred-dtype") == "i8";
-    so.pred.seed = static_cast<uint64_t>(args.integer("seed"));
-    so.pred.n_threads = n_threads;
-    Progress collect("activations", static_cast<uint64_t>(o.calib.size()), "tokens");
-    so.collect_progress = [&collect](int64_t done, int64_t) { collect.update(static_cast<uint64_t>(done)); };
-    std::unique_ptr<Progress> train;
-    so.pred.progress = [&train, &collect](int64_t done, int64_t total) {
-      collect.finish();
-      if (!train) train = std::make_unique<Progress>("predictors", static_cast<uint64_t>(total), "layer-epochs");
-      train->update(static_cast<uint64_t>(done));
-    };
-    out = compress::sparse_ffn(out, so, &srep);
-    collect.finish();
-    if (train) train->finish();
-    rep.bytes_after = out->weight_bytes();
-  }
-  compress::ClusterHeadReport crep;
-  if (chead) {
-    compress::ClusterHeadOptions co;
-    co.k = static_cast<int>(args.integer("cluster-head"));
-    co.cap = static_cast<int>(args.integer("cluster-cap"));
-    co.pca_dims = static_cast<int>(args.integer("pca-dims"));
-    co.epochs = static_cast<int>(args.integer("head-epochs"));
-    co.lr = args.number("head-lr");
-    co.uniform_prior = args.str("head-prior") == "uniform";
-    co.prior_smoothing = args.number("prior-smoothing");
-    co.from_embedding = args.str("cluster-source") == "emb";
-    co.seed = static_cast<uint64_t>(args.integer("seed"));
-    co.calib = o.calib;
-    co.calib_name = o.calib_name;
-    co.calib_hash = o.calib_hash;
-    co.n_threads = n_threads;
-    std::unique_ptr<Progress> bar;
-    std::string stage;
-    co.progress = [&](const char* s, int64_t done, int64_t total) {
-      if (stage != s) {
-        if (bar) bar->finish();
-        stage = s;
-        bar = std::make_unique<Progress>(s, static_cast<uint64_t>(total),
-                                         stage == "calibration" ? "tokens" : stage == "clustering" ? "iterations" : "epochs");
-      }
-      bar->update(static_cast<uint64_t>(done));
-    };
-    out = compress::cluster_head(out, co, &crep);
-    if (bar) bar->finish();
-    rep.bytes_after = out->weight_bytes();
-  }
-  out->save_native(out_path, "keep");
+  std::unique_ptr<rwkvl_compress_report, void (*)(rwkvl_compress_report*)> keep(&rep, rwkvl_compress_report_free);
+  size_t n = 0;
+  rwkvl_compress_report_json(&rep, nullptr, 0, &n);
+  std::string js(n + 1, '\0');
+  check(rwkvl_compress_report_json(&rep, js.data(), js.size(), &n));
+  js.resize(n);
+  nlohmann::json j = nlohmann::json::parse(js);
 
-  const uint64_t in_file = file_size(in_path), out_file = file_size(out_path);
+  const uint64_t in_file = file_size(in_path);
   if (args.on("json")) {
-    nlohmann::json mats = nlohmann::json::array();
-    for (const auto& r : rep.matrices) {
-      nlohmann::json j = {{"name", r.name},   {"action", r.action},         {"rows", r.rows},
-                          {"cols", r.cols},   {"rank", r.rank},             {"dtype", r.dtype},
-                          {"bytes_before", r.bytes_before}, {"bytes_after", r.bytes_after}};
-      j["err_svd"] = std::isnan(r.err_svd) ? nlohmann::json() : nlohmann::json(r.err_svd);
-      j["err_asvd"] = std::isnan(r.err_asvd) ? nlohmann::json() : nlohmann::json(r.err_asvd);
-      j["err_frob"] = std::isnan(r.err_frob) ? nlohmann::json() : nlohmann::json(r.err_frob);
-      mats.push_back(j);
-    }
-    nlohmann::json j = {{"in", in_path},
-                        {"out", out_path},
-                        {"in_file_bytes", in_file},
-                        {"out_file_bytes", out_file},
-                        {"weight_bytes_before", rep.bytes_before},
-                        {"weight_bytes_after", rep.bytes_after},
-                        {"calib_tokens", o.calib.size()},
-                        {"budget", o.budget},
-                        {"budget_planned_bytes", rep.budget_planned_bytes},
-                        {"seconds", now_seconds() - t0},
-                        {"pass", rep.pass},
-                        {"matrices", mats}};
-    if (chead) j["cluster_head"] = crep.pass["cluster_head"];
-    if (sparse) {
-      j["sparse_ffn"] = srep.pass["sparse_ffn"];
-      j["sparse_ffn"]["bundle_bytes"] = srep.bundle_bytes;
-      j["sparse_ffn"]["seconds_collect"] = srep.seconds_collect;
-      j["sparse_ffn"]["seconds_train"] = srep.seconds_train;
-    }
+    // The library's report less what the command never printed (stage times, the budget's error sum), plus
+    // the input file and the wall time of the whole command.
+    j.erase("stages");
+    j.erase("budget_error_sum");
+    j["in"] = in_path;
+    j["in_file_bytes"] = in_file;
+    j["seconds"] = now_seconds() - t0;
     std::printf("%s\n", j.dump(1).c_str());
     return 0;
   }
-  bool any_lowrank = false;
-  for (const auto& r : rep.matrices) any_lowrank |= r.action == "factored" || r.action == "skipped" || r.action == "dense";
-  if (any_lowrank) {
-    std::printf("%-28s %-9s %11s %5s %-8s %10s %10s %8s %8s %8s\n", "matrix", "action", "shape", "rank", "dtype",
-                "bytes", "-> bytes", "err_svd", "err_asvd", "err_frob");
-    int skipped = 0;
-    for (const auto& r : rep.matrices) {
-      if (r.action != "factored" && r.action != "skipped" && r.action != "dense") continue;
-      skipped += r.action == "skipped";
-      const std::string shape = std::to_string(r.rows) + "x" + std::to_string(r.cols);
-      std::printf("%-28s %-9s %11s %5lld %-8s %10llu %10llu %8s %8s %8s\n", r.name.c_str(), r.action.c_str(),
-                  shape.c_str(), static_cast<long long>(r.rank), r.dtype.c_str(),
-                  static_cast<unsigned long long>(r.bytes_before), static_cast<unsigned long long>(r.bytes_after),
-                  err_str(r.err_svd).c_str(), err_str(r.err_asvd).c_str(), err_str(r.err_frob).c_str());
-    }
-    if (skipped)
-      std::printf("%d matrices skipped: factoring them at this rank would not save bytes (--force keeps them)\n",
-                  skipped);
-    if (o.budget)
-      std::printf("budget %s: planned %s, summed predicted relative error %.4f over %zu matrices\n",
-                  format_bytes(o.budget).c_str(), format_bytes(rep.budget_planned_bytes).c_str(), rep.budget_error_sum,
-                  rep.matrices.size());
-    std::printf("errors: relative calibration output error ||WX - W'X||^2/||WX||^2 (svd, asvd) and ||W - W'||_F^2/||W||_F^2\n");
-  }
-  int quantised = 0;
-  uint64_t qb = 0, qa = 0;
-  for (const auto& r : rep.matrices)
-    if (r.action == "quantised" || r.action == "converted") {
-      ++quantised;
-      qb += r.bytes_before;
-      qa += r.bytes_after;
-    }
-  if (quantised)
-    std::printf("%d further matrices quantised/converted: %s -> %s\n", quantised, format_bytes(qb).c_str(),
-                format_bytes(qa).c_str());
-  if (sparse) {
-    const bool pr = !args.on("no-predictor");
-    std::printf("sparse FFN: neuron-bundled %s, predictors %s (%.1f s collecting, %.1f s training)\n",
-                format_bytes(srep.bundle_bytes).c_str(), pr ? format_bytes(srep.predictor_bytes).c_str() : "none",
-                srep.seconds_collect, srep.seconds_train);
-    if (pr) {
-      std::printf("%5s %9s | %8s | %15s | %15s | %15s\n", "layer", "zero", "held-out", "mlp alone", "1-bit alone",
-                  "ensemble (OR)");
-      std::printf("%5s %9s | %8s | %7s %7s | %7s %7s | %7s %7s\n", "", "(calib)", "active", "recall", "active",
-                  "recall", "active", "recall", "active");
-      double ens = 0, zero = 0;
-      for (const auto& l : srep.layers) {
-        const auto& p = l.pred;
-        std::printf("%5d %9.4f | %8.4f | %7.4f %7.4f | %7.4f %7.4f | %7.4f %7.4f\n", l.layer, l.zero_frac,
-                    p.true_active_frac, p.recall_mlp, p.frac_mlp, p.recall_bits, p.frac_bits, p.recall_ens, p.frac_ens);
-        ens += p.frac_ens;
-        zero += l.zero_frac;
-      }
-      const double nl = static_cast<double>(srep.layers.size());
-      std::printf("mean: zero share %.4f; the ensemble computes %.4f of the neurons (skips %.4f) at recall >= %.4f on "
-                  "held-out calibration tokens (target %.3f on new text)\n",
-                  zero / nl, ens / nl, 1 - ens / nl, std::min(1.0, args.number("recall") + (1.0 - args.number("recall")) / 4),
-                  args.number("recall"));
-    }
-  }
-  if (chead)
-    std::printf("cluster head: %lld clusters (k-means %lld, largest %lld tokens before the cap of %d, %lld after; smallest "
-                "%lld); held-out: KL %.4f (initial %.4f), top-1 cluster %.4f, %.4f of head rows read, argmax token covered "
-                "%.4f, mass covered %.4f (%.1f s clustering, %.1f s calibration, %.1f s distillation)\n",
-                static_cast<long long>(crep.k_final), static_cast<long long>(crep.k_initial),
-                static_cast<long long>(crep.largest_before_cap), static_cast<int>(args.integer("cluster-cap")),
-                static_cast<long long>(crep.largest), static_cast<long long>(crep.smallest), crep.heldout_kl,
-                crep.heldout_kl_init, crep.heldout_top1_cluster, crep.heldout_rows_frac, crep.heldout_token_covered,
-                crep.heldout_mass_covered, crep.seconds_cluster, crep.seconds_calib, crep.seconds_train);
-  std::printf("weights %s -> %s (%.2fx); file %s -> %s; %zu calibration tokens; %.1f s\n",
-              format_bytes(rep.bytes_before).c_str(), format_bytes(rep.bytes_after).c_str(),
-              rep.bytes_after ? static_cast<double>(rep.bytes_before) / static_cast<double>(rep.bytes_after) : 0.0,
-              format_bytes(in_file).c_str(), format_bytes(out_file).c_str(), o.calib.size(), now_seconds() - t0);
+  print_lowrank(j["matrices"], r, rep);
+  if (sparse) print_sparse(j["sparse_ffn"], r, rep);
+  if (chead) print_cluster(j["cluster_head"], r, rep);
+  std::printf("weights %s -> %s (%.2fx); file %s -> %s; %llu calibration tokens; %.1f s\n",
+              format_bytes(rep.weight_bytes_before).c_str(), format_bytes(rep.weight_bytes_after).c_str(),
+              rep.weight_bytes_after ? static_cast<double>(rep.weight_bytes_before) / static_cast<double>(rep.weight_bytes_after)
+                                     : 0.0,
+              format_bytes(in_file).c_str(), format_bytes(rep.out_file_bytes).c_str(),
+              static_cast<unsigned long long>(rep.calib_tokens), now_seconds() - t0);
   std::fprintf(stderr, "wrote %s\n", out_path.c_str());
   return 0;
 }

@@ -1,0 +1,327 @@
+// The compression section of the C API: rwkvl_compress (src/compress/pipeline.h) and the FFN activation
+// statistics (src/compress/activation_stats.h).
+#include <algorithm>
+#include <cstring>
+#include <functional>
+#include <iterator>
+#include <memory>
+#include <optional>
+#include <string_view>
+#include <thread>
+#include <string>
+#include <vector>
+
+#include "api/api_internal.h"
+#include "compress/activation_stats.h"
+#include "compress/pipeline.h"
+#include "core/file_writer.h"
+#include "rwkv_lite.h"
+
+struct rwkvl_compress_details {
+  std::string json;
+};
+
+struct rwkvl_ffn_sparsity_details {
+  rwkvl::compress::FfnSparsityReport report;
+  std::string json;
+};
+
+using rwkvl::api::guarded;
+namespace cz = rwkvl::compress;
+
+namespace {
+
+template <class E>
+rwkvl_status enum_from(const char* s, E* out, const char* what, const char* known, std::optional<E> (*parse)(std::string_view)) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(s && out, "%s: NULL argument", what);
+    const auto v = parse(s);
+    RWKVL_API_REQUIRE(v.has_value(), "unknown %s '%s' (use %s)", what, s, known);
+    *out = *v;
+  });
+}
+
+std::optional<rwkvl_lowrank_method> lowrank_of(std::string_view s) {
+  const auto v = cz::parse_lowrank_method(s);
+  if (!v) return std::nullopt;
+  return static_cast<rwkvl_lowrank_method>(*v);
+}
+std::optional<rwkvl_quant> quant_of(std::string_view s) {
+  const auto v = cz::parse_quant(s);
+  if (!v) return std::nullopt;
+  return static_cast<rwkvl_quant>(*v);
+}
+std::optional<rwkvl_head_prior> prior_of(std::string_view s) {
+  const auto v = cz::parse_head_prior(s);
+  if (!v) return std::nullopt;
+  return static_cast<rwkvl_head_prior>(*v);
+}
+std::optional<rwkvl_cluster_source> source_of(std::string_view s) {
+  const auto v = cz::parse_cluster_source(s);
+  if (!v) return std::nullopt;
+  return static_cast<rwkvl_cluster_source>(*v);
+}
+
+// The C enums mirror the library's (same order): checked here, where both are visible.
+static_assert(static_cast<int>(cz::LowRankMethod::kAsvd) == RWKVL_LOWRANK_ASVD);
+static_assert(static_cast<int>(cz::Quant::kInt4) == RWKVL_QUANT_INT4);
+static_assert(static_cast<int>(cz::HeadPrior::kUniform) == RWKVL_HEAD_PRIOR_UNIFORM);
+static_assert(static_cast<int>(cz::ClusterSource::kEmbedding) == RWKVL_CLUSTER_SOURCE_EMB);
+static_assert(std::size(rwkvl::kProjectionRoles) == 8, "one RWKVL_TARGET_* bit per projection role");
+
+std::string dtype_or_keep(const char* s) { return !s || std::strcmp(s, "keep") == 0 ? std::string() : std::string(s); }
+
+template <class E>
+E checked_enum(int v, int max, const char* what) {
+  RWKVL_API_REQUIRE(v >= 0 && v <= max, "unknown %s value %d", what, v);
+  return static_cast<E>(v);
+}
+
+cz::Recipe to_recipe(const rwkvl_compress_recipe& c) {
+  cz::Recipe r;
+  r.lowrank.method = checked_enum<cz::LowRankMethod>(c.lowrank, RWKVL_LOWRANK_ASVD, "low-rank method");
+  r.lowrank.rank_frac = c.rank_frac;
+  r.lowrank.rank = c.rank;
+  r.lowrank.budget = c.budget_bytes;
+  if (c.targets == RWKVL_TARGETS_ALL) {
+    r.lowrank.all_targets = true;
+  } else {
+    RWKVL_API_REQUIRE((c.targets >> std::size(rwkvl::kProjectionRoles)) == 0, "unknown target bits 0x%x in the recipe",
+                      static_cast<unsigned>(c.targets));
+    for (size_t i = 0; i < std::size(rwkvl::kProjectionRoles); ++i)
+      if (c.targets & (1u << i)) r.lowrank.targets.push_back(rwkvl::kProjectionRoles[i]);
+  }
+  r.lowrank.diag = c.diag != 0;
+  r.lowrank.force = c.force != 0;
+  r.lowrank.damp = c.damp;
+  r.quant.type = checked_enum<cz::Quant>(c.quant, RWKVL_QUANT_INT4, "quantisation");
+  r.quant.emb = c.quant_emb != 0;
+  r.quant.head = c.quant_head != 0;
+  r.dtype = dtype_or_keep(c.dtype);
+  cz::Recipe::SparseFfn& s = r.sparse_ffn;
+  s.enabled = c.sparse_ffn != 0;
+  s.predictors = c.ffn_predictors != 0;
+  s.dtype = dtype_or_keep(c.ffn_dtype);
+  s.recall = c.recall;
+  s.hidden = c.pred_hidden;
+  s.epochs = c.pred_epochs;
+  s.lr = c.pred_lr;
+  s.holdout = c.pred_holdout;
+  s.pred_int8 = c.pred_int8 != 0;
+  s.seed = c.seed;
+  cz::Recipe::ClusterHead& h = r.cluster_head;
+  h.enabled = c.cluster_head != 0;
+  h.k = c.cluster_head;
+  h.cap = c.cluster_cap;
+  h.pca_dims = c.pca_dims;
+  h.epochs = c.head_epochs;
+  h.lr = c.head_lr;
+  h.prior = checked_enum<cz::HeadPrior>(c.head_prior, RWKVL_HEAD_PRIOR_UNIFORM, "head prior");
+  h.prior_smoothing = c.prior_smoothing;
+  h.source = checked_enum<cz::ClusterSource>(c.cluster_source, RWKVL_CLUSTER_SOURCE_EMB, "cluster source");
+  h.seed = c.seed;
+  r.n_threads = c.n_threads;
+  return r;
+}
+
+cz::CalibrationData to_calibration(const rwkvl_model* model, const std::shared_ptr<rwkvl::Model>& m,
+                                   const rwkvl_calibration* c) {
+  if (!c) return {};
+  const std::string name = c->name ? c->name : "";
+  const bool has_tokens = c->tokens && c->n_tokens > 0, has_text = c->text != nullptr;
+  RWKVL_API_REQUIRE(!(has_tokens && has_text), "rwkvl_compress: give calibration tokens or text, not both");
+  RWKVL_API_REQUIRE(c->tokens || c->n_tokens == 0, "rwkvl_compress: NULL calibration tokens with n_tokens %zu",
+                    c->n_tokens);
+  if (has_text) {
+    const rwkvl_tokenizer* tok = c->tokenizer;
+    rwkvl_tokenizer* own = nullptr;
+    if (!tok) {
+      const std::string& path = m->path();
+      if (rwkvl_tokenizer_for_model(model, path.empty() ? nullptr : path.c_str(), nullptr, &own) != RWKVL_OK)
+        RWKVL_FAIL(kInvalidArgument, "calibration text: %s", rwkvl_last_error());
+      tok = own;
+    }
+    std::unique_ptr<rwkvl_tokenizer, void (*)(rwkvl_tokenizer*)> keep(own, rwkvl_tokenizer_free);
+    return cz::calibration_from_text(*tok->tok, std::string_view(c->text, c->text_len), c->max_tokens, name);
+  }
+  std::vector<int32_t> ids(c->tokens, c->tokens + c->n_tokens);
+  if (c->max_tokens > 0 && ids.size() > c->max_tokens) ids.resize(c->max_tokens);
+  return cz::calibration_from_tokens(std::move(ids), name);
+}
+
+void fill_report(const cz::PipelineReport& p, rwkvl_compress_report* out) {
+  rwkvl_compress_report r{};
+  r.weight_bytes_before = p.weight_bytes_before;
+  r.weight_bytes_after = p.weight_bytes_after;
+  r.out_file_bytes = p.out_file_bytes;
+  r.calib_tokens = p.calib_tokens;
+  for (const cz::MatrixReport& m : p.lowrank_quant.matrices) {
+    r.matrices_factored += m.action == "factored";
+    r.matrices_skipped += m.action == "skipped";
+    r.matrices_dense += m.action == "dense";
+    r.matrices_quantised += m.action == "quantised";
+    r.matrices_converted += m.action == "converted";
+  }
+  r.budget_planned_bytes = p.lowrank_quant.budget_planned_bytes;
+  r.budget_error_sum = p.lowrank_quant.budget_error_sum;
+  r.ffn_bundle_bytes = p.sparse_ffn.bundle_bytes;
+  r.ffn_predictor_bytes = p.sparse_ffn.predictor_bytes;
+  r.cluster_k = static_cast<int>(p.cluster_head.k_final);
+  r.seconds_lowrank_quant = p.seconds_lowrank_quant;
+  r.seconds_sparse_collect = p.sparse_ffn.seconds_collect;
+  r.seconds_sparse_train = p.sparse_ffn.seconds_train;
+  r.seconds_cluster = p.cluster_head.seconds_cluster;
+  r.seconds_cluster_calibration = p.cluster_head.seconds_calib;
+  r.seconds_cluster_distillation = p.cluster_head.seconds_train;
+  r.seconds_save = p.seconds_save;
+  r.seconds_total = p.seconds_total;
+  r.details = new rwkvl_compress_details{p.to_json().dump()};
+  *out = r;
+}
+
+void copy_text(const std::string& text, char* out, size_t cap, size_t* n_out, const char* what) {
+  *n_out = text.size();
+  RWKVL_API_REQUIRE(text.size() < cap, "%s: %zu bytes needed, buffer has %zu", what, text.size() + 1, cap);
+  std::memcpy(out, text.c_str(), text.size() + 1);
+}
+
+}  // namespace
+
+extern "C" {
+
+rwkvl_status rwkvl_lowrank_method_from_string(const char* s, rwkvl_lowrank_method* out) {
+  return enum_from(s, out, "low-rank method", "svd, asvd or none", &lowrank_of);
+}
+rwkvl_status rwkvl_quant_from_string(const char* s, rwkvl_quant* out) {
+  return enum_from(s, out, "quantisation", "int8, int4 or none", &quant_of);
+}
+rwkvl_status rwkvl_head_prior_from_string(const char* s, rwkvl_head_prior* out) {
+  return enum_from(s, out, "head prior", "calib or uniform", &prior_of);
+}
+rwkvl_status rwkvl_cluster_source_from_string(const char* s, rwkvl_cluster_source* out) {
+  return enum_from(s, out, "cluster source", "head or emb", &source_of);
+}
+
+rwkvl_status rwkvl_targets_from_string(const char* list, uint32_t* out) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(list && out, "rwkvl_targets_from_string: NULL argument");
+    if (std::strcmp(list, "all") == 0) {
+      *out = RWKVL_TARGETS_ALL;
+      return;
+    }
+    uint32_t bits = 0;
+    for (rwkvl::MatRole r : cz::parse_targets(list))
+      for (size_t i = 0; i < std::size(rwkvl::kProjectionRoles); ++i)
+        if (rwkvl::kProjectionRoles[i] == r) bits |= 1u << i;
+    *out = bits;
+  });
+}
+
+rwkvl_compress_recipe rwkvl_compress_default_recipe(void) {
+  const cz::Recipe d;
+  rwkvl_compress_recipe r{};
+  r.lowrank = RWKVL_LOWRANK_NONE;
+  r.targets = RWKVL_TARGETS_DEFAULT;
+  r.damp = d.lowrank.damp;
+  r.quant = RWKVL_QUANT_NONE;
+  r.ffn_predictors = d.sparse_ffn.predictors;
+  r.recall = d.sparse_ffn.recall;
+  r.pred_hidden = d.sparse_ffn.hidden;
+  r.pred_epochs = d.sparse_ffn.epochs;
+  r.pred_lr = d.sparse_ffn.lr;
+  r.pred_holdout = d.sparse_ffn.holdout;
+  r.pred_int8 = d.sparse_ffn.pred_int8;
+  r.cluster_cap = d.cluster_head.cap;
+  r.pca_dims = d.cluster_head.pca_dims;
+  r.head_epochs = d.cluster_head.epochs;
+  r.head_lr = d.cluster_head.lr;
+  r.head_prior = RWKVL_HEAD_PRIOR_CALIB;
+  r.prior_smoothing = d.cluster_head.prior_smoothing;
+  r.cluster_source = RWKVL_CLUSTER_SOURCE_HEAD;
+  r.seed = d.sparse_ffn.seed;
+  r.n_threads = 0;
+  return r;
+}
+
+rwkvl_status rwkvl_compress(const rwkvl_model* model, const rwkvl_compress_recipe* recipe,
+                            const rwkvl_calibration* calib, const char* out_path, rwkvl_compress_progress_fn progress,
+                            void* user, rwkvl_compress_report* report) {
+  if (report) *report = rwkvl_compress_report{};
+  return guarded([&] {
+    RWKVL_API_REQUIRE(model && out_path, "rwkvl_compress: NULL argument");
+    rwkvl::check_output_path(out_path);  // before any work
+    const std::shared_ptr<rwkvl::Model> m = rwkvl::api::model_of(model);
+    const cz::Recipe r = to_recipe(recipe ? *recipe : rwkvl_compress_default_recipe());
+    const cz::CalibrationData cd = to_calibration(model, m, calib);
+    cz::ProgressFn fn;
+    if (progress) fn = [progress, user](const char* stage, int64_t done, int64_t total) { progress(stage, done, total, user); };
+    cz::PipelineReport rep;
+    cz::compress_to_file(m, r, cd, out_path, fn, &rep);
+    if (report) fill_report(rep, report);
+  });
+}
+
+rwkvl_status rwkvl_compress_report_json(const rwkvl_compress_report* report, char* out, size_t cap, size_t* n_out) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(report && n_out && (out || cap == 0), "rwkvl_compress_report_json: NULL argument");
+    RWKVL_API_REQUIRE(report->details, "rwkvl_compress_report_json: the report has no details (failed or freed)");
+    copy_text(report->details->json, out, cap, n_out, "rwkvl_compress_report_json");
+  });
+}
+
+void rwkvl_compress_report_free(rwkvl_compress_report* report) {
+  if (!report) return;
+  delete report->details;
+  *report = rwkvl_compress_report{};
+}
+
+rwkvl_status rwkvl_ffn_sparsity_measure(const rwkvl_model* model, const int32_t* tokens, size_t n, size_t chunk,
+                                        int n_threads, rwkvl_compress_progress_fn progress, void* user,
+                                        rwkvl_ffn_sparsity* out) {
+  if (out) *out = rwkvl_ffn_sparsity{};
+  return guarded([&] {
+    RWKVL_API_REQUIRE(model && out && (tokens || n == 0), "rwkvl_ffn_sparsity_measure: NULL argument");
+    const std::shared_ptr<rwkvl::Model> m = rwkvl::api::model_of(model);
+    cz::CalibrationOptions co;
+    co.n_threads = n_threads > 0 ? n_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    std::function<void(int64_t, int64_t)> fn;
+    if (progress) fn = [progress, user](int64_t done, int64_t total) { progress("stats", done, total, user); };
+    auto d = std::make_unique<rwkvl_ffn_sparsity_details>();
+    d->report = cz::ffn_sparsity(m, tokens, n, chunk == 0 ? 64 : chunk, co, fn);
+    d->json = d->report.to_json().dump();
+    out->tokens = d->report.tokens;
+    out->n_layer = static_cast<int>(d->report.layers.size());
+    out->n_ffn = static_cast<int>(d->report.n_ffn);
+    out->zero_frac_mean = d->report.zero_frac_mean;
+    out->seconds = d->report.seconds;
+    out->details = d.release();
+  });
+}
+
+rwkvl_status rwkvl_ffn_sparsity_get_layer(const rwkvl_ffn_sparsity* s, int layer, rwkvl_ffn_sparsity_layer* out) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(s && out && s->details, "rwkvl_ffn_sparsity_get_layer: NULL argument or no details");
+    const auto& ls = s->details->report.layers;
+    RWKVL_API_REQUIRE(layer >= 0 && static_cast<size_t>(layer) < ls.size(), "layer %d is out of range [0, %zu)", layer,
+                      ls.size());
+    const cz::FfnSparsityLayer& L = ls[static_cast<size_t>(layer)];
+    *out = rwkvl_ffn_sparsity_layer{L.layer,         L.zero_frac_mean, L.zero_frac_p10, L.zero_frac_p50,
+                                    L.zero_frac_p90, L.zero_frac_min,  L.zero_frac_max, L.neurons_90,
+                                    L.neurons_99,    L.never_active};
+  });
+}
+
+rwkvl_status rwkvl_ffn_sparsity_json(const rwkvl_ffn_sparsity* s, char* out, size_t cap, size_t* n_out) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(s && n_out && (out || cap == 0) && s->details, "rwkvl_ffn_sparsity_json: NULL argument or no details");
+    copy_text(s->details->json, out, cap, n_out, "rwkvl_ffn_sparsity_json");
+  });
+}
+
+void rwkvl_ffn_sparsity_free(rwkvl_ffn_sparsity* s) {
+  if (!s) return;
+  delete s->details;
+  *s = rwkvl_ffn_sparsity{};
+}
+
+}  // extern "C"

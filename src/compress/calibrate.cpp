@@ -1,0 +1,131 @@
+#include "compress/calibrate.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/error.h"
+#include "runtime/layer_stream.h"
+#include "runtime/session.h"
+
+namespace rwkvl::compress {
+
+namespace {
+
+// The model's observer, narrowed to a tap set: a projection is recognised by the identity it carries.
+Observer observer_for(const TapSet* taps, const TapFn* fn) {
+  if (!taps || !fn || !*fn || taps->empty()) return nullptr;
+  return [taps, fn](const Matrix& m, const float* X, size_t T) {
+    if (taps->contains(m.layer, m.role)) (*fn)(m.layer, m.role, X, T);
+  };
+}
+
+}  // namespace
+
+TapSet& TapSet::add(int layer, MatRole role) {
+  RWKVL_CHECK(layer >= 0);
+  if (per_layer_.size() <= static_cast<size_t>(layer)) per_layer_.resize(static_cast<size_t>(layer) + 1, 0);
+  per_layer_[static_cast<size_t>(layer)] |= bit(role);
+  return *this;
+}
+
+bool TapSet::empty() const {
+  if (all_) return false;
+  return std::all_of(per_layer_.begin(), per_layer_.end(), [](uint64_t m) { return m == 0; });
+}
+
+// ------------------------------------------------------------------------------------------ Calibrator
+
+struct Calibrator::Impl {
+  std::unique_ptr<Session> session;
+  int n_threads = 1;
+  TapSet taps;
+  TapFn fn;
+  uint64_t budget = 0;
+  bool planned = false;
+  Impl(std::shared_ptr<const Model> m, int threads) : session(std::make_unique<Session>(std::move(m), threads)), n_threads(threads) {}
+};
+
+Calibrator::Calibrator(std::shared_ptr<const Model> model, const CalibrationOptions& opts)
+    : model_(std::move(model)), impl_(std::make_unique<Impl>(model_, std::max(1, opts.n_threads))) {
+  impl_->budget = opts.memory_budget;
+}
+
+Calibrator::~Calibrator() = default;
+
+void Calibrator::set_taps(TapSet taps, TapFn fn) {
+  impl_->taps = std::move(taps);
+  impl_->fn = std::move(fn);
+  impl_->session->set_observer(observer_for(&impl_->taps, &impl_->fn));
+}
+
+ThreadPool* Calibrator::pool() { return impl_->session->pool(); }
+
+uint64_t Calibrator::streamed_layer_loads() const {
+  const LayerStream* s = impl_->session->layer_stream();
+  return s ? s->stats().loads : 0;
+}
+
+void Calibrator::run(const int32_t* tokens, size_t n, size_t chunk, const ChunkFn& after) {
+  RWKVL_CHECK(chunk >= 1);
+  if (impl_->budget > 0 && !impl_->planned) {  // the plan needs the chunk: the session is made again for it
+    SessionParams sp;
+    sp.threads = impl_->n_threads;
+    sp.memory.budget = impl_->budget;
+    sp.memory.chunk = chunk;
+    impl_->session.reset();
+    impl_->session = std::make_unique<Session>(model_, sp);
+    impl_->session->set_observer(observer_for(&impl_->taps, &impl_->fn));
+    impl_->planned = true;
+  }
+  Session& ctx = *impl_->session;
+  const ModelConfig& cfg = model_->config();
+  const size_t C = static_cast<size_t>(cfg.n_embd);
+  State st;
+  st.reset(cfg);
+  std::vector<float> x(std::min(chunk, n) * C);
+  for (size_t done = 0; done < n; done += chunk) {
+    const size_t T = std::min(chunk, n - done);
+    ctx.embed(tokens + done, T, x.data());
+    ctx.forward_layers(st, x.data(), T, 0, cfg.n_layer);
+    if (after) after(done, T, x.data());
+  }
+}
+
+// ------------------------------------------------------------------------------------------ layerwise
+
+LayerwiseCalibration::LayerwiseCalibration(const std::shared_ptr<const Model>& model,
+                                           const std::vector<int32_t>& tokens, int n_threads, size_t chunk)
+    : n_(tokens.size()), chunk_(std::max<size_t>(1, chunk)), n_threads_(n_threads) {
+  const ModelConfig& cfg = model->config();
+  x_.resize(n_ * static_cast<size_t>(cfg.n_embd));
+  Session ctx(model, n_threads_);
+  ctx.embed(tokens.data(), n_, x_.data());
+  state_.reset(cfg);
+}
+
+void LayerwiseCalibration::collect(const std::shared_ptr<const Model>& model, int l, const TapSet& taps,
+                                   const TapFn& fn) {
+  run_layer(model, l, &taps, &fn, false);
+}
+
+void LayerwiseCalibration::advance(const std::shared_ptr<const Model>& model, int l) {
+  run_layer(model, l, nullptr, nullptr, true);
+}
+
+void LayerwiseCalibration::run_layer(const std::shared_ptr<const Model>& model, int l, const TapSet* taps,
+                                     const TapFn* fn, bool advance) {
+  const size_t C = static_cast<size_t>(model->config().n_embd);
+  Session ctx(model, n_threads_);
+  ctx.set_observer(observer_for(taps, fn));
+  State st = state_;
+  std::vector<float> buf(chunk_ * C);
+  for (size_t off = 0; off < n_; off += chunk_) {
+    const size_t T = std::min(chunk_, n_ - off);
+    std::memcpy(buf.data(), x_.data() + off * C, T * C * sizeof(float));
+    ctx.forward_layers(st, buf.data(), T, l, l + 1);
+    if (advance) std::memcpy(x_.data() + off * C, buf.data(), T * C * sizeof(float));
+  }
+  if (advance) state_ = std::move(st);
+}
+
+}  // namespace rwkvl::compress

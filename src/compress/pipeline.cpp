@@ -1,0 +1,364 @@
+#include "compress/pipeline.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <thread>
+
+#include "core/error.h"
+#include "core/hash.h"
+#include "tokenizer/tokenizer.h"
+
+namespace rwkvl::compress {
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+uint64_t file_size(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+}
+
+bool is_projection(MatRole r) {
+  return std::find(std::begin(kProjectionRoles), std::end(kProjectionRoles), r) != std::end(kProjectionRoles);
+}
+
+std::string known_targets() {
+  std::string all;
+  for (const std::string& n : target_names()) all += (all.empty() ? "" : ", ") + n;
+  return all;
+}
+
+nlohmann::json nan_null(double v) { return std::isnan(v) ? nlohmann::json() : nlohmann::json(v); }
+
+// The pass options of stage 1 (compress::run), from the recipe.
+Options lowrank_quant_options(const Model& in, const Recipe& r, const CalibrationData& calib, int n_threads) {
+  Options o;
+  o.lowrank = lowrank_method_name(r.lowrank.method);
+  o.rank_frac = r.lowrank.rank_frac;
+  o.rank = r.lowrank.rank;
+  o.budget = r.lowrank.budget;
+  o.diag = r.lowrank.diag;
+  o.force = r.lowrank.force;
+  o.damp = r.lowrank.damp;
+  const std::vector<MatRole> targets = r.lowrank.all_targets ? architecture_targets(in.config()) : r.lowrank.targets;
+  for (MatRole t : targets) o.targets.push_back(mat_role_name(t));
+  o.quant = quant_name(r.quant.type);
+  o.quant_emb = r.quant.emb;
+  o.quant_head = r.quant.head;
+  o.dtype = r.dtype;
+  o.calib = calib.tokens;
+  o.calib_name = calib.name;
+  o.calib_hash = calib.hash;
+  o.n_threads = n_threads;
+  return o;
+}
+
+SparseFfnOptions sparse_options(const Recipe& r, const CalibrationData& calib, int n_threads) {
+  const Recipe::SparseFfn& s = r.sparse_ffn;
+  SparseFfnOptions so;
+  so.calib = calib.tokens;
+  so.calib_name = calib.name;
+  so.calib_hash = calib.hash;
+  so.predictors = s.predictors;
+  so.dtype = s.dtype;
+  so.n_threads = n_threads;
+  so.recall_target = s.recall;
+  so.pred.recall = heldout_recall(s.recall);
+  so.pred.hidden = s.hidden;
+  so.pred.epochs = s.epochs;
+  so.pred.holdout = s.holdout;
+  so.pred.lr = s.lr;
+  so.pred.int8 = s.pred_int8;
+  so.pred.seed = s.seed;
+  so.pred.n_threads = n_threads;
+  return so;
+}
+
+ClusterHeadOptions cluster_options(const Recipe& r, const CalibrationData& calib, int n_threads) {
+  const Recipe::ClusterHead& c = r.cluster_head;
+  ClusterHeadOptions co;
+  co.k = c.k;
+  co.cap = c.cap;
+  co.pca_dims = c.pca_dims;
+  co.epochs = c.epochs;
+  co.lr = c.lr;
+  co.uniform_prior = c.prior == HeadPrior::kUniform;
+  co.prior_smoothing = c.prior_smoothing;
+  co.from_embedding = c.source == ClusterSource::kEmbedding;
+  co.seed = c.seed;
+  co.calib = calib.tokens;
+  co.calib_name = calib.name;
+  co.calib_hash = calib.hash;
+  co.n_threads = n_threads;
+  return co;
+}
+
+// Stage 1 runs when it has something to do, or when no other stage runs (it then reports "nothing to do").
+bool runs_lowrank_quant(const Recipe& r) {
+  const bool other = r.lowrank.method != LowRankMethod::kNone || r.quant.type != Quant::kNone || r.quant.emb ||
+                     r.quant.head || !r.dtype.empty();
+  return other || (!r.sparse_ffn.enabled && !r.cluster_head.enabled);
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------ names
+
+const char* lowrank_method_name(LowRankMethod m) {
+  switch (m) {
+    case LowRankMethod::kSvd: return "svd";
+    case LowRankMethod::kAsvd: return "asvd";
+    case LowRankMethod::kNone: break;
+  }
+  return "";
+}
+
+const char* quant_name(Quant q) {
+  switch (q) {
+    case Quant::kInt8: return "int8";
+    case Quant::kInt4: return "int4";
+    case Quant::kNone: break;
+  }
+  return "";
+}
+
+const char* head_prior_name(HeadPrior p) { return p == HeadPrior::kUniform ? "uniform" : "calib"; }
+const char* cluster_source_name(ClusterSource s) { return s == ClusterSource::kEmbedding ? "emb" : "head"; }
+
+std::optional<LowRankMethod> parse_lowrank_method(std::string_view s) {
+  if (s.empty() || s == "none") return LowRankMethod::kNone;
+  if (s == "svd") return LowRankMethod::kSvd;
+  if (s == "asvd") return LowRankMethod::kAsvd;
+  return std::nullopt;
+}
+
+std::optional<Quant> parse_quant(std::string_view s) {
+  if (s.empty() || s == "none") return Quant::kNone;
+  if (s == "int8") return Quant::kInt8;
+  if (s == "int4") return Quant::kInt4;
+  return std::nullopt;
+}
+
+std::optional<HeadPrior> parse_head_prior(std::string_view s) {
+  if (s == "calib") return HeadPrior::kCalib;
+  if (s == "uniform") return HeadPrior::kUniform;
+  return std::nullopt;
+}
+
+std::optional<ClusterSource> parse_cluster_source(std::string_view s) {
+  if (s == "head") return ClusterSource::kHead;
+  if (s == "emb") return ClusterSource::kEmbedding;
+  return std::nullopt;
+}
+
+std::vector<MatRole> parse_targets(std::string_view list) {
+  std::vector<MatRole> out;
+  size_t b = 0;
+  while (b <= list.size()) {
+    size_t e = list.find(',', b);
+    if (e == std::string_view::npos) e = list.size();
+    const std::string item(list.substr(b, e - b));
+    b = e + 1;
+    if (item.empty()) continue;
+    MatRole found = MatRole::kNone;
+    for (MatRole r : kProjectionRoles)
+      if (item == mat_role_name(r)) found = r;
+    if (found == MatRole::kNone)
+      RWKVL_FAIL(kInvalidArgument, "unknown target '%s' (targets: %s)", item.c_str(), known_targets().c_str());
+    out.push_back(found);
+  }
+  return out;
+}
+
+std::vector<MatRole> architecture_targets(const ModelConfig& cfg) {
+  std::vector<MatRole> out;
+  for (MatRole r : kProjectionRoles) {
+    if (r == MatRole::kAttG && !(cfg.has_gate && cfg.arch_major <= 6)) continue;
+    if (r == MatRole::kFfnR && cfg.arch_major > 6) continue;
+    out.push_back(r);
+  }
+  return out;
+}
+
+double heldout_recall(double recall_target) { return std::min(1.0, recall_target + (1.0 - recall_target) / 4); }
+
+// ------------------------------------------------------------------------------------------ calibration
+
+CalibrationData calibration_from_text(const Tokenizer& tok, std::string_view text, size_t max_tokens,
+                                      std::string name) {
+  if (text.empty()) RWKVL_FAIL(kInvalidArgument, "the calibration text is empty");
+  CalibrationData c;
+  c.tokens = tok.encode(text);
+  if (max_tokens > 0 && c.tokens.size() > max_tokens) c.tokens.resize(max_tokens);
+  c.name = std::move(name);
+  c.hash = fnv1a64_hex(text.data(), text.size());
+  return c;
+}
+
+CalibrationData calibration_from_tokens(std::vector<int32_t> tokens, std::string name) {
+  CalibrationData c;
+  std::vector<uint8_t> le(tokens.size() * 4);
+  for (size_t i = 0; i < tokens.size(); ++i)
+    for (int k = 0; k < 4; ++k) le[i * 4 + static_cast<size_t>(k)] = static_cast<uint8_t>(static_cast<uint32_t>(tokens[i]) >> (8 * k));
+  c.hash = fnv1a64_hex(le.data(), le.size());
+  c.tokens = std::move(tokens);
+  c.name = std::move(name);
+  return c;
+}
+
+// ------------------------------------------------------------------------------------------ validation
+
+void validate(const Model& in, const Recipe& r, const CalibrationData& calib) {
+  const Recipe::LowRank& lr = r.lowrank;
+  const bool lowrank = lr.method != LowRankMethod::kNone;
+  if (static_cast<int>(lr.method) > static_cast<int>(LowRankMethod::kAsvd) ||
+      static_cast<int>(r.quant.type) > static_cast<int>(Quant::kInt4) ||
+      static_cast<int>(r.cluster_head.prior) > static_cast<int>(HeadPrior::kUniform) ||
+      static_cast<int>(r.cluster_head.source) > static_cast<int>(ClusterSource::kEmbedding))
+    RWKVL_FAIL(kInvalidArgument, "unknown low-rank method, quantisation, head prior or cluster source value");
+  // (when stage 1 runs, it names these itself)
+  if (!lowrank && !runs_lowrank_quant(r) && (lr.rank > 0 || lr.rank_frac > 0 || lr.budget > 0 || lr.diag))
+    RWKVL_FAIL(kInvalidArgument, "--rank, --rank-frac, --budget and --diag need --lowrank svd|asvd");
+  if (lr.all_targets && !lr.targets.empty())
+    RWKVL_FAIL(kInvalidArgument, "give either the target list or 'all targets', not both");
+  for (MatRole t : lr.targets)
+    if (!is_projection(t))
+      RWKVL_FAIL(kInvalidArgument, "unknown target '%s' (targets: %s)", mat_role_name(t), known_targets().c_str());
+  if (!(lr.rank_frac >= 0) || lr.rank < 0 || !(lr.damp >= 0))
+    RWKVL_FAIL(kInvalidArgument, "the rank, rank fraction and damping must be >= 0");
+  if (!calib.tokens.empty() && !lowrank && !r.sparse_ffn.enabled && !r.cluster_head.enabled)
+    RWKVL_FAIL(kInvalidArgument, "calibration text is used by low-rank (svd, asvd), the sparse FFN and the cluster head only");
+  const Recipe::SparseFfn& s = r.sparse_ffn;
+  if (s.enabled && (!(s.recall > 0 && s.recall <= 1) || s.hidden < 1 || s.epochs < 1 || !(s.lr > 0) ||
+                    !(s.holdout > 0 && s.holdout < 1)))
+    RWKVL_FAIL(kInvalidArgument,
+               "bad sparse FFN settings (recall %g must lie in (0, 1], hidden %d and epochs %d >= 1, lr %g > 0, "
+               "holdout %g in (0, 1))",
+               s.recall, s.hidden, s.epochs, s.lr, s.holdout);
+  if (r.n_threads > 4096) RWKVL_FAIL(kInvalidArgument, "at most 4096 threads, got %d", r.n_threads);
+  (void)in;  // the passes check the model itself (factored, quantised, bundled, widths) before any work
+}
+
+// ------------------------------------------------------------------------------------------ the run
+
+std::shared_ptr<Model> compress_model(const std::shared_ptr<const Model>& in, const Recipe& r,
+                                      const CalibrationData& calib, const ProgressFn& progress,
+                                      PipelineReport* report) {
+  const auto t0 = std::chrono::steady_clock::now();
+  PipelineReport local;
+  PipelineReport& rep = report ? *report : local;
+  rep = PipelineReport{};
+  validate(*in, r, calib);
+  const int n_threads = r.n_threads > 0 ? r.n_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  auto tell = [&progress](const char* stage, int64_t done, int64_t total) {
+    if (progress) progress(stage, done, total);
+  };
+  rep.calib_tokens = calib.tokens.size();
+  rep.budget = r.lowrank.budget;
+
+  std::shared_ptr<Model> out = std::const_pointer_cast<Model>(in);
+  if (runs_lowrank_quant(r)) {
+    const auto t = std::chrono::steady_clock::now();
+    Options o = lowrank_quant_options(*in, r, calib, n_threads);
+    const int64_t layers = in->config().n_layer;
+    tell("compress", 0, layers);
+    o.progress = [&tell](int done, int total) { tell("compress", done, total); };
+    out = run(in, o, &rep.lowrank_quant);
+    rep.ran_lowrank_quant = true;
+    rep.weight_bytes_before = rep.lowrank_quant.bytes_before;
+    rep.weight_bytes_after = rep.lowrank_quant.bytes_after;
+    rep.seconds_lowrank_quant = seconds_since(t);
+  } else {
+    rep.weight_bytes_before = rep.weight_bytes_after = in->weight_bytes();
+  }
+  if (r.sparse_ffn.enabled) {
+    SparseFfnOptions so = sparse_options(r, calib, n_threads);
+    const int64_t N = static_cast<int64_t>(calib.tokens.size());
+    tell("activations", 0, N);
+    so.collect_progress = [&tell](int64_t done, int64_t total) { tell("activations", done, total); };
+    bool training = false;
+    so.pred.progress = [&tell, &training](int64_t done, int64_t total) {
+      if (!training) tell("predictors", 0, total);
+      training = true;
+      tell("predictors", done, total);
+    };
+    out = sparse_ffn(out, so, &rep.sparse_ffn);
+    rep.ran_sparse_ffn = true;
+    rep.weight_bytes_after = out->weight_bytes();
+  }
+  if (r.cluster_head.enabled) {
+    ClusterHeadOptions co = cluster_options(r, calib, n_threads);
+    co.progress = [&tell](const char* stage, int64_t done, int64_t total) { tell(stage, done, total); };
+    out = cluster_head(out, co, &rep.cluster_head);
+    rep.ran_cluster_head = true;
+    rep.weight_bytes_after = out->weight_bytes();
+  }
+  rep.seconds_total = seconds_since(t0);
+  return out;
+}
+
+void compress_to_file(const std::shared_ptr<const Model>& in, const Recipe& r, const CalibrationData& calib,
+                      const std::string& out_path, const ProgressFn& progress, PipelineReport* report) {
+  const auto t0 = std::chrono::steady_clock::now();
+  PipelineReport local;
+  PipelineReport& rep = report ? *report : local;
+  const std::shared_ptr<Model> out = compress_model(in, r, calib, progress, &rep);
+  const auto t_save = std::chrono::steady_clock::now();
+  out->save_native(out_path, "keep");
+  rep.seconds_save = seconds_since(t_save);
+  rep.out_path = out_path;
+  rep.out_file_bytes = file_size(out_path);
+  rep.seconds_total = seconds_since(t0);
+}
+
+// ------------------------------------------------------------------------------------------ the report
+
+nlohmann::json PipelineReport::to_json() const {
+  const Report& lq = lowrank_quant;
+  nlohmann::json mats = nlohmann::json::array();
+  for (const MatrixReport& m : lq.matrices) {
+    nlohmann::json j = {{"name", m.name},         {"action", m.action},
+                        {"rows", m.rows},         {"cols", m.cols},
+                        {"rank", m.rank},         {"dtype", m.dtype},
+                        {"bytes_before", m.bytes_before}, {"bytes_after", m.bytes_after}};
+    j["err_svd"] = nan_null(m.err_svd);
+    j["err_asvd"] = nan_null(m.err_asvd);
+    j["err_frob"] = nan_null(m.err_frob);
+    mats.push_back(j);
+  }
+  nlohmann::json j = {{"out", out_path},
+                      {"out_file_bytes", out_file_bytes},
+                      {"weight_bytes_before", weight_bytes_before},
+                      {"weight_bytes_after", weight_bytes_after},
+                      {"calib_tokens", calib_tokens},
+                      {"budget", budget},
+                      {"budget_planned_bytes", lq.budget_planned_bytes},
+                      {"budget_error_sum", lq.budget_error_sum},
+                      {"pass", lq.pass},
+                      {"matrices", mats}};
+  nlohmann::json stages = {{"lowrank_quant", seconds_lowrank_quant}, {"save", seconds_save}, {"total", seconds_total}};
+  if (ran_cluster_head) {
+    j["cluster_head"] = cluster_head.pass["cluster_head"];
+    stages["cluster_clustering"] = cluster_head.seconds_cluster;
+    stages["cluster_calibration"] = cluster_head.seconds_calib;
+    stages["cluster_distillation"] = cluster_head.seconds_train;
+  }
+  if (ran_sparse_ffn) {
+    j["sparse_ffn"] = sparse_ffn.pass["sparse_ffn"];
+    j["sparse_ffn"]["bundle_bytes"] = sparse_ffn.bundle_bytes;
+    j["sparse_ffn"]["seconds_collect"] = sparse_ffn.seconds_collect;
+    j["sparse_ffn"]["seconds_train"] = sparse_ffn.seconds_train;
+    stages["sparse_collect"] = sparse_ffn.seconds_collect;
+    stages["sparse_train"] = sparse_ffn.seconds_train;
+  }
+  j["stages"] = stages;
+  return j;
+}
+
+}  // namespace rwkvl::compress
