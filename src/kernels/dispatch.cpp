@@ -98,7 +98,7 @@ void check_mat(const MatRef& w) {
   const bool row_scales = tr.scale == ScaleLayout::kRowTensor;
   RWKVL_CHECK(!row_scales || w.row_scale != nullptr || w.rows == 0);
   RWKVL_CHECK(!row_scales || w.scale_dtype == DType::kF32 || w.scale_dtype == DType::kF16);
-  RWKVL_CHECK(w.cols % tr.block_elems == 0);
+  RWKVL_CHECK(w.cols % tr.block_elems == 0 && "whole blocks per row (kQ4: cols % 32 == 0)");
 }
 
 // Below this much work a parallel region costs more than it saves: waking a spinning worker and
