@@ -94,7 +94,7 @@ TEST(NativeFormat, ConvertToEachDtype) {
     EXPECT_LE(d, tol) << dt;
     // and the same weights converted at load time instead of in the file
     Model::LoadOptions o;
-    o.weight_dtype = dt;
+    o.weight_dtype = parse_weight_dtype_option(dt);
     EXPECT_EQ(max_diff(logits_of(Model::load(src, o)), logits_of(q)), 0.f) << dt;
   }
 }

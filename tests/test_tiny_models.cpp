@@ -125,7 +125,7 @@ TEST(TinyModelFp16, EqualsFp32RoundedAtLoad) {
     const std::string p16 = test::shared_file(std::string("reference/tiny-rwkv/tiny-rwkv-") + v + "-FP16.bin");
     if (p32.empty() || p16.empty()) GTEST_SKIP();
     Model::LoadOptions o;
-    o.weight_dtype = "f16";
+    o.weight_dtype = WeightDType::kF16;
     auto a = Model::load(p32, o);
     auto b = Model::load(p16, {});
     EXPECT_LE(diff(run(a, kPrompt, 1), run(b, kPrompt, 1)).max_abs, 1e-4f) << v;

@@ -158,7 +158,7 @@ rwkvl_status rwkvl_model_load(const char* path, const rwkvl_model_params* params
     *out = nullptr;
     rwkvl::Model::LoadOptions o;
     if (params) {
-      if (params->weight_dtype) o.weight_dtype = params->weight_dtype;
+      if (params->weight_dtype) o.weight_dtype = rwkvl::parse_weight_dtype_option(params->weight_dtype);
       o.ln_x_eps_override = params->ln_x_eps_override;
     }
     auto h = std::make_unique<rwkvl_model>();
@@ -217,7 +217,7 @@ rwkvl_status rwkvl_model_get_info(const rwkvl_model* model, rwkvl_model_info* in
 rwkvl_status rwkvl_model_save(const rwkvl_model* model, const char* path, const char* dtype) {
   return guarded([&] {
     RWKVL_API_REQUIRE(model && path, "rwkvl_model_save: NULL argument");
-    model->m->save_native(path, dtype ? dtype : "keep");
+    model->m->save_native(path, rwkvl::parse_weight_dtype_option(dtype ? dtype : "keep"));
   });
 }
 
@@ -232,7 +232,7 @@ rwkvl_status rwkvl_synth(const rwkvl_synth_params* params, const char* path) {
     c.n_ffn = params->n_ffn;
     c.head_size = params->head_size;
     auto m = rwkvl::synth_model(c, params->dtype ? params->dtype : "f32", params->seed);
-    m->save_native(path, "keep");
+    m->save_native(path, rwkvl::WeightDType::kKeep);
   });
 }
 

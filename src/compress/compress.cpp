@@ -47,7 +47,7 @@ bool ends_with(const std::string& s, const char* suf) {
   return s.size() >= n && s.compare(s.size() - n, n, suf) == 0;
 }
 
-bool is_quantised(DType d) { return d == DType::kI8 || d == DType::kQ4; }
+bool is_quantised(DType d) { return dtype_is_quantised(d); }
 
 uint64_t tensor_bytes(const TensorMap& tm) {
   uint64_t n = 0;
@@ -58,15 +58,10 @@ uint64_t tensor_bytes(const TensorMap& tm) {
 // Bytes a rows x cols matrix takes in `d` (+ its scale tensor for i8).
 uint64_t stored_bytes(DType d, int64_t rows, int64_t cols, bool f16_scales) {
   const uint64_t n = static_cast<uint64_t>(rows) * static_cast<uint64_t>(cols);
-  switch (d) {
-    case DType::kF32: return 4 * n;
-    case DType::kF16:
-    case DType::kBF16: return 2 * n;
-    case DType::kI8: return n + static_cast<uint64_t>(rows) * (f16_scales ? 2 : 4);
-    case DType::kQ4: return n / 32 * 20;
-    default: RWKVL_CHECK(false);
-  }
-  return 0;
+  const DTypeTraits& tr = dtype_traits(d);
+  RWKVL_CHECK(tr.matrix);
+  const uint64_t scales = tr.scale == ScaleLayout::kRowTensor ? static_cast<uint64_t>(rows) * (f16_scales ? 2 : 4) : 0;
+  return n / tr.block_elems * tr.block_bytes + scales;
 }
 
 // The block projections the quantisation pass converts: "<blocks.N.att|ffn>.<name>.weight" and the

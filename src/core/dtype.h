@@ -1,6 +1,9 @@
-// Element types of stored tensors: one table row per type (name, bytes per block, block size).
+// Element types of stored tensors and the one table of their facts (DTypeTraits): name, block size and bytes,
+// whether the kernels take it as a weight matrix, where its scales live, and its row conversions to and from
+// float32. Code that needs a fact about a dtype looks it up here instead of switching on the type.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -21,17 +24,60 @@ enum class DType : uint32_t {
   kQ4 = 7,
 };
 
-struct DTypeInfo {
-  const char* name;
-  uint32_t block_elems;  // elements per block
-  uint32_t block_bytes;  // bytes per block
+// ---- block layouts (bytes on disk and in memory; fixed by the static_asserts in dtype.cpp)
+struct BlockQ4 {  // DType::kQ4, 32 values
+  uint16_t d;      // f16 scale
+  uint16_t m;      // f16 offset (the group minimum)
+  uint8_t qs[16];  // value j < 16 in the low nibble of qs[j], value j >= 16 in the high nibble of qs[j - 16]
+};
+struct BlockQ5_1 {  // DType::kQ5_1, 32 values
+  uint16_t d;       // f16 scale
+  uint16_t m;       // f16 offset
+  uint8_t qh[4];    // bit j (little-endian u32): fifth bit of value j
+  uint8_t qs[16];   // low 4 bits as in BlockQ4
 };
 
-const DTypeInfo& dtype_info(DType t);
+// Where the scales of a dtype live.
+enum class ScaleLayout : uint8_t {
+  kNone,       // values are stored as they are (f32, f16, bf16, i32, u8)
+  kRowTensor,  // one scale per row in a separate tensor "<name>.scale", f32 or f16 (i8)
+  kInBlock,    // an f16 scale and offset in every block (q4_g32, q5_1)
+};
+
+struct DTypeTraits {
+  DType type;
+  const char* name;         // as in files and messages ("q4_g32")
+  const char* option_name;  // the spelling a weight-dtype option takes ("q4"), nullptr if it cannot be asked for
+  const char* option_alias; // a second accepted spelling ("int4"), or nullptr
+  uint32_t block_elems;     // values per block (1 for plain types)
+  uint32_t block_bytes;     // bytes per block
+  bool matrix;              // a weight-matrix dtype: the kernels multiply by it and quantize_rows writes it
+  ScaleLayout scale;
+  // Converts n values (a multiple of block_elems) of one row to float32; a kRowTensor type multiplies them by
+  // row_scale, the others ignore it. nullptr: no conversion (i32, u8).
+  void (*to_f32_row)(const void* src, float* dst, size_t n, float row_scale);
+  // Quantises rows x cols float32 values to rows * row_bytes(cols) bytes at `out`; a kRowTensor type also
+  // writes one scale per row to `scales` (uint16_t f16 when f16_scales, else float). Throws kInvalidArgument
+  // on values it cannot store (non-finite, out of range, cols not a multiple of block_elems).
+  // nullptr for the types that are not matrix dtypes.
+  void (*from_f32_rows)(const float* src, int64_t rows, int64_t cols, void* out, void* scales, bool f16_scales);
+};
+using DTypeInfo = DTypeTraits;
+
+const DTypeTraits& dtype_traits(DType t);  // t must be valid (dtype_valid)
+inline const DTypeInfo& dtype_info(DType t) { return dtype_traits(t); }
 bool dtype_valid(uint32_t raw);
 // Bytes taken by n elements (n must be a multiple of the block size, else returns SIZE_MAX).
 size_t dtype_bytes(DType t, uint64_t n);
 const char* dtype_name(DType t);
+// A valid weight-matrix dtype (f32, f16, bf16, i8, q4_g32).
+bool dtype_is_matrix(DType t);
+// A matrix dtype that stores scales (i8, q4_g32): "quantised".
+bool dtype_is_quantised(DType t);
+// Bytes of one row of `cols` values (cols / block_elems whole blocks).
+int64_t dtype_row_bytes(DType t, int64_t cols);
+// The matrix dtype whose option_name or option_alias is `s`; false if none.
+bool dtype_from_option(const std::string& s, DType* out);
 
 // ---- scalar conversions (exact, round-to-nearest-even where narrowing)
 inline float bf16_to_f32(uint16_t h) {
@@ -55,5 +101,13 @@ void f16_to_f32_row(const uint16_t* src, float* dst, size_t n);
 void bf16_to_f32_row(const uint16_t* src, float* dst, size_t n);
 void q5_1_to_f32_row(const void* src, float* dst, size_t n);  // n multiple of 32
 void q4_to_f32_row(const void* src, float* dst, size_t n);    // n multiple of 32 (kQ4 blocks)
+
+// ---- quantisers (core/quantize.cpp; kern::quantize_rows_* forward to them)
+// int8 per row: scale[r] = max|W[r][:]| / 127, q = round(W / scale).
+void quantize_rows_i8(const float* src, int64_t rows, int64_t cols, int8_t* q, float* scale);
+// The same with the scale stored as IEEE half: the scale is rounded to f16 first and q = round(W / f16(scale)).
+void quantize_rows_i8_f16(const float* src, int64_t rows, int64_t cols, int8_t* q, uint16_t* scale);
+// kQ4 (q4_g32): per group of 32 m = min, d = (max - min) / 15, both rounded to f16, q = round((x - m) / d).
+void quantize_rows_q4(const float* src, int64_t rows, int64_t cols, void* out);
 
 }  // namespace rwkvl

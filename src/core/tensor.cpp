@@ -75,14 +75,11 @@ void* Tensor::mutable_data() { return const_cast<void*>(data); }
 std::vector<float> Tensor::to_f32() const {
   const int64_t n = numel();
   std::vector<float> out(static_cast<size_t>(n));
-  switch (dtype) {
-    case DType::kF32: std::memcpy(out.data(), data, static_cast<size_t>(n) * 4); break;
-    case DType::kF16: f16_to_f32_row(static_cast<const uint16_t*>(data), out.data(), static_cast<size_t>(n)); break;
-    case DType::kBF16: bf16_to_f32_row(static_cast<const uint16_t*>(data), out.data(), static_cast<size_t>(n)); break;
-    case DType::kQ5_1: q5_1_to_f32_row(data, out.data(), static_cast<size_t>(n)); break;
-    case DType::kQ4: q4_to_f32_row(data, out.data(), static_cast<size_t>(n)); break;
-    default: RWKVL_FAIL(kUnsupported, "%s: cannot convert %s to f32 here", name.c_str(), dtype_name(dtype));
-  }
+  // i8 needs its separate scale tensor (see matrix_to_f32); i32 / u8 have no conversion.
+  const DTypeTraits* tr = dtype_valid(static_cast<uint32_t>(dtype)) ? &dtype_traits(dtype) : nullptr;
+  if (!tr || !tr->to_f32_row || tr->scale == ScaleLayout::kRowTensor)
+    RWKVL_FAIL(kUnsupported, "%s: cannot convert %s to f32 here", name.c_str(), dtype_name(dtype));
+  tr->to_f32_row(data, out.data(), static_cast<size_t>(n), 1.0f);
   return out;
 }
 

@@ -91,13 +91,14 @@ const KernelSet& current() {
 }
 
 void check_mat(const MatRef& w) {
-  RWKVL_CHECK(w.dtype == DType::kF32 || w.dtype == DType::kF16 || w.dtype == DType::kBF16 || w.dtype == DType::kI8 ||
-              w.dtype == DType::kQ4);
+  RWKVL_CHECK(dtype_is_matrix(w.dtype));
   RWKVL_CHECK(w.rows >= 0 && w.cols >= 0);
   RWKVL_CHECK(w.data != nullptr || w.rows == 0 || w.cols == 0);
-  RWKVL_CHECK(w.dtype != DType::kI8 || w.row_scale != nullptr || w.rows == 0);
-  RWKVL_CHECK(w.dtype != DType::kI8 || w.scale_dtype == DType::kF32 || w.scale_dtype == DType::kF16);
-  RWKVL_CHECK(w.dtype != DType::kQ4 || w.cols % 32 == 0);
+  const DTypeTraits& tr = dtype_traits(w.dtype);
+  const bool row_scales = tr.scale == ScaleLayout::kRowTensor;
+  RWKVL_CHECK(!row_scales || w.row_scale != nullptr || w.rows == 0);
+  RWKVL_CHECK(!row_scales || w.scale_dtype == DType::kF32 || w.scale_dtype == DType::kF16);
+  RWKVL_CHECK(w.cols % tr.block_elems == 0 && "whole blocks per row (kQ4: cols % 32 == 0)");
 }
 
 // Below this much work a parallel region costs more than it saves: waking a spinning worker and
@@ -109,8 +110,7 @@ constexpr int64_t kMinParallelMacs = 64 * 1024;
 constexpr int64_t kRowGrain = 16;
 
 int64_t weight_bytes(const MatRef& w) {
-  const DTypeInfo& info = dtype_info(w.dtype);  // kQ4: 20 bytes per 32 weights
-  return w.rows * (w.cols / static_cast<int64_t>(info.block_elems)) * static_cast<int64_t>(info.block_bytes);
+  return w.rows * dtype_row_bytes(w.dtype, w.cols);
 }
 
 }  // namespace
@@ -128,15 +128,8 @@ void matmul_rows(const MatRef& w, const float* X, int64_t n, float* Y, int64_t r
 }
 
 int64_t row_bytes(DType d, int64_t cols) {
-  switch (d) {
-    case DType::kF32: return cols * 4;
-    case DType::kF16:
-    case DType::kBF16: return cols * 2;
-    case DType::kI8: return cols;
-    case DType::kQ4: return cols / 32 * 20;
-    default: RWKVL_CHECK(false && "row_bytes: not a matrix dtype");
-  }
-  return 0;
+  RWKVL_CHECK(dtype_is_matrix(d) && "row_bytes: not a matrix dtype");
+  return dtype_row_bytes(d, cols);
 }
 
 void ffn_neurons(const MatRef& layout, const void* const* ptrs, const int32_t* ids, int64_t n, const float* x,
@@ -189,92 +182,15 @@ void matmul(const MatRef& w, const float* X, int64_t n, float* Y, ThreadPool* po
       w.rows, [p = &a](int64_t b, int64_t e) { p->k->matmul_rows(*p->w, p->X, p->n, p->Y, b, e); }, kRowGrain);
 }
 
-namespace {
-
-// max |row[c]|, failing on a non-finite value (the row cannot be quantised).
-float row_absmax_i8(const float* row, int64_t cols, int64_t r) {
-  float amax = 0.0f;
-  for (int64_t c = 0; c < cols; ++c) {
-    if (!std::isfinite(row[c]))
-      RWKVL_FAIL(kInvalidArgument, "cannot quantise to int8: row %lld has a non-finite value at column %lld",
-                 static_cast<long long>(r), static_cast<long long>(c));
-    amax = std::max(amax, std::fabs(row[c]));
-  }
-  return amax;
-}
-
-// q = round(row / s) clamped to +-127; s == 0 (an all-zero row, or values so tiny the scale
-// underflows) stores zeros. The clamp catches v/s rounding just past 127.
-void quantize_row_i8(const float* row, int64_t cols, float s, int8_t* out) {
-  for (int64_t c = 0; c < cols; ++c) {
-    const float v = s > 0.0f ? std::round(row[c] / s) : 0.0f;
-    out[c] = static_cast<int8_t>(std::clamp(v, -127.0f, 127.0f));
-  }
-}
-
-}  // namespace
-
+// The quantisers live with the dtype table (core/dtype.h); these names stay for the kernels' callers.
 void quantize_rows_i8(const float* src, int64_t rows, int64_t cols, int8_t* q, float* scale) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* row = src + r * cols;
-    const float s = row_absmax_i8(row, cols, r) / 127.0f;
-    scale[r] = s;
-    quantize_row_i8(row, cols, s, q + r * cols);
-  }
+  rwkvl::quantize_rows_i8(src, rows, cols, q, scale);
 }
-
 void quantize_rows_i8_f16(const float* src, int64_t rows, int64_t cols, int8_t* q, uint16_t* scale) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* row = src + r * cols;
-    const float amax = row_absmax_i8(row, cols, r);
-    // The scale is rounded to f16 first and q computed from the rounded value, so q * f16(scale) is
-    // the best int8 approximation for the scale actually stored.
-    uint16_t h = f32_to_f16(amax / 127.0f);
-    if (h >= 0x7c00u)
-      RWKVL_FAIL(kInvalidArgument, "cannot quantise to int8 with an f16 scale: row %lld has |w| = %g (> 127 * 65504)",
-                 static_cast<long long>(r), static_cast<double>(amax));
-    // Normal halves round by at most 2^-11, so amax / s <= 127.07 and the clamp costs nothing.
-    // For tiny rows (subnormal scales, or 0 for amax / 127 < 2^-25) round the scale up instead, so
-    // that no value is clamped by more than half a step.
-    if (f16_to_f32(h) * 127.5f < amax) ++h;
-    scale[r] = h;
-    quantize_row_i8(row, cols, f16_to_f32(h), q + r * cols);
-  }
+  rwkvl::quantize_rows_i8_f16(src, rows, cols, q, scale);
 }
-
 void quantize_rows_q4(const float* src, int64_t rows, int64_t cols, void* out) {
-  if (cols % 32 != 0)
-    RWKVL_FAIL(kInvalidArgument, "cannot quantise to q4_g32: %lld columns is not a multiple of 32",
-               static_cast<long long>(cols));
-  uint8_t* blk = static_cast<uint8_t*>(out);
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t g = 0; g < cols / 32; ++g, blk += 20) {
-      const float* x = src + r * cols + g * 32;
-      float lo = x[0], hi = x[0];
-      for (int j = 0; j < 32; ++j) {
-        if (!std::isfinite(x[j]))
-          RWKVL_FAIL(kInvalidArgument, "cannot quantise to q4_g32: row %lld has a non-finite value at column %lld",
-                     static_cast<long long>(r), static_cast<long long>(g * 32 + j));
-        lo = std::min(lo, x[j]);
-        hi = std::max(hi, x[j]);
-      }
-      // d and m are rounded to f16 before q is computed, so dequantisation d * q + m uses exactly
-      // the stored values; q = round((x - m) / d) clamped to 0..15 absorbs their rounding.
-      const uint16_t mh = f32_to_f16(lo), dh = f32_to_f16((hi - lo) / 15.0f);
-      if ((mh & 0x7fffu) >= 0x7c00u || (dh & 0x7fffu) >= 0x7c00u)
-        RWKVL_FAIL(kInvalidArgument, "cannot quantise to q4_g32: row %lld has values beyond the f16 range (%g .. %g)",
-                   static_cast<long long>(r), static_cast<double>(lo), static_cast<double>(hi));
-      const float m = f16_to_f32(mh), d = f16_to_f32(dh);
-      uint8_t q[32];
-      for (int j = 0; j < 32; ++j) {
-        const float v = d > 0.0f ? std::round((x[j] - m) / d) : 0.0f;  // d == 0: a constant group
-        q[j] = static_cast<uint8_t>(std::clamp(v, 0.0f, 15.0f));
-      }
-      std::memcpy(blk, &dh, 2);
-      std::memcpy(blk + 2, &mh, 2);
-      for (int j = 0; j < 16; ++j) blk[4 + j] = static_cast<uint8_t>(q[j] | (q[j + 16] << 4));
-    }
-  }
+  rwkvl::quantize_rows_q4(src, rows, cols, out);
 }
 
 const char* active_isa() { return current().name; }

@@ -8,24 +8,12 @@ namespace rwkvl::kern {
 
 void get_row(const MatRef& w, int64_t r, float* out) {
   RWKVL_CHECK(r >= 0 && r < w.rows);
-  const size_t n = static_cast<size_t>(w.cols);
-  const size_t off = static_cast<size_t>(r) * n;
-  switch (w.dtype) {
-    case DType::kF32: std::memcpy(out, static_cast<const float*>(w.data) + off, n * sizeof(float)); break;
-    case DType::kF16: f16_to_f32_row(static_cast<const uint16_t*>(w.data) + off, out, n); break;
-    case DType::kBF16: bf16_to_f32_row(static_cast<const uint16_t*>(w.data) + off, out, n); break;
-    case DType::kI8: {
-      const int8_t* q = static_cast<const int8_t*>(w.data) + off;
-      const float s = w.scale_at(r);
-      for (size_t i = 0; i < n; ++i) out[i] = static_cast<float>(q[i]) * s;
-      break;
-    }
-    case DType::kQ4:
-      RWKVL_CHECK(n % 32 == 0);
-      q4_to_f32_row(static_cast<const uint8_t*>(w.data) + static_cast<size_t>(r) * (n / 32) * 20, out, n);
-      break;
-    default: RWKVL_CHECK(false && "unsupported matrix dtype");
-  }
+  RWKVL_CHECK(dtype_is_matrix(w.dtype) && "unsupported matrix dtype");
+  const DTypeTraits& tr = dtype_traits(w.dtype);
+  RWKVL_CHECK(w.cols % tr.block_elems == 0);
+  const int64_t stride = dtype_row_bytes(w.dtype, w.cols);
+  const float scale = tr.scale == ScaleLayout::kRowTensor ? w.scale_at(r) : 1.0f;
+  tr.to_f32_row(static_cast<const uint8_t*>(w.data) + r * stride, out, static_cast<size_t>(w.cols), scale);
 }
 
 }  // namespace rwkvl::kern

@@ -46,7 +46,8 @@ template <>
 struct Elem<DType::kQ4> { using T = uint8_t; };  // raw bytes of 20-byte blocks
 
 // kQ4 block layout (see core/dtype.h): f16 d, f16 m, 16 bytes of nibbles; 32 weights per block.
-constexpr int64_t kQ4BlockCols = 32, kQ4BlockBytes = 20;
+constexpr int64_t kQ4BlockCols = 32, kQ4BlockBytes = static_cast<int64_t>(sizeof(BlockQ4));
+static_assert(kQ4BlockBytes == 20);
 
 // Row stride of a matrix in units of Elem<D>::T (bytes for kQ4). Internal linkage, like everything
 // compiled into the per-ISA files (an out-of-line copy built with -mavx512f must never be shared).

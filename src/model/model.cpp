@@ -10,28 +10,62 @@ namespace rwkvl {
 
 namespace {
 
-bool is_matrix_dtype(DType d) {
-  return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16 || d == DType::kI8 || d == DType::kQ4;
-}
+bool is_matrix_dtype(DType d) { return dtype_is_matrix(d); }
+
+// WeightDType <-> its matrix dtype (whose DTypeTraits::option_name is the string); kKeep has none.
+constexpr std::pair<WeightDType, DType> kWeightDTypes[] = {{WeightDType::kF32, DType::kF32},
+                                                           {WeightDType::kF16, DType::kF16},
+                                                           {WeightDType::kBF16, DType::kBF16},
+                                                           {WeightDType::kI8, DType::kI8},
+                                                           {WeightDType::kQ4, DType::kQ4}};
 
 }  // namespace
 
+DType weight_dtype_to_dtype(WeightDType w) {
+  for (const auto& [wd, d] : kWeightDTypes)
+    if (wd == w) return d;
+  RWKVL_CHECK(false && "weight_dtype_to_dtype: kKeep has no dtype");
+  return DType::kF32;
+}
+
+const char* weight_dtype_option_name(WeightDType w) {
+  return w == WeightDType::kKeep ? "keep" : dtype_traits(weight_dtype_to_dtype(w)).option_name;
+}
+
+bool weight_dtype_from_string(const std::string& s, WeightDType* out) {
+  if (s.empty() || s == "keep") {
+    *out = WeightDType::kKeep;
+    return true;
+  }
+  DType d;
+  if (!dtype_from_option(s, &d)) return false;
+  for (const auto& [wd, dt] : kWeightDTypes)
+    if (dt == d) *out = wd;
+  return true;
+}
+
+WeightDType parse_weight_dtype_option(const std::string& s) {
+  WeightDType w;
+  if (!weight_dtype_from_string(s, &w))
+    RWKVL_FAIL(kInvalidArgument, "unknown weight dtype '%s' (use keep, f32, f16, bf16, i8 or q4)", s.c_str());
+  return w;
+}
+
 DType parse_weight_dtype(const std::string& dtype) {
-  if (dtype == "f32") return DType::kF32;
-  if (dtype == "f16") return DType::kF16;
-  if (dtype == "bf16") return DType::kBF16;
-  if (dtype == "i8" || dtype == "int8") return DType::kI8;
-  if (dtype == "q4" || dtype == "int4") return DType::kQ4;
-  RWKVL_FAIL(kInvalidArgument, "unknown weight dtype '%s' (use keep, f32, f16, bf16, i8 or q4)", dtype.c_str());
+  DType d;
+  if (!dtype_from_option(dtype, &d))
+    RWKVL_FAIL(kInvalidArgument, "unknown weight dtype '%s' (use keep, f32, f16, bf16, i8 or q4)", dtype.c_str());
+  return d;
 }
 
 std::vector<float> matrix_to_f32(const Tensor& src, const Tensor* src_scale) {
-  if (src.dtype != DType::kI8) return src.to_f32();
+  const DTypeTraits& tr = dtype_traits(src.dtype);
+  if (tr.scale != ScaleLayout::kRowTensor) return src.to_f32();
   RWKVL_CHECK(src_scale != nullptr);
   const int64_t rows = src.rows(), cols = src.cols();
   std::vector<float> v(static_cast<size_t>(rows * cols));
   kern::MatRef m;
-  m.dtype = DType::kI8;
+  m.dtype = src.dtype;
   m.rows = rows;
   m.cols = cols;
   m.data = src.data;
@@ -43,49 +77,25 @@ std::vector<float> matrix_to_f32(const Tensor& src, const Tensor* src_scale) {
 
 std::pair<Tensor, Tensor> quantize_matrix(const std::string& name, const float* v, int64_t rows, int64_t cols,
                                           DType want, bool f16_scales) {
+  const DTypeTraits& tr = dtype_traits(want);
+  RWKVL_CHECK(tr.matrix && tr.from_f32_rows);
   Tensor out = Tensor::alloc(name, want, {rows, cols});
+  if (cols % tr.block_elems != 0)
+    RWKVL_FAIL(kInvalidArgument, "cannot store '%s' as %s: its %lld columns are not a multiple of %u", name.c_str(),
+               tr.option_name, static_cast<long long>(cols), tr.block_elems);
   Tensor scale;
-  const size_t n = static_cast<size_t>(rows * cols);
-  switch (want) {
-    case DType::kF32: std::memcpy(out.mutable_data(), v, n * 4); break;
-    case DType::kF16: {
-      auto* d = static_cast<uint16_t*>(out.mutable_data());
-      for (size_t i = 0; i < n; ++i) d[i] = f32_to_f16(v[i]);
-      break;
-    }
-    case DType::kBF16: {
-      auto* d = static_cast<uint16_t*>(out.mutable_data());
-      for (size_t i = 0; i < n; ++i) d[i] = f32_to_bf16(v[i]);
-      break;
-    }
-    case DType::kI8:
-      if (f16_scales) {
-        scale = Tensor::alloc(name + ".scale", DType::kF16, {rows});
-        kern::quantize_rows_i8_f16(v, rows, cols, static_cast<int8_t*>(out.mutable_data()),
-                                   static_cast<uint16_t*>(scale.mutable_data()));
-      } else {
-        scale = Tensor::alloc(name + ".scale", DType::kF32, {rows});
-        kern::quantize_rows_i8(v, rows, cols, static_cast<int8_t*>(out.mutable_data()), scale.mutable_f32());
-      }
-      break;
-    case DType::kQ4:
-      if (cols % 32 != 0)
-        RWKVL_FAIL(kInvalidArgument, "cannot store '%s' as q4: its %lld columns are not a multiple of 32", name.c_str(),
-                   static_cast<long long>(cols));
-      kern::quantize_rows_q4(v, rows, cols, out.mutable_data());
-      break;
-    default: RWKVL_CHECK(false);
-  }
+  if (tr.scale == ScaleLayout::kRowTensor)
+    scale = Tensor::alloc(name + ".scale", f16_scales ? DType::kF16 : DType::kF32, {rows});
+  tr.from_f32_rows(v, rows, cols, out.mutable_data(), scale.data ? scale.mutable_data() : nullptr, f16_scales);
   return {out, scale};
 }
 
 namespace {
 
-// Converts a matrix tensor to `dtype` ("f32", "f16", "bf16", "i8", "q4"); returns {matrix, scale-or-empty}.
-// q4 needs a multiple of 32 columns; other matrices fall back to i8.
-std::pair<Tensor, Tensor> convert_matrix(const Tensor& src, const Tensor* src_scale, const std::string& dtype) {
-  DType want = parse_weight_dtype(dtype);
-  if (want == DType::kQ4 && src.cols() % 32 != 0) want = DType::kI8;
+// Converts a matrix tensor to `want`; returns {matrix, scale-or-empty}. A block dtype (q4) needs whole blocks per
+// row; other matrices fall back to i8.
+std::pair<Tensor, Tensor> convert_matrix(const Tensor& src, const Tensor* src_scale, DType want) {
+  if (src.cols() % dtype_traits(want).block_elems != 0) want = DType::kI8;
   if (src.dtype == want) return {src, src_scale ? *src_scale : Tensor()};
   const std::vector<float> v = matrix_to_f32(src, src_scale);
   return quantize_matrix(src.name, v.data(), src.rows(), src.cols(), want, false);
@@ -178,15 +188,15 @@ std::shared_ptr<Model> Model::from_canonical(TensorMap tensors, const ModelConfi
   m->cfg_ = cfg;
   if (opts.ln_x_eps_override > 0 && cfg.arch_major >= 5) m->cfg_.ln_x_eps = opts.ln_x_eps_override;
   m->source_ = source;
-  if (opts.weight_dtype != "keep" && !opts.weight_dtype.empty()) {
+  if (opts.weight_dtype != WeightDType::kKeep) {
     TensorMap conv;
     for (auto& [name, t] : tensors) {
       if (name.size() > 6 && name.compare(name.size() - 6, 6, ".scale") == 0) continue;
       if (t.shape.size() >= 2 && is_matrix_dtype(t.dtype) && name.find(".ffn.pred.") == std::string::npos) {
         auto it = tensors.find(name + ".scale");
         const Tensor* sc = it == tensors.end() ? nullptr : &it->second;
-        std::string want = opts.weight_dtype;
-        if (is_small_lora(name) && want != "f32") want = "f32";  // keep the tiny LoRAs exact
+        // keep the tiny LoRAs exact
+        const DType want = is_small_lora(name) ? DType::kF32 : weight_dtype_to_dtype(opts.weight_dtype);
         auto [q, s] = convert_matrix(t, sc, want);
         conv[name] = q;
         if (s.data) conv[s.name] = s;
@@ -748,10 +758,10 @@ nlohmann::json config_to_json(const ModelConfig& c) {
           {"ln_eps", c.ln_eps},         {"ln_x_eps", c.ln_x_eps},     {"has_gate", c.has_gate}};
 }
 
-void Model::save_native(const std::string& path, const std::string& dtype) const {
+void Model::save_native(const std::string& path, WeightDType dtype) const {
   std::shared_ptr<Model> conv;
   const TensorMap* tm = &tensors_;
-  if (!dtype.empty() && dtype != "keep") {
+  if (dtype != WeightDType::kKeep) {
     LoadOptions o;
     o.weight_dtype = dtype;
     conv = from_canonical(tensors_, cfg_, source_, o);

@@ -171,10 +171,24 @@ void for_each_layer_matrix(L& layer, Fn&& fn) {
   }
 }
 
+// The dtype matrices are held in after loading (LoadOptions) or stored as (save_native): kKeep leaves each as
+// it is; the others convert every weight matrix (the tiny v6/v7 LoRAs to f32; q4 falls back to i8 where the
+// columns are not a multiple of 32). The values equal the C API's rwkvl_dtype.
+enum class WeightDType : uint8_t { kKeep = 0, kF32 = 1, kF16 = 2, kBF16 = 3, kI8 = 4, kQ4 = 5 };
+// The one parser of weight-dtype strings: "keep" (or ""), "f32", "f16", "bf16", "i8" / "int8", "q4" / "int4".
+// false for anything else.
+bool weight_dtype_from_string(const std::string& s, WeightDType* out);
+// The same, throwing kInvalidArgument "unknown weight dtype '<s>' (use keep, f32, f16, bf16, i8 or q4)".
+WeightDType parse_weight_dtype_option(const std::string& s);
+// "keep", "f32", "f16", "bf16", "i8", "q4".
+const char* weight_dtype_option_name(WeightDType w);
+// The matrix dtype it converts to (not for kKeep).
+DType weight_dtype_to_dtype(WeightDType w);
+
 class Model {
  public:
   struct LoadOptions {
-    std::string weight_dtype = "keep";  // keep | f32 | f16 | bf16 | i8
+    WeightDType weight_dtype = WeightDType::kKeep;
     float ln_x_eps_override = 0.f;
   };
   // Reads any supported file and binds it. Throws rwkvl::Error.
@@ -203,7 +217,11 @@ class Model {
   size_t state_floats() const;
 
   // Writes the native format with matrices converted to `dtype` (keep|f32|f16|bf16|i8).
-  void save_native(const std::string& path, const std::string& dtype) const;
+  void save_native(const std::string& path, WeightDType dtype = WeightDType::kKeep) const;
+  // The same with the dtype as a string (parse_weight_dtype_option), for the callers not yet typed.
+  void save_native(const std::string& path, const std::string& dtype) const {
+    save_native(path, parse_weight_dtype_option(dtype));
+  }
   // The compression passes that made this model (native files; empty array otherwise).
   const nlohmann::json& passes() const { return passes_; }
   // True when every layer's channel-mix is neuron-bundled (and whether predictors are present).

@@ -138,7 +138,7 @@ std::shared_ptr<Model> synth_model(ModelConfig cfg, const std::string& dtype, ui
     }
   }
   Model::LoadOptions o;
-  o.weight_dtype = dtype;
+  o.weight_dtype = parse_weight_dtype_option(dtype);
   return Model::from_canonical(std::move(T), cfg, FileKind::kNative, o);
 }
 
