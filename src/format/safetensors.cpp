@@ -46,27 +46,8 @@ struct Info {
   uint64_t begin, end;
 };
 
-}  // namespace
-
-RawCheckpoint read_safetensors(std::shared_ptr<MappedFile> f) {
-  RWKVL_CHECK(f != nullptr);
-  const char* pc = f->path().c_str();
-  const uint8_t* base = f->data();
-  const size_t size = f->size();
-  if (size < 8)
-    RWKVL_FAIL(kFormat, "%s: truncated safetensors file (%zu bytes, the header length alone needs 8)", pc, size);
-  uint64_t n = 0;
-  for (int k = 7; k >= 0; --k) n = (n << 8) | base[k];
-  if (n > kMaxHeader)
-    RWKVL_FAIL(kFormat, "%s: safetensors header length %llu is implausibly large (limit %llu bytes)", pc,
-               static_cast<unsigned long long>(n), static_cast<unsigned long long>(kMaxHeader));
-  if (n > size - 8)
-    RWKVL_FAIL(kFormat, "%s: safetensors header length %llu exceeds the file (%zu bytes; truncated?)", pc,
-               static_cast<unsigned long long>(n), size);
-  const char* hb = reinterpret_cast<const char*>(base + 8);
-  const char* he = hb + n;
-
-  // Cheap structural screening before handing the text to the JSON parser.
+// Cheap structural screening before handing the text [hb, he) to the JSON parser, then the parse.
+nlohmann::ordered_json parse_header(const char* pc, const char* hb, const char* he) {
   const char* first = hb;
   while (first < he && (*first == ' ' || *first == '\t' || *first == '\n' || *first == '\r')) ++first;
   if (first == he || *first != '{') RWKVL_FAIL(kFormat, "%s: safetensors header is not a JSON object", pc);
@@ -98,69 +79,69 @@ RawCheckpoint read_safetensors(std::shared_ptr<MappedFile> f) {
     RWKVL_FAIL(kFormat, "%s: invalid safetensors JSON header: %s", pc, e.what());
   }
   if (!header.is_object()) RWKVL_FAIL(kFormat, "%s: safetensors header is not a JSON object", pc);
+  return header;
+}
 
-  RawCheckpoint ck;
-  ck.kind = FileKind::kSafetensors;
-  ck.file = f;
-  ck.meta["metadata"] = nlohmann::json::object();
-  const uint64_t data_start = 8 + n, data_len = size - data_start;
-  std::vector<Info> infos;
-  for (const auto& [key, v] : header.items()) {
-    const std::string nm = shown(key);
-    const char* kn = nm.c_str();
-    if (key == "__metadata__") {
-      if (!v.is_object()) RWKVL_FAIL(kFormat, "%s: safetensors __metadata__ is not an object", pc);
-      for (const auto& [mk, mv] : v.items()) {
-        if (!mv.is_string())
-          RWKVL_FAIL(kFormat, "%s: safetensors metadata value of '%s' is not a string", pc, shown(mk).c_str());
-        ck.meta["metadata"][mk] = mv.get<std::string>();
-      }
-      continue;
+// One tensor entry of the header, checked against the data area of data_len bytes.
+Info parse_entry(const std::string& path, const std::string& key, const nlohmann::ordered_json& v, uint64_t data_len) {
+  const char* pc = path.c_str();
+  const std::string nm = shown(key);
+  const char* kn = nm.c_str();
+  if (key.empty()) RWKVL_FAIL(kFormat, "%s: safetensors tensor with an empty name", pc);
+  if (!v.is_object()) RWKVL_FAIL(kFormat, "%s: safetensors entry '%s' is not an object", pc, kn);
+  auto dt_it = v.find("dtype"), shape_it = v.find("shape"), off_it = v.find("data_offsets");
+  if (dt_it == v.end() || !dt_it->is_string()) RWKVL_FAIL(kFormat, "%s: tensor '%s' has no dtype string", pc, kn);
+  if (shape_it == v.end() || !shape_it->is_array()) RWKVL_FAIL(kFormat, "%s: tensor '%s' has no shape array", pc, kn);
+  if (off_it == v.end() || !off_it->is_array() || off_it->size() != 2)
+    RWKVL_FAIL(kFormat, "%s: tensor '%s' has no data_offsets [begin, end]", pc, kn);
+  Info info;
+  info.name = key;
+  const std::string dts = dt_it->get<std::string>();
+  bool known = false;
+  for (const DTypeName& d : kDTypes) {
+    if (dts == d.name) {
+      info.dtype = d.dtype;
+      known = true;
     }
-    if (key.empty()) RWKVL_FAIL(kFormat, "%s: safetensors tensor with an empty name", pc);
-    if (!v.is_object()) RWKVL_FAIL(kFormat, "%s: safetensors entry '%s' is not an object", pc, kn);
-    auto dt_it = v.find("dtype"), shape_it = v.find("shape"), off_it = v.find("data_offsets");
-    if (dt_it == v.end() || !dt_it->is_string()) RWKVL_FAIL(kFormat, "%s: tensor '%s' has no dtype string", pc, kn);
-    if (shape_it == v.end() || !shape_it->is_array()) RWKVL_FAIL(kFormat, "%s: tensor '%s' has no shape array", pc, kn);
-    if (off_it == v.end() || !off_it->is_array() || off_it->size() != 2)
-      RWKVL_FAIL(kFormat, "%s: tensor '%s' has no data_offsets [begin, end]", pc, kn);
-    Info info;
-    info.name = key;
-    const std::string dts = dt_it->get<std::string>();
-    bool known = false;
-    for (const DTypeName& d : kDTypes) {
-      if (dts == d.name) {
-        info.dtype = d.dtype;
-        known = true;
-      }
-    }
-    if (!known)
-      RWKVL_FAIL(kUnsupported, "%s: tensor '%s' has unsupported dtype '%s' (supported: F32, F16, BF16, I8, I32, U8)",
-                 pc, kn, shown(dts).c_str());
-    for (const auto& d : *shape_it) {
-      if (!d.is_number_unsigned() || d.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
-        RWKVL_FAIL(kFormat, "%s: tensor '%s' has a shape entry that is not a non-negative integer", pc, kn);
-      info.shape.push_back(static_cast<int64_t>(d.get<uint64_t>()));
-    }
-    const int64_t numel = checked_numel(info.shape, f->path() + ": tensor '" + nm + "'");
-    for (const auto& o : *off_it)
-      if (!o.is_number_unsigned()) RWKVL_FAIL(kFormat, "%s: tensor '%s' has non-integer data_offsets", pc, kn);
-    info.begin = (*off_it)[0].get<uint64_t>();
-    info.end = (*off_it)[1].get<uint64_t>();
-    if (info.begin > info.end || info.end > data_len)
-      RWKVL_FAIL(kFormat,
-                 "%s: tensor '%s' data_offsets [%llu, %llu] lie outside the data area (%llu bytes; truncated?)", pc, kn,
-                 static_cast<unsigned long long>(info.begin), static_cast<unsigned long long>(info.end),
-                 static_cast<unsigned long long>(data_len));
-    const size_t want = dtype_bytes(info.dtype, static_cast<uint64_t>(numel));
-    if (want != info.end - info.begin)
-      RWKVL_FAIL(kFormat, "%s: tensor '%s' (%s, %lld elements) needs %llu bytes but its data_offsets span %llu", pc, kn,
-                 dts.c_str(), static_cast<long long>(numel), static_cast<unsigned long long>(want),
-                 static_cast<unsigned long long>(info.end - info.begin));
-    infos.push_back(std::move(info));
   }
+  if (!known)
+    RWKVL_FAIL(kUnsupported, "%s: tensor '%s' has unsupported dtype '%s' (supported: F32, F16, BF16, I8, I32, U8)",
+               pc, kn, shown(dts).c_str());
+  for (const auto& d : *shape_it) {
+    if (!d.is_number_unsigned() || d.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
+      RWKVL_FAIL(kFormat, "%s: tensor '%s' has a shape entry that is not a non-negative integer", pc, kn);
+    info.shape.push_back(static_cast<int64_t>(d.get<uint64_t>()));
+  }
+  const int64_t numel = checked_numel(info.shape, path + ": tensor '" + nm + "'");
+  for (const auto& o : *off_it)
+    if (!o.is_number_unsigned()) RWKVL_FAIL(kFormat, "%s: tensor '%s' has non-integer data_offsets", pc, kn);
+  info.begin = (*off_it)[0].get<uint64_t>();
+  info.end = (*off_it)[1].get<uint64_t>();
+  if (info.begin > info.end || info.end > data_len)
+    RWKVL_FAIL(kFormat,
+               "%s: tensor '%s' data_offsets [%llu, %llu] lie outside the data area (%llu bytes; truncated?)", pc, kn,
+               static_cast<unsigned long long>(info.begin), static_cast<unsigned long long>(info.end),
+               static_cast<unsigned long long>(data_len));
+  const size_t want = dtype_bytes(info.dtype, static_cast<uint64_t>(numel));
+  if (want != info.end - info.begin)
+    RWKVL_FAIL(kFormat, "%s: tensor '%s' (%s, %lld elements) needs %llu bytes but its data_offsets span %llu", pc, kn,
+               dts.c_str(), static_cast<long long>(numel), static_cast<unsigned long long>(want),
+               static_cast<unsigned long long>(info.end - info.begin));
+  return info;
+}
 
-  // File order; non-empty tensors must not share bytes.
+// The "__metadata__" object: string values only, copied into meta["metadata"].
+void parse_metadata(const char* pc, const nlohmann::ordered_json& v, nlohmann::json& meta) {
+  if (!v.is_object()) RWKVL_FAIL(kFormat, "%s: safetensors __metadata__ is not an object", pc);
+  for (const auto& [mk, mv] : v.items()) {
+    if (!mv.is_string())
+      RWKVL_FAIL(kFormat, "%s: safetensors metadata value of '%s' is not a string", pc, shown(mk).c_str());
+    meta["metadata"][mk] = mv.get<std::string>();
+  }
+}
+
+// Sorts infos into file order; non-empty tensors must not share bytes.
+void sort_and_check_overlap(const char* pc, std::vector<Info>& infos) {
   std::stable_sort(infos.begin(), infos.end(), [](const Info& a, const Info& b) { return a.begin < b.begin; });
   const Info* prev = nullptr;
   for (const Info& info : infos) {
@@ -170,26 +151,63 @@ RawCheckpoint read_safetensors(std::shared_ptr<MappedFile> f) {
                  shown(info.name).c_str());
     prev = &info;
   }
+}
+
+// A view of the tensor's bytes at src (kept alive by owner), or a copy when src is misaligned for its dtype.
+Tensor make_tensor(Info& info, const uint8_t* src, const std::shared_ptr<const void>& owner) {
+  Tensor t;
+  t.name = std::move(info.name);
+  t.dtype = info.dtype;
+  t.shape = std::move(info.shape);
+  t.nbytes = static_cast<size_t>(info.end - info.begin);
+  const size_t esz = dtype_info(t.dtype).block_bytes;
+  if (reinterpret_cast<uintptr_t>(src) % esz == 0) {
+    t.data = src;
+    t.owner = owner;
+  } else {  // misaligned (a header not padded to 8 bytes): copy so typed access stays valid
+    Tensor c = Tensor::alloc(t.name, t.dtype, t.shape);
+    std::memcpy(c.mutable_data(), src, t.nbytes);
+    t = std::move(c);
+  }
+  return t;
+}
+
+}  // namespace
+
+RawCheckpoint read_safetensors(std::shared_ptr<MappedFile> f) {
+  RWKVL_CHECK(f != nullptr);
+  const char* pc = f->path().c_str();
+  const uint8_t* base = f->data();
+  const size_t size = f->size();
+  if (size < 8)
+    RWKVL_FAIL(kFormat, "%s: truncated safetensors file (%zu bytes, the header length alone needs 8)", pc, size);
+  uint64_t n = 0;
+  for (int k = 7; k >= 0; --k) n = (n << 8) | base[k];
+  if (n > kMaxHeader)
+    RWKVL_FAIL(kFormat, "%s: safetensors header length %llu is implausibly large (limit %llu bytes)", pc,
+               static_cast<unsigned long long>(n), static_cast<unsigned long long>(kMaxHeader));
+  if (n > size - 8)
+    RWKVL_FAIL(kFormat, "%s: safetensors header length %llu exceeds the file (%zu bytes; truncated?)", pc,
+               static_cast<unsigned long long>(n), size);
+  const char* hb = reinterpret_cast<const char*>(base + 8);
+  const nlohmann::ordered_json header = parse_header(pc, hb, hb + n);
+
+  RawCheckpoint ck;
+  ck.kind = FileKind::kSafetensors;
+  ck.file = f;
+  ck.meta["metadata"] = nlohmann::json::object();
+  const uint64_t data_start = 8 + n, data_len = size - data_start;
+  std::vector<Info> infos;
+  for (const auto& [key, v] : header.items()) {
+    if (key == "__metadata__")
+      parse_metadata(pc, v, ck.meta);
+    else
+      infos.push_back(parse_entry(f->path(), key, v, data_len));
+  }
+  sort_and_check_overlap(pc, infos);
 
   std::shared_ptr<const void> owner(f, base);
-  for (Info& info : infos) {
-    Tensor t;
-    t.name = std::move(info.name);
-    t.dtype = info.dtype;
-    t.shape = std::move(info.shape);
-    t.nbytes = static_cast<size_t>(info.end - info.begin);
-    const uint8_t* src = base + data_start + info.begin;
-    const size_t esz = dtype_info(t.dtype).block_bytes;
-    if (reinterpret_cast<uintptr_t>(src) % esz == 0) {
-      t.data = src;
-      t.owner = owner;
-    } else {  // misaligned (a header not padded to 8 bytes): copy so typed access stays valid
-      Tensor c = Tensor::alloc(t.name, t.dtype, t.shape);
-      std::memcpy(c.mutable_data(), src, t.nbytes);
-      t = std::move(c);
-    }
-    ck.tensors.push_back(std::move(t));
-  }
+  for (Info& info : infos) ck.tensors.push_back(make_tensor(info, base + data_start + info.begin, owner));
   return ck;
 }
 

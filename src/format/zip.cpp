@@ -75,8 +75,14 @@ uint32_t crc32(const void* data, size_t n, uint32_t crc) {
   return ~c;
 }
 
-std::vector<Entry> read_entries(const uint8_t* data, size_t size, const std::string& what) {
-  const char* w = what.c_str();
+namespace {
+
+// Where the central directory is, from the end records.
+struct Directory {
+  uint64_t n_total = 0, cd_size = 0, cd_offset = 0;
+};
+
+Directory find_directory(const uint8_t* data, size_t size, const char* w) {
   if (size < kEndSize) RWKVL_FAIL(kFormat, "%s: not a zip archive (file is only %zu bytes, truncated?)", w, size);
 
   // ---- end of central directory: the last signature whose comment fits inside the file
@@ -124,80 +130,97 @@ std::vector<Entry> read_entries(const uint8_t* data, size_t size, const std::str
   if (n_total > cd_size / kCentralSize)
     RWKVL_FAIL(kFormat, "%s: zip claims %llu entries but its central directory has only %llu bytes", w,
                static_cast<unsigned long long>(n_total), static_cast<unsigned long long>(cd_size));
+  return Directory{n_total, cd_size, cd_offset};
+}
 
-  // ---- central directory
+// ZIP64 extended information in the extra fields x[0, extra_len) of entry nm: present fields are exactly those
+// saturated in the fixed record.
+void read_zip64_extra(const uint8_t* x, uint64_t extra_len, const char* w, const char* nm, uint64_t& usize,
+                      uint64_t& csize, uint64_t& lho, uint64_t& disk_start) {
+  for (uint64_t xo = 0; xo + 4 <= extra_len;) {
+    const uint16_t id = rd16(x + xo), len = rd16(x + xo + 2);
+    if (xo + 4 + len > extra_len) RWKVL_FAIL(kFormat, "%s: zip entry '%s' has a corrupt extra field", w, nm);
+    if (id == 0x0001) {
+      const uint8_t* f = x + xo + 4;
+      uint64_t left = len;
+      auto take = [&](uint64_t& v) {
+        if (left < 8) RWKVL_FAIL(kFormat, "%s: zip entry '%s' has a short ZIP64 extra field", w, nm);
+        v = rd64(f);
+        f += 8;
+        left -= 8;
+      };
+      if (usize == kMax32) take(usize);
+      if (csize == kMax32) take(csize);
+      if (lho == kMax32) take(lho);
+      if (disk_start == kMax16 && left >= 4) disk_start = rd32(f);
+    }
+    xo += 4 + len;
+  }
+}
+
+// Central directory entry i at offset *p (advanced past it), checked against its local header.
+Entry read_central_entry(const uint8_t* data, const Directory& d, uint64_t i, uint64_t* p, const char* w) {
+  const uint64_t cd_end = d.cd_offset + d.cd_size, cd_offset = d.cd_offset;
+  if (!in_range(*p, kCentralSize, cd_end) || rd32(data + *p) != kSigCentral)
+    RWKVL_FAIL(kFormat, "%s: central directory entry %llu is corrupt or truncated", w,
+               static_cast<unsigned long long>(i));
+  const uint8_t* c = data + *p;
+  const uint16_t flags = rd16(c + 8), method = rd16(c + 10);
+  const uint32_t crc = rd32(c + 16);
+  uint64_t csize = rd32(c + 20), usize = rd32(c + 24), lho = rd32(c + 42);
+  uint64_t disk_start = rd16(c + 34);
+  const uint64_t name_len = rd16(c + 28), extra_len = rd16(c + 30), comment_len = rd16(c + 32);
+  if (!in_range(*p + kCentralSize, name_len + extra_len + comment_len, cd_end))
+    RWKVL_FAIL(kFormat, "%s: central directory entry %llu overruns the directory", w,
+               static_cast<unsigned long long>(i));
+  std::string name(reinterpret_cast<const char*>(c + kCentralSize), name_len);
+  if (name.empty() || name.find('\0') != std::string::npos)
+    RWKVL_FAIL(kFormat, "%s: zip entry %llu has an invalid name", w, static_cast<unsigned long long>(i));
+  const char* nm = name.c_str();
+
+  read_zip64_extra(c + kCentralSize + name_len, extra_len, w, nm, usize, csize, lho, disk_start);
+  if (usize == kMax32 || csize == kMax32 || lho == kMax32)
+    RWKVL_FAIL(kFormat, "%s: zip entry '%s' lacks its ZIP64 extra field", w, nm);
+  if (flags & 0x41) RWKVL_FAIL(kUnsupported, "%s: zip entry '%s' is encrypted", w, nm);
+  if (method != 0)
+    RWKVL_FAIL(kUnsupported,
+               "%s: zip entry '%s' is compressed (method %u); only stored (uncompressed) entries are "
+               "supported, as written by torch.save",
+               w, nm, static_cast<unsigned>(method));
+  if (csize != usize)
+    RWKVL_FAIL(kFormat, "%s: stored zip entry '%s' has compressed size %llu != size %llu", w, nm,
+               static_cast<unsigned long long>(csize), static_cast<unsigned long long>(usize));
+  if (disk_start != 0) RWKVL_FAIL(kUnsupported, "%s: multi-disk zip archives are not supported", w);
+
+  // Local header: its own name/extra lengths decide where the data start.
+  if (!in_range(lho, kLocalSize, cd_offset) || rd32(data + lho) != kSigLocal)
+    RWKVL_FAIL(kFormat, "%s: local header of zip entry '%s' (offset %llu) is missing or out of range", w, nm,
+               static_cast<unsigned long long>(lho));
+  const uint8_t* l = data + lho;
+  const uint64_t lname = rd16(l + 26), lextra = rd16(l + 28);
+  if (!in_range(lho + kLocalSize, lname + lextra, cd_offset) || lname != name_len ||
+      std::memcmp(l + kLocalSize, name.data(), name_len) != 0)
+    RWKVL_FAIL(kFormat, "%s: local header of zip entry '%s' does not match the central directory", w, nm);
+  const uint64_t data_off = lho + kLocalSize + lname + lextra;
+  if (!in_range(data_off, usize, cd_offset))
+    RWKVL_FAIL(kFormat, "%s: data of zip entry '%s' (offset %llu, %llu bytes) lie outside the archive (truncated?)",
+               w, nm, static_cast<unsigned long long>(data_off), static_cast<unsigned long long>(usize));
+  *p += kCentralSize + name_len + extra_len + comment_len;
+  return Entry{std::move(name), data_off, usize, crc};
+}
+
+}  // namespace
+
+std::vector<Entry> read_entries(const uint8_t* data, size_t size, const std::string& what) {
+  const char* w = what.c_str();
+  const Directory d = find_directory(data, size, w);
   std::vector<Entry> entries;
   std::unordered_set<std::string> seen;
-  const uint64_t cd_end = cd_offset + cd_size;
-  uint64_t p = cd_offset;
-  for (uint64_t i = 0; i < n_total; ++i) {
-    if (!in_range(p, kCentralSize, cd_end) || rd32(data + p) != kSigCentral)
-      RWKVL_FAIL(kFormat, "%s: central directory entry %llu is corrupt or truncated", w,
-                 static_cast<unsigned long long>(i));
-    const uint8_t* c = data + p;
-    const uint16_t flags = rd16(c + 8), method = rd16(c + 10);
-    const uint32_t crc = rd32(c + 16);
-    uint64_t csize = rd32(c + 20), usize = rd32(c + 24), lho = rd32(c + 42);
-    uint64_t disk_start = rd16(c + 34);
-    const uint64_t name_len = rd16(c + 28), extra_len = rd16(c + 30), comment_len = rd16(c + 32);
-    if (!in_range(p + kCentralSize, name_len + extra_len + comment_len, cd_end))
-      RWKVL_FAIL(kFormat, "%s: central directory entry %llu overruns the directory", w,
-                 static_cast<unsigned long long>(i));
-    std::string name(reinterpret_cast<const char*>(c + kCentralSize), name_len);
-    if (name.empty() || name.find('\0') != std::string::npos)
-      RWKVL_FAIL(kFormat, "%s: zip entry %llu has an invalid name", w, static_cast<unsigned long long>(i));
-    const char* nm = name.c_str();
-
-    // ZIP64 extended information: present fields are exactly those saturated in the fixed record.
-    const uint8_t* x = c + kCentralSize + name_len;
-    for (uint64_t xo = 0; xo + 4 <= extra_len;) {
-      const uint16_t id = rd16(x + xo), len = rd16(x + xo + 2);
-      if (xo + 4 + len > extra_len) RWKVL_FAIL(kFormat, "%s: zip entry '%s' has a corrupt extra field", w, nm);
-      if (id == 0x0001) {
-        const uint8_t* f = x + xo + 4;
-        uint64_t left = len;
-        auto take = [&](uint64_t& v) {
-          if (left < 8) RWKVL_FAIL(kFormat, "%s: zip entry '%s' has a short ZIP64 extra field", w, nm);
-          v = rd64(f);
-          f += 8;
-          left -= 8;
-        };
-        if (usize == kMax32) take(usize);
-        if (csize == kMax32) take(csize);
-        if (lho == kMax32) take(lho);
-        if (disk_start == kMax16 && left >= 4) disk_start = rd32(f);
-      }
-      xo += 4 + len;
-    }
-    if (usize == kMax32 || csize == kMax32 || lho == kMax32)
-      RWKVL_FAIL(kFormat, "%s: zip entry '%s' lacks its ZIP64 extra field", w, nm);
-    if (flags & 0x41) RWKVL_FAIL(kUnsupported, "%s: zip entry '%s' is encrypted", w, nm);
-    if (method != 0)
-      RWKVL_FAIL(kUnsupported,
-                 "%s: zip entry '%s' is compressed (method %u); only stored (uncompressed) entries are "
-                 "supported, as written by torch.save",
-                 w, nm, static_cast<unsigned>(method));
-    if (csize != usize)
-      RWKVL_FAIL(kFormat, "%s: stored zip entry '%s' has compressed size %llu != size %llu", w, nm,
-                 static_cast<unsigned long long>(csize), static_cast<unsigned long long>(usize));
-    if (disk_start != 0) RWKVL_FAIL(kUnsupported, "%s: multi-disk zip archives are not supported", w);
-
-    // Local header: its own name/extra lengths decide where the data start.
-    if (!in_range(lho, kLocalSize, cd_offset) || rd32(data + lho) != kSigLocal)
-      RWKVL_FAIL(kFormat, "%s: local header of zip entry '%s' (offset %llu) is missing or out of range", w, nm,
-                 static_cast<unsigned long long>(lho));
-    const uint8_t* l = data + lho;
-    const uint64_t lname = rd16(l + 26), lextra = rd16(l + 28);
-    if (!in_range(lho + kLocalSize, lname + lextra, cd_offset) || lname != name_len ||
-        std::memcmp(l + kLocalSize, name.data(), name_len) != 0)
-      RWKVL_FAIL(kFormat, "%s: local header of zip entry '%s' does not match the central directory", w, nm);
-    const uint64_t data_off = lho + kLocalSize + lname + lextra;
-    if (!in_range(data_off, usize, cd_offset))
-      RWKVL_FAIL(kFormat, "%s: data of zip entry '%s' (offset %llu, %llu bytes) lie outside the archive (truncated?)",
-                 w, nm, static_cast<unsigned long long>(data_off), static_cast<unsigned long long>(usize));
-    if (!seen.insert(name).second) RWKVL_FAIL(kFormat, "%s: duplicate zip entry '%s'", w, nm);
-    entries.push_back(Entry{std::move(name), data_off, usize, crc});
-    p += kCentralSize + name_len + extra_len + comment_len;
+  uint64_t p = d.cd_offset;
+  for (uint64_t i = 0; i < d.n_total; ++i) {
+    Entry e = read_central_entry(data, d, i, &p, w);
+    if (!seen.insert(e.name).second) RWKVL_FAIL(kFormat, "%s: duplicate zip entry '%s'", w, e.name.c_str());
+    entries.push_back(std::move(e));
   }
   return entries;
 }

@@ -136,13 +136,11 @@ std::string ModelConfig::arch_name() const {
   return buf;
 }
 
-Canonical canonicalize(RawCheckpoint raw) {
-  Mapper m(raw);
-  Canonical out;
-  ModelConfig& cfg = out.cfg;
-  TensorMap& T = out.tensors;
-  const bool off = m.official();
+namespace {
 
+// Shapes and architecture from the tensor names: width, vocabulary, layers, version, FFN width, heads.
+ModelConfig detect_config(const Mapper& m) {
+  ModelConfig cfg;
   const Tensor& emb = m.peek("emb.weight");
   if (emb.shape.size() != 2) RWKVL_FAIL(kFormat, "%s: emb.weight must be 2-D, got %s", m.file().c_str(), emb.shape_str().c_str());
   cfg.n_vocab = static_cast<int>(emb.shape[0]);
@@ -169,7 +167,6 @@ Canonical canonicalize(RawCheckpoint raw) {
   cfg.has_gate = cfg.arch_major >= 6 || (cfg.arch_major == 5 && cfg.arch_minor >= 2);
   const Tensor& fk = m.peek(b0 + "ffn.key.weight");
   cfg.n_ffn = static_cast<int>(fk.rows());
-  const int64_t F = cfg.n_ffn;
 
   // Heads: v5/v6 from time_decay / time_faaaa, v7 from r_k (H, S).
   if (cfg.arch_major == 5) {
@@ -184,9 +181,150 @@ Canonical canonicalize(RawCheckpoint raw) {
       RWKVL_FAIL(kFormat, "%s: head count %d does not divide width %lld", m.file().c_str(), cfg.n_head, static_cast<long long>(C));
     cfg.head_size = static_cast<int>(C / cfg.n_head);
   }
-  const int64_t H = cfg.n_head, S = cfg.head_size;
   // GroupNorm eps: rwkv.cpp runs v5.x with 1e-5 (its files must reproduce its outputs); official code 64e-5.
-  if (cfg.arch_major >= 5) cfg.ln_x_eps = (!off && cfg.arch_major == 5) ? 1e-5f : 64e-5f;
+  if (cfg.arch_major >= 5) cfg.ln_x_eps = (!m.official() && cfg.arch_major == 5) ? 1e-5f : 64e-5f;
+  return cfg;
+}
+
+// The tensors of one layer `p` ("blocks.<l>."), moved from the source into the canonical map.
+struct LayerMap {
+  Mapper& m;
+  TensorMap& T;
+  const ModelConfig& cfg;
+  const std::string p;
+  const bool off;
+  const int64_t C, F, H, S;
+
+  LayerMap(Mapper& mapper, TensorMap& out, const ModelConfig& c, int l)
+      : m(mapper), T(out), cfg(c), p("blocks." + std::to_string(l) + "."), off(mapper.official()), C(c.n_embd),
+        F(c.n_ffn), H(c.n_head), S(c.head_size) {}
+
+  void vec(const std::string& n) { put_vec(T, p + n, m.vec(p + n, C)); }
+  void mat(const std::string& n, int64_t rows, int64_t cols, bool tr) { T[p + n] = m.mat(p + n, p + n, rows, cols, tr); }
+
+  // The tensors every version has.
+  void common() {
+    for (const char* n : {"ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias"}) vec(n);
+    for (const char* n : {"att.key.weight", "att.value.weight", "att.receptance.weight", "att.output.weight"})
+      mat(n, C, C, false);
+    mat("ffn.key.weight", F, C, false);
+    mat("ffn.value.weight", C, F, false);
+  }
+
+  void v4() {
+    for (const char* n : {"att.time_mix_k", "att.time_mix_v", "att.time_mix_r", "ffn.time_mix_k", "ffn.time_mix_r"})
+      vec(n);
+    std::vector<float> d = m.vec(p + "att.time_decay", C);
+    if (off)
+      for (float& x : d) x = -std::exp(x);
+    put_vec(T, p + "att.time_decay", d);
+    vec("att.time_first");
+    mat("ffn.receptance.weight", C, C, false);
+  }
+
+  void v5() {
+    for (const char* n : {"att.time_mix_k", "att.time_mix_v", "att.time_mix_r", "ffn.time_mix_k", "ffn.time_mix_r",
+                          "att.ln_x.weight", "att.ln_x.bias"})
+      vec(n);
+    if (cfg.has_gate) {
+      vec("att.time_mix_g");
+      mat("att.gate.weight", C, C, false);
+    }
+    std::vector<float> d = m.head_vec(p + "att.time_decay", H, S);
+    if (off)
+      for (float& x : d) x = std::exp(-std::exp(x));
+    put_vec(T, p + "att.time_decay", d);
+    if (m.has(p + "att.time_faaaa")) {
+      put_vec(T, p + "att.time_faaaa", m.head_vec(p + "att.time_faaaa", H, S));
+    } else {
+      std::vector<float> u = m.head_vec(p + "att.time_first", H, S);
+      if (off)
+        for (float& x : u) x = std::exp(x);
+      put_vec(T, p + "att.time_faaaa", u);
+    }
+    mat("ffn.receptance.weight", C, C, false);
+  }
+
+  void v6() {
+    for (const char* n : {"att.time_maa_x", "att.time_maa_w", "att.time_maa_k", "att.time_maa_v", "att.time_maa_r",
+                          "att.time_maa_g", "ffn.time_maa_k", "ffn.time_maa_r", "att.ln_x.weight", "att.ln_x.bias"})
+      vec(n);
+    put_vec(T, p + "att.time_decay", m.vec(p + "att.time_decay", C));
+    put_vec(T, p + "att.time_faaaa", m.vec(p + "att.time_faaaa", C));
+    mat("att.gate.weight", C, C, false);
+    mat("ffn.receptance.weight", C, C, false);
+    // time_maa_w1: official (C, 5*Lm), rwkv.cpp (5*Lm, C)
+    const Tensor& w1 = m.peek(p + "att.time_maa_w1");
+    const int64_t lm5 = off ? w1.cols() : w1.rows();
+    if (lm5 % 5 != 0) RWKVL_FAIL(kFormat, "%s: %satt.time_maa_w1 has shape %s", m.file().c_str(), p.c_str(), w1.shape_str().c_str());
+    mat("att.time_maa_w1", lm5, C, off);
+    const int64_t Lm = lm5 / 5;
+    // time_maa_w2: official (5, Lm, C), rwkv.cpp (5, C, Lm) -> canonical (5, C, Lm)
+    const Tensor& w2 = m.take(p + "att.time_maa_w2");
+    if (w2.shape.size() != 3 || w2.shape[0] != 5 || w2.shape[1] != (off ? Lm : C) || w2.shape[2] != (off ? C : Lm))
+      RWKVL_FAIL(kFormat, "%s: %satt.time_maa_w2 has shape %s", m.file().c_str(), p.c_str(), w2.shape_str().c_str());
+    {
+      std::vector<float> v = Mapper::to_f32(w2);
+      Tensor o = Tensor::alloc(p + "att.time_maa_w2", DType::kF32, {5, C, Lm});
+      float* d = o.mutable_f32();
+      for (int64_t b = 0; b < 5; ++b)
+        for (int64_t c = 0; c < C; ++c)
+          for (int64_t j = 0; j < Lm; ++j)
+            d[(b * C + c) * Lm + j] = off ? v[static_cast<size_t>((b * Lm + j) * C + c)] : v[static_cast<size_t>((b * C + c) * Lm + j)];
+      T[o.name] = o;
+    }
+    const Tensor& d1 = m.peek(p + "att.time_decay_w1");
+    const int64_t Ld = off ? d1.cols() : d1.rows();
+    mat("att.time_decay_w1", Ld, C, off);
+    mat("att.time_decay_w2", C, Ld, off);
+  }
+
+  void v7(int l) {
+    if (m.has(p + "att.x_rwkvag")) {
+      std::vector<float> v = m.vec(p + "att.x_rwkvag", 6 * C);
+      const char* names[6] = {"att.x_r", "att.x_w", "att.x_k", "att.x_v", "att.x_a", "att.x_g"};
+      for (int b = 0; b < 6; ++b)
+        put_vec(T, p + names[b], std::vector<float>(v.begin() + b * C, v.begin() + (b + 1) * C));
+    } else {
+      for (const char* n : {"att.x_r", "att.x_w", "att.x_k", "att.x_v", "att.x_a", "att.x_g"}) vec(n);
+    }
+    for (const char* n : {"att.w0", "att.a0", "att.k_k", "att.k_a", "att.r_k", "ffn.x_k", "att.ln_x.weight",
+                          "att.ln_x.bias"})
+      vec(n);
+    const bool has_v = l > 0 || m.has(p + "att.v0");
+    if (has_v) vec("att.v0");
+    for (const char* lo : {"w", "a", "v", "g"}) {
+      if (std::string(lo) == "v" && !has_v) continue;
+      const std::string n1 = std::string("att.") + lo + "1", n2 = std::string("att.") + lo + "2";
+      const Tensor& t1 = m.peek(p + n1);
+      const int64_t Lr = off ? t1.cols() : t1.rows();
+      mat(n1, Lr, C, off);
+      mat(n2, C, Lr, off);
+    }
+  }
+};
+
+void map_layer(Mapper& m, TensorMap& T, const ModelConfig& cfg, int l) {
+  LayerMap lm(m, T, cfg, l);
+  lm.common();
+  switch (cfg.arch_major) {
+    case 4: lm.v4(); break;
+    case 5: lm.v5(); break;
+    case 6: lm.v6(); break;
+    case 7: lm.v7(l); break;
+    default: break;
+  }
+}
+
+}  // namespace
+
+Canonical canonicalize(RawCheckpoint raw) {
+  Mapper m(raw);
+  Canonical out;
+  out.cfg = detect_config(m);
+  const ModelConfig& cfg = out.cfg;
+  TensorMap& T = out.tensors;
+  const int64_t C = cfg.n_embd, V = cfg.n_vocab;
 
   T["emb.weight"] = m.mat("emb.weight", "emb.weight", V, C, false);
   put_vec(T, "blocks.0.ln0.weight", m.vec("blocks.0.ln0.weight", C));
@@ -195,114 +333,7 @@ Canonical canonicalize(RawCheckpoint raw) {
   put_vec(T, "ln_out.bias", m.vec("ln_out.bias", C));
   T["head.weight"] = m.mat("head.weight", "head.weight", V, C, false);
 
-  for (int l = 0; l < cfg.n_layer; ++l) {
-    const std::string p = "blocks." + std::to_string(l) + ".";
-    auto vec = [&](const std::string& n) { put_vec(T, p + n, m.vec(p + n, C)); };
-    auto mat = [&](const std::string& n, int64_t rows, int64_t cols, bool tr) {
-      T[p + n] = m.mat(p + n, p + n, rows, cols, tr);
-    };
-    for (const char* n : {"ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias"}) vec(n);
-    for (const char* n : {"att.key.weight", "att.value.weight", "att.receptance.weight", "att.output.weight"})
-      mat(n, C, C, false);
-    mat("ffn.key.weight", F, C, false);
-    mat("ffn.value.weight", C, F, false);
-
-    switch (cfg.arch_major) {
-      case 4: {
-        for (const char* n : {"att.time_mix_k", "att.time_mix_v", "att.time_mix_r", "ffn.time_mix_k", "ffn.time_mix_r"})
-          vec(n);
-        std::vector<float> d = m.vec(p + "att.time_decay", C);
-        if (off)
-          for (float& x : d) x = -std::exp(x);
-        put_vec(T, p + "att.time_decay", d);
-        vec("att.time_first");
-        mat("ffn.receptance.weight", C, C, false);
-        break;
-      }
-      case 5: {
-        for (const char* n : {"att.time_mix_k", "att.time_mix_v", "att.time_mix_r", "ffn.time_mix_k", "ffn.time_mix_r",
-                              "att.ln_x.weight", "att.ln_x.bias"})
-          vec(n);
-        if (cfg.has_gate) {
-          vec("att.time_mix_g");
-          mat("att.gate.weight", C, C, false);
-        }
-        std::vector<float> d = m.head_vec(p + "att.time_decay", H, S);
-        if (off)
-          for (float& x : d) x = std::exp(-std::exp(x));
-        put_vec(T, p + "att.time_decay", d);
-        if (m.has(p + "att.time_faaaa")) {
-          put_vec(T, p + "att.time_faaaa", m.head_vec(p + "att.time_faaaa", H, S));
-        } else {
-          std::vector<float> u = m.head_vec(p + "att.time_first", H, S);
-          if (off)
-            for (float& x : u) x = std::exp(x);
-          put_vec(T, p + "att.time_faaaa", u);
-        }
-        mat("ffn.receptance.weight", C, C, false);
-        break;
-      }
-      case 6: {
-        for (const char* n : {"att.time_maa_x", "att.time_maa_w", "att.time_maa_k", "att.time_maa_v", "att.time_maa_r",
-                              "att.time_maa_g", "ffn.time_maa_k", "ffn.time_maa_r", "att.ln_x.weight", "att.ln_x.bias"})
-          vec(n);
-        put_vec(T, p + "att.time_decay", m.vec(p + "att.time_decay", C));
-        put_vec(T, p + "att.time_faaaa", m.vec(p + "att.time_faaaa", C));
-        mat("att.gate.weight", C, C, false);
-        mat("ffn.receptance.weight", C, C, false);
-        // time_maa_w1: official (C, 5*Lm), rwkv.cpp (5*Lm, C)
-        const Tensor& w1 = m.peek(p + "att.time_maa_w1");
-        const int64_t lm5 = off ? w1.cols() : w1.rows();
-        if (lm5 % 5 != 0) RWKVL_FAIL(kFormat, "%s: %satt.time_maa_w1 has shape %s", m.file().c_str(), p.c_str(), w1.shape_str().c_str());
-        mat("att.time_maa_w1", lm5, C, off);
-        const int64_t Lm = lm5 / 5;
-        // time_maa_w2: official (5, Lm, C), rwkv.cpp (5, C, Lm) -> canonical (5, C, Lm)
-        const Tensor& w2 = m.take(p + "att.time_maa_w2");
-        if (w2.shape.size() != 3 || w2.shape[0] != 5 || w2.shape[1] != (off ? Lm : C) || w2.shape[2] != (off ? C : Lm))
-          RWKVL_FAIL(kFormat, "%s: %satt.time_maa_w2 has shape %s", m.file().c_str(), p.c_str(), w2.shape_str().c_str());
-        {
-          std::vector<float> v = Mapper::to_f32(w2);
-          Tensor o = Tensor::alloc(p + "att.time_maa_w2", DType::kF32, {5, C, Lm});
-          float* d = o.mutable_f32();
-          for (int64_t b = 0; b < 5; ++b)
-            for (int64_t c = 0; c < C; ++c)
-              for (int64_t j = 0; j < Lm; ++j)
-                d[(b * C + c) * Lm + j] = off ? v[static_cast<size_t>((b * Lm + j) * C + c)] : v[static_cast<size_t>((b * C + c) * Lm + j)];
-          T[o.name] = o;
-        }
-        const Tensor& d1 = m.peek(p + "att.time_decay_w1");
-        const int64_t Ld = off ? d1.cols() : d1.rows();
-        mat("att.time_decay_w1", Ld, C, off);
-        mat("att.time_decay_w2", C, Ld, off);
-        break;
-      }
-      case 7: {
-        if (m.has(p + "att.x_rwkvag")) {
-          std::vector<float> v = m.vec(p + "att.x_rwkvag", 6 * C);
-          const char* names[6] = {"att.x_r", "att.x_w", "att.x_k", "att.x_v", "att.x_a", "att.x_g"};
-          for (int b = 0; b < 6; ++b)
-            put_vec(T, p + names[b], std::vector<float>(v.begin() + b * C, v.begin() + (b + 1) * C));
-        } else {
-          for (const char* n : {"att.x_r", "att.x_w", "att.x_k", "att.x_v", "att.x_a", "att.x_g"}) vec(n);
-        }
-        for (const char* n : {"att.w0", "att.a0", "att.k_k", "att.k_a", "att.r_k", "ffn.x_k", "att.ln_x.weight",
-                              "att.ln_x.bias"})
-          vec(n);
-        const bool has_v = l > 0 || m.has(p + "att.v0");
-        if (has_v) vec("att.v0");
-        for (const char* lo : {"w", "a", "v", "g"}) {
-          if (std::string(lo) == "v" && !has_v) continue;
-          const std::string n1 = std::string("att.") + lo + "1", n2 = std::string("att.") + lo + "2";
-          const Tensor& t1 = m.peek(p + n1);
-          const int64_t Lr = off ? t1.cols() : t1.rows();
-          mat(n1, Lr, C, off);
-          mat(n2, C, Lr, off);
-        }
-        break;
-      }
-      default: break;
-    }
-  }
+  for (int l = 0; l < cfg.n_layer; ++l) map_layer(m, T, cfg, l);
   m.check_all_used();
   if (raw.kind == FileKind::kRwkvCpp) {
     const int hv = raw.meta.value("n_vocab", -1), he = raw.meta.value("n_embed", -1), hl = raw.meta.value("n_layer", -1);

@@ -330,31 +330,38 @@ void NeuronCache::acquire(int layer, const int32_t* ids, int64_t n, const void**
   call_slots_.clear();
   to_read_.clear();
   double waited = 0;
+  reserve_locked(lk, layer, ids, n, waited);
+  load_locked(lk, layer, waited);
+  publish_locked(n, ptrs);
+  stats_.wait_seconds += waited;
+}
 
-  // First sight of slot s in this call: classify it and take it out of the LRU.
-  auto touch = [&](int32_t s) {
-    Slot& sl = slots_[static_cast<size_t>(s)];
-    if (sl.call_epoch == epoch_) return;
-    sl.call_epoch = epoch_;
-    if (sl.pinned) return;
-    call_slots_.push_back(s);
-    if (sl.acquired) {  // by an earlier acquire of this layer
-      sl.cls = kClsCached;
-      return;
-    }
-    sl.cls = sl.prefetched ? kClsPrefetched : kClsCached;
-    sl.prefetched = false;
-    sl.acquired = true;
-    if (sl.in_lru) lru_remove(s);
-    acquired_slots_.push_back(s);
-  };
+// First sight of slot s in this acquire call: classify it and take it out of the LRU.
+void NeuronCache::touch_locked(int32_t s) {
+  Slot& sl = slots_[static_cast<size_t>(s)];
+  if (sl.call_epoch == epoch_) return;
+  sl.call_epoch = epoch_;
+  if (sl.pinned) return;
+  call_slots_.push_back(s);
+  if (sl.acquired) {  // by an earlier acquire of this layer
+    sl.cls = kClsCached;
+    return;
+  }
+  sl.cls = sl.prefetched ? kClsPrefetched : kClsCached;
+  sl.prefetched = false;
+  sl.acquired = true;
+  if (sl.in_lru) lru_remove(s);
+  acquired_slots_.push_back(s);
+}
 
+void NeuronCache::reserve_locked(std::unique_lock<std::mutex>& lk, int layer, const int32_t* ids, int64_t n,
+                                 double& waited) {
   // Pass 1: everything already resident or in flight is protected first, so that pass 2's evictions
   // cannot take it.
   for (int64_t i = 0; i < n; ++i) {
     const int32_t s = table(layer, ids[i]);
     if (s >= 0) {
-      touch(s);
+      touch_locked(s);
       req_slot_[static_cast<size_t>(i)] = s;
     }
   }
@@ -366,7 +373,7 @@ void NeuronCache::acquire(int layer, const int32_t* ids, int64_t n, const void**
     for (;;) {
       s = table(layer, id);
       if (s >= 0) {  // a duplicate id, or the prefetch thread got to it while we waited
-        touch(s);
+        touch_locked(s);
         break;
       }
       s = lru_head_;
@@ -396,37 +403,12 @@ void NeuronCache::acquire(int layer, const int32_t* ids, int64_t n, const void**
     }
     req_slot_[static_cast<size_t>(i)] = s;
   }
+}
 
+void NeuronCache::load_locked(std::unique_lock<std::mutex>& lk, int layer, double& waited) {
   // Read the misses, wait for in-flight prefetches, re-read what the prefetch thread failed to read.
   for (;;) {
-    if (!to_read_.empty()) {
-      std::sort(to_read_.begin(), to_read_.end(), [](const ReadItem& a, const ReadItem& b) { return a.id < b.id; });
-      uint64_t n_preads = 0;
-      lk.unlock();
-      const auto t0 = Clock::now();
-      std::string err = read_items(layer, to_read_.data(), to_read_.size(), &n_preads);
-      const double dt = seconds_since(t0);
-      lk.lock();
-      waited += dt;
-      stats_.preads += n_preads;
-      if (!err.empty()) {
-        for (const ReadItem& it : to_read_) {
-          Slot& sl = slots_[static_cast<size_t>(it.slot)];
-          table(layer, it.id) = -1;
-          sl.state = kEmpty;
-          sl.layer = sl.id = -1;
-        }
-        to_read_.clear();
-        release_locked();
-        stats_.wait_seconds += waited;
-        RWKVL_FAIL(kIo, "NeuronCache: %s", err.c_str());
-      }
-      const uint64_t bytes = to_read_.size() * neuron_bytes_;
-      stats_.bytes_read += bytes;
-      stats_.bytes_read_sync += bytes;
-      for (const ReadItem& it : to_read_) slots_[static_cast<size_t>(it.slot)].state = kReady;
-      to_read_.clear();
-    }
+    if (!to_read_.empty()) read_misses_locked(lk, layer, waited);
     auto in_flight = [&] {
       for (int32_t s : call_slots_)
         if (slots_[static_cast<size_t>(s)].state == kLoadingPrefetch) return true;
@@ -447,7 +429,38 @@ void NeuronCache::acquire(int layer, const int32_t* ids, int64_t n, const void**
     }
     if (to_read_.empty()) break;
   }
+}
 
+void NeuronCache::read_misses_locked(std::unique_lock<std::mutex>& lk, int layer, double& waited) {
+  std::sort(to_read_.begin(), to_read_.end(), [](const ReadItem& a, const ReadItem& b) { return a.id < b.id; });
+  uint64_t n_preads = 0;
+  lk.unlock();
+  const auto t0 = Clock::now();
+  std::string err = read_items(layer, to_read_.data(), to_read_.size(), &n_preads);
+  const double dt = seconds_since(t0);
+  lk.lock();
+  waited += dt;
+  stats_.preads += n_preads;
+  if (!err.empty()) {
+    for (const ReadItem& it : to_read_) {
+      Slot& sl = slots_[static_cast<size_t>(it.slot)];
+      table(layer, it.id) = -1;
+      sl.state = kEmpty;
+      sl.layer = sl.id = -1;
+    }
+    to_read_.clear();
+    release_locked();
+    stats_.wait_seconds += waited;
+    RWKVL_FAIL(kIo, "NeuronCache: %s", err.c_str());
+  }
+  const uint64_t bytes = to_read_.size() * neuron_bytes_;
+  stats_.bytes_read += bytes;
+  stats_.bytes_read_sync += bytes;
+  for (const ReadItem& it : to_read_) slots_[static_cast<size_t>(it.slot)].state = kReady;
+  to_read_.clear();
+}
+
+void NeuronCache::publish_locked(int64_t n, const void** ptrs) {
   stats_.requests += static_cast<uint64_t>(n);
   for (int64_t i = 0; i < n; ++i) {
     const int32_t s = req_slot_[static_cast<size_t>(i)];
@@ -459,7 +472,6 @@ void NeuronCache::acquire(int layer, const int32_t* ids, int64_t n, const void**
     sl.cls = kClsCached;  // a duplicate id in the same call counts as a cache hit
     ptrs[i] = slot_ptr(s);
   }
-  stats_.wait_seconds += waited;
 }
 
 void NeuronCache::release(int layer) {

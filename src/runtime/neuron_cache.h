@@ -136,6 +136,13 @@ class NeuronCache {
 
   void prefetch_main();
 
+  // The steps of acquire(), all under mu_ (lk holds it; the reads unlock it). waited: seconds spent so far.
+  void touch_locked(int32_t s);  // first sight of a resident slot in this call
+  void reserve_locked(std::unique_lock<std::mutex>& lk, int layer, const int32_t* ids, int64_t n, double& waited);
+  void load_locked(std::unique_lock<std::mutex>& lk, int layer, double& waited);
+  void read_misses_locked(std::unique_lock<std::mutex>& lk, int layer, double& waited);  // to_read_, throws kIo
+  void publish_locked(int64_t n, const void** ptrs);  // counts the requests, writes the addresses
+
   std::string path_;
   int fd_ = -1;
   size_t neuron_bytes_ = 0, slot_bytes_ = 0;

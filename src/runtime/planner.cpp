@@ -82,6 +82,130 @@ uint64_t session_scratch_bytes(const Model& m, size_t chunk, bool head_compare) 
   return bufs + head + ffn + 256 * 1024;
 }
 
+namespace {
+
+// The sizes a residency choice is priced with, and the pricing.
+struct PlanSizes {
+  const MemoryRequest& r;
+  int L = 0;
+  std::vector<uint64_t> layer_bytes, ffn_bytes;  // per layer: stream slot size, FFN bundle bytes
+  uint64_t head_bytes = 0, emb_bytes = 0, head_buf = 0, ffn_min = 0;
+  bool sparse = false;
+
+  explicit PlanSizes(const MemoryRequest& req) : r(req) {}
+
+  // Fills in the totals of q for its choice of layer_streamed / head_streamed / ffn_streamed.
+  void total_of(MemoryPlan& q) const {
+    uint64_t slot = 0;
+    q.resident_layers = 0;
+    for (int l = 0; l < L; ++l) {
+      if (q.layer_streamed[static_cast<size_t>(l)]) slot = std::max(slot, layer_bytes[static_cast<size_t>(l)]);
+      else q.resident_layers += layer_bytes[static_cast<size_t>(l)];
+    }
+    q.stream_buffer = slot * (slot ? (r.prefetch ? 2 : 1) : 0);
+    q.head_buffer = q.head_streamed ? head_buf : 0;
+    q.resident_head = q.head_streamed ? 0 : head_bytes;
+    q.resident_ffn = q.ffn_streamed ? 0 : ffn_all();
+    q.ffn_cache = q.ffn_streamed ? ffn_min : 0;
+    const uint64_t sum = q.baseline + q.reserve + q.scratch + q.state + q.small + q.emb_cache + q.stream_buffer + q.head_buffer +
+                         q.ffn_cache + q.resident_layers + q.resident_head + q.resident_ffn;
+    q.margin = r.margin ? r.margin : (1u << 20) + sum / 100;
+    q.total = sum + q.margin;
+    // bytes read from the file per token
+    uint64_t s = 0;
+    for (int l = 0; l < L; ++l)
+      if (q.layer_streamed[static_cast<size_t>(l)]) s += layer_bytes[static_cast<size_t>(l)];
+    if (q.head_streamed) s += static_cast<uint64_t>(static_cast<double>(head_bytes) * (r.cluster_head ? r.head_rows_frac : 1.0));
+    q.streamed_per_token = s;
+  }
+  uint64_t ffn_all() const {
+    uint64_t s = 0;
+    for (uint64_t b : ffn_bytes) s += b;
+    return s;
+  }
+};
+
+// Big parts and what is left: "small" = every tensor byte not in a streamable part (into p.small).
+PlanSizes measure(const Model& m, const MemoryRequest& r, MemoryPlan& p) {
+  const ModelConfig& c = m.config();
+  PlanSizes z(r);
+  z.L = c.n_layer;
+  const int L = z.L;
+  z.layer_bytes.assign(static_cast<size_t>(L), 0);
+  z.ffn_bytes.assign(static_cast<size_t>(L), 0);
+  uint64_t big = 0;
+  for (int l = 0; l < L; ++l) {
+    uint64_t raw = 0;
+    for_each_stream_part(m.layer(l), [&](const kern::MatRef& ref) { raw += matrix_data_bytes(ref); });
+    z.layer_bytes[static_cast<size_t>(l)] = layer_stream_bytes(m, l);
+    const SparseFfn& S = m.layer(l).sffn;
+    if (S.present()) z.ffn_bytes[static_cast<size_t>(l)] = S.t.nbytes;
+    big += raw + z.ffn_bytes[static_cast<size_t>(l)];
+  }
+  z.head_bytes = matrix_data_bytes(m.head().ref);
+  z.emb_bytes = matrix_data_bytes(m.emb().ref);
+  big += z.head_bytes + z.emb_bytes;
+  p.small = m.weight_bytes() > big ? m.weight_bytes() - big : 0;
+
+  z.sparse = m.sparse_ffn();
+  const size_t nb = z.sparse ? m.layer(0).sffn.neuron_bytes : 0;
+  if (z.sparse) {
+    std::vector<NeuronCache::Layer> layers;
+    for (int l = 0; l < L; ++l) {
+      NeuronCache::Layer nl;
+      nl.n_neurons = m.layer(l).sffn.n;
+      layers.push_back(nl);
+    }
+    z.ffn_min = NeuronCache::min_capacity_bytes(nb, layers);
+  }
+  const ClusterHead& H = m.cluster_head();
+  const uint64_t head_row = static_cast<uint64_t>(kern::row_bytes(m.head().ref.dtype, c.n_embd));
+  z.head_buf = std::min<uint64_t>(z.head_bytes, std::max<uint64_t>(256 * 1024, static_cast<uint64_t>(H.largest) * head_row) + 4 * 1024);
+  return z;
+}
+
+[[noreturn]] void fail_below_minimum(const MemoryRequest& r, const MemoryPlan& p, bool sparse) {
+  RWKVL_FAIL(kInvalidArgument,
+             "memory budget %s is below the minimum of %s for this model (%s already resident in the process, state "
+             "and scratch %s, small tensors %s, embedding cache of %lld rows %s, one layer's preload buffer%s %s, head "
+             "buffer %s%s%s, margin %s): give --mem-budget %llu or more",
+             mib(r.budget).c_str(), mib(p.minimum).c_str(), mib(p.baseline + p.reserve).c_str(),
+             mib(p.state + p.scratch).c_str(), mib(p.small).c_str(), static_cast<long long>(p.emb_rows),
+             mib(p.emb_cache).c_str(), r.prefetch ? " x 2 (prefetch)" : "", mib(p.stream_buffer).c_str(),
+             mib(p.head_buffer).c_str(), sparse ? ", FFN neuron cache " : "", sparse ? mib(p.ffn_cache).c_str() : "",
+             mib(p.margin).c_str(), static_cast<unsigned long long>(p.minimum));
+}
+
+// From the minimum plan p, makes parts resident while the budget allows: greedy, most bytes used per token per
+// resident byte first (layers, FFN bundles, head); spare room goes to the neuron cache of streamed FFN bundles.
+void make_resident(const PlanSizes& z, const MemoryRequest& r, MemoryPlan& p) {
+  MemoryPlan q = p;
+  for (int l = 0; l < z.L; ++l) {
+    q.layer_streamed[static_cast<size_t>(l)] = false;
+    z.total_of(q);
+    if (q.total <= r.budget) p = q;
+    else q = p;
+  }
+  if (z.sparse) {
+    q.ffn_streamed = false;
+    z.total_of(q);
+    if (q.total <= r.budget) p = q;
+    else q = p;
+  }
+  q.head_streamed = false;
+  z.total_of(q);
+  if (q.total <= r.budget) p = q;
+  else q = p;
+  if (p.ffn_streamed && p.total < r.budget) {
+    const uint64_t all = z.ffn_all();
+    const uint64_t extra = std::min(r.budget - p.total, all > z.ffn_min ? all - z.ffn_min : 0);
+    p.ffn_cache += extra;
+    p.total += extra;
+  }
+}
+
+}  // namespace
+
 MemoryPlan plan_memory(const Model& m, const MemoryRequest& r) {
   const ModelConfig& c = m.config();
   const int L = c.n_layer;
@@ -97,109 +221,18 @@ MemoryPlan plan_memory(const Model& m, const MemoryRequest& r) {
   if (p.emb_rows < 1) p.emb_rows = 1;
   const uint64_t emb_row = static_cast<uint64_t>(kern::row_bytes(m.emb().ref.dtype, c.n_embd));
   p.emb_cache = static_cast<uint64_t>(p.emb_rows) * (emb_row + 12) + V * 4;
-
-  // Big parts and what is left: "small" = every tensor byte not in a streamable part.
-  std::vector<uint64_t> layer_bytes(static_cast<size_t>(L)), ffn_bytes(static_cast<size_t>(L), 0);
-  uint64_t big = 0;
-  for (int l = 0; l < L; ++l) {
-    uint64_t raw = 0;
-    for_each_stream_part(m.layer(l), [&](const kern::MatRef& ref) { raw += matrix_data_bytes(ref); });
-    layer_bytes[static_cast<size_t>(l)] = layer_stream_bytes(m, l);
-    const SparseFfn& S = m.layer(l).sffn;
-    if (S.present()) ffn_bytes[static_cast<size_t>(l)] = S.t.nbytes;
-    big += raw + ffn_bytes[static_cast<size_t>(l)];
-  }
-  const uint64_t head_bytes = matrix_data_bytes(m.head().ref), emb_bytes = matrix_data_bytes(m.emb().ref);
-  big += head_bytes + emb_bytes;
-  p.small = m.weight_bytes() > big ? m.weight_bytes() - big : 0;
-
+  const PlanSizes z = measure(m, r, p);
   const auto& f = m.file();
   const bool can_stream = f && f->on_disk();
-  const bool sparse = m.sparse_ffn();
-  const size_t nb = sparse ? m.layer(0).sffn.neuron_bytes : 0;
-  uint64_t ffn_min = 0;
-  if (sparse) {
-    std::vector<NeuronCache::Layer> layers;
-    for (int l = 0; l < L; ++l) {
-      NeuronCache::Layer nl;
-      nl.n_neurons = m.layer(l).sffn.n;
-      layers.push_back(nl);
-    }
-    ffn_min = NeuronCache::min_capacity_bytes(nb, layers);
-  }
-  const ClusterHead& H = m.cluster_head();
-  const uint64_t head_row = static_cast<uint64_t>(kern::row_bytes(m.head().ref.dtype, c.n_embd));
-  const uint64_t head_buf = std::min<uint64_t>(head_bytes, std::max<uint64_t>(256 * 1024, static_cast<uint64_t>(H.largest) * head_row) + 4 * 1024);
-
-  // The plan for a given residency choice.
-  auto total_of = [&](MemoryPlan& q) {
-    uint64_t slot = 0;
-    q.resident_layers = 0;
-    for (int l = 0; l < L; ++l) {
-      if (q.layer_streamed[static_cast<size_t>(l)]) slot = std::max(slot, layer_bytes[static_cast<size_t>(l)]);
-      else q.resident_layers += layer_bytes[static_cast<size_t>(l)];
-    }
-    q.stream_buffer = slot * (slot ? (r.prefetch ? 2 : 1) : 0);
-    q.head_buffer = q.head_streamed ? head_buf : 0;
-    q.resident_head = q.head_streamed ? 0 : head_bytes;
-    uint64_t ffn_all = 0;
-    for (uint64_t b : ffn_bytes) ffn_all += b;
-    q.resident_ffn = q.ffn_streamed ? 0 : ffn_all;
-    q.ffn_cache = q.ffn_streamed ? ffn_min : 0;
-    const uint64_t sum = q.baseline + q.reserve + q.scratch + q.state + q.small + q.emb_cache + q.stream_buffer + q.head_buffer +
-                         q.ffn_cache + q.resident_layers + q.resident_head + q.resident_ffn;
-    q.margin = r.margin ? r.margin : (1u << 20) + sum / 100;
-    q.total = sum + q.margin;
-    // bytes read from the file per token
-    uint64_t s = 0;
-    for (int l = 0; l < L; ++l)
-      if (q.layer_streamed[static_cast<size_t>(l)]) s += layer_bytes[static_cast<size_t>(l)];
-    if (q.head_streamed) s += static_cast<uint64_t>(static_cast<double>(head_bytes) * (r.cluster_head ? r.head_rows_frac : 1.0));
-    q.streamed_per_token = s;
-  };
 
   // Minimum: everything streamable streamed.
   p.layer_streamed.assign(static_cast<size_t>(L), true);
   p.head_streamed = true;
-  p.ffn_streamed = sparse;
-  total_of(p);
+  p.ffn_streamed = z.sparse;
+  z.total_of(p);
   p.minimum = p.total;
-  if (r.budget < p.minimum) {
-    RWKVL_FAIL(kInvalidArgument,
-               "memory budget %s is below the minimum of %s for this model (%s already resident in the process, state "
-               "and scratch %s, small tensors %s, embedding cache of %lld rows %s, one layer's preload buffer%s %s, head "
-               "buffer %s%s%s, margin %s): give --mem-budget %llu or more",
-               mib(r.budget).c_str(), mib(p.minimum).c_str(), mib(p.baseline + p.reserve).c_str(),
-               mib(p.state + p.scratch).c_str(), mib(p.small).c_str(), static_cast<long long>(p.emb_rows),
-               mib(p.emb_cache).c_str(), r.prefetch ? " x 2 (prefetch)" : "", mib(p.stream_buffer).c_str(),
-               mib(p.head_buffer).c_str(), sparse ? ", FFN neuron cache " : "", sparse ? mib(p.ffn_cache).c_str() : "",
-               mib(p.margin).c_str(), static_cast<unsigned long long>(p.minimum));
-  }
-  // Greedy: most bytes used per token per resident byte first.
-  MemoryPlan q = p;
-  for (int l = 0; l < L; ++l) {
-    q.layer_streamed[static_cast<size_t>(l)] = false;
-    total_of(q);
-    if (q.total <= r.budget) p = q;
-    else q = p;
-  }
-  if (sparse) {
-    q.ffn_streamed = false;
-    total_of(q);
-    if (q.total <= r.budget) p = q;
-    else q = p;
-  }
-  q.head_streamed = false;
-  total_of(q);
-  if (q.total <= r.budget) p = q;
-  else q = p;
-  // Spare room goes to the neuron cache of streamed FFN bundles.
-  if (p.ffn_streamed && p.total < r.budget) {
-    const uint64_t all = [&] { uint64_t s = 0; for (uint64_t b : ffn_bytes) s += b; return s; }();
-    const uint64_t extra = std::min(r.budget - p.total, all > ffn_min ? all - ffn_min : 0);
-    p.ffn_cache += extra;
-    p.total += extra;
-  }
+  if (r.budget < p.minimum) fail_below_minimum(r, p, z.sparse);
+  make_resident(z, r, p);
   const bool streams = p.head_streamed || p.ffn_streamed ||
                        std::find(p.layer_streamed.begin(), p.layer_streamed.end(), true) != p.layer_streamed.end();
   if (streams && !can_stream) {
@@ -207,7 +240,7 @@ MemoryPlan plan_memory(const Model& m, const MemoryRequest& r) {
     all.layer_streamed.assign(static_cast<size_t>(L), false);
     all.head_streamed = false;
     all.ffn_streamed = false;
-    total_of(all);
+    z.total_of(all);
     RWKVL_FAIL(kInvalidArgument,
                "memory budget %s needs weights streamed from the file (everything resident needs %s), which works for "
                "native rwkv-lite files only: convert the model first (rwkv-lite convert -m IN -o OUT.rwkvl)",
