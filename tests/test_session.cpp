@@ -154,7 +154,7 @@ TEST(Session, ConfigureFailureLeavesDefaults) {
   EXPECT_EQ(rwkvl_context_configure(s, &bad), RWKVL_ERR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(rwkvl_last_error()).find("neuron-bundled"), std::string::npos) << rwkvl_last_error();
   bad = p;
-  bad.ffn.mode = static_cast<rwkvl_ffn_mode>(42);
+  bad.head.p = 1.5;  // outside (0, 1]
   EXPECT_EQ(rwkvl_context_configure(s, &bad), RWKVL_ERR_INVALID_ARGUMENT);
   // still usable, with the defaults
   rwkvl_ffn_stats fs{};

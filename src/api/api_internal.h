@@ -2,7 +2,9 @@
 // try/catch wrapper that turns rwkvl::Error (and std::bad_alloc) into an rwkvl_status.
 #pragma once
 
+#include <cstring>
 #include <exception>
+#include <type_traits>
 #include <memory>
 #include <new>
 #include <string>
@@ -28,6 +30,16 @@ struct rwkvl_tokenizer {
 };
 
 namespace rwkvl::api {
+
+// The value a caller stored in a C enum field, read without loading it as the enum type: C callers may store
+// any int there, and in C++ loading a value outside the enum's range is undefined (UBSan stops on it).
+template <class E>
+long long enum_value(const E& e) {
+  static_assert(std::is_enum_v<E>);
+  std::underlying_type_t<E> v;
+  std::memcpy(&v, &e, sizeof v);
+  return static_cast<long long>(v);
+}
 
 // The library model behind a handle (for in-tree tools that run C++ passes on a loaded model).
 std::shared_ptr<Model> model_of(const rwkvl_model* m);

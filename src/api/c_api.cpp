@@ -114,12 +114,12 @@ void rebuild(rwkvl_context* ctx, const SessionParams& p, const SessionParams& fa
 
 FfnOptions ffn_options(const rwkvl_ffn_params& p, const char* fn) {
   FfnOptions o;
-  switch (p.mode) {
+  switch (enum_value(p.mode)) {
     case RWKVL_FFN_AUTO: o.mode = FfnMode::kAuto; break;
     case RWKVL_FFN_DENSE: o.mode = FfnMode::kDense; break;
     case RWKVL_FFN_EXACT: o.mode = FfnMode::kExact; break;
     case RWKVL_FFN_PREDICT: o.mode = FfnMode::kPredict; break;
-    default: RWKVL_FAIL(kInvalidArgument, "%s: unknown mode %d", fn, static_cast<int>(p.mode));
+    default: RWKVL_FAIL(kInvalidArgument, "%s: unknown mode %lld", fn, enum_value(p.mode));
   }
   o.cache_bytes = p.cache_bytes;
   o.prefetch = p.prefetch != 0;

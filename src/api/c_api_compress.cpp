@@ -71,9 +71,10 @@ static_assert(std::size(rwkvl::kProjectionRoles) == 8, "one RWKVL_TARGET_* bit p
 
 std::string dtype_or_keep(const char* s) { return !s || std::strcmp(s, "keep") == 0 ? std::string() : std::string(s); }
 
-template <class E>
-E checked_enum(int v, int max, const char* what) {
-  RWKVL_API_REQUIRE(v >= 0 && v <= max, "unknown %s value %d", what, v);
+template <class E, class C>
+E checked_enum(const C& c, int max, const char* what) {
+  const long long v = rwkvl::api::enum_value(c);
+  RWKVL_API_REQUIRE(v >= 0 && v <= max, "unknown %s value %lld", what, v);
   return static_cast<E>(v);
 }
 

@@ -30,11 +30,11 @@ namespace rwkvl::api {
 
 HeadOptions head_options(const rwkvl_head_params& params, const char* fn) {
   HeadOptions o;
-  switch (params.mode) {
+  switch (enum_value(params.mode)) {
     case RWKVL_HEAD_AUTO: o.mode = HeadMode::kAuto; break;
     case RWKVL_HEAD_FULL: o.mode = HeadMode::kFull; break;
     case RWKVL_HEAD_CLUSTER: o.mode = HeadMode::kCluster; break;
-    default: RWKVL_FAIL(kInvalidArgument, "%s: unknown mode %d", fn, static_cast<int>(params.mode));
+    default: RWKVL_FAIL(kInvalidArgument, "%s: unknown mode %lld", fn, enum_value(params.mode));
   }
   o.p = params.p;
   o.min_clusters = params.min_clusters;
