@@ -386,6 +386,11 @@ TEST_F(CompressApi, CalibratorTapsByRoleAlsoWhenStreamed) {
   // A budget 512 KiB above the smallest the planner accepts (its refusal names it): most of the 12 layers
   // (2.4 MiB) are then streamed as copies, not the model's own matrices; the taps still fire, with the same
   // inputs.
+#if defined(__SANITIZE_ADDRESS__)
+  // ASan keeps freed memory in quarantine, so this process's resident memory (which the minimum counts) grows
+  // with every attempt faster than a budget just above the minimum allows; the Release run checks this part.
+  GTEST_SKIP() << "budget near the minimum: not under AddressSanitizer (checked in Release)";
+#endif
   // The minimum counts this process's resident memory, which moves between calls: a refusal gives the new
   // minimum, tried again (a few times at most).
   uint64_t budget = 1;
