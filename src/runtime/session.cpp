@@ -106,12 +106,6 @@ void Session::reset_memory_stats() {
   if (stream_) stream_->reset_stats();
 }
 
-void Session::reset_stats() {
-  ffn_->reset_stats();
-  head_->reset_stats();
-  reset_memory_stats();
-}
-
 const LayerWeights& Session::layer(int l) { return stream_ ? stream_->acquire(l) : model_->layer(l); }
 
 void Session::ffn_key_value(const LayerWeights& L, const float* xk, float* out, size_t T) {

@@ -58,7 +58,6 @@ class Session final : public ForwardEnv {
   Session& operator=(const Session&) = delete;
 
   const SessionParams& params() const { return params_; }
-  const std::shared_ptr<const Model>& model_ptr() const { return model_; }
 
   // Feeds tokens[0..n) through the model in chunks of at most `chunk` (1 = RNN mode; 0 = 32; above
   // kMaxChunk = kMaxChunk; under a plan at most the plan's chunk). logits_last: NULL or n_vocab floats;
@@ -93,8 +92,7 @@ class Session final : public ForwardEnv {
   const EmbCache* emb_cache() const { return emb_cache_.get(); }
   const MemoryPlan* plan() const { return plan_.get(); }
   const LayerStream* layer_stream() const { return stream_.get(); }
-  // Zeroes every counter (FFN, head, embedding cache, storage, layer stream).
-  void reset_stats();
+  // Zeroes the memory counters (embedding cache, storage, layer stream); ffn() and head() reset their own.
   void reset_memory_stats();
 
  private:
