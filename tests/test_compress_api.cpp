@@ -40,7 +40,7 @@ std::string report_json(const rwkvl_compress_report& r) {
 
 // Runs the command line with the arguments (each one quoted).
 int run_cli(const std::vector<std::string>& args) {
-  std::string cmd = rwkvl::test::cli_path();
+  std::string cmd = rwkvl::test::cli_command();
   for (const std::string& a : args) {
     cmd += " '";
     cmd += a;

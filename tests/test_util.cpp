@@ -68,6 +68,12 @@ void write_file(const std::string& path, const std::string& bytes) {
 
 std::string cli_path() { return RWKVL_CLI_PATH; }
 
+std::string cli_command() {
+  std::string emulator = RWKVL_CLI_EMULATOR;
+  std::string cmd = emulator.empty() ? std::string() : emulator + " ";
+  return cmd + "'" + cli_path() + "'";
+}
+
 int run_command(const std::string& cmd, std::string* output) {
   std::string full = cmd + " 2>&1";
   FILE* p = popen(full.c_str(), "r");

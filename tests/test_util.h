@@ -17,6 +17,9 @@ std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& bytes);
 // Path of the built rwkv-lite command-line tool.
 std::string cli_path();
+// Shell words that run the tool: its path, preceded by the emulator when the build is cross-compiled
+// (CMAKE_CROSSCOMPILING_EMULATOR, e.g. qemu-aarch64 for the aarch64 stage).
+std::string cli_command();
 // Runs a shell command, captures stdout+stderr, returns the exit status (-1 if it could not run).
 int run_command(const std::string& cmd, std::string* output);
 
