@@ -31,7 +31,6 @@ ALLOW_LIST = {
     "compress/cluster_head.cpp:cluster_head",
     "compress/sparse_train.cpp:train_layer",
     "compress/sparse_ffn.cpp:sparse_ffn",
-    "format/pickle.cpp:Machine::step",
     "tokenizer/neox_tokenizer.cpp:NeoxTokenizer::load",
 }
 

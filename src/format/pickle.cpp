@@ -420,35 +420,35 @@ class Machine {
     return v;
   }
 
-  // Executes one opcode; returns true at STOP.
-  bool step() {
+  // Pushes a literal (protocol, frame, empty containers, MARK, strings, numbers, booleans, None); true if op_ was one of them.
+  bool step_literal() {
     switch (op_) {
       case 0x80: {  // PROTO
         const uint8_t v = *take(1);
         if (v > 5)
           fail(ErrorCode::kUnsupported, "pickle protocol %u is not supported (max 5)", static_cast<unsigned>(v));
-        return false;
+        return true;
       }
       case 0x95: {  // FRAME: framing is only a hint; its length must fit
         const uint64_t len = read_le(8);
         if (len > n_ - pos_)
           FAIL_FORMAT("frame of %llu bytes overruns the pickle (truncated?)", static_cast<unsigned long long>(len));
-        return false;
+        return true;
       }
-      case '}': push(make(Kind::kDict)); return false;
-      case ']': push(make(Kind::kList)); return false;
-      case ')': push(make(Kind::kTuple)); return false;
+      case '}': push(make(Kind::kDict)); return true;
+      case ']': push(make(Kind::kList)); return true;
+      case ')': push(make(Kind::kTuple)); return true;
       case '(':
         if (marks_.size() >= static_cast<size_t>(kMaxDepth))
           FAIL_FORMAT("MARKs nested deeper than %d levels", kMaxDepth);
         marks_.push_back(stack_.size());
-        return false;
-      case 'X': push(read_str(read_le(4))); return false;
-      case 0x8c: push(read_str(read_le(1))); return false;
-      case 0x8d: push(read_str(read_le(8))); return false;
-      case 'J': push(make_int(static_cast<int32_t>(static_cast<uint32_t>(read_le(4))))); return false;
-      case 'K': push(make_int(static_cast<int64_t>(read_le(1)))); return false;
-      case 'M': push(make_int(static_cast<int64_t>(read_le(2)))); return false;
+        return true;
+      case 'X': push(read_str(read_le(4))); return true;
+      case 0x8c: push(read_str(read_le(1))); return true;
+      case 0x8d: push(read_str(read_le(8))); return true;
+      case 'J': push(make_int(static_cast<int32_t>(static_cast<uint32_t>(read_le(4))))); return true;
+      case 'K': push(make_int(static_cast<int64_t>(read_le(1)))); return true;
+      case 'M': push(make_int(static_cast<int64_t>(read_le(2)))); return true;
       case 0x8a: {  // LONG1: little-endian two's complement
         const uint64_t len = read_le(1);
         if (len > 8)
@@ -456,7 +456,7 @@ class Machine {
         uint64_t v = len ? read_le(static_cast<int>(len)) : 0;
         if (len > 0 && len < 8 && (v >> (8 * len - 1)) & 1) v |= ~uint64_t{0} << (8 * len);
         push(make_int(static_cast<int64_t>(v)));
-        return false;
+        return true;
       }
       case 'G': {  // BINFLOAT: big-endian double
         const uint8_t* p = take(8);
@@ -465,17 +465,24 @@ class Machine {
         Value* v = make(Kind::kFloat);
         std::memcpy(&v->f, &u, 8);
         push(v);
-        return false;
+        return true;
       }
       case 0x88:
       case 0x89: {
         Value* v = make(Kind::kBool);
         v->b = op_ == 0x88;
         push(v);
-        return false;
+        return true;
       }
-      case 'N': push(make(Kind::kNone)); return false;
-      case 't': push(make_container(Kind::kTuple, pop_mark())); return false;
+      case 'N': push(make(Kind::kNone)); return true;
+      default: return false;
+    }
+  }
+
+  // Builds tuples, dicts and lists from the stack; true if op_ was one of them.
+  bool step_container() {
+    switch (op_) {
+      case 't': push(make_container(Kind::kTuple, pop_mark())); return true;
       case 0x85:
       case 0x86:
       case 0x87: {
@@ -483,20 +490,20 @@ class Machine {
         std::vector<Value*> items(k);
         for (size_t j = k; j-- > 0;) items[j] = pop();
         push(make_container(Kind::kTuple, std::move(items)));
-        return false;
+        return true;
       }
       case 's': {
         Value* v = pop();
         Value* k = pop();
         set_item(top(), k, v);
-        return false;
+        return true;
       }
       case 'u': {
         std::vector<Value*> items = pop_mark();
         if (items.size() % 2) FAIL_FORMAT("odd number (%zu) of keys and values", items.size());
         Value* d = top();
         for (size_t j = 0; j < items.size(); j += 2) set_item(d, items[j], items[j + 1]);
-        return false;
+        return true;
       }
       case 'a': {
         Value* v = pop();
@@ -504,7 +511,7 @@ class Machine {
         if (l->kind != Kind::kList) FAIL_FORMAT("target is a %s, not a list", kind_name(l->kind));
         grow_depth(l, v);
         l->items.push_back(v);
-        return false;
+        return true;
       }
       case 'e': {
         std::vector<Value*> items = pop_mark();
@@ -514,33 +521,40 @@ class Machine {
           grow_depth(l, v);
           l->items.push_back(v);
         }
-        return false;
+        return true;
       }
-      case 'q': memo_put(read_le(1)); return false;
-      case 'r': memo_put(read_le(4)); return false;
-      case 0x94: memo_put(memo_.size()); return false;
-      case 'h': memo_get(read_le(1)); return false;
-      case 'j': memo_get(read_le(4)); return false;
+      default: return false;
+    }
+  }
+
+  // Memo, globals, REDUCE, persistent ids and BUILD; true if op_ was one of them.
+  bool step_object() {
+    switch (op_) {
+      case 'q': memo_put(read_le(1)); return true;
+      case 'r': memo_put(read_le(4)); return true;
+      case 0x94: memo_put(memo_.size()); return true;
+      case 'h': memo_get(read_le(1)); return true;
+      case 'j': memo_get(read_le(4)); return true;
       case 'c': {
         std::string module = read_line();
         std::string name = read_line();
         push(resolve_global(module, name));
-        return false;
+        return true;
       }
       case 0x93: {
         Value* name = pop();
         Value* module = pop();
         if (module->kind != Kind::kStr || name->kind != Kind::kStr) FAIL_FORMAT("module and name must be str");
         push(resolve_global(module->s, name->s));
-        return false;
+        return true;
       }
       case 'R': {
         Value* args = pop();
         Value* callable = pop();
         push(reduce(callable, args));
-        return false;
+        return true;
       }
-      case 'Q': push(persistent_load(pop())); return false;
+      case 'Q': push(persistent_load(pop())); return true;
       case 'b': {  // BUILD: only an OrderedDict's attribute state (torch's _metadata), which is ignored
         Value* state = pop();
         Value* target = top();
@@ -549,13 +563,18 @@ class Machine {
                kind_name(target->kind));
         if (state->kind != Kind::kDict && state->kind != Kind::kNone)
           fail(ErrorCode::kUnsupported, "OrderedDict state must be a dict, got %s", kind_name(state->kind));
-        return false;
+        return true;
       }
-      case '.': return true;
-      default:
-        if (opcode_name(op_)) fail(ErrorCode::kUnsupported, "opcode not allowed in a state-dict checkpoint");
-        FAIL_FORMAT("invalid opcode byte");
+      default: return false;
     }
+  }
+
+  // Executes one opcode; returns true at STOP.
+  bool step() {
+    if (op_ == '.') return true;
+    if (step_literal() || step_container() || step_object()) return false;
+    if (opcode_name(op_)) fail(ErrorCode::kUnsupported, "opcode not allowed in a state-dict checkpoint");
+    FAIL_FORMAT("invalid opcode byte");
   }
 
   const uint8_t* d_;
