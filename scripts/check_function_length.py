@@ -31,7 +31,6 @@ ALLOW_LIST = {
     "compress/cluster_head.cpp:cluster_head",
     "compress/sparse_train.cpp:train_layer",
     "compress/sparse_ffn.cpp:sparse_ffn",
-    "tokenizer/neox_tokenizer.cpp:NeoxTokenizer::load",
 }
 
 GENERATED_MARK = re.compile(r"@generated|\bgenerated\s+(by|from)\b|\bdo not edit\b", re.IGNORECASE)

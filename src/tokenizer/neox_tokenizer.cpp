@@ -241,6 +241,18 @@ class NeoxTokenizer final : public Tokenizer {
     if (model.value("type", std::string()) != "BPE") {
       RWKVL_FAIL(kUnsupported, "%s: only BPE models are supported", path.c_str());
     }
+    load_options(path, doc, model);
+    // Vocabulary and added tokens together define the id space.
+    std::unordered_map<std::string, int32_t> vocab;
+    std::vector<AddedToken> added;
+    const int32_t max_id = load_vocab(path, doc, model, vocab, added);
+    if (max_id < 0) RWKVL_FAIL(kFormat, "%s: empty vocabulary", path.c_str());
+    load_bytes(path, vocab, added, max_id);
+    load_merges(path, model, vocab);
+  }
+
+  // BPE options, normalizer, pre-tokenizer and decoder: only what GPT-NeoX's tokenizer.json uses.
+  void load_options(const std::string& path, const json& doc, const json& model) {
     for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
       if (model.contains(key) && !model[key].is_null() && !model[key].get<std::string>().empty()) {
         RWKVL_FAIL(kUnsupported, "%s: BPE option '%s' is not supported", path.c_str(), key);
@@ -269,9 +281,11 @@ class NeoxTokenizer final : public Tokenizer {
     if (!dec.is_null() && dec.value("type", std::string()) != "ByteLevel") {
       RWKVL_FAIL(kUnsupported, "%s: only the ByteLevel decoder is supported", path.c_str());
     }
+  }
 
-    // Vocabulary and added tokens together define the id space.
-    std::unordered_map<std::string, int32_t> vocab;
+  // Fills vocab and added (normalized and raw added tokens are also registered); returns the largest id.
+  int32_t load_vocab(const std::string& path, const json& doc, const json& model,
+                     std::unordered_map<std::string, int32_t>& vocab, std::vector<AddedToken>& added) {
     int32_t max_id = -1;
     for (const auto& [tok, id_json] : model.at("vocab").items()) {
       const auto id = id_json.get<int64_t>();
@@ -281,7 +295,6 @@ class NeoxTokenizer final : public Tokenizer {
       vocab.emplace(tok, static_cast<int32_t>(id));
       max_id = std::max(max_id, static_cast<int32_t>(id));
     }
-    std::vector<AddedToken> added;
     if (doc.contains("added_tokens") && !doc["added_tokens"].is_null()) {
       for (const json& t : doc["added_tokens"]) {
         const auto id = t.at("id").get<int64_t>();
@@ -303,8 +316,11 @@ class NeoxTokenizer final : public Tokenizer {
         added.push_back(std::move(tok));
       }
     }
-    if (max_id < 0) RWKVL_FAIL(kFormat, "%s: empty vocabulary", path.c_str());
+    return max_id;
+  }
 
+  void load_bytes(const std::string& path, const std::unordered_map<std::string, int32_t>& vocab,
+                  const std::vector<AddedToken>& added, int32_t max_id) {
     // Token strings -> bytes, with the ByteLevel decoder's rule: a token whose chars are not all in the byte
     // alphabet (an added token such as "  ") is taken as its own UTF-8 bytes.
     const std::array<char32_t, 256> byte_to_char = byte_to_char_table();
@@ -338,7 +354,9 @@ class NeoxTokenizer final : public Tokenizer {
         RWKVL_FAIL(kFormat, "%s: vocabulary lacks the byte tokens of U+FFFD", path.c_str());
       }
     }
+  }
 
+  void load_merges(const std::string& path, const json& model, const std::unordered_map<std::string, int32_t>& vocab) {
     const json& merges = model.at("merges");
     merges_.reserve(merges.size() * 2);
     int32_t rank = 0;
