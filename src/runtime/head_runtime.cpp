@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/logprob.h"
 #include "core/mapped_file.h"
 #include "core/threadpool.h"
 #include "runtime/storage.h"
@@ -181,14 +182,8 @@ void HeadRuntime::clustered(const float* x, float* out) {
   const int64_t K = H.k;
   // 1. cluster log-probabilities
   kern::matvec(H.w, x, z_.data(), nullptr);
-  float mx = -std::numeric_limits<float>::infinity();
-  for (int64_t j = 0; j < K; ++j) {
-    z_[static_cast<size_t>(j)] += H.bias[j];
-    mx = std::max(mx, z_[static_cast<size_t>(j)]);
-  }
-  double sum = 0.0;
-  for (int64_t j = 0; j < K; ++j) sum += std::exp(static_cast<double>(z_[static_cast<size_t>(j)]) - mx);
-  const double lse = mx + std::log(sum);
+  for (int64_t j = 0; j < K; ++j) z_[static_cast<size_t>(j)] += H.bias[j];
+  const double lse = logprob::log_sum_exp(z_.data(), static_cast<size_t>(K));
   // 2. choose clusters in order of probability (ties: lower index first)
   order_.resize(static_cast<size_t>(K));
   std::iota(order_.begin(), order_.end(), 0);
@@ -257,18 +252,10 @@ void HeadRuntime::compare(const float* x, const float* approx) {
       atop = static_cast<int32_t>(i);
     }
   }
-  double fs = 0.0, as = 0.0;
-  for (size_t i = 0; i < V; ++i) {
-    fs += std::exp(static_cast<double>(yfull_[i]) - fmx);
-    as += std::exp(static_cast<double>(approx[i]) - amx);
-  }
-  const double flse = fmx + std::log(fs), alse = amx + std::log(as);
-  double kl = 0.0;
-  for (size_t i = 0; i < V; ++i) {
-    const double lf = static_cast<double>(yfull_[i]) - flse;
-    const double la = static_cast<double>(approx[H.perm[i]]) - alse;
-    kl += std::exp(lf) * (lf - la);
-  }
+  // KL over the grouped order (the full head's); the approximation is in token order.
+  cmp_.resize(V);
+  for (size_t i = 0; i < V; ++i) cmp_[i] = approx[H.perm[i]];
+  const double kl = logprob::kl_divergence(yfull_.data(), cmp_.data(), V);
   stats_.compared += 1;
   stats_.top1_agree += ftop == atop;
   stats_.kl_sum += std::max(0.0, kl);

@@ -83,7 +83,7 @@ class HeadRuntime {
   HeadOptions opt_;
   HeadMode mode_ = HeadMode::kFull;
   HeadStats stats_;
-  std::vector<float> z_, y_, yfull_, grouped_;
+  std::vector<float> z_, y_, yfull_, grouped_, cmp_;
   std::vector<int32_t> order_, chosen_;
   std::vector<int64_t> starts_;
   std::vector<uint8_t> is_chosen_;
