@@ -86,7 +86,7 @@ extern "C" {
 
 /* The C API version of this header (see VERSIONING above). */
 #define RWKVL_API_VERSION_MAJOR 1
-#define RWKVL_API_VERSION_MINOR 1
+#define RWKVL_API_VERSION_MINOR 2
 #define RWKVL_API_VERSION (RWKVL_API_VERSION_MAJOR * 1000 + RWKVL_API_VERSION_MINOR)
 
 /* The C API version of the linked library, RWKVL_API_VERSION as the library was built. Never fails. */
@@ -295,6 +295,10 @@ rwkvl_status rwkvl_context_set_ffn(rwkvl_context* ctx, const rwkvl_ffn_params* p
 rwkvl_status rwkvl_context_ffn_stats(rwkvl_context* ctx, rwkvl_ffn_stats* out);
 /* Errors: INVALID_ARGUMENT (NULL). */
 rwkvl_status rwkvl_context_reset_ffn_stats(rwkvl_context* ctx);
+/* Adds the counters of *b into *a (totals over several sessions, e.g. parallel workers): counts, bytes and
+   seconds are summed, `verified` is or-ed, cache capacities summed, the mode taken from *b (1.2).
+   Plain structs: no context is involved, any thread. Errors: INVALID_ARGUMENT (NULL). */
+rwkvl_status rwkvl_ffn_stats_add(rwkvl_ffn_stats* a, const rwkvl_ffn_stats* b);
 
 /* ---------------------------------------------------------------- output head */
 
@@ -333,6 +337,8 @@ rwkvl_status rwkvl_context_set_head(rwkvl_context* ctx, const rwkvl_head_params*
 rwkvl_status rwkvl_context_head_stats(rwkvl_context* ctx, rwkvl_head_stats* out);
 /* Errors: INVALID_ARGUMENT (NULL). */
 rwkvl_status rwkvl_context_reset_head_stats(rwkvl_context* ctx);
+/* Adds the counters of *b into *a (sums; the mode taken from *b) (1.2). Errors: INVALID_ARGUMENT (NULL). */
+rwkvl_status rwkvl_head_stats_add(rwkvl_head_stats* a, const rwkvl_head_stats* b);
 
 /* ---------------------------------------------------------------- memory and storage */
 
@@ -381,6 +387,11 @@ rwkvl_status rwkvl_context_set_memory(rwkvl_context* ctx, const rwkvl_memory_par
 rwkvl_status rwkvl_context_memory_stats(rwkvl_context* ctx, rwkvl_memory_stats* out);
 /* Errors: INVALID_ARGUMENT (NULL). */
 rwkvl_status rwkvl_context_reset_memory_stats(rwkvl_context* ctx);
+/* Adds the counters of *b into *a (1.2): reads, bytes, seconds, lookups, hits and layer loads are summed;
+   the planned, minimum and resident bytes, the planned stream bytes per token and the embedding cache's
+   rows are the larger of the two (each session plans alone); cache bytes are summed.
+   Errors: INVALID_ARGUMENT (NULL). */
+rwkvl_status rwkvl_memory_stats_add(rwkvl_memory_stats* a, const rwkvl_memory_stats* b);
 /* The memory plan as text (json = 0: the table --print-plan shows; 1: a JSON object) into out (cap bytes):
    cap/n_out protocol, *n_out is the text's length without the NUL, and the text is written
    NUL-terminated only when cap > *n_out. Errors: INVALID_ARGUMENT (NULL, no budget set, buffer too

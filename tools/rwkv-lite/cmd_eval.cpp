@@ -232,9 +232,9 @@ int cmd_eval(const Args& args) {
   rwkvl_memory_stats ms = memory_stats(ctx.get());
   if (lambada) {
     // The worker contexts' counters (all zero when ctx ran the passages itself).
-    add_ffn_stats(&fs, lambada->worker_ffn);
-    add_head_stats(&hs, lambada->worker_head);
-    add_memory_stats(&ms, lambada->worker_memory);
+    check(rwkvl_ffn_stats_add(&fs, &lambada->worker_ffn));
+    check(rwkvl_head_stats_add(&hs, &lambada->worker_head));
+    check(rwkvl_memory_stats_add(&ms, &lambada->worker_memory));
   }
   const uint64_t ffn_tokens = info.n_layer ? fs.evals / static_cast<uint64_t>(info.n_layer) : 0;
 

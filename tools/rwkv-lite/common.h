@@ -70,15 +70,12 @@ void print_plan(const Args& args, rwkvl_context* ctx);
 void apply(const Settings& s, rwkvl_context* ctx);
 void apply_settings(const Args& args, const rwkvl_model* model, rwkvl_context* ctx);
 rwkvl_head_stats head_stats(rwkvl_context* ctx);
-void add_head_stats(rwkvl_head_stats* into, const rwkvl_head_stats& s);
 rwkvl_memory_stats memory_stats(rwkvl_context* ctx);
-void add_memory_stats(rwkvl_memory_stats* into, const rwkvl_memory_stats& s);
 // Report keys: head_mode, head_rows_frac, head_clusters_per_token [, head_top1_agree, head_kl]; and
 // emb_cache_rows, emb_cache_hit_rate, emb_bytes_read_per_token, io_* when a cache or throttle is on.
 nlohmann::json head_json(const rwkvl_head_stats& s);
 nlohmann::json memory_json(const rwkvl_memory_stats& s, const rwkvl_memory_params& p);
 rwkvl_ffn_stats ffn_stats(rwkvl_context* ctx);
-void add_ffn_stats(rwkvl_ffn_stats* into, const rwkvl_ffn_stats& s);
 const char* ffn_mode_str(rwkvl_ffn_mode m);
 // The report keys of the sparse channel-mix (eval --json, bench --json): ffn_mode, ffn_active_frac,
 // ffn_bytes_per_token, ffn_predictor_bytes_per_token, ffn_recall (when verified), cache figures.
