@@ -17,9 +17,9 @@
 // The context (= session) handle: the parameters and the library session built from them (defined here so
 // every C API file can reach it). The rwkvl_context_set_* calls change one part of `params` and rebuild the
 // session from all of it.
+// A context is a session: its parameters are the session's (s->params()), never null after creation.
 struct rwkvl_context {
   std::shared_ptr<const rwkvl::Model> m;
-  rwkvl::SessionParams params;
   std::unique_ptr<rwkvl::Session> s;
 };
 

@@ -104,10 +104,8 @@ void rebuild(rwkvl_context* ctx, const SessionParams& p, const SessionParams& fa
   ctx->s.reset();  // its threads, caches and file handles go before the new ones come
   try {
     ctx->s = std::make_unique<Session>(ctx->m, p);
-    ctx->params = p;
   } catch (...) {
     ctx->s = std::make_unique<Session>(ctx->m, fallback);
-    ctx->params = fallback;
     throw;
   }
 }
@@ -255,7 +253,6 @@ rwkvl_status rwkvl_session_new(const rwkvl_model* model, const rwkvl_session_par
     const rwkvl::SessionParams sp = rwkvl::api::session_params(*params, "rwkvl_session_new");
     auto h = std::make_unique<rwkvl_context>();
     h->m = model->m;
-    h->params = sp;
     h->s = std::make_unique<rwkvl::Session>(model->m, sp);
     *out = h.release();
   });
@@ -280,7 +277,7 @@ rwkvl_status rwkvl_context_new(const rwkvl_model* model, int n_threads, rwkvl_co
 }
 
 void rwkvl_context_free(rwkvl_context* ctx) { delete ctx; }
-int rwkvl_context_threads(const rwkvl_context* ctx) { return ctx ? ctx->params.threads : 0; }
+int rwkvl_context_threads(const rwkvl_context* ctx) { return ctx ? ctx->s->params().threads : 0; }
 
 rwkvl_ffn_params rwkvl_ffn_default_params(void) {
   rwkvl_ffn_params p{};
@@ -293,7 +290,7 @@ rwkvl_ffn_params rwkvl_ffn_default_params(void) {
 rwkvl_status rwkvl_context_set_ffn(rwkvl_context* ctx, const rwkvl_ffn_params* params) {
   return guarded([&] {
     RWKVL_API_REQUIRE(ctx && params, "rwkvl_context_set_ffn: NULL argument");
-    rwkvl::SessionParams p = ctx->params, fallback = ctx->params;
+    rwkvl::SessionParams p = ctx->s->params(), fallback = ctx->s->params();
     p.ffn = rwkvl::api::ffn_options(*params, "rwkvl_context_set_ffn");
     fallback.ffn = rwkvl::FfnOptions{};
     rwkvl::api::rebuild(ctx, p, fallback);

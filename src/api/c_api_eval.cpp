@@ -49,9 +49,9 @@ rwkvl::eval::EvalOptions options(const rwkvl_context* ctx, const rwkvl_eval_para
   rwkvl::eval::EvalOptions o;
   o.n_vocab = static_cast<size_t>(ctx->s->model().config().n_vocab);
   o.chunk = p.chunk;
-  const bool budget = ctx->params.memory.budget > 0;
+  const bool budget = ctx->s->params().memory.budget > 0;
   o.block = p.block ? p.block : rwkvl::eval::block_tokens(p.chunk, budget);
-  o.threads = ctx->params.threads;
+  o.threads = ctx->s->params().threads;
   if (p.progress) {
     o.progress = [fn = p.progress, user = p.progress_user, what](uint64_t done, uint64_t total, const char* unit) {
       fn(user, what, done, total, unit);
@@ -64,9 +64,9 @@ rwkvl::eval::EvalOptions options(const rwkvl_context* ctx, const rwkvl_eval_para
 std::unique_ptr<rwkvl_context> sibling(const rwkvl_context* ctx, int n_threads) {
   auto h = std::make_unique<rwkvl_context>();
   h->m = ctx->m;
-  h->params = ctx->params;
-  h->params.threads = n_threads;
-  h->s = std::make_unique<rwkvl::Session>(h->m, h->params);
+  rwkvl::SessionParams p = ctx->s->params();
+  p.threads = n_threads;
+  h->s = std::make_unique<rwkvl::Session>(h->m, p);
   return h;
 }
 
@@ -128,7 +128,7 @@ rwkvl_status rwkvl_eval_text(rwkvl_context* ctx, rwkvl_text_tokens* text, const 
     res.bpb = r.bpb();
     res.seconds = r.seconds;
     res.tok_per_s = r.tok_per_s();
-    res.threads = ctx->params.threads;
+    res.threads = ctx->s->params().threads;
     *out = res;
   });
 }
@@ -168,13 +168,13 @@ rwkvl_status rwkvl_eval_lambada(rwkvl_context* ctx, rwkvl_lambada* lambada, cons
     RWKVL_API_REQUIRE(lambada->passages->tokenized(), "rwkvl_eval_lambada: the passages are not tokenized (rwkvl_lambada_tokenize)");
     RWKVL_API_REQUIRE(!lambada->done, "rwkvl_eval_lambada: the passages were already evaluated (open them again)");
     const rwkvl::eval::EvalOptions o = options(ctx, params, "lambada");
-    const bool budget = ctx->params.memory.budget > 0;
-    const size_t n_workers = rwkvl::eval::lambada_workers(ctx->params.threads, lambada->passages->size(), budget);
+    const bool budget = ctx->s->params().memory.budget > 0;
+    const size_t n_workers = rwkvl::eval::lambada_workers(ctx->s->params().threads, lambada->passages->size(), budget);
     // One worker: ctx itself. Several: single-threaded (or n / workers threads) contexts like ctx.
     std::vector<std::unique_ptr<rwkvl_context>> contexts;
     std::vector<std::unique_ptr<ContextScorer>> scorers;
     std::vector<rwkvl::eval::Scorer*> view;
-    const int threads_each = std::max(1, ctx->params.threads / static_cast<int>(n_workers));
+    const int threads_each = std::max(1, ctx->s->params().threads / static_cast<int>(n_workers));
     for (size_t w = 0; w < n_workers; ++w) {
       if (n_workers > 1) contexts.push_back(sibling(ctx, threads_each));
       scorers.push_back(std::make_unique<ContextScorer>(n_workers > 1 ? contexts.back().get() : ctx));

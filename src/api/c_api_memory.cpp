@@ -70,7 +70,7 @@ void memory_options(const rwkvl_memory_params& params, const char* fn, StorageOp
 rwkvl_status rwkvl_context_set_head(rwkvl_context* ctx, const rwkvl_head_params* params) {
   return guarded([&] {
     RWKVL_API_REQUIRE(ctx && params, "rwkvl_context_set_head: NULL argument");
-    rwkvl::SessionParams p = ctx->params, fallback = ctx->params;
+    rwkvl::SessionParams p = ctx->s->params(), fallback = ctx->s->params();
     p.head = rwkvl::api::head_options(*params, "rwkvl_context_set_head");
     fallback.head = rwkvl::HeadOptions{};
     rwkvl::api::rebuild(ctx, p, fallback);
@@ -111,7 +111,7 @@ rwkvl_memory_params rwkvl_memory_default_params(void) {
 rwkvl_status rwkvl_context_set_memory(rwkvl_context* ctx, const rwkvl_memory_params* params) {
   return guarded([&] {
     RWKVL_API_REQUIRE(ctx && params, "rwkvl_context_set_memory: NULL argument");
-    rwkvl::SessionParams p = ctx->params, fallback = ctx->params;
+    rwkvl::SessionParams p = ctx->s->params(), fallback = ctx->s->params();
     rwkvl::api::memory_options(*params, "rwkvl_context_set_memory", p.storage, p.memory);
     fallback.storage = p.storage;
     fallback.memory = rwkvl::MemoryOptions{};
