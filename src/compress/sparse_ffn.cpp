@@ -50,17 +50,14 @@ void unbundle_ffn(const SparseFfn& s, std::vector<float>* wk, std::vector<float>
   }
 }
 
-std::shared_ptr<Model> sparse_ffn(const std::shared_ptr<const Model>& in, const SparseFfnOptions& opt,
-                                  SparseFfnReport* report) {
-  SparseFfnReport local;
-  SparseFfnReport& rep = report ? *report : local;
-  rep = SparseFfnReport{};
-  const ModelConfig& cfg = in->config();
-  const int64_t C = cfg.n_embd, F = cfg.n_ffn;
-  const int L = cfg.n_layer;
-  if (in->sparse_ffn()) RWKVL_FAIL(kInvalidArgument, "the model's channel-mix is already neuron-bundled");
-  for (int l = 0; l < L; ++l)
-    if (in->layer(l).ffn_k.factored() || in->layer(l).ffn_v.factored())
+namespace {
+
+void validate(const Model& in, const SparseFfnOptions& opt) {
+  const ModelConfig& cfg = in.config();
+  const int64_t C = cfg.n_embd;
+  if (in.sparse_ffn()) RWKVL_FAIL(kInvalidArgument, "the model's channel-mix is already neuron-bundled");
+  for (int l = 0; l < cfg.n_layer; ++l)
+    if (in.layer(l).ffn_k.factored() || in.layer(l).ffn_v.factored())
       RWKVL_FAIL(kInvalidArgument,
                  "layer %d's ffn.key/ffn.value are factored: --sparse-ffn bundles dense FFN matrices (leave ffn.key and "
                  "ffn.value out of --targets)",
@@ -74,23 +71,16 @@ std::shared_ptr<Model> sparse_ffn(const std::shared_ptr<const Model>& in, const 
   for (int32_t t : opt.calib)
     if (t < 0 || t >= cfg.n_vocab)
       RWKVL_FAIL(kInvalidArgument, "calibration token %d is out of range [0, %d)", t, cfg.n_vocab);
+}
 
-  // Output dtype of the bundles.
-  const Tensor& k0 = in->tensors().at("blocks.0.ffn.key.weight");
-  DType dt = opt.dtype.empty() ? k0.dtype : parse_weight_dtype(opt.dtype);
-  bool f16_scales = true;
-  if (opt.dtype.empty() && dt == DType::kI8) {
-    auto it = in->tensors().find("blocks.0.ffn.key.weight.scale");
-    f16_scales = it != in->tensors().end() && it->second.dtype == DType::kF16;
-  }
-  if (dt == DType::kQ4 && C % 32 != 0)
-    RWKVL_FAIL(kInvalidArgument, "q4 bundles need a width divisible by 32, not %lld", static_cast<long long>(C));
-
-  // ---- 1. activations: the key input of every layer and which neurons fire, over the calibration text.
-  const auto t_collect = std::chrono::steady_clock::now();
+// 1. activations: the key input of every layer and which neurons fire, over the calibration text.
+void collect(const std::shared_ptr<const Model>& in, const SparseFfnOptions& opt, std::vector<LayerSamples>& samples,
+             std::vector<std::vector<uint64_t>>& counts) {
+  const ModelConfig& cfg = in->config();
+  const int64_t C = cfg.n_embd, F = cfg.n_ffn;
   const int64_t N = static_cast<int64_t>(opt.calib.size());
-  std::vector<LayerSamples> samples(static_cast<size_t>(L));
-  std::vector<std::vector<uint64_t>> counts(static_cast<size_t>(L), std::vector<uint64_t>(static_cast<size_t>(F), 0));
+  samples.assign(static_cast<size_t>(cfg.n_layer), LayerSamples{});
+  counts.assign(static_cast<size_t>(cfg.n_layer), std::vector<uint64_t>(static_cast<size_t>(F), 0));
   for (auto& s : samples) {
     s.n = N;
     s.C = C;
@@ -98,129 +88,127 @@ std::shared_ptr<Model> sparse_ffn(const std::shared_ptr<const Model>& in, const 
     s.x.reserve(static_cast<size_t>(N * C));
     s.active.reserve(static_cast<size_t>(N * F));
   }
-  {
-    // The key input of every layer (ffn.key) and relu(k)^2 (the input of ffn.value), tapped by role.
-    Calibrator calib(in, CalibrationOptions{opt.n_threads, 0});
-    calib.set_taps(TapSet().add(MatRole::kFfnK).add(MatRole::kFfnV), [&](int l, MatRole r, const float* X, size_t T) {
-      LayerSamples& s = samples[static_cast<size_t>(l)];
-      if (r == MatRole::kFfnK) {
-        s.x.insert(s.x.end(), X, X + T * static_cast<size_t>(C));
-        return;
-      }
-      auto& cnt = counts[static_cast<size_t>(l)];
-      for (size_t t = 0; t < T; ++t)
-        for (int64_t i = 0; i < F; ++i) {
-          const uint8_t a = X[t * static_cast<size_t>(F) + static_cast<size_t>(i)] > 0.f;
-          s.active.push_back(a);
-          cnt[static_cast<size_t>(i)] += a;
-        }
-    });
-    calib.run(opt.calib.data(), opt.calib.size(), static_cast<size_t>(std::max(1, opt.chunk)),
-              [&](size_t done, size_t T, float*) {
-                if (opt.collect_progress) opt.collect_progress(static_cast<int64_t>(done + T), N);
-              });
-  }
-  rep.seconds_collect = seconds_since(t_collect);
-
-  // ---- 2. neuron order: hot first (stable, so ties keep the original order).
-  std::vector<std::vector<int32_t>> perms(static_cast<size_t>(L));
-  std::vector<std::vector<float>> wks(static_cast<size_t>(L)), wvs(static_cast<size_t>(L));
-  for (int l = 0; l < L; ++l) {
-    auto& cnt = counts[static_cast<size_t>(l)];
-    auto& perm = perms[static_cast<size_t>(l)];
-    perm.resize(static_cast<size_t>(F));
-    std::iota(perm.begin(), perm.end(), 0);
-    std::stable_sort(perm.begin(), perm.end(), [&](int32_t a, int32_t b) { return cnt[static_cast<size_t>(a)] > cnt[static_cast<size_t>(b)]; });
-    const LayerWeights& lw = in->layer(l);
-    wks[static_cast<size_t>(l)] = matrix_to_f32(lw.ffn_k.t, lw.ffn_k.scale.data ? &lw.ffn_k.scale : nullptr);
-    wvs[static_cast<size_t>(l)] = matrix_to_f32(lw.ffn_v.t, lw.ffn_v.scale.data ? &lw.ffn_v.scale : nullptr);
+  // The key input of every layer (ffn.key) and relu(k)^2 (the input of ffn.value), tapped by role.
+  Calibrator calib(in, CalibrationOptions{opt.n_threads, 0});
+  calib.set_taps(TapSet().add(MatRole::kFfnK).add(MatRole::kFfnV), [&](int l, MatRole r, const float* X, size_t T) {
     LayerSamples& s = samples[static_cast<size_t>(l)];
-    RWKVL_CHECK(s.x.size() == static_cast<size_t>(N * C) && s.active.size() == static_cast<size_t>(N * F));
-    // Permute the targets and Wk rows into file order.
-    std::vector<uint8_t> act(s.active.size());
-    for (int64_t t = 0; t < N; ++t)
-      for (int64_t j = 0; j < F; ++j)
-        act[static_cast<size_t>(t * F + j)] = s.active[static_cast<size_t>(t * F + perm[static_cast<size_t>(j)])];
-    s.active.swap(act);
-    s.wk.resize(static_cast<size_t>(F * C));
+    if (r == MatRole::kFfnK) {
+      s.x.insert(s.x.end(), X, X + T * static_cast<size_t>(C));
+      return;
+    }
+    auto& cnt = counts[static_cast<size_t>(l)];
+    for (size_t t = 0; t < T; ++t)
+      for (int64_t i = 0; i < F; ++i) {
+        const uint8_t a = X[t * static_cast<size_t>(F) + static_cast<size_t>(i)] > 0.f;
+        s.active.push_back(a);
+        cnt[static_cast<size_t>(i)] += a;
+      }
+  });
+  calib.run(opt.calib.data(), opt.calib.size(), static_cast<size_t>(std::max(1, opt.chunk)),
+            [&](size_t done, size_t T, float*) {
+              if (opt.collect_progress) opt.collect_progress(static_cast<int64_t>(done + T), N);
+            });
+}
+
+// 2. neuron order of layer l: hot first (stable, so ties keep the original order); the layer's samples are
+// permuted into file order, and its f32 key and value matrices returned in wk, wv.
+std::vector<int32_t> order_layer(const Model& in, int l, const std::vector<uint64_t>& cnt, LayerSamples& s,
+                                 std::vector<float>& wk, std::vector<float>& wv) {
+  const int64_t C = in.config().n_embd, F = in.config().n_ffn;
+  const int64_t N = s.n;
+  std::vector<int32_t> perm(static_cast<size_t>(F));
+  std::iota(perm.begin(), perm.end(), 0);
+  std::stable_sort(perm.begin(), perm.end(), [&](int32_t a, int32_t b) { return cnt[static_cast<size_t>(a)] > cnt[static_cast<size_t>(b)]; });
+  const LayerWeights& lw = in.layer(l);
+  wk = matrix_to_f32(lw.ffn_k.t, lw.ffn_k.scale.data ? &lw.ffn_k.scale : nullptr);
+  wv = matrix_to_f32(lw.ffn_v.t, lw.ffn_v.scale.data ? &lw.ffn_v.scale : nullptr);
+  RWKVL_CHECK(s.x.size() == static_cast<size_t>(N * C) && s.active.size() == static_cast<size_t>(N * F));
+  // Permute the targets and Wk rows into file order.
+  std::vector<uint8_t> act(s.active.size());
+  for (int64_t t = 0; t < N; ++t)
     for (int64_t j = 0; j < F; ++j)
-      std::memcpy(s.wk.data() + j * C, wks[static_cast<size_t>(l)].data() + perm[static_cast<size_t>(j)] * C,
-                  sizeof(float) * static_cast<size_t>(C));
-  }
+      act[static_cast<size_t>(t * F + j)] = s.active[static_cast<size_t>(t * F + perm[static_cast<size_t>(j)])];
+  s.active.swap(act);
+  s.wk.resize(static_cast<size_t>(F * C));
+  for (int64_t j = 0; j < F; ++j)
+    std::memcpy(s.wk.data() + j * C, wk.data() + perm[static_cast<size_t>(j)] * C, sizeof(float) * static_cast<size_t>(C));
+  return perm;
+}
 
-  // ---- 3. predictors
-  std::vector<LayerPredictor> preds;
-  const auto t_train = std::chrono::steady_clock::now();
-  if (opt.predictors) preds = train_predictors(samples, opt.pred);
-  rep.seconds_train = seconds_since(t_train);
-
-  // ---- 4. the new tensors
-  TensorMap tm = in->tensors();
-  for (int l = 0; l < L; ++l) {
-    const std::string p = "blocks." + std::to_string(l) + ".";
-    for (const char* n : {"ffn.key.weight", "ffn.key.weight.scale", "ffn.value.weight", "ffn.value.weight.scale"})
-      tm.erase(p + n);
-    const auto& perm = perms[static_cast<size_t>(l)];
-    auto [b, sc] = bundle_ffn(p + "ffn.bundle.weight", wks[static_cast<size_t>(l)].data(), wvs[static_cast<size_t>(l)].data(),
-                              F, C, perm, dt, f16_scales);
-    rep.bundle_bytes += b.nbytes + sc.nbytes;
-    tm[b.name] = b;
-    if (sc.data) tm[sc.name] = sc;
-    Tensor tp = Tensor::alloc(p + "ffn.perm", DType::kI32, {F});
-    std::memcpy(tp.mutable_data(), perm.data(), sizeof(int32_t) * static_cast<size_t>(F));
-    tm[tp.name] = tp;
-    Tensor tf = Tensor::alloc(p + "ffn.freq", DType::kF32, {F});
-    SparseFfnLayerReport lr;
-    lr.layer = l;
-    uint64_t total = 0;
-    for (int64_t j = 0; j < F; ++j) {
-      const uint64_t c = counts[static_cast<size_t>(l)][static_cast<size_t>(perm[static_cast<size_t>(j)])];
-      tf.mutable_f32()[j] = static_cast<float>(static_cast<double>(c) / static_cast<double>(N));
-      total += c;
+// The predictor tensors of one layer ("blocks.N." prefix p) into tm; their bytes into rep.
+void put_predictor(TensorMap& tm, const std::string& p, const LayerPredictor& pr, int64_t C, int64_t F,
+                   SparseFfnReport& rep) {
+  const int64_t H = pr.hidden;
+  const bool i8 = !pr.q1.empty();
+  Tensor w1 = Tensor::alloc(p + "ffn.pred.w1", i8 ? DType::kI8 : DType::kF16, {H, C});
+  std::memcpy(w1.mutable_data(), i8 ? static_cast<const void*>(pr.q1.data()) : pr.w1.data(), w1.nbytes);
+  Tensor w2 = Tensor::alloc(p + "ffn.pred.w2", i8 ? DType::kI8 : DType::kF16, {F, H});
+  std::memcpy(w2.mutable_data(), i8 ? static_cast<const void*>(pr.q2.data()) : pr.w2.data(), w2.nbytes);
+  if (i8) {
+    Tensor sc1 = Tensor::alloc(p + "ffn.pred.w1.scale", DType::kF16, {H});
+    std::memcpy(sc1.mutable_data(), pr.s1.data(), sc1.nbytes);
+    Tensor sc2 = Tensor::alloc(p + "ffn.pred.w2.scale", DType::kF16, {F});
+    std::memcpy(sc2.mutable_data(), pr.s2.data(), sc2.nbytes);
+    for (Tensor* t : {&sc1, &sc2}) {
+      rep.predictor_bytes += t->nbytes;
+      tm[t->name] = *t;
     }
-    lr.zero_frac = 1.0 - static_cast<double>(total) / (static_cast<double>(N) * static_cast<double>(F));
-    tm[tf.name] = tf;
-    if (opt.predictors) {
-      LayerPredictor& pr = preds[static_cast<size_t>(l)];
-      const int64_t H = pr.hidden;
-      const bool i8 = !pr.q1.empty();
-      Tensor w1 = Tensor::alloc(p + "ffn.pred.w1", i8 ? DType::kI8 : DType::kF16, {H, C});
-      std::memcpy(w1.mutable_data(), i8 ? static_cast<const void*>(pr.q1.data()) : pr.w1.data(), w1.nbytes);
-      Tensor w2 = Tensor::alloc(p + "ffn.pred.w2", i8 ? DType::kI8 : DType::kF16, {F, H});
-      std::memcpy(w2.mutable_data(), i8 ? static_cast<const void*>(pr.q2.data()) : pr.w2.data(), w2.nbytes);
-      if (i8) {
-        Tensor sc1 = Tensor::alloc(p + "ffn.pred.w1.scale", DType::kF16, {H});
-        std::memcpy(sc1.mutable_data(), pr.s1.data(), sc1.nbytes);
-        Tensor sc2 = Tensor::alloc(p + "ffn.pred.w2.scale", DType::kF16, {F});
-        std::memcpy(sc2.mutable_data(), pr.s2.data(), sc2.nbytes);
-        for (Tensor* t : {&sc1, &sc2}) {
-          rep.predictor_bytes += t->nbytes;
-          tm[t->name] = *t;
-        }
-      }
-      Tensor bits = Tensor::alloc(p + "ffn.pred.bits", DType::kU8, {F, C / 8});
-      std::memcpy(bits.mutable_data(), pr.bits.data(), bits.nbytes);
-      Tensor lo = Tensor::from_f32(p + "ffn.pred.lo", {F}, pr.lo.data());
-      Tensor step = Tensor::from_f32(p + "ffn.pred.step", {F}, pr.step.data());
-      const float th[2] = {pr.mlp_logit_thresh, pr.bits_thresh};
-      Tensor thr = Tensor::from_f32(p + "ffn.pred.thresh", {2}, th);
-      for (Tensor* t : {&w1, &w2, &bits, &lo, &step, &thr}) {
-        rep.predictor_bytes += t->nbytes;
-        tm[t->name] = *t;
-      }
-      lr.pred = pr;
-      lr.pred.w1.clear();
-      lr.pred.w2.clear();
-      lr.pred.q1.clear();
-      lr.pred.q2.clear();
-      lr.pred.bits.clear();
-      lr.pred.lo.clear();
-      lr.pred.step.clear();
-    }
-    rep.layers.push_back(std::move(lr));
   }
+  Tensor bits = Tensor::alloc(p + "ffn.pred.bits", DType::kU8, {F, C / 8});
+  std::memcpy(bits.mutable_data(), pr.bits.data(), bits.nbytes);
+  Tensor lo = Tensor::from_f32(p + "ffn.pred.lo", {F}, pr.lo.data());
+  Tensor step = Tensor::from_f32(p + "ffn.pred.step", {F}, pr.step.data());
+  const float th[2] = {pr.mlp_logit_thresh, pr.bits_thresh};
+  Tensor thr = Tensor::from_f32(p + "ffn.pred.thresh", {2}, th);
+  for (Tensor* t : {&w1, &w2, &bits, &lo, &step, &thr}) {
+    rep.predictor_bytes += t->nbytes;
+    tm[t->name] = *t;
+  }
+}
 
-  // ---- 5. the pass record
+// 4. the new tensors of layer l (bundle, permutation, frequencies, predictor) replace its key and value.
+SparseFfnLayerReport put_layer(TensorMap& tm, int l, const std::vector<float>& wk, const std::vector<float>& wv,
+                               const std::vector<int32_t>& perm, const std::vector<uint64_t>& cnt, int64_t N,
+                               const ModelConfig& cfg, DType dt, bool f16_scales, const LayerPredictor* pr,
+                               SparseFfnReport& rep) {
+  const int64_t C = cfg.n_embd, F = cfg.n_ffn;
+  const std::string p = "blocks." + std::to_string(l) + ".";
+  for (const char* n : {"ffn.key.weight", "ffn.key.weight.scale", "ffn.value.weight", "ffn.value.weight.scale"})
+    tm.erase(p + n);
+  auto [b, sc] = bundle_ffn(p + "ffn.bundle.weight", wk.data(), wv.data(), F, C, perm, dt, f16_scales);
+  rep.bundle_bytes += b.nbytes + sc.nbytes;
+  tm[b.name] = b;
+  if (sc.data) tm[sc.name] = sc;
+  Tensor tp = Tensor::alloc(p + "ffn.perm", DType::kI32, {F});
+  std::memcpy(tp.mutable_data(), perm.data(), sizeof(int32_t) * static_cast<size_t>(F));
+  tm[tp.name] = tp;
+  Tensor tf = Tensor::alloc(p + "ffn.freq", DType::kF32, {F});
+  SparseFfnLayerReport lr;
+  lr.layer = l;
+  uint64_t total = 0;
+  for (int64_t j = 0; j < F; ++j) {
+    const uint64_t c = cnt[static_cast<size_t>(perm[static_cast<size_t>(j)])];
+    tf.mutable_f32()[j] = static_cast<float>(static_cast<double>(c) / static_cast<double>(N));
+    total += c;
+  }
+  lr.zero_frac = 1.0 - static_cast<double>(total) / (static_cast<double>(N) * static_cast<double>(F));
+  tm[tf.name] = tf;
+  if (pr) {
+    put_predictor(tm, p, *pr, C, F, rep);
+    lr.pred = *pr;
+    lr.pred.w1.clear();
+    lr.pred.w2.clear();
+    lr.pred.q1.clear();
+    lr.pred.q2.clear();
+    lr.pred.bits.clear();
+    lr.pred.lo.clear();
+    lr.pred.step.clear();
+  }
+  return lr;
+}
+
+// 5. the pass record
+nlohmann::json pass_record(const SparseFfnOptions& opt, const SparseFfnReport& rep, DType dt) {
   nlohmann::json layers = nlohmann::json::array();
   for (const auto& lr : rep.layers) {
     nlohmann::json j = {{"layer", lr.layer}, {"zero_frac", lr.zero_frac}};
@@ -237,22 +225,74 @@ std::shared_ptr<Model> sparse_ffn(const std::shared_ptr<const Model>& in, const 
     }
     layers.push_back(j);
   }
-  rep.pass = {{"tool", "rwkv-lite compress"},
-              {"sparse_ffn",
-               {{"bundle_dtype", dtype_name(dt)},
-                {"order", "calibration activation frequency, hot first"},
-                {"predictors", opt.predictors},
-                {"hidden", opt.predictors ? opt.pred.hidden : 0},
-                {"mlp_dtype", opt.pred.int8 ? "i8 (f16 row scales)" : "f16"},
-                {"epochs", opt.pred.epochs},
-                {"recall_target", opt.recall_target > 0 ? opt.recall_target : opt.pred.recall},
-                {"recall_holdout", opt.pred.recall},
-                {"lr", opt.pred.lr},
-                {"holdout", opt.pred.holdout},
-                {"seed", opt.pred.seed},
-                {"predictor_bytes", rep.predictor_bytes},
-                {"layers", layers}}},
-              {"calibration", {{"file", opt.calib_name}, {"fnv1a64", opt.calib_hash}, {"tokens", opt.calib.size()}}}};
+  return {{"tool", "rwkv-lite compress"},
+          {"sparse_ffn",
+           {{"bundle_dtype", dtype_name(dt)},
+            {"order", "calibration activation frequency, hot first"},
+            {"predictors", opt.predictors},
+            {"hidden", opt.predictors ? opt.pred.hidden : 0},
+            {"mlp_dtype", opt.pred.int8 ? "i8 (f16 row scales)" : "f16"},
+            {"epochs", opt.pred.epochs},
+            {"recall_target", opt.recall_target > 0 ? opt.recall_target : opt.pred.recall},
+            {"recall_holdout", opt.pred.recall},
+            {"lr", opt.pred.lr},
+            {"holdout", opt.pred.holdout},
+            {"seed", opt.pred.seed},
+            {"predictor_bytes", rep.predictor_bytes},
+            {"layers", layers}}},
+          {"calibration", {{"file", opt.calib_name}, {"fnv1a64", opt.calib_hash}, {"tokens", opt.calib.size()}}}};
+}
+
+}  // namespace
+
+std::shared_ptr<Model> sparse_ffn(const std::shared_ptr<const Model>& in, const SparseFfnOptions& opt,
+                                  SparseFfnReport* report) {
+  SparseFfnReport local;
+  SparseFfnReport& rep = report ? *report : local;
+  rep = SparseFfnReport{};
+  const ModelConfig& cfg = in->config();
+  const int64_t C = cfg.n_embd;
+  const int L = cfg.n_layer;
+  validate(*in, opt);
+
+  // Output dtype of the bundles.
+  const Tensor& k0 = in->tensors().at("blocks.0.ffn.key.weight");
+  DType dt = opt.dtype.empty() ? k0.dtype : parse_weight_dtype(opt.dtype);
+  bool f16_scales = true;
+  if (opt.dtype.empty() && dt == DType::kI8) {
+    auto it = in->tensors().find("blocks.0.ffn.key.weight.scale");
+    f16_scales = it != in->tensors().end() && it->second.dtype == DType::kF16;
+  }
+  if (dt == DType::kQ4 && C % 32 != 0)
+    RWKVL_FAIL(kInvalidArgument, "q4 bundles need a width divisible by 32, not %lld", static_cast<long long>(C));
+
+  const auto t_collect = std::chrono::steady_clock::now();
+  std::vector<LayerSamples> samples;
+  std::vector<std::vector<uint64_t>> counts;
+  collect(in, opt, samples, counts);
+  rep.seconds_collect = seconds_since(t_collect);
+
+  std::vector<std::vector<int32_t>> perms(static_cast<size_t>(L));
+  std::vector<std::vector<float>> wks(static_cast<size_t>(L)), wvs(static_cast<size_t>(L));
+  for (int l = 0; l < L; ++l) {
+    const size_t i = static_cast<size_t>(l);
+    perms[i] = order_layer(*in, l, counts[i], samples[i], wks[i], wvs[i]);
+  }
+
+  // ---- 3. predictors
+  std::vector<LayerPredictor> preds;
+  const auto t_train = std::chrono::steady_clock::now();
+  if (opt.predictors) preds = train_predictors(samples, opt.pred);
+  rep.seconds_train = seconds_since(t_train);
+
+  TensorMap tm = in->tensors();
+  const int64_t N = static_cast<int64_t>(opt.calib.size());
+  for (int l = 0; l < L; ++l) {
+    const size_t i = static_cast<size_t>(l);
+    rep.layers.push_back(put_layer(tm, l, wks[i], wvs[i], perms[i], counts[i], N, cfg, dt, f16_scales,
+                                   opt.predictors ? &preds[i] : nullptr, rep));
+  }
+  rep.pass = pass_record(opt, rep, dt);
   return model_with_pass(std::move(tm), cfg, *in, rep.pass);
 }
 
