@@ -218,15 +218,12 @@ std::vector<int32_t> cap_clusters(const float* pts, int64_t n, int64_t d, std::v
   return out;
 }
 
-std::shared_ptr<Model> cluster_head(const std::shared_ptr<const Model>& in, const ClusterHeadOptions& o,
-                                    ClusterHeadReport* report) {
-  ClusterHeadReport local;
-  ClusterHeadReport& rep = report ? *report : local;
-  rep = ClusterHeadReport{};
-  const ModelConfig& cfg = in->config();
-  const int64_t V = cfg.n_vocab, C = cfg.n_embd;
-  const Matrix& head = in->head();
-  if (in->cluster_head().present()) RWKVL_FAIL(kInvalidArgument, "the model already has a cluster head");
+namespace {
+
+void validate(const Model& in, const ClusterHeadOptions& o) {
+  const int64_t V = in.config().n_vocab;
+  const Matrix& head = in.head();
+  if (in.cluster_head().present()) RWKVL_FAIL(kInvalidArgument, "the model already has a cluster head");
   if (head.factored() || head.ref.data == nullptr) RWKVL_FAIL(kInvalidArgument, "--cluster-head needs a dense head.weight");
   if (o.k < 2 || o.k > V) RWKVL_FAIL(kInvalidArgument, "--cluster-head K must lie in [2, %lld], got %d", static_cast<long long>(V), o.k);
   if (o.cap < 1) RWKVL_FAIL(kInvalidArgument, "--cluster-cap must be at least 1, got %d", o.cap);
@@ -241,15 +238,42 @@ std::shared_ptr<Model> cluster_head(const std::shared_ptr<const Model>& in, cons
                min_tokens, o.calib.size());
   for (int32_t t : o.calib)
     if (t < 0 || t >= V) RWKVL_FAIL(kInvalidArgument, "calibration token %d is out of range [0, %lld)", t, static_cast<long long>(V));
-  auto progress = [&](const char* s, int64_t a, int64_t b) {
-    if (o.progress) o.progress(s, a, b);
-  };
+}
+
+// One cluster_head pass: cluster, calibrate, distil, write.
+class HeadPass {
+ public:
+  HeadPass(const std::shared_ptr<const Model>& in, const ClusterHeadOptions& o, ClusterHeadReport& rep)
+      : in_(in), o_(o), rep_(rep), cfg_(in->config()), head_(in->head()), V_(cfg_.n_vocab), C_(cfg_.n_embd) {}
+
+  std::shared_ptr<Model> run() {
+    validate(*in_, o_);
+    const auto t_cluster = std::chrono::steady_clock::now();
+    cluster();
+    group();
+    rep_.seconds_cluster = seconds_since(t_cluster);
+    const auto t_calib = std::chrono::steady_clock::now();
+    calibrate();
+    rep_.seconds_calib = seconds_since(t_calib);
+    const auto t_train = std::chrono::steady_clock::now();
+    distil();
+    rep_.seconds_train = seconds_since(t_train);
+    TensorMap tm = in_->tensors();
+    put_tensors(tm);
+    rep_.pass = pass_record();
+    return model_with_pass(std::move(tm), cfg_, *in_, rep_.pass);
+  }
+
+ private:
+  void progress(const char* s, int64_t a, int64_t b) const {
+    if (o_.progress) o_.progress(s, a, b);
+  }
 
   // ---- 1. clusters of the head rows (or the embedding rows): PCA, k-means, cap
-  const auto t_cluster = std::chrono::steady_clock::now();
-  std::vector<int32_t> assign;
-  {
-    const Matrix& src = o.from_embedding ? in->emb() : head;
+  void cluster() {
+    const int64_t V = V_, C = C_;
+    const ClusterHeadOptions& o = o_;
+    const Matrix& src = o.from_embedding ? in_->emb() : head_;
     if (src.factored() || src.ref.data == nullptr || src.ref.rows != V || src.ref.cols != C)
       RWKVL_FAIL(kInvalidArgument, "--cluster-source emb needs a dense emb.weight of %lld x %lld", static_cast<long long>(V),
                  static_cast<long long>(C));
@@ -259,49 +283,54 @@ std::shared_ptr<Model> cluster_head(const std::shared_ptr<const Model>& in, cons
     const std::vector<float> proj = pca_project(rows.data(), V, C, dims);
     rows = {};
     progress("clustering", 0, o.kmeans_iters);
-    assign = kmeans(proj.data(), V, dims, o.k, o.kmeans_iters, o.seed, o.n_threads,
-                    [&](int it) { progress("clustering", it, o.kmeans_iters); });
+    assign_ = kmeans(proj.data(), V, dims, o.k, o.kmeans_iters, o.seed, o.n_threads,
+                     [&](int it) { progress("clustering", it, o.kmeans_iters); });
     std::vector<int64_t> cnt(static_cast<size_t>(o.k), 0);
-    for (int32_t c : assign) ++cnt[static_cast<size_t>(c)];
-    rep.k_initial = o.k;
-    rep.largest_before_cap = *std::max_element(cnt.begin(), cnt.end());
-    assign = cap_clusters(proj.data(), V, dims, std::move(assign), o.cap, o.seed, o.n_threads);
+    for (int32_t c : assign_) ++cnt[static_cast<size_t>(c)];
+    rep_.k_initial = o.k;
+    rep_.largest_before_cap = *std::max_element(cnt.begin(), cnt.end());
+    assign_ = cap_clusters(proj.data(), V, dims, std::move(assign_), o.cap, o.seed, o.n_threads);
   }
-  int64_t K = 0;
-  for (int32_t c : assign) K = std::max<int64_t>(K, c + 1);
-  std::vector<int32_t> offsets(static_cast<size_t>(K + 1), 0), perm(static_cast<size_t>(V));
-  for (int32_t c : assign) ++offsets[static_cast<size_t>(c) + 1];
-  for (int64_t j = 0; j < K; ++j) offsets[static_cast<size_t>(j + 1)] += offsets[static_cast<size_t>(j)];
-  {
-    std::vector<int32_t> fill(offsets.begin(), offsets.end() - 1);
-    for (int64_t t = 0; t < V; ++t) perm[static_cast<size_t>(fill[static_cast<size_t>(assign[static_cast<size_t>(t)])]++)] = static_cast<int32_t>(t);
+
+  // Rows grouped by cluster: offsets_ (K + 1) and perm_ (grouped row -> token).
+  void group() {
+    const int64_t V = V_;
+    int64_t K = 0;
+    for (int32_t c : assign_) K = std::max<int64_t>(K, c + 1);
+    K_ = K;
+    offsets_.assign(static_cast<size_t>(K + 1), 0);
+    perm_.assign(static_cast<size_t>(V), 0);
+    for (int32_t c : assign_) ++offsets_[static_cast<size_t>(c) + 1];
+    for (int64_t j = 0; j < K; ++j) offsets_[static_cast<size_t>(j + 1)] += offsets_[static_cast<size_t>(j)];
+    std::vector<int32_t> fill(offsets_.begin(), offsets_.end() - 1);
+    for (int64_t t = 0; t < V; ++t) perm_[static_cast<size_t>(fill[static_cast<size_t>(assign_[static_cast<size_t>(t)])]++)] = static_cast<int32_t>(t);
+    rep_.k_final = K;
+    rep_.largest = 0;
+    rep_.smallest = V;
+    for (int64_t j = 0; j < K; ++j) {
+      const int64_t s = offsets_[static_cast<size_t>(j + 1)] - offsets_[static_cast<size_t>(j)];
+      rep_.largest = std::max(rep_.largest, s);
+      rep_.smallest = std::min(rep_.smallest, s);
+    }
   }
-  rep.k_final = K;
-  rep.largest = 0;
-  rep.smallest = V;
-  for (int64_t j = 0; j < K; ++j) {
-    const int64_t s = offsets[static_cast<size_t>(j + 1)] - offsets[static_cast<size_t>(j)];
-    rep.largest = std::max(rep.largest, s);
-    rep.smallest = std::min(rep.smallest, s);
-  }
-  rep.seconds_cluster = seconds_since(t_cluster);
 
   // ---- 2. calibration: the head input of every position, the full head's mass per cluster, each token's
   //         mean probability and the argmax token.
-  const auto t_calib = std::chrono::steady_clock::now();
-  const int64_t N = static_cast<int64_t>(o.calib.size());
-  std::vector<float> X(static_cast<size_t>(N * C)), target(static_cast<size_t>(N * K), 0.f);
-  std::vector<double> mean_p(static_cast<size_t>(V), 0.0);
-  std::vector<int32_t> top(static_cast<size_t>(N));
-  {
-    Calibrator calib(in, CalibrationOptions{std::max(1, o.n_threads), 0});
+  void calibrate() {
+    const int64_t V = V_, C = C_, K = K_;
+    const int64_t N = static_cast<int64_t>(o_.calib.size());
+    X_.assign(static_cast<size_t>(N * C), 0.f);
+    target_.assign(static_cast<size_t>(N * K), 0.f);
+    mean_p_.assign(static_cast<size_t>(V), 0.0);
+    top_.assign(static_cast<size_t>(N), 0);
+    Calibrator calib(in_, CalibrationOptions{std::max(1, o_.n_threads), 0});
     ThreadPool* pool = calib.pool();
-    const size_t chunk = static_cast<size_t>(std::max(1, o.chunk));
+    const size_t chunk = static_cast<size_t>(std::max(1, o_.chunk));
     std::vector<float> logits(chunk * static_cast<size_t>(V));
-    calib.run(o.calib.data(), o.calib.size(), chunk, [&](size_t done, size_t T, float* x) {
-      float* xn = X.data() + done * static_cast<size_t>(C);
-      ops::layer_norm_rows(x, xn, in->ln_out_w(), in->ln_out_b(), T, static_cast<size_t>(C), cfg.ln_eps);
-      kern::matmul(head.ref, xn, static_cast<int64_t>(T), logits.data(), pool);
+    calib.run(o_.calib.data(), o_.calib.size(), chunk, [&](size_t done, size_t T, float* x) {
+      float* xn = X_.data() + done * static_cast<size_t>(C);
+      ops::layer_norm_rows(x, xn, in_->ln_out_w(), in_->ln_out_b(), T, static_cast<size_t>(C), cfg_.ln_eps);
+      kern::matmul(head_.ref, xn, static_cast<int64_t>(T), logits.data(), pool);
       auto rows = [&](int64_t b, int64_t e) {
         for (int64_t t = b; t < e; ++t) {
           float* z = logits.data() + t * V;
@@ -310,42 +339,39 @@ std::shared_ptr<Model> cluster_head(const std::shared_ptr<const Model>& in, cons
           for (int64_t i = 0; i < V; ++i) {
             if (z[i] > z[best]) best = static_cast<int32_t>(i);
           }
-          top[done + static_cast<size_t>(t)] = best;
+          top_[done + static_cast<size_t>(t)] = best;
           std::vector<double> mass(static_cast<size_t>(K), 0.0);
           for (int64_t i = 0; i < V; ++i) {
             const double p = std::exp(static_cast<double>(z[i]) - l);
             z[i] = static_cast<float>(p);
-            mass[static_cast<size_t>(assign[static_cast<size_t>(i)])] += p;
+            mass[static_cast<size_t>(assign_[static_cast<size_t>(i)])] += p;
           }
-          float* tg = target.data() + (static_cast<int64_t>(done) + t) * K;
+          float* tg = target_.data() + (static_cast<int64_t>(done) + t) * K;
           for (int64_t j = 0; j < K; ++j) tg[j] = static_cast<float>(mass[static_cast<size_t>(j)]);
         }
       };
       pool->parallel_for(static_cast<int64_t>(T), rows, 1);
       for (size_t t = 0; t < T; ++t)  // in position order: the same sums for any thread count
-        for (int64_t i = 0; i < V; ++i) mean_p[static_cast<size_t>(i)] += logits[t * static_cast<size_t>(V) + static_cast<size_t>(i)];
+        for (int64_t i = 0; i < V; ++i) mean_p_[static_cast<size_t>(i)] += logits[t * static_cast<size_t>(V) + static_cast<size_t>(i)];
       progress("calibration", static_cast<int64_t>(done + T), N);
     });
+    for (double& m : mean_p_) m /= static_cast<double>(N);
   }
-  for (double& m : mean_p) m /= static_cast<double>(N);
-  rep.seconds_calib = seconds_since(t_calib);
 
-  // ---- 3. distillation: W (K x C), b (K) minimise KL(target || softmax(W x + b)) with Adam.
-  const auto t_train = std::chrono::steady_clock::now();
-  const int64_t n_hold = std::max<int64_t>(1, static_cast<int64_t>(std::llround(o.holdout * static_cast<double>(N))));
-  const int64_t n_train = N - n_hold;
-  Eigen::Map<const RowMatF> Xall(X.data(), N, C);
-  Eigen::Map<const RowMatF> Tall(target.data(), N, K);
-  // Mean KL over held-out positions, and the selection-rule figures.
-  auto evaluate = [&](const RowMatF& Wt, const Eigen::RowVectorXf& b, bool selection) {
-    const RowMatF Z = (Xall.bottomRows(n_hold) * Wt).rowwise() + b;
+  // Mean KL over held-out positions, and (selection) the figures of the runtime's selection rule.
+  double evaluate(const RowMatF& Wt, const Eigen::RowVectorXf& b, bool selection) {
+    const int64_t K = K_, V = V_;
+    const int64_t N = static_cast<int64_t>(o_.calib.size());
+    Eigen::Map<const RowMatF> Xall(X_.data(), N, C_);
+    Eigen::Map<const RowMatF> Tall(target_.data(), N, K);
+    const RowMatF Z = (Xall.bottomRows(n_hold_) * Wt).rowwise() + b;
     double kl = 0;
     double agree = 0, rows_read = 0, covered = 0, mass = 0;
     std::vector<int32_t> order(static_cast<size_t>(K));
     std::vector<float> logp(static_cast<size_t>(K));
     std::vector<uint8_t> chosen(static_cast<size_t>(K));
-    for (int64_t i = 0; i < n_hold; ++i) {
-      const int64_t pos = n_train + i;
+    for (int64_t i = 0; i < n_hold_; ++i) {
+      const int64_t pos = n_train_ + i;
       logprob::log_softmax(Z.row(i).data(), static_cast<size_t>(K), logp.data());
       int64_t tbest = 0, pbest = 0;
       for (int64_t j = 0; j < K; ++j) {
@@ -367,101 +393,123 @@ std::shared_ptr<Model> cluster_head(const std::shared_ptr<const Model>& in, cons
         chosen[static_cast<size_t>(j)] = 1;
         cum += std::exp(static_cast<double>(logp[static_cast<size_t>(j)]));
         ++n;
-        rows_read += static_cast<double>(offsets[static_cast<size_t>(j) + 1] - offsets[static_cast<size_t>(j)]);
+        rows_read += static_cast<double>(offsets_[static_cast<size_t>(j) + 1] - offsets_[static_cast<size_t>(j)]);
         mass += Tall(pos, j);
       }
-      covered += chosen[static_cast<size_t>(assign[static_cast<size_t>(top[static_cast<size_t>(pos)])])];
+      covered += chosen[static_cast<size_t>(assign_[static_cast<size_t>(top_[static_cast<size_t>(pos)])])];
     }
-    const double h = static_cast<double>(n_hold);
+    const double h = static_cast<double>(n_hold_);
     if (selection) {
-      rep.heldout_top1_cluster = agree / h;
-      rep.heldout_rows_frac = rows_read / h / static_cast<double>(V);
-      rep.heldout_token_covered = covered / h;
-      rep.heldout_mass_covered = mass / h;
+      rep_.heldout_top1_cluster = agree / h;
+      rep_.heldout_rows_frac = rows_read / h / static_cast<double>(V);
+      rep_.heldout_token_covered = covered / h;
+      rep_.heldout_mass_covered = mass / h;
     }
     return kl / h;
-  };
+  }
+
   // Initialisation: each cluster's score is the log-sum-exp approximation log n_j + mean row . x.
-  RowMatF Wt(C, K);
-  Eigen::RowVectorXf bias(K);
-  {
+  void init_weights() {
+    const int64_t K = K_, C = C_;
+    Wt_ = RowMatF(C, K);
+    bias_ = Eigen::RowVectorXf(K);
     std::vector<float> row(static_cast<size_t>(C));
     for (int64_t j = 0; j < K; ++j) {
       Eigen::VectorXd acc = Eigen::VectorXd::Zero(C);
-      for (int32_t g = offsets[static_cast<size_t>(j)]; g < offsets[static_cast<size_t>(j) + 1]; ++g) {
-        kern::get_row(head.ref, perm[static_cast<size_t>(g)], row.data());
+      for (int32_t g = offsets_[static_cast<size_t>(j)]; g < offsets_[static_cast<size_t>(j) + 1]; ++g) {
+        kern::get_row(head_.ref, perm_[static_cast<size_t>(g)], row.data());
         acc += Eigen::Map<const Eigen::VectorXf>(row.data(), C).cast<double>();
       }
-      const double n = static_cast<double>(offsets[static_cast<size_t>(j) + 1] - offsets[static_cast<size_t>(j)]);
-      if (o.lse_init) Wt.col(j) = (acc / n).cast<float>();
-      else Wt.col(j).setZero();
-      bias[j] = o.lse_init ? static_cast<float>(std::log(n)) : 0.f;
+      const double n = static_cast<double>(offsets_[static_cast<size_t>(j) + 1] - offsets_[static_cast<size_t>(j)]);
+      if (o_.lse_init) Wt_.col(j) = (acc / n).cast<float>();
+      else Wt_.col(j).setZero();
+      bias_[j] = o_.lse_init ? static_cast<float>(std::log(n)) : 0.f;
     }
   }
-  rep.heldout_kl_init = evaluate(Wt, bias, false);
-  // The weights of the epoch with the lowest held-out KL are kept (the initialisation included).
-  RowMatF best_W = Wt;
-  Eigen::RowVectorXf best_b = bias;
-  double best_kl = rep.heldout_kl_init;
-  {
-    RowMatF mW = RowMatF::Zero(C, K), vW = RowMatF::Zero(C, K);
-    Eigen::RowVectorXf mb = Eigen::RowVectorXf::Zero(K), vb = Eigen::RowVectorXf::Zero(K);
-    const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
-    const int64_t B = 256;
-    std::vector<int64_t> idx(static_cast<size_t>(n_train));
+
+  // ---- 3. distillation: W (K x C), b (K) minimise KL(target || softmax(W x + b)) with Adam; the weights of
+  // the epoch with the lowest held-out KL are kept (the initialisation included).
+  void distil() {
+    const int64_t N = static_cast<int64_t>(o_.calib.size());
+    n_hold_ = std::max<int64_t>(1, static_cast<int64_t>(std::llround(o_.holdout * static_cast<double>(N))));
+    n_train_ = N - n_hold_;
+    init_weights();
+    rep_.heldout_kl_init = evaluate(Wt_, bias_, false);
+    RowMatF best_W = Wt_;
+    Eigen::RowVectorXf best_b = bias_;
+    double best_kl = rep_.heldout_kl_init;
+    Adam adam(C_, K_);
+    std::vector<int64_t> idx(static_cast<size_t>(n_train_));
     std::iota(idx.begin(), idx.end(), 0);
-    Rng rng(o.seed ^ 0x5eedc1a5ull);
-    RowMatF Xb(B, C), Tb(B, K);
-    int64_t step = 0;
-    for (int ep = 0; ep < o.epochs; ++ep) {
-      for (int64_t i = n_train - 1; i > 0; --i) std::swap(idx[static_cast<size_t>(i)], idx[static_cast<size_t>(rng.next() % static_cast<uint64_t>(i + 1))]);
-      for (int64_t s = 0; s < n_train; s += B) {
-        const int64_t m = std::min(B, n_train - s);
-        Xb.resize(m, C);
-        Tb.resize(m, K);
-        for (int64_t i = 0; i < m; ++i) {
-          Xb.row(i) = Xall.row(idx[static_cast<size_t>(s + i)]);
-          Tb.row(i) = Tall.row(idx[static_cast<size_t>(s + i)]);
-        }
-        RowMatF G = (Xb * Wt).rowwise() + bias;
-        for (int64_t i = 0; i < m; ++i) logprob::softmax(G.row(i).data(), static_cast<size_t>(K), G.row(i).data());
-        G = (G - Tb) / static_cast<float>(m);
-        const RowMatF gW = Xb.transpose() * G;
-        const Eigen::RowVectorXf gb = G.colwise().sum();
-        ++step;
-        const float c1 = 1.f - std::pow(b1, static_cast<float>(step)), c2 = 1.f - std::pow(b2, static_cast<float>(step));
-        const float lr = static_cast<float>(o.lr);
-        mW = b1 * mW + (1 - b1) * gW;
-        vW = b2 * vW + (1 - b2) * gW.cwiseProduct(gW);
-        mb = b1 * mb + (1 - b1) * gb;
-        vb = b2 * vb + (1 - b2) * gb.cwiseProduct(gb);
-        Wt.array() -= lr * (mW.array() / c1) / ((vW.array() / c2).sqrt() + eps);
-        bias.array() -= lr * (mb.array() / c1) / ((vb.array() / c2).sqrt() + eps);
-      }
-      const double kl = evaluate(Wt, bias, false);
+    Rng rng(o_.seed ^ 0x5eedc1a5ull);
+    for (int ep = 0; ep < o_.epochs; ++ep) {
+      for (int64_t i = n_train_ - 1; i > 0; --i) std::swap(idx[static_cast<size_t>(i)], idx[static_cast<size_t>(rng.next() % static_cast<uint64_t>(i + 1))]);
+      epoch(idx, adam);
+      const double kl = evaluate(Wt_, bias_, false);
       if (kl < best_kl) {
         best_kl = kl;
-        best_W = Wt;
-        best_b = bias;
-        rep.best_epoch = ep + 1;
+        best_W = Wt_;
+        best_b = bias_;
+        rep_.best_epoch = ep + 1;
       }
-      progress("distillation", ep + 1, o.epochs);
+      progress("distillation", ep + 1, o_.epochs);
+    }
+    Wt_ = best_W;
+    bias_ = best_b;
+    rep_.heldout_kl = evaluate(Wt_, bias_, true);
+  }
+
+  struct Adam {
+    Adam(int64_t C, int64_t K)
+        : mW(RowMatF::Zero(C, K)), vW(RowMatF::Zero(C, K)), mb(Eigen::RowVectorXf::Zero(K)), vb(Eigen::RowVectorXf::Zero(K)) {}
+    RowMatF mW, vW;
+    Eigen::RowVectorXf mb, vb;
+    int64_t step = 0;
+  };
+
+  // One pass over the training positions in the order idx, in batches of 256.
+  void epoch(const std::vector<int64_t>& idx, Adam& st) {
+    const int64_t K = K_, C = C_;
+    const int64_t N = static_cast<int64_t>(o_.calib.size());
+    Eigen::Map<const RowMatF> Xall(X_.data(), N, C);
+    Eigen::Map<const RowMatF> Tall(target_.data(), N, K);
+    const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
+    const int64_t B = 256;
+    RowMatF Xb(B, C), Tb(B, K);
+    for (int64_t s = 0; s < n_train_; s += B) {
+      const int64_t m = std::min(B, n_train_ - s);
+      Xb.resize(m, C);
+      Tb.resize(m, K);
+      for (int64_t i = 0; i < m; ++i) {
+        Xb.row(i) = Xall.row(idx[static_cast<size_t>(s + i)]);
+        Tb.row(i) = Tall.row(idx[static_cast<size_t>(s + i)]);
+      }
+      RowMatF G = (Xb * Wt_).rowwise() + bias_;
+      for (int64_t i = 0; i < m; ++i) logprob::softmax(G.row(i).data(), static_cast<size_t>(K), G.row(i).data());
+      G = (G - Tb) / static_cast<float>(m);
+      const RowMatF gW = Xb.transpose() * G;
+      const Eigen::RowVectorXf gb = G.colwise().sum();
+      ++st.step;
+      const float c1 = 1.f - std::pow(b1, static_cast<float>(st.step)), c2 = 1.f - std::pow(b2, static_cast<float>(st.step));
+      const float lr = static_cast<float>(o_.lr);
+      st.mW = b1 * st.mW + (1 - b1) * gW;
+      st.vW = b2 * st.vW + (1 - b2) * gW.cwiseProduct(gW);
+      st.mb = b1 * st.mb + (1 - b1) * gb;
+      st.vb = b2 * st.vb + (1 - b2) * gb.cwiseProduct(gb);
+      Wt_.array() -= lr * (st.mW.array() / c1) / ((st.vW.array() / c2).sqrt() + eps);
+      bias_.array() -= lr * (st.mb.array() / c1) / ((st.vb.array() / c2).sqrt() + eps);
     }
   }
-  Wt = best_W;
-  bias = best_b;
-  rep.heldout_kl = evaluate(Wt, bias, true);
-  rep.seconds_train = seconds_since(t_train);
 
   // ---- 4. tensors: grouped head rows (raw bytes), table, cluster head, priors.
-  TensorMap tm = in->tensors();
-  {
+  void put_tensors(TensorMap& tm) const {
+    const int64_t V = V_, C = C_, K = K_;
     const Tensor& h = tm.at("head.weight");
     const size_t rb = static_cast<size_t>(kern::row_bytes(h.dtype, C));
     Tensor g = Tensor::alloc("head.weight", h.dtype, h.shape);
     for (int64_t i = 0; i < V; ++i)
       std::memcpy(static_cast<uint8_t*>(g.mutable_data()) + static_cast<size_t>(i) * rb,
-                  static_cast<const uint8_t*>(h.data) + static_cast<size_t>(perm[static_cast<size_t>(i)]) * rb, rb);
+                  static_cast<const uint8_t*>(h.data) + static_cast<size_t>(perm_[static_cast<size_t>(i)]) * rb, rb);
     tm["head.weight"] = g;
     auto sc = tm.find("head.weight.scale");
     if (sc != tm.end()) {
@@ -470,69 +518,99 @@ std::shared_ptr<Model> cluster_head(const std::shared_ptr<const Model>& in, cons
       Tensor gs = Tensor::alloc("head.weight.scale", s.dtype, s.shape);
       for (int64_t i = 0; i < V; ++i)
         std::memcpy(static_cast<uint8_t*>(gs.mutable_data()) + static_cast<size_t>(i) * es,
-                    static_cast<const uint8_t*>(s.data) + static_cast<size_t>(perm[static_cast<size_t>(i)]) * es, es);
+                    static_cast<const uint8_t*>(s.data) + static_cast<size_t>(perm_[static_cast<size_t>(i)]) * es, es);
       tm["head.weight.scale"] = gs;
     }
-  }
-  auto i32 = [](const std::string& name, const std::vector<int32_t>& v) {
-    Tensor t = Tensor::alloc(name, DType::kI32, {static_cast<int64_t>(v.size())});
-    std::memcpy(t.mutable_data(), v.data(), v.size() * 4);
-    return t;
-  };
-  tm["head.perm"] = i32("head.perm", perm);
-  tm["head.cluster.offsets"] = i32("head.cluster.offsets", offsets);
-  {
-    const RowMatF W = Wt.transpose();
+    auto i32 = [](const std::string& name, const std::vector<int32_t>& v) {
+      Tensor t = Tensor::alloc(name, DType::kI32, {static_cast<int64_t>(v.size())});
+      std::memcpy(t.mutable_data(), v.data(), v.size() * 4);
+      return t;
+    };
+    tm["head.perm"] = i32("head.perm", perm_);
+    tm["head.cluster.offsets"] = i32("head.cluster.offsets", offsets_);
+    const RowMatF W = Wt_.transpose();
     tm["head.cluster.weight"] = Tensor::from_f32("head.cluster.weight", {K, C}, W.data());
-    std::vector<float> b(bias.data(), bias.data() + K);
+    std::vector<float> b(bias_.data(), bias_.data() + K);
     tm["head.cluster.bias"] = Tensor::from_f32("head.cluster.bias", {K}, b.data());
-  }
-  {
-    std::vector<float> prior(static_cast<size_t>(V));
-    for (int64_t j = 0; j < K; ++j) {
-      const int32_t b = offsets[static_cast<size_t>(j)], e = offsets[static_cast<size_t>(j) + 1];
-      const double n = static_cast<double>(e - b);
-      double mean = 0;
-      for (int32_t g = b; g < e; ++g) mean += mean_p[static_cast<size_t>(perm[static_cast<size_t>(g)])];
-      mean /= n;
-      // Smoothing: a token never seen still gets prior_smoothing x the cluster's mean share.
-      const double a = o.prior_smoothing * mean + 1e-300;
-      double tot = 0;
-      for (int32_t g = b; g < e; ++g) tot += mean_p[static_cast<size_t>(perm[static_cast<size_t>(g)])] + a;
-      for (int32_t g = b; g < e; ++g)
-        prior[static_cast<size_t>(g)] =
-            o.uniform_prior || !(tot > 0) ? static_cast<float>(-std::log(n))
-                                          : static_cast<float>(std::log((mean_p[static_cast<size_t>(perm[static_cast<size_t>(g)])] + a) / tot));
-    }
+    const std::vector<float> prior = priors();
     tm["head.cluster.prior"] = Tensor::from_f32("head.cluster.prior", {V}, prior.data());
   }
-  rep.pass = {{"tool", "rwkv-lite compress"},
-              {"cluster_head",
-               {{"k", o.k},
-                {"k_final", K},
-                {"cap", o.cap},
-                {"pca_dims", std::min<int64_t>(o.pca_dims, C)},
-                {"seed", o.seed},
-                {"epochs", o.epochs},
-                {"lr", o.lr},
-                {"holdout", o.holdout},
-                {"source", o.from_embedding ? "embedding rows" : "head rows"},
-                {"prior", o.uniform_prior ? "uniform" : "calib"},
-                {"prior_smoothing", o.uniform_prior ? 0.0 : o.prior_smoothing},
-                {"init", o.lse_init ? "log-sum-exp" : "zero"},
-                {"best_epoch", rep.best_epoch},
-                {"largest_cluster_before_cap", rep.largest_before_cap},
-                {"largest_cluster", rep.largest},
-                {"smallest_cluster", rep.smallest},
-                {"heldout",
-                 {{"kl_init", rep.heldout_kl_init},
-                  {"kl", rep.heldout_kl},
-                  {"top1_cluster_agree", rep.heldout_top1_cluster},
-                  {"rows_frac", rep.heldout_rows_frac},
-                  {"top1_token_covered", rep.heldout_token_covered},
-                  {"mass_covered", rep.heldout_mass_covered}}}}},
-              {"calibration", {{"file", o.calib_name}, {"fnv1a64", o.calib_hash}, {"tokens", o.calib.size()}}}};
-  return model_with_pass(std::move(tm), cfg, *in, rep.pass);
+
+  // Each token's log share of its cluster's calibration mass (in grouped order).
+  std::vector<float> priors() const {
+    std::vector<float> prior(static_cast<size_t>(V_));
+    for (int64_t j = 0; j < K_; ++j) {
+      const int32_t b = offsets_[static_cast<size_t>(j)], e = offsets_[static_cast<size_t>(j) + 1];
+      const double n = static_cast<double>(e - b);
+      double mean = 0;
+      for (int32_t g = b; g < e; ++g) mean += mean_p_[static_cast<size_t>(perm_[static_cast<size_t>(g)])];
+      mean /= n;
+      // Smoothing: a token never seen still gets prior_smoothing x the cluster's mean share.
+      const double a = o_.prior_smoothing * mean + 1e-300;
+      double tot = 0;
+      for (int32_t g = b; g < e; ++g) tot += mean_p_[static_cast<size_t>(perm_[static_cast<size_t>(g)])] + a;
+      for (int32_t g = b; g < e; ++g)
+        prior[static_cast<size_t>(g)] =
+            o_.uniform_prior || !(tot > 0) ? static_cast<float>(-std::log(n))
+                                           : static_cast<float>(std::log((mean_p_[static_cast<size_t>(perm_[static_cast<size_t>(g)])] + a) / tot));
+    }
+    return prior;
+  }
+
+  nlohmann::json pass_record() const {
+    const ClusterHeadOptions& o = o_;
+    const ClusterHeadReport& rep = rep_;
+    return {{"tool", "rwkv-lite compress"},
+            {"cluster_head",
+             {{"k", o.k},
+              {"k_final", K_},
+              {"cap", o.cap},
+              {"pca_dims", std::min<int64_t>(o.pca_dims, C_)},
+              {"seed", o.seed},
+              {"epochs", o.epochs},
+              {"lr", o.lr},
+              {"holdout", o.holdout},
+              {"source", o.from_embedding ? "embedding rows" : "head rows"},
+              {"prior", o.uniform_prior ? "uniform" : "calib"},
+              {"prior_smoothing", o.uniform_prior ? 0.0 : o.prior_smoothing},
+              {"init", o.lse_init ? "log-sum-exp" : "zero"},
+              {"best_epoch", rep.best_epoch},
+              {"largest_cluster_before_cap", rep.largest_before_cap},
+              {"largest_cluster", rep.largest},
+              {"smallest_cluster", rep.smallest},
+              {"heldout",
+               {{"kl_init", rep.heldout_kl_init},
+                {"kl", rep.heldout_kl},
+                {"top1_cluster_agree", rep.heldout_top1_cluster},
+                {"rows_frac", rep.heldout_rows_frac},
+                {"top1_token_covered", rep.heldout_token_covered},
+                {"mass_covered", rep.heldout_mass_covered}}}}},
+            {"calibration", {{"file", o.calib_name}, {"fnv1a64", o.calib_hash}, {"tokens", o.calib.size()}}}};
+  }
+
+  const std::shared_ptr<const Model>& in_;
+  const ClusterHeadOptions& o_;
+  ClusterHeadReport& rep_;
+  const ModelConfig& cfg_;
+  const Matrix& head_;
+  const int64_t V_, C_;
+  int64_t K_ = 0;
+  std::vector<int32_t> assign_, offsets_, perm_, top_;
+  std::vector<float> X_, target_;  // head inputs (N x C) and the full head's mass per cluster (N x K)
+  std::vector<double> mean_p_;
+  int64_t n_hold_ = 0, n_train_ = 0;
+  RowMatF Wt_;  // C x K
+  Eigen::RowVectorXf bias_;
+};
+
+}  // namespace
+
+std::shared_ptr<Model> cluster_head(const std::shared_ptr<const Model>& in, const ClusterHeadOptions& o,
+                                    ClusterHeadReport* report) {
+  ClusterHeadReport local;
+  ClusterHeadReport& rep = report ? *report : local;
+  rep = ClusterHeadReport{};
+  return HeadPass(in, o, rep).run();
 }
 
 }  // namespace rwkvl::compress
