@@ -342,41 +342,29 @@ Thresholds choose_thresholds(const std::vector<float>& z, const std::vector<floa
 
 // ---- one layer
 
-LayerPredictor train_layer(const LayerSamples& S, int64_t li, const PredictorOptions& o,
-                           const std::function<void()>& tick) {
-  const auto t0 = std::chrono::steady_clock::now();
-  const int64_t C = S.C, F = S.F, h = o.hidden, n = S.n;
-  const int64_t n_hold = holdout_count(n, o.holdout), n_train = n - n_hold;
-  LayerPredictor out;
-  out.C = C;
-  out.F = F;
-  out.hidden = h;
-  out.n_train = n_train;
-  out.n_holdout = n_hold;
-  build_bits(S.wk.data(), F, C, &out.bits, &out.lo, &out.step);
-
-  // Positive-class weight over the training split.
-  int64_t pos = 0;
-  for (int64_t i = 0; i < n_train * F; ++i) pos += S.active[i];
-  const int64_t neg = n_train * F - pos;
-  const double pw = std::clamp(pos > 0 ? static_cast<double>(neg) / static_cast<double>(pos) : 100.0, 1.0, 100.0);
-  out.pos_weight = pw;
-  const float pwf = static_cast<float>(pw);
-
-  // Inputs are trained on per-channel RMS-normalised (a few channels of the residual stream are orders
-  // of magnitude larger than the rest, which Adam alone handles badly); the scale is folded into W1
-  // afterwards (W1[j][c] / rms[c]), so the stored predictor takes the raw input. No mean shift: the
-  // MLP has no biases to absorb it.
+// Per-channel 1 / RMS of the training inputs (1 where a channel is all zero).
+std::vector<float> inverse_rms(const LayerSamples& S, int64_t n_train) {
+  const int64_t C = S.C;
   std::vector<float> inv_rms(static_cast<size_t>(C), 1.0f);
-  {
-    std::vector<double> ss(static_cast<size_t>(C), 0.0);
-    for (int64_t t = 0; t < n_train; ++t)
-      for (int64_t c = 0; c < C; ++c) ss[c] += static_cast<double>(S.x[t * C + c]) * S.x[t * C + c];
-    for (int64_t c = 0; c < C; ++c) {
-      const double r = std::sqrt(ss[c] / static_cast<double>(n_train));
-      inv_rms[c] = r > 1e-20 ? static_cast<float>(1.0 / r) : 1.0f;
-    }
+  std::vector<double> ss(static_cast<size_t>(C), 0.0);
+  for (int64_t t = 0; t < n_train; ++t)
+    for (int64_t c = 0; c < C; ++c) ss[c] += static_cast<double>(S.x[t * C + c]) * S.x[t * C + c];
+  for (int64_t c = 0; c < C; ++c) {
+    const double r = std::sqrt(ss[c] / static_cast<double>(n_train));
+    inv_rms[c] = r > 1e-20 ? static_cast<float>(1.0 / r) : 1.0f;
   }
+  return inv_rms;
+}
+
+struct Mlp {
+  RowMatF W1, W2;  // h x C (on RMS-normalised inputs), F x h
+};
+
+// The MLP trained with Adam on the weighted logistic loss; out.train_loss is the last epoch's mean loss.
+Mlp train_mlp(const LayerSamples& S, int64_t li, const PredictorOptions& o, const std::vector<float>& inv_rms,
+              int64_t n_train, double pw, LayerPredictor& out, const std::function<void()>& tick) {
+  const int64_t C = S.C, F = S.F, h = o.hidden;
+  const float pwf = static_cast<float>(pw);
   // Initialisation: W1 He-uniform, W2 Xavier-uniform.
   Rng rng(layer_seed(o.seed, li));
   RowMatF W1(h, C), W2(F, h);
@@ -448,11 +436,21 @@ LayerPredictor train_layer(const LayerSamples& S, int64_t li, const PredictorOpt
     tick();
   }
   out.train_loss = loss_pairs > 0 ? loss_sum / static_cast<double>(loss_pairs) : 0.0;
+  return Mlp{std::move(W1), std::move(W2)};
+}
 
+// The stored weights (f16, or int8 with f16 row scales) into out, and the weights the evaluation uses
+// (as stored, transposed for the kernel) into w1t (C x h) and w2t (h x F).
+void store_weights(const Mlp& mlp, const std::vector<float>& inv_rms, int64_t li, const PredictorOptions& o,
+                   LayerPredictor& out, std::vector<float>& w1t, std::vector<float>& w2t) {
+  const RowMatF& W1 = mlp.W1;
+  const RowMatF& W2 = mlp.W2;
+  const int64_t h = W1.rows(), C = W1.cols(), F = W2.rows();
   // Round to f16; the evaluation uses the rounded weights (transposed for the kernel).
   out.w1.resize(static_cast<size_t>(h * C));
   out.w2.resize(static_cast<size_t>(F * h));
-  std::vector<float> w1t(static_cast<size_t>(C * h)), w2t(static_cast<size_t>(h * F));
+  w1t.assign(static_cast<size_t>(C * h), 0.f);
+  w2t.assign(static_cast<size_t>(h * F), 0.f);
   for (int64_t j = 0; j < h; ++j)
     for (int64_t c = 0; c < C; ++c) {
       const uint16_t b = f32_to_f16(W1(j, c) * inv_rms[c]);
@@ -503,8 +501,12 @@ LayerPredictor train_layer(const LayerSamples& S, int64_t li, const PredictorOpt
                  "(non-finite f16 weight); "
                  "try a smaller lr or rescale the inputs",
                  static_cast<long long>(li));
+}
 
-  // Held-out scores.
+// Held-out scores of both predictors, the thresholds for the recall target and the figures reported.
+void evaluate_holdout(const LayerSamples& S, const PredictorOptions& o, const std::vector<float>& w1t,
+                      const std::vector<float>& w2t, int64_t n_train, int64_t n_hold, double pw, LayerPredictor& out) {
+  const int64_t C = S.C, F = S.F, h = o.hidden;
   const int64_t N = n_hold * F;
   std::vector<float> z(static_cast<size_t>(N)), s(static_cast<size_t>(N)), hid(static_cast<size_t>(h)),
       table(static_cast<size_t>(C / 8 * 256));
@@ -560,6 +562,37 @@ LayerPredictor train_layer(const LayerSamples& S, int64_t li, const PredictorOpt
     RWKVL_CHECK(out.recall_mlp >= o.recall && out.recall_bits >= o.recall && out.recall_ens >= o.recall);
     RWKVL_CHECK(pe <= pm && pe <= pb);
   }
+}
+
+LayerPredictor train_layer(const LayerSamples& S, int64_t li, const PredictorOptions& o,
+                           const std::function<void()>& tick) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t C = S.C, F = S.F, h = o.hidden, n = S.n;
+  const int64_t n_hold = holdout_count(n, o.holdout), n_train = n - n_hold;
+  LayerPredictor out;
+  out.C = C;
+  out.F = F;
+  out.hidden = h;
+  out.n_train = n_train;
+  out.n_holdout = n_hold;
+  build_bits(S.wk.data(), F, C, &out.bits, &out.lo, &out.step);
+
+  // Positive-class weight over the training split.
+  int64_t pos = 0;
+  for (int64_t i = 0; i < n_train * F; ++i) pos += S.active[i];
+  const int64_t neg = n_train * F - pos;
+  const double pw = std::clamp(pos > 0 ? static_cast<double>(neg) / static_cast<double>(pos) : 100.0, 1.0, 100.0);
+  out.pos_weight = pw;
+
+  // Inputs are trained on per-channel RMS-normalised (a few channels of the residual stream are orders
+  // of magnitude larger than the rest, which Adam alone handles badly); the scale is folded into W1
+  // afterwards (W1[j][c] / rms[c]), so the stored predictor takes the raw input. No mean shift: the
+  // MLP has no biases to absorb it.
+  const std::vector<float> inv_rms = inverse_rms(S, n_train);
+  const Mlp mlp = train_mlp(S, li, o, inv_rms, n_train, pw, out, tick);
+  std::vector<float> w1t, w2t;
+  store_weights(mlp, inv_rms, li, o, out, w1t, w2t);
+  evaluate_holdout(S, o, w1t, w2t, n_train, n_hold, pw, out);
   tick();
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return out;
