@@ -27,6 +27,36 @@ uint64_t row_read_bytes(const SparseFfn& S) {
   return b;
 }
 
+// The neurons of a layer are summed in kBlocks fixed blocks (block b: neurons [F b / kBlocks,
+// F (b + 1) / kBlocks)), each into its own partial output, and the partials are added in block order, so the
+// output bits do not depend on the number of threads (thread ti of P takes the blocks
+// [kBlocks ti / P, kBlocks (ti + 1) / P)). 16 blocks keep up to 16 threads busy; adding 16 partials costs
+// 16 C additions per token and layer, against 2 F C multiply-adds of the neurons.
+constexpr int kBlocks = 16;
+int first_block(int ti, int P) { return kBlocks * ti / P; }
+int64_t block_start(int64_t F, int b) { return F * b / kBlocks; }
+
+// out = partial[0] + partial[1] + ... + partial[kBlocks - 1] (each C floats), in that order.
+void sum_blocks(const float* partial, int64_t C, float* out) {
+  std::memcpy(out, partial, sizeof(float) * static_cast<size_t>(C));
+  for (int b = 1; b < kBlocks; ++b)
+    for (int64_t c = 0; c < C; ++c) out[c] += partial[static_cast<size_t>(b * C + c)];
+}
+
+// The neurons ids[0, n) (ascending, thread ti's share) computed block by block into partial + b C.
+void neurons_by_block(const SparseFfn& S, int ti, int P, const void* const* ptrs, const int32_t* ids, int64_t n,
+                      const float* x, float* partial, float* kout, bool skip_zero) {
+  const int64_t C = S.layout.cols;
+  int64_t lo = 0;
+  for (int b = first_block(ti, P); b < first_block(ti + 1, P); ++b) {
+    const int32_t end = static_cast<int32_t>(block_start(S.n, b + 1));
+    const int64_t hi = std::lower_bound(ids + lo, ids + n, end) - ids;
+    kern::ffn_neurons(S.layout, ptrs + lo, ids + lo, hi - lo, x, partial + static_cast<size_t>(b) * static_cast<size_t>(C),
+                      kout + lo, skip_zero);
+    lo = hi;
+  }
+}
+
 }  // namespace
 
 const char* ffn_mode_name(FfnMode m) {
@@ -206,9 +236,9 @@ void FfnRuntime::forward_token_fused(const LayerWeights& L, const float* x, floa
   if (tkout_.size() < static_cast<size_t>(P)) tkout_.resize(static_cast<size_t>(P));
   if (ttable_.size() < static_cast<size_t>(P)) ttable_.resize(static_cast<size_t>(P));
   tpred_sec_.assign(static_cast<size_t>(P), 0.0);
-  partial_.assign(static_cast<size_t>(P) * static_cast<size_t>(C), 0.f);
+  partial_.assign(static_cast<size_t>(kBlocks) * static_cast<size_t>(C), 0.f);
   auto work = [&](int ti) {
-    const int64_t b = F * ti / P, e = F * (ti + 1) / P;
+    const int64_t b = block_start(F, first_block(ti, P)), e = block_start(F, first_block(ti + 1, P));
     std::vector<int32_t>& ids = tids_[static_cast<size_t>(ti)];
     ids.clear();
     const auto t0 = Clock::now();
@@ -238,14 +268,11 @@ void FfnRuntime::forward_token_fused(const LayerWeights& L, const float* x, floa
     ptrs.resize(static_cast<size_t>(n));
     kout.resize(static_cast<size_t>(n));
     for (int64_t j = 0; j < n; ++j) ptrs[static_cast<size_t>(j)] = S.neuron(ids[static_cast<size_t>(j)]);
-    kern::ffn_neurons(S.layout, ptrs.data(), ids.data(), n, x, partial_.data() + static_cast<size_t>(ti) * C, kout.data(),
-                      skip_zero);
+    neurons_by_block(S, ti, P, ptrs.data(), ids.data(), n, x, partial_.data(), kout.data(), skip_zero);
   };
   if (P > 1) pool_->run_on_all(work);
   else work(0);
-  std::memcpy(out, partial_.data(), sizeof(float) * static_cast<size_t>(C));
-  for (int ti = 1; ti < P; ++ti)
-    for (int64_t c = 0; c < C; ++c) out[c] += partial_[static_cast<size_t>(ti * C + c)];
+  sum_blocks(partial_.data(), C, out);
 
   // Counters. The predictor's share of the time: the serial part plus the slowest thread's scoring.
   double pred_par = 0;
@@ -360,15 +387,15 @@ void FfnRuntime::forward_token(const LayerWeights& L, const float* x, float* out
   } else {
     for (int64_t j = 0; j < n; ++j) ptrs_[static_cast<size_t>(j)] = S.neuron((*ids)[static_cast<size_t>(j)]);
   }
-  // Split the neurons over the pool as the fused path does (thread ti takes the neurons of range
-  // [F ti / P, F (ti + 1) / P); ids are ascending), so both paths sum in the same order and a cache
-  // never changes the output bits.
+  // Split the neurons over the pool in the fused path's blocks (ids are ascending), so both paths sum in the
+  // same order and neither a cache nor the thread count changes the output bits.
   const int P = pool_ ? pool_->size() : 1;
-  partial_.assign(static_cast<size_t>(P) * static_cast<size_t>(C), 0.f);
+  partial_.assign(static_cast<size_t>(kBlocks) * static_cast<size_t>(C), 0.f);
   bounds_.resize(static_cast<size_t>(P) + 1);
   for (int ti = 0; ti <= P; ++ti)
-    bounds_[static_cast<size_t>(ti)] = std::lower_bound(ids->begin(), ids->end(), static_cast<int32_t>(F * ti / P)) - ids->begin();
-  struct Args {
+    bounds_[static_cast<size_t>(ti)] =
+        std::lower_bound(ids->begin(), ids->end(), static_cast<int32_t>(block_start(F, first_block(ti, P)))) - ids->begin();
+  struct Args {  // one pointer captured: std::function keeps it without allocating
     const SparseFfn* S;
     const void* const* ptrs;
     const int32_t* ids;
@@ -377,17 +404,15 @@ void FfnRuntime::forward_token(const LayerWeights& L, const float* x, float* out
     float* partial;
     float* kout;
     bool skip;
-    int64_t C;
-  } a{&S, ptrs_.data(), ids->data(), bounds_.data(), x, partial_.data(), kout_.data(), skip_zero, C};
+    int P;
+  } a{&S, ptrs_.data(), ids->data(), bounds_.data(), x, partial_.data(), kout_.data(), skip_zero, P};
   auto work = [p = &a](int ti) {
     const int64_t b = p->bounds[ti], e = p->bounds[ti + 1];
-    kern::ffn_neurons(p->S->layout, p->ptrs + b, p->ids + b, e - b, p->x, p->partial + ti * p->C, p->kout + b, p->skip);
+    neurons_by_block(*p->S, ti, p->P, p->ptrs + b, p->ids + b, e - b, p->x, p->partial, p->kout + b, p->skip);
   };
   if (P > 1) pool_->run_on_all(work);
   else work(0);
-  std::memcpy(out, partial_.data(), sizeof(float) * static_cast<size_t>(C));
-  for (int ti = 1; ti < P; ++ti)
-    for (int64_t c = 0; c < C; ++c) out[c] += partial_[static_cast<size_t>(ti * C + c)];
+  sum_blocks(partial_.data(), C, out);
   if (cache_) cache_->release(L.index);
 
   uint64_t nz = 0;
