@@ -17,20 +17,20 @@ int cmd_convert(const Args& args) {
   const std::string in = require(args, "model");
   const std::string out = require(args, "out");
   check(rwkvl_check_output_path(out.c_str()), "--out");  // before loading the model
-  const std::string dtype = args.str("dtype");
+  const char* dtype = rwkvl_dtype_name(dtype_flag(args, "dtype"));
   const double t0 = now_seconds();
   const ModelPtr model = load_model(args);
   const rwkvl_model_info info = model_info(model.get());
-  check(rwkvl_model_save(model.get(), out.c_str(), dtype.c_str()));
+  check(rwkvl_model_save(model.get(), out.c_str(), dtype));
   std::fprintf(stderr, "converted %s (%s %s, %s) -> %s (native, %s) in %.2f s\n", in.c_str(), info.file_kind,
-               info.arch_name, info.weight_dtype, out.c_str(), dtype.c_str(), now_seconds() - t0);
+               info.arch_name, info.weight_dtype, out.c_str(), dtype, now_seconds() - t0);
   return 0;
 }
 
 int cmd_synth(const Args& args) {
   const std::string out = require(args, "out");
   check(rwkvl_check_output_path(out.c_str()), "--out");
-  const std::string dtype = args.str("dtype");
+  const char* dtype = rwkvl_dtype_name(dtype_flag(args, "dtype"));
   rwkvl_synth_params p{};
   p.arch_major = static_cast<int>(args.integer("arch"));
   p.n_layer = static_cast<int>(args.integer("layers"));
@@ -38,11 +38,11 @@ int cmd_synth(const Args& args) {
   p.n_vocab = static_cast<int>(args.integer("vocab"));
   p.n_ffn = static_cast<int>(args.integer("ffn"));
   p.head_size = static_cast<int>(args.integer("head-size"));
-  p.dtype = dtype.c_str();
+  p.dtype = dtype;
   p.seed = static_cast<uint64_t>(args.integer("seed"));
   check(rwkvl_synth(&p, out.c_str()));
   std::fprintf(stderr, "wrote %s: RWKV-%d, %d layers, embd %d, vocab %d, %s\n", out.c_str(), p.arch_major, p.n_layer,
-               p.n_embd, p.n_vocab, dtype.c_str());
+               p.n_embd, p.n_vocab, dtype);
   return 0;
 }
 
