@@ -190,6 +190,28 @@ typedef struct rwkvl_model_info {
    Errors: INVALID_ARGUMENT (NULL). */
 rwkvl_status rwkvl_model_get_info(const rwkvl_model* model, rwkvl_model_info* info);
 
+/* One projection of one layer as the model holds it (API 1.2). `projection` is the bit number of its
+   RWKVL_TARGET_* flag: 0 att.receptance, 1 att.key, 2 att.value, 3 att.output, 4 att.gate, 5 ffn.key,
+   6 ffn.value, 7 ffn.receptance. */
+typedef struct rwkvl_matrix_info {
+  int present;        /* 0: the layer has no such matrix (att.gate of v4 and v5.0, ffn.receptance of v7, ffn.key
+                         and ffn.value of neuron-bundled files); then every other field is 0 */
+  int factored;       /* 1: stored as W ~ B A (+ diag(d)) (compress --lowrank) */
+  int diag;           /* factored with a diagonal term */
+  int64_t rows, cols; /* of W (outputs, inputs) */
+  int64_t rank;       /* factored: the rank; else 0 */
+  rwkvl_dtype dtype;  /* dense: the matrix's dtype; factored: that of A (never KEEP) */
+  uint64_t bytes;     /* bytes of every stored part, row scales included */
+} rwkvl_matrix_info;
+/* Fills *out (the caller's struct, every field written). Read-only on the model: any thread. Errors:
+   INVALID_ARGUMENT (NULL, layer outside [0, n_layer), projection outside [0, 8)). */
+rwkvl_status rwkvl_model_get_matrix(const rwkvl_model* model, int layer, int projection, rwkvl_matrix_info* out);
+/* The compression passes recorded in a native file (`rwkv-lite compress`, docs/FORMAT.md) as one JSON array,
+   one object per pass in the order they ran ("[]" for other files and files no pass made), with the cap/n_out
+   protocol of rwkvl_context_memory_plan (written NUL-terminated when cap > *n_out). Read-only on the model: any
+   thread. Errors: INVALID_ARGUMENT (NULL model or n_out, NULL out with cap > 0, buffer too small). */
+rwkvl_status rwkvl_model_passes_json(const rwkvl_model* model, char* out, size_t cap, size_t* n_out);
+
 /* Writes the model to `path` in the native format with matrices stored as `dtype` ("keep", "f32",
    "f16", "bf16", "i8"; NULL = "keep"). The output appears atomically (no partial file on failure; see
    OUTPUT FILES below). Errors: INVALID_ARGUMENT (NULL model or path, unknown dtype), IO (path refused,
