@@ -76,10 +76,14 @@ static const char* base_name(const char* path) {
   return slash ? slash + 1 : path;
 }
 
-/* One line per compression stage as it starts. */
+/* One line per compression stage as it starts; `user` holds the last stage's name (64 bytes). */
 static void on_stage(const char* stage, int64_t done, int64_t total, void* user) {
-  (void)user;
-  if (done == 0) fprintf(stderr, "compress_and_eval: %s (%lld steps)\n", stage, (long long)total);
+  char* last = (char*)user;
+  (void)done;
+  if (strncmp(last, stage, 63) == 0) return;
+  strncpy(last, stage, 63);
+  last[63] = '\0';
+  fprintf(stderr, "compress_and_eval: %s (%lld steps)\n", stage, (long long)total);
 }
 
 /* Step 1: the recipe, the calibration text, rwkvl_compress. */
@@ -92,6 +96,7 @@ static int compress(const char* model_path, const char* calib_path, const char* 
   rwkvl_compress_recipe recipe = rwkvl_compress_default_recipe();
   rwkvl_calibration calib;
   rwkvl_compress_report report;
+  char stage[64] = "";
   int good = 0;
   memset(&calib, 0, sizeof calib);
   memset(&report, 0, sizeof report);
@@ -112,13 +117,14 @@ static int compress(const char* model_path, const char* calib_path, const char* 
   calib.tokenizer = tok;
   calib.max_tokens = calib_tokens;
   calib.name = base_name(calib_path);
-  if (!ok(rwkvl_compress(model, &recipe, &calib, out_path, on_stage, NULL, &report), "compressing")) goto done;
+  if (!ok(rwkvl_compress(model, &recipe, &calib, out_path, on_stage, stage, &report), "compressing")) goto done;
   printf("weight_bytes_before %llu\nweight_bytes_after %llu\nfile_bytes %llu\ncalib_tokens %llu\n",
          (unsigned long long)report.weight_bytes_before, (unsigned long long)report.weight_bytes_after,
          (unsigned long long)report.out_file_bytes, (unsigned long long)report.calib_tokens);
   printf("matrices_factored %d\nffn_predictor_bytes %llu\ncluster_k %d\ncompress_seconds %.2f\n",
          report.matrices_factored, (unsigned long long)report.ffn_predictor_bytes, report.cluster_k,
          report.seconds_total);
+  fflush(stdout);
   good = 1;
 done:
   rwkvl_compress_report_free(&report);
