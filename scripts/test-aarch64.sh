@@ -85,7 +85,9 @@ fi
 # Four training / compression searches take 2.5-5 minutes each under emulation (a third of the stage) and
 # run no aarch64-specific code but the kernels, which the KernelIsa tests cover on NEON and scalar; they run
 # natively in the Release and ASan stages. RWKVL_AARCH64_ALL=1 runs them here too.
-slow='Compress\.AsvdBeatsSvdOnEveryMatrix|Compress\.BudgetIsMet|SparseTrain\.LearnsKnownRule|SparseTrain\.EnsembleAndRecallTargets'
+# cli_example_compress_and_eval compresses the reference model twice (k-means of 65,536 head rows, predictor
+# training) through the same library calls; example_generate covers the C example path under emulation.
+slow='Compress\.AsvdBeatsSvdOnEveryMatrix|Compress\.BudgetIsMet|SparseTrain\.LearnsKnownRule|SparseTrain\.EnsembleAndRecallTargets|^cli_example_compress_and_eval$'
 [[ "${RWKVL_AARCH64_ALL:-0}" == 1 ]] && slow='^$'
 if can_exec_arm64; then
   export QEMU_LD_PREFIX=$SYSROOT QEMU_SET_ENV=LD_LIBRARY_PATH=$SYSROOT/lib
