@@ -120,6 +120,20 @@ typedef struct rwkvl_sampler rwkvl_sampler;
 
 /* ---------------------------------------------------------------- models */
 
+/* Element types of weight matrices (API 1.2). The string fields and arguments that take a dtype
+   (rwkvl_model_params.weight_dtype, rwkvl_model_save, rwkvl_synth_params.dtype, the compress recipe's dtype
+   and ffn_dtype) take rwkvl_dtype_name() of these; rwkvl_dtype_from_string parses them. Values never change. */
+typedef enum rwkvl_dtype {
+  RWKVL_DTYPE_KEEP = 0, /* "keep": an option value, each matrix as it is stored (not a tensor type) */
+  RWKVL_DTYPE_F32 = 1,  /* "f32" */
+  RWKVL_DTYPE_F16 = 2,  /* "f16" (IEEE half) */
+  RWKVL_DTYPE_BF16 = 3, /* "bf16" */
+  RWKVL_DTYPE_I8 = 4,   /* "i8" (also "int8"): int8 with one scale per row */
+  RWKVL_DTYPE_Q4 = 5,   /* "q4" (also "int4"): int4 in blocks of 32 values with an f16 scale and offset
+                           (named q4_g32 in files and reports) */
+  RWKVL_DTYPE_Q5_1 = 6  /* "q5_1": rwkv.cpp's Q5_1 blocks, read from .bin files only (never converted to) */
+} rwkvl_dtype;
+
 typedef struct rwkvl_model_params {
   /* Weight dtype to hold matrices in after loading: "keep" (as stored; default), "f32", "f16", "bf16"
      or "i8" (per-row int8). Conversions happen at load time. NULL means "keep". */
@@ -175,6 +189,28 @@ typedef struct rwkvl_model_info {
 /* Fills *info (the caller's struct; every field is written, the strings NUL-terminated).
    Errors: INVALID_ARGUMENT (NULL). */
 rwkvl_status rwkvl_model_get_info(const rwkvl_model* model, rwkvl_model_info* info);
+
+/* One projection of one layer as the model holds it (API 1.2). `projection` is the bit number of its
+   RWKVL_TARGET_* flag: 0 att.receptance, 1 att.key, 2 att.value, 3 att.output, 4 att.gate, 5 ffn.key,
+   6 ffn.value, 7 ffn.receptance. */
+typedef struct rwkvl_matrix_info {
+  int present;        /* 0: the layer has no such matrix (att.gate of v4 and v5.0, ffn.receptance of v7, ffn.key
+                         and ffn.value of neuron-bundled files); then every other field is 0 */
+  int factored;       /* 1: stored as W ~ B A (+ diag(d)) (compress --lowrank) */
+  int diag;           /* factored with a diagonal term */
+  int64_t rows, cols; /* of W (outputs, inputs) */
+  int64_t rank;       /* factored: the rank; else 0 */
+  rwkvl_dtype dtype;  /* dense: the matrix's dtype; factored: that of A (never KEEP) */
+  uint64_t bytes;     /* bytes of every stored part, row scales included */
+} rwkvl_matrix_info;
+/* Fills *out (the caller's struct, every field written). Read-only on the model: any thread. Errors:
+   INVALID_ARGUMENT (NULL, layer outside [0, n_layer), projection outside [0, 8)). */
+rwkvl_status rwkvl_model_get_matrix(const rwkvl_model* model, int layer, int projection, rwkvl_matrix_info* out);
+/* The compression passes recorded in a native file (`rwkv-lite compress`, docs/FORMAT.md) as one JSON array,
+   one object per pass in the order they ran ("[]" for other files and files no pass made), with the cap/n_out
+   protocol of rwkvl_context_memory_plan (written NUL-terminated when cap > *n_out). Read-only on the model: any
+   thread. Errors: INVALID_ARGUMENT (NULL model or n_out, NULL out with cap > 0, buffer too small). */
+rwkvl_status rwkvl_model_passes_json(const rwkvl_model* model, char* out, size_t cap, size_t* n_out);
 
 /* Writes the model to `path` in the native format with matrices stored as `dtype` ("keep", "f32",
    "f16", "bf16", "i8"; NULL = "keep"). The output appears atomically (no partial file on failure; see
@@ -753,7 +789,8 @@ typedef enum { RWKVL_CLUSTER_SOURCE_HEAD = 0, RWKVL_CLUSTER_SOURCE_EMB = 1 } rwk
 
 /* Parse the names the command line uses ("svd", "asvd", "none"/""; "int8", "int4", "none"/""; "calib",
    "uniform"; "head", "emb"; a comma-separated target list or "all"), for bindings. *out is unchanged on
-   failure. Errors: INVALID_ARGUMENT (NULL, unknown name: the message lists the known ones). */
+   failure. Errors: INVALID_ARGUMENT (NULL, unknown name: the message lists the known ones). The rwkvl_*_name
+   inverses and the other enums' parsers are under NAMES at the end of this header. */
 rwkvl_status rwkvl_lowrank_method_from_string(const char* s, rwkvl_lowrank_method* out);
 rwkvl_status rwkvl_quant_from_string(const char* s, rwkvl_quant* out);
 rwkvl_status rwkvl_head_prior_from_string(const char* s, rwkvl_head_prior* out);
@@ -886,6 +923,32 @@ rwkvl_status rwkvl_ffn_sparsity_get_layer(const rwkvl_ffn_sparsity* s, int layer
 rwkvl_status rwkvl_ffn_sparsity_json(const rwkvl_ffn_sparsity* s, char* out, size_t cap, size_t* n_out);
 /* Frees the details and zeroes the struct. NULL is a no-op. */
 void rwkvl_ffn_sparsity_free(rwkvl_ffn_sparsity* s);
+
+/* ---------------------------------------------------------------- enums by name (API 1.2) */
+
+/* NAMES. Every C enum of this header has one spelling per value, the one the command line uses:
+     rwkvl_dtype           "keep", "f32", "f16", "bf16", "i8", "q4", "q5_1" (also "int8", "int4"; "" = keep)
+     rwkvl_ffn_mode        "auto", "dense", "exact", "predict"
+     rwkvl_head_mode       "auto", "full", "cluster"
+     rwkvl_lowrank_method  "none", "svd", "asvd" ("" = none)
+     rwkvl_quant           "none", "int8", "int4" ("" = none)
+     rwkvl_head_prior      "calib", "uniform"
+     rwkvl_cluster_source  "head", "emb"
+   rwkvl_*_from_string parses a name (case-sensitive) into *out; *out is unchanged on failure. Errors:
+   INVALID_ARGUMENT (NULL s or out; an unknown name: the message quotes it and lists the known ones).
+   rwkvl_*_name returns the name of a value (a static string, valid until the process ends; "unknown" for a
+   value outside the enum) and never fails; rwkvl_X_from_string(rwkvl_X_name(v)) gives back v for every value.
+   All of them may be called from any thread, before any other call. */
+rwkvl_status rwkvl_dtype_from_string(const char* s, rwkvl_dtype* out);
+rwkvl_status rwkvl_ffn_mode_from_string(const char* s, rwkvl_ffn_mode* out);
+rwkvl_status rwkvl_head_mode_from_string(const char* s, rwkvl_head_mode* out);
+const char* rwkvl_dtype_name(rwkvl_dtype d);
+const char* rwkvl_ffn_mode_name(rwkvl_ffn_mode m);
+const char* rwkvl_head_mode_name(rwkvl_head_mode m);
+const char* rwkvl_lowrank_method_name(rwkvl_lowrank_method m);
+const char* rwkvl_quant_name(rwkvl_quant q);
+const char* rwkvl_head_prior_name(rwkvl_head_prior p);
+const char* rwkvl_cluster_source_name(rwkvl_cluster_source s);
 
 #ifdef __cplusplus
 }

@@ -86,7 +86,9 @@ fi
 # CompressApi's comparison of a whole compress run with the command 2.3 minutes; they
 # run no aarch64-specific code but the kernels, which the KernelIsa tests cover on NEON and scalar; they run
 # natively in the Release and ASan stages. RWKVL_AARCH64_ALL=1 runs them here too.
-slow='CompressApi\.SameBytesAsTheCommandAndReportMatchesFile|Compress\.AsvdBeatsSvdOnEveryMatrix|Compress\.BudgetIsMet|SparseTrain\.LearnsKnownRule|SparseTrain\.EnsembleAndRecallTargets'
+# cli_example_compress_and_eval compresses the reference model twice (k-means of 65,536 head rows, predictor
+# training) through the same library calls; example_generate covers the C example path under emulation.
+slow='CompressApi\.SameBytesAsTheCommandAndReportMatchesFile|Compress\.AsvdBeatsSvdOnEveryMatrix|Compress\.BudgetIsMet|SparseTrain\.LearnsKnownRule|SparseTrain\.EnsembleAndRecallTargets|^cli_example_compress_and_eval$'
 [[ "${RWKVL_AARCH64_ALL:-0}" == 1 ]] && slow='^$'
 if can_exec_arm64; then
   export QEMU_LD_PREFIX=$SYSROOT QEMU_SET_ENV=LD_LIBRARY_PATH=$SYSROOT/lib

@@ -1,8 +1,9 @@
 // The layer rule of docs/ARCHITECTURE.md, checked on the source tree: every `#include "..."` in src/,
 // include/, tools/, examples/ and bindings/ may name only headers of its own layer or a lower one, and the
 // programs on top (tools, examples, bindings) only the public header include/rwkv_lite.h and headers of
-// their own folder. The includes that break the rule today are listed below; issue #14 removes them.
-// The list can only shrink: an entry that no longer occurs fails the test too (delete it).
+// their own folder. There is no allow-list: issue #14 removed the last exceptions (tools/ reading the C++
+// model), and a new one is a test failure, not an entry to add. The build enforces the top layer too: src/ is
+// a PRIVATE include directory of the library, so tools/ and examples/ cannot find its headers.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -58,18 +59,6 @@ std::optional<int> layer_of(const std::string& rel) {
 std::string parent_of(const std::string& rel) {
   const size_t k = rel.rfind('/');
   return k == std::string::npos ? "" : rel.substr(0, k);
-}
-
-// ---------------------------------------------------------------- the known violations
-
-// (file, include as written). Each one is removed by issue #14; then delete its line here.
-const std::set<std::pair<std::string, std::string>>& known_violations() {
-  static const std::set<std::pair<std::string, std::string>> v = {
-      // tools -> src/: `info` reads the C++ model. Removed by issue #14.
-      {"tools/rwkv-lite/cmd_model.cpp", "api/api_internal.h"},
-      {"tools/rwkv-lite/cmd_model.cpp", "model/model.h"},
-  };
-  return v;
 }
 
 // ---------------------------------------------------------------- scanning
@@ -195,33 +184,16 @@ TEST(Layering, IncludesFollowTheLayerRule) {
   std::vector<std::string> files;
   const std::vector<Include> incs = scan(source_root(), &files);
   ASSERT_GT(incs.size(), 100u);
-  std::set<std::pair<std::string, std::string>> seen;
   std::ostringstream broken;
   int n_broken = 0;
   for (const Include& inc : incs) {
     if (!layer_of(inc.file) || inc.resolved.empty()) continue;  // reported by EveryFileBelongsToALayer
     const std::string why = violation(inc);
     if (why.empty()) continue;
-    const auto key = std::make_pair(inc.file, inc.written);
-    if (known_violations().count(key)) {
-      seen.insert(key);
-      continue;
-    }
     ++n_broken;
     broken << "\n  " << inc.file << ":" << inc.line << ": #include \"" << inc.written << "\": " << why;
   }
   EXPECT_EQ(n_broken, 0) << "includes that break the layer rule (docs/ARCHITECTURE.md):" << broken.str();
-
-  std::ostringstream stale;
-  int n_stale = 0;
-  for (const auto& key : known_violations())
-    if (!seen.count(key)) {
-      ++n_stale;
-      stale << "\n  {\"" << key.first << "\", \"" << key.second << "\"}";
-    }
-  EXPECT_EQ(n_stale, 0) << "known violations that no longer occur: delete them from known_violations() in "
-                           "tests/test_layering.cpp (and from docs/ARCHITECTURE.md):"
-                        << stale.str();
 }
 
 }  // namespace

@@ -44,6 +44,9 @@ long long enum_value(const E& e) {
 // The library model behind a handle (for in-tree tools that run C++ passes on a loaded model).
 std::shared_ptr<Model> model_of(const rwkvl_model* m);
 
+// The C dtype of a weight-matrix dtype (kInternal for i32 / u8) (c_api_types.cpp).
+rwkvl_dtype to_c_dtype(DType t);
+
 // The C parameter structs as library options (kInvalidArgument naming `fn` for unknown modes and values
 // out of range).
 FfnOptions ffn_options(const rwkvl_ffn_params& p, const char* fn);

@@ -31,42 +31,7 @@ namespace cz = rwkvl::compress;
 
 namespace {
 
-template <class E>
-rwkvl_status enum_from(const char* s, E* out, const char* what, const char* known, std::optional<E> (*parse)(std::string_view)) {
-  return guarded([&] {
-    RWKVL_API_REQUIRE(s && out, "%s: NULL argument", what);
-    const auto v = parse(s);
-    RWKVL_API_REQUIRE(v.has_value(), "unknown %s '%s' (use %s)", what, s, known);
-    *out = *v;
-  });
-}
-
-std::optional<rwkvl_lowrank_method> lowrank_of(std::string_view s) {
-  const auto v = cz::parse_lowrank_method(s);
-  if (!v) return std::nullopt;
-  return static_cast<rwkvl_lowrank_method>(*v);
-}
-std::optional<rwkvl_quant> quant_of(std::string_view s) {
-  const auto v = cz::parse_quant(s);
-  if (!v) return std::nullopt;
-  return static_cast<rwkvl_quant>(*v);
-}
-std::optional<rwkvl_head_prior> prior_of(std::string_view s) {
-  const auto v = cz::parse_head_prior(s);
-  if (!v) return std::nullopt;
-  return static_cast<rwkvl_head_prior>(*v);
-}
-std::optional<rwkvl_cluster_source> source_of(std::string_view s) {
-  const auto v = cz::parse_cluster_source(s);
-  if (!v) return std::nullopt;
-  return static_cast<rwkvl_cluster_source>(*v);
-}
-
-// The C enums mirror the library's (same order): checked here, where both are visible.
-static_assert(static_cast<int>(cz::LowRankMethod::kAsvd) == RWKVL_LOWRANK_ASVD);
-static_assert(static_cast<int>(cz::Quant::kInt4) == RWKVL_QUANT_INT4);
-static_assert(static_cast<int>(cz::HeadPrior::kUniform) == RWKVL_HEAD_PRIOR_UNIFORM);
-static_assert(static_cast<int>(cz::ClusterSource::kEmbedding) == RWKVL_CLUSTER_SOURCE_EMB);
+// (The recipe enums' names and the static_asserts that they mirror the library's are in c_api_types.cpp.)
 static_assert(std::size(rwkvl::kProjectionRoles) == 8, "one RWKVL_TARGET_* bit per projection role");
 
 std::string dtype_or_keep(const char* s) { return !s || std::strcmp(s, "keep") == 0 ? std::string() : std::string(s); }
@@ -189,19 +154,6 @@ void copy_text(const std::string& text, char* out, size_t cap, size_t* n_out, co
 }  // namespace
 
 extern "C" {
-
-rwkvl_status rwkvl_lowrank_method_from_string(const char* s, rwkvl_lowrank_method* out) {
-  return enum_from(s, out, "low-rank method", "svd, asvd or none", &lowrank_of);
-}
-rwkvl_status rwkvl_quant_from_string(const char* s, rwkvl_quant* out) {
-  return enum_from(s, out, "quantisation", "int8, int4 or none", &quant_of);
-}
-rwkvl_status rwkvl_head_prior_from_string(const char* s, rwkvl_head_prior* out) {
-  return enum_from(s, out, "head prior", "calib or uniform", &prior_of);
-}
-rwkvl_status rwkvl_cluster_source_from_string(const char* s, rwkvl_cluster_source* out) {
-  return enum_from(s, out, "cluster source", "head or emb", &source_of);
-}
 
 rwkvl_status rwkvl_targets_from_string(const char* list, uint32_t* out) {
   return guarded([&] {

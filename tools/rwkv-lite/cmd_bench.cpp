@@ -226,7 +226,7 @@ int cmd_bench(const Args& args) {
   if (show_ffn) {
     const double n = fs.neurons ? static_cast<double>(fs.neurons) : 1.0;
     std::printf("\nchannel-mix (generation): mode %s, %.4f of the neurons computed, value rows %.4f\n",
-                ffn_mode_str(fs.mode), static_cast<double>(fs.computed) / n, static_cast<double>(fs.value_rows) / n);
+                rwkvl_ffn_mode_name(fs.mode), static_cast<double>(fs.computed) / n, static_cast<double>(fs.value_rows) / n);
     std::printf("%-30s %12s  (dense %s)\n", "FFN weights read per token", format_bytes(static_cast<uint64_t>(ffn_bpt)).c_str(),
                 format_bytes(info.ffn_weight_bytes).c_str());
     std::printf("%-30s %12s\n", "predictor read per token", format_bytes(static_cast<uint64_t>(pred_bpt)).c_str());

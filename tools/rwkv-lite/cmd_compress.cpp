@@ -30,10 +30,10 @@ std::string err_str(const nlohmann::json& v) {
   return b;
 }
 
-// A dtype flag: "keep" is NULL in the recipe; `hold` keeps the string the recipe points to.
-const char* dtype_flag(const Args& args, const char* name, std::string* hold) {
-  *hold = args.str(name);
-  return *hold == "keep" ? nullptr : hold->c_str();
+// A dtype flag as the recipe's string: "keep" is NULL (the names are static strings of the library).
+const char* recipe_dtype(const Args& args, const char* name) {
+  const rwkvl_dtype d = dtype_flag(args, name);
+  return d == RWKVL_DTYPE_KEEP ? nullptr : rwkvl_dtype_name(d);
 }
 
 // One progress bar per stage of the library's progress callback.
@@ -58,8 +58,8 @@ struct StageBars {
   }
 };
 
-// The flags as a recipe (calibration and targets apart); the recipe's strings point into *dtypes.
-rwkvl_compress_recipe recipe_of(const Args& args, std::string (*dtypes)[2]) {
+// The flags as a recipe (calibration and targets apart).
+rwkvl_compress_recipe recipe_of(const Args& args) {
   rwkvl_compress_recipe r = rwkvl_compress_default_recipe();
   check(rwkvl_lowrank_method_from_string(args.str("lowrank").c_str(), &r.lowrank));
   r.rank_frac = args.number("rank-frac");
@@ -71,18 +71,18 @@ rwkvl_compress_recipe recipe_of(const Args& args, std::string (*dtypes)[2]) {
   check(rwkvl_quant_from_string(args.str("quant").c_str(), &r.quant));
   r.quant_emb = args.on("quant-emb");
   r.quant_head = args.on("quant-head");
-  r.dtype = dtype_flag(args, "dtype", &(*dtypes)[0]);
+  r.dtype = recipe_dtype(args, "dtype");
   r.n_threads = static_cast<int>(args.integer("threads"));
   r.seed = static_cast<uint64_t>(args.integer("seed"));
   r.sparse_ffn = args.on("sparse-ffn");
   r.ffn_predictors = !args.on("no-predictor");
-  r.ffn_dtype = dtype_flag(args, "ffn-dtype", &(*dtypes)[1]);
+  r.ffn_dtype = recipe_dtype(args, "ffn-dtype");
   r.recall = args.number("recall");
   r.pred_hidden = static_cast<int>(args.integer("hidden"));
   r.pred_epochs = static_cast<int>(args.integer("epochs"));
   r.pred_holdout = args.number("holdout");
   r.pred_lr = args.number("lr");
-  r.pred_int8 = args.str("pred-dtype") == "i8";
+  r.pred_int8 = dtype_flag(args, "pred-dtype") == RWKVL_DTYPE_I8;
   r.cluster_head = args.given("cluster-head") ? static_cast<int>(args.integer("cluster-head")) : 0;
   r.cluster_cap = static_cast<int>(args.integer("cluster-cap"));
   r.pca_dims = static_cast<int>(args.integer("pca-dims"));
@@ -182,8 +182,7 @@ int cmd_compress(const Args& args) {
   const std::string out_path = require(args, "out");
   check(rwkvl_check_output_path(out_path.c_str()), "--out");  // before any work
   const double t0 = now_seconds();
-  std::string dtypes[2];
-  rwkvl_compress_recipe r = recipe_of(args, &dtypes);
+  rwkvl_compress_recipe r = recipe_of(args);
 
   const ModelPtr model = load_model(args);
   const std::string targets = args.str("targets");

@@ -311,7 +311,7 @@ int cmd_eval(const Args& args) {
     const double n = fs.neurons ? static_cast<double>(fs.neurons) : 1.0, tk = ffn_tokens ? static_cast<double>(ffn_tokens) : 1.0;
     std::printf("%-15s %s: %.4f of the neurons computed (value rows %.4f); %s/token of FFN weights (dense %s), "
                 "predictor %s/token\n",
-                "ffn", ffn_mode_str(fs.mode), static_cast<double>(fs.computed) / n, static_cast<double>(fs.value_rows) / n,
+                "ffn", rwkvl_ffn_mode_name(fs.mode), static_cast<double>(fs.computed) / n, static_cast<double>(fs.value_rows) / n,
                 format_bytes(static_cast<uint64_t>(static_cast<double>(fs.weight_bytes) / tk)).c_str(),
                 format_bytes(info.ffn_weight_bytes).c_str(),
                 format_bytes(static_cast<uint64_t>(static_cast<double>(fs.predictor_bytes) / tk)).c_str());
@@ -326,7 +326,7 @@ int cmd_eval(const Args& args) {
   }
   {
     const double tk = hs.tokens ? static_cast<double>(hs.tokens) : 1.0;
-    std::printf("%-15s %s: %.4f of the head rows read per token", "head", hs.mode == RWKVL_HEAD_CLUSTER ? "cluster" : "full",
+    std::printf("%-15s %s: %.4f of the head rows read per token", "head", rwkvl_head_mode_name(hs.mode),
                 hs.rows ? static_cast<double>(hs.rows_read) / static_cast<double>(hs.rows) : 0.0);
     if (hs.mode == RWKVL_HEAD_CLUSTER)
       std::printf(" (%.1f of %d clusters, largest %d tokens)", static_cast<double>(hs.clusters) / tk, info.cluster_head,

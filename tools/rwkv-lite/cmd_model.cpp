@@ -5,32 +5,56 @@
 
 #include <nlohmann/json.hpp>
 
-#include "api/api_internal.h"
 #include "args.h"
-#include "model/model.h"
 #include "commands.h"
 #include "common.h"
 
 namespace rwkvl::cli {
 
+namespace {
+
+// Projections stored as W ~ B A, over every layer (rwkvl_model_get_matrix, projections 0..7).
+int factored_matrices(const rwkvl_model* model, int n_layer) {
+  int n = 0;
+  for (int l = 0; l < n_layer; ++l)
+    for (int p = 0; p < 8; ++p) {
+      rwkvl_matrix_info m{};
+      check(rwkvl_model_get_matrix(model, l, p, &m));
+      n += m.factored;
+    }
+  return n;
+}
+
+// The passes recorded in the file (rwkvl_model_passes_json), as a JSON array.
+nlohmann::json model_passes(const rwkvl_model* model) {
+  size_t n = 0;
+  rwkvl_model_passes_json(model, nullptr, 0, &n);
+  std::string text(n + 1, '\0');
+  check(rwkvl_model_passes_json(model, text.data(), text.size(), &n));
+  text.resize(n);
+  return nlohmann::json::parse(text);
+}
+
+}  // namespace
+
 int cmd_convert(const Args& args) {
   const std::string in = require(args, "model");
   const std::string out = require(args, "out");
   check(rwkvl_check_output_path(out.c_str()), "--out");  // before loading the model
-  const std::string dtype = args.str("dtype");
+  const char* dtype = rwkvl_dtype_name(dtype_flag(args, "dtype"));
   const double t0 = now_seconds();
   const ModelPtr model = load_model(args);
   const rwkvl_model_info info = model_info(model.get());
-  check(rwkvl_model_save(model.get(), out.c_str(), dtype.c_str()));
+  check(rwkvl_model_save(model.get(), out.c_str(), dtype));
   std::fprintf(stderr, "converted %s (%s %s, %s) -> %s (native, %s) in %.2f s\n", in.c_str(), info.file_kind,
-               info.arch_name, info.weight_dtype, out.c_str(), dtype.c_str(), now_seconds() - t0);
+               info.arch_name, info.weight_dtype, out.c_str(), dtype, now_seconds() - t0);
   return 0;
 }
 
 int cmd_synth(const Args& args) {
   const std::string out = require(args, "out");
   check(rwkvl_check_output_path(out.c_str()), "--out");
-  const std::string dtype = args.str("dtype");
+  const char* dtype = rwkvl_dtype_name(dtype_flag(args, "dtype"));
   rwkvl_synth_params p{};
   p.arch_major = static_cast<int>(args.integer("arch"));
   p.n_layer = static_cast<int>(args.integer("layers"));
@@ -38,11 +62,11 @@ int cmd_synth(const Args& args) {
   p.n_vocab = static_cast<int>(args.integer("vocab"));
   p.n_ffn = static_cast<int>(args.integer("ffn"));
   p.head_size = static_cast<int>(args.integer("head-size"));
-  p.dtype = dtype.c_str();
+  p.dtype = dtype;
   p.seed = static_cast<uint64_t>(args.integer("seed"));
   check(rwkvl_synth(&p, out.c_str()));
   std::fprintf(stderr, "wrote %s: RWKV-%d, %d layers, embd %d, vocab %d, %s\n", out.c_str(), p.arch_major, p.n_layer,
-               p.n_embd, p.n_vocab, dtype.c_str());
+               p.n_embd, p.n_vocab, dtype);
   return 0;
 }
 
@@ -50,13 +74,8 @@ int cmd_info(const Args& args) {
   const std::string path = require(args, "model");
   const ModelPtr model = load_model(args);
   const rwkvl_model_info i = model_info(model.get());
-  const std::shared_ptr<Model> m = api::model_of(model.get());
-  int factored = 0;
-  for (int l = 0; l < m->config().n_layer; ++l) {
-    const LayerWeights& L = m->layer(l);
-    for (const Matrix* x : {&L.att_r, &L.att_k, &L.att_v, &L.att_o, &L.att_g, &L.ffn_k, &L.ffn_v, &L.ffn_r})
-      factored += x->factored();
-  }
+  const int factored = factored_matrices(model.get(), i.n_layer);
+  const nlohmann::json passes = model_passes(model.get());
   if (args.on("json")) {
     nlohmann::json j = {{"file", path},
                         {"file_kind", i.file_kind},
@@ -80,7 +99,7 @@ int cmd_info(const Args& args) {
     j["ffn_predictor"] = i.ffn_predictor != 0;
     j["ffn_weight_bytes"] = i.ffn_weight_bytes;
     j["ffn_predictor_bytes"] = i.ffn_predictor_bytes;
-    j["passes"] = m->passes();
+    j["passes"] = passes;
     std::printf("%s\n", j.dump().c_str());
     return 0;
   }
@@ -106,7 +125,7 @@ int cmd_info(const Args& args) {
     std::printf("sparse ffn       neuron-bundled, %s of FFN weights; %s\n", format_bytes(i.ffn_weight_bytes).c_str(),
                 i.ffn_predictor ? ("predictors " + format_bytes(i.ffn_predictor_bytes) + " (default --ffn-mode predict)").c_str()
                                 : "no predictors (--ffn-mode exact)");
-  for (const auto& p : m->passes()) std::printf("pass             %s\n", p.dump().substr(0, 300).c_str());
+  for (const auto& p : passes) std::printf("pass             %s\n", p.dump().substr(0, 300).c_str());
   return 0;
 }
 

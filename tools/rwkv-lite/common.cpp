@@ -48,14 +48,16 @@ std::string require(const Args& args, const char* name) {
 ModelPtr load_model(const Args& args) {
   const std::string path = require(args, "model");
   rwkvl_model_params params = rwkvl_model_default_params();
-  std::string dtype;
-  if (args.accepts("weight-dtype")) {
-    dtype = args.str("weight-dtype");
-    params.weight_dtype = dtype.c_str();
-  }
+  if (args.accepts("weight-dtype")) params.weight_dtype = rwkvl_dtype_name(dtype_flag(args, "weight-dtype"));
   rwkvl_model* m = nullptr;
   check(rwkvl_model_load(path.c_str(), &params, &m));
   return ModelPtr(m);
+}
+
+rwkvl_dtype dtype_flag(const Args& args, const char* name) {
+  rwkvl_dtype d = RWKVL_DTYPE_KEEP;
+  check(rwkvl_dtype_from_string(args.str(name).c_str(), &d), std::string("--") + name);
+  return d;
 }
 
 rwkvl_model_info model_info(const rwkvl_model* model) {
@@ -90,8 +92,7 @@ uint64_t parse_bytes(const std::string& b, uint64_t percent_base) {
 rwkvl_ffn_params ffn_params(const Args& args, const rwkvl_model* model) {
   rwkvl_ffn_params p = rwkvl_ffn_default_params();
   if (!args.accepts("ffn-mode")) return p;
-  const std::string m = args.str("ffn-mode");
-  p.mode = m == "dense" ? RWKVL_FFN_DENSE : m == "exact" ? RWKVL_FFN_EXACT : m == "predict" ? RWKVL_FFN_PREDICT : RWKVL_FFN_AUTO;
+  check(rwkvl_ffn_mode_from_string(args.str("ffn-mode").c_str(), &p.mode), "--ffn-mode");
   if (args.given("ffn-cache")) p.cache_bytes = parse_bytes(args, "ffn-cache", model_info(model).ffn_weight_bytes);
   p.prefetch = args.on("ffn-prefetch") ? 1 : 0;
   p.verify = args.accepts("verify") && args.on("verify") ? 1 : 0;
@@ -101,8 +102,7 @@ rwkvl_ffn_params ffn_params(const Args& args, const rwkvl_model* model) {
 Settings settings(const Args& args, const rwkvl_model* model) {
   Settings s{ffn_params(args, model), rwkvl_head_default_params(), rwkvl_memory_default_params()};
   if (args.accepts("head-mode")) {
-    const std::string m = args.str("head-mode");
-    s.head.mode = m == "full" ? RWKVL_HEAD_FULL : m == "cluster" ? RWKVL_HEAD_CLUSTER : RWKVL_HEAD_AUTO;
+    check(rwkvl_head_mode_from_string(args.str("head-mode").c_str(), &s.head.mode), "--head-mode");
     s.head.p = args.number("head-p");
     s.head.min_clusters = static_cast<int>(args.integer("head-min"));
     s.head.max_clusters = static_cast<int>(args.integer("head-max"));
@@ -180,7 +180,7 @@ rwkvl_memory_stats memory_stats(rwkvl_context* ctx) {
 
 nlohmann::json head_json(const rwkvl_head_stats& s) {
   const double tk = s.tokens ? static_cast<double>(s.tokens) : 1.0;
-  nlohmann::json j = {{"head_mode", s.mode == RWKVL_HEAD_CLUSTER ? "cluster" : "full"},
+  nlohmann::json j = {{"head_mode", rwkvl_head_mode_name(s.mode)},
                       {"head_rows_frac", s.rows ? static_cast<double>(s.rows_read) / static_cast<double>(s.rows) : 0.0},
                       {"head_clusters_per_token", static_cast<double>(s.clusters) / tk},
                       {"head_seconds", s.seconds}};
@@ -232,20 +232,11 @@ rwkvl_ffn_stats ffn_stats(rwkvl_context* ctx) {
   return s;
 }
 
-const char* ffn_mode_str(rwkvl_ffn_mode m) {
-  switch (m) {
-    case RWKVL_FFN_DENSE: return "dense";
-    case RWKVL_FFN_EXACT: return "exact";
-    case RWKVL_FFN_PREDICT: return "predict";
-    default: return "auto";
-  }
-}
-
 nlohmann::json ffn_json(const rwkvl_ffn_stats& s, const rwkvl_model_info& info) {
   // Tokens that went through the channel-mix (every layer once per token).
   const double tk = s.evals && info.n_layer ? static_cast<double>(s.evals) / info.n_layer : 1.0;
   const double n = s.neurons ? static_cast<double>(s.neurons) : 1.0;
-  nlohmann::json j = {{"ffn_mode", ffn_mode_str(s.mode)},
+  nlohmann::json j = {{"ffn_mode", rwkvl_ffn_mode_name(s.mode)},
                       {"ffn_active_frac", static_cast<double>(s.computed) / n},
                       {"ffn_value_frac", static_cast<double>(s.value_rows) / n},
                       {"ffn_bytes_per_token", static_cast<double>(s.weight_bytes) / tk},

@@ -43,6 +43,8 @@ using SamplerPtr = std::unique_ptr<rwkvl_sampler, Deleter>;
 // The value of a required option, or a UsageError naming it.
 std::string require(const Args& args, const char* name);
 
+// A dtype flag (--dtype, --weight-dtype, --ffn-dtype, --pred-dtype) through rwkvl_dtype_from_string.
+rwkvl_dtype dtype_flag(const Args& args, const char* name);
 // Loads --model (with --weight-dtype where the subcommand has it).
 ModelPtr load_model(const Args& args);
 rwkvl_model_info model_info(const rwkvl_model* model);
@@ -76,7 +78,6 @@ rwkvl_memory_stats memory_stats(rwkvl_context* ctx);
 nlohmann::json head_json(const rwkvl_head_stats& s);
 nlohmann::json memory_json(const rwkvl_memory_stats& s, const rwkvl_memory_params& p);
 rwkvl_ffn_stats ffn_stats(rwkvl_context* ctx);
-const char* ffn_mode_str(rwkvl_ffn_mode m);
 // The report keys of the sparse channel-mix (eval --json, bench --json): ffn_mode, ffn_active_frac,
 // ffn_bytes_per_token, ffn_predictor_bytes_per_token, ffn_recall (when verified), cache figures.
 nlohmann::json ffn_json(const rwkvl_ffn_stats& s, const rwkvl_model_info& info);
