@@ -9,18 +9,18 @@ CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo 
   -DRWKVL_BUILD_TESTS=OFF -DRWKVL_BUILD_BENCH=OFF > build-fuzz.log 2>&1 || { cat build-fuzz.log; exit 1; }
 cmake --build build-fuzz -j"$(nproc)" >> build-fuzz.log 2>&1 || { tail -50 build-fuzz.log; exit 1; }
 
+# The seed corpus: valid files of every format made from the tiny reference models (rwkv.cpp, native,
+# .pth, safetensors) and small synthesized models, each loaded back (tests/fuzz/seed_corpus.cpp).
+# Without ../shared it fails unless RWKVL_ALLOW_NO_SHARED=1 (then synthesized seeds only, exit 77).
 SEEDS=build-fuzz/seeds
-rm -rf "$SEEDS" && mkdir -p "$SEEDS"/{model,pth,safetensors}
-TINY=../shared/reference/tiny-rwkv
-if [[ -d $TINY ]]; then
-  for f in 4v0-660K-FP16 5v1-730K-Q5_1 6v0-1m-FP16 7v0-834K-Q5_1; do cp "$TINY/tiny-rwkv-$f.bin" "$SEEDS/model/"; done
+rm -rf "$SEEDS"
+rc=0
+build-fuzz/tests/fuzz/seed_corpus ../shared "$SEEDS" > build-fuzz/seed_corpus.log 2>&1 || rc=$?
+if [[ $rc -ne 0 && $rc -ne 77 ]]; then
+  cat build-fuzz/seed_corpus.log
+  exit 1
 fi
-# small synthesized models as native seeds, and their official-layout exports as .pth / safetensors seeds
-if [[ -x build/rwkv-lite ]]; then
-  for a in 4 5 6 7; do
-    build/rwkv-lite synth -o "$SEEDS/model/s$a.rwkvl" --arch "$a" --layers 1 --embd 32 --vocab 16 --head-size 16 >/dev/null
-  done
-fi
+tail -1 build-fuzz/seed_corpus.log
 status=0
 for t in fuzz_model fuzz_pth fuzz_safetensors; do
   [[ -x build-fuzz/tests/fuzz/$t ]] || continue

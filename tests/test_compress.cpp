@@ -12,26 +12,18 @@
 #include "compress/compress.h"
 #include "core/error.h"
 #include "core/logprob.h"
+#include "compare.h"
 #include "model/model.h"
 #include "test_util.h"
+#include "tiny_models.h"
 #include "runtime/session.h"
 
 namespace rwkvl {
 namespace {
 
-const char* const kTiny[] = {"4v0-660K", "5v1-730K", "5v2-730K", "6v0-1m", "7v0-834K"};
-
-std::shared_ptr<Model> tiny(const char* v) {
-  const std::string path = test::shared_file(std::string("reference/tiny-rwkv/tiny-rwkv-") + v + "-FP32.bin");
-  if (path.empty()) return nullptr;
-  return Model::load(path, {});
-}
-
-std::vector<int32_t> bytes_of(const std::string& s, size_t n) {
-  std::vector<int32_t> t;
-  for (size_t i = 0; i < s.size() && t.size() < n; ++i) t.push_back(static_cast<unsigned char>(s[i]));
-  return t;
-}
+const auto& kTiny = test::kTinyVersions;
+std::shared_ptr<Model> tiny(const char* v) { return test::load_tiny(v); }
+using test::max_abs_diff;
 
 const std::string& calib_text() {
   static const std::string text = [] {
@@ -43,19 +35,7 @@ const std::string& calib_text() {
 
 // Logits after feeding a fixed byte prompt (RNN and sequence mode must agree for every model).
 std::vector<float> logits_of(const std::shared_ptr<const Model>& m, size_t chunk = 1) {
-  const std::vector<int32_t> toks = bytes_of("The quick brown fox jumps over the lazy dog", 64);
-  Session ctx(m, 2);
-  State st;
-  st.reset(m->config());
-  std::vector<float> out(static_cast<size_t>(m->config().n_vocab));
-  ctx.eval(st, toks.data(), toks.size(), chunk, out.data(), nullptr);
-  return out;
-}
-
-float max_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  float d = 0;
-  for (size_t i = 0; i < a.size(); ++i) d = std::max(d, std::fabs(a[i] - b[i]));
-  return d;
+  return test::logits_after(m, test::byte_tokens("The quick brown fox jumps over the lazy dog", 64), chunk, 2);
 }
 
 // Mean NLL of a byte text under a model (a small perplexity for quantisation checks).
@@ -100,13 +80,13 @@ TEST(Factored, HandBuiltFactorsReproduceTheDenseModel) {
     auto f = Model::from_canonical(tm, m->config(), m->source_kind(), {});
     EXPECT_TRUE(f->layer(1).att_k.factored());
     EXPECT_NE(f->layer(1).att_k.d, nullptr);
-    EXPECT_LE(max_diff(logits_of(f), ref), 1e-4f) << v;
-    EXPECT_LE(max_diff(logits_of(f, 16), ref), 1e-4f) << v;
+    EXPECT_LE(max_abs_diff(logits_of(f), ref), 1e-4f) << v;
+    EXPECT_LE(max_abs_diff(logits_of(f, 16), ref), 1e-4f) << v;
     const std::string path = test::temp_dir() + "/hand-" + v + ".rwkvl";
     f->save_native(path, "keep");
     auto g = Model::load(path, {});
     EXPECT_TRUE(g->layer(1).ffn_v.factored());
-    EXPECT_EQ(max_diff(logits_of(g), logits_of(f)), 0.f) << v;
+    EXPECT_EQ(max_abs_diff(logits_of(g), logits_of(f)), 0.f) << v;
   }
 }
 
@@ -153,7 +133,7 @@ TEST(Compress, FullRankSvdIsExact) {
     int factored = 0;
     for (const auto& r : rep.matrices) factored += r.action == "factored";
     EXPECT_EQ(factored, 6 * m->config().n_layer) << v;
-    EXPECT_LE(max_diff(logits_of(c), logits_of(m)), 1e-3f) << v;
+    EXPECT_LE(max_abs_diff(logits_of(c), logits_of(m)), 1e-3f) << v;
   }
 }
 
@@ -169,7 +149,7 @@ TEST(Compress, UnprofitableRankIsSkipped) {
   ASSERT_FALSE(rep.matrices.empty());
   for (const auto& r : rep.matrices) EXPECT_EQ(r.action, "skipped") << r.name;
   EXPECT_FALSE(c->layer(0).att_k.factored());
-  EXPECT_EQ(max_diff(logits_of(c), logits_of(m)), 0.f);
+  EXPECT_EQ(max_abs_diff(logits_of(c), logits_of(m)), 0.f);
 }
 
 // asvd minimises the calibration output error, so it is never worse than svd on any matrix, and at
@@ -183,7 +163,7 @@ TEST(Compress, AsvdBeatsSvdOnEveryMatrix) {
     o.lowrank = "asvd";
     o.rank_frac = 0.25;
     o.targets = {"att.receptance", "att.key", "att.value", "att.output", "ffn.key", "ffn.value"};
-    o.calib = bytes_of(calib_text(), 2048);
+    o.calib = test::byte_tokens(calib_text(), 2048);
     o.n_threads = 2;
     compress::Report rep;
     auto c = compress::run(m, o, &rep);
@@ -208,7 +188,7 @@ TEST(Compress, QuantisationStaysClose) {
   if (calib_text().empty()) GTEST_SKIP();
   auto m = tiny("5v2-730K");
   if (!m) GTEST_SKIP();
-  const std::vector<int32_t> text = bytes_of(calib_text().substr(20000), 2048);
+  const std::vector<int32_t> text = test::byte_tokens(calib_text().substr(20000), 2048);
   const double base = mean_nll(m, text);
   compress::Options o;
   o.quant = "int8";
@@ -235,7 +215,7 @@ TEST(Compress, BudgetIsMet) {
   compress::Options o;
   o.lowrank = "asvd";
   o.targets = {"att.receptance", "att.key", "att.value", "att.gate", "att.output", "ffn.key", "ffn.value"};
-  o.calib = bytes_of(calib_text(), 2048);
+  o.calib = test::byte_tokens(calib_text(), 2048);
   // Budget: the model with every target at a quarter of its bytes.
   uint64_t target_bytes = 0;
   for (const auto& [name, t] : m->tensors())

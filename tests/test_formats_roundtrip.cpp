@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "format/format.h"
+#include "compare.h"
 #include "model/model.h"
 #include "test_util.h"
 #include "runtime/session.h"
@@ -23,11 +24,7 @@ std::vector<float> logits_of(const std::shared_ptr<Model>& m, size_t chunk = 1) 
   return l;
 }
 
-float max_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  float d = 0;
-  for (size_t i = 0; i < a.size(); ++i) d = std::max(d, std::fabs(a[i] - b[i]));
-  return d;
-}
+using test::max_abs_diff;
 
 class Reencode : public ::testing::TestWithParam<const char*> {};
 
@@ -56,9 +53,9 @@ TEST_P(Reencode, PthSafetensorsNativeGiveSameLogits) {
   EXPECT_EQ(from_st->source_kind(), FileKind::kSafetensors);
   EXPECT_EQ(from_native->source_kind(), FileKind::kNative);
   // Decays go through log/exp when re-encoded: allow float rounding, far below the 1e-3 budget.
-  EXPECT_LE(max_diff(logits_of(from_pth), ref), 2e-5f);
-  EXPECT_LE(max_diff(logits_of(from_st), ref), 2e-5f);
-  EXPECT_EQ(max_diff(logits_of(from_native), ref), 0.f);  // native stores canonical values bit for bit
+  EXPECT_LE(max_abs_diff(logits_of(from_pth), ref), 2e-5f);
+  EXPECT_LE(max_abs_diff(logits_of(from_st), ref), 2e-5f);
+  EXPECT_EQ(max_abs_diff(logits_of(from_native), ref), 0.f);  // native stores canonical values bit for bit
   EXPECT_FLOAT_EQ(from_native->config().ln_x_eps, m->config().ln_x_eps);
 
   // Without the override, official sources use 64e-5 for v5 (and v6/v7 use it everywhere).
@@ -89,13 +86,13 @@ TEST(NativeFormat, ConvertToEachDtype) {
     m->save_native(p, dt);
     auto q = Model::load(p, {});
     EXPECT_EQ(q->weight_dtype_name(), dt);
-    const float d = max_diff(logits_of(q), ref);
+    const float d = max_abs_diff(logits_of(q), ref);
     std::printf("  %s: max |diff| %.3g, %llu bytes of weights\n", dt, d, static_cast<unsigned long long>(q->weight_bytes()));
     EXPECT_LE(d, tol) << dt;
     // and the same weights converted at load time instead of in the file
     Model::LoadOptions o;
     o.weight_dtype = parse_weight_dtype_option(dt);
-    EXPECT_EQ(max_diff(logits_of(Model::load(src, o)), logits_of(q)), 0.f) << dt;
+    EXPECT_EQ(max_abs_diff(logits_of(Model::load(src, o)), logits_of(q)), 0.f) << dt;
   }
 }
 

@@ -42,10 +42,10 @@ namespace {
 
 constexpr int kV = 512, kC = 64, kK = 12;
 
-std::shared_ptr<Model> base_model(const std::string& dtype = "f32", int C = kC, int V = kV) {
+std::shared_ptr<Model> base_model(const std::string& dtype = "f32", int C = kC, int V = kV, int layers = 2) {
   ModelConfig cfg;
   cfg.arch_major = 5;
-  cfg.n_layer = 2;
+  cfg.n_layer = layers;
   cfg.n_embd = C;
   cfg.n_vocab = V;
   return synth_model(cfg, dtype, 7);
@@ -530,14 +530,49 @@ TEST(MemoryPlan, LogitsAreBitIdenticalAcrossBudgets) {
               for (bool b : r.plan.layer_streamed) streamed += b;
               EXPECT_GT(streamed, 0);
               EXPECT_GT(r.stream.loads, 0u);
-              if (prefetch && streamed > 2) {
+              // Two streamed layers fill both slots: from the second token on every layer is a hit.
+              if (prefetch) {
                 EXPECT_GT(r.stream.prefetch_hits, 0u);
+              } else {
+                EXPECT_EQ(r.stream.prefetch_hits, 0u);
               }
             }
           }
         }
       }
     }
+  }
+}
+
+// Six layers at the minimum budget: more streamed layers than the two preload slots, so each hit is the
+// background reader having loaded the next layer while the current one ran (not a layer left in a slot).
+// With prefetch every streamed layer after the first acquire is a hit (the reader is waited for before
+// the check, so the count does not depend on timing); without it, none is, and every acquire is a load.
+TEST(MemoryPlan, PrefetchHitsWhenManyLayersStream) {
+  const auto base = base_model("f16", kBigC, kBigV, 6);
+  const std::string path = test::temp_dir() + "/prefetch6.rwkvl";
+  base->save_native(path, "keep");
+  const auto m = Model::load(path, {});
+  const auto toks = tokens(8, 23, kBigV);
+  for (size_t chunk : {size_t{1}, size_t{4}}) {
+    SCOPED_TRACE(chunk);
+    const BudgetRun big = run_budget(m, toks, uint64_t{1} << 40, true, chunk);
+    const BudgetRun on = run_budget(m, toks, 0, true, chunk);
+    const BudgetRun off = run_budget(m, toks, 0, false, chunk);
+    int streamed = 0;
+    for (bool b : on.plan.layer_streamed) streamed += b;
+    ASSERT_GE(streamed, 4) << "the minimum budget should stream most of the 6 layers";
+    const uint64_t acquires = static_cast<uint64_t>(streamed) * ((toks.size() + chunk - 1) / chunk);
+    std::printf("  chunk %zu: %d layers streamed, %llu acquires; prefetch: %llu loads, %llu hits; off: %llu loads\n",
+                chunk, streamed, static_cast<unsigned long long>(acquires),
+                static_cast<unsigned long long>(on.stream.loads), static_cast<unsigned long long>(on.stream.prefetch_hits),
+                static_cast<unsigned long long>(off.stream.loads));
+    EXPECT_GT(on.stream.prefetch_hits, 0u);
+    EXPECT_EQ(on.stream.prefetch_hits, acquires - 1);  // all but the very first
+    EXPECT_EQ(off.stream.prefetch_hits, 0u);
+    EXPECT_EQ(off.stream.loads, acquires);
+    EXPECT_EQ(0, std::memcmp(on.logits.data(), big.logits.data(), big.logits.size() * 4));
+    EXPECT_EQ(0, std::memcmp(off.logits.data(), big.logits.data(), big.logits.size() * 4));
   }
 }
 

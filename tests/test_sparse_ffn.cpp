@@ -27,7 +27,9 @@
 #include "model/model.h"
 #include "runtime/ffn_runtime.h"
 #include "runtime/neuron_cache.h"
+#include "compare.h"
 #include "test_util.h"
+#include "tiny_models.h"
 #include "runtime/session.h"
 
 namespace rwkvl {
@@ -91,15 +93,8 @@ float max_abs(const std::vector<float>& a) {
   return m;
 }
 
-float max_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  float d = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    const float e = std::fabs(a[i] - b[i]);
-    if (!(e <= d)) d = std::isnan(e) ? INFINITY : e;
-  }
-  return d;
-}
+// NaN or different sizes: +infinity (tests/support/compare.h).
+float max_diff(const std::vector<float>& a, const std::vector<float>& b) { return test::max_abs_diff(a, b); }
 
 // 1e-4 relative to the largest logit, or absolute 1e-4 when the logits are O(1).
 float tol(const std::vector<float>& ref, float rel) { return rel * std::max(1.0f, max_abs(ref)); }
@@ -522,8 +517,9 @@ TEST(SparseFfnTiny, ExactModeKeepsReferenceLogits) {
         const RunResult ex = run(b, prompt, chunk, &oe), dense = run(m, prompt, chunk, nullptr);
         const std::vector<float> last(ex.logits.end() - 256, ex.logits.end());
         EXPECT_LE(max_diff(ex.logits, dense.logits), tol(dense.logits, 1e-4f)) << "chunk " << chunk;
-        // test_tiny_models' tolerances: FP32 1e-3, FP16 0.01 per logit.
-        EXPECT_LE(max_diff(last, expected), std::string(fmt) == "FP32" ? 1e-3f : 0.01f) << "chunk " << chunk;
+        // test_tiny_models' tolerances (tests/support/compare.h).
+        EXPECT_LE(max_diff(last, expected), std::string(fmt) == "FP32" ? test::kTinyFp32LogitTol : test::kTinyFp16LogitTol)
+            << "chunk " << chunk;
       }
       ++tested;
       std::printf("  %s-%s: width %d bundled, exact mode checked\n", c.version, fmt, m->config().n_embd);

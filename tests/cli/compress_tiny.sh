@@ -6,10 +6,7 @@
 . "$(dirname "$0")/lib/common.bash" "$@"
 MODEL=$SHARED/reference/tiny-rwkv/tiny-rwkv-5v2-730K-FP32.bin
 TEXT=$SHARED/data/wikitext2-valid.txt
-if [ ! -f "$MODEL" ] || [ ! -f "$TEXT" ]; then
-  echo "skip: $MODEL or $TEXT not found"
-  exit 77
-fi
+need_shared "$MODEL" "$TEXT"
 if ! command -v python3 >/dev/null; then
   echo "skip: python3 not found"
   exit 77

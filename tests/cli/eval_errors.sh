@@ -5,10 +5,7 @@
 # usage: eval_errors.sh RWKV_LITE SHARED_DIR BUILD_DIR
 . "$(dirname "$0")/lib/common.bash" "$@"
 TINY=$SHARED/reference/tiny-rwkv/tiny-rwkv-5v2-730K-FP32.bin
-if [ ! -f "$TINY" ]; then
-  echo "skip: $TINY not found"
-  exit 77
-fi
+need_shared "$TINY"
 make_work eval-errors
 
 # expect WANT REGEX ARGS...: exit code WANT, stderr matches REGEX (extended, case-insensitive), stdout empty.

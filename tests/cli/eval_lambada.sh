@@ -13,10 +13,8 @@ TINY=$SHARED/reference/tiny-rwkv/tiny-rwkv-5v2-730K-FP32.bin
 VOCAB=$SHARED/reference/tokenizers/rwkv_vocab_v20230424.txt
 LAMBADA=$SHARED/data/lambada_openai_test.jsonl
 PY=/usr/bin/python3
-if [ ! -f "$TINY" ] || [ ! -f "$VOCAB" ] || [ ! -f "$LAMBADA" ] || [ ! -x "$PY" ]; then
-  echo "skip: $TINY, $VOCAB, $LAMBADA or $PY not found"
-  exit 77
-fi
+need_shared "$TINY" "$VOCAB" "$LAMBADA"
+[ -x "$PY" ] || { echo "skip: $PY not found"; exit 77; }
 make_work eval-lambada
 
 cat >"$WORK/check.py" <<'EOF'

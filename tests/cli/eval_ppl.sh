@@ -9,10 +9,7 @@ MODEL=$SHARED/reference/tiny-rwkv/tiny-rwkv-5v2-730K-FP32.bin
 TEXT=$SHARED/data/wikitext2-test.txt
 VOCAB=$SHARED/reference/tokenizers/rwkv_vocab_v20230424.txt
 PY=/usr/bin/python3
-if [ ! -f "$MODEL" ] || [ ! -f "$TEXT" ]; then
-  echo "skip: $MODEL or $TEXT not found"
-  exit 77
-fi
+need_shared "$MODEL" "$TEXT"
 make_work eval-ppl
 ok() { echo "ok   $*"; }
 head -c 2000 "$TEXT" >"$WORK/text.txt"
@@ -82,7 +79,7 @@ fi
 
 # ---- a World-vocabulary model (synthetic weights): bits per byte counts the UTF-8 bytes of tokens 1..n-1,
 # checked against the byte lengths in the vocabulary file.
-if [ -f "$VOCAB" ] && [ -x "$PY" ]; then
+if have_shared "$VOCAB" && [ -x "$PY" ]; then
   "$CLI" synth -o "$WORK/w.rwkvl" --arch 5 --layers 1 --embd 32 --head-size 16 --vocab 65536 >/dev/null 2>&1 ||
     fail "synth World-size model"
   printf 'Caf\xc3\xa9 \xe2\x80\x94 na\xc3\xafve r\xc3\xa9sum\xc3\xa9s, 12345 <unk> tokens.\n\n = Heading = \n' >"$WORK/u.txt"
@@ -112,7 +109,7 @@ EOF
       fail "World bpb $(json_value "$WORK/w.json" bpb) != $bpb_ref"
   fi
 else
-  echo "skip: World vocabulary or $PY not found (World bpb check not run)"
+  [ -x "$PY" ] || echo "skip: $PY not found (World bpb check not run)"
 fi
 
 finish "all eval perplexity checks passed"

@@ -4,10 +4,7 @@
 # usage: generate_tiny.sh RWKV_LITE SHARED_DIR BUILD_DIR
 . "$(dirname "$0")/lib/common.bash" "$@"
 MODEL=$SHARED/reference/tiny-rwkv/tiny-rwkv-5v2-730K-FP32.bin
-if [ ! -f "$MODEL" ]; then
-  echo "skip: $MODEL not found"
-  exit 77
-fi
+need_shared "$MODEL"
 make_work generate
 gen() {  # gen OUTFILE ARGS...: stdout to OUTFILE, stderr kept for diagnostics
   local out=$1

@@ -82,7 +82,7 @@ read -r rc rss secs < <(LIMIT=120 run_limited "$WORK/out" generate -m "$M" -f "$
 REF=$SHARED/reference/models/rwkv5-world-l8-d256/model.pth
 LAMB=$SHARED/data/lambada_openai_test.jsonl
 WIKI=$SHARED/data/wikitext2-test.txt
-if [ -f "$REF" ] && [ -f "$LAMB" ] && [ -f "$WIKI" ]; then
+if have_shared "$REF" "$LAMB" "$WIKI"; then
   for i in 1 2 3 4 5 6 7 8; do cat "$WIKI"; done > "$WORK/big.txt"             # 10 MB
   for i in $(seq 16); do cat "$LAMB"; done > "$WORK/big.jsonl"                  # 29 MB
   "$CLI" convert -m "$REF" -o "$WORK/ref.rwkvl" --dtype f16 >/dev/null 2>&1 || fail "convert the reference model"
@@ -108,8 +108,6 @@ print("eval 10 MB text + 29 MB LAMBADA at 25%%: peak %.2f MiB of %.2f MiB" % (j[
     budget=$(( 77 * 1024 * 1024 / 4 ))
     [ "$rss" -lt $((budget / 1024)) ] || fail "whole 10 MB text at 25%: peaked at ${rss} KiB before the refusal"
   fi
-else
-  echo "reference model or data missing: budget checks skipped"
 fi
 
 finish "all input checks passed"

@@ -1,14 +1,12 @@
 #!/usr/bin/env bash
 # logits of the three bytes `"in` (34, 105, 110) for every tiny FP32 model against the reference
-# expected-logits-*.bin (max abs diff <= 1e-3); --text equals --tokens; RNN mode (--chunk 1) agrees; a
-# native conversion gives the same logits. Float files are compared with od + awk only.
+# expected-logits-*.bin (max abs diff <= $TINY_FP32_LOGIT_TOL, 1e-5; all five versions must be there);
+# --text equals --tokens; RNN mode (--chunk 1) agrees; a native conversion gives the same logits. Float
+# files are compared with od + awk only.
 # usage: logits_tiny.sh RWKV_LITE SHARED_DIR BUILD_DIR
 . "$(dirname "$0")/lib/common.bash" "$@"
 DIR=$SHARED/reference/tiny-rwkv
-if [ ! -d "$DIR" ]; then
-  echo "skip: $DIR not found"
-  exit 77
-fi
+need_shared "$DIR"
 make_work logits
 
 # maxdiff A B: prints the largest |a - b| over two little-endian float32 files, or "bad ..." when the
@@ -57,7 +55,7 @@ for model in "$DIR"/tiny-rwkv-*-FP32.bin; do
   fi
   n=$(wc -c <"$out")
   [ "$n" -eq 1024 ] || fail "$version: $n bytes of logits, expected 1024 (256 float32)"
-  within "$out" "$expected" 1e-3 "$version logits vs reference"
+  within "$out" "$expected" "$TINY_FP32_LOGIT_TOL" "$version logits vs reference"
 
   if "$CLI" logits -m "$model" --text '"in' -o "$WORK/$version-text.bin" 2>"$WORK/err"; then
     if cmp -s "$out" "$WORK/$version-text.bin"; then echo "ok   $version --text equals --tokens"
@@ -67,15 +65,12 @@ for model in "$DIR"/tiny-rwkv-*-FP32.bin; do
   fi
 
   if "$CLI" logits -m "$model" --tokens 34,105,110 --chunk 1 -t 1 -o "$WORK/$version-rnn.bin" 2>"$WORK/err"; then
-    within "$WORK/$version-rnn.bin" "$expected" 1e-3 "$version RNN mode (--chunk 1, 1 thread) vs reference"
+    within "$WORK/$version-rnn.bin" "$expected" "$TINY_FP32_LOGIT_TOL" "$version RNN mode (--chunk 1, 1 thread) vs reference"
   else
     fail "$version: logits --chunk 1 failed: $(cat "$WORK/err")"
   fi
 done
-if [ $checked -eq 0 ]; then
-  echo "skip: no tiny FP32 model with expected logits in $DIR"
-  exit 77
-fi
+[ $checked -eq 5 ] || fail "$checked tiny FP32 models with expected logits in $DIR, expected 5 (v4, v5.1, v5.2, v6, v7)"
 
 # convert to the native format (same dtype): the logits must not move.
 M=$DIR/tiny-rwkv-7v0-834K-FP32.bin

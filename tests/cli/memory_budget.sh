@@ -77,7 +77,7 @@ expect_usage "--mem-budget junk" "$CLI" logits -m "$M" --tokens 1 --mem-budget 1
 # its fp16 bytes, with the same perplexity as without a budget.
 REF=$SHARED/reference/models/rwkv5-world-l8-d256/model.pth
 TEXT=$SHARED/data/wikitext2-test.txt
-if [ $RELEASE -eq 1 ] && [ -f "$REF" ] && [ -f "$TEXT" ]; then
+if [ $RELEASE -eq 1 ] && have_shared "$REF" "$TEXT"; then
   "$CLI" convert -m "$REF" -o "$WORK/ref16.rwkvl" --dtype f16 >/dev/null 2>&1 || fail "convert"
   base=$("$CLI" eval -m "$WORK/ref16.rwkvl" --text "$TEXT" --max-tokens 600 --chunk 8 --json 2>/dev/null)
   for pct in 50 25; do

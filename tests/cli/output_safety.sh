@@ -7,10 +7,7 @@
 # usage: output_safety.sh RWKV_LITE SHARED_DIR BUILD_DIR
 . "$(dirname "$0")/lib/common.bash" "$@"
 TINY=$SHARED/reference/tiny-rwkv/tiny-rwkv-5v2-730K-FP32.bin
-if [ ! -f "$TINY" ]; then
-  echo "skip: $TINY not found"
-  exit 77
-fi
+need_shared "$TINY"
 make_work output-safety
 
 printf 'The quick brown fox jumps over the lazy dog. The cat sat on the mat.\n' >"$WORK/text.txt"

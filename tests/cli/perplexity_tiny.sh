@@ -6,10 +6,7 @@
 . "$(dirname "$0")/lib/common.bash" "$@"
 MODEL=$SHARED/reference/tiny-rwkv/tiny-rwkv-5v2-730K-FP32.bin
 TEXT=$SHARED/data/wikitext2-test.txt
-if [ ! -f "$MODEL" ] || [ ! -f "$TEXT" ]; then
-  echo "skip: $MODEL or $TEXT not found"
-  exit 77
-fi
+need_shared "$MODEL" "$TEXT"
 make_work ppl
 head -c 3000 "$TEXT" >"$WORK/text.txt"
 

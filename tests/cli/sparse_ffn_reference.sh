@@ -14,9 +14,7 @@
 MODEL=$SHARED/reference/models/rwkv5-world-l8-d256/model.pth
 TEST=$SHARED/data/wikitext2-test.txt
 VALID=$SHARED/data/wikitext2-valid.txt
-for f in "$MODEL" "$TEST" "$VALID"; do
-  [ -f "$f" ] || { echo "skip: $f not found"; exit 77; }
-done
+need_shared "$MODEL" "$TEST" "$VALID"
 command -v python3 >/dev/null || { echo "skip: python3 not found"; exit 77; }
 make_work sparse-ref
 

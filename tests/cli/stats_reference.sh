@@ -6,9 +6,7 @@
 . "$(dirname "$0")/lib/common.bash" "$@"
 MODEL=$SHARED/reference/models/rwkv5-world-l8-d256/model.pth
 TEXT=$SHARED/data/wikitext2-test.txt
-for f in "$MODEL" "$TEXT"; do
-  [ -f "$f" ] || { echo "skip: $f not found"; exit 77; }
-done
+need_shared "$MODEL" "$TEXT"
 command -v python3 >/dev/null || { echo "skip: python3 not found"; exit 77; }
 make_work stats
 

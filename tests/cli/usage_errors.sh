@@ -94,7 +94,7 @@ expect 1 "cannot read text file" perplexity -m "$M" -f "$WORK/no-such-text.txt"
 
 # ---- with a real model: truncated copies, out-of-range token ids, bad state files
 TINY=$SHARED/reference/tiny-rwkv/tiny-rwkv-5v2-730K-FP32.bin
-if [ -f "$TINY" ]; then
+if have_shared "$TINY"; then
   size=$(wc -c <"$TINY")
   for cut in 16 100 1000 $((size / 2)) $((size - 4)); do
     head -c "$cut" "$TINY" >"$WORK/trunc-$cut.bin"
@@ -107,8 +107,6 @@ if [ -f "$TINY" ]; then
   expect 1 "logits file|cannot write" logits -m "$TINY" --tokens 1 -o "$WORK/no-such-dir/l.bin"
   expect 1 "at least 2 tokens" perplexity -m "$TINY" -f "$WORK/empty.bin"
   expect 2 "prompt is empty" generate -m "$TINY" -p ""
-else
-  echo "skip: $TINY not found (model-dependent checks not run)"
 fi
 
 finish "all usage/error checks passed"

@@ -72,7 +72,7 @@ else
   fail "verify --json: exit $rc, $(head -c 300 "$WORK/v.json")"
 fi
 TINY=$SHARED/reference/tiny-rwkv/tiny-rwkv-5v2-730K-FP16.bin
-if [ -f "$TINY" ]; then
+if have_shared "$TINY"; then
   if "$CLI" verify -m "$TINY" >"$WORK/v.out" 2>&1 && grep -q "^checksums none (the rwkv.cpp format" "$WORK/v.out" &&
     grep -q "^result    OK" "$WORK/v.out"; then
     ok "verify on an rwkv.cpp file: no checksums in the format, values checked, exit 0"
@@ -101,7 +101,7 @@ if "$CLI" generate -m "$M" -p "Hello" -n 2 --state-in "$WORK/s.state" >/dev/null
 expect 1 "state file is corrupt" generate -m "$M" -p "Hello" -n 2 --state-in "$WORK/flip.state"
 expect 1 "byte-level vocabulary.*drop --tokenizer" perplexity -m "$M" -f "$WORK/t.txt" --tokenizer "$WORK/t.txt"
 VOCAB=$SHARED/reference/tokenizers/rwkv_vocab_v20230424.txt
-if [ -f "$VOCAB" ]; then
+if have_shared "$VOCAB"; then
   "$CLI" synth -o "$WORK/w.rwkvl" --arch 5 --layers 1 --embd 32 --head-size 16 --vocab 65536 >/dev/null 2>&1 || fail "synth World"
   head -n 1000 "$VOCAB" >"$WORK/vocab-1000.txt"
   expect 1 "vocab-1000.txt: World vocabulary has 1000 entries .*65529" tokenize -m "$WORK/w.rwkvl" --tokenizer "$WORK/vocab-1000.txt" -p hi

@@ -1,5 +1,6 @@
 #include "test_util.h"
 
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,10 +20,20 @@ std::string shared_dir() {
   return RWKVL_SHARED_DIR;
 }
 
+bool allow_no_shared() {
+  const char* env = std::getenv("RWKVL_ALLOW_NO_SHARED");
+  return env != nullptr && std::strcmp(env, "1") == 0;
+}
+
 std::string shared_file(const std::string& rel) {
   std::string p = shared_dir() + "/" + rel;
   struct stat st {};
-  return stat(p.c_str(), &st) == 0 ? p : std::string();
+  if (stat(p.c_str(), &st) == 0) return p;
+  if (!allow_no_shared()) {
+    ADD_FAILURE() << "reference file missing: " << p << " (the shared folder is " << shared_dir()
+                  << "; set RWKVL_ALLOW_NO_SHARED=1 to skip the tests that need it)";
+  }
+  return std::string();
 }
 
 namespace {
