@@ -1,29 +1,50 @@
 #!/usr/bin/env bash
-# The whole test suite: Release build + ctest, ASan/UBSan build + ctest, the aarch64 build under
-# qemu-user, and short libFuzzer runs of the loaders. Exits non-zero on the first failure.
+# The whole test suite: Release build + ctest, ASan/UBSan build + ctest, ThreadSanitizer on the threaded
+# parts, the aarch64 build under qemu-user, and short libFuzzer runs of the loaders. Exits non-zero on the
+# first failure. RWKVL_SKIP_TSAN=1, RWKVL_SKIP_AARCH64=1, RWKVL_SKIP_FUZZ=1 leave a stage out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh
 JOBS=$(nproc)
+stage() {  # prints the time the previous stage took, then the next stage's title
+  [[ -n "${STAGE_NAME:-}" ]] && echo "== ${STAGE_NAME}: $((SECONDS - STAGE_T0)) s"
+  STAGE_NAME=$1 STAGE_T0=$SECONDS
+  [[ -n "$1" ]] && echo "== $1"
+  return 0
+}
 
-echo "== Release build + tests"
+stage "dependencies"
+bash scripts/install-deps.sh
+
+stage "Release build + tests"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DRWKVL_WERROR=ON
 cmake --build build -j"$JOBS"
 ctest --test-dir build --output-on-failure -j"$JOBS"
 
-echo "== ASan + UBSan build + tests"
+stage "ASan + UBSan build + tests"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRWKVL_SANITIZE=ON -DRWKVL_BUILD_BENCH=OFF
 cmake --build build-asan -j"$JOBS"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j"$JOBS"
 
+if [[ "${RWKVL_SKIP_TSAN:-0}" != "1" ]]; then
+  # The threaded parts (thread pool, neuron cache and its prefetch thread, layer streaming with prefetch,
+  # sessions) under ThreadSanitizer: only the test programs that drive them are built.
+  stage "ThreadSanitizer build + threaded tests"
+  cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRWKVL_SANITIZE_THREAD=ON -DRWKVL_BUILD_BENCH=OFF \
+    -DRWKVL_BUILD_EXAMPLES=OFF
+  cmake --build build-tsan -j"$JOBS" --target test_threadpool test_neuron_cache test_session test_head
+  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 ctest --test-dir build-tsan --output-on-failure -j"$JOBS" \
+    -R '^(ThreadPool|NeuronCache|NeuronCacheRandom|MemoryPlan|Session|EmbCache|Storage)\.'
+fi
+
 if [[ -f scripts/test-aarch64.sh && "${RWKVL_SKIP_AARCH64:-0}" != "1" ]]; then
-  echo "== aarch64 (cross build, tests under qemu-user)"
+  stage "aarch64 (cross build, tests under qemu-user)"
   bash scripts/test-aarch64.sh
 fi
 
 if [[ -f scripts/fuzz.sh && "${RWKVL_SKIP_FUZZ:-0}" != "1" ]]; then
-  echo "== libFuzzer (short runs)"
+  stage "libFuzzer (short runs)"
   bash scripts/fuzz.sh 20
 fi
-echo "== all tests passed"
+stage ""
+echo "== all tests passed in $SECONDS s"

@@ -196,4 +196,26 @@ TEST(Layering, IncludesFollowTheLayerRule) {
   EXPECT_EQ(n_broken, 0) << "includes that break the layer rule (docs/ARCHITECTURE.md):" << broken.str();
 }
 
+// The tests mirror the source (issue #14): every test program lives in tests/<layer>/ for a folder src/<layer>/
+// (test_layering.cpp itself, which reads the whole tree, at the top), and every folder of src/ has its tests.
+TEST(Layering, TestsMirrorTheSource) {
+  const fs::path root = source_root();
+  std::set<std::string> src_dirs, tested_dirs;
+  for (const auto& e : fs::directory_iterator(root / "src"))
+    if (e.is_directory()) src_dirs.insert(e.path().filename().string());
+  ASSERT_GE(src_dirs.size(), 9u) << "read " << (root / "src").string();
+  for (const auto& e : fs::recursive_directory_iterator(root / "tests")) {
+    const std::string name = e.path().filename().string();
+    if (!e.is_regular_file() || name.rfind("test_", 0) != 0 || e.path().extension() != ".cpp") continue;
+    const fs::path rel = fs::relative(e.path(), root / "tests");
+    if (rel == "test_layering.cpp" || *rel.begin() == "support") continue;  // support: helpers, not tests
+    const std::string dir = rel.parent_path().string();
+    EXPECT_TRUE(src_dirs.count(dir)) << "tests/" << rel.string()
+                                     << ": not in a folder named like one of src/ (tests/<layer>/test_*.cpp)";
+    tested_dirs.insert(dir);
+  }
+  for (const std::string& d : src_dirs)
+    EXPECT_TRUE(tested_dirs.count(d)) << "src/" << d << " has no tests/" << d << "/test_*.cpp";
+}
+
 }  // namespace

@@ -78,6 +78,10 @@ assert j["ffn_mode"] == "predict"
 assert j["ffn_recall"] >= recall_min, j["ffn_recall"]
 assert j["ppl"] <= dense * 1.02, (j["ppl"], dense)
 assert 0 < j["ffn_active_frac"] < 1
+if release:
+    # the share of neurons computed: measured 0.4220 (default predictor); at least the 17.4 % the model
+    # itself leaves non-zero on these tokens (mean zero share 0.8257, see below), at most 5 points above today
+    assert 0.15 < j["ffn_active_frac"] <= 0.47, j["ffn_active_frac"]
 # bytes: every computed neuron reads its key row, non-zero ones their value row (bf16: 512 bytes a row)
 row = 256 * 2
 expect = (j["ffn_active_frac"] + j["ffn_value_frac"]) * 896 * 8 * row

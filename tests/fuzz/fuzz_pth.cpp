@@ -1,6 +1,6 @@
 // libFuzzer target for the .pth reader (zip + restricted pickle VM); built by scripts/fuzz.sh
 // (clang, -DRWKVL_FUZZ=ON). The core, rwkvl::fuzz::fuzz_pth_input(), is also compiled into
-// tests/test_format_fuzz_pth_st.cpp (with RWKVL_FUZZ_NO_ENTRY defined) for a deterministic
+// tests/format/test_format_fuzz_pth_st.cpp (with RWKVL_FUZZ_NO_ENTRY defined) for a deterministic
 // mutation test that needs no clang.
 #include <unistd.h>
 

@@ -1,6 +1,6 @@
 // libFuzzer target for the safetensors reader; built by scripts/fuzz.sh (clang, -DRWKVL_FUZZ=ON).
 // The core, rwkvl::fuzz::fuzz_safetensors_input(), is also compiled into
-// tests/test_format_fuzz_pth_st.cpp (with RWKVL_FUZZ_NO_ENTRY defined).
+// tests/format/test_format_fuzz_pth_st.cpp (with RWKVL_FUZZ_NO_ENTRY defined).
 #include <unistd.h>
 
 #include <cstdint>

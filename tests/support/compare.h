@@ -25,6 +25,10 @@ inline constexpr float kTinyFp16LogitTol = 0.01f;
 // The Q5_1 files: measured v4 0.096, v5.1 0.28, v5.2 0.37, v6 (3M) 0.076, v7 4.2e-3. rwkv.cpp accepts
 // "a few tenths" of summed difference for FP16 and up to ~160 for 5-bit v5 files (shared/README.md).
 inline constexpr float kTinyQ5LogitTol = 0.5f;
+// An FP32 file rounded to FP16 at load against the FP16 file of the same model: the same weights bit for
+// bit, except the v6/v7 LoRAs, which loading keeps in f32 (the FP16 file holds them rounded). Measured:
+// v5.2 0 (no LoRAs); v7 0 on x86-64, 4.8e-7 on aarch64 (qemu).
+inline constexpr float kFp16AtLoadLogitTol = 1e-5f;
 
 // The trained RWKV-5.2 reference model (.pth, bf16 weights) against its float64 PyTorch expected logits
 // (65,536 of them, "The capital of France is"): measured 1.43e-6 for chunks of 1 and of 5 (rwkv.cpp with

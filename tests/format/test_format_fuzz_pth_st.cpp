@@ -15,8 +15,8 @@
 #include <random>
 
 #define RWKVL_FUZZ_NO_ENTRY
-#include "fuzz/fuzz_pth.cpp"
-#include "fuzz/fuzz_safetensors.cpp"
+#include "../fuzz/fuzz_pth.cpp"
+#include "../fuzz/fuzz_safetensors.cpp"
 
 #include "format/pickle.h"
 #include "format/zip.h"
