@@ -853,8 +853,9 @@ typedef struct rwkvl_calibration {
   const char* name;
 } rwkvl_calibration;
 
-/* stage: "compress" (layers), "activations" (tokens), "predictors" (layer-epochs), "clustering" (k-means
-   iterations), "calibration" (tokens), "distillation" (epochs); each stage starts with done = 0. */
+/* stage: "compress" (layers), "sparse-ffn" (steps: per layer one for its activations and, with predictors,
+   epochs + 1 for training), "clustering" (k-means iterations), "calibration" (tokens), "distillation"
+   (epochs); each stage starts with done = 0. */
 typedef void (*rwkvl_compress_progress_fn)(const char* stage, int64_t done, int64_t total, void* user);
 
 typedef struct rwkvl_compress_details rwkvl_compress_details;

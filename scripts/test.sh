@@ -23,8 +23,13 @@ ctest --test-dir build --output-on-failure -j"$JOBS"
 stage "ASan + UBSan build + tests"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRWKVL_SANITIZE=ON -DRWKVL_BUILD_BENCH=OFF
 cmake --build build-asan -j"$JOBS"
+# cli_example_compress_and_eval compresses the reference model twice with the full recipe (k-means of 65,536
+# head rows at K 200, 7 minutes under ASan) to compare the C example's bytes with the command's: the same
+# library calls run under ASan in CompressApi.* (tiny model, the same recipe with a smaller K), and the
+# comparison itself in the Release stage.
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --test-dir build-asan --output-on-failure -j"$JOBS"
+  ctest --test-dir build-asan --output-on-failure -j"$JOBS" -E '^cli_example_compress_and_eval$'
+
 
 if [[ "${RWKVL_SKIP_TSAN:-0}" != "1" ]]; then
   # The threaded parts (thread pool, neuron cache and its prefetch thread, layer streaming with prefetch,

@@ -98,9 +98,14 @@ LayerwiseCalibration::LayerwiseCalibration(const std::shared_ptr<const Model>& m
     : n_(tokens.size()), chunk_(std::max<size_t>(1, chunk)), n_threads_(n_threads) {
   const ModelConfig& cfg = model->config();
   x_.resize(n_ * static_cast<size_t>(cfg.n_embd));
+  if (cfg.arch_major == 7) v_first_.resize(x_.size());
   Session ctx(model, n_threads_);
   ctx.embed(tokens.data(), n_, x_.data());
   state_.reset(cfg);
+}
+
+uint64_t LayerwiseCalibration::bytes() const {
+  return (x_.size() + v_first_.size() + state_.data.size()) * sizeof(float);
 }
 
 void LayerwiseCalibration::collect(const std::shared_ptr<const Model>& model, int l, const TapSet& taps,
@@ -112,20 +117,37 @@ void LayerwiseCalibration::advance(const std::shared_ptr<const Model>& model, in
   run_layer(model, l, nullptr, nullptr, true);
 }
 
+void LayerwiseCalibration::advance(const std::shared_ptr<const Model>& model, int l, const TapSet& taps,
+                                   const TapFn& fn) {
+  run_layer(model, l, &taps, &fn, true);
+}
+
 void LayerwiseCalibration::run_layer(const std::shared_ptr<const Model>& model, int l, const TapSet* taps,
                                      const TapFn* fn, bool advance) {
+  RWKVL_CHECK(l == next_layer_);
   const size_t C = static_cast<size_t>(model->config().n_embd);
+  const bool v7 = !v_first_.empty();
   Session ctx(model, n_threads_);
   ctx.set_observer(observer_for(taps, fn));
+  // The scratch is sized once for the largest chunk (growing it would zero and move the buffers).
+  ctx.scratch().reserve(*model, chunk_);
   State st = state_;
   std::vector<float> buf(chunk_ * C);
   for (size_t off = 0; off < n_; off += chunk_) {
     const size_t T = std::min(chunk_, n_ - off);
     std::memcpy(buf.data(), x_.data() + off * C, T * C * sizeof(float));
+    // RWKV-7: layers after the first mix in layer 0's value of the same token, which a whole-model pass keeps
+    // in the scratch from layer to layer; here it comes from the stream.
+    if (v7 && l > 0) std::memcpy(ctx.scratch().v_first, v_first_.data() + off * C, T * C * sizeof(float));
     ctx.forward_layers(st, buf.data(), T, l, l + 1);
-    if (advance) std::memcpy(x_.data() + off * C, buf.data(), T * C * sizeof(float));
+    if (!advance) continue;
+    std::memcpy(x_.data() + off * C, buf.data(), T * C * sizeof(float));
+    if (v7 && l == 0) std::memcpy(v_first_.data() + off * C, ctx.scratch().v_first, T * C * sizeof(float));
   }
-  if (advance) state_ = std::move(st);
+  if (advance) {
+    state_ = std::move(st);
+    ++next_layer_;
+  }
 }
 
 }  // namespace rwkvl::compress

@@ -82,9 +82,12 @@ class Calibrator {
   std::unique_ptr<Impl> impl_;
 };
 
-// Sequential (layer by layer) calibration, as low-rank factorisation needs it: the residual stream of every
-// calibration token entering the current layer and the state, carried from layer to layer. Each step may
-// run another model of the same shape (the one with the layers compressed so far).
+// Sequential (layer by layer) calibration, as low-rank factorisation and the layer-streamed passes need it:
+// the residual stream of every calibration token entering the current layer and the state, carried from layer
+// to layer (for RWKV-7 also each token's v_first, the value of layer 0 that later layers mix in). Each step
+// may run another model of the same shape (the one with the layers compressed so far). Running the layers
+// one after another this way gives, chunk for chunk, the same numbers as Calibrator::run on the same model
+// (the same chunks, the same kernels): the taps see bit-identical inputs.
 class LayerwiseCalibration {
  public:
   // Embeds all tokens with `model` (every step then runs `chunk` tokens at a time).
@@ -93,16 +96,25 @@ class LayerwiseCalibration {
   // Runs layer l of `model` over all tokens, calling fn for the projections in `taps`; the stream and the
   // state are left as they were (a trial pass that collects inputs).
   void collect(const std::shared_ptr<const Model>& model, int l, const TapSet& taps, const TapFn& fn);
-  // Runs layer l of `model` over all tokens and moves the stream and the state on to layer l + 1.
+  // Runs layer l of `model` over all tokens and moves the stream and the state on to layer l + 1 (calling fn
+  // for the projections in `taps` on the way, when given).
   void advance(const std::shared_ptr<const Model>& model, int l);
+  void advance(const std::shared_ptr<const Model>& model, int l, const TapSet& taps, const TapFn& fn);
   size_t tokens() const { return n_; }
+  // The residual stream entering next_layer() (tokens() x C floats, row-major).
+  const float* stream() const { return x_.data(); }
+  // The layer the stream enters next (0 after construction).
+  int next_layer() const { return next_layer_; }
+  // Bytes held: the stream (n x C floats, twice that for RWKV-7) and the state.
+  uint64_t bytes() const;
 
  private:
   void run_layer(const std::shared_ptr<const Model>& model, int l, const TapSet* taps, const TapFn* fn, bool advance);
-  std::vector<float> x_;  // n x C
+  std::vector<float> x_;        // n x C
+  std::vector<float> v_first_;  // n x C (RWKV-7 only): layer 0's value of each token
   State state_;
   size_t n_ = 0, chunk_ = 1;
-  int n_threads_ = 1;
+  int n_threads_ = 1, next_layer_ = 0;
 };
 
 }  // namespace rwkvl::compress

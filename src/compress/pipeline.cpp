@@ -6,9 +6,11 @@
 #include <chrono>
 #include <cmath>
 #include <thread>
+#include <utility>
 
 #include "core/error.h"
 #include "core/hash.h"
+#include "runtime/sysinfo.h"
 #include "tokenizer/tokenizer.h"
 
 namespace rwkvl::compress {
@@ -274,23 +276,17 @@ std::shared_ptr<Model> compress_model(const std::shared_ptr<const Model>& in, co
     rep.weight_bytes_before = rep.lowrank_quant.bytes_before;
     rep.weight_bytes_after = rep.lowrank_quant.bytes_after;
     rep.seconds_lowrank_quant = seconds_since(t);
+    rep.peak_rss_lowrank_quant = peak_rss_bytes();
   } else {
     rep.weight_bytes_before = rep.weight_bytes_after = in->weight_bytes();
   }
   if (r.sparse_ffn.enabled) {
     SparseFfnOptions so = sparse_options(r, calib, n_threads);
-    const int64_t N = static_cast<int64_t>(calib.tokens.size());
-    tell("activations", 0, N);
-    so.collect_progress = [&tell](int64_t done, int64_t total) { tell("activations", done, total); };
-    bool training = false;
-    so.pred.progress = [&tell, &training](int64_t done, int64_t total) {
-      if (!training) tell("predictors", 0, total);
-      training = true;
-      tell("predictors", done, total);
-    };
+    so.progress = [&tell](int64_t done, int64_t total) { tell("sparse-ffn", done, total); };
     out = sparse_ffn(out, so, &rep.sparse_ffn);
     rep.ran_sparse_ffn = true;
     rep.weight_bytes_after = out->weight_bytes();
+    rep.peak_rss_sparse_ffn = peak_rss_bytes();
   }
   if (r.cluster_head.enabled) {
     ClusterHeadOptions co = cluster_options(r, calib, n_threads);
@@ -298,6 +294,7 @@ std::shared_ptr<Model> compress_model(const std::shared_ptr<const Model>& in, co
     out = cluster_head(out, co, &rep.cluster_head);
     rep.ran_cluster_head = true;
     rep.weight_bytes_after = out->weight_bytes();
+    rep.peak_rss_cluster_head = peak_rss_bytes();
   }
   rep.seconds_total = seconds_since(t0);
   return out;
@@ -312,6 +309,7 @@ void compress_to_file(const std::shared_ptr<const Model>& in, const Recipe& r, c
   const auto t_save = std::chrono::steady_clock::now();
   out->save_native(out_path, "keep");
   rep.seconds_save = seconds_since(t_save);
+  rep.peak_rss_save = peak_rss_bytes();
   rep.out_path = out_path;
   rep.out_file_bytes = file_size(out_path);
   rep.seconds_total = seconds_since(t0);
@@ -358,6 +356,13 @@ nlohmann::json PipelineReport::to_json() const {
     stages["sparse_train"] = sparse_ffn.seconds_train;
   }
   j["stages"] = stages;
+  nlohmann::json peaks = nlohmann::json::object();
+  for (const auto& [name, v] : {std::pair<const char*, uint64_t>{"lowrank_quant", peak_rss_lowrank_quant},
+                                {"sparse_ffn", peak_rss_sparse_ffn},
+                                {"cluster_head", peak_rss_cluster_head},
+                                {"save", peak_rss_save}})
+    if (v > 0) peaks[name] = v;
+  j["stages_peak_rss_bytes"] = peaks;
   return j;
 }
 

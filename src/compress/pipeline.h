@@ -106,9 +106,9 @@ CalibrationData calibration_from_text(const Tokenizer& tok, std::string_view tex
                                       std::string name);
 CalibrationData calibration_from_tokens(std::vector<int32_t> tokens, std::string name);
 
-// Progress of a stage: "compress" (layers), "activations" (tokens), "predictors" (layer-epochs),
-// "clustering" (k-means iterations), "calibration" (tokens), "distillation" (epochs). Each stage starts
-// with done = 0.
+// Progress of a stage: "compress" (layers), "sparse-ffn" (steps: per layer one for its activations and, with
+// predictors, epochs + 1 for training), "clustering" (k-means iterations), "calibration" (tokens),
+// "distillation" (epochs). Each stage starts with done = 0.
 using ProgressFn = std::function<void(const char* stage, int64_t done, int64_t total)>;
 
 struct PipelineReport {
@@ -124,9 +124,12 @@ struct PipelineReport {
   size_t calib_tokens = 0;
   uint64_t budget = 0;
   double seconds_lowrank_quant = 0, seconds_save = 0, seconds_total = 0;
+  // The process's peak resident memory (VmHWM) when each stage ended (0: the stage did not run).
+  uint64_t peak_rss_lowrank_quant = 0, peak_rss_sparse_ffn = 0, peak_rss_cluster_head = 0, peak_rss_save = 0;
   // {"out", "out_file_bytes", "weight_bytes_before", "weight_bytes_after", "calib_tokens", "budget",
   //  "budget_planned_bytes", "budget_error_sum", "pass", "matrices": [...], "sparse_ffn" (its pass record +
-  //  "bundle_bytes", "seconds_collect", "seconds_train"), "cluster_head" (its pass record), "stages": {seconds}}
+  //  "bundle_bytes", "seconds_collect", "seconds_train"), "cluster_head" (its pass record), "stages": {seconds},
+  //  "stages_peak_rss_bytes": {bytes}}
   nlohmann::json to_json() const;
 };
 

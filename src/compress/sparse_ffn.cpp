@@ -73,30 +73,26 @@ void validate(const Model& in, const SparseFfnOptions& opt) {
       RWKVL_FAIL(kInvalidArgument, "calibration token %d is out of range [0, %d)", t, cfg.n_vocab);
 }
 
-// 1. activations: the key input of every layer and which neurons fire, over the calibration text.
-void collect(const std::shared_ptr<const Model>& in, const SparseFfnOptions& opt, std::vector<LayerSamples>& samples,
-             std::vector<std::vector<uint64_t>>& counts) {
+// 1. activations of layer l: its key input and which neurons fire, over the calibration text, from the
+// layer-by-layer stream (which then moves on to layer l + 1).
+void collect_layer(LayerwiseCalibration& cal, const std::shared_ptr<const Model>& in, int l, int64_t N,
+                   LayerSamples& s, std::vector<uint64_t>& cnt) {
   const ModelConfig& cfg = in->config();
   const int64_t C = cfg.n_embd, F = cfg.n_ffn;
-  const int64_t N = static_cast<int64_t>(opt.calib.size());
-  samples.assign(static_cast<size_t>(cfg.n_layer), LayerSamples{});
-  counts.assign(static_cast<size_t>(cfg.n_layer), std::vector<uint64_t>(static_cast<size_t>(F), 0));
-  for (auto& s : samples) {
-    s.n = N;
-    s.C = C;
-    s.F = F;
-    s.x.reserve(static_cast<size_t>(N * C));
-    s.active.reserve(static_cast<size_t>(N * F));
-  }
-  // The key input of every layer (ffn.key) and relu(k)^2 (the input of ffn.value), tapped by role.
-  Calibrator calib(in, CalibrationOptions{opt.n_threads, 0});
-  calib.set_taps(TapSet().add(MatRole::kFfnK).add(MatRole::kFfnV), [&](int l, MatRole r, const float* X, size_t T) {
-    LayerSamples& s = samples[static_cast<size_t>(l)];
+  s = LayerSamples{};
+  s.n = N;
+  s.C = C;
+  s.F = F;
+  s.x.reserve(static_cast<size_t>(N * C));
+  s.active.reserve(static_cast<size_t>(N * F));
+  cnt.assign(static_cast<size_t>(F), 0);
+  // The key input (ffn.key) and relu(k)^2 (the input of ffn.value), tapped by role.
+  const TapSet taps = TapSet().add(l, MatRole::kFfnK).add(l, MatRole::kFfnV);
+  cal.advance(in, l, taps, [&](int, MatRole r, const float* X, size_t T) {
     if (r == MatRole::kFfnK) {
       s.x.insert(s.x.end(), X, X + T * static_cast<size_t>(C));
       return;
     }
-    auto& cnt = counts[static_cast<size_t>(l)];
     for (size_t t = 0; t < T; ++t)
       for (int64_t i = 0; i < F; ++i) {
         const uint8_t a = X[t * static_cast<size_t>(F) + static_cast<size_t>(i)] > 0.f;
@@ -104,10 +100,6 @@ void collect(const std::shared_ptr<const Model>& in, const SparseFfnOptions& opt
         cnt[static_cast<size_t>(i)] += a;
       }
   });
-  calib.run(opt.calib.data(), opt.calib.size(), static_cast<size_t>(std::max(1, opt.chunk)),
-            [&](size_t done, size_t T, float*) {
-              if (opt.collect_progress) opt.collect_progress(static_cast<int64_t>(done + T), N);
-            });
 }
 
 // 2. neuron order of layer l: hot first (stable, so ties keep the original order); the layer's samples are
@@ -266,31 +258,51 @@ std::shared_ptr<Model> sparse_ffn(const std::shared_ptr<const Model>& in, const 
   if (dt == DType::kQ4 && C % 32 != 0)
     RWKVL_FAIL(kInvalidArgument, "q4 bundles need a width divisible by 32, not %lld", static_cast<long long>(C));
 
-  const auto t_collect = std::chrono::steady_clock::now();
-  std::vector<LayerSamples> samples;
-  std::vector<std::vector<uint64_t>> counts;
-  collect(in, opt, samples, counts);
-  rep.seconds_collect = seconds_since(t_collect);
-
-  std::vector<std::vector<int32_t>> perms(static_cast<size_t>(L));
-  std::vector<std::vector<float>> wks(static_cast<size_t>(L)), wvs(static_cast<size_t>(L));
-  for (int l = 0; l < L; ++l) {
-    const size_t i = static_cast<size_t>(l);
-    perms[i] = order_layer(*in, l, counts[i], samples[i], wks[i], wvs[i]);
-  }
-
-  // ---- 3. predictors
-  std::vector<LayerPredictor> preds;
-  const auto t_train = std::chrono::steady_clock::now();
-  if (opt.predictors) preds = train_predictors(samples, opt.pred);
-  rep.seconds_train = seconds_since(t_train);
-
-  TensorMap tm = in->tensors();
+  // Layer by layer (in groups of as many layers as there are training threads, trained side by side): the
+  // calibration stream enters the layer, its activations are collected, its neurons ordered, its predictor
+  // trained and its tensors replaced; then its samples are dropped. Memory: the stream plus one group's
+  // samples, not every layer's.
   const int64_t N = static_cast<int64_t>(opt.calib.size());
-  for (int l = 0; l < L; ++l) {
-    const size_t i = static_cast<size_t>(l);
-    rep.layers.push_back(put_layer(tm, l, wks[i], wvs[i], perms[i], counts[i], N, cfg, dt, f16_scales,
-                                   opt.predictors ? &preds[i] : nullptr, rep));
+  const int group = std::max(1, std::min(opt.pred.n_threads, L));
+  LayerwiseCalibration cal(in, opt.calib, opt.n_threads, static_cast<size_t>(std::max(1, opt.chunk)));
+  TensorMap tm = in->tensors();
+  const int64_t layer_steps = 1 + (opt.predictors ? opt.pred.epochs + 1 : 0), total_steps = L * layer_steps;
+  int64_t steps = 0;
+  auto tell = [&](int64_t done) {
+    if (opt.progress) opt.progress(done, total_steps);
+  };
+  tell(0);
+  for (int l0 = 0; l0 < L; l0 += group) {
+    const int n = std::min(group, L - l0);
+    std::vector<LayerSamples> samples(static_cast<size_t>(n));
+    std::vector<std::vector<uint64_t>> counts(static_cast<size_t>(n));
+    std::vector<std::vector<int32_t>> perms(static_cast<size_t>(n));
+    std::vector<std::vector<float>> wks(static_cast<size_t>(n)), wvs(static_cast<size_t>(n));
+    const auto t_collect = std::chrono::steady_clock::now();
+    for (int i = 0; i < n; ++i) {
+      const size_t k = static_cast<size_t>(i);
+      collect_layer(cal, in, l0 + i, N, samples[k], counts[k]);
+      perms[k] = order_layer(*in, l0 + i, counts[k], samples[k], wks[k], wvs[k]);
+      tell(++steps);
+    }
+    rep.seconds_collect += seconds_since(t_collect);
+
+    std::vector<LayerPredictor> preds;
+    const auto t_train = std::chrono::steady_clock::now();
+    if (opt.predictors) {
+      PredictorOptions po = opt.pred;
+      po.first_layer = l0;
+      const int64_t before = steps;
+      po.progress = [&tell, before](int64_t done, int64_t) { tell(before + done); };
+      preds = train_predictors(samples, po);
+      steps = before + static_cast<int64_t>(n) * (opt.pred.epochs + 1);
+    }
+    rep.seconds_train += seconds_since(t_train);
+    for (int i = 0; i < n; ++i) {
+      const size_t k = static_cast<size_t>(i);
+      rep.layers.push_back(put_layer(tm, l0 + i, wks[k], wvs[k], perms[k], counts[k], N, cfg, dt, f16_scales,
+                                     opt.predictors ? &preds[k] : nullptr, rep));
+    }
   }
   rep.pass = pass_record(opt, rep, dt);
   return model_with_pass(std::move(tm), cfg, *in, rep.pass);

@@ -25,8 +25,9 @@ struct SparseFfnOptions {
   std::string dtype;                   // bundle dtype: "" = that of ffn.key.weight, else f32/f16/bf16/i8/q4
   int n_threads = 1;
   int chunk = 128;
-  // Progress of activation collection: (tokens done, total).
-  std::function<void(int64_t, int64_t)> collect_progress;
+  // Progress over the whole pass: (steps done, total). A layer is one step for its activations plus, with
+  // predictors, epochs + 1 for its training (pred.progress is not called: this replaces it).
+  std::function<void(int64_t, int64_t)> progress;
 };
 
 struct SparseFfnLayerReport {

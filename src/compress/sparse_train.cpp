@@ -686,7 +686,7 @@ void bits_score(const LayerPredictor& p, const float* x, float* s) {
 std::vector<LayerPredictor> train_predictors(const std::vector<LayerSamples>& layers, const PredictorOptions& opt) {
   check_options(opt);
   const int64_t nl = static_cast<int64_t>(layers.size());
-  for (int64_t i = 0; i < nl; ++i) check_layer(layers[static_cast<size_t>(i)], i, opt);
+  for (int64_t i = 0; i < nl; ++i) check_layer(layers[static_cast<size_t>(i)], opt.first_layer + i, opt);
   std::vector<LayerPredictor> out(static_cast<size_t>(nl));
   if (nl == 0) return out;
 
@@ -706,7 +706,7 @@ std::vector<LayerPredictor> train_predictors(const std::vector<LayerSamples>& la
   pool.run_on_all([&](int) {
     for (int64_t i = next.fetch_add(1); i < nl && !failed.load(); i = next.fetch_add(1)) {
       try {
-        out[static_cast<size_t>(i)] = train_layer(layers[static_cast<size_t>(i)], i, opt, tick);
+        out[static_cast<size_t>(i)] = train_layer(layers[static_cast<size_t>(i)], opt.first_layer + i, opt, tick);
       } catch (...) {
         failed.store(true);
         throw;

@@ -50,6 +50,7 @@ struct PredictorOptions {
   double recall = 0.99;  // target recall R in (0, 1]
   uint64_t seed = 1;     // initialisation and shuffling (each layer derives its own stream)
   int n_threads = 1;     // layers trained in parallel (>= 1); the results do not depend on it
+  int64_t first_layer = 0;  // the model layer of layers[0] (each layer's seed and messages use its model index)
   // Store the MLP as int8 with one f16 scale per row (half the bytes of f16) instead of f16; the
   // held-out figures and thresholds then come from the int8 weights.
   bool int8 = false;

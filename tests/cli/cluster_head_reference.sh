@@ -21,10 +21,10 @@ make_work chead
 
 # Release builds check the figures on 20,000 test tokens; sanitizer builds run the same paths on
 # less data (and skip the peak-RSS checks: shadow memory inflates RSS).
-if "$CLI" --version 2>/dev/null | grep -q "| Release |"; then
+if release_build; then
   RELEASE=1 CALIB_ARGS=() N_EVAL=20000
 else
-  RELEASE=0 CALIB_ARGS=(--calib-tokens 2048 --head-epochs 5) N_EVAL=1500
+  RELEASE=0 CALIB_ARGS=(--calib-tokens 2048 --head-epochs 5) N_EVAL=800
 fi
 F16=$WORK/ref16.rwkvl
 CH=$WORK/ref-cluster.rwkvl

@@ -105,7 +105,7 @@ TEST_F(CompressApi, SameBytesAsTheCommandAndReportMatchesFile) {
   ASSERT_FALSE(a.empty());
   EXPECT_TRUE(a == b) << "the library call and the command wrote different files (" << a.size() << " / " << b.size()
                       << " bytes)";
-  EXPECT_EQ(stages, (std::vector<std::string>{"compress", "activations", "predictors", "clustering", "calibration",
+  EXPECT_EQ(stages, (std::vector<std::string>{"compress", "sparse-ffn", "clustering", "calibration",
                                               "distillation"}));
 
   // The report against the file, read back through the API.

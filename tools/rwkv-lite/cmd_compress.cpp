@@ -42,10 +42,10 @@ struct StageBars {
   std::string stage;
   static const char* unit(const std::string& s) {
     if (s == "compress") return "layers";
-    if (s == "predictors") return "layer-epochs";
+    if (s == "sparse-ffn") return "steps";
     if (s == "clustering") return "iterations";
     if (s == "distillation") return "epochs";
-    return "tokens";  // activations, calibration
+    return "tokens";  // calibration
   }
   static void on(const char* s, int64_t done, int64_t total, void* user) {
     auto* self = static_cast<StageBars*>(user);

@@ -4,6 +4,7 @@
 # and BUILD and defines:
 #   make_work NAME  WORK = a fresh folder under BUILD, removed when the test exits
 #   fail MSG...     prints "FAIL MSG" and counts a failed check (a test may define its own)
+#   release_build   true for a Release build (sanitizer builds run the reference-model figures on less data)
 #   finish [MSG]    exits 1 naming the number of failed checks, else prints MSG (or "all checks passed"), exits 0
 #   need_shared PATH...  every PATH (reference data under SHARED) must exist, else the test stops: exit 1
 #                   (a failure), or exit 77 (skipped) when RWKVL_ALLOW_NO_SHARED=1
@@ -49,6 +50,12 @@ have_shared() {
     fail "reference data missing: $missing (shared folder '$SHARED'; set RWKVL_ALLOW_NO_SHARED=1 to skip)"
   fi
   return 1
+}
+
+# True for a Release build of the tool. Tests that check a published figure on the reference model run it in
+# full there; sanitizer builds (10-20x slower) run the same code paths on less data and check what that allows.
+release_build() {
+  "$CLI" --version 2>/dev/null | grep -q "| Release |"
 }
 
 fail() {
