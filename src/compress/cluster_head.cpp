@@ -254,6 +254,7 @@ class HeadPass {
     rep_.seconds_cluster = seconds_since(t_cluster);
     const auto t_calib = std::chrono::steady_clock::now();
     calibrate();
+    release_input();
     rep_.seconds_calib = seconds_since(t_calib);
     const auto t_train = std::chrono::steady_clock::now();
     distil();
@@ -268,6 +269,9 @@ class HeadPass {
   void progress(const char* s, int64_t a, int64_t b) const {
     if (o_.progress) o_.progress(s, a, b);
   }
+  void release_input() const {
+    if (o_.input_file) o_.input_file->release_pages();
+  }
 
   // ---- 1. clusters of the head rows (or the embedding rows): PCA, k-means, cap
   void cluster() {
@@ -279,6 +283,7 @@ class HeadPass {
                  static_cast<long long>(C));
     std::vector<float> rows(static_cast<size_t>(V * C));
     for (int64_t t = 0; t < V; ++t) kern::get_row(src.ref, t, rows.data() + t * C);
+    release_input();
     const int dims = static_cast<int>(std::min<int64_t>(o.pca_dims, C));
     const std::vector<float> proj = pca_project(rows.data(), V, C, dims);
     rows = {};

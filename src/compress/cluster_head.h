@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/mapped_file.h"
 #include "model/model.h"
 
 namespace rwkvl::compress {
@@ -34,6 +35,9 @@ struct ClusterHeadOptions {
   bool lse_init = true;        // start from the log-sum-exp approximation (mean head row, log n_j); false: zeros
   int n_threads = 1;
   int chunk = 128;
+  // The pipeline's input file: its resident pages are dropped after the head rows are read and after the
+  // calibration pass (see SparseFfnOptions::input_file). May be null.
+  const MappedFile* input_file = nullptr;
   // Progress: (stage, done, total) for stages "clustering" (k-means iterations), "calibration" (tokens),
   // "distillation" (epochs).
   std::function<void(const char* stage, int64_t done, int64_t total)> progress;

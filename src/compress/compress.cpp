@@ -11,6 +11,7 @@
 #include "compress/linalg.h"
 #include "core/error.h"
 #include "core/hash.h"
+#include "core/mapped_file.h"
 #include "runtime/session.h"
 
 namespace rwkvl::compress {
@@ -160,6 +161,18 @@ class Runner {
   bool quantises(const std::string& name) const {
     return is_block_projection(name) || (opts_.quant_emb && name == "emb.weight") ||
            (opts_.quant_head && name == "head.weight");
+  }
+
+  // Drops the resident pages of an input tensor the pass has read (a view of the input file; nothing for
+  // tensors in memory): the pass touches each input layer once, so resident memory holds the layer at hand,
+  // not the whole input (issue #19).
+  void release_input(const Tensor& t) const {
+    if (in_->file() && t.data) in_->file()->release_range(t.data, t.nbytes);
+  }
+  void release_input_layer(int l) const {
+    const std::string p = "blocks." + std::to_string(l) + ".";
+    for (auto it = in_->tensors().lower_bound(p); it != in_->tensors().end() && it->first.rfind(p, 0) == 0; ++it)
+      release_input(it->second);
   }
 
   // ---- validate the options against the model before any work
@@ -331,6 +344,7 @@ class Runner {
     const std::string base = "blocks." + std::to_string(l) + "." + t;
     const Tensor& w = tm_.at(base + ".weight");
     const std::vector<float> W = matrix_to_f32(w, nullptr);
+    release_input(w);
     RankCandidate c;
     c.base = base;
     c.rows = w.rows();
@@ -401,6 +415,7 @@ class Runner {
         rebind();
       }
       if (calibrate_ && l + 1 < cfg_.n_layer) cal_->advance(cur_, l);
+      release_input_layer(l);
       if (opts_.progress) opts_.progress(l + 1, cfg_.n_layer);
     }
   }
@@ -427,6 +442,7 @@ class Runner {
     const Tensor w = tm_.at(base + ".weight");
     auto sit = tm_.find(base + ".weight.scale");
     const std::vector<float> W = matrix_to_f32(w, sit == tm_.end() ? nullptr : &sit->second);
+    release_input(w);
     const int64_t rows = w.rows(), cols = w.cols();
     const int64_t r = plan_.at(base);
     MatrixReport mr;
@@ -521,6 +537,7 @@ class Runner {
       if (t.dtype == want) continue;
       auto sit = tm_.find(name + ".scale");
       const std::vector<float> v = matrix_to_f32(t, sit == tm_.end() ? nullptr : &sit->second);
+      release_input(t);
       auto [q, s] = quantize_matrix(name, v.data(), t.rows(), t.cols(), want, f16_scales);
       MatrixReport mr;
       mr.name = name;

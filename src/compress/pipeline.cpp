@@ -277,12 +277,14 @@ std::shared_ptr<Model> compress_model(const std::shared_ptr<const Model>& in, co
     rep.weight_bytes_after = rep.lowrank_quant.bytes_after;
     rep.seconds_lowrank_quant = seconds_since(t);
     rep.peak_rss_lowrank_quant = peak_rss_bytes();
+    if (in->file()) in->file()->release_pages();  // what the pass left resident of the input
   } else {
     rep.weight_bytes_before = rep.weight_bytes_after = in->weight_bytes();
   }
   if (r.sparse_ffn.enabled) {
     SparseFfnOptions so = sparse_options(r, calib, n_threads);
     so.progress = [&tell](int64_t done, int64_t total) { tell("sparse-ffn", done, total); };
+    so.input_file = in->file().get();
     out = sparse_ffn(out, so, &rep.sparse_ffn);
     rep.ran_sparse_ffn = true;
     rep.weight_bytes_after = out->weight_bytes();
@@ -291,6 +293,7 @@ std::shared_ptr<Model> compress_model(const std::shared_ptr<const Model>& in, co
   if (r.cluster_head.enabled) {
     ClusterHeadOptions co = cluster_options(r, calib, n_threads);
     co.progress = [&tell](const char* stage, int64_t done, int64_t total) { tell(stage, done, total); };
+    co.input_file = in->file().get();
     out = cluster_head(out, co, &rep.cluster_head);
     rep.ran_cluster_head = true;
     rep.weight_bytes_after = out->weight_bytes();

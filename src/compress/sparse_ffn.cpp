@@ -303,6 +303,9 @@ std::shared_ptr<Model> sparse_ffn(const std::shared_ptr<const Model>& in, const 
       rep.layers.push_back(put_layer(tm, l0 + i, wks[k], wvs[k], perms[k], counts[k], N, cfg, dt, f16_scales,
                                      opt.predictors ? &preds[k] : nullptr, rep));
     }
+    if (opt.input_file)
+      for (const auto& [name, t] : in->tensors())
+        if (name.rfind("blocks.", 0) == 0 && t.data) opt.input_file->release_range(t.data, t.nbytes);
   }
   rep.pass = pass_record(opt, rep, dt);
   return model_with_pass(std::move(tm), cfg, *in, rep.pass);
