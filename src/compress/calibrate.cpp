@@ -108,6 +108,15 @@ uint64_t LayerwiseCalibration::bytes() const {
   return (x_.size() + v_first_.size() + state_.data.size()) * sizeof(float);
 }
 
+std::vector<float> LayerwiseCalibration::take_stream() {
+  std::vector<float> x = std::move(x_);
+  x_ = {};
+  v_first_ = {};
+  state_.data = {};
+  n_ = 0;
+  return x;
+}
+
 void LayerwiseCalibration::collect(const std::shared_ptr<const Model>& model, int l, const TapSet& taps,
                                    const TapFn& fn) {
   run_layer(model, l, &taps, &fn, false);

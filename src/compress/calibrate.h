@@ -105,6 +105,9 @@ class LayerwiseCalibration {
   const float* stream() const { return x_.data(); }
   // The layer the stream enters next (0 after construction).
   int next_layer() const { return next_layer_; }
+  // Hands the stream over (tokens() x C floats: after the last layer, the input of ln_out and the head) and
+  // frees the rest; the object can no longer run layers.
+  std::vector<float> take_stream();
   // Bytes held: the stream (n x C floats, twice that for RWKV-7) and the state.
   uint64_t bytes() const;
 

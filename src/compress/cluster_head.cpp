@@ -70,14 +70,33 @@ void assign_points(ThreadPool* pool, const float* pts, int64_t n, int64_t d, con
 }  // namespace
 
 std::vector<float> pca_project(const float* rows, int64_t n, int64_t d, int dims) {
+  return pca_project(
+      [rows, d](int64_t first, int64_t count, float* out) {
+        std::memcpy(out, rows + first * d, sizeof(float) * static_cast<size_t>(count * d));
+      },
+      n, d, dims);
+}
+
+std::vector<float> pca_project(const RowFetch& fetch, int64_t n, int64_t d, int dims) {
   RWKVL_CHECK(n > 0 && d > 0 && dims > 0);
   dims = static_cast<int>(std::min<int64_t>(dims, d));
-  Eigen::Map<const RowMatF> X(rows, n, d);
-  const Eigen::RowVectorXd mean = X.cast<double>().colwise().mean();
+  constexpr int64_t kRows = 4096;  // rows per block (the covariance sums blocks of this many rows, in order)
+  std::vector<float> buf(static_cast<size_t>(std::min(n, kRows) * d));
+  // Three passes over the rows: the mean (summed row after row in double), the covariance, the projection.
+  Eigen::RowVectorXd sum = Eigen::RowVectorXd::Zero(d);
+  for (int64_t b = 0; b < n; b += kRows) {
+    const int64_t m = std::min(kRows, n - b);
+    fetch(b, m, buf.data());
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < d; ++j) sum[j] += static_cast<double>(buf[static_cast<size_t>(i * d + j)]);
+  }
+  const Eigen::RowVectorXd mean = sum / static_cast<double>(n);
   Eigen::MatrixXd cov = Eigen::MatrixXd::Zero(d, d);
-  for (int64_t b = 0; b < n; b += 4096) {
-    const int64_t m = std::min<int64_t>(4096, n - b);
-    const RowMatD Xc = X.middleRows(b, m).cast<double>().rowwise() - mean;
+  for (int64_t b = 0; b < n; b += kRows) {
+    const int64_t m = std::min(kRows, n - b);
+    fetch(b, m, buf.data());
+    Eigen::Map<const RowMatF> X(buf.data(), m, d);
+    const RowMatD Xc = X.cast<double>().rowwise() - mean;
     cov.noalias() += Xc.transpose() * Xc;
   }
   cov /= static_cast<double>(std::max<int64_t>(1, n - 1));
@@ -85,9 +104,11 @@ std::vector<float> pca_project(const float* rows, int64_t n, int64_t d, int dims
   // Eigenvalues come in increasing order: the top `dims` components are the last columns.
   const Eigen::MatrixXd E = es.eigenvectors().rightCols(dims).rowwise().reverse();
   std::vector<float> out(static_cast<size_t>(n * dims));
-  for (int64_t b = 0; b < n; b += 4096) {
-    const int64_t m = std::min<int64_t>(4096, n - b);
-    const RowMatD Y = (X.middleRows(b, m).cast<double>().rowwise() - mean) * E;
+  for (int64_t b = 0; b < n; b += kRows) {
+    const int64_t m = std::min(kRows, n - b);
+    fetch(b, m, buf.data());
+    Eigen::Map<const RowMatF> X(buf.data(), m, d);
+    const RowMatD Y = (X.cast<double>().rowwise() - mean) * E;
     for (int64_t i = 0; i < m; ++i)
       for (int j = 0; j < dims; ++j) out[static_cast<size_t>((b + i) * dims + j)] = static_cast<float>(Y(i, j));
   }
@@ -269,9 +290,7 @@ class HeadPass {
   void progress(const char* s, int64_t a, int64_t b) const {
     if (o_.progress) o_.progress(s, a, b);
   }
-  void release_input() const {
-    if (o_.input_file) o_.input_file->release_pages();
-  }
+  void release_input() const { o_.mem.release(); }
 
   // ---- 1. clusters of the head rows (or the embedding rows): PCA, k-means, cap
   void cluster() {
@@ -281,12 +300,14 @@ class HeadPass {
     if (src.factored() || src.ref.data == nullptr || src.ref.rows != V || src.ref.cols != C)
       RWKVL_FAIL(kInvalidArgument, "--cluster-source emb needs a dense emb.weight of %lld x %lld", static_cast<long long>(V),
                  static_cast<long long>(C));
-    std::vector<float> rows(static_cast<size_t>(V * C));
-    for (int64_t t = 0; t < V; ++t) kern::get_row(src.ref, t, rows.data() + t * C);
-    release_input();
+    // The rows a block at a time (V x C floats would be the largest buffer of the pass).
     const int dims = static_cast<int>(std::min<int64_t>(o.pca_dims, C));
-    const std::vector<float> proj = pca_project(rows.data(), V, C, dims);
-    rows = {};
+    const std::vector<float> proj = pca_project(
+        [&src, C](int64_t first, int64_t count, float* out) {
+          for (int64_t t = 0; t < count; ++t) kern::get_row(src.ref, first + t, out + t * C);
+        },
+        V, C, dims);
+    release_input();
     progress("clustering", 0, o.kmeans_iters);
     assign_ = kmeans(proj.data(), V, dims, o.k, o.kmeans_iters, o.seed, o.n_threads,
                      [&](int it) { progress("clustering", it, o.kmeans_iters); });
@@ -324,17 +345,30 @@ class HeadPass {
   void calibrate() {
     const int64_t V = V_, C = C_, K = K_;
     const int64_t N = static_cast<int64_t>(o_.calib.size());
-    X_.assign(static_cast<size_t>(N * C), 0.f);
+    const size_t chunk = static_cast<size_t>(std::max(1, o_.chunk));
+    const int L = cfg_.n_layer;
+    const int64_t total = N * (L + 1);  // token-layers, the head counting as one more layer
+    // Layer by layer (the same numbers as a whole-model pass, chunk for chunk): one layer's weights are resident
+    // at a time, not the whole model's.
+    {
+      LayerwiseCalibration cal(in_, o_.calib, std::max(1, o_.n_threads), chunk);
+      for (int l = 0; l < L; ++l) {
+        cal.advance(in_, l);
+        o_.mem.release();
+        progress("calibration", N * (l + 1), total);
+      }
+      X_ = cal.take_stream();
+    }
     target_.assign(static_cast<size_t>(N * K), 0.f);
     mean_p_.assign(static_cast<size_t>(V), 0.0);
     top_.assign(static_cast<size_t>(N), 0);
-    Calibrator calib(in_, CalibrationOptions{std::max(1, o_.n_threads), 0});
-    ThreadPool* pool = calib.pool();
-    const size_t chunk = static_cast<size_t>(std::max(1, o_.chunk));
+    ThreadPool pool_obj(std::max(1, o_.n_threads));
+    ThreadPool* pool = &pool_obj;
     std::vector<float> logits(chunk * static_cast<size_t>(V));
-    calib.run(o_.calib.data(), o_.calib.size(), chunk, [&](size_t done, size_t T, float* x) {
+    for (size_t done = 0; done < static_cast<size_t>(N); done += chunk) {
+      const size_t T = std::min(chunk, static_cast<size_t>(N) - done);
       float* xn = X_.data() + done * static_cast<size_t>(C);
-      ops::layer_norm_rows(x, xn, in_->ln_out_w(), in_->ln_out_b(), T, static_cast<size_t>(C), cfg_.ln_eps);
+      ops::layer_norm_rows(xn, xn, in_->ln_out_w(), in_->ln_out_b(), T, static_cast<size_t>(C), cfg_.ln_eps);
       kern::matmul(head_.ref, xn, static_cast<int64_t>(T), logits.data(), pool);
       auto rows = [&](int64_t b, int64_t e) {
         for (int64_t t = b; t < e; ++t) {
@@ -358,8 +392,8 @@ class HeadPass {
       pool->parallel_for(static_cast<int64_t>(T), rows, 1);
       for (size_t t = 0; t < T; ++t)  // in position order: the same sums for any thread count
         for (int64_t i = 0; i < V; ++i) mean_p_[static_cast<size_t>(i)] += logits[t * static_cast<size_t>(V) + static_cast<size_t>(i)];
-      progress("calibration", static_cast<int64_t>(done + T), N);
-    });
+      progress("calibration", N * L + static_cast<int64_t>(done + T), total);
+    }
     for (double& m : mean_p_) m /= static_cast<double>(N);
   }
 
@@ -510,35 +544,52 @@ class HeadPass {
   void put_tensors(TensorMap& tm) const {
     const int64_t V = V_, C = C_, K = K_;
     const Tensor& h = tm.at("head.weight");
-    const size_t rb = static_cast<size_t>(kern::row_bytes(h.dtype, C));
-    Tensor g = Tensor::alloc("head.weight", h.dtype, h.shape);
-    for (int64_t i = 0; i < V; ++i)
-      std::memcpy(static_cast<uint8_t*>(g.mutable_data()) + static_cast<size_t>(i) * rb,
-                  static_cast<const uint8_t*>(h.data) + static_cast<size_t>(perm_[static_cast<size_t>(i)]) * rb, rb);
-    tm["head.weight"] = g;
+    tm["head.weight"] = grouped_rows(h, static_cast<size_t>(kern::row_bytes(h.dtype, C)));
     auto sc = tm.find("head.weight.scale");
     if (sc != tm.end()) {
       const Tensor s = sc->second;
-      const size_t es = s.dtype == DType::kF16 ? 2 : 4;
-      Tensor gs = Tensor::alloc("head.weight.scale", s.dtype, s.shape);
-      for (int64_t i = 0; i < V; ++i)
-        std::memcpy(static_cast<uint8_t*>(gs.mutable_data()) + static_cast<size_t>(i) * es,
-                    static_cast<const uint8_t*>(s.data) + static_cast<size_t>(perm_[static_cast<size_t>(i)]) * es, es);
-      tm["head.weight.scale"] = gs;
+      tm["head.weight.scale"] = grouped_rows(s, s.dtype == DType::kF16 ? 2 : 4);
     }
     auto i32 = [](const std::string& name, const std::vector<int32_t>& v) {
       Tensor t = Tensor::alloc(name, DType::kI32, {static_cast<int64_t>(v.size())});
       std::memcpy(t.mutable_data(), v.data(), v.size() * 4);
       return t;
     };
-    tm["head.perm"] = i32("head.perm", perm_);
-    tm["head.cluster.offsets"] = i32("head.cluster.offsets", offsets_);
+    const PassMemory& mem = o_.mem;
+    tm["head.perm"] = mem.keep(i32("head.perm", perm_));
+    tm["head.cluster.offsets"] = mem.keep(i32("head.cluster.offsets", offsets_));
     const RowMatF W = Wt_.transpose();
-    tm["head.cluster.weight"] = Tensor::from_f32("head.cluster.weight", {K, C}, W.data());
+    tm["head.cluster.weight"] = mem.keep(Tensor::from_f32("head.cluster.weight", {K, C}, W.data()));
     std::vector<float> b(bias_.data(), bias_.data() + K);
     tm["head.cluster.bias"] = Tensor::from_f32("head.cluster.bias", {K}, b.data());
     const std::vector<float> prior = priors();
-    tm["head.cluster.prior"] = Tensor::from_f32("head.cluster.prior", {V}, prior.data());
+    tm["head.cluster.prior"] = mem.keep(Tensor::from_f32("head.cluster.prior", {V}, prior.data()));
+  }
+
+  // The rows of t (rb bytes each) in grouped order: to the spool a block at a time when there is one.
+  Tensor grouped_rows(const Tensor& t, size_t rb) const {
+    const int64_t V = V_;
+    if (!o_.mem.spool || t.nbytes < PassMemory::kSpoolMin) {
+      Tensor g = Tensor::alloc(t.name, t.dtype, t.shape);
+      for (int64_t i = 0; i < V; ++i)
+        std::memcpy(static_cast<uint8_t*>(g.mutable_data()) + static_cast<size_t>(i) * rb,
+                    static_cast<const uint8_t*>(t.data) + static_cast<size_t>(perm_[static_cast<size_t>(i)]) * rb, rb);
+      return g;
+    }
+    Spool& sp = *o_.mem.spool;
+    const int64_t block = std::max<int64_t>(1, static_cast<int64_t>((size_t{8} << 20) / rb));
+    std::vector<uint8_t> buf(static_cast<size_t>(std::min(block, V)) * rb);
+    sp.begin();
+    for (int64_t i0 = 0; i0 < V; i0 += block) {
+      const int64_t n = std::min(block, V - i0);
+      for (int64_t i = 0; i < n; ++i)
+        std::memcpy(buf.data() + static_cast<size_t>(i) * rb,
+                    static_cast<const uint8_t*>(t.data) + static_cast<size_t>(perm_[static_cast<size_t>(i0 + i)]) * rb, rb);
+      sp.append(buf.data(), static_cast<size_t>(n) * rb);
+    }
+    Tensor g = sp.end(t.name, t.dtype, t.shape);
+    sp.release();
+    return g;
   }
 
   // Each token's log share of its cluster's calibration mass (in grouped order).

@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "compress/pass_memory.h"
 #include "core/mapped_file.h"
 #include "model/model.h"
 
@@ -35,9 +36,10 @@ struct ClusterHeadOptions {
   bool lse_init = true;        // start from the log-sum-exp approximation (mean head row, log n_j); false: zeros
   int n_threads = 1;
   int chunk = 128;
-  // The pipeline's input file: its resident pages are dropped after the head rows are read and after the
-  // calibration pass (see SparseFfnOptions::input_file). May be null.
-  const MappedFile* input_file = nullptr;
+  // The pipeline's input file and spool (see SparseFfnOptions::mem): the new tensors go to the spool; resident
+  // pages are dropped after the head rows are read, after each layer of the calibration pass and after the
+  // calibration. May be empty.
+  PassMemory mem;
   // Progress: (stage, done, total) for stages "clustering" (k-means iterations), "calibration" (tokens),
   // "distillation" (epochs).
   std::function<void(const char* stage, int64_t done, int64_t total)> progress;
@@ -65,6 +67,10 @@ std::shared_ptr<Model> cluster_head(const std::shared_ptr<const Model>& in, cons
 // Building blocks (tested on their own).
 // PCA projection of n rows of width d onto `dims` components: n x dims, row-major (rows centred first).
 std::vector<float> pca_project(const float* rows, int64_t n, int64_t d, int dims);
+// The same with the rows fetched a block at a time (fetch(first, count, out) writes count x d floats), so the
+// rows never need to be in memory at once; the same result as pca_project over the whole matrix.
+using RowFetch = std::function<void(int64_t first, int64_t count, float* out)>;
+std::vector<float> pca_project(const RowFetch& fetch, int64_t n, int64_t d, int dims);
 // k-means: a cluster per point (0..k-1, none empty), deterministic for a seed, independent of n_threads.
 std::vector<int32_t> kmeans(const float* pts, int64_t n, int64_t d, int k, int iters, uint64_t seed, int n_threads,
                             const std::function<void(int)>& on_iteration = nullptr);

@@ -416,6 +416,7 @@ class Runner {
       }
       if (calibrate_ && l + 1 < cfg_.n_layer) cal_->advance(cur_, l);
       release_input_layer(l);
+      if (opts_.mem.spool) opts_.mem.spool->release();
       if (opts_.progress) opts_.progress(l + 1, cfg_.n_layer);
     }
   }
@@ -473,8 +474,8 @@ class Runner {
     tm_.erase(base + ".weight.scale");
     auto put = [&](const std::string& name, const std::vector<float>& v, int64_t nr, int64_t nc, DType d) {
       auto [q, s] = quantize_matrix(name, v.data(), nr, nc, d, true);
-      tm_[name] = q;
-      if (s.data) tm_[s.name] = s;
+      tm_[name] = opts_.mem.keep(q);
+      if (s.data) tm_[s.name] = opts_.mem.keep(s);
       return q.nbytes + s.nbytes;
     };
     uint64_t after = put(base + ".lr_a", f.a, r, cols, fa);
@@ -536,9 +537,10 @@ class Runner {
       }
       if (t.dtype == want) continue;
       auto sit = tm_.find(name + ".scale");
-      const std::vector<float> v = matrix_to_f32(t, sit == tm_.end() ? nullptr : &sit->second);
+      // A block of rows at a time (the embedding and head as float32 would be the largest buffer of the pass).
+      auto [q, s] = opts_.mem.convert(name, t, sit == tm_.end() ? nullptr : &sit->second, want, f16_scales);
       release_input(t);
-      auto [q, s] = quantize_matrix(name, v.data(), t.rows(), t.cols(), want, f16_scales);
+      if (opts_.mem.spool) opts_.mem.spool->release();
       MatrixReport mr;
       mr.name = name;
       mr.action = is_quantised(want) ? "quantised" : "converted";

@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "compress/pass_memory.h"
 #include "model/model.h"
 
 namespace rwkvl::compress {
@@ -37,6 +38,8 @@ struct Options {
   int chunk = 128;  // tokens per calibration forward chunk
   // Progress: called with (layer index done so far, number of layers).
   std::function<void(int, int)> progress;
+  // Finished tensors to the spool (and its pages dropped after each layer and matrix); may be empty.
+  PassMemory mem;
 };
 
 // What happened to one matrix.

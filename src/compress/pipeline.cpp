@@ -9,6 +9,8 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/file_writer.h"
+#include "core/spool.h"
 #include "core/hash.h"
 #include "runtime/sysinfo.h"
 #include "tokenizer/tokenizer.h"
@@ -249,13 +251,16 @@ void validate(const Model& in, const Recipe& r, const CalibrationData& calib) {
 
 // ------------------------------------------------------------------------------------------ the run
 
-std::shared_ptr<Model> compress_model(const std::shared_ptr<const Model>& in, const Recipe& r,
-                                      const CalibrationData& calib, const ProgressFn& progress,
-                                      PipelineReport* report) {
+namespace {
+
+// The passes in their order; finished tensors go to `spool` when given (see pass_memory.h).
+std::shared_ptr<Model> run_passes(const std::shared_ptr<const Model>& in, const Recipe& r, const CalibrationData& calib,
+                                  const ProgressFn& progress, PipelineReport& rep, Spool* spool) {
   const auto t0 = std::chrono::steady_clock::now();
-  PipelineReport local;
-  PipelineReport& rep = report ? *report : local;
   rep = PipelineReport{};
+  PassMemory mem;
+  mem.input = in->file().get();
+  mem.spool = spool;
   validate(*in, r, calib);
   const int n_threads = r.n_threads > 0 ? r.n_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   auto tell = [&progress](const char* stage, int64_t done, int64_t total) {
@@ -271,6 +276,7 @@ std::shared_ptr<Model> compress_model(const std::shared_ptr<const Model>& in, co
     const int64_t layers = in->config().n_layer;
     tell("compress", 0, layers);
     o.progress = [&tell](int done, int total) { tell("compress", done, total); };
+    o.mem.spool = spool;
     out = run(in, o, &rep.lowrank_quant);
     rep.ran_lowrank_quant = true;
     rep.weight_bytes_before = rep.lowrank_quant.bytes_before;
@@ -284,7 +290,7 @@ std::shared_ptr<Model> compress_model(const std::shared_ptr<const Model>& in, co
   if (r.sparse_ffn.enabled) {
     SparseFfnOptions so = sparse_options(r, calib, n_threads);
     so.progress = [&tell](int64_t done, int64_t total) { tell("sparse-ffn", done, total); };
-    so.input_file = in->file().get();
+    so.mem = mem;
     out = sparse_ffn(out, so, &rep.sparse_ffn);
     rep.ran_sparse_ffn = true;
     rep.weight_bytes_after = out->weight_bytes();
@@ -293,7 +299,7 @@ std::shared_ptr<Model> compress_model(const std::shared_ptr<const Model>& in, co
   if (r.cluster_head.enabled) {
     ClusterHeadOptions co = cluster_options(r, calib, n_threads);
     co.progress = [&tell](const char* stage, int64_t done, int64_t total) { tell(stage, done, total); };
-    co.input_file = in->file().get();
+    co.mem = mem;
     out = cluster_head(out, co, &rep.cluster_head);
     rep.ran_cluster_head = true;
     rep.weight_bytes_after = out->weight_bytes();
@@ -303,14 +309,38 @@ std::shared_ptr<Model> compress_model(const std::shared_ptr<const Model>& in, co
   return out;
 }
 
+std::string folder_of(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+}  // namespace
+
+std::shared_ptr<Model> compress_model(const std::shared_ptr<const Model>& in, const Recipe& r,
+                                      const CalibrationData& calib, const ProgressFn& progress,
+                                      PipelineReport* report) {
+  PipelineReport local;
+  return run_passes(in, r, calib, progress, report ? *report : local, nullptr);
+}
+
 void compress_to_file(const std::shared_ptr<const Model>& in, const Recipe& r, const CalibrationData& calib,
                       const std::string& out_path, const ProgressFn& progress, PipelineReport* report) {
   const auto t0 = std::chrono::steady_clock::now();
   PipelineReport local;
   PipelineReport& rep = report ? *report : local;
-  const std::shared_ptr<Model> out = compress_model(in, r, calib, progress, &rep);
+  check_output_path(out_path);  // before the work, not after it
+  // Finished tensors wait on storage next to the output (the same file system), not in memory.
+  const std::shared_ptr<Spool> spool = Spool::create(folder_of(out_path));
+  const std::shared_ptr<Model> out = run_passes(in, r, calib, progress, rep, spool.get());
   const auto t_save = std::chrono::steady_clock::now();
-  out->save_native(out_path, "keep");
+  uint64_t unreleased = 0;
+  out->save_native(out_path, [&](const Tensor& t) {
+    unreleased += t.nbytes;
+    if (unreleased < (uint64_t{16} << 20)) return;
+    spool->release();
+    unreleased = 0;
+  });
   rep.seconds_save = seconds_since(t_save);
   rep.peak_rss_save = peak_rss_bytes();
   rep.out_path = out_path;

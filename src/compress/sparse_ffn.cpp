@@ -103,17 +103,15 @@ void collect_layer(LayerwiseCalibration& cal, const std::shared_ptr<const Model>
 }
 
 // 2. neuron order of layer l: hot first (stable, so ties keep the original order); the layer's samples are
-// permuted into file order, and its f32 key and value matrices returned in wk, wv.
-std::vector<int32_t> order_layer(const Model& in, int l, const std::vector<uint64_t>& cnt, LayerSamples& s,
-                                 std::vector<float>& wk, std::vector<float>& wv) {
+// permuted into file order.
+std::vector<int32_t> order_layer(const Model& in, int l, const std::vector<uint64_t>& cnt, LayerSamples& s) {
   const int64_t C = in.config().n_embd, F = in.config().n_ffn;
   const int64_t N = s.n;
   std::vector<int32_t> perm(static_cast<size_t>(F));
   std::iota(perm.begin(), perm.end(), 0);
   std::stable_sort(perm.begin(), perm.end(), [&](int32_t a, int32_t b) { return cnt[static_cast<size_t>(a)] > cnt[static_cast<size_t>(b)]; });
   const LayerWeights& lw = in.layer(l);
-  wk = matrix_to_f32(lw.ffn_k.t, lw.ffn_k.scale.data ? &lw.ffn_k.scale : nullptr);
-  wv = matrix_to_f32(lw.ffn_v.t, lw.ffn_v.scale.data ? &lw.ffn_v.scale : nullptr);
+  const std::vector<float> wk = matrix_to_f32(lw.ffn_k.t, lw.ffn_k.scale.data ? &lw.ffn_k.scale : nullptr);
   RWKVL_CHECK(s.x.size() == static_cast<size_t>(N * C) && s.active.size() == static_cast<size_t>(N * F));
   // Permute the targets and Wk rows into file order.
   std::vector<uint8_t> act(s.active.size());
@@ -129,7 +127,7 @@ std::vector<int32_t> order_layer(const Model& in, int l, const std::vector<uint6
 
 // The predictor tensors of one layer ("blocks.N." prefix p) into tm; their bytes into rep.
 void put_predictor(TensorMap& tm, const std::string& p, const LayerPredictor& pr, int64_t C, int64_t F,
-                   SparseFfnReport& rep) {
+                   const PassMemory& mem, SparseFfnReport& rep) {
   const int64_t H = pr.hidden;
   const bool i8 = !pr.q1.empty();
   Tensor w1 = Tensor::alloc(p + "ffn.pred.w1", i8 ? DType::kI8 : DType::kF16, {H, C});
@@ -154,23 +152,28 @@ void put_predictor(TensorMap& tm, const std::string& p, const LayerPredictor& pr
   Tensor thr = Tensor::from_f32(p + "ffn.pred.thresh", {2}, th);
   for (Tensor* t : {&w1, &w2, &bits, &lo, &step, &thr}) {
     rep.predictor_bytes += t->nbytes;
-    tm[t->name] = *t;
+    tm[t->name] = mem.keep(*t);
   }
 }
 
 // 4. the new tensors of layer l (bundle, permutation, frequencies, predictor) replace its key and value.
-SparseFfnLayerReport put_layer(TensorMap& tm, int l, const std::vector<float>& wk, const std::vector<float>& wv,
-                               const std::vector<int32_t>& perm, const std::vector<uint64_t>& cnt, int64_t N,
-                               const ModelConfig& cfg, DType dt, bool f16_scales, const LayerPredictor* pr,
-                               SparseFfnReport& rep) {
+SparseFfnLayerReport put_layer(TensorMap& tm, const Model& in, int l, const std::vector<int32_t>& perm,
+                               const std::vector<uint64_t>& cnt, int64_t N, DType dt, bool f16_scales,
+                               const LayerPredictor* pr, const PassMemory& mem, SparseFfnReport& rep) {
+  const ModelConfig& cfg = in.config();
   const int64_t C = cfg.n_embd, F = cfg.n_ffn;
   const std::string p = "blocks." + std::to_string(l) + ".";
   for (const char* n : {"ffn.key.weight", "ffn.key.weight.scale", "ffn.value.weight", "ffn.value.weight.scale"})
     tm.erase(p + n);
-  auto [b, sc] = bundle_ffn(p + "ffn.bundle.weight", wk.data(), wv.data(), F, C, perm, dt, f16_scales);
-  rep.bundle_bytes += b.nbytes + sc.nbytes;
-  tm[b.name] = b;
-  if (sc.data) tm[sc.name] = sc;
+  const LayerWeights& lw = in.layer(l);
+  {
+    const std::vector<float> wk = matrix_to_f32(lw.ffn_k.t, lw.ffn_k.scale.data ? &lw.ffn_k.scale : nullptr);
+    const std::vector<float> wv = matrix_to_f32(lw.ffn_v.t, lw.ffn_v.scale.data ? &lw.ffn_v.scale : nullptr);
+    auto [b, sc] = bundle_ffn(p + "ffn.bundle.weight", wk.data(), wv.data(), F, C, perm, dt, f16_scales);
+    rep.bundle_bytes += b.nbytes + sc.nbytes;
+    tm[b.name] = mem.keep(b);
+    if (sc.data) tm[sc.name] = mem.keep(sc);
+  }
   Tensor tp = Tensor::alloc(p + "ffn.perm", DType::kI32, {F});
   std::memcpy(tp.mutable_data(), perm.data(), sizeof(int32_t) * static_cast<size_t>(F));
   tm[tp.name] = tp;
@@ -186,7 +189,7 @@ SparseFfnLayerReport put_layer(TensorMap& tm, int l, const std::vector<float>& w
   lr.zero_frac = 1.0 - static_cast<double>(total) / (static_cast<double>(N) * static_cast<double>(F));
   tm[tf.name] = tf;
   if (pr) {
-    put_predictor(tm, p, *pr, C, F, rep);
+    put_predictor(tm, p, *pr, C, F, mem, rep);
     lr.pred = *pr;
     lr.pred.w1.clear();
     lr.pred.w2.clear();
@@ -277,12 +280,11 @@ std::shared_ptr<Model> sparse_ffn(const std::shared_ptr<const Model>& in, const 
     std::vector<LayerSamples> samples(static_cast<size_t>(n));
     std::vector<std::vector<uint64_t>> counts(static_cast<size_t>(n));
     std::vector<std::vector<int32_t>> perms(static_cast<size_t>(n));
-    std::vector<std::vector<float>> wks(static_cast<size_t>(n)), wvs(static_cast<size_t>(n));
     const auto t_collect = std::chrono::steady_clock::now();
     for (int i = 0; i < n; ++i) {
       const size_t k = static_cast<size_t>(i);
       collect_layer(cal, in, l0 + i, N, samples[k], counts[k]);
-      perms[k] = order_layer(*in, l0 + i, counts[k], samples[k], wks[k], wvs[k]);
+      perms[k] = order_layer(*in, l0 + i, counts[k], samples[k]);
       tell(++steps);
     }
     rep.seconds_collect += seconds_since(t_collect);
@@ -300,12 +302,10 @@ std::shared_ptr<Model> sparse_ffn(const std::shared_ptr<const Model>& in, const 
     rep.seconds_train += seconds_since(t_train);
     for (int i = 0; i < n; ++i) {
       const size_t k = static_cast<size_t>(i);
-      rep.layers.push_back(put_layer(tm, l0 + i, wks[k], wvs[k], perms[k], counts[k], N, cfg, dt, f16_scales,
-                                     opt.predictors ? &preds[k] : nullptr, rep));
+      rep.layers.push_back(put_layer(tm, *in, l0 + i, perms[k], counts[k], N, dt, f16_scales,
+                                     opt.predictors ? &preds[k] : nullptr, opt.mem, rep));
     }
-    if (opt.input_file)
-      for (const auto& [name, t] : in->tensors())
-        if (name.rfind("blocks.", 0) == 0 && t.data) opt.input_file->release_range(t.data, t.nbytes);
+    opt.mem.release();
   }
   rep.pass = pass_record(opt, rep, dt);
   return model_with_pass(std::move(tm), cfg, *in, rep.pass);

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "compress/pass_memory.h"
 #include "compress/sparse_train.h"
 #include "core/mapped_file.h"
 #include "model/model.h"
@@ -26,9 +27,10 @@ struct SparseFfnOptions {
   std::string dtype;                   // bundle dtype: "" = that of ffn.key.weight, else f32/f16/bf16/i8/q4
   int n_threads = 1;
   int chunk = 128;
-  // The pipeline's input file: its resident pages are dropped after each layer group (the pass reads views
-  // of it through `in`'s unchanged tensors), so resident memory holds the layers at hand. May be null.
-  const MappedFile* input_file = nullptr;
+  // The pipeline's input file and spool: the new tensors go to the spool, and the resident pages of both are
+  // dropped after each layer group (the pass reads them through `in`), so resident memory holds the layers at
+  // hand. May be empty.
+  PassMemory mem;
   // Progress over the whole pass: (steps done, total). A layer is one step for its activations plus, with
   // predictors, epochs + 1 for its training (pred.progress is not called: this replaces it).
   std::function<void(int64_t, int64_t)> progress;

@@ -227,54 +227,58 @@ struct Thresholds {
   float tm_alone = kInf, tb_alone = kInf, tm = kInf, tb = kInf;
 };
 
-// Indices of v by descending value: a stable LSD radix sort (3 passes of 11 bits) on the float bits.
-std::vector<uint32_t> order_desc(const std::vector<float>& v) {
-  const size_t N = v.size();
-  std::vector<uint32_t> key(N), idx(N), key2(N), idx2(N);
+// The held-out (token, neuron) pairs by descending MLP logit z, ties in pair order (what a stable sort gives).
+// Each entry packs the sort key of z (high 32 bits) and the bits of the 1-bit score s (low 32 bits); ys[j] is the
+// truth of the same pair. 9 bytes per pair (the scores and an index array would take 21).
+struct SortedPairs {
+  std::vector<uint64_t> zs;
+  std::vector<uint8_t> ys;
+  int64_t size() const { return static_cast<int64_t>(zs.size()); }
+  float z(int64_t j) const {
+    uint32_t u = ~static_cast<uint32_t>(zs[static_cast<size_t>(j)] >> 32);  // undo key = ~u
+    u = (u & 0x80000000u) ? (u & 0x7fffffffu) : ~u;                         // undo the order map
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
+  float s(int64_t j) const {
+    const uint32_t u = static_cast<uint32_t>(zs[static_cast<size_t>(j)]);
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
+};
+
+// Takes z and s (freed on the way) and the truths y of the same pairs.
+SortedPairs sort_pairs(std::vector<float> z, std::vector<float> s, const uint8_t* y) {
+  const size_t N = z.size();
+  if (N > static_cast<size_t>(std::numeric_limits<uint32_t>::max()))
+    RWKVL_FAIL(kInvalidArgument, "train_predictors: %zu held-out pairs are too many (at most 2^32 - 1)", N);
+  SortedPairs out;
+  out.zs.resize(N);
   for (size_t i = 0; i < N; ++i) {
     uint32_t u;
-    std::memcpy(&u, &v[i], 4);
+    std::memcpy(&u, &z[i], 4);
     u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);  // ascending as unsigned
-    key[i] = ~u;                                     // descending
-    idx[i] = static_cast<uint32_t>(i);
+    out.zs[i] = (static_cast<uint64_t>(~u) << 32) | static_cast<uint64_t>(i);  // descending z, then pair order
   }
-  std::vector<size_t> off(2048);
-  for (int shift = 0; shift < 32; shift += 11) {
-    std::fill(off.begin(), off.end(), size_t{0});
-    for (size_t i = 0; i < N; ++i) ++off[(key[i] >> shift) & 2047u];
-    size_t sum = 0;
-    for (auto& o : off) {
-      const size_t c = o;
-      o = sum;
-      sum += c;
-    }
-    for (size_t i = 0; i < N; ++i) {
-      const size_t pos = off[(key[i] >> shift) & 2047u]++;
-      key2[pos] = key[i];
-      idx2[pos] = idx[i];
-    }
-    key.swap(key2);
-    idx.swap(idx2);
+  z = {};
+  std::sort(out.zs.begin(), out.zs.end());
+  out.ys.resize(N);
+  for (size_t j = 0; j < N; ++j) {
+    const size_t i = static_cast<size_t>(out.zs[j] & 0xffffffffu);
+    out.ys[j] = y[i];
+    uint32_t sb;
+    std::memcpy(&sb, &s[i], 4);
+    out.zs[j] = (out.zs[j] & 0xffffffff00000000ull) | sb;
   }
-  return idx;
+  return out;
 }
 
 // z, s, y over all held-out pairs; P = number of active pairs (> 0).
-Thresholds choose_thresholds(const std::vector<float>& z, const std::vector<float>& s, const uint8_t* y, int64_t P,
-                             double R) {
-  const int64_t N = static_cast<int64_t>(z.size());
-  if (N > static_cast<int64_t>(std::numeric_limits<uint32_t>::max()))
-    RWKVL_FAIL(kInvalidArgument, "train_predictors: %lld held-out pairs are too many (at most 2^32 - 1)",
-               static_cast<long long>(N));
-  // The pairs by descending MLP logit (structure of arrays).
-  const std::vector<uint32_t> ord = order_desc(z);
-  std::vector<float> zs(static_cast<size_t>(N)), ss(static_cast<size_t>(N));
-  std::vector<uint8_t> ys(static_cast<size_t>(N));
-  for (int64_t j = 0; j < N; ++j) {
-    zs[j] = z[ord[j]];
-    ss[j] = s[ord[j]];
-    ys[j] = y[ord[j]];
-  }
+Thresholds choose_thresholds(const SortedPairs& sp, int64_t P, double R) {
+  const int64_t N = sp.size();
+  const std::vector<uint8_t>& ys = sp.ys;
   const int64_t k = needed(P, R);
 
   std::vector<double> levels;
@@ -298,11 +302,11 @@ Thresholds choose_thresholds(const std::vector<float>& z, const std::vector<floa
     if (L > 0) {
       const int64_t kL = needed(P, L);
       while (cum < kL) cum += ys[i++];
-      const float zk = zs[i - 1];
+      const float zk = sp.z(i - 1);
       hits_m = cum;
       e = i;
-      while (e < N && zs[e] == zk) hits_m += ys[e++];
-      tm = place_below(zk, e < N, e < N ? zs[e] : 0.0f);
+      while (e < N && sp.z(e) == zk) hits_m += ys[e++];
+      tm = place_below(zk, e < N, e < N ? sp.z(e) : 0.0f);
     }
     // 1-bit part: the largest tb making the OR reach k hits, over the suffix [e, N).
     const int64_t need = k - hits_m;
@@ -311,14 +315,14 @@ Thresholds choose_thresholds(const std::vector<float>& z, const std::vector<floa
     if (need > 0) {
       buf.clear();
       for (int64_t j = e; j < N; ++j)
-        if (ys[j]) buf.push_back(ss[j]);
+        if (ys[j]) buf.push_back(sp.s(j));
       std::nth_element(buf.begin(), buf.begin() + (need - 1), buf.end(), std::greater<float>());
       const float b = buf[need - 1];
       // Largest suffix score below b, and the suffix pairs at or above b (exactly those with s > tb).
       float nl = -kInf;
       int64_t below = 0, ge = 0;
       for (int64_t j = e; j < N; ++j) {
-        const float v = ss[j];
+        const float v = sp.s(j);
         if (v < b) {
           nl = std::max(nl, v);
           ++below;
@@ -503,30 +507,43 @@ void store_weights(const Mlp& mlp, const std::vector<float>& inv_rms, int64_t li
                  static_cast<long long>(li));
 }
 
-// Held-out scores of both predictors, the thresholds for the recall target and the figures reported.
+// Held-out scores of both predictors, the thresholds for the recall target and the figures reported. The tokens
+// are scored in parallel (each token's scores on their own, the loss summed in token order afterwards), so the
+// figures do not depend on the thread count.
 void evaluate_holdout(const LayerSamples& S, const PredictorOptions& o, const std::vector<float>& w1t,
-                      const std::vector<float>& w2t, int64_t n_train, int64_t n_hold, double pw, LayerPredictor& out) {
+                      const std::vector<float>& w2t, int64_t n_train, int64_t n_hold, double pw, LayerPredictor& out,
+                      ThreadPool& pool) {
   const int64_t C = S.C, F = S.F, h = o.hidden;
   const int64_t N = n_hold * F;
-  std::vector<float> z(static_cast<size_t>(N)), s(static_cast<size_t>(N)), hid(static_cast<size_t>(h)),
-      table(static_cast<size_t>(C / 8 * 256));
+  std::vector<float> z(static_cast<size_t>(N)), s(static_cast<size_t>(N));
+  std::vector<double> token_loss(static_cast<size_t>(n_hold));
+  std::vector<int64_t> token_active(static_cast<size_t>(n_hold));
   const uint8_t* y = S.active.data() + n_train * F;
+  pool.parallel_for(n_hold, [&](int64_t b, int64_t e) {
+    std::vector<float> hid(static_cast<size_t>(h)), table(static_cast<size_t>(C / 8 * 256));
+    for (int64_t t = b; t < e; ++t) {
+      const float* x = S.x.data() + (n_train + t) * C;
+      float* zt = z.data() + t * F;
+      mlp_kernel(w1t.data(), w2t.data(), C, h, F, x, hid.data(), zt);
+      bits_kernel_tables(out.bits.data(), out.lo.data(), out.step.data(), C, F, x, table.data(), s.data() + t * F);
+      const uint8_t* yt = y + t * F;
+      double acc = 0.0;
+      int64_t act = 0;
+      for (int64_t r = 0; r < F; ++r) {
+        const double zz = zt[r];
+        const double sp = std::max(zz, 0.0) + std::log1p(std::exp(-std::fabs(zz)));  // softplus(z)
+        acc += yt[r] ? pw * (sp - zz) : sp;
+        act += yt[r];
+      }
+      token_loss[static_cast<size_t>(t)] = acc;
+      token_active[static_cast<size_t>(t)] = act;
+    }
+  }, 16);
   double hl = 0.0;
   int64_t P = 0;
   for (int64_t t = 0; t < n_hold; ++t) {
-    const float* x = S.x.data() + (n_train + t) * C;
-    float* zt = z.data() + t * F;
-    mlp_kernel(w1t.data(), w2t.data(), C, h, F, x, hid.data(), zt);
-    bits_kernel_tables(out.bits.data(), out.lo.data(), out.step.data(), C, F, x, table.data(), s.data() + t * F);
-    const uint8_t* yt = y + t * F;
-    double acc = 0.0;
-    for (int64_t r = 0; r < F; ++r) {
-      const double zz = zt[r];
-      const double sp = std::max(zz, 0.0) + std::log1p(std::exp(-std::fabs(zz)));  // softplus(z)
-      acc += yt[r] ? pw * (sp - zz) : sp;
-      P += yt[r];
-    }
-    hl += acc;
+    hl += token_loss[static_cast<size_t>(t)];
+    P += token_active[static_cast<size_t>(t)];
   }
   out.holdout_loss = hl / static_cast<double>(N);
   out.true_active_frac = static_cast<double>(P) / static_cast<double>(N);
@@ -535,37 +552,42 @@ void evaluate_holdout(const LayerSamples& S, const PredictorOptions& o, const st
     out.mlp_logit_thresh = out.bits_thresh = out.mlp_alone_logit_thresh = out.bits_alone_thresh = kInf;
     out.recall_mlp = out.recall_bits = out.recall_ens = 1.0;
     out.frac_mlp = out.frac_bits = out.frac_ens = 0.0;
-  } else {
-    const Thresholds th = choose_thresholds(z, s, y, P, o.recall);
-    out.mlp_logit_thresh = th.tm;
-    out.bits_thresh = th.tb;
-    out.mlp_alone_logit_thresh = th.tm_alone;
-    out.bits_alone_thresh = th.tb_alone;
-    // Recount with the final thresholds on the unsorted scores (the figures reported).
-    int64_t pm = 0, hm = 0, pb = 0, hb = 0, pe = 0, he = 0;
-    for (int64_t i = 0; i < N; ++i) {
-      const bool m = z[i] > th.tm_alone, b = s[i] > th.tb_alone, e = z[i] > th.tm || s[i] > th.tb;
-      pm += m;
-      pb += b;
-      pe += e;
-      hm += m && y[i];
-      hb += b && y[i];
-      he += e && y[i];
-    }
-    const double Pd = static_cast<double>(P), Nd = static_cast<double>(N);
-    out.recall_mlp = static_cast<double>(hm) / Pd;
-    out.recall_bits = static_cast<double>(hb) / Pd;
-    out.recall_ens = static_cast<double>(he) / Pd;
-    out.frac_mlp = static_cast<double>(pm) / Nd;
-    out.frac_bits = static_cast<double>(pb) / Nd;
-    out.frac_ens = static_cast<double>(pe) / Nd;
-    RWKVL_CHECK(out.recall_mlp >= o.recall && out.recall_bits >= o.recall && out.recall_ens >= o.recall);
-    RWKVL_CHECK(pe <= pm && pe <= pb);
+    return;
   }
+  const SortedPairs sp = sort_pairs(std::move(z), std::move(s), y);
+  const Thresholds th = choose_thresholds(sp, P, o.recall);
+  out.mlp_logit_thresh = th.tm;
+  out.bits_thresh = th.tb;
+  out.mlp_alone_logit_thresh = th.tm_alone;
+  out.bits_alone_thresh = th.tb_alone;
+  // Recount with the final thresholds (the figures reported; counts do not depend on the order of the pairs).
+  int64_t pm = 0, hm = 0, pb = 0, hb = 0, pe = 0, he = 0;
+  for (int64_t i = 0; i < N; ++i) {
+    const float zi = sp.z(i), si = sp.s(i);
+    const bool yi = sp.ys[static_cast<size_t>(i)] != 0;
+    const bool m = zi > th.tm_alone, b = si > th.tb_alone, e = zi > th.tm || si > th.tb;
+    pm += m;
+    pb += b;
+    pe += e;
+    hm += m && yi;
+    hb += b && yi;
+    he += e && yi;
+  }
+  const double Pd = static_cast<double>(P), Nd = static_cast<double>(N);
+  out.recall_mlp = static_cast<double>(hm) / Pd;
+  out.recall_bits = static_cast<double>(hb) / Pd;
+  out.recall_ens = static_cast<double>(he) / Pd;
+  out.frac_mlp = static_cast<double>(pm) / Nd;
+  out.frac_bits = static_cast<double>(pb) / Nd;
+  out.frac_ens = static_cast<double>(pe) / Nd;
+  RWKVL_CHECK(out.recall_mlp >= o.recall && out.recall_bits >= o.recall && out.recall_ens >= o.recall);
+  RWKVL_CHECK(pe <= pm && pe <= pb);
 }
 
+// One layer's predictor weights (the 1-bit copy, the MLP); w1t / w2t receive the float weights the held-out
+// evaluation scores with.
 LayerPredictor train_layer(const LayerSamples& S, int64_t li, const PredictorOptions& o,
-                           const std::function<void()>& tick) {
+                           const std::function<void()>& tick, std::vector<float>& w1t, std::vector<float>& w2t) {
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t C = S.C, F = S.F, h = o.hidden, n = S.n;
   const int64_t n_hold = holdout_count(n, o.holdout), n_train = n - n_hold;
@@ -590,10 +612,7 @@ LayerPredictor train_layer(const LayerSamples& S, int64_t li, const PredictorOpt
   // MLP has no biases to absorb it.
   const std::vector<float> inv_rms = inverse_rms(S, n_train);
   const Mlp mlp = train_mlp(S, li, o, inv_rms, n_train, pw, out, tick);
-  std::vector<float> w1t, w2t;
   store_weights(mlp, inv_rms, li, o, out, w1t, w2t);
-  evaluate_holdout(S, o, w1t, w2t, n_train, n_hold, pw, out);
-  tick();
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return out;
 }
@@ -698,21 +717,36 @@ std::vector<LayerPredictor> train_predictors(const std::vector<LayerSamples>& la
     ++done;
     if (opt.progress) opt.progress(done, total);
   };
-  // Layers are claimed one at a time (each trained on one thread), so the results do not depend on the thread count;
-  // after a failure no new layer is started (the pool rethrows the first exception).
+  // Training: layers are claimed one at a time (each trained on one thread), so the results do not depend on the
+  // thread count; after a failure no new layer is started (the pool rethrows the first exception).
+  std::vector<std::vector<float>> w1t(static_cast<size_t>(nl)), w2t(static_cast<size_t>(nl));
   std::atomic<int64_t> next{0};
   std::atomic<bool> failed{false};
-  ThreadPool pool(static_cast<int>(std::min<int64_t>(opt.n_threads, nl)));
+  ThreadPool pool(std::max(1, opt.n_threads));
   pool.run_on_all([&](int) {
     for (int64_t i = next.fetch_add(1); i < nl && !failed.load(); i = next.fetch_add(1)) {
       try {
-        out[static_cast<size_t>(i)] = train_layer(layers[static_cast<size_t>(i)], opt.first_layer + i, opt, tick);
+        const size_t k = static_cast<size_t>(i);
+        out[k] = train_layer(layers[k], opt.first_layer + i, opt, tick, w1t[k], w2t[k]);
       } catch (...) {
         failed.store(true);
         throw;
       }
     }
   });
+  // Held-out evaluation one layer at a time, its tokens over the threads: its scores and their order are the
+  // largest buffers of the pass (13 bytes per held-out token and neuron), so only one layer's exist at a time.
+  for (int64_t i = 0; i < nl; ++i) {
+    const size_t k = static_cast<size_t>(i);
+    const auto t0 = std::chrono::steady_clock::now();
+    const LayerSamples& S = layers[k];
+    const int64_t n_hold = holdout_count(S.n, opt.holdout);
+    evaluate_holdout(S, opt, w1t[k], w2t[k], S.n - n_hold, n_hold, out[k].pos_weight, out[k], pool);
+    w1t[k] = {};
+    w2t[k] = {};
+    tick();
+    out[k].seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
   return out;
 }
 

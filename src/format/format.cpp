@@ -279,7 +279,8 @@ RawCheckpoint read_native(std::shared_ptr<MappedFile> f) {
   return raw;
 }
 
-void write_native(const std::string& path, const std::vector<Tensor>& tensors, const nlohmann::json& meta) {
+void write_native(const std::string& path, const std::vector<Tensor>& tensors, const nlohmann::json& meta,
+                  const std::function<void(const Tensor&)>& read) {
   nlohmann::json j;
   j["format"] = "rwkv-lite";
   j["model"] = meta;
@@ -297,6 +298,7 @@ void write_native(const std::string& path, const std::vector<Tensor>& tensors, c
                   {"offset", off},
                   {"nbytes", t.nbytes},
                   {"fnv1a64", hex64(fnv1a64(t.data, t.nbytes))}});
+    if (read) read(t);
     off = align_up(off + t.nbytes, kNativeAlign);
   }
   j["tensors"] = tl;
@@ -315,6 +317,7 @@ void write_native(const std::string& path, const std::vector<Tensor>& tensors, c
     w.pad_to(kNativeAlign);
     RWKVL_CHECK(w.tell() - data_start == static_cast<uint64_t>(tl[&t - tensors.data()]["offset"].get<uint64_t>()));
     w.write(t.data, t.nbytes);
+    if (read) read(t);
   }
   w.commit();
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,9 @@ void write_rwkvcpp(const std::string& path, const std::vector<Tensor>& tensors, 
 // The native rwkv-lite format, see docs/FORMAT.md. Every tensor entry carries an FNV-1a checksum; the
 // reader verifies it for the tensors verify_on_load() names (small sparse-FFN predictor blocks).
 bool verify_on_load(const std::string& tensor_name);
-void write_native(const std::string& path, const std::vector<Tensor>& tensors, const nlohmann::json& meta);
+// `read` (when given) is called after each tensor's bytes have been read (for its checksum, then for the file),
+// so a caller whose tensors are mapped views can drop their pages as the writer goes (compress, issue #19).
+void write_native(const std::string& path, const std::vector<Tensor>& tensors, const nlohmann::json& meta,
+                  const std::function<void(const Tensor&)>& read = nullptr);
 
 }  // namespace rwkvl

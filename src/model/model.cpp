@@ -759,20 +759,25 @@ nlohmann::json config_to_json(const ModelConfig& c) {
 }
 
 void Model::save_native(const std::string& path, WeightDType dtype) const {
-  std::shared_ptr<Model> conv;
-  const TensorMap* tm = &tensors_;
-  if (dtype != WeightDType::kKeep) {
-    LoadOptions o;
-    o.weight_dtype = dtype;
-    conv = from_canonical(tensors_, cfg_, source_, o);
-    tm = &conv->tensors_;
-  }
+  if (dtype == WeightDType::kKeep) return write_tensors(path, tensors_, nullptr);
+  LoadOptions o;
+  o.weight_dtype = dtype;
+  const std::shared_ptr<Model> conv = from_canonical(tensors_, cfg_, source_, o);
+  write_tensors(path, conv->tensors_, nullptr);
+}
+
+void Model::save_native(const std::string& path, const std::function<void(const Tensor&)>& read) const {
+  write_tensors(path, tensors_, read);
+}
+
+void Model::write_tensors(const std::string& path, const TensorMap& tm,
+                          const std::function<void(const Tensor&)>& read) const {
   std::vector<Tensor> list;
-  for (const auto& [name, t] : *tm) list.push_back(t);
+  for (const auto& [name, t] : tm) list.push_back(t);
   nlohmann::json meta = config_to_json(cfg_);
   meta["source_format"] = file_kind_name(source_);
   meta["passes"] = passes_;
-  write_native(path, list, meta);
+  write_native(path, list, meta, read);
 }
 
 }  // namespace rwkvl

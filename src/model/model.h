@@ -218,6 +218,8 @@ class Model {
 
   // Writes the native format with matrices converted to `dtype` (keep|f32|f16|bf16|i8).
   void save_native(const std::string& path, WeightDType dtype = WeightDType::kKeep) const;
+  // The same (kKeep) calling read(t) after each tensor's bytes were read (see write_native).
+  void save_native(const std::string& path, const std::function<void(const Tensor&)>& read) const;
   // The same with the dtype as a string (parse_weight_dtype_option), for the callers not yet typed.
   void save_native(const std::string& path, const std::string& dtype) const {
     save_native(path, parse_weight_dtype_option(dtype));
@@ -235,6 +237,7 @@ class Model {
 
  private:
   void bind();
+  void write_tensors(const std::string& path, const TensorMap& tm, const std::function<void(const Tensor&)>& read) const;
   ModelConfig cfg_;
   TensorMap tensors_;
   FileKind source_ = FileKind::kUnknown;

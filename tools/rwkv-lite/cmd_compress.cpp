@@ -235,9 +235,8 @@ int cmd_compress(const Args& args) {
 
   const uint64_t in_file = file_size(in_path);
   if (args.on("json")) {
-    // The library's report less what the command never printed (stage times, the budget's error sum), plus
-    // the input file and the wall time of the whole command.
-    j.erase("stages");
+    // The library's report less the budget's error sum (never printed), plus the input file and the wall time
+    // of the whole command.
     j.erase("budget_error_sum");
     j["in"] = in_path;
     j["in_file_bytes"] = in_file;
