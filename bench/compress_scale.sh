@@ -42,6 +42,8 @@ done
 [[ -x /usr/bin/time ]] || { echo "compress_scale: /usr/bin/time is missing (apt-get install time)" >&2; exit 1; }
 [[ -f $CALIB ]] || { echo "compress_scale: no calibration text at $CALIB" >&2; exit 1; }
 mkdir -p "$WORK"
+# The World tokenizer for every binary (a baseline built elsewhere does not find it beside itself).
+export RWKVL_TOKENIZER_DIR=${RWKVL_TOKENIZER_DIR:-$ROOT/../shared/reference/tokenizers}
 
 if [[ -n $BASE_COMMIT ]]; then
   BDIR=$WORK/baseline-$BASE_COMMIT
@@ -95,6 +97,10 @@ print(f"{label:>9}: wall {float(wall):7.1f} s  peak RSS {int(rss_kb)/1024:8.1f} 
 print(f"{'':>9}  stage seconds: {stages}")
 if peaks:
     print(f"{'':>9}  peak RSS (MiB) at the end of: {peaks}")
+plan = rep.get("plan", {})
+if plan:
+    ps = " ".join(f"{k} {v['peak_bytes'] / 2**20:.0f}" for k, v in plan.get("stages", {}).items())
+    print(f"{'':>9}  planned peak (MiB): {plan['peak_bytes'] / 2**20:.0f} ({ps}; {plan['sparse_parallel_layers']} predictor layers side by side)")
 EOF
 }
 

@@ -86,7 +86,7 @@ extern "C" {
 
 /* The C API version of this header (see VERSIONING above). */
 #define RWKVL_API_VERSION_MAJOR 1
-#define RWKVL_API_VERSION_MINOR 2
+#define RWKVL_API_VERSION_MINOR 3
 #define RWKVL_API_VERSION (RWKVL_API_VERSION_MAJOR * 1000 + RWKVL_API_VERSION_MINOR)
 
 /* The C API version of the linked library, RWKVL_API_VERSION as the library was built. Never fails. */
@@ -893,6 +893,48 @@ rwkvl_status rwkvl_compress(const rwkvl_model* model, const rwkvl_compress_recip
 rwkvl_status rwkvl_compress_report_json(const rwkvl_compress_report* report, char* out, size_t cap, size_t* n_out);
 /* Frees the details and zeroes the struct. NULL is a no-op. */
 void rwkvl_compress_report_free(rwkvl_compress_report* report);
+
+/* BOUNDED MEMORY (API 1.3). A compression holds one layer's work at a time: finished tensors wait in an
+   anonymous file next to out_path (the same file system; as large as the output) and the pages of the input
+   that were read are dropped. rwkvl_compress_plan states, before any work, each stage's expected peak of
+   resident memory; with a budget the run trains fewer predictor layers side by side to fit (the same bytes
+   are written), and refuses a budget no setting meets. */
+typedef struct rwkvl_compress_options {
+  uint64_t mem_budget; /* > 0: plan within this many bytes of resident memory; 0: no budget */
+  int resume;          /* reserved for resuming an interrupted run; must be 0 in this version (else UNSUPPORTED) */
+} rwkvl_compress_options;
+/* No budget, no resume. Never fails. */
+rwkvl_compress_options rwkvl_compress_default_options(void);
+
+typedef enum {
+  RWKVL_COMPRESS_STAGE_LOWRANK_QUANT = 0, /* (1) low-rank factorisation and quantisation */
+  RWKVL_COMPRESS_STAGE_SPARSE_FFN = 1,    /* (2) sparse channel-mix and predictors */
+  RWKVL_COMPRESS_STAGE_CLUSTER_HEAD = 2,  /* (3) cluster head */
+  RWKVL_COMPRESS_STAGE_SAVE = 3,          /* writing the file */
+  RWKVL_COMPRESS_STAGES = 4
+} rwkvl_compress_stage;
+
+typedef struct rwkvl_compress_plan {
+  uint64_t peak_bytes;                              /* the largest stage's expected peak resident memory */
+  uint64_t base_bytes;                              /* before the passes (code, tokenizer, calibration tokens) */
+  uint64_t stage_peak_bytes[RWKVL_COMPRESS_STAGES]; /* each stage's expected peak, base included; 0: does not run */
+  double stage_work[RWKVL_COMPRESS_STAGES];         /* each stage's share of the work (sums to 1), for progress */
+  int sparse_parallel_layers;                       /* predictor layers collected and trained side by side */
+} rwkvl_compress_plan;
+
+/* The plan of rwkvl_compress_ex for this model, recipe (NULL: default), number of calibration tokens and
+   options (NULL: defaults), into the caller's *out. Errors: INVALID_ARGUMENT (NULL model or out; a budget no
+   setting meets: the message names the stage and both figures). */
+rwkvl_status rwkvl_compress_plan_get(const rwkvl_model* model, const rwkvl_compress_recipe* recipe,
+                                     uint64_t calib_tokens, const rwkvl_compress_options* options,
+                                     rwkvl_compress_plan* out);
+/* rwkvl_compress with options (NULL: defaults, which is rwkvl_compress). The report's JSON then also carries
+   "plan" and "stages_peak_rss_bytes" (the measured peak at the end of each stage). Errors: those of
+   rwkvl_compress; INVALID_ARGUMENT for a budget no setting meets (before any work); UNSUPPORTED for resume. */
+rwkvl_status rwkvl_compress_ex(const rwkvl_model* model, const rwkvl_compress_recipe* recipe,
+                               const rwkvl_calibration* calib, const char* out_path,
+                               const rwkvl_compress_options* options, rwkvl_compress_progress_fn progress, void* user,
+                               rwkvl_compress_report* report);
 
 /* FFN activation sparsity (`rwkv-lite stats`): feeds tokens[0..n) from the initial state in chunks of
    `chunk` (1..1024; 0 = 64) with n_threads threads (<= 0: one per core) and measures, per layer, the share of

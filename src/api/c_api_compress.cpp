@@ -14,6 +14,7 @@
 #include "api/api_internal.h"
 #include "compress/activation_stats.h"
 #include "compress/pipeline.h"
+#include "compress/plan.h"
 #include "core/file_writer.h"
 #include "rwkv_lite.h"
 
@@ -196,15 +197,47 @@ rwkvl_compress_recipe rwkvl_compress_default_recipe(void) {
   return r;
 }
 
+rwkvl_compress_options rwkvl_compress_default_options(void) { return rwkvl_compress_options{}; }
+
+rwkvl_status rwkvl_compress_plan_get(const rwkvl_model* model, const rwkvl_compress_recipe* recipe,
+                                     uint64_t calib_tokens, const rwkvl_compress_options* options,
+                                     rwkvl_compress_plan* out) {
+  if (out) *out = rwkvl_compress_plan{};
+  return guarded([&] {
+    RWKVL_API_REQUIRE(model && out, "rwkvl_compress_plan_get: NULL argument");
+    const std::shared_ptr<rwkvl::Model> m = rwkvl::api::model_of(model);
+    const cz::Recipe r = to_recipe(recipe ? *recipe : rwkvl_compress_default_recipe());
+    const cz::CompressPlan p = cz::plan_compress(*m, r, static_cast<size_t>(calib_tokens), options ? options->mem_budget : 0);
+    out->peak_bytes = p.peak_bytes;
+    out->base_bytes = p.base_bytes;
+    const cz::StagePlan* st[RWKVL_COMPRESS_STAGES] = {&p.lowrank_quant, &p.sparse_ffn, &p.cluster_head, &p.save};
+    for (int i = 0; i < RWKVL_COMPRESS_STAGES; ++i) {
+      out->stage_peak_bytes[i] = st[i]->runs ? st[i]->peak_bytes : 0;
+      out->stage_work[i] = st[i]->runs ? st[i]->work : 0;
+    }
+    out->sparse_parallel_layers = p.sparse_parallel_layers;
+  });
+}
+
 rwkvl_status rwkvl_compress(const rwkvl_model* model, const rwkvl_compress_recipe* recipe,
                             const rwkvl_calibration* calib, const char* out_path, rwkvl_compress_progress_fn progress,
                             void* user, rwkvl_compress_report* report) {
+  return rwkvl_compress_ex(model, recipe, calib, out_path, nullptr, progress, user, report);
+}
+
+rwkvl_status rwkvl_compress_ex(const rwkvl_model* model, const rwkvl_compress_recipe* recipe,
+                               const rwkvl_calibration* calib, const char* out_path,
+                               const rwkvl_compress_options* options, rwkvl_compress_progress_fn progress, void* user,
+                               rwkvl_compress_report* report) {
   if (report) *report = rwkvl_compress_report{};
   return guarded([&] {
     RWKVL_API_REQUIRE(model && out_path, "rwkvl_compress: NULL argument");
+    if (options && options->resume)
+      RWKVL_FAIL(kUnsupported, "resuming an interrupted compression is not supported by this library version");
     rwkvl::check_output_path(out_path);  // before any work
     const std::shared_ptr<rwkvl::Model> m = rwkvl::api::model_of(model);
-    const cz::Recipe r = to_recipe(recipe ? *recipe : rwkvl_compress_default_recipe());
+    cz::Recipe r = to_recipe(recipe ? *recipe : rwkvl_compress_default_recipe());
+    if (options) r.mem_budget = options->mem_budget;
     const cz::CalibrationData cd = to_calibration(model, m, calib);
     cz::ProgressFn fn;
     if (progress) fn = [progress, user](const char* stage, int64_t done, int64_t total) { progress(stage, done, total, user); };

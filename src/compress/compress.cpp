@@ -1,6 +1,7 @@
 #include "compress/compress.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -12,6 +13,7 @@
 #include "core/error.h"
 #include "core/hash.h"
 #include "core/mapped_file.h"
+#include "core/threadpool.h"
 #include "runtime/session.h"
 
 namespace rwkvl::compress {
@@ -436,30 +438,59 @@ class Runner {
         by_role.at(r)->add(X, static_cast<int64_t>(T));
       });
     }
-    for (const std::string& t : here) factor_matrix("blocks." + std::to_string(l) + "." + t, calibrate_ ? &grams.at(t) : nullptr);
+    // The stage's matrices are factored side by side (each on one thread, so the numbers are those of one after
+    // another), then stored in order.
+    std::vector<Factoring> fs(here.size());
+    for (size_t i = 0; i < here.size(); ++i) fs[i].base = "blocks." + std::to_string(l) + "." + here[i];
+    std::atomic<size_t> next{0};
+    ThreadPool pool(static_cast<int>(std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(std::max(1, opts_.n_threads)), here.size()))));
+    pool.run_on_all([&](int) {
+      for (size_t i = next.fetch_add(1); i < fs.size(); i = next.fetch_add(1))
+        factor_matrix(fs[i], calibrate_ ? &grams.at(here[i]) : nullptr);
+    });
+    for (Factoring& f : fs) store_factors(f);
   }
 
-  void factor_matrix(const std::string& base, const linalg::Gram* g) {
-    const Tensor w = tm_.at(base + ".weight");
+  // One matrix of a stage: its report and (unless --budget keeps it dense) its factors.
+  struct Factoring {
+    std::string base;
+    MatrixReport mr;
+    linalg::LowRank f;
+    bool dense = false;
+  };
+
+  // Reads tm_ only (the matrices of a stage are factored side by side).
+  void factor_matrix(Factoring& out, const linalg::Gram* g) const {
+    const std::string& base = out.base;
+    const Tensor& w = tm_.at(base + ".weight");
     auto sit = tm_.find(base + ".weight.scale");
     const std::vector<float> W = matrix_to_f32(w, sit == tm_.end() ? nullptr : &sit->second);
     release_input(w);
     const int64_t rows = w.rows(), cols = w.cols();
     const int64_t r = plan_.at(base);
-    MatrixReport mr;
+    MatrixReport& mr = out.mr;
     mr.name = base;
     mr.rows = rows;
     mr.cols = cols;
     mr.rank = r;
     mr.bytes_before = w.nbytes + (sit == tm_.end() ? 0 : sit->second.nbytes);
+    out.dense = r == 0;  // --budget kept it dense
+    if (!out.dense) out.f = factorise(W, rows, cols, r, g, mr);
+  }
+
+  void store_factors(Factoring& in) {
+    const std::string& base = in.base;
+    MatrixReport& mr = in.mr;
+    const linalg::LowRank& f = in.f;
+    const Tensor w = tm_.at(base + ".weight");
+    const int64_t rows = mr.rows, cols = mr.cols, r = mr.rank;
     auto keep = [&](const char* action) {
       mr.action = action;
       mr.dtype = dtype_name(w.dtype);
       mr.bytes_after = mr.bytes_before;
       rep_.matrices.push_back(mr);
     };
-    if (r == 0) return keep("dense");  // --budget kept it dense
-    const linalg::LowRank f = factorise(W, rows, cols, r, g, mr);
+    if (in.dense) return keep("dense");
     const DType fd = factor_type(w.dtype);
     DType fa = fd, fb = fd;
     if (fa == DType::kQ4 && cols % 32 != 0) fa = DType::kI8;

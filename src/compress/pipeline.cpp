@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/file_writer.h"
+#include "compress/plan.h"
 #include "core/spool.h"
 #include "core/hash.h"
 #include "runtime/sysinfo.h"
@@ -258,10 +259,12 @@ std::shared_ptr<Model> run_passes(const std::shared_ptr<const Model>& in, const 
                                   const ProgressFn& progress, PipelineReport& rep, Spool* spool) {
   const auto t0 = std::chrono::steady_clock::now();
   rep = PipelineReport{};
+  validate(*in, r, calib);
+  const CompressPlan plan = plan_compress(*in, r, calib.tokens.size(), r.mem_budget);  // refuses a budget it cannot meet
+  rep.plan = plan.to_json();
   PassMemory mem;
   mem.input = in->file().get();
   mem.spool = spool;
-  validate(*in, r, calib);
   const int n_threads = r.n_threads > 0 ? r.n_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   auto tell = [&progress](const char* stage, int64_t done, int64_t total) {
     if (progress) progress(stage, done, total);
@@ -291,6 +294,7 @@ std::shared_ptr<Model> run_passes(const std::shared_ptr<const Model>& in, const 
     SparseFfnOptions so = sparse_options(r, calib, n_threads);
     so.progress = [&tell](int64_t done, int64_t total) { tell("sparse-ffn", done, total); };
     so.mem = mem;
+    so.group = plan.sparse_parallel_layers;
     out = sparse_ffn(out, so, &rep.sparse_ffn);
     rep.ran_sparse_ffn = true;
     rep.weight_bytes_after = out->weight_bytes();
@@ -396,6 +400,7 @@ nlohmann::json PipelineReport::to_json() const {
                                 {"save", peak_rss_save}})
     if (v > 0) peaks[name] = v;
   j["stages_peak_rss_bytes"] = peaks;
+  if (!plan.is_null()) j["plan"] = plan;
   return j;
 }
 

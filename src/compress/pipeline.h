@@ -89,6 +89,9 @@ struct Recipe {
     uint64_t seed = 1;
   } cluster_head;
   int n_threads = 0;  // <= 0: one per online core
+  // > 0: run within this many bytes of resident memory: the plan (plan.h) trains fewer predictor layers side by
+  // side to fit, and a recipe whose planned peak exceeds it is refused before any work.
+  uint64_t mem_budget = 0;
 };
 
 // The recall the predictors' thresholds are set for on held-out calibration tokens, for a recall target R on
@@ -126,10 +129,11 @@ struct PipelineReport {
   double seconds_lowrank_quant = 0, seconds_save = 0, seconds_total = 0;
   // The process's peak resident memory (VmHWM) when each stage ended (0: the stage did not run).
   uint64_t peak_rss_lowrank_quant = 0, peak_rss_sparse_ffn = 0, peak_rss_cluster_head = 0, peak_rss_save = 0;
+  nlohmann::json plan;  // the memory plan the run was made with (plan.h: CompressPlan::to_json)
   // {"out", "out_file_bytes", "weight_bytes_before", "weight_bytes_after", "calib_tokens", "budget",
   //  "budget_planned_bytes", "budget_error_sum", "pass", "matrices": [...], "sparse_ffn" (its pass record +
   //  "bundle_bytes", "seconds_collect", "seconds_train"), "cluster_head" (its pass record), "stages": {seconds},
-  //  "stages_peak_rss_bytes": {bytes}}
+  //  "stages_peak_rss_bytes": {bytes}, "plan": the memory plan}
   nlohmann::json to_json() const;
 };
 

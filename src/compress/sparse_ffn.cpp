@@ -266,7 +266,7 @@ std::shared_ptr<Model> sparse_ffn(const std::shared_ptr<const Model>& in, const 
   // trained and its tensors replaced; then its samples are dropped. Memory: the stream plus one group's
   // samples, not every layer's.
   const int64_t N = static_cast<int64_t>(opt.calib.size());
-  const int group = std::max(1, std::min(opt.pred.n_threads, L));
+  const int group = std::max(1, std::min(opt.group > 0 ? opt.group : opt.pred.n_threads, L));
   LayerwiseCalibration cal(in, opt.calib, opt.n_threads, static_cast<size_t>(std::max(1, opt.chunk)));
   TensorMap tm = in->tensors();
   const int64_t layer_steps = 1 + (opt.predictors ? opt.pred.epochs + 1 : 0), total_steps = L * layer_steps;

@@ -27,6 +27,9 @@ struct SparseFfnOptions {
   std::string dtype;                   // bundle dtype: "" = that of ffn.key.weight, else f32/f16/bf16/i8/q4
   int n_threads = 1;
   int chunk = 128;
+  // Layers whose activations are collected and whose predictors are trained side by side (memory: one layer's
+  // samples each); 0: pred.n_threads. The output does not depend on it.
+  int group = 0;
   // The pipeline's input file and spool: the new tensors go to the spool, and the resident pages of both are
   // dropped after each layer group (the pass reads them through `in`), so resident memory holds the layers at
   // hand. May be empty.

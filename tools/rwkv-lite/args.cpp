@@ -73,11 +73,13 @@ const std::vector<FlagSpec> kFlags = {
      "1000-2000)", 0, 1e6, true},
     {"io-latency", nullptr, K::kFloat, "generate eval perplexity bench logits", nullptr, "US",
      "with --io-throttle: simulated latency per read, microseconds", 0, 1e7},
-    {"mem-budget", nullptr, K::kString, "generate eval perplexity bench logits", nullptr, "BYTES",
+    {"mem-budget", nullptr, K::kString, "generate eval perplexity bench logits compress", nullptr, "BYTES",
      "run within this much resident memory (peak RSS; suffix K, M, G, or N% of the model's fp16 bytes): the plan "
-     "keeps what fits resident and streams the rest from the file (native files) through a preload buffer"},
-    {"print-plan", nullptr, K::kSwitch, "generate eval perplexity bench logits", nullptr, "",
-     "with --mem-budget: print the memory plan (what is resident, what is streamed, buffer sizes) to stderr"},
+     "keeps what fits resident and streams the rest from the file (native files) through a preload buffer; "
+     "compress: trains fewer predictor layers side by side to fit, and refuses a budget it cannot meet"},
+    {"print-plan", nullptr, K::kSwitch, "generate eval perplexity bench logits compress", nullptr, "",
+     "with --mem-budget: print the memory plan (what is resident, what is streamed, buffer sizes) to stderr; "
+     "compress: each stage's expected peak memory and share of the work, before it starts"},
     {"no-prefetch", nullptr, K::kSwitch, "generate eval perplexity bench logits", nullptr, "",
      "with --mem-budget: read streamed layers when needed instead of one layer ahead in the background"},
     {"tokenizer", nullptr, K::kString, "generate eval perplexity logits tokenize", nullptr, "PATH",

@@ -6,13 +6,16 @@
 #include <memory>
 #include <string>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "args.h"
 #include "commands.h"
 #include "common.h"
-#include "progress.h"
 
 namespace rwkvl::cli {
 
@@ -36,27 +39,89 @@ const char* recipe_dtype(const Args& args, const char* name) {
   return d == RWKVL_DTYPE_KEEP ? nullptr : rwkvl_dtype_name(d);
 }
 
-// One progress bar per stage of the library's progress callback.
-struct StageBars {
-  std::unique_ptr<Progress> bar;
-  std::string stage;
+// One progress line over the whole run: each stage's progress weighted by its share of the work in the plan
+// (rwkvl_compress_plan_get), the stage at hand and an ETA for the rest of the run. Only on a terminal.
+struct RunBar {
+  double work[RWKVL_COMPRESS_STAGES] = {};
+  double start = now_seconds(), last_draw = 0;
+  bool enabled = isatty(STDERR_FILENO) == 1, drawn = false;
+
+  explicit RunBar(const rwkvl_compress_plan& plan) {
+    for (int i = 0; i < RWKVL_COMPRESS_STAGES; ++i) work[i] = plan.stage_work[i];
+  }
+  ~RunBar() { finish(); }
+  // The plan stage of a progress stage and where the sub-stage lies within it (cluster head: clustering,
+  // calibration, distillation take about 10 %, 75 % and 15 % of it).
+  static int stage_of(const std::string& s, double* lo, double* hi) {
+    *lo = 0;
+    *hi = 1;
+    if (s == "compress") return RWKVL_COMPRESS_STAGE_LOWRANK_QUANT;
+    if (s == "sparse-ffn") return RWKVL_COMPRESS_STAGE_SPARSE_FFN;
+    if (s == "clustering") *hi = 0.10;
+    if (s == "calibration") *lo = 0.10, *hi = 0.85;
+    if (s == "distillation") *lo = 0.85;
+    return RWKVL_COMPRESS_STAGE_CLUSTER_HEAD;
+  }
   static const char* unit(const std::string& s) {
     if (s == "compress") return "layers";
     if (s == "sparse-ffn") return "steps";
     if (s == "clustering") return "iterations";
     if (s == "distillation") return "epochs";
-    return "tokens";  // calibration
+    return "token-layers";  // calibration
   }
   static void on(const char* s, int64_t done, int64_t total, void* user) {
-    auto* self = static_cast<StageBars*>(user);
-    if (self->stage != s) {
-      if (self->bar) self->bar->finish();
-      self->stage = s;
-      self->bar = std::make_unique<Progress>(s, static_cast<uint64_t>(total), unit(self->stage));
-    }
-    self->bar->update(static_cast<uint64_t>(done));
+    static_cast<RunBar*>(user)->update(s, done, total);
+  }
+  void update(const std::string& s, int64_t done, int64_t total) {
+    if (!enabled) return;
+    const double t = now_seconds();
+    if (t - last_draw < 0.2 && done < total) return;
+    last_draw = t;
+    double lo = 0, hi = 1;
+    const int st = stage_of(s, &lo, &hi);
+    double frac = 0;
+    for (int i = 0; i < st; ++i) frac += work[i];
+    const double in_stage = total > 0 ? std::min(1.0, static_cast<double>(done) / static_cast<double>(total)) : 1.0;
+    frac += work[st] * (lo + (hi - lo) * in_stage);
+    const double elapsed = t - start;
+    char eta[32] = "?";
+    if (frac > 0.005) std::snprintf(eta, sizeof eta, "%.0f s", elapsed * (1 - frac) / frac);
+    constexpr int kWidth = 24;
+    char bar[kWidth + 1];
+    for (int i = 0; i < kWidth; ++i) bar[i] = i < static_cast<int>(frac * kWidth) ? '#' : '.';
+    bar[kWidth] = '\0';
+    std::fprintf(stderr, "\r\033[Kcompress [%s] %3.0f%%  %s %lld/%lld %s  %.0f s, ETA %s", bar, frac * 100, s.c_str(),
+                 static_cast<long long>(done), static_cast<long long>(total), unit(s), elapsed, eta);
+    std::fflush(stderr);
+    drawn = true;
+  }
+  void finish() {
+    if (!drawn) return;
+    drawn = false;
+    std::fprintf(stderr, "\r\033[K");
+    std::fflush(stderr);
   }
 };
+
+// The calibration tokens the run will use (the library tokenises the text again: its hash names the text).
+uint64_t count_tokens(const rwkvl_tokenizer* tok, const std::string& text, size_t max_tokens) {
+  std::vector<int32_t> ids(text.size() + 1);
+  size_t n = 0;
+  check(rwkvl_tokenize(tok, text.data(), text.size(), ids.data(), ids.size(), &n));
+  return max_tokens > 0 ? std::min<uint64_t>(n, max_tokens) : n;
+}
+
+void print_plan(const rwkvl_compress_plan& p, const rwkvl_compress_options& o, uint64_t n_calib) {
+  static const char* const names[RWKVL_COMPRESS_STAGES] = {"low-rank/quantisation", "sparse FFN", "cluster head", "save"};
+  std::fprintf(stderr, "compress memory plan (%llu calibration tokens%s%s):\n", static_cast<unsigned long long>(n_calib),
+               o.mem_budget ? ", budget " : "", o.mem_budget ? format_bytes(o.mem_budget).c_str() : "");
+  for (int i = 0; i < RWKVL_COMPRESS_STAGES; ++i)
+    if (p.stage_peak_bytes[i])
+      std::fprintf(stderr, "  %-22s peak %10s  work %4.0f%%\n", names[i], format_bytes(p.stage_peak_bytes[i]).c_str(),
+                   100 * p.stage_work[i]);
+  std::fprintf(stderr, "  %-22s peak %10s  (base %s; predictor layers side by side: %d)\n", "whole run",
+               format_bytes(p.peak_bytes).c_str(), format_bytes(p.base_bytes).c_str(), p.sparse_parallel_layers);
+}
 
 // The flags as a recipe (calibration and targets apart).
 rwkvl_compress_recipe recipe_of(const Args& args) {
@@ -218,12 +283,17 @@ int cmd_compress(const Args& args) {
   for (const char* f : {"no-predictor", "recall", "hidden", "epochs", "holdout", "ffn-dtype", "lr", "pred-dtype"})
     if (!sparse && args.given(f)) args.fail(std::string("--") + f + " needs --sparse-ffn");
 
+  rwkvl_compress_options copts = rwkvl_compress_default_options();
+  if (args.given("mem-budget")) copts.mem_budget = parse_bytes(args, "mem-budget", model_info(model.get()).n_params * 2);
+  const uint64_t n_calib = calib_path.empty() ? 0 : count_tokens(tok.get(), text, calib.max_tokens);
+  rwkvl_compress_plan plan{};
+  check(rwkvl_compress_plan_get(model.get(), &r, n_calib, &copts, &plan));  // refuses a budget it cannot meet
+  if (args.on("print-plan")) print_plan(plan, copts, n_calib);
   rwkvl_compress_report rep{};
   {
-    StageBars bars;
-    check(rwkvl_compress(model.get(), &r, calib_path.empty() ? nullptr : &calib, out_path.c_str(), &StageBars::on,
-                         &bars, &rep));
-    if (bars.bar) bars.bar->finish();
+    RunBar bar(plan);
+    check(rwkvl_compress_ex(model.get(), &r, calib_path.empty() ? nullptr : &calib, out_path.c_str(), &copts,
+                            &RunBar::on, &bar, &rep));
   }
   std::unique_ptr<rwkvl_compress_report, void (*)(rwkvl_compress_report*)> keep(&rep, rwkvl_compress_report_free);
   size_t n = 0;
