@@ -131,13 +131,37 @@ void LayerwiseCalibration::advance(const std::shared_ptr<const Model>& model, in
   run_layer(model, l, &taps, &fn, true);
 }
 
+namespace {
+
+// Thrown by a collecting pass's observer once every tapped projection of the layer has seen the chunk: the rest of
+// the layer (what follows the taps) is not needed to collect them, and the state it would update is not kept.
+struct ChunkCollected {};
+
+}  // namespace
+
 void LayerwiseCalibration::run_layer(const std::shared_ptr<const Model>& model, int l, const TapSet* taps,
                                      const TapFn* fn, bool advance) {
   RWKVL_CHECK(l == next_layer_);
   const size_t C = static_cast<size_t>(model->config().n_embd);
   const bool v7 = !v_first_.empty();
   Session ctx(model, n_threads_);
-  ctx.set_observer(observer_for(taps, fn));
+  // A collecting pass stops each chunk after its last tap. The state the later chunks' taps depend on (the token
+  // shifts, and for taps after the time mix its wkv state) is updated before the taps it feeds, so they see the
+  // same inputs as in a whole pass.
+  uint64_t wanted = 0, seen = 0;
+  if (!advance && taps && fn && *fn)
+    for (MatRole r : kLayerRoles)
+      if (taps->contains(l, r) && !layer_matrix(model->layer(l), r).empty()) wanted |= uint64_t{1} << static_cast<unsigned>(r);
+  const Observer base = observer_for(taps, fn);
+  if (wanted && base)
+    ctx.set_observer([&](const Matrix& m, const float* X, size_t T) {
+      base(m, X, T);
+      if (m.layer != l) return;
+      seen |= (wanted & (uint64_t{1} << static_cast<unsigned>(m.role)));
+      if (seen == wanted) throw ChunkCollected{};
+    });
+  else
+    ctx.set_observer(base);
   // The scratch is sized once for the largest chunk (growing it would zero and move the buffers).
   ctx.scratch().reserve(*model, chunk_);
   State st = state_;
@@ -148,8 +172,15 @@ void LayerwiseCalibration::run_layer(const std::shared_ptr<const Model>& model, 
     // RWKV-7: layers after the first mix in layer 0's value of the same token, which a whole-model pass keeps
     // in the scratch from layer to layer; here it comes from the stream.
     if (v7 && l > 0) std::memcpy(ctx.scratch().v_first, v_first_.data() + off * C, T * C * sizeof(float));
+    if (!advance) {
+      seen = 0;
+      try {
+        ctx.forward_layers(st, buf.data(), T, l, l + 1);
+      } catch (const ChunkCollected&) {
+      }
+      continue;
+    }
     ctx.forward_layers(st, buf.data(), T, l, l + 1);
-    if (!advance) continue;
     std::memcpy(x_.data() + off * C, buf.data(), T * C * sizeof(float));
     if (v7 && l == 0) std::memcpy(v_first_.data() + off * C, ctx.scratch().v_first, T * C * sizeof(float));
   }

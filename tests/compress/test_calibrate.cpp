@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "compress/calibrate.h"
+#include "compress/sparse_ffn.h"
 #include "model/model.h"
 #include "tiny_models.h"
 
@@ -64,11 +65,30 @@ TEST_P(CalibrateTiny, LayerwiseTapsAndStreamEqualTheWholeModelPass) {
       std::vector<float>& v = trial[{tl, r}];
       v.insert(v.end(), X, X + T * static_cast<size_t>(rwkvl::layer_matrix(model->layer(tl), r).cols));
     });
+    // Trial passes of a few projections each, as low-rank factorisation collects them stage by stage: each chunk
+    // stops after its last tap, and the taps still see what a whole pass gives them.
+    std::vector<Taps> stage_trials;
+    for (const std::vector<MatRole>& stage : {std::vector<MatRole>{MatRole::kAttR, MatRole::kAttK, MatRole::kAttV, MatRole::kAttG},
+                                              {MatRole::kAttO},
+                                              {MatRole::kFfnK, MatRole::kFfnR},
+                                              {MatRole::kFfnV}}) {
+      rwkvl::compress::TapSet st;
+      for (MatRole r : stage) st.add(l, r);
+      Taps& part = stage_trials.emplace_back();
+      lw.collect(model, l, st, [&](int tl, MatRole r, const float* X, size_t T) {
+        std::vector<float>& v = part[{tl, r}];
+        v.insert(v.end(), X, X + T * static_cast<size_t>(rwkvl::layer_matrix(model->layer(tl), r).cols));
+      });
+      EXPECT_FALSE(part.empty()) << "layer " << l;
+    }
     lw.advance(model, l, taps, [&](int tl, MatRole r, const float* X, size_t T) {
       std::vector<float>& v = layerwise[{tl, r}];
       v.insert(v.end(), X, X + T * static_cast<size_t>(rwkvl::layer_matrix(model->layer(tl), r).cols));
     });
     for (const auto& [key, v] : trial) EXPECT_EQ(v, layerwise.at(key)) << "trial pass, layer " << l;
+    for (const Taps& part : stage_trials)
+      for (const auto& [key, v] : part)
+        EXPECT_EQ(v, layerwise.at(key)) << "stage trial pass, layer " << l << " role " << rwkvl::mat_role_name(key.second);
   }
   ASSERT_EQ(whole.size(), layerwise.size());
   ASSERT_FALSE(whole.empty());
@@ -93,3 +113,29 @@ INSTANTIATE_TEST_SUITE_P(All, CalibrateTiny, ::testing::ValuesIn(rwkvl::test::kT
                          });
 
 }  // namespace
+
+// The same on a model with a neuron-bundled channel-mix and activation predictors (what the cluster head pass
+// calibrates after the sparse FFN pass): the runtime's predict mode must give the same stream layer by layer.
+TEST(CalibrateSparse, LayerwiseStreamEqualsTheWholeModelPassInPredictMode) {
+  const std::shared_ptr<rwkvl::Model> model = rwkvl::test::load_tiny("5v2-730K");
+  if (!model) GTEST_SKIP() << "tiny model missing";
+  rwkvl::compress::SparseFfnOptions o;
+  o.calib = random_tokens(600, model->config().n_vocab, 3);
+  o.pred.epochs = 2;
+  o.pred.n_threads = 2;
+  o.n_threads = 2;
+  const std::shared_ptr<const rwkvl::Model> sparse = rwkvl::compress::sparse_ffn(model, o, nullptr);
+  ASSERT_TRUE(sparse->has_ffn_predictor());
+  const size_t C = static_cast<size_t>(sparse->config().n_embd), chunk = 64;
+  const std::vector<int32_t> tokens = random_tokens(300, sparse->config().n_vocab, 9);
+  std::vector<float> whole_out(tokens.size() * C);
+  rwkvl::compress::Calibrator cal(sparse, rwkvl::compress::CalibrationOptions{2, 0});
+  cal.run(tokens.data(), tokens.size(), chunk, [&](size_t off, size_t T, float* x) {
+    std::memcpy(whole_out.data() + off * C, x, T * C * sizeof(float));
+  });
+  rwkvl::compress::LayerwiseCalibration lw(sparse, tokens, 2, chunk);
+  for (int l = 0; l < sparse->config().n_layer; ++l) lw.advance(sparse, l);
+  size_t differ = 0;
+  for (size_t i = 0; i < whole_out.size(); ++i) differ += whole_out[i] != lw.stream()[i];
+  EXPECT_EQ(differ, 0u) << "of " << whole_out.size() << " values";
+}
