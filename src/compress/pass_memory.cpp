@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cstring>
 #include <vector>
+#if defined(__GLIBC__)
+#include <malloc.h>  // malloc_trim
+#endif
 
 #include "core/error.h"
 #include "kernels/kernels.h"
@@ -43,6 +46,11 @@ Tensor PassMemory::keep(const Tensor& t) const {
 void PassMemory::release() const {
   if (input) input->release_pages();
   if (spool) spool->release();
+#if defined(__GLIBC__)
+  // Hands freed heap back to the system: buffers freed by worker threads stay in their arenas otherwise (measured
+  // on the 0.1B shape: 639 MiB peak without, after the side-by-side SVDs of stage 1).
+  malloc_trim(0);
+#endif
 }
 
 std::pair<Tensor, Tensor> PassMemory::convert(const std::string& name, const Tensor& src, const Tensor* src_scale,

@@ -286,7 +286,7 @@ std::shared_ptr<Model> run_passes(const std::shared_ptr<const Model>& in, const 
     rep.weight_bytes_after = rep.lowrank_quant.bytes_after;
     rep.seconds_lowrank_quant = seconds_since(t);
     rep.peak_rss_lowrank_quant = peak_rss_bytes();
-    if (in->file()) in->file()->release_pages();  // what the pass left resident of the input
+    mem.release();  // what the pass left resident of the input and the spool, and its freed heap
   } else {
     rep.weight_bytes_before = rep.weight_bytes_after = in->weight_bytes();
   }
