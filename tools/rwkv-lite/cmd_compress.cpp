@@ -10,6 +10,9 @@
 
 #include <algorithm>
 #include <vector>
+#if defined(__GLIBC__)
+#include <malloc.h>  // mallopt
+#endif
 
 #include <nlohmann/json.hpp>
 
@@ -243,6 +246,11 @@ void print_cluster(const nlohmann::json& c, const rwkvl_compress_recipe& r, cons
 }  // namespace
 
 int cmd_compress(const Args& args) {
+#if defined(__GLIBC__)
+  // One heap arena for every thread: the worker threads' arenas otherwise keep what the side-by-side SVDs freed
+  // (0.1B shape, full recipe: peak 639 -> 599 MiB, same time; docs/results/compress-scale.md).
+  mallopt(M_ARENA_MAX, 1);
+#endif
   const std::string in_path = require(args, "model");
   const std::string out_path = require(args, "out");
   check(rwkvl_check_output_path(out_path.c_str()), "--out");  // before any work
