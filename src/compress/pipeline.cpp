@@ -279,7 +279,7 @@ std::shared_ptr<Model> run_passes(const std::shared_ptr<const Model>& in, const 
     const int64_t layers = in->config().n_layer;
     tell("compress", 0, layers);
     o.progress = [&tell](int done, int total) { tell("compress", done, total); };
-    o.mem.spool = spool;
+    o.mem = mem;
     out = run(in, o, &rep.lowrank_quant);
     rep.ran_lowrank_quant = true;
     rep.weight_bytes_before = rep.lowrank_quant.bytes_before;

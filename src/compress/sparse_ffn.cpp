@@ -73,6 +73,9 @@ void validate(const Model& in, const SparseFfnOptions& opt) {
       RWKVL_FAIL(kInvalidArgument, "calibration token %d is out of range [0, %d)", t, cfg.n_vocab);
 }
 
+// A dense layer matrix (with its int8 row scales) as float32, row-major.
+std::vector<float> matrix_f32(const Matrix& m) { return matrix_to_f32(m.t, m.scale.data ? &m.scale : nullptr); }
+
 // 1. activations of layer l: its key input and which neurons fire, over the calibration text, from the
 // layer-by-layer stream (which then moves on to layer l + 1).
 void collect_layer(LayerwiseCalibration& cal, const std::shared_ptr<const Model>& in, int l, int64_t N,
@@ -111,7 +114,7 @@ std::vector<int32_t> order_layer(const Model& in, int l, const std::vector<uint6
   std::iota(perm.begin(), perm.end(), 0);
   std::stable_sort(perm.begin(), perm.end(), [&](int32_t a, int32_t b) { return cnt[static_cast<size_t>(a)] > cnt[static_cast<size_t>(b)]; });
   const LayerWeights& lw = in.layer(l);
-  const std::vector<float> wk = matrix_to_f32(lw.ffn_k.t, lw.ffn_k.scale.data ? &lw.ffn_k.scale : nullptr);
+  const std::vector<float> wk = matrix_f32(lw.ffn_k);
   RWKVL_CHECK(s.x.size() == static_cast<size_t>(N * C) && s.active.size() == static_cast<size_t>(N * F));
   // Permute the targets and Wk rows into file order.
   std::vector<uint8_t> act(s.active.size());
@@ -167,8 +170,8 @@ SparseFfnLayerReport put_layer(TensorMap& tm, const Model& in, int l, const std:
     tm.erase(p + n);
   const LayerWeights& lw = in.layer(l);
   {
-    const std::vector<float> wk = matrix_to_f32(lw.ffn_k.t, lw.ffn_k.scale.data ? &lw.ffn_k.scale : nullptr);
-    const std::vector<float> wv = matrix_to_f32(lw.ffn_v.t, lw.ffn_v.scale.data ? &lw.ffn_v.scale : nullptr);
+    const std::vector<float> wk = matrix_f32(lw.ffn_k);
+    const std::vector<float> wv = matrix_f32(lw.ffn_v);
     auto [b, sc] = bundle_ffn(p + "ffn.bundle.weight", wk.data(), wv.data(), F, C, perm, dt, f16_scales);
     rep.bundle_bytes += b.nbytes + sc.nbytes;
     tm[b.name] = mem.keep(b);

@@ -7,7 +7,6 @@
 
 #include <cstdio>
 #include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -25,13 +24,6 @@ namespace {
 using rwkvl::Model;
 using rwkvl::ModelConfig;
 namespace cz = rwkvl::compress;
-
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 std::vector<int32_t> byte_calibration(size_t n) {
   const std::string valid = rwkvl::test::shared_file("data/wikitext2-valid.txt");
@@ -75,7 +67,7 @@ TEST(CompressSpool, TheFileEqualsTheInMemoryPasses) {
     cz::PipelineReport rep;
     cz::compress_to_file(m, full_recipe(), calib, spooled, nullptr, &rep);  // through the spool
     cz::compress_model(m, full_recipe(), calib, nullptr, nullptr)->save_native(memory, "keep");  // all in memory
-    const std::string a = slurp(spooled), b = slurp(memory);
+    const std::string a = rwkvl::test::read_file(spooled), b = rwkvl::test::read_file(memory);
     ASSERT_GT(a.size(), 1000u);
     EXPECT_TRUE(a == b) << version << ": the spooled file differs from the in-memory one";
     EXPECT_TRUE(rep.plan.contains("peak_bytes")) << rep.to_json().dump();
@@ -97,7 +89,7 @@ TEST(CompressSpool, SparseFfnGivesTheSameBytesForAnyNumberOfLayersSideBySide) {
     o.group = group;
     const std::string path = rwkvl::test::temp_dir() + "/group" + std::to_string(group) + ".rwkvl";
     cz::sparse_ffn(m, o, nullptr)->save_native(path, "keep");
-    const std::string bytes = slurp(path);
+    const std::string bytes = rwkvl::test::read_file(path);
     if (first.empty()) first = bytes;
     EXPECT_TRUE(bytes == first) << "group " << group;
   }
