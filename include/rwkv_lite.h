@@ -86,7 +86,7 @@ extern "C" {
 
 /* The C API version of this header (see VERSIONING above). */
 #define RWKVL_API_VERSION_MAJOR 1
-#define RWKVL_API_VERSION_MINOR 3
+#define RWKVL_API_VERSION_MINOR 4
 #define RWKVL_API_VERSION (RWKVL_API_VERSION_MAJOR * 1000 + RWKVL_API_VERSION_MINOR)
 
 /* The C API version of the linked library, RWKVL_API_VERSION as the library was built. Never fails. */
@@ -898,10 +898,16 @@ void rwkvl_compress_report_free(rwkvl_compress_report* report);
    anonymous file next to out_path (the same file system; as large as the output) and the pages of the input
    that were read are dropped. rwkvl_compress_plan states, before any work, each stage's expected peak of
    resident memory; with a budget the run trains fewer predictor layers side by side to fit (the same bytes
-   are written), and refuses a budget no setting meets. */
+   are written), and refuses a budget no setting meets.
+   RESUMING (API 1.4). While it runs, a compression keeps a journal in the folder "<out_path>.journal" (the
+   finished tensors and, after each finished layer, where the run stands); it is removed once out_path is
+   written. After an interruption (a crash, SIGKILL, a power cut, a full disk) the same call with resume = 1
+   continues from the last finished layer and writes the same bytes as a run that was never interrupted. */
 typedef struct rwkvl_compress_options {
   uint64_t mem_budget; /* > 0: plan within this many bytes of resident memory; 0: no budget */
-  int resume;          /* reserved for resuming an interrupted run; must be 0 in this version (else UNSUPPORTED) */
+  int resume;          /* 1: continue the run the journal records (same model, recipe and calibration, else
+                          INVALID_ARGUMENT; no journal: from the beginning); 0: start again (a journal there is
+                          replaced). Before 1.4 only 0 was accepted. */
 } rwkvl_compress_options;
 /* No budget, no resume. Never fails. */
 rwkvl_compress_options rwkvl_compress_default_options(void);
@@ -930,7 +936,8 @@ rwkvl_status rwkvl_compress_plan_get(const rwkvl_model* model, const rwkvl_compr
                                      rwkvl_compress_plan* out);
 /* rwkvl_compress with options (NULL: defaults, which is rwkvl_compress). The report's JSON then also carries
    "plan" and "stages_peak_rss_bytes" (the measured peak at the end of each stage). Errors: those of
-   rwkvl_compress; INVALID_ARGUMENT for a budget no setting meets (before any work); UNSUPPORTED for resume. */
+   rwkvl_compress; INVALID_ARGUMENT for a budget no setting meets (before any work), or for resume with a journal
+   of another run; FORMAT for a damaged journal; IO when "<out_path>.journal" is not a journal folder. */
 rwkvl_status rwkvl_compress_ex(const rwkvl_model* model, const rwkvl_compress_recipe* recipe,
                                const rwkvl_calibration* calib, const char* out_path,
                                const rwkvl_compress_options* options, rwkvl_compress_progress_fn progress, void* user,

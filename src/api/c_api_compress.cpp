@@ -232,8 +232,6 @@ rwkvl_status rwkvl_compress_ex(const rwkvl_model* model, const rwkvl_compress_re
   if (report) *report = rwkvl_compress_report{};
   return guarded([&] {
     RWKVL_API_REQUIRE(model && out_path, "rwkvl_compress: NULL argument");
-    if (options && options->resume)
-      RWKVL_FAIL(kUnsupported, "resuming an interrupted compression is not supported by this library version");
     rwkvl::check_output_path(out_path);  // before any work
     const std::shared_ptr<rwkvl::Model> m = rwkvl::api::model_of(model);
     cz::Recipe r = to_recipe(recipe ? *recipe : rwkvl_compress_default_recipe());
@@ -242,7 +240,7 @@ rwkvl_status rwkvl_compress_ex(const rwkvl_model* model, const rwkvl_compress_re
     cz::ProgressFn fn;
     if (progress) fn = [progress, user](const char* stage, int64_t done, int64_t total) { progress(stage, done, total, user); };
     cz::PipelineReport rep;
-    cz::compress_to_file(m, r, cd, out_path, fn, &rep);
+    cz::compress_to_file(m, r, cd, out_path, fn, &rep, options && options->resume);
     if (report) fill_report(rep, report);
   });
 }

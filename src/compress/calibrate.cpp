@@ -4,6 +4,8 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/file_writer.h"
+#include "core/mapped_file.h"
 #include "runtime/layer_stream.h"
 #include "runtime/session.h"
 
@@ -115,6 +117,63 @@ std::vector<float> LayerwiseCalibration::take_stream() {
   state_.data = {};
   n_ = 0;
   return x;
+}
+
+namespace {
+
+constexpr char kSnapshotMagic[8] = {'R', 'W', 'K', 'V', 'L', 'C', 'A', 'L'};
+constexpr uint64_t kSnapshotVersion = 1;
+
+// A checksum of float arrays, a 64-bit word at a time (FNV-1a's step on words: fast enough for hundreds of MB per
+// layer; it detects damage, not tampering).
+uint64_t words_hash(const std::vector<float>& v, uint64_t h) {
+  const size_t n = v.size() * sizeof(float);
+  const auto* b = reinterpret_cast<const uint8_t*>(v.data());
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, b + i, 8);
+    h = (h ^ w) * 0x100000001b3ull;
+  }
+  for (; i < n; ++i) h = (h ^ b[i]) * 0x100000001b3ull;
+  return h;
+}
+
+}  // namespace
+
+void LayerwiseCalibration::save(const std::string& path) const {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (const std::vector<float>* v : {&x_, &v_first_, &state_.data}) h = words_hash(*v, h);
+  const uint64_t head[7] = {kSnapshotVersion, n_, x_.size(), v_first_.size(), state_.data.size(),
+                            static_cast<uint64_t>(next_layer_), h};
+  FileWriter w(path);
+  w.write(kSnapshotMagic, sizeof kSnapshotMagic);
+  w.write(head, sizeof head);
+  for (const std::vector<float>* v : {&x_, &v_first_, &state_.data}) w.write(v->data(), v->size() * sizeof(float));
+  w.commit();
+}
+
+void LayerwiseCalibration::load(const std::string& path) {
+  const std::shared_ptr<MappedFile> f = MappedFile::open(path);
+  uint64_t head[7];
+  if (f->size() < sizeof kSnapshotMagic + sizeof head || std::memcmp(f->data(), kSnapshotMagic, 8) != 0)
+    RWKVL_FAIL(kFormat, "'%s' is not a calibration snapshot of a compress journal", path.c_str());
+  std::memcpy(head, f->data() + 8, sizeof head);
+  if (head[0] != kSnapshotVersion)
+    RWKVL_FAIL(kFormat, "'%s': calibration snapshot version %llu (this build reads %llu)", path.c_str(),
+               static_cast<unsigned long long>(head[0]), static_cast<unsigned long long>(kSnapshotVersion));
+  if (head[1] != n_ || head[2] != x_.size() || head[3] != v_first_.size() || head[4] != state_.data.size() ||
+      head[5] >= (uint64_t{1} << 20) || f->size() != sizeof kSnapshotMagic + sizeof head + (head[2] + head[3] + head[4]) * sizeof(float))
+    RWKVL_FAIL(kFormat, "'%s': the calibration snapshot was made for other sizes (or is cut short)", path.c_str());
+  const uint8_t* p = f->data() + sizeof kSnapshotMagic + sizeof head;
+  for (std::vector<float>* v : {&x_, &v_first_, &state_.data}) {
+    std::memcpy(v->data(), p, v->size() * sizeof(float));
+    p += v->size() * sizeof(float);
+  }
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (const std::vector<float>* v : {&x_, &v_first_, &state_.data}) h = words_hash(*v, h);
+  if (h != head[6]) RWKVL_FAIL(kFormat, "'%s': the calibration snapshot is damaged (checksum)", path.c_str());
+  next_layer_ = static_cast<int>(head[5]);
 }
 
 void LayerwiseCalibration::collect(const std::shared_ptr<const Model>& model, int l, const TapSet& taps,

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "model/model.h"
@@ -110,6 +111,12 @@ class LayerwiseCalibration {
   std::vector<float> take_stream();
   // Bytes held: the stream (n x C floats, twice that for RWKV-7) and the state.
   uint64_t bytes() const;
+  // Writes where the calibration stands (the stream, RWKV-7's v_first, the state, next_layer()) to `path`,
+  // atomically, with a checksum: a compress journal (checkpoint.h) resumes from it.
+  void save(const std::string& path) const;
+  // Continues from what save() wrote for the same model shape and tokens: the same numbers as the run that saved
+  // it. Error(kFormat) for a file that is not such a snapshot, is damaged or was made for other sizes.
+  void load(const std::string& path);
 
  private:
   void run_layer(const std::shared_ptr<const Model>& model, int l, const TapSet* taps, const TapFn* fn, bool advance);

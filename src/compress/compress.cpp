@@ -9,6 +9,7 @@
 #include <map>
 
 #include "compress/calibrate.h"
+#include "compress/checkpoint.h"
 #include "compress/linalg.h"
 #include "core/error.h"
 #include "core/hash.h"
@@ -131,8 +132,12 @@ class Runner {
     if (lowrank_) fixed_ranks();
     chunk_ = static_cast<size_t>(std::max(1, opts_.chunk));
     if (calibrate_) cal_ = std::make_unique<LayerwiseCalibration>(in_, opts_.calib, opts_.n_threads, chunk_);
-    if (budgeted_) plan_budget();
-    if (lowrank_) factor_layers();
+    int first = 0;  // layers factored before (a resumed run)
+    if (const ResumePoint* rp = resume_point())
+      first = restore(*rp);
+    else if (budgeted_)
+      plan_budget();
+    if (lowrank_) factor_layers(first);
     if (!opts_.quant.empty() || !opts_.dtype.empty()) quantise_rest();
     rep_.pass = pass_record();
     if (cur_ == in_) rebind();
@@ -405,9 +410,37 @@ class Runner {
     }
   }
 
+  // ---- a journal (checkpoint.h): after each layer, what the pass has made so far; a resumed run starts there
+  const ResumePoint* resume_point() const {
+    const Checkpoint* ck = opts_.mem.checkpoint;
+    const ResumePoint* rp = ck ? ck->resume_point() : nullptr;
+    return rp && rp->stage == Stage::kLowRankQuant && rp->unit > 0 ? rp : nullptr;
+  }
+  nlohmann::json state() const {
+    nlohmann::json plan = nlohmann::json::object();
+    for (const auto& [name, r] : plan_) plan[name] = r;
+    return {{"report", report_json(rep_)}, {"plan", plan}};
+  }
+  int restore(const ResumePoint& rp) {
+    if (!lowrank_ || rp.unit > cfg_.n_layer) RWKVL_FAIL(kFormat, "the journal does not match this low-rank pass");
+    tm_ = rp.current;
+    const Report saved = report_from_json(rp.state.at("report"));
+    rep_.matrices = saved.matrices;
+    rep_.budget_planned_bytes = saved.budget_planned_bytes;
+    rep_.budget_error_sum = saved.budget_error_sum;
+    plan_.clear();
+    for (const auto& [name, r] : rp.state.at("plan").items()) plan_[name] = r.get<int64_t>();
+    if (cal_ && rp.unit < cfg_.n_layer) {
+      cal_->load(rp.calibration);
+      if (cal_->next_layer() != rp.unit) RWKVL_FAIL(kFormat, "the journal's calibration snapshot is of another layer");
+    }
+    rebind();
+    return rp.unit;
+  }
+
   // ---- low-rank factorisation, layer by layer and stage by stage
-  void factor_layers() {
-    for (int l = 0; l < cfg_.n_layer; ++l) {
+  void factor_layers(int first) {
+    for (int l = first; l < cfg_.n_layer; ++l) {
       for (int stage = 0; stage < kStages; ++stage) {
         std::vector<std::string> here;
         for (const std::string& t : targets_)
@@ -418,6 +451,8 @@ class Runner {
       }
       if (calibrate_ && l + 1 < cfg_.n_layer) cal_->advance(cur_, l);
       release_input_layer(l);
+      if (opts_.mem.checkpoint)
+        opts_.mem.checkpoint->save(l + 1, tm_, state(), calibrate_ && l + 1 < cfg_.n_layer ? cal_.get() : nullptr);
       if (opts_.mem.spool) opts_.mem.spool->release();
       if (opts_.progress) opts_.progress(l + 1, cfg_.n_layer);
     }

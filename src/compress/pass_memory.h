@@ -14,9 +14,14 @@
 
 namespace rwkvl::compress {
 
+class Checkpoint;
+
 struct PassMemory {
   const MappedFile* input = nullptr;  // the pipeline's input file (may be null)
   Spool* spool = nullptr;             // where finished tensors go (may be null)
+  // The run's journal (checkpoint.h; may be null): a pass records each finished layer there and, when the journal
+  // says the run stands inside this pass, continues from there.
+  Checkpoint* checkpoint = nullptr;
   // Smaller tensors (vectors, scales, the small LoRAs) stay in memory: a page each on storage would cost more.
   static constexpr size_t kSpoolMin = size_t{64} << 10;
 

@@ -10,9 +10,12 @@
 
 #include "core/error.h"
 #include "core/file_writer.h"
+#include "compress/checkpoint.h"
 #include "compress/plan.h"
 #include "core/spool.h"
 #include "core/hash.h"
+#include "core/mapped_file.h"
+#include "core/version.h"
 #include "runtime/sysinfo.h"
 #include "tokenizer/tokenizer.h"
 
@@ -254,9 +257,119 @@ void validate(const Model& in, const Recipe& r, const CalibrationData& calib) {
 
 namespace {
 
-// The passes in their order; finished tensors go to `spool` when given (see pass_memory.h).
+// ---- what a journal keeps of the pipeline's report, and the key of a run (checkpoint.h)
+
+nlohmann::json reports_json(const PipelineReport& rep) {
+  nlohmann::json j = {{"weight_bytes_before", rep.weight_bytes_before}, {"weight_bytes_after", rep.weight_bytes_after}};
+  if (rep.ran_lowrank_quant)
+    j["lowrank_quant"] = {{"report", report_json(rep.lowrank_quant)},
+                          {"seconds", exact(rep.seconds_lowrank_quant)},
+                          {"peak_rss", rep.peak_rss_lowrank_quant}};
+  if (rep.ran_sparse_ffn)
+    j["sparse_ffn"] = {{"report", sparse_report_json(rep.sparse_ffn)}, {"peak_rss", rep.peak_rss_sparse_ffn}};
+  if (rep.ran_cluster_head)
+    j["cluster_head"] = {{"report", cluster_report_json(rep.cluster_head)}, {"peak_rss", rep.peak_rss_cluster_head}};
+  return j;
+}
+
+void restore_reports(const nlohmann::json& j, PipelineReport& rep) {
+  try {
+    if (j.is_null()) return;
+    rep.weight_bytes_before = j.at("weight_bytes_before").get<uint64_t>();
+    rep.weight_bytes_after = j.at("weight_bytes_after").get<uint64_t>();
+    if (j.contains("lowrank_quant")) {
+      const nlohmann::json& e = j.at("lowrank_quant");
+      rep.lowrank_quant = report_from_json(e.at("report"));
+      rep.seconds_lowrank_quant = exact_double(e.at("seconds"));
+      rep.peak_rss_lowrank_quant = e.at("peak_rss").get<uint64_t>();
+      rep.ran_lowrank_quant = true;
+    }
+    if (j.contains("sparse_ffn")) {
+      rep.sparse_ffn = sparse_report_from_json(j.at("sparse_ffn").at("report"));
+      rep.peak_rss_sparse_ffn = j.at("sparse_ffn").at("peak_rss").get<uint64_t>();
+      rep.ran_sparse_ffn = true;
+    }
+    if (j.contains("cluster_head")) {
+      rep.cluster_head = cluster_report_from_json(j.at("cluster_head").at("report"));
+      rep.peak_rss_cluster_head = j.at("cluster_head").at("peak_rss").get<uint64_t>();
+      rep.ran_cluster_head = true;
+    }
+  } catch (const nlohmann::json::exception& e) {
+    RWKVL_FAIL(kFormat, "the journal's reports are damaged: %s", e.what());
+  }
+}
+
+// Every setting of the recipe that decides the output's bytes (not the threads or the memory budget: the passes
+// write the same bytes with any).
+nlohmann::json recipe_json(const Recipe& r) {
+  nlohmann::json targets = nlohmann::json::array();
+  for (MatRole t : r.lowrank.targets) targets.push_back(mat_role_name(t));
+  const Recipe::SparseFfn& s = r.sparse_ffn;
+  const Recipe::ClusterHead& c = r.cluster_head;
+  return {{"lowrank", {{"method", lowrank_method_name(r.lowrank.method)}, {"rank_frac", exact(r.lowrank.rank_frac)},
+                       {"rank", r.lowrank.rank}, {"budget", r.lowrank.budget}, {"targets", targets},
+                       {"all_targets", r.lowrank.all_targets}, {"diag", r.lowrank.diag}, {"force", r.lowrank.force},
+                       {"damp", exact(r.lowrank.damp)}}},
+          {"quant", {{"type", quant_name(r.quant.type)}, {"emb", r.quant.emb}, {"head", r.quant.head}}},
+          {"dtype", r.dtype},
+          {"sparse_ffn", {{"enabled", s.enabled}, {"predictors", s.predictors}, {"dtype", s.dtype},
+                          {"recall", exact(s.recall)}, {"hidden", s.hidden}, {"epochs", s.epochs}, {"lr", exact(s.lr)},
+                          {"holdout", exact(s.holdout)}, {"pred_int8", s.pred_int8}, {"seed", s.seed}}},
+          {"cluster_head", {{"enabled", c.enabled}, {"k", c.k}, {"cap", c.cap}, {"pca_dims", c.pca_dims},
+                            {"epochs", c.epochs}, {"lr", exact(c.lr)}, {"prior", head_prior_name(c.prior)},
+                            {"prior_smoothing", exact(c.prior_smoothing)}, {"source", cluster_source_name(c.source)},
+                            {"seed", c.seed}}}};
+}
+
+// The input model, recognised by its content: the file's length and 64 samples of 64 KiB spread over it (the
+// header among them), and the names, types and shapes of its tensors; a model in memory by all its bytes.
+nlohmann::json input_identity(const Model& in) {
+  uint64_t h = fnv1a64("rwkvl", 5);
+  for (const auto& [name, t] : in.tensors()) {
+    h = fnv1a64(name.data(), name.size(), h);
+    const uint32_t d = static_cast<uint32_t>(t.dtype);
+    h = fnv1a64(&d, sizeof d, h);
+    h = fnv1a64(t.shape.data(), t.shape.size() * sizeof(int64_t), h);
+    if (!in.file() && t.data) h = fnv1a64(t.data, t.nbytes, h);
+  }
+  nlohmann::json j = {{"tensors_fnv1a64", hex64(h)}};
+  if (const MappedFile* f = in.file().get()) {
+    constexpr size_t kSample = size_t{64} << 10;
+    uint64_t fh = fnv1a64("file", 4);
+    for (int i = 0; i < 64; ++i) {
+      const size_t off = f->size() <= kSample ? 0 : static_cast<size_t>((f->size() - kSample) / 63 * static_cast<uint64_t>(i));
+      const size_t n = std::min(kSample, f->size() - off);
+      fh = fnv1a64(f->data() + off, n, fh);
+      f->release_range(f->data() + off, n);
+      if (f->size() <= kSample) break;
+    }
+    j["file_bytes"] = f->size();
+    j["file_samples_fnv1a64"] = hex64(fh);
+  }
+  return j;
+}
+
+nlohmann::json run_key(const Model& in, const Recipe& r, const CalibrationData& calib) {
+  std::vector<uint8_t> le(calib.tokens.size() * 4);
+  for (size_t i = 0; i < calib.tokens.size(); ++i)
+    for (int k = 0; k < 4; ++k) le[i * 4 + static_cast<size_t>(k)] = static_cast<uint8_t>(static_cast<uint32_t>(calib.tokens[i]) >> (8 * k));
+  return {{"build", kVersionString},
+          {"input", input_identity(in)},
+          {"recipe", recipe_json(r)},
+          {"calibration", {{"tokens", calib.tokens.size()}, {"tokens_fnv1a64", hex64(fnv1a64(le.data(), le.size()))}}}};
+}
+
+// The model a journal entry's stage starts from.
+std::shared_ptr<Model> rebuild(const ResumePoint& rp, const Model& in) {
+  auto m = Model::from_canonical(rp.base, in.config(), in.source_kind(), Model::LoadOptions{});
+  m->set_passes(rp.base_passes);
+  return m;
+}
+
+// The passes in their order; finished tensors go to `spool` when given (see pass_memory.h). With a journal, each
+// finished unit is recorded and a run it says was interrupted continues from there.
 std::shared_ptr<Model> run_passes(const std::shared_ptr<const Model>& in, const Recipe& r, const CalibrationData& calib,
-                                  const ProgressFn& progress, PipelineReport& rep, Spool* spool) {
+                                  const ProgressFn& progress, PipelineReport& rep, Spool* spool, Checkpoint* ck) {
   const auto t0 = std::chrono::steady_clock::now();
   rep = PipelineReport{};
   validate(*in, r, calib);
@@ -265,6 +378,7 @@ std::shared_ptr<Model> run_passes(const std::shared_ptr<const Model>& in, const 
   PassMemory mem;
   mem.input = in->file().get();
   mem.spool = spool;
+  mem.checkpoint = ck;
   const int n_threads = r.n_threads > 0 ? r.n_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   auto tell = [&progress](const char* stage, int64_t done, int64_t total) {
     if (progress) progress(stage, done, total);
@@ -272,8 +386,23 @@ std::shared_ptr<Model> run_passes(const std::shared_ptr<const Model>& in, const 
   rep.calib_tokens = calib.tokens.size();
   rep.budget = r.lowrank.budget;
 
+  const ResumePoint* rp = ck ? ck->resume_point() : nullptr;
+  const Stage from = rp ? rp->stage : Stage::kLowRankQuant;
+  // A stage starts (an entry with the model it starts from) unless the journal resumes it in the middle.
+  auto begin = [&](Stage s, const Model& base) {
+    if (!ck || (rp && rp->stage == s && rp->unit > 0)) return;
+    ck->set_reports(reports_json(rep));
+    ck->begin_stage(s, base);
+  };
   std::shared_ptr<Model> out = std::const_pointer_cast<Model>(in);
-  if (runs_lowrank_quant(r)) {
+  rep.weight_bytes_before = rep.weight_bytes_after = in->weight_bytes();
+  if (rp) {
+    restore_reports(rp->reports, rep);
+    if (from != Stage::kLowRankQuant) out = rebuild(*rp, *in);
+    rep.resumed_from = std::string(stage_name(from)) + (rp->unit > 0 ? ", " + std::to_string(rp->unit) + " layers done" : "");
+  }
+  if (runs_lowrank_quant(r) && from == Stage::kLowRankQuant) {
+    begin(Stage::kLowRankQuant, *in);
     const auto t = std::chrono::steady_clock::now();
     Options o = lowrank_quant_options(*in, r, calib, n_threads);
     const int64_t layers = in->config().n_layer;
@@ -287,10 +416,9 @@ std::shared_ptr<Model> run_passes(const std::shared_ptr<const Model>& in, const 
     rep.seconds_lowrank_quant = seconds_since(t);
     rep.peak_rss_lowrank_quant = peak_rss_bytes();
     mem.release();  // what the pass left resident of the input and the spool, and its freed heap
-  } else {
-    rep.weight_bytes_before = rep.weight_bytes_after = in->weight_bytes();
   }
-  if (r.sparse_ffn.enabled) {
+  if (r.sparse_ffn.enabled && from <= Stage::kSparseFfn) {
+    begin(Stage::kSparseFfn, *out);
     SparseFfnOptions so = sparse_options(r, calib, n_threads);
     so.progress = [&tell](int64_t done, int64_t total) { tell("sparse-ffn", done, total); };
     so.mem = mem;
@@ -300,7 +428,8 @@ std::shared_ptr<Model> run_passes(const std::shared_ptr<const Model>& in, const 
     rep.weight_bytes_after = out->weight_bytes();
     rep.peak_rss_sparse_ffn = peak_rss_bytes();
   }
-  if (r.cluster_head.enabled) {
+  if (r.cluster_head.enabled && from <= Stage::kClusterHead) {
+    begin(Stage::kClusterHead, *out);
     ClusterHeadOptions co = cluster_options(r, calib, n_threads);
     co.progress = [&tell](const char* stage, int64_t done, int64_t total) { tell(stage, done, total); };
     co.mem = mem;
@@ -309,14 +438,9 @@ std::shared_ptr<Model> run_passes(const std::shared_ptr<const Model>& in, const 
     rep.weight_bytes_after = out->weight_bytes();
     rep.peak_rss_cluster_head = peak_rss_bytes();
   }
+  begin(Stage::kSave, *out);
   rep.seconds_total = seconds_since(t0);
   return out;
-}
-
-std::string folder_of(const std::string& path) {
-  const size_t slash = path.find_last_of('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
 }
 
 }  // namespace
@@ -325,26 +449,33 @@ std::shared_ptr<Model> compress_model(const std::shared_ptr<const Model>& in, co
                                       const CalibrationData& calib, const ProgressFn& progress,
                                       PipelineReport* report) {
   PipelineReport local;
-  return run_passes(in, r, calib, progress, report ? *report : local, nullptr);
+  return run_passes(in, r, calib, progress, report ? *report : local, nullptr, nullptr);
 }
 
 void compress_to_file(const std::shared_ptr<const Model>& in, const Recipe& r, const CalibrationData& calib,
-                      const std::string& out_path, const ProgressFn& progress, PipelineReport* report) {
+                      const std::string& out_path, const ProgressFn& progress, PipelineReport* report, bool resume) {
   const auto t0 = std::chrono::steady_clock::now();
   PipelineReport local;
   PipelineReport& rep = report ? *report : local;
   check_output_path(out_path);  // before the work, not after it
-  // Finished tensors wait on storage next to the output (the same file system), not in memory.
-  const std::shared_ptr<Spool> spool = Spool::create(folder_of(out_path));
-  const std::shared_ptr<Model> out = run_passes(in, r, calib, progress, rep, spool.get());
+  validate(*in, r, calib);      // (and the plan) before the journal is made
+  (void)plan_compress(*in, r, calib.tokens.size(), r.mem_budget);
+  // Finished tensors wait on storage next to the output (the same file system), not in memory: in the journal's
+  // spool, which with the journal's entries lets an interrupted run resume.
+  Checkpoint ck(out_path, run_key(*in, r, calib), in, resume);
+  const std::shared_ptr<Model> out = run_passes(in, r, calib, progress, rep, ck.spool(), &ck);
+  rep.journal = ck.dir();
+  rep.journal_replaced = ck.replaced_earlier();
   const auto t_save = std::chrono::steady_clock::now();
   uint64_t unreleased = 0;
+  Spool* spool = ck.spool();
   out->save_native(out_path, [&](const Tensor& t) {
     unreleased += t.nbytes;
     if (unreleased < (uint64_t{16} << 20)) return;
     spool->release();
     unreleased = 0;
   });
+  ck.finish();
   rep.seconds_save = seconds_since(t_save);
   rep.peak_rss_save = peak_rss_bytes();
   rep.out_path = out_path;
@@ -401,6 +532,8 @@ nlohmann::json PipelineReport::to_json() const {
     if (v > 0) peaks[name] = v;
   j["stages_peak_rss_bytes"] = peaks;
   if (!plan.is_null()) j["plan"] = plan;
+  if (!resumed_from.empty()) j["resumed_from"] = resumed_from;
+  if (journal_replaced) j["journal_replaced"] = true;
   return j;
 }
 

@@ -130,6 +130,10 @@ struct PipelineReport {
   // The process's peak resident memory (VmHWM) when each stage ended (0: the stage did not run).
   uint64_t peak_rss_lowrank_quant = 0, peak_rss_sparse_ffn = 0, peak_rss_cluster_head = 0, peak_rss_save = 0;
   nlohmann::json plan;  // the memory plan the run was made with (plan.h: CompressPlan::to_json)
+  // compress_to_file: the journal folder (checkpoint.h), whether a journal of another run was replaced, and where
+  // a resumed run continued from ("" when it started from the beginning), e.g. "sparse_ffn, 4 layers done".
+  std::string journal, resumed_from;
+  bool journal_replaced = false;
   // {"out", "out_file_bytes", "weight_bytes_before", "weight_bytes_after", "calib_tokens", "budget",
   //  "budget_planned_bytes", "budget_error_sum", "pass", "matrices": [...], "sparse_ffn" (its pass record +
   //  "bundle_bytes", "seconds_collect", "seconds_train"), "cluster_head" (its pass record), "stages": {seconds},
@@ -145,8 +149,12 @@ void validate(const Model& in, const Recipe& r, const CalibrationData& calib);
 std::shared_ptr<Model> compress_model(const std::shared_ptr<const Model>& in, const Recipe& r,
                                       const CalibrationData& calib, const ProgressFn& progress,
                                       PipelineReport* report);
-// compress_model() and then the native file at out_path (written atomically: all or nothing).
+// compress_model() and then the native file at out_path (written atomically: all or nothing), keeping a journal
+// in "<out_path>.journal" (checkpoint.h) while it runs; it is removed once the file is written. resume: continue
+// the run a journal there records (the same input, recipe and calibration; Error(kInvalidArgument) otherwise) and
+// write the same bytes as a run that was never interrupted; without a journal the run starts from the beginning.
 void compress_to_file(const std::shared_ptr<const Model>& in, const Recipe& r, const CalibrationData& calib,
-                      const std::string& out_path, const ProgressFn& progress, PipelineReport* report);
+                      const std::string& out_path, const ProgressFn& progress, PipelineReport* report,
+                      bool resume = false);
 
 }  // namespace rwkvl::compress

@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "compress/calibrate.h"
+#include "compress/checkpoint.h"
 #include "compress/compress.h"
 #include "core/dtype.h"
 #include "core/error.h"
@@ -273,12 +274,22 @@ std::shared_ptr<Model> sparse_ffn(const std::shared_ptr<const Model>& in, const 
   LayerwiseCalibration cal(in, opt.calib, opt.n_threads, static_cast<size_t>(std::max(1, opt.chunk)));
   TensorMap tm = in->tensors();
   const int64_t layer_steps = 1 + (opt.predictors ? opt.pred.epochs + 1 : 0), total_steps = L * layer_steps;
-  int64_t steps = 0;
+  int first = 0;  // layers done before (a resumed run: see checkpoint.h)
+  Checkpoint* ck = opt.mem.checkpoint;
+  if (const ResumePoint* rp = ck ? ck->resume_point() : nullptr; rp && rp->stage == Stage::kSparseFfn && rp->unit > 0) {
+    if (rp->unit >= L) RWKVL_FAIL(kFormat, "the journal does not match this sparse FFN pass");
+    first = rp->unit;
+    tm = rp->current;
+    rep = sparse_report_from_json(rp->state);
+    cal.load(rp->calibration);
+    if (cal.next_layer() != first) RWKVL_FAIL(kFormat, "the journal's calibration snapshot is of another layer");
+  }
+  int64_t steps = first * layer_steps;
   auto tell = [&](int64_t done) {
     if (opt.progress) opt.progress(done, total_steps);
   };
-  tell(0);
-  for (int l0 = 0; l0 < L; l0 += group) {
+  tell(steps);
+  for (int l0 = first; l0 < L; l0 += group) {
     const int n = std::min(group, L - l0);
     std::vector<LayerSamples> samples(static_cast<size_t>(n));
     std::vector<std::vector<uint64_t>> counts(static_cast<size_t>(n));
@@ -309,6 +320,7 @@ std::shared_ptr<Model> sparse_ffn(const std::shared_ptr<const Model>& in, const 
                                      opt.predictors ? &preds[k] : nullptr, opt.mem, rep));
     }
     opt.mem.release();
+    if (ck && l0 + n < L) ck->save(l0 + n, tm, sparse_report_json(rep), &cal);
   }
   rep.pass = pass_record(opt, rep, dt);
   return model_with_pass(std::move(tm), cfg, *in, rep.pass);

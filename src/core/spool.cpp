@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -52,6 +53,23 @@ std::shared_ptr<Spool> Spool::create(const std::string& dir) {
   return s;
 }
 
+std::shared_ptr<Spool> Spool::open(const std::string& path, uint64_t keep) {
+  std::shared_ptr<Spool> s(new Spool());
+  s->dir_ = path;
+  s->fd_ = ::open(path.c_str(), O_CREAT | O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (s->fd_ < 0) RWKVL_FAIL(kIo, "cannot open the spool file '%s': %s", path.c_str(), std::strerror(errno));
+  struct stat st {};
+  if (fstat(s->fd_, &st) != 0 || !S_ISREG(st.st_mode))
+    RWKVL_FAIL(kIo, "the spool file '%s' is not a regular file", path.c_str());
+  if (static_cast<uint64_t>(st.st_size) < keep)
+    RWKVL_FAIL(kFormat, "the spool file '%s' holds %llu bytes, its journal says %llu were written", path.c_str(),
+               static_cast<unsigned long long>(st.st_size), static_cast<unsigned long long>(keep));
+  if (ftruncate(s->fd_, static_cast<off_t>(keep)) != 0)
+    RWKVL_FAIL(kIo, "cannot cut the spool file '%s': %s", path.c_str(), std::strerror(errno));
+  s->size_ = keep;
+  return s;
+}
+
 Spool::~Spool() {
   for (const Segment& g : segments_) munmap(g.base, g.length);
   if (fd_ >= 0) ::close(fd_);
@@ -72,10 +90,8 @@ void Spool::write_at(uint64_t off, const void* p, size_t n) {
 }
 
 const uint8_t* Spool::view_of(uint64_t off, uint64_t n) {
-  if (!segments_.empty()) {
-    const Segment& g = segments_.back();
-    if (off >= g.offset && off + n <= g.offset + g.length) return g.base + (off - g.offset);
-  }
+  for (auto g = segments_.rbegin(); g != segments_.rend(); ++g)
+    if (off >= g->offset && off + n <= g->offset + g->length) return g->base + (off - g->offset);
   const uint64_t page = page_size();
   Segment g;
   g.offset = off / page * page;
@@ -137,6 +153,32 @@ void Spool::release() const {
     const uint64_t used = std::min(g.length, (size_ - g.offset + page - 1) / page * page);
     madvise(g.base, used, MADV_DONTNEED);
   }
+}
+
+int64_t Spool::offset_of(const void* p) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const auto* b = static_cast<const uint8_t*>(p);
+  for (const Segment& g : segments_)
+    if (b >= g.base && b < g.base + g.length) return static_cast<int64_t>(g.offset + static_cast<uint64_t>(b - g.base));
+  return -1;
+}
+
+Tensor Spool::view(std::string name, DType dtype, std::vector<int64_t> shape, uint64_t offset, uint64_t nbytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (offset > size_ || nbytes > size_ - offset || (nbytes == 0 && offset >= size_))
+    RWKVL_FAIL(kFormat, "tensor '%s' lies outside the written part of the spool file '%s'", name.c_str(), dir_.c_str());
+  Tensor v;
+  v.name = std::move(name);
+  v.dtype = dtype;
+  v.shape = std::move(shape);
+  v.data = view_of(offset, std::max<uint64_t>(nbytes, 1));
+  v.nbytes = static_cast<size_t>(nbytes);
+  v.owner = std::shared_ptr<const void>(shared_from_this());
+  return v;
+}
+
+void Spool::sync() const {
+  if (fdatasync(fd_) != 0) RWKVL_FAIL(kIo, "cannot sync the spool file '%s': %s", dir_.c_str(), std::strerror(errno));
 }
 
 bool Spool::holds(const void* p) const {

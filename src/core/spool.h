@@ -24,6 +24,11 @@ class Spool : public std::enable_shared_from_this<Spool> {
  public:
   // A spool whose file lives in `dir` (an existing folder this process may write). Throws Error(kIo).
   static std::shared_ptr<Spool> create(const std::string& dir);
+  // A spool in the named file `path` that outlives the process (a compress journal, see compress/checkpoint.h):
+  // created when absent (0600, never through a symbolic link; anything but a regular file is refused), cut to its
+  // first `keep` bytes (what a journal recorded as written; the rest is an interrupted write) and appended to from
+  // there. Throws Error(kIo), or Error(kFormat) when the file is shorter than `keep`.
+  static std::shared_ptr<Spool> open(const std::string& path, uint64_t keep);
   ~Spool();
   Spool(const Spool&) = delete;
   Spool& operator=(const Spool&) = delete;
@@ -43,6 +48,13 @@ class Spool : public std::enable_shared_from_this<Spool> {
   bool holds(const void* p) const;
   // Bytes written to the file so far (with alignment padding).
   uint64_t bytes() const { return size_; }
+  // The file offset of p when it points into a view of this spool, else -1.
+  int64_t offset_of(const void* p) const;
+  // A view of bytes written earlier (by this process or, for open(), a previous one): [offset, offset + nbytes)
+  // must lie in the written part (else Error(kFormat)).
+  Tensor view(std::string name, DType dtype, std::vector<int64_t> shape, uint64_t offset, uint64_t nbytes);
+  // Makes the written bytes durable (fdatasync). Throws Error(kIo).
+  void sync() const;
 
  private:
   struct Segment {
@@ -52,7 +64,7 @@ class Spool : public std::enable_shared_from_this<Spool> {
   Spool() = default;
   void write_at(uint64_t off, const void* p, size_t n);
   const uint8_t* view_of(uint64_t off, uint64_t n);  // maps a segment covering [off, off + n) when needed
-  std::string dir_;
+  std::string dir_;  // (the file's path for open())
   int fd_ = -1;
   uint64_t size_ = 0;        // file length
   uint64_t open_start_ = 0;  // start of the tensor begin() opened

@@ -5,6 +5,8 @@
 // refuses a budget nothing meets, naming the stage; the C API and the command line give the same plan.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -14,6 +16,7 @@
 #include "compress/plan.h"
 #include "compress/sparse_ffn.h"
 #include "core/error.h"
+#include "core/file_writer.h"
 #include "model/model.h"
 #include "rwkv_lite.h"
 #include "test_util.h"
@@ -147,7 +150,7 @@ TEST(CompressPlan, ABudgetNothingMeetsIsRefusedNamingTheStage) {
   EXPECT_FALSE(std::ifstream(out).good());
 }
 
-TEST(CompressPlan, TheCApiGivesThePlanAndRefusesResume) {
+TEST(CompressPlan, TheCApiGivesThePlan) {
   const std::string path = rwkvl::test::tiny_model_path("5v2-730K");
   if (path.empty()) GTEST_SKIP() << "tiny model missing";
   rwkvl_model* m = nullptr;
@@ -165,10 +168,35 @@ TEST(CompressPlan, TheCApiGivesThePlanAndRefusesResume) {
   o.mem_budget = 1 << 20;
   EXPECT_EQ(rwkvl_compress_plan_get(m, &r, 4096, &o, &p), RWKVL_ERR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(rwkvl_last_error()).find("budget"), std::string::npos) << rwkvl_last_error();
-  o = rwkvl_compress_default_options();
+  rwkvl_model_free(m);
+}
+
+// Resuming through the C API (the kills themselves: tests/cli/compress_resume.sh): without a journal the run starts
+// from the beginning and writes what a plain run writes, and leaves no journal; a journal of another run is refused
+// with a message naming what differs, and is left as it was.
+TEST(CompressPlan, TheCApiResumes) {
+  const std::string path = rwkvl::test::tiny_model_path("5v2-730K");
+  if (path.empty()) GTEST_SKIP() << "tiny model missing";
+  rwkvl_model* m = nullptr;
+  ASSERT_EQ(rwkvl_model_load(path.c_str(), nullptr, &m), RWKVL_OK) << rwkvl_last_error();
+  rwkvl_compress_recipe r = rwkvl_compress_default_recipe();
+  r.quant = RWKVL_QUANT_INT8;
+  const std::string dir = rwkvl::test::temp_dir();
+  const std::string plain = dir + "/plain.rwkvl", resumed = dir + "/resumed.rwkvl";
+  rwkvl_compress_options o = rwkvl_compress_default_options();
+  ASSERT_EQ(rwkvl_compress_ex(m, &r, nullptr, plain.c_str(), &o, nullptr, nullptr, nullptr), RWKVL_OK) << rwkvl_last_error();
   o.resume = 1;
-  const std::string out = rwkvl::test::temp_dir() + "/resume.rwkvl";
-  EXPECT_EQ(rwkvl_compress_ex(m, &r, nullptr, out.c_str(), &o, nullptr, nullptr, nullptr), RWKVL_ERR_UNSUPPORTED);
+  ASSERT_EQ(rwkvl_compress_ex(m, &r, nullptr, resumed.c_str(), &o, nullptr, nullptr, nullptr), RWKVL_OK) << rwkvl_last_error();
+  EXPECT_EQ(rwkvl::test::read_file(plain), rwkvl::test::read_file(resumed));
+  struct stat st {};
+  EXPECT_NE(stat((resumed + ".journal").c_str(), &st), 0) << "the journal is left after the run";
+
+  ASSERT_EQ(mkdir((resumed + ".journal").c_str(), 0700), 0);
+  const std::string other = R"({"version": 1, "key": {"build": "0.0.0-other"}, "entry": 1})";
+  rwkvl::write_file_atomic(resumed + ".journal/journal.json", other.data(), other.size());
+  EXPECT_EQ(rwkvl_compress_ex(m, &r, nullptr, resumed.c_str(), &o, nullptr, nullptr, nullptr), RWKVL_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(rwkvl_last_error()).find("made with another build"), std::string::npos) << rwkvl_last_error();
+  EXPECT_EQ(rwkvl::test::read_file(resumed + ".journal/journal.json"), other);
   rwkvl_model_free(m);
 }
 

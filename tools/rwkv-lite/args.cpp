@@ -224,6 +224,9 @@ const std::vector<FlagSpec> kFlags = {
     {"threads", "t", K::kInt, "compress", "0", "N", "worker threads; 0 = one per core", 0, 4096},
     {"tokenizer", nullptr, K::kString, "compress", nullptr, "PATH", "tokenizer file for the calibration text"},
     {"json", nullptr, K::kSwitch, "compress", nullptr, "", "print the report as one JSON object"},
+    {"resume", nullptr, K::kSwitch, "compress", nullptr, "",
+     "continue an interrupted run from the last finished layer (its journal OUT.journal; the same model, recipe "
+     "and calibration); the file is the same as an uninterrupted run's"},
 
     // -- stats
     {"model", "m", K::kString, "stats", nullptr, "FILE", "model file"},

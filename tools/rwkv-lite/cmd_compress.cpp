@@ -2,6 +2,8 @@
 // cluster head, written as a native file that every other command runs. The work is one library call
 // (rwkvl_compress); this command maps the flags to the recipe and prints the report.
 #include <cmath>
+#include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -73,7 +75,18 @@ struct RunBar {
     return "token-layers";  // calibration
   }
   static void on(const char* s, int64_t done, int64_t total, void* user) {
+    kill_for_tests();
     static_cast<RunBar*>(user)->update(s, done, total);
+  }
+  // Tests of --resume (tests/cli/compress_resume.cmake): RWKVL_TEST_KILL_AT_PROGRESS=N kills the process with
+  // SIGKILL at the N-th progress report, as a crash or the OOM killer would.
+  static void kill_for_tests() {
+    static const long kill_at = [] {
+      const char* e = std::getenv("RWKVL_TEST_KILL_AT_PROGRESS");
+      return e ? std::atol(e) : 0L;
+    }();
+    static long calls = 0;
+    if (kill_at > 0 && ++calls == kill_at) raise(SIGKILL);
   }
   void update(const std::string& s, int64_t done, int64_t total) {
     if (!enabled) return;
@@ -297,11 +310,18 @@ int cmd_compress(const Args& args) {
   rwkvl_compress_plan plan{};
   check(rwkvl_compress_plan_get(model.get(), &r, n_calib, &copts, &plan));  // refuses a budget it cannot meet
   if (args.on("print-plan")) print_plan(plan, copts, n_calib);
+  copts.resume = args.on("resume") ? 1 : 0;
   rwkvl_compress_report rep{};
   {
     RunBar bar(plan);
-    check(rwkvl_compress_ex(model.get(), &r, calib_path.empty() ? nullptr : &calib, out_path.c_str(), &copts,
-                            &RunBar::on, &bar, &rep));
+    const rwkvl_status st = rwkvl_compress_ex(model.get(), &r, calib_path.empty() ? nullptr : &calib, out_path.c_str(),
+                                              &copts, &RunBar::on, &bar, &rep);
+    bar.finish();
+    struct stat js {};
+    if (st != RWKVL_OK && st != RWKVL_ERR_INVALID_ARGUMENT && stat((out_path + ".journal/journal.json").c_str(), &js) == 0)
+      std::fprintf(stderr, "the finished layers are kept in %s.journal: run the same command with --resume to continue\n",
+                   out_path.c_str());
+    check(st);
   }
   std::unique_ptr<rwkvl_compress_report, void (*)(rwkvl_compress_report*)> keep(&rep, rwkvl_compress_report_free);
   size_t n = 0;
@@ -311,6 +331,13 @@ int cmd_compress(const Args& args) {
   js.resize(n);
   nlohmann::json j = nlohmann::json::parse(js);
 
+  if (j.contains("resumed_from"))
+    std::fprintf(stderr, "resumed from the journal (%s)\n", j["resumed_from"].get<std::string>().c_str());
+  else if (copts.resume)
+    std::fprintf(stderr, "--resume: no journal of an earlier run was found; ran from the beginning\n");
+  if (j.contains("journal_replaced"))
+    std::fprintf(stderr, "the journal of an earlier run (%s.journal) was replaced (--resume continues one)\n",
+                 out_path.c_str());
   const uint64_t in_file = file_size(in_path);
   if (args.on("json")) {
     // The library's report less the budget's error sum (never printed), plus the input file and the wall time
