@@ -212,6 +212,7 @@ void Checkpoint::write_entry(int unit, const nlohmann::json* current, const nloh
   const std::string text = j.dump();
   write_file_atomic(dir_ + "/" + kJournal, text.data(), text.size());
   ++entry_;
+  progress_ = progress_ || unit > 0 || stage_ != Stage::kLowRankQuant;
   if (!calib_file_.empty() && calib_file_ != calib) unlink((dir_ + "/" + calib_file_).c_str());
   calib_file_ = calib;
 }

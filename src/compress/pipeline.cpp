@@ -463,7 +463,13 @@ void compress_to_file(const std::shared_ptr<const Model>& in, const Recipe& r, c
   // Finished tensors wait on storage next to the output (the same file system), not in memory: in the journal's
   // spool, which with the journal's entries lets an interrupted run resume.
   Checkpoint ck(out_path, run_key(*in, r, calib), in, resume);
-  const std::shared_ptr<Model> out = run_passes(in, r, calib, progress, rep, ck.spool(), &ck);
+  std::shared_ptr<Model> out;
+  try {
+    out = run_passes(in, r, calib, progress, rep, ck.spool(), &ck);
+  } catch (...) {
+    if (!ck.has_progress()) ck.finish();  // a run that failed before any finished layer leaves nothing behind
+    throw;
+  }
   rep.journal = ck.dir();
   rep.journal_replaced = ck.replaced_earlier();
   const auto t_save = std::chrono::steady_clock::now();

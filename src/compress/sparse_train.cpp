@@ -18,6 +18,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "compress/mlp_train.h"
 #include "kernels/kernels.h"
 #include "runtime/sampler.h"
 #include "core/threadpool.h"
@@ -364,82 +365,37 @@ struct Mlp {
   RowMatF W1, W2;  // h x C (on RMS-normalised inputs), F x h
 };
 
-// The MLP trained with Adam on the weighted logistic loss; out.train_loss is the last epoch's mean loss.
+// The MLP trained with Adam on the weighted logistic loss (mlp_train.h); out.train_loss is the last epoch's mean loss.
 Mlp train_mlp(const LayerSamples& S, int64_t li, const PredictorOptions& o, const std::vector<float>& inv_rms,
               int64_t n_train, double pw, LayerPredictor& out, const std::function<void()>& tick) {
   const int64_t C = S.C, F = S.F, h = o.hidden;
-  const float pwf = static_cast<float>(pw);
-  // Initialisation: W1 He-uniform, W2 Xavier-uniform.
+  // Initialisation: W1 He-uniform, W2 Xavier-uniform; then each epoch's order from the same generator.
   Rng rng(layer_seed(o.seed, li));
   RowMatF W1(h, C), W2(F, h);
   const float a1 = static_cast<float>(std::sqrt(6.0 / static_cast<double>(C)));
   const float a2 = static_cast<float>(std::sqrt(6.0 / static_cast<double>(h + F)));
   for (int64_t i = 0; i < h * C; ++i) W1.data()[i] = (2.0f * uniform01(rng) - 1.0f) * a1;
   for (int64_t i = 0; i < F * h; ++i) W2.data()[i] = (2.0f * uniform01(rng) - 1.0f) * a2;
-  RowMatF M1 = RowMatF::Zero(h, C), V1 = RowMatF::Zero(h, C), M2 = RowMatF::Zero(F, h), V2 = RowMatF::Zero(F, h);
-  const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, lr = static_cast<float>(o.lr);
-  double b1t = 1.0, b2t = 1.0;
-
-  std::vector<int64_t> order(static_cast<size_t>(n_train));
-  std::iota(order.begin(), order.end(), int64_t{0});
-  RowMatF Xb, Y, H, Z, G, dH, gW1, gW2;
-  double loss_sum = 0.0;
-  int64_t loss_pairs = 0;
-  for (int ep = 0; ep < o.epochs; ++ep) {
-    for (int64_t i = n_train - 1; i > 0; --i) std::swap(order[i], order[below(rng, static_cast<uint64_t>(i + 1))]);
-    const bool last = ep + 1 == o.epochs;
-    for (int64_t start = 0; start < n_train; start += o.batch) {
-      const int64_t nb = std::min<int64_t>(o.batch, n_train - start);
-      Xb.resize(nb, C);
-      Y.resize(nb, F);
-      for (int64_t r = 0; r < nb; ++r) {
-        const int64_t t = order[start + r];
-        const float* xs = S.x.data() + t * C;
-        float* xd = Xb.data() + r * C;
-        for (int64_t c = 0; c < C; ++c) xd[c] = xs[c] * inv_rms[c];
-        const uint8_t* a = S.active.data() + t * F;
-        float* yr = Y.data() + r * F;
-        for (int64_t c = 0; c < F; ++c) yr[c] = a[c];
-      }
-      H.noalias() = Xb * W1.transpose();
-      H = H.cwiseMax(0.0f);
-      Z.noalias() = H * W2.transpose();
-      if (last) {
-        // loss = softplus(z) (1 + (pw-1) y) - pw y z (= pw softplus(-z) if y, softplus(z) if not)
-        auto za = Z.array();
-        auto ya = Y.array();
-        const RowMatF lm =
-            ((za.max(0.0f) + (-za.abs()).exp().log1p()) * (1.0f + (pwf - 1.0f) * ya) - pwf * ya * za).matrix();
-        for (int64_t r = 0; r < nb; ++r) {
-          double acc = 0.0;
-          const float* lr_ = lm.data() + r * F;
-          for (int64_t c = 0; c < F; ++c) acc += lr_[c];
-          loss_sum += acc;
-        }
-        loss_pairs += nb * F;
-      }
-      // dL/dz of the mean loss: (sigmoid(z) (1 + (pw-1) y) - pw y) / (nb F)
-      const float scale = 1.0f / static_cast<float>(nb * F);
-      G = (((1.0f + (-Z.array()).exp()).inverse() * (1.0f + (pwf - 1.0f) * Y.array()) - pwf * Y.array()) * scale)
-              .matrix();
-      gW2.noalias() = G.transpose() * H;
-      dH.noalias() = G * W2;
-      dH.array() = (H.array() > 0.0f).select(dH.array(), 0.0f);
-      gW1.noalias() = dH.transpose() * Xb;
-      // Adam
-      b1t *= b1;
-      b2t *= b2;
-      const float c1 = static_cast<float>(1.0 / (1.0 - b1t)), c2 = static_cast<float>(1.0 / (1.0 - b2t));
-      M1 = b1 * M1 + (1.0f - b1) * gW1;
-      V1.array() = b2 * V1.array() + (1.0f - b2) * gW1.array().square();
-      W1.array() -= lr * (M1.array() * c1) / ((V1.array() * c2).sqrt() + eps);
-      M2 = b1 * M2 + (1.0f - b1) * gW2;
-      V2.array() = b2 * V2.array() + (1.0f - b2) * gW2.array().square();
-      W2.array() -= lr * (M2.array() * c1) / ((V2.array() * c2).sqrt() + eps);
+  MlpTrainJob job;
+  job.x = S.x.data();
+  job.active = S.active.data();
+  job.inv_rms = inv_rms.data();
+  job.C = C;
+  job.F = F;
+  job.hidden = h;
+  job.n_train = n_train;
+  job.batch = o.batch;
+  job.epochs = o.epochs;
+  job.lr = static_cast<float>(o.lr);
+  job.pos_weight = static_cast<float>(pw);
+  job.shuffle = [&rng](std::vector<int64_t>& order) {
+    for (size_t i = order.size(); i > 1;) {  // i = n - 1 down to 1
+      --i;
+      std::swap(order[i], order[below(rng, static_cast<uint64_t>(i + 1))]);
     }
-    tick();
-  }
-  out.train_loss = loss_pairs > 0 ? loss_sum / static_cast<double>(loss_pairs) : 0.0;
+  };
+  job.tick = tick;
+  out.train_loss = compress::train_mlp(job, W1.data(), W2.data());
   return Mlp{std::move(W1), std::move(W2)};
 }
 

@@ -119,7 +119,7 @@ for m in convert synth compress; do
 done
 grep -q "<svg" "$OK/stats-plot" 2>/dev/null || fail "stats --plot did not store gnuplot's SVG"
 
-# ---- signals during compress: nothing but a complete OUT is ever left
+# ---- signals during compress: nothing but a complete OUT (and the journal of an interrupted run) is ever left
 # The model is sized so one compress takes a second or two (the file written in its last ~10 %): the
 # small shape first, the larger one where the small one is quick (Release; sanitizer builds are slower).
 time_compress() {  # time_compress MODEL OUT -> milliseconds in $ms
@@ -161,9 +161,25 @@ for sig in INT TERM KILL INT TERM KILL INT TERM KILL; do
   kill -s $sig $pid 2>/dev/null
   wait $pid 2>/dev/null
   rc=$?
-  listing=$(ls -A "$dir" | tr '\n' ' ')
   outcome="exit $rc"
   [ $rc -gt 128 ] && outcome="killed by $(kill -l $((rc - 128)))"
+  # An interrupted run keeps its journal (issue #19: --resume continues it): journal files only, and the resumed run
+  # writes the uninterrupted run's bytes.
+  if [ -d "$dir/out.rwkvl.journal" ]; then
+    other=$(ls -A "$dir/out.rwkvl.journal" | grep -v -x -E 'journal\.json|spool|calib-[0-9]+\.bin' | tr '\n' ' ')
+    [ -n "$other" ] && fail "SIG$sig at $pct% ($outcome): the journal holds other files: $other"
+    if [ $rc = 0 ]; then
+      fail "SIG$sig at $pct% ($outcome): a finished run left its journal"
+    elif mv "$dir/out.rwkvl.journal" "$dir/resumed.rwkvl.journal" &&
+      "$CLI" "${COMPRESS[@]}" -o "$dir/resumed.rwkvl" --resume >"$dir/resume.log" 2>&1 && cmp -s "$dir/resumed.rwkvl" "$WORK/ref/out.rwkvl" &&
+      [ ! -e "$dir/resumed.rwkvl.journal" ]; then
+      echo "ok   SIG$sig at $pct% ($outcome): the journal it left resumes to the uninterrupted run's bytes"
+    else
+      fail "SIG$sig at $pct% ($outcome): resuming from the journal it left failed: $(tail -1 "$dir/resume.log" 2>/dev/null)"
+    fi
+    rm -rf "$dir/out.rwkvl.journal" "$dir/resumed.rwkvl" "$dir/resumed.rwkvl.journal" "$dir/resume.log"
+  fi
+  listing=$(ls -A "$dir" | tr '\n' ' ')
   case "$listing" in
     "") if [ $existing = yes ] || [ $rc = 0 ]; then fail "SIG$sig at $pct% ($outcome): OUT is missing"; else echo "ok   SIG$sig at $pct% ($outcome, existing OUT: $existing): nothing left"; fi ;;
     "out.rwkvl ")
