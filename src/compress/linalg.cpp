@@ -39,6 +39,8 @@ Isa isa() {
 #define RWKVL_LINALG_CALL(fn, ...) return isa_generic::fn(__VA_ARGS__)
 #endif
 
+LowRank::~LowRank() = default;
+
 // ---- Gram
 
 Gram::Gram(int64_t n) : n_(n) {

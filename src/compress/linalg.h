@@ -16,6 +16,14 @@ namespace rwkvl::linalg {
 struct LowRank {
   int64_t rows = 0, cols = 0, rank = 0;
   std::vector<float> a, b, d;
+  // Defined in linalg.cpp (the baseline), not inline: linalg_impl.h is also compiled with AVX2 / AVX-512 flags, and an
+  // inline destructor emitted there could be the copy the linker keeps for every file (scripts/check_isa_objects.sh).
+  LowRank() = default;
+  LowRank(const LowRank&) = default;
+  LowRank(LowRank&&) noexcept = default;
+  LowRank& operator=(const LowRank&) = default;
+  LowRank& operator=(LowRank&&) noexcept = default;
+  ~LowRank();
 };
 
 // Second moment G = sum_t x_t x_t^T of a matrix's inputs (n x n, n = the matrix's cols), accumulated

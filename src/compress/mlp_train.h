@@ -6,8 +6,10 @@
 // the same weights every time.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <new>
 #include <vector>
 
 namespace rwkvl::compress {
@@ -24,8 +26,24 @@ struct MlpTrainJob {
   std::function<void()> tick;  // after each epoch (may be empty)
 };
 
-// W1 (hidden x C) and W2 (F x hidden), row-major: their initial values in, the trained ones out. Returns the last
-// epoch's mean loss per (token, neuron) pair, each mini-batch's before its update.
+// Memory aligned for the widest vectors (64 bytes): train_mlp's weights live there, so its vectorised loops treat
+// every element the same way on every run (over memory of another alignment the first elements of a loop would
+// take a scalar path, with another rounding of fused multiply-adds, depending on the address).
+template <class T>
+struct Aligned64 {
+  using value_type = T;
+  Aligned64() = default;
+  template <class U>
+  Aligned64(const Aligned64<U>&) noexcept {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
+  void deallocate(T* p, size_t) noexcept { ::operator delete(p, std::align_val_t{64}); }
+  template <class U>
+  bool operator==(const Aligned64<U>&) const noexcept { return true; }
+};
+using AlignedFloats = std::vector<float, Aligned64<float>>;
+
+// W1 (hidden x C) and W2 (F x hidden), row-major and 64-byte aligned: their initial values in, the trained ones out.
+// Returns the last epoch's mean loss per (token, neuron) pair, each mini-batch's before its update.
 double train_mlp(const MlpTrainJob& job, float* W1, float* W2);
 
 }  // namespace rwkvl::compress

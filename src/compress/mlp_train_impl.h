@@ -1,5 +1,9 @@
 // The body of mlp_train.h, compiled once per instruction set (see there and linalg_impl.h): the including file defines
-// RWKVL_MLP_ISA (and, for the wider instruction sets, renames Eigen). No include guard by design.
+// RWKVL_MLP_ISA (and, for the wider instruction sets, renames Eigen). No include guard by design. Eigen stays
+// single-threaded (deterministic; the parallelism is across layers).
+#ifndef EIGEN_DONT_PARALLELIZE
+#define EIGEN_DONT_PARALLELIZE
+#endif
 #include <Eigen/Core>
 
 #include <algorithm>
@@ -8,6 +12,7 @@
 #include <vector>
 
 #include "compress/mlp_train.h"
+#include "core/error.h"
 
 #ifndef RWKVL_MLP_ISA
 #error "define RWKVL_MLP_ISA (the namespace of this instruction set) before including mlp_train_impl.h"
@@ -24,10 +29,8 @@ using RowMatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowM
 double train_mlp(const MlpTrainJob& job, float* w1, float* w2) {
   const int64_t C = job.C, F = job.F, h = job.hidden, n_train = job.n_train;
   const float pwf = job.pos_weight;
-  // Copies Eigen allocates (aligned as its widest vectors want): the vectorised loops then treat every element the
-  // same way on every run; over the caller's memory the first elements of a loop take a scalar path (with another
-  // rounding of fused multiply-adds) or not depending on the address.
-  RowMatF W1 = Eigen::Map<const RowMatF>(w1, h, C), W2 = Eigen::Map<const RowMatF>(w2, F, h);
+  RWKVL_CHECK(reinterpret_cast<uintptr_t>(w1) % 64 == 0 && reinterpret_cast<uintptr_t>(w2) % 64 == 0);
+  Eigen::Map<RowMatF, Eigen::Aligned64> W1(w1, h, C), W2(w2, F, h);  // (see AlignedFloats)
   RowMatF M1 = RowMatF::Zero(h, C), V1 = RowMatF::Zero(h, C), M2 = RowMatF::Zero(F, h), V2 = RowMatF::Zero(F, h);
   const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, lr = job.lr;
   double b1t = 1.0, b2t = 1.0;
@@ -91,8 +94,6 @@ double train_mlp(const MlpTrainJob& job, float* w1, float* w2) {
     }
     if (job.tick) job.tick();
   }
-  Eigen::Map<RowMatF>(w1, h, C) = W1;
-  Eigen::Map<RowMatF>(w2, F, h) = W2;
   return loss_pairs > 0 ? loss_sum / static_cast<double>(loss_pairs) : 0.0;
 }
 

@@ -1,12 +1,7 @@
-// Activation predictors for the sparse channel-mix: MLP training (Eigen, single-threaded per layer), the 1-bit copy of
-// Wk, and the held-out thresholds. See sparse_train.h for the definitions.
+// Activation predictors for the sparse channel-mix: MLP training (mlp_train.h: Eigen, single-threaded per layer, per
+// instruction set), the 1-bit copy of Wk, and the held-out thresholds. See sparse_train.h for the definitions.
+// Parallelism is across layers.
 #include "compress/sparse_train.h"
-
-// Parallelism is across layers; Eigen itself must stay single-threaded (and deterministic).
-#ifndef EIGEN_DONT_PARALLELIZE
-#define EIGEN_DONT_PARALLELIZE
-#endif
-#include <Eigen/Core>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -32,7 +27,6 @@
 namespace rwkvl::compress {
 namespace {
 
-using RowMatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr int64_t kMinTrain = 32, kMinHoldout = 8;
@@ -362,7 +356,8 @@ std::vector<float> inverse_rms(const LayerSamples& S, int64_t n_train) {
 }
 
 struct Mlp {
-  RowMatF W1, W2;  // h x C (on RMS-normalised inputs), F x h
+  int64_t h = 0, C = 0, F = 0;
+  AlignedFloats W1, W2;  // h x C (on RMS-normalised inputs), F x h, row-major
 };
 
 // The MLP trained with Adam on the weighted logistic loss (mlp_train.h); out.train_loss is the last epoch's mean loss.
@@ -371,11 +366,11 @@ Mlp train_mlp(const LayerSamples& S, int64_t li, const PredictorOptions& o, cons
   const int64_t C = S.C, F = S.F, h = o.hidden;
   // Initialisation: W1 He-uniform, W2 Xavier-uniform; then each epoch's order from the same generator.
   Rng rng(layer_seed(o.seed, li));
-  RowMatF W1(h, C), W2(F, h);
+  AlignedFloats W1(static_cast<size_t>(h * C)), W2(static_cast<size_t>(F * h));
   const float a1 = static_cast<float>(std::sqrt(6.0 / static_cast<double>(C)));
   const float a2 = static_cast<float>(std::sqrt(6.0 / static_cast<double>(h + F)));
-  for (int64_t i = 0; i < h * C; ++i) W1.data()[i] = (2.0f * uniform01(rng) - 1.0f) * a1;
-  for (int64_t i = 0; i < F * h; ++i) W2.data()[i] = (2.0f * uniform01(rng) - 1.0f) * a2;
+  for (float& w : W1) w = (2.0f * uniform01(rng) - 1.0f) * a1;
+  for (float& w : W2) w = (2.0f * uniform01(rng) - 1.0f) * a2;
   MlpTrainJob job;
   job.x = S.x.data();
   job.active = S.active.data();
@@ -396,16 +391,16 @@ Mlp train_mlp(const LayerSamples& S, int64_t li, const PredictorOptions& o, cons
   };
   job.tick = tick;
   out.train_loss = compress::train_mlp(job, W1.data(), W2.data());
-  return Mlp{std::move(W1), std::move(W2)};
+  return Mlp{h, C, F, std::move(W1), std::move(W2)};
 }
 
 // The stored weights (f16, or int8 with f16 row scales) into out, and the weights the evaluation uses
 // (as stored, transposed for the kernel) into w1t (C x h) and w2t (h x F).
 void store_weights(const Mlp& mlp, const std::vector<float>& inv_rms, int64_t li, const PredictorOptions& o,
                    LayerPredictor& out, std::vector<float>& w1t, std::vector<float>& w2t) {
-  const RowMatF& W1 = mlp.W1;
-  const RowMatF& W2 = mlp.W2;
-  const int64_t h = W1.rows(), C = W1.cols(), F = W2.rows();
+  const int64_t h = mlp.h, C = mlp.C, F = mlp.F;
+  auto W1 = [&mlp](int64_t j, int64_t c) { return mlp.W1[static_cast<size_t>(j * mlp.C + c)]; };
+  auto W2 = [&mlp](int64_t r, int64_t j) { return mlp.W2[static_cast<size_t>(r * mlp.h + j)]; };
   // Round to f16; the evaluation uses the rounded weights (transposed for the kernel).
   out.w1.resize(static_cast<size_t>(h * C));
   out.w2.resize(static_cast<size_t>(F * h));
