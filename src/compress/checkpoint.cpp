@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -185,17 +186,20 @@ void Checkpoint::begin_stage(Stage s, const Model& base) {
 }
 
 void Checkpoint::save(int unit, const TensorMap& current, const nlohmann::json& state, const LayerwiseCalibration* cal) {
+  const auto t0 = std::chrono::steady_clock::now();
   const nlohmann::json cur = encode(current);
   std::string calib;
   if (cal) {
     calib = "calib-" + std::to_string(entry_ + 1) + ".bin";
     cal->save(dir_ + "/" + calib);
   }
+  seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   write_entry(unit, &cur, state, calib);
 }
 
 void Checkpoint::write_entry(int unit, const nlohmann::json* current, const nlohmann::json& state,
                              const std::string& calib) {
+  const auto t0 = std::chrono::steady_clock::now();
   spool_->sync();  // the bytes the entry names are durable before it is
   nlohmann::json j = {{"version", kJournalVersion},
                       {"key", key_},
@@ -213,6 +217,7 @@ void Checkpoint::write_entry(int unit, const nlohmann::json* current, const nloh
   write_file_atomic(dir_ + "/" + kJournal, text.data(), text.size());
   ++entry_;
   progress_ = progress_ || unit > 0 || stage_ != Stage::kLowRankQuant;
+  seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!calib_file_.empty() && calib_file_ != calib) unlink((dir_ + "/" + calib_file_).c_str());
   calib_file_ = calib;
 }

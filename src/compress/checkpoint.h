@@ -63,6 +63,8 @@ class Checkpoint {
   const ResumePoint* resume_point() const { return resumed_ ? &point_ : nullptr; }
   // True when an earlier journal (of another run) was there and has been replaced.
   bool replaced_earlier() const { return replaced_; }
+  // Seconds spent writing entries so far (the spool's sync, the calibration snapshots, the entries).
+  double seconds() const { return seconds_; }
   // True when the journal records finished work (a layer, or a stage after the first), or continues a run that did.
   bool has_progress() const { return resumed_ || progress_; }
 
@@ -93,6 +95,7 @@ class Checkpoint {
   std::map<const void*, std::pair<uint64_t, Tensor>> spooled_;  // tensors in memory copied to the spool
   ResumePoint point_;
   bool resumed_ = false, replaced_ = false, progress_ = false;
+  double seconds_ = 0;
 };
 
 // Exact JSON for reports kept in a journal: doubles round-trip bit for bit (NaN and infinities as strings).

@@ -482,6 +482,7 @@ void compress_to_file(const std::shared_ptr<const Model>& in, const Recipe& r, c
     unreleased = 0;
   });
   ck.finish();
+  rep.seconds_journal = ck.seconds();
   rep.seconds_save = seconds_since(t_save);
   rep.peak_rss_save = peak_rss_bytes();
   rep.out_path = out_path;
@@ -515,6 +516,7 @@ nlohmann::json PipelineReport::to_json() const {
                       {"pass", lq.pass},
                       {"matrices", mats}};
   nlohmann::json stages = {{"lowrank_quant", seconds_lowrank_quant}, {"save", seconds_save}, {"total", seconds_total}};
+  if (!journal.empty()) stages["journal"] = seconds_journal;
   if (ran_cluster_head) {
     j["cluster_head"] = cluster_head.pass["cluster_head"];
     stages["cluster_clustering"] = cluster_head.seconds_cluster;

@@ -134,6 +134,7 @@ struct PipelineReport {
   // a resumed run continued from ("" when it started from the beginning), e.g. "sparse_ffn, 4 layers done".
   std::string journal, resumed_from;
   bool journal_replaced = false;
+  double seconds_journal = 0;  // spent writing the journal (included in the stages' seconds)
   // {"out", "out_file_bytes", "weight_bytes_before", "weight_bytes_after", "calib_tokens", "budget",
   //  "budget_planned_bytes", "budget_error_sum", "pass", "matrices": [...], "sparse_ffn" (its pass record +
   //  "bundle_bytes", "seconds_collect", "seconds_train"), "cluster_head" (its pass record), "stages": {seconds},

@@ -143,6 +143,7 @@ echo "     uninterrupted compress of $(basename "$BIG"): $ms ms"
 COMPRESS=(compress -m "$BIG" --lowrank svd --rank-frac 0.25 --targets all -t 2)
 set -m  # background jobs in their own process group: SIGINT is not ignored by them
 i=0
+resumed=0
 for sig in INT TERM KILL INT TERM KILL INT TERM KILL; do
   i=$((i + 1))
   dir=$WORK/sig$i
@@ -170,7 +171,9 @@ for sig in INT TERM KILL INT TERM KILL INT TERM KILL; do
     [ -n "$other" ] && fail "SIG$sig at $pct% ($outcome): the journal holds other files: $other"
     if [ $rc = 0 ]; then
       fail "SIG$sig at $pct% ($outcome): a finished run left its journal"
-    elif mv "$dir/out.rwkvl.journal" "$dir/resumed.rwkvl.journal" &&
+    elif [ "$resumed" -ge 2 ]; then  # (two resumed runs are enough: compress_resume.sh kills at many more points)
+      echo "ok   SIG$sig at $pct% ($outcome): left a journal (not resumed here)"
+    elif resumed=$((resumed + 1)) && mv "$dir/out.rwkvl.journal" "$dir/resumed.rwkvl.journal" &&
       "$CLI" "${COMPRESS[@]}" -o "$dir/resumed.rwkvl" --resume >"$dir/resume.log" 2>&1 && cmp -s "$dir/resumed.rwkvl" "$WORK/ref/out.rwkvl" &&
       [ ! -e "$dir/resumed.rwkvl.journal" ]; then
       echo "ok   SIG$sig at $pct% ($outcome): the journal it left resumes to the uninterrupted run's bytes"

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/kernels.h"
 
 namespace {
 
@@ -422,6 +423,54 @@ TEST(Linalg, RejectsBadArguments) {
   LowRank fsq = svd_truncate(sq.data(), cols, cols, 2);
   fsq.d.assign(cols - 1, 0.0f);  // wrong length
   expect_invalid([&] { reconstruct(fsq); });
+}
+
+
+// linalg_impl.h is compiled for the baseline, AVX2 and AVX-512 and each call runs the one the CPU has: every one this
+// machine can run gives the same factors and errors to rounding (they differ in fused multiply-adds and blocking), and
+// the same bits on every call (the compress output is the same run after run).
+TEST(Linalg, EveryInstructionSetAgreesAndRepeatsItself) {
+  std::mt19937_64 rng(11);
+  const int64_t rows = 64, cols = 64, rank = 16;  // square: with the diagonal term
+  const std::vector<float> W = to_float(gaussian(rows, cols, rng));
+  const std::vector<float> X = to_float(gaussian(300, cols, rng));
+  struct Result {
+    std::vector<float> rec, rec_again;
+    double err = 0, energy = 0;
+    std::vector<double> gram;
+  };
+  std::vector<std::pair<std::string, Result>> results;
+  for (const char* isa : {"scalar", "avx2", "avx512"}) {
+    if (!rwkvl::kern::force_isa(isa)) continue;
+    Gram g(cols);
+    g.add(X.data(), 300);
+    Result r;
+    r.gram.assign(g.data(), g.data() + cols * cols);
+    LowRank f = rwkvl::linalg::asvd_truncate(W.data(), rows, cols, rank, g, 1e-3);
+    rwkvl::linalg::fit_diag(W.data(), f, &g);
+    r.rec = rwkvl::linalg::reconstruct(f);
+    r.err = rwkvl::linalg::output_error(W.data(), f, g);
+    r.energy = rwkvl::linalg::output_energy(W.data(), rows, cols, g);
+    LowRank again = rwkvl::linalg::asvd_truncate(W.data(), rows, cols, rank, g, 1e-3);
+    rwkvl::linalg::fit_diag(W.data(), again, &g);
+    r.rec_again = rwkvl::linalg::reconstruct(again);
+    results.emplace_back(isa, std::move(r));
+  }
+  rwkvl::kern::force_isa(nullptr);
+  ASSERT_FALSE(results.empty());
+  const Result& base = results.front().second;
+  for (const auto& [isa, r] : results) {
+    EXPECT_EQ(r.rec, r.rec_again) << isa << ": two calls differ";
+    double d = 0, m = 0;
+    for (size_t i = 0; i < r.rec.size(); ++i) {
+      d = std::max(d, static_cast<double>(std::fabs(r.rec[i] - base.rec[i])));
+      m = std::max(m, static_cast<double>(std::fabs(base.rec[i])));
+    }
+    EXPECT_LE(d, 1e-5 * m) << isa << " vs " << results.front().first;
+    EXPECT_NEAR(r.err, base.err, 1e-9 * base.energy) << isa;
+    EXPECT_NEAR(r.energy, base.energy, 1e-12 * base.energy) << isa;
+    for (size_t i = 0; i < r.gram.size(); ++i) ASSERT_NEAR(r.gram[i], base.gram[i], 1e-12 * base.gram[0]) << isa;
+  }
 }
 
 }  // namespace
