@@ -149,7 +149,8 @@ void LayerwiseCalibration::save(const std::string& path) const {
   FileWriter w(path);
   w.write(kSnapshotMagic, sizeof kSnapshotMagic);
   w.write(head, sizeof head);
-  for (const std::vector<float>* v : {&x_, &v_first_, &state_.data}) w.write(v->data(), v->size() * sizeof(float));
+  for (const std::vector<float>* v : {&x_, &v_first_, &state_.data})
+    if (!v->empty()) w.write(v->data(), v->size() * sizeof(float));
   w.commit();
 }
 
@@ -167,7 +168,7 @@ void LayerwiseCalibration::load(const std::string& path) {
     RWKVL_FAIL(kFormat, "'%s': the calibration snapshot was made for other sizes (or is cut short)", path.c_str());
   const uint8_t* p = f->data() + sizeof kSnapshotMagic + sizeof head;
   for (std::vector<float>* v : {&x_, &v_first_, &state_.data}) {
-    std::memcpy(v->data(), p, v->size() * sizeof(float));
+    if (!v->empty()) std::memcpy(v->data(), p, v->size() * sizeof(float));
     p += v->size() * sizeof(float);
   }
   uint64_t h = 0xcbf29ce484222325ull;

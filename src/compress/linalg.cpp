@@ -11,7 +11,7 @@
 
 namespace rwkvl::linalg {
 
-#if defined(RWKVL_ARCH_x86_64)
+#if defined(RWKVL_WIDE_EIGEN)
 RWKVL_LINALG_DECLARE(isa_avx2)
 RWKVL_LINALG_DECLARE(isa_avx512)
 #endif
@@ -27,7 +27,7 @@ Isa isa() {
 
 }  // namespace
 
-#if defined(RWKVL_ARCH_x86_64)
+#if defined(RWKVL_WIDE_EIGEN)
 #define RWKVL_LINALG_CALL(fn, ...)                                   \
   switch (isa()) {                                                   \
     case Isa::kAvx512: return isa_avx512::fn(__VA_ARGS__);           \

@@ -6,7 +6,7 @@
 
 #include "kernels/kernels.h"
 
-#if defined(RWKVL_ARCH_x86_64)
+#if defined(RWKVL_WIDE_EIGEN)
 RWKVL_MLP_DECLARE(isa_avx2)
 RWKVL_MLP_DECLARE(isa_avx512)
 #endif
@@ -14,7 +14,7 @@ RWKVL_MLP_DECLARE(isa_avx512)
 namespace rwkvl::compress {
 
 double train_mlp(const MlpTrainJob& job, float* W1, float* W2) {
-#if defined(RWKVL_ARCH_x86_64)
+#if defined(RWKVL_WIDE_EIGEN)
   const char* isa = kern::active_isa();
   if (std::strcmp(isa, "avx512") == 0) return isa_avx512::train_mlp(job, W1, W2);
   if (std::strcmp(isa, "avx2") == 0) return isa_avx2::train_mlp(job, W1, W2);
