@@ -4,18 +4,22 @@
 # linker keeps one copy of, for every file): the kept copy could be the AVX-512 one, and a CPU without AVX-512 would
 # then run it from baseline code and die (SIGILL). Their own code lives in namespaces of their instruction set
 # (isa_avx2, isa_avx512, Eigen renamed Eigen_avx2 / Eigen_avx512, or internal linkage); anything else weak fails.
-# usage: check_isa_objects.sh OBJECT_DIR  (the library's object files, e.g. build/CMakeFiles/rwkvlite.dir)
+# usage: check_isa_objects.sh LIBRARY  (the static library, e.g. build/librwkvlite.a: its members as linked)
 set -u
-DIR=${1:?usage: check_isa_objects.sh OBJECT_DIR}
-command -v nm >/dev/null || { echo "skip: nm not found"; exit 77; }
-mapfile -t OBJS < <(find "$DIR" \( -name '*_avx2.cpp.o' -o -name '*_avx512.cpp.o' \) | sort)
+LIB=${1:?usage: check_isa_objects.sh LIBRARY}
+command -v nm >/dev/null && command -v ar >/dev/null || { echo "skip: nm or ar not found"; exit 77; }
+mapfile -t OBJS < <(ar t "$LIB" | grep -E '_avx(2|512)\.cpp\.o$' | sort)
 if [ ${#OBJS[@]} -eq 0 ]; then
-  echo "skip: no AVX2/AVX-512 objects under $DIR (not an x86-64 build)"
+  echo "skip: no AVX2/AVX-512 objects in $LIB (not an x86-64 build)"
   exit 77
 fi
+TMP=$(mktemp -d) || exit 1
+trap 'rm -rf "$TMP"' EXIT
+(cd "$TMP" && ar x "$LIB" "${OBJS[@]}") || { echo "FAIL cannot extract the objects from $LIB"; exit 1; }
 bad=0
-for o in "${OBJS[@]}"; do
-  shared=$(nm -C "$o" | awk '$2 ~ /^[WVuwv]$/ {sub(/^[^ ]* [^ ]* /, ""); print}' |
+for name in "${OBJS[@]}"; do
+  o=$TMP/$name
+  shared=$(nm -C "$o" | awk '$2 ~ /^[WVu]$/ {sub(/^[^ ]* [^ ]* /, ""); print}' |
     grep -v -E 'Eigen_avx2|Eigen_avx512|isa_avx2|isa_avx512|^DW\.ref\.__gxx_personality_v0$')
   if [ -n "$shared" ]; then
     echo "FAIL $(basename "$o") defines weak symbols the baseline may share:"

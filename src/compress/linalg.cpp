@@ -14,7 +14,6 @@ namespace rwkvl::linalg {
 #if defined(RWKVL_WIDE_EIGEN)
 RWKVL_LINALG_DECLARE(isa_avx2)
 RWKVL_LINALG_DECLARE(isa_avx512)
-#endif
 
 namespace {
 
@@ -27,7 +26,6 @@ Isa isa() {
 
 }  // namespace
 
-#if defined(RWKVL_WIDE_EIGEN)
 #define RWKVL_LINALG_CALL(fn, ...)                                   \
   switch (isa()) {                                                   \
     case Isa::kAvx512: return isa_avx512::fn(__VA_ARGS__);           \
