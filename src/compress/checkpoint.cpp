@@ -9,6 +9,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <utility>
+#include <vector>
 
 #include "compress/calibrate.h"
 #include "core/error.h"
@@ -333,32 +335,76 @@ Report report_from_json(const nlohmann::json& j) {
   return r;
 }
 
+namespace {
+
+// The fields of the reports a journal keeps, named once for both directions (doubles bit for bit, see exact()).
+template <class T>
+struct Fields {
+  std::vector<std::pair<const char*, double T::*>> doubles;
+  std::vector<std::pair<const char*, float T::*>> floats;
+  std::vector<std::pair<const char*, int64_t T::*>> ints;
+  void put(nlohmann::json& j, const T& o) const {
+    for (const auto& [n, m] : doubles) j[n] = exact(o.*m);
+    for (const auto& [n, m] : floats) j[n] = exact(o.*m);
+    for (const auto& [n, m] : ints) j[n] = o.*m;
+  }
+  void get(const nlohmann::json& j, T& o) const {
+    for (const auto& [n, m] : doubles) o.*m = exact_double(j.at(n));
+    for (const auto& [n, m] : floats) o.*m = static_cast<float>(exact_double(j.at(n)));
+    for (const auto& [n, m] : ints) o.*m = j.at(n).template get<int64_t>();
+  }
+};
+
+const Fields<LayerPredictor>& predictor_fields() {
+  using P = LayerPredictor;
+  static const Fields<P> f{{{"true_active_frac", &P::true_active_frac},
+                            {"recall_mlp", &P::recall_mlp},
+                            {"frac_mlp", &P::frac_mlp},
+                            {"recall_bits", &P::recall_bits},
+                            {"frac_bits", &P::frac_bits},
+                            {"recall_ens", &P::recall_ens},
+                            {"frac_ens", &P::frac_ens},
+                            {"pos_weight", &P::pos_weight},
+                            {"train_loss", &P::train_loss},
+                            {"holdout_loss", &P::holdout_loss},
+                            {"seconds", &P::seconds}},
+                           {{"mlp_logit_thresh", &P::mlp_logit_thresh},
+                            {"bits_thresh", &P::bits_thresh},
+                            {"mlp_alone_logit_thresh", &P::mlp_alone_logit_thresh},
+                            {"bits_alone_thresh", &P::bits_alone_thresh}},
+                           {{"C", &P::C}, {"F", &P::F}, {"hidden", &P::hidden}, {"n_train", &P::n_train},
+                            {"n_holdout", &P::n_holdout}}};
+  return f;
+}
+
+const Fields<ClusterHeadReport>& cluster_fields() {
+  using R = ClusterHeadReport;
+  static const Fields<R> f{{{"heldout_kl_init", &R::heldout_kl_init},
+                            {"heldout_kl", &R::heldout_kl},
+                            {"heldout_top1_cluster", &R::heldout_top1_cluster},
+                            {"heldout_rows_frac", &R::heldout_rows_frac},
+                            {"heldout_token_covered", &R::heldout_token_covered},
+                            {"heldout_mass_covered", &R::heldout_mass_covered},
+                            {"seconds_cluster", &R::seconds_cluster},
+                            {"seconds_calib", &R::seconds_calib},
+                            {"seconds_train", &R::seconds_train}},
+                           {},
+                           {{"k_initial", &R::k_initial},
+                            {"k_final", &R::k_final},
+                            {"largest_before_cap", &R::largest_before_cap},
+                            {"largest", &R::largest},
+                            {"smallest", &R::smallest}}};
+  return f;
+}
+
+}  // namespace
+
 nlohmann::json sparse_layers_json(const std::vector<SparseFfnLayerReport>& layers) {
   nlohmann::json out = nlohmann::json::array();
   for (const SparseFfnLayerReport& l : layers) {
-    const LayerPredictor& p = l.pred;
-    out.push_back({{"layer", l.layer},
-                   {"zero_frac", exact(l.zero_frac)},
-                   {"C", p.C},
-                   {"F", p.F},
-                   {"hidden", p.hidden},
-                   {"mlp_logit_thresh", exact(p.mlp_logit_thresh)},
-                   {"bits_thresh", exact(p.bits_thresh)},
-                   {"true_active_frac", exact(p.true_active_frac)},
-                   {"recall_mlp", exact(p.recall_mlp)},
-                   {"frac_mlp", exact(p.frac_mlp)},
-                   {"recall_bits", exact(p.recall_bits)},
-                   {"frac_bits", exact(p.frac_bits)},
-                   {"recall_ens", exact(p.recall_ens)},
-                   {"frac_ens", exact(p.frac_ens)},
-                   {"mlp_alone_logit_thresh", exact(p.mlp_alone_logit_thresh)},
-                   {"bits_alone_thresh", exact(p.bits_alone_thresh)},
-                   {"pos_weight", exact(p.pos_weight)},
-                   {"train_loss", exact(p.train_loss)},
-                   {"holdout_loss", exact(p.holdout_loss)},
-                   {"seconds", exact(p.seconds)},
-                   {"n_train", p.n_train},
-                   {"n_holdout", p.n_holdout}});
+    nlohmann::json e = {{"layer", l.layer}, {"zero_frac", exact(l.zero_frac)}};
+    predictor_fields().put(e, l.pred);
+    out.push_back(std::move(e));
   }
   return out;
 }
@@ -367,29 +413,9 @@ std::vector<SparseFfnLayerReport> sparse_layers_from_json(const nlohmann::json& 
   std::vector<SparseFfnLayerReport> out;
   for (const nlohmann::json& e : j) {
     SparseFfnLayerReport l;
-    LayerPredictor& p = l.pred;
     l.layer = e.at("layer").get<int>();
     l.zero_frac = exact_double(e.at("zero_frac"));
-    p.C = e.at("C").get<int64_t>();
-    p.F = e.at("F").get<int64_t>();
-    p.hidden = e.at("hidden").get<int64_t>();
-    p.mlp_logit_thresh = static_cast<float>(exact_double(e.at("mlp_logit_thresh")));
-    p.bits_thresh = static_cast<float>(exact_double(e.at("bits_thresh")));
-    p.true_active_frac = exact_double(e.at("true_active_frac"));
-    p.recall_mlp = exact_double(e.at("recall_mlp"));
-    p.frac_mlp = exact_double(e.at("frac_mlp"));
-    p.recall_bits = exact_double(e.at("recall_bits"));
-    p.frac_bits = exact_double(e.at("frac_bits"));
-    p.recall_ens = exact_double(e.at("recall_ens"));
-    p.frac_ens = exact_double(e.at("frac_ens"));
-    p.mlp_alone_logit_thresh = static_cast<float>(exact_double(e.at("mlp_alone_logit_thresh")));
-    p.bits_alone_thresh = static_cast<float>(exact_double(e.at("bits_alone_thresh")));
-    p.pos_weight = exact_double(e.at("pos_weight"));
-    p.train_loss = exact_double(e.at("train_loss"));
-    p.holdout_loss = exact_double(e.at("holdout_loss"));
-    p.seconds = exact_double(e.at("seconds"));
-    p.n_train = e.at("n_train").get<int64_t>();
-    p.n_holdout = e.at("n_holdout").get<int64_t>();
+    predictor_fields().get(e, l.pred);
     out.push_back(std::move(l));
   }
   return out;
@@ -416,41 +442,15 @@ SparseFfnReport sparse_report_from_json(const nlohmann::json& j) {
 }
 
 nlohmann::json cluster_report_json(const ClusterHeadReport& r) {
-  return {{"k_initial", r.k_initial},
-          {"k_final", r.k_final},
-          {"largest_before_cap", r.largest_before_cap},
-          {"largest", r.largest},
-          {"smallest", r.smallest},
-          {"heldout_kl_init", exact(r.heldout_kl_init)},
-          {"heldout_kl", exact(r.heldout_kl)},
-          {"best_epoch", r.best_epoch},
-          {"heldout_top1_cluster", exact(r.heldout_top1_cluster)},
-          {"heldout_rows_frac", exact(r.heldout_rows_frac)},
-          {"heldout_token_covered", exact(r.heldout_token_covered)},
-          {"heldout_mass_covered", exact(r.heldout_mass_covered)},
-          {"seconds_cluster", exact(r.seconds_cluster)},
-          {"seconds_calib", exact(r.seconds_calib)},
-          {"seconds_train", exact(r.seconds_train)},
-          {"pass", r.pass}};
+  nlohmann::json j = {{"best_epoch", r.best_epoch}, {"pass", r.pass}};
+  cluster_fields().put(j, r);
+  return j;
 }
 
 ClusterHeadReport cluster_report_from_json(const nlohmann::json& j) {
   ClusterHeadReport r;
-  r.k_initial = j.at("k_initial").get<int64_t>();
-  r.k_final = j.at("k_final").get<int64_t>();
-  r.largest_before_cap = j.at("largest_before_cap").get<int64_t>();
-  r.largest = j.at("largest").get<int64_t>();
-  r.smallest = j.at("smallest").get<int64_t>();
-  r.heldout_kl_init = exact_double(j.at("heldout_kl_init"));
-  r.heldout_kl = exact_double(j.at("heldout_kl"));
+  cluster_fields().get(j, r);
   r.best_epoch = j.at("best_epoch").get<int>();
-  r.heldout_top1_cluster = exact_double(j.at("heldout_top1_cluster"));
-  r.heldout_rows_frac = exact_double(j.at("heldout_rows_frac"));
-  r.heldout_token_covered = exact_double(j.at("heldout_token_covered"));
-  r.heldout_mass_covered = exact_double(j.at("heldout_mass_covered"));
-  r.seconds_cluster = exact_double(j.at("seconds_cluster"));
-  r.seconds_calib = exact_double(j.at("seconds_calib"));
-  r.seconds_train = exact_double(j.at("seconds_train"));
   r.pass = j.at("pass");
   return r;
 }

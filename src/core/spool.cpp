@@ -135,12 +135,16 @@ Tensor Spool::end(std::string name, DType dtype, std::vector<int64_t> shape) {
     write_at(size_, zero, kAlign);
     size_ += kAlign;
   }
+  return make_view(std::move(name), dtype, std::move(shape), open_start_, n);
+}
+
+Tensor Spool::make_view(std::string name, DType dtype, std::vector<int64_t> shape, uint64_t offset, uint64_t nbytes) {
   Tensor v;
   v.name = std::move(name);
   v.dtype = dtype;
   v.shape = std::move(shape);
-  v.data = view_of(open_start_, std::max<uint64_t>(n, 1));
-  v.nbytes = static_cast<size_t>(n);
+  v.data = view_of(offset, std::max<uint64_t>(nbytes, 1));
+  v.nbytes = static_cast<size_t>(nbytes);
   v.owner = std::shared_ptr<const void>(shared_from_this());
   return v;
 }
@@ -167,14 +171,7 @@ Tensor Spool::view(std::string name, DType dtype, std::vector<int64_t> shape, ui
   std::lock_guard<std::mutex> lock(mu_);
   if (offset > size_ || nbytes > size_ - offset || (nbytes == 0 && offset >= size_))
     RWKVL_FAIL(kFormat, "tensor '%s' lies outside the written part of the spool file '%s'", name.c_str(), dir_.c_str());
-  Tensor v;
-  v.name = std::move(name);
-  v.dtype = dtype;
-  v.shape = std::move(shape);
-  v.data = view_of(offset, std::max<uint64_t>(nbytes, 1));
-  v.nbytes = static_cast<size_t>(nbytes);
-  v.owner = std::shared_ptr<const void>(shared_from_this());
-  return v;
+  return make_view(std::move(name), dtype, std::move(shape), offset, nbytes);
 }
 
 void Spool::sync() const {

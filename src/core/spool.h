@@ -64,6 +64,8 @@ class Spool : public std::enable_shared_from_this<Spool> {
   Spool() = default;
   void write_at(uint64_t off, const void* p, size_t n);
   const uint8_t* view_of(uint64_t off, uint64_t n);  // maps a segment covering [off, off + n) when needed
+  // The view of written bytes [offset, offset + nbytes) (mu_ held).
+  Tensor make_view(std::string name, DType dtype, std::vector<int64_t> shape, uint64_t offset, uint64_t nbytes);
   std::string dir_;  // (the file's path for open())
   int fd_ = -1;
   uint64_t size_ = 0;        // file length
