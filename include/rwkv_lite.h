@@ -86,7 +86,7 @@ extern "C" {
 
 /* The C API version of this header (see VERSIONING above). */
 #define RWKVL_API_VERSION_MAJOR 1
-#define RWKVL_API_VERSION_MINOR 4
+#define RWKVL_API_VERSION_MINOR 5
 #define RWKVL_API_VERSION (RWKVL_API_VERSION_MAJOR * 1000 + RWKVL_API_VERSION_MINOR)
 
 /* The C API version of the linked library, RWKVL_API_VERSION as the library was built. Never fails. */
@@ -973,6 +973,168 @@ rwkvl_status rwkvl_ffn_sparsity_get_layer(const rwkvl_ffn_sparsity* s, int layer
 rwkvl_status rwkvl_ffn_sparsity_json(const rwkvl_ffn_sparsity* s, char* out, size_t cap, size_t* n_out);
 /* Frees the details and zeroes the struct. NULL is a no-op. */
 void rwkvl_ffn_sparsity_free(rwkvl_ffn_sparsity* s);
+
+/* ---------------------------------------------------------------- generation, chat, prefix states (API 1.5) */
+
+/* GENERATION. rwkvl_generate feeds a prompt and samples tokens one at a time, handing the output to a callback
+   in pieces: a piece's text never ends inside a UTF-8 character (invalid bytes pass through as they come)
+   and never shows any part of a stop sequence; it carries the tokens sampled since the previous piece (a
+   token's text may come in a later piece than the token). Generation ends at max_tokens, at a stop sequence
+   (its text and what follows are dropped), at the end-of-text token 0 (stop_at_eos; not part of the output),
+   at the deadline, or when the callback returns non-zero.
+
+   PREFIX STATES. RWKV's whole context is its state, so the state after any prefix of tokens can be kept and
+   resumed: with a cache, rwkvl_generate takes the prompt from the initial state, resumes from the longest
+   cached prefix shorter than the prompt and stores the state after prompt[0..p) for every p in checkpoints
+   (e.g. the message ends of rwkvl_chat_tokenize) and every multiple of cache_every. A cache is bounded in
+   bytes (least recently used entries go first) and may be shared by sessions of one model on any threads. */
+
+typedef enum {
+  RWKVL_FINISH_LENGTH = 0,    /* max_tokens reached */
+  RWKVL_FINISH_STOP = 1,      /* a stop sequence appeared */
+  RWKVL_FINISH_EOS = 2,       /* the end-of-text token was sampled */
+  RWKVL_FINISH_CANCELLED = 3, /* the callback returned non-zero */
+  RWKVL_FINISH_DEADLINE = 4   /* deadline_seconds passed */
+} rwkvl_finish_reason;
+/* "length", "stop", "eos", "cancelled", "deadline" ("unknown" outside the enum). Never fails. */
+const char* rwkvl_finish_reason_name(rwkvl_finish_reason r);
+
+typedef struct rwkvl_prefix_cache rwkvl_prefix_cache;
+typedef struct {
+  uint64_t lookups, hits, misses; /* a hit found some prefix */
+  uint64_t hit_tokens;            /* prompt tokens not processed thanks to hits */
+  uint64_t inserts, evictions, entries;
+  uint64_t bytes, capacity;       /* bytes held (states, keys, bookkeeping) and the bound */
+} rwkvl_prefix_cache_stats;
+/* A cache of at most capacity_bytes. On failure *out is NULL. Errors: INVALID_ARGUMENT (NULL out). */
+rwkvl_status rwkvl_prefix_cache_new(uint64_t capacity_bytes, rwkvl_prefix_cache** out);
+void rwkvl_prefix_cache_free(rwkvl_prefix_cache* c); /* NULL is a no-op; no generation may be using it */
+/* Errors: INVALID_ARGUMENT (NULL). */
+rwkvl_status rwkvl_prefix_cache_get_stats(const rwkvl_prefix_cache* c, rwkvl_prefix_cache_stats* out);
+rwkvl_status rwkvl_prefix_cache_clear(rwkvl_prefix_cache* c);
+
+typedef struct {
+  int64_t max_tokens;             /* tokens to sample at most (default 128; 0: only the prompt is fed) */
+  rwkvl_sampler_params sampling;  /* rwkvl_sampler_default_params() */
+  const char* const* stop;        /* n_stop NUL-terminated stop sequences (none empty), or NULL */
+  size_t n_stop;
+  int stop_at_eos;                /* token 0 ends the output (default 1; 0 for byte-level models) */
+  int ban_eos;                    /* token 0 is never sampled (default 0; chat: 1) */
+  int logprobs;                   /* pieces carry each token's log-probability (before penalties) */
+  int top_logprobs;               /* and the N most probable tokens at each step, 0..20 */
+  double deadline_seconds;        /* > 0: stop after this long */
+  size_t chunk;                   /* prompt chunk as rwkvl_eval (0 = 32) */
+  rwkvl_prefix_cache* cache;      /* NULL: the prompt continues `state` */
+  const size_t* checkpoints;      /* with a cache: prefix lengths whose state is stored */
+  size_t n_checkpoints;
+  size_t cache_every;             /* with a cache: also every this many prompt tokens (0: none) */
+  int feed_last;                  /* feed the last sampled token too (default 1): the state then covers the
+                                     whole output, as a conversation continues */
+} rwkvl_generate_params;
+
+typedef struct {
+  const char* text;     /* text_len bytes, not NUL-terminated (may be 0 bytes) */
+  size_t text_len;
+  const int32_t* tokens;
+  size_t n_tokens;
+  const float* logprobs;       /* n_tokens values when params.logprobs, else NULL */
+  const int32_t* top_tokens;   /* n_tokens * n_top ids (token by token, most probable first), or NULL */
+  const float* top_logprobs;   /* and their log-probabilities */
+  int n_top;
+} rwkvl_piece;
+/* Called for every piece (the pointers are valid during the call). Non-zero stops the generation. */
+typedef int (*rwkvl_piece_fn)(void* user, const rwkvl_piece* piece);
+
+typedef struct {
+  rwkvl_finish_reason finish;
+  size_t prompt_tokens;   /* tokens of the prompt */
+  size_t cached_tokens;   /* of those, resumed from the cache */
+  int64_t generated;      /* tokens sampled (the end-of-text token included) */
+  double prompt_seconds;  /* from the call to the prompt's logits */
+  double first_token_seconds; /* from the call to the first sampled token */
+  double generation_seconds;  /* from the prompt's logits to the end */
+} rwkvl_generate_result;
+
+/* max_tokens 128, the sampler's defaults, stop_at_eos 1, feed_last 1, everything else 0/NULL. Never fails. */
+rwkvl_generate_params rwkvl_generate_default_params(void);
+/* Generates from prompt[0..n) (n >= 1) with the session, updating `state` (see PREFIX STATES for a cache).
+   fn may be NULL. *out (may be NULL) gets the counts and times. The tokenizer decodes the output; ids past
+   its vocabulary are never sampled. Errors: INVALID_ARGUMENT (NULL session, state, tokenizer or prompt;
+   n == 0; a token out of range; a state of another model shape; an empty stop sequence; sampler values as
+   rwkvl_sampler_new; top_logprobs outside 0..20; a negative deadline or max_tokens), and the errors of
+   rwkvl_eval (then the state is partly updated). */
+rwkvl_status rwkvl_generate(rwkvl_session* s, rwkvl_state* state, const rwkvl_tokenizer* tok, const int32_t* prompt,
+                            size_t n, const rwkvl_generate_params* params, rwkvl_piece_fn fn, void* user,
+                            rwkvl_generate_result* out);
+
+/* CHAT. The RWKV World chat format: "System: ...\n\n" (optional, first), "User: ...\n\n", "Assistant: ...\n\n",
+   then "Assistant:" for the reply, which ends at "\n\n" (generate with the stop sequence "\n\n" and ban_eos).
+   Each message's text is trimmed, "\r\n" becomes "\n" and any run of line breaks one "\n" (so "\n\n" only
+   separates messages); each message is tokenized on its own, so a conversation's tokens extend those of
+   every earlier part of it. */
+typedef enum { RWKVL_ROLE_SYSTEM = 0, RWKVL_ROLE_USER = 1, RWKVL_ROLE_ASSISTANT = 2 } rwkvl_chat_role;
+typedef struct {
+  rwkvl_chat_role role;
+  const char* content; /* NUL-terminated UTF-8 */
+} rwkvl_chat_message;
+/* "system", "user", "assistant"; parse with rwkvl_chat_role_from_string (NAMES rules below). */
+rwkvl_status rwkvl_chat_role_from_string(const char* s, rwkvl_chat_role* out);
+const char* rwkvl_chat_role_name(rwkvl_chat_role r);
+/* The tokens of n messages (+ "Assistant:" when add_generation_prompt) into out (cap/n_out protocol as
+   rwkvl_tokenize), and where each message ends into boundaries (n values; may be NULL). Errors:
+   INVALID_ARGUMENT (NULL tok or n_out, NULL messages with n > 0, a NULL content, an unknown role, no
+   messages and no generation prompt, buffer too small). */
+rwkvl_status rwkvl_chat_tokenize(const rwkvl_tokenizer* tok, const rwkvl_chat_message* messages, size_t n,
+                                 int add_generation_prompt, int32_t* out, size_t cap, size_t* n_out, size_t* boundaries);
+
+/* ---------------------------------------------------------------- the HTTP server (API 1.5) */
+
+/* SERVER. An OpenAI-compatible HTTP server (docs/SERVER.md): POST /v1/completions, /v1/chat/completions
+   (streamed as server-sent events with "stream": true), GET /v1/models, /health (503 while the model loads),
+   /metrics (Prometheus text), POST /tokenize, /detokenize. `parallel` sessions share one loaded model; a
+   request waits for a free one, and gets 429 with Retry-After when `queue` requests already wait. Prompts
+   resume from a shared prefix-state cache (message ends and every cache_every tokens are stored). It listens
+   at once and loads the model on a thread of its own. */
+typedef struct rwkvl_server rwkvl_server;
+typedef struct {
+  const char* model_path;           /* required */
+  rwkvl_model_params model;
+  const char* tokenizer_path;       /* NULL: found as rwkvl_tokenizer_for_model finds it */
+  const char* model_alias;          /* the model's id in responses (NULL: the file name) */
+  rwkvl_session_params session;     /* every slot's session; with a budget the whole server plans within it */
+  const char* host;                 /* default "127.0.0.1" */
+  int port;                         /* 0: any free port (rwkvl_server_port tells which) */
+  int parallel;                     /* slots (default 1) */
+  int queue;                        /* requests that may wait for a slot (default 64) */
+  int http_threads;                 /* connection threads (0: parallel + queue + 8) */
+  uint64_t state_cache_bytes;       /* prefix-state cache (default 64 MiB; 0: none) */
+  size_t cache_every;               /* also cache every this many prompt tokens (default 512; 0: none) */
+  uint64_t max_body_bytes;          /* larger requests get 413 (default 8 MiB) */
+  int64_t max_tokens_cap;           /* max_tokens above this are cut to it (default 4096) */
+  int64_t default_max_tokens;       /* when a request gives none (default 256) */
+  size_t max_prompt_tokens;         /* longer prompts get 400 (default 32768) */
+  double deadline_seconds;          /* per request, queueing included (default 300; 0: none) */
+  double idle_timeout_seconds;      /* a connection silent this long is closed (default 5) */
+  const char* api_key;              /* non-NULL, non-empty: every request but /health needs "Authorization: Bearer KEY" */
+} rwkvl_server_params;
+/* The defaults above (threads 0 = one per core). Never fails. */
+rwkvl_server_params rwkvl_server_default_params(void);
+/* Binds host:port, starts serving and starts loading the model. On success *out is a new server the caller
+   frees with rwkvl_server_free; on failure *out is NULL. Errors: INVALID_ARGUMENT (NULL, values out of
+   range), IO (the address cannot be bound). A model that fails to load is reported by
+   rwkvl_server_wait_ready and /health. */
+rwkvl_status rwkvl_server_start(const rwkvl_server_params* params, rwkvl_server** out);
+/* The bound port (0 for NULL). */
+int rwkvl_server_port(const rwkvl_server* s);
+/* Waits until the model is loaded and the slots are built: OK, or the load's error (status and message). */
+rwkvl_status rwkvl_server_wait_ready(rwkvl_server* s);
+/* Stops accepting connections; queued requests get 503, running ones finish (at most their deadline) or,
+   after grace_seconds, end with an error. Returns at once; any thread (not from a signal handler). */
+void rwkvl_server_stop(rwkvl_server* s, double grace_seconds);
+/* Waits until the server has stopped (after rwkvl_server_stop). */
+void rwkvl_server_wait(rwkvl_server* s);
+/* Stops (grace 0) if running, waits and frees. NULL is a no-op. */
+void rwkvl_server_free(rwkvl_server* s);
 
 /* ---------------------------------------------------------------- enums by name (API 1.2) */
 

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config python3 libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libpcre2-dev
-      libeigen3-dev clang libclang-rt-14-dev)
+      libeigen3-dev libcpp-httplib-dev clang libclang-rt-14-dev)
 # Optional extras: cross toolchain + emulator for the aarch64 tests.
 if [[ "${RWKVL_WITH_AARCH64:-1}" == "1" ]]; then
   PKGS+=(g++-aarch64-linux-gnu qemu-user)

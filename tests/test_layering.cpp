@@ -34,6 +34,7 @@ const std::map<std::string, int>& layer_table() {
   static const std::map<std::string, int> t = {
       {"src/core", 0},      {"src/format", 1},       {"src/kernels", 1},      {"src/tokenizer", 1},
       {"src/model", 2},     {"src/runtime", 3},      {"src/eval", 4},         {"src/compress", 4},
+      {"src/serve", 4},
       {"src/api", 5},       {"include", 5},  // include/rwkv_lite.h is the API src/api implements
       {"tools", kTopLayer}, {"examples", kTopLayer}, {"bindings", kTopLayer},
   };

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "runtime/sampler.h"
 #include "runtime/session.h"
 #include "tokenizer/tokenizer.h"
 #include "rwkv_lite.h"
@@ -21,6 +22,16 @@
 struct rwkvl_context {
   std::shared_ptr<const rwkvl::Model> m;
   std::unique_ptr<rwkvl::Session> s;
+};
+
+struct rwkvl_model {
+  std::shared_ptr<rwkvl::Model> m;
+};
+
+// A state with the shape of the model it was made for.
+struct rwkvl_state {
+  rwkvl::State st;
+  rwkvl::ModelConfig cfg;
 };
 
 // The tokenizer handle (the text streams of c_api_input.cpp read through it).
@@ -53,6 +64,7 @@ FfnOptions ffn_options(const rwkvl_ffn_params& p, const char* fn);
 HeadOptions head_options(const rwkvl_head_params& p, const char* fn);
 void memory_options(const rwkvl_memory_params& p, const char* fn, StorageOptions& so, MemoryOptions& mo);
 SessionParams session_params(const rwkvl_session_params& p, const char* fn);
+SamplerParams sampler_params(const rwkvl_sampler_params& p);
 // Replaces the context's session by one built from `p` (the old one is freed first: a budget's plan measures
 // the process without it). When that fails, the context gets a session built from `fallback` and the first
 // error is thrown.

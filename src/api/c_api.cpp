@@ -24,15 +24,8 @@
 
 using rwkvl::api::guarded;
 
-struct rwkvl_model {
-  std::shared_ptr<rwkvl::Model> m;
-};
 std::shared_ptr<rwkvl::Model> rwkvl::api::model_of(const rwkvl_model* m) { return m ? m->m : nullptr; }
 
-struct rwkvl_state {
-  rwkvl::State st;
-  rwkvl::ModelConfig cfg;
-};
 
 namespace {
 

@@ -8,9 +8,7 @@ struct rwkvl_sampler {
   rwkvl::Sampler impl;
 };
 
-namespace {
-
-rwkvl::SamplerParams to_cpp(const rwkvl_sampler_params& p) {
+rwkvl::SamplerParams rwkvl::api::sampler_params(const rwkvl_sampler_params& p) {
   rwkvl::SamplerParams s;
   s.temperature = p.temperature;
   s.top_k = p.top_k;
@@ -21,8 +19,6 @@ rwkvl::SamplerParams to_cpp(const rwkvl_sampler_params& p) {
   s.seed = p.seed;
   return s;
 }
-
-}  // namespace
 
 extern "C" {
 
@@ -44,7 +40,7 @@ rwkvl_status rwkvl_sampler_new(const rwkvl_sampler_params* params, rwkvl_sampler
     RWKVL_API_REQUIRE(out != nullptr, "rwkvl_sampler_new: out is NULL");
     *out = nullptr;
     const rwkvl_sampler_params p = params ? *params : rwkvl_sampler_default_params();
-    *out = new rwkvl_sampler{rwkvl::Sampler(to_cpp(p))};
+    *out = new rwkvl_sampler{rwkvl::Sampler(rwkvl::api::sampler_params(p))};
   });
 }
 

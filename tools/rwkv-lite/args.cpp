@@ -26,24 +26,24 @@ const std::vector<FlagSpec> kFlags = {
     {"help", "h", K::kSwitch, "*", nullptr, "", "show this help and exit"},
 
     // -- model and evaluation
-    {"model", "m", K::kString, "generate eval perplexity bench logits convert info tokenize", nullptr, "FILE",
+    {"model", "m", K::kString, "generate eval perplexity bench logits convert info tokenize chat serve", nullptr, "FILE",
      "model file: rwkv.cpp .bin, PyTorch .pth, .safetensors or native rwkv-lite"},
-    {"weight-dtype", nullptr, K::kChoice, "generate eval perplexity bench logits info", "keep", "TYPE",
+    {"weight-dtype", nullptr, K::kChoice, "generate eval perplexity bench logits chat serve info", "keep", "TYPE",
      "hold the weight matrices as this type after loading", 0, 0, false, "keep|f32|f16|bf16|i8"},
-    {"threads", "t", K::kInt, "generate eval perplexity bench logits", "0", "N", "worker threads; 0 = one per core", 0,
+    {"threads", "t", K::kInt, "generate eval perplexity bench logits chat serve", "0", "N", "worker threads; 0 = one per core", 0,
      4096},
-    {"chunk", nullptr, K::kInt, "generate eval perplexity bench logits", "0", "N",
+    {"chunk", nullptr, K::kInt, "generate eval perplexity bench logits chat serve", "0", "N",
      "tokens per sequence-mode chunk when feeding text (0 = library default, 1 = RNN mode; at most 1024: the scratch "
      "grows with it and longer chunks are no faster)", 0, 1024},
-    {"ffn-mode", nullptr, K::kChoice, "generate eval perplexity bench logits", "auto", "MODE",
+    {"ffn-mode", nullptr, K::kChoice, "generate eval perplexity bench logits chat serve", "auto", "MODE",
      "channel-mix evaluation: dense (every neuron), exact (every key row, value rows of non-zero neurons only) or "
      "predict (only the neurons the activation predictor picks; files made by compress --sparse-ffn); auto = "
      "predict when the file has predictors, else dense",
      0, 0, false, "auto|dense|exact|predict"},
-    {"ffn-cache", nullptr, K::kString, "generate eval perplexity bench logits", nullptr, "BYTES",
+    {"ffn-cache", nullptr, K::kString, "generate eval perplexity bench logits chat serve", nullptr, "BYTES",
      "stream the neuron-bundled FFN weights from the model file through a RAM cache of BYTES (suffix K, M, G; or N% "
      "of the FFN weight bytes): hot neurons pinned, the rest read on demand"},
-    {"ffn-prefetch", nullptr, K::kSwitch, "generate eval perplexity bench logits", nullptr, "",
+    {"ffn-prefetch", nullptr, K::kSwitch, "generate eval perplexity bench logits chat serve", nullptr, "",
      "with --ffn-cache: a background thread reads the next layer's predicted neurons (its predictor run on this "
      "layer's input) while this layer computes; pays off when storage is slow, not when the file is in the page "
      "cache (see docs/CLI.md)"},
@@ -52,37 +52,37 @@ const std::vector<FlagSpec> kFlags = {
     {"ffn-random", nullptr, K::kString, "bench", nullptr, "LIST",
      "also time the FFN with forced random active sets of these shares of the neurons, e.g. 0.1,0.5 (the predictor "
      "still runs), side by side with dense"},
-    {"head-mode", nullptr, K::kChoice, "generate eval perplexity bench logits", "auto", "MODE",
+    {"head-mode", nullptr, K::kChoice, "generate eval perplexity bench logits chat serve", "auto", "MODE",
      "output head: full (every head row) or cluster (the hierarchical head of files made by compress --cluster-head: "
      "exact logits for the most probable clusters, pseudo-logits for the rest); auto = cluster when the file has one",
      0, 0, false, "auto|full|cluster"},
-    {"head-p", nullptr, K::kFloat, "generate eval perplexity bench logits", "0.95", "P",
+    {"head-p", nullptr, K::kFloat, "generate eval perplexity bench logits chat serve", "0.95", "P",
      "cluster head: take clusters in order of probability until their cumulative probability reaches P", 0, 1, true},
-    {"head-min", nullptr, K::kInt, "generate eval perplexity bench logits", "3", "N",
+    {"head-min", nullptr, K::kInt, "generate eval perplexity bench logits chat serve", "3", "N",
      "cluster head: at least N clusters get exact logits", 1, 1 << 24},
-    {"head-max", nullptr, K::kInt, "generate eval perplexity bench logits", "100", "N",
+    {"head-max", nullptr, K::kInt, "generate eval perplexity bench logits chat serve", "100", "N",
      "cluster head: at most N clusters get exact logits", 1, 1 << 24},
     {"no-head-compare", nullptr, K::kSwitch, "eval", nullptr, "",
      "cluster head: do not also run the full head for the agreement figures (head_top1_agree, head_kl): speed "
      "and bytes read are then those of the cluster head alone"},
-    {"emb-cache", nullptr, K::kInt, "generate eval perplexity bench logits", "0", "ROWS",
+    {"emb-cache", nullptr, K::kInt, "generate eval perplexity bench logits chat serve", "0", "ROWS",
      "read embedding rows on demand from the model file into an LRU cache of ROWS rows (the table is never "
      "resident; 0 = read in place)", 0, 1 << 30},
-    {"io-throttle", nullptr, K::kFloat, "generate eval perplexity bench logits", nullptr, "MB/S",
+    {"io-throttle", nullptr, K::kFloat, "generate eval perplexity bench logits chat serve", nullptr, "MB/S",
      "simulate storage of this bandwidth for every read from the model file (SD card ~90, eMMC ~250, UFS/NVMe "
      "1000-2000)", 0, 1e6, true},
-    {"io-latency", nullptr, K::kFloat, "generate eval perplexity bench logits", nullptr, "US",
+    {"io-latency", nullptr, K::kFloat, "generate eval perplexity bench logits chat serve", nullptr, "US",
      "with --io-throttle: simulated latency per read, microseconds", 0, 1e7},
-    {"mem-budget", nullptr, K::kString, "generate eval perplexity bench logits compress", nullptr, "BYTES",
+    {"mem-budget", nullptr, K::kString, "generate eval perplexity bench logits compress chat serve", nullptr, "BYTES",
      "run within this much resident memory (peak RSS; suffix K, M, G, or N% of the model's fp16 bytes): the plan "
      "keeps what fits resident and streams the rest from the file (native files) through a preload buffer; "
      "compress: trains fewer predictor layers side by side to fit, and refuses a budget it cannot meet"},
-    {"print-plan", nullptr, K::kSwitch, "generate eval perplexity bench logits compress", nullptr, "",
+    {"print-plan", nullptr, K::kSwitch, "generate eval perplexity bench logits compress chat", nullptr, "",
      "with --mem-budget: print the memory plan (what is resident, what is streamed, buffer sizes) to stderr; "
      "compress: each stage's expected peak memory and share of the work, before it starts"},
-    {"no-prefetch", nullptr, K::kSwitch, "generate eval perplexity bench logits", nullptr, "",
+    {"no-prefetch", nullptr, K::kSwitch, "generate eval perplexity bench logits chat serve", nullptr, "",
      "with --mem-budget: read streamed layers when needed instead of one layer ahead in the background"},
-    {"tokenizer", nullptr, K::kString, "generate eval perplexity logits tokenize", nullptr, "PATH",
+    {"tokenizer", nullptr, K::kString, "generate eval perplexity logits tokenize chat serve", nullptr, "PATH",
      "tokenizer file (default: chosen by vocabulary size and searched for beside the model, in "
      "$RWKVL_TOKENIZER_DIR and ./tokenizers)"},
 
@@ -109,6 +109,39 @@ const std::vector<FlagSpec> kFlags = {
      "start from the recurrent state saved in FILE (by --state-out)"},
     {"state-out", nullptr, K::kString, "generate", nullptr, "FILE",
      "save the state after the prompt and all generated tokens to FILE"},
+
+    // -- chat (RWKV's chat sampling: ChatRWKV's defaults)
+    {"system", nullptr, K::kString, "chat", nullptr, "TEXT", "a system message before the conversation"},
+    {"n-predict", "n", K::kInt, "chat", "500", "N", "most tokens of one reply", 1, kBig},
+    {"temp", nullptr, K::kFloat, "chat", "1.0", "T", "sampling temperature (0 = greedy)", 0, 1e6},
+    {"top-k", nullptr, K::kInt, "chat", "0", "K", "sample only from the K most likely tokens (0 = off)", 0, kI32},
+    {"top-p", nullptr, K::kFloat, "chat", "0.3", "P", "nucleus sampling: the likeliest tokens up to probability P", 0, 1,
+     true},
+    {"presence-penalty", nullptr, K::kFloat, "chat", "0.5", "A", "subtract A from every token of the reply so far",
+     -1e6, 1e6},
+    {"frequency-penalty", nullptr, K::kFloat, "chat", "0.5", "B", "subtract B per (decayed) occurrence in the reply",
+     -1e6, 1e6},
+    {"penalty-decay", nullptr, K::kFloat, "chat", "0.996", "D", "multiply the occurrence counts by D per token", 0, 1},
+    {"seed", "s", K::kInt, "chat", "0", "S", "random seed of the first reply (each reply adds one)", 0, kBig},
+
+    // -- serve
+    {"host", nullptr, K::kString, "serve", "127.0.0.1", "ADDR", "address to listen on"},
+    {"port", nullptr, K::kInt, "serve", "8080", "PORT", "port to listen on (0 = any free port, printed)", 0, 65535},
+    {"parallel", "np", K::kInt, "serve", "1", "N", "requests generated at once (slots sharing the model)", 1, 256},
+    {"queue", nullptr, K::kInt, "serve", "64", "N", "requests that may wait for a slot; more get 429", 0, 100000},
+    {"state-cache", nullptr, K::kString, "serve", "64M", "BYTES",
+     "prefix-state cache: states at message ends and every --cache-every prompt tokens, reused by later requests "
+     "that share the prefix (0 = off)"},
+    {"cache-every", nullptr, K::kInt, "serve", "512", "N", "also cache the state every N prompt tokens (0 = only at "
+     "message ends)", 0, kI32},
+    {"max-body", nullptr, K::kString, "serve", "8M", "BYTES", "larger request bodies get 413"},
+    {"max-tokens", nullptr, K::kInt, "serve", "4096", "N", "cap on a request's max_tokens", 1, kI32},
+    {"max-prompt", nullptr, K::kInt, "serve", "32768", "N", "longer prompts (tokens) get 400", 1, kI32},
+    {"deadline", nullptr, K::kFloat, "serve", "300", "S", "a request's time limit, queueing included (0 = none)", 0, 1e9},
+    {"idle-timeout", nullptr, K::kFloat, "serve", "5", "S", "close connections silent this long", 0.001, 3600},
+    {"grace", nullptr, K::kFloat, "serve", "10", "S", "on SIGINT/SIGTERM: time running requests get to finish", 0, 3600},
+    {"api-key", nullptr, K::kString, "serve", nullptr, "KEY", "require \"Authorization: Bearer KEY\" (all but /health)"},
+    {"alias", nullptr, K::kString, "serve", nullptr, "NAME", "the model's id in responses (default: the file name)"},
 
     // -- perplexity / bench / info
     {"max-tokens", nullptr, K::kInt, "eval perplexity", "0", "N", "evaluate only the first N tokens (0 = all)", 0,
@@ -256,6 +289,17 @@ const std::vector<CommandSpec> kCommands = {
      "produced (only the continuation is printed). Timing goes to stderr at the end.",
      "rwkv-lite generate -m model.pth -p \"The Eiffel tower is in\" -n 64 --temp 0.8 --top-p 0.9",
      cmd_generate},
+    {"chat", "-m MODEL [--system TEXT] [options]", "chat in the terminal (RWKV World chat format)",
+     "Reads one message per line and streams the model's reply (User: ... / Assistant: ..., the reply ends at an "
+     "empty line). Sampling defaults are RWKV's for chat: temperature 1.0, top-p 0.3, presence and frequency "
+     "penalties 0.5 decaying by 0.996 per token, end-of-text never sampled. Commands: /save FILE and /load FILE (the "
+     "conversation's state), /reset, /regen (another reply to the last message), /quit.",
+     "rwkv-lite chat -m model.pth --system \"You are a helpful assistant.\"", cmd_chat},
+    {"serve", "-m MODEL [--port N] [-np N] [options]", "OpenAI-compatible HTTP server",
+     "POST /v1/completions and /v1/chat/completions (stream: true as server-sent events), GET /v1/models, /health, "
+     "/metrics; POST /tokenize, /detokenize. Slots share one loaded model; prompts resume from cached prefix "
+     "states. Stops cleanly on SIGINT/SIGTERM. See docs/SERVER.md.",
+     "rwkv-lite serve -m model.pth --port 8080 -np 4 --state-cache 128M", cmd_serve},
     {"eval", "-m MODEL --text FILE [--lambada FILE] [options]",
      "perplexity, bits per byte and LAMBADA accuracy, with model size, memory and speed",
      "Perplexity and bits per byte over the text file fed as one stream from a fresh state; LAMBADA accuracy and "
@@ -443,7 +487,8 @@ Args Args::parse(const CommandSpec& command, int argc, char** argv, int first) {
         name.resize(eq);
         has_value = true;
       }
-    } else if (tok.size() == 2 && tok[0] == '-' && tok[1] != '-') {
+    } else if (tok.size() >= 2 && tok[0] == '-' && tok[1] != '-' && !std::isdigit(static_cast<unsigned char>(tok[1]))) {
+      // Short names: one letter (-m), and llama.cpp's -np.
       name = tok.substr(1);
       is_short = true;
     } else {

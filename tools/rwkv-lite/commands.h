@@ -18,5 +18,7 @@ int cmd_synth(const Args& args);       // cmd_model.cpp
 int cmd_info(const Args& args);        // cmd_model.cpp
 int cmd_tokenize(const Args& args);    // cmd_model.cpp
 int cmd_verify(const Args& args);      // cmd_verify.cpp
+int cmd_chat(const Args& args);        // cmd_chat.cpp
+int cmd_serve(const Args& args);       // cmd_serve.cpp
 
 }  // namespace rwkvl::cli
