@@ -1106,7 +1106,7 @@ typedef struct {
   int port;                         /* 0: any free port (rwkvl_server_port tells which) */
   int parallel;                     /* slots (default 1) */
   int queue;                        /* requests that may wait for a slot (default 64) */
-  int http_threads;                 /* connection threads (0: parallel + queue + 8) */
+  int http_threads;                 /* connection threads (0: the larger of 256 and parallel + queue + 8) */
   uint64_t state_cache_bytes;       /* prefix-state cache (default 64 MiB; 0: none) */
   size_t cache_every;               /* also cache every this many prompt tokens (default 512; 0: none) */
   uint64_t max_body_bytes;          /* larger requests get 413 (default 8 MiB) */

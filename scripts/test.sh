@@ -13,7 +13,7 @@ stage() {  # prints the time the previous stage took, then the next stage's titl
 }
 
 stage "dependencies"
-bash scripts/install-deps.sh
+bash scripts/install-deps.sh --test
 
 stage "Release build + tests"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DRWKVL_WERROR=ON

@@ -4,7 +4,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <algorithm>
 #include <condition_variable>
+#include <deque>
 #include <cstdio>
 #include <ctime>
 #include <mutex>
@@ -68,6 +70,8 @@ struct Server::Impl {
   std::vector<std::unique_ptr<Slot>> slots;
   std::vector<Slot*> free_slots;
   int waiting = 0;
+  std::deque<uint64_t> line;  // tickets of the requests waiting for a slot, oldest first
+  uint64_t next_ticket = 0;
   std::unique_ptr<PrefixCache> cache;
   std::atomic<bool> stopping{false}, cancel_all{false}, listening_done{false};
   Metrics m;
@@ -127,12 +131,17 @@ Slot* Server::Impl::acquire(Clock::time_point arrived) {
     ++m.rejected;
     throw ApiError{429, "the server is busy: " + std::to_string(waiting) + " requests wait for a slot", "rate_limit_error"};
   }
+  // First come, first served: a freed slot goes to the oldest waiting request.
+  const uint64_t ticket = next_ticket++;
+  line.push_back(ticket);
   ++waiting;
   const auto until = opt.deadline_seconds > 0
                          ? arrived + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(opt.deadline_seconds))
                          : Clock::time_point::max();
-  const bool got = cv.wait_until(lock, until, [&] { return stopping.load() || !free_slots.empty(); });
+  const bool got = cv.wait_until(lock, until, [&] { return stopping.load() || (!free_slots.empty() && line.front() == ticket); });
   --waiting;
+  line.erase(std::find(line.begin(), line.end(), ticket));
+  cv.notify_all();  // the next in line may take another free slot
   if (stopping) throw ApiError{503, "the server is shutting down", "server_error"};
   if (!got) throw ApiError{503, "no slot became free before the request's deadline", "server_error"};
   Slot* s = free_slots.back();
@@ -436,9 +445,13 @@ Server::Server(const ServerOptions& options, Loader loader) : impl_(std::make_un
     RWKVL_FAIL(kInvalidArgument, "limits out of range (max_tokens_cap >= 1, max_prompt_tokens >= 1, max_body_bytes >= 1024)");
   if (!(o.deadline_seconds >= 0) || !(o.idle_timeout_seconds > 0))
     RWKVL_FAIL(kInvalidArgument, "the deadline must be >= 0 and the idle timeout > 0 seconds");
-  const int threads = o.http_threads > 0 ? o.http_threads : o.parallel + o.queue + 8;
+  // Connection threads: cpp-httplib gives every open connection a thread while it waits for a request (up to
+  // the idle timeout), so idle clients must not take all of them: 256 at least.
+  const int threads = o.http_threads > 0 ? o.http_threads : std::max(256, o.parallel + o.queue + 8);
   s.http.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   s.http.set_payload_max_length(o.max_body_bytes);
+  // Streamed pieces are small writes: without TCP_NODELAY each waits for the peer's delayed ACK (40 ms).
+  s.http.set_tcp_nodelay(true);
   const auto idle = std::chrono::duration<double>(o.idle_timeout_seconds);
   s.http.set_read_timeout(std::chrono::duration_cast<std::chrono::microseconds>(idle));
   s.http.set_keep_alive_timeout(static_cast<time_t>(std::max(1.0, o.idle_timeout_seconds)));

@@ -109,6 +109,7 @@ bool command(Chat& c, const std::string& line) {
       std::fprintf(stderr, "/regen: no message to reply to again\n");
     } else {
       check(rwkvl_state_copy(c.state, c.before_turn.get()));
+      if (c.tty) std::fputs("Assistant: ", stdout);
       reply(c);
     }
   } else {

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# rwkv-lite serve with real clients (tests/node/serve_clients.mjs: the openai npm package, autocannon, raw
+# sockets) on the World-vocabulary reference model: the same greedy text as `generate` and `chat`, a cached
+# 2,000-token system prompt answered >= 20x sooner, hostile clients, a load test; then SIGTERM stops it cleanly.
+# RWKVL_SERVE_LOAD_SECONDS sets the load test's length (default 60 s, 20 s in sanitizer builds).
+# usage: serve_clients.sh RWKV_LITE SHARED_DIR BUILD_DIR
+. "$(dirname "$0")/lib/common.bash" "$@"
+MODEL=$SHARED/reference/models/rwkv5-world-l8-d256/model.pth
+TEXT=$SHARED/data/wikitext2-test.txt
+need_shared "$MODEL" "$TEXT" "$SHARED/reference/tokenizers/rwkv_vocab_v20230424.txt"
+NODE_DIR=$(cd "$(dirname "$0")/../node" && pwd)
+if ! command -v node >/dev/null || [ ! -d "$NODE_DIR/node_modules/openai" ]; then
+  echo "skip: node or the client packages are missing (scripts/install-deps.sh runs npm ci in tests/node)"
+  exit 77
+fi
+"$CLI" --version | grep -q "no HTTP server" && { echo "skip: built without the server"; exit 77; }
+make_work serve_clients
+export RWKVL_TOKENIZER_DIR=$SHARED/reference/tokenizers
+PROMPT="The history of the city"
+QUESTION="What is the capital of France?"
+"$CLI" generate -m "$MODEL" -p "$PROMPT" -n 24 --temp 0 -t 2 >"$WORK/gen.txt" 2>/dev/null || fail "generate"
+printf '%s\n' "$QUESTION" | "$CLI" chat -m "$MODEL" --temp 0 --presence-penalty 0 --frequency-penalty 0 -n 40 -t 2 \
+  >"$WORK/chat.txt" 2>/dev/null || fail "chat"
+head -c 9000 "$TEXT" >"$WORK/system.txt"
+
+"$CLI" serve -m "$MODEL" --port 0 -np 2 -t 2 --alias reference 2>"$WORK/serve.log" &
+SERVER=$!
+PORT=""
+for _ in $(seq 1 300); do
+  PORT=$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/serve.log")
+  grep -q "ready" "$WORK/serve.log" && break
+  kill -0 $SERVER 2>/dev/null || break
+  sleep 0.1
+done
+if [ -z "$PORT" ] || ! grep -q ready "$WORK/serve.log"; then
+  fail "the server did not start"
+  cat "$WORK/serve.log"
+  kill $SERVER 2>/dev/null
+  finish
+fi
+# The load test runs 60 s on a Release build, 20 s under the sanitizers (the same code paths, fewer requests).
+LOAD_SECONDS=20
+release_build && LOAD_SECONDS=60
+node "$NODE_DIR/serve_clients.mjs" "$PORT" "$PROMPT" "$WORK/gen.txt" "$QUESTION" "$WORK/chat.txt" "$WORK/system.txt" \
+  "${RWKVL_SERVE_LOAD_SECONDS:-$LOAD_SECONDS}" || fail "client checks"
+kill -TERM $SERVER
+wait $SERVER
+rc=$?
+[ $rc -eq 0 ] && grep -q "stopped" "$WORK/serve.log" && echo "ok   SIGTERM stops the server cleanly" \
+  || { fail "the server exited with $rc after SIGTERM"; tail -5 "$WORK/serve.log"; }
+finish
