@@ -2,7 +2,8 @@
 # Installs the Debian packages rwkv-lite needs to build and test (idempotent: apt runs only when
 # something is missing). Run as root or with sudo available.
 #   --test   also the test-only clients: Node.js + npm (Debian's, unless a node is already installed) and the
-#            npm packages of tests/node (npm ci: the openai client, autocannon), python3-pytest.
+#            npm packages of tests/node (npm ci: the openai client, autocannon), python3-pytest and what
+#            `pip install bindings/python` needs offline (pip, setuptools, wheel), NumPy.
 set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config python3 libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libpcre2-dev
@@ -15,7 +16,7 @@ fi
 WITH_TEST=0
 [[ "${1:-}" == "--test" ]] && WITH_TEST=1
 if ((WITH_TEST)); then
-  PKGS+=(python3-pytest python3-numpy)
+  PKGS+=(python3-pytest python3-numpy python3-pip python3-setuptools python3-wheel)
   command -v node >/dev/null && command -v npm >/dev/null || PKGS+=(nodejs npm)
 fi
 

@@ -13,7 +13,6 @@ if ! command -v node >/dev/null || [ ! -d "$NODE_DIR/node_modules/openai" ]; the
   echo "skip: node or the client packages are missing (scripts/install-deps.sh runs npm ci in tests/node)"
   exit 77
 fi
-"$CLI" --version | grep -q "no HTTP server" && { echo "skip: built without the server"; exit 77; }
 make_work serve_clients
 export RWKVL_TOKENIZER_DIR=$SHARED/reference/tokenizers
 PROMPT="The history of the city"
