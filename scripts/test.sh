@@ -33,13 +33,14 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
 
 if [[ "${RWKVL_SKIP_TSAN:-0}" != "1" ]]; then
   # The threaded parts (thread pool, neuron cache and its prefetch thread, layer streaming with prefetch,
-  # sessions) under ThreadSanitizer: only the test programs that drive them are built.
+  # sessions, the server's slots, queue and shared state cache) under ThreadSanitizer: only the test programs that drive them are built.
   stage "ThreadSanitizer build + threaded tests"
   cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRWKVL_SANITIZE_THREAD=ON -DRWKVL_BUILD_BENCH=OFF \
     -DRWKVL_BUILD_EXAMPLES=OFF
-  cmake --build build-tsan -j"$JOBS" --target test_threadpool test_neuron_cache test_session test_head
+  cmake --build build-tsan -j"$JOBS" --target test_threadpool test_neuron_cache test_session test_head test_server \
+    test_generation
   TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 ctest --test-dir build-tsan --output-on-failure -j"$JOBS" \
-    -R '^(ThreadPool|NeuronCache|NeuronCacheRandom|MemoryPlan|Session|EmbCache|Storage)\.'
+    -R '^(ThreadPool|NeuronCache|NeuronCacheRandom|MemoryPlan|Session|EmbCache|Storage|Server|Generate|PrefixCache)\.'
 fi
 
 if [[ -f scripts/test-aarch64.sh && "${RWKVL_SKIP_AARCH64:-0}" != "1" ]]; then

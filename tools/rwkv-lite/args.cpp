@@ -147,14 +147,20 @@ const std::vector<FlagSpec> kFlags = {
     {"max-tokens", nullptr, K::kInt, "eval perplexity", "0", "N", "evaluate only the first N tokens (0 = all)", 0,
      kBig},
     {"json", nullptr, K::kSwitch, "eval perplexity bench info", nullptr, "", "print one JSON object instead of text"},
-    {"prompt-tokens", nullptr, K::kInt, "bench", "128", "N", "tokens fed in sequence mode (prompt processing)", 1,
+    {"prompt-tokens", "p", K::kInt, "bench", "128", "N", "tokens fed in sequence mode (prompt processing)", 1,
      1 << 20},
-    {"gen-tokens", nullptr, K::kInt, "bench", "64", "N", "tokens generated one at a time", 1, 1 << 20},
+    {"gen-tokens", "n", K::kInt, "bench", "64", "N", "tokens generated one at a time", 1, 1 << 20},
     {"no-bandwidth", nullptr, K::kSwitch, "bench", nullptr, "", "skip measuring the machine's memory bandwidth"},
     {"budgets", nullptr, K::kString, "bench", nullptr, "LIST",
      "generation speed under each memory budget of the list (BYTES or N% of the fp16 bytes, e.g. 25%,50%,100%), "
      "with prefetch off and on side by side (add --io-throttle to simulate storage)"},
     {"seed", "s", K::kInt, "bench", "1234", "S", "seed of the random token ids", 0, kBig},
+    {"output", "o", K::kChoice, "bench", nullptr, "FMT",
+     "llama-bench's table: pp<N> and tg<N> rows (N from --prompt-tokens, default 512, and --gen-tokens, default "
+     "128), t/s as mean ± sd over -r runs, beside bytes per token and the share of the bandwidth bound; md, csv or "
+     "json",
+     0, 0, false, "md|csv|json"},
+    {"repetitions", "r", K::kInt, "bench", "5", "N", "with -o: runs of each test (after one warm-up run)", 1, 1000},
 
     // -- eval
     {"text", nullptr, K::kString, "eval", nullptr, "FILE",

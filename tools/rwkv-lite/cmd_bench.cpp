@@ -45,6 +45,10 @@ int32_t argmax(const std::vector<float>& v) {
 
 int cmd_bench(const Args& args) {
   if (args.given("budgets")) return bench_budgets(args);
+  if (args.given("output")) {
+    if (args.on("json")) args.fail("give -o json or --json, not both");
+    return bench_table(args);
+  }
   const std::string model_path = require(args, "model");
   const bool json = args.on("json");
   const char* system = rwkvl_system_info();

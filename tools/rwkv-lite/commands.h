@@ -13,6 +13,7 @@ int cmd_compress(const Args& args);    // cmd_compress.cpp
 int cmd_stats(const Args& args);       // cmd_stats.cpp
 int cmd_bench(const Args& args);       // cmd_bench.cpp
 int bench_budgets(const Args& args);   // cmd_bench_budget.cpp (bench --budgets)
+int bench_table(const Args& args);     // cmd_bench_table.cpp (bench -o md|csv|json)
 int cmd_convert(const Args& args);     // cmd_model.cpp
 int cmd_synth(const Args& args);       // cmd_model.cpp
 int cmd_info(const Args& args);        // cmd_model.cpp
