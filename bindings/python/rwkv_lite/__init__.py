@@ -23,7 +23,7 @@ try:  # NumPy arrays in and out where NumPy is present
 except ImportError:  # pragma: no cover
     _np = None
 
-__all__ = ["Error", "Model", "Session", "State", "api_version", "system_info", "library_path"]
+__all__ = ["Error", "Model", "Session", "State", "api_version", "compress", "system_info", "library_path"]
 
 library_path = _capi.library_path
 
@@ -264,6 +264,32 @@ class Model:
                 at_start = False
             yield p
 
+    def evaluate(self, text=None, lambada=None, max_tokens=0, max_passages=0):
+        """Perplexity and bits per byte of a text file, and/or LAMBADA accuracy and perplexity of a jsonl file
+        (lm-eval's lambada_openai protocol), as `rwkv-lite eval` computes them. Returns a dict."""
+        out = {}
+        if text is not None:
+            h = ctypes.c_void_p()
+            _check(lib.rwkvl_text_tokens_open(self._tok, str(text).encode(), int(max_tokens), ctypes.byref(h)))
+            try:
+                r = _capi.TextResult()
+                _check(lib.rwkvl_eval_text(self.session._h, h, None, ctypes.byref(r)))
+            finally:
+                lib.rwkvl_text_tokens_free(h)
+            out.update({f"text_{k}": getattr(r, k) for k, _ in r._fields_})
+        if lambada is not None:
+            h = ctypes.c_void_p()
+            _check(lib.rwkvl_lambada_open(str(lambada).encode(), int(max_passages), ctypes.byref(h)))
+            try:
+                _check(lib.rwkvl_lambada_tokenize(h, self._tok))
+                buf = ctypes.create_string_buffer(_capi.LAMBADA_RESULT_BYTES)
+                _check(lib.rwkvl_eval_lambada(self.session._h, h, None, None, buf))
+                r = _capi.LambadaResultHead.from_buffer_copy(buf.raw[:ctypes.sizeof(_capi.LambadaResultHead)])
+            finally:
+                lib.rwkvl_lambada_free(h)
+            out.update({f"lambada_{k}": getattr(r, k) for k, _ in r._fields_})
+        return out
+
     def _run(self, ids, g, state, keep_alive):
         """Runs rwkvl_generate on a thread; yields its pieces. Closing the iterator stops the generation."""
         arr, n = _tokens_array(ids)
@@ -320,3 +346,52 @@ class Model:
             "generated": result.generated, "prompt_seconds": result.prompt_seconds,
             "generation_seconds": result.generation_seconds,
         }
+
+
+def compress(model, out, calib=None, calib_tokens=0, lowrank=None, rank_frac=0.0, rank=0, quant=None, quant_emb=False,
+             quant_head=False, sparse_ffn=False, cluster_head=0, threads=0, seed=1, **extra):
+    """Compresses `model` (a Model or a path) into the native file `out` with the recipe given as keyword arguments
+    (the flags of `rwkv-lite compress`: lowrank="svd"|"asvd", rank_frac / rank, quant="int8"|"int4", quant_emb,
+    quant_head, sparse_ffn, cluster_head=K, and any other field of rwkvl_compress_recipe by name, e.g. recall=0.98);
+    calib: a text file for the calibrated passes (at most calib_tokens tokens). Returns the report as a dict."""
+    import json
+    m = model if isinstance(model, Model) else Model(model)
+    r = lib.rwkvl_compress_default_recipe()
+    if lowrank:
+        v = ctypes.c_int()
+        _check(lib.rwkvl_lowrank_method_from_string(lowrank.encode(), ctypes.byref(v)))
+        r.lowrank = v.value
+    if quant:
+        v = ctypes.c_int()
+        _check(lib.rwkvl_quant_from_string(quant.encode(), ctypes.byref(v)))
+        r.quant = v.value
+    r.rank_frac, r.rank = float(rank_frac), int(rank)
+    r.quant_emb, r.quant_head, r.sparse_ffn = int(quant_emb), int(quant_head), int(sparse_ffn)
+    r.cluster_head, r.n_threads, r.seed = int(cluster_head), int(threads), int(seed)
+    keep = []
+    for k, v in extra.items():
+        if k not in dict(_capi.CompressRecipe._fields_):
+            raise Error("invalid argument", f"unknown recipe field {k!r}")
+        if isinstance(v, str):
+            keep.append(v.encode())
+            v = keep[-1]
+        setattr(r, k, v)
+    cal = None
+    if calib is not None:
+        data = open(calib, "rb").read()
+        keep.append(data)
+        cal = _capi.Calibration()
+        cal.text, cal.text_len, cal.tokenizer, cal.max_tokens = data, len(data), m._tok, int(calib_tokens)
+        cal.name = str(calib).encode()
+        keep.append(cal.name)
+    rep = _capi.CompressReport()
+    _check(lib.rwkvl_compress(m._h, ctypes.byref(r), ctypes.byref(cal) if cal is not None else None, str(out).encode(),
+                              None, None, ctypes.byref(rep)))
+    try:
+        n = ctypes.c_size_t()
+        lib.rwkvl_compress_report_json(ctypes.byref(rep), None, 0, ctypes.byref(n))
+        buf = ctypes.create_string_buffer(n.value + 1)
+        _check(lib.rwkvl_compress_report_json(ctypes.byref(rep), buf, n.value + 1, ctypes.byref(n)))
+        return json.loads(buf.value.decode())
+    finally:
+        lib.rwkvl_compress_report_free(ctypes.byref(rep))

@@ -129,3 +129,29 @@ def test_pip_install(tmp_path):
     out = subprocess.run([sys.executable, "-c", "import rwkv_lite; print(rwkv_lite.library_path)"], cwd=tmp_path,
                          capture_output=True, text=True, env=env, check=True).stdout
     assert out.strip().startswith(str(target))
+
+
+def test_compress_and_evaluate_equal_the_cli(tmp_path):
+    """int8 quantisation through the package and through `rwkv-lite compress` give the same file bytes; the
+    perplexity the package measures equals `rwkv-lite perplexity --json` on that file."""
+    import json
+    path = need(REF)
+    text = need(os.path.join(SHARED, "data", "wikitext2-test.txt"))
+    out_py, out_cli = tmp_path / "py.rwkvl", tmp_path / "cli.rwkvl"
+    rep = rwkv_lite.compress(path, out_py, quant="int8", threads=2)
+    assert rep["out_file_bytes"] == os.path.getsize(out_py) > 0
+    cli("compress", "-m", path, "-o", str(out_cli), "--quant", "int8", "-t", "2")
+    assert open(out_py, "rb").read() == open(out_cli, "rb").read()
+    m = rwkv_lite.Model(str(out_py), threads=2)
+    got = m.evaluate(text=text, max_tokens=2000)
+    want = json.loads(cli("perplexity", "-m", str(out_py), "-f", text, "--max-tokens", "2000", "--json", "-t", "2"))
+    assert got["text_predicted"] == 1999
+    assert abs(got["text_ppl"] - want["ppl"]) <= 1e-9 * want["ppl"], (got["text_ppl"], want["ppl"])
+    with pytest.raises(rwkv_lite.Error):
+        rwkv_lite.compress(path, tmp_path / "x.rwkvl", quant="int3")
+    lam = need(os.path.join(SHARED, "data", "lambada_openai_test.jsonl"))
+    got = rwkv_lite.Model(path, threads=2).evaluate(lambada=lam, max_passages=40)
+    want = json.loads(cli("eval", "-m", path, "--lambada", lam, "--lambada-max", "40", "--json", "-t", "2"))
+    assert got["lambada_n"] == want["lambada_n"] == 40
+    assert got["lambada_target_tokens"] == want["lambada_target_tokens"]
+    assert abs(got["lambada_ppl"] - want["lambada_ppl"]) <= 1e-9 * want["lambada_ppl"]

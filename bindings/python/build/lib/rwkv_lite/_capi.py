@@ -103,6 +103,49 @@ class ChatMessage(Structure):
     _fields_ = [("role", c_int), ("content", c_char_p)]
 
 
+class CompressRecipe(Structure):
+    _fields_ = [("lowrank", c_int), ("rank_frac", c_double), ("rank", c_int64), ("budget_bytes", c_uint64),
+                ("targets", ctypes.c_uint32), ("diag", c_int), ("force", c_int), ("damp", c_double), ("quant", c_int),
+                ("quant_emb", c_int), ("quant_head", c_int), ("dtype", c_char_p), ("sparse_ffn", c_int),
+                ("ffn_predictors", c_int), ("ffn_dtype", c_char_p), ("recall", c_double), ("pred_hidden", c_int),
+                ("pred_epochs", c_int), ("pred_lr", c_double), ("pred_holdout", c_double), ("pred_int8", c_int),
+                ("cluster_head", c_int), ("cluster_cap", c_int), ("pca_dims", c_int), ("head_epochs", c_int),
+                ("head_lr", c_double), ("head_prior", c_int), ("prior_smoothing", c_double),
+                ("cluster_source", c_int), ("seed", c_uint64), ("n_threads", c_int)]
+
+
+class Calibration(Structure):
+    _fields_ = [("tokens", POINTER(c_int32)), ("n_tokens", c_size_t), ("text", c_char_p), ("text_len", c_size_t),
+                ("tokenizer", c_void_p), ("max_tokens", c_size_t), ("name", c_char_p)]
+
+
+class CompressReport(Structure):
+    _fields_ = [("weight_bytes_before", c_uint64), ("weight_bytes_after", c_uint64), ("out_file_bytes", c_uint64),
+                ("calib_tokens", c_uint64), ("matrices_factored", c_int), ("matrices_skipped", c_int),
+                ("matrices_dense", c_int), ("matrices_quantised", c_int), ("matrices_converted", c_int),
+                ("budget_planned_bytes", c_uint64), ("budget_error_sum", c_double), ("ffn_bundle_bytes", c_uint64),
+                ("ffn_predictor_bytes", c_uint64), ("cluster_k", c_int), ("seconds_lowrank_quant", c_double),
+                ("seconds_sparse_collect", c_double), ("seconds_sparse_train", c_double), ("seconds_cluster", c_double),
+                ("seconds_cluster_calibration", c_double), ("seconds_cluster_distillation", c_double),
+                ("seconds_save", c_double), ("seconds_total", c_double), ("details", c_void_p)]
+
+
+class TextResult(Structure):
+    _fields_ = [("tokens", c_uint64), ("predicted", c_uint64), ("predicted_bytes", c_uint64), ("total_nll", c_double),
+                ("mean_nll", c_double), ("ppl", c_double), ("bpb", c_double), ("seconds", c_double),
+                ("tok_per_s", c_double), ("threads", c_int)]
+
+
+class LambadaResultHead(Structure):
+    """The leading fields of rwkvl_lambada_result (the statistics structs after them are not read here: the call
+    writes into a buffer of LAMBADA_RESULT_BYTES, larger than the whole struct)."""
+    _fields_ = [("n", c_uint64), ("correct", c_uint64), ("target_tokens", c_uint64), ("fallbacks", c_uint64),
+                ("total_nll", c_double), ("acc", c_double), ("ppl", c_double), ("token_ppl", c_double),
+                ("seconds", c_double), ("workers", c_int)]
+
+
+LAMBADA_RESULT_BYTES = 4096
+
 PIECE_FN = CFUNCTYPE(c_int, c_void_p, POINTER(Piece))
 
 _P = c_void_p
@@ -143,6 +186,20 @@ _SIGS = {
     "rwkvl_prefix_cache_new": (c_int, [c_uint64, POINTER(_P)]),
     "rwkvl_prefix_cache_free": (None, [_P]),
     "rwkvl_peak_rss_bytes": (c_uint64, []),
+    "rwkvl_compress_default_recipe": (CompressRecipe, []),
+    "rwkvl_compress": (c_int, [_P, POINTER(CompressRecipe), POINTER(Calibration), c_char_p, c_void_p, c_void_p,
+                               POINTER(CompressReport)]),
+    "rwkvl_compress_report_json": (c_int, [POINTER(CompressReport), c_char_p, c_size_t, POINTER(c_size_t)]),
+    "rwkvl_compress_report_free": (None, [POINTER(CompressReport)]),
+    "rwkvl_lowrank_method_from_string": (c_int, [c_char_p, POINTER(c_int)]),
+    "rwkvl_quant_from_string": (c_int, [c_char_p, POINTER(c_int)]),
+    "rwkvl_text_tokens_open": (c_int, [_P, c_char_p, c_int64, POINTER(_P)]),
+    "rwkvl_text_tokens_free": (None, [_P]),
+    "rwkvl_eval_text": (c_int, [_P, _P, c_void_p, POINTER(TextResult)]),
+    "rwkvl_lambada_open": (c_int, [c_char_p, c_int64, POINTER(_P)]),
+    "rwkvl_lambada_tokenize": (c_int, [_P, _P]),
+    "rwkvl_lambada_free": (None, [_P]),
+    "rwkvl_eval_lambada": (c_int, [_P, _P, c_void_p, c_void_p, c_void_p]),
 }
 for _name, (_res, _args) in _SIGS.items():
     _f = getattr(lib, _name)
