@@ -29,6 +29,9 @@ class Tokenizer {
   // Throw rwkvl::Error(kIo / kFormat) with the path in the message when the file is missing or bad.
   static std::unique_ptr<Tokenizer> world_from_file(const std::string& vocab_txt_path);
   static std::unique_ptr<Tokenizer> neox_from_file(const std::string& tokenizer_json_path);
+  // The World tokenizer from each id's bytes (id 0 and unused ids empty; at most 65,536 ids), e.g. the vocabulary
+  // a GGUF file carries. Throws kFormat naming `source` for two tokens with the same bytes.
+  static std::unique_ptr<Tokenizer> world_from_tokens(const std::vector<std::string>& id_bytes, const std::string& source);
 };
 
 // Streams decoded bytes and only emits complete UTF-8 sequences (keeps a partial tail buffered),

@@ -185,6 +185,29 @@ class WorldTokenizer final : public Tokenizer {
     for (uint16_t l : len_) max_len_ = std::max<size_t>(max_len_, l);
   }
 
+  // From each id's bytes (ids[0] and unused ids empty), e.g. a GGUF file's tokenizer.ggml.tokens; `source` names
+  // it in messages.
+  WorldTokenizer(const std::string& source, const std::vector<std::string>& ids)
+      : start_(kWorldVocabSize, 0), len_(kWorldVocabSize, 0) {
+    if (ids.size() > static_cast<size_t>(kWorldVocabSize))
+      RWKVL_FAIL(kFormat, "%s: %zu World tokens (at most %d)", source.c_str(), ids.size(), kWorldVocabSize);
+    std::vector<uint32_t> line_of(kWorldVocabSize, 0);  // "lines" are ids here
+    size_t total = 0;
+    for (const std::string& t : ids) total += t.size();
+    if (total > std::numeric_limits<uint32_t>::max()) RWKVL_FAIL(kFormat, "%s: World vocabulary too large", source.c_str());
+    blob_.reserve(total);
+    for (size_t id = 1; id < ids.size(); ++id) {
+      if (ids[id].empty()) continue;
+      if (ids[id].size() > std::numeric_limits<uint16_t>::max()) RWKVL_FAIL(kFormat, "%s: token %zu is too long", source.c_str(), id);
+      start_[id] = static_cast<uint32_t>(blob_.size());
+      len_[id] = static_cast<uint16_t>(ids[id].size());
+      line_of[id] = static_cast<uint32_t>(id);
+      blob_ += ids[id];
+    }
+    build_trie(sorted_ids(source, line_of));
+    for (uint16_t l : len_) max_len_ = std::max<size_t>(max_len_, l);
+  }
+
   std::string name() const override { return "world"; }
   int32_t vocab_size() const override { return kWorldVocabSize; }
 
@@ -384,6 +407,10 @@ class WorldTokenizer final : public Tokenizer {
 };
 
 }  // namespace
+
+std::unique_ptr<Tokenizer> Tokenizer::world_from_tokens(const std::vector<std::string>& id_bytes, const std::string& source) {
+  return std::make_unique<WorldTokenizer>(source, id_bytes);
+}
 
 std::unique_ptr<Tokenizer> Tokenizer::world_from_file(const std::string& vocab_txt_path) {
   return std::make_unique<WorldTokenizer>(vocab_txt_path, tokenizer_detail::read_tokenizer_file(vocab_txt_path));

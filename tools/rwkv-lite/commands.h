@@ -5,6 +5,10 @@ namespace rwkvl::cli {
 
 class Args;
 
+// The process's arguments as main() got them (for `serve`, which runs rwkv-lite-server with them).
+extern int g_argc;
+extern char** g_argv;
+
 int cmd_generate(const Args& args);    // cmd_generate.cpp
 int cmd_eval(const Args& args);        // cmd_eval.cpp
 int cmd_perplexity(const Args& args);  // cmd_eval.cpp

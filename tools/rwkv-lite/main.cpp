@@ -7,8 +7,14 @@
 #include <string>
 
 #include "args.h"
+#include "commands.h"
 #include "common.h"
 #include "rwkv_lite.h"
+
+namespace rwkvl::cli {
+int g_argc = 0;
+char** g_argv = nullptr;
+}  // namespace rwkvl::cli
 
 namespace {
 
@@ -45,6 +51,8 @@ int run(int argc, char** argv) {
 int main(int argc, char** argv) {
   // A model file truncated or replaced while mapped: a clear error and exit 1 instead of a silent SIGBUS.
   rwkvl_install_sigbus_guard("rwkv-lite");
+  rwkvl::cli::g_argc = argc;
+  rwkvl::cli::g_argv = argv;
   try {
     return run(argc, argv);
   } catch (const rwkvl::cli::UsageError& e) {
