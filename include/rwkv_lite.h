@@ -145,8 +145,8 @@ typedef struct rwkvl_model_params {
 /* "keep", no epsilon override. Never fails. */
 rwkvl_model_params rwkvl_model_default_params(void);
 
-/* Loads any supported file (rwkv.cpp .bin, PyTorch .pth, safetensors, native rwkv-lite), recognised by
-   content. params may be NULL for defaults. The file is memory-mapped: it must not be truncated or
+/* Loads any supported file (rwkv.cpp .bin, PyTorch .pth, safetensors, GGUF (1.5), native rwkv-lite), recognised
+   by content. params may be NULL for defaults. The file is memory-mapped: it must not be truncated or
    rewritten in place while the model lives (rwkvl_eval then fails with RWKVL_ERR_IO or
    RWKVL_ERR_FORMAT; see rwkvl_install_sigbus_guard for the signal). On success *out is a new model the
    caller frees with rwkvl_model_free; on failure *out is NULL.
@@ -166,7 +166,7 @@ typedef struct rwkvl_model_info {
   int arch_major;        /* 4, 5, 6 or 7 */
   int arch_minor;        /* 5.0/5.1/5.2 -> 0/1/2, else 0 */
   char arch_name[16];    /* "v4", "v5.1", "v5.2", "v6", "v7" */
-  char file_kind[16];    /* "rwkv.cpp", "pth", "safetensors", "native" */
+  char file_kind[16];    /* "rwkv.cpp", "pth", "safetensors", "native", "gguf" */
   char weight_dtype[16]; /* dtype of most matrices: "f32", "f16", "bf16", "i8", "mixed" */
   int n_layer, n_embd, n_vocab, n_head, head_size, n_ffn;
   float ln_x_eps;             /* 0 for v4 (no ln_x) */
@@ -217,6 +217,17 @@ rwkvl_status rwkvl_model_passes_json(const rwkvl_model* model, char* out, size_t
    OUTPUT FILES below). Errors: INVALID_ARGUMENT (NULL model or path, unknown dtype), IO (path refused,
    write failed), UNSUPPORTED (a tensor that cannot be converted to dtype). */
 rwkvl_status rwkvl_model_save(const rwkvl_model* model, const char* path, const char* dtype);
+/* Writes an RWKV-6 or RWKV-7 model as GGUF in llama.cpp's layout (arch "rwkv6" / "rwkv7", its tensor names, fused
+   token-shift mixes and transposed LoRAs, the tokenizer's vocabulary in tokenizer.ggml.*), atomically (see
+   OUTPUT FILES) (API 1.5). dtype: the matrices' ggml type: KEEP (f32, f16, bf16 as they are, i8 as Q8_0, q4 as
+   Q4_1: the same values), F32, F16, BF16, I8 (Q8_0) or Q4 (Q4_1); rows that are not whole 32-value blocks stay
+   F16; vectors and LoRAs F32. Factored matrices are multiplied out. Errors: INVALID_ARGUMENT (NULL, another
+   dtype, a tokenizer of another size), UNSUPPORTED (RWKV-4/5, a neuron-bundled channel-mix or a cluster head:
+   llama.cpp runs neither; a vocabulary other than World or bytes), IO. GGUF files (rwkv6/rwkv7, tensor types
+   F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) are read by rwkvl_model_load like every other
+   format, and rwkvl_tokenizer_for_model takes their vocabulary. */
+rwkvl_status rwkvl_model_save_gguf(const rwkvl_model* model, const rwkvl_tokenizer* tok, const char* path,
+                                   rwkvl_dtype dtype);
 
 /* Makes a model with random weights of the given shape (for benchmarks) and saves it natively.
    arch_major in {4,5,6,7} (5 means 5.2). n_ffn 0 -> the architecture's default (3.5*D for 5/6,

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "api/api_internal.h"
+#include "model/gguf_model.h"
 #include "runtime/ffn_runtime.h"
 #include "runtime/neuron_cache.h"
 #include "core/file_writer.h"
@@ -209,6 +210,17 @@ rwkvl_status rwkvl_model_save(const rwkvl_model* model, const char* path, const 
   return guarded([&] {
     RWKVL_API_REQUIRE(model && path, "rwkvl_model_save: NULL argument");
     model->m->save_native(path, rwkvl::parse_weight_dtype_option(dtype ? dtype : "keep"));
+  });
+}
+
+rwkvl_status rwkvl_model_save_gguf(const rwkvl_model* model, const rwkvl_tokenizer* tok, const char* path,
+                                   rwkvl_dtype dtype) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(model && tok && path, "rwkvl_model_save_gguf: NULL argument");
+    const long long d = rwkvl::api::enum_value(dtype);
+    RWKVL_API_REQUIRE(d >= RWKVL_DTYPE_KEEP && d <= RWKVL_DTYPE_Q4,
+                      "rwkvl_model_save_gguf: dtype must be keep, f32, f16, bf16, i8 (Q8_0) or q4 (Q4_1)");
+    rwkvl::save_gguf(*model->m, *tok->tok, path, static_cast<rwkvl::WeightDType>(d));
   });
 }
 
@@ -500,6 +512,13 @@ rwkvl_status rwkvl_tokenizer_for_model(const rwkvl_model* model, const char* mod
                    "the model has a byte-level vocabulary (256 tokens) and uses no tokenizer file; '%s' would be ignored "
                    "(drop --tokenizer)",
                    path);
+    } else if (V == 65536 && !path && !model->m->embedded_vocab().empty()) {
+      // A GGUF file carries its World vocabulary.
+      auto h = std::make_unique<rwkvl_tokenizer>();
+      h->tok = rwkvl::Tokenizer::world_from_tokens(model->m->embedded_vocab(), model->m->path() + " (tokenizer.ggml.tokens)");
+      h->name = "world";
+      *out = h.release();
+      return;
     } else if (V == 65536) {
       kind = "world";
       file = "rwkv_vocab_v20230424.txt";

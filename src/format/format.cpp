@@ -1,5 +1,6 @@
 // Format detection, the rwkv.cpp reader/writer and the native rwkv-lite format (docs/FORMAT.md).
 #include "format/format.h"
+#include "format/gguf.h"
 
 #include <cstdint>
 #include <cstring>
@@ -62,6 +63,7 @@ const char* file_kind_name(FileKind k) {
     case FileKind::kPth: return "pth";
     case FileKind::kSafetensors: return "safetensors";
     case FileKind::kNative: return "native";
+    case FileKind::kGguf: return "gguf";
     default: return "unknown";
   }
 }
@@ -72,6 +74,7 @@ FileKind detect_file_kind(const MappedFile& f) {
   if (n >= 8 && std::memcmp(p, kNativeMagic, 8) == 0) return FileKind::kNative;
   if (n >= 4 && load_le<uint32_t>(p) == kRwkvCppMagic) return FileKind::kRwkvCpp;
   if (n >= 4 && p[0] == 'P' && p[1] == 'K' && p[2] == 3 && p[3] == 4) return FileKind::kPth;
+  if (is_gguf(f)) return FileKind::kGguf;
   // safetensors: u64 header length, then a JSON object starting with '{'.
   if (n >= 10) {
     const uint64_t hl = load_le<uint64_t>(p);
@@ -89,11 +92,12 @@ RawCheckpoint read_checkpoint(std::shared_ptr<MappedFile> f) {
     case FileKind::kPth: return read_pth(f);
     case FileKind::kSafetensors: return read_safetensors(f);
     case FileKind::kNative: return read_native(f);
+    case FileKind::kGguf: return read_gguf(f);
     default: break;
   }
   RWKVL_FAIL(kFormat,
-             "%s: not a model file this tool reads (expected an rwkv.cpp .bin, a PyTorch .pth zip, safetensors or a "
-             "native rwkv-lite file; %zu bytes, unrecognised first bytes)",
+             "%s: not a model file this tool reads (expected an rwkv.cpp .bin, a PyTorch .pth zip, safetensors, GGUF or "
+             "a native rwkv-lite file; %zu bytes, unrecognised first bytes)",
              path.c_str(), f->size());
 }
 

@@ -15,7 +15,7 @@
 
 namespace rwkvl {
 
-enum class FileKind { kUnknown, kRwkvCpp, kPth, kSafetensors, kNative };
+enum class FileKind { kUnknown, kRwkvCpp, kPth, kSafetensors, kNative, kGguf };
 const char* file_kind_name(FileKind k);
 
 // Looks at the first bytes (and, where needed, the structure) of the file.
@@ -34,6 +34,10 @@ RawCheckpoint read_rwkvcpp(std::shared_ptr<MappedFile> f);
 RawCheckpoint read_pth(std::shared_ptr<MappedFile> f);
 RawCheckpoint read_safetensors(std::shared_ptr<MappedFile> f);
 RawCheckpoint read_native(std::shared_ptr<MappedFile> f);
+// GGUF (format/gguf.h): tensors under their GGUF names (dims reversed to PyTorch order; quantised types converted
+// as gguf_tensor() says); meta: {"gguf_version", "kv": {key: value, ...}} with every metadata value except the
+// token arrays, and "tokens": the tokenizer.ggml.tokens strings when present.
+RawCheckpoint read_gguf(std::shared_ptr<MappedFile> f);
 // Opens the file, detects its kind and dispatches.
 RawCheckpoint read_checkpoint(const std::string& path);
 RawCheckpoint read_checkpoint(std::shared_ptr<MappedFile> f);

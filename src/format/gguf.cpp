@@ -7,6 +7,7 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/file_writer.h"
+#include "format/format.h"
 
 namespace rwkvl {
 
@@ -381,6 +382,31 @@ Tensor gguf_tensor(const GgufFile& g, const std::shared_ptr<MappedFile>& f, cons
     for (uint64_t j = 0; j < row; ++j) dst[r * row + j] = f32_to_f16(tmp[static_cast<size_t>(j)]);
   }
   return out;
+}
+
+RawCheckpoint read_gguf(std::shared_ptr<MappedFile> f) {
+  const GgufFile g = parse_gguf(*f);
+  RawCheckpoint raw;
+  raw.kind = FileKind::kGguf;
+  raw.file = f;
+  raw.meta["gguf_version"] = g.version;
+  nlohmann::json kv = nlohmann::json::object();
+  for (const GgufKV& e : g.kv) {
+    if (e.key == "tokenizer.ggml.tokens") {
+      if (e.type != GgufType::kArray || e.elem != GgufType::kString)
+        RWKVL_FAIL(kFormat, "%s: GGUF: tokenizer.ggml.tokens must be an array of strings", f->path().c_str());
+      raw.meta["tokens"] = e.value;
+    } else if (e.key == "tokenizer.ggml.token_type") {
+      raw.meta["token_type"] = e.value;
+    } else if (e.type == GgufType::kArray && e.value.size() > 64) {
+      continue;  // token types, scores, merges: not needed
+    } else {
+      kv[e.key] = e.value;
+    }
+  }
+  raw.meta["kv"] = std::move(kv);
+  for (const GgufTensorInfo& t : g.tensors) raw.tensors.push_back(gguf_tensor(g, f, t));
+  return raw;
 }
 
 // ------------------------------------------------------------------------------------------ writing

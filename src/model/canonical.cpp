@@ -82,7 +82,8 @@ class Mapper {
           d[r * cols + c] = transpose ? v[static_cast<size_t>(c * rows + r)] : v[static_cast<size_t>(r * cols + c)];
       return o;
     }
-    if (t.dtype != DType::kF32 && t.dtype != DType::kF16 && t.dtype != DType::kBF16)
+    // q4_g32 comes from GGUF files (their Q4_0 / Q4_1 blocks), held as they are.
+    if (t.dtype != DType::kF32 && t.dtype != DType::kF16 && t.dtype != DType::kBF16 && t.dtype != DType::kQ4)
       RWKVL_FAIL(kUnsupported, "%s: tensor '%s' has dtype %s, not a supported matrix type", file_.c_str(),
                  t.name.c_str(), dtype_name(t.dtype));
     if (!transpose) {
@@ -109,7 +110,8 @@ class Mapper {
   }
 
   static std::vector<float> to_f32(const Tensor& t) {
-    if (t.dtype != DType::kF32 && t.dtype != DType::kF16 && t.dtype != DType::kBF16 && t.dtype != DType::kQ5_1)
+    if (t.dtype != DType::kF32 && t.dtype != DType::kF16 && t.dtype != DType::kBF16 && t.dtype != DType::kQ5_1 &&
+        t.dtype != DType::kQ4)
       RWKVL_FAIL(kUnsupported, "tensor '%s' has dtype %s, expected a float type", t.name.c_str(), dtype_name(t.dtype));
     return t.to_f32();
   }

@@ -1,4 +1,5 @@
 #include "model/model.h"
+#include "model/gguf_model.h"
 
 #include <algorithm>
 #include <cmath>
@@ -176,9 +177,15 @@ std::shared_ptr<Model> Model::from_raw(RawCheckpoint raw, const LoadOptions& opt
   }
   const FileKind kind = raw.kind;
   const bool has_file = raw.file != nullptr;
+  std::vector<std::string> vocab;
+  if (kind == FileKind::kGguf) {
+    vocab = gguf_world_vocab(raw);
+    raw = gguf_to_official(std::move(raw));
+  }
   Canonical c = canonicalize(std::move(raw));
   auto m = from_canonical(std::move(c.tensors), c.cfg, kind, opts);
   if (has_file) m->path_ = path;
+  m->vocab_ = std::move(vocab);
   return m;
 }
 

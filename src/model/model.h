@@ -233,6 +233,8 @@ class Model {
   const std::shared_ptr<MappedFile>& file() const { return file_; }
   // The path the model was loaded from ("" for models built in memory), for error messages.
   const std::string& path() const { return path_; }
+  // The vocabulary the file carries (GGUF's tokenizer.ggml.tokens, World): each id's bytes; empty when none.
+  const std::vector<std::string>& embedded_vocab() const { return vocab_; }
   void set_passes(nlohmann::json p) { passes_ = std::move(p); }
 
  private:
@@ -243,6 +245,7 @@ class Model {
   FileKind source_ = FileKind::kUnknown;
   nlohmann::json passes_ = nlohmann::json::array();
   std::shared_ptr<MappedFile> file_;
+  std::vector<std::string> vocab_;
   std::string path_;
   std::vector<LayerWeights> layers_;
   Matrix emb_, head_;

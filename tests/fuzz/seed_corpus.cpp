@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "format/format.h"
+#include "model/gguf_model.h"
 #include "model/model.h"
 #include "runtime/session.h"
 
@@ -54,6 +55,11 @@ void write_all(const Model& m, const std::string& out, const std::string& name, 
   for (const std::string& dt : native) {
     const std::string p = out + "/model/" + name + "-" + dt + ".rwkvl";
     m.save_native(p, dt);
+    check_seed(p);
+  }
+  if (m.config().arch_major >= 6) {  // GGUF: llama.cpp's rwkv6 / rwkv7 layout
+    const std::string p = out + "/model/" + name + ".gguf";
+    rwkvl::save_gguf(m, *rwkvl::Tokenizer::byte_level(), p, rwkvl::WeightDType::kKeep);
     check_seed(p);
   }
   const std::vector<rwkvl::Tensor> official = rwkvl::export_official(m);

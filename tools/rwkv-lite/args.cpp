@@ -179,8 +179,12 @@ const std::vector<FlagSpec> kFlags = {
 
     // -- convert / synth
     {"out", "o", K::kString, "convert synth", nullptr, "FILE", "output model file (native rwkv-lite format)"},
-    {"dtype", nullptr, K::kChoice, "convert", "keep", "TYPE", "matrix type in the output file", 0, 0, false,
-     "keep|f32|f16|bf16|i8"},
+    {"format", nullptr, K::kChoice, "convert", "native", "FMT",
+     "output format: native (rwkv-lite) or gguf (llama.cpp's rwkv6/rwkv7 layout with the vocabulary; --dtype i8 "
+     "writes Q8_0, q4 writes Q4_1)", 0, 0, false, "native|gguf"},
+    {"tokenizer", nullptr, K::kString, "convert", nullptr, "PATH", "--format gguf: the vocabulary to embed (default: the model's)"},
+    {"dtype", nullptr, K::kChoice, "convert", "keep", "TYPE",
+     "matrix type in the output file (gguf: i8 is written as Q8_0, q4 as Q4_1)", 0, 0, false, "keep|f32|f16|bf16|i8|q4"},
     {"dtype", nullptr, K::kChoice, "synth", "f32", "TYPE", "matrix type in the output file", 0, 0, false,
      "f32|f16|bf16|i8"},
     {"arch", nullptr, K::kInt, "synth", "7", "V", "RWKV architecture version: 4, 5 (5.2), 6 or 7", 4, 7},

@@ -45,9 +45,16 @@ int cmd_convert(const Args& args) {
   const double t0 = now_seconds();
   const ModelPtr model = load_model(args);
   const rwkvl_model_info info = model_info(model.get());
-  check(rwkvl_model_save(model.get(), out.c_str(), dtype));
-  std::fprintf(stderr, "converted %s (%s %s, %s) -> %s (native, %s) in %.2f s\n", in.c_str(), info.file_kind,
-               info.arch_name, info.weight_dtype, out.c_str(), dtype, now_seconds() - t0);
+  const std::string format = args.str("format");
+  if (format == "gguf") {
+    const TokenizerPtr tok = model_tokenizer(model.get(), in, args.str("tokenizer"));
+    check(rwkvl_model_save_gguf(model.get(), tok.get(), out.c_str(), dtype_flag(args, "dtype")));
+  } else {
+    if (args.given("tokenizer")) args.fail("--tokenizer goes with --format gguf");
+    check(rwkvl_model_save(model.get(), out.c_str(), dtype));
+  }
+  std::fprintf(stderr, "converted %s (%s %s, %s) -> %s (%s, %s) in %.2f s\n", in.c_str(), info.file_kind,
+               info.arch_name, info.weight_dtype, out.c_str(), format.c_str(), dtype, now_seconds() - t0);
   return 0;
 }
 
