@@ -101,7 +101,7 @@ void Server::Impl::load() {
     if (sp.memory.budget > 0) {
       // The cache, each slot's state and logits buffers, and the connections' buffers come out of the budget.
       const uint64_t per_slot = State::floats_for(cfg) * sizeof(float) * 2 + static_cast<uint64_t>(cfg.n_vocab) * 16;
-      sp.memory.reserve += opt.state_cache_bytes + per_slot * static_cast<uint64_t>(opt.parallel) + (16ull << 20);
+      sp.memory.reserve += opt.state_cache_bytes + per_slot * static_cast<uint64_t>(opt.parallel) + (6ull << 20);
     }
     std::vector<std::unique_ptr<Slot>> built;
     for (int i = 0; i < opt.parallel; ++i) {

@@ -36,7 +36,7 @@ for v in 6v0-1m:rwkv6:12 7v0-834K:rwkv7:12; do
     logits "$WORK/$ver-$dt.gguf" "$WORK/l"
     cmp_logits "$WORK/l" "$EXP" "$tol" "$ver: our GGUF ($dt) vs the rwkv.cpp file's expected logits"
   done
-  node_files+=("$WORK/$ver-f16.gguf" "$arch" "$layers")
+  for dt in f32 f16 bf16 i8 q4; do node_files+=("$WORK/$ver-$dt.gguf" "$arch" "$layers"); done
   # The independent writer, every type; v6 with llama.cpp's rescaling every 6 layers.
   for t in f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k; do
     "$PY" "$WRITER" "$SRC" "$WORK/py.gguf" --type $t --rescale 6 --dequant "$WORK/py-dq.gguf" || { fail "gguf_writer.py --type $t"; continue; }
@@ -45,11 +45,11 @@ for v in 6v0-1m:rwkv6:12 7v0-834K:rwkv7:12; do
     case $t in f32|f16|bf16|q4_0|q4_1) tol=1e-5 ;; *) tol=1e-2 ;; esac  # Q5/Q8/K types are held as f16 after loading
     cmp_logits "$WORK/lq" "$WORK/ld" $tol "$ver: llama.cpp-layout GGUF ($t) vs the same values as F32"
     [ $t = f32 ] && cmp_logits "$WORK/lq" "$EXP" 1e-5 "$ver: llama.cpp-layout GGUF (f32, rescaled layers) vs expected logits"
-    [ $t = q4_k ] && cp "$WORK/py.gguf" "$WORK/$ver-py-q4k.gguf" && node_files+=("$WORK/$ver-py-q4k.gguf" "$arch" "$layers")
+    cp "$WORK/py.gguf" "$WORK/$ver-py-$t.gguf" && node_files+=("$WORK/$ver-py-$t.gguf" "$arch" "$layers")
   done
 done
 
-# An independent reader.
+# An independent reader, over every file written above.
 if command -v node >/dev/null && [ -d "$NODE_DIR/node_modules/@huggingface/gguf" ]; then
   node "$NODE_DIR/gguf_check.mjs" "${node_files[@]}" || fail "@huggingface/gguf reading the files"
 else

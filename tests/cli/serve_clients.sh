@@ -35,7 +35,38 @@ if [ -z "$PORT" ] || ! grep -q ready "$WORK/serve.log"; then
   fail "the server did not start"
   cat "$WORK/serve.log"
   kill $SERVER 2>/dev/null
-  finish
+  
+# Within a memory budget (Release builds: sanitizer runtimes start above it): a native f16 file, two slots, a
+# state cache; six concurrent streamed chats; the peak RSS the server reports stays within the budget.
+if release_build; then
+  "$CLI" convert -m "$MODEL" -o "$WORK/m.rwkvl" --dtype f16 >/dev/null 2>&1 || fail "convert to f16"
+  "$CLI" serve -m "$WORK/m.rwkvl" --port 0 -np 2 -t 1 --mem-budget 44M --state-cache 4M 2>"$WORK/budget.log" &
+  SERVER=$!
+  PORT=""
+  for _ in $(seq 1 300); do
+    grep -q "ready\|error" "$WORK/budget.log" && break
+    sleep 0.1
+  done
+  PORT=$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/budget.log")
+  if grep -q ready "$WORK/budget.log"; then
+    for i in 1 2 3 4 5 6; do
+      curl -s "http://127.0.0.1:$PORT/v1/chat/completions" -d "{\"messages\": [{\"role\": \"system\", \"content\": \"Answer briefly.\"}, {\"role\": \"user\", \"content\": \"Question $i?\"}], \"max_tokens\": 40, \"stream\": true}" >/dev/null &
+    done
+    wait $(jobs -p | grep -v "^$SERVER$") 2>/dev/null
+    peak=$(curl -s "http://127.0.0.1:$PORT/metrics" | sed -n 's/^rwkvl_peak_rss_bytes //p')
+    served=$(curl -s "http://127.0.0.1:$PORT/metrics" | sed -n 's/^rwkvl_chat_completions_total //p')
+    if [ "${served%.*}" = 6 ] && [ -n "$peak" ] && [ "${peak%.*}" -le $((44 << 20)) ]; then
+      echo "ok   under --mem-budget 44M: 6 chats served, peak RSS $((${peak%.*} >> 20)) MiB"
+    else
+      fail "under --mem-budget 44M: served ${served:-?}, peak RSS ${peak:-?} bytes"
+    fi
+  else
+    fail "the server did not start under --mem-budget 44M: $(cat "$WORK/budget.log")"
+  fi
+  kill -TERM $SERVER 2>/dev/null
+  wait $SERVER 2>/dev/null
+fi
+finish
 fi
 # The load test runs 60 s on a Release build, 20 s under the sanitizers (the same code paths, fewer requests).
 LOAD_SECONDS=20 RSS=no-rss  # sanitizer builds: ASan's quarantine of freed memory grows RSS by design
@@ -47,4 +78,35 @@ wait $SERVER
 rc=$?
 [ $rc -eq 0 ] && grep -q "stopped" "$WORK/serve.log" && echo "ok   SIGTERM stops the server cleanly" \
   || { fail "the server exited with $rc after SIGTERM"; tail -5 "$WORK/serve.log"; }
+
+# Within a memory budget (Release builds: sanitizer runtimes start above it): a native f16 file, two slots, a
+# state cache; six concurrent streamed chats; the peak RSS the server reports stays within the budget.
+if release_build; then
+  "$CLI" convert -m "$MODEL" -o "$WORK/m.rwkvl" --dtype f16 >/dev/null 2>&1 || fail "convert to f16"
+  "$CLI" serve -m "$WORK/m.rwkvl" --port 0 -np 2 -t 1 --mem-budget 44M --state-cache 4M 2>"$WORK/budget.log" &
+  SERVER=$!
+  PORT=""
+  for _ in $(seq 1 300); do
+    grep -q "ready\|error" "$WORK/budget.log" && break
+    sleep 0.1
+  done
+  PORT=$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/budget.log")
+  if grep -q ready "$WORK/budget.log"; then
+    for i in 1 2 3 4 5 6; do
+      curl -s "http://127.0.0.1:$PORT/v1/chat/completions" -d "{\"messages\": [{\"role\": \"system\", \"content\": \"Answer briefly.\"}, {\"role\": \"user\", \"content\": \"Question $i?\"}], \"max_tokens\": 40, \"stream\": true}" >/dev/null &
+    done
+    wait $(jobs -p | grep -v "^$SERVER$") 2>/dev/null
+    peak=$(curl -s "http://127.0.0.1:$PORT/metrics" | sed -n 's/^rwkvl_peak_rss_bytes //p')
+    served=$(curl -s "http://127.0.0.1:$PORT/metrics" | sed -n 's/^rwkvl_chat_completions_total //p')
+    if [ "${served%.*}" = 6 ] && [ -n "$peak" ] && [ "${peak%.*}" -le $((44 << 20)) ]; then
+      echo "ok   under --mem-budget 44M: 6 chats served, peak RSS $((${peak%.*} >> 20)) MiB"
+    else
+      fail "under --mem-budget 44M: served ${served:-?}, peak RSS ${peak:-?} bytes"
+    fi
+  else
+    fail "the server did not start under --mem-budget 44M: $(cat "$WORK/budget.log")"
+  fi
+  kill -TERM $SERVER 2>/dev/null
+  wait $SERVER 2>/dev/null
+fi
 finish
