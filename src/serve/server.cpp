@@ -455,6 +455,7 @@ Server::Server(const ServerOptions& options, Loader loader) : impl_(std::make_un
   const auto idle = std::chrono::duration<double>(o.idle_timeout_seconds);
   s.http.set_read_timeout(std::chrono::duration_cast<std::chrono::microseconds>(idle));
   s.http.set_keep_alive_timeout(static_cast<time_t>(std::max(1.0, o.idle_timeout_seconds)));
+  s.http.set_keep_alive_max_count(1000);  // cpp-httplib's default closes a connection after 5 requests
   s.http.set_write_timeout(std::chrono::seconds(30));
   s.routes();
   if (o.port == 0) s.port = s.http.bind_to_any_port(o.host);
