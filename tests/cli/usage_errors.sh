@@ -65,7 +65,11 @@ expect 2 "temp must be in" generate -m "$M" -p hi --temp -1
 expect 2 "penalty-decay must be in" generate -m "$M" -p hi --penalty-decay 2
 expect 2 "top-k must be in" generate -m "$M" -p hi --top-k -3
 expect 2 "takes no value" perplexity -m "$M" -f "$M" --json=1
-expect 2 "expected one of" convert -m "$M" -o "$WORK/out" --dtype q4
+expect 2 "expected one of" convert -m "$M" -o "$WORK/out" --dtype q5_1
+expect 2 "expected one of" convert -m "$M" -o "$WORK/out" --format onnx
+expect 2 "expected one of" bench -m "$M" -o html
+expect 2 "port must be in" serve -m "$M" --port 70000
+expect 2 "parallel must be in" serve -m "$M" -np 0
 expect 2 "missing -o/--out" convert -m "$M"
 expect 2 "arch must be in" synth -o "$WORK/s.rwkvl" --arch 3
 expect 2 "layers must be in" synth -o "$WORK/s.rwkvl" --layers 0
