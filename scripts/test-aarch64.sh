@@ -88,7 +88,8 @@ fi
 # natively in the Release and ASan stages. RWKVL_AARCH64_ALL=1 runs them here too.
 # cli_example_compress_and_eval compresses the reference model twice (k-means of 65,536 head rows, predictor
 # training) through the same library calls; example_generate covers the C example path under emulation.
-slow='CompressApi\.SameBytesAsTheCommandAndReportMatchesFile|Compress\.AsvdBeatsSvdOnEveryMatrix|Compress\.BudgetIsMet|SparseTrain\.LearnsKnownRule|SparseTrain\.EnsembleAndRecallTargets|^cli_example_compress_and_eval$'
+# CompressSpool's two whole-pipeline byte comparisons (3.1 and 1.4 minutes under emulation) likewise.
+slow='CompressApi\.SameBytesAsTheCommandAndReportMatchesFile|Compress\.AsvdBeatsSvdOnEveryMatrix|Compress\.BudgetIsMet|SparseTrain\.LearnsKnownRule|SparseTrain\.EnsembleAndRecallTargets|CompressSpool\.TheFileEqualsTheInMemoryPasses|CompressSpool\.SparseFfnGivesTheSameBytesForAnyNumberOfLayersSideBySide|^cli_example_compress_and_eval$'
 [[ "${RWKVL_AARCH64_ALL:-0}" == 1 ]] && slow='^$'
 if can_exec_arm64; then
   export QEMU_LD_PREFIX=$SYSROOT QEMU_SET_ENV=LD_LIBRARY_PATH=$SYSROOT/lib
