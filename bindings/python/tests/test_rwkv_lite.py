@@ -116,10 +116,16 @@ def test_errors_and_early_stop():
 
 
 def test_pip_install(tmp_path):
+    # From a copy of the package: setuptools writes build/ and *.egg-info beside the sources it builds, which must
+    # not land in the checkout. The library comes from $RWKVL_LIBRARY (setup.py).
+    import shutil
+    src = tmp_path / "src"
+    shutil.copytree(os.path.dirname(HERE), src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     target = tmp_path / "site"
     r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "--no-index",
-                        "--target", str(target), os.path.dirname(HERE)],
-                       capture_output=True, text=True, env={**os.environ, "PIP_NO_INPUT": "1"})
+                        "--target", str(target), str(src)],
+                       capture_output=True, text=True,
+                       env={**os.environ, "PIP_NO_INPUT": "1", "RWKVL_LIBRARY": os.path.abspath(_capi.library_path)})
     if r.returncode != 0 and "No module named pip" in r.stderr:
         pytest.skip("pip is not installed")
     assert r.returncode == 0, r.stdout + r.stderr
