@@ -351,12 +351,11 @@ Tensor gguf_tensor(const GgufFile& g, const std::shared_ptr<MappedFile>& f, cons
     out.owner = std::shared_ptr<const void>(f, f->data());
     return out;
   }
-  const uint64_t n = t.nbytes / (type == GgmlType::kQ4_0 ? 18 : 1);
   if (type == GgmlType::kQ4_0 || type == GgmlType::kQ4_1) {
     // The same values as q4_g32 blocks {d, m, nibbles}: Q4_1 is that layout; Q4_0's (q - 8) d is d q + (-8 d).
     out = Tensor::alloc(t.name, DType::kQ4, shape);
     auto* dst = static_cast<BlockQ4*>(out.mutable_data());
-    const size_t blocks = static_cast<size_t>(type == GgmlType::kQ4_0 ? n : t.nbytes / 20);
+    const size_t blocks = static_cast<size_t>(t.nbytes / (type == GgmlType::kQ4_0 ? 18 : 20));
     for (size_t i = 0; i < blocks; ++i) {
       if (type == GgmlType::kQ4_1) {
         std::memcpy(&dst[i], src + i * 20, 20);

@@ -206,7 +206,6 @@ GenerateResult Generator::run(const int32_t* prompt, size_t n, PrefixCache* cach
       why = FinishReason::kStop;
       break;
     }
-    if (i + 1 == o_.max_tokens) why = FinishReason::kLength;
   }
   if (!stopped) {
     held_ += utf8_.flush();

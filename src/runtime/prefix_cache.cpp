@@ -34,6 +34,7 @@ uint64_t PrefixCache::entry_bytes(size_t n, size_t floats) {
 
 size_t PrefixCache::lookup(const int32_t* tokens, size_t n, size_t max_len, std::vector<float>& state) {
   max_len = std::min(max_len, n);
+  const std::vector<uint64_t> hs = prefix_hashes(tokens, max_len);  // outside the lock
   std::lock_guard<std::mutex> lock(mu_);
   ++st_.lookups;
   if (lengths_.empty() || max_len == 0) {
@@ -41,10 +42,6 @@ size_t PrefixCache::lookup(const int32_t* tokens, size_t n, size_t max_len, std:
     return 0;
   }
   // Only the prefix lengths some entry has are tried, longest first.
-  uint64_t h = kSeed;
-  std::vector<uint64_t> hs(max_len + 1);
-  hs[0] = h;
-  for (size_t i = 0; i < max_len; ++i) hs[i + 1] = h = mix(h, tokens[i]);
   for (auto it = lengths_.upper_bound(max_len); it != lengths_.begin();) {
     --it;
     const size_t len = it->first;

@@ -22,52 +22,28 @@ printf '%s\n' "$QUESTION" | "$CLI" chat -m "$MODEL" --temp 0 --presence-penalty 
   >"$WORK/chat.txt" 2>/dev/null || fail "chat"
 head -c 9000 "$TEXT" >"$WORK/system.txt"
 
-"$CLI" serve -m "$MODEL" --port 0 -np 2 -t 2 --alias reference 2>"$WORK/serve.log" &
-SERVER=$!
-PORT=""
-for _ in $(seq 1 300); do
-  PORT=$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/serve.log")
-  grep -q "ready" "$WORK/serve.log" && break
-  kill -0 $SERVER 2>/dev/null || break
-  sleep 0.1
-done
-if [ -z "$PORT" ] || ! grep -q ready "$WORK/serve.log"; then
-  fail "the server did not start"
-  cat "$WORK/serve.log"
-  kill $SERVER 2>/dev/null
-  
-# Within a memory budget (Release builds: sanitizer runtimes start above it): a native f16 file, two slots, a
-# state cache; six concurrent streamed chats; the peak RSS the server reports stays within the budget.
-if release_build; then
-  "$CLI" convert -m "$MODEL" -o "$WORK/m.rwkvl" --dtype f16 >/dev/null 2>&1 || fail "convert to f16"
-  "$CLI" serve -m "$WORK/m.rwkvl" --port 0 -np 2 -t 1 --mem-budget 44M --state-cache 4M 2>"$WORK/budget.log" &
+# start_server LOG ARGS...: runs `rwkv-lite serve ARGS` in the background (SERVER = its pid) and waits until it
+# is ready (PORT = the port it printed); false, after counting a failure, when it did not start.
+start_server() {
+  local log=$1
+  shift
+  "$CLI" serve --port 0 "$@" 2>"$log" &
   SERVER=$!
   PORT=""
   for _ in $(seq 1 300); do
-    grep -q "ready\|error" "$WORK/budget.log" && break
+    grep -q "ready" "$log" && break
+    kill -0 $SERVER 2>/dev/null || break
     sleep 0.1
   done
-  PORT=$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/budget.log")
-  if grep -q ready "$WORK/budget.log"; then
-    for i in 1 2 3 4 5 6; do
-      curl -s "http://127.0.0.1:$PORT/v1/chat/completions" -d "{\"messages\": [{\"role\": \"system\", \"content\": \"Answer briefly.\"}, {\"role\": \"user\", \"content\": \"Question $i?\"}], \"max_tokens\": 40, \"stream\": true}" >/dev/null &
-    done
-    wait $(jobs -p | grep -v "^$SERVER$") 2>/dev/null
-    peak=$(curl -s "http://127.0.0.1:$PORT/metrics" | sed -n 's/^rwkvl_peak_rss_bytes //p')
-    served=$(curl -s "http://127.0.0.1:$PORT/metrics" | sed -n 's/^rwkvl_chat_completions_total //p')
-    if [ "${served%.*}" = 6 ] && [ -n "$peak" ] && [ "${peak%.*}" -le $((44 << 20)) ]; then
-      echo "ok   under --mem-budget 44M: 6 chats served, peak RSS $((${peak%.*} >> 20)) MiB"
-    else
-      fail "under --mem-budget 44M: served ${served:-?}, peak RSS ${peak:-?} bytes"
-    fi
-  else
-    fail "the server did not start under --mem-budget 44M: $(cat "$WORK/budget.log")"
+  PORT=$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$log")
+  if [ -z "$PORT" ] || ! grep -q ready "$log"; then
+    fail "the server did not start ($*): $(cat "$log")"
+    kill $SERVER 2>/dev/null
+    return 1
   fi
-  kill -TERM $SERVER 2>/dev/null
-  wait $SERVER 2>/dev/null
-fi
-finish
-fi
+}
+
+start_server "$WORK/serve.log" -m "$MODEL" -np 2 -t 2 --alias reference || finish
 # The load test runs 60 s on a Release build, 20 s under the sanitizers (the same code paths, fewer requests).
 LOAD_SECONDS=20 RSS=no-rss  # sanitizer builds: ASan's quarantine of freed memory grows RSS by design
 release_build && LOAD_SECONDS=60 RSS=rss
@@ -83,30 +59,23 @@ rc=$?
 # state cache; six concurrent streamed chats; the peak RSS the server reports stays within the budget.
 if release_build; then
   "$CLI" convert -m "$MODEL" -o "$WORK/m.rwkvl" --dtype f16 >/dev/null 2>&1 || fail "convert to f16"
-  "$CLI" serve -m "$WORK/m.rwkvl" --port 0 -np 2 -t 1 --mem-budget 44M --state-cache 4M 2>"$WORK/budget.log" &
-  SERVER=$!
-  PORT=""
-  for _ in $(seq 1 300); do
-    grep -q "ready\|error" "$WORK/budget.log" && break
-    sleep 0.1
-  done
-  PORT=$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/budget.log")
-  if grep -q ready "$WORK/budget.log"; then
+  if start_server "$WORK/budget.log" -m "$WORK/m.rwkvl" -np 2 -t 1 --mem-budget 44M --state-cache 4M; then
+    pids=()
     for i in 1 2 3 4 5 6; do
       curl -s "http://127.0.0.1:$PORT/v1/chat/completions" -d "{\"messages\": [{\"role\": \"system\", \"content\": \"Answer briefly.\"}, {\"role\": \"user\", \"content\": \"Question $i?\"}], \"max_tokens\": 40, \"stream\": true}" >/dev/null &
+      pids+=($!)
     done
-    wait $(jobs -p | grep -v "^$SERVER$") 2>/dev/null
-    peak=$(curl -s "http://127.0.0.1:$PORT/metrics" | sed -n 's/^rwkvl_peak_rss_bytes //p')
-    served=$(curl -s "http://127.0.0.1:$PORT/metrics" | sed -n 's/^rwkvl_chat_completions_total //p')
+    wait "${pids[@]}"
+    metrics=$(curl -s "http://127.0.0.1:$PORT/metrics")
+    peak=$(sed -n 's/^rwkvl_peak_rss_bytes //p' <<<"$metrics")
+    served=$(sed -n 's/^rwkvl_chat_completions_total //p' <<<"$metrics")
     if [ "${served%.*}" = 6 ] && [ -n "$peak" ] && [ "${peak%.*}" -le $((44 << 20)) ]; then
       echo "ok   under --mem-budget 44M: 6 chats served, peak RSS $((${peak%.*} >> 20)) MiB"
     else
       fail "under --mem-budget 44M: served ${served:-?}, peak RSS ${peak:-?} bytes"
     fi
-  else
-    fail "the server did not start under --mem-budget 44M: $(cat "$WORK/budget.log")"
+    kill -TERM $SERVER 2>/dev/null
+    wait $SERVER 2>/dev/null
   fi
-  kill -TERM $SERVER 2>/dev/null
-  wait $SERVER 2>/dev/null
 fi
 finish

@@ -17,22 +17,6 @@ namespace rwkvl::cli {
 
 namespace {
 
-// Seeded token ids (splitmix64): the same ids for a given seed on every machine.
-class TokenSource {
- public:
-  explicit TokenSource(uint64_t seed) : x_(seed) {}
-  int32_t next(int32_t n_vocab) {
-    uint64_t z = (x_ += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return static_cast<int32_t>(z % static_cast<uint64_t>(n_vocab));
-  }
-
- private:
-  uint64_t x_;
-};
-
 int32_t argmax(const std::vector<float>& v) {
   size_t best = 0;
   for (size_t i = 1; i < v.size(); ++i) {

@@ -61,20 +61,6 @@ std::string size_text(uint64_t bytes) {
   return b;
 }
 
-class TokenIds {
- public:
-  explicit TokenIds(uint64_t seed) : x_(seed) {}
-  int32_t next(int32_t n) {
-    uint64_t z = (x_ += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return static_cast<int32_t>((z ^ (z >> 31)) % static_cast<uint64_t>(n));
-  }
-
- private:
-  uint64_t x_;
-};
-
 double run_once(rwkvl_context* ctx, rwkvl_state* st, const Row& row, size_t chunk, const std::vector<int32_t>& ids,
                 std::vector<float>& logits) {
   check(rwkvl_state_reset(st));
@@ -102,7 +88,7 @@ int bench_table(const Args& args) {
   const int reps = static_cast<int>(args.integer("repetitions"));
   const int n_prompt = args.given("prompt-tokens") ? static_cast<int>(args.integer("prompt-tokens")) : 512;
   const int n_gen = args.given("gen-tokens") ? static_cast<int>(args.integer("gen-tokens")) : 128;
-  TokenIds rng(static_cast<uint64_t>(args.integer("seed")));
+  TokenSource rng(static_cast<uint64_t>(args.integer("seed")));
   std::vector<int32_t> ids(static_cast<size_t>(std::max(n_prompt, n_gen)));
   for (auto& t : ids) t = rng.next(info.n_vocab);
   std::vector<float> logits(static_cast<size_t>(info.n_vocab));

@@ -146,6 +146,22 @@ class Utf8Stream {
   std::string pending_;
 };
 
+// Seeded token ids (splitmix64) for benchmarks: the same ids for a given seed on every machine.
+class TokenSource {
+ public:
+  explicit TokenSource(uint64_t seed) : x_(seed) {}
+  int32_t next(int32_t n_vocab) {
+    uint64_t z = (x_ += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return static_cast<int32_t>(z % static_cast<uint64_t>(n_vocab));
+  }
+
+ private:
+  uint64_t x_;
+};
+
 double now_seconds();  // steady clock
 // Returns freed heap pages to the system (glibc malloc_trim), so RSS drops before a memory plan.
 void release_free_memory();
