@@ -11,6 +11,7 @@
 //   bench_kernels --benchmark_filter=f32   a subset; the summary tables are printed at the end
 //   bench_kernels --benchmark_filter=factored   only the factored vs dense table
 //   bench_kernels --benchmark_filter=ffn        only the sparse channel-mix table (ffn_neurons, bits_*)
+//   bench_kernels --benchmark_filter=sparse24   only the 2:4-pruned (f16_2of4) vs dense f16 matvec table
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -119,8 +120,10 @@ struct Kind {
   bool f16_scale;
 };
 const Kind kKinds[] = {{"f32", DType::kF32, false}, {"f16", DType::kF16, false}, {"bf16", DType::kBF16, false},
-                       {"i8", DType::kI8, false},   {"i8f16", DType::kI8, true},  {"q4", DType::kQ4, false}};
-constexpr int kNumKinds = sizeof(kKinds) / sizeof(kKinds[0]);
+                       {"i8", DType::kI8, false},   {"i8f16", DType::kI8, true},  {"q4", DType::kQ4, false},
+                       {"f16_2of4", DType::kF16S24, false}};
+constexpr int kNumKinds = sizeof(kKinds) / sizeof(kKinds[0]) - 1;  // the dense kinds (the main tables)
+constexpr int kF16Kind = 1, kS24Kind = kNumKinds;                  // the 2:4 table
 
 uint32_t lcg(uint32_t& s) { return s = s * 1664525u + 1013904223u; }
 float rnd(uint32_t& s) { return static_cast<float>(lcg(s) >> 8) * (2.0f / 16777216.0f) - 1.0f; }
@@ -128,6 +131,17 @@ float rnd(uint32_t& s) { return static_cast<float>(lcg(s) >> 8) * (2.0f / 167772
 // One matrix's bytes in the representation of kind k, values uniform in [-1, 1).
 void fill_weights(const Kind& k, int64_t rows, int64_t cols, uint32_t seed, uint8_t* d) {
   uint32_t s = seed;
+  if (k.dtype == DType::kF16S24) {  // 2:4-pruned (the two largest of every 4), packed 64 rows at a time
+    std::vector<float> tmp;
+    const size_t row_bytes = static_cast<size_t>(cols / 32 * 36);
+    for (int64_t r = 0; r < rows; r += 64) {
+      const int64_t nr = std::min<int64_t>(64, rows - r);
+      tmp.resize(static_cast<size_t>(nr * cols));
+      for (auto& v : tmp) v = rnd(s);
+      rwkvl::pack_rows_s24(tmp.data(), nr, cols, d + static_cast<size_t>(r) * row_bytes);
+    }
+    return;
+  }
   if (k.dtype == DType::kQ4) {  // quantise 64 rows at a time
     std::vector<float> tmp;
     for (int64_t r = 0; r < rows; r += 64) {
@@ -526,6 +540,25 @@ std::string cpu_model() {
   return "unknown";
 }
 
+// ---- 2:4 (f16_2of4) against dense f16: the FFN shapes of the reference model (D = 256) and of the 0.1B shape.
+const Shape kS24Shapes[] = {{1024, 256}, {256, 1024}, {3072, 768}, {768, 3072}};
+std::string s24_name(int d, const Shape& s, int t) {
+  return std::string("sparse24/") + kKinds[d].name + "/" + shape_name(s) + "/t" + std::to_string(t);
+}
+
+void print_s24(const std::vector<int>& threads) {
+  std::printf("\n==== 2:4 sparse (f16_2of4) vs dense f16 matvec (%s, cold weights): us per call ====\n", g_isas[0].c_str());
+  std::printf("%-10s %3s %10s %10s %8s %8s\n", "shape", "thr", "f16 us", "2:4 us", "speedup", "bytes");
+  for (const Shape& s : kS24Shapes)
+    for (int t : threads) {
+      const auto a = g_results.find(s24_name(kF16Kind, s, t)), b = g_results.find(s24_name(kS24Kind, s, t));
+      if (a == g_results.end() || b == g_results.end()) continue;
+      std::printf("%-10s %3d %10.2f %10.2f %7.2fx %7.4fx\n", shape_name(s).c_str(), t, a->second.us, b->second.us,
+                  a->second.us / b->second.us, 36.0 / 64.0);
+    }
+  std::printf("(bytes: 2:4 file bytes / f16 file bytes of the matrix: 16 f16 values + 4 bytes of positions per 32 columns)\n");
+}
+
 void print_summary() {
   std::printf("\n==== matvec: GB/s of weights streamed (%% of measured read bandwidth), cold weights ====\n");
   for (int t : {1, g_max_threads}) {
@@ -698,6 +731,14 @@ int main(int argc, char** argv) {
     const std::string name = std::string("ffn/") + kKinds[d].name;
     benchmark::RegisterBenchmark(name.c_str(), BM_ffn, d)->Iterations(1)->Unit(benchmark::kMillisecond);
   }
+  for (const Shape& s : kS24Shapes)
+    for (int d : {kF16Kind, kS24Kind})
+      for (int t : threads) {
+        const std::string name = s24_name(d, s, t);
+        benchmark::RegisterBenchmark(name.c_str(), BM_matvec, d, s, g_isas[0], t, name)
+            ->UseRealTime()
+            ->Unit(benchmark::kMicrosecond);
+      }
   benchmark::RegisterBenchmark("parallel_for_overhead", BM_parallel_for_overhead)
       ->Arg(1)
       ->Arg(g_max_threads)
@@ -714,5 +755,6 @@ int main(int argc, char** argv) {
     if (t == g_max_threads) break;
   }
   print_summary();
+  print_s24(threads);
   return 0;
 }

@@ -86,7 +86,7 @@ extern "C" {
 
 /* The C API version of this header (see VERSIONING above). */
 #define RWKVL_API_VERSION_MAJOR 1
-#define RWKVL_API_VERSION_MINOR 5
+#define RWKVL_API_VERSION_MINOR 6
 #define RWKVL_API_VERSION (RWKVL_API_VERSION_MAJOR * 1000 + RWKVL_API_VERSION_MINOR)
 
 /* The C API version of the linked library, RWKVL_API_VERSION as the library was built. Never fails. */
@@ -131,7 +131,8 @@ typedef enum rwkvl_dtype {
   RWKVL_DTYPE_I8 = 4,   /* "i8" (also "int8"): int8 with one scale per row */
   RWKVL_DTYPE_Q4 = 5,   /* "q4" (also "int4"): int4 in blocks of 32 values with an f16 scale and offset
                            (named q4_g32 in files and reports) */
-  RWKVL_DTYPE_Q5_1 = 6  /* "q5_1": rwkv.cpp's Q5_1 blocks, read from .bin files only (never converted to) */
+  RWKVL_DTYPE_Q5_1 = 6, /* "q5_1": rwkv.cpp's Q5_1 blocks, read from .bin files only (never converted to) */
+  RWKVL_DTYPE_F16_2OF4 = 7 /* "f16_2of4" (1.6): 2:4 sparse f16, made by pruning (rwkvl_compress_with_prune) only */
 } rwkvl_dtype;
 
 typedef struct rwkvl_model_params {
@@ -953,6 +954,53 @@ rwkvl_status rwkvl_compress_ex(const rwkvl_model* model, const rwkvl_compress_re
                                const rwkvl_calibration* calib, const char* out_path,
                                const rwkvl_compress_options* options, rwkvl_compress_progress_fn progress, void* user,
                                rwkvl_compress_report* report);
+
+/* ---------------------------------------------------------------- pruning (API 1.6)
+   Training-free pruning of the projections before the other passes: magnitude (the smallest |W| of each
+   matrix), Wanda (the smallest |W| x ||x_j|| of each output row) or DSnoT (Wanda's mask, then prune-and-grow
+   swaps per row that cut the row's expected reconstruction error, using the inputs' mean and variance),
+   unstructured or N:M (at most N non-zeros in every M consecutive columns), calibrated layer by layer. 2:4
+   matrices are stored packed (f16_2of4: 0.5625x the bytes of f16, their own SIMD kernels) unless
+   store is DENSE; every other result keeps its dtype, with zeros. */
+typedef enum rwkvl_prune_method {
+  RWKVL_PRUNE_NONE = 0,
+  RWKVL_PRUNE_MAGNITUDE = 1,
+  RWKVL_PRUNE_WANDA = 2, /* needs calibration */
+  RWKVL_PRUNE_DSNOT = 3  /* needs calibration */
+} rwkvl_prune_method;
+typedef enum rwkvl_prune_store {
+  RWKVL_PRUNE_STORE_AUTO = 0,  /* 2:4 packed, the rest dense */
+  RWKVL_PRUNE_STORE_DENSE = 1,
+  RWKVL_PRUNE_STORE_PACKED = 2 /* 2:4 only */
+} rwkvl_prune_store;
+typedef struct rwkvl_prune_recipe {
+  rwkvl_prune_method method;
+  double sparsity;        /* share of weights removed, in (0, 1); with a pattern 0 or exactly 1 - n/m */
+  int pattern_n, pattern_m; /* N:M (1 <= n < m <= 64), or 0, 0: unstructured */
+  uint32_t targets;       /* RWKVL_TARGET_* bits; 0 or RWKVL_TARGETS_ALL: every projection of the model */
+  int dsnot_cycles;       /* DSnoT: swaps per row at most (default 50) */
+  double dsnot_threshold; /* DSnoT: a row stops once |expected error| <= this (default 0) */
+  double dsnot_var_power; /* DSnoT: growing candidates ranked by W E[x] / Var[x]^p (default 1) */
+  int dsnot_same_sign;    /* DSnoT: stop a row when a swap would flip its error's sign (default 1, the paper) */
+  rwkvl_prune_store store;
+} rwkvl_prune_recipe;
+
+/* No pruning, with the command line's defaults for every setting. Never fails. */
+rwkvl_prune_recipe rwkvl_prune_default_recipe(void);
+rwkvl_status rwkvl_prune_method_from_string(const char* s, rwkvl_prune_method* out); /* magnitude|wanda|dsnot|none */
+rwkvl_status rwkvl_prune_store_from_string(const char* s, rwkvl_prune_store* out);   /* auto|dense|packed */
+/* "2:4" -> 2, 4; "" or "unstructured" -> 0, 0; INVALID_ARGUMENT for n >= m, n < 1, m > 64 or other text. */
+rwkvl_status rwkvl_prune_pattern_from_string(const char* s, int* n, int* m);
+
+/* rwkvl_compress_ex with pruning first (prune may be NULL: none). The report's JSON has "prune": the pass
+   record, per matrix {name, rows, cols, zeros, swaps, dtype, bytes_before, bytes_after, rel_error (the
+   calibration output error ||WX - W'X||^2 / ||WX||^2)} and the totals. Errors: those of rwkvl_compress_ex, and
+   INVALID_ARGUMENT for a sparsity outside (0, 1), a bad pattern, a pattern that contradicts the sparsity, wanda or
+   dsnot without calibration, a target that is factored, quantised or already pruned (before any work, no output). */
+rwkvl_status rwkvl_compress_with_prune(const rwkvl_model* model, const rwkvl_compress_recipe* recipe,
+                                       const rwkvl_prune_recipe* prune, const rwkvl_calibration* calib,
+                                       const char* out_path, const rwkvl_compress_options* options,
+                                       rwkvl_compress_progress_fn progress, void* user, rwkvl_compress_report* report);
 
 /* FFN activation sparsity (`rwkv-lite stats`): feeds tokens[0..n) from the initial state in chunks of
    `chunk` (1..1024; 0 = 64) with n_threads threads (<= 0: one per core) and measures, per layer, the share of

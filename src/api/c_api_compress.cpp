@@ -44,6 +44,25 @@ E checked_enum(const C& c, int max, const char* what) {
   return static_cast<E>(v);
 }
 
+void apply_prune(const rwkvl_prune_recipe& p, cz::Recipe& r) {
+  r.prune.method = checked_enum<cz::PruneMethod>(p.method, RWKVL_PRUNE_DSNOT, "pruning method");
+  r.prune.store = checked_enum<cz::PruneStore>(p.store, RWKVL_PRUNE_STORE_PACKED, "pruning storage");
+  r.prune.sparsity = p.sparsity;
+  RWKVL_API_REQUIRE((p.pattern_n == 0) == (p.pattern_m == 0), "pattern %d:%d: give both N and M, or neither",
+                    p.pattern_n, p.pattern_m);
+  r.prune.pattern = cz::NMPattern{p.pattern_n, p.pattern_m};
+  if (p.targets != 0 && p.targets != RWKVL_TARGETS_ALL) {
+    RWKVL_API_REQUIRE((p.targets >> std::size(rwkvl::kProjectionRoles)) == 0, "unknown target bits 0x%x to prune",
+                      static_cast<unsigned>(p.targets));
+    for (size_t i = 0; i < std::size(rwkvl::kProjectionRoles); ++i)
+      if (p.targets & (1u << i)) r.prune.targets.push_back(rwkvl::kProjectionRoles[i]);
+  }
+  r.prune.dsnot.max_cycles = p.dsnot_cycles;
+  r.prune.dsnot.threshold = p.dsnot_threshold;
+  r.prune.dsnot.var_power = p.dsnot_var_power;
+  r.prune.dsnot.same_sign = p.dsnot_same_sign != 0;
+}
+
 cz::Recipe to_recipe(const rwkvl_compress_recipe& c) {
   cz::Recipe r;
   r.lowrank.method = checked_enum<cz::LowRankMethod>(c.lowrank, RWKVL_LOWRANK_ASVD, "low-rank method");
@@ -229,12 +248,59 @@ rwkvl_status rwkvl_compress_ex(const rwkvl_model* model, const rwkvl_compress_re
                                const rwkvl_calibration* calib, const char* out_path,
                                const rwkvl_compress_options* options, rwkvl_compress_progress_fn progress, void* user,
                                rwkvl_compress_report* report) {
+  return rwkvl_compress_with_prune(model, recipe, nullptr, calib, out_path, options, progress, user, report);
+}
+
+rwkvl_prune_recipe rwkvl_prune_default_recipe(void) {
+  const cz::DsnotOptions d;
+  rwkvl_prune_recipe p{};
+  p.method = RWKVL_PRUNE_NONE;
+  p.dsnot_cycles = d.max_cycles;
+  p.dsnot_threshold = d.threshold;
+  p.dsnot_var_power = d.var_power;
+  p.dsnot_same_sign = d.same_sign ? 1 : 0;
+  p.store = RWKVL_PRUNE_STORE_AUTO;
+  return p;
+}
+
+rwkvl_status rwkvl_prune_method_from_string(const char* s, rwkvl_prune_method* out) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(s && out, "rwkvl_prune_method_from_string: NULL argument");
+    const auto v = cz::parse_prune_method(s);
+    RWKVL_API_REQUIRE(v.has_value(), "unknown pruning method '%s' (use magnitude, wanda or dsnot)", s);
+    *out = static_cast<rwkvl_prune_method>(*v);
+  });
+}
+
+rwkvl_status rwkvl_prune_store_from_string(const char* s, rwkvl_prune_store* out) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(s && out, "rwkvl_prune_store_from_string: NULL argument");
+    const auto v = cz::parse_prune_store(s);
+    RWKVL_API_REQUIRE(v.has_value(), "unknown pruning storage '%s' (use auto, dense or packed)", s);
+    *out = static_cast<rwkvl_prune_store>(*v);
+  });
+}
+
+rwkvl_status rwkvl_prune_pattern_from_string(const char* s, int* n, int* m) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(s && n && m, "rwkvl_prune_pattern_from_string: NULL argument");
+    const cz::NMPattern p = cz::parse_nm_pattern(s);
+    *n = p.n;
+    *m = p.m;
+  });
+}
+
+rwkvl_status rwkvl_compress_with_prune(const rwkvl_model* model, const rwkvl_compress_recipe* recipe,
+                                       const rwkvl_prune_recipe* prune, const rwkvl_calibration* calib,
+                                       const char* out_path, const rwkvl_compress_options* options,
+                                       rwkvl_compress_progress_fn progress, void* user, rwkvl_compress_report* report) {
   if (report) *report = rwkvl_compress_report{};
   return guarded([&] {
     RWKVL_API_REQUIRE(model && out_path, "rwkvl_compress: NULL argument");
     rwkvl::check_output_path(out_path);  // before any work
     const std::shared_ptr<rwkvl::Model> m = rwkvl::api::model_of(model);
     cz::Recipe r = to_recipe(recipe ? *recipe : rwkvl_compress_default_recipe());
+    if (prune) apply_prune(*prune, r);
     if (options) r.mem_budget = options->mem_budget;
     const cz::CalibrationData cd = to_calibration(model, m, calib);
     cz::ProgressFn fn;

@@ -26,6 +26,8 @@ static_assert(static_cast<int>(cz::LowRankMethod::kAsvd) == RWKVL_LOWRANK_ASVD);
 static_assert(static_cast<int>(cz::Quant::kInt4) == RWKVL_QUANT_INT4);
 static_assert(static_cast<int>(cz::HeadPrior::kUniform) == RWKVL_HEAD_PRIOR_UNIFORM);
 static_assert(static_cast<int>(cz::ClusterSource::kEmbedding) == RWKVL_CLUSTER_SOURCE_EMB);
+static_assert(static_cast<int>(cz::PruneMethod::kDsnot) == RWKVL_PRUNE_DSNOT && static_cast<int>(cz::PruneMethod::kWanda) == RWKVL_PRUNE_WANDA);
+static_assert(static_cast<int>(cz::PruneStore::kPacked) == RWKVL_PRUNE_STORE_PACKED && static_cast<int>(cz::PruneStore::kDense) == RWKVL_PRUNE_STORE_DENSE);
 static_assert(static_cast<int>(rwkvl::FfnMode::kPredict) == RWKVL_FFN_PREDICT &&
               static_cast<int>(rwkvl::FfnMode::kDense) == RWKVL_FFN_DENSE);
 static_assert(static_cast<int>(rwkvl::HeadMode::kCluster) == RWKVL_HEAD_CLUSTER &&
@@ -104,6 +106,7 @@ rwkvl_dtype to_c_dtype(DType t) {
     case DType::kI8: return RWKVL_DTYPE_I8;
     case DType::kQ4: return RWKVL_DTYPE_Q4;
     case DType::kQ5_1: return RWKVL_DTYPE_Q5_1;
+    case DType::kF16S24: return RWKVL_DTYPE_F16_2OF4;
     default: RWKVL_FAIL(kInternal, "a weight matrix of dtype %s", dtype_name(t));
   }
 }
@@ -139,6 +142,7 @@ rwkvl_status rwkvl_cluster_source_from_string(const char* s, rwkvl_cluster_sourc
 const char* rwkvl_dtype_name(rwkvl_dtype d) {
   const long long v = enum_value(d);
   if (v == RWKVL_DTYPE_Q5_1) return rwkvl::dtype_name(rwkvl::DType::kQ5_1);
+  if (v == RWKVL_DTYPE_F16_2OF4) return rwkvl::dtype_name(rwkvl::DType::kF16S24);
   if (v < RWKVL_DTYPE_KEEP || v > RWKVL_DTYPE_Q4) return kUnknown;
   return rwkvl::weight_dtype_option_name(static_cast<rwkvl::WeightDType>(v));
 }

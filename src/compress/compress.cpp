@@ -595,7 +595,7 @@ class Runner {
         want = qtype_;
         if (want == DType::kQ4 && t.cols() % 32 != 0) want = DType::kI8;
       } else if (!opts_.dtype.empty() && (proj || emb || head)) {
-        if (is_quantised(t.dtype)) continue;
+        if (is_quantised(t.dtype) || t.dtype == DType::kF16S24) continue;  // (2:4 packed: pruned, stays packed)
         want = plain_;
         f16_scales = false;
       } else {

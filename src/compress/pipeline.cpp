@@ -111,7 +111,24 @@ ClusterHeadOptions cluster_options(const Recipe& r, const CalibrationData& calib
 bool runs_lowrank_quant(const Recipe& r) {
   const bool other = r.lowrank.method != LowRankMethod::kNone || r.quant.type != Quant::kNone || r.quant.emb ||
                      r.quant.head || !r.dtype.empty();
-  return other || (!r.sparse_ffn.enabled && !r.cluster_head.enabled);
+  return other || (!r.sparse_ffn.enabled && !r.cluster_head.enabled && r.prune.method == PruneMethod::kNone);
+}
+
+PruneOptions prune_options(const Recipe& r, const CalibrationData& calib, int n_threads) {
+  PruneOptions o;
+  o.method = r.prune.method;
+  o.sparsity = r.prune.sparsity;
+  o.pattern = r.prune.pattern;
+  o.targets = r.prune.targets;
+  o.dsnot = r.prune.dsnot;
+  o.store = r.prune.store;
+  if (o.method != PruneMethod::kNone) {
+    o.calib = calib.tokens;
+    o.calib_name = calib.name;
+    o.calib_hash = calib.hash;
+  }
+  o.n_threads = n_threads;
+  return o;
 }
 
 }  // namespace
@@ -240,8 +257,29 @@ void validate(const Model& in, const Recipe& r, const CalibrationData& calib) {
       RWKVL_FAIL(kInvalidArgument, "unknown target '%s' (targets: %s)", mat_role_name(t), known_targets().c_str());
   if (!(lr.rank_frac >= 0) || lr.rank < 0 || !(lr.damp >= 0))
     RWKVL_FAIL(kInvalidArgument, "the rank, rank fraction and damping must be >= 0");
-  if (!calib.tokens.empty() && !lowrank && !r.sparse_ffn.enabled && !r.cluster_head.enabled)
-    RWKVL_FAIL(kInvalidArgument, "calibration text is used by low-rank (svd, asvd), the sparse FFN and the cluster head only");
+  const bool prunes = r.prune.method != PruneMethod::kNone;
+  if (!calib.tokens.empty() && !lowrank && !r.sparse_ffn.enabled && !r.cluster_head.enabled && !prunes)
+    RWKVL_FAIL(kInvalidArgument,
+               "calibration text is used by pruning, low-rank (svd, asvd), the sparse FFN and the cluster head only");
+  if (prunes) {
+    validate_prune(in, prune_options(r, calib, 1));
+    const std::vector<MatRole> pt = r.prune.targets.empty() ? architecture_targets(in.config()) : r.prune.targets;
+    if (lowrank) {
+      const std::vector<MatRole> lt = lr.all_targets ? architecture_targets(in.config()) : lr.targets;
+      for (MatRole t : pt)
+        if (std::find(lt.begin(), lt.end(), t) != lt.end() ||
+            (lt.empty() && !lr.all_targets && (t == MatRole::kAttR || t == MatRole::kAttK || t == MatRole::kAttV || t == MatRole::kAttG)))
+          RWKVL_FAIL(kInvalidArgument, "'%s' is both pruned and factored: give the two passes different --targets",
+                     mat_role_name(t));
+    }
+    const bool packed = r.prune.store == PruneStore::kPacked ||
+                        (r.prune.store == PruneStore::kAuto && r.prune.pattern.n == 2 && r.prune.pattern.m == 4);
+    if (packed && r.quant.type != Quant::kNone)
+      RWKVL_FAIL(kInvalidArgument,
+                 "--quant on 2:4 packed matrices is not supported yet: add --prune-store dense (int8 keeps the zeros)");
+  } else if (r.prune.sparsity != 0 || r.prune.pattern.structured()) {
+    RWKVL_FAIL(kInvalidArgument, "--sparsity and --pattern need --prune magnitude|wanda|dsnot");
+  }
   const Recipe::SparseFfn& s = r.sparse_ffn;
   if (s.enabled && (!(s.recall > 0 && s.recall <= 1) || s.hidden < 1 || s.epochs < 1 || !(s.lr > 0) ||
                     !(s.holdout > 0 && s.holdout < 1)))
@@ -306,7 +344,14 @@ nlohmann::json recipe_json(const Recipe& r) {
   for (MatRole t : r.lowrank.targets) targets.push_back(mat_role_name(t));
   const Recipe::SparseFfn& s = r.sparse_ffn;
   const Recipe::ClusterHead& c = r.cluster_head;
-  return {{"lowrank", {{"method", lowrank_method_name(r.lowrank.method)}, {"rank_frac", exact(r.lowrank.rank_frac)},
+  nlohmann::json ptargets = nlohmann::json::array();
+  for (MatRole t : r.prune.targets) ptargets.push_back(mat_role_name(t));
+  const Recipe::Prune& p = r.prune;
+  return {{"prune", {{"method", prune_method_name(p.method)}, {"sparsity", exact(p.sparsity)}, {"pattern", p.pattern.str()},
+                     {"targets", ptargets}, {"store", prune_store_name(p.store)}, {"cycles", p.dsnot.max_cycles},
+                     {"threshold", exact(p.dsnot.threshold)}, {"var_power", exact(p.dsnot.var_power)},
+                     {"same_sign", p.dsnot.same_sign}}},
+          {"lowrank", {{"method", lowrank_method_name(r.lowrank.method)}, {"rank_frac", exact(r.lowrank.rank_frac)},
                        {"rank", r.lowrank.rank}, {"budget", r.lowrank.budget}, {"targets", targets},
                        {"all_targets", r.lowrank.all_targets}, {"diag", r.lowrank.diag}, {"force", r.lowrank.force},
                        {"damp", exact(r.lowrank.damp)}}},
@@ -401,17 +446,32 @@ std::shared_ptr<Model> run_passes(const std::shared_ptr<const Model>& in, const 
     if (from != Stage::kLowRankQuant) out = rebuild(*rp, *in);
     rep.resumed_from = std::string(stage_name(from)) + (rp->unit > 0 ? ", " + std::to_string(rp->unit) + " layers done" : "");
   }
-  if (runs_lowrank_quant(r) && from == Stage::kLowRankQuant) {
+  // Pruning comes first and is part of stage 1 for the journal: a resumed stage 1 prunes again (the same bytes).
+  std::shared_ptr<const Model> stage1_in = in;
+  if (r.prune.method != PruneMethod::kNone && from == Stage::kLowRankQuant) {
+    const auto t = std::chrono::steady_clock::now();
+    PruneOptions po = prune_options(r, calib, n_threads);
+    tell("prune", 0, in->config().n_layer);
+    po.progress = [&tell](int done, int total) { tell("prune", done, total); };
+    out = prune(in, po, &rep.prune);
+    stage1_in = out;
+    rep.ran_prune = true;
+    rep.weight_bytes_after = out->weight_bytes();
+    rep.seconds_prune = seconds_since(t);
+  }
+  const bool stage1_work = r.lowrank.method != LowRankMethod::kNone || r.quant.type != Quant::kNone || r.quant.emb ||
+                           r.quant.head || !r.dtype.empty() || r.prune.method == PruneMethod::kNone;
+  if (runs_lowrank_quant(r) && stage1_work && from == Stage::kLowRankQuant) {
     begin(Stage::kLowRankQuant, *in);
     const auto t = std::chrono::steady_clock::now();
-    Options o = lowrank_quant_options(*in, r, calib, n_threads);
+    Options o = lowrank_quant_options(*stage1_in, r, calib, n_threads);
     const int64_t layers = in->config().n_layer;
     tell("compress", 0, layers);
     o.progress = [&tell](int done, int total) { tell("compress", done, total); };
     o.mem = mem;
-    out = run(in, o, &rep.lowrank_quant);
+    out = run(stage1_in, o, &rep.lowrank_quant);
     rep.ran_lowrank_quant = true;
-    rep.weight_bytes_before = rep.lowrank_quant.bytes_before;
+    rep.weight_bytes_before = rep.ran_prune ? in->weight_bytes() : rep.lowrank_quant.bytes_before;
     rep.weight_bytes_after = rep.lowrank_quant.bytes_after;
     rep.seconds_lowrank_quant = seconds_since(t);
     rep.peak_rss_lowrank_quant = peak_rss_bytes();
@@ -515,7 +575,16 @@ nlohmann::json PipelineReport::to_json() const {
                       {"budget_error_sum", lq.budget_error_sum},
                       {"pass", lq.pass},
                       {"matrices", mats}};
-  nlohmann::json stages = {{"lowrank_quant", seconds_lowrank_quant}, {"save", seconds_save}, {"total", seconds_total}};
+  if (ran_prune) {
+    nlohmann::json pm = nlohmann::json::array();
+    for (const PruneMatrixReport& m : prune.matrices)
+      pm.push_back({{"name", m.name}, {"rows", m.rows}, {"cols", m.cols}, {"zeros", m.zeros}, {"swaps", m.swaps},
+                    {"dtype", m.dtype}, {"bytes_before", m.bytes_before}, {"bytes_after", m.bytes_after},
+                    {"rel_error", nan_null(m.rel_error)}});
+    j["prune"] = {{"pass", prune.pass}, {"matrices", pm}, {"weights", prune.weights}, {"zeros", prune.zeros},
+                  {"bytes_before", prune.bytes_before}, {"bytes_after", prune.bytes_after}};
+  }
+  nlohmann::json stages = {{"prune", seconds_prune}, {"lowrank_quant", seconds_lowrank_quant}, {"save", seconds_save}, {"total", seconds_total}};
   if (!journal.empty()) stages["journal"] = seconds_journal;
   if (ran_cluster_head) {
     j["cluster_head"] = cluster_head.pass["cluster_head"];

@@ -1,7 +1,7 @@
 // Compression as one library call: a typed recipe -> the passes in their fixed order -> a native file and a
 // typed report (rwkvl_compress in the C API, `rwkv-lite compress` on the command line).
 //
-// The order never changes: (1) low-rank factorisation of the target projections and quantisation / type
+// The order never changes: (0) pruning (prune.h), (1) low-rank factorisation of the target projections and quantisation / type
 // conversion of the rest (compress.h), (2) the neuron-bundled sparse channel-mix with its activation
 // predictors (sparse_ffn.h), (3) the cluster head (cluster_head.h); then the file is written. Every pass
 // that calibrates reads the same calibration tokens through the one calibration driver (calibrate.h).
@@ -20,6 +20,7 @@
 
 #include "compress/cluster_head.h"
 #include "compress/compress.h"
+#include "compress/prune.h"
 #include "compress/sparse_ffn.h"
 #include "model/model.h"
 
@@ -52,6 +53,14 @@ std::vector<MatRole> parse_targets(std::string_view list);
 std::vector<MatRole> architecture_targets(const ModelConfig& cfg);
 
 struct Recipe {
+  struct Prune {
+    PruneMethod method = PruneMethod::kNone;
+    double sparsity = 0;           // in (0, 1); with a pattern 0 or 1 - n/m
+    NMPattern pattern;             // {0, 0}: unstructured
+    std::vector<MatRole> targets;  // projections; empty = every projection of the architecture
+    DsnotOptions dsnot;
+    PruneStore store = PruneStore::kAuto;
+  } prune;
   struct LowRank {
     LowRankMethod method = LowRankMethod::kNone;
     double rank_frac = 0;        // rank = round(rank_frac * min(rows, cols)) ...
@@ -115,6 +124,9 @@ CalibrationData calibration_from_tokens(std::vector<int32_t> tokens, std::string
 using ProgressFn = std::function<void(const char* stage, int64_t done, int64_t total)>;
 
 struct PipelineReport {
+  PruneReport prune;  // stage 0
+  bool ran_prune = false;
+  double seconds_prune = 0;
   Report lowrank_quant;       // stage 1 (matrices, pass record); empty when it did not run
   bool ran_lowrank_quant = false;
   SparseFfnReport sparse_ffn;  // stage 2

@@ -12,6 +12,7 @@ static_assert(sizeof(BlockQ4) == 20 && offsetof(BlockQ4, d) == 0 && offsetof(Blo
               offsetof(BlockQ4, qs) == 4);
 static_assert(sizeof(BlockQ5_1) == 24 && offsetof(BlockQ5_1, d) == 0 && offsetof(BlockQ5_1, m) == 2 &&
               offsetof(BlockQ5_1, qh) == 4 && offsetof(BlockQ5_1, qs) == 8);
+static_assert(sizeof(BlockS24) == 36 && offsetof(BlockS24, idx) == 32);
 static_assert(sizeof(float) == 4 && sizeof(uint16_t) == 2 && sizeof(int8_t) == 1 && sizeof(int32_t) == 4);
 
 namespace {
@@ -30,6 +31,7 @@ void i8_row(const void* src, float* dst, size_t n, float s) {
 }
 void q5_1_row(const void* src, float* dst, size_t n, float) { q5_1_to_f32_row(src, dst, n); }
 void q4_row(const void* src, float* dst, size_t n, float) { q4_to_f32_row(src, dst, n); }
+void s24_row(const void* src, float* dst, size_t n, float) { s24_to_f32_row(src, dst, n); }
 
 void f32_rows(const float* src, int64_t rows, int64_t cols, void* out, void*, bool) {
   std::memcpy(out, src, static_cast<size_t>(rows * cols) * sizeof(float));
@@ -53,6 +55,9 @@ void i8_rows(const float* src, int64_t rows, int64_t cols, void* out, void* scal
 void q4_rows(const float* src, int64_t rows, int64_t cols, void* out, void*, bool) {
   quantize_rows_q4(src, rows, cols, out);
 }
+void s24_rows(const float* src, int64_t rows, int64_t cols, void* out, void*, bool) {
+  pack_rows_s24(src, rows, cols, out);
+}
 
 using SL = ScaleLayout;
 // Indexed by the DType value.
@@ -65,6 +70,7 @@ constexpr DTypeTraits kTraits[] = {
     {DType::kI32, "i32", nullptr, nullptr, 1, 4, false, SL::kNone, nullptr, nullptr},
     {DType::kU8, "u8", nullptr, nullptr, 1, 1, false, SL::kNone, nullptr, nullptr},
     {DType::kQ4, "q4_g32", "q4", "int4", 32, sizeof(BlockQ4), true, SL::kInBlock, q4_row, q4_rows},
+    {DType::kF16S24, "f16_2of4", nullptr, nullptr, 32, sizeof(BlockS24), true, SL::kNone, s24_row, s24_rows},
 };
 constexpr uint32_t kNumTypes = sizeof(kTraits) / sizeof(kTraits[0]);
 
@@ -74,7 +80,7 @@ constexpr bool table_in_order() {
   return true;
 }
 static_assert(table_in_order(), "kTraits must be indexed by the DType value");
-static_assert(kNumTypes == static_cast<uint32_t>(DType::kQ4) + 1);
+static_assert(kNumTypes == static_cast<uint32_t>(DType::kF16S24) + 1);
 
 }  // namespace
 
@@ -202,6 +208,17 @@ void q4_to_f32_row(const void* src, float* dst, size_t n) {
       out[j] = static_cast<float>(qs[j] & 0x0fu) * d + m;
       out[j + 16] = static_cast<float>(qs[j] >> 4) * d + m;
     }
+  }
+}
+
+void s24_to_f32_row(const void* src, float* dst, size_t n) {
+  const uint8_t* p = static_cast<const uint8_t*>(src);
+  for (size_t b = 0; b < n / 32; ++b, p += sizeof(BlockS24)) {
+    BlockS24 blk;
+    std::memcpy(&blk, p, sizeof blk);
+    float* out = dst + b * 32;
+    for (int j = 0; j < 32; ++j) out[j] = 0.0f;
+    for (int k = 0; k < 16; ++k) out[s24_column(blk.idx, k)] += f16_to_f32(blk.v[k]);
   }
 }
 

@@ -22,6 +22,9 @@ enum class DType : uint32_t {
   // int4 in groups of 32 along a row: 20-byte blocks {f16 scale d, f16 offset m, 16 bytes of nibbles};
   // element j of a block is d * q_j + m with q_j = j < 16 ? qs[j] & 15 : qs[j - 16] >> 4 (0..15).
   kQ4 = 7,
+  // 2:4 structured sparsity, f16 values, in blocks of 32 columns (BlockS24): in every group of 4 columns at
+  // most 2 values are non-zero; the block keeps 16 values and their 2-bit positions. 9 bits per weight.
+  kF16S24 = 8,
 };
 
 // ---- block layouts (bytes on disk and in memory; fixed by the static_asserts in dtype.cpp)
@@ -36,6 +39,13 @@ struct BlockQ5_1 {  // DType::kQ5_1, 32 values
   uint8_t qh[4];    // bit j (little-endian u32): fifth bit of value j
   uint8_t qs[16];   // low 4 bits as in BlockQ4
 };
+
+struct BlockS24 {  // DType::kF16S24, 32 columns
+  uint16_t v[16];   // f16 values; v[2g] and v[2g+1] belong to the group of columns 4g..4g+3
+  uint32_t idx;     // bits 2k..2k+1: the column of v[k] within its group (0..3)
+};
+// The column (0..31) within its block of kept value k (0..15) of a kF16S24 block.
+inline int s24_column(uint32_t idx, int k) { return 4 * (k >> 1) + static_cast<int>((idx >> (2 * k)) & 3u); }
 
 // Where the scales of a dtype live.
 enum class ScaleLayout : uint8_t {
@@ -101,6 +111,7 @@ void f16_to_f32_row(const uint16_t* src, float* dst, size_t n);
 void bf16_to_f32_row(const uint16_t* src, float* dst, size_t n);
 void q5_1_to_f32_row(const void* src, float* dst, size_t n);  // n multiple of 32
 void q4_to_f32_row(const void* src, float* dst, size_t n);    // n multiple of 32 (kQ4 blocks)
+void s24_to_f32_row(const void* src, float* dst, size_t n);   // n multiple of 32 (kF16S24 blocks)
 
 // ---- quantisers (core/quantize.cpp; kern::quantize_rows_* forward to them)
 // int8 per row: scale[r] = max|W[r][:]| / 127, q = round(W / scale).
@@ -109,5 +120,10 @@ void quantize_rows_i8(const float* src, int64_t rows, int64_t cols, int8_t* q, f
 void quantize_rows_i8_f16(const float* src, int64_t rows, int64_t cols, int8_t* q, uint16_t* scale);
 // kQ4 (q4_g32): per group of 32 m = min, d = (max - min) / 15, both rounded to f16, q = round((x - m) / d).
 void quantize_rows_q4(const float* src, int64_t rows, int64_t cols, void* out);
+// kF16S24: in every group of 4 the 2 values of largest magnitude are kept (the first on ties), as f16; a
+// matrix already pruned 2:4 is stored exactly (up to f16 rounding). cols % 32 != 0 or non-finite values throw.
+void pack_rows_s24(const float* src, int64_t rows, int64_t cols, void* out);
+// True when every group of 4 consecutive values of each row has at most 2 non-zeros (cols % 4 == 0).
+bool is_2of4(const float* src, int64_t rows, int64_t cols);
 
 }  // namespace rwkvl

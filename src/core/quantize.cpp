@@ -97,4 +97,42 @@ void quantize_rows_q4(const float* src, int64_t rows, int64_t cols, void* out) {
   }
 }
 
+void pack_rows_s24(const float* src, int64_t rows, int64_t cols, void* out) {
+  if (cols % 32 != 0)
+    RWKVL_FAIL(kInvalidArgument, "2:4 storage needs a multiple of 32 columns (this matrix has %lld)", static_cast<long long>(cols));
+  auto* o = static_cast<uint8_t*>(out);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = src + r * cols;
+    for (int64_t b = 0; b < cols / 32; ++b, o += sizeof(BlockS24)) {
+      BlockS24 blk{};
+      for (int g = 0; g < 8; ++g) {
+        const float* v = row + b * 32 + 4 * g;
+        for (int j = 0; j < 4; ++j)
+          if (!std::isfinite(v[j]) || std::fabs(v[j]) > 65504.0f)
+            RWKVL_FAIL(kInvalidArgument, "cannot store row %lld column %lld (%g) as f16 (2:4)", static_cast<long long>(r),
+                       static_cast<long long>(b * 32 + 4 * g + j), static_cast<double>(v[j]));
+        // The two largest magnitudes (the first of equals), kept in column order.
+        int p0 = 0;
+        for (int j = 1; j < 4; ++j)
+          if (std::fabs(v[j]) > std::fabs(v[p0])) p0 = j;
+        int p1 = p0 == 0 ? 1 : 0;
+        for (int j = 0; j < 4; ++j)
+          if (j != p0 && std::fabs(v[j]) > std::fabs(v[p1])) p1 = j;
+        if (p1 < p0) std::swap(p0, p1);
+        blk.v[2 * g] = f32_to_f16(v[p0]);
+        blk.v[2 * g + 1] = f32_to_f16(v[p1]);
+        blk.idx |= static_cast<uint32_t>(p0) << (4 * g) | static_cast<uint32_t>(p1) << (4 * g + 2);
+      }
+      std::memcpy(o, &blk, sizeof blk);
+    }
+  }
+}
+
+bool is_2of4(const float* src, int64_t rows, int64_t cols) {
+  if (cols % 4 != 0) return false;
+  for (int64_t i = 0; i < rows * cols; i += 4)
+    if ((src[i] != 0.0f) + (src[i + 1] != 0.0f) + (src[i + 2] != 0.0f) + (src[i + 3] != 0.0f) > 2) return false;
+  return true;
+}
+
 }  // namespace rwkvl

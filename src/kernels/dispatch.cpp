@@ -139,6 +139,7 @@ void ffn_neurons(const MatRef& layout, const void* const* ptrs, const int32_t* i
   m.data = nullptr;
   check_mat(m);
   RWKVL_CHECK(m.dtype != DType::kI8 || layout.row_scale != nullptr);
+  RWKVL_CHECK(m.dtype != DType::kF16S24 && "neuron bundles are never 2:4 packed");
   RWKVL_CHECK(n >= 0);
   if (n == 0) return;
   current().ffn_neurons(layout, ptrs, ids, n, x, y, kout, skip_zero);

@@ -44,17 +44,24 @@ template <>
 struct Elem<DType::kI8> { using T = int8_t; };
 template <>
 struct Elem<DType::kQ4> { using T = uint8_t; };  // raw bytes of 20-byte blocks
+template <>
+struct Elem<DType::kF16S24> { using T = uint8_t; };  // raw bytes of 36-byte blocks
 
 // kQ4 block layout (see core/dtype.h): f16 d, f16 m, 16 bytes of nibbles; 32 weights per block.
 constexpr int64_t kQ4BlockCols = 32, kQ4BlockBytes = static_cast<int64_t>(sizeof(BlockQ4));
 static_assert(kQ4BlockBytes == 20);
+// kF16S24 block layout (see core/dtype.h): 16 f16 values, then a u32 of 2-bit column positions; 32 columns.
+constexpr int64_t kS24BlockCols = 32, kS24BlockBytes = static_cast<int64_t>(sizeof(BlockS24));
+static_assert(kS24BlockBytes == 36);
 
 // Row stride of a matrix in units of Elem<D>::T (bytes for kQ4). Internal linkage, like everything
 // compiled into the per-ISA files (an out-of-line copy built with -mavx512f must never be shared).
 namespace {
 template <DType D>
 constexpr int64_t row_stride(int64_t cols) {
-  return D == DType::kQ4 ? cols / kQ4BlockCols * kQ4BlockBytes : cols;
+  return D == DType::kQ4 ? cols / kQ4BlockCols * kQ4BlockBytes
+         : D == DType::kF16S24 ? cols / kS24BlockCols * kS24BlockBytes
+                               : cols;
 }
 }  // namespace
 

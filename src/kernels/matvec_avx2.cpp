@@ -64,6 +64,24 @@ struct Avx2 {
     out[3] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4)), d, m);  // 24..31
   }
 
+  // kF16S24 block -> 2 x 8 kept values and their x values: each half (16 columns) permutes its two 8-float x
+  // vectors by the positions' low 3 bits and blends by bit 3.
+  static void s24_decode(const uint8_t* blk, const float* xb, V* w, V* xg) {
+    uint32_t idx;
+    std::memcpy(&idx, blk + 32, 4);
+    const __m256i sh = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+    const __m256i base = _mm256_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12);
+    const __m256i three = _mm256_set1_epi32(3), seven = _mm256_set1_epi32(7);
+    for (int h = 0; h < 2; ++h) {
+      const __m256i p = _mm256_add_epi32(
+          _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(idx >> (16 * h))), sh), three), base);
+      const __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xb + 16 * h), p);
+      const __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xb + 16 * h + 8), p);
+      xg[h] = _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_cmpgt_epi32(p, seven)));
+      w[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16 * h)));
+    }
+  }
+
   // Lane i of the result = ((v0+v1)+(v2+v3)) + ((v4+v5)+(v6+v7)) of the i-th input: the same tree for
   // every lane, so a row's sum does not depend on which other rows it was reduced with.
   static void hsum4(V a, V b, V c, V d, float* out) {

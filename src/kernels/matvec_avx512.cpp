@@ -66,6 +66,21 @@ struct Avx512 {
     out[1] = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), table);  // columns 16..31: qs >> 4
   }
 
+  // kF16S24 block: the 16 f16 values in one vector; the x values at their columns picked from the block's
+  // 32 x values by one two-source permute, whose indices 4 * (k / 2) + position_k come from the u32 of
+  // positions by a per-lane shift (2k bits) and one mask-and-or.
+  static void s24_decode(const uint8_t* blk, const float* xb, V* w, V* xg) {
+    uint32_t idx;
+    std::memcpy(&idx, blk + 32, 4);
+    const __m512i sh = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i base = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
+    // (shifted & 3) | base in one vpternlogd (imm 0xEA = (A & B) | C; base has its low 2 bits clear).
+    const __m512i perm = _mm512_ternarylogic_epi32(_mm512_srlv_epi32(_mm512_set1_epi32(static_cast<int>(idx)), sh),
+                                                   _mm512_set1_epi32(3), base, 0xEA);
+    w[0] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
+    xg[0] = _mm512_permutex2var_ps(_mm512_loadu_ps(xb), perm, _mm512_loadu_ps(xb + 16));
+  }
+
   // Fold 16 lanes to 8 (lane i + lane i+8), then the AVX2 tree; identical for every lane.
   static __m256 fold(V v) { return _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)); }
   static void hsum4(V a, V b, V c, V d, float* out) {

@@ -60,6 +60,21 @@ struct Neon {
     }
   }
 
+  // kF16S24 block -> 4 x 4 kept values (converted 4 at a time) and the x values at their columns, picked
+  // one by one (no two-register table lookup of floats in Advanced SIMD that would be cheaper).
+  static void s24_decode(const uint8_t* blk, const float* xb, V* w, V* xg) {
+    uint32_t idx;
+    std::memcpy(&idx, blk + 32, 4);
+    float g[16];
+    for (int k = 0; k < 16; ++k) g[k] = xb[s24_column(idx, k)];
+    for (int i = 0; i < 4; ++i) {
+      uint16_t h[4];
+      std::memcpy(h, blk + 8 * i, 8);
+      w[i] = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(h)));
+      xg[i] = vld1q_f32(g + 4 * i);
+    }
+  }
+
   // Lane i = (v0+v1)+(v2+v3) of the i-th input, the same tree for every lane.
   static void hsum4(V a, V b, V c, V d, float* out) { vst1q_f32(out, vpaddq_f32(vpaddq_f32(a, b), vpaddq_f32(c, d))); }
 };

@@ -78,6 +78,27 @@ inline float dot(const float* a, const float* b, int64_t n) {
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
+// kF16S24: the 16 kept values of a block times the x values at their columns, 8 partial sums as in dot().
+float dot_s24(const uint8_t* w, int64_t cols, const float* x) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int64_t b = 0; b < cols / kS24BlockCols; ++b, w += kS24BlockBytes, x += kS24BlockCols) {
+    uint16_t v[16];
+    uint32_t idx;
+    std::memcpy(v, w, 32);
+    std::memcpy(&idx, w + 32, 4);
+    for (int k = 0; k < 16; ++k) acc[k & 7] += half_to_float(v[k]) * x[s24_column(idx, k)];
+  }
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+void matmul_rows_s24(const MatRef& m, const float* X, int64_t n, float* Y, int64_t r0, int64_t r1) {
+  const int64_t cols = m.cols, stride = row_stride<DType::kF16S24>(cols);
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* w = static_cast<const uint8_t*>(m.data) + r * stride;
+    for (int64_t t = 0; t < n; ++t) Y[t * m.rows + r] = dot_s24(w, cols, X + t * cols);
+  }
+}
+
 // Both entry points convert one weight row to float32 (once) and take dot products with it, so the
 // scalar matmul gives exactly the same bits as n scalar matvecs.
 template <DType D>
@@ -114,6 +135,7 @@ void matvec_rows_scalar(const MatRef& m, const float* x, float* y, int64_t r0, i
     case DType::kBF16: return matmul_rows_t<DType::kBF16>(m, x, 1, y, r0, r1);
     case DType::kI8: return matmul_rows_t<DType::kI8>(m, x, 1, y, r0, r1);
     case DType::kQ4: return matmul_rows_t<DType::kQ4>(m, x, 1, y, r0, r1);
+    case DType::kF16S24: return matmul_rows_s24(m, x, 1, y, r0, r1);
     default: break;
   }
 }
@@ -125,6 +147,7 @@ void matmul_rows_scalar(const MatRef& m, const float* X, int64_t n, float* Y, in
     case DType::kBF16: return matmul_rows_t<DType::kBF16>(m, X, n, Y, r0, r1);
     case DType::kI8: return matmul_rows_t<DType::kI8>(m, X, n, Y, r0, r1);
     case DType::kQ4: return matmul_rows_t<DType::kQ4>(m, X, n, Y, r0, r1);
+    case DType::kF16S24: return matmul_rows_s24(m, X, n, Y, r0, r1);
     default: break;
   }
 }

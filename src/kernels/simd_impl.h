@@ -14,6 +14,8 @@
 //   void q4_decode(const uint8_t* blk, V* out);        one kQ4 block (20 bytes) -> 32 / kW vectors of
 //                                      float weights d * q + m, columns in order (out[v]: columns v*kW..)
 //   static constexpr int kQ4TileR;     matmul register tile height for kQ4 (a decoded block is 32/kW vectors)
+//   void s24_decode(const uint8_t* blk, const float* xb, V* w, V* xg);  one kF16S24 block -> 16 / kW
+//                                      vectors of its kept weights and of the x values at their columns
 //
 // Every S is a distinct type defined in an anonymous namespace of its own translation unit, so every
 // template instantiated from here has internal linkage: code built with -mavx512f can never be picked
@@ -29,6 +31,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "kernels/kernels_internal.h"
 
@@ -190,12 +193,54 @@ inline typename S::V dot_row_elem(const typename Elem<D>::T* w, int64_t cols, co
   return acc[0];
 }
 
+// kF16S24 (2:4 sparse, f16): per block the 16 kept weights and the 16 x values at their columns (a
+// permutation of the block's 32 x values), so half the multiply-adds and 9/16 of the f16 bytes. Block b
+// goes to accumulator b % kAcc (whole blocks per accumulator, a fixed pattern: deterministic).
+template <class S>
+inline typename S::V dot_row_s24(const uint8_t* w, int64_t cols, const float* x, uintptr_t pf_delta) {
+  using V = typename S::V;
+  constexpr int A = S::kAcc, NV = 16 / S::kW;
+  V acc[A];
+#pragma GCC unroll 8
+  for (int a = 0; a < A; ++a) acc[a] = S::zero();
+  const int64_t nb = cols / kS24BlockCols;
+  int64_t b = 0;
+  for (; b + A <= nb; b += A) {
+    if constexpr (S::kPrefetch > 0) {
+      const uintptr_t ahead = reinterpret_cast<uintptr_t>(w + b * kS24BlockBytes) + pf_delta;
+#pragma GCC unroll 8
+      for (int off = 0; off < A * kS24BlockBytes; off += 64)
+        __builtin_prefetch(reinterpret_cast<const void*>(ahead + static_cast<uintptr_t>(off)), 0, S::kPrefetchLocality);
+    }
+#pragma GCC unroll 8
+    for (int a = 0; a < A; ++a) {
+      V wv[NV], xg[NV];
+      S::s24_decode(w + (b + a) * kS24BlockBytes, x + (b + a) * kS24BlockCols, wv, xg);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[a] = S::fma(wv[v], xg[v], acc[a]);
+    }
+  }
+  for (int a = 0; b < nb; ++b, ++a) {
+    V wv[NV], xg[NV];
+    S::s24_decode(w + b * kS24BlockBytes, x + b * kS24BlockCols, wv, xg);
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[a] = S::fma(wv[v], xg[v], acc[a]);
+  }
+#pragma GCC unroll 8
+  for (int step = A / 2; step >= 1; step /= 2) {
+    for (int a = 0; a < step; ++a) acc[a] = S::add(acc[a], acc[a + step]);
+  }
+  return acc[0];
+}
+
 // pf_delta: see dot_row_q4 (matvec: S::kPrefetch bytes further along the row).
 template <class S, DType D>
 inline typename S::V dot_row(const typename Elem<D>::T* w, int64_t cols, const float* x,
                              uintptr_t pf_delta = static_cast<uintptr_t>(S::kPrefetch)) {
   if constexpr (D == DType::kQ4) {
     return dot_row_q4<S>(w, cols, x, pf_delta);
+  } else if constexpr (D == DType::kF16S24) {
+    return dot_row_s24<S>(w, cols, x, pf_delta);
   } else {
     return dot_row_elem<S, D>(w, cols, x, pf_delta);
   }
@@ -329,6 +374,62 @@ inline void tile_rows(const MatRef& m, const float* X, int64_t n, float* Y, int6
   }
 }
 
+// kF16S24 in sequence mode: a few tokens go row by row through the matvec code (the row stays in L1); more
+// tokens expand each tile of rows to dense float32 (zeros included) once and run the dense register tile over
+// all tokens, so a prompt costs what the dense matrix costs instead of a gather per weight and token.
+template <class S>
+void matmul_rows_s24(const MatRef& m, const float* X, int64_t n, float* Y, int64_t r0, int64_t r1) {
+  const int64_t cols = m.cols, stride = row_stride<DType::kF16S24>(cols), rows = m.rows;
+  const uint8_t* base = static_cast<const uint8_t*>(m.data);
+  if (n < S::kTileT) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t t = 0; t < n; ++t) {
+        const typename S::V v = dot_row_s24<S>(base + r * stride, cols, X + t * cols, 0);
+        reduce_rows<S, 1>(&v, Y + t * rows + r);
+      }
+    return;
+  }
+  constexpr int R = S::kTileR, T = S::kTileT;
+  std::vector<float> buf(static_cast<size_t>(R * cols));
+  auto expand = [&](int64_t r, float* out) {
+    const uint8_t* w = base + r * stride;
+    std::memset(out, 0, sizeof(float) * static_cast<size_t>(cols));
+    for (int64_t b = 0; b < cols / kS24BlockCols; ++b, w += kS24BlockBytes) {
+      uint32_t idx;
+      std::memcpy(&idx, w + 32, 4);
+      for (int k = 0; k < 16; ++k) {
+        uint16_t h;
+        std::memcpy(&h, w + 2 * k, 2);
+        out[b * kS24BlockCols + s24_column(idx, k)] += half_to_float<S>(h);
+      }
+    }
+  };
+  int64_t r = r0;
+  for (; r + R <= r1; r += R) {
+    for (int i = 0; i < R; ++i) expand(r + i, buf.data() + i * cols);
+    int64_t t = 0;
+    for (; t + T <= n; t += T) {
+      float out[R][T];
+      tile_rt<S, DType::kF32, R, T>(buf.data(), cols, X + t * cols, out);
+      for (int i = 0; i < R; ++i)
+        for (int j = 0; j < T; ++j) Y[(t + j) * rows + r + i] = out[i][j];
+    }
+    for (; t < n; ++t) {
+      float out[R][1];
+      tile_rt<S, DType::kF32, R, 1>(buf.data(), cols, X + t * cols, out);
+      for (int i = 0; i < R; ++i) Y[t * rows + r + i] = out[i][0];
+    }
+  }
+  for (; r < r1; ++r) {
+    expand(r, buf.data());
+    for (int64_t t = 0; t < n; ++t) {
+      float out[1][1];
+      tile_rt<S, DType::kF32, 1, 1>(buf.data(), cols, X + t * cols, out);
+      Y[t * rows + r] = out[0][0];
+    }
+  }
+}
+
 template <class S, DType D>
 void matmul_rows_t(const MatRef& m, const float* X, int64_t n, float* Y, int64_t r0, int64_t r1) {
   constexpr int R = D == DType::kQ4 ? S::kQ4TileR : S::kTileR;
@@ -346,6 +447,7 @@ void matvec_rows_isa(const MatRef& m, const float* x, float* y, int64_t r0, int6
     case DType::kBF16: return matvec_rows_t<S, DType::kBF16>(m, x, y, r0, r1);
     case DType::kI8: return matvec_rows_t<S, DType::kI8>(m, x, y, r0, r1);
     case DType::kQ4: return matvec_rows_t<S, DType::kQ4>(m, x, y, r0, r1);
+    case DType::kF16S24: return matvec_rows_t<S, DType::kF16S24>(m, x, y, r0, r1);
     default: break;  // dispatch.cpp validates the dtype before calling
   }
 }
@@ -358,6 +460,7 @@ void matmul_rows_isa(const MatRef& m, const float* X, int64_t n, float* Y, int64
     case DType::kBF16: return matmul_rows_t<S, DType::kBF16>(m, X, n, Y, r0, r1);
     case DType::kI8: return matmul_rows_t<S, DType::kI8>(m, X, n, Y, r0, r1);
     case DType::kQ4: return matmul_rows_t<S, DType::kQ4>(m, X, n, Y, r0, r1);
+    case DType::kF16S24: return matmul_rows_s24<S>(m, X, n, Y, r0, r1);
     default: break;
   }
 }

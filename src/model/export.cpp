@@ -50,6 +50,10 @@ std::vector<Tensor> export_official(const Model& m) {
       RWKVL_FAIL(kUnsupported, "'%s': models with a %s cannot be exported to PyTorch layout (official code has no such tensors)",
                  name.c_str(), name == "head.perm" ? "cluster head (compress --cluster-head)" : "neuron-bundled channel-mix (compress --sparse-ffn)");
     Tensor t = t0;
+    if (t.dtype == DType::kF16S24) {  // 2:4 packed (compress --prune): the same values as a dense f16 matrix
+      const std::vector<float> v = t.to_f32();
+      t = quantize_matrix(name, v.data(), t.rows(), t.cols(), DType::kF16, false).first;
+    }
     const auto ends = [&](const char* s) {
       const size_t n = std::strlen(s);
       return name.size() >= n && name.compare(name.size() - n, n, s) == 0;

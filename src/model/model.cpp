@@ -83,7 +83,7 @@ std::pair<Tensor, Tensor> quantize_matrix(const std::string& name, const float* 
   Tensor out = Tensor::alloc(name, want, {rows, cols});
   if (cols % tr.block_elems != 0)
     RWKVL_FAIL(kInvalidArgument, "cannot store '%s' as %s: its %lld columns are not a multiple of %u", name.c_str(),
-               tr.option_name, static_cast<long long>(cols), tr.block_elems);
+               tr.name, static_cast<long long>(cols), tr.block_elems);
   Tensor scale;
   if (tr.scale == ScaleLayout::kRowTensor)
     scale = Tensor::alloc(name + ".scale", f16_scales ? DType::kF16 : DType::kF32, {rows});
@@ -263,8 +263,9 @@ class Binder {
       RWKVL_CHECK(byte_offset == 0);  // only f32 tensors are bound in slices (v6 time_maa_w2)
       mx.ref.row_scale = sc.data;
       bound.push_back(n + ".scale");
-    } else if (t.dtype == DType::kQ4 && cols % 32 != 0) {
-      RWKVL_FAIL(kFormat, "q4 matrix '%s' needs a multiple of 32 columns, has %lld", n.c_str(), static_cast<long long>(cols));
+    } else if (cols % dtype_traits(t.dtype).block_elems != 0) {
+      RWKVL_FAIL(kFormat, "%s matrix '%s' needs a multiple of %u columns, has %lld", dtype_name(t.dtype), n.c_str(),
+                 dtype_traits(t.dtype).block_elems, static_cast<long long>(cols));
     }
     return mx;
   }

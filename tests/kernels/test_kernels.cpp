@@ -128,6 +128,23 @@ TestMat make_mat(DType dt, int64_t rows, int64_t cols, uint64_t seed, bool f16_s
       for (size_t i = 0; i < n; ++i) m.deq[i] = q4_value(m.bytes.data() + i / 32 * 20, static_cast<int>(i % 32));
       break;
     }
+    case DType::kF16S24: {  // decoded from the layout core/dtype.h describes, not the kernels' code
+      m.bytes.resize(n / 32 * 36);
+      pack_rows_s24(m.orig.data(), rows, cols, m.bytes.data());
+      for (size_t blk = 0; blk < n / 32; ++blk) {
+        const uint8_t* p = m.bytes.data() + blk * 36;
+        uint32_t idx;
+        std::memcpy(&idx, p + 32, 4);
+        for (int j = 0; j < 32; ++j) m.deq[blk * 32 + static_cast<size_t>(j)] = 0.0;
+        for (int k = 0; k < 16; ++k) {
+          uint16_t h;
+          std::memcpy(&h, p + 2 * k, 2);
+          const int col = (k / 2) * 4 + static_cast<int>((idx >> (2 * k)) & 3u);
+          m.deq[blk * 32 + static_cast<size_t>(col)] += f16_to_f32(h);
+        }
+      }
+      break;
+    }
     default: break;
   }
   return m;
@@ -429,7 +446,7 @@ struct Kind {
   bool f16_scale;
   const char* name;
 };
-const Kind kCompressed[] = {{DType::kQ4, false, "q4"}, {DType::kI8, true, "i8-f16scale"}};
+const Kind kCompressed[] = {{DType::kQ4, false, "q4"}, {DType::kI8, true, "i8-f16scale"}, {DType::kF16S24, false, "f16_2of4"}};
 // Odd row counts (not multiples of the 4-row groups, register tiles or 16-row thread chunks), one to
 // many blocks per row, and the model shapes.
 const Shape kBlockShapes[] = {{1, 32},  {7, 64},   {13, 96},  {17, 32},  {5, 160},   {65, 256},
@@ -872,6 +889,34 @@ TEST(Kernels, ForceIsa) {
 #endif
   force_isa(nullptr);
   std::printf("active ISA: %s\n", active_isa());
+}
+
+// pack_rows_s24 keeps, in every group of 4, the two values of largest magnitude (in column order, the first of
+// equal ones) and stores a matrix that is already 2:4 exactly (f16 values).
+TEST(Kernels, PackRowsS24HandComputed) {
+  const float row[32] = {0.5f, -2.0f, 1.0f, 0.25f,  0, 0, 0, 3.0f,  1, 1, 1, 1,  0, 0, 0, 0,
+                         -1, 0, 0, 2,  0.5f, 0, -0.5f, 0,  4, 0, 0, 0,  0, 0, 0.75f, -0.75f};
+  BlockS24 blk;
+  pack_rows_s24(row, 1, 32, &blk);
+  const int expect_cols[16] = {1, 2, 4, 7, 8, 9, 12, 13, 16, 19, 20, 22, 24, 25, 30, 31};
+  const float expect_vals[16] = {-2, 1, 0, 3, 1, 1, 0, 0, -1, 2, 0.5f, -0.5f, 4, 0, 0.75f, -0.75f};
+  for (int k = 0; k < 16; ++k) {
+    EXPECT_EQ((k / 2) * 4 + static_cast<int>((blk.idx >> (2 * k)) & 3u), expect_cols[k]) << k;
+    EXPECT_EQ(f16_to_f32(blk.v[k]), expect_vals[k]) << k;
+  }
+  float back[32];
+  s24_to_f32_row(&blk, back, 32);
+  int nz = 0;
+  for (int j = 0; j < 32; ++j) nz += back[j] != 0.0f;
+  EXPECT_EQ(nz, 12);
+  EXPECT_EQ(back[1], -2.0f);
+  EXPECT_EQ(back[0], 0.0f);  // pruned: 0.5 is the third largest of its group
+  EXPECT_TRUE(is_2of4(back, 1, 32));
+  EXPECT_FALSE(is_2of4(row, 1, 32));
+  EXPECT_EQ(row_bytes(DType::kF16S24, 768), 24 * 36);
+  const float bad[32] = {NAN};
+  EXPECT_THROW(pack_rows_s24(bad, 1, 32, &blk), Error);
+  EXPECT_THROW(pack_rows_s24(row, 1, 16, &blk), Error);
 }
 
 TEST(Kernels, RowBytes) {

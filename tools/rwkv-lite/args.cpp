@@ -216,6 +216,29 @@ const std::vector<FlagSpec> kFlags = {
      "asvd: add X times the mean input variance to the diagonal of the input second moment", 0, 1e6},
     {"calib", nullptr, K::kString, "compress", nullptr, "FILE",
      "calibration text (asvd and --sparse-ffn; with svd it adds calibration output errors to the report)"},
+    {"prune", nullptr, K::kChoice, "compress", nullptr, "METHOD",
+     "prune the projections first: magnitude (smallest |W| of each matrix), wanda (smallest |W| x ||x|| of each "
+     "output row; needs --calib) or dsnot (wanda, then prune-and-grow swaps that cut each row's expected output "
+     "error; needs --calib)", 0, 0, false, "magnitude|wanda|dsnot"},
+    {"sparsity", nullptr, K::kFloat, "compress", nullptr, "S", "--prune: share of each matrix's weights removed, in (0, 1)",
+     0, 1, true},
+    {"pattern", nullptr, K::kString, "compress", nullptr, "N:M",
+     "--prune: at most N non-zeros in every M consecutive columns (2:4, 4:8, ...); 2:4 is stored packed "
+     "(f16_2of4: 0.5625x the bytes of f16)"},
+    {"prune-targets", nullptr, K::kString, "compress", nullptr, "LIST",
+     "--prune: comma-separated projections to prune (as --targets; default: every projection)"},
+    {"prune-store", nullptr, K::kChoice, "compress", "auto", "HOW",
+     "--prune: auto (2:4 packed, the rest dense with zeros), dense or packed (2:4 only)", 0, 0, false,
+     "auto|dense|packed"},
+    {"dsnot-cycles", nullptr, K::kInt, "compress", "50", "N", "--prune dsnot: prune-and-grow swaps per row at most", 0,
+     1 << 20},
+    {"dsnot-threshold", nullptr, K::kFloat, "compress", "0", "X",
+     "--prune dsnot: a row stops once its expected output error is within X", 0, 1e30},
+    {"dsnot-var-power", nullptr, K::kFloat, "compress", "1", "P",
+     "--prune dsnot: growing candidates ranked by W E[x] / Var[x]^P", -8, 8},
+    {"dsnot-any-sign", nullptr, K::kSwitch, "compress", nullptr, "",
+     "--prune dsnot: keep swapping while the error is above the threshold even when a swap flips its sign (the "
+     "reference code's default; the paper and this tool stop the row)"},
     {"sparse-ffn", nullptr, K::kSwitch, "compress", nullptr, "",
      "store the channel-mix neuron-bundled (hot neurons first) with activation predictors (MLP + 1-bit key copy) "
      "trained on --calib, so the runtime reads only the neurons a token needs"},

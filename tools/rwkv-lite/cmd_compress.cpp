@@ -60,7 +60,7 @@ struct RunBar {
   static int stage_of(const std::string& s, double* lo, double* hi) {
     *lo = 0;
     *hi = 1;
-    if (s == "compress") return RWKVL_COMPRESS_STAGE_LOWRANK_QUANT;
+    if (s == "compress" || s == "prune") return RWKVL_COMPRESS_STAGE_LOWRANK_QUANT;
     if (s == "sparse-ffn") return RWKVL_COMPRESS_STAGE_SPARSE_FFN;
     if (s == "clustering") *hi = 0.10;
     if (s == "calibration") *lo = 0.10, *hi = 0.85;
@@ -68,7 +68,7 @@ struct RunBar {
     return RWKVL_COMPRESS_STAGE_CLUSTER_HEAD;
   }
   static const char* unit(const std::string& s) {
-    if (s == "compress") return "layers";
+    if (s == "compress" || s == "prune") return "layers";
     if (s == "sparse-ffn") return "steps";
     if (s == "clustering") return "iterations";
     if (s == "distillation") return "epochs";
@@ -175,6 +175,51 @@ rwkvl_compress_recipe recipe_of(const Args& args) {
   return r;
 }
 
+rwkvl_prune_recipe prune_of(const Args& args) {
+  rwkvl_prune_recipe p = rwkvl_prune_default_recipe();
+  const std::string m = args.str("prune");
+  if (!m.empty()) check(rwkvl_prune_method_from_string(m.c_str(), &p.method));
+  const bool on = p.method != RWKVL_PRUNE_NONE;
+  for (const char* f : {"sparsity", "pattern", "prune-targets", "prune-store", "dsnot-cycles", "dsnot-threshold",
+                        "dsnot-var-power", "dsnot-any-sign"})
+    if (!on && args.given(f)) args.fail(std::string("--") + f + " needs --prune magnitude|wanda|dsnot");
+  for (const char* f : {"dsnot-cycles", "dsnot-threshold", "dsnot-var-power", "dsnot-any-sign"})
+    if (on && p.method != RWKVL_PRUNE_DSNOT && args.given(f)) args.fail(std::string("--") + f + " needs --prune dsnot");
+  if (!on) return p;
+  if (args.given("sparsity")) p.sparsity = args.number("sparsity");
+  if (args.given("pattern")) check(rwkvl_prune_pattern_from_string(args.str("pattern").c_str(), &p.pattern_n, &p.pattern_m), "--pattern");
+  if (!args.given("sparsity") && !args.given("pattern")) args.fail("--prune needs --sparsity S or --pattern N:M");
+  if (args.given("prune-targets")) check(rwkvl_targets_from_string(args.str("prune-targets").c_str(), &p.targets), "--prune-targets");
+  check(rwkvl_prune_store_from_string(args.str("prune-store").c_str(), &p.store));
+  p.dsnot_cycles = static_cast<int>(args.integer("dsnot-cycles"));
+  p.dsnot_threshold = args.number("dsnot-threshold");
+  p.dsnot_var_power = args.number("dsnot-var-power");
+  p.dsnot_same_sign = args.on("dsnot-any-sign") ? 0 : 1;
+  return p;
+}
+
+void print_prune(const nlohmann::json& pr) {
+  std::printf("%-28s %11s %8s %6s %-9s %10s %10s %9s\n", "pruned matrix", "shape", "zeros", "swaps", "dtype", "bytes",
+              "-> bytes", "out err");
+  for (const auto& m : pr["matrices"]) {
+    const std::string shape = std::to_string(m["rows"].get<int64_t>()) + "x" + std::to_string(m["cols"].get<int64_t>());
+    const double z = static_cast<double>(m["zeros"].get<int64_t>()) /
+                     static_cast<double>(m["rows"].get<int64_t>() * m["cols"].get<int64_t>());
+    std::printf("%-28s %11s %7.2f%% %6lld %-9s %10llu %10llu %9s\n", m["name"].get<std::string>().c_str(), shape.c_str(),
+                100 * z, static_cast<long long>(m["swaps"].get<int64_t>()), m["dtype"].get<std::string>().c_str(),
+                static_cast<unsigned long long>(m["bytes_before"].get<uint64_t>()),
+                static_cast<unsigned long long>(m["bytes_after"].get<uint64_t>()), err_str(m["rel_error"]).c_str());
+  }
+  const auto& p = pr["pass"]["prune"];
+  std::printf("pruned (%s, %s): %llu of %llu weights are zero (%.2f%%); those matrices %s -> %s; out err = "
+              "||WX - W'X||^2/||WX||^2 on calibration inputs\n",
+              p["method"].get<std::string>().c_str(), p["pattern"].get<std::string>().c_str(),
+              static_cast<unsigned long long>(pr["zeros"].get<uint64_t>()),
+              static_cast<unsigned long long>(pr["weights"].get<uint64_t>()),
+              100.0 * static_cast<double>(pr["zeros"].get<uint64_t>()) / static_cast<double>(std::max<uint64_t>(1, pr["weights"].get<uint64_t>())),
+              format_bytes(pr["bytes_before"].get<uint64_t>()).c_str(), format_bytes(pr["bytes_after"].get<uint64_t>()).c_str());
+}
+
 void print_lowrank(const nlohmann::json& mats, const rwkvl_compress_recipe& r, const rwkvl_compress_report& rep) {
   auto is_lowrank = [](const nlohmann::json& m) {
     const std::string a = m["action"];
@@ -269,6 +314,8 @@ int cmd_compress(const Args& args) {
   check(rwkvl_check_output_path(out_path.c_str()), "--out");  // before any work
   const double t0 = now_seconds();
   rwkvl_compress_recipe r = recipe_of(args);
+  const rwkvl_prune_recipe pr = prune_of(args);
+  const bool prunes = pr.method != RWKVL_PRUNE_NONE;
 
   const ModelPtr model = load_model(args);
   const std::string targets = args.str("targets");
@@ -282,8 +329,8 @@ int cmd_compress(const Args& args) {
   const std::string calib_name =
       calib_path.substr(calib_path.find_last_of('/') == std::string::npos ? 0 : calib_path.find_last_of('/') + 1);
   if (!calib_path.empty()) {
-    if (r.lowrank == RWKVL_LOWRANK_NONE && !sparse && !chead)
-      args.fail("--calib is used by --lowrank svd|asvd, --sparse-ffn and --cluster-head only");
+    if (r.lowrank == RWKVL_LOWRANK_NONE && !sparse && !chead && !prunes)
+      args.fail("--calib is used by --prune, --lowrank svd|asvd, --sparse-ffn and --cluster-head only");
     text = read_file(calib_path, "calibration text");
     if (text.empty()) args.fail("calibration file '" + calib_path + "' is empty");
     tok = model_tokenizer(model.get(), in_path, args.str("tokenizer"));
@@ -298,6 +345,8 @@ int cmd_compress(const Args& args) {
     args.fail("--sparse-ffn needs calibration text: --calib FILE (e.g. wikitext2-valid.txt)");
   } else if (chead) {
     args.fail("--cluster-head needs calibration text: --calib FILE (e.g. wikitext2-valid.txt)");
+  } else if (pr.method == RWKVL_PRUNE_WANDA || pr.method == RWKVL_PRUNE_DSNOT) {
+    args.fail(std::string("--prune ") + args.str("prune") + " needs calibration text: --calib FILE (e.g. wikitext2-valid.txt)");
   }
   for (const char* f : {"cluster-cap", "pca-dims", "head-epochs", "head-lr", "head-prior", "prior-smoothing", "cluster-source"})
     if (!chead && args.given(f)) args.fail(std::string("--") + f + " needs --cluster-head K");
@@ -314,8 +363,9 @@ int cmd_compress(const Args& args) {
   rwkvl_compress_report rep{};
   {
     RunBar bar(plan);
-    const rwkvl_status st = rwkvl_compress_ex(model.get(), &r, calib_path.empty() ? nullptr : &calib, out_path.c_str(),
-                                              &copts, &RunBar::on, &bar, &rep);
+    const rwkvl_status st = rwkvl_compress_with_prune(model.get(), &r, prunes ? &pr : nullptr,
+                                                      calib_path.empty() ? nullptr : &calib, out_path.c_str(), &copts,
+                                                      &RunBar::on, &bar, &rep);
     bar.finish();
     struct stat js {};
     if (st != RWKVL_OK && st != RWKVL_ERR_INVALID_ARGUMENT && stat((out_path + ".journal/journal.json").c_str(), &js) == 0)
@@ -349,6 +399,7 @@ int cmd_compress(const Args& args) {
     std::printf("%s\n", j.dump(1).c_str());
     return 0;
   }
+  if (prunes) print_prune(j["prune"]);
   print_lowrank(j["matrices"], r, rep);
   if (sparse) print_sparse(j["sparse_ffn"], r, rep);
   if (chead) print_cluster(j["cluster_head"], r, rep);
