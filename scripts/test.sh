@@ -31,10 +31,11 @@ cmake --build build-asan -j"$JOBS"
 # test time, which kept the whole run over an hour): the same passes and run-time paths run under ASan in
 # CompressApi.*, CompressSpool.*, SparseTrain.*, SparseFfn*, ClusterHead.* and the head tests (tiny and synthesized
 # models), cli_compress_reference and cli_memory_budget (every technique in one file); their figures are checked in
-# the Release stage.
+# the Release stage. cli_prune_reference (three prunings + perplexities of the reference model) likewise: the pass
+# runs under ASan in Prune*.* and cli_prune_tiny.
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j"$JOBS" \
-  -E '^(cli_example_compress_and_eval|cli_sparse_ffn_reference|cli_cluster_head_reference)$'
+  -E '^(cli_example_compress_and_eval|cli_sparse_ffn_reference|cli_cluster_head_reference|cli_prune_reference)$'
 
 
 if [[ "${RWKVL_SKIP_TSAN:-0}" != "1" ]]; then

@@ -82,10 +82,11 @@ std::optional<rwkvl_head_mode> head_mode_of(std::string_view s) {
   return std::nullopt;
 }
 
-// Weight dtypes: the dtype table's option names and aliases (WeightDType), and q5_1, which files hold but no
-// option converts to.
+// Weight dtypes: the dtype table's option names and aliases (WeightDType), and q5_1 and f16_2of4, which files hold
+// but no option converts to.
 std::optional<rwkvl_dtype> dtype_of(std::string_view s) {
   if (s == rwkvl::dtype_name(rwkvl::DType::kQ5_1)) return RWKVL_DTYPE_Q5_1;
+  if (s == rwkvl::dtype_name(rwkvl::DType::kF16S24)) return RWKVL_DTYPE_F16_2OF4;
   rwkvl::WeightDType w;
   if (!rwkvl::weight_dtype_from_string(std::string(s), &w)) return std::nullopt;
   return static_cast<rwkvl_dtype>(w);
@@ -116,7 +117,7 @@ rwkvl_dtype to_c_dtype(DType t) {
 extern "C" {
 
 rwkvl_status rwkvl_dtype_from_string(const char* s, rwkvl_dtype* out) {
-  return enum_from(s, out, "dtype", "keep, f32, f16, bf16, i8 (int8), q4 (int4) or q5_1", &dtype_of);
+  return enum_from(s, out, "dtype", "keep, f32, f16, bf16, i8 (int8), q4 (int4), q5_1 or f16_2of4", &dtype_of);
 }
 rwkvl_status rwkvl_ffn_mode_from_string(const char* s, rwkvl_ffn_mode* out) {
   return enum_from(s, out, "FFN mode", "auto, dense, exact or predict", &ffn_mode_of);
