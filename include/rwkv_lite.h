@@ -480,6 +480,33 @@ void rwkvl_session_free(rwkvl_session* s);
    Errors: as rwkvl_session_new. */
 rwkvl_status rwkvl_context_configure(rwkvl_session* s, const rwkvl_session_params* params);
 
+/* Simulated storage (API 1.6): every read from the model file costs what it would on a device that serves up to
+   queue_depth reads at once, each spending latency_us (access time, overlapped for reads in flight) and then
+   moving its bytes over one shared channel at mb_per_s. mb_per_s 0 = no simulation (the file as it is). */
+typedef struct rwkvl_storage_params {
+  double mb_per_s;   /* sequential bandwidth, MB/s (10^6 bytes); 0 = none */
+  double latency_us; /* access time per read, microseconds */
+  int queue_depth;   /* reads served at once (>= 1) */
+} rwkvl_storage_params;
+/* The figures of a device class: "sd" (90 MB/s, 1 ms, 1), "emmc" (250 MB/s, 150 us, 2), "ufs" (1.5 GB/s,
+   80 us, 8), "nvme" (3 GB/s, 60 us, 32), "page-cache" (none). INVALID_ARGUMENT for another name. */
+rwkvl_status rwkvl_storage_preset(const char* name, rwkvl_storage_params* out);
+/* rwkvl_context_configure with this storage instead of params->memory's io_mb_per_s / io_latency_us
+   (storage NULL: as rwkvl_context_configure). Errors: those of rwkvl_context_configure; INVALID_ARGUMENT for a
+   negative or non-finite bandwidth or latency, or a queue depth outside 1..4096. */
+rwkvl_status rwkvl_context_configure_storage(rwkvl_session* s, const rwkvl_session_params* params,
+                                             const rwkvl_storage_params* storage);
+/* Reads from the model file since the session was built (or its statistics reset): count, bytes, the time
+   callers waited in them (stall, simulated waiting included), the time the simulated device was busy (at least
+   one read in flight; 0 without simulation), and the storage in use. */
+typedef struct rwkvl_io_stats {
+  uint64_t reads, bytes;
+  double stall_seconds, device_busy_seconds;
+  rwkvl_storage_params storage;
+} rwkvl_io_stats;
+/* Fills *out (zeros when the session reads nothing from the file). Errors: INVALID_ARGUMENT (NULL). */
+rwkvl_status rwkvl_context_io_stats(rwkvl_session* s, rwkvl_io_stats* out);
+
 /* ---------------------------------------------------------------- tokenizers */
 
 /* Picks the tokenizer by vocabulary size: 256 -> bytes, 65536 -> RWKV World, 50277/50304 -> GPT-NeoX

@@ -119,6 +119,53 @@ rwkvl_status rwkvl_context_set_memory(rwkvl_context* ctx, const rwkvl_memory_par
   });
 }
 
+rwkvl_status rwkvl_storage_preset(const char* name, rwkvl_storage_params* out) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(name && out, "rwkvl_storage_preset: NULL argument");
+    const rwkvl::StoragePreset* p = rwkvl::storage_preset(name);
+    RWKVL_API_REQUIRE(p, "unknown storage '%s' (use %s)", name, rwkvl::storage_preset_names().c_str());
+    *out = rwkvl_storage_params{p->options.mb_per_s, p->options.latency_us, p->options.queue};
+  });
+}
+
+rwkvl_status rwkvl_context_configure_storage(rwkvl_context* ctx, const rwkvl_session_params* params,
+                                             const rwkvl_storage_params* storage) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(ctx && params, "rwkvl_context_configure_storage: NULL argument");
+    rwkvl::SessionParams sp = rwkvl::api::session_params(*params, "rwkvl_context_configure_storage");
+    if (storage) {
+      RWKVL_API_REQUIRE(std::isfinite(storage->mb_per_s) && storage->mb_per_s >= 0 && std::isfinite(storage->latency_us) &&
+                            storage->latency_us >= 0,
+                        "storage of %g MB/s and %g us per read: both must be finite and >= 0", storage->mb_per_s,
+                        storage->latency_us);
+      RWKVL_API_REQUIRE(storage->queue_depth >= 1 && storage->queue_depth <= 4096,
+                        "storage queue depth %d: it must be 1..4096", storage->queue_depth);
+      sp.storage.mb_per_s = storage->mb_per_s;
+      sp.storage.latency_us = storage->latency_us;
+      sp.storage.queue = storage->queue_depth;
+    }
+    rwkvl::SessionParams fallback;
+    fallback.threads = sp.threads;
+    rwkvl::api::rebuild(ctx, sp, fallback);
+  });
+}
+
+rwkvl_status rwkvl_context_io_stats(rwkvl_context* ctx, rwkvl_io_stats* out) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(ctx && out, "rwkvl_context_io_stats: NULL argument");
+    *out = rwkvl_io_stats{};
+    const rwkvl::StorageOptions& o = ctx->s->params().storage;
+    out->storage = rwkvl_storage_params{o.mb_per_s, o.latency_us, o.queue};
+    if (const auto& st = ctx->s->storage()) {
+      const rwkvl::StorageStats s = st->stats();
+      out->reads = s.reads;
+      out->bytes = s.bytes;
+      out->stall_seconds = s.seconds;
+      out->device_busy_seconds = s.busy_seconds;
+    }
+  });
+}
+
 rwkvl_status rwkvl_context_memory_stats(rwkvl_context* ctx, rwkvl_memory_stats* out) {
   return guarded([&] {
     RWKVL_API_REQUIRE(ctx && out, "rwkvl_context_memory_stats: NULL argument");

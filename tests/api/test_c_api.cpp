@@ -190,3 +190,53 @@ TEST(CApi, FfnSettingsAndStatsOnADenseModel) {
 }
 
 }  // namespace
+
+namespace {
+
+// Simulated storage through the C API (1.6): presets, a session configured with one, and the reads it counts
+// (an embedding cache reads every new token's row from the file: one read of one row each).
+TEST(CApi, StoragePresetsAndIoStats) {
+  rwkvl_storage_params sp{};
+  ASSERT_EQ(rwkvl_storage_preset("emmc", &sp), RWKVL_OK);
+  EXPECT_EQ(sp.mb_per_s, 250.0);
+  EXPECT_EQ(sp.latency_us, 150.0);
+  EXPECT_EQ(sp.queue_depth, 2);
+  EXPECT_EQ(rwkvl_storage_preset("floppy", &sp), RWKVL_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(rwkvl_last_error()).find("page-cache"), std::string::npos) << rwkvl_last_error();
+  EXPECT_EQ(rwkvl_storage_preset(nullptr, &sp), RWKVL_ERR_INVALID_ARGUMENT);
+
+  const std::string p = rwkvl::test::temp_dir() + "/storage.rwkvl";
+  rwkvl_synth_params syn{5, 2, 64, 300, 0, 32, "f16", 3};
+  ASSERT_EQ(rwkvl_synth(&syn, p.c_str()), RWKVL_OK) << rwkvl_last_error();
+  rwkvl_model* m = nullptr;
+  ASSERT_EQ(rwkvl_model_load(p.c_str(), nullptr, &m), RWKVL_OK) << rwkvl_last_error();
+  rwkvl_context* ctx = nullptr;
+  ASSERT_EQ(rwkvl_context_new(m, 1, &ctx), RWKVL_OK);
+  rwkvl_session_params params = rwkvl_session_default_params();
+  params.n_threads = 1;
+  params.memory.emb_cache_rows = 16;
+  rwkvl_storage_params fast{2000.0, 20.0, 4};
+  ASSERT_EQ(rwkvl_context_configure_storage(ctx, &params, &fast), RWKVL_OK) << rwkvl_last_error();
+  rwkvl_state* st = nullptr;
+  ASSERT_EQ(rwkvl_state_new(m, &st), RWKVL_OK);
+  const int32_t toks[4] = {5, 6, 5, 7};
+  ASSERT_EQ(rwkvl_eval(ctx, st, toks, 4, 1, nullptr), RWKVL_OK) << rwkvl_last_error();
+  rwkvl_io_stats io{};
+  ASSERT_EQ(rwkvl_context_io_stats(ctx, &io), RWKVL_OK);
+  EXPECT_EQ(io.reads, 3u);             // rows 5, 6, 7 (5 again is a hit)
+  EXPECT_EQ(io.bytes, 3u * 64u * 2u);  // f16 rows of 64
+  EXPECT_EQ(io.storage.queue_depth, 4);
+  EXPECT_EQ(io.storage.mb_per_s, 2000.0);
+  EXPECT_GT(io.device_busy_seconds, 3 * 20e-6 * 0.99);
+  EXPECT_GE(io.stall_seconds, io.device_busy_seconds * 0.99);
+  rwkvl_storage_params bad{100.0, 10.0, 0};
+  EXPECT_EQ(rwkvl_context_configure_storage(ctx, &params, &bad), RWKVL_ERR_INVALID_ARGUMENT);
+  bad = {-1.0, 10.0, 1};
+  EXPECT_EQ(rwkvl_context_configure_storage(ctx, &params, &bad), RWKVL_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(rwkvl_context_io_stats(ctx, nullptr), RWKVL_ERR_INVALID_ARGUMENT);
+  rwkvl_state_free(st);
+  rwkvl_context_free(ctx);
+  rwkvl_model_free(m);
+}
+
+}  // namespace

@@ -35,7 +35,7 @@ MIN=$(echo "$out" | sed -n 's/.*give --mem-budget \([0-9]*\) or more.*/\1/p')
 
 i=0
 for budget in 1G $((MIN + SLACK * 4)) $((MIN + SLACK)); do
-  for extra in "" "--no-prefetch" "--emb-cache 7" "--io-throttle 2000 --io-latency 20"; do
+  for extra in "" "--no-prefetch" "--emb-cache 7" "--io-throttle 2000 --io-latency 20" "--storage ufs --io-queue 3"; do
     i=$((i + 1))
     # shellcheck disable=SC2086
     if ! "$CLI" logits -m "$M" --tokens $TOKS --chunk 4 --mem-budget "$budget" $extra -o "$WORK/b$i.bin" 2>"$WORK/err$i"; then
@@ -68,6 +68,9 @@ expect_usage() {
 }
 expect_usage "--io-throttle 0" "$CLI" logits -m "$M" --tokens 1 --io-throttle 0 -o "$WORK/u.bin"
 expect_usage "--io-latency alone" "$CLI" logits -m "$M" --tokens 1 --io-latency 100 -o "$WORK/u.bin"
+expect_usage "--io-queue alone" "$CLI" logits -m "$M" --tokens 1 --io-queue 4 -o "$WORK/u.bin"
+expect_usage "--io-queue 0" "$CLI" logits -m "$M" --tokens 1 --storage emmc --io-queue 0 -o "$WORK/u.bin"
+expect_usage "--storage floppy" "$CLI" logits -m "$M" --tokens 1 --storage floppy -o "$WORK/u.bin"
 expect_usage "--head-mode cluster" "$CLI" logits -m "$M" --tokens 1 --head-mode cluster -o "$WORK/u.bin"
 expect_usage "--print-plan alone" "$CLI" logits -m "$M" --tokens 1 --print-plan -o "$WORK/u.bin"
 expect_usage "--head-p 0" "$CLI" logits -m "$M" --tokens 1 --head-p 0 -o "$WORK/u.bin"

@@ -72,7 +72,14 @@ const std::vector<FlagSpec> kFlags = {
      "simulate storage of this bandwidth for every read from the model file (SD card ~90, eMMC ~250, UFS/NVMe "
      "1000-2000)", 0, 1e6, true},
     {"io-latency", nullptr, K::kFloat, "generate eval perplexity bench logits chat serve", nullptr, "US",
-     "with --io-throttle: simulated latency per read, microseconds", 0, 1e7},
+     "with --io-throttle or --storage: simulated access time per read, microseconds", 0, 1e7},
+    {"storage", nullptr, K::kChoice, "generate eval perplexity bench logits chat", nullptr, "DEVICE",
+     "simulate the model file on this storage: sd (90 MB/s, 1 ms per read, 1 at a time), emmc (250 MB/s, 150 us, "
+     "2), ufs (1.5 GB/s, 80 us, 8), nvme (3 GB/s, 60 us, 32) or page-cache (no cost); --io-throttle, --io-latency "
+     "and --io-queue override its figures", 0, 0, false, "sd|emmc|ufs|nvme|page-cache"},
+    {"io-queue", nullptr, K::kInt, "generate eval perplexity bench logits chat", nullptr, "N",
+     "with --io-throttle or --storage: reads the simulated device serves at once (their access times overlap)", 1,
+     4096},
     {"mem-budget", nullptr, K::kString, "generate eval perplexity bench logits compress chat serve", nullptr, "BYTES",
      "run within this much resident memory (peak RSS; suffix K, M, G, or N% of the model's fp16 bytes): the plan "
      "keeps what fits resident and streams the rest from the file (native files) through a preload buffer; "

@@ -67,6 +67,8 @@ int cmd_bench(const Args& args) {
   check(rwkvl_eval(ctx.get(), state.get(), prompt.data(), n_prompt, chunk, logits.data()));
   const double t1 = now_seconds();
   check(rwkvl_context_reset_ffn_stats(ctx.get()));  // the FFN figures below are those of generation
+  rwkvl_io_stats io0{};
+  check(rwkvl_context_io_stats(ctx.get(), &io0));
   int32_t token = argmax(logits);
   for (size_t i = 0; i < n_gen; ++i) {
     check(rwkvl_eval(ctx.get(), state.get(), &token, 1, 1, logits.data()));
@@ -75,6 +77,14 @@ int cmd_bench(const Args& args) {
   const double t2 = now_seconds();
 
   const rwkvl_ffn_stats fs = ffn_stats(ctx.get());
+  rwkvl_io_stats io1{};
+  check(rwkvl_context_io_stats(ctx.get(), &io1));
+  // Reads from the model file per generated token: count, bytes, the simulated device's busy time, the time the
+  // forward pass stalled waiting for them, and the rest of the token's time (compute).
+  const double ng = n_gen ? static_cast<double>(n_gen) : 1.0;
+  const double io_reads = static_cast<double>(io1.reads - io0.reads) / ng, io_bytes = static_cast<double>(io1.bytes - io0.bytes) / ng;
+  const double io_busy_ms = 1e3 * (io1.device_busy_seconds - io0.device_busy_seconds) / ng;
+  const double io_stall_ms = 1e3 * (io1.stall_seconds - io0.stall_seconds) / ng;
   const double prompt_tps = static_cast<double>(n_prompt) / (t1 - t0);
   const double gen_tps = static_cast<double>(n_gen) / (t2 - t1);
   const uint64_t peak_rss = rwkvl_peak_rss_bytes();
@@ -172,7 +182,15 @@ int cmd_bench(const Args& args) {
                         {"achieved_gb_per_s", achieved / 1e9},
                         {"measured_gb_per_s", measure ? nlohmann::json(measured / 1e9) : nlohmann::json(nullptr)},
                         {"bandwidth_buffer_bytes", bw_buffer},
-                        {"bandwidth_pct", measure ? nlohmann::json(pct) : nlohmann::json(nullptr)}};
+                        {"bandwidth_pct", measure ? nlohmann::json(pct) : nlohmann::json(nullptr)},
+                        {"io_reads_per_token", io_reads},
+                        {"io_bytes_per_token", io_bytes},
+                        {"io_device_busy_ms_per_token", io_busy_ms},
+                        {"io_stall_ms_per_token", io_stall_ms},
+                        {"compute_ms_per_token", std::max(0.0, 1e3 / gen_tps - io_stall_ms)}};
+    if (io1.storage.mb_per_s > 0)
+      j["storage"] = {{"mb_per_s", io1.storage.mb_per_s}, {"latency_us", io1.storage.latency_us},
+                      {"queue_depth", io1.storage.queue_depth}};
     if (show_ffn) {
       const nlohmann::json f = ffn_json(fs, info);
       for (auto it = f.begin(); it != f.end(); ++it) j[it.key()] = it.value();
@@ -205,6 +223,15 @@ int cmd_bench(const Args& args) {
   std::printf("%-30s %12.1f tok/s  %9.3f ms/tok\n", gen_label.c_str(), gen_tps, 1e3 / gen_tps);
   std::printf("%-30s %12s\n", "peak RSS", format_bytes(peak_rss).c_str());
   std::printf("%-30s %12s\n", "weights read per token", format_bytes(info.bytes_per_token).c_str());
+  if (io1.reads > io0.reads || io1.storage.mb_per_s > 0) {
+    if (io1.storage.mb_per_s > 0)
+      std::printf("%-30s %12s  (%.0f MB/s, %.0f us per read, %d in flight)\n", "simulated storage", "",
+                  io1.storage.mb_per_s, io1.storage.latency_us, io1.storage.queue_depth);
+    std::printf("%-30s %12.1f reads, %s\n", "from the file per token", io_reads,
+                format_bytes(static_cast<uint64_t>(io_bytes)).c_str());
+    std::printf("%-30s %12.3f ms device busy, %.3f ms stalled, %.3f ms compute\n", "per token", io_busy_ms, io_stall_ms,
+                std::max(0.0, 1e3 / gen_tps - io_stall_ms));
+  }
   std::printf("%-30s %12.2f GB/s\n", "achieved (generation)", achieved / 1e9);
   if (measure) {
     std::printf("%-30s %12.2f GB/s  (%d thread%s, %s buffer, best of 2)\n", "measured read bandwidth",

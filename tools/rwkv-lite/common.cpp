@@ -128,11 +128,17 @@ Settings settings(const Args& args, const rwkvl_model* model) {
   if (s.mem.budget_bytes && s.mem.max_chunk == 0) s.mem.max_chunk = 8;
   // Room for the logits buffers of the commands that hold one vector (eval / bench raise it).
   s.mem.reserve_bytes = 2 * static_cast<uint64_t>(model_info(model).n_vocab) * 4;
-  if (args.accepts("io-throttle") && args.given("io-throttle")) s.mem.io_mb_per_s = args.number("io-throttle");
-  if (args.accepts("io-latency") && args.given("io-latency")) {
-    if (!args.given("io-throttle")) args.fail("--io-latency needs --io-throttle MB/s");
-    s.mem.io_latency_us = args.number("io-latency");
-  }
+  const bool preset = args.accepts("storage") && args.given("storage");
+  if (preset) check(rwkvl_storage_preset(args.str("storage").c_str(), &s.storage), "--storage");
+  if (args.accepts("io-throttle") && args.given("io-throttle")) s.storage.mb_per_s = args.number("io-throttle");
+  const bool throttled = args.accepts("io-throttle") && args.given("io-throttle");
+  for (const char* f : {"io-latency", "io-queue"})
+    if (args.accepts(f) && args.given(f) && !throttled && !preset)
+      args.fail(std::string("--") + f + " needs --io-throttle MB/s or --storage DEVICE");
+  if (args.accepts("io-latency") && args.given("io-latency")) s.storage.latency_us = args.number("io-latency");
+  if (args.accepts("io-queue") && args.given("io-queue")) s.storage.queue_depth = static_cast<int>(args.integer("io-queue"));
+  s.mem.io_mb_per_s = s.storage.mb_per_s;
+  s.mem.io_latency_us = s.storage.latency_us;
   return s;
 }
 
@@ -144,7 +150,7 @@ void apply(const Settings& s, rwkvl_context* ctx) {
   p.ffn = s.ffn;
   p.head = s.head;
   p.memory = s.mem;
-  check(rwkvl_context_configure(ctx, &p));
+  check(rwkvl_context_configure_storage(ctx, &p, &s.storage));
 }
 
 void apply_settings(const Args& args, const rwkvl_model* model, rwkvl_context* ctx) {

@@ -64,6 +64,7 @@ struct Settings {
   rwkvl_ffn_params ffn;
   rwkvl_head_params head;
   rwkvl_memory_params mem;
+  rwkvl_storage_params storage{0.0, 0.0, 1};  // --storage / --io-throttle / --io-latency / --io-queue
 };
 Settings settings(const Args& args, const rwkvl_model* model);
 // --print-plan: the context's memory plan to stderr (after apply()).
