@@ -541,7 +541,7 @@ std::string cpu_model() {
 }
 
 // ---- 2:4 (f16_2of4) against dense f16: the FFN shapes of the reference model (D = 256) and of the 0.1B shape.
-const Shape kS24Shapes[] = {{1024, 256}, {256, 1024}, {3072, 768}, {768, 3072}};
+const Shape kS24Shapes[] = {{896, 256}, {256, 896}, {3072, 768}, {768, 3072}};
 std::string s24_name(int d, const Shape& s, int t) {
   return std::string("sparse24/") + kKinds[d].name + "/" + shape_name(s) + "/t" + std::to_string(t);
 }
