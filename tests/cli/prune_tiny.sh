@@ -12,7 +12,7 @@ PY=""
 for p in /usr/bin/python3 python3; do "$p" -c "import numpy" 2>/dev/null && { PY=$p; break; }; done
 [ -n "$PY" ] || { echo "skip: no python3 with numpy"; exit 77; }
 make_work prune
-head -c 20000 "$TEXT" >"$WORK/calib.txt"
+head -c 6000 "$TEXT" >"$WORK/calib.txt"  # byte-level: 6,000 calibration tokens
 
 ok_run() {  # ok_run NAME CMD...
   local name=$1
