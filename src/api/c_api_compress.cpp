@@ -44,6 +44,17 @@ E checked_enum(const C& c, int max, const char* what) {
   return static_cast<E>(v);
 }
 
+// RWKVL_TARGET_* bits -> the projection roles, in kProjectionRoles order; unknown bits are refused (`where` ends
+// the message: "in the recipe", "to prune").
+std::vector<rwkvl::MatRole> roles_of(uint32_t bits, const char* where) {
+  RWKVL_API_REQUIRE((bits >> std::size(rwkvl::kProjectionRoles)) == 0, "unknown target bits 0x%x %s",
+                    static_cast<unsigned>(bits), where);
+  std::vector<rwkvl::MatRole> roles;
+  for (size_t i = 0; i < std::size(rwkvl::kProjectionRoles); ++i)
+    if (bits & (1u << i)) roles.push_back(rwkvl::kProjectionRoles[i]);
+  return roles;
+}
+
 void apply_prune(const rwkvl_prune_recipe& p, cz::Recipe& r) {
   r.prune.method = checked_enum<cz::PruneMethod>(p.method, RWKVL_PRUNE_DSNOT, "pruning method");
   r.prune.store = checked_enum<cz::PruneStore>(p.store, RWKVL_PRUNE_STORE_PACKED, "pruning storage");
@@ -51,12 +62,7 @@ void apply_prune(const rwkvl_prune_recipe& p, cz::Recipe& r) {
   RWKVL_API_REQUIRE((p.pattern_n == 0) == (p.pattern_m == 0), "pattern %d:%d: give both N and M, or neither",
                     p.pattern_n, p.pattern_m);
   r.prune.pattern = cz::NMPattern{p.pattern_n, p.pattern_m};
-  if (p.targets != 0 && p.targets != RWKVL_TARGETS_ALL) {
-    RWKVL_API_REQUIRE((p.targets >> std::size(rwkvl::kProjectionRoles)) == 0, "unknown target bits 0x%x to prune",
-                      static_cast<unsigned>(p.targets));
-    for (size_t i = 0; i < std::size(rwkvl::kProjectionRoles); ++i)
-      if (p.targets & (1u << i)) r.prune.targets.push_back(rwkvl::kProjectionRoles[i]);
-  }
+  if (p.targets != 0 && p.targets != RWKVL_TARGETS_ALL) r.prune.targets = roles_of(p.targets, "to prune");
   r.prune.dsnot.max_cycles = p.dsnot_cycles;
   r.prune.dsnot.threshold = p.dsnot_threshold;
   r.prune.dsnot.var_power = p.dsnot_var_power;
@@ -72,10 +78,7 @@ cz::Recipe to_recipe(const rwkvl_compress_recipe& c) {
   if (c.targets == RWKVL_TARGETS_ALL) {
     r.lowrank.all_targets = true;
   } else {
-    RWKVL_API_REQUIRE((c.targets >> std::size(rwkvl::kProjectionRoles)) == 0, "unknown target bits 0x%x in the recipe",
-                      static_cast<unsigned>(c.targets));
-    for (size_t i = 0; i < std::size(rwkvl::kProjectionRoles); ++i)
-      if (c.targets & (1u << i)) r.lowrank.targets.push_back(rwkvl::kProjectionRoles[i]);
+    r.lowrank.targets = roles_of(c.targets, "in the recipe");
   }
   r.lowrank.diag = c.diag != 0;
   r.lowrank.force = c.force != 0;

@@ -108,10 +108,14 @@ ClusterHeadOptions cluster_options(const Recipe& r, const CalibrationData& calib
 }
 
 // Stage 1 runs when it has something to do, or when no other stage runs (it then reports "nothing to do").
+// Whether compress::run has something of its own to do (low-rank, quantisation, a dtype).
+bool lowrank_quant_work(const Recipe& r) {
+  return r.lowrank.method != LowRankMethod::kNone || r.quant.type != Quant::kNone || r.quant.emb || r.quant.head ||
+         !r.dtype.empty();
+}
 bool runs_lowrank_quant(const Recipe& r) {
-  const bool other = r.lowrank.method != LowRankMethod::kNone || r.quant.type != Quant::kNone || r.quant.emb ||
-                     r.quant.head || !r.dtype.empty();
-  return other || (!r.sparse_ffn.enabled && !r.cluster_head.enabled && r.prune.method == PruneMethod::kNone);
+  return lowrank_quant_work(r) ||
+         (!r.sparse_ffn.enabled && !r.cluster_head.enabled && r.prune.method == PruneMethod::kNone);
 }
 
 PruneOptions prune_options(const Recipe& r, const CalibrationData& calib, int n_threads) {
@@ -265,10 +269,11 @@ void validate(const Model& in, const Recipe& r, const CalibrationData& calib) {
     validate_prune(in, prune_options(r, calib, 1));
     const std::vector<MatRole> pt = r.prune.targets.empty() ? architecture_targets(in.config()) : r.prune.targets;
     if (lowrank) {
-      const std::vector<MatRole> lt = lr.all_targets ? architecture_targets(in.config()) : lr.targets;
+      std::vector<MatRole> lt = lr.all_targets ? architecture_targets(in.config()) : lr.targets;
+      if (lt.empty())  // the low-rank pass's own default
+        for (const std::string& name : default_targets(in.config())) lt.push_back(parse_targets(name).at(0));
       for (MatRole t : pt)
-        if (std::find(lt.begin(), lt.end(), t) != lt.end() ||
-            (lt.empty() && !lr.all_targets && (t == MatRole::kAttR || t == MatRole::kAttK || t == MatRole::kAttV || t == MatRole::kAttG)))
+        if (std::find(lt.begin(), lt.end(), t) != lt.end())
           RWKVL_FAIL(kInvalidArgument, "'%s' is both pruned and factored: give the two passes different --targets",
                      mat_role_name(t));
     }
@@ -459,9 +464,7 @@ std::shared_ptr<Model> run_passes(const std::shared_ptr<const Model>& in, const 
     rep.weight_bytes_after = out->weight_bytes();
     rep.seconds_prune = seconds_since(t);
   }
-  const bool stage1_work = r.lowrank.method != LowRankMethod::kNone || r.quant.type != Quant::kNone || r.quant.emb ||
-                           r.quant.head || !r.dtype.empty() || r.prune.method == PruneMethod::kNone;
-  if (runs_lowrank_quant(r) && stage1_work && from == Stage::kLowRankQuant) {
+  if (runs_lowrank_quant(r) && from == Stage::kLowRankQuant) {
     begin(Stage::kLowRankQuant, *in);
     const auto t = std::chrono::steady_clock::now();
     Options o = lowrank_quant_options(*stage1_in, r, calib, n_threads);

@@ -82,6 +82,17 @@ inline float i8_row_scale(const MatRef& m, int64_t r) {
   return static_cast<const float*>(m.row_scale)[r];
 }
 
+// Folds A accumulators (a power of two) to one with the fixed pairwise tree every dot product uses.
+template <class S, int A>
+inline typename S::V fold_acc(typename S::V* acc) {
+  static_assert(A == 1 || A == 2 || A == 4 || A == 8, "a power of two");
+#pragma GCC unroll 8
+  for (int step = A / 2; step >= 1; step /= 2) {
+    for (int a = 0; a < step; ++a) acc[a] = S::add(acc[a], acc[a + step]);
+  }
+  return acc[0];
+}
+
 // kQ4 dot product of one row (cols / 32 blocks) with x, unreduced. Each block is decoded to float
 // weights d * q + m (S::q4_decode: one rounding per weight) and multiplied into fp32 accumulators, so
 // the accuracy is that of the float kernels (no factoring of m out of the sum, which would cancel
@@ -135,11 +146,7 @@ inline typename S::V dot_row_q4(const uint8_t* w, int64_t cols, const float* x, 
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) acc[v] = S::fma(wv[v], S::loadx(xb + v * W), acc[v]);
   }
-#pragma GCC unroll 8
-  for (int step = A / 2; step >= 1; step /= 2) {
-    for (int a = 0; a < step; ++a) acc[a] = S::add(acc[a], acc[a + step]);
-  }
-  return acc[0];
+  return fold_acc<S, A>(acc);
 }
 
 // Unreduced dot product of one weight row with x: kAcc independent accumulators (hiding FMA latency),
@@ -186,11 +193,7 @@ inline typename S::V dot_row_elem(const typename Elem<D>::T* w, int64_t cols, co
     pad_tail<S>(w + c, cols - c, wb);
     acc[A - 1] = S::fma(S::template loadw<D>(wb), S::loadx(xb), acc[A - 1]);
   }
-#pragma GCC unroll 8
-  for (int step = A / 2; step >= 1; step /= 2) {
-    for (int a = 0; a < step; ++a) acc[a] = S::add(acc[a], acc[a + step]);
-  }
-  return acc[0];
+  return fold_acc<S, A>(acc);
 }
 
 // kF16S24 (2:4 sparse, f16): per block the 16 kept weights and the 16 x values at their columns (a
@@ -226,11 +229,7 @@ inline typename S::V dot_row_s24(const uint8_t* w, int64_t cols, const float* x,
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[a] = S::fma(wv[v], xg[v], acc[a]);
   }
-#pragma GCC unroll 8
-  for (int step = A / 2; step >= 1; step /= 2) {
-    for (int a = 0; a < step; ++a) acc[a] = S::add(acc[a], acc[a + step]);
-  }
-  return acc[0];
+  return fold_acc<S, A>(acc);
 }
 
 // pf_delta: see dot_row_q4 (matvec: S::kPrefetch bytes further along the row).
@@ -391,19 +390,8 @@ void matmul_rows_s24(const MatRef& m, const float* X, int64_t n, float* Y, int64
   }
   constexpr int R = S::kTileR, T = S::kTileT;
   std::vector<float> buf(static_cast<size_t>(R * cols));
-  auto expand = [&](int64_t r, float* out) {
-    const uint8_t* w = base + r * stride;
-    std::memset(out, 0, sizeof(float) * static_cast<size_t>(cols));
-    for (int64_t b = 0; b < cols / kS24BlockCols; ++b, w += kS24BlockBytes) {
-      uint32_t idx;
-      std::memcpy(&idx, w + 32, 4);
-      for (int k = 0; k < 16; ++k) {
-        uint16_t h;
-        std::memcpy(&h, w + 2 * k, 2);
-        out[b * kS24BlockCols + s24_column(idx, k)] += half_to_float<S>(h);
-      }
-    }
-  };
+  // The dtype's own row decoder (core/dtype.h): the same exact f16 values the sparse dot multiplies.
+  auto expand = [&](int64_t r, float* out) { s24_to_f32_row(base + r * stride, out, static_cast<size_t>(cols)); };
   int64_t r = r0;
   for (; r + R <= r1; r += R) {
     for (int i = 0; i < R; ++i) expand(r + i, buf.data() + i * cols);

@@ -77,10 +77,10 @@ std::chrono::steady_clock::time_point Storage::occupy(size_t n, std::chrono::ste
   const Clock::time_point start = std::max(t0, *slot);
   const Clock::time_point accessed = start + dur(opt_.latency_us * 1e-6);
   const Clock::time_point end = std::max(accessed, channel_free_) + dur(static_cast<double>(n) / (opt_.mb_per_s * 1e6));
+  // The channel frees when the latest transfer ends, so it is also the end of the busy time so far.
+  busy_s_ += std::chrono::duration<double>(end - std::max(start, channel_free_)).count();
   channel_free_ = end;
   *slot = end;
-  busy_s_ += std::chrono::duration<double>(end - std::max(start, std::min(end, last_end_))).count();
-  last_end_ = std::max(last_end_, end);
   return end;
 }
 

@@ -75,7 +75,7 @@ class Storage {
   StorageOptions opt_;
   mutable std::mutex mu_;  // the simulated device's clocks
   std::vector<std::chrono::steady_clock::time_point> slot_free_;  // when each of the queue's slots is free
-  std::chrono::steady_clock::time_point channel_free_{}, last_end_{};
+  std::chrono::steady_clock::time_point channel_free_{};  // when the last transfer ends
   double busy_s_ = 0.0;  // under mu_
   std::atomic<uint64_t> reads_{0}, bytes_{0}, nanos_{0};
 };
