@@ -496,6 +496,39 @@ class HeadPass {
     Wt_ = best_W;
     bias_ = best_b;
     rep_.heldout_kl = evaluate(Wt_, bias_, true);
+    measure_usage();
+  }
+
+  // The share of all calibration positions (training and held-out) whose selection includes each cluster.
+  void measure_usage() {
+    const int64_t K = K_;
+    const int64_t N = static_cast<int64_t>(o_.calib.size());
+    Eigen::Map<const RowMatF> Xall(X_.data(), N, C_);
+    std::vector<double> count(static_cast<size_t>(K), 0.0);
+    std::vector<int32_t> order(static_cast<size_t>(K));
+    std::vector<float> logp(static_cast<size_t>(K));
+    const int64_t B = 1024;
+    for (int64_t s = 0; s < N; s += B) {
+      const int64_t m = std::min(B, N - s);
+      const RowMatF Z = (Xall.middleRows(s, m) * Wt_).rowwise() + bias_;
+      for (int64_t i = 0; i < m; ++i) {
+        logprob::log_softmax(Z.row(i).data(), static_cast<size_t>(K), logp.data());
+        std::iota(order.begin(), order.end(), 0);
+        std::sort(order.begin(), order.end(), [&](int32_t a, int32_t c) {
+          return logp[static_cast<size_t>(a)] > logp[static_cast<size_t>(c)] || (logp[static_cast<size_t>(a)] == logp[static_cast<size_t>(c)] && a < c);
+        });
+        double cum = 0;
+        int n = 0;
+        for (int32_t j : order) {
+          if (n >= 100 || (n >= 3 && cum >= 0.95)) break;
+          count[static_cast<size_t>(j)] += 1.0;
+          cum += std::exp(static_cast<double>(logp[static_cast<size_t>(j)]));
+          ++n;
+        }
+      }
+    }
+    rep_.cluster_usage.resize(static_cast<size_t>(K));
+    for (int64_t j = 0; j < K; ++j) rep_.cluster_usage[static_cast<size_t>(j)] = count[static_cast<size_t>(j)] / static_cast<double>(std::max<int64_t>(1, N));
   }
 
   struct Adam {
@@ -613,6 +646,13 @@ class HeadPass {
     return prior;
   }
 
+  // Usage shares rounded to 1e-5 (the record stays small: K numbers).
+  static nlohmann::json usage_json(const std::vector<double>& u) {
+    nlohmann::json a = nlohmann::json::array();
+    for (double v : u) a.push_back(std::round(v * 1e5) / 1e5);
+    return a;
+  }
+
   nlohmann::json pass_record() const {
     const ClusterHeadOptions& o = o_;
     const ClusterHeadReport& rep = rep_;
@@ -640,7 +680,8 @@ class HeadPass {
                 {"top1_cluster_agree", rep.heldout_top1_cluster},
                 {"rows_frac", rep.heldout_rows_frac},
                 {"top1_token_covered", rep.heldout_token_covered},
-                {"mass_covered", rep.heldout_mass_covered}}}}},
+                {"mass_covered", rep.heldout_mass_covered}}},
+              {"usage", usage_json(rep.cluster_usage)}}},
             {"calibration", {{"file", o.calib_name}, {"fnv1a64", o.calib_hash}, {"tokens", o.calib.size()}}}};
   }
 

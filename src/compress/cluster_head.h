@@ -55,6 +55,9 @@ struct ClusterHeadReport {
   double heldout_rows_frac = 0;                // share of head rows read
   double heldout_token_covered = 0;            // the full head's argmax token lies in a chosen cluster
   double heldout_mass_covered = 0;             // full-head probability mass of the chosen clusters
+  // Per cluster (final order): the share of all calibration positions whose selection (the rule above) includes
+  // it. Stored in the pass record ("usage"): the memory planner keeps the most used clusters' rows resident.
+  std::vector<double> cluster_usage;
   double seconds_cluster = 0, seconds_calib = 0, seconds_train = 0;
   nlohmann::json pass;
 };

@@ -90,9 +90,12 @@ void HeadRuntime::full(const float* xn, size_t T, float* out) {
     return;
   }
   // Rows grouped by cluster: token by token in grouped order, then each logit put at its token.
-  ranges_.assign(1, {0, static_cast<int64_t>(V)});
+  if (storage_) {
+    chosen_.resize(static_cast<size_t>(H.k));
+    std::iota(chosen_.begin(), chosen_.end(), 0);
+  }
   for (size_t t = 0; t < T; ++t) {
-    if (storage_) ranges(xn + t * C, grouped_.data());
+    if (storage_) rows(xn + t * C, grouped_.data(), chosen_);
     else kern::matvec(head.ref, xn + t * C, grouped_.data(), pool_);
     float* o = out + t * V;
     for (size_t i = 0; i < V; ++i) o[H.perm[i]] = grouped_[i];
@@ -116,9 +119,12 @@ kern::MatRef HeadRuntime::read_rows(int64_t b, int64_t n) {
 }
 
 // Exact logits (grouped order, into y) of the rows of the given clusters, spread over the pool.
-void HeadRuntime::set_stream(std::shared_ptr<Storage> storage, uint64_t buffer_bytes) {
+void HeadRuntime::set_stream(std::shared_ptr<Storage> storage, uint64_t buffer_bytes, const std::vector<uint8_t>& resident) {
   storage_.reset();
   buf_.clear();
+  res_at_.clear();
+  res_buf_.clear();
+  res_scale_.clear();
   if (!storage) return;
   const kern::MatRef& w = model_.head().ref;
   const auto& f = model_.file();
@@ -132,6 +138,77 @@ void HeadRuntime::set_stream(std::shared_ptr<Storage> storage, uint64_t buffer_b
   if (w.dtype == DType::kI8) sbuf_.resize(static_cast<size_t>(buf_rows_));
   file_offset_ = static_cast<uint64_t>(p - f->data());
   storage_ = std::move(storage);
+  const ClusterHead& H = model_.cluster_head();
+  if (resident.empty()) return;
+  if (!H.present() || resident.size() != static_cast<size_t>(H.k))
+    RWKVL_FAIL(kInvalidArgument, "resident head clusters given for a head without %zu clusters", resident.size());
+  res_at_.assign(static_cast<size_t>(H.k), -1);
+  int64_t rows = 0;
+  for (int64_t j = 0; j < H.k; ++j)
+    if (resident[static_cast<size_t>(j)]) {
+      res_at_[static_cast<size_t>(j)] = rows;
+      rows += H.size(j);
+    }
+  res_buf_.resize(static_cast<size_t>(rows) * row_bytes_);
+  if (w.dtype == DType::kI8) res_scale_.resize(static_cast<size_t>(rows));
+  // One read per run of adjacent resident clusters.
+  for (int64_t j = 0; j < H.k;) {
+    if (res_at_[static_cast<size_t>(j)] < 0) {
+      ++j;
+      continue;
+    }
+    int64_t e = j + 1;
+    while (e < H.k && res_at_[static_cast<size_t>(e)] >= 0) ++e;
+    const int64_t b = H.offsets[j], n = H.offsets[e] - b, at = res_at_[static_cast<size_t>(j)];
+    storage_->read(file_offset_ + static_cast<uint64_t>(b) * row_bytes_, res_buf_.data() + static_cast<size_t>(at) * row_bytes_,
+                   static_cast<size_t>(n) * row_bytes_);
+    if (w.dtype == DType::kI8)
+      for (int64_t i = 0; i < n; ++i) res_scale_[static_cast<size_t>(at + i)] = w.scale_at(b + i);
+    j = e;
+  }
+  res_ref_ = w;
+  res_ref_.rows = rows;
+  res_ref_.data = res_buf_.data();
+  if (w.dtype == DType::kI8) {
+    res_ref_.row_scale = res_scale_.data();
+    res_ref_.scale_dtype = DType::kF32;
+  }
+}
+
+namespace {
+
+// w without its first r0 rows (data and row scales advanced).
+kern::MatRef from_row(const kern::MatRef& w, int64_t r0) {
+  kern::MatRef v = w;
+  v.rows = w.rows - r0;
+  v.data = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(r0) * kern::row_bytes(w.dtype, w.cols);
+  if (w.row_scale)
+    v.row_scale = w.scale_dtype == DType::kF16 ? static_cast<const void*>(static_cast<const uint16_t*>(w.row_scale) + r0)
+                                               : static_cast<const void*>(static_cast<const float*>(w.row_scale) + r0);
+  return v;
+}
+
+}  // namespace
+
+// Exact logits of the segments (rows of w -> grouped positions of y), spread over the pool.
+void HeadRuntime::segments(const kern::MatRef& w, const float* x, float* y, const std::vector<Segment>& segs) {
+  starts_.assign(1, 0);
+  for (const auto& g : segs) starts_.push_back(starts_.back() + g.len);
+  const int64_t n = starts_.back();
+  auto run = [&](int64_t b, int64_t e) {
+    size_t c = static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), b) - starts_.begin()) - 1;
+    while (b < e) {
+      const int64_t s = starts_[c], len = starts_[c + 1] - s;
+      const int64_t lo = b - s, hi = std::min(e - s, len);
+      // rows [src + lo, src + hi) of w land at y[dst + lo ...]: the matrix seen from row src on
+      const kern::MatRef v = from_row(w, segs[c].src);
+      kern::matvec_rows(v, x, y + segs[c].dst, lo, hi);
+      b = s + hi;
+      ++c;
+    }
+  };
+  if (!pool_ || pool_->size() == 1 || n * w.cols < (1 << 16)) run(0, n);
+  else pool_->parallel_for(n, run, 64);
 }
 
 // Exact logits of the grouped row ranges in ranges_ (y indexed by grouped row): in place spread over the
@@ -139,21 +216,9 @@ void HeadRuntime::set_stream(std::shared_ptr<Storage> storage, uint64_t buffer_b
 void HeadRuntime::ranges(const float* x, float* y) {
   const kern::MatRef& w = model_.head().ref;
   if (!storage_) {
-    starts_.assign(1, 0);
-    for (const auto& r : ranges_) starts_.push_back(starts_.back() + (r.second - r.first));
-    const int64_t n = starts_.back();
-    auto run = [&](int64_t b, int64_t e) {
-      size_t c = static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), b) - starts_.begin()) - 1;
-      while (b < e) {
-        const int64_t s = starts_[c], len = starts_[c + 1] - s;
-        const int64_t lo = b - s, hi = std::min(e - s, len);
-        kern::matvec_rows(w, x, y, ranges_[c].first + lo, ranges_[c].first + hi);
-        b = s + hi;
-        ++c;
-      }
-    };
-    if (!pool_ || pool_->size() == 1 || n * w.cols < (1 << 16)) run(0, n);
-    else pool_->parallel_for(n, run, 64);
+    segs_.clear();
+    for (const auto& r : ranges_) segs_.push_back({r.first, r.first, r.second - r.first});
+    segments(w, x, y, segs_);
     return;
   }
   for (const auto& r : ranges_) {
@@ -169,12 +234,21 @@ void HeadRuntime::ranges(const float* x, float* y) {
 void HeadRuntime::rows(const float* x, float* y, const std::vector<int32_t>& clusters) {
   const ClusterHead& H = model_.cluster_head();
   ranges_.clear();
+  segs_.clear();
   for (int32_t j : clusters) {
     const int64_t b = H.offsets[j], e = H.offsets[j + 1];
-    if (!ranges_.empty() && ranges_.back().second == b) ranges_.back().second = e;  // adjacent clusters: one read
-    else ranges_.emplace_back(b, e);
+    const int64_t at = res_at_.empty() ? -1 : res_at_[static_cast<size_t>(j)];
+    if (at >= 0) {  // resident: adjacent resident clusters are adjacent in the buffer too
+      if (!segs_.empty() && segs_.back().dst + segs_.back().len == b && segs_.back().src + segs_.back().len == at) segs_.back().len += e - b;
+      else segs_.push_back({at, b, e - b});
+    } else if (!ranges_.empty() && ranges_.back().second == b) {
+      ranges_.back().second = e;  // adjacent clusters: one read
+    } else {
+      ranges_.emplace_back(b, e);
+    }
   }
-  ranges(x, y);
+  if (!segs_.empty()) segments(res_ref_, x, y, segs_);
+  if (!ranges_.empty()) ranges(x, y);
 }
 
 void HeadRuntime::clustered(const float* x, float* out) {
@@ -234,8 +308,9 @@ void HeadRuntime::compare(const float* x, const float* approx) {
   const ClusterHead& H = model_.cluster_head();
   const size_t V = static_cast<size_t>(model_.config().n_vocab);
   if (storage_) {
-    ranges_.assign(1, {0, static_cast<int64_t>(V)});
-    ranges(x, yfull_.data());
+    std::vector<int32_t> all(static_cast<size_t>(H.k));
+    std::iota(all.begin(), all.end(), 0);
+    rows(x, yfull_.data(), all);
   } else {
     kern::matvec(model_.head().ref, x, yfull_.data(), pool_);
   }

@@ -67,7 +67,10 @@ class HeadRuntime {
   }
   // Streams head rows from the file (pread through `storage`) in batches of at most buffer_bytes instead
   // of reading them in place; null storage = in place again. Throws for a head that is not in the file.
-  void set_stream(std::shared_ptr<Storage> storage, uint64_t buffer_bytes);
+  // resident (cluster heads only; empty = none): clusters whose rows are copied once into memory that stays,
+  // read through the storage at this call (the planner picks the most used clusters); the rest are streamed.
+  void set_stream(std::shared_ptr<Storage> storage, uint64_t buffer_bytes, const std::vector<uint8_t>& resident = {});
+  uint64_t resident_bytes() const { return res_buf_.size() + res_scale_.size() * sizeof(float); }
   bool streamed() const { return storage_ != nullptr; }
   uint64_t stream_bytes_read() const { return stream_bytes_; }
 
@@ -77,6 +80,10 @@ class HeadRuntime {
   void compare(const float* x, const float* approx);
   void rows(const float* x, float* y, const std::vector<int32_t>& clusters);  // exact logits, grouped order
   void ranges(const float* x, float* y);  // exact logits of the grouped row ranges in ranges_
+  struct Segment {
+    int64_t src, dst, len;  // rows [src, src + len) of a matrix give the grouped logits [dst, dst + len)
+  };
+  void segments(const kern::MatRef& w, const float* x, float* y, const std::vector<Segment>& segs);
   kern::MatRef read_rows(int64_t b, int64_t n);  // streamed: rows [b, b + n) into the buffer
   const Model& model_;
   ThreadPool* pool_;
@@ -96,6 +103,12 @@ class HeadRuntime {
   std::vector<uint8_t> buf_;
   std::vector<float> ybuf_, sbuf_;
   uint64_t stream_bytes_ = 0;
+  // resident clusters of a streamed cluster head: their rows in file order, row scales as f32 (int8)
+  std::vector<int64_t> res_at_;  // per cluster: first row in res_buf_, or -1 (streamed)
+  std::vector<uint8_t> res_buf_;
+  std::vector<float> res_scale_;
+  kern::MatRef res_ref_;
+  std::vector<Segment> segs_;
 };
 
 }  // namespace rwkvl

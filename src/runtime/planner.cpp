@@ -1,7 +1,9 @@
 #include "runtime/planner.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <numeric>
 
 #include "core/error.h"
 #include "core/mapped_file.h"
@@ -89,8 +91,14 @@ struct PlanSizes {
   const MemoryRequest& r;
   int L = 0;
   std::vector<uint64_t> layer_bytes, ffn_bytes;  // per layer: stream slot size, FFN bundle bytes
-  uint64_t head_bytes = 0, emb_bytes = 0, head_buf = 0, ffn_min = 0;
+  std::vector<int> layer_parts;                  // per layer: reads of a streamed layer
+  uint64_t head_bytes = 0, emb_bytes = 0, head_buf = 0, ffn_min = 0, emb_row = 0;
+  uint64_t neuron_bytes = 0, n_neurons = 0;      // sparse FFN: bytes of one bundled neuron, neurons of all layers
   bool sparse = false;
+  // cluster mode: per cluster its bytes when resident (rows + f32 row scales), its usage, most used first
+  std::vector<uint64_t> cluster_bytes;
+  std::vector<double> usage;
+  std::vector<int32_t> cluster_order;
 
   explicit PlanSizes(const MemoryRequest& req) : r(req) {}
 
@@ -105,18 +113,76 @@ struct PlanSizes {
     q.stream_buffer = slot * (slot ? (r.prefetch ? 2 : 1) : 0);
     q.head_buffer = q.head_streamed ? head_buf : 0;
     q.resident_head = q.head_streamed ? 0 : head_bytes;
+    const bool partial = q.head_streamed && !q.head_resident_clusters.empty();
+    if (partial)
+      for (size_t j = 0; j < cluster_bytes.size(); ++j)
+        if (q.head_resident_clusters[j]) q.resident_head += cluster_bytes[j];
     q.resident_ffn = q.ffn_streamed ? 0 : ffn_all();
-    q.ffn_cache = q.ffn_streamed ? ffn_min : 0;
+    q.ffn_cache = q.ffn_streamed ? std::max(ffn_min, q.ffn_cache) : 0;  // the minimum, or what the plan gave it
     const uint64_t sum = q.baseline + q.reserve + q.scratch + q.state + q.small + q.emb_cache + q.stream_buffer + q.head_buffer +
                          q.ffn_cache + q.resident_layers + q.resident_head + q.resident_ffn;
     q.margin = r.margin ? r.margin : (1u << 20) + sum / 100;
     q.total = sum + q.margin;
-    // bytes read from the file per token
-    uint64_t s = 0;
+    // reads and bytes from the file per token (expected), and the device time they take
+    double s = 0, reads = 0;
     for (int l = 0; l < L; ++l)
-      if (q.layer_streamed[static_cast<size_t>(l)]) s += layer_bytes[static_cast<size_t>(l)];
-    if (q.head_streamed) s += static_cast<uint64_t>(static_cast<double>(head_bytes) * (r.cluster_head ? r.head_rows_frac : 1.0));
-    q.streamed_per_token = s;
+      if (q.layer_streamed[static_cast<size_t>(l)]) {
+        s += static_cast<double>(layer_bytes[static_cast<size_t>(l)]);
+        reads += layer_parts[static_cast<size_t>(l)];
+      }
+    q.head_resident_usage = 0;
+    if (q.head_streamed) {
+      const double buf = static_cast<double>(std::max<uint64_t>(1, head_buf));
+      if (!cluster_bytes.empty()) {
+        double all = 0, kept = 0;
+        for (size_t j = 0; j < cluster_bytes.size(); ++j) {
+          const double b = static_cast<double>(cluster_bytes[j]), u = usage[j];
+          all += u * b;
+          if (partial && q.head_resident_clusters[j]) {
+            kept += u * b;
+            continue;
+          }
+          s += u * b;
+          reads += u * std::ceil(b / buf);
+        }
+        q.head_resident_usage = all > 0 ? kept / all : 0;
+      } else {
+        s += static_cast<double>(head_bytes);
+        reads += std::ceil(static_cast<double>(head_bytes) / buf);
+      }
+    }
+    if (q.ffn_streamed && n_neurons) {  // misses of the neuron cache: the share of the bundles it cannot hold
+      const double all = static_cast<double>(ffn_all());
+      const double miss = all > 0 ? std::max(0.0, 1.0 - static_cast<double>(q.ffn_cache) / all) : 0.0;
+      const double n = r.ffn_active_frac * static_cast<double>(n_neurons) * miss;
+      s += n * static_cast<double>(neuron_bytes);
+      reads += n;
+    }
+    if (q.emb_rows < static_cast<int64_t>(emb_bytes / std::max<uint64_t>(1, emb_row))) {  // embedding cache misses
+      s += 0.5 * static_cast<double>(emb_row);
+      reads += 0.5;
+    }
+    q.streamed_per_token = static_cast<uint64_t>(s);
+    q.reads_per_token = reads;
+    q.storage = r.storage;
+    q.io_seconds_per_token = r.storage.mb_per_s > 0 ? storage_seconds(r.storage, reads, s, 1) : 0.0;
+  }
+  // Storage time saved per token per resident byte (the ranking of what stays resident). Unthrottled reads are
+  // priced as a page-cache pread: about 2 us per call and 2 GB/s.
+  StorageOptions device() const {
+    if (r.storage.mb_per_s > 0) return r.storage;
+    StorageOptions o;
+    o.mb_per_s = 2000;
+    o.latency_us = 2;
+    return o;
+  }
+  double cluster_seconds_per_byte(size_t j) const {
+    const double b = static_cast<double>(std::max<uint64_t>(1, cluster_bytes[j]));
+    return usage[j] * storage_seconds(device(), std::ceil(b / static_cast<double>(std::max<uint64_t>(1, head_buf))), b) / b;
+  }
+  double ffn_seconds_per_byte() const {
+    const double b = static_cast<double>(std::max<uint64_t>(1, neuron_bytes));
+    return r.ffn_active_frac * storage_seconds(device(), 1, b) / b;
   }
   uint64_t ffn_all() const {
     uint64_t s = 0;
@@ -134,9 +200,13 @@ PlanSizes measure(const Model& m, const MemoryRequest& r, MemoryPlan& p) {
   z.layer_bytes.assign(static_cast<size_t>(L), 0);
   z.ffn_bytes.assign(static_cast<size_t>(L), 0);
   uint64_t big = 0;
+  z.layer_parts.assign(static_cast<size_t>(L), 0);
   for (int l = 0; l < L; ++l) {
     uint64_t raw = 0;
-    for_each_stream_part(m.layer(l), [&](const kern::MatRef& ref) { raw += matrix_data_bytes(ref); });
+    for_each_stream_part(m.layer(l), [&](const kern::MatRef& ref) {
+      raw += matrix_data_bytes(ref);
+      ++z.layer_parts[static_cast<size_t>(l)];
+    });
     z.layer_bytes[static_cast<size_t>(l)] = layer_stream_bytes(m, l);
     const SparseFfn& S = m.layer(l).sffn;
     if (S.present()) z.ffn_bytes[static_cast<size_t>(l)] = S.t.nbytes;
@@ -161,6 +231,25 @@ PlanSizes measure(const Model& m, const MemoryRequest& r, MemoryPlan& p) {
   const ClusterHead& H = m.cluster_head();
   const uint64_t head_row = static_cast<uint64_t>(kern::row_bytes(m.head().ref.dtype, c.n_embd));
   z.head_buf = std::min<uint64_t>(z.head_bytes, std::max<uint64_t>(256 * 1024, static_cast<uint64_t>(H.largest) * head_row) + 4 * 1024);
+  z.emb_row = static_cast<uint64_t>(kern::row_bytes(m.emb().ref.dtype, c.n_embd));
+  if (z.sparse) {
+    z.neuron_bytes = nb;
+    for (int l = 0; l < L; ++l) z.n_neurons += static_cast<uint64_t>(m.layer(l).sffn.n);
+  }
+  if (r.cluster_head && H.present()) {
+    const size_t K = static_cast<size_t>(H.k);
+    const bool known = r.cluster_usage.size() == K;
+    const uint64_t scale = m.head().ref.dtype == DType::kI8 ? 4 : 0;
+    for (size_t j = 0; j < K; ++j) {
+      z.cluster_bytes.push_back(static_cast<uint64_t>(H.size(static_cast<int64_t>(j))) * (head_row + scale));
+      z.usage.push_back(known ? std::clamp(r.cluster_usage[j], 0.0, 1.0) : r.head_rows_frac);
+    }
+    z.cluster_order.resize(K);
+    std::iota(z.cluster_order.begin(), z.cluster_order.end(), 0);
+    std::stable_sort(z.cluster_order.begin(), z.cluster_order.end(), [&](int32_t a, int32_t b) {
+      return z.cluster_seconds_per_byte(static_cast<size_t>(a)) > z.cluster_seconds_per_byte(static_cast<size_t>(b));
+    });
+  }
   return z;
 }
 
@@ -176,10 +265,35 @@ PlanSizes measure(const Model& m, const MemoryRequest& r, MemoryPlan& p) {
              mib(p.margin).c_str(), static_cast<unsigned long long>(p.minimum));
 }
 
+// Streamed head, cluster mode: makes clusters used at least min_usage resident, most used first, while they fit.
+void add_clusters(const PlanSizes& z, const MemoryRequest& r, MemoryPlan& p, double min_seconds_per_byte) {
+  if (!p.head_streamed || z.cluster_bytes.empty()) return;
+  MemoryPlan q = p;
+  if (q.head_resident_clusters.empty()) q.head_resident_clusters.assign(z.cluster_bytes.size(), 0);
+  for (int32_t j : z.cluster_order) {
+    const size_t i = static_cast<size_t>(j);
+    if (q.head_resident_clusters[i] || z.usage[i] <= 0 || z.cluster_seconds_per_byte(i) < min_seconds_per_byte) continue;
+    q.head_resident_clusters[i] = 1;
+    z.total_of(q);
+    if (q.total <= r.budget) p = q;
+    else q.head_resident_clusters[i] = 0;
+  }
+  p.head_clusters_resident = 0;
+  for (uint8_t b : p.head_resident_clusters) p.head_clusters_resident += b;
+  if (p.head_clusters_resident == 0) p.head_resident_clusters.clear();
+  z.total_of(p);
+}
+
 // From the minimum plan p, makes parts resident while the budget allows: greedy, most bytes used per token per
 // resident byte first (layers, FFN bundles, head); spare room goes to the neuron cache of streamed FFN bundles.
 void make_resident(const PlanSizes& z, const MemoryRequest& r, MemoryPlan& p) {
   MemoryPlan q = p;
+  // Every layer at once first: the last streamed layer also frees the preload slots, which one layer at a time
+  // never sees when a layer is about as big as the slots.
+  q.layer_streamed.assign(static_cast<size_t>(z.L), false);
+  z.total_of(q);
+  if (q.total <= r.budget) p = q;
+  else q = p;
   for (int l = 0; l < z.L; ++l) {
     q.layer_streamed[static_cast<size_t>(l)] = false;
     z.total_of(q);
@@ -196,12 +310,21 @@ void make_resident(const PlanSizes& z, const MemoryRequest& r, MemoryPlan& p) {
   z.total_of(q);
   if (q.total <= r.budget) p = q;
   else q = p;
+  // A head that does not fit whole: its most used clusters that save more storage time per resident byte than the
+  // neuron cache of a streamed FFN would (one read per neuron: per byte, misses cost far more access time than a
+  // cluster's one long read), then the neuron cache, then the other clusters while room is left.
+  add_clusters(z, r, p, p.ffn_streamed ? z.ffn_seconds_per_byte() : 0.0);
   if (p.ffn_streamed && p.total < r.budget) {
     const uint64_t all = z.ffn_all();
     const uint64_t extra = std::min(r.budget - p.total, all > z.ffn_min ? all - z.ffn_min : 0);
     p.ffn_cache += extra;
-    p.total += extra;
+    z.total_of(p);
+    if (p.total > r.budget) {  // the margin grew with the cache: give that back
+      p.ffn_cache -= std::min(p.ffn_cache - z.ffn_min, p.total - r.budget);
+      z.total_of(p);
+    }
   }
+  add_clusters(z, r, p, 0.0);
 }
 
 }  // namespace
@@ -232,6 +355,7 @@ MemoryPlan plan_memory(const Model& m, const MemoryRequest& r) {
   z.total_of(p);
   p.minimum = p.total;
   if (r.budget < p.minimum) fail_below_minimum(r, p, z.sparse);
+  p.head_clusters = static_cast<int64_t>(z.cluster_bytes.size());
   make_resident(z, r, p);
   const bool streams = p.head_streamed || p.ffn_streamed ||
                        std::find(p.layer_streamed.begin(), p.layer_streamed.end(), true) != p.layer_streamed.end();
@@ -291,11 +415,23 @@ std::string MemoryPlan::describe() const {
   if (resident_ffn || ffn_cache)
     row(ffn_streamed ? "FFN neuron cache" : "resident FFN bundles", ffn_streamed ? ffn_cache : resident_ffn,
         ffn_streamed ? "bundled neurons read on demand, hottest pinned" : "neuron-bundled FFN mapped in place");
+  if (head_streamed && head_clusters_resident) {
+    char n[160];
+    std::snprintf(n, sizeof n, "%lld of %lld clusters, the most used: %.0f %% of the head rows read per token",
+                  static_cast<long long>(head_clusters_resident), static_cast<long long>(head_clusters), 100.0 * head_resident_usage);
+    row("resident head clusters", resident_head, n);
+  }
   row(head_streamed ? "head stream buffer" : "resident head", head_streamed ? head_buffer : resident_head,
       head_streamed ? "head rows read per token from the file" : "head mapped in place");
   row("margin", margin, "allocator slack, thread stacks");
-  std::snprintf(line, sizeof line, "  read from the file per token: ~%s\n", mib(streamed_per_token).c_str());
+  std::snprintf(line, sizeof line, "  read from the file per token: ~%s in ~%.0f reads", mib(streamed_per_token).c_str(), reads_per_token);
   s += line;
+  if (storage.mb_per_s > 0) {
+    std::snprintf(line, sizeof line, ", predicted %.2f ms of storage time (%.0f MB/s, %.0f us per read)", 1e3 * io_seconds_per_token,
+                  storage.mb_per_s, storage.latency_us);
+    s += line;
+  }
+  s += "\n";
   return s;
 }
 
@@ -310,7 +446,11 @@ nlohmann::json MemoryPlan::to_json() const {
           {"head_buffer", head_buffer}, {"ffn_cache", ffn_cache},        {"resident_layers", resident_layers},
           {"resident_head", resident_head}, {"resident_ffn", resident_ffn}, {"streamed_layers", streamed},
           {"head_streamed", head_streamed}, {"ffn_streamed", ffn_streamed}, {"prefetch", prefetch},
-          {"streamed_bytes_per_token", streamed_per_token}};
+          {"streamed_bytes_per_token", streamed_per_token},
+          {"reads_per_token", reads_per_token},
+          {"io_ms_per_token", 1e3 * io_seconds_per_token},
+          {"head_clusters_resident", head_clusters_resident},
+          {"head_resident_usage", head_resident_usage}};
 }
 
 }  // namespace rwkvl

@@ -4,7 +4,9 @@
 // cluster head and its table. The embedding table is never resident (an LRU cache of rows). Then, in
 // order of bytes used per token per resident byte: every layer's projections (all read each token), the
 // neuron-bundled FFNs (only predicted neurons are read: otherwise through the neuron cache), the head
-// (with a cluster head only the chosen clusters' rows are read). What is not resident is read with
+// (with a cluster head only the chosen clusters' rows are read; when it does not fit whole, its clusters
+// that save the most storage time per resident byte, by their measured usage, are kept). The plan predicts
+// the reads, bytes and storage time per token under the storage model. What is not resident is read with
 // pread into own buffers (runtime/layer_stream.h, HeadRuntime::set_stream), so the file's pages are
 // never mapped and resident memory stays what the plan says.
 #pragma once
@@ -16,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/model.h"
+#include "runtime/storage.h"
 
 namespace rwkvl {
 
@@ -30,6 +33,13 @@ struct MemoryRequest {
   bool head_compare = false; // ... and beside it the full head, for agreement figures (one more vocabulary row)
   double head_rows_frac = 1; // expected share of head rows read per token (cluster mode)
   uint64_t margin = 0;       // slack for allocator and thread stacks; 0 = 1 MiB + 1% of the rest of the plan
+  // Cluster mode: per cluster, the share of tokens whose selection includes it (measured on calibration text when
+  // the file was made: the cluster head pass's "usage"); empty = unknown (every cluster head_rows_frac). When the
+  // whole head does not fit, the most used clusters stay resident (the rest streamed).
+  std::vector<double> cluster_usage;
+  // The neuron-bundled FFN's share of neurons read per token (the predictor's), for pricing its cache.
+  double ffn_active_frac = 0.4;
+  StorageOptions storage;    // the device reads come from: the plan predicts the time they take per token
 };
 
 struct MemoryPlan {
@@ -42,8 +52,14 @@ struct MemoryPlan {
   uint64_t ffn_cache = 0;                      // neuron cache for streamed FFN bundles (0 = resident)
   std::vector<bool> layer_streamed;
   bool head_streamed = false, ffn_streamed = false;
+  std::vector<uint8_t> head_resident_clusters;  // head streamed, cluster mode: clusters kept resident (empty = none)
+  int64_t head_clusters_resident = 0, head_clusters = 0;
+  double head_resident_usage = 0;              // share of the expected head rows read per token that are resident
   uint64_t resident_layers = 0, resident_head = 0, resident_ffn = 0;
   uint64_t streamed_per_token = 0;             // bytes read from the file per token (estimate)
+  double reads_per_token = 0;                  // reads from the file per token (estimate)
+  StorageOptions storage;
+  double io_seconds_per_token = 0;             // predicted device time of those reads (storage_seconds), 0 unthrottled
   uint64_t total = 0;                          // planned peak
   uint64_t minimum = 0;                        // the smallest budget that works (everything streamed)
   bool prefetch = true;

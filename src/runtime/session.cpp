@@ -27,6 +27,37 @@ double head_rows_frac(const Model& m) {
   return frac;
 }
 
+// Per cluster, the share of calibration tokens whose selection included it (the cluster head pass's "usage";
+// empty when the file does not say).
+std::vector<double> cluster_usage(const Model& m) {
+  std::vector<double> u;
+  for (const auto& pass : m.passes())
+    if (pass.is_object() && pass.contains("cluster_head") && pass["cluster_head"].is_object() &&
+        pass["cluster_head"].contains("usage") && pass["cluster_head"]["usage"].is_array()) {
+      u.clear();
+      for (const auto& v : pass["cluster_head"]["usage"]) u.push_back(v.is_number() ? v.get<double>() : 0.0);
+    }
+  if (u.size() != static_cast<size_t>(std::max<int64_t>(0, m.cluster_head().k))) u.clear();
+  return u;
+}
+
+// The share of neurons the FFN predictors pick per token, as measured on held-out text when the file was made
+// (the mean of the layers' ensemble "active_frac"; 0.4 when the file does not say).
+double ffn_active_frac(const Model& m) {
+  double sum = 0;
+  int n = 0;
+  for (const auto& pass : m.passes())
+    if (pass.is_object() && pass.contains("sparse_ffn") && pass["sparse_ffn"].contains("layers") && pass["sparse_ffn"]["layers"].is_array())
+      for (const auto& l : pass["sparse_ffn"]["layers"]) {
+        const auto* e = l.contains("holdout") && l["holdout"].contains("ensemble") ? &l["holdout"]["ensemble"] : nullptr;
+        if (e && e->contains("active_frac") && (*e)["active_frac"].is_number()) {
+          sum += (*e)["active_frac"].get<double>();
+          ++n;
+        }
+      }
+  return n ? std::clamp(sum / n, 0.0, 1.0) : 0.4;
+}
+
 }  // namespace
 
 Session::Session(std::shared_ptr<const Model> model, const SessionParams& params)
@@ -68,6 +99,9 @@ void Session::plan_memory_parts(FfnOptions& ffn) {
   r.cluster_head = head_->mode() == HeadMode::kCluster;
   r.head_compare = head_->options().compare;
   r.head_rows_frac = head_rows_frac(*model_);
+  if (r.cluster_head) r.cluster_usage = cluster_usage(*model_);
+  r.ffn_active_frac = ffn_active_frac(*model_);
+  r.storage = params_.storage;
   if (o.baseline) {
     r.baseline = o.baseline;
   } else {
@@ -85,7 +119,7 @@ void Session::plan_memory_parts(FfnOptions& ffn) {
   if (any)
     stream_ = std::make_unique<LayerStream>(*model_, need_storage(), plan_->layer_streamed, plan_->prefetch ? 2 : 1,
                                             plan_->prefetch && o.reader);
-  if (plan_->head_streamed) head_->set_stream(need_storage(), plan_->head_buffer);
+  if (plan_->head_streamed) head_->set_stream(need_storage(), plan_->head_buffer, plan_->head_resident_clusters);
   ffn.cache_bytes = plan_->ffn_streamed ? plan_->ffn_cache : 0;
   plan_chunk_ = std::max<size_t>(1, o.chunk);
 }

@@ -77,6 +77,7 @@ int cmd_bench(const Args& args) {
   const double t2 = now_seconds();
 
   const rwkvl_ffn_stats fs = ffn_stats(ctx.get());
+  const nlohmann::json plan = plan_json(ctx.get());
   rwkvl_io_stats io1{};
   check(rwkvl_context_io_stats(ctx.get(), &io1));
   // Reads from the model file per generated token: count, bytes, the simulated device's busy time, the time the
@@ -191,6 +192,10 @@ int cmd_bench(const Args& args) {
     if (io1.storage.mb_per_s > 0)
       j["storage"] = {{"mb_per_s", io1.storage.mb_per_s}, {"latency_us", io1.storage.latency_us},
                       {"queue_depth", io1.storage.queue_depth}};
+    if (plan.is_object())
+      j["plan_prediction"] = {{"reads_per_token", plan.value("reads_per_token", 0.0)},
+                              {"bytes_per_token", plan.value("streamed_bytes_per_token", 0.0)},
+                              {"io_ms_per_token", plan.value("io_ms_per_token", 0.0)}};
     if (show_ffn) {
       const nlohmann::json f = ffn_json(fs, info);
       for (auto it = f.begin(); it != f.end(); ++it) j[it.key()] = it.value();
@@ -231,6 +236,9 @@ int cmd_bench(const Args& args) {
                 format_bytes(static_cast<uint64_t>(io_bytes)).c_str());
     std::printf("%-30s %12.3f ms device busy, %.3f ms stalled, %.3f ms compute\n", "per token", io_busy_ms, io_stall_ms,
                 std::max(0.0, 1e3 / gen_tps - io_stall_ms));
+    if (plan.is_object())
+      std::printf("%-30s %12.1f reads, %s, %.3f ms device time\n", "predicted by the plan", plan.value("reads_per_token", 0.0),
+                  format_bytes(plan.value("streamed_bytes_per_token", uint64_t{0})).c_str(), plan.value("io_ms_per_token", 0.0));
   }
   std::printf("%-30s %12.2f GB/s\n", "achieved (generation)", achieved / 1e9);
   if (measure) {

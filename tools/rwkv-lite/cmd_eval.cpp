@@ -242,6 +242,7 @@ int cmd_eval(const Args& args) {
   using nlohmann::json;
   auto opt = [](bool have, auto v) { return have ? json(v) : json(nullptr); };
   const bool P = ppl.has_value(), L = lambada.has_value();
+  const nlohmann::json plan = plan_json(ctx.get());
   if (args.on("json")) {
     json j = {{"model", model_path},
               {"file_kind", info.file_kind},
@@ -278,6 +279,11 @@ int cmd_eval(const Args& args) {
     }
     for (const json& part : {head_json(hs), memory_json(ms, set.mem)})
       for (auto it = part.begin(); it != part.end(); ++it) j[it.key()] = it.value();
+    if (plan.is_object())
+      j["plan_prediction"] = {{"reads_per_token", plan.value("reads_per_token", 0.0)},
+                              {"bytes_per_token", plan.value("streamed_bytes_per_token", 0.0)},
+                              {"io_ms_per_token", plan.value("io_ms_per_token", 0.0)},
+                              {"head_clusters_resident", plan.value("head_clusters_resident", 0)}};
     std::printf("%s\n", j.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
     return 0;
   }
@@ -349,6 +355,14 @@ int cmd_eval(const Args& args) {
                 format_bytes(ms.minimum_bytes).c_str(), format_bytes(ms.resident_weight_bytes).c_str(),
                 format_bytes(ms.planned_stream_bytes_per_token).c_str(), static_cast<unsigned long long>(ms.layer_loads),
                 ms.layer_wait_seconds, format_bytes(ms.head_stream_bytes).c_str());
+  if (plan.is_object() && hs.tokens) {
+    const double tk = static_cast<double>(hs.tokens);
+    std::printf("%-15s predicted %.1f reads, %s, %.2f ms of storage time per token; measured %.1f reads, %s, %.2f ms\n",
+                "plan vs run", plan.value("reads_per_token", 0.0),
+                format_bytes(plan.value("streamed_bytes_per_token", uint64_t{0})).c_str(), plan.value("io_ms_per_token", 0.0),
+                static_cast<double>(ms.io_reads) / tk, format_bytes(static_cast<uint64_t>(static_cast<double>(ms.io_bytes) / tk)).c_str(),
+                1e3 * ms.io_seconds / tk);
+  }
   if (set.mem.io_mb_per_s > 0)
     std::printf("%-15s %.0f MB/s, %.0f us per read: %llu reads, %s, %.2f s\n", "storage", set.mem.io_mb_per_s,
                 set.mem.io_latency_us, static_cast<unsigned long long>(ms.io_reads), format_bytes(ms.io_bytes).c_str(), ms.io_seconds);

@@ -172,6 +172,19 @@ void print_plan(const Args& args, rwkvl_context* ctx) {
   std::fprintf(stderr, "%s", text.c_str());
 }
 
+nlohmann::json plan_json(rwkvl_context* ctx) {
+  size_t n = 0;
+  std::string text(8192, '\0');
+  rwkvl_status st = rwkvl_context_memory_plan(ctx, 1, text.data(), text.size(), &n);
+  if (st == RWKVL_ERR_INVALID_ARGUMENT && n + 1 > text.size()) {
+    text.resize(n + 1);
+    st = rwkvl_context_memory_plan(ctx, 1, text.data(), text.size(), &n);
+  }
+  if (st != RWKVL_OK) return nullptr;  // no budget set
+  text.resize(n);
+  return nlohmann::json::parse(text, nullptr, false);
+}
+
 rwkvl_head_stats head_stats(rwkvl_context* ctx) {
   rwkvl_head_stats s{};
   check(rwkvl_context_head_stats(ctx, &s));

@@ -69,6 +69,8 @@ struct Settings {
 Settings settings(const Args& args, const rwkvl_model* model);
 // --print-plan: the context's memory plan to stderr (after apply()).
 void print_plan(const Args& args, rwkvl_context* ctx);
+// The context's memory plan as JSON (rwkvl_context_memory_plan), or null without a budget.
+nlohmann::json plan_json(rwkvl_context* ctx);
 // Applies them to a context (Failure with the library's message, e.g. a cache below its minimum).
 void apply(const Settings& s, rwkvl_context* ctx);
 void apply_settings(const Args& args, const rwkvl_model* model, rwkvl_context* ctx);
