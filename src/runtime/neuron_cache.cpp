@@ -288,27 +288,64 @@ void NeuronCache::check_ids(const char* what, int layer, const int32_t* ids, int
                  static_cast<long long>(f));
 }
 
+size_t NeuronCache::gap_neurons_for(const StorageOptions* device, size_t neuron_bytes) {
+  double bytes = 4096;
+  if (device && device->mb_per_s > 0) bytes = device->latency_us * 1e-6 * device->mb_per_s * 1e6;
+  return static_cast<size_t>(std::clamp(bytes / static_cast<double>(std::max<size_t>(1, neuron_bytes)), 0.0, 4096.0));
+}
+
+size_t NeuronCache::gap_neurons() const {
+  return gap_neurons_for(storage_ ? &storage_->options() : nullptr, neuron_bytes_);
+}
+
+void NeuronCache::expected_miss_reads(double misses, double n_neurons, size_t gap, size_t neuron_bytes, double* reads,
+                                      double* bytes) {
+  *reads = *bytes = 0;
+  if (misses <= 0 || n_neurons <= 0) return;
+  const double d = std::min(1.0, misses / n_neurons);  // P(a neuron is a miss)
+  // The gap k >= 0 before a miss is geometric: P(k) = d (1 - d)^k. A gap <= gap is spanned (its neurons read too),
+  // a longer one starts a new read.
+  double spanned = 0, p_span = 0, q = 1;
+  for (size_t k = 0; k <= gap; ++k) {
+    const double pk = d * q;
+    p_span += pk;
+    spanned += static_cast<double>(k) * pk;
+    q *= 1 - d;
+  }
+  *reads = std::max(1.0, misses * (1 - p_span));
+  *bytes = (misses + misses * spanned) * static_cast<double>(neuron_bytes);
+}
+
 std::string NeuronCache::read_items(int layer, const ReadItem* items, size_t n, uint64_t* n_preads) const {
   const Layer& L = layers_[static_cast<size_t>(layer)];
+  const size_t max_gap = gap_neurons();
+  thread_local std::vector<uint8_t> gap_buf;  // per thread: the reader and the prefetch thread read at once
+  if (max_gap && gap_buf.size() < max_gap * neuron_bytes_) gap_buf.resize(max_gap * neuron_bytes_);
   std::vector<iovec> iov;
   size_t i = 0;
   while (i < n) {
     size_t j = i + 1;
-    while (j < n && items[j].id == items[j - 1].id + 1) ++j;
+    while (j < n && items[j].id > items[j - 1].id && static_cast<size_t>(items[j].id - items[j - 1].id - 1) <= max_gap) ++j;
     iov.clear();
+    bool after_gap = false;
     for (size_t k = i; k < j; ++k) {
+      if (k > i && items[k].id > items[k - 1].id + 1) {  // the neurons between: read, not kept
+        iov.push_back({gap_buf.data(), static_cast<size_t>(items[k].id - items[k - 1].id - 1) * neuron_bytes_});
+        after_gap = true;
+      }
       uint8_t* dst = slot_ptr(items[k].slot);
-      if (!iov.empty() && static_cast<uint8_t*>(iov.back().iov_base) + iov.back().iov_len == dst)
+      if (!after_gap && !iov.empty() && static_cast<uint8_t*>(iov.back().iov_base) + iov.back().iov_len == dst)
         iov.back().iov_len += neuron_bytes_;
       else
         iov.push_back({dst, neuron_bytes_});
+      after_gap = false;
     }
     const uint64_t off = L.file_offset + static_cast<uint64_t>(items[i].id) * neuron_bytes_;
     const auto t0 = Clock::now();
     std::string err = read_run(fd_, path_, off, iov, n_preads);
     if (!err.empty())
       return format("layer %d neurons %d..%d: %s", layer, items[i].id, items[j - 1].id, err.c_str());
-    if (storage_) storage_->simulate((j - i) * neuron_bytes_, t0);
+    if (storage_) storage_->simulate(static_cast<size_t>(items[j - 1].id - items[i].id + 1) * neuron_bytes_, t0);
     i = j;
   }
   return "";

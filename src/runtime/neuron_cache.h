@@ -28,6 +28,8 @@
 #include <thread>
 #include <vector>
 
+#include "runtime/storage.h"
+
 namespace rwkvl {
 
 class Storage;
@@ -99,6 +101,15 @@ class NeuronCache {
   // Last error met by the prefetch thread ("" if none); acquire re-reads such neurons and throws there.
   std::string prefetch_error() const;
 
+  // The largest gap (in neurons) one read spans: the bytes the device moves in one access time (a simulated
+  // device's latency x bandwidth), else one 4 KiB page (pages are read whole anyway).
+  size_t gap_neurons() const;
+  // The same for a device (null or unthrottled: the 4 KiB page) and a neuron size.
+  static size_t gap_neurons_for(const StorageOptions* device, size_t neuron_bytes);
+  // Expected reads and bytes for `misses` neurons scattered at random over `n_neurons`, read with gaps of at most
+  // `gap` neurons spanned (the gaps between misses are geometric): the planner's cost of a layer's misses.
+  static void expected_miss_reads(double misses, double n_neurons, size_t gap, size_t neuron_bytes, double* reads, double* bytes);
+
  private:
   enum State : uint8_t { kEmpty, kLoadingSync, kLoadingPrefetch, kReady, kFailed };
   enum Cls : uint8_t { kClsCached, kClsPrefetched, kClsMiss };
@@ -130,8 +141,10 @@ class NeuronCache {
   void cleanup();  // frees the slab and closes the file (destructor, failed constructor)
   void check_ids(const char* what, int layer, const int32_t* ids, int64_t n) const;
 
-  // Reads the neurons items (sorted by id, all of `layer`) into their slots, one preadv per run of
-  // consecutive ids. Returns "" or an error message; counts preads into *n_preads. No lock needed.
+  // Reads the neurons items (sorted by id, all of `layer`) into their slots, one preadv per run of ids whose
+  // gaps are at most gap_neurons() (the neurons in a gap are read into a scratch buffer and dropped: on storage
+  // that charges an access time per read, reading them costs less than a second read). Returns "" or an error
+  // message; counts preads into *n_preads. No lock needed.
   std::string read_items(int layer, const ReadItem* items, size_t n, uint64_t* n_preads) const;
 
   void prefetch_main();

@@ -94,6 +94,7 @@ struct PlanSizes {
   std::vector<int> layer_parts;                  // per layer: reads of a streamed layer
   uint64_t head_bytes = 0, emb_bytes = 0, head_buf = 0, ffn_min = 0, emb_row = 0;
   uint64_t neuron_bytes = 0, n_neurons = 0;      // sparse FFN: bytes of one bundled neuron, neurons of all layers
+  std::vector<uint64_t> layer_neurons;           // sparse FFN: neurons per layer
   bool sparse = false;
   // cluster mode: per cluster its bytes when resident (rows + f32 row scales), its usage, most used first
   std::vector<uint64_t> cluster_bytes;
@@ -154,9 +155,14 @@ struct PlanSizes {
     if (q.ffn_streamed && n_neurons) {  // misses of the neuron cache: the share of the bundles it cannot hold
       const double all = static_cast<double>(ffn_all());
       const double miss = all > 0 ? std::max(0.0, 1.0 - static_cast<double>(q.ffn_cache) / all) : 0.0;
-      const double n = r.ffn_active_frac * static_cast<double>(n_neurons) * miss;
-      s += n * static_cast<double>(neuron_bytes);
-      reads += n;
+      const size_t gap = NeuronCache::gap_neurons_for(&r.storage, neuron_bytes);
+      for (uint64_t nl : layer_neurons) {
+        double rd = 0, by = 0;
+        NeuronCache::expected_miss_reads(r.ffn_active_frac * static_cast<double>(nl) * miss, static_cast<double>(nl), gap,
+                                         neuron_bytes, &rd, &by);
+        s += by;
+        reads += rd;
+      }
     }
     if (q.emb_rows < static_cast<int64_t>(emb_bytes / std::max<uint64_t>(1, emb_row))) {  // embedding cache misses
       s += 0.5 * static_cast<double>(emb_row);
@@ -180,9 +186,17 @@ struct PlanSizes {
     const double b = static_cast<double>(std::max<uint64_t>(1, cluster_bytes[j]));
     return usage[j] * storage_seconds(device(), std::ceil(b / static_cast<double>(std::max<uint64_t>(1, head_buf))), b) / b;
   }
+  // The neuron cache's last bytes: a neuron (read with probability active_frac) saves its share of a read, which
+  // spans the gaps up to one access time.
   double ffn_seconds_per_byte() const {
     const double b = static_cast<double>(std::max<uint64_t>(1, neuron_bytes));
-    return r.ffn_active_frac * storage_seconds(device(), 1, b) / b;
+    const StorageOptions o = device();
+    double reads = 0, bytes = 0;
+    const double n = layer_neurons.empty() ? 1.0 : static_cast<double>(layer_neurons[0]);
+    NeuronCache::expected_miss_reads(r.ffn_active_frac * n * 0.5, n, NeuronCache::gap_neurons_for(&o, neuron_bytes), neuron_bytes,
+                                     &reads, &bytes);
+    const double per_neuron = r.ffn_active_frac * n * 0.5 > 0 ? storage_seconds(o, reads, bytes) / (r.ffn_active_frac * n * 0.5) : 0.0;
+    return r.ffn_active_frac * per_neuron / b;
   }
   uint64_t ffn_all() const {
     uint64_t s = 0;
@@ -234,7 +248,10 @@ PlanSizes measure(const Model& m, const MemoryRequest& r, MemoryPlan& p) {
   z.emb_row = static_cast<uint64_t>(kern::row_bytes(m.emb().ref.dtype, c.n_embd));
   if (z.sparse) {
     z.neuron_bytes = nb;
-    for (int l = 0; l < L; ++l) z.n_neurons += static_cast<uint64_t>(m.layer(l).sffn.n);
+    for (int l = 0; l < L; ++l) {
+      z.n_neurons += static_cast<uint64_t>(m.layer(l).sffn.n);
+      z.layer_neurons.push_back(static_cast<uint64_t>(m.layer(l).sffn.n));
+    }
   }
   if (r.cluster_head && H.present()) {
     const size_t K = static_cast<size_t>(H.k);

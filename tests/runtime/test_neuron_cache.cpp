@@ -17,6 +17,7 @@
 
 #include "core/error.h"
 #include "runtime/neuron_cache.h"
+#include "runtime/storage.h"
 #include "test_util.h"
 
 namespace rwkvl {
@@ -202,9 +203,38 @@ TEST(NeuronCache, PinnedNeuronsAreNeverReadAgain) {
   EXPECT_EQ(s.hits_cached, 6u);
   EXPECT_EQ(s.bytes_read, 6u * 128u);
   EXPECT_EQ(s.bytes_read_sync, 6u * 128u);
-  EXPECT_EQ(s.preads, 3u);  // runs {16,17,18}, {40,41}, {63}
+  EXPECT_EQ(s.preads, 1u);  // 16..63 in one read: gaps of 21 neurons are under one 4 KiB page (32 neurons)
   EXPECT_EQ(s.evictions, 0u);
   expect_stats_consistent(s);
+}
+
+// The gap one read spans: a simulated device's latency x bandwidth (no latency: only consecutive neurons share a
+// read; 10 us at 1 GB/s = 10,000 bytes = 78 neurons of 128 bytes); the neurons in the gaps are read, not kept, and
+// the device is charged for the whole span.
+TEST(NeuronCache, GapsCheaperThanAnAccessTimeAreReadInTheSameRead) {
+  TestFile tf("nc_gaps", 128, {200}, {0});
+  const std::vector<int32_t> ids = {3, 4, 5, 30, 31, 120, 199};
+  for (double latency : {0.0, 10.0}) {
+    SCOPED_TRACE(latency);
+    NeuronCache::Options opt;
+    opt.capacity_bytes = 1 << 20;
+    opt.prefetch_thread = false;
+    StorageOptions so;
+    so.mb_per_s = 1000;
+    so.latency_us = latency;
+    opt.storage = std::make_shared<Storage>(tf.path, so);
+    NeuronCache cache(tf.path, 128, tf.layers, opt);
+    EXPECT_EQ(cache.gap_neurons(), latency > 0 ? 78u : 0u);
+    std::vector<const void*> ptrs(ids.size());
+    cache.acquire(0, ids.data(), static_cast<int64_t>(ids.size()), ptrs.data());
+    for (size_t k = 0; k < ids.size(); ++k) ASSERT_TRUE(check_neuron(ptrs[k], 0, ids[k], 128));
+    cache.release(0);
+    const NeuronCache::Stats s = cache.stats();
+    EXPECT_EQ(s.bytes_read, ids.size() * 128u);
+    // runs {3,4,5} {30,31} {120} {199} without latency; {3..31} {120..199} with 78 neurons of gap allowed
+    EXPECT_EQ(s.preads, latency > 0 ? 2u : 4u);
+    EXPECT_EQ(opt.storage->stats().bytes, latency > 0 ? (29u + 80u) * 128u : ids.size() * 128u);
+  }
 }
 
 TEST(NeuronCache, AcquireSameLayerTwiceAndDuplicates) {
