@@ -398,7 +398,7 @@ typedef struct {
                              2 = plan for prefetch (two layer slots) but read synchronously (A/B timing) */
   int64_t emb_cache_rows; /* > 0: embedding rows are read on demand from the model file into an LRU cache
                              of this many rows (the table is never resident); 0: read in place (no budget)
-                             or 4096 rows (under a budget) */
+                             or, under a budget, 4096 rows when the weights leave room, else down to 256 */
   double io_mb_per_s;     /* > 0: simulate storage of this bandwidth (MB/s) for every read from the file */
   double io_latency_us;   /* with io_mb_per_s: simulated latency per read */
   uint64_t reserve_bytes; /* under a budget: memory the caller will still allocate (logits buffers ...) */

@@ -357,7 +357,10 @@ MemoryPlan plan_memory(const Model& m, const MemoryRequest& r) {
   p.scratch = session_scratch_bytes(m, r.chunk, r.head_compare);
   p.state = static_cast<uint64_t>(State::floats_for(c)) * 4 * 2;  // the caller's state and a copy
   const uint64_t V = static_cast<uint64_t>(c.n_vocab);
-  p.emb_rows = r.emb_rows >= 0 ? std::min<int64_t>(r.emb_rows, c.n_vocab) : std::min<int64_t>(4096, c.n_vocab);
+  // The embedding cache: the caller's rows, or (default) 256 rows in the minimum plan, grown to 4,096 with the room
+  // the weights leave (a row saves one small read now and then: worth less per byte than any weight part).
+  const bool emb_auto = r.emb_rows < 0;
+  p.emb_rows = emb_auto ? std::min<int64_t>(256, c.n_vocab) : std::min<int64_t>(r.emb_rows, c.n_vocab);
   if (p.emb_rows < 1) p.emb_rows = 1;
   const uint64_t emb_row = static_cast<uint64_t>(kern::row_bytes(m.emb().ref.dtype, c.n_embd));
   p.emb_cache = static_cast<uint64_t>(p.emb_rows) * (emb_row + 12) + V * 4;
@@ -374,6 +377,21 @@ MemoryPlan plan_memory(const Model& m, const MemoryRequest& r) {
   if (r.budget < p.minimum) fail_below_minimum(r, p, z.sparse);
   p.head_clusters = static_cast<int64_t>(z.cluster_bytes.size());
   make_resident(z, r, p);
+  if (emb_auto && p.total < r.budget) {
+    const int64_t most = std::min<int64_t>(4096, c.n_vocab);
+    const uint64_t room = r.budget - p.total;
+    const int64_t more = static_cast<int64_t>(static_cast<double>(room) * 0.98 / static_cast<double>(emb_row + 12));
+    MemoryPlan q = p;
+    q.emb_rows = std::min(most, p.emb_rows + std::max<int64_t>(0, more));
+    for (; q.emb_rows > p.emb_rows; q.emb_rows -= std::max<int64_t>(1, (q.emb_rows - p.emb_rows) / 8)) {
+      q.emb_cache = static_cast<uint64_t>(q.emb_rows) * (emb_row + 12) + V * 4;
+      z.total_of(q);
+      if (q.total <= r.budget) {
+        p = q;
+        break;
+      }
+    }
+  }
   const bool streams = p.head_streamed || p.ffn_streamed ||
                        std::find(p.layer_streamed.begin(), p.layer_streamed.end(), true) != p.layer_streamed.end();
   if (streams && !can_stream) {
