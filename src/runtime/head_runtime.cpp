@@ -90,12 +90,12 @@ void HeadRuntime::full(const float* xn, size_t T, float* out) {
     return;
   }
   // Rows grouped by cluster: token by token in grouped order, then each logit put at its token.
-  if (storage_) {
-    chosen_.resize(static_cast<size_t>(H.k));
-    std::iota(chosen_.begin(), chosen_.end(), 0);
+  if (storage_ && all_clusters_.size() != static_cast<size_t>(H.k)) {
+    all_clusters_.resize(static_cast<size_t>(H.k));
+    std::iota(all_clusters_.begin(), all_clusters_.end(), 0);
   }
   for (size_t t = 0; t < T; ++t) {
-    if (storage_) rows(xn + t * C, grouped_.data(), chosen_);
+    if (storage_) rows(xn + t * C, grouped_.data(), all_clusters_);
     else kern::matvec(head.ref, xn + t * C, grouped_.data(), pool_);
     float* o = out + t * V;
     for (size_t i = 0; i < V; ++i) o[H.perm[i]] = grouped_[i];
@@ -308,9 +308,11 @@ void HeadRuntime::compare(const float* x, const float* approx) {
   const ClusterHead& H = model_.cluster_head();
   const size_t V = static_cast<size_t>(model_.config().n_vocab);
   if (storage_) {
-    std::vector<int32_t> all(static_cast<size_t>(H.k));
-    std::iota(all.begin(), all.end(), 0);
-    rows(x, yfull_.data(), all);
+    if (all_clusters_.size() != static_cast<size_t>(H.k)) {
+      all_clusters_.resize(static_cast<size_t>(H.k));
+      std::iota(all_clusters_.begin(), all_clusters_.end(), 0);
+    }
+    rows(x, yfull_.data(), all_clusters_);
   } else {
     kern::matvec(model_.head().ref, x, yfull_.data(), pool_);
   }

@@ -91,7 +91,7 @@ class HeadRuntime {
   HeadMode mode_ = HeadMode::kFull;
   HeadStats stats_;
   std::vector<float> z_, y_, yfull_, grouped_, cmp_;
-  std::vector<int32_t> order_, chosen_;
+  std::vector<int32_t> order_, chosen_, all_clusters_;
   std::vector<int64_t> starts_;
   std::vector<uint8_t> is_chosen_;
   std::vector<std::pair<int64_t, int64_t>> ranges_;
