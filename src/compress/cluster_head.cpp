@@ -397,6 +397,24 @@ class HeadPass {
     for (double& m : mean_p_) m /= static_cast<double>(N);
   }
 
+  // The runtime's selection rule at its defaults (HeadOptions: p 0.95, 3..100 clusters): calls take(j) for the
+  // clusters chosen from the log-probabilities logp, most probable first (ties: lower index). order: scratch of K.
+  template <class Take>
+  static void select(const std::vector<float>& logp, std::vector<int32_t>& order, Take take) {
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](int32_t a, int32_t c) {
+      return logp[static_cast<size_t>(a)] > logp[static_cast<size_t>(c)] || (logp[static_cast<size_t>(a)] == logp[static_cast<size_t>(c)] && a < c);
+    });
+    double cum = 0;
+    int n = 0;
+    for (int32_t j : order) {
+      if (n >= 100 || (n >= 3 && cum >= 0.95)) break;
+      take(j);
+      cum += std::exp(static_cast<double>(logp[static_cast<size_t>(j)]));
+      ++n;
+    }
+  }
+
   // Mean KL over held-out positions, and (selection) the figures of the runtime's selection rule.
   double evaluate(const RowMatF& Wt, const Eigen::RowVectorXf& b, bool selection) {
     const int64_t K = K_, V = V_;
@@ -420,21 +438,12 @@ class HeadPass {
       }
       if (!selection) continue;
       agree += tbest == pbest;
-      std::iota(order.begin(), order.end(), 0);
-      std::sort(order.begin(), order.end(), [&](int32_t a, int32_t c) {
-        return logp[static_cast<size_t>(a)] > logp[static_cast<size_t>(c)] || (logp[static_cast<size_t>(a)] == logp[static_cast<size_t>(c)] && a < c);
-      });
       std::fill(chosen.begin(), chosen.end(), 0);
-      double cum = 0;
-      int n = 0;
-      for (int32_t j : order) {
-        if (n >= 100 || (n >= 3 && cum >= 0.95)) break;
+      select(logp, order, [&](int32_t j) {
         chosen[static_cast<size_t>(j)] = 1;
-        cum += std::exp(static_cast<double>(logp[static_cast<size_t>(j)]));
-        ++n;
         rows_read += static_cast<double>(offsets_[static_cast<size_t>(j) + 1] - offsets_[static_cast<size_t>(j)]);
         mass += Tall(pos, j);
-      }
+      });
       covered += chosen[static_cast<size_t>(assign_[static_cast<size_t>(top_[static_cast<size_t>(pos)])])];
     }
     const double h = static_cast<double>(n_hold_);
@@ -513,18 +522,7 @@ class HeadPass {
       const RowMatF Z = (Xall.middleRows(s, m) * Wt_).rowwise() + bias_;
       for (int64_t i = 0; i < m; ++i) {
         logprob::log_softmax(Z.row(i).data(), static_cast<size_t>(K), logp.data());
-        std::iota(order.begin(), order.end(), 0);
-        std::sort(order.begin(), order.end(), [&](int32_t a, int32_t c) {
-          return logp[static_cast<size_t>(a)] > logp[static_cast<size_t>(c)] || (logp[static_cast<size_t>(a)] == logp[static_cast<size_t>(c)] && a < c);
-        });
-        double cum = 0;
-        int n = 0;
-        for (int32_t j : order) {
-          if (n >= 100 || (n >= 3 && cum >= 0.95)) break;
-          count[static_cast<size_t>(j)] += 1.0;
-          cum += std::exp(static_cast<double>(logp[static_cast<size_t>(j)]));
-          ++n;
-        }
+        select(logp, order, [&](int32_t j) { count[static_cast<size_t>(j)] += 1.0; });
       }
     }
     rep_.cluster_usage.resize(static_cast<size_t>(K));

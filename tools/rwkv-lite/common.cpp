@@ -158,30 +158,33 @@ void apply_settings(const Args& args, const rwkvl_model* model, rwkvl_context* c
   print_plan(args, ctx);
 }
 
-void print_plan(const Args& args, rwkvl_context* ctx) {
-  if (!args.accepts("print-plan") || !args.on("print-plan")) return;
+namespace {
+
+// The memory plan as text (json 0) or JSON text (1), grown to its length (the cap/n_out protocol).
+rwkvl_status plan_text(rwkvl_context* ctx, int json, std::string& text) {
   size_t n = 0;
-  std::string text(4096, '\0');
-  rwkvl_status st = rwkvl_context_memory_plan(ctx, 0, text.data(), text.size(), &n);
+  text.assign(4096, '\0');
+  rwkvl_status st = rwkvl_context_memory_plan(ctx, json, text.data(), text.size(), &n);
   if (st == RWKVL_ERR_INVALID_ARGUMENT && n + 1 > text.size()) {
     text.resize(n + 1);
-    st = rwkvl_context_memory_plan(ctx, 0, text.data(), text.size(), &n);
+    st = rwkvl_context_memory_plan(ctx, json, text.data(), text.size(), &n);
   }
-  check(st, "memory plan");
-  text.resize(n);
+  text.resize(st == RWKVL_OK ? n : 0);
+  return st;
+}
+
+}  // namespace
+
+void print_plan(const Args& args, rwkvl_context* ctx) {
+  if (!args.accepts("print-plan") || !args.on("print-plan")) return;
+  std::string text;
+  check(plan_text(ctx, 0, text), "memory plan");
   std::fprintf(stderr, "%s", text.c_str());
 }
 
 nlohmann::json plan_json(rwkvl_context* ctx) {
-  size_t n = 0;
-  std::string text(8192, '\0');
-  rwkvl_status st = rwkvl_context_memory_plan(ctx, 1, text.data(), text.size(), &n);
-  if (st == RWKVL_ERR_INVALID_ARGUMENT && n + 1 > text.size()) {
-    text.resize(n + 1);
-    st = rwkvl_context_memory_plan(ctx, 1, text.data(), text.size(), &n);
-  }
-  if (st != RWKVL_OK) return nullptr;  // no budget set
-  text.resize(n);
+  std::string text;
+  if (plan_text(ctx, 1, text) != RWKVL_OK) return nullptr;  // no budget set
   return nlohmann::json::parse(text, nullptr, false);
 }
 
