@@ -86,7 +86,7 @@ extern "C" {
 
 /* The C API version of this header (see VERSIONING above). */
 #define RWKVL_API_VERSION_MAJOR 1
-#define RWKVL_API_VERSION_MINOR 6
+#define RWKVL_API_VERSION_MINOR 7
 #define RWKVL_API_VERSION (RWKVL_API_VERSION_MAJOR * 1000 + RWKVL_API_VERSION_MINOR)
 
 /* The C API version of the linked library, RWKVL_API_VERSION as the library was built. Never fails. */
@@ -496,6 +496,32 @@ rwkvl_status rwkvl_storage_preset(const char* name, rwkvl_storage_params* out);
    negative or non-finite bandwidth or latency, or a queue depth outside 1..4096. */
 rwkvl_status rwkvl_context_configure_storage(rwkvl_session* s, const rwkvl_session_params* params,
                                              const rwkvl_storage_params* storage);
+/* More session settings (API 1.7). An extensible struct: take rwkvl_session_default_extras() (it sets struct_size)
+   and change what you need; the library reads only the first struct_size bytes.
+     storage            NULL: params->memory's io_mb_per_s / io_latency_us; else this device (as
+                        rwkvl_context_configure_storage).
+     latency_target_ms  > 0, with a memory budget: the plan must predict at most this many ms per token (storage time
+                        of its reads + compute_ms). For files with an int4 version of the head clusters (compress
+                        --fidelities HIGH,int4) the planner reads the clusters that cost the least calibration loss
+                        per byte saved at int4 until the prediction meets the target. INVALID_ARGUMENT when no plan
+                        can: the message names the fastest plan's prediction. 0 = none.
+     compute_ms         compute per token added to the predicted storage time (e.g. 1000 / the tok/s measured with
+                        every weight resident); >= 0.
+     head_fidelity      NULL or "auto" (the head's own dtype unless a latency target needs int4), "high" (every
+                        cluster at the head's own dtype) or "int4" (every cluster at int4; needs the int4 version). */
+typedef struct rwkvl_session_extras {
+  size_t struct_size;
+  const rwkvl_storage_params* storage;
+  double latency_target_ms;
+  double compute_ms;
+  const char* head_fidelity;
+} rwkvl_session_extras;
+rwkvl_session_extras rwkvl_session_default_extras(void);
+/* rwkvl_context_configure with the extras (NULL: none). Errors: those of rwkvl_context_configure_storage;
+   INVALID_ARGUMENT for a negative or non-finite target or compute time, a target or fidelity without a memory
+   budget, an unknown head_fidelity, int4 on a file without an int4 version, a target no plan can meet. */
+rwkvl_status rwkvl_context_configure_with(rwkvl_session* s, const rwkvl_session_params* params,
+                                          const rwkvl_session_extras* extras);
 /* Reads from the model file since the session was built (or its statistics reset): count, bytes, the time
    callers waited in them (stall, simulated waiting included), the time the simulated device was busy (at least
    one read in flight; 0 without simulation), and the storage in use. */
@@ -1028,6 +1054,30 @@ rwkvl_status rwkvl_compress_with_prune(const rwkvl_model* model, const rwkvl_com
                                        const rwkvl_prune_recipe* prune, const rwkvl_calibration* calib,
                                        const char* out_path, const rwkvl_compress_options* options,
                                        rwkvl_compress_progress_fn progress, void* user, rwkvl_compress_report* report);
+
+/* More settings of a compression (API 1.7). An extensible struct: take rwkvl_compress_default_extras() (it sets
+   struct_size) and change what you need; the library reads only the first struct_size bytes, so a program built
+   against this header works with later libraries whose struct has more fields.
+     prune       pruning first, as rwkvl_compress_with_prune (NULL: none).
+     fidelities  "HIGH,int4" (NULL or "": one fidelity): with a cluster head, every cluster's head rows are also
+                 stored at int4 (tensor head.weight.q4), with each cluster's importance (the increase of the
+                 calibration loss when it alone is read at int4) in the pass record; HIGH names the head's own
+                 dtype after the other passes (int8 with quant_head and RWKVL_QUANT_INT8, else f16, bf16 or f32).
+                 Under a memory budget the session's planner then chooses a fidelity per cluster
+                 (rwkvl_session_params: latency_target_ms, fidelity). */
+typedef struct rwkvl_compress_extras {
+  size_t struct_size;
+  const rwkvl_prune_recipe* prune;
+  const char* fidelities;
+} rwkvl_compress_extras;
+rwkvl_compress_extras rwkvl_compress_default_extras(void);
+/* rwkvl_compress_with_prune with the extras (NULL: none). Errors: those of rwkvl_compress_with_prune, and
+   INVALID_ARGUMENT for fidelities that are not "HIGH,int4", fidelities without a cluster head, or a HIGH that
+   is not the head's dtype (before any work, no output). */
+rwkvl_status rwkvl_compress_with(const rwkvl_model* model, const rwkvl_compress_recipe* recipe,
+                                 const rwkvl_compress_extras* extras, const rwkvl_calibration* calib,
+                                 const char* out_path, const rwkvl_compress_options* options,
+                                 rwkvl_compress_progress_fn progress, void* user, rwkvl_compress_report* report);
 
 /* FFN activation sparsity (`rwkv-lite stats`): feeds tokens[0..n) from the initial state in chunks of
    `chunk` (1..1024; 0 = 64) with n_threads threads (<= 0: one per core) and measures, per layer, the share of

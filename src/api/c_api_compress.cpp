@@ -1,6 +1,7 @@
 // The compression section of the C API: rwkvl_compress (src/compress/pipeline.h) and the FFN activation
 // statistics (src/compress/activation_stats.h).
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <functional>
 #include <iterator>
@@ -297,13 +298,61 @@ rwkvl_status rwkvl_compress_with_prune(const rwkvl_model* model, const rwkvl_com
                                        const rwkvl_prune_recipe* prune, const rwkvl_calibration* calib,
                                        const char* out_path, const rwkvl_compress_options* options,
                                        rwkvl_compress_progress_fn progress, void* user, rwkvl_compress_report* report) {
+  rwkvl_compress_extras x = rwkvl_compress_default_extras();
+  x.prune = prune;
+  return rwkvl_compress_with(model, recipe, &x, calib, out_path, options, progress, user, report);
+}
+
+rwkvl_compress_extras rwkvl_compress_default_extras(void) {
+  rwkvl_compress_extras x{};
+  x.struct_size = sizeof(rwkvl_compress_extras);
+  return x;
+}
+
+namespace {
+
+// "HIGH,int4" -> the recipe's fidelities.
+void apply_fidelities(const char* list, cz::Recipe& r) {
+  if (!list || !*list) return;
+  const std::string s = list;
+  const size_t comma = s.find(',');
+  RWKVL_API_REQUIRE(comma != std::string::npos && s.find(',', comma + 1) == std::string::npos,
+                    "--fidelities takes two names, the head's own dtype and int4 (e.g. int8,int4), not '%s'", list);
+  const std::string hi = s.substr(0, comma), lo = s.substr(comma + 1);
+  RWKVL_API_REQUIRE(lo == "int4", "the lower fidelity must be int4, not '%s' (--fidelities %s)", lo.c_str(), list);
+  static const std::pair<const char*, rwkvl::DType> kHigh[] = {
+      {"int8", rwkvl::DType::kI8}, {"f16", rwkvl::DType::kF16}, {"bf16", rwkvl::DType::kBF16}, {"f32", rwkvl::DType::kF32}};
+  bool found = false;
+  for (const auto& [name, d] : kHigh)
+    if (hi == name) {
+      r.cluster_head.high_fidelity = d;
+      found = true;
+    }
+  RWKVL_API_REQUIRE(found, "unknown fidelity '%s' (the head's own dtype: int8, f16, bf16 or f32) in --fidelities %s", hi.c_str(), list);
+  r.cluster_head.low_fidelity = cz::Quant::kInt4;
+}
+
+}  // namespace
+
+rwkvl_status rwkvl_compress_with(const rwkvl_model* model, const rwkvl_compress_recipe* recipe,
+                                 const rwkvl_compress_extras* extras, const rwkvl_calibration* calib,
+                                 const char* out_path, const rwkvl_compress_options* options,
+                                 rwkvl_compress_progress_fn progress, void* user, rwkvl_compress_report* report) {
   if (report) *report = rwkvl_compress_report{};
   return guarded([&] {
     RWKVL_API_REQUIRE(model && out_path, "rwkvl_compress: NULL argument");
+    rwkvl_compress_extras x = rwkvl_compress_default_extras();
+    if (extras) {
+      RWKVL_API_REQUIRE(extras->struct_size >= offsetof(rwkvl_compress_extras, prune) + sizeof(void*),
+                        "rwkvl_compress_with: extras.struct_size %zu is too small (use rwkvl_compress_default_extras())",
+                        extras->struct_size);
+      std::memcpy(&x, extras, std::min(extras->struct_size, sizeof x));
+    }
     rwkvl::check_output_path(out_path);  // before any work
     const std::shared_ptr<rwkvl::Model> m = rwkvl::api::model_of(model);
     cz::Recipe r = to_recipe(recipe ? *recipe : rwkvl_compress_default_recipe());
-    if (prune) apply_prune(*prune, r);
+    if (x.prune) apply_prune(*x.prune, r);
+    apply_fidelities(x.fidelities, r);
     if (options) r.mem_budget = options->mem_budget;
     const cz::CalibrationData cd = to_calibration(model, m, calib);
     cz::ProgressFn fn;

@@ -1,13 +1,14 @@
 // C API: the output head (full / cluster) and memory settings (embedding cache, simulated storage).
+#include <algorithm>
 #include <cmath>
-
-#include "api/api_internal.h"
-#include "runtime/head_runtime.h"
-#include "model/model.h"
+#include <cstddef>
 #include <cstring>
 #include <string>
 
+#include "api/api_internal.h"
+#include "model/model.h"
 #include "runtime/emb_cache.h"
+#include "runtime/head_runtime.h"
 #include "runtime/layer_stream.h"
 #include "runtime/planner.h"
 #include "runtime/storage.h"
@@ -130,10 +131,30 @@ rwkvl_status rwkvl_storage_preset(const char* name, rwkvl_storage_params* out) {
 
 rwkvl_status rwkvl_context_configure_storage(rwkvl_context* ctx, const rwkvl_session_params* params,
                                              const rwkvl_storage_params* storage) {
+  rwkvl_session_extras x = rwkvl_session_default_extras();
+  x.storage = storage;
+  return rwkvl_context_configure_with(ctx, params, &x);
+}
+
+rwkvl_session_extras rwkvl_session_default_extras(void) {
+  rwkvl_session_extras x{};
+  x.struct_size = sizeof(rwkvl_session_extras);
+  return x;
+}
+
+rwkvl_status rwkvl_context_configure_with(rwkvl_context* ctx, const rwkvl_session_params* params,
+                                          const rwkvl_session_extras* extras) {
   return guarded([&] {
-    RWKVL_API_REQUIRE(ctx && params, "rwkvl_context_configure_storage: NULL argument");
-    rwkvl::SessionParams sp = rwkvl::api::session_params(*params, "rwkvl_context_configure_storage");
-    if (storage) {
+    RWKVL_API_REQUIRE(ctx && params, "rwkvl_context_configure: NULL argument");
+    rwkvl_session_extras x = rwkvl_session_default_extras();
+    if (extras) {
+      RWKVL_API_REQUIRE(extras->struct_size >= offsetof(rwkvl_session_extras, storage) + sizeof(void*),
+                        "rwkvl_context_configure_with: extras.struct_size %zu is too small (use rwkvl_session_default_extras())",
+                        extras->struct_size);
+      std::memcpy(&x, extras, std::min(extras->struct_size, sizeof x));
+    }
+    rwkvl::SessionParams sp = rwkvl::api::session_params(*params, "rwkvl_context_configure");
+    if (const rwkvl_storage_params* storage = x.storage) {
       RWKVL_API_REQUIRE(std::isfinite(storage->mb_per_s) && storage->mb_per_s >= 0 && std::isfinite(storage->latency_us) &&
                             storage->latency_us >= 0,
                         "storage of %g MB/s and %g us per read: both must be finite and >= 0", storage->mb_per_s,
@@ -144,6 +165,19 @@ rwkvl_status rwkvl_context_configure_storage(rwkvl_context* ctx, const rwkvl_ses
       sp.storage.latency_us = storage->latency_us;
       sp.storage.queue = storage->queue_depth;
     }
+    RWKVL_API_REQUIRE(std::isfinite(x.latency_target_ms) && x.latency_target_ms >= 0 && x.latency_target_ms < 1e9,
+                      "latency target %g ms: it must be a finite number >= 0", x.latency_target_ms);
+    RWKVL_API_REQUIRE(std::isfinite(x.compute_ms) && x.compute_ms >= 0 && x.compute_ms < 1e9,
+                      "compute time %g ms per token: it must be a finite number >= 0", x.compute_ms);
+    using F = rwkvl::MemoryRequest::Fidelity;
+    const std::string fid = x.head_fidelity ? x.head_fidelity : "";
+    RWKVL_API_REQUIRE(fid.empty() || fid == "auto" || fid == "high" || fid == "int4",
+                      "unknown head fidelity '%s' (use auto, high or int4)", fid.c_str());
+    sp.memory.fidelity = fid == "high" ? F::kHigh : fid == "int4" ? F::kLow : F::kAuto;
+    sp.memory.latency_target = x.latency_target_ms * 1e-3;
+    sp.memory.compute_seconds = x.compute_ms * 1e-3;
+    RWKVL_API_REQUIRE(sp.memory.budget > 0 || (sp.memory.latency_target == 0 && sp.memory.fidelity == F::kAuto),
+                      "a latency target and a head fidelity are plans under a memory budget: give a budget (--mem-budget) too");
     rwkvl::SessionParams fallback;
     fallback.threads = sp.threads;
     rwkvl::api::rebuild(ctx, sp, fallback);

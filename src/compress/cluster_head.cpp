@@ -259,6 +259,14 @@ void validate(const Model& in, const ClusterHeadOptions& o) {
                min_tokens, o.calib.size());
   for (int32_t t : o.calib)
     if (t < 0 || t >= V) RWKVL_FAIL(kInvalidArgument, "calibration token %d is out of range [0, %lld)", t, static_cast<long long>(V));
+  if (o.int4_version && (in.config().n_embd % 32 != 0 || head.ref.dtype == DType::kQ4))
+    RWKVL_FAIL(kInvalidArgument, "--fidelities ...,int4 needs a head of width a multiple of 32 stored above int4 (the head is %s, width %lld)",
+               dtype_name(head.ref.dtype), static_cast<long long>(in.config().n_embd));
+  if (o.int4_version && o.high_dtype && *o.high_dtype != head.ref.dtype)
+    RWKVL_FAIL(kInvalidArgument, "--fidelities names %s first, but the head is stored as %s%s", dtype_name(*o.high_dtype),
+               dtype_name(head.ref.dtype), *o.high_dtype == DType::kI8 ? " (add --quant int8 --quant-head)" : "");
+  if (o.int4_version && o.profile_positions < 16)
+    RWKVL_FAIL(kInvalidArgument, "the fidelity profile needs at least 16 positions, got %lld", static_cast<long long>(o.profile_positions));
 }
 
 // One cluster_head pass: cluster, calibrate, distil, write.
@@ -279,7 +287,13 @@ class HeadPass {
     rep_.seconds_calib = seconds_since(t_calib);
     const auto t_train = std::chrono::steady_clock::now();
     distil();
+    order_by_co_use();
     rep_.seconds_train = seconds_since(t_train);
+    if (o_.int4_version) {
+      const auto t_prof = std::chrono::steady_clock::now();
+      profile_int4();
+      rep_.seconds_profile = seconds_since(t_prof);
+    }
     TensorMap tm = in_->tensors();
     put_tensors(tm);
     rep_.pass = pass_record();
@@ -529,6 +543,212 @@ class HeadPass {
     for (int64_t j = 0; j < K; ++j) rep_.cluster_usage[static_cast<size_t>(j)] = count[static_cast<size_t>(j)] / static_cast<double>(std::max<int64_t>(1, N));
   }
 
+  // ---- 3a. file order of the clusters by co-use: the runtime reads the chosen clusters that are not resident
+  // in file order, adjacent ones in one read, so clusters chosen together should sit together. Greedy chain: the
+  // most used cluster first, then repeatedly the unplaced cluster chosen most often together with the last one
+  // placed (ties: the more used, then the lower index). Renumbers everything indexed by cluster; records, per
+  // cluster, the share of calibration positions that chose it and the next cluster too (usage_next), from which
+  // the planner predicts how many reads merge. Heads of more than kMaxOrder clusters keep the k-means order.
+  static constexpr int64_t kMaxOrder = 4096;
+  void order_by_co_use() {
+    const int64_t K = K_;
+    const int64_t N = static_cast<int64_t>(o_.calib.size());
+    std::vector<float> co;
+    const bool reorder = K <= kMaxOrder;
+    if (reorder) co.assign(static_cast<size_t>(K * K), 0.f);
+    std::vector<double> next(static_cast<size_t>(K), 0.0);  // chose j and j + 1 (in the final order)
+    std::vector<std::vector<int32_t>> sel;                   // (no reorder: counted directly)
+    Eigen::Map<const RowMatF> Xall(X_.data(), N, C_);
+    std::vector<int32_t> order(static_cast<size_t>(K)), chosen;
+    std::vector<float> logp(static_cast<size_t>(K));
+    std::vector<uint8_t> is(static_cast<size_t>(K), 0);
+    const int64_t B = 1024;
+    for (int64_t s = 0; s < N; s += B) {
+      const int64_t m = std::min(B, N - s);
+      const RowMatF Z = (Xall.middleRows(s, m) * Wt_).rowwise() + bias_;
+      for (int64_t i = 0; i < m; ++i) {
+        logprob::log_softmax(Z.row(i).data(), static_cast<size_t>(K), logp.data());
+        chosen.clear();
+        select(logp, order, [&](int32_t j) { chosen.push_back(j); });
+        if (reorder) {
+          for (int32_t a : chosen)
+            for (int32_t b : chosen) co[static_cast<size_t>(a) * static_cast<size_t>(K) + static_cast<size_t>(b)] += 1.f;
+        } else {
+          for (int32_t a : chosen) is[static_cast<size_t>(a)] = 1;
+          for (int32_t a : chosen) next[static_cast<size_t>(a)] += a + 1 < K && is[static_cast<size_t>(a) + 1];
+          for (int32_t a : chosen) is[static_cast<size_t>(a)] = 0;
+        }
+      }
+    }
+    const double n = static_cast<double>(std::max<int64_t>(1, N));
+    if (!reorder) {
+      rep_.cluster_usage_next.resize(static_cast<size_t>(K));
+      for (int64_t j = 0; j < K; ++j) rep_.cluster_usage_next[static_cast<size_t>(j)] = next[static_cast<size_t>(j)] / n;
+      return;
+    }
+    const std::vector<double>& u = rep_.cluster_usage;
+    std::vector<int32_t> chain;
+    std::vector<uint8_t> placed(static_cast<size_t>(K), 0);
+    int32_t last = -1;
+    for (int64_t step = 0; step < K; ++step) {
+      int32_t best = -1;
+      for (int32_t j = 0; j < K; ++j) {
+        if (placed[static_cast<size_t>(j)]) continue;
+        if (best < 0) {
+          best = j;
+          continue;
+        }
+        const float cj = last < 0 ? 0.f : co[static_cast<size_t>(last) * static_cast<size_t>(K) + static_cast<size_t>(j)];
+        const float cb = last < 0 ? 0.f : co[static_cast<size_t>(last) * static_cast<size_t>(K) + static_cast<size_t>(best)];
+        if (cj > cb || (cj == cb && u[static_cast<size_t>(j)] > u[static_cast<size_t>(best)])) best = j;
+      }
+      chain.push_back(best);
+      placed[static_cast<size_t>(best)] = 1;
+      last = best;
+    }
+    // Renumber: new cluster i is old cluster chain[i].
+    std::vector<int32_t> new_of(static_cast<size_t>(K));
+    for (int64_t i = 0; i < K; ++i) new_of[static_cast<size_t>(chain[static_cast<size_t>(i)])] = static_cast<int32_t>(i);
+    for (int32_t& a : assign_) a = new_of[static_cast<size_t>(a)];
+    std::vector<int32_t> offsets(static_cast<size_t>(K + 1), 0), perm;
+    perm.reserve(static_cast<size_t>(V_));
+    RowMatF W(C_, K);
+    Eigen::RowVectorXf b(K);
+    std::vector<double> usage(static_cast<size_t>(K));
+    for (int64_t i = 0; i < K; ++i) {
+      const int32_t j = chain[static_cast<size_t>(i)];
+      for (int32_t g = offsets_[static_cast<size_t>(j)]; g < offsets_[static_cast<size_t>(j) + 1]; ++g) perm.push_back(perm_[static_cast<size_t>(g)]);
+      offsets[static_cast<size_t>(i) + 1] = static_cast<int32_t>(perm.size());
+      W.col(i) = Wt_.col(j);
+      b[i] = bias_[j];
+      usage[static_cast<size_t>(i)] = u[static_cast<size_t>(j)];
+    }
+    perm_ = std::move(perm);
+    offsets_ = std::move(offsets);
+    Wt_ = std::move(W);
+    bias_ = std::move(b);
+    rep_.cluster_usage = std::move(usage);
+    rep_.cluster_usage_next.assign(static_cast<size_t>(K), 0.0);
+    for (int64_t i = 0; i + 1 < K; ++i)
+      rep_.cluster_usage_next[static_cast<size_t>(i)] =
+          co[static_cast<size_t>(chain[static_cast<size_t>(i)]) * static_cast<size_t>(K) + static_cast<size_t>(chain[static_cast<size_t>(i) + 1])] / n;
+  }
+
+  // Head row g (grouped order) as the runtime reads it: at the head's own dtype (f32 out) and at int4 (the q4
+  // version put_tensors writes, decoded).
+  void head_row(int32_t g, float* hi, float* lo, std::vector<uint8_t>& q) const {
+    kern::get_row(head_.ref, perm_[static_cast<size_t>(g)], hi);
+    if (!lo) return;
+    q.resize(static_cast<size_t>(kern::row_bytes(DType::kQ4, C_)));
+    quantize_rows_q4(hi, 1, C_, q.data());
+    q4_to_f32_row(q.data(), lo, static_cast<size_t>(C_));
+  }
+
+  // ---- 3b. importance of each cluster's fidelity: on up to profile_positions calibration positions (evenly
+  // spaced), with the runtime's cluster-mode output (chosen clusters' exact logits y, the others pseudo-logits
+  // that together carry Q (1 - cum) / cum, Q = sum of exp(y) over the chosen rows), the next token t of a chosen
+  // cluster has loss log Q - log cum - y_t and one of an unchosen cluster a loss that no head row changes. So
+  // the increase when cluster j alone is read at int4 is log(Q - Q_j + Q4_j) - log Q + (y_t - y4_t if t in j).
+  void profile_int4() {
+    const int64_t K = K_, C = C_;
+    const int64_t N = static_cast<int64_t>(o_.calib.size()) - 1;  // positions with a next token
+    const int64_t P = std::min<int64_t>(N, o_.profile_positions);
+    std::vector<int64_t> pos(static_cast<size_t>(P));
+    for (int64_t i = 0; i < P; ++i) pos[static_cast<size_t>(i)] = i * N / P;
+    Eigen::Map<const RowMatF> Xall(X_.data(), N + 1, C);
+    // 1. the chosen clusters of every profiled position
+    std::vector<std::vector<int32_t>> chosen(static_cast<size_t>(P));
+    std::vector<double> log_cum(static_cast<size_t>(P));
+    {
+      std::vector<int32_t> order(static_cast<size_t>(K));
+      std::vector<float> logp(static_cast<size_t>(K));
+      RowMatF z(1, K);
+      for (int64_t i = 0; i < P; ++i) {
+        z = (Xall.row(pos[static_cast<size_t>(i)]) * Wt_) + bias_;
+        logprob::log_softmax(z.data(), static_cast<size_t>(K), logp.data());
+        double cum = 0;
+        select(logp, order, [&](int32_t j) {
+          chosen[static_cast<size_t>(i)].push_back(j);
+          cum += std::exp(static_cast<double>(logp[static_cast<size_t>(j)]));
+        });
+        log_cum[static_cast<size_t>(i)] = std::log(cum);
+      }
+    }
+    // 2. per cluster, the positions that chose it: log-sum-exp of its exact logits at both fidelities, and the
+    //    target's logit when the target is in it
+    std::vector<std::vector<int64_t>> users(static_cast<size_t>(K));
+    for (int64_t i = 0; i < P; ++i)
+      for (int32_t j : chosen[static_cast<size_t>(i)]) users[static_cast<size_t>(j)].push_back(i);
+    struct Part {
+      int32_t j;
+      double lse_hi, lse_lo;
+    };
+    std::vector<std::vector<Part>> parts(static_cast<size_t>(P));
+    std::vector<double> y_hi(static_cast<size_t>(P), 0.0), y_lo(static_cast<size_t>(P), 0.0);
+    std::vector<int32_t> tcluster(static_cast<size_t>(P)), trow(static_cast<size_t>(P));
+    std::vector<int32_t> grouped_of(static_cast<size_t>(V_));
+    for (int64_t g = 0; g < V_; ++g) grouped_of[static_cast<size_t>(perm_[static_cast<size_t>(g)])] = static_cast<int32_t>(g);
+    for (int64_t i = 0; i < P; ++i) {
+      const int32_t t = o_.calib[static_cast<size_t>(pos[static_cast<size_t>(i)] + 1)];
+      trow[static_cast<size_t>(i)] = grouped_of[static_cast<size_t>(t)];
+      tcluster[static_cast<size_t>(i)] = assign_[static_cast<size_t>(t)];
+    }
+    for (auto& v : parts) v.reserve(64);
+    std::vector<uint8_t> q;
+    for (int64_t j = 0; j < K; ++j) {
+      const auto& us = users[static_cast<size_t>(j)];
+      if (us.empty()) continue;
+      const int32_t b = offsets_[static_cast<size_t>(j)], n = offsets_[static_cast<size_t>(j) + 1] - b;
+      RowMatF Rh(n, C), Rl(n, C), Xs(static_cast<int64_t>(us.size()), C);
+      for (int32_t r = 0; r < n; ++r) head_row(b + r, Rh.row(r).data(), Rl.row(r).data(), q);
+      for (size_t u = 0; u < us.size(); ++u) Xs.row(static_cast<int64_t>(u)) = Xall.row(pos[static_cast<size_t>(us[u])]);
+      const RowMatF Yh = Xs * Rh.transpose(), Yl = Xs * Rl.transpose();
+      for (size_t u = 0; u < us.size(); ++u) {
+        const int64_t i = us[u];
+        const auto row = static_cast<int64_t>(u);
+        parts[static_cast<size_t>(i)].push_back({static_cast<int32_t>(j), logprob::log_sum_exp(Yh.row(row).data(), static_cast<size_t>(n)),
+                                                 logprob::log_sum_exp(Yl.row(row).data(), static_cast<size_t>(n))});
+        if (tcluster[static_cast<size_t>(i)] == j) {
+          y_hi[static_cast<size_t>(i)] = Yh(row, trow[static_cast<size_t>(i)] - b);
+          y_lo[static_cast<size_t>(i)] = Yl(row, trow[static_cast<size_t>(i)] - b);
+        }
+      }
+      progress("profile", j + 1, K);
+    }
+    // 3. the increases
+    std::vector<double> loss(static_cast<size_t>(K), 0.0);
+    double all = 0;
+    for (int64_t i = 0; i < P; ++i) {
+      const auto& ps = parts[static_cast<size_t>(i)];
+      bool target_chosen = false;
+      double lq = -std::numeric_limits<double>::infinity(), lq4 = lq;
+      for (const Part& p : ps) {
+        target_chosen = target_chosen || p.j == tcluster[static_cast<size_t>(i)];
+        lq = std::max(lq, p.lse_hi);
+        lq4 = std::max(lq4, p.lse_lo);
+      }
+      if (!target_chosen) continue;
+      double q_hi = 0, q_lo = 0;
+      for (const Part& p : ps) {
+        q_hi += std::exp(p.lse_hi - lq);
+        q_lo += std::exp(p.lse_lo - lq4);
+      }
+      const double log_q = lq + std::log(q_hi), log_q4 = lq4 + std::log(q_lo);
+      all += log_q4 - log_q + y_hi[static_cast<size_t>(i)] - y_lo[static_cast<size_t>(i)];
+      for (const Part& p : ps) {
+        // log(Q - Q_j + Q4_j) - log Q, computed relative to Q
+        const double r = 1.0 - std::exp(p.lse_hi - log_q) + std::exp(p.lse_lo - log_q);
+        double d = std::log(std::max(r, 1e-300));
+        if (p.j == tcluster[static_cast<size_t>(i)]) d += y_hi[static_cast<size_t>(i)] - y_lo[static_cast<size_t>(i)];
+        loss[static_cast<size_t>(p.j)] += d;
+      }
+    }
+    rep_.cluster_loss_int4.resize(static_cast<size_t>(K));
+    for (int64_t j = 0; j < K; ++j) rep_.cluster_loss_int4[static_cast<size_t>(j)] = loss[static_cast<size_t>(j)] / static_cast<double>(P);
+    rep_.loss_int4_all = all / static_cast<double>(P);
+    rep_.profile_positions = P;
+  }
+
   struct Adam {
     Adam(int64_t C, int64_t K)
         : mW(RowMatF::Zero(C, K)), vW(RowMatF::Zero(C, K)), mb(Eigen::RowVectorXf::Zero(K)), vb(Eigen::RowVectorXf::Zero(K)) {}
@@ -580,6 +800,17 @@ class HeadPass {
     if (sc != tm.end()) {
       const Tensor s = sc->second;
       tm["head.weight.scale"] = grouped_rows(s, s.dtype == DType::kF16 ? 2 : 4);
+    }
+    if (o_.int4_version) {  // the int4 version of every grouped row
+      Tensor t = Tensor::alloc("head.weight.q4", DType::kQ4, {V, C});
+      std::vector<float> hi(static_cast<size_t>(C));
+      std::vector<uint8_t> q;
+      const size_t rb = static_cast<size_t>(kern::row_bytes(DType::kQ4, C));
+      for (int64_t g = 0; g < V; ++g) {
+        head_row(static_cast<int32_t>(g), hi.data(), nullptr, q);
+        quantize_rows_q4(hi.data(), 1, C, static_cast<uint8_t*>(t.mutable_data()) + static_cast<size_t>(g) * rb);
+      }
+      tm["head.weight.q4"] = o_.mem.keep(std::move(t));
     }
     auto i32 = [](const std::string& name, const std::vector<int32_t>& v) {
       Tensor t = Tensor::alloc(name, DType::kI32, {static_cast<int64_t>(v.size())});
@@ -654,7 +885,7 @@ class HeadPass {
   nlohmann::json pass_record() const {
     const ClusterHeadOptions& o = o_;
     const ClusterHeadReport& rep = rep_;
-    return {{"tool", "rwkv-lite compress"},
+    nlohmann::json rec = {{"tool", "rwkv-lite compress"},
             {"cluster_head",
              {{"k", o.k},
               {"k_final", K_},
@@ -679,8 +910,21 @@ class HeadPass {
                 {"rows_frac", rep.heldout_rows_frac},
                 {"top1_token_covered", rep.heldout_token_covered},
                 {"mass_covered", rep.heldout_mass_covered}}},
-              {"usage", usage_json(rep.cluster_usage)}}},
+              {"usage", usage_json(rep.cluster_usage)},
+              {"usage_next", usage_json(rep.cluster_usage_next)},
+              {"order", K_ <= kMaxOrder ? "co-use" : "k-means"}}},
             {"calibration", {{"file", o.calib_name}, {"fnv1a64", o.calib_hash}, {"tokens", o.calib.size()}}}};
+    if (o.int4_version) {
+      nlohmann::json loss = nlohmann::json::array();
+      for (double v : rep.cluster_loss_int4) loss.push_back(std::round(v * 1e8) / 1e8);
+      rec["cluster_head"]["fidelities"] = {{"high", dtype_name(head_.ref.dtype)},
+                                           {"low", "q4_g32"},
+                                           {"low_tensor", "head.weight.q4"},
+                                           {"positions", rep.profile_positions},
+                                           {"loss_low_all", rep.loss_int4_all},
+                                           {"loss_low", loss}};
+    }
+    return rec;
   }
 
   const std::shared_ptr<const Model>& in_;

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,12 @@ struct ClusterHeadOptions {
   bool uniform_prior = false;  // pseudo-logits spread uniformly over a cluster (the paper) instead of by calibration mass
   double prior_smoothing = 1e-3;  // calib priors: each token's share gets this x its cluster's mean share added
   bool lse_init = true;        // start from the log-sum-exp approximation (mean head row, log n_j); false: zeros
+  // Fidelities (issue #16): also store every cluster's head rows at int4 ("head.weight.q4", q4_g32 in grouped order,
+  // quantised from the head as it is, e.g. int8) and profile each cluster's importance: the increase of the
+  // calibration loss when that cluster alone is read at int4 (ClusterHeadReport::cluster_loss_int4).
+  bool int4_version = false;
+  std::optional<DType> high_dtype;   // the caller's name for the head's own dtype: must be it (clear error otherwise)
+  int64_t profile_positions = 4096;  // calibration positions the profile uses at most (evenly spaced)
   int n_threads = 1;
   int chunk = 128;
   // The pipeline's input file and spool (see SparseFfnOptions::mem): the new tensors go to the spool; resident
@@ -58,6 +65,17 @@ struct ClusterHeadReport {
   // Per cluster (final order): the share of all calibration positions whose selection (the rule above) includes
   // it. Stored in the pass record ("usage"): the memory planner keeps the most used clusters' rows resident.
   std::vector<double> cluster_usage;
+  // Per cluster (file order, which puts clusters chosen together next to each other): the share of calibration
+  // positions whose selection includes it and the next cluster (the last: 0). Stored ("usage_next"): the planner
+  // predicts how many of a token's reads of adjacent streamed clusters merge into one.
+  std::vector<double> cluster_usage_next;
+  // int4_version: per cluster, the mean increase of the next-token loss (nats per calibration position, the
+  // runtime's cluster-mode logits at the default selection) when that cluster's rows alone are read at int4;
+  // the increase with every cluster at int4 at once (measured, not summed), and the positions profiled.
+  std::vector<double> cluster_loss_int4;
+  double loss_int4_all = 0;
+  int64_t profile_positions = 0;
+  double seconds_profile = 0;
   double seconds_cluster = 0, seconds_calib = 0, seconds_train = 0;
   nlohmann::json pass;
 };

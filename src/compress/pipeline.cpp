@@ -100,6 +100,8 @@ ClusterHeadOptions cluster_options(const Recipe& r, const CalibrationData& calib
   co.prior_smoothing = c.prior_smoothing;
   co.from_embedding = c.source == ClusterSource::kEmbedding;
   co.seed = c.seed;
+  co.int4_version = c.low_fidelity == Quant::kInt4;
+  co.high_dtype = c.high_fidelity;
   co.calib = calib.tokens;
   co.calib_name = calib.name;
   co.calib_hash = calib.hash;
@@ -292,8 +294,24 @@ void validate(const Model& in, const Recipe& r, const CalibrationData& calib) {
                "bad sparse FFN settings (recall %g must lie in (0, 1], hidden %d and epochs %d >= 1, lr %g > 0, "
                "holdout %g in (0, 1))",
                s.recall, s.hidden, s.epochs, s.lr, s.holdout);
+  if (r.cluster_head.low_fidelity != Quant::kNone) {
+    if (r.cluster_head.low_fidelity != Quant::kInt4)
+      RWKVL_FAIL(kInvalidArgument, "the only lower fidelity is int4 (--fidelities HIGH,int4)");
+    if (!r.cluster_head.enabled)
+      RWKVL_FAIL(kInvalidArgument, "--fidelities needs --cluster-head K: the head clusters are the shards stored at several fidelities");
+    if (r.quant.head && r.quant.type == Quant::kInt4)
+      RWKVL_FAIL(kInvalidArgument, "--fidelities ...,int4 needs a head stored above int4 (the head is quantised to int4 already)");
+    // the head's dtype after stage 1 (a --dtype change is checked by the pass itself)
+    const std::optional<DType> head = r.quant.head && r.quant.type == Quant::kInt8 ? std::optional<DType>(DType::kI8)
+                                      : r.dtype.empty() && !in.head().factored() ? std::optional<DType>(in.head().ref.dtype)
+                                                                                 : std::nullopt;
+    if (r.cluster_head.high_fidelity && head && *head != *r.cluster_head.high_fidelity)
+      RWKVL_FAIL(kInvalidArgument, "--fidelities names %s first, but the head will be stored as %s%s",
+                 dtype_name(*r.cluster_head.high_fidelity), dtype_name(*head),
+                 *r.cluster_head.high_fidelity == DType::kI8 ? " (add --quant int8 --quant-head)" : "");
+  }
   if (r.n_threads > 4096) RWKVL_FAIL(kInvalidArgument, "at most 4096 threads, got %d", r.n_threads);
-  (void)in;  // the passes check the model itself (factored, quantised, bundled, widths) before any work
+  // the passes check the model itself (factored, quantised, bundled, widths) before any work
 }
 
 // ------------------------------------------------------------------------------------------ the run
@@ -368,7 +386,8 @@ nlohmann::json recipe_json(const Recipe& r) {
           {"cluster_head", {{"enabled", c.enabled}, {"k", c.k}, {"cap", c.cap}, {"pca_dims", c.pca_dims},
                             {"epochs", c.epochs}, {"lr", exact(c.lr)}, {"prior", head_prior_name(c.prior)},
                             {"prior_smoothing", exact(c.prior_smoothing)}, {"source", cluster_source_name(c.source)},
-                            {"seed", c.seed}}}};
+                            {"seed", c.seed}, {"low_fidelity", quant_name(c.low_fidelity)},
+                            {"high_fidelity", c.high_fidelity ? dtype_name(*c.high_fidelity) : ""}}}};
 }
 
 // The input model, recognised by its content: the file's length and 64 samples of 64 KiB spread over it (the

@@ -96,6 +96,11 @@ struct Recipe {
     double prior_smoothing = 1e-3;
     ClusterSource source = ClusterSource::kHead;
     uint64_t seed = 1;
+    // Fidelities (issue #16): kInt4 also stores every cluster's rows at int4 with the importance profile
+    // (ClusterHeadOptions::int4_version); the runtime's planner then picks per cluster int4 or the head's own
+    // dtype under a latency target. kNone: one fidelity.
+    Quant low_fidelity = Quant::kNone;
+    std::optional<DType> high_fidelity;  // the head's own dtype as the caller names it (checked by the pass)
   } cluster_head;
   int n_threads = 0;  // <= 0: one per online core
   // > 0: run within this many bytes of resident memory: the plan (plan.h) trains fewer predictor layers side by

@@ -15,7 +15,7 @@ namespace rwkvl {
 size_t Scratch::width_for(const Model& m) {
   size_t width = static_cast<size_t>(std::max(m.config().n_embd, m.config().n_ffn));
   for (const auto& [name, t] : m.tensors())
-    if (t.shape.size() >= 2 && name != "emb.weight" && name != "head.weight")
+    if (t.shape.size() >= 2 && name != "emb.weight" && name != "head.weight" && name != "head.weight.q4")
       width = std::max(width, static_cast<size_t>(t.shape.size() == 3 ? t.shape[1] : t.rows()));
   return width;
 }

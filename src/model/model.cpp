@@ -464,6 +464,20 @@ void bind_cluster_head(Binder& bd, const ModelConfig& cfg, ClusterHead& H) {
       RWKVL_FAIL(kFormat, "'head.cluster.prior' of cluster %lld is not normalised (log of its total mass is %g, not 0)",
                  static_cast<long long>(j), mx + std::log(sum));
   }
+  // The int4 version of the grouped head rows (compress --fidelities HIGH,int4), optional.
+  auto lo = tensors_.find("head.weight.q4");
+  if (lo != tensors_.end()) {
+    const Tensor& t = lo->second;
+    if (t.dtype != DType::kQ4 || t.shape != std::vector<int64_t>{V, C} || C % 32 != 0)
+      RWKVL_FAIL(kFormat, "'head.weight.q4' must be q4_g32 [%lld, %lld] (the int4 version of the grouped head rows), got %s %s",
+                 static_cast<long long>(V), static_cast<long long>(C), dtype_name(t.dtype), t.shape_str().c_str());
+    bound.push_back("head.weight.q4");
+    H.tlow = t;
+    H.low.dtype = DType::kQ4;
+    H.low.rows = V;
+    H.low.cols = C;
+    H.low.data = t.data;
+  }
   H.k = k;
 }
 
@@ -707,8 +721,10 @@ const Matrix& layer_matrix(const LayerWeights& L, MatRole role) {
 
 uint64_t Model::n_params() const {
   uint64_t n = 0;
+  // Scales and the int4 version of the head (the same parameters at another fidelity) are not parameters.
   for (const auto& [name, t] : tensors_)
-    if (!(name.size() > 6 && name.compare(name.size() - 6, 6, ".scale") == 0)) n += static_cast<uint64_t>(t.numel());
+    if (!(name.size() > 6 && name.compare(name.size() - 6, 6, ".scale") == 0) && name != "head.weight.q4")
+      n += static_cast<uint64_t>(t.numel());
   return n;
 }
 
@@ -721,7 +737,7 @@ uint64_t Model::weight_bytes() const {
 uint64_t Model::bytes_per_token() const {
   // Everything except the embedding table is read once per token; of the embedding, one row.
   const Tensor& e = emb_.t;
-  uint64_t n = weight_bytes() - emb_.bytes();
+  uint64_t n = weight_bytes() - emb_.bytes() - chead_.tlow.nbytes;  // the int4 head version is an alternative
   n += e.nbytes / static_cast<uint64_t>(e.rows()) + (emb_.scale.nbytes ? 4 : 0);
   return n;
 }

@@ -133,8 +133,12 @@ struct ClusterHead {
   const float* bias = nullptr;       // k
   const float* prior = nullptr;      // V, grouped order; logsumexp over each cluster = 0
   int64_t largest = 0;               // rows of the largest cluster
-  Tensor tperm, toffsets, tw, tbias, tprior;
+  // Optional (compress --fidelities HIGH,int4): the grouped head rows again at int4 (V, C) q4_g32, "head.weight.q4";
+  // the runtime reads a cluster's rows from here when its plan chose the low fidelity for it.
+  kern::MatRef low;
+  Tensor tperm, toffsets, tw, tbias, tprior, tlow;
   bool present() const { return k > 0; }
+  bool has_low() const { return low.data != nullptr; }
   size_t bytes() const { return tperm.nbytes + toffsets.nbytes + tw.nbytes + tbias.nbytes + tprior.nbytes; }
   int64_t size(int64_t j) const { return offsets[j + 1] - offsets[j]; }
 };

@@ -79,9 +79,10 @@ void HeadRuntime::full(const float* xn, size_t T, float* out) {
       kern::matmul(head.ref, xn, static_cast<int64_t>(T), out, pool_);  // T == 1 runs the matvec kernel
       return;
     }
-    for (int64_t b = 0; b < static_cast<int64_t>(V); b += buf_rows_) {
-      const int64_t n = std::min<int64_t>(buf_rows_, static_cast<int64_t>(V) - b);
-      const kern::MatRef v = read_rows(b, n);
+    const int64_t buf_rows = static_cast<int64_t>(buf_.size() / src_[0].row_bytes);
+    for (int64_t b = 0; b < static_cast<int64_t>(V); b += buf_rows) {
+      const int64_t n = std::min<int64_t>(buf_rows, static_cast<int64_t>(V) - b);
+      const kern::MatRef v = read_rows(src_[0], b, n);
       if (ybuf_.size() < T * static_cast<size_t>(n)) ybuf_.resize(T * static_cast<size_t>(n));
       kern::matmul(v, xn, static_cast<int64_t>(T), ybuf_.data(), pool_);
       for (size_t t = 0; t < T; ++t)
@@ -90,23 +91,23 @@ void HeadRuntime::full(const float* xn, size_t T, float* out) {
     return;
   }
   // Rows grouped by cluster: token by token in grouped order, then each logit put at its token.
-  if (storage_ && all_clusters_.size() != static_cast<size_t>(H.k)) {
+  if ((storage_ || !low_.empty()) && all_clusters_.size() != static_cast<size_t>(H.k)) {
     all_clusters_.resize(static_cast<size_t>(H.k));
     std::iota(all_clusters_.begin(), all_clusters_.end(), 0);
   }
   for (size_t t = 0; t < T; ++t) {
-    if (storage_) rows(xn + t * C, grouped_.data(), all_clusters_);
+    if (storage_ || !low_.empty()) rows(xn + t * C, grouped_.data(), all_clusters_);
     else kern::matvec(head.ref, xn + t * C, grouped_.data(), pool_);
     float* o = out + t * V;
     for (size_t i = 0; i < V; ++i) o[H.perm[i]] = grouped_[i];
   }
 }
 
-// Rows [b, b + n) of the head read from the file into the stream buffer, as a matrix (int8 scales copied).
-kern::MatRef HeadRuntime::read_rows(int64_t b, int64_t n) {
-  const kern::MatRef& w = model_.head().ref;
-  storage_->read(file_offset_ + static_cast<uint64_t>(b) * row_bytes_, buf_.data(), static_cast<size_t>(n) * row_bytes_);
-  stream_bytes_ += static_cast<uint64_t>(n) * row_bytes_;
+// Rows [b, b + n) of a fidelity read from the file into the stream buffer, as a matrix (int8 scales copied).
+kern::MatRef HeadRuntime::read_rows(const Source& src, int64_t b, int64_t n) {
+  const kern::MatRef& w = src.w;
+  storage_->read(src.file_offset + static_cast<uint64_t>(b) * src.row_bytes, buf_.data(), static_cast<size_t>(n) * src.row_bytes);
+  stream_bytes_ += static_cast<uint64_t>(n) * src.row_bytes;
   kern::MatRef v = w;
   v.rows = n;
   v.data = buf_.data();
@@ -118,60 +119,80 @@ kern::MatRef HeadRuntime::read_rows(int64_t b, int64_t n) {
   return v;
 }
 
-// Exact logits (grouped order, into y) of the rows of the given clusters, spread over the pool.
-void HeadRuntime::set_stream(std::shared_ptr<Storage> storage, uint64_t buffer_bytes, const std::vector<uint8_t>& resident) {
+void HeadRuntime::set_low(const std::vector<uint8_t>& low) {
+  const ClusterHead& H = model_.cluster_head();
+  low_.clear();
+  if (low.empty() || std::find(low.begin(), low.end(), 1) == low.end()) return;
+  if (!H.present() || !H.has_low() || low.size() != static_cast<size_t>(H.k))
+    RWKVL_FAIL(kInvalidArgument, "int4 head clusters asked of a file without an int4 version of its %zu clusters (compress --fidelities HIGH,int4)",
+               low.size());
+  low_ = low;
+  src_[1].w = H.low;
+}
+
+void HeadRuntime::set_stream(std::shared_ptr<Storage> storage, uint64_t buffer_bytes, const std::vector<uint8_t>& resident,
+                             const std::vector<uint8_t>& low) {
   storage_.reset();
   buf_.clear();
-  res_at_.clear();
-  res_buf_.clear();
-  res_scale_.clear();
+  for (Source& s : src_) s = Source{};
+  set_low(low);
   if (!storage) return;
-  const kern::MatRef& w = model_.head().ref;
-  const auto& f = model_.file();
-  const auto* p = static_cast<const uint8_t*>(w.data);
-  if (!f || p < f->data() || p >= f->data() + f->size())
-    RWKVL_FAIL(kInvalidArgument, "the head is not stored in the model file; it cannot be streamed");
-  row_bytes_ = static_cast<size_t>(kern::row_bytes(w.dtype, w.cols));
-  buf_rows_ = std::max<int64_t>(1, static_cast<int64_t>(buffer_bytes / row_bytes_));
-  buf_.resize(static_cast<size_t>(buf_rows_) * row_bytes_);
-  ybuf_.resize(static_cast<size_t>(buf_rows_));
-  if (w.dtype == DType::kI8) sbuf_.resize(static_cast<size_t>(buf_rows_));
-  file_offset_ = static_cast<uint64_t>(p - f->data());
-  storage_ = std::move(storage);
   const ClusterHead& H = model_.cluster_head();
+  const auto& f = model_.file();
+  src_[0].w = model_.head().ref;
+  for (int i = 0; i < 2; ++i) {
+    Source& s = src_[i];
+    if (i == 1 && low_.empty()) break;
+    const auto* p = static_cast<const uint8_t*>(s.w.data);
+    if (!f || p < f->data() || p >= f->data() + f->size())
+      RWKVL_FAIL(kInvalidArgument, "the head is not stored in the model file; it cannot be streamed");
+    s.row_bytes = static_cast<size_t>(kern::row_bytes(s.w.dtype, s.w.cols));
+    s.file_offset = static_cast<uint64_t>(p - f->data());
+  }
+  const int64_t buf_rows = std::max<int64_t>(1, static_cast<int64_t>(buffer_bytes / src_[0].row_bytes));
+  buf_.resize(static_cast<size_t>(buf_rows) * src_[0].row_bytes);
+  const int64_t most_rows = low_.empty() ? buf_rows : static_cast<int64_t>(buf_.size() / std::min(src_[0].row_bytes, src_[1].row_bytes));
+  ybuf_.resize(static_cast<size_t>(most_rows));
+  if (src_[0].w.dtype == DType::kI8) sbuf_.resize(static_cast<size_t>(buf_rows));
+  storage_ = std::move(storage);
   if (resident.empty()) return;
   if (!H.present() || resident.size() != static_cast<size_t>(H.k))
     RWKVL_FAIL(kInvalidArgument, "resident head clusters given for a head without %zu clusters", resident.size());
-  res_at_.assign(static_cast<size_t>(H.k), -1);
-  int64_t rows = 0;
-  for (int64_t j = 0; j < H.k; ++j)
-    if (resident[static_cast<size_t>(j)]) {
-      res_at_[static_cast<size_t>(j)] = rows;
-      rows += H.size(j);
+  for (int i = 0; i < 2; ++i) {
+    Source& s = src_[i];
+    if (i == 1 && low_.empty()) break;
+    auto here = [&](int64_t j) { return resident[static_cast<size_t>(j)] && (low_.empty() ? 0 : low_[static_cast<size_t>(j)]) == i; };
+    s.res_at.assign(static_cast<size_t>(H.k), -1);
+    int64_t rows = 0;
+    for (int64_t j = 0; j < H.k; ++j)
+      if (here(j)) {
+        s.res_at[static_cast<size_t>(j)] = rows;
+        rows += H.size(j);
+      }
+    s.res_buf.resize(static_cast<size_t>(rows) * s.row_bytes);
+    if (s.w.dtype == DType::kI8) s.res_scale.resize(static_cast<size_t>(rows));
+    // One read per run of adjacent resident clusters.
+    for (int64_t j = 0; j < H.k;) {
+      if (s.res_at[static_cast<size_t>(j)] < 0) {
+        ++j;
+        continue;
+      }
+      int64_t e = j + 1;
+      while (e < H.k && s.res_at[static_cast<size_t>(e)] >= 0) ++e;
+      const int64_t b = H.offsets[j], n = H.offsets[e] - b, at = s.res_at[static_cast<size_t>(j)];
+      storage_->read(s.file_offset + static_cast<uint64_t>(b) * s.row_bytes, s.res_buf.data() + static_cast<size_t>(at) * s.row_bytes,
+                     static_cast<size_t>(n) * s.row_bytes);
+      if (s.w.dtype == DType::kI8)
+        for (int64_t r = 0; r < n; ++r) s.res_scale[static_cast<size_t>(at + r)] = s.w.scale_at(b + r);
+      j = e;
     }
-  res_buf_.resize(static_cast<size_t>(rows) * row_bytes_);
-  if (w.dtype == DType::kI8) res_scale_.resize(static_cast<size_t>(rows));
-  // One read per run of adjacent resident clusters.
-  for (int64_t j = 0; j < H.k;) {
-    if (res_at_[static_cast<size_t>(j)] < 0) {
-      ++j;
-      continue;
+    s.res_ref = s.w;
+    s.res_ref.rows = rows;
+    s.res_ref.data = s.res_buf.data();
+    if (s.w.dtype == DType::kI8) {
+      s.res_ref.row_scale = s.res_scale.data();
+      s.res_ref.scale_dtype = DType::kF32;
     }
-    int64_t e = j + 1;
-    while (e < H.k && res_at_[static_cast<size_t>(e)] >= 0) ++e;
-    const int64_t b = H.offsets[j], n = H.offsets[e] - b, at = res_at_[static_cast<size_t>(j)];
-    storage_->read(file_offset_ + static_cast<uint64_t>(b) * row_bytes_, res_buf_.data() + static_cast<size_t>(at) * row_bytes_,
-                   static_cast<size_t>(n) * row_bytes_);
-    if (w.dtype == DType::kI8)
-      for (int64_t i = 0; i < n; ++i) res_scale_[static_cast<size_t>(at + i)] = w.scale_at(b + i);
-    j = e;
-  }
-  res_ref_ = w;
-  res_ref_.rows = rows;
-  res_ref_.data = res_buf_.data();
-  if (w.dtype == DType::kI8) {
-    res_ref_.row_scale = res_scale_.data();
-    res_ref_.scale_dtype = DType::kF32;
   }
 }
 
@@ -212,19 +233,24 @@ void HeadRuntime::segments(const kern::MatRef& w, const float* x, float* y, cons
 }
 
 // Exact logits of the grouped row ranges in ranges_ (y indexed by grouped row): in place spread over the
-// pool, or streamed: ranges cut into pieces of at most buf_rows_ rows, each piece one read from the file.
+// pool, or streamed: ranges cut into pieces that fit the stream buffer, each piece one read from the file.
 void HeadRuntime::ranges(const float* x, float* y) {
-  const kern::MatRef& w = model_.head().ref;
   if (!storage_) {
-    segs_.clear();
-    for (const auto& r : ranges_) segs_.push_back({r.first, r.first, r.second - r.first});
-    segments(w, x, y, segs_);
+    for (int i = 0; i < 2; ++i) {
+      auto& segs = src_[i].segs;
+      segs.clear();
+      for (const Range& r : ranges_)
+        if (r.fid == i) segs.push_back({r.b, r.b, r.e - r.b});
+      if (!segs.empty()) segments(i == 0 ? model_.head().ref : src_[1].w, x, y, segs);
+    }
     return;
   }
-  for (const auto& r : ranges_) {
-    for (int64_t b = r.first; b < r.second; b += buf_rows_) {
-      const int64_t n = std::min(buf_rows_, r.second - b);
-      const kern::MatRef v = read_rows(b, n);
+  for (const Range& r : ranges_) {
+    const Source& s = src_[r.fid];
+    const int64_t buf_rows = static_cast<int64_t>(buf_.size() / s.row_bytes);
+    for (int64_t b = r.b; b < r.e; b += buf_rows) {
+      const int64_t n = std::min(buf_rows, r.e - b);
+      const kern::MatRef v = read_rows(s, b, n);
       kern::matvec(v, x, ybuf_.data(), pool_);
       std::memcpy(y + b, ybuf_.data(), sizeof(float) * static_cast<size_t>(n));
     }
@@ -234,20 +260,24 @@ void HeadRuntime::ranges(const float* x, float* y) {
 void HeadRuntime::rows(const float* x, float* y, const std::vector<int32_t>& clusters) {
   const ClusterHead& H = model_.cluster_head();
   ranges_.clear();
-  segs_.clear();
+  for (Source& s : src_) s.segs.clear();
   for (int32_t j : clusters) {
     const int64_t b = H.offsets[j], e = H.offsets[j + 1];
-    const int64_t at = res_at_.empty() ? -1 : res_at_[static_cast<size_t>(j)];
+    const int fid = low_.empty() ? 0 : low_[static_cast<size_t>(j)];
+    Source& s = src_[fid];
+    const int64_t at = s.res_at.empty() ? -1 : s.res_at[static_cast<size_t>(j)];
     if (at >= 0) {  // resident: adjacent resident clusters are adjacent in the buffer too
-      if (!segs_.empty() && segs_.back().dst + segs_.back().len == b && segs_.back().src + segs_.back().len == at) segs_.back().len += e - b;
-      else segs_.push_back({at, b, e - b});
-    } else if (!ranges_.empty() && ranges_.back().second == b) {
-      ranges_.back().second = e;  // adjacent clusters: one read
+      auto& segs = s.segs;
+      if (!segs.empty() && segs.back().dst + segs.back().len == b && segs.back().src + segs.back().len == at) segs.back().len += e - b;
+      else segs.push_back({at, b, e - b});
+    } else if (!ranges_.empty() && ranges_.back().e == b && ranges_.back().fid == fid) {
+      ranges_.back().e = e;  // adjacent clusters of one fidelity: one read
     } else {
-      ranges_.emplace_back(b, e);
+      ranges_.push_back({b, e, fid});
     }
   }
-  if (!segs_.empty()) segments(res_ref_, x, y, segs_);
+  for (const Source& s : src_)
+    if (!s.segs.empty()) segments(s.res_ref, x, y, s.segs);
   if (!ranges_.empty()) ranges(x, y);
 }
 
@@ -307,7 +337,7 @@ void HeadRuntime::clustered(const float* x, float* out) {
 void HeadRuntime::compare(const float* x, const float* approx) {
   const ClusterHead& H = model_.cluster_head();
   const size_t V = static_cast<size_t>(model_.config().n_vocab);
-  if (storage_) {
+  if (storage_ || !low_.empty()) {
     if (all_clusters_.size() != static_cast<size_t>(H.k)) {
       all_clusters_.resize(static_cast<size_t>(H.k));
       std::iota(all_clusters_.begin(), all_clusters_.end(), 0);

@@ -69,8 +69,17 @@ class HeadRuntime {
   // of reading them in place; null storage = in place again. Throws for a head that is not in the file.
   // resident (cluster heads only; empty = none): clusters whose rows are copied once into memory that stays,
   // read through the storage at this call (the planner picks the most used clusters); the rest are streamed.
-  void set_stream(std::shared_ptr<Storage> storage, uint64_t buffer_bytes, const std::vector<uint8_t>& resident = {});
-  uint64_t resident_bytes() const { return res_buf_.size() + res_scale_.size() * sizeof(float); }
+  // low (cluster heads with an int4 version only; empty = none): clusters read at int4 (from head.weight.q4),
+  // resident or streamed as `resident` says.
+  void set_stream(std::shared_ptr<Storage> storage, uint64_t buffer_bytes, const std::vector<uint8_t>& resident = {},
+                  const std::vector<uint8_t>& low = {});
+  // In place (no storage): the clusters read at int4 (empty = none). Throws without an int4 version.
+  void set_low(const std::vector<uint8_t>& low);
+  uint64_t resident_bytes() const {
+    uint64_t b = 0;
+    for (const Source& s : src_) b += s.res_buf.size() + s.res_scale.size() * sizeof(float);
+    return b;
+  }
   bool streamed() const { return storage_ != nullptr; }
   uint64_t stream_bytes_read() const { return stream_bytes_; }
 
@@ -83,8 +92,23 @@ class HeadRuntime {
   struct Segment {
     int64_t src, dst, len;  // rows [src, src + len) of a matrix give the grouped logits [dst, dst + len)
   };
+  struct Range {
+    int64_t b, e;  // grouped rows [b, e)
+    int fid;       // 0: the head's own dtype, 1: int4
+  };
+  // One fidelity of the head rows: where they are (mapped and in the file) and the copy of its resident clusters.
+  struct Source {
+    kern::MatRef w;              // all rows, grouped order (mapped)
+    uint64_t file_offset = 0;
+    size_t row_bytes = 0;
+    std::vector<int64_t> res_at;  // per cluster: first row in res_buf, or -1 (not resident at this fidelity)
+    std::vector<uint8_t> res_buf;
+    std::vector<float> res_scale;  // int8: row scales as f32
+    kern::MatRef res_ref;
+    std::vector<Segment> segs;
+  };
   void segments(const kern::MatRef& w, const float* x, float* y, const std::vector<Segment>& segs);
-  kern::MatRef read_rows(int64_t b, int64_t n);  // streamed: rows [b, b + n) into the buffer
+  kern::MatRef read_rows(const Source& s, int64_t b, int64_t n);  // streamed: rows [b, b + n) into the buffer
   const Model& model_;
   ThreadPool* pool_;
   HeadOptions opt_;
@@ -94,21 +118,14 @@ class HeadRuntime {
   std::vector<int32_t> order_, chosen_, all_clusters_;
   std::vector<int64_t> starts_;
   std::vector<uint8_t> is_chosen_;
-  std::vector<std::pair<int64_t, int64_t>> ranges_;
+  std::vector<Range> ranges_;
+  std::vector<uint8_t> low_;  // per cluster: read at int4 (empty = none)
   // streaming
   std::shared_ptr<Storage> storage_;
-  uint64_t file_offset_ = 0;
-  size_t row_bytes_ = 0;
-  int64_t buf_rows_ = 0;
   std::vector<uint8_t> buf_;
   std::vector<float> ybuf_, sbuf_;
   uint64_t stream_bytes_ = 0;
-  // resident clusters of a streamed cluster head: their rows in file order, row scales as f32 (int8)
-  std::vector<int64_t> res_at_;  // per cluster: first row in res_buf_, or -1 (streamed)
-  std::vector<uint8_t> res_buf_;
-  std::vector<float> res_scale_;
-  kern::MatRef res_ref_;
-  std::vector<Segment> segs_;
+  Source src_[2];
 };
 
 }  // namespace rwkvl

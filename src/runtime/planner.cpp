@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <numeric>
 
 #include "core/error.h"
@@ -40,6 +41,7 @@ std::vector<std::pair<const uint8_t*, const uint8_t*>> big_parts(const Model& m)
   }
   add(m.emb().ref);
   add(m.head().ref);
+  if (m.cluster_head().has_low()) add(m.cluster_head().low);
   std::sort(v.begin(), v.end());
   return v;
 }
@@ -98,8 +100,12 @@ struct PlanSizes {
   bool sparse = false;
   // cluster mode: per cluster its bytes when resident (rows + f32 row scales), its usage, most used first
   std::vector<uint64_t> cluster_bytes;
-  std::vector<double> usage;
-  std::vector<int32_t> cluster_order;
+  std::vector<double> usage, usage_next;
+  std::vector<uint64_t> cluster_bytes_low;  // ... at int4 (empty: no int4 version)
+  std::vector<double> loss_low;             // per cluster: loss increase at int4 (nats per token)
+  uint64_t cluster_b(const MemoryPlan& q, size_t j) const {
+    return !q.head_low_clusters.empty() && q.head_low_clusters[j] ? cluster_bytes_low[j] : cluster_bytes[j];
+  }
 
   explicit PlanSizes(const MemoryRequest& req) : r(req) {}
 
@@ -117,7 +123,7 @@ struct PlanSizes {
     const bool partial = q.head_streamed && !q.head_resident_clusters.empty();
     if (partial)
       for (size_t j = 0; j < cluster_bytes.size(); ++j)
-        if (q.head_resident_clusters[j]) q.resident_head += cluster_bytes[j];
+        if (q.head_resident_clusters[j]) q.resident_head += cluster_b(q, j);
     q.resident_ffn = q.ffn_streamed ? 0 : ffn_all();
     q.ffn_cache = q.ffn_streamed ? std::max(ffn_min, q.ffn_cache) : 0;  // the minimum, or what the plan gave it
     const uint64_t sum = q.baseline + q.reserve + q.scratch + q.state + q.small + q.emb_cache + q.stream_buffer + q.head_buffer +
@@ -137,7 +143,7 @@ struct PlanSizes {
       if (!cluster_bytes.empty()) {
         double all = 0, kept = 0;
         for (size_t j = 0; j < cluster_bytes.size(); ++j) {
-          const double b = static_cast<double>(cluster_bytes[j]), u = usage[j];
+          const double b = static_cast<double>(cluster_b(q, j)), u = usage[j];
           all += u * b;
           if (partial && q.head_resident_clusters[j]) {
             kept += u * b;
@@ -145,6 +151,11 @@ struct PlanSizes {
           }
           s += u * b;
           reads += u * std::ceil(b / buf);
+          // chosen together with the next cluster, also streamed at the same fidelity: one read for both
+          if (j + 1 < cluster_bytes.size() && !usage_next.empty() && !(partial && q.head_resident_clusters[j + 1]) &&
+              (q.head_low_clusters.empty() || q.head_low_clusters[j] == q.head_low_clusters[j + 1]) &&
+              b + static_cast<double>(cluster_b(q, j + 1)) <= buf)
+            reads -= usage_next[j];
         }
         q.head_resident_usage = all > 0 ? kept / all : 0;
       } else {
@@ -172,6 +183,16 @@ struct PlanSizes {
     q.reads_per_token = reads;
     q.storage = r.storage;
     q.io_seconds_per_token = r.storage.mb_per_s > 0 ? storage_seconds(r.storage, reads, s, 1) : 0.0;
+    q.compute_seconds = r.compute_seconds;
+    q.latency_target = r.latency_target;
+    q.head_clusters_low = 0;
+    q.predicted_loss = 0;
+    if (q.head_streamed && !q.head_low_clusters.empty())
+      for (size_t j = 0; j < q.head_low_clusters.size(); ++j)
+        if (q.head_low_clusters[j]) {
+          ++q.head_clusters_low;
+          q.predicted_loss += loss_low[j];
+        }
   }
   // Storage time saved per token per resident byte (the ranking of what stays resident). Unthrottled reads are
   // priced as a page-cache pread: about 2 us per call and 2 GB/s.
@@ -182,8 +203,8 @@ struct PlanSizes {
     o.latency_us = 2;
     return o;
   }
-  double cluster_seconds_per_byte(size_t j) const {
-    const double b = static_cast<double>(std::max<uint64_t>(1, cluster_bytes[j]));
+  double cluster_seconds_per_byte(const MemoryPlan& q, size_t j) const {
+    const double b = static_cast<double>(std::max<uint64_t>(1, cluster_b(q, j)));
     return usage[j] * storage_seconds(device(), std::ceil(b / static_cast<double>(std::max<uint64_t>(1, head_buf))), b) / b;
   }
   // The neuron cache's last bytes: a neuron (read with probability active_frac) saves its share of a read, which
@@ -229,6 +250,8 @@ PlanSizes measure(const Model& m, const MemoryRequest& r, MemoryPlan& p) {
   z.head_bytes = matrix_data_bytes(m.head().ref);
   z.emb_bytes = matrix_data_bytes(m.emb().ref);
   big += z.head_bytes + z.emb_bytes;
+  const ClusterHead& CH = m.cluster_head();
+  if (CH.has_low()) big += matrix_data_bytes(CH.low);
   p.small = m.weight_bytes() > big ? m.weight_bytes() - big : 0;
 
   z.sparse = m.sparse_ffn();
@@ -261,11 +284,17 @@ PlanSizes measure(const Model& m, const MemoryRequest& r, MemoryPlan& p) {
       z.cluster_bytes.push_back(static_cast<uint64_t>(H.size(static_cast<int64_t>(j))) * (head_row + scale));
       z.usage.push_back(known ? std::clamp(r.cluster_usage[j], 0.0, 1.0) : r.head_rows_frac);
     }
-    z.cluster_order.resize(K);
-    std::iota(z.cluster_order.begin(), z.cluster_order.end(), 0);
-    std::stable_sort(z.cluster_order.begin(), z.cluster_order.end(), [&](int32_t a, int32_t b) {
-      return z.cluster_seconds_per_byte(static_cast<size_t>(a)) > z.cluster_seconds_per_byte(static_cast<size_t>(b));
-    });
+    if (r.cluster_usage_next.size() == K && known)
+      for (size_t j = 0; j < K; ++j) z.usage_next.push_back(std::clamp(r.cluster_usage_next[j], 0.0, std::min(z.usage[j], j + 1 < K ? z.usage[j + 1] : 0.0)));
+    if (H.has_low()) {
+      const uint64_t low_row = static_cast<uint64_t>(kern::row_bytes(DType::kQ4, c.n_embd));
+      const bool profiled = r.cluster_loss_low.size() == K;
+      for (size_t j = 0; j < K; ++j) {
+        z.cluster_bytes_low.push_back(static_cast<uint64_t>(H.size(static_cast<int64_t>(j))) * low_row);
+        // unprofiled: a cluster's loss counted as its usage (every use costs alike)
+        z.loss_low.push_back(profiled ? r.cluster_loss_low[j] : z.usage[j]);
+      }
+    }
   }
   return z;
 }
@@ -287,9 +316,14 @@ void add_clusters(const PlanSizes& z, const MemoryRequest& r, MemoryPlan& p, dou
   if (!p.head_streamed || z.cluster_bytes.empty()) return;
   MemoryPlan q = p;
   if (q.head_resident_clusters.empty()) q.head_resident_clusters.assign(z.cluster_bytes.size(), 0);
-  for (int32_t j : z.cluster_order) {
+  std::vector<int32_t> order(z.cluster_bytes.size());
+  std::vector<double> value(order.size());
+  for (size_t j = 0; j < order.size(); ++j) value[j] = z.cluster_seconds_per_byte(p, j);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return value[static_cast<size_t>(a)] > value[static_cast<size_t>(b)]; });
+  for (int32_t j : order) {
     const size_t i = static_cast<size_t>(j);
-    if (q.head_resident_clusters[i] || z.usage[i] <= 0 || z.cluster_seconds_per_byte(i) < min_seconds_per_byte) continue;
+    if (q.head_resident_clusters[i] || z.usage[i] <= 0 || value[i] < min_seconds_per_byte) continue;
     q.head_resident_clusters[i] = 1;
     z.total_of(q);
     if (q.total <= r.budget) p = q;
@@ -344,6 +378,24 @@ void make_resident(const PlanSizes& z, const MemoryRequest& r, MemoryPlan& p) {
   add_clusters(z, r, p, 0.0);
 }
 
+// The default embedding cache grown from its minimum with the room the weights left (up to 4,096 rows).
+void grow_emb_cache(const PlanSizes& z, const MemoryRequest& r, MemoryPlan& p, uint64_t emb_row, int64_t n_vocab) {
+  const uint64_t V = static_cast<uint64_t>(n_vocab);
+  const int64_t most = std::min<int64_t>(4096, n_vocab);
+  const uint64_t room = r.budget - p.total;
+  const int64_t more = static_cast<int64_t>(static_cast<double>(room) * 0.98 / static_cast<double>(emb_row + 12));
+  MemoryPlan q = p;
+  q.emb_rows = std::min(most, p.emb_rows + std::max<int64_t>(0, more));
+  for (; q.emb_rows > p.emb_rows; q.emb_rows -= std::max<int64_t>(1, (q.emb_rows - p.emb_rows) / 8)) {
+    q.emb_cache = static_cast<uint64_t>(q.emb_rows) * (emb_row + 12) + V * 4;
+    z.total_of(q);
+    if (q.total <= r.budget) {
+      p = q;
+      break;
+    }
+  }
+}
+
 }  // namespace
 
 MemoryPlan plan_memory(const Model& m, const MemoryRequest& r) {
@@ -376,21 +428,64 @@ MemoryPlan plan_memory(const Model& m, const MemoryRequest& r) {
   p.minimum = p.total;
   if (r.budget < p.minimum) fail_below_minimum(r, p, z.sparse);
   p.head_clusters = static_cast<int64_t>(z.cluster_bytes.size());
-  make_resident(z, r, p);
-  if (emb_auto && p.total < r.budget) {
-    const int64_t most = std::min<int64_t>(4096, c.n_vocab);
-    const uint64_t room = r.budget - p.total;
-    const int64_t more = static_cast<int64_t>(static_cast<double>(room) * 0.98 / static_cast<double>(emb_row + 12));
-    MemoryPlan q = p;
-    q.emb_rows = std::min(most, p.emb_rows + std::max<int64_t>(0, more));
-    for (; q.emb_rows > p.emb_rows; q.emb_rows -= std::max<int64_t>(1, (q.emb_rows - p.emb_rows) / 8)) {
-      q.emb_cache = static_cast<uint64_t>(q.emb_rows) * (emb_row + 12) + V * 4;
-      z.total_of(q);
-      if (q.total <= r.budget) {
-        p = q;
-        break;
+  const MemoryPlan minimum = p;
+  // The plan for a choice of int4 clusters (empty = none): residency greedy, then the embedding cache.
+  auto build = [&](const std::vector<uint8_t>& low) {
+    MemoryPlan q = minimum;
+    q.head_low_clusters = low;
+    z.total_of(q);
+    make_resident(z, r, q);
+    if (!q.head_streamed) q.head_low_clusters.clear();
+    if (emb_auto && q.total < r.budget) grow_emb_cache(z, r, q, emb_row, c.n_vocab);
+    return q;
+  };
+  const bool low_ok = !z.cluster_bytes_low.empty();
+  const size_t K = z.cluster_bytes.size();
+  if (r.fidelity != MemoryRequest::Fidelity::kAuto && !low_ok && r.fidelity == MemoryRequest::Fidelity::kLow)
+    RWKVL_FAIL(kInvalidArgument, "fidelity int4 needs a file with an int4 version of its head clusters (compress --fidelities HIGH,int4) run in cluster mode");
+  p = build(r.fidelity == MemoryRequest::Fidelity::kLow ? std::vector<uint8_t>(K, 1) : std::vector<uint8_t>{});
+  if (r.latency_target > 0 && p.seconds_per_token() > r.latency_target) {
+    MemoryPlan fastest = p;
+    if (low_ok && r.fidelity == MemoryRequest::Fidelity::kAuto && p.head_streamed) {
+      // Elastic: clusters move to int4 in order of loss per byte of a token's reads saved (least first); the
+      // fewest moves whose plan meets the target (bisection: more int4 clusters never predict more time).
+      std::vector<int32_t> order(K);
+      std::iota(order.begin(), order.end(), 0);
+      auto key = [&](size_t j) {
+        const double saved = z.usage[j] * static_cast<double>(z.cluster_bytes[j] - std::min(z.cluster_bytes[j], z.cluster_bytes_low[j]));
+        return saved > 0 ? std::max(0.0, z.loss_low[j]) / saved : std::numeric_limits<double>::infinity();
+      };
+      std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return key(static_cast<size_t>(a)) < key(static_cast<size_t>(b)); });
+      auto first = [&](size_t n) {
+        std::vector<uint8_t> low(K, 0);
+        for (size_t i = 0; i < n; ++i) low[static_cast<size_t>(order[i])] = 1;
+        return low;
+      };
+      fastest = build(first(K));
+      if (fastest.seconds_per_token() <= r.latency_target) {
+        size_t lo = 0, hi = K;  // plan(lo) misses the target, plan(hi) meets it
+        MemoryPlan best = fastest;
+        while (hi - lo > 1) {
+          const size_t mid = (lo + hi) / 2;
+          MemoryPlan q = build(first(mid));
+          if (q.seconds_per_token() <= r.latency_target) {
+            hi = mid;
+            best = std::move(q);
+          } else {
+            lo = mid;
+          }
+        }
+        p = std::move(best);
       }
     }
+    if (p.seconds_per_token() > r.latency_target)
+      RWKVL_FAIL(kInvalidArgument,
+                 "latency target %.3f ms per token cannot be met under the memory budget %s on this storage: the fastest "
+                 "plan predicts %.3f ms (storage %.3f + compute %.3f%s); give a larger target, a larger --mem-budget or "
+                 "faster storage",
+                 1e3 * r.latency_target, mib(r.budget).c_str(), 1e3 * fastest.seconds_per_token(), 1e3 * fastest.io_seconds_per_token,
+                 1e3 * fastest.compute_seconds,
+                 low_ok && fastest.head_clusters_low ? ", every head cluster at int4" : "");
   }
   const bool streams = p.head_streamed || p.ffn_streamed ||
                        std::find(p.layer_streamed.begin(), p.layer_streamed.end(), true) != p.layer_streamed.end();
@@ -456,6 +551,14 @@ std::string MemoryPlan::describe() const {
                   static_cast<long long>(head_clusters_resident), static_cast<long long>(head_clusters), 100.0 * head_resident_usage);
     row("resident head clusters", resident_head, n);
   }
+  if (head_streamed && head_clusters_low) {
+    char n[200];
+    std::snprintf(n, sizeof n, "%lld of %lld clusters read at int4 (profiled loss +%.4f nats/token, perplexity x%.3f)",
+                  static_cast<long long>(head_clusters_low), static_cast<long long>(head_clusters), predicted_loss, std::exp(predicted_loss));
+    s += "  ";
+    s += n;
+    s += "\n";
+  }
   row(head_streamed ? "head stream buffer" : "resident head", head_streamed ? head_buffer : resident_head,
       head_streamed ? "head rows read per token from the file" : "head mapped in place");
   row("margin", margin, "allocator slack, thread stacks");
@@ -467,6 +570,16 @@ std::string MemoryPlan::describe() const {
     s += line;
   }
   s += "\n";
+  if (latency_target > 0 || compute_seconds > 0) {
+    std::snprintf(line, sizeof line, "  predicted time per token: %.2f ms (storage %.2f + compute %.2f)", 1e3 * seconds_per_token(),
+                  1e3 * io_seconds_per_token, 1e3 * compute_seconds);
+    s += line;
+    if (latency_target > 0) {
+      std::snprintf(line, sizeof line, ", target %.2f ms", 1e3 * latency_target);
+      s += line;
+    }
+    s += "\n";
+  }
   return s;
 }
 
@@ -485,7 +598,12 @@ nlohmann::json MemoryPlan::to_json() const {
           {"reads_per_token", reads_per_token},
           {"io_ms_per_token", 1e3 * io_seconds_per_token},
           {"head_clusters_resident", head_clusters_resident},
-          {"head_resident_usage", head_resident_usage}};
+          {"head_resident_usage", head_resident_usage},
+          {"head_clusters_low", head_clusters_low},
+          {"predicted_loss_nats", predicted_loss},
+          {"compute_ms_per_token", 1e3 * compute_seconds},
+          {"latency_target_ms", 1e3 * latency_target},
+          {"predicted_ms_per_token", 1e3 * seconds_per_token()}};
 }
 
 }  // namespace rwkvl

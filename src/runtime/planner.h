@@ -37,9 +37,23 @@ struct MemoryRequest {
   // the file was made: the cluster head pass's "usage"); empty = unknown (every cluster head_rows_frac). When the
   // whole head does not fit, the most used clusters stay resident (the rest streamed).
   std::vector<double> cluster_usage;
+  // Per cluster, the share of tokens whose selection includes it and the next one ("usage_next"): streamed neighbours
+  // chosen together are one read. Empty = unknown (no merges predicted).
+  std::vector<double> cluster_usage_next;
   // The neuron-bundled FFN's share of neurons read per token (the predictor's), for pricing its cache.
   double ffn_active_frac = 0.4;
   StorageOptions storage;    // the device reads come from: the plan predicts the time they take per token
+  // Fidelities (files made with compress --fidelities HIGH,int4; cluster mode): per cluster the increase of the
+  // calibration loss (nats per token) when it alone is read at int4 (the pass record's fidelities.loss_low);
+  // empty = no int4 version.
+  std::vector<double> cluster_loss_low;
+  enum class Fidelity { kAuto, kHigh, kLow };
+  // kAuto: the head's own dtype, except that under a latency target the planner moves the clusters that cost the
+  // least loss per byte saved to int4 until the predicted time per token meets it; kHigh / kLow: every cluster at
+  // one fidelity (the single-fidelity plans the elastic one is compared with).
+  Fidelity fidelity = Fidelity::kAuto;
+  double latency_target = 0;   // seconds per token the plan must predict at most (storage + compute); 0 = none
+  double compute_seconds = 0;  // compute per token (e.g. measured with every weight resident), added to storage time
 };
 
 struct MemoryPlan {
@@ -60,6 +74,12 @@ struct MemoryPlan {
   double reads_per_token = 0;                  // reads from the file per token (estimate)
   StorageOptions storage;
   double io_seconds_per_token = 0;             // predicted device time of those reads (storage_seconds), 0 unthrottled
+  double compute_seconds = 0;                  // the request's compute per token
+  double latency_target = 0;                   // the request's target (0 = none)
+  std::vector<uint8_t> head_low_clusters;      // clusters read at int4 (empty = none)
+  int64_t head_clusters_low = 0;
+  double predicted_loss = 0;                   // sum of the int4 clusters' profiled loss increases, nats per token
+  double seconds_per_token() const { return io_seconds_per_token + compute_seconds; }
   uint64_t total = 0;                          // planned peak
   uint64_t minimum = 0;                        // the smallest budget that works (everything streamed)
   bool prefetch = true;

@@ -29,13 +29,29 @@ double head_rows_frac(const Model& m) {
 
 // Per cluster, the share of calibration tokens whose selection included it (the cluster head pass's "usage";
 // empty when the file does not say).
-std::vector<double> cluster_usage(const Model& m) {
+std::vector<double> cluster_usage(const Model& m, const char* key = "usage") {
   std::vector<double> u;
   for (const auto& pass : m.passes())
     if (pass.is_object() && pass.contains("cluster_head") && pass["cluster_head"].is_object() &&
-        pass["cluster_head"].contains("usage") && pass["cluster_head"]["usage"].is_array()) {
+        pass["cluster_head"].contains(key) && pass["cluster_head"][key].is_array()) {
       u.clear();
-      for (const auto& v : pass["cluster_head"]["usage"]) u.push_back(v.is_number() ? v.get<double>() : 0.0);
+      for (const auto& v : pass["cluster_head"][key]) u.push_back(v.is_number() ? v.get<double>() : 0.0);
+    }
+  if (u.size() != static_cast<size_t>(std::max<int64_t>(0, m.cluster_head().k))) u.clear();
+  return u;
+}
+
+// Per cluster, the calibration loss increase when it alone is read at int4 (the cluster head pass's
+// "fidelities.loss_low"; empty when the file has no int4 version).
+std::vector<double> cluster_loss_low(const Model& m) {
+  std::vector<double> u;
+  if (!m.cluster_head().has_low()) return u;
+  for (const auto& pass : m.passes())
+    if (pass.is_object() && pass.contains("cluster_head") && pass["cluster_head"].is_object() &&
+        pass["cluster_head"].contains("fidelities") && pass["cluster_head"]["fidelities"].is_object() &&
+        pass["cluster_head"]["fidelities"].contains("loss_low") && pass["cluster_head"]["fidelities"]["loss_low"].is_array()) {
+      u.clear();
+      for (const auto& v : pass["cluster_head"]["fidelities"]["loss_low"]) u.push_back(v.is_number() ? v.get<double>() : 0.0);
     }
   if (u.size() != static_cast<size_t>(std::max<int64_t>(0, m.cluster_head().k))) u.clear();
   return u;
@@ -67,6 +83,8 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
   pool_ = std::make_unique<ThreadPool>(params_.threads);
   head_ = std::make_unique<HeadRuntime>(*model_, pool_.get(), params_.head);
   FfnOptions ffn = params_.ffn;
+  if (params_.memory.budget == 0 && (params_.memory.latency_target > 0 || params_.memory.fidelity != MemoryRequest::Fidelity::kAuto))
+    RWKVL_FAIL(kInvalidArgument, "a latency target and a head fidelity are plans under a memory budget: give a budget (--mem-budget) too");
   if (params_.memory.budget == 0) {
     make_emb_cache(params_.memory.emb_rows > 0 ? params_.memory.emb_rows : 0);
   } else {
@@ -100,8 +118,15 @@ void Session::plan_memory_parts(FfnOptions& ffn) {
   r.head_compare = head_->options().compare;
   r.head_rows_frac = head_rows_frac(*model_);
   if (r.cluster_head) r.cluster_usage = cluster_usage(*model_);
+  if (r.cluster_head) r.cluster_usage_next = cluster_usage(*model_, "usage_next");
   r.ffn_active_frac = ffn_active_frac(*model_);
   r.storage = params_.storage;
+  if (r.cluster_head) r.cluster_loss_low = cluster_loss_low(*model_);
+  r.fidelity = o.fidelity;
+  r.latency_target = o.latency_target;
+  r.compute_seconds = o.compute_seconds;
+  if (o.fidelity == MemoryRequest::Fidelity::kLow && !r.cluster_head)
+    RWKVL_FAIL(kInvalidArgument, "fidelity int4 applies to the head clusters: it needs the cluster head (head mode cluster)");
   if (o.baseline) {
     r.baseline = o.baseline;
   } else {
@@ -119,7 +144,8 @@ void Session::plan_memory_parts(FfnOptions& ffn) {
   if (any)
     stream_ = std::make_unique<LayerStream>(*model_, need_storage(), plan_->layer_streamed, plan_->prefetch ? 2 : 1,
                                             plan_->prefetch && o.reader);
-  if (plan_->head_streamed) head_->set_stream(need_storage(), plan_->head_buffer, plan_->head_resident_clusters);
+  if (plan_->head_streamed)
+    head_->set_stream(need_storage(), plan_->head_buffer, plan_->head_resident_clusters, plan_->head_low_clusters);
   ffn.cache_bytes = plan_->ffn_streamed ? plan_->ffn_cache : 0;
   plan_chunk_ = std::max<size_t>(1, o.chunk);
 }

@@ -17,6 +17,7 @@
 #include "model/model.h"
 #include "runtime/ffn_runtime.h"
 #include "runtime/head_runtime.h"
+#include "runtime/planner.h"
 #include "runtime/storage.h"
 
 namespace rwkvl {
@@ -34,6 +35,10 @@ struct MemoryOptions {
   uint64_t reserve = 0;   // caller buffers to leave room for
   size_t chunk = 32;      // most tokens per chunk: eval() feeds at most this many at a time under a plan
   uint64_t baseline = 0;  // bytes already resident in the process; 0 = measure (VmRSS) when planning
+  // Fidelities of the head clusters (files made with compress --fidelities HIGH,int4), see MemoryRequest.
+  MemoryRequest::Fidelity fidelity = MemoryRequest::Fidelity::kAuto;
+  double latency_target = 0;   // seconds per token the plan must predict at most (storage + compute); 0 = none
+  double compute_seconds = 0;  // compute per token the plan adds to its storage time
 };
 
 struct SessionParams {

@@ -88,5 +88,41 @@ bad "unknown quant" "int4" -m "$MODEL" --quant int3
 bad "nothing to do" "nothing to do" -m "$MODEL"
 bad "quant-emb alone" "quant" -m "$MODEL" --quant-emb
 bad "missing model" "nope" -m "$WORK/nope.bin" --quant int8
+bad "fidelities without cluster head" "cluster-head" -m "$MODEL" --quant int8 --quant-head --fidelities int8,int4
+bad "fidelities naming another dtype" "will be stored as" -m "$MODEL" --cluster-head 8 --calib "$WORK/calib.txt" \
+  --fidelities int8,int4
+bad "fidelity below int4" "must be int4" -m "$MODEL" --quant int8 --quant-head --cluster-head 8 --calib "$WORK/calib.txt" \
+  --fidelities int8,int2
+
+# ---- fidelities: an int4 version of the head clusters with its profile; the latency target under a budget
+ok_run "cluster head + fidelities" "$CLI" compress -m "$MODEL" -o "$WORK/fid.rwkvl" --quant int8 --quant-head \
+  --cluster-head 8 --head-epochs 3 --fidelities int8,int4 --calib "$WORK/calib.txt" --calib-tokens 2048
+if "$CLI" info -m "$WORK/fid.rwkvl" --json | python3 -c '
+import json, sys
+j = json.load(sys.stdin)
+f = [p["cluster_head"]["fidelities"] for p in j["passes"] if "cluster_head" in p][0]
+k = [p["cluster_head"]["k_final"] for p in j["passes"] if "cluster_head" in p][0]
+assert f["high"] == "i8" and f["low"] == "q4_g32" and len(f["loss_low"]) == k and f["positions"] > 0, f
+assert abs(sum(f["loss_low"]) - f["loss_low_all"]) < 0.5 * abs(f["loss_low_all"]) + 1e-4, f
+'; then echo "ok   fidelities recorded"; else fail "fidelities record"; fi
+ok_run "perplexity under a latency target" "$CLI" perplexity -m "$WORK/fid.rwkvl" -f "$WORK/test.txt" --chunk 1 \
+  --mem-budget 64M --storage emmc --latency-target 1000 --compute-ms 1
+ok_run "perplexity at int4" "$CLI" perplexity -m "$WORK/fid.rwkvl" -f "$WORK/test.txt" --chunk 1 --mem-budget 64M --fidelity int4
+run_bad() {  # run_bad NAME EXPECTED_SUBSTRING ARGS...: a run command that must fail with the message
+  local name=$1 want=$2
+  shift 2
+  if "$CLI" "$@" >"$WORK/out.txt" 2>"$WORK/err.txt"; then
+    fail "$name: succeeded"
+  elif ! grep -qi -- "$want" "$WORK/err.txt"; then
+    fail "$name: message lacks '$want': $(cat "$WORK/err.txt")"
+  else
+    echo "ok   $name: $(head -1 "$WORK/err.txt")"
+  fi
+}
+run_bad "unmeetable latency target" "the fastest plan predicts 5.000 ms" perplexity -m "$WORK/fid.rwkvl" -f "$WORK/test.txt" \
+  --mem-budget 64M --latency-target 1 --compute-ms 5
+run_bad "latency target without a budget" "needs --mem-budget" perplexity -m "$WORK/fid.rwkvl" -f "$WORK/test.txt" --latency-target 5
+run_bad "int4 without a cluster head" "needs the cluster head" perplexity -m "$WORK/q4.rwkvl" -f "$WORK/test.txt" --mem-budget 64M \
+  --fidelity int4
 
 finish

@@ -25,6 +25,7 @@
 #include "compress/cluster_head.h"
 #include "compress/compress.h"
 #include "compress/sparse_ffn.h"
+#include "core/dtype.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
 #include "runtime/head_runtime.h"
@@ -794,4 +795,189 @@ TEST(MemoryPlan, RefusesBudgetsBelowTheMinimumNamingIt) {
 }
 
 }  // namespace
+}  // namespace rwkvl
+
+namespace rwkvl {
+namespace {
+
+// The cluster head pass with an int4 version of the head rows and its importance profile (compress --fidelities).
+std::shared_ptr<Model> fidelity_model(const std::shared_ptr<Model>& base, int V, const std::string& name,
+                                      compress::ClusterHeadReport* rep, std::vector<int32_t>* calib = nullptr) {
+  compress::ClusterHeadOptions ho;
+  ho.k = 12;
+  ho.cap = 1024;
+  ho.pca_dims = 32;
+  ho.epochs = 3;
+  ho.chunk = 64;
+  ho.calib = tokens(300, 51, V);
+  ho.int4_version = true;
+  if (calib) *calib = ho.calib;
+  const std::string path = test::temp_dir() + "/" + name + ".rwkvl";
+  compress::cluster_head(base, ho, rep)->save_native(path, "keep");
+  return Model::load(path, {});
+}
+
+// Mean next-token loss over positions 0..n-2 of toks (x: the head inputs), with the given clusters read at int4.
+double mean_nll(const std::shared_ptr<Model>& m, const std::vector<float>& x, const std::vector<int32_t>& toks,
+                const std::vector<uint8_t>& low) {
+  HeadRuntime hr(*m, nullptr, HeadOptions{});
+  hr.set_low(low);
+  std::vector<float> out(kV);
+  double s = 0;
+  for (size_t i = 0; i + 1 < toks.size(); ++i) {
+    hr.logits(x.data() + i * kC, 1, out.data());
+    double mx = out[0];
+    for (float v : out) mx = std::max(mx, static_cast<double>(v));
+    double z = 0;
+    for (float v : out) z += std::exp(static_cast<double>(v) - mx);
+    s += mx + std::log(z) - out[static_cast<size_t>(toks[i + 1])];
+  }
+  return s / static_cast<double>(toks.size() - 1);
+}
+
+}  // namespace
+
+// The int4 version holds the grouped head rows quantised (q4_g32), and the pass's profile of each cluster (from
+// its closed form over the chosen clusters' log-sum-exps) equals the loss increase the runtime's cluster-mode
+// logits show when that cluster alone is read at int4 (a second implementation: full logits, log-softmax).
+TEST(Fidelity, ProfileEqualsTheRuntimesLossIncrease) {
+  compress::ClusterHeadReport rep;
+  std::vector<int32_t> calib;
+  const auto m = fidelity_model(base_model("f32"), kV, "fidelity_small", &rep, &calib);
+  const ClusterHead& H = m->cluster_head();
+  ASSERT_TRUE(H.has_low());
+  const size_t rb = static_cast<size_t>(kern::row_bytes(DType::kQ4, kC));
+  std::vector<float> row(kC);
+  std::vector<uint8_t> q(rb);
+  for (int64_t g = 0; g < kV; ++g) {
+    kern::get_row(m->head().ref, g, row.data());
+    quantize_rows_q4(row.data(), 1, kC, q.data());
+    ASSERT_EQ(0, std::memcmp(q.data(), static_cast<const uint8_t*>(H.low.data) + static_cast<size_t>(g) * rb, rb)) << "row " << g;
+  }
+  ASSERT_EQ(rep.profile_positions, static_cast<int64_t>(calib.size()) - 1);
+  ASSERT_EQ(rep.cluster_loss_int4.size(), static_cast<size_t>(H.k));
+  const std::vector<float> x = head_inputs(m, calib);
+  const double base = mean_nll(m, x, calib, {});
+  double sum_abs = 0;
+  for (int64_t j = 0; j < H.k; ++j) {
+    std::vector<uint8_t> low(static_cast<size_t>(H.k), 0);
+    low[static_cast<size_t>(j)] = 1;
+    const double want = rep.cluster_loss_int4[static_cast<size_t>(j)];
+    EXPECT_NEAR(mean_nll(m, x, calib, low) - base, want, 2e-6 + 1e-3 * std::fabs(want)) << "cluster " << j;
+    sum_abs += std::fabs(want);
+  }
+  EXPECT_GT(sum_abs, 1e-5);  // int4 changes the loss measurably: the comparison above is not between zeros
+  const double all = mean_nll(m, x, calib, std::vector<uint8_t>(static_cast<size_t>(H.k), 1)) - base;
+  EXPECT_NEAR(all, rep.loss_int4_all, 2e-6 + 1e-3 * std::fabs(all));
+  EXPECT_GT(std::fabs(all), 1e-5);
+  // Without an int4 version: int4 clusters are refused.
+  const auto plain = clustered(*base_model("f32"), random_clusters(1));
+  HeadRuntime hr(*plain, nullptr, HeadOptions{});
+  EXPECT_THROW(hr.set_low(std::vector<uint8_t>(kK, 1)), Error);
+}
+
+// Int4 clusters give the same logits read in place, from a resident copy or streamed from the file.
+TEST(Fidelity, Int4ClustersReadInPlaceResidentOrStreamedAgree) {
+  compress::ClusterHeadReport rep;
+  const auto m = fidelity_model(base_model("i8"), kV, "fidelity_stream", &rep);
+  const ClusterHead& H = m->cluster_head();
+  const std::vector<float> x = head_inputs(m, tokens(6, 52));
+  std::vector<uint8_t> low(static_cast<size_t>(H.k), 0), resident(static_cast<size_t>(H.k), 0);
+  for (int64_t j = 0; j < H.k; ++j) {
+    low[static_cast<size_t>(j)] = j % 2;
+    resident[static_cast<size_t>(j)] = (j / 2) % 2;  // every combination of fidelity and residency
+  }
+  HeadOptions all;  // every cluster chosen: every row's logit is exact
+  all.p = 1.0;
+  all.max_clusters = static_cast<int>(H.k);
+  HeadRuntime high(*m, nullptr, all), in_place(*m, nullptr, all), streamed(*m, nullptr, all);
+  in_place.set_low(low);
+  streamed.set_stream(std::make_shared<Storage>(m->file()->path(), StorageOptions{}), 4096, resident, low);
+  EXPECT_GT(streamed.resident_bytes(), 0u);
+  std::vector<float> a(kV), b(kV), c(kV);
+  double changed = 0;
+  for (size_t t = 0; t < 6; ++t) {
+    high.logits(x.data() + t * kC, 1, a.data());
+    in_place.logits(x.data() + t * kC, 1, b.data());
+    streamed.logits(x.data() + t * kC, 1, c.data());
+    for (int64_t g = 0; g < kV; ++g) {
+      const size_t tok = static_cast<size_t>(H.perm[g]);
+      const bool is_low = low[static_cast<size_t>(std::upper_bound(H.offsets, H.offsets + H.k + 1, g) - H.offsets - 1)];
+      ASSERT_NEAR(b[tok], c[tok], 1e-5) << "token " << tok;
+      if (!is_low) ASSERT_NEAR(a[tok], b[tok], 1e-5) << "token " << tok;
+      else changed = std::max(changed, std::fabs(static_cast<double>(a[tok]) - b[tok]));
+    }
+  }
+  EXPECT_GT(changed, 1e-4);  // the int4 clusters' logits do come from the int4 rows
+  EXPECT_GT(streamed.stream_bytes_read(), 0u);
+}
+
+// Under a latency target the planner reads the clusters that cost the least loss per byte at int4 until the
+// predicted time per token meets it; a target below the fastest plan is refused, naming that plan's prediction.
+TEST(Fidelity, LatencyTargetTradesTheLeastImportantClusters) {
+  compress::ClusterHeadReport rep;
+  const auto m = fidelity_model(base_model("i8", kBigC, kBigV), kBigV, "fidelity_plan", &rep);
+  const ClusterHead& H = m->cluster_head();
+  const auto toks = tokens(6, 53, kBigV);
+  auto params = [&](uint64_t budget, MemoryRequest::Fidelity f, double target) {
+    SessionParams sp;
+    sp.threads = 2;
+    sp.memory.budget = budget;
+    sp.memory.baseline = 8u << 20;
+    sp.memory.chunk = 1;
+    sp.memory.fidelity = f;
+    sp.memory.latency_target = target;
+    sp.storage = storage_preset("emmc")->options;
+    return sp;
+  };
+  using F = MemoryRequest::Fidelity;
+  const uint64_t minimum = Session(m, params(uint64_t{1} << 40, F::kHigh, 0)).plan()->minimum;
+  const uint64_t budget = minimum + (256u << 10);
+  const MemoryPlan high = *Session(m, params(budget, F::kHigh, 0)).plan();
+  const MemoryPlan low = *Session(m, params(budget, F::kLow, 0)).plan();
+  ASSERT_TRUE(high.head_streamed);
+  EXPECT_EQ(high.head_clusters_low, 0);
+  EXPECT_EQ(low.head_clusters_low, H.k);
+  double sum = 0;
+  for (double v : rep.cluster_loss_int4) sum += v;
+  EXPECT_NEAR(low.predicted_loss, sum, 1e-6);
+  ASSERT_LT(low.seconds_per_token(), high.seconds_per_token());
+  // A target between the two: met, with some clusters at int4 and no more loss than all of them.
+  const double target = 0.5 * (low.seconds_per_token() + high.seconds_per_token());
+  Session elastic(m, params(budget, F::kAuto, target));
+  const MemoryPlan& e = *elastic.plan();
+  EXPECT_LE(e.seconds_per_token(), target);
+  EXPECT_GT(e.head_clusters_low, 0);
+  EXPECT_LE(e.predicted_loss, low.predicted_loss + 1e-12);
+  EXPECT_LE(e.total, budget);
+  // Its logits are those of the same int4 clusters read in place.
+  State st;
+  st.reset(m->config());
+  std::vector<float> out(toks.size() * kBigV);
+  elastic.eval(st, toks.data(), toks.size(), 1, nullptr, out.data());
+  SessionParams in_place;
+  in_place.threads = 2;
+  Session ref(m, in_place);
+  ref.head().set_low(e.head_low_clusters);
+  State st2;
+  st2.reset(m->config());
+  std::vector<float> want(toks.size() * kBigV);
+  ref.eval(st2, toks.data(), toks.size(), 1, nullptr, want.data());
+  EXPECT_LE(max_abs_diff(out, want), 1e-5);
+  // A target no plan meets: refused, naming the fastest plan's prediction.
+  try {
+    Session s(m, params(budget, F::kAuto, 0.5 * low.seconds_per_token()));
+    ADD_FAILURE() << "a target below the fastest plan was accepted";
+  } catch (const Error& err) {
+    EXPECT_NE(std::string(err.what()).find("the fastest plan predicts"), std::string::npos) << err.what();
+  }
+  // A target or a fidelity without a budget, int4 on a file without an int4 version: refused.
+  EXPECT_THROW(Session(m, params(0, F::kAuto, 0.01)), Error);
+  EXPECT_THROW(Session(m, params(0, F::kLow, 0)), Error);
+  const std::string path = test::temp_dir() + "/fidelity_none.rwkvl";
+  clustered(*base_model("i8", kBigC, kBigV), random_clusters(9, false, kBigV, kBigC))->save_native(path, "keep");
+  const auto none = Model::load(path, {});
+  EXPECT_THROW(Session(none, params(budget, F::kLow, 0)), Error);
+}
+
 }  // namespace rwkvl

@@ -80,6 +80,17 @@ const std::vector<FlagSpec> kFlags = {
     {"io-queue", nullptr, K::kInt, "generate eval perplexity bench logits chat", nullptr, "N",
      "with --io-throttle or --storage: reads the simulated device serves at once (their access times overlap)", 1,
      4096},
+    {"latency-target", nullptr, K::kFloat, "generate eval perplexity bench logits chat", nullptr, "MS",
+     "with --mem-budget: the plan must predict at most MS per token (storage time of its reads + --compute-ms); files "
+     "made with compress --fidelities read the head clusters that cost the least calibration loss per byte at int4 "
+     "until it does; an error names the fastest plan's prediction when none can", 0, 1e9, true},
+    {"compute-ms", nullptr, K::kFloat, "generate eval perplexity bench logits chat", "0", "MS",
+     "with --latency-target: compute per token the plan adds to its storage time (1000 / the tok/s bench measures "
+     "with every weight resident)", 0, 1e9},
+    {"fidelity", nullptr, K::kChoice, "generate eval perplexity bench logits chat", "auto", "KIND",
+     "with --mem-budget, files made with compress --fidelities: the head clusters' fidelity: auto (the head's own "
+     "dtype, int4 where a --latency-target needs it), high (every cluster at the head's dtype) or int4 (every "
+     "cluster)", 0, 0, false, "auto|high|int4"},
     {"mem-budget", nullptr, K::kString, "generate eval perplexity bench logits compress chat serve", nullptr, "BYTES",
      "run within this much resident memory (peak RSS; suffix K, M, G, or N% of the model's fp16 bytes): the plan "
      "keeps what fits resident and streams the rest from the file (native files) through a preload buffer; "
@@ -268,6 +279,10 @@ const std::vector<FlagSpec> kFlags = {
     {"cluster-head", nullptr, K::kInt, "compress", nullptr, "K",
      "build the hierarchical head: cluster the vocabulary into K clusters (PCA of the head rows, k-means; clusters "
      "above --cluster-cap are split) and distil a cluster head on --calib text (paper: K = 200)", 2, 1 << 20},
+    {"fidelities", nullptr, K::kString, "compress", nullptr, "HIGH,int4",
+     "--cluster-head: also store every cluster's head rows at int4 and profile each cluster's importance (the "
+     "calibration loss increase when it alone is int4); HIGH = the head's own dtype (int8 with --quant int8 "
+     "--quant-head). Run under --mem-budget with --latency-target MS or --fidelity"},
     {"cluster-cap", nullptr, K::kInt, "compress", "1024", "N", "--cluster-head: most tokens in one cluster", 1, 1 << 30},
     {"pca-dims", nullptr, K::kInt, "compress", "200", "N", "--cluster-head: PCA components the k-means runs on", 1, 1 << 20},
     {"head-epochs", nullptr, K::kInt, "compress", "30", "N", "--cluster-head: distillation epochs", 1, 100000},

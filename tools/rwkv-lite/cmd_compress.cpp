@@ -348,7 +348,7 @@ int cmd_compress(const Args& args) {
   } else if (pr.method == RWKVL_PRUNE_WANDA || pr.method == RWKVL_PRUNE_DSNOT) {
     args.fail(std::string("--prune ") + args.str("prune") + " needs calibration text: --calib FILE (e.g. wikitext2-valid.txt)");
   }
-  for (const char* f : {"cluster-cap", "pca-dims", "head-epochs", "head-lr", "head-prior", "prior-smoothing", "cluster-source"})
+  for (const char* f : {"fidelities", "cluster-cap", "pca-dims", "head-epochs", "head-lr", "head-prior", "prior-smoothing", "cluster-source"})
     if (!chead && args.given(f)) args.fail(std::string("--") + f + " needs --cluster-head K");
   for (const char* f : {"no-predictor", "recall", "hidden", "epochs", "holdout", "ffn-dtype", "lr", "pred-dtype"})
     if (!sparse && args.given(f)) args.fail(std::string("--") + f + " needs --sparse-ffn");
@@ -363,9 +363,12 @@ int cmd_compress(const Args& args) {
   rwkvl_compress_report rep{};
   {
     RunBar bar(plan);
-    const rwkvl_status st = rwkvl_compress_with_prune(model.get(), &r, prunes ? &pr : nullptr,
-                                                      calib_path.empty() ? nullptr : &calib, out_path.c_str(), &copts,
-                                                      &RunBar::on, &bar, &rep);
+    rwkvl_compress_extras extras = rwkvl_compress_default_extras();
+    extras.prune = prunes ? &pr : nullptr;
+    const std::string fid = args.str("fidelities");
+    extras.fidelities = fid.empty() ? nullptr : fid.c_str();
+    const rwkvl_status st = rwkvl_compress_with(model.get(), &r, &extras, calib_path.empty() ? nullptr : &calib,
+                                                out_path.c_str(), &copts, &RunBar::on, &bar, &rep);
     bar.finish();
     struct stat js {};
     if (st != RWKVL_OK && st != RWKVL_ERR_INVALID_ARGUMENT && stat((out_path + ".journal/journal.json").c_str(), &js) == 0)

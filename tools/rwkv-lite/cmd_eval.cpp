@@ -283,7 +283,11 @@ int cmd_eval(const Args& args) {
       j["plan_prediction"] = {{"reads_per_token", plan.value("reads_per_token", 0.0)},
                               {"bytes_per_token", plan.value("streamed_bytes_per_token", 0.0)},
                               {"io_ms_per_token", plan.value("io_ms_per_token", 0.0)},
-                              {"head_clusters_resident", plan.value("head_clusters_resident", 0)}};
+                              {"head_clusters_resident", plan.value("head_clusters_resident", 0)},
+                              {"head_clusters_low", plan.value("head_clusters_low", 0)},
+                              {"predicted_loss_nats", plan.value("predicted_loss_nats", 0.0)},
+                              {"ms_per_token", plan.value("predicted_ms_per_token", 0.0)},
+                              {"latency_target_ms", plan.value("latency_target_ms", 0.0)}};
     std::printf("%s\n", j.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
     return 0;
   }
@@ -362,6 +366,11 @@ int cmd_eval(const Args& args) {
                 format_bytes(plan.value("streamed_bytes_per_token", uint64_t{0})).c_str(), plan.value("io_ms_per_token", 0.0),
                 static_cast<double>(ms.io_reads) / tk, format_bytes(static_cast<uint64_t>(static_cast<double>(ms.io_bytes) / tk)).c_str(),
                 1e3 * ms.io_seconds / tk);
+    if (plan.value("latency_target_ms", 0.0) > 0 || plan.value("compute_ms_per_token", 0.0) > 0)
+      std::printf("%-15s predicted %.2f ms per token (storage + compute %.2f)%s; measured %.2f ms\n", "time/token",
+                  plan.value("predicted_ms_per_token", 0.0), plan.value("compute_ms_per_token", 0.0),
+                  plan.value("latency_target_ms", 0.0) > 0 ? (", target " + std::to_string(plan.value("latency_target_ms", 0.0)).substr(0, 6) + " ms").c_str() : "",
+                  ppl && ppl->tok_per_s > 0 ? 1e3 / ppl->tok_per_s : 0.0);
   }
   if (set.mem.io_mb_per_s > 0)
     std::printf("%-15s %.0f MB/s, %.0f us per read: %llu reads, %s, %.2f s\n", "storage", set.mem.io_mb_per_s,

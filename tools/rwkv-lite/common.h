@@ -65,6 +65,8 @@ struct Settings {
   rwkvl_head_params head;
   rwkvl_memory_params mem;
   rwkvl_storage_params storage{0.0, 0.0, 1};  // --storage / --io-throttle / --io-latency / --io-queue
+  double latency_target_ms = 0, compute_ms = 0;  // --latency-target / --compute-ms
+  std::string head_fidelity;                      // --fidelity
 };
 Settings settings(const Args& args, const rwkvl_model* model);
 // --print-plan: the context's memory plan to stderr (after apply()).
