@@ -449,6 +449,8 @@ MemoryPlan plan_memory(const Model& m, const MemoryRequest& r) {
   p.minimum = p.total;
   if (r.budget < p.minimum) fail_below_minimum(r, p, z.sparse);
   p.head_clusters = static_cast<int64_t>(z.cluster_bytes.size());
+  p.layer_bytes = z.layer_bytes;
+  p.layer_ffn_bytes = z.ffn_bytes;
   const MemoryPlan minimum = p;
   // The plan for a choice of int4 clusters (empty = none): residency greedy, then the embedding cache.
   auto build = [&](const std::vector<uint8_t>& low) {
@@ -572,6 +574,31 @@ std::string MemoryPlan::describe() const {
                   static_cast<long long>(head_clusters_resident), static_cast<long long>(head_clusters), 100.0 * head_resident_usage);
     row("resident head clusters", resident_head, n);
   }
+  // Per layer and per head fidelity: where each part lives.
+  for (size_t l = 0; l < layer_streamed.size() && l < layer_bytes.size(); ++l) {
+    std::snprintf(line, sizeof line, "    layer %-3zu projections %9s %-9s", l, mib(layer_bytes[l]).c_str(),
+                  layer_streamed[l] ? "streamed" : "resident");
+    s += line;
+    if (l < layer_ffn_bytes.size() && layer_ffn_bytes[l]) {
+      std::snprintf(line, sizeof line, "  bundled FFN %9s %s", mib(layer_ffn_bytes[l]).c_str(),
+                    ffn_streamed ? "streamed (neuron cache)" : "resident");
+      s += line;
+    }
+    s += "\n";
+  }
+  if (head_streamed && head_clusters > 0) {
+    int64_t n[2][2] = {{0, 0}, {0, 0}};  // [int4][resident]
+    for (int64_t j = 0; j < head_clusters; ++j) {
+      const bool lo = !head_low_clusters.empty() && head_low_clusters[static_cast<size_t>(j)];
+      const bool res = !head_resident_clusters.empty() && head_resident_clusters[static_cast<size_t>(j)];
+      ++n[lo][res];
+    }
+    std::snprintf(line, sizeof line,
+                  "    head clusters: %lld high fidelity resident, %lld high streamed, %lld int4 resident, %lld int4 streamed\n",
+                  static_cast<long long>(n[0][1]), static_cast<long long>(n[0][0]), static_cast<long long>(n[1][1]),
+                  static_cast<long long>(n[1][0]));
+    s += line;
+  }
   if (head_streamed && head_clusters_low) {
     char n[200];
     std::snprintf(n, sizeof n, "%lld of %lld clusters read at int4 (profiled loss +%.4f nats/token, perplexity x%.3f)",
@@ -621,6 +648,8 @@ nlohmann::json MemoryPlan::to_json() const {
           {"head_clusters_resident", head_clusters_resident},
           {"head_resident_usage", head_resident_usage},
           {"head_clusters_low", head_clusters_low},
+          {"head_cluster_int4", head_low_clusters},
+          {"head_cluster_resident", head_resident_clusters},
           {"predicted_loss_nats", predicted_loss},
           {"compute_ms_per_token", 1e3 * compute_seconds},
           {"latency_target_ms", 1e3 * latency_target},

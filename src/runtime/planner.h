@@ -65,6 +65,7 @@ struct MemoryPlan {
   uint64_t head_buffer = 0;                    // head stream buffer (0 if the head is resident)
   uint64_t ffn_cache = 0;                      // neuron cache for streamed FFN bundles (0 = resident)
   std::vector<bool> layer_streamed;
+  std::vector<uint64_t> layer_bytes, layer_ffn_bytes;  // per layer: projections (stream slot size), bundled FFN
   bool head_streamed = false, ffn_streamed = false;
   std::vector<uint8_t> head_resident_clusters;  // head streamed, cluster mode: clusters kept resident (empty = none)
   int64_t head_clusters_resident = 0, head_clusters = 0;
