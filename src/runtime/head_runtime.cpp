@@ -121,6 +121,7 @@ kern::MatRef HeadRuntime::read_rows(const Source& src, int64_t b, int64_t n) {
 
 void HeadRuntime::set_low(const std::vector<uint8_t>& low) {
   const ClusterHead& H = model_.cluster_head();
+  if (storage_) RWKVL_FAIL(kInvalidArgument, "the head is streamed: give its int4 clusters to set_stream");
   low_.clear();
   if (low.empty() || std::find(low.begin(), low.end(), 1) == low.end()) return;
   if (!H.present() || !H.has_low() || low.size() != static_cast<size_t>(H.k))

@@ -73,7 +73,8 @@ class HeadRuntime {
   // resident or streamed as `resident` says.
   void set_stream(std::shared_ptr<Storage> storage, uint64_t buffer_bytes, const std::vector<uint8_t>& resident = {},
                   const std::vector<uint8_t>& low = {});
-  // In place (no storage): the clusters read at int4 (empty = none). Throws without an int4 version.
+  // In place (no storage): the clusters read at int4 (empty = none). Throws without an int4 version, or when the
+  // head is streamed (set_stream takes them then).
   void set_low(const std::vector<uint8_t>& low);
   uint64_t resident_bytes() const {
     uint64_t b = 0;

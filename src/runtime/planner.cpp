@@ -464,7 +464,7 @@ MemoryPlan plan_memory(const Model& m, const MemoryRequest& r) {
   };
   const bool low_ok = !z.cluster_bytes_low.empty();
   const size_t K = z.cluster_bytes.size();
-  if (r.fidelity != MemoryRequest::Fidelity::kAuto && !low_ok && r.fidelity == MemoryRequest::Fidelity::kLow)
+  if (r.fidelity == MemoryRequest::Fidelity::kLow && !low_ok)
     RWKVL_FAIL(kInvalidArgument, "fidelity int4 needs a file with an int4 version of its head clusters (compress --fidelities HIGH,int4) run in cluster mode");
   p = build(r.fidelity == MemoryRequest::Fidelity::kLow ? std::vector<uint8_t>(K, 1) : std::vector<uint8_t>{});
   if (r.latency_target > 0 && p.seconds_per_token() > r.latency_target) {

@@ -50,7 +50,8 @@ struct MemoryRequest {
   enum class Fidelity { kAuto, kHigh, kLow };
   // kAuto: the head's own dtype, except that under a latency target the planner moves the clusters that cost the
   // least loss per byte saved to int4 until the predicted time per token meets it; kHigh / kLow: every cluster at
-  // one fidelity (the single-fidelity plans the elastic one is compared with).
+  // one fidelity (the single-fidelity plans the elastic one is compared with). Fidelities apply to a streamed head:
+  // a head that fits the budget whole is read at its own dtype.
   Fidelity fidelity = Fidelity::kAuto;
   double latency_target = 0;   // seconds per token the plan must predict at most (storage + compute); 0 = none
   double compute_seconds = 0;  // compute per token (e.g. measured with every weight resident), added to storage time

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -234,6 +235,39 @@ TEST(CApi, StoragePresetsAndIoStats) {
   bad = {-1.0, 10.0, 1};
   EXPECT_EQ(rwkvl_context_configure_storage(ctx, &params, &bad), RWKVL_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(rwkvl_context_io_stats(ctx, nullptr), RWKVL_ERR_INVALID_ARGUMENT);
+  // The extensible settings (API 1.7): the storage through them, then what they refuse.
+  rwkvl_session_extras x = rwkvl_session_default_extras();
+  EXPECT_EQ(x.struct_size, sizeof(rwkvl_session_extras));
+  x.storage = &fast;
+  ASSERT_EQ(rwkvl_context_configure_with(ctx, &params, &x), RWKVL_OK) << rwkvl_last_error();
+  ASSERT_EQ(rwkvl_context_io_stats(ctx, &io), RWKVL_OK);
+  EXPECT_EQ(io.storage.queue_depth, 4);
+  x.latency_target_ms = 5;  // without a budget
+  EXPECT_EQ(rwkvl_context_configure_with(ctx, &params, &x), RWKVL_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(rwkvl_last_error()).find("budget"), std::string::npos) << rwkvl_last_error();
+  x.latency_target_ms = -1;
+  EXPECT_EQ(rwkvl_context_configure_with(ctx, &params, &x), RWKVL_ERR_INVALID_ARGUMENT);
+  x.latency_target_ms = 0;
+  x.head_fidelity = "int2";
+  EXPECT_EQ(rwkvl_context_configure_with(ctx, &params, &x), RWKVL_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(rwkvl_last_error()).find("auto, high or int4"), std::string::npos) << rwkvl_last_error();
+  x.head_fidelity = nullptr;
+  x.struct_size = 4;
+  EXPECT_EQ(rwkvl_context_configure_with(ctx, &params, &x), RWKVL_ERR_INVALID_ARGUMENT);
+  // Compression extras: fidelities that are not "HIGH,int4" are refused before any work, leaving no file.
+  rwkvl_compress_extras cx = rwkvl_compress_default_extras();
+  EXPECT_EQ(cx.struct_size, sizeof(rwkvl_compress_extras));
+  rwkvl_compress_recipe rec = rwkvl_compress_default_recipe();
+  rec.quant = RWKVL_QUANT_INT8;
+  const std::string out = rwkvl::test::temp_dir() + "/fidelities_bad.rwkvl";
+  for (const char* f : {"int8", "int8,int2", "int3,int4", "int8,int4,int4"}) {
+    cx.fidelities = f;
+    EXPECT_EQ(rwkvl_compress_with(m, &rec, &cx, nullptr, out.c_str(), nullptr, nullptr, nullptr, nullptr), RWKVL_ERR_INVALID_ARGUMENT) << f;
+    EXPECT_FALSE(std::ifstream(out).good()) << f;
+  }
+  cx.fidelities = "int8,int4";  // without a cluster head
+  EXPECT_EQ(rwkvl_compress_with(m, &rec, &cx, nullptr, out.c_str(), nullptr, nullptr, nullptr, nullptr), RWKVL_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(rwkvl_last_error()).find("cluster-head"), std::string::npos) << rwkvl_last_error();
   rwkvl_state_free(st);
   rwkvl_context_free(ctx);
   rwkvl_model_free(m);
