@@ -106,8 +106,8 @@ assert f["high"] == "i8" and f["low"] == "q4_g32" and len(f["loss_low"]) == k an
 assert abs(sum(f["loss_low"]) - f["loss_low_all"]) < 0.5 * abs(f["loss_low_all"]) + 1e-4, f
 '; then echo "ok   fidelities recorded"; else fail "fidelities record"; fi
 ok_run "perplexity under a latency target" "$CLI" perplexity -m "$WORK/fid.rwkvl" -f "$WORK/test.txt" --chunk 1 \
-  --mem-budget 64M --storage emmc --latency-target 1000 --compute-ms 1
-ok_run "perplexity at int4" "$CLI" perplexity -m "$WORK/fid.rwkvl" -f "$WORK/test.txt" --chunk 1 --mem-budget 64M --fidelity int4
+  --mem-budget 512M --storage emmc --latency-target 1000 --compute-ms 1
+ok_run "perplexity at int4" "$CLI" perplexity -m "$WORK/fid.rwkvl" -f "$WORK/test.txt" --chunk 1 --mem-budget 512M --fidelity int4
 run_bad() {  # run_bad NAME EXPECTED_SUBSTRING ARGS...: a run command that must fail with the message
   local name=$1 want=$2
   shift 2
@@ -120,9 +120,9 @@ run_bad() {  # run_bad NAME EXPECTED_SUBSTRING ARGS...: a run command that must 
   fi
 }
 run_bad "unmeetable latency target" "the fastest plan predicts 5.000 ms" perplexity -m "$WORK/fid.rwkvl" -f "$WORK/test.txt" \
-  --mem-budget 64M --latency-target 1 --compute-ms 5
+  --mem-budget 512M --latency-target 1 --compute-ms 5
 run_bad "latency target without a budget" "needs --mem-budget" perplexity -m "$WORK/fid.rwkvl" -f "$WORK/test.txt" --latency-target 5
-run_bad "int4 without a cluster head" "needs the cluster head" perplexity -m "$WORK/q4.rwkvl" -f "$WORK/test.txt" --mem-budget 64M \
+run_bad "int4 without a cluster head" "needs the cluster head" perplexity -m "$WORK/q4.rwkvl" -f "$WORK/test.txt" --mem-budget 512M \
   --fidelity int4
 
 finish
