@@ -522,13 +522,14 @@ class HeadPass {
     measure_usage();
   }
 
-  // The share of all calibration positions (training and held-out) whose selection includes each cluster.
-  void measure_usage() {
+  // Calls take(chosen) with the clusters the runtime's rule selects (select) at every calibration position, in
+  // position order.
+  template <class Take>
+  void for_each_selection(Take take) const {
     const int64_t K = K_;
     const int64_t N = static_cast<int64_t>(o_.calib.size());
     Eigen::Map<const RowMatF> Xall(X_.data(), N, C_);
-    std::vector<double> count(static_cast<size_t>(K), 0.0);
-    std::vector<int32_t> order(static_cast<size_t>(K));
+    std::vector<int32_t> order(static_cast<size_t>(K)), chosen;
     std::vector<float> logp(static_cast<size_t>(K));
     const int64_t B = 1024;
     for (int64_t s = 0; s < N; s += B) {
@@ -536,9 +537,21 @@ class HeadPass {
       const RowMatF Z = (Xall.middleRows(s, m) * Wt_).rowwise() + bias_;
       for (int64_t i = 0; i < m; ++i) {
         logprob::log_softmax(Z.row(i).data(), static_cast<size_t>(K), logp.data());
-        select(logp, order, [&](int32_t j) { count[static_cast<size_t>(j)] += 1.0; });
+        chosen.clear();
+        select(logp, order, [&](int32_t j) { chosen.push_back(j); });
+        take(static_cast<const std::vector<int32_t>&>(chosen));
       }
     }
+  }
+
+  // The share of all calibration positions (training and held-out) whose selection includes each cluster.
+  void measure_usage() {
+    const int64_t K = K_;
+    const int64_t N = static_cast<int64_t>(o_.calib.size());
+    std::vector<double> count(static_cast<size_t>(K), 0.0);
+    for_each_selection([&](const std::vector<int32_t>& chosen) {
+      for (int32_t j : chosen) count[static_cast<size_t>(j)] += 1.0;
+    });
     rep_.cluster_usage.resize(static_cast<size_t>(K));
     for (int64_t j = 0; j < K; ++j) rep_.cluster_usage[static_cast<size_t>(j)] = count[static_cast<size_t>(j)] / static_cast<double>(std::max<int64_t>(1, N));
   }
@@ -557,29 +570,17 @@ class HeadPass {
     const bool reorder = K <= kMaxOrder;
     if (reorder) co.assign(static_cast<size_t>(K * K), 0.f);
     std::vector<double> next(static_cast<size_t>(K), 0.0);  // chose j and j + 1 (in the final order)
-    std::vector<std::vector<int32_t>> sel;                   // (no reorder: counted directly)
-    Eigen::Map<const RowMatF> Xall(X_.data(), N, C_);
-    std::vector<int32_t> order(static_cast<size_t>(K)), chosen;
-    std::vector<float> logp(static_cast<size_t>(K));
     std::vector<uint8_t> is(static_cast<size_t>(K), 0);
-    const int64_t B = 1024;
-    for (int64_t s = 0; s < N; s += B) {
-      const int64_t m = std::min(B, N - s);
-      const RowMatF Z = (Xall.middleRows(s, m) * Wt_).rowwise() + bias_;
-      for (int64_t i = 0; i < m; ++i) {
-        logprob::log_softmax(Z.row(i).data(), static_cast<size_t>(K), logp.data());
-        chosen.clear();
-        select(logp, order, [&](int32_t j) { chosen.push_back(j); });
-        if (reorder) {
-          for (int32_t a : chosen)
-            for (int32_t b : chosen) co[static_cast<size_t>(a) * static_cast<size_t>(K) + static_cast<size_t>(b)] += 1.f;
-        } else {
-          for (int32_t a : chosen) is[static_cast<size_t>(a)] = 1;
-          for (int32_t a : chosen) next[static_cast<size_t>(a)] += a + 1 < K && is[static_cast<size_t>(a) + 1];
-          for (int32_t a : chosen) is[static_cast<size_t>(a)] = 0;
-        }
+    for_each_selection([&](const std::vector<int32_t>& chosen) {
+      if (reorder) {
+        for (int32_t a : chosen)
+          for (int32_t b : chosen) co[static_cast<size_t>(a) * static_cast<size_t>(K) + static_cast<size_t>(b)] += 1.f;
+      } else {
+        for (int32_t a : chosen) is[static_cast<size_t>(a)] = 1;
+        for (int32_t a : chosen) next[static_cast<size_t>(a)] += a + 1 < K && is[static_cast<size_t>(a) + 1];
+        for (int32_t a : chosen) is[static_cast<size_t>(a)] = 0;
       }
-    }
+    });
     const double n = static_cast<double>(std::max<int64_t>(1, N));
     if (!reorder) {
       rep_.cluster_usage_next.resize(static_cast<size_t>(K));
