@@ -99,3 +99,17 @@ rwkvl_status guarded(Fn&& fn) {
   do {                                                                \
     if (!(cond)) RWKVL_FAIL(kInvalidArgument, __VA_ARGS__);           \
   } while (0)
+
+namespace rwkvl::api {
+
+// Copies the caller's extensible settings struct (its first struct_size bytes, API 1.7 *_extras) over the defaults in
+// x; NULL keeps them. A struct_size below its first two members (the size and one pointer) is refused.
+template <class T>
+void read_extras(const T* in, T& x, const char* fn, const char* defaults_fn) {
+  if (!in) return;
+  RWKVL_API_REQUIRE(in->struct_size >= sizeof(size_t) + sizeof(void*), "%s: extras.struct_size %zu is too small (use %s())", fn,
+                    in->struct_size, defaults_fn);
+  std::memcpy(&x, in, in->struct_size < sizeof x ? in->struct_size : sizeof x);
+}
+
+}  // namespace rwkvl::api

@@ -342,12 +342,7 @@ rwkvl_status rwkvl_compress_with(const rwkvl_model* model, const rwkvl_compress_
   return guarded([&] {
     RWKVL_API_REQUIRE(model && out_path, "rwkvl_compress: NULL argument");
     rwkvl_compress_extras x = rwkvl_compress_default_extras();
-    if (extras) {
-      RWKVL_API_REQUIRE(extras->struct_size >= offsetof(rwkvl_compress_extras, prune) + sizeof(void*),
-                        "rwkvl_compress_with: extras.struct_size %zu is too small (use rwkvl_compress_default_extras())",
-                        extras->struct_size);
-      std::memcpy(&x, extras, std::min(extras->struct_size, sizeof x));
-    }
+    rwkvl::api::read_extras(extras, x, "rwkvl_compress_with", "rwkvl_compress_default_extras");
     rwkvl::check_output_path(out_path);  // before any work
     const std::shared_ptr<rwkvl::Model> m = rwkvl::api::model_of(model);
     cz::Recipe r = to_recipe(recipe ? *recipe : rwkvl_compress_default_recipe());

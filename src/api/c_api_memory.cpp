@@ -147,12 +147,7 @@ rwkvl_status rwkvl_context_configure_with(rwkvl_context* ctx, const rwkvl_sessio
   return guarded([&] {
     RWKVL_API_REQUIRE(ctx && params, "rwkvl_context_configure: NULL argument");
     rwkvl_session_extras x = rwkvl_session_default_extras();
-    if (extras) {
-      RWKVL_API_REQUIRE(extras->struct_size >= offsetof(rwkvl_session_extras, storage) + sizeof(void*),
-                        "rwkvl_context_configure_with: extras.struct_size %zu is too small (use rwkvl_session_default_extras())",
-                        extras->struct_size);
-      std::memcpy(&x, extras, std::min(extras->struct_size, sizeof x));
-    }
+    rwkvl::api::read_extras(extras, x, "rwkvl_context_configure_with", "rwkvl_session_default_extras");
     rwkvl::SessionParams sp = rwkvl::api::session_params(*params, "rwkvl_context_configure");
     if (const rwkvl_storage_params* storage = x.storage) {
       RWKVL_API_REQUIRE(std::isfinite(storage->mb_per_s) && storage->mb_per_s >= 0 && std::isfinite(storage->latency_us) &&
