@@ -401,7 +401,8 @@ typedef struct {
                              or, under a budget, 4096 rows when the weights leave room, else down to 256 */
   double io_mb_per_s;     /* > 0: simulate storage of this bandwidth (MB/s) for every read from the file */
   double io_latency_us;   /* with io_mb_per_s: simulated latency per read */
-  uint64_t reserve_bytes; /* under a budget: memory the caller will still allocate (logits buffers ...) */
+  uint64_t reserve_bytes; /* under a budget: memory the caller will still allocate (logits buffers, states
+                             beyond the one the plan counts: 4 * state_floats bytes each ...) */
   int max_chunk;          /* under a budget: most tokens per eval chunk the caller will use (0 = 32) */
 } rwkvl_memory_params;
 

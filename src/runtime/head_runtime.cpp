@@ -246,15 +246,49 @@ void HeadRuntime::ranges(const float* x, float* y) {
     }
     return;
   }
+  // Pieces of at most a buffer each, gathered into batches that fill the buffer; a batch's reads are issued
+  // together, one per pool thread (a device with a queue overlaps their access times), then multiplied.
+  pieces_.clear();
   for (const Range& r : ranges_) {
     const Source& s = src_[r.fid];
     const int64_t buf_rows = static_cast<int64_t>(buf_.size() / s.row_bytes);
-    for (int64_t b = r.b; b < r.e; b += buf_rows) {
-      const int64_t n = std::min(buf_rows, r.e - b);
-      const kern::MatRef v = read_rows(s, b, n);
-      kern::matvec(v, x, ybuf_.data(), pool_);
-      std::memcpy(y + b, ybuf_.data(), sizeof(float) * static_cast<size_t>(n));
+    for (int64_t b = r.b; b < r.e; b += buf_rows) pieces_.push_back({b, std::min(buf_rows, r.e - b), r.fid, 0});
+  }
+  for (size_t i = 0; i < pieces_.size();) {
+    size_t e = i, at = 0;
+    for (; e < pieces_.size(); ++e) {
+      const size_t n = static_cast<size_t>(pieces_[e].n) * src_[pieces_[e].fid].row_bytes;
+      if (at + n > buf_.size()) break;
+      pieces_[e].at = at;
+      at += n;
     }
+    auto read = [&](int64_t b, int64_t end) {
+      for (int64_t k = b; k < end; ++k) {
+        const Piece& p = pieces_[i + static_cast<size_t>(k)];
+        const Source& s = src_[p.fid];
+        storage_->read(s.file_offset + static_cast<uint64_t>(p.b) * s.row_bytes, buf_.data() + p.at, static_cast<size_t>(p.n) * s.row_bytes);
+      }
+    };
+    const int64_t n_batch = static_cast<int64_t>(e - i);
+    if (n_batch > 1 && pool_ && pool_->size() > 1) pool_->parallel_for(n_batch, read, 1);
+    else read(0, n_batch);
+    for (size_t k = i; k < e; ++k) {
+      const Piece& p = pieces_[k];
+      const Source& s = src_[p.fid];
+      stream_bytes_ += static_cast<uint64_t>(p.n) * s.row_bytes;
+      kern::MatRef v = s.w;
+      v.rows = p.n;
+      v.data = buf_.data() + p.at;
+      if (s.w.dtype == DType::kI8) {  // the int8 source has the widest rows: its rows in the batch fit sbuf_
+        float* sc = sbuf_.data() + p.at / s.row_bytes;
+        for (int64_t r = 0; r < p.n; ++r) sc[r] = s.w.scale_at(p.b + r);
+        v.row_scale = sc;
+        v.scale_dtype = DType::kF32;
+      }
+      kern::matvec(v, x, ybuf_.data(), pool_);
+      std::memcpy(y + p.b, ybuf_.data(), sizeof(float) * static_cast<size_t>(p.n));
+    }
+    i = e;
   }
 }
 

@@ -123,6 +123,12 @@ class HeadRuntime {
   std::vector<uint8_t> low_;  // per cluster: read at int4 (empty = none)
   // streaming
   std::shared_ptr<Storage> storage_;
+  struct Piece {
+    int64_t b, n;  // grouped rows [b, b + n)
+    int fid;
+    size_t at;     // byte offset in buf_
+  };
+  std::vector<Piece> pieces_;
   std::vector<uint8_t> buf_;
   std::vector<float> ybuf_, sbuf_;
   uint64_t stream_bytes_ = 0;

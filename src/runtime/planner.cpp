@@ -128,7 +128,7 @@ struct PlanSizes {
     q.ffn_cache = q.ffn_streamed ? std::max(ffn_min, q.ffn_cache) : 0;  // the minimum, or what the plan gave it
     const uint64_t sum = q.baseline + q.reserve + q.scratch + q.state + q.small + q.emb_cache + q.stream_buffer + q.head_buffer +
                          q.ffn_cache + q.resident_layers + q.resident_head + q.resident_ffn;
-    q.margin = r.margin ? r.margin : (1u << 20) + sum / 100;
+    q.margin = r.margin ? r.margin : (128u << 10) + (64u << 10) * static_cast<uint64_t>(std::max(1, r.threads)) + sum / 100;
     q.total = sum + q.margin;
     // reads and bytes from the file per token (expected), and the device time they take
     double s = 0, reads = 0;
@@ -138,6 +138,8 @@ struct PlanSizes {
         reads += layer_parts[static_cast<size_t>(l)];
       }
     q.head_resident_usage = 0;
+    double head_reads = 0;
+    const double reads_before_head = reads;
     if (q.head_streamed) {
       const double buf = static_cast<double>(std::max<uint64_t>(1, head_buf));
       if (!cluster_bytes.empty()) {
@@ -162,6 +164,7 @@ struct PlanSizes {
         s += static_cast<double>(head_bytes);
         reads += std::ceil(static_cast<double>(head_bytes) / buf);
       }
+      head_reads = reads - reads_before_head;
     }
     if (q.ffn_streamed && n_neurons) {  // misses of the neuron cache: the share of the bundles it cannot hold
       const double all = static_cast<double>(ffn_all());
@@ -182,7 +185,10 @@ struct PlanSizes {
     q.streamed_per_token = static_cast<uint64_t>(s);
     q.reads_per_token = reads;
     q.storage = r.storage;
-    q.io_seconds_per_token = r.storage.mb_per_s > 0 ? storage_seconds(r.storage, reads, s, 1) : 0.0;
+    // A token's head reads are issued together, one per thread: their access times overlap up to the queue.
+    const double par = static_cast<double>(std::max(1, std::min(r.threads, r.storage.queue)));
+    const double head_serial = head_reads > 1 ? std::max(1.0, head_reads / par) : head_reads;
+    q.io_seconds_per_token = r.storage.mb_per_s > 0 ? storage_seconds(r.storage, reads - head_reads + head_serial, s, 1) : 0.0;
     q.compute_seconds = r.compute_seconds;
     q.latency_target = r.latency_target;
     q.head_clusters_low = 0;
@@ -428,7 +434,7 @@ MemoryPlan plan_memory(const Model& m, const MemoryRequest& r) {
   p.reserve = r.reserve;
   p.prefetch = r.prefetch;
   p.scratch = session_scratch_bytes(m, r.chunk, r.head_compare);
-  p.state = static_cast<uint64_t>(State::floats_for(c)) * 4 * 2;  // the caller's state and a copy
+  p.state = static_cast<uint64_t>(State::floats_for(c)) * 4;  // the caller's state (more states: its reserve)
   const uint64_t V = static_cast<uint64_t>(c.n_vocab);
   // The embedding cache: the caller's rows, or (default) 256 rows in the minimum plan, grown to 4,096 with the room
   // the weights leave (a row saves one small read now and then: worth less per byte than any weight part).

@@ -32,7 +32,8 @@ struct MemoryRequest {
   bool cluster_head = false; // the head runs in cluster mode
   bool head_compare = false; // ... and beside it the full head, for agreement figures (one more vocabulary row)
   double head_rows_frac = 1; // expected share of head rows read per token (cluster mode)
-  uint64_t margin = 0;       // slack for allocator and thread stacks; 0 = 1 MiB + 1% of the rest of the plan
+  uint64_t margin = 0;       // slack for allocator and thread stacks; 0 = 128 KiB + 64 KiB per thread + 1% of the rest
+  int threads = 1;           // the session's threads (each has a stack and may get an allocator arena)
   // Cluster mode: per cluster, the share of tokens whose selection includes it (measured on calibration text when
   // the file was made: the cluster head pass's "usage"); empty = unknown (every cluster head_rows_frac). When the
   // whole head does not fit, the most used clusters stay resident (the rest streamed).

@@ -113,6 +113,7 @@ void Session::plan_memory_parts(FfnOptions& ffn) {
   r.prefetch = o.prefetch;
   r.emb_rows = o.emb_rows;
   r.reserve = o.reserve;
+  r.threads = params_.threads;
   r.chunk = o.chunk;
   r.cluster_head = head_->mode() == HeadMode::kCluster;
   r.head_compare = head_->options().compare;

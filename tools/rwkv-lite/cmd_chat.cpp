@@ -142,7 +142,10 @@ int cmd_chat(const Args& args) {
   const ModelPtr model = load_model(args);
   const TokenizerPtr tok = model_tokenizer(model.get(), model_path, args.str("tokenizer"));
   const ContextPtr ctx = new_context(model.get(), static_cast<int>(args.integer("threads")));
-  apply_settings(args, model.get(), ctx.get());
+  Settings set = settings(args, model.get());
+  set.mem.reserve_bytes += 4 * model_info(model.get()).state_floats;  // the state before the turn (/undo)
+  apply(set, ctx.get());
+  print_plan(args, ctx.get());
   const StatePtr state = new_state(model.get());
   Chat c{ctx.get(), state.get(), tok.get(), gen, {}, new_state(model.get()), {}, 0, isatty(0) != 0};
   if (args.given("system")) c.system_tokens = chat_tokens(tok.get(), RWKVL_ROLE_SYSTEM, args.str("system"), false);
