@@ -73,7 +73,20 @@ LayerStream::LayerStream(const Model& m, std::shared_ptr<Storage> storage, std::
     slots_.emplace_back(static_cast<uint8_t*>(p), &std::free);
     slot_layer_.push_back(-1);
   }
-  if (prefetch_ && n_slots) reader_ = std::thread([this] { reader_loop(); });
+  if (prefetch_ && n_slots) {
+    reader_ = std::thread([this] { reader_loop(); });
+    // Preload: the first streamed layer is read now, so the first token finds it in its slot (a cold pipeline
+    // would make the first token wait for a whole layer read before any compute could overlap the next one).
+    const int first = next_streamed(static_cast<int>(streamed_.size()) - 1);
+    if (first >= 0) {
+      std::lock_guard<std::mutex> lock(mu_);
+      req_layer_ = first;
+      req_slot_ = 0;
+      slot_layer_[0] = first;
+      cur_slot_ = 1;  // the first acquire takes slot 0 and prefetches into slot 1
+    }
+    cv_.notify_all();
+  }
 }
 
 LayerStream::~LayerStream() {

@@ -2,8 +2,9 @@
 // from the model file (runtime/storage.h, pread into own buffers, so none of their file pages is ever
 // mapped into the process) into a preload buffer of one or two layer-sized slots. With prefetch a
 // background reader fills the next streamed layer's slot while the current layer computes (layers are
-// visited in order, and after the last one comes the next token's first streamed layer); without it a
-// layer is read when it is needed. Small tensors (vectors, LoRAs, scales) always stay in place.
+// visited in order, and after the last one comes the next token's first streamed layer; the first streamed
+// layer is read as soon as the stream is built, so the first token does not start on a cold pipeline);
+// without it a layer is read when it is needed. Small tensors (vectors, LoRAs, scales) always stay in place.
 #pragma once
 
 #include <condition_variable>
