@@ -287,7 +287,7 @@ class HeadPass {
     rep_.seconds_calib = seconds_since(t_calib);
     const auto t_train = std::chrono::steady_clock::now();
     distil();
-    order_by_co_use();
+    order_by_co_use();  // and the usage of each cluster
     rep_.seconds_train = seconds_since(t_train);
     if (o_.int4_version) {
       const auto t_prof = std::chrono::steady_clock::now();
@@ -519,7 +519,6 @@ class HeadPass {
     Wt_ = best_W;
     bias_ = best_b;
     rep_.heldout_kl = evaluate(Wt_, bias_, true);
-    measure_usage();
   }
 
   // Calls take(chosen) with the clusters the runtime's rule selects (select) at every calibration position, in
@@ -544,24 +543,14 @@ class HeadPass {
     }
   }
 
-  // The share of all calibration positions (training and held-out) whose selection includes each cluster.
-  void measure_usage() {
-    const int64_t K = K_;
-    const int64_t N = static_cast<int64_t>(o_.calib.size());
-    std::vector<double> count(static_cast<size_t>(K), 0.0);
-    for_each_selection([&](const std::vector<int32_t>& chosen) {
-      for (int32_t j : chosen) count[static_cast<size_t>(j)] += 1.0;
-    });
-    rep_.cluster_usage.resize(static_cast<size_t>(K));
-    for (int64_t j = 0; j < K; ++j) rep_.cluster_usage[static_cast<size_t>(j)] = count[static_cast<size_t>(j)] / static_cast<double>(std::max<int64_t>(1, N));
-  }
-
   // ---- 3a. file order of the clusters by co-use: the runtime reads the chosen clusters that are not resident
   // in file order, adjacent ones in one read, so clusters chosen together should sit together. Greedy chain: the
   // most used cluster first, then repeatedly the unplaced cluster chosen most often together with the last one
   // placed (ties: the more used, then the lower index). Renumbers everything indexed by cluster; records, per
   // cluster, the share of calibration positions that chose it and the next cluster too (usage_next), from which
   // the planner predicts how many reads merge. Heads of more than kMaxOrder clusters keep the k-means order.
+  // The same pass over the selections measures each cluster's usage: the share of all calibration positions
+  // (training and held-out) whose selection includes it.
   static constexpr int64_t kMaxOrder = 4096;
   void order_by_co_use() {
     const int64_t K = K_;
@@ -571,7 +560,9 @@ class HeadPass {
     if (reorder) co.assign(static_cast<size_t>(K * K), 0.f);
     std::vector<double> next(static_cast<size_t>(K), 0.0);  // chose j and j + 1 (in the final order)
     std::vector<uint8_t> is(static_cast<size_t>(K), 0);
+    std::vector<double> count(static_cast<size_t>(K), 0.0);
     for_each_selection([&](const std::vector<int32_t>& chosen) {
+      for (int32_t j : chosen) count[static_cast<size_t>(j)] += 1.0;
       if (reorder) {
         for (int32_t a : chosen)
           for (int32_t b : chosen) co[static_cast<size_t>(a) * static_cast<size_t>(K) + static_cast<size_t>(b)] += 1.f;
@@ -582,6 +573,8 @@ class HeadPass {
       }
     });
     const double n = static_cast<double>(std::max<int64_t>(1, N));
+    rep_.cluster_usage.resize(static_cast<size_t>(K));
+    for (int64_t j = 0; j < K; ++j) rep_.cluster_usage[static_cast<size_t>(j)] = count[static_cast<size_t>(j)] / n;
     if (!reorder) {
       rep_.cluster_usage_next.resize(static_cast<size_t>(K));
       for (int64_t j = 0; j < K; ++j) rep_.cluster_usage_next[static_cast<size_t>(j)] = next[static_cast<size_t>(j)] / n;
