@@ -122,12 +122,7 @@ bool runs_lowrank_quant(const Recipe& r) {
 
 PruneOptions prune_options(const Recipe& r, const CalibrationData& calib, int n_threads) {
   PruneOptions o;
-  o.method = r.prune.method;
-  o.sparsity = r.prune.sparsity;
-  o.pattern = r.prune.pattern;
-  o.targets = r.prune.targets;
-  o.dsnot = r.prune.dsnot;
-  o.store = r.prune.store;
+  static_cast<PruneSpec&>(o) = r.prune;
   if (o.method != PruneMethod::kNone) {
     o.calib = calib.tokens;
     o.calib_name = calib.name;
@@ -369,7 +364,7 @@ nlohmann::json recipe_json(const Recipe& r) {
   const Recipe::ClusterHead& c = r.cluster_head;
   nlohmann::json ptargets = nlohmann::json::array();
   for (MatRole t : r.prune.targets) ptargets.push_back(mat_role_name(t));
-  const Recipe::Prune& p = r.prune;
+  const PruneSpec& p = r.prune;
   return {{"prune", {{"method", prune_method_name(p.method)}, {"sparsity", exact(p.sparsity)}, {"pattern", p.pattern.str()},
                      {"targets", ptargets}, {"store", prune_store_name(p.store)}, {"cycles", p.dsnot.max_cycles},
                      {"threshold", exact(p.dsnot.threshold)}, {"var_power", exact(p.dsnot.var_power)},

@@ -53,14 +53,8 @@ std::vector<MatRole> parse_targets(std::string_view list);
 std::vector<MatRole> architecture_targets(const ModelConfig& cfg);
 
 struct Recipe {
-  struct Prune {
-    PruneMethod method = PruneMethod::kNone;
-    double sparsity = 0;           // in (0, 1); with a pattern 0 or 1 - n/m
-    NMPattern pattern;             // {0, 0}: unstructured
-    std::vector<MatRole> targets;  // projections; empty = every projection of the architecture
-    DsnotOptions dsnot;
-    PruneStore store = PruneStore::kAuto;
-  } prune;
+  PruneSpec prune;  // pruning (stage 0): method, sparsity or N:M pattern, targets, DSnoT settings, storage
+
   struct LowRank {
     LowRankMethod method = LowRankMethod::kNone;
     double rank_frac = 0;        // rank = round(rank_frac * min(rows, cols)) ...

@@ -65,13 +65,18 @@ std::vector<uint8_t> prune_mask(const float* W, int64_t rows, int64_t cols, Prun
                                 NMPattern pattern, const ColumnStats* stats, const DsnotOptions& dsnot,
                                 int64_t* swaps = nullptr);
 
-struct PruneOptions {
+// What to prune and how (the recipe's part: compress::Recipe::prune).
+struct PruneSpec {
   PruneMethod method = PruneMethod::kNone;
   double sparsity = 0;    // in (0, 1); with a pattern, 0 or exactly 1 - n/m
-  NMPattern pattern;
+  NMPattern pattern;      // {0, 0}: unstructured
   std::vector<MatRole> targets;  // projections; empty: every projection of the architecture
   DsnotOptions dsnot;
   PruneStore store = PruneStore::kAuto;
+};
+
+// The pass's options: the spec and the run's calibration, threads and progress.
+struct PruneOptions : PruneSpec {
   std::vector<int32_t> calib;          // calibration tokens (wanda, dsnot)
   std::string calib_name, calib_hash;  // recorded in the pass
   int n_threads = 1;
