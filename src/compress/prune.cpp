@@ -88,8 +88,9 @@ std::vector<int32_t> order_by(const double* key, int64_t n) {
 // expected output, err = sum of dm over the pruned weights is the row's expected reconstruction error. Each cycle
 // grows the pruned weight that moves err most towards 0 (ranked by dm / var^p) and prunes a kept weight of the
 // opposite contribution with the smallest Wanda score, so the row keeps its number of weights.
-int64_t dsnot_row(const float* W, const ColumnStats& st, const double* wanda, const DsnotOptions& o, uint8_t* keep,
-                  int64_t cols, int m_group) {
+// by_wanda (unstructured): the row's columns by Wanda score ascending, as the initial mask ordered them.
+int64_t dsnot_row(const float* W, const ColumnStats& st, const double* wanda, const std::vector<int32_t>* by_wanda,
+                  const DsnotOptions& o, uint8_t* keep, int64_t cols, int m_group) {
   std::vector<double> dm(static_cast<size_t>(cols)), grow_key;
   double err = 0;
   for (int64_t j = 0; j < cols; ++j) {
@@ -108,8 +109,8 @@ int64_t dsnot_row(const float* W, const ColumnStats& st, const double* wanda, co
   // Pruning candidates (unstructured): kept weights by Wanda score ascending, split by the sign of dm.
   std::vector<int32_t> neg, pos;
   if (m_group == 0) {
-    const std::vector<int32_t> by = order_by(wanda, cols);
-    for (int32_t j : by)
+    RWKVL_CHECK(by_wanda && static_cast<int64_t>(by_wanda->size()) == cols);
+    for (int32_t j : *by_wanda)
       if (keep[j]) (dm[static_cast<size_t>(j)] < 0 ? neg : pos).push_back(j);
   }
   std::vector<uint8_t> initial(keep, keep + cols);
@@ -182,21 +183,24 @@ std::vector<uint8_t> prune_mask(const float* W, int64_t rows, int64_t cols, Prun
     const std::vector<int32_t> by = order_by(key.data(), static_cast<int64_t>(n));
     const size_t k = static_cast<size_t>(std::floor(sparsity * static_cast<double>(n)));
     for (size_t i = 0; i < k; ++i) keep[static_cast<size_t>(by[i])] = 0;
-  } else {  // Wanda / DSnoT's start: per output row
+  } else {  // Wanda / DSnoT's start: per output row (DSnoT's swaps follow on the row, in the same Wanda order)
     std::vector<double> key(static_cast<size_t>(cols));
     const size_t k = static_cast<size_t>(std::floor(sparsity * static_cast<double>(cols)));
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t j = 0; j < cols; ++j) key[static_cast<size_t>(j)] = score(r, j);
       const std::vector<int32_t> by = order_by(key.data(), cols);
       for (size_t i = 0; i < k; ++i) keep[static_cast<size_t>(r * cols + by[i])] = 0;
+      if (method == PruneMethod::kDsnot) {
+        const int64_t s = dsnot_row(W + r * cols, *stats, key.data(), &by, dsnot, keep.data() + r * cols, cols, 0);
+        if (swaps) *swaps += s;
+      }
     }
   }
-  if (method == PruneMethod::kDsnot) {
+  if (method == PruneMethod::kDsnot && pattern.structured()) {
     std::vector<double> key(static_cast<size_t>(cols));
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t j = 0; j < cols; ++j) key[static_cast<size_t>(j)] = score(r, j);
-      const int64_t s = dsnot_row(W + r * cols, *stats, key.data(), dsnot, keep.data() + r * cols, cols,
-                                  pattern.structured() ? pattern.m : 0);
+      const int64_t s = dsnot_row(W + r * cols, *stats, key.data(), nullptr, dsnot, keep.data() + r * cols, cols, pattern.m);
       if (swaps) *swaps += s;
     }
   }
