@@ -137,6 +137,18 @@ std::vector<int32_t> tokens(size_t n, uint32_t seed, int kV = rwkvl::kV) {
   return t;
 }
 
+// The cluster head pass as the runtime tests run it: k clusters of at most cap rows, short training.
+compress::ClusterHeadOptions quick_head_options(int k, int cap, std::vector<int32_t> calib) {
+  compress::ClusterHeadOptions ho;
+  ho.k = k;
+  ho.cap = cap;
+  ho.pca_dims = 32;
+  ho.epochs = 3;
+  ho.chunk = 64;
+  ho.calib = std::move(calib);
+  return ho;
+}
+
 // Logits after every token (RNN mode and chunked), with the given head options (null = defaults).
 std::vector<float> run(const std::shared_ptr<Model>& m, const std::vector<int32_t>& toks, const HeadOptions* ho,
                        size_t chunk = 1, HeadStats* stats = nullptr, int64_t emb_rows = 0) {
@@ -613,13 +625,7 @@ TEST(MemoryPlan, EveryTechniqueInOneFileKeepsItsLogitsUnderEveryBudget) {
   so.calib = tokens(300, 41, kBigV);
   so.pred.epochs = 3;
   const auto sparse = compress::sparse_ffn(low, so, nullptr);
-  compress::ClusterHeadOptions ho;
-  ho.k = 16;
-  ho.cap = 512;
-  ho.pca_dims = 32;
-  ho.epochs = 3;
-  ho.chunk = 64;
-  ho.calib = tokens(300, 42, kBigV);
+  const compress::ClusterHeadOptions ho = quick_head_options(16, 512, tokens(300, 42, kBigV));
   const std::string path = test::temp_dir() + "/every_technique.rwkvl";
   compress::cluster_head(sparse, ho, nullptr)->save_native(path, "keep");
   const auto m = Model::load(path, {});
@@ -665,13 +671,7 @@ TEST(MemoryPlan, EveryTechniqueInOneFileKeepsItsLogitsUnderEveryBudget) {
 // streams the rest; the logits stay bit-identical and fewer head bytes are read than with the whole head streamed.
 TEST(MemoryPlan, MostUsedHeadClustersStayResident) {
   const auto base = base_model("f16", kBigC, kBigV);
-  compress::ClusterHeadOptions ho;
-  ho.k = 12;
-  ho.cap = 1024;
-  ho.pca_dims = 32;
-  ho.epochs = 3;
-  ho.chunk = 64;
-  ho.calib = tokens(400, 44, kBigV);
+  const compress::ClusterHeadOptions ho = quick_head_options(12, 1024, tokens(400, 44, kBigV));
   compress::ClusterHeadReport rep;
   const std::string path = test::temp_dir() + "/head_clusters_resident.rwkvl";
   compress::cluster_head(base, ho, &rep)->save_native(path, "keep");
@@ -822,13 +822,7 @@ namespace {
 // The cluster head pass with an int4 version of the head rows and its importance profile (compress --fidelities).
 std::shared_ptr<Model> fidelity_model(const std::shared_ptr<Model>& base, int V, const std::string& name,
                                       compress::ClusterHeadReport* rep, std::vector<int32_t>* calib = nullptr) {
-  compress::ClusterHeadOptions ho;
-  ho.k = 12;
-  ho.cap = 1024;
-  ho.pca_dims = 32;
-  ho.epochs = 3;
-  ho.chunk = 64;
-  ho.calib = tokens(300, 51, V);
+  compress::ClusterHeadOptions ho = quick_head_options(12, 1024, tokens(300, 51, V));
   ho.int4_version = true;
   if (calib) *calib = ho.calib;
   const std::string path = test::temp_dir() + "/" + name + ".rwkvl";
