@@ -86,7 +86,7 @@ extern "C" {
 
 /* The C API version of this header (see VERSIONING above). */
 #define RWKVL_API_VERSION_MAJOR 1
-#define RWKVL_API_VERSION_MINOR 7
+#define RWKVL_API_VERSION_MINOR 8
 #define RWKVL_API_VERSION (RWKVL_API_VERSION_MAJOR * 1000 + RWKVL_API_VERSION_MINOR)
 
 /* The C API version of the linked library, RWKVL_API_VERSION as the library was built. Never fails. */
@@ -509,13 +509,18 @@ rwkvl_status rwkvl_context_configure_storage(rwkvl_session* s, const rwkvl_sessi
      compute_ms         compute per token added to the predicted storage time (e.g. 1000 / the tok/s measured with
                         every weight resident); >= 0.
      head_fidelity      NULL or "auto" (the head's own dtype unless a latency target needs int4), "high" (every
-                        cluster at the head's own dtype) or "int4" (every cluster at int4; needs the int4 version). */
+                        cluster at the head's own dtype) or "int4" (every cluster at int4; needs the int4 version).
+     baseline_bytes     (API 1.8) with a memory budget: the bytes the process holds before the plan (binary,
+                        libraries, tokenizer), instead of its resident memory measured when planning; the same
+                        figure gives the same plan from run to run (the measured one moves by ~0.1 MiB). 0 = measure.
+                        A figure below the real one lets the peak exceed the budget. */
 typedef struct rwkvl_session_extras {
   size_t struct_size;
   const rwkvl_storage_params* storage;
   double latency_target_ms;
   double compute_ms;
   const char* head_fidelity;
+  uint64_t baseline_bytes;
 } rwkvl_session_extras;
 rwkvl_session_extras rwkvl_session_default_extras(void);
 /* rwkvl_context_configure with the extras (NULL: none). Errors: those of rwkvl_context_configure_storage;

@@ -173,6 +173,12 @@ rwkvl_status rwkvl_context_configure_with(rwkvl_context* ctx, const rwkvl_sessio
     sp.memory.compute_seconds = x.compute_ms * 1e-3;
     RWKVL_API_REQUIRE(sp.memory.budget > 0 || (sp.memory.latency_target == 0 && sp.memory.fidelity == F::kAuto),
                       "a latency target and a head fidelity are plans under a memory budget: give a budget (--mem-budget) too");
+    RWKVL_API_REQUIRE(x.baseline_bytes == 0 || sp.memory.budget > 0,
+                      "a baseline is the start of a plan under a memory budget: give a budget (--mem-budget) too");
+    RWKVL_API_REQUIRE(x.baseline_bytes < sp.memory.budget || x.baseline_bytes == 0,
+                      "baseline of %llu bytes: it must be below the memory budget of %llu bytes",
+                      static_cast<unsigned long long>(x.baseline_bytes), static_cast<unsigned long long>(sp.memory.budget));
+    if (x.baseline_bytes) sp.memory.baseline = x.baseline_bytes;
     rwkvl::SessionParams fallback;
     fallback.threads = sp.threads;
     rwkvl::api::rebuild(ctx, sp, fallback);

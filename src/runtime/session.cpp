@@ -128,13 +128,13 @@ void Session::plan_memory_parts(FfnOptions& ffn) {
   r.compute_seconds = o.compute_seconds;
   if (o.fidelity == MemoryRequest::Fidelity::kLow && !r.cluster_head)
     RWKVL_FAIL(kInvalidArgument, "fidelity int4 applies to the head clusters: it needs the cluster head (head mode cluster)");
+  // The small tensors are resident under every plan: touch them first, so the measured RSS holds them
+  // and the plan does not count them twice. A baseline the caller gives replaces the measurement.
+  const uint64_t small = touch_small_tensors(*model_);
+  release_big_parts(*model_);
   if (o.baseline) {
     r.baseline = o.baseline;
   } else {
-    // The small tensors are resident under every plan: touch them first, so the measured RSS holds them
-    // and the plan does not count them twice.
-    const uint64_t small = touch_small_tensors(*model_);
-    release_big_parts(*model_);
     const uint64_t rss = current_rss_bytes();
     r.baseline = rss > small ? rss - small : 0;
   }

@@ -1,5 +1,6 @@
 // The public C API: lifecycle, error codes + messages, eval equivalences, state save/restore.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <cmath>
 #include <cstring>
@@ -252,6 +253,22 @@ TEST(CApi, StoragePresetsAndIoStats) {
   EXPECT_EQ(rwkvl_context_configure_with(ctx, &params, &x), RWKVL_ERR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(rwkvl_last_error()).find("auto, high or int4"), std::string::npos) << rwkvl_last_error();
   x.head_fidelity = nullptr;
+  // A baseline (API 1.8) replaces the measured one: the plan starts from it, the same on every run; it needs a
+  // budget and must be below it.
+  x.baseline_bytes = 3u << 20;
+  EXPECT_EQ(rwkvl_context_configure_with(ctx, &params, &x), RWKVL_ERR_INVALID_ARGUMENT);  // no budget
+  EXPECT_NE(std::string(rwkvl_last_error()).find("budget"), std::string::npos) << rwkvl_last_error();
+  rwkvl_session_params budgeted = params;
+  budgeted.memory.budget_bytes = 64u << 20;
+  ASSERT_EQ(rwkvl_context_configure_with(ctx, &budgeted, &x), RWKVL_OK) << rwkvl_last_error();
+  std::string plan(1 << 16, '\0');
+  size_t plan_len = 0;
+  ASSERT_EQ(rwkvl_context_memory_plan(ctx, 1, plan.data(), plan.size(), &plan_len), RWKVL_OK) << rwkvl_last_error();
+  plan.resize(plan_len);
+  EXPECT_EQ(nlohmann::json::parse(plan).at("baseline").get<uint64_t>(), 3u << 20) << plan;
+  x.baseline_bytes = 64u << 20;  // not below the budget
+  EXPECT_EQ(rwkvl_context_configure_with(ctx, &budgeted, &x), RWKVL_ERR_INVALID_ARGUMENT);
+  x.baseline_bytes = 0;
   x.struct_size = 4;
   EXPECT_EQ(rwkvl_context_configure_with(ctx, &params, &x), RWKVL_ERR_INVALID_ARGUMENT);
   // Compression extras: fidelities that are not "HIGH,int4" are refused before any work, leaving no file.

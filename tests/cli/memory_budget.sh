@@ -7,7 +7,8 @@
 #    minimum it names works;
 #  - peak RSS of a budgeted run (the reference model, when present) stays within the budget;
 #  - bad values (--io-throttle 0, --io-latency without a throttle, --head-mode cluster without a cluster
-#    head, --print-plan without a budget) are usage errors (exit 2) with a message.
+#    head, --print-plan or --mem-baseline without a budget) are usage errors (exit 2) with a message;
+#  - --mem-baseline is the plan's starting figure.
 # usage: memory_budget.sh RWKV_LITE SHARED_DIR BUILD_DIR
 . "$(dirname "$0")/lib/common.bash" "$@"
 make_work membudget
@@ -52,6 +53,11 @@ out=$("$CLI" logits -m "$M" --tokens $TOKS --chunk 4 --mem-budget $((MIN + SLACK
 echo "$out" | grep -q "memory plan: budget" || fail "--print-plan printed no plan: $out"
 echo "$out" | grep -q "streamed" || fail "--print-plan: nothing streamed near the minimum: $out"
 
+# --mem-baseline: the plan starts from the given figure instead of the measured one (the same plan every run).
+out=$("$CLI" logits -m "$M" --tokens $TOKS --chunk 4 --mem-budget 1G --mem-baseline 5M --print-plan -o "$WORK/p.bin" 2>&1)
+echo "$out" | grep -Eq "process \(at planning\) +5\.00 MiB" || fail "--mem-baseline 5M not the plan's process row: $out"
+cmp -s "$WORK/ref.bin" "$WORK/p.bin" || fail "--mem-baseline changed the logits"
+
 # bench --budgets: one row per budget and prefetch setting.
 out=$("$CLI" bench -m "$M" --budgets "$((MIN + SLACK + 4194304)),1G" --gen-tokens 4 --json 2>/dev/null)
 n=$(echo "$out" | python3 -c 'import json,sys; j=json.load(sys.stdin); print(sum(1 for r in j["budget_sweep"] if r["tok_per_s"] and r["tok_per_s"] > 0))' 2>/dev/null)
@@ -75,6 +81,7 @@ expect_usage "--head-mode cluster" "$CLI" logits -m "$M" --tokens 1 --head-mode 
 expect_usage "--print-plan alone" "$CLI" logits -m "$M" --tokens 1 --print-plan -o "$WORK/u.bin"
 expect_usage "--head-p 0" "$CLI" logits -m "$M" --tokens 1 --head-p 0 -o "$WORK/u.bin"
 expect_usage "--mem-budget junk" "$CLI" logits -m "$M" --tokens 1 --mem-budget 12X -o "$WORK/u.bin"
+expect_usage "--mem-baseline alone" "$CLI" logits -m "$M" --tokens 1 --mem-baseline 5M -o "$WORK/u.bin"
 
 # Peak RSS within the budget on the reference model (converted to native f16): eval at 50% and 25% of
 # its fp16 bytes, with the same perplexity as without a budget.

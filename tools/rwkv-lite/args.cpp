@@ -87,6 +87,10 @@ const std::vector<FlagSpec> kFlags = {
     {"compute-ms", nullptr, K::kFloat, "generate eval perplexity bench logits chat", "0", "MS",
      "with --latency-target: compute per token the plan adds to its storage time (1000 / the tok/s bench measures "
      "with every weight resident)", 0, 1e9},
+    {"mem-baseline", nullptr, K::kString, "generate eval perplexity bench logits chat", nullptr, "BYTES",
+     "with --mem-budget: the bytes the process holds before the plan (binary, libraries, tokenizer; --print-plan "
+     "shows the measured one) instead of measuring it: the same figure gives the same plan on every run. Too low a "
+     "figure lets the peak exceed the budget"},
     {"fidelity", nullptr, K::kChoice, "generate eval perplexity bench logits chat", "auto", "KIND",
      "with --mem-budget, files made with compress --fidelities: the head clusters' fidelity: auto (the head's own "
      "dtype, int4 where a --latency-target needs it), high (every cluster at the head's dtype) or int4 (every "

@@ -100,7 +100,7 @@ rwkvl_ffn_params ffn_params(const Args& args, const rwkvl_model* model) {
 }
 
 Settings settings(const Args& args, const rwkvl_model* model) {
-  Settings s{ffn_params(args, model), rwkvl_head_default_params(), rwkvl_memory_default_params(), {0.0, 0.0, 1}, 0, 0, {}};
+  Settings s{ffn_params(args, model), rwkvl_head_default_params(), rwkvl_memory_default_params(), {0.0, 0.0, 1}, 0, 0, {}, 0};
   if (args.accepts("head-mode")) {
     check(rwkvl_head_mode_from_string(args.str("head-mode").c_str(), &s.head.mode), "--head-mode");
     s.head.p = args.number("head-p");
@@ -139,11 +139,12 @@ Settings settings(const Args& args, const rwkvl_model* model) {
   if (args.accepts("io-queue") && args.given("io-queue")) s.storage.queue_depth = static_cast<int>(args.integer("io-queue"));
   s.mem.io_mb_per_s = s.storage.mb_per_s;
   s.mem.io_latency_us = s.storage.latency_us;
-  for (const char* f : {"latency-target", "compute-ms", "fidelity"})
+  for (const char* f : {"latency-target", "compute-ms", "fidelity", "mem-baseline"})
     if (args.accepts(f) && args.given(f) && !s.mem.budget_bytes) args.fail(std::string("--") + f + " needs --mem-budget BYTES");
   if (args.accepts("latency-target") && args.given("latency-target")) s.latency_target_ms = args.number("latency-target");
   if (args.accepts("compute-ms") && args.given("compute-ms")) s.compute_ms = args.number("compute-ms");
   if (args.accepts("fidelity") && args.given("fidelity")) s.head_fidelity = args.str("fidelity");
+  if (args.accepts("mem-baseline") && args.given("mem-baseline")) s.baseline_bytes = parse_bytes(args, "mem-baseline");
   return s;
 }
 
@@ -160,6 +161,7 @@ void apply(const Settings& s, rwkvl_context* ctx) {
   x.latency_target_ms = s.latency_target_ms;
   x.compute_ms = s.compute_ms;
   x.head_fidelity = s.head_fidelity.empty() ? nullptr : s.head_fidelity.c_str();
+  x.baseline_bytes = s.baseline_bytes;
   check(rwkvl_context_configure_with(ctx, &p, &x));
 }
 

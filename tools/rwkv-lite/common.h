@@ -67,6 +67,7 @@ struct Settings {
   rwkvl_storage_params storage{0.0, 0.0, 1};  // --storage / --io-throttle / --io-latency / --io-queue
   double latency_target_ms = 0, compute_ms = 0;  // --latency-target / --compute-ms
   std::string head_fidelity;                      // --fidelity
+  uint64_t baseline_bytes = 0;                    // --mem-baseline
 };
 Settings settings(const Args& args, const rwkvl_model* model);
 // --print-plan: the context's memory plan to stderr (after apply()).
