@@ -105,15 +105,20 @@ void HeadRuntime::full(const float* xn, size_t T, float* out) {
 
 // Rows [b, b + n) of a fidelity read from the file into the stream buffer, as a matrix (int8 scales copied).
 kern::MatRef HeadRuntime::read_rows(const Source& src, int64_t b, int64_t n) {
-  const kern::MatRef& w = src.w;
   storage_->read(src.file_offset + static_cast<uint64_t>(b) * src.row_bytes, buf_.data(), static_cast<size_t>(n) * src.row_bytes);
+  return buffered_rows(src, b, n, 0);
+}
+
+kern::MatRef HeadRuntime::buffered_rows(const Source& src, int64_t b, int64_t n, size_t at) {
+  const kern::MatRef& w = src.w;
   stream_bytes_ += static_cast<uint64_t>(n) * src.row_bytes;
   kern::MatRef v = w;
   v.rows = n;
-  v.data = buf_.data();
-  if (w.dtype == DType::kI8) {
-    for (int64_t i = 0; i < n; ++i) sbuf_[static_cast<size_t>(i)] = w.scale_at(b + i);
-    v.row_scale = sbuf_.data();
+  v.data = buf_.data() + at;
+  if (w.dtype == DType::kI8) {  // the int8 source has the widest rows: the rows before `at` number at most at / row_bytes
+    float* sc = sbuf_.data() + at / src.row_bytes;
+    for (int64_t i = 0; i < n; ++i) sc[i] = w.scale_at(b + i);
+    v.row_scale = sc;
     v.scale_dtype = DType::kF32;
   }
   return v;
@@ -274,17 +279,7 @@ void HeadRuntime::ranges(const float* x, float* y) {
     else read(0, n_batch);
     for (size_t k = i; k < e; ++k) {
       const Piece& p = pieces_[k];
-      const Source& s = src_[p.fid];
-      stream_bytes_ += static_cast<uint64_t>(p.n) * s.row_bytes;
-      kern::MatRef v = s.w;
-      v.rows = p.n;
-      v.data = buf_.data() + p.at;
-      if (s.w.dtype == DType::kI8) {  // the int8 source has the widest rows: its rows in the batch fit sbuf_
-        float* sc = sbuf_.data() + p.at / s.row_bytes;
-        for (int64_t r = 0; r < p.n; ++r) sc[r] = s.w.scale_at(p.b + r);
-        v.row_scale = sc;
-        v.scale_dtype = DType::kF32;
-      }
+      const kern::MatRef v = buffered_rows(src_[p.fid], p.b, p.n, p.at);
       kern::matvec(v, x, ybuf_.data(), pool_);
       std::memcpy(y + p.b, ybuf_.data(), sizeof(float) * static_cast<size_t>(p.n));
     }

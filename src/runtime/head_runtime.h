@@ -110,6 +110,8 @@ class HeadRuntime {
   };
   void segments(const kern::MatRef& w, const float* x, float* y, const std::vector<Segment>& segs);
   kern::MatRef read_rows(const Source& s, int64_t b, int64_t n);  // streamed: rows [b, b + n) into the buffer
+  // Rows [b, b + n) of s already read into the buffer at byte `at`, as a matrix (int8 scales copied beside them).
+  kern::MatRef buffered_rows(const Source& s, int64_t b, int64_t n, size_t at);
   const Model& model_;
   ThreadPool* pool_;
   HeadOptions opt_;
