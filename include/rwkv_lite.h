@@ -86,7 +86,7 @@ extern "C" {
 
 /* The C API version of this header (see VERSIONING above). */
 #define RWKVL_API_VERSION_MAJOR 1
-#define RWKVL_API_VERSION_MINOR 8
+#define RWKVL_API_VERSION_MINOR 9
 #define RWKVL_API_VERSION (RWKVL_API_VERSION_MAJOR * 1000 + RWKVL_API_VERSION_MINOR)
 
 /* The C API version of the linked library, RWKVL_API_VERSION as the library was built. Never fails. */
@@ -132,7 +132,12 @@ typedef enum rwkvl_dtype {
   RWKVL_DTYPE_Q4 = 5,   /* "q4" (also "int4"): int4 in blocks of 32 values with an f16 scale and offset
                            (named q4_g32 in files and reports) */
   RWKVL_DTYPE_Q5_1 = 6, /* "q5_1": rwkv.cpp's Q5_1 blocks, read from .bin files only (never converted to) */
-  RWKVL_DTYPE_F16_2OF4 = 7 /* "f16_2of4" (1.6): 2:4 sparse f16, made by pruning (rwkvl_compress_with_prune) only */
+  RWKVL_DTYPE_F16_2OF4 = 7, /* "f16_2of4" (1.6): 2:4 sparse f16, made by pruning (rwkvl_compress_with_prune) only */
+  /* (1.9) unstructured sparse: a keep bit per column + the kept values, made by pruning (f16) and by quantising a
+     pruned model (int8 / int4 kept values) only */
+  RWKVL_DTYPE_F16_MASKED = 8, /* "f16_masked" */
+  RWKVL_DTYPE_I8_MASKED = 9,  /* "i8_masked" */
+  RWKVL_DTYPE_Q4_MASKED = 10  /* "q4_masked" */
 } rwkvl_dtype;
 
 typedef struct rwkvl_model_params {

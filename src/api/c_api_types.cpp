@@ -87,6 +87,9 @@ std::optional<rwkvl_head_mode> head_mode_of(std::string_view s) {
 std::optional<rwkvl_dtype> dtype_of(std::string_view s) {
   if (s == rwkvl::dtype_name(rwkvl::DType::kQ5_1)) return RWKVL_DTYPE_Q5_1;
   if (s == rwkvl::dtype_name(rwkvl::DType::kF16S24)) return RWKVL_DTYPE_F16_2OF4;
+  if (s == rwkvl::dtype_name(rwkvl::DType::kF16M)) return RWKVL_DTYPE_F16_MASKED;
+  if (s == rwkvl::dtype_name(rwkvl::DType::kI8M)) return RWKVL_DTYPE_I8_MASKED;
+  if (s == rwkvl::dtype_name(rwkvl::DType::kQ4M)) return RWKVL_DTYPE_Q4_MASKED;
   rwkvl::WeightDType w;
   if (!rwkvl::weight_dtype_from_string(std::string(s), &w)) return std::nullopt;
   return static_cast<rwkvl_dtype>(w);
@@ -108,6 +111,9 @@ rwkvl_dtype to_c_dtype(DType t) {
     case DType::kQ4: return RWKVL_DTYPE_Q4;
     case DType::kQ5_1: return RWKVL_DTYPE_Q5_1;
     case DType::kF16S24: return RWKVL_DTYPE_F16_2OF4;
+    case DType::kF16M: return RWKVL_DTYPE_F16_MASKED;
+    case DType::kI8M: return RWKVL_DTYPE_I8_MASKED;
+    case DType::kQ4M: return RWKVL_DTYPE_Q4_MASKED;
     default: RWKVL_FAIL(kInternal, "a weight matrix of dtype %s", dtype_name(t));
   }
 }
@@ -117,7 +123,7 @@ rwkvl_dtype to_c_dtype(DType t) {
 extern "C" {
 
 rwkvl_status rwkvl_dtype_from_string(const char* s, rwkvl_dtype* out) {
-  return enum_from(s, out, "dtype", "keep, f32, f16, bf16, i8 (int8), q4 (int4), q5_1 or f16_2of4", &dtype_of);
+  return enum_from(s, out, "dtype", "keep, f32, f16, bf16, i8 (int8), q4 (int4), q5_1, f16_2of4, f16_masked, i8_masked or q4_masked", &dtype_of);
 }
 rwkvl_status rwkvl_ffn_mode_from_string(const char* s, rwkvl_ffn_mode* out) {
   return enum_from(s, out, "FFN mode", "auto, dense, exact or predict", &ffn_mode_of);
@@ -144,6 +150,9 @@ const char* rwkvl_dtype_name(rwkvl_dtype d) {
   const long long v = enum_value(d);
   if (v == RWKVL_DTYPE_Q5_1) return rwkvl::dtype_name(rwkvl::DType::kQ5_1);
   if (v == RWKVL_DTYPE_F16_2OF4) return rwkvl::dtype_name(rwkvl::DType::kF16S24);
+  if (v == RWKVL_DTYPE_F16_MASKED) return rwkvl::dtype_name(rwkvl::DType::kF16M);
+  if (v == RWKVL_DTYPE_I8_MASKED) return rwkvl::dtype_name(rwkvl::DType::kI8M);
+  if (v == RWKVL_DTYPE_Q4_MASKED) return rwkvl::dtype_name(rwkvl::DType::kQ4M);
   if (v < RWKVL_DTYPE_KEEP || v > RWKVL_DTYPE_Q4) return kUnknown;
   return rwkvl::weight_dtype_option_name(static_cast<rwkvl::WeightDType>(v));
 }

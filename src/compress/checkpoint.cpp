@@ -166,7 +166,10 @@ TensorMap Checkpoint::decode(const nlohmann::json& j) const {
     }
     const int64_t off = e.at("o").get<int64_t>();
     const uint64_t nbytes = e.at("b").get<uint64_t>();
-    if (off < 0 || dtype_bytes(dt, n) != nbytes)
+    int64_t kept = 0;
+    const bool fits = dtype_is_masked(dt) ? shape.size() == 2 && masked_kept_from_bytes(dt, shape[0], shape[1], nbytes, &kept)
+                                          : dtype_bytes(dt, n) == nbytes;
+    if (off < 0 || !fits)
       RWKVL_FAIL(kFormat, "journal: tensor '%s' has a size that does not match its shape", name.c_str());
     tm[name] = spool_->view(name, dt, shape, static_cast<uint64_t>(off), nbytes);
   }

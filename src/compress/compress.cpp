@@ -595,7 +595,8 @@ class Runner {
         want = qtype_;
         if (want == DType::kQ4 && t.cols() % 32 != 0) want = DType::kI8;
       } else if (!opts_.dtype.empty() && (proj || emb || head)) {
-        if (is_quantised(t.dtype) || t.dtype == DType::kF16S24) continue;  // (2:4 packed: pruned, stays packed)
+        if (is_quantised(t.dtype) || t.dtype == DType::kF16S24 || dtype_is_masked(t.dtype))
+          continue;  // (2:4 packed / masked: pruned, stays so)
         want = plain_;
         f16_scales = false;
       } else {
@@ -603,8 +604,16 @@ class Runner {
       }
       if (t.dtype == want) continue;
       auto sit = tm_.find(name + ".scale");
-      // A block of rows at a time (the embedding and head as float32 would be the largest buffer of the pass).
-      auto [q, s] = opts_.mem.convert(name, t, sit == tm_.end() ? nullptr : &sit->second, want, f16_scales);
+      // Pruned and stored sparse (f16_2of4, f16_masked): the kept values are quantised, masked (i8_masked,
+      // q4_masked) where that is smaller than the dense quantised matrix. Otherwise a block of rows at a time
+      // (the embedding and head as float32 would be the largest buffer of the pass).
+      const bool sparse_in = t.dtype == DType::kF16S24 || dtype_is_masked(t.dtype);
+      auto [q, s] = sparse_in && is_quantised(want)
+                        ? [&] {
+                            const std::vector<float> v = matrix_to_f32(t, nullptr);
+                            return store_sparse_matrix(name, v.data(), t.rows(), t.cols(), want, f16_scales);
+                          }()
+                        : opts_.mem.convert(name, t, sit == tm_.end() ? nullptr : &sit->second, want, f16_scales);
       release_input(t);
       if (opts_.mem.spool) opts_.mem.spool->release();
       MatrixReport mr;
@@ -612,7 +621,7 @@ class Runner {
       mr.action = is_quantised(want) ? "quantised" : "converted";
       mr.rows = t.rows();
       mr.cols = t.cols();
-      mr.dtype = dtype_name(want);
+      mr.dtype = dtype_name(q.dtype);
       mr.bytes_before = t.nbytes + (sit == tm_.end() ? 0 : sit->second.nbytes);
       mr.bytes_after = q.nbytes + s.nbytes;
       tm_.erase(name + ".scale");

@@ -274,11 +274,6 @@ void validate(const Model& in, const Recipe& r, const CalibrationData& calib) {
           RWKVL_FAIL(kInvalidArgument, "'%s' is both pruned and factored: give the two passes different --targets",
                      mat_role_name(t));
     }
-    const bool packed = r.prune.store == PruneStore::kPacked ||
-                        (r.prune.store == PruneStore::kAuto && r.prune.pattern.n == 2 && r.prune.pattern.m == 4);
-    if (packed && r.quant.type != Quant::kNone)
-      RWKVL_FAIL(kInvalidArgument,
-                 "--quant on 2:4 packed matrices is not supported yet: add --prune-store dense (int8 keeps the zeros)");
   } else if (r.prune.sparsity != 0 || r.prune.pattern.structured()) {
     RWKVL_FAIL(kInvalidArgument, "--sparsity and --pattern need --prune magnitude|wanda|dsnot");
   }

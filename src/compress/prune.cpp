@@ -225,10 +225,11 @@ std::vector<MatRole> resolve_targets(const Model& in, const PruneOptions& o) {
   return o.targets.empty() ? architecture_targets(in.config()) : o.targets;
 }
 
-bool packs(const PruneOptions& o) {
-  const bool two_four = o.pattern.n == 2 && o.pattern.m == 4;
-  return o.store == PruneStore::kPacked || (o.store == PruneStore::kAuto && two_four);
-}
+bool two_four(const PruneOptions& o) { return o.pattern.n == 2 && o.pattern.m == 4; }
+// 2:4 stored as f16_2of4 (auto or packed).
+bool packs(const PruneOptions& o) { return two_four(o) && o.store != PruneStore::kDense; }
+// Any other pattern: the masked layout (f16 values) when it is smaller than dense (auto) or always (packed).
+bool masks(const PruneOptions& o) { return !two_four(o) && o.store != PruneStore::kDense; }
 
 }  // namespace
 
@@ -247,8 +248,6 @@ void validate_prune(const Model& in, const PruneOptions& o) {
   } else if (!(o.sparsity > 0 && o.sparsity < 1)) {
     RWKVL_FAIL(kInvalidArgument, "the sparsity must lie in (0, 1), got %g", o.sparsity);
   }
-  if (o.store == PruneStore::kPacked && !(o.pattern.n == 2 && o.pattern.m == 4))
-    RWKVL_FAIL(kInvalidArgument, "packed storage is for the 2:4 pattern (got %s)", o.pattern.str().c_str());
   if (o.method != PruneMethod::kMagnitude && o.calib.size() < kMinCalibTokens)
     RWKVL_FAIL(kInvalidArgument, "%s needs calibration text (at least %zu tokens, got %zu)", prune_method_name(o.method),
                kMinCalibTokens, o.calib.size());
@@ -265,7 +264,7 @@ void validate_prune(const Model& in, const PruneOptions& o) {
       const std::string base = base_name(l, r);
       if (m.empty()) RWKVL_FAIL(kInvalidArgument, "this model has no %s (target '%s')", base.c_str(), mat_role_name(r));
       if (m.factored()) RWKVL_FAIL(kInvalidArgument, "%s is factored (low-rank): prune the model it was made from", base.c_str());
-      if (m.ref.dtype == DType::kF16S24 || pruned_before(in, base))
+      if (m.ref.dtype == DType::kF16S24 || dtype_is_masked(m.ref.dtype) || pruned_before(in, base))
         RWKVL_FAIL(kInvalidArgument, "%s is already pruned: prune the model it was made from", base.c_str());
       if (m.ref.dtype != DType::kF32 && m.ref.dtype != DType::kF16 && m.ref.dtype != DType::kBF16)
         RWKVL_FAIL(kInvalidArgument, "%s is %s: prune before quantising (f32, f16 or bf16 matrices)", base.c_str(),
@@ -273,9 +272,9 @@ void validate_prune(const Model& in, const PruneOptions& o) {
       if (o.pattern.structured() && m.cols % o.pattern.m != 0)
         RWKVL_FAIL(kInvalidArgument, "%s has %lld columns, not a multiple of %d (pattern %s)", base.c_str(),
                    static_cast<long long>(m.cols), o.pattern.m, o.pattern.str().c_str());
-      if (packs(o) && m.cols % 32 != 0)
-        RWKVL_FAIL(kInvalidArgument, "%s has %lld columns: 2:4 packing needs a multiple of 32 (use --prune-store dense)",
-                   base.c_str(), static_cast<long long>(m.cols));
+      if ((packs(o) || o.store == PruneStore::kPacked) && m.cols % 32 != 0)
+        RWKVL_FAIL(kInvalidArgument, "%s has %lld columns: packed storage (%s) needs a multiple of 32 (use --prune-store dense)",
+                   base.c_str(), static_cast<long long>(m.cols), packs(o) ? "f16_2of4" : "f16_masked");
     }
   }
 }
@@ -371,9 +370,12 @@ class Pruner {
       if (!keep[i]) P[i] = 0.0f;
     for (float v : P) mr.zeros += v == 0.0f;
     mr.rel_error = smp && !smp->empty() ? relative_error(W, P, rows, cols, *smp) : std::numeric_limits<double>::quiet_NaN();
-    const DType want = packs(o_) ? DType::kF16S24 : t.dtype;
-    auto q = quantize_matrix(name, P.data(), rows, cols, want, false);
-    mr.dtype = dtype_name(want);
+    auto q = packs(o_)   ? quantize_matrix(name, P.data(), rows, cols, DType::kF16S24, false)
+             : masks(o_) ? store_sparse_matrix(name, P.data(), rows, cols, DType::kF16, false, o_.store == PruneStore::kPacked)
+                         : quantize_matrix(name, P.data(), rows, cols, t.dtype, false);
+    if (!packs(o_) && !dtype_is_masked(q.first.dtype) && q.first.dtype != t.dtype)  // masked did not pay: the source dtype
+      q = quantize_matrix(name, P.data(), rows, cols, t.dtype, false);
+    mr.dtype = dtype_name(q.first.dtype);
     mr.bytes_after = q.first.nbytes;
     return q;
   }
@@ -396,6 +398,14 @@ class Pruner {
     return den > 0 ? num / den : 0.0;
   }
 
+  // What the pass wrote: "f16_2of4", "f16_masked" (each matrix masked where that was smaller), or "dense".
+  std::string store_name() const {
+    if (packs(o_)) return "f16_2of4";
+    for (const PruneMatrixReport& m : rep_.matrices)
+      if (m.dtype == dtype_name(DType::kF16M)) return "f16_masked";
+    return "dense";
+  }
+
   nlohmann::json pass_record() const {
     nlohmann::json names = nlohmann::json::array(), targets = nlohmann::json::array();
     for (const PruneMatrixReport& m : rep_.matrices) names.push_back(m.name);
@@ -403,7 +413,7 @@ class Pruner {
     nlohmann::json p = {{"method", prune_method_name(o_.method)},
                         {"sparsity", o_.pattern.structured() ? 1.0 - static_cast<double>(o_.pattern.n) / o_.pattern.m : o_.sparsity},
                         {"pattern", o_.pattern.str()},
-                        {"store", packs(o_) ? "f16_2of4" : "dense"},
+                        {"store", store_name()},
                         {"targets", targets},
                         {"matrices", names},
                         {"zeros", rep_.zeros},

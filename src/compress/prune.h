@@ -3,9 +3,11 @@
 // Wanda mask that cut each output's expected reconstruction error), unstructured or N:M, calibrated layer by
 // layer through the one calibration driver (each layer sees the inputs the already pruned layers give it).
 //
-// Storage: pruned matrices keep their dtype with zeros, except 2:4 patterns, which are stored packed as
-// f16_2of4 (core/dtype.h: 16 kept f16 values + 2-bit positions per 32 columns, 0.5625x the bytes of f16, run by
-// their own SIMD kernels) unless asked otherwise.
+// Storage (unless --prune-store dense): 2:4 patterns are stored packed as f16_2of4 (core/dtype.h: 16 kept f16
+// values + 2-bit positions per 32 columns, 0.5625x the bytes of f16, run by their own SIMD kernels); every other
+// pattern, unstructured included, as f16_masked (a bit per column + the kept f16 values, rows padded to the
+// fullest row's count) where that is smaller than the dense matrix. `compress --quant` later stores the kept
+// values of either as int8 / int4 (i8_masked, q4_masked).
 #pragma once
 
 #include <cstdint>
@@ -22,7 +24,8 @@
 namespace rwkvl::compress {
 
 enum class PruneMethod : uint8_t { kNone, kMagnitude, kWanda, kDsnot };
-enum class PruneStore : uint8_t { kAuto, kDense, kPacked };  // auto: 2:4 packed, everything else dense
+// auto: 2:4 packed, everything else masked where smaller; packed: masked even when larger; dense: zeros in place.
+enum class PruneStore : uint8_t { kAuto, kDense, kPacked };
 
 const char* prune_method_name(PruneMethod m);                      // "", "magnitude", "wanda", "dsnot"
 std::optional<PruneMethod> parse_prune_method(std::string_view s);  // "none"/"" -> kNone

@@ -258,6 +258,7 @@ std::shared_ptr<Model> sparse_ffn(const std::shared_ptr<const Model>& in, const 
   const Tensor& k0 = in->tensors().at("blocks.0.ffn.key.weight");
   DType dt = opt.dtype.empty() ? k0.dtype : parse_weight_dtype(opt.dtype);
   if (dt == DType::kF16S24) dt = DType::kF16;  // 2:4 packed (pruned) FFN: bundles are dense f16 rows with the zeros
+  if (dtype_is_masked(dt)) dt = masked_value_dtype(dt);  // masked (pruned): dense rows of the kept values' dtype
   bool f16_scales = true;
   if (opt.dtype.empty() && dt == DType::kI8) {
     auto it = in->tensors().find("blocks.0.ffn.key.weight.scale");

@@ -1,7 +1,9 @@
 #include "core/dtype.h"
 
 #include <cstddef>
+#include <cmath>
 #include <limits>
+#include <vector>
 
 #include "core/error.h"
 
@@ -71,6 +73,11 @@ constexpr DTypeTraits kTraits[] = {
     {DType::kU8, "u8", nullptr, nullptr, 1, 1, false, SL::kNone, nullptr, nullptr},
     {DType::kQ4, "q4_g32", "q4", "int4", 32, sizeof(BlockQ4), true, SL::kInBlock, q4_row, q4_rows},
     {DType::kF16S24, "f16_2of4", nullptr, nullptr, 32, sizeof(BlockS24), true, SL::kNone, s24_row, s24_rows},
+    // Masked: a row's bytes depend on the tensor's value slots (masked_row_bytes), so block_bytes is 0 and the
+    // row conversions go through masked_row_to_f32 / pack_rows_masked, which take them.
+    {DType::kF16M, "f16_masked", nullptr, nullptr, 32, 0, true, SL::kNone, nullptr, nullptr},
+    {DType::kI8M, "i8_masked", nullptr, nullptr, 32, 0, true, SL::kRowTensor, nullptr, nullptr},
+    {DType::kQ4M, "q4_masked", nullptr, nullptr, 32, 0, true, SL::kInBlock, nullptr, nullptr},
 };
 constexpr uint32_t kNumTypes = sizeof(kTraits) / sizeof(kTraits[0]);
 
@@ -80,7 +87,7 @@ constexpr bool table_in_order() {
   return true;
 }
 static_assert(table_in_order(), "kTraits must be indexed by the DType value");
-static_assert(kNumTypes == static_cast<uint32_t>(DType::kF16S24) + 1);
+static_assert(kNumTypes == static_cast<uint32_t>(DType::kQ4M) + 1);
 
 }  // namespace
 
@@ -94,6 +101,7 @@ bool dtype_is_matrix(DType t) { return dtype_valid(static_cast<uint32_t>(t)) && 
 bool dtype_is_quantised(DType t) { return dtype_is_matrix(t) && dtype_traits(t).scale != ScaleLayout::kNone; }
 
 int64_t dtype_row_bytes(DType t, int64_t cols) {
+  RWKVL_CHECK(!dtype_is_masked(t) && "a masked row's bytes depend on its value slots: masked_row_bytes");
   const DTypeTraits& tr = dtype_traits(t);
   return cols / static_cast<int64_t>(tr.block_elems) * static_cast<int64_t>(tr.block_bytes);
 }
@@ -111,6 +119,7 @@ bool dtype_from_option(const std::string& s, DType* out) {
 
 size_t dtype_bytes(DType t, uint64_t n) {
   const DTypeTraits& info = dtype_traits(t);
+  if (info.block_bytes == 0) return std::numeric_limits<size_t>::max();  // masked: see masked_kept_from_bytes
   if (n % info.block_elems != 0) return std::numeric_limits<size_t>::max();
   uint64_t blocks = n / info.block_elems;
   if (blocks > std::numeric_limits<uint64_t>::max() / info.block_bytes) return std::numeric_limits<size_t>::max();
@@ -208,6 +217,125 @@ void q4_to_f32_row(const void* src, float* dst, size_t n) {
       out[j] = static_cast<float>(qs[j] & 0x0fu) * d + m;
       out[j + 16] = static_cast<float>(qs[j] >> 4) * d + m;
     }
+  }
+}
+
+// ---- masked layouts
+
+bool dtype_is_masked(DType t) { return t == DType::kF16M || t == DType::kI8M || t == DType::kQ4M; }
+
+DType masked_value_dtype(DType masked) {
+  switch (masked) {
+    case DType::kF16M: return DType::kF16;
+    case DType::kI8M: return DType::kI8;
+    case DType::kQ4M: return DType::kQ4;
+    default: RWKVL_CHECK(false && "not a masked dtype");
+  }
+  return DType::kF16;
+}
+
+bool masked_dtype_for(DType value, DType* out) {
+  switch (value) {
+    case DType::kF16: *out = DType::kF16M; return true;
+    case DType::kI8: *out = DType::kI8M; return true;
+    case DType::kQ4: *out = DType::kQ4M; return true;
+    default: return false;
+  }
+}
+
+int64_t masked_row_bytes(DType masked, int64_t cols, int64_t kept) {
+  const DType v = masked_value_dtype(masked);
+  if (cols < 0 || cols % 32 != 0 || kept < 0 || kept > cols || kept % dtype_traits(v).block_elems != 0) return -1;
+  return cols / 8 + dtype_row_bytes(v, kept);
+}
+
+int64_t masked_kept_for(DType masked, int64_t max_count) {
+  const int64_t be = dtype_traits(masked_value_dtype(masked)).block_elems;
+  return (max_count + be - 1) / be * be;
+}
+
+bool masked_kept_from_bytes(DType masked, int64_t rows, int64_t cols, uint64_t nbytes, int64_t* kept) {
+  if (!dtype_is_masked(masked) || rows <= 0 || cols <= 0 || cols % 32 != 0) return false;
+  if (nbytes % static_cast<uint64_t>(rows) != 0) return false;
+  const uint64_t row = nbytes / static_cast<uint64_t>(rows), mask = static_cast<uint64_t>(cols) / 8;
+  if (row < mask) return false;
+  const DTypeTraits& v = dtype_traits(masked_value_dtype(masked));
+  const uint64_t vb = row - mask;
+  if (vb % v.block_bytes != 0) return false;
+  const uint64_t k = vb / v.block_bytes * v.block_elems;
+  if (k > static_cast<uint64_t>(masked_kept_for(masked, cols))) return false;
+  *kept = static_cast<int64_t>(k);
+  return true;
+}
+
+void masked_row_to_f32(DType masked, const uint8_t* row, int64_t cols, int64_t kept, float row_scale, float* out) {
+  const DType vd = masked_value_dtype(masked);
+  const uint8_t* mask = row;
+  const uint8_t* vals = row + cols / 8;
+  // The kept values in order, decoded once (q4: whole blocks).
+  float buf[32];
+  int64_t k = 0;
+  for (int64_t c = 0; c < cols; ++c) {
+    float v = 0.0f;
+    if (((mask[c >> 3] >> (c & 7)) & 1u) && k < kept) {
+      switch (vd) {
+        case DType::kF16: {
+          uint16_t h;
+          std::memcpy(&h, vals + 2 * k, 2);
+          v = f16_to_f32(h);
+          break;
+        }
+        case DType::kI8: v = static_cast<float>(static_cast<int8_t>(vals[k])) * row_scale; break;
+        default:  // kQ4
+          if (k % 32 == 0) q4_to_f32_row(vals + k / 32 * sizeof(BlockQ4), buf, 32);
+          v = buf[k % 32];
+          break;
+      }
+      ++k;
+    }
+    out[c] = v;
+  }
+}
+
+void pack_rows_masked(DType masked, const float* src, int64_t rows, int64_t cols, int64_t kept, void* out, void* scales,
+                      bool f16_scales) {
+  const DType vd = masked_value_dtype(masked);
+  const int64_t rb = masked_row_bytes(masked, cols, kept);
+  if (rb < 0)
+    RWKVL_FAIL(kInvalidArgument, "cannot store a %lld-column matrix as %s with %lld value slots per row",
+               static_cast<long long>(cols), dtype_name(masked), static_cast<long long>(kept));
+  // The kept values of every row, packed to the left of a rows x kept matrix (zeros after a row's own count),
+  // go through the value dtype's own quantiser; the masks go in front of each row.
+  std::vector<float> packed(static_cast<size_t>(rows * kept), 0.0f);
+  std::vector<uint8_t> masks(static_cast<size_t>(rows * cols / 8), 0);
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t k = 0;
+    for (int64_t c = 0; c < cols; ++c) {
+      const float v = src[r * cols + c];
+      if (!std::isfinite(v))
+        RWKVL_FAIL(kInvalidArgument, "cannot store row %lld column %lld (%g) as %s", static_cast<long long>(r),
+                   static_cast<long long>(c), static_cast<double>(v), dtype_name(masked));
+      if (v == 0.0f) continue;
+      if (k == kept)
+        RWKVL_FAIL(kInvalidArgument, "row %lld has more than %lld non-zeros: %s cannot hold it", static_cast<long long>(r),
+                   static_cast<long long>(kept), dtype_name(masked));
+      masks[static_cast<size_t>(r * cols / 8 + c / 8)] |= static_cast<uint8_t>(1u << (c & 7));
+      packed[static_cast<size_t>(r * kept + k++)] = v;
+    }
+  }
+  const int64_t vrb = rb - cols / 8;
+  std::vector<uint8_t> vals(static_cast<size_t>(rows * vrb));
+  if (kept > 0) dtype_traits(vd).from_f32_rows(packed.data(), rows, kept, vals.data(), scales, f16_scales);
+  else if (vd == DType::kI8) {
+    for (int64_t r = 0; r < rows; ++r) {
+      if (f16_scales) static_cast<uint16_t*>(scales)[r] = 0;
+      else static_cast<float*>(scales)[r] = 0.0f;
+    }
+  }
+  auto* o = static_cast<uint8_t*>(out);
+  for (int64_t r = 0; r < rows; ++r) {
+    std::memcpy(o + r * rb, masks.data() + r * cols / 8, static_cast<size_t>(cols / 8));
+    if (vrb) std::memcpy(o + r * rb + cols / 8, vals.data() + r * vrb, static_cast<size_t>(vrb));
   }
 }
 

@@ -25,6 +25,15 @@ enum class DType : uint32_t {
   // 2:4 structured sparsity, f16 values, in blocks of 32 columns (BlockS24): in every group of 4 columns at
   // most 2 values are non-zero; the block keeps 16 values and their 2-bit positions. 9 bits per weight.
   kF16S24 = 8,
+  // Unstructured sparsity ("masked"): every row is [cols/8 bytes of keep bits][kept value slots], the kept
+  // values in column order stored as f16, i8 (one row scale in "<name>.scale", as kI8) or q4_g32 blocks
+  // (groups of 32 consecutive kept values). `kept` (the value slots per row, the same for every row; slots past a
+  // row's own count hold zeros) is not in the dtype: it follows from the tensor's byte size
+  // (masked_kept_from_bytes). Bit c % 8 (LSB first) of mask byte c / 8 is column c. cols % 32 == 0;
+  // q4: kept % 32 == 0. See docs/FORMAT.md and docs/PRUNING.md.
+  kF16M = 9,
+  kI8M = 10,
+  kQ4M = 11,
 };
 
 // ---- block layouts (bytes on disk and in memory; fixed by the static_asserts in dtype.cpp)
@@ -46,6 +55,29 @@ struct BlockS24 {  // DType::kF16S24, 32 columns
 };
 // The column (0..31) within its block of kept value k (0..15) of a kF16S24 block.
 inline int s24_column(uint32_t idx, int k) { return 4 * (k >> 1) + static_cast<int>((idx >> (2 * k)) & 3u); }
+
+// ---- masked (unstructured sparse) layouts: DType::kF16M, kI8M, kQ4M
+bool dtype_is_masked(DType t);
+// The dtype of the kept values of a masked dtype (kF16, kI8, kQ4), and the masked dtype whose values are v
+// (kF16/kI8/kQ4; false for others).
+DType masked_value_dtype(DType masked);
+bool masked_dtype_for(DType value, DType* out);
+// Bytes of one row: cols / 8 + bytes of `kept` values; -1 when kept is invalid for the dtype (q4: kept % 32).
+int64_t masked_row_bytes(DType masked, int64_t cols, int64_t kept);
+// The value slots per row of a rows x cols masked tensor of nbytes bytes; false when nbytes fits no kept in [0, cols]
+// (rounded up to 32 for q4) or cols % 32 != 0.
+bool masked_kept_from_bytes(DType masked, int64_t rows, int64_t cols, uint64_t nbytes, int64_t* kept);
+// The slots a masked dtype needs for rows with at most max_count kept values (q4: rounded up to a multiple of 32).
+int64_t masked_kept_for(DType masked, int64_t max_count);
+// Row r of a masked matrix to float32 (cols values, zeros where the mask is clear). A row whose mask has more set
+// bits than `kept` (a corrupt file) reads only its kept slots: the excess columns get zeros, nothing outside the row
+// is read. row_scale: kI8M only.
+void masked_row_to_f32(DType masked, const uint8_t* row, int64_t cols, int64_t kept, float row_scale, float* out);
+// Packs rows x cols float32 values (the zeros are the pruned weights) into a masked tensor of `kept` slots per row
+// (kept >= every row's non-zero count, see masked_kept_for) at `out` (rows * masked_row_bytes bytes); kI8M writes
+// one scale per row (f16 when f16_scales) to `scales`. Non-finite values throw kInvalidArgument.
+void pack_rows_masked(DType masked, const float* src, int64_t rows, int64_t cols, int64_t kept, void* out, void* scales,
+                      bool f16_scales);
 
 // Where the scales of a dtype live.
 enum class ScaleLayout : uint8_t {

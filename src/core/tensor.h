@@ -33,11 +33,15 @@ struct Tensor {
 
   // Owning tensors made on the heap.
   static Tensor alloc(std::string name, DType dtype, std::vector<int64_t> shape);
+  // A masked (unstructured sparse) matrix: rows x cols with `kept` value slots per row (core/dtype.h).
+  static Tensor alloc_masked(std::string name, DType masked, int64_t rows, int64_t cols, int64_t kept);
+  // Value slots per row of a masked tensor (from its byte size); -1 for other dtypes or an inconsistent size.
+  int64_t masked_kept() const;
   static Tensor from_f32(std::string name, std::vector<int64_t> shape, const float* src);
   float* mutable_f32();  // only for tensors made by alloc()/from_f32 with dtype kF32
   void* mutable_data();  // only for tensors made by alloc()
 
-  // Fully converted float32 copy of the values (any dtype except kI8, which needs its scales).
+  // Fully converted float32 copy of the values (any dtype except kI8 / kI8M, which need their scales).
   std::vector<float> to_f32() const;
 };
 

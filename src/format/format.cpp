@@ -44,7 +44,10 @@ Tensor view_or_copy(const std::shared_ptr<MappedFile>& f, std::string name, DTyp
     t.owner = f;
     return t;
   }
-  Tensor t = Tensor::alloc(std::move(name), dt, std::move(shape));
+  int64_t kept = 0;
+  Tensor t = dtype_is_masked(dt) && shape.size() == 2 && masked_kept_from_bytes(dt, shape[0], shape[1], nbytes, &kept)
+                 ? Tensor::alloc_masked(std::move(name), dt, shape[0], shape[1], kept)
+                 : Tensor::alloc(std::move(name), dt, std::move(shape));
   RWKVL_CHECK(t.nbytes == nbytes);
   std::memcpy(t.mutable_data(), f->data() + offset, t.nbytes);
   return t;
@@ -261,8 +264,19 @@ RawCheckpoint read_native(std::shared_ptr<MappedFile> f) {
         raw.meta["checksums"][name] = h;
       }
       const int64_t numel = checked_numel(shape, name);
-      const size_t expect = dtype_bytes(static_cast<DType>(dt), static_cast<uint64_t>(numel));
-      if (expect != nb) RWKVL_FAIL(kFormat, "%s: tensor '%s' has %llu bytes, its shape needs %zu", path, name.c_str(), static_cast<unsigned long long>(nb), expect);
+      int64_t kept = 0;
+      if (dtype_is_masked(static_cast<DType>(dt))) {  // rows x cols with value slots that follow from the byte size
+        if (shape.size() != 2)
+          RWKVL_FAIL(kFormat, "%s: tensor '%s' is %s with %zu dimensions (a masked matrix has 2)", path, name.c_str(),
+                     dtype_name(static_cast<DType>(dt)), shape.size());
+        if (!masked_kept_from_bytes(static_cast<DType>(dt), shape[0], shape[1], nb, &kept))
+          RWKVL_FAIL(kFormat, "%s: tensor '%s' (%s [%lld, %lld]) has %llu bytes: no mask-and-values layout has that size",
+                     path, name.c_str(), dtype_name(static_cast<DType>(dt)), static_cast<long long>(shape[0]),
+                     static_cast<long long>(shape[1]), static_cast<unsigned long long>(nb));
+      } else if (const size_t expect = dtype_bytes(static_cast<DType>(dt), static_cast<uint64_t>(numel)); expect != nb) {
+        RWKVL_FAIL(kFormat, "%s: tensor '%s' has %llu bytes, its shape needs %zu", path, name.c_str(),
+                   static_cast<unsigned long long>(nb), expect);
+      }
       if (off % kNativeAlign != 0 || off > n || !f->contains(data_start + off, nb))
         RWKVL_FAIL(kFormat, "%s: tensor '%s' at offset %llu (+%llu bytes) lies outside the file (truncated?)", path, name.c_str(),
                    static_cast<unsigned long long>(off), static_cast<unsigned long long>(nb));

@@ -99,6 +99,7 @@ void check_mat(const MatRef& w) {
   RWKVL_CHECK(!row_scales || w.row_scale != nullptr || w.rows == 0);
   RWKVL_CHECK(!row_scales || w.scale_dtype == DType::kF32 || w.scale_dtype == DType::kF16);
   RWKVL_CHECK(w.cols % tr.block_elems == 0 && "whole blocks per row (kQ4: cols % 32 == 0)");
+  RWKVL_CHECK(!dtype_is_masked(w.dtype) || masked_row_bytes(w.dtype, w.cols, w.kept) >= 0);
 }
 
 // Below this much work a parallel region costs more than it saves: waking a spinning worker and
@@ -110,7 +111,7 @@ constexpr int64_t kMinParallelMacs = 64 * 1024;
 constexpr int64_t kRowGrain = 16;
 
 int64_t weight_bytes(const MatRef& w) {
-  return w.rows * dtype_row_bytes(w.dtype, w.cols);
+  return mat_bytes(w);
 }
 
 }  // namespace
@@ -129,7 +130,13 @@ void matmul_rows(const MatRef& w, const float* X, int64_t n, float* Y, int64_t r
 
 int64_t row_bytes(DType d, int64_t cols) {
   RWKVL_CHECK(dtype_is_matrix(d) && "row_bytes: not a matrix dtype");
+  RWKVL_CHECK(!dtype_is_masked(d) && "row_bytes: a masked row's bytes depend on its slots (mat_row_bytes)");
   return dtype_row_bytes(d, cols);
+}
+
+int64_t mat_row_bytes(const MatRef& w) {
+  RWKVL_CHECK(dtype_is_matrix(w.dtype));
+  return dtype_is_masked(w.dtype) ? masked_row_bytes(w.dtype, w.cols, w.kept) : dtype_row_bytes(w.dtype, w.cols);
 }
 
 void ffn_neurons(const MatRef& layout, const void* const* ptrs, const int32_t* ids, int64_t n, const float* x,
@@ -139,7 +146,7 @@ void ffn_neurons(const MatRef& layout, const void* const* ptrs, const int32_t* i
   m.data = nullptr;
   check_mat(m);
   RWKVL_CHECK(m.dtype != DType::kI8 || layout.row_scale != nullptr);
-  RWKVL_CHECK(m.dtype != DType::kF16S24 && "neuron bundles are never 2:4 packed");
+  RWKVL_CHECK(m.dtype != DType::kF16S24 && !dtype_is_masked(m.dtype) && "neuron bundles are never sparse-packed");
   RWKVL_CHECK(n >= 0);
   if (n == 0) return;
   current().ffn_neurons(layout, ptrs, ids, n, x, y, kout, skip_zero);

@@ -21,6 +21,9 @@ struct MatRef {
   // half (kF16, what `rwkv-lite compress` writes: half the bytes, same accuracy at int8 precision).
   const void* row_scale = nullptr;
   DType scale_dtype = DType::kF32;
+  // Masked dtypes (kF16M, kI8M, kQ4M) only: value slots per row (core/dtype.h; Tensor::masked_kept()). kI8M
+  // takes its row scales as kI8 does.
+  int64_t kept = 0;
   float scale_at(int64_t r) const {
     return scale_dtype == DType::kF16 ? f16_to_f32(static_cast<const uint16_t*>(row_scale)[r])
                                       : static_cast<const float*>(row_scale)[r];
@@ -55,8 +58,12 @@ void quantize_rows_i8_f16(const float* src, int64_t rows, int64_t cols, int8_t* 
 void quantize_rows_q4(const float* src, int64_t rows, int64_t cols, void* out);
 
 // Bytes of one row of a `cols`-column matrix of dtype d (kQ4: cols / 32 * 20 bytes). A bundled FFN
-// neuron (see ffn_neurons) is 2 such rows, contiguous.
+// neuron (see ffn_neurons) is 2 such rows, contiguous. Not for masked dtypes (their rows depend on the
+// matrix's value slots): mat_row_bytes.
 int64_t row_bytes(DType d, int64_t cols);
+// Bytes of one row of w, every dtype (masked: mask + value slots); mat_bytes: all rows.
+int64_t mat_row_bytes(const MatRef& w);
+inline int64_t mat_bytes(const MatRef& w) { return w.rows * mat_row_bytes(w); }
 
 // Neuron-bundled channel-mix (sparse FFN). A bundled matrix has 2F rows x C cols: row 2i is row i
 // of Wk (F x C) and row 2i+1 is column i of Wv (C x F), i.e. row i of Wv^T. `layout` gives dtype,

@@ -9,6 +9,20 @@
 namespace rwkvl::kern::detail {
 namespace {
 
+// Masked rows (Avx2::expand): for each byte of keep bits, lane j takes the value of rank (set bits below j).
+struct ExpandTable {
+  alignas(32) int32_t idx[256][8];
+};
+constexpr ExpandTable make_expand_table() {
+  ExpandTable t{};
+  for (int m = 0; m < 256; ++m) {
+    int r = 0;
+    for (int j = 0; j < 8; ++j) t.idx[m][j] = (m >> j) & 1 ? r++ : 0;
+  }
+  return t;
+}
+constexpr ExpandTable kExpand = make_expand_table();
+
 struct Avx2 {
   using V = __m256;
   static constexpr int kW = 8;
@@ -84,6 +98,16 @@ struct Avx2 {
 
   // Lane i of the result = ((v0+v1)+(v2+v3)) + ((v4+v5)+(v6+v7)) of the i-th input: the same tree for
   // every lane, so a row's sum does not depend on which other rows it was reduced with.
+  // Masked rows: the next popcount(bits) values to the lanes of the set bits (vpermps by rank, then the clear
+  // lanes zeroed by a bit test).
+  static V expand(uint32_t bits, const float* src) {
+    const __m256i idx = _mm256_load_si256(reinterpret_cast<const __m256i*>(kExpand.idx[bits]));
+    const __m256 v = _mm256_permutevar8x32_ps(_mm256_loadu_ps(src), idx);
+    const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    const __m256i sel = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(static_cast<int>(bits)), bit), bit);
+    return _mm256_and_ps(v, _mm256_castsi256_ps(sel));
+  }
+
   static void hsum4(V a, V b, V c, V d, float* out) {
     const __m256 ab = _mm256_hadd_ps(a, b);    // a01 a23 b01 b23 | a45 a67 b45 b67
     const __m256 cd = _mm256_hadd_ps(c, d);

@@ -81,6 +81,11 @@ struct Avx512 {
     xg[0] = _mm512_permutex2var_ps(_mm512_loadu_ps(xb), perm, _mm512_loadu_ps(xb + 16));
   }
 
+  // Masked rows: the next popcount(bits) decoded values spread to the lanes of the set bits (vexpandps).
+  static V expand(uint32_t bits, const float* src) {
+    return _mm512_maskz_expand_ps(static_cast<__mmask16>(bits), _mm512_loadu_ps(src));
+  }
+
   // Fold 16 lanes to 8 (lane i + lane i+8), then the AVX2 tree; identical for every lane.
   static __m256 fold(V v) { return _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)); }
   static void hsum4(V a, V b, V c, V d, float* out) {

@@ -76,6 +76,13 @@ struct Neon {
   }
 
   // Lane i = (v0+v1)+(v2+v3) of the i-th input, the same tree for every lane.
+  // Masked rows: the next popcount(bits) values to the lanes of the set bits (4 lanes: a scalar pick).
+  static V expand(uint32_t bits, const float* src) {
+    float t[4];
+    int r = 0;
+    for (int j = 0; j < 4; ++j) t[j] = (bits >> j) & 1u ? src[r++] : 0.0f;
+    return vld1q_f32(t);
+  }
   static void hsum4(V a, V b, V c, V d, float* out) { vst1q_f32(out, vpaddq_f32(vpaddq_f32(a, b), vpaddq_f32(c, d))); }
 };
 

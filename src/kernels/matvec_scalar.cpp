@@ -99,6 +99,24 @@ void matmul_rows_s24(const MatRef& m, const float* X, int64_t n, float* Y, int64
   }
 }
 
+// Masked rows: expanded to dense float32 once (core/dtype.h's decoder, zeros where the mask is clear), then dot()
+// per token; the kI8M scale multiplies the finished sum, as for kI8.
+void matmul_rows_masked(const MatRef& m, const float* X, int64_t n, float* Y, int64_t r0, int64_t r1) {
+  const int64_t cols = m.cols, stride = masked_row_bytes(m.dtype, cols, m.kept);
+  std::vector<float> buf(static_cast<size_t>(cols));
+  for (int64_t r = r0; r < r1; ++r) {
+    masked_row_to_f32(m.dtype, static_cast<const uint8_t*>(m.data) + r * stride, cols, m.kept, 1.0f, buf.data());
+    float scale = 1.0f;
+    if (m.dtype == DType::kI8M)
+      scale = m.scale_dtype == DType::kF16 ? half_to_float(static_cast<const uint16_t*>(m.row_scale)[r])
+                                           : static_cast<const float*>(m.row_scale)[r];
+    for (int64_t t = 0; t < n; ++t) {
+      const float s = dot(buf.data(), X + t * cols, cols);
+      Y[t * m.rows + r] = m.dtype == DType::kI8M ? s * scale : s;
+    }
+  }
+}
+
 // Both entry points convert one weight row to float32 (once) and take dot products with it, so the
 // scalar matmul gives exactly the same bits as n scalar matvecs.
 template <DType D>
@@ -136,6 +154,9 @@ void matvec_rows_scalar(const MatRef& m, const float* x, float* y, int64_t r0, i
     case DType::kI8: return matmul_rows_t<DType::kI8>(m, x, 1, y, r0, r1);
     case DType::kQ4: return matmul_rows_t<DType::kQ4>(m, x, 1, y, r0, r1);
     case DType::kF16S24: return matmul_rows_s24(m, x, 1, y, r0, r1);
+    case DType::kF16M:
+    case DType::kI8M:
+    case DType::kQ4M: return matmul_rows_masked(m, x, 1, y, r0, r1);
     default: break;
   }
 }
@@ -148,6 +169,9 @@ void matmul_rows_scalar(const MatRef& m, const float* X, int64_t n, float* Y, in
     case DType::kI8: return matmul_rows_t<DType::kI8>(m, X, n, Y, r0, r1);
     case DType::kQ4: return matmul_rows_t<DType::kQ4>(m, X, n, Y, r0, r1);
     case DType::kF16S24: return matmul_rows_s24(m, X, n, Y, r0, r1);
+    case DType::kF16M:
+    case DType::kI8M:
+    case DType::kQ4M: return matmul_rows_masked(m, X, n, Y, r0, r1);
     default: break;
   }
 }

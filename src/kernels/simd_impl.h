@@ -16,6 +16,8 @@
 //   static constexpr int kQ4TileR;     matmul register tile height for kQ4 (a decoded block is 32/kW vectors)
 //   void s24_decode(const uint8_t* blk, const float* xb, V* w, V* xg);  one kF16S24 block -> 16 / kW
 //                                      vectors of its kept weights and of the x values at their columns
+//   V expand(uint32_t bits, const float* src);  masked rows: lane j = bit j of bits ? src[rank of bit j among the
+//                                      set bits] : 0 (bits < 2^kW; reads kW floats at src)
 //
 // Every S is a distinct type defined in an anonymous namespace of its own translation unit, so every
 // template instantiated from here has internal linkage: code built with -mavx512f can never be picked
@@ -31,6 +33,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/kernels_internal.h"
@@ -270,6 +273,96 @@ void matvec_rows_t(const MatRef& m, const float* x, float* y, int64_t r0, int64_
   }
 }
 
+// ---- masked (unstructured sparse) rows: DType::kF16M / kI8M / kQ4M (core/dtype.h)
+//
+// A row is [cols/8 bytes of keep bits][kept value slots]. Its values are first decoded to float (wbuf: kept slots,
+// then kW zeros; the kI8M scale is applied to the finished sum as for kI8), then every kW columns take the next
+// popcount(bits) of them through S::expand and one fma with x: the x loads and fmas of a dense f32 row, with 1/8 +
+// (kept/cols) x value bytes read from memory. The running slot index never passes `kept` (a mask with more set
+// bits than slots, i.e. a corrupt file, gives zeros for the excess columns and never reads outside the row).
+// Chunk c goes to accumulator (c / kW) % kAcc: a fixed pattern, bitwise independent of the thread split.
+template <class S, DType VD>
+inline void masked_decode_values(const uint8_t* vals, int64_t kept, float* wbuf) {
+  using T = typename Elem<VD>::T;
+  constexpr int W = S::kW;
+  if constexpr (VD == DType::kQ4) {
+    constexpr int NV = static_cast<int>(kQ4BlockCols) / W;
+    for (int64_t b = 0; b < kept / kQ4BlockCols; ++b) {
+      typename S::V out[NV];
+      S::q4_decode(vals + b * kQ4BlockBytes, out);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) S::storex(wbuf + b * kQ4BlockCols + v * W, out[v]);
+    }
+  } else {
+    const T* w = reinterpret_cast<const T*>(vals);
+    int64_t i = 0;
+    for (; i + W <= kept; i += W) S::storex(wbuf + i, S::template loadw<VD>(w + i));
+    if (i < kept) {
+      T tb[W];
+      pad_tail<S>(w + i, kept - i, tb);
+      S::storex(wbuf + i, S::template loadw<VD>(tb));
+    }
+  }
+  S::storex(wbuf + kept, S::zero());
+}
+
+template <class S>
+inline typename S::V masked_dot(const uint8_t* mask, int64_t cols, int64_t kept, const float* wbuf, const float* x) {
+  using V = typename S::V;
+  constexpr int W = S::kW, A = S::kAcc, PER = 32 / W;
+  static_assert(32 % W == 0, "chunks of kW columns tile a 32-bit mask word");
+  V acc[A];
+#pragma GCC unroll 8
+  for (int a = 0; a < A; ++a) acc[a] = S::zero();
+  int64_t k = 0;
+  int a = 0;
+  for (int64_t c = 0; c < cols; c += 32) {
+    uint32_t word;
+    std::memcpy(&word, mask + c / 8, 4);
+#pragma GCC unroll 8
+    for (int j = 0; j < PER; ++j) {
+      const uint32_t bits = W == 32 ? word : (word >> (j * W)) & ((1u << W) - 1u);
+      acc[a] = S::fma(S::expand(bits, wbuf + k), S::loadx(x + c + j * W), acc[a]);
+      a = (a + 1) % A;
+      k = std::min<int64_t>(k + __builtin_popcount(bits), kept);
+    }
+  }
+  return fold_acc<S, A>(acc);
+}
+
+// Bytes of one masked row (mask + value slots).
+template <DType VD>
+inline int64_t masked_stride(int64_t cols, int64_t kept) {
+  return cols / 8 + (VD == DType::kQ4 ? kept / kQ4BlockCols * kQ4BlockBytes : kept * static_cast<int64_t>(sizeof(typename Elem<VD>::T)));
+}
+
+// The decoded values of one row (thread-local: a matrix may have up to 2^20 columns, too many for the stack).
+inline float* masked_wbuf(int64_t kept) {
+  thread_local std::vector<float> buf;
+  if (buf.size() < static_cast<size_t>(kept) + 64) buf.resize(static_cast<size_t>(kept) + 64);
+  return buf.data();
+}
+
+template <class S, DType VD>
+void matvec_rows_masked(const MatRef& m, const float* x, float* y, int64_t r0, int64_t r1) {
+  using V = typename S::V;
+  const int64_t cols = m.cols, kept = m.kept, stride = masked_stride<VD>(cols, kept);
+  const uint8_t* base = static_cast<const uint8_t*>(m.data);
+  float* wbuf = masked_wbuf(kept);
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* row = base + r * stride;
+    if constexpr (S::kPrefetch > 0) {  // the next row, a line at a time (rows are short: a few KB)
+      const uintptr_t next = reinterpret_cast<uintptr_t>(row) + static_cast<uintptr_t>(stride);
+      for (int64_t off = 0; off < stride && r + 1 < r1; off += 64)
+        __builtin_prefetch(reinterpret_cast<const void*>(next + static_cast<uintptr_t>(off)), 0, S::kPrefetchLocality);
+    }
+    masked_decode_values<S, VD>(row + cols / 8, kept, wbuf);
+    const V v = masked_dot<S>(row, cols, kept, wbuf, x);
+    reduce_rows<S, 1>(&v, y + r);
+    if constexpr (VD == DType::kI8) y[r] *= i8_row_scale<S>(m, r);
+  }
+}
+
 // ---- sequence mode (matmul)
 //
 // Register tile: out[r][t] = dot(W[r], X[t]) for R rows x T tokens. Each weight vector is loaded and
@@ -418,6 +511,65 @@ void matmul_rows_s24(const MatRef& m, const float* X, int64_t n, float* Y, int64
   }
 }
 
+// Sequence mode: each row's values are decoded once, then expanded to a dense float32 row once and run through the
+// dense register tile over all tokens (as kF16S24 does for many tokens); with few tokens, the masked dot per token.
+template <class S, DType VD>
+void matmul_rows_masked(const MatRef& m, const float* X, int64_t n, float* Y, int64_t r0, int64_t r1) {
+  const int64_t cols = m.cols, kept = m.kept, stride = masked_stride<VD>(cols, kept), rows = m.rows;
+  const uint8_t* base = static_cast<const uint8_t*>(m.data);
+  float* wbuf = masked_wbuf(kept);
+  if (n < S::kTileT) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const uint8_t* row = base + r * stride;
+      masked_decode_values<S, VD>(row + cols / 8, kept, wbuf);
+      const float sc = VD == DType::kI8 ? i8_row_scale<S>(m, r) : 1.0f;
+      for (int64_t t = 0; t < n; ++t) {
+        const typename S::V v = masked_dot<S>(row, cols, kept, wbuf, X + t * cols);
+        reduce_rows<S, 1>(&v, Y + t * rows + r);
+        if constexpr (VD == DType::kI8) Y[t * rows + r] *= sc;
+      }
+    }
+    return;
+  }
+  constexpr int R = S::kTileR, T = S::kTileT, W = S::kW;
+  std::vector<float> buf(static_cast<size_t>(R * cols));
+  float sc[R];
+  auto expand = [&](int64_t r, float* out) {  // dense row: the very products masked_dot forms, zeros elsewhere
+    const uint8_t* row = base + r * stride;
+    masked_decode_values<S, VD>(row + cols / 8, kept, wbuf);
+    int64_t k = 0;
+    for (int64_t c = 0; c < cols; c += W) {
+      uint32_t word;
+      std::memcpy(&word, row + (c / 32) * 4, 4);
+      const uint32_t bits = W == 32 ? word : (word >> (c % 32)) & ((1u << W) - 1u);
+      S::storex(out + c, S::expand(bits, wbuf + k));
+      k = std::min<int64_t>(k + __builtin_popcount(bits), kept);
+    }
+  };
+  int64_t r = r0;
+  auto run = [&](auto rtag, int64_t rb) {
+    constexpr int RR = decltype(rtag)::value;
+    for (int i = 0; i < RR; ++i) {
+      expand(rb + i, buf.data() + i * cols);
+      sc[i] = VD == DType::kI8 ? i8_row_scale<S>(m, rb + i) : 1.0f;
+    }
+    int64_t t = 0;
+    for (; t + T <= n; t += T) {
+      float out[RR][T];
+      tile_rt<S, DType::kF32, RR, T>(buf.data(), cols, X + t * cols, out);
+      for (int i = 0; i < RR; ++i)
+        for (int j = 0; j < T; ++j) Y[(t + j) * rows + rb + i] = out[i][j] * sc[i];
+    }
+    for (; t < n; ++t) {
+      float out[RR][1];
+      tile_rt<S, DType::kF32, RR, 1>(buf.data(), cols, X + t * cols, out);
+      for (int i = 0; i < RR; ++i) Y[t * rows + rb + i] = out[i][0] * sc[i];
+    }
+  };
+  for (; r + R <= r1; r += R) run(std::integral_constant<int, R>{}, r);
+  for (; r < r1; ++r) run(std::integral_constant<int, 1>{}, r);
+}
+
 template <class S, DType D>
 void matmul_rows_t(const MatRef& m, const float* X, int64_t n, float* Y, int64_t r0, int64_t r1) {
   constexpr int R = D == DType::kQ4 ? S::kQ4TileR : S::kTileR;
@@ -436,6 +588,9 @@ void matvec_rows_isa(const MatRef& m, const float* x, float* y, int64_t r0, int6
     case DType::kI8: return matvec_rows_t<S, DType::kI8>(m, x, y, r0, r1);
     case DType::kQ4: return matvec_rows_t<S, DType::kQ4>(m, x, y, r0, r1);
     case DType::kF16S24: return matvec_rows_t<S, DType::kF16S24>(m, x, y, r0, r1);
+    case DType::kF16M: return matvec_rows_masked<S, DType::kF16>(m, x, y, r0, r1);
+    case DType::kI8M: return matvec_rows_masked<S, DType::kI8>(m, x, y, r0, r1);
+    case DType::kQ4M: return matvec_rows_masked<S, DType::kQ4>(m, x, y, r0, r1);
     default: break;  // dispatch.cpp validates the dtype before calling
   }
 }
@@ -449,6 +604,9 @@ void matmul_rows_isa(const MatRef& m, const float* X, int64_t n, float* Y, int64
     case DType::kI8: return matmul_rows_t<S, DType::kI8>(m, X, n, Y, r0, r1);
     case DType::kQ4: return matmul_rows_t<S, DType::kQ4>(m, X, n, Y, r0, r1);
     case DType::kF16S24: return matmul_rows_s24<S>(m, X, n, Y, r0, r1);
+    case DType::kF16M: return matmul_rows_masked<S, DType::kF16>(m, X, n, Y, r0, r1);
+    case DType::kI8M: return matmul_rows_masked<S, DType::kI8>(m, X, n, Y, r0, r1);
+    case DType::kQ4M: return matmul_rows_masked<S, DType::kQ4>(m, X, n, Y, r0, r1);
     default: break;
   }
 }

@@ -44,15 +44,15 @@ std::vector<Tensor> export_official(const Model& m) {
   for (const auto& entry : m.tensors()) {
     const std::string& name = entry.first;  // not a structured binding: lambdas below capture it
     const Tensor& t0 = entry.second;
-    if (t0.dtype == DType::kI8 || (name.size() > 6 && name.compare(name.size() - 6, 6, ".scale") == 0))
+    if (t0.dtype == DType::kI8 || t0.dtype == DType::kI8M || (name.size() > 6 && name.compare(name.size() - 6, 6, ".scale") == 0))
       RWKVL_FAIL(kUnsupported, "'%s': int8 models cannot be exported to PyTorch layout; convert to f16/f32 first", name.c_str());
     if (name == "head.perm" || name.find(".ffn.bundle.") != std::string::npos)
       RWKVL_FAIL(kUnsupported, "'%s': models with a %s cannot be exported to PyTorch layout (official code has no such tensors)",
                  name.c_str(), name == "head.perm" ? "cluster head (compress --cluster-head)" : "neuron-bundled channel-mix (compress --sparse-ffn)");
     Tensor t = t0;
-    if (t.dtype == DType::kF16S24) {  // 2:4 packed (compress --prune): the same values as a dense f16 matrix
+    if (t.dtype == DType::kF16S24 || dtype_is_masked(t.dtype)) {  // pruned, stored packed: the same values dense
       const std::vector<float> v = t.to_f32();
-      t = quantize_matrix(name, v.data(), t.rows(), t.cols(), DType::kF16, false).first;
+      t = quantize_matrix(name, v.data(), t.rows(), t.cols(), t.dtype == DType::kQ4M ? DType::kQ4 : DType::kF16, false).first;
     }
     const auto ends = [&](const char* s) {
       const size_t n = std::strlen(s);

@@ -72,6 +72,10 @@ std::vector<float> matrix_to_f32(const Tensor& src, const Tensor* src_scale) {
   m.data = src.data;
   m.row_scale = src_scale->data;
   m.scale_dtype = src_scale->dtype;
+  if (dtype_is_masked(src.dtype)) {
+    m.kept = src.masked_kept();
+    if (m.kept < 0) RWKVL_FAIL(kFormat, "%s: %zu bytes are no %s layout of %s", src.name.c_str(), src.nbytes, dtype_name(src.dtype), src.shape_str().c_str());
+  }
   for (int64_t r = 0; r < rows; ++r) kern::get_row(m, r, v.data() + r * cols);
   return v;
 }
@@ -88,6 +92,33 @@ std::pair<Tensor, Tensor> quantize_matrix(const std::string& name, const float* 
   if (tr.scale == ScaleLayout::kRowTensor)
     scale = Tensor::alloc(name + ".scale", f16_scales ? DType::kF16 : DType::kF32, {rows});
   tr.from_f32_rows(v, rows, cols, out.mutable_data(), scale.data ? scale.mutable_data() : nullptr, f16_scales);
+  return {out, scale};
+}
+
+std::pair<Tensor, Tensor> store_sparse_matrix(const std::string& name, const float* v, int64_t rows, int64_t cols,
+                                              DType value, bool f16_scales, bool force_masked) {
+  DType md;
+  const bool can = masked_dtype_for(value, &md) && cols % 32 == 0 && rows > 0;
+  int64_t most = 0;
+  bool f16_range = true;
+  for (int64_t r = 0; r < rows && can; ++r) {
+    int64_t nz = 0;
+    for (int64_t c = 0; c < cols; ++c) {
+      const float x = v[r * cols + c];
+      nz += x != 0.0f;
+      f16_range = f16_range && std::fabs(x) <= 65504.0f;
+    }
+    most = std::max(most, nz);
+  }
+  const int64_t kept = can ? masked_kept_for(md, most) : 0;
+  const bool masked = can && (value != DType::kF16 || f16_range) &&
+                      (force_masked || masked_row_bytes(md, cols, kept) < dtype_row_bytes(value, cols));
+  if (!masked) return quantize_matrix(name, v, rows, cols, value, f16_scales);
+  Tensor out = Tensor::alloc_masked(name, md, rows, cols, kept);
+  Tensor scale;
+  if (dtype_traits(md).scale == ScaleLayout::kRowTensor)
+    scale = Tensor::alloc(name + ".scale", f16_scales ? DType::kF16 : DType::kF32, {rows});
+  pack_rows_masked(md, v, rows, cols, kept, out.mutable_data(), scale.data ? scale.mutable_data() : nullptr, f16_scales);
   return {out, scale};
 }
 
@@ -252,9 +283,15 @@ class Binder {
     mx.ref.rows = rows;
     mx.ref.cols = cols;
     mx.ref.data = static_cast<const uint8_t*>(t.data) + byte_offset;
-    if (t.dtype == DType::kI8) {
+    if (dtype_is_masked(t.dtype)) {
+      mx.ref.kept = t.masked_kept();
+      if (mx.ref.kept < 0 || byte_offset != 0)
+        RWKVL_FAIL(kFormat, "%s matrix '%s': %zu bytes are no layout of %s", dtype_name(t.dtype), n.c_str(), t.nbytes,
+                   t.shape_str().c_str());
+    }
+    if (dtype_traits(t.dtype).scale == ScaleLayout::kRowTensor) {
       auto it = tm.find(n + ".scale");
-      if (it == tm.end()) RWKVL_FAIL(kFormat, "int8 matrix '%s' has no '%s.scale'", n.c_str(), n.c_str());
+      if (it == tm.end()) RWKVL_FAIL(kFormat, "%s matrix '%s' has no '%s.scale'", dtype_name(t.dtype), n.c_str(), n.c_str());
       const Tensor& sc = it->second;
       if ((sc.dtype != DType::kF32 && sc.dtype != DType::kF16) || sc.numel() != t.rows())
         RWKVL_FAIL(kFormat, "'%s.scale' must be f32 or f16 with %lld values", n.c_str(), static_cast<long long>(t.rows()));

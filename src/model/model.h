@@ -273,6 +273,12 @@ std::vector<float> matrix_to_f32(const Tensor& t, const Tensor* scale);
 // q4 requires cols % 32 == 0. Returns {matrix, scale-or-empty}.
 std::pair<Tensor, Tensor> quantize_matrix(const std::string& name, const float* v, int64_t rows, int64_t cols,
                                           DType want, bool f16_scales);
+// Stores a pruned rows x cols matrix (its zeros are the pruned weights) with values of dtype `value` (f16, i8 or
+// q4): in the masked layout (core/dtype.h: keep bits + kept values) when that takes fewer bytes than the dense
+// `value` matrix (or always, with force_masked), else dense. {matrix, scale-or-empty}. Values beyond the f16 range
+// keep an f16 request dense (f32 values are copied exactly only by the dense path).
+std::pair<Tensor, Tensor> store_sparse_matrix(const std::string& name, const float* v, int64_t rows, int64_t cols,
+                                              DType value, bool f16_scales, bool force_masked = false);
 // Tensors in the official PyTorch layout (raw parameters, LoRA as (in, out), vectors (1, 1, C)).
 std::vector<Tensor> export_official(const Model& m);
 // Random weights of the given shape (benchmarks, tests). cfg needs arch_major, n_layer, n_embd,

@@ -12,7 +12,7 @@ namespace rwkvl {
 
 namespace {
 
-size_t part_bytes(const kern::MatRef& r) { return static_cast<size_t>(kern::row_bytes(r.dtype, r.cols) * r.rows); }
+size_t part_bytes(const kern::MatRef& r) { return static_cast<size_t>(kern::mat_bytes(r)); }
 size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 
 template <class LW, class Fn>

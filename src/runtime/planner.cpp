@@ -22,7 +22,7 @@ std::string mib(uint64_t b) {
   return buf;
 }
 
-uint64_t matrix_data_bytes(const kern::MatRef& r) { return static_cast<uint64_t>(kern::row_bytes(r.dtype, r.cols) * r.rows); }
+uint64_t matrix_data_bytes(const kern::MatRef& r) { return static_cast<uint64_t>(kern::mat_bytes(r)); }
 
 }  // namespace
 

@@ -53,14 +53,16 @@ struct TestMat {
   std::vector<float> scale;
   std::vector<uint16_t> scale16;
   std::vector<double> deq;
+  int64_t kept = 0;  // masked dtypes: value slots per row
 
   MatRef ref() const {
     MatRef m;
+    m.kept = kept;
     m.dtype = dtype;
     m.rows = rows;
     m.cols = cols;
     m.data = bytes.empty() ? nullptr : bytes.data();
-    if (dtype == DType::kI8) {
+    if (dtype == DType::kI8 || dtype == DType::kI8M) {
       m.row_scale = f16_scale ? static_cast<const void*>(scale16.data()) : scale.data();
       m.scale_dtype = f16_scale ? DType::kF16 : DType::kF32;
     }
@@ -142,6 +144,56 @@ TestMat make_mat(DType dt, int64_t rows, int64_t cols, uint64_t seed, bool f16_s
           const int col = (k / 2) * 4 + static_cast<int>((idx >> (2 * k)) & 3u);
           m.deq[blk * 32 + static_cast<size_t>(col)] += f16_to_f32(h);
         }
+      }
+      break;
+    }
+    case DType::kF16M:
+    case DType::kI8M:
+    case DType::kQ4M: {
+      // Pruned rows: a different share of zeros per row (row 0 keeps everything, row 1 nothing when rows > 2), so
+      // rows use fewer slots than `kept` and the fullest row sets it.
+      int64_t most = 0;
+      for (int64_t r = 0; r < rows; ++r) {
+        const double keep = rows > 2 && r == 1 ? 0.0 : r == 0 ? 1.0 : 0.2 + 0.6 * static_cast<double>(r % 5) / 4;
+        int64_t nz = 0;
+        for (int64_t c = 0; c < cols; ++c) {
+          float& v = m.orig[static_cast<size_t>(r * cols + c)];
+          if (std::uniform_real_distribution<double>(0, 1)(rng.gen) >= keep) v = 0.0f;
+          nz += v != 0.0f;
+        }
+        most = std::max(most, nz);
+      }
+      m.kept = masked_kept_for(dt, most);
+      const int64_t rb = masked_row_bytes(dt, cols, m.kept);
+      m.bytes.resize(static_cast<size_t>(rows * rb));
+      m.scale.assign(static_cast<size_t>(rows), 1.0f);
+      m.scale16.resize(static_cast<size_t>(rows));
+      pack_rows_masked(dt, m.orig.data(), rows, cols, m.kept, m.bytes.data(), m.scale16.data(), true);
+      m.f16_scale = true;
+      // Decoded from the layout core/dtype.h describes (keep bits LSB first, then the kept values in column order).
+      for (int64_t r = 0; r < rows; ++r) {
+        const uint8_t* row = m.bytes.data() + r * rb;
+        const uint8_t* vals = row + cols / 8;
+        const double sc = dt == DType::kI8M ? f16_to_f32(m.scale16[static_cast<size_t>(r)]) : 1.0;
+        if (dt == DType::kI8M) m.scale[static_cast<size_t>(r)] = static_cast<float>(sc);
+        int64_t k = 0;
+        for (int64_t c = 0; c < cols; ++c) {
+          double v = 0.0;
+          if ((row[c / 8] >> (c % 8)) & 1) {
+            if (dt == DType::kF16M) {
+              uint16_t h;
+              std::memcpy(&h, vals + 2 * k, 2);
+              v = f16_to_f32(h);
+            } else if (dt == DType::kI8M) {
+              v = static_cast<int8_t>(vals[k]) * sc;
+            } else {
+              v = q4_value(vals + k / 32 * 20, static_cast<int>(k % 32));
+            }
+            ++k;
+          }
+          m.deq[static_cast<size_t>(r * cols + c)] = v;
+        }
+        EXPECT_LE(k, m.kept);
       }
       break;
     }
@@ -446,7 +498,9 @@ struct Kind {
   bool f16_scale;
   const char* name;
 };
-const Kind kCompressed[] = {{DType::kQ4, false, "q4"}, {DType::kI8, true, "i8-f16scale"}, {DType::kF16S24, false, "f16_2of4"}};
+const Kind kCompressed[] = {{DType::kQ4, false, "q4"},           {DType::kI8, true, "i8-f16scale"},
+                            {DType::kF16S24, false, "f16_2of4"}, {DType::kF16M, false, "f16_masked"},
+                            {DType::kI8M, true, "i8_masked"},    {DType::kQ4M, false, "q4_masked"}};
 // Odd row counts (not multiples of the 4-row groups, register tiles or 16-row thread chunks), one to
 // many blocks per row, and the model shapes.
 const Shape kBlockShapes[] = {{1, 32},  {7, 64},   {13, 96},  {17, 32},  {5, 160},   {65, 256},
@@ -917,6 +971,69 @@ TEST(Kernels, PackRowsS24HandComputed) {
   const float bad[32] = {NAN};
   EXPECT_THROW(pack_rows_s24(bad, 1, 32, &blk), Error);
   EXPECT_THROW(pack_rows_s24(row, 1, 16, &blk), Error);
+}
+
+// The masked layout by hand: one 64-column row with 3 kept values in 4 slots; pack, decode, and a corrupt mask
+// (more set bits than slots) that must read nothing outside its row.
+TEST(Kernels, MaskedLayoutByHand) {
+  float row[64] = {};
+  row[0] = 1.5f;
+  row[33] = -2.0f;
+  row[63] = 0.25f;
+  EXPECT_EQ(masked_row_bytes(DType::kF16M, 64, 4), 8 + 8);
+  EXPECT_EQ(masked_row_bytes(DType::kI8M, 64, 4), 8 + 4);
+  EXPECT_EQ(masked_row_bytes(DType::kQ4M, 64, 32), 8 + 20);
+  EXPECT_EQ(masked_row_bytes(DType::kQ4M, 64, 4), -1);  // q4 slots come in groups of 32
+  EXPECT_EQ(masked_kept_for(DType::kQ4M, 3), 32);
+  EXPECT_EQ(masked_kept_for(DType::kF16M, 3), 3);
+  uint8_t buf[16];
+  pack_rows_masked(DType::kF16M, row, 1, 64, 4, buf, nullptr, false);
+  const uint8_t want_mask[8] = {0x01, 0, 0, 0, 0x02, 0, 0, 0x80};
+  EXPECT_EQ(0, std::memcmp(buf, want_mask, 8));
+  uint16_t v[4];
+  std::memcpy(v, buf + 8, 8);
+  EXPECT_EQ(f16_to_f32(v[0]), 1.5f);
+  EXPECT_EQ(f16_to_f32(v[1]), -2.0f);
+  EXPECT_EQ(f16_to_f32(v[2]), 0.25f);
+  EXPECT_EQ(v[3], 0);  // the unused slot
+  int64_t kept = -1;
+  EXPECT_TRUE(masked_kept_from_bytes(DType::kF16M, 1, 64, 16, &kept));
+  EXPECT_EQ(kept, 4);
+  EXPECT_FALSE(masked_kept_from_bytes(DType::kF16M, 1, 64, 7, &kept));   // smaller than the mask
+  EXPECT_FALSE(masked_kept_from_bytes(DType::kF16M, 1, 64, 17, &kept));  // half a value
+  EXPECT_FALSE(masked_kept_from_bytes(DType::kF16M, 1, 64, 8 + 2 * 65, &kept));  // more slots than columns
+  EXPECT_FALSE(masked_kept_from_bytes(DType::kF16M, 2, 64, 31, &kept));  // rows of unequal size
+  float x[64];
+  for (int c = 0; c < 64; ++c) x[c] = static_cast<float>(c + 1);
+  const MatRef m{DType::kF16M, 1, 64, buf, nullptr, DType::kF32, 4};
+  float y = 0;
+  matvec(m, x, &y, nullptr);
+  EXPECT_EQ(y, 1.5f * 1 - 2.0f * 34 + 0.25f * 64);
+  // A corrupt mask: every bit set, 4 slots. The first 4 set columns take the 4 slots, the rest read zeros; the
+  // kernels stop at the row's end (ASan checks the buffer is not overrun).
+  std::vector<uint8_t> bad(16);
+  std::memset(bad.data(), 0xff, 8);
+  const uint16_t ones[4] = {f32_to_f16(1.0f), f32_to_f16(1.0f), f32_to_f16(1.0f), f32_to_f16(1.0f)};
+  std::memcpy(bad.data() + 8, ones, 8);
+  const MatRef mb{DType::kF16M, 1, 64, bad.data(), nullptr, DType::kF32, 4};
+  for (const char* isa : {"scalar", "avx2", "avx512", "neon"}) {
+    if (!force_isa(isa)) continue;
+    SCOPED_TRACE(isa);
+    float yb = -1;
+    matvec(mb, x, &yb, nullptr);
+    EXPECT_EQ(yb, 1.0f + 2 + 3 + 4);
+    float Y[8];
+    std::vector<float> X8(8 * 64);
+    for (int t = 0; t < 8; ++t) std::memcpy(X8.data() + t * 64, x, sizeof x);
+    matmul(mb, X8.data(), 8, Y, nullptr);
+    for (int t = 0; t < 8; ++t) EXPECT_EQ(Y[t], 10.0f);
+    float dense[64];
+    get_row(mb, 0, dense);
+    EXPECT_EQ(dense[3], 1.0f);
+    EXPECT_EQ(dense[4], 0.0f);
+  }
+  force_isa(nullptr);
+  EXPECT_THROW(pack_rows_masked(DType::kF16M, row, 1, 64, 2, buf, nullptr, false), Error);  // 3 non-zeros, 2 slots
 }
 
 TEST(Kernels, RowBytes) {
