@@ -11,7 +11,8 @@
 //   bench_kernels --benchmark_filter=f32   a subset; the summary tables are printed at the end
 //   bench_kernels --benchmark_filter=factored   only the factored vs dense table
 //   bench_kernels --benchmark_filter=ffn        only the sparse channel-mix table (ffn_neurons, bits_*)
-//   bench_kernels --benchmark_filter=sparse24   only the 2:4-pruned (f16_2of4) vs dense f16 matvec table
+//   bench_kernels --benchmark_filter=sparse24   only the sparse table: 2:4-pruned (f16_2of4) and 50 % unstructured
+//                                              (f16_masked, i8_masked) vs dense f16 / int8 matvec
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -121,9 +122,17 @@ struct Kind {
 };
 const Kind kKinds[] = {{"f32", DType::kF32, false}, {"f16", DType::kF16, false}, {"bf16", DType::kBF16, false},
                        {"i8", DType::kI8, false},   {"i8f16", DType::kI8, true},  {"q4", DType::kQ4, false},
-                       {"f16_2of4", DType::kF16S24, false}};
-constexpr int kNumKinds = sizeof(kKinds) / sizeof(kKinds[0]) - 1;  // the dense kinds (the main tables)
-constexpr int kF16Kind = 1, kS24Kind = kNumKinds;                  // the 2:4 table
+                       {"f16_2of4", DType::kF16S24, false}, {"f16_masked", DType::kF16M, false},
+                       {"i8_masked", DType::kI8M, true}};
+constexpr int kNumKinds = sizeof(kKinds) / sizeof(kKinds[0]) - 3;  // the dense kinds (the main tables)
+constexpr int kF16Kind = 1, kI8F16Kind = 4, kS24Kind = kNumKinds;  // the sparse table
+constexpr int kF16MKind = kNumKinds + 1, kI8MKind = kNumKinds + 2;
+// Masked kinds: 50 % unstructured, every row keeps exactly half of its columns (as Wanda / DSnoT at 50 %).
+int64_t masked_kept(int64_t cols) { return cols / 2; }
+size_t kind_bytes(const Kind& k, int64_t rows, int64_t cols) {
+  if (rwkvl::dtype_is_masked(k.dtype)) return static_cast<size_t>(rows * rwkvl::masked_row_bytes(k.dtype, cols, masked_kept(cols)));
+  return rwkvl::dtype_bytes(k.dtype, static_cast<uint64_t>(rows * cols));
+}
 
 uint32_t lcg(uint32_t& s) { return s = s * 1664525u + 1013904223u; }
 float rnd(uint32_t& s) { return static_cast<float>(lcg(s) >> 8) * (2.0f / 16777216.0f) - 1.0f; }
@@ -131,6 +140,25 @@ float rnd(uint32_t& s) { return static_cast<float>(lcg(s) >> 8) * (2.0f / 167772
 // One matrix's bytes in the representation of kind k, values uniform in [-1, 1).
 void fill_weights(const Kind& k, int64_t rows, int64_t cols, uint32_t seed, uint8_t* d) {
   uint32_t s = seed;
+  if (rwkvl::dtype_is_masked(k.dtype)) {  // half of every row's columns zeroed at random, packed 64 rows at a time
+    std::vector<float> tmp;
+    std::vector<uint16_t> sc(64);
+    std::vector<int32_t> idx(static_cast<size_t>(cols));
+    const size_t row_bytes = static_cast<size_t>(rwkvl::masked_row_bytes(k.dtype, cols, masked_kept(cols)));
+    for (int64_t r = 0; r < rows; r += 64) {
+      const int64_t nr = std::min<int64_t>(64, rows - r);
+      tmp.resize(static_cast<size_t>(nr * cols));
+      for (int64_t i = 0; i < nr; ++i) {
+        for (int64_t c = 0; c < cols; ++c) tmp[static_cast<size_t>(i * cols + c)] = rnd(s);
+        std::iota(idx.begin(), idx.end(), 0);
+        for (int64_t c = cols - 1; c > 0; --c) std::swap(idx[static_cast<size_t>(c)], idx[lcg(s) % static_cast<uint32_t>(c + 1)]);
+        for (int64_t c = 0; c < cols - masked_kept(cols); ++c) tmp[static_cast<size_t>(i * cols + idx[static_cast<size_t>(c)])] = 0.0f;
+      }
+      rwkvl::pack_rows_masked(k.dtype, tmp.data(), nr, cols, masked_kept(cols), d + static_cast<size_t>(r) * row_bytes,
+                              sc.data(), true);
+    }
+    return;
+  }
   if (k.dtype == DType::kF16S24) {  // 2:4-pruned (the two largest of every 4), packed 64 rows at a time
     std::vector<float> tmp;
     const size_t row_bytes = static_cast<size_t>(cols / 32 * 36);
@@ -196,7 +224,8 @@ struct ColdSet {
     m.rows = p.rows;
     m.cols = p.cols;
     m.data = data.get() + static_cast<size_t>(copy) * stride + p.offset;
-    if (kind->dtype == DType::kI8) {
+    if (rwkvl::dtype_is_masked(kind->dtype)) m.kept = masked_kept(p.cols);
+    if (kind->dtype == DType::kI8 || kind->dtype == DType::kI8M) {
       m.row_scale = kind->f16_scale ? static_cast<const void*>(p.scale16.data()) : p.scale.data();
       m.scale_dtype = kind->f16_scale ? DType::kF16 : DType::kF32;
     }
@@ -213,7 +242,7 @@ std::unique_ptr<ColdSet> make_cold(const Kind& k, const std::vector<std::pair<in
     ColdSet::Part p;
     p.rows = rows;
     p.cols = cols;
-    p.bytes = rwkvl::dtype_bytes(k.dtype, static_cast<uint64_t>(rows * cols));
+    p.bytes = kind_bytes(k, rows, cols);
     p.offset = off;
     off += (p.bytes + 63) / 64 * 64;
     m->bytes += p.bytes;
@@ -547,16 +576,24 @@ std::string s24_name(int d, const Shape& s, int t) {
 }
 
 void print_s24(const std::vector<int>& threads) {
-  std::printf("\n==== 2:4 sparse (f16_2of4) vs dense f16 matvec (%s, cold weights): us per call ====\n", g_isas[0].c_str());
-  std::printf("%-10s %3s %10s %10s %8s %8s\n", "shape", "thr", "f16 us", "2:4 us", "speedup", "bytes");
+  std::printf("\n==== sparse vs dense matvec (%s, cold weights): us per call; speedup over the dense matrix of the same "
+              "value type ====\n", g_isas[0].c_str());
+  std::printf("%-10s %3s %9s %9s %7s %9s %7s | %9s %9s %7s\n", "shape", "thr", "f16 us", "2:4 us", "speedup", "masked us",
+              "speedup", "i8 us", "i8m us", "speedup");
+  auto us = [&](int d, const Shape& s, int t) {
+    const auto it = g_results.find(s24_name(d, s, t));
+    return it == g_results.end() ? 0.0 : it->second.us;
+  };
   for (const Shape& s : kS24Shapes)
     for (int t : threads) {
-      const auto a = g_results.find(s24_name(kF16Kind, s, t)), b = g_results.find(s24_name(kS24Kind, s, t));
-      if (a == g_results.end() || b == g_results.end()) continue;
-      std::printf("%-10s %3d %10.2f %10.2f %7.2fx %7.4fx\n", shape_name(s).c_str(), t, a->second.us, b->second.us,
-                  a->second.us / b->second.us, 36.0 / 64.0);
+      const double f = us(kF16Kind, s, t), p = us(kS24Kind, s, t), m = us(kF16MKind, s, t), i = us(kI8F16Kind, s, t),
+                   im = us(kI8MKind, s, t);
+      if (f == 0 || p == 0) continue;
+      std::printf("%-10s %3d %9.2f %9.2f %6.2fx %9.2f %6.2fx | %9.2f %9.2f %6.2fx\n", shape_name(s).c_str(), t, f, p, f / p, m,
+                  m > 0 ? f / m : 0.0, i, im, im > 0 ? i / im : 0.0);
     }
-  std::printf("(bytes: 2:4 file bytes / f16 file bytes of the matrix: 16 f16 values + 4 bytes of positions per 32 columns)\n");
+  std::printf("(bytes of the matrix against dense: 2:4 36/64 = 0.5625x f16; 50 %% masked f16 (1 + 8) / 16 = 0.5625x; "
+              "50 %% masked int8 (1 + 4) / 8 = 0.625x int8, row scales aside)\n");
 }
 
 void print_summary() {
@@ -732,7 +769,7 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark(name.c_str(), BM_ffn, d)->Iterations(1)->Unit(benchmark::kMillisecond);
   }
   for (const Shape& s : kS24Shapes)
-    for (int d : {kF16Kind, kS24Kind})
+    for (int d : {kF16Kind, kS24Kind, kF16MKind, kI8F16Kind, kI8MKind})
       for (int t : threads) {
         const std::string name = s24_name(d, s, t);
         benchmark::RegisterBenchmark(name.c_str(), BM_matvec, d, s, g_isas[0], t, name)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Accuracy against sparsity for the three pruning methods (issue #16): `rwkv-lite compress --prune` with magnitude,
 Wanda and DSnoT at several unstructured sparsities and the 2:4 pattern, every projection (or --targets), calibrated on
-WikiText-2 valid, perplexity on WikiText-2 test. Writes OUT/prune.csv, OUT/prune.md (a Markdown table) and
+WikiText-2 valid, perplexity on WikiText-2 test; the Wanda files are then quantised (`compress --quant int8`: the kept
+values as int8, masked / 2:4 matrices stay sparse) and evaluated again. Writes OUT/prune.csv, OUT/prune.md (a Markdown table) and
 OUT/prune.svg (gnuplot, when installed: perplexity against sparsity, one line per method).
 
     scripts/prune_sweep.py -m ../shared/reference/models/rwkv5-world-l8-d256/model.pth -o prune-out
@@ -42,6 +43,7 @@ def main():
     ap.add_argument("--patterns", default="2:4,4:8")
     ap.add_argument("--targets", default=None, help="--prune-targets (default: every projection)")
     ap.add_argument("-t", "--threads", type=int, default=0)
+    ap.add_argument("--no-int8", action="store_true", help="skip the int8 step on the Wanda files")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
 
@@ -51,7 +53,8 @@ def main():
         return j["ppl"]
 
     rows = [{"method": "dense", "setting": "0", "sparsity": 0.0, "ppl": evaluate(a.model), "file_bytes": os.path.getsize(a.model),
-             "pruned_bytes": None, "seconds": 0.0}]
+             "pruned_bytes": None, "stored_as": None, "seconds": 0.0, "int8_ppl": None, "int8_pruned_bytes": None,
+             "int8_stored_as": None}]
     settings = [("--sparsity", s) for s in a.sparsities.split(",") if s] + [("--pattern", p) for p in a.patterns.split(",") if p]
     for flag, val in settings:
         for m in METHODS:
@@ -63,9 +66,20 @@ def main():
                 cmd += ["--prune-targets", a.targets]
             rep = json.loads(run(cmd))
             p = rep["prune"]
-            rows.append({"method": m, "setting": val, "sparsity": p["zeros"] / p["weights"], "ppl": evaluate(out),
-                         "file_bytes": os.path.getsize(out), "pruned_bytes": p["bytes_after"],
-                         "seconds": rep["stages"]["prune"]})
+            row = {"method": m, "setting": val, "sparsity": p["zeros"] / p["weights"], "ppl": evaluate(out),
+                   "file_bytes": os.path.getsize(out), "pruned_bytes": p["bytes_after"],
+                   "stored_as": ",".join(sorted({x["dtype"] for x in p["matrices"]})),
+                   "seconds": rep["stages"]["prune"], "int8_ppl": None, "int8_pruned_bytes": None, "int8_stored_as": None}
+            if m == "wanda" and not a.no_int8:
+                q = out + ".i8.rwkvl"
+                qrep = json.loads(run([a.cli, "compress", "-m", out, "-o", q, "--quant", "int8", "--json", "-t", str(a.threads)]))
+                names = {x["name"] + ".weight" for x in p["matrices"]}
+                mats = [x for x in qrep["matrices"] if x["name"] in names]
+                row["int8_ppl"] = evaluate(q)
+                row["int8_pruned_bytes"] = sum(x["bytes_after"] for x in mats)
+                row["int8_stored_as"] = ",".join(sorted({x["dtype"] for x in mats}))
+                os.remove(q)
+            rows.append(row)
             os.remove(out)
     with open(os.path.join(a.out, "prune.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -73,13 +87,17 @@ def main():
         w.writerows(rows)
     dense = rows[0]["ppl"]
     with open(os.path.join(a.out, "prune.md"), "w") as f:
-        f.write(f"| setting | magnitude ppl | wanda ppl | dsnot ppl | pruned matrices MiB |\n| --- | ---: | ---: | ---: | ---: |\n")
-        f.write(f"| dense | {dense:.3f} | {dense:.3f} | {dense:.3f} | |\n")
+        f.write("| setting | magnitude ppl | wanda ppl | dsnot ppl | pruned matrices (Wanda) | Wanda + int8 ppl | "
+                "pruned matrices int8 |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+        f.write(f"| dense | {dense:.3f} | {dense:.3f} | {dense:.3f} | | | |\n")
         for flag, val in settings:
             by = {r["method"]: r for r in rows if r["setting"] == val}
             cells = " | ".join(f"{by[m]['ppl']:.3f} ({100 * (by[m]['ppl'] / dense - 1):+.1f}%)" for m in METHODS)
             name = f"{float(val) * 100:.0f} % unstructured" if flag == "--sparsity" else f"{val}"
-            f.write(f"| {name} | {cells} | {by['wanda']['pruned_bytes'] / 2**20:.2f} |\n")
+            w = by["wanda"]
+            i8 = (f"{w['int8_ppl']:.3f} | {w['int8_pruned_bytes'] / 2**20:.2f} MiB ({w['int8_stored_as']})"
+                  if w["int8_ppl"] is not None else " | ")
+            f.write(f"| {name} | {cells} | {w['pruned_bytes'] / 2**20:.2f} MiB ({w['stored_as']}) | {i8} |\n")
     gp = shutil.which("gnuplot")
     if gp:
         dat = os.path.join(a.out, "prune.dat")

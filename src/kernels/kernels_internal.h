@@ -54,6 +54,21 @@ static_assert(kQ4BlockBytes == 20);
 constexpr int64_t kS24BlockCols = 32, kS24BlockBytes = static_cast<int64_t>(sizeof(BlockS24));
 static_assert(kS24BlockBytes == 36);
 
+// Masked rows (S::expand): for each byte of keep bits, lane j takes the value of rank (set bits below j); lanes of
+// clear bits take rank 0 and are zeroed by the caller. Data only (no code), so one copy per ISA file is harmless.
+struct MaskRankTable {
+  alignas(32) int32_t idx[256][8];
+};
+constexpr MaskRankTable make_mask_rank_table() {
+  MaskRankTable t{};
+  for (int m = 0; m < 256; ++m) {
+    int r = 0;
+    for (int j = 0; j < 8; ++j) t.idx[m][j] = (m >> j) & 1 ? r++ : 0;
+  }
+  return t;
+}
+constexpr MaskRankTable kMaskRanks = make_mask_rank_table();
+
 // Row stride of a matrix in units of Elem<D>::T (bytes for kQ4). Internal linkage, like everything
 // compiled into the per-ISA files (an out-of-line copy built with -mavx512f must never be shared).
 namespace {

@@ -9,20 +9,6 @@
 namespace rwkvl::kern::detail {
 namespace {
 
-// Masked rows (Avx2::expand): for each byte of keep bits, lane j takes the value of rank (set bits below j).
-struct ExpandTable {
-  alignas(32) int32_t idx[256][8];
-};
-constexpr ExpandTable make_expand_table() {
-  ExpandTable t{};
-  for (int m = 0; m < 256; ++m) {
-    int r = 0;
-    for (int j = 0; j < 8; ++j) t.idx[m][j] = (m >> j) & 1 ? r++ : 0;
-  }
-  return t;
-}
-constexpr ExpandTable kExpand = make_expand_table();
-
 struct Avx2 {
   using V = __m256;
   static constexpr int kW = 8;
@@ -100,9 +86,9 @@ struct Avx2 {
   // every lane, so a row's sum does not depend on which other rows it was reduced with.
   // Masked rows: the next popcount(bits) values to the lanes of the set bits (vpermps by rank, then the clear
   // lanes zeroed by a bit test).
-  static V expand(uint32_t bits, const float* src) {
-    const __m256i idx = _mm256_load_si256(reinterpret_cast<const __m256i*>(kExpand.idx[bits]));
-    const __m256 v = _mm256_permutevar8x32_ps(_mm256_loadu_ps(src), idx);
+  static V expand(uint32_t bits, V src) {
+    const __m256i idx = _mm256_load_si256(reinterpret_cast<const __m256i*>(kMaskRanks.idx[bits]));
+    const __m256 v = _mm256_permutevar8x32_ps(src, idx);
     const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
     const __m256i sel = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(static_cast<int>(bits)), bit), bit);
     return _mm256_and_ps(v, _mm256_castsi256_ps(sel));

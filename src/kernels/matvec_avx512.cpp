@@ -81,9 +81,16 @@ struct Avx512 {
     xg[0] = _mm512_permutex2var_ps(_mm512_loadu_ps(xb), perm, _mm512_loadu_ps(xb + 16));
   }
 
-  // Masked rows: the next popcount(bits) decoded values spread to the lanes of the set bits (vexpandps).
-  static V expand(uint32_t bits, const float* src) {
-    return _mm512_maskz_expand_ps(static_cast<__mmask16>(bits), _mm512_loadu_ps(src));
+  // Masked rows: the first popcount(bits) values spread to the lanes of the set bits: one vpermps by the ranks of
+  // the two bytes of bits (table), the clear lanes zeroed by the mask. vexpandps does the same in one instruction
+  // but measured 1.8x slower per call on Zen 5 (1.76 vs 0.98 ns throughput; 3x slower than a dense chunk).
+  static V expand(uint32_t bits, V v) {
+    const uint32_t lo = bits & 255u, hi = bits >> 8;
+    const __m256i il = _mm256_load_si256(reinterpret_cast<const __m256i*>(kMaskRanks.idx[lo]));
+    const __m256i ih = _mm256_add_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(kMaskRanks.idx[hi])),
+                                        _mm256_set1_epi32(__builtin_popcount(lo)));
+    const __m512i idx = _mm512_inserti64x4(_mm512_castsi256_si512(il), ih, 1);
+    return _mm512_maskz_permutexvar_ps(static_cast<__mmask16>(bits), idx, v);
   }
 
   // Fold 16 lanes to 8 (lane i + lane i+8), then the AVX2 tree; identical for every lane.

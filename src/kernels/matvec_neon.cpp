@@ -77,8 +77,9 @@ struct Neon {
 
   // Lane i = (v0+v1)+(v2+v3) of the i-th input, the same tree for every lane.
   // Masked rows: the next popcount(bits) values to the lanes of the set bits (4 lanes: a scalar pick).
-  static V expand(uint32_t bits, const float* src) {
-    float t[4];
+  static V expand(uint32_t bits, V v) {
+    float src[4], t[4];
+    vst1q_f32(src, v);
     int r = 0;
     for (int j = 0; j < 4; ++j) t[j] = (bits >> j) & 1u ? src[r++] : 0.0f;
     return vld1q_f32(t);

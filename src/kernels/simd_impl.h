@@ -16,8 +16,8 @@
 //   static constexpr int kQ4TileR;     matmul register tile height for kQ4 (a decoded block is 32/kW vectors)
 //   void s24_decode(const uint8_t* blk, const float* xb, V* w, V* xg);  one kF16S24 block -> 16 / kW
 //                                      vectors of its kept weights and of the x values at their columns
-//   V expand(uint32_t bits, const float* src);  masked rows: lane j = bit j of bits ? src[rank of bit j among the
-//                                      set bits] : 0 (bits < 2^kW; reads kW floats at src)
+//   V expand(uint32_t bits, V v);      masked rows: lane j = bit j of bits ? v[rank of bit j among the set bits]
+//                                      : 0 (bits < 2^kW)
 //
 // Every S is a distinct type defined in an anonymous namespace of its own translation unit, so every
 // template instantiated from here has internal linkage: code built with -mavx512f can never be picked
@@ -275,59 +275,144 @@ void matvec_rows_t(const MatRef& m, const float* x, float* y, int64_t r0, int64_
 
 // ---- masked (unstructured sparse) rows: DType::kF16M / kI8M / kQ4M (core/dtype.h)
 //
-// A row is [cols/8 bytes of keep bits][kept value slots]. Its values are first decoded to float (wbuf: kept slots,
-// then kW zeros; the kI8M scale is applied to the finished sum as for kI8), then every kW columns take the next
-// popcount(bits) of them through S::expand and one fma with x: the x loads and fmas of a dense f32 row, with 1/8 +
-// (kept/cols) x value bytes read from memory. The running slot index never passes `kept` (a mask with more set
-// bits than slots, i.e. a corrupt file, gives zeros for the excess columns and never reads outside the row).
-// Chunk c goes to accumulator (c / kW) % kAcc: a fixed pattern, bitwise independent of the thread split.
-template <class S, DType VD>
-inline void masked_decode_values(const uint8_t* vals, int64_t kept, float* wbuf) {
-  using T = typename Elem<VD>::T;
+// A row is [cols/8 bytes of keep bits][kept value slots]. Every kW columns take the next popcount(bits) values:
+// kW values are loaded from the current slot and converted as a dense row's would be, S::expand moves the first
+// popcount(bits) of them to the lanes of the set bits (zeros elsewhere), and one fma with x follows: the loads and
+// fmas of a dense row, with 1/8 + (kept/cols) x value bytes read from memory. kI8M's scale multiplies the finished
+// sum, as for kI8; kQ4M's blocks are decoded to a float buffer first (their groups of 32 do not line up with the
+// chunks). The last chunks of a row load from a zero-padded copy of its last values, so nothing past the row's
+// slots is read; a mask with more set bits than slots (a corrupt file) gets zeros for the excess columns.
+// Chunk j of a 32-column word goes to accumulator j % kAcc: a fixed pattern, bitwise independent of the thread split.
+template <class S, DType VT>
+inline typename S::V masked_load(const typename Elem<VT>::T* vals, int64_t k, int64_t kept) {
+  using T = typename Elem<VT>::T;
   constexpr int W = S::kW;
-  if constexpr (VD == DType::kQ4) {
-    constexpr int NV = static_cast<int>(kQ4BlockCols) / W;
-    for (int64_t b = 0; b < kept / kQ4BlockCols; ++b) {
-      typename S::V out[NV];
-      S::q4_decode(vals + b * kQ4BlockBytes, out);
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) S::storex(wbuf + b * kQ4BlockCols + v * W, out[v]);
-    }
-  } else {
-    const T* w = reinterpret_cast<const T*>(vals);
-    int64_t i = 0;
-    for (; i + W <= kept; i += W) S::storex(wbuf + i, S::template loadw<VD>(w + i));
-    if (i < kept) {
-      T tb[W];
-      pad_tail<S>(w + i, kept - i, tb);
-      S::storex(wbuf + i, S::template loadw<VD>(tb));
-    }
-  }
-  S::storex(wbuf + kept, S::zero());
+  if (k + W <= kept) return S::template loadw<VT>(vals + k);
+  T tb[W];
+  pad_tail<S>(vals + k, std::max<int64_t>(0, kept - k), tb);
+  return S::template loadw<VT>(tb);
 }
 
+// kQ4M: a row's kept values decoded to float (kept floats at wbuf).
 template <class S>
-inline typename S::V masked_dot(const uint8_t* mask, int64_t cols, int64_t kept, const float* wbuf, const float* x) {
-  using V = typename S::V;
-  constexpr int W = S::kW, A = S::kAcc, PER = 32 / W;
+inline void masked_decode_q4(const uint8_t* vals, int64_t kept, float* wbuf) {
+  constexpr int W = S::kW, NV = static_cast<int>(kQ4BlockCols) / W;
+  for (int64_t b = 0; b < kept / kQ4BlockCols; ++b) {
+    typename S::V out[NV];
+    S::q4_decode(vals + b * kQ4BlockBytes, out);
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) S::storex(wbuf + b * kQ4BlockCols + v * W, out[v]);
+  }
+}
+
+// Set bits of a row's mask (cols % 32 == 0).
+inline int64_t mask_count(const uint8_t* mask, int64_t cols) {
+  int64_t n = 0, c = 0;
+  for (; c + 64 <= cols; c += 64) {
+    uint64_t w;
+    std::memcpy(&w, mask + c / 8, 8);
+    n += __builtin_popcountll(w);
+  }
+  if (c < cols) {
+    uint32_t w;
+    std::memcpy(&w, mask + c / 8, 4);
+    n += __builtin_popcount(w);
+  }
+  return n;
+}
+
+// Calls fn(chunk column, expanded weights) for every kW columns of a masked row whose values (of load type VT:
+// kF16, kI8, or kF32 for decoded q4) start at vals. kClamp (a corrupt row: more set bits than slots) clamps the slot
+// index at every chunk; otherwise it is a running sum (one add per chunk on the critical path, popcounts independent).
+template <class S, DType VT, bool kClamp, class Fn>
+inline void masked_chunks(const uint8_t* mask, int64_t cols, int64_t kept, const typename Elem<VT>::T* vals, Fn&& fn) {
+  constexpr int W = S::kW, PER = 32 / W;
   static_assert(32 % W == 0, "chunks of kW columns tile a 32-bit mask word");
-  V acc[A];
-#pragma GCC unroll 8
-  for (int a = 0; a < A; ++a) acc[a] = S::zero();
   int64_t k = 0;
-  int a = 0;
   for (int64_t c = 0; c < cols; c += 32) {
     uint32_t word;
     std::memcpy(&word, mask + c / 8, 4);
 #pragma GCC unroll 8
     for (int j = 0; j < PER; ++j) {
       const uint32_t bits = W == 32 ? word : (word >> (j * W)) & ((1u << W) - 1u);
-      acc[a] = S::fma(S::expand(bits, wbuf + k), S::loadx(x + c + j * W), acc[a]);
-      a = (a + 1) % A;
-      k = std::min<int64_t>(k + __builtin_popcount(bits), kept);
+      fn(c + j * W, S::expand(bits, masked_load<S, VT>(vals, k, kept)));
+      if constexpr (kClamp) {
+        k = std::min<int64_t>(k + __builtin_popcount(bits), kept);
+      } else {
+        k += __builtin_popcount(bits);
+      }
+    }
+  }
+}
+
+template <class S, DType VT, bool kClamp>
+inline typename S::V masked_dot_t(const uint8_t* mask, int64_t cols, int64_t kept, const typename Elem<VT>::T* vals,
+                                  const float* x) {
+  using V = typename S::V;
+  constexpr int W = S::kW, A = S::kAcc, PER = 32 / W;
+  V acc[A];
+#pragma GCC unroll 8
+  for (int a = 0; a < A; ++a) acc[a] = S::zero();
+  int64_t k = 0, c = 0;
+  // Chunk j of a word goes to accumulator j % kAcc (constant once the word's loop is unrolled, so the accumulators
+  // stay in registers). While a whole word's loads stay inside the slots, no tail checks.
+  if constexpr (!kClamp) {
+    for (; c < cols && k + 32 + W <= kept; c += 32) {
+      uint32_t word;
+      std::memcpy(&word, mask + c / 8, 4);
+#pragma GCC unroll 8
+      for (int j = 0; j < PER; ++j) {
+        const uint32_t bits = W == 32 ? word : (word >> (j * W)) & ((1u << W) - 1u);
+        acc[j % A] = S::fma(S::expand(bits, S::template loadw<VT>(vals + k)), S::loadx(x + c + j * W), acc[j % A]);
+        k += __builtin_popcount(bits);
+      }
+    }
+  }
+  for (; c < cols; c += 32) {
+    uint32_t word;
+    std::memcpy(&word, mask + c / 8, 4);
+#pragma GCC unroll 8
+    for (int j = 0; j < PER; ++j) {
+      const uint32_t bits = W == 32 ? word : (word >> (j * W)) & ((1u << W) - 1u);
+      acc[j % A] = S::fma(S::expand(bits, masked_load<S, VT>(vals, k, kept)), S::loadx(x + c + j * W), acc[j % A]);
+      k = kClamp ? std::min<int64_t>(k + __builtin_popcount(bits), kept) : k + __builtin_popcount(bits);
     }
   }
   return fold_acc<S, A>(acc);
+}
+
+// Unreduced dot of a masked row with x. VD: the value dtype (kF16, kI8, kQ4); wbuf: kQ4's decoded values.
+template <class S, DType VD>
+inline typename S::V masked_dot(const uint8_t* row, int64_t cols, int64_t kept, const float* x, float* wbuf) {
+  const bool ok = mask_count(row, cols) <= kept;
+  const uint8_t* vals = row + cols / 8;
+  if constexpr (VD == DType::kQ4) {
+    masked_decode_q4<S>(vals, kept, wbuf);
+    return ok ? masked_dot_t<S, DType::kF32, false>(row, cols, kept, wbuf, x)
+              : masked_dot_t<S, DType::kF32, true>(row, cols, kept, wbuf, x);
+  } else {
+    using T = typename Elem<VD>::T;
+    const T* v = reinterpret_cast<const T*>(vals);
+    return ok ? masked_dot_t<S, VD, false>(row, cols, kept, v, x) : masked_dot_t<S, VD, true>(row, cols, kept, v, x);
+  }
+}
+
+// A masked row as dense float32 (out: cols floats): the very weights masked_dot multiplies, zeros elsewhere.
+template <class S, DType VD>
+inline void masked_expand_row(const uint8_t* row, int64_t cols, int64_t kept, float* out, float* wbuf) {
+  const bool ok = mask_count(row, cols) <= kept;
+  const uint8_t* vals = row + cols / 8;
+  auto store = [&](int64_t c, typename S::V w) { S::storex(out + c, w); };
+  if constexpr (VD == DType::kQ4) {
+    masked_decode_q4<S>(vals, kept, wbuf);
+    if (ok) masked_chunks<S, DType::kF32, false>(row, cols, kept, wbuf, store);
+    else masked_chunks<S, DType::kF32, true>(row, cols, kept, wbuf, store);
+  } else {
+    using T = typename Elem<VD>::T;
+    const T* v = reinterpret_cast<const T*>(vals);
+    if (ok) masked_chunks<S, VD, false>(row, cols, kept, v, store);
+    else masked_chunks<S, VD, true>(row, cols, kept, v, store);
+  }
 }
 
 // Bytes of one masked row (mask + value slots).
@@ -356,8 +441,7 @@ void matvec_rows_masked(const MatRef& m, const float* x, float* y, int64_t r0, i
       for (int64_t off = 0; off < stride && r + 1 < r1; off += 64)
         __builtin_prefetch(reinterpret_cast<const void*>(next + static_cast<uintptr_t>(off)), 0, S::kPrefetchLocality);
     }
-    masked_decode_values<S, VD>(row + cols / 8, kept, wbuf);
-    const V v = masked_dot<S>(row, cols, kept, wbuf, x);
+    const V v = masked_dot<S, VD>(row, cols, kept, x, wbuf);
     reduce_rows<S, 1>(&v, y + r);
     if constexpr (VD == DType::kI8) y[r] *= i8_row_scale<S>(m, r);
   }
@@ -521,31 +605,19 @@ void matmul_rows_masked(const MatRef& m, const float* X, int64_t n, float* Y, in
   if (n < S::kTileT) {
     for (int64_t r = r0; r < r1; ++r) {
       const uint8_t* row = base + r * stride;
-      masked_decode_values<S, VD>(row + cols / 8, kept, wbuf);
       const float sc = VD == DType::kI8 ? i8_row_scale<S>(m, r) : 1.0f;
       for (int64_t t = 0; t < n; ++t) {
-        const typename S::V v = masked_dot<S>(row, cols, kept, wbuf, X + t * cols);
+        const typename S::V v = masked_dot<S, VD>(row, cols, kept, X + t * cols, wbuf);
         reduce_rows<S, 1>(&v, Y + t * rows + r);
         if constexpr (VD == DType::kI8) Y[t * rows + r] *= sc;
       }
     }
     return;
   }
-  constexpr int R = S::kTileR, T = S::kTileT, W = S::kW;
+  constexpr int R = S::kTileR, T = S::kTileT;
   std::vector<float> buf(static_cast<size_t>(R * cols));
   float sc[R];
-  auto expand = [&](int64_t r, float* out) {  // dense row: the very products masked_dot forms, zeros elsewhere
-    const uint8_t* row = base + r * stride;
-    masked_decode_values<S, VD>(row + cols / 8, kept, wbuf);
-    int64_t k = 0;
-    for (int64_t c = 0; c < cols; c += W) {
-      uint32_t word;
-      std::memcpy(&word, row + (c / 32) * 4, 4);
-      const uint32_t bits = W == 32 ? word : (word >> (c % 32)) & ((1u << W) - 1u);
-      S::storex(out + c, S::expand(bits, wbuf + k));
-      k = std::min<int64_t>(k + __builtin_popcount(bits), kept);
-    }
-  };
+  auto expand = [&](int64_t r, float* out) { masked_expand_row<S, VD>(base + r * stride, cols, kept, out, wbuf); };
   int64_t r = r0;
   auto run = [&](auto rtag, int64_t rb) {
     constexpr int RR = decltype(rtag)::value;

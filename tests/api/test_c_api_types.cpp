@@ -74,12 +74,15 @@ TEST(CApiTypes, Dtype) {
                             {RWKVL_DTYPE_I8, "i8"},
                             {RWKVL_DTYPE_Q4, "q4"},
                             {RWKVL_DTYPE_Q5_1, "q5_1"},
-                            {RWKVL_DTYPE_F16_2OF4, "f16_2of4"}},
+                            {RWKVL_DTYPE_F16_2OF4, "f16_2of4"},
+                            {RWKVL_DTYPE_F16_MASKED, "f16_masked"},
+                            {RWKVL_DTYPE_I8_MASKED, "i8_masked"},
+                            {RWKVL_DTYPE_Q4_MASKED, "q4_masked"}},
                            {{"int8", RWKVL_DTYPE_I8}, {"int4", RWKVL_DTYPE_Q4}, {"", RWKVL_DTYPE_KEEP}},
                            {"F32", "fp16", "f8", "i32", "u8", "int2", "keep ", "q4_0", "2:4"},
                            &rwkvl_dtype_from_string,
                            &rwkvl_dtype_name,
-                           8});
+                           11});
   // The values are fixed (VERSIONING: never renumbered).
   EXPECT_EQ(RWKVL_DTYPE_KEEP, 0);
   EXPECT_EQ(RWKVL_DTYPE_F32, 1);
@@ -87,6 +90,7 @@ TEST(CApiTypes, Dtype) {
   EXPECT_EQ(RWKVL_DTYPE_Q4, 5);
   EXPECT_EQ(RWKVL_DTYPE_Q5_1, 6);
   EXPECT_EQ(RWKVL_DTYPE_F16_2OF4, 7);
+  EXPECT_EQ(RWKVL_DTYPE_Q4_MASKED, 10);
 }
 
 TEST(CApiTypes, FfnMode) {

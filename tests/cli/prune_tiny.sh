@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # rwkv-lite compress --prune on the tiny byte-level RWKV-5.2 model: magnitude / wanda / dsnot files run; 2:4 is stored
-# packed (f16_2of4, 0.5625x the f16 bytes) and gives the logits of the same pruned matrices stored dense; pruning
-# composes with int8 (dense store) and with the sparse FFN; every bad request fails with a message, a non-zero exit
-# and no output file.
+# packed (f16_2of4, 0.5625x the f16 bytes) and unstructured 50 % masked (f16_masked), each giving the logits of the same
+# pruned matrices stored dense; with --quant int8 the kept values of either are stored as i8_masked and give the logits
+# of the dense int8 matrices with their zeros (the same row scales); pruning composes with the sparse FFN; every bad
+# request fails with a message, a non-zero exit and no output file.
 # usage: prune_tiny.sh RWKV_LITE SHARED_DIR BUILD_DIR
 . "$(dirname "$0")/lib/common.bash" "$@"
 MODEL=$SHARED/reference/tiny-rwkv/tiny-rwkv-5v2-730K-FP32.bin
@@ -66,7 +67,46 @@ assert abs(saved - want) < 4096 * len(j["prune"]["matrices"]), (saved, want)
 print(f"ok   2:4 packed = the same matrices stored dense: max |logit diff| {d:.2g}; file {saved} bytes smaller "
       f"({len(j['prune']['matrices'])} matrices at 0.5625x their f16 bytes)")
 PY
-ok_run "prune + int8 (dense store)" $C -o "$WORK/pq.rwkvl" --prune magnitude --sparsity 0.5 --quant int8
+# Unstructured 50 %: masked (a bit per column + the kept f16 values) against dense, then int8 on the kept values against
+# int8 with the zeros in place. Wanda keeps exactly half of every row, so the masked bytes are rows * (cols/8 + cols).
+ok_run "50% masked" "$CLI" compress -m "$WORK/f16.rwkvl" -t 2 -o "$WORK/pm.rwkvl" --prune wanda --sparsity 0.5 --calib "$WORK/calib.txt" --json
+cp "$WORK/out.txt" "$WORK/pm.json"
+ok_run "50% dense" "$CLI" compress -m "$WORK/f16.rwkvl" -t 2 -o "$WORK/dm.rwkvl" --prune wanda --sparsity 0.5 --prune-store dense --calib "$WORK/calib.txt"
+ok_run "masked + int8" "$CLI" compress -m "$WORK/pm.rwkvl" -t 2 -o "$WORK/pmq.rwkvl" --quant int8 --json
+cp "$WORK/out.txt" "$WORK/pmq.json"
+ok_run "dense + int8" "$CLI" compress -m "$WORK/dm.rwkvl" -t 2 -o "$WORK/dmq.rwkvl" --quant int8
+ok_run "2:4 + int8" $C -o "$WORK/p24q.rwkvl" --prune wanda --pattern 2:4 --calib "$WORK/calib.txt" --quant int8 --json
+cp "$WORK/out.txt" "$WORK/p24q.json"
+ok_run "masked + int4" "$CLI" compress -m "$WORK/pm.rwkvl" -t 2 -o "$WORK/pmq4.rwkvl" --quant int4
+for f in pm dm pmq dmq p24q pmq4; do ok_run "$f logits" "$CLI" logits -m "$WORK/$f.rwkvl" --tokens 72,101,108,108,111,32,119 -o "$WORK/$f.f32"; done
+ok_run "info on masked int8" "$CLI" info -m "$WORK/pmq.rwkvl"
+grep -q "i8_masked" "$WORK/out.txt" || fail "info does not name i8_masked: $(head -5 "$WORK/out.txt")"
+"$PY" - "$WORK" <<'PY' || fail "masked"
+import json, os, sys, numpy as np
+w = sys.argv[1]
+L = lambda f: np.fromfile(f"{w}/{f}.f32", "<f4")
+def close(a, b, tol, what):
+    d = float(abs(L(a) - L(b)).max())
+    assert d <= tol * max(1.0, float(abs(L(b)).max())), (what, d)
+    return d
+j = json.load(open(f"{w}/pm.json"))
+for m in j["prune"]["matrices"]:
+    assert m["dtype"] == "f16_masked", m
+    assert m["bytes_after"] == m["rows"] * (m["cols"] // 8 + m["cols"]), m  # 9 bits per weight: 0.5625x f16
+d1 = close("pm", "dm", 1e-4, "masked vs dense")
+q = json.load(open(f"{w}/pmq.json"))
+qm = [m for m in q["matrices"] if m.get("dtype") == "i8_masked"]
+assert len(qm) == len(j["prune"]["matrices"]), [m.get("dtype") for m in q["matrices"]]
+for m in qm:
+    assert m["bytes_after"] == m["rows"] * (m["cols"] // 8 + m["cols"] // 2) + 2 * m["rows"], m  # + f16 row scales
+d2 = close("pmq", "dmq", 1e-4, "i8_masked vs dense int8")
+t = json.load(open(f"{w}/p24q.json"))
+assert any(m.get("dtype") == "i8_masked" for m in t["matrices"]), t["matrices"]
+d3 = close("pmq4", "dm", 0.5, "int4 kept values vs f16")  # int4 moves logits; the file must still make sense
+print(f"ok   50% masked = dense: {d1:.2g}; i8_masked = dense int8: {d2:.2g} (5 bits/weight vs 8); 2:4 + int8 masked; "
+      f"q4_masked within {d3:.2g}; file sizes pm {os.path.getsize(f'{w}/pm.rwkvl')} dm {os.path.getsize(f'{w}/dm.rwkvl')} "
+      f"pmq {os.path.getsize(f'{w}/pmq.rwkvl')} dmq {os.path.getsize(f'{w}/dmq.rwkvl')}")
+PY
 ok_run "prune + sparse FFN" $C -o "$WORK/ps.rwkvl" --prune wanda --pattern 2:4 --calib "$WORK/calib.txt" --sparse-ffn --epochs 1
 ok_run "prune + sparse FFN runs" "$CLI" logits -m "$WORK/ps.rwkvl" --tokens 72,101,108 -o "$WORK/ps.f32"
 
@@ -82,8 +122,7 @@ bad_run "wanda without calib" "$O" "calibration" $C -o "$O" --prune wanda --spar
 bad_run "no sparsity" "$O" "--sparsity" $C -o "$O" --prune magnitude
 bad_run "dsnot flag without dsnot" "$O" "needs --prune dsnot" $C -o "$O" --prune wanda --sparsity 0.5 --dsnot-cycles 3 --calib "$WORK/calib.txt"
 bad_run "sparsity without prune" "$O" "needs --prune" $C -o "$O" --sparsity 0.5 --quant int8
-bad_run "packed unstructured" "$O" "2:4" $C -o "$O" --prune magnitude --sparsity 0.5 --prune-store packed
-bad_run "packed + int8" "$O" "--prune-store dense" $C -o "$O" --prune magnitude --pattern 2:4 --quant int8
+bad_run "pruned twice (masked)" "$O" "already pruned" "$CLI" compress -m "$WORK/pm.rwkvl" -o "$O" --prune magnitude --sparsity 0.3
 bad_run "pruned twice" "$O" "already pruned" "$CLI" compress -m "$WORK/magnitude.rwkvl" -o "$O" --prune magnitude --sparsity 0.3
 bad_run "pruned twice (2:4)" "$O" "already pruned" "$CLI" compress -m "$WORK/p24.rwkvl" -o "$O" --prune magnitude --sparsity 0.3
 bad_run "prune the factored" "$O" "factored" "$CLI" compress -m "$MODEL" -o "$O" --prune magnitude --sparsity 0.5 --lowrank svd --rank-frac 0.25

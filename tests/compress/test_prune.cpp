@@ -236,7 +236,7 @@ TEST(PrunePass, ExactSparsityRecordAndAlreadyPruned) {
     EXPECT_EQ(rep.zeros * 2, rep.weights);
     for (const auto& mr : rep.matrices) {
       const Tensor& t = out->tensors().at(mr.name + ".weight");
-      EXPECT_EQ(t.dtype, DType::kF16);
+      EXPECT_EQ(t.dtype, DType::kF16M);  // unstructured 50 %: masked is smaller than dense
       const std::vector<float> v = t.to_f32();
       int64_t z = 0;
       for (float x : v) z += x == 0.0f;
@@ -285,6 +285,78 @@ TEST(PrunePass, PackedTwoFourRunsLikeTheDenseMatrixWithZeros) {
   EXPECT_EQ(test::max_abs_diff(logits(back, toks), lp), 0.0f);
 }
 
+// Unstructured pruning stored masked (a keep bit per column + the kept f16 values): the same values and logits as
+// the dense matrices with their zeros, the bytes the layout says, the same after a save and load; masked only where
+// smaller than dense unless --prune-store packed asks for it.
+TEST(PrunePass, MaskedUnstructuredRunsLikeTheDenseMatrixWithZeros) {
+  const auto m = synth_model(cfg5(), "f16", 4);
+  compress::PruneOptions masked = opts(PruneMethod::kWanda, 0.5), dense = masked;
+  dense.store = compress::PruneStore::kDense;
+  compress::PruneReport rm, rd;
+  const auto mm = compress::prune(m, masked, &rm);
+  const auto md = compress::prune(m, dense, &rd);
+  EXPECT_EQ(rm.pass["prune"]["store"], "f16_masked");
+  EXPECT_EQ(rd.pass["prune"]["store"], "dense");
+  for (size_t i = 0; i < rm.matrices.size(); ++i) {
+    const auto& a = rm.matrices[i];
+    EXPECT_EQ(a.dtype, "f16_masked");
+    // Wanda keeps exactly half of every row: cols/8 mask bytes + cols/2 f16 values per row, 0.5625x the f16 bytes.
+    EXPECT_EQ(a.bytes_after, static_cast<uint64_t>(a.rows * (a.cols / 8 + a.cols))) << a.name;
+    const Tensor& t = mm->tensors().at(a.name + ".weight");
+    EXPECT_EQ(t.dtype, DType::kF16M);
+    EXPECT_EQ(t.masked_kept(), a.cols / 2);
+    ASSERT_EQ(t.to_f32(), md->tensors().at(a.name + ".weight").to_f32()) << a.name;  // the same values
+  }
+  const std::vector<int32_t> toks = tokens(40, 9);
+  const std::vector<float> lm = logits(mm, toks), ld = logits(md, toks);
+  float big = 0;
+  for (float v : ld) big = std::max(big, std::fabs(v));
+  EXPECT_LE(test::max_abs_diff(lm, ld), 1e-4f * std::max(1.0f, big));
+  const std::string path = test::temp_dir() + "/pm.rwkvl";
+  mm->save_native(path);
+  const auto back = Model::load(path, {});
+  EXPECT_EQ(back->layer(0).ffn_k.ref.dtype, DType::kF16M);
+  EXPECT_EQ(test::max_abs_diff(logits(back, toks), lm), 0.0f);
+
+  // 5 %: a bit per column plus 95 % of the values is more than dense f16, so auto stays dense; packed insists.
+  compress::PruneOptions low = opts(PruneMethod::kMagnitude, 0.05), forced = low;
+  forced.store = compress::PruneStore::kPacked;
+  compress::PruneReport rl, rf;
+  compress::prune(m, low, &rl);
+  compress::prune(m, forced, &rf);
+  for (const auto& a : rl.matrices) EXPECT_EQ(a.dtype, "f16") << a.name;
+  for (const auto& a : rf.matrices) {
+    EXPECT_EQ(a.dtype, "f16_masked") << a.name;
+    EXPECT_GT(a.bytes_after, a.bytes_before) << a.name;
+  }
+  EXPECT_EQ(rl.pass["prune"]["store"], "dense");
+}
+
+// int8 / int4 on the kept values (what `compress --quant` does to a pruned file, via store_sparse_matrix): the int8
+// row scale of the kept values is that of the dense row with its zeros, so i8_masked equals dense int8 exactly.
+TEST(PrunePass, QuantisedKeptValuesEqualDenseInt8) {
+  const int64_t rows = 48, cols = 96;
+  std::vector<float> w(static_cast<size_t>(rows * cols));
+  std::mt19937 g(3);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = (g() % 3 == 0) ? std::uniform_real_distribution<float>(-1, 1)(g) : 0.0f;
+  const auto [mq, ms] = store_sparse_matrix("w", w.data(), rows, cols, DType::kI8, true);
+  const auto [dq, ds] = quantize_matrix("w", w.data(), rows, cols, DType::kI8, true);
+  ASSERT_EQ(mq.dtype, DType::kI8M);
+  EXPECT_LT(mq.nbytes, dq.nbytes);
+  EXPECT_EQ(matrix_to_f32(mq, &ms), matrix_to_f32(dq, &ds));
+  const auto [q4, s4] = store_sparse_matrix("w", w.data(), rows, cols, DType::kQ4, true);
+  ASSERT_EQ(q4.dtype, DType::kQ4M);
+  EXPECT_EQ(q4.masked_kept() % 32, 0);
+  const std::vector<float> back = q4.to_f32();
+  for (size_t i = 0; i < w.size(); ++i) {
+    if (w[i] == 0.0f) ASSERT_EQ(back[i], 0.0f) << i;  // the pruned weights stay exactly zero
+    else ASSERT_NEAR(back[i], w[i], 2.0 / 15) << i;    // int4 of the kept values: within a step of their group
+  }
+  // Dense rows (nothing pruned) stay dense: the mask would only add bytes.
+  std::vector<float> full(static_cast<size_t>(rows * cols), 0.5f);
+  EXPECT_EQ(store_sparse_matrix("w", full.data(), rows, cols, DType::kI8, true).first.dtype, DType::kI8);
+}
+
 TEST(PrunePass, BadOptionsAreRefusedBeforeAnyWork) {
   const auto m = synth_model(cfg5(), "f16", 3);
   auto expect_fail = [&](compress::PruneOptions o, const char* needle) {
@@ -304,9 +376,6 @@ TEST(PrunePass, BadOptionsAreRefusedBeforeAnyWork) {
   compress::PruneOptions nocal = opts(PruneMethod::kDsnot, 0.5);
   nocal.calib.clear();
   expect_fail(nocal, "calibration");
-  compress::PruneOptions pk = opts(PruneMethod::kWanda, 0.5);
-  pk.store = compress::PruneStore::kPacked;
-  expect_fail(pk, "2:4");
   // int8 matrices: prune before quantising.
   const auto q = synth_model(cfg5(), "i8", 3);
   try {
