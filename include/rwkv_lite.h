@@ -1033,9 +1033,10 @@ typedef enum rwkvl_prune_method {
   RWKVL_PRUNE_DSNOT = 3  /* needs calibration */
 } rwkvl_prune_method;
 typedef enum rwkvl_prune_store {
-  RWKVL_PRUNE_STORE_AUTO = 0,  /* 2:4 packed, the rest dense */
-  RWKVL_PRUNE_STORE_DENSE = 1,
-  RWKVL_PRUNE_STORE_PACKED = 2 /* 2:4 only */
+  RWKVL_PRUNE_STORE_AUTO = 0,  /* 2:4 packed (f16_2of4), the rest masked (f16_masked) where that is smaller (1.9;
+                                  before: dense) */
+  RWKVL_PRUNE_STORE_DENSE = 1,  /* zeros in place, the matrix's dtype */
+  RWKVL_PRUNE_STORE_PACKED = 2  /* 2:4 packed, the rest masked even where larger (1.9; before: 2:4 only) */
 } rwkvl_prune_store;
 typedef struct rwkvl_prune_recipe {
   rwkvl_prune_method method;

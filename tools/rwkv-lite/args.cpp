@@ -250,7 +250,8 @@ const std::vector<FlagSpec> kFlags = {
     {"prune-targets", nullptr, K::kString, "compress", nullptr, "LIST",
      "--prune: comma-separated projections to prune (as --targets; default: every projection)"},
     {"prune-store", nullptr, K::kChoice, "compress", "auto", "HOW",
-     "--prune: auto (2:4 packed, the rest dense with zeros), dense or packed (2:4 only)", 0, 0, false,
+     "--prune: auto (2:4 packed as f16_2of4, any other sparsity masked as f16_masked where smaller than dense), "
+     "dense (zeros in place) or packed (masked even where larger)", 0, 0, false,
      "auto|dense|packed"},
     {"dsnot-cycles", nullptr, K::kInt, "compress", "50", "N", "--prune dsnot: prune-and-grow swaps per row at most", 0,
      1 << 20},

@@ -198,6 +198,7 @@ int cmd_eval(const Args& args) {
   const ModelPtr model = load_model(args);
   const double load_seconds = now_seconds() - t_load0;
   const rwkvl_model_info info = model_info(model.get());
+  const std::map<std::string, DtypeBytes> proj = projection_bytes(model.get(), info.n_layer);
   TokenizerPtr tok = model_tokenizer(model.get(), model_path, args.str("tokenizer"));
   const size_t chunk = static_cast<size_t>(args.integer("chunk"));
   TextPtr text;
@@ -255,6 +256,7 @@ int cmd_eval(const Args& args) {
               {"n_params", info.n_params},
               {"file_bytes", ec ? json(nullptr) : json(static_cast<uint64_t>(file_bytes))},
               {"weight_bytes", info.weight_bytes},
+              {"projection_storage", projection_json(proj)},
               {"peak_rss_bytes", peak_rss},
               {"threads", n_threads},
               {"isa", isa},
@@ -304,6 +306,7 @@ int cmd_eval(const Args& args) {
   }
   std::printf("%-15s %s (%llu bytes)\n", "weights held", format_bytes(info.weight_bytes).c_str(),
               static_cast<unsigned long long>(info.weight_bytes));
+  for (const auto& [name, d] : proj) std::printf("%-15s %s\n", "projections", projection_line(name, d).c_str());
   std::printf("%-15s %s\n", "peak RSS", format_bytes(peak_rss).c_str());
   std::printf("%-15s %d, isa %s, load %.2f s\n", "threads", n_threads, isa.c_str(), load_seconds);
   if (P) {

@@ -26,26 +26,6 @@ int factored_matrices(const rwkvl_model* model, int n_layer) {
   return n;
 }
 
-// The projections' storage by dtype (factored ones under their A factor's dtype): matrices, weights of W, bytes.
-struct DtypeBytes {
-  int matrices = 0;
-  uint64_t weights = 0, bytes = 0;
-};
-std::map<std::string, DtypeBytes> projection_bytes(const rwkvl_model* model, int n_layer) {
-  std::map<std::string, DtypeBytes> by;
-  for (int l = 0; l < n_layer; ++l)
-    for (int p = 0; p < 8; ++p) {
-      rwkvl_matrix_info m{};
-      check(rwkvl_model_get_matrix(model, l, p, &m));
-      if (!m.present) continue;
-      DtypeBytes& d = by[std::string(rwkvl_dtype_name(m.dtype)) + (m.factored ? " (factored)" : "")];
-      d.matrices += 1;
-      d.weights += static_cast<uint64_t>(m.rows * m.cols);
-      d.bytes += m.bytes;
-    }
-  return by;
-}
-
 // The passes recorded in the file (rwkvl_model_passes_json), as a JSON array.
 nlohmann::json model_passes(const rwkvl_model* model) {
   size_t n = 0;
@@ -129,9 +109,7 @@ int cmd_info(const Args& args) {
     j["ffn_weight_bytes"] = i.ffn_weight_bytes;
     j["ffn_predictor_bytes"] = i.ffn_predictor_bytes;
     j["passes"] = passes;
-    nlohmann::json pj = nlohmann::json::object();
-    for (const auto& [name, d] : proj) pj[name] = {{"matrices", d.matrices}, {"weights", d.weights}, {"bytes", d.bytes}};
-    j["projection_storage"] = pj;
+    j["projection_storage"] = projection_json(proj);
     std::printf("%s\n", j.dump().c_str());
     return 0;
   }
@@ -154,9 +132,7 @@ int cmd_info(const Args& args) {
               format_bytes(i.state_floats * 4).c_str());
   if (factored) std::printf("factored         %d matrices (W ~ B A)\n", factored);
   // Per dtype: what the projections take, in bits per weight of W (masked / 2:4 / factored files store fewer bits).
-  for (const auto& [name, d] : proj)
-    std::printf("projections      %-20s %3d matrices, %s, %.2f bits per weight\n", name.c_str(), d.matrices,
-                format_bytes(d.bytes).c_str(), d.weights ? 8.0 * static_cast<double>(d.bytes) / static_cast<double>(d.weights) : 0.0);
+  for (const auto& [name, d] : proj) std::printf("projections      %s\n", projection_line(name, d).c_str());
   if (i.sparse_ffn)
     std::printf("sparse ffn       neuron-bundled, %s of FFN weights; %s\n", format_bytes(i.ffn_weight_bytes).c_str(),
                 i.ffn_predictor ? ("predictors " + format_bytes(i.ffn_predictor_bytes) + " (default --ffn-mode predict)").c_str()

@@ -60,6 +60,35 @@ rwkvl_dtype dtype_flag(const Args& args, const char* name) {
   return d;
 }
 
+std::map<std::string, DtypeBytes> projection_bytes(const rwkvl_model* model, int n_layer) {
+  std::map<std::string, DtypeBytes> by;
+  for (int l = 0; l < n_layer; ++l)
+    for (int p = 0; p < 8; ++p) {
+      rwkvl_matrix_info m{};
+      check(rwkvl_model_get_matrix(model, l, p, &m));
+      if (!m.present) continue;
+      DtypeBytes& d = by[std::string(rwkvl_dtype_name(m.dtype)) + (m.factored ? " (factored)" : "")];
+      d.matrices += 1;
+      d.weights += static_cast<uint64_t>(m.rows * m.cols);
+      d.bytes += m.bytes;
+    }
+  return by;
+}
+
+std::string projection_line(const std::string& dtype, const DtypeBytes& d) {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "%-20s %3d matrices, %s, %.2f bits per weight", dtype.c_str(), d.matrices,
+                format_bytes(d.bytes).c_str(),
+                d.weights ? 8.0 * static_cast<double>(d.bytes) / static_cast<double>(d.weights) : 0.0);
+  return buf;
+}
+
+nlohmann::json projection_json(const std::map<std::string, DtypeBytes>& by) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [name, d] : by) j[name] = {{"matrices", d.matrices}, {"weights", d.weights}, {"bytes", d.bytes}};
+  return j;
+}
+
 rwkvl_model_info model_info(const rwkvl_model* model) {
   rwkvl_model_info info{};
   check(rwkvl_model_get_info(model, &info));

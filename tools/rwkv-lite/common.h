@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -48,6 +49,16 @@ rwkvl_dtype dtype_flag(const Args& args, const char* name);
 // Loads --model (with --weight-dtype where the subcommand has it).
 ModelPtr load_model(const Args& args);
 rwkvl_model_info model_info(const rwkvl_model* model);
+// The projections' storage by dtype (factored ones under their A factor's dtype, "(factored)" appended): matrices,
+// weights of W, bytes stored (row scales included); as a line ("i8_masked  96 matrices, 520 KiB, 6.19 bits per
+// weight") and as JSON ({dtype: {matrices, weights, bytes}}). What `info` and `eval` report.
+struct DtypeBytes {
+  int matrices = 0;
+  uint64_t weights = 0, bytes = 0;
+};
+std::map<std::string, DtypeBytes> projection_bytes(const rwkvl_model* model, int n_layer);
+std::string projection_line(const std::string& dtype, const DtypeBytes& d);
+nlohmann::json projection_json(const std::map<std::string, DtypeBytes>& by);
 ContextPtr new_context(const rwkvl_model* model, int n_threads);
 StatePtr new_state(const rwkvl_model* model);
 // A byte count: digits with an optional K, M, G suffix (KiB, MiB, GiB), or "N%" of percent_base when
