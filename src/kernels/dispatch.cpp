@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "core/error.h"
 #include "core/threadpool.h"
@@ -212,6 +213,12 @@ bool force_isa(const char* name) {
   if (!k) return false;
   g_forced.store(k, std::memory_order_release);
   return true;
+}
+
+float* detail::masked_wbuf(int64_t kept) {
+  thread_local std::vector<float> buf;
+  if (buf.size() < static_cast<size_t>(kept) + 64) buf.resize(static_cast<size_t>(kept) + 64);
+  return buf.data();
 }
 
 }  // namespace rwkvl::kern

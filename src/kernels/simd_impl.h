@@ -421,13 +421,6 @@ inline int64_t masked_stride(int64_t cols, int64_t kept) {
   return cols / 8 + (VD == DType::kQ4 ? kept / kQ4BlockCols * kQ4BlockBytes : kept * static_cast<int64_t>(sizeof(typename Elem<VD>::T)));
 }
 
-// The decoded values of one row (thread-local: a matrix may have up to 2^20 columns, too many for the stack).
-inline float* masked_wbuf(int64_t kept) {
-  thread_local std::vector<float> buf;
-  if (buf.size() < static_cast<size_t>(kept) + 64) buf.resize(static_cast<size_t>(kept) + 64);
-  return buf.data();
-}
-
 template <class S, DType VD>
 void matvec_rows_masked(const MatRef& m, const float* x, float* y, int64_t r0, int64_t r1) {
   using V = typename S::V;
