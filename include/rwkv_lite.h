@@ -86,7 +86,7 @@ extern "C" {
 
 /* The C API version of this header (see VERSIONING above). */
 #define RWKVL_API_VERSION_MAJOR 1
-#define RWKVL_API_VERSION_MINOR 9
+#define RWKVL_API_VERSION_MINOR 10
 #define RWKVL_API_VERSION (RWKVL_API_VERSION_MAJOR * 1000 + RWKVL_API_VERSION_MINOR)
 
 /* The C API version of the linked library, RWKVL_API_VERSION as the library was built. Never fails. */
@@ -392,6 +392,29 @@ rwkvl_status rwkvl_context_head_stats(rwkvl_context* ctx, rwkvl_head_stats* out)
 rwkvl_status rwkvl_context_reset_head_stats(rwkvl_context* ctx);
 /* Adds the counters of *b into *a (sums; the mode taken from *b) (1.2). Errors: INVALID_ARGUMENT (NULL). */
 rwkvl_status rwkvl_head_stats_add(rwkvl_head_stats* a, const rwkvl_head_stats* b);
+
+/* ---------------------------------------------------------------- bytes touched per token (1.10) */
+
+/* The weight bytes one generated token touched, part by part: rwkvl_model_info's sizes, corrected by what a run
+   measured where the run reads only part of a tensor (the channel-mix's computed neurons and predictors, the
+   cluster head's rows). `total` is what a memory-bandwidth bound should be computed from. */
+typedef struct {
+  double total;         /* the sum of the parts below */
+  double other;         /* everything read whole every token: time-mix projections, norms, vectors, ... */
+  double ffn;           /* channel-mix key + value bytes read (measured with `ffn` stats, else all of them) */
+  double ffn_predictor; /* activation predictor bytes read (measured, else all of them) */
+  double head;          /* head rows read (cluster mode: rows read per token x bytes of a row at the head's dtype) */
+  double cluster_head;  /* the cluster head, cluster table and priors (cluster mode only) */
+  double emb;           /* one embedding row (+ its scale) */
+  double head_rows;     /* head rows read per token (n_vocab outside cluster mode) */
+  double head_clusters; /* clusters chosen per token (cluster mode; else 0) */
+} rwkvl_touched;
+
+/* Fills *out for `model` given a run's statistics since a reset (either may be NULL, or count no token: then that
+   part is taken whole, as a dense run reads it). With both NULL, total == rwkvl_model_info.bytes_per_token.
+   Errors: INVALID_ARGUMENT (NULL model or out; cluster-mode head stats for a model without a cluster head). */
+rwkvl_status rwkvl_touched_per_token(const rwkvl_model* model, const rwkvl_ffn_stats* ffn, const rwkvl_head_stats* head,
+                                     rwkvl_touched* out);
 
 /* ---------------------------------------------------------------- memory and storage */
 

@@ -1,4 +1,5 @@
-// Totals of the run-time statistics over several sessions (rwkvl_*_stats_add).
+// Totals of the run-time statistics over several sessions (rwkvl_*_stats_add), and the bytes a token touched
+// (rwkvl_touched_per_token).
 #include <algorithm>
 
 #include "api/api_internal.h"
@@ -81,6 +82,44 @@ rwkvl_status rwkvl_memory_stats_add(rwkvl_memory_stats* a, const rwkvl_memory_st
   return rwkvl::api::guarded([&] {
     RWKVL_API_REQUIRE(a && b, "rwkvl_memory_stats_add: NULL argument");
     add_memory(a, *b);
+  });
+}
+
+rwkvl_status rwkvl_touched_per_token(const rwkvl_model* model, const rwkvl_ffn_stats* ffn, const rwkvl_head_stats* head,
+                                     rwkvl_touched* out) {
+  return rwkvl::api::guarded([&] {
+    RWKVL_API_REQUIRE(model && out, "rwkvl_touched_per_token: NULL argument");
+    rwkvl_model_info info{};
+    if (rwkvl_model_get_info(model, &info) != RWKVL_OK) RWKVL_FAIL(kInternal, "rwkvl_touched_per_token: no model info");
+    const bool cluster = head && head->tokens > 0 && head->mode == RWKVL_HEAD_CLUSTER;
+    RWKVL_API_REQUIRE(!cluster || info.cluster_head > 0,
+                      "rwkvl_touched_per_token: cluster-mode head statistics for a model without a cluster head");
+    const double vocab = static_cast<double>(std::max(1, info.n_vocab));
+    rwkvl_touched t{};
+    t.emb = static_cast<double>(info.emb_bytes) / vocab;
+    // bytes_per_token holds one embedding row and every other tensor whole; the rest is what no statistic corrects
+    t.other = static_cast<double>(info.bytes_per_token) - t.emb - static_cast<double>(info.ffn_weight_bytes) -
+              static_cast<double>(info.ffn_predictor_bytes) - static_cast<double>(info.head_bytes) -
+              static_cast<double>(info.cluster_head_bytes);
+    t.other = std::max(0.0, t.other);
+    t.ffn = static_cast<double>(info.ffn_weight_bytes);
+    t.ffn_predictor = static_cast<double>(info.ffn_predictor_bytes);
+    if (ffn && ffn->evals > 0 && info.n_layer > 0) {
+      const double tokens = static_cast<double>(ffn->evals) / info.n_layer;
+      t.ffn = static_cast<double>(ffn->weight_bytes) / tokens;
+      t.ffn_predictor = static_cast<double>(ffn->predictor_bytes) / tokens;
+    }
+    t.head = static_cast<double>(info.head_bytes);
+    t.head_rows = vocab;
+    if (cluster) {
+      const double tokens = static_cast<double>(head->tokens);
+      t.head_rows = static_cast<double>(head->rows_read) / tokens;
+      t.head = t.head_rows * static_cast<double>(info.head_bytes) / vocab;
+      t.cluster_head = static_cast<double>(info.cluster_head_bytes);
+      t.head_clusters = static_cast<double>(head->clusters) / tokens;
+    }
+    t.total = t.other + t.ffn + t.ffn_predictor + t.head + t.cluster_head + t.emb;
+    *out = t;
   });
 }
 

@@ -1,9 +1,12 @@
-// rwkvl_{ffn,head,memory}_stats_add: totals over sessions, checked field by field on hand-made structs.
+// rwkvl_{ffn,head,memory}_stats_add: totals over sessions, checked field by field on hand-made structs;
+// rwkvl_touched_per_token: a tiny model's parts against its info, hand-made statistics, and a real run.
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 #include "rwkv_lite.h"
+#include "test_util.h"
 
 namespace {
 
@@ -82,6 +85,66 @@ TEST(CApiStats, MemorySumsCountsAndKeepsTheLargerPlan) {
   EXPECT_EQ(a.layer_prefetch_hits, 4u);
   EXPECT_DOUBLE_EQ(a.layer_wait_seconds, 0.5);
   EXPECT_EQ(a.head_stream_bytes, 160u);
+}
+
+std::string tiny_v5() { return rwkvl::test::shared_file("reference/tiny-rwkv/tiny-rwkv-5v2-730K-FP32.bin"); }
+
+TEST(CApiStats, TouchedWithoutStatisticsIsEveryWeightOfAToken) {
+  const std::string path = tiny_v5();
+  if (path.empty()) GTEST_SKIP() << "no ../shared";
+  rwkvl_model* m = nullptr;
+  ASSERT_EQ(rwkvl_model_load(path.c_str(), nullptr, &m), RWKVL_OK);
+  rwkvl_model_info info{};
+  ASSERT_EQ(rwkvl_model_get_info(m, &info), RWKVL_OK);
+  rwkvl_touched t{};
+  ASSERT_EQ(rwkvl_touched_per_token(m, nullptr, nullptr, &t), RWKVL_OK);
+  EXPECT_DOUBLE_EQ(t.total, static_cast<double>(info.bytes_per_token));
+  // f32: the embedding row is n_embd floats, the head n_vocab x n_embd floats, the FFN key (F x C) + value (C x F)
+  EXPECT_DOUBLE_EQ(t.emb, 4.0 * info.n_embd);
+  EXPECT_DOUBLE_EQ(t.head, 4.0 * info.n_embd * info.n_vocab);
+  EXPECT_DOUBLE_EQ(t.ffn, 8.0 * info.n_embd * info.n_ffn * info.n_layer);
+  EXPECT_DOUBLE_EQ(t.head_rows, info.n_vocab);
+  EXPECT_EQ(t.cluster_head, 0.0);
+  EXPECT_GT(t.other, 0.0);
+
+  // A run that read a quarter of the FFN bytes: the FFN part is what was read, per token; the rest unchanged.
+  rwkvl_ffn_stats fs{};
+  fs.evals = 4 * static_cast<uint64_t>(info.n_layer);  // 4 tokens
+  fs.weight_bytes = info.ffn_weight_bytes;             // 1/4 per token
+  fs.predictor_bytes = 400;
+  rwkvl_touched u{};
+  ASSERT_EQ(rwkvl_touched_per_token(m, &fs, nullptr, &u), RWKVL_OK);
+  EXPECT_DOUBLE_EQ(u.ffn, static_cast<double>(info.ffn_weight_bytes) / 4);
+  EXPECT_DOUBLE_EQ(u.ffn_predictor, 100.0);
+  EXPECT_DOUBLE_EQ(u.total, t.total - t.ffn + u.ffn + 100.0);
+
+  // Cluster-mode head statistics on a model without a cluster head are refused.
+  rwkvl_head_stats hs{};
+  hs.tokens = 2, hs.rows_read = 10, hs.clusters = 4, hs.mode = RWKVL_HEAD_CLUSTER;
+  EXPECT_EQ(rwkvl_touched_per_token(m, nullptr, &hs, &u), RWKVL_ERR_INVALID_ARGUMENT);
+  hs.mode = RWKVL_HEAD_FULL;  // full mode: the whole head, whatever the counts
+  ASSERT_EQ(rwkvl_touched_per_token(m, nullptr, &hs, &u), RWKVL_OK);
+  EXPECT_DOUBLE_EQ(u.head, t.head);
+  EXPECT_EQ(rwkvl_touched_per_token(nullptr, nullptr, nullptr, &u), RWKVL_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(rwkvl_touched_per_token(m, nullptr, nullptr, nullptr), RWKVL_ERR_INVALID_ARGUMENT);
+
+  // A dense run reads every neuron: its measured FFN bytes per token equal the model's.
+  rwkvl_context* ctx = nullptr;
+  ASSERT_EQ(rwkvl_context_new(m, 1, &ctx), RWKVL_OK);
+  rwkvl_state* st = nullptr;
+  ASSERT_EQ(rwkvl_state_new(m, &st), RWKVL_OK);
+  std::vector<float> logits(static_cast<size_t>(info.n_vocab));
+  ASSERT_EQ(rwkvl_context_reset_ffn_stats(ctx), RWKVL_OK);
+  for (int32_t tok : {65, 66, 67}) ASSERT_EQ(rwkvl_eval(ctx, st, &tok, 1, 1, logits.data()), RWKVL_OK);
+  ASSERT_EQ(rwkvl_context_ffn_stats(ctx, &fs), RWKVL_OK);
+  EXPECT_EQ(fs.evals, 3u * static_cast<uint64_t>(info.n_layer));
+  EXPECT_EQ(fs.weight_bytes, 3u * info.ffn_weight_bytes);
+  ASSERT_EQ(rwkvl_touched_per_token(m, &fs, nullptr, &u), RWKVL_OK);
+  EXPECT_DOUBLE_EQ(u.ffn, t.ffn);
+  EXPECT_DOUBLE_EQ(u.total, t.total);
+  rwkvl_state_free(st);
+  rwkvl_context_free(ctx);
+  rwkvl_model_free(m);
 }
 
 TEST(CApiStats, NullArgumentsAreRefused) {

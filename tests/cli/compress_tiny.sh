@@ -107,6 +107,18 @@ assert abs(sum(f["loss_low"]) - f["loss_low_all"]) < 0.5 * abs(f["loss_low_all"]
 '; then echo "ok   fidelities recorded"; else fail "fidelities record"; fi
 ok_run "perplexity under a latency target" "$CLI" perplexity -m "$WORK/fid.rwkvl" -f "$WORK/test.txt" --chunk 1 \
   --mem-budget 512M --storage emmc --latency-target 1000 --compute-ms 1
+# bench counts the head rows the cluster head read, not the whole head: rows x bytes of a row, fewer than the vocabulary
+if "$CLI" bench -m "$WORK/fid.rwkvl" --prompt-tokens 8 --gen-tokens 16 --no-bandwidth --json | python3 -c '
+import json, sys
+j = json.load(sys.stdin)
+t, V = j["touched"], j["n_vocab"]
+assert 0 < j["head_rows_per_token"] < V and j["head_clusters_per_token"] >= 3, j
+assert t["cluster_head"] > 0 and t["head"] > 0, t
+row = t["head"] / j["head_rows_per_token"]  # bytes of one head row: int8 values + a 2- or 4-byte scale
+assert j["n_embd"] + 2 <= row <= j["n_embd"] + 4, row
+assert abs(j["bytes_touched_per_token"] - sum(t.values())) < 1e-6 * j["bytes_touched_per_token"], j
+assert j["bytes_touched_per_token"] < j["bytes_per_token"] - (V - j["head_rows_per_token"]) * row * 0.999, j
+'; then echo "ok   bench counts the cluster head's rows"; else fail "bench touched bytes of the cluster head"; fi
 ok_run "perplexity at int4" "$CLI" perplexity -m "$WORK/fid.rwkvl" -f "$WORK/test.txt" --chunk 1 --mem-budget 512M --fidelity int4
 run_bad() {  # run_bad NAME EXPECTED_SUBSTRING ARGS...: a run command that must fail with the message
   local name=$1 want=$2

@@ -1,7 +1,8 @@
 // rwkv-lite bench -o md|csv|json: llama-bench's table. Each test (pp<N>: N prompt tokens in sequence mode from a
 // fresh state; tg<N>: N tokens generated one at a time with logits) runs -r times after one warm-up run; t/s is
 // the mean ± the sample standard deviation over the runs, as llama-bench prints it. Next to it: the bytes of
-// weights one generated token reads and the share of the measured memory-bandwidth bound.
+// weights one generated token touched (rwkvl_touched_per_token: the cluster head's rows and the FFN's neurons as
+// read) and the share of the measured memory-bandwidth bound.
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -94,17 +95,29 @@ int bench_table(const Args& args) {
   std::vector<float> logits(static_cast<size_t>(info.n_vocab));
 
   std::vector<Row> rows = {{"pp" + std::to_string(n_prompt), n_prompt, 0, {}}, {"tg" + std::to_string(n_gen), 0, n_gen, {}}};
+  double touched = static_cast<double>(info.bytes_per_token);  // bytes a generated token touched (measured below)
   for (Row& r : rows) {
     run_once(ctx.get(), st.get(), r, chunk, ids, logits);  // warm-up (pages the weights in, starts the threads)
+    check(rwkvl_context_reset_ffn_stats(ctx.get()));
+    check(rwkvl_context_reset_head_stats(ctx.get()));
     for (int i = 0; i < reps; ++i) r.ts.push_back(run_once(ctx.get(), st.get(), r, chunk, ids, logits));
+    if (r.n_gen > 0) {  // the cluster head's rows and the FFN's neurons as the generation runs read them
+      rwkvl_ffn_stats fs{};
+      rwkvl_head_stats hs{};
+      check(rwkvl_context_ffn_stats(ctx.get(), &fs));
+      check(rwkvl_context_head_stats(ctx.get(), &hs));
+      rwkvl_touched tb{};
+      check(rwkvl_touched_per_token(model.get(), &fs, &hs, &tb));
+      touched = tb.total;
+    }
   }
-  const uint64_t bw_buffer = std::max<uint64_t>(256ull << 20, info.bytes_per_token);
+  const uint64_t bw_buffer = std::max<uint64_t>(256ull << 20, static_cast<uint64_t>(touched));
   const double bound = args.on("no-bandwidth") ? 0.0
                                                : std::max(rwkvl_measure_read_bandwidth(threads, bw_buffer, 0.5),
                                                           rwkvl_measure_read_bandwidth(threads, bw_buffer, 0.5));
   const std::string backend = std::string("CPU");
   const std::string model_name = model_text(info);
-  auto bw_pct = [&](const Row& r) { return r.n_gen > 0 && bound > 0 ? 100.0 * r.mean() * static_cast<double>(info.bytes_per_token) / bound : -1.0; };
+  auto bw_pct = [&](const Row& r) { return r.n_gen > 0 && bound > 0 ? 100.0 * r.mean() * touched / bound : -1.0; };
 
   if (format == "json") {
     nlohmann::json a = nlohmann::json::array();
@@ -112,7 +125,7 @@ int bench_table(const Args& args) {
       nlohmann::json j = {{"model_filename", model_path}, {"model_type", model_name}, {"model_size", info.weight_bytes},
                           {"model_n_params", info.n_params}, {"backends", backend}, {"n_threads", threads},
                           {"n_prompt", r.n_prompt}, {"n_gen", r.n_gen}, {"test", r.test}, {"avg_ts", r.mean()},
-                          {"stddev_ts", r.sd()}, {"samples_ts", r.ts}, {"bytes_per_token", info.bytes_per_token},
+                          {"stddev_ts", r.sd()}, {"samples_ts", r.ts}, {"bytes_per_token", static_cast<uint64_t>(touched)},
                           {"cpu_info", rwkvl_system_info()}};
       j["bandwidth_pct"] = bw_pct(r) >= 0 ? nlohmann::json(bw_pct(r)) : nlohmann::json(nullptr);
       a.push_back(j);
@@ -125,7 +138,7 @@ int bench_table(const Args& args) {
       std::printf("\"%s\",\"%s\",%llu,%llu,%s,%d,%s,%d,%d,%.6f,%.6f,%llu,%s\n", model_path.c_str(), model_name.c_str(),
                   static_cast<unsigned long long>(info.weight_bytes), static_cast<unsigned long long>(info.n_params),
                   backend.c_str(), threads, r.test.c_str(), r.n_prompt, r.n_gen, r.mean(), r.sd(),
-                  static_cast<unsigned long long>(info.bytes_per_token),
+                  static_cast<unsigned long long>(touched),
                   bw_pct(r) >= 0 ? std::to_string(bw_pct(r)).c_str() : "");
   } else {
     std::printf("| model | size | params | backend | threads | test | t/s | bytes/token | bandwidth %% |\n");
@@ -135,7 +148,7 @@ int bench_table(const Args& args) {
       if (bw_pct(r) >= 0) std::snprintf(pct, sizeof pct, "%.1f", bw_pct(r));
       std::printf("| %s | %s | %s | %s | %d | %s | %.2f ± %.2f | %s | %s |\n", model_name.c_str(),
                   size_text(info.weight_bytes).c_str(), params_text(info.n_params).c_str(), backend.c_str(), threads,
-                  r.test.c_str(), r.mean(), r.sd(), r.n_gen > 0 ? format_bytes(info.bytes_per_token).c_str() : "-", pct);
+                  r.test.c_str(), r.mean(), r.sd(), r.n_gen > 0 ? format_bytes(static_cast<uint64_t>(touched)).c_str() : "-", pct);
     }
     std::printf("\n%s, %d runs per test after one warm-up\n", rwkvl_system_info(), reps);
   }
