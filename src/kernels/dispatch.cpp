@@ -153,6 +153,19 @@ void ffn_neurons(const MatRef& layout, const void* const* ptrs, const int32_t* i
   current().ffn_neurons(layout, ptrs, ids, n, x, y, kout, skip_zero);
 }
 
+void ffn_values(const MatRef& layout, const void* const* ptrs, const int32_t* ids, int64_t n, const float* A, int64_t lda,
+                int64_t t0, int64_t t1, float* Y, int64_t ldy) {
+  MatRef m = layout;
+  m.rows = 0;
+  m.data = nullptr;
+  check_mat(m);
+  RWKVL_CHECK(m.dtype != DType::kI8 || layout.row_scale != nullptr);
+  RWKVL_CHECK(m.dtype != DType::kF16S24 && !dtype_is_masked(m.dtype) && "neuron bundles are never sparse-packed");
+  RWKVL_CHECK(n >= 0 && t0 >= 0 && t1 >= t0 && lda >= n && ldy >= m.cols);
+  if (n == 0 || t1 == t0) return;
+  current().ffn_values(layout, ptrs, ids, n, A, lda, t0, t1, Y, ldy);
+}
+
 void matvec(const MatRef& w, const float* x, float* y, ThreadPool* pool) {
   check_mat(w);
   const KernelSet& k = current();

@@ -80,6 +80,14 @@ inline int64_t mat_bytes(const MatRef& w) { return w.rows * mat_row_bytes(w); }
 void ffn_neurons(const MatRef& layout, const void* const* ptrs, const int32_t* ids, int64_t n, const float* x,
                  float* y, float* kout, bool skip_zero);
 
+// The value half of a neuron-bundled channel-mix over a chunk of tokens (sequence mode): for each neuron j in
+// [0, n) (bytes at ptrs[j] as for ffn_neurons; its value row is the second row, kI8 scale at bundled row
+// 2 ids[j] + 1) and each token t in [t0, t1) with a = A[t lda + j] != 0:  Y[t ldy + c] += a * valuerow[c] for c in
+// [0, cols). Zeros of A never read the value row for that token; a row is converted once per token that uses it,
+// neurons outer, tokens inner, so it stays in L1. Single-threaded (callers split the tokens across threads).
+void ffn_values(const MatRef& layout, const void* const* ptrs, const int32_t* ids, int64_t n, const float* A, int64_t lda,
+                int64_t t0, int64_t t1, float* Y, int64_t ldy);
+
 // 1-bit approximation of W x (activation predictor). bits: rows x (cols / 8) bytes, row-major; bit
 // (c % 8) (LSB first) of byte c / 8 of a row is set when W[r][c] is at W's upper level:
 //   score[r] = lo[r] * sum(x) + step[r] * sum_{c : bit(r, c) set} x[c].   cols % 8 == 0.

@@ -15,11 +15,15 @@ using MatmulRowsFn = void (*)(const MatRef& w, const float* X, int64_t n, float*
 using FfnNeuronsFn = void (*)(const MatRef& layout, const void* const* ptrs, const int32_t* ids, int64_t n,
                               const float* x, float* y, float* kout, bool skip_zero);
 
+using FfnValuesFn = void (*)(const MatRef& layout, const void* const* ptrs, const int32_t* ids, int64_t n,
+                             const float* A, int64_t lda, int64_t t0, int64_t t1, float* Y, int64_t ldy);
+
 struct KernelSet {
   const char* name;
   MatvecRowsFn matvec_rows;
   MatmulRowsFn matmul_rows;
   FfnNeuronsFn ffn_neurons;
+  FfnValuesFn ffn_values;
 };
 
 extern const KernelSet kScalarKernels;  // matvec_scalar.cpp, every architecture

@@ -223,8 +223,49 @@ void ffn_neurons_scalar(const MatRef& m, const void* const* ptrs, const int32_t*
   }
 }
 
+template <DType D>
+void ffn_values_t(const MatRef& m, const void* const* ptrs, const int32_t* ids, int64_t n, const float* A, int64_t lda,
+                  int64_t t0, int64_t t1, float* Y, int64_t ldy) {
+  using T = typename Elem<D>::T;
+  const int64_t cols = m.cols, stride = row_stride<D>(cols);
+  std::vector<float> buf(static_cast<size_t>(cols));
+  for (int64_t j = 0; j < n; ++j) {
+    const T* w = static_cast<const T*>(ptrs[j]) + stride;
+    float scale = 1.0f;
+    if constexpr (D == DType::kI8)
+      scale = m.scale_dtype == DType::kF16 ? half_to_float(static_cast<const uint16_t*>(m.row_scale)[2 * ids[j] + 1])
+                                           : static_cast<const float*>(m.row_scale)[2 * ids[j] + 1];
+    bool converted = false;
+    for (int64_t t = t0; t < t1; ++t) {
+      const float a = A[t * lda + j];
+      if (a == 0.0f) continue;
+      if (!converted) {  // read only when some token uses it
+        if constexpr (D == DType::kF32) std::memcpy(buf.data(), w, sizeof(float) * static_cast<size_t>(cols));
+        else row_to_f32<D>(w, cols, buf.data());
+        converted = true;
+      }
+      const float coef = a * scale;
+      float* y = Y + t * ldy;
+      for (int64_t c = 0; c < cols; ++c) y[c] += coef * buf[static_cast<size_t>(c)];
+    }
+  }
+}
+
+void ffn_values_scalar(const MatRef& m, const void* const* ptrs, const int32_t* ids, int64_t n, const float* A,
+                       int64_t lda, int64_t t0, int64_t t1, float* Y, int64_t ldy) {
+  switch (m.dtype) {
+    case DType::kF32: return ffn_values_t<DType::kF32>(m, ptrs, ids, n, A, lda, t0, t1, Y, ldy);
+    case DType::kF16: return ffn_values_t<DType::kF16>(m, ptrs, ids, n, A, lda, t0, t1, Y, ldy);
+    case DType::kBF16: return ffn_values_t<DType::kBF16>(m, ptrs, ids, n, A, lda, t0, t1, Y, ldy);
+    case DType::kI8: return ffn_values_t<DType::kI8>(m, ptrs, ids, n, A, lda, t0, t1, Y, ldy);
+    case DType::kQ4: return ffn_values_t<DType::kQ4>(m, ptrs, ids, n, A, lda, t0, t1, Y, ldy);
+    default: break;
+  }
+}
+
 }  // namespace
 
-const KernelSet kScalarKernels = {"scalar", &matvec_rows_scalar, &matmul_rows_scalar, &ffn_neurons_scalar};
+const KernelSet kScalarKernels = {"scalar", &matvec_rows_scalar, &matmul_rows_scalar, &ffn_neurons_scalar,
+                                  &ffn_values_scalar};
 
 }  // namespace rwkvl::kern::detail

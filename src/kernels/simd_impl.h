@@ -780,6 +780,35 @@ void ffn_neurons_t(const MatRef& m, const void* const* ptrs, const int32_t* ids,
   }
 }
 
+template <class S, DType D>
+void ffn_values_t(const MatRef& m, const void* const* ptrs, const int32_t* ids, int64_t n, const float* A, int64_t lda,
+                  int64_t t0, int64_t t1, float* Y, int64_t ldy) {
+  using T = typename Elem<D>::T;
+  const int64_t cols = m.cols, stride = row_stride<D>(cols);
+  for (int64_t j = 0; j < n; ++j) {
+    const T* v = static_cast<const T*>(ptrs[j]) + stride;
+    float scale = 1.0f;
+    if constexpr (D == DType::kI8) scale = i8_row_scale<S>(m, 2 * static_cast<int64_t>(ids[j]) + 1);
+    for (int64_t t = t0; t < t1; ++t) {
+      const float a = A[t * lda + j];
+      if (a != 0.0f) axpy_row<S, D>(v, cols, a * scale, Y + t * ldy, 0);
+    }
+  }
+}
+
+template <class S>
+void ffn_values_isa(const MatRef& m, const void* const* ptrs, const int32_t* ids, int64_t n, const float* A, int64_t lda,
+                    int64_t t0, int64_t t1, float* Y, int64_t ldy) {
+  switch (m.dtype) {
+    case DType::kF32: return ffn_values_t<S, DType::kF32>(m, ptrs, ids, n, A, lda, t0, t1, Y, ldy);
+    case DType::kF16: return ffn_values_t<S, DType::kF16>(m, ptrs, ids, n, A, lda, t0, t1, Y, ldy);
+    case DType::kBF16: return ffn_values_t<S, DType::kBF16>(m, ptrs, ids, n, A, lda, t0, t1, Y, ldy);
+    case DType::kI8: return ffn_values_t<S, DType::kI8>(m, ptrs, ids, n, A, lda, t0, t1, Y, ldy);
+    case DType::kQ4: return ffn_values_t<S, DType::kQ4>(m, ptrs, ids, n, A, lda, t0, t1, Y, ldy);
+    default: break;
+  }
+}
+
 template <class S>
 void ffn_neurons_isa(const MatRef& m, const void* const* ptrs, const int32_t* ids, int64_t n, const float* x,
                      float* y, float* kout, bool skip_zero) {

@@ -140,6 +140,11 @@ void FfnRuntime::forward(ForwardEnv& env, const LayerWeights& L, const float* xk
     forward_dense_matrix(env, L, xk, out, T);
   } else {
     const size_t C = static_cast<size_t>(L.sffn.layout.cols);
+    if (T > 1 && !opt_.verify && opt_.chunk_union) {
+      forward_chunk_fused(L, xk, out, T);
+      stats_.seconds += since(t0);
+      return;
+    }
     for (size_t t = 0; t < T; ++t) {
       if (cache_) forward_token(L, xk + t * C, out + t * C);
       else forward_token_fused(L, xk + t * C, out + t * C);
@@ -200,6 +205,191 @@ void FfnRuntime::predict(const SparseFfn& S, const float* x, std::vector<int32_t
 // Without a cache everything after the predictor's first layer runs in one parallel region: each
 // thread takes a contiguous range of neurons, scores them, keeps the predicted ones and computes them
 // into its own partial output (one fork/join per token and layer instead of four).
+void FfnRuntime::draw_random(int64_t F) {
+  if (rand_perm_.size() != static_cast<size_t>(F)) {
+    rand_perm_.resize(static_cast<size_t>(F));
+    std::iota(rand_perm_.begin(), rand_perm_.end(), 0);
+  }
+  const int64_t k = std::llround(opt_.random_frac * static_cast<double>(F));
+  for (int64_t i = 0; i < k; ++i) {
+    const int64_t r = i + static_cast<int64_t>(splitmix64(rng_) % static_cast<uint64_t>(F - i));
+    std::swap(rand_perm_[static_cast<size_t>(i)], rand_perm_[static_cast<size_t>(r)]);
+  }
+  chosen_.assign(static_cast<size_t>(F), 0);
+  for (int64_t i = 0; i < k; ++i) chosen_[static_cast<size_t>(rand_perm_[static_cast<size_t>(i)])] = 1;
+}
+
+// Sequence mode, step (1): cmask_[t F + j] = 1 where token t uses neuron j, else 0 (floats: the loops that read it
+// vectorise). Predict mode runs the MLP over the chunk as two matrix products and the 1-bit copy token by token.
+void FfnRuntime::chunk_select(const SparseFfn& S, const float* xk, size_t T) {
+  const int64_t F = S.n, C = S.layout.cols;
+  const size_t Fz = static_cast<size_t>(F), Cz = static_cast<size_t>(C);
+  const bool predict_mode = mode_ == FfnMode::kPredict;
+  const bool random = predict_mode && opt_.random_frac > 0;
+  const bool use_mlp = predict_mode && S.has_predictor() && S.mlp_thresh != INFINITY;
+  const bool use_bits = predict_mode && S.has_predictor() && S.bits_thresh != INFINITY;
+  const auto tp = Clock::now();
+  cmask_.assign(T * Fz, predict_mode ? 0.f : 1.f);
+  if (use_mlp) {
+    chid_.resize(T * static_cast<size_t>(S.hidden));
+    cz_.resize(T * Fz);
+    kern::matmul(S.w1, xk, static_cast<int64_t>(T), chid_.data(), pool_);
+    for (float& h : chid_) h = h > 0.f ? h : 0.f;
+    kern::matmul(S.w2, chid_.data(), static_cast<int64_t>(T), cz_.data(), pool_);
+  }
+  if (use_bits) {
+    score_.resize(Fz);
+    table_.resize(kern::bits_table_floats(C));
+  }
+  if (predict_mode) {
+    const float mt = S.mlp_thresh, bt = S.bits_thresh;
+    for (size_t t = 0; t < T; ++t) {
+      float* mask = cmask_.data() + t * Fz;
+      if (use_bits) {
+        kern::bits_prepare(xk + t * Cz, C, table_.data());
+        const auto run = [this, &S, C](int64_t b, int64_t e) {
+          kern::bits_scores_rows(S.bits, S.lo, S.step, C, table_.data(), score_.data(), b, e);
+        };
+        if (pool_ && pool_->size() > 1 && F >= 512) pool_->parallel_for(F, run, 64);
+        else run(0, F);
+      }
+      if (random) {
+        draw_random(F);
+        for (size_t j = 0; j < Fz; ++j) mask[j] = chosen_[j] ? 1.f : 0.f;
+        continue;
+      }
+      const float* z = use_mlp ? cz_.data() + t * Fz : nullptr;
+      const float* sc = score_.data();
+      if (use_mlp && use_bits)
+        for (size_t j = 0; j < Fz; ++j) mask[j] = static_cast<float>(static_cast<int>(z[j] > mt) | static_cast<int>(sc[j] > bt));
+      else if (use_mlp)
+        for (size_t j = 0; j < Fz; ++j) mask[j] = static_cast<float>(z[j] > mt);
+      else if (use_bits)
+        for (size_t j = 0; j < Fz; ++j) mask[j] = static_cast<float>(sc[j] > bt);
+    }
+    stats_.seconds_predictor += since(tp);
+    if (S.has_predictor()) stats_.predictor_bytes += T * S.predictor_bytes();
+  }
+}
+
+// A chunk of T tokens with the bundle in place. (1) Which neurons each token uses: the predictors run over the chunk
+// (the MLP as two matrix products, the 1-bit copy token by token), or every neuron in dense / exact mode. (2) The
+// union of those, in blocks of kChunkBlock neurons: their key rows gathered into one matrix and multiplied with the
+// T inputs at once (the matmul kernels); a = relu(k)^2 where the token uses the neuron, else 0; then each value row
+// of a neuron some token activates is added, scaled by a, to the outputs of the tokens with a != 0
+// (kern::ffn_values: the row stays in L1 across the tokens). Each weight row is read from memory once per chunk.
+void FfnRuntime::forward_chunk_fused(const LayerWeights& L, const float* xk, float* out, size_t T) {
+  constexpr int64_t kChunkBlock = 128;
+  const SparseFfn& S = L.sffn;
+  const int64_t F = S.n, C = S.layout.cols;
+  const size_t Fz = static_cast<size_t>(F), Cz = static_cast<size_t>(C);
+  const bool skip_zero = mode_ != FfnMode::kDense;
+
+  chunk_select(S, xk, T);  // (1)
+  uint64_t computed = 0;
+  cumask_.assign(Fz, 0.f);  // used by some token of the chunk
+  for (size_t t = 0; t < T; ++t) {
+    const float* mask = cmask_.data() + t * Fz;
+    float* um = cumask_.data();
+    int32_t used = 0;  // integer counts: the loop vectorises
+    for (size_t j = 0; j < Fz; ++j) {
+      um[j] = std::max(um[j], mask[j]);
+      used += mask[j] != 0.f;
+    }
+    computed += static_cast<uint64_t>(used);
+  }
+  cunion_.clear();
+  for (int64_t j = 0; j < F; ++j)
+    if (cumask_[static_cast<size_t>(j)] != 0.f) cunion_.push_back(static_cast<int32_t>(j));
+  const int64_t U = static_cast<int64_t>(cunion_.size());
+  const size_t Uz = static_cast<size_t>(U);
+  cmasku_.resize(T * Uz);  // the mask in union order
+  for (size_t t = 0; t < T; ++t)
+    for (size_t i = 0; i < Uz; ++i) cmasku_[t * Uz + i] = cmask_[t * Fz + static_cast<size_t>(cunion_[i])];
+
+  // (2) the union, block by block
+  const size_t rb = static_cast<size_t>(kern::row_bytes(S.layout.dtype, C));
+  const bool i8 = S.layout.dtype == DType::kI8;
+  const size_t sb = i8 ? (S.layout.scale_dtype == DType::kF16 ? 2 : 4) : 0;
+  const size_t need = static_cast<size_t>(kChunkBlock) * rb;
+  if (ckeys_cap_ < need) {
+    void* p = std::aligned_alloc(64, (need + 63) / 64 * 64);
+    if (!p) throw std::bad_alloc();
+    ckeys_.reset(static_cast<uint8_t*>(p));
+    ckeys_cap_ = need;
+  }
+  cscales_.resize(static_cast<size_t>(kChunkBlock) * sb);
+  ck_.resize(T * static_cast<size_t>(kChunkBlock));
+  cany_.resize(static_cast<size_t>(kChunkBlock));
+  cptrs_.resize(static_cast<size_t>(kChunkBlock));
+  std::fill(out, out + T * Cz, 0.f);
+  uint64_t nz_pairs = 0, rows_read = 0;
+  for (int64_t b0 = 0; b0 < U; b0 += kChunkBlock) {
+    const int64_t n = std::min(kChunkBlock, U - b0);
+    const size_t nz = static_cast<size_t>(n);
+    const int32_t* ids = cunion_.data() + b0;
+    // the block's neurons: in place in the mapped file, or pinned in the neuron cache until released below
+    if (cache_) cache_->acquire(L.index, ids, n, cptrs_.data());
+    struct Release {
+      NeuronCache* c;
+      int layer;
+      ~Release() {
+        if (c) c->release(layer);
+      }
+    } release{cache_.get(), L.index};
+    for (size_t i = 0; i < nz; ++i) {
+      if (!cache_) cptrs_[i] = S.neuron(ids[i]);
+      std::memcpy(ckeys_.get() + i * rb, cptrs_[i], rb);
+      if (i8)
+        std::memcpy(cscales_.data() + i * sb, static_cast<const uint8_t*>(S.layout.row_scale) + 2 * static_cast<size_t>(ids[i]) * sb,
+                    sb);
+    }
+    kern::MatRef keys = S.layout;
+    keys.rows = n;
+    keys.data = ckeys_.get();
+    keys.row_scale = i8 ? cscales_.data() : nullptr;
+    kern::matmul(keys, xk, static_cast<int64_t>(T), ck_.data(), pool_);  // ck_[t n + i]
+    rows_read += nz;
+    // a = mask relu(k)^2; the neurons some token activates (dense mode: every used one)
+    std::fill(cany_.begin(), cany_.begin() + n, skip_zero ? 0.f : 1.f);
+    for (size_t t = 0; t < T; ++t) {
+      const float* mask = cmasku_.data() + t * Uz + static_cast<size_t>(b0);
+      float* k = ck_.data() + t * nz;
+      float* any = cany_.data();
+      int32_t on = 0;
+      for (size_t i = 0; i < nz; ++i) {
+        const float r = k[i] > 0.f ? k[i] : 0.f;
+        const float a = r * r * mask[i];
+        k[i] = a;
+        on += a > 0.f;
+        any[i] = std::max(any[i], a);
+      }
+      nz_pairs += static_cast<uint64_t>(on);
+    }
+    for (size_t i = 0; i < nz; ++i) rows_read += cany_[i] > 0.f;
+    // out[t] += sum over the block's neurons of a[t][i] value row i (rows of zero a are not read): tokens split
+    // across threads, each token's sum in neuron order whatever the thread count
+    const auto values = [&](int64_t b, int64_t e) {
+      kern::ffn_values(S.layout, cptrs_.data(), ids, n, ck_.data(), n, b, e, out, C);
+    };
+    if (pool_ && pool_->size() > 1 && T >= 2) pool_->parallel_for(static_cast<int64_t>(T), values, 1);
+    else values(0, static_cast<int64_t>(T));
+  }
+
+  // Counters, per (token, layer) as the token path counts them; the bytes are those read: each row once a chunk.
+  const uint64_t vrows = skip_zero ? nz_pairs : computed;
+  stats_.evals += T;
+  stats_.neurons += T * static_cast<uint64_t>(F);
+  stats_.computed += computed;
+  stats_.value_rows += vrows;
+  stats_.weight_bytes += rows_read * row_read_bytes(S);
+  if (mode_ != FfnMode::kPredict) {
+    stats_.verify_active += nz_pairs;
+    stats_.verify_hit += nz_pairs;
+    stats_.verified = true;
+  }
+}
+
 void FfnRuntime::forward_token_fused(const LayerWeights& L, const float* x, float* out) {
   const SparseFfn& S = L.sffn;
   const int64_t F = S.n, C = S.layout.cols;
@@ -216,19 +406,7 @@ void FfnRuntime::forward_token_fused(const LayerWeights& L, const float* x, floa
     z_.resize(static_cast<size_t>(F));
   }
   if (use_bits) score_.resize(static_cast<size_t>(F));
-  if (random) {
-    if (rand_perm_.size() != static_cast<size_t>(F)) {
-      rand_perm_.resize(static_cast<size_t>(F));
-      std::iota(rand_perm_.begin(), rand_perm_.end(), 0);
-    }
-    const int64_t k = std::llround(opt_.random_frac * static_cast<double>(F));
-    for (int64_t i = 0; i < k; ++i) {
-      const int64_t r = i + static_cast<int64_t>(splitmix64(rng_) % static_cast<uint64_t>(F - i));
-      std::swap(rand_perm_[static_cast<size_t>(i)], rand_perm_[static_cast<size_t>(r)]);
-    }
-    chosen_.assign(static_cast<size_t>(F), 0);
-    for (int64_t i = 0; i < k; ++i) chosen_[static_cast<size_t>(rand_perm_[static_cast<size_t>(i)])] = 1;
-  }
+  if (random) draw_random(F);
   double pred_serial = since(tp);
   const int P = pool_ ? pool_->size() : 1;
   if (tids_.size() < static_cast<size_t>(P)) tids_.resize(static_cast<size_t>(P));

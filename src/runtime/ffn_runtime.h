@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,6 +37,11 @@ struct FfnOptions {
   double random_frac = 0.0;       // > 0: after the predictor ran, replace its set by this share of random neurons
   uint64_t seed = 1;              // for random_frac
   std::shared_ptr<Storage> storage;  // the cache's reads also occupy this simulated device (the session sets it)
+  // Sequence mode (without verification): a chunk's tokens share one read of the union of their neurons (from the
+  // mapped file or through the cache), keys as one matrix product, value rows added for the tokens that activate
+  // them; each token still uses only its own neurons. false: token by token (the same neurons, another float
+  // summation order).
+  bool chunk_union = true;
 };
 
 // Counters over (token, layer) evaluations of the channel-mix.
@@ -74,6 +80,9 @@ class FfnRuntime {
   void forward_dense_matrix(ForwardEnv& env, const LayerWeights& L, const float* xk, float* out, size_t T);
   void forward_token(const LayerWeights& L, const float* x, float* out);        // with a neuron cache
   void forward_token_fused(const LayerWeights& L, const float* x, float* out);  // weights in place
+  void forward_chunk_fused(const LayerWeights& L, const float* xk, float* out, size_t T);  // chunk_union
+  void chunk_select(const SparseFfn& S, const float* xk, size_t T);  // its neurons per token
+  void draw_random(int64_t F);  // chosen_ = a random set of round(random_frac F) neurons
   void verify_count(const SparseFfn& S, const float* x);  // recall counters against every key row
   void count(const SparseFfn& S, uint64_t n, uint64_t nz, bool skip_zero);
   void predict(const SparseFfn& S, const float* x, std::vector<int32_t>& ids);
@@ -95,6 +104,15 @@ class FfnRuntime {
   std::vector<const void*> vptrs_;  // verification
   std::vector<float> vscratch_;
   std::vector<float> kout_, partial_, hid_, z_, score_, table_, kbuf_;
+  // chunk_union scratch: per (token, neuron) use; the union; a block of gathered key rows (64-byte aligned), its
+  // products, activations and transposed value rows; the block's output
+  std::vector<float> cmask_, cumask_, cmasku_, cany_;
+  std::vector<int32_t> cunion_;
+  std::unique_ptr<uint8_t, void (*)(void*)> ckeys_{nullptr, &std::free};
+  size_t ckeys_cap_ = 0;
+  std::vector<uint8_t> cscales_;
+  std::vector<float> chid_, cz_, ck_;
+  std::vector<const void*> cptrs_;
   uint64_t rng_ = 0;
 };
 

@@ -82,7 +82,11 @@ uint64_t session_scratch_bytes(const Model& m, size_t chunk, bool head_compare) 
   // (plus the full head's when comparing); without one, the streamed head's row pieces (at most one row).
   const uint64_t vocab_rows = m.cluster_head().present() ? (head_compare ? 3 : 2) : 1;
   const uint64_t head = vocab_rows * static_cast<uint64_t>(c.n_vocab) * 4 + 2 * static_cast<uint64_t>(m.cluster_head().k) * 8;
-  const uint64_t ffn = 8 * static_cast<uint64_t>(c.n_ffn) * 4 * 2;
+  uint64_t ffn = 8 * static_cast<uint64_t>(c.n_ffn) * 4 * 2;
+  if (m.layer(0).sffn.present()) {  // sequence mode's union of a chunk's neurons (FfnRuntime::forward_chunk_fused)
+    const uint64_t F = static_cast<uint64_t>(c.n_ffn), C = static_cast<uint64_t>(c.n_embd), B = 128;
+    ffn += T * F * (1 + 4) + B * C * 4 * 2 + T * B * 4 * 2 + T * C * 4 + C * 4 + F * 8;
+  }
   return bufs + head + ffn + 256 * 1024;
 }
 

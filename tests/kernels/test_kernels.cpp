@@ -860,6 +860,66 @@ TEST_P(KernelIsa, FfnNeuronsMatchDoubleReference) {
   }
 }
 
+// ffn_values (sequence mode's value half): rows [t0, t1) of Y gain sum_j A[t][j] (value row of ids[j]); rows outside
+// the range, the padding columns of Y and A's padding stay untouched; a neuron whose A entries are zero for every
+// token never reads its value row (poisoned with NaN here).
+TEST_P(KernelIsa, FfnValuesMatchDoubleReference) {
+  const int64_t F = 40, T = 6;
+  uint64_t seed = 90000;
+  for (const FfnKind& k : kFfnKinds) {
+    for (int64_t C : {32, 40, 64, 13, 256, 768}) {
+      if (k.dtype == DType::kQ4 && C % 32 != 0) continue;
+      SCOPED_TRACE(testing::Message() << k.name << " C=" << C);
+      Bundled b = make_bundled(k, F, C, ++seed);
+      std::mt19937_64 gen(++seed);
+      std::vector<int32_t> ids(static_cast<size_t>(F));
+      for (int32_t i = 0; i < F; ++i) ids[static_cast<size_t>(i)] = i;
+      std::shuffle(ids.begin(), ids.end(), gen);
+      const int64_t n = 29, lda = n + 3, ldy = C + 2, t0 = 1, t1 = 5;
+      std::uniform_real_distribution<float> U(0.f, 2.f);
+      std::vector<float> A(static_cast<size_t>(T * lda), 0.f);
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t j = 0; j < lda; ++j)
+          A[static_cast<size_t>(t * lda + j)] = j >= n ? NAN : (gen() % 3 == 0 ? 0.f : U(gen));  // padding: NaN
+      // neurons 0, 7 and 20 of the list are zero for every token: their value rows are poisoned
+      for (int64_t j : {0, 7, 20}) {
+        for (int64_t t = 0; t < T; ++t) A[static_cast<size_t>(t * lda + j)] = 0.f;
+        b.poison_second_row(ids[static_cast<size_t>(j)]);
+      }
+      std::vector<const void*> ptrs;
+      for (int64_t j = 0; j < n; ++j) ptrs.push_back(b.neuron[static_cast<size_t>(ids[static_cast<size_t>(j)])]);
+      const std::vector<float> y0 = make_vec(T * ldy, ++seed);
+      std::vector<float> Y = y0;
+      ffn_values(b.layout(), ptrs.data(), ids.data(), n, A.data(), lda, t0, t1, Y.data(), ldy);
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t c = 0; c < ldy; ++c) {
+          const size_t i = static_cast<size_t>(t * ldy + c);
+          if (t < t0 || t >= t1 || c >= C) {
+            ASSERT_EQ(Y[i], y0[i]) << "t=" << t << " c=" << c << " must not change";
+            continue;
+          }
+          double ref = y0[i], bound = std::fabs(y0[i]);
+          for (int64_t j = 0; j < n; ++j) {
+            const double a = A[static_cast<size_t>(t * lda + j)];
+            if (a == 0) continue;
+            const double w = b.m.deq[static_cast<size_t>((2 * ids[static_cast<size_t>(j)] + 1) * C + c)];
+            ref += a * w;
+            bound += std::fabs(a * w);
+          }
+          ASSERT_TRUE(std::isfinite(Y[i])) << "t=" << t << " c=" << c << ": a zero neuron's row was read";
+          ASSERT_LE(std::fabs(Y[i] - ref), static_cast<double>(n + 8) * std::ldexp(1.0, -23) * bound + 1e-30)
+              << "t=" << t << " c=" << c;
+        }
+      }
+      // n = 0 or an empty token range touch nothing
+      std::vector<float> Z = y0;
+      ffn_values(b.layout(), ptrs.data(), ids.data(), 0, A.data(), lda, t0, t1, Z.data(), ldy);
+      ffn_values(b.layout(), ptrs.data(), ids.data(), n, A.data(), lda, 3, 3, Z.data(), ldy);
+      EXPECT_EQ(Z, y0);
+    }
+  }
+}
+
 // skip_zero: a neuron whose pre-activation is <= 0 must not read its second row (here NaN data, or
 // a NaN row scale for kI8); without skip_zero it is read (0 * NaN = NaN reaches y).
 TEST_P(KernelIsa, FfnNeuronsSkipZeroDoesNotReadWv) {
