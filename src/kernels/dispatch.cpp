@@ -228,6 +228,12 @@ bool force_isa(const char* name) {
   return true;
 }
 
+float* detail::expand_tile_buf(int64_t floats) {
+  thread_local std::vector<float> buf;
+  if (buf.size() < static_cast<size_t>(floats)) buf.resize(static_cast<size_t>(floats));
+  return buf.data();
+}
+
 float* detail::masked_wbuf(int64_t kept) {
   thread_local std::vector<float> buf;
   if (buf.size() < static_cast<size_t>(kept) + 64) buf.resize(static_cast<size_t>(kept) + 64);

@@ -76,6 +76,9 @@ constexpr MaskRankTable kMaskRanks = make_mask_rank_table();
 // The decoded values of one masked row: a thread's own buffer of at least kept + 64 floats (a matrix may have up to
 // 2^20 columns, too many for the stack). Defined once, in baseline code (dispatch.cpp): the per-ISA files only call it.
 float* masked_wbuf(int64_t kept);
+// A tile of rows expanded to float32 for the sequence-mode kernels of sparse dtypes: a thread's own buffer of at
+// least `floats` floats (distinct from masked_wbuf), defined in dispatch.cpp like it.
+float* expand_tile_buf(int64_t floats);
 
 // Row stride of a matrix in units of Elem<D>::T (bytes for kQ4). Internal linkage, like everything
 // compiled into the per-ISA files (an out-of-line copy built with -mavx512f must never be shared).

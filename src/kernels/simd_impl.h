@@ -559,30 +559,30 @@ void matmul_rows_s24(const MatRef& m, const float* X, int64_t n, float* Y, int64
     return;
   }
   constexpr int R = S::kTileR, T = S::kTileT;
-  std::vector<float> buf(static_cast<size_t>(R * cols));
+  float* const buf = expand_tile_buf(static_cast<int64_t>(R) * cols);
   // The dtype's own row decoder (core/dtype.h): the same exact f16 values the sparse dot multiplies.
   auto expand = [&](int64_t r, float* out) { s24_to_f32_row(base + r * stride, out, static_cast<size_t>(cols)); };
   int64_t r = r0;
   for (; r + R <= r1; r += R) {
-    for (int i = 0; i < R; ++i) expand(r + i, buf.data() + i * cols);
+    for (int i = 0; i < R; ++i) expand(r + i, buf + i * cols);
     int64_t t = 0;
     for (; t + T <= n; t += T) {
       float out[R][T];
-      tile_rt<S, DType::kF32, R, T>(buf.data(), cols, X + t * cols, out);
+      tile_rt<S, DType::kF32, R, T>(buf, cols, X + t * cols, out);
       for (int i = 0; i < R; ++i)
         for (int j = 0; j < T; ++j) Y[(t + j) * rows + r + i] = out[i][j];
     }
     for (; t < n; ++t) {
       float out[R][1];
-      tile_rt<S, DType::kF32, R, 1>(buf.data(), cols, X + t * cols, out);
+      tile_rt<S, DType::kF32, R, 1>(buf, cols, X + t * cols, out);
       for (int i = 0; i < R; ++i) Y[t * rows + r + i] = out[i][0];
     }
   }
   for (; r < r1; ++r) {
-    expand(r, buf.data());
+    expand(r, buf);
     for (int64_t t = 0; t < n; ++t) {
       float out[1][1];
-      tile_rt<S, DType::kF32, 1, 1>(buf.data(), cols, X + t * cols, out);
+      tile_rt<S, DType::kF32, 1, 1>(buf, cols, X + t * cols, out);
       Y[t * rows + r] = out[0][0];
     }
   }
@@ -608,26 +608,26 @@ void matmul_rows_masked(const MatRef& m, const float* X, int64_t n, float* Y, in
     return;
   }
   constexpr int R = S::kTileR, T = S::kTileT;
-  std::vector<float> buf(static_cast<size_t>(R * cols));
+  float* const buf = expand_tile_buf(static_cast<int64_t>(R) * cols);
   float sc[R];
   auto expand = [&](int64_t r, float* out) { masked_expand_row<S, VD>(base + r * stride, cols, kept, out, wbuf); };
   int64_t r = r0;
   auto run = [&](auto rtag, int64_t rb) {
     constexpr int RR = decltype(rtag)::value;
     for (int i = 0; i < RR; ++i) {
-      expand(rb + i, buf.data() + i * cols);
+      expand(rb + i, buf + i * cols);
       sc[i] = VD == DType::kI8 ? i8_row_scale<S>(m, rb + i) : 1.0f;
     }
     int64_t t = 0;
     for (; t + T <= n; t += T) {
       float out[RR][T];
-      tile_rt<S, DType::kF32, RR, T>(buf.data(), cols, X + t * cols, out);
+      tile_rt<S, DType::kF32, RR, T>(buf, cols, X + t * cols, out);
       for (int i = 0; i < RR; ++i)
         for (int j = 0; j < T; ++j) Y[(t + j) * rows + rb + i] = out[i][j] * sc[i];
     }
     for (; t < n; ++t) {
       float out[RR][1];
-      tile_rt<S, DType::kF32, RR, 1>(buf.data(), cols, X + t * cols, out);
+      tile_rt<S, DType::kF32, RR, 1>(buf, cols, X + t * cols, out);
       for (int i = 0; i < RR; ++i) Y[t * rows + rb + i] = out[i][0] * sc[i];
     }
   };
