@@ -202,10 +202,8 @@ void FfnRuntime::predict(const SparseFfn& S, const float* x, std::vector<int32_t
       ids.push_back(static_cast<int32_t>(j));
 }
 
-// Without a cache everything after the predictor's first layer runs in one parallel region: each
-// thread takes a contiguous range of neurons, scores them, keeps the predicted ones and computes them
-// into its own partial output (one fork/join per token and layer instead of four).
-void FfnRuntime::draw_random(int64_t F) {
+// A random set of round(random_frac F) distinct neurons (partial Fisher-Yates): rand_perm_[0, k); returns k.
+int64_t FfnRuntime::shuffle_random(int64_t F) {
   if (rand_perm_.size() != static_cast<size_t>(F)) {
     rand_perm_.resize(static_cast<size_t>(F));
     std::iota(rand_perm_.begin(), rand_perm_.end(), 0);
@@ -215,6 +213,11 @@ void FfnRuntime::draw_random(int64_t F) {
     const int64_t r = i + static_cast<int64_t>(splitmix64(rng_) % static_cast<uint64_t>(F - i));
     std::swap(rand_perm_[static_cast<size_t>(i)], rand_perm_[static_cast<size_t>(r)]);
   }
+  return k;
+}
+
+void FfnRuntime::draw_random(int64_t F) {
+  const int64_t k = shuffle_random(F);
   chosen_.assign(static_cast<size_t>(F), 0);
   for (int64_t i = 0; i < k; ++i) chosen_[static_cast<size_t>(rand_perm_[static_cast<size_t>(i)])] = 1;
 }
@@ -390,6 +393,9 @@ void FfnRuntime::forward_chunk_fused(const LayerWeights& L, const float* xk, flo
   }
 }
 
+// Without a cache everything after the predictor's first layer runs in one parallel region: each
+// thread takes a contiguous range of neurons, scores them, keeps the predicted ones and computes them
+// into its own partial output (one fork/join per token and layer instead of four).
 void FfnRuntime::forward_token_fused(const LayerWeights& L, const float* x, float* out) {
   const SparseFfn& S = L.sffn;
   const int64_t F = S.n, C = S.layout.cols;
@@ -530,16 +536,7 @@ void FfnRuntime::forward_token(const LayerWeights& L, const float* x, float* out
     const auto tp = Clock::now();
     if (S.has_predictor()) predict(S, x, ids_);
     if (opt_.random_frac > 0) {
-      // A random set of round(frac * F) distinct neurons (partial Fisher-Yates), in file order.
-      if (rand_perm_.size() != static_cast<size_t>(F)) {
-        rand_perm_.resize(static_cast<size_t>(F));
-        std::iota(rand_perm_.begin(), rand_perm_.end(), 0);
-      }
-      const int64_t k = std::llround(opt_.random_frac * static_cast<double>(F));
-      for (int64_t i = 0; i < k; ++i) {
-        const int64_t r = i + static_cast<int64_t>(splitmix64(rng_) % static_cast<uint64_t>(F - i));
-        std::swap(rand_perm_[static_cast<size_t>(i)], rand_perm_[static_cast<size_t>(r)]);
-      }
+      const int64_t k = shuffle_random(F);  // in file order below
       ids_.assign(rand_perm_.begin(), rand_perm_.begin() + k);
       std::sort(ids_.begin(), ids_.end());
     }

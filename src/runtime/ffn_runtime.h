@@ -82,7 +82,8 @@ class FfnRuntime {
   void forward_token_fused(const LayerWeights& L, const float* x, float* out);  // weights in place
   void forward_chunk_fused(const LayerWeights& L, const float* xk, float* out, size_t T);  // chunk_union
   void chunk_select(const SparseFfn& S, const float* xk, size_t T);  // its neurons per token
-  void draw_random(int64_t F);  // chosen_ = a random set of round(random_frac F) neurons
+  int64_t shuffle_random(int64_t F);  // rand_perm_[0, k) a random set of k = round(random_frac F) neurons
+  void draw_random(int64_t F);        // chosen_ marks such a set
   void verify_count(const SparseFfn& S, const float* x);  // recall counters against every key row
   void count(const SparseFfn& S, uint64_t n, uint64_t nz, bool skip_zero);
   void predict(const SparseFfn& S, const float* x, std::vector<int32_t>& ids);
