@@ -86,7 +86,7 @@ extern "C" {
 
 /* The C API version of this header (see VERSIONING above). */
 #define RWKVL_API_VERSION_MAJOR 1
-#define RWKVL_API_VERSION_MINOR 10
+#define RWKVL_API_VERSION_MINOR 11
 #define RWKVL_API_VERSION (RWKVL_API_VERSION_MAJOR * 1000 + RWKVL_API_VERSION_MINOR)
 
 /* The C API version of the linked library, RWKVL_API_VERSION as the library was built. Never fails. */
@@ -234,6 +234,15 @@ rwkvl_status rwkvl_model_save(const rwkvl_model* model, const char* path, const 
    format, and rwkvl_tokenizer_for_model takes their vocabulary. */
 rwkvl_status rwkvl_model_save_gguf(const rwkvl_model* model, const rwkvl_tokenizer* tok, const char* path,
                                    rwkvl_dtype dtype);
+
+/* Writes an RWKV-4 to RWKV-7 model as an rwkv.cpp file (format version 101, the tensors rwkv.cpp's own converter
+   writes from the official checkpoint: names, shapes, transformed decays), atomically (see OUTPUT FILES) (API 1.11):
+   the peer file of bench/peers/side_by_side.sh, which rwkv.cpp then quantises to Q8_0 / Q5_1 / Q4_0 itself.
+   dtype: F32, F16 (every matrix f16, the embedding and head included, vectors and LoRAs f32, as rwkv.cpp's FP16
+   files) or KEEP (F32 when every matrix is stored as f32, else F16). Factored matrices are multiplied out and
+   int8 / int4 / pruned ones written with the values they hold. Errors: INVALID_ARGUMENT (NULL, another dtype),
+   UNSUPPORTED (a neuron-bundled channel-mix or a cluster head: rwkv.cpp runs neither), IO. */
+rwkvl_status rwkvl_model_save_rwkvcpp(const rwkvl_model* model, const char* path, rwkvl_dtype dtype);
 
 /* Makes a model with random weights of the given shape (for benchmarks) and saves it natively.
    arch_major in {4,5,6,7} (5 means 5.2). n_ffn 0 -> the architecture's default (3.5*D for 5/6,

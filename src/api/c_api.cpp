@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "api/api_internal.h"
+#include "format/format.h"
 #include "model/gguf_model.h"
 #include "runtime/ffn_runtime.h"
 #include "runtime/neuron_cache.h"
@@ -221,6 +222,21 @@ rwkvl_status rwkvl_model_save_gguf(const rwkvl_model* model, const rwkvl_tokeniz
     RWKVL_API_REQUIRE(d >= RWKVL_DTYPE_KEEP && d <= RWKVL_DTYPE_Q4,
                       "rwkvl_model_save_gguf: dtype must be keep, f32, f16, bf16, i8 (Q8_0) or q4 (Q4_1)");
     rwkvl::save_gguf(*model->m, *tok->tok, path, static_cast<rwkvl::WeightDType>(d));
+  });
+}
+
+rwkvl_status rwkvl_model_save_rwkvcpp(const rwkvl_model* model, const char* path, rwkvl_dtype dtype) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(model && path, "rwkvl_model_save_rwkvcpp: NULL argument");
+    const long long d = rwkvl::api::enum_value(dtype);
+    RWKVL_API_REQUIRE(d == RWKVL_DTYPE_KEEP || d == RWKVL_DTYPE_F32 || d == RWKVL_DTYPE_F16,
+                      "rwkvl_model_save_rwkvcpp: dtype must be keep, f32 or f16 (quantise the written file with rwkv.cpp)");
+    bool f16 = d == RWKVL_DTYPE_F16;
+    if (d == RWKVL_DTYPE_KEEP)
+      for (const auto& [name, t] : model->m->tensors())
+        f16 |= t.shape.size() == 2 && t.dtype != rwkvl::DType::kF32;
+    const rwkvl::ModelConfig& c = model->m->config();
+    rwkvl::write_rwkvcpp(path, rwkvl::export_rwkvcpp(*model->m, f16), c.n_vocab, c.n_embd, c.n_layer);
   });
 }
 

@@ -252,53 +252,6 @@ std::vector<std::string> gguf_world_vocab(const RawCheckpoint& raw) {
 
 namespace {
 
-bool ends_with(const std::string& s, const char* suf) {
-  const size_t n = std::strlen(suf);
-  return s.size() >= n && s.compare(s.size() - n, n, suf) == 0;
-}
-
-// The model's tensors with every matrix dense: factored ones multiplied out (B A + diag d) and int8 ones (with
-// their row scales) as float32; the rest as they are.
-TensorMap dense_tensors(const Model& m) {
-  const TensorMap& T = m.tensors();
-  TensorMap out;
-  for (const auto& [name, t] : T) {
-    if (name == "head.perm" || name.find(".ffn.bundle.") != std::string::npos || name.find(".ffn.pred.") != std::string::npos ||
-        name.find("cluster") != std::string::npos)
-      RWKVL_FAIL(kUnsupported, "'%s': GGUF files carry plain models; this one has a %s, which llama.cpp cannot run (write it "
-                 "from the model before compress --sparse-ffn / --cluster-head)", name.c_str(),
-                 name == "head.perm" || name.find("cluster") != std::string::npos ? "cluster head" : "neuron-bundled channel-mix");
-    if (ends_with(name, ".scale") || ends_with(name, ".lr_b") || ends_with(name, ".lr_d")) continue;
-    if (ends_with(name, ".lr_a")) {
-      const std::string base = name.substr(0, name.size() - 5);
-      const Tensor& ta = t;
-      const Tensor& tb = T.at(base + ".lr_b");
-      auto sc = [&](const std::string& n) { auto it = T.find(n + ".scale"); return it == T.end() ? nullptr : &it->second; };
-      const std::vector<float> A = matrix_to_f32(ta, sc(name)), B = matrix_to_f32(tb, sc(base + ".lr_b"));
-      const int64_t r = ta.shape[0], cols = ta.shape[1], rows = tb.shape[0];
-      std::vector<float> W(static_cast<size_t>(rows * cols), 0.f);
-      for (int64_t i = 0; i < rows; ++i)
-        for (int64_t k = 0; k < r; ++k) {
-          const float b = B[static_cast<size_t>(i * r + k)];
-          const float* a = A.data() + k * cols;
-          float* w = W.data() + i * cols;
-          for (int64_t j = 0; j < cols; ++j) w[j] += b * a[j];
-        }
-      if (T.count(base + ".lr_d")) {
-        const std::vector<float> d = T.at(base + ".lr_d").to_f32();
-        for (int64_t i = 0; i < rows && i < cols; ++i) W[static_cast<size_t>(i * cols + i)] += d[static_cast<size_t>(i)];
-      }
-      out[base + ".weight"] = Tensor::from_f32(base + ".weight", {rows, cols}, W.data());
-    } else if (t.dtype == DType::kI8) {
-      auto it = T.find(name + ".scale");
-      const std::vector<float> v = matrix_to_f32(t, it == T.end() ? nullptr : &it->second);
-      out[name] = Tensor::from_f32(name, t.shape, v.data());
-    } else {
-      out[name] = t;
-    }
-  }
-  return out;
-}
 
 struct Writer {
   std::vector<GgufOutTensor> tensors;
@@ -394,7 +347,7 @@ void save_gguf(const Model& m, const Tokenizer& tok, const std::string& path, We
     RWKVL_FAIL(kInvalidArgument, "the tokenizer has %d tokens, the model %d", tok.vocab_size(), c.n_vocab);
   bool any_i8 = false;
   for (const auto& [name, t] : m.tensors()) any_i8 |= t.dtype == DType::kI8;
-  auto dense = Model::from_canonical(dense_tensors(m), c, FileKind::kNative, {});
+  auto dense = Model::from_canonical(dense_tensors(m, "GGUF files", "llama.cpp"), c, FileKind::kNative, {});
   std::map<std::string, Tensor> off;
   for (Tensor& t : export_official(*dense)) off.emplace(t.name, std::move(t));
   auto get = [&](const std::string& n) -> const Tensor& {

@@ -279,6 +279,15 @@ std::pair<Tensor, Tensor> quantize_matrix(const std::string& name, const float* 
 // keep an f16 request dense (f32 values are copied exactly only by the dense path).
 std::pair<Tensor, Tensor> store_sparse_matrix(const std::string& name, const float* v, int64_t rows, int64_t cols,
                                               DType value, bool f16_scales, bool force_masked = false);
+// The model's tensors with every matrix dense: factored ones multiplied out (B A + diag d), int8 ones (with their
+// row scales) as float32, the rest as they are. Fails (UNSUPPORTED) on a neuron-bundled channel-mix or a cluster
+// head, naming `files` ("GGUF files") and the `runtime` that cannot run them ("llama.cpp").
+TensorMap dense_tensors(const Model& m, const char* files, const char* runtime);
+// The tensors of an rwkv.cpp file (names, shapes and transformed decays as rwkv.cpp's own converter writes them,
+// python/convert_pytorch_to_ggml.py at rwkv.cpp 4358e70): matrices as f16 when `f16` (rwkv.cpp's FP16 files:
+// every matrix, the embedding and head included), else f32; vectors, decays and LoRAs f32. Factored and int8
+// matrices are multiplied out / dequantised (dense_tensors). RWKV-4 to RWKV-7.
+std::vector<Tensor> export_rwkvcpp(const Model& m, bool f16);
 // Tensors in the official PyTorch layout (raw parameters, LoRA as (in, out), vectors (1, 1, C)).
 std::vector<Tensor> export_official(const Model& m);
 // Random weights of the given shape (benchmarks, tests). cfg needs arch_major, n_layer, n_embd,

@@ -202,8 +202,9 @@ const std::vector<FlagSpec> kFlags = {
     // -- convert / synth
     {"out", "o", K::kString, "convert synth", nullptr, "FILE", "output model file (native rwkv-lite format)"},
     {"format", nullptr, K::kChoice, "convert", "native", "FMT",
-     "output format: native (rwkv-lite) or gguf (llama.cpp's rwkv6/rwkv7 layout with the vocabulary; --dtype i8 "
-     "writes Q8_0, q4 writes Q4_1)", 0, 0, false, "native|gguf"},
+     "output format: native (rwkv-lite), gguf (llama.cpp's rwkv6/rwkv7 layout with the vocabulary; --dtype i8 "
+     "writes Q8_0, q4 writes Q4_1) or rwkvcpp (rwkv.cpp's file, as its converter writes it: --dtype f32 or f16, "
+     "keep = f16 unless every matrix is f32; quantise it with rwkv.cpp)", 0, 0, false, "native|gguf|rwkvcpp"},
     {"tokenizer", nullptr, K::kString, "convert", nullptr, "PATH", "--format gguf: the vocabulary to embed (default: the model's)"},
     {"dtype", nullptr, K::kChoice, "convert", "keep", "TYPE",
      "matrix type in the output file (gguf: i8 is written as Q8_0, q4 as Q4_1)", 0, 0, false, "keep|f32|f16|bf16|i8|q4"},
