@@ -397,6 +397,10 @@ rwkvl_head_params rwkvl_head_default_params(void); /* AUTO, 0.95, 3, 100, no com
 rwkvl_status rwkvl_context_set_head(rwkvl_context* ctx, const rwkvl_head_params* params);
 /* Fills *out (the caller's struct). Errors: INVALID_ARGUMENT (NULL). */
 rwkvl_status rwkvl_context_head_stats(rwkvl_context* ctx, rwkvl_head_stats* out);
+/* The parallel regions (a fork and a join each) the context's threads have run since its session was last built
+   (API 1.11): sampled around generation, the per-token synchronisation `bench` reports. A 1-thread context runs
+   none. Errors: INVALID_ARGUMENT (NULL). */
+rwkvl_status rwkvl_context_parallel_regions(rwkvl_context* ctx, uint64_t* out);
 /* Errors: INVALID_ARGUMENT (NULL). */
 rwkvl_status rwkvl_context_reset_head_stats(rwkvl_context* ctx);
 /* Adds the counters of *b into *a (sums; the mode taken from *b) (1.2). Errors: INVALID_ARGUMENT (NULL). */

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "api/api_internal.h"
+#include "core/threadpool.h"
 #include "model/model.h"
 #include "runtime/emb_cache.h"
 #include "runtime/head_runtime.h"
@@ -75,6 +76,14 @@ rwkvl_status rwkvl_context_set_head(rwkvl_context* ctx, const rwkvl_head_params*
     p.head = rwkvl::api::head_options(*params, "rwkvl_context_set_head");
     fallback.head = rwkvl::HeadOptions{};
     rwkvl::api::rebuild(ctx, p, fallback);
+  });
+}
+
+rwkvl_status rwkvl_context_parallel_regions(rwkvl_context* ctx, uint64_t* out) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(ctx && out, "rwkvl_context_parallel_regions: NULL argument");
+    rwkvl::ThreadPool* pool = ctx->s->pool();
+    *out = pool ? pool->regions() : 0;
   });
 }
 

@@ -287,6 +287,7 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t begin,
     }
     return;
   }
+  regions_.fetch_add(1, std::memory_order_relaxed);
   impl_->parallel_for(n, fn, grain, blocks, chunks);
 }
 
@@ -295,6 +296,7 @@ void ThreadPool::run_on_all(const std::function<void(int thread_index)>& fn) {
     for (int i = 0; i < n_threads_; ++i) fn(i);
     return;
   }
+  regions_.fetch_add(1, std::memory_order_relaxed);
   impl_->run_on_all(fn);
 }
 

@@ -2,6 +2,7 @@
 // size 1 runs everything inline (no threads are created).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 
@@ -23,10 +24,15 @@ class ThreadPool {
   // Runs fn(thread_index) once on each of the size() threads (index 0 is the caller).
   void run_on_all(const std::function<void(int thread_index)>& fn);
 
+  // Regions handed to the workers so far (each a fork and a join; work run inline is not counted): what the
+  // per-token parallel overhead is made of (bench reports it per token).
+  uint64_t regions() const { return regions_.load(std::memory_order_relaxed); }
+
  private:
   struct Impl;
   Impl* impl_ = nullptr;
   int n_threads_ = 1;
+  std::atomic<uint64_t> regions_{0};
 };
 
 }  // namespace rwkvl

@@ -184,6 +184,39 @@ void matvec(const MatRef& w, const float* x, float* y, ThreadPool* pool) {
       w.rows, [p = &a](int64_t b, int64_t e) { p->k->matvec_rows(*p->w, p->x, p->y, b, e); }, kRowGrain);
 }
 
+void matvec_multi(const MatRef* const* w, const float* const* x, float* const* y, int count, ThreadPool* pool) {
+  constexpr int kMax = 8;
+  RWKVL_CHECK(count >= 0 && count <= kMax && "matvec_multi: at most 8 matrices");
+  int64_t off[kMax + 1] = {0}, bytes = 0;
+  for (int i = 0; i < count; ++i) {
+    check_mat(*w[i]);
+    off[i + 1] = off[i] + w[i]->rows;
+    bytes += weight_bytes(*w[i]);
+  }
+  const KernelSet& k = current();
+  if (!pool || pool->size() == 1 || bytes < kMinParallelBytes) {
+    for (int i = 0; i < count; ++i) k.matvec_rows(*w[i], x[i], y[i], 0, w[i]->rows);
+    return;
+  }
+  struct Args {
+    const KernelSet* k;
+    const MatRef* const* w;
+    const float* const* x;
+    float* const* y;
+    const int64_t* off;
+    int count;
+  } a{&k, w, x, y, off, count};
+  pool->parallel_for(
+      off[count],
+      [p = &a](int64_t b, int64_t e) {
+        for (int i = 0; i < p->count; ++i) {
+          const int64_t lo = std::max(b, p->off[i]), hi = std::min(e, p->off[i + 1]);
+          if (lo < hi) p->k->matvec_rows(*p->w[i], p->x[i], p->y[i], lo - p->off[i], hi - p->off[i]);
+        }
+      },
+      kRowGrain);
+}
+
 void matmul(const MatRef& w, const float* X, int64_t n, float* Y, ThreadPool* pool) {
   check_mat(w);
   RWKVL_CHECK(n >= 0);

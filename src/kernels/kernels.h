@@ -33,6 +33,11 @@ struct MatRef {
 // y[r] = sum_c W[r][c] * x[c] for r in [0, rows). pool may be null (single thread).
 void matvec(const MatRef& w, const float* x, float* y, ThreadPool* pool);
 
+// y_i = W_i x_i for i in [0, count): the same results as `count` matvec calls, in one parallel region (the
+// matrices' rows concatenated and split over the pool's threads as one range), so one fork/join instead of
+// `count`: a token's projections that share no data (r, k, v, g of a time-mix) cost one region.
+void matvec_multi(const MatRef* const* w, const float* const* x, float* const* y, int count, ThreadPool* pool);
+
 // Y[t][r] = sum_c W[r][c] * X[t][c] for t in [0, n): X is n x cols, Y is n x rows, both row-major.
 // Reads each weight row once for the whole block of n inputs (the point of sequence mode).
 void matmul(const MatRef& w, const float* X, int64_t n, float* Y, ThreadPool* pool);

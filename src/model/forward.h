@@ -53,6 +53,14 @@ class Scratch {
 // is identified by (m.layer, m.role) - never by its address, since streamed layers are copies.
 using Observer = std::function<void(const Matrix& m, const float* X, size_t T)>;
 
+// A projection the FFN runtime computes alongside its key matrix (the channel-mix's receptance, Y = M X for the
+// same T tokens): for one token of a plain channel-mix both share one parallel region. m == nullptr: none.
+struct SideProjection {
+  const Matrix* m = nullptr;
+  const float* X = nullptr;
+  float* Y = nullptr;
+};
+
 class ForwardEnv {
  public:
   virtual ~ForwardEnv() = default;
@@ -62,7 +70,8 @@ class ForwardEnv {
   // The weights of layer l: the model's own, or a streamed copy (valid until the next call).
   virtual const LayerWeights& layer(int l) = 0;
   // out (T x C) = Wv relu(Wk xk)^2 for layer L: dense or neuron-sparse (runtime/ffn_runtime.h).
-  virtual void ffn_key_value(const LayerWeights& L, const float* xk, float* out, size_t T) = 0;
+  // Also computes `side` (exactly once, whichever path runs).
+  virtual void ffn_key_value(const LayerWeights& L, const float* xk, float* out, size_t T, const SideProjection& side) = 0;
   // The calibration tap (empty = none).
   virtual const Observer& observer() const = 0;
 };

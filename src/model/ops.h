@@ -109,10 +109,30 @@ inline void project(ForwardEnv& env, const Matrix& m, const float* X, float* Y, 
   }
 }
 
+// Y_i = M_i X_i for `count` (<= 8) projections of the same T tokens that share no data: for one token with
+// plain (unfactored) matrices, one parallel region for all of them (kern::matvec_multi), else one project each.
+inline void project_many(ForwardEnv& env, const Matrix* const* m, const float* const* X, float* const* Y, int count,
+                         size_t T) {
+  bool plain = T == 1 && count <= 8;
+  for (int i = 0; i < count; ++i) plain = plain && !m[i]->factored();
+  if (!plain) {
+    for (int i = 0; i < count; ++i) project(env, *m[i], X[i], Y[i], T);
+    return;
+  }
+  const kern::MatRef* refs[8];
+  for (int i = 0; i < count; ++i) {
+    if (env.observer()) env.observer()(*m[i], X[i], T);
+    refs[i] = &m[i]->ref;
+  }
+  kern::matvec_multi(refs, X, Y, count, env.pool());
+}
+
 // out (T x C) = Wv relu(Wk xk)^2: the key/value part of every version's channel-mix, dense or
 // neuron-sparse as the runner's FFN runtime says (runtime/ffn_runtime.h).
-inline void ffn_key_value(ForwardEnv& env, const LayerWeights& L, const float* xk, float* out, size_t T) {
-  env.ffn_key_value(L, xk, out, T);
+// `side`: a projection of the same tokens computed with the key matrix (ForwardEnv::ffn_key_value).
+inline void ffn_key_value(ForwardEnv& env, const LayerWeights& L, const float* xk, float* out, size_t T,
+                          const SideProjection& side = {}) {
+  env.ffn_key_value(L, xk, out, T, side);
 }
 
 }  // namespace rwkvl::ops

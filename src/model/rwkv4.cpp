@@ -30,9 +30,12 @@ void forward_layers_v4(ForwardEnv& ctx, State& st, float* x, size_t T, int l_beg
     ops::lerp_mix(xn, prev, L.mix_k, xk, T, C);
     ops::lerp_mix(xn, prev, L.mix_v, xv, T, C);
     ops::lerp_mix(xn, prev, L.mix_r, xr, T, C);
-    ops::project(ctx, L.att_r, xr, r, T);
-    ops::project(ctx, L.att_k, xk, k, T);
-    ops::project(ctx, L.att_v, xv, v, T);
+    {  // r, k, v: one parallel region for one token
+      const Matrix* m[3] = {&L.att_r, &L.att_k, &L.att_v};
+      const float* in[3] = {xr, xk, xv};
+      float* out[3] = {r, k, v};
+      ops::project_many(ctx, m, in, out, 3, T);
+    }
 
     for (size_t t = 0; t < T; ++t) {
       const float* kt = k + t * C;
@@ -72,8 +75,7 @@ void forward_channel_mix_v4v5(ForwardEnv& ctx, const LayerWeights& L, float* ffn
   ops::token_shift(xn, prev, ffn_x, T, C);
   ops::lerp_mix(xn, prev, L.ffn_mix_k, xk, T, C);
   ops::lerp_mix(xn, prev, L.ffn_mix_r, xr, T, C);
-  ops::project(ctx, L.ffn_r, xr, r, T);
-  ops::ffn_key_value(ctx, L, xk, o, T);
+  ops::ffn_key_value(ctx, L, xk, o, T, SideProjection{&L.ffn_r, xr, r});  // r = Wr xr alongside the key
   for (size_t i = 0; i < T * C; ++i) x[i] += ops::sigmoid(r[i]) * o[i];
 }
 

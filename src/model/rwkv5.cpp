@@ -54,12 +54,12 @@ void forward_layers_v5(ForwardEnv& ctx, State& st, float* x, size_t T, int l_beg
     ops::lerp_mix(xn, prev, L.mix_k, xk, T, C);
     ops::lerp_mix(xn, prev, L.mix_v, xv, T, C);
     ops::lerp_mix(xn, prev, L.mix_r, xr, T, C);
-    ops::project(ctx, L.att_r, xr, r, T);
-    ops::project(ctx, L.att_k, xk, k, T);
-    ops::project(ctx, L.att_v, xv, v, T);
-    if (cfg.has_gate) {
-      ops::lerp_mix(xn, prev, L.mix_g, xg, T, C);
-      ops::project(ctx, L.att_g, xg, g, T);
+    if (cfg.has_gate) ops::lerp_mix(xn, prev, L.mix_g, xg, T, C);
+    {  // r, k, v (and g): one parallel region for one token
+      const Matrix* m[4] = {&L.att_r, &L.att_k, &L.att_v, &L.att_g};
+      const float* in[4] = {xr, xk, xv, xg};
+      float* out[4] = {r, k, v, g};
+      ops::project_many(ctx, m, in, out, cfg.has_gate ? 4 : 3, T);
     }
     for (size_t t = 0; t < T; ++t)
       wkv5_token(r + t * C, k + t * C, v + t * C, L.time_decay, L.time_first, S, y + t * C, H, N);

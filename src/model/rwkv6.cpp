@@ -46,11 +46,12 @@ void forward_layers_v6(ForwardEnv& ctx, State& st, float* x, size_t T, int l_beg
         for (size_t i = 0; i < C; ++i)
           dst[b][t * C + i] = xn[t * C + i] + sx[t * C + i] * (maa[b][i] + m[t * C + i]);
     }
-    ops::project(ctx, L.att_r, xr, r, T);
-    ops::project(ctx, L.att_k, xk, k, T);
-    ops::project(ctx, L.att_v, xv, v, T);
-    ops::project(ctx, L.att_g, xg, g, T);
-    ops::project(ctx, L.decay_w1, xw, lora, T);
+    {  // r, k, v, g and the decay LoRA's first factor: one parallel region for one token
+      const Matrix* mm[5] = {&L.att_r, &L.att_k, &L.att_v, &L.att_g, &L.decay_w1};
+      const float* in[5] = {xr, xk, xv, xg, xw};
+      float* out[5] = {r, k, v, g, lora};
+      ops::project_many(ctx, mm, in, out, 5, T);
+    }
     const size_t Ld = static_cast<size_t>(L.decay_w1.ref.rows);
     for (size_t i = 0; i < T * Ld; ++i) lora[i] = std::tanh(lora[i]);
     ops::project(ctx, L.decay_w2, lora, w, T);
@@ -70,8 +71,7 @@ void forward_layers_v6(ForwardEnv& ctx, State& st, float* x, size_t T, int l_beg
     for (size_t i = 0; i < T * C; ++i) sx[i] = prev[i] - xn[i];
     ops::add_mix(xn, sx, L.ffn_mix_k, xk, T, C);  // ffn.time_maa_k
     ops::add_mix(xn, sx, L.ffn_mix_r, xr, T, C);  // ffn.time_maa_r
-    ops::project(ctx, L.ffn_r, xr, r, T);
-    ops::ffn_key_value(ctx, L, xk, o, T);
+    ops::ffn_key_value(ctx, L, xk, o, T, SideProjection{&L.ffn_r, xr, r});  // r = Wr xr alongside the key
     for (size_t i = 0; i < T * C; ++i) x[i] += ops::sigmoid(r[i]) * o[i];
   }
 }

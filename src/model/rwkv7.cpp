@@ -76,13 +76,16 @@ void forward_layers_v7(ForwardEnv& ctx, State& st, float* x, size_t T, int l_beg
     ops::add_mix(xn, sx, L.x_a, xa, T, C);
     ops::add_mix(xn, sx, L.x_g, xg, T, C);
 
-    ops::project(ctx, L.att_r, xr, r, T);
+    {  // r, k, v: one parallel region for one token
+      const Matrix* m[3] = {&L.att_r, &L.att_k, &L.att_v};
+      const float* in[3] = {xr, xk, xv};
+      float* out[3] = {r, k, v};
+      ops::project_many(ctx, m, in, out, 3, T);
+    }
     lora2(L.w1, L.w2, xw, w, 1);
     for (size_t t = 0; t < T; ++t)
       for (size_t i = 0; i < C; ++i)
         w[t * C + i] = std::exp(-0.606531f * ops::sigmoid(L.w0[i] + w[t * C + i]));
-    ops::project(ctx, L.att_k, xk, k, T);
-    ops::project(ctx, L.att_v, xv, v, T);
     if (l == 0) {
       std::memcpy(v_first, v, T * C * sizeof(float));
     } else {

@@ -134,10 +134,12 @@ void FfnRuntime::reset_stats() {
   if (cache_) cache_->reset_stats();
 }
 
-void FfnRuntime::forward(ForwardEnv& env, const LayerWeights& L, const float* xk, float* out, size_t T) {
+void FfnRuntime::forward(ForwardEnv& env, const LayerWeights& L, const float* xk, float* out, size_t T,
+                         const SideProjection& side) {
+  if (side.m && L.sffn.present()) ops::project(env, *side.m, side.X, side.Y, T);
   const auto t0 = Clock::now();
   if (!L.sffn.present()) {
-    forward_dense_matrix(env, L, xk, out, T);
+    forward_dense_matrix(env, L, xk, out, T, side);
   } else {
     const size_t C = static_cast<size_t>(L.sffn.layout.cols);
     if (T > 1 && !opt_.verify && opt_.chunk_union) {
@@ -154,12 +156,18 @@ void FfnRuntime::forward(ForwardEnv& env, const LayerWeights& L, const float* xk
 }
 
 // Plain ffn.key / ffn.value matrices (dense only): the two projections of the classic layout.
-void FfnRuntime::forward_dense_matrix(ForwardEnv& env, const LayerWeights& L, const float* xk, float* out, size_t T) {
+void FfnRuntime::forward_dense_matrix(ForwardEnv& env, const LayerWeights& L, const float* xk, float* out, size_t T,
+                                      const SideProjection& side) {
   const int64_t F = L.ffn_k.rows;
   kbuf_.resize(T * static_cast<size_t>(F));
   float* kf = kbuf_.data();
   auto proj = [&](const Matrix& m, const float* X, float* Y) { ops::project(env, m, X, Y, T); };
-  proj(L.ffn_k, xk, kf);
+  {
+    const Matrix* m[2] = {&L.ffn_k, side.m};
+    const float* in[2] = {xk, side.X};
+    float* o[2] = {kf, side.Y};
+    ops::project_many(env, m, in, o, side.m ? 2 : 1, T);
+  }
   for (size_t i = 0; i < kbuf_.size(); ++i) {
     const float a = kf[i] > 0.f ? kf[i] : 0.f;
     if (kf[i] > 0.f) stats_.verify_active++;

@@ -71,13 +71,17 @@ class FfnRuntime {
   const FfnOptions& options() const { return opt_; }
   // out (T x C) = Wv relu(Wk xk)^2 for the T rows of xk (T x C), for layer L of the model.
   // env supplies the threads, scratch and the projection observer for models with plain matrices.
-  void forward(ForwardEnv& env, const LayerWeights& L, const float* xk, float* out, size_t T);
+  // side: a projection of the same tokens computed with the key matrix (forward.h), in its parallel region for
+  // one token of a plain channel-mix (stats().seconds then includes it), else before the FFN.
+  void forward(ForwardEnv& env, const LayerWeights& L, const float* xk, float* out, size_t T,
+               const SideProjection& side = {});
   const FfnStats& stats() const { return stats_; }
   void reset_stats();
   const NeuronCache* cache() const { return cache_.get(); }
 
  private:
-  void forward_dense_matrix(ForwardEnv& env, const LayerWeights& L, const float* xk, float* out, size_t T);
+  void forward_dense_matrix(ForwardEnv& env, const LayerWeights& L, const float* xk, float* out, size_t T,
+                            const SideProjection& side);
   void forward_token(const LayerWeights& L, const float* x, float* out);        // with a neuron cache
   void forward_token_fused(const LayerWeights& L, const float* x, float* out);  // weights in place
   void forward_chunk_fused(const LayerWeights& L, const float* xk, float* out, size_t T);  // chunk_union

@@ -169,8 +169,8 @@ void Session::reset_memory_stats() {
 
 const LayerWeights& Session::layer(int l) { return stream_ ? stream_->acquire(l) : model_->layer(l); }
 
-void Session::ffn_key_value(const LayerWeights& L, const float* xk, float* out, size_t T) {
-  ffn_->forward(*this, L, xk, out, T);
+void Session::ffn_key_value(const LayerWeights& L, const float* xk, float* out, size_t T, const SideProjection& side) {
+  ffn_->forward(*this, L, xk, out, T, side);
 }
 
 void Session::eval(State& state, const int32_t* tokens, size_t n, size_t chunk, float* logits_last, float* logits_all) {

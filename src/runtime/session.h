@@ -83,7 +83,7 @@ class Session final : public ForwardEnv {
   ThreadPool* pool() override { return pool_.get(); }
   Scratch& scratch() override { return scratch_; }
   const LayerWeights& layer(int l) override;
-  void ffn_key_value(const LayerWeights& L, const float* xk, float* out, size_t T) override;
+  void ffn_key_value(const LayerWeights& L, const float* xk, float* out, size_t T, const SideProjection& side) override;
   const Observer& observer() const override { return observer_; }
 
   // The parts (for statistics).

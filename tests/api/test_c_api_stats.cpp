@@ -147,6 +147,38 @@ TEST(CApiStats, TouchedWithoutStatisticsIsEveryWeightOfAToken) {
   rwkvl_model_free(m);
 }
 
+// One generated token runs 4 parallel regions per layer (r k v [g] together, the output, the FFN key with the
+// receptance, the FFN value) and one for the head; a 1-thread context runs none.
+TEST(CApiStats, ParallelRegionsPerToken) {
+  for (int arch : {4, 5}) {
+    SCOPED_TRACE(arch);
+    const std::string path = rwkvl::test::temp_dir() + "/regions-v" + std::to_string(arch) + ".rwkvl";
+    rwkvl_synth_params p{};
+    p.arch_major = arch, p.n_layer = 3, p.n_embd = 256, p.n_vocab = 1024, p.dtype = "f32", p.seed = 1;
+    ASSERT_EQ(rwkvl_synth(&p, path.c_str()), RWKVL_OK);
+    rwkvl_model* m = nullptr;
+    ASSERT_EQ(rwkvl_model_load(path.c_str(), nullptr, &m), RWKVL_OK);
+    for (int threads : {1, 2}) {
+      rwkvl_context* ctx = nullptr;
+      ASSERT_EQ(rwkvl_context_new(m, threads, &ctx), RWKVL_OK);
+      rwkvl_state* st = nullptr;
+      ASSERT_EQ(rwkvl_state_new(m, &st), RWKVL_OK);
+      std::vector<float> logits(1024);
+      int32_t tok = 7;
+      ASSERT_EQ(rwkvl_eval(ctx, st, &tok, 1, 1, logits.data()), RWKVL_OK);
+      uint64_t r0 = 0, r1 = 0;
+      ASSERT_EQ(rwkvl_context_parallel_regions(ctx, &r0), RWKVL_OK);
+      for (int32_t t : {8, 9}) ASSERT_EQ(rwkvl_eval(ctx, st, &t, 1, 1, logits.data()), RWKVL_OK);
+      ASSERT_EQ(rwkvl_context_parallel_regions(ctx, &r1), RWKVL_OK);
+      EXPECT_EQ(r1 - r0, threads == 1 ? 0u : 2u * (4u * 3u + 1u)) << threads << " threads";
+      rwkvl_state_free(st);
+      rwkvl_context_free(ctx);
+    }
+    EXPECT_EQ(rwkvl_context_parallel_regions(nullptr, nullptr), RWKVL_ERR_INVALID_ARGUMENT);
+    rwkvl_model_free(m);
+  }
+}
+
 TEST(CApiStats, NullArgumentsAreRefused) {
   rwkvl_ffn_stats f{};
   rwkvl_head_stats h{};

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -365,6 +366,47 @@ TEST_P(KernelIsa, ThreadedEqualsSingleThreaded) {
       }
     }
   }
+}
+
+// matvec_multi: every matrix's output bitwise equal to its own matvec (the rows are computed by the same kernel
+// whatever region holds them), for mixed dtypes and shapes whose row counts do not line up with the thread
+// split, on 1-4 threads and without a pool; the pool counts one region per call that it hands out.
+TEST_P(KernelIsa, MatvecMultiEqualsSeparateMatvecs) {
+  const Shape shapes[] = {{768, 256}, {100, 64}, {333, 256}, {3072, 256}};
+  const DType types[] = {DType::kF16, DType::kI8, DType::kF32, DType::kQ4};
+  uint64_t seed = 7000;
+  std::vector<TestMat> mats;
+  std::vector<std::vector<float>> xs, want;
+  for (int i = 0; i < 4; ++i) {
+    mats.push_back(make_mat(types[i], shapes[i].rows, shapes[i].cols, ++seed));
+    xs.push_back(make_vec(shapes[i].cols, ++seed));
+    want.emplace_back(static_cast<size_t>(shapes[i].rows));
+    matvec(mats.back().ref(), xs.back().data(), want.back().data(), nullptr);
+  }
+  const MatRef refs[4] = {mats[0].ref(), mats[1].ref(), mats[2].ref(), mats[3].ref()};
+  const MatRef* w[4] = {&refs[0], &refs[1], &refs[2], &refs[3]};
+  const float* x[4] = {xs[0].data(), xs[1].data(), xs[2].data(), xs[3].data()};
+  for (int count : {1, 2, 4}) {
+    for (int threads : {0, 1, 2, 3, 4}) {
+      SCOPED_TRACE(testing::Message() << count << " matrices, " << threads << " threads");
+      std::unique_ptr<ThreadPool> pool = threads ? std::make_unique<ThreadPool>(threads) : nullptr;
+      std::vector<std::vector<float>> got;
+      float* y[4];
+      for (int i = 0; i < count; ++i) {
+        got.emplace_back(want[static_cast<size_t>(i)].size(), NAN);
+        y[i] = got.back().data();
+      }
+      matvec_multi(w, x, y, count, pool.get());
+      for (int i = 0; i < count; ++i) {
+        const size_t u = static_cast<size_t>(i);
+        ASSERT_EQ(0, std::memcmp(got[u].data(), want[u].data(), want[u].size() * 4)) << "matrix " << i;
+      }
+      if (pool) {
+        EXPECT_EQ(pool->regions(), threads > 1 ? 1u : 0u);
+      }
+    }
+  }
+  matvec_multi(w, x, nullptr, 0, nullptr);  // nothing to do
 }
 
 // matvec_rows / matmul_rows on ranges of w's rows (w.rows == 67): same bits as the full product,

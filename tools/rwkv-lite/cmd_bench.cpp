@@ -70,12 +70,16 @@ int cmd_bench(const Args& args) {
   check(rwkvl_context_reset_head_stats(ctx.get()));
   rwkvl_io_stats io0{};
   check(rwkvl_context_io_stats(ctx.get(), &io0));
+  uint64_t regions0 = 0, regions1 = 0;
+  check(rwkvl_context_parallel_regions(ctx.get(), &regions0));
   int32_t token = argmax(logits);
   for (size_t i = 0; i < n_gen; ++i) {
     check(rwkvl_eval(ctx.get(), state.get(), &token, 1, 1, logits.data()));
     token = argmax(logits);
   }
   const double t2 = now_seconds();
+  check(rwkvl_context_parallel_regions(ctx.get(), &regions1));
+  const double regions_per_tok = n_gen ? static_cast<double>(regions1 - regions0) / static_cast<double>(n_gen) : 0.0;
 
   const rwkvl_ffn_stats fs = ffn_stats(ctx.get());
   rwkvl_head_stats hs{};
@@ -189,6 +193,7 @@ int cmd_bench(const Args& args) {
                                      {"head", tb.head}, {"cluster_head", tb.cluster_head}, {"emb", tb.emb}}},
                         {"head_rows_per_token", tb.head_rows},
                         {"head_clusters_per_token", tb.head_clusters},
+                        {"parallel_regions_per_token", regions_per_tok},
                         {"achieved_gb_per_s", achieved / 1e9},
                         {"measured_gb_per_s", measure ? nlohmann::json(measured / 1e9) : nlohmann::json(nullptr)},
                         {"bandwidth_buffer_bytes", bw_buffer},
@@ -243,6 +248,7 @@ int cmd_bench(const Args& args) {
               format_bytes(static_cast<uint64_t>(tb.cluster_head)).c_str(), format_bytes(static_cast<uint64_t>(tb.emb)).c_str());
   if (tb.head_clusters > 0)
     std::printf("%-30s %12.1f rows of %d, %.2f clusters\n", "head per token", tb.head_rows, info.n_vocab, tb.head_clusters);
+  if (threads > 1) std::printf("%-30s %12.1f  (a fork and a join each)\n", "parallel regions per token", regions_per_tok);
   if (io1.reads > io0.reads || io1.storage.mb_per_s > 0) {
     if (io1.storage.mb_per_s > 0)
       std::printf("%-30s %12s  (%.0f MB/s, %.0f us per read, %d in flight)\n", "simulated storage", "",
