@@ -267,6 +267,23 @@ float* detail::expand_tile_buf(int64_t floats) {
   return buf.data();
 }
 
+float* detail::gemm_buf(int which, int64_t floats) {
+  struct Buf {
+    float* p = nullptr;
+    int64_t n = 0;
+    ~Buf() { ::operator delete[](p, std::align_val_t{64}); }
+  };
+  thread_local Buf bufs[2];
+  Buf& b = bufs[which & 1];
+  if (b.n < floats) {
+    ::operator delete[](b.p, std::align_val_t{64});
+    b.p = nullptr, b.n = 0;
+    b.p = static_cast<float*>(::operator new[](static_cast<size_t>(floats) * sizeof(float), std::align_val_t{64}));
+    b.n = floats;
+  }
+  return b.p;
+}
+
 float* detail::masked_wbuf(int64_t kept) {
   thread_local std::vector<float> buf;
   if (buf.size() < static_cast<size_t>(kept) + 64) buf.resize(static_cast<size_t>(kept) + 64);

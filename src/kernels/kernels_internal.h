@@ -79,6 +79,9 @@ float* masked_wbuf(int64_t kept);
 // A tile of rows expanded to float32 for the sequence-mode kernels of sparse dtypes: a thread's own buffer of at
 // least `floats` floats (distinct from masked_wbuf), defined in dispatch.cpp like it.
 float* expand_tile_buf(int64_t floats);
+// The sequence-mode GEMM (gemm_rows in simd_impl.h): a thread's buffer for the tokens transposed (which = 0) and one
+// for a tile of weight rows converted to float32 (which = 1), at least `floats` floats each, 64-byte aligned.
+float* gemm_buf(int which, int64_t floats);
 
 // Row stride of a matrix in units of Elem<D>::T (bytes for kQ4). Internal linkage, like everything
 // compiled into the per-ISA files (an out-of-line copy built with -mavx512f must never be shared).

@@ -20,6 +20,8 @@ struct Avx2 {
   // kQ4: 4 rows x 3 tokens as well (a decoded block is 4 vectors per row; the compiler spills some):
   // measured ~31 GMAC/s at n = 16 against ~24 for 2 rows and ~25 for 6.
   static constexpr int kQ4TileR = 4;
+  // No outer-product GEMM (gemm_rows): 16 ymm registers leave too few accumulators for it.
+  static constexpr int kGemmMR = 0, kGemmNV = 1, kGemmMinN = 0;
 
   static V zero() { return _mm256_setzero_ps(); }
   static V add(V a, V b) { return _mm256_add_ps(a, b); }

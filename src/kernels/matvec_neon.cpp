@@ -18,6 +18,7 @@ struct Neon {
   static constexpr int kTileR = 4, kTileT = 4;
   // kQ4: a decoded block is 8 vectors per row: 2 rows x 4 tokens (8 accumulators + 16 weights).
   static constexpr int kQ4TileR = 2;
+  static constexpr int kGemmMR = 0, kGemmNV = 1, kGemmMinN = 0;  // the dot-product tiles only (gemm_rows: AVX-512)
 
   static V zero() { return vdupq_n_f32(0.0f); }
   static V add(V a, V b) { return vaddq_f32(a, b); }

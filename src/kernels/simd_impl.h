@@ -7,6 +7,8 @@
 //   static constexpr int kPrefetch, kPrefetchLocality;  matvec software prefetch distance (bytes, 0 = off)
 //                                      and __builtin_prefetch locality (0 = non-temporal)
 //   static constexpr int kTileR, kTileT;  matmul register tile: rows x tokens
+//   static constexpr int kGemmMR, kGemmNV, kGemmMinN;  outer-product GEMM (gemm_rows): MR rows x NV vectors of
+//                                      tokens, used from kGemmMinN tokens; kGemmMR = 0: never
 //   V zero(); V add(V, V); V fma(V a, V b, V acc) = a*b + acc; V loadx(const float*);
 //   V set1(float); void storex(float*, V);
 //   template <DType D> V loadw(const Elem<D>::T* p);   kW weights converted to float
@@ -635,8 +637,128 @@ void matmul_rows_masked(const MatRef& m, const float* X, int64_t n, float* Y, in
   for (; r < r1; ++r) run(std::integral_constant<int, 1>{}, r);
 }
 
+// ---- sequence-mode GEMM with the tokens in the vector lanes (S::kGemmMR > 0: AVX-512)
+//
+// Y (n x rows) = X (n x cols) W^T as an outer product: the tokens are transposed once per call into XT (cols x
+// n_pad, n_pad = n rounded up to S::kW, zero padded), and a tile of MR weight rows is converted once to float32
+// (kQ4 decoded, kI8 as its integers, the row scale applied to the sums) into a row buffer. The micro-kernel keeps
+// MR x NV vectors of sums (MR rows x NV * kW tokens) in registers and, per column k, broadcasts one weight of each
+// row and loads NV vectors of XT[k]: MR * NV multiply-adds per MR + NV loads (12 x 2 on AVX-512: 24 fmas for 14
+// loads), where the dot-product tile (tile_rt) needs 10 loads and a horizontal sum per row and token. No
+// horizontal sums: each lane is one token's sum over k in column order, so the result is exact float32 sums in a
+// fixed order (deterministic; a different order from matvec's, within the kernels' accuracy budget).
+// The micro-kernel over KC columns (one k-block): acc (MR x NV*kW floats, in memory between k-blocks) +=
+// rowbuf (MR rows of KC floats: a constant stride, so every broadcast is one base register plus a fixed
+// displacement) times xt (KC rows of ldxt token values).
+template <class S, int MR, int NV, int KC>
+inline void gemm_micro(const float* rowbuf, int64_t kc, const float* xt, int64_t ldxt, float* acc_mem) {
+  using V = typename S::V;
+  constexpr int W = S::kW;
+  V acc[MR][NV];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = S::loadx(acc_mem + (r * NV + v) * W);
+  for (int64_t k = 0; k < kc; ++k) {
+    V x[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) x[v] = S::loadx(xt + k * ldxt + v * W);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      const V w = S::set1(rowbuf[r * KC + k]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] = S::fma(w, x[v], acc[r][v]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) S::storex(acc_mem + (r * NV + v) * W, acc[r][v]);
+}
+
+// Columns [c0, c0 + kc) of rows [rb, rb + nr) of m (nr <= MR, kc <= KC, c0 and kc multiples of 32 except at the end
+// of a row) converted to float32 into buf (MR rows of KC floats; rows past nr are zero).
+template <class S, DType D, int MR, int KC>
+inline void gemm_load_rows(const MatRef& m, int64_t rb, int64_t nr, int64_t c0, int64_t kc, float* buf) {
+  using E = typename Elem<D>::T;
+  constexpr int W = S::kW;
+  const int64_t cols = m.cols, stride = row_stride<D>(cols);
+  const E* base = static_cast<const E*>(m.data);
+  for (int64_t r = 0; r < MR; ++r) {
+    float* dst = buf + r * KC;
+    if (r >= nr) {
+      for (int64_t c = 0; c < kc; ++c) dst[c] = 0.f;
+      continue;
+    }
+    const E* w = base + (rb + r) * stride;
+    if constexpr (D == DType::kQ4) {
+      constexpr int NV = static_cast<int>(kQ4BlockCols) / W;
+      for (int64_t b = c0 / kQ4BlockCols; b < (c0 + kc) / kQ4BlockCols; ++b) {
+        typename S::V v[NV];
+        S::q4_decode(w + b * kQ4BlockBytes, v);
+        for (int j = 0; j < NV; ++j) S::storex(dst + b * kQ4BlockCols - c0 + j * W, v[j]);
+      }
+    } else {
+      int64_t c = 0;
+      for (; c + W <= kc; c += W) S::storex(dst + c, S::template loadw<D>(w + c0 + c));
+      if (c < kc) {
+        E wb[W];
+        float fb[W];
+        pad_tail<S>(w + c0 + c, kc - c, wb);
+        S::storex(fb, S::template loadw<D>(wb));
+        for (int64_t j = c; j < kc; ++j) dst[j] = fb[j - c];
+      }
+    }
+  }
+}
+
+template <class S, DType D>
+void gemm_rows(const MatRef& m, const float* X, int64_t n, float* Y, int64_t r0, int64_t r1) {
+  constexpr int W = S::kW, MR = S::kGemmMR, NV = S::kGemmNV, TB = NV * W, KC = 256;
+  static_assert(NV == 1 || NV == 2, "the last token block is one vector wide");
+  static_assert(KC % kQ4BlockCols == 0, "k-blocks hold whole q4 blocks");
+  const int64_t cols = m.cols, rows = m.rows;
+  const int64_t n_pad = (n + W - 1) / W * W, tiles = (r1 - r0 + MR - 1) / MR;
+  // k-blocks outermost: a block of the transposed tokens (KC x n_pad floats) stays in cache while every tile of
+  // rows passes over it; each tile's sums (MR x n_pad) live in `acc` between k-blocks.
+  float* const xt = gemm_buf(0, KC * n_pad + tiles * MR * n_pad);
+  float* const acc = xt + KC * n_pad;
+  for (int64_t i = 0; i < tiles * MR * n_pad; ++i) acc[i] = 0.f;
+  float* const buf = gemm_buf(1, MR * KC);
+  for (int64_t c0 = 0; c0 < cols; c0 += KC) {
+    const int64_t kc = std::min<int64_t>(KC, cols - c0);
+    for (int64_t t = 0; t < n_pad; ++t)  // token t's columns c0.. into column t of xt
+      for (int64_t k = 0; k < kc; ++k) xt[k * n_pad + t] = t < n ? X[t * cols + c0 + k] : 0.f;
+    for (int64_t i = 0; i < tiles; ++i) {
+      const int64_t rb = r0 + i * MR, nr = std::min<int64_t>(MR, r1 - rb);
+      gemm_load_rows<S, D, MR, KC>(m, rb, nr, c0, kc, buf);
+      float* const a = acc + i * MR * n_pad;
+      int64_t t0 = 0;
+      for (; t0 + TB <= n_pad; t0 += TB) gemm_micro<S, MR, NV, KC>(buf, kc, xt + t0, n_pad, a + MR * t0);
+      if (t0 < n_pad) gemm_micro<S, MR, 1, KC>(buf, kc, xt + t0, n_pad, a + MR * t0);
+    }
+  }
+  for (int64_t i = 0; i < tiles; ++i) {
+    const int64_t rb = r0 + i * MR, nr = std::min<int64_t>(MR, r1 - rb);
+    float sc[MR];
+    for (int r = 0; r < MR; ++r) sc[r] = D == DType::kI8 && r < nr ? i8_row_scale<S>(m, rb + r) : 1.0f;
+    for (int64_t t0 = 0; t0 < n_pad; t0 += TB) {
+      const int64_t nv = std::min<int64_t>(TB, n_pad - t0);  // tokens in this block's sums
+      const float* a = acc + i * MR * n_pad + MR * t0;
+      for (int64_t t = 0; t < nv && t0 + t < n; ++t) {  // one token's nr outputs are contiguous in Y
+        float* yt = Y + (t0 + t) * rows + rb;
+        for (int64_t r = 0; r < nr; ++r) yt[r] = D == DType::kI8 ? a[r * nv + t] * sc[r] : a[r * nv + t];
+      }
+    }
+  }
+}
+
 template <class S, DType D>
 void matmul_rows_t(const MatRef& m, const float* X, int64_t n, float* Y, int64_t r0, int64_t r1) {
+  if constexpr (S::kGemmMR > 0 && (D == DType::kF32 || D == DType::kF16 || D == DType::kBF16 || D == DType::kI8 ||
+                                   D == DType::kQ4)) {
+    if (n >= S::kGemmMinN) return gemm_rows<S, D>(m, X, n, Y, r0, r1);
+  }
   constexpr int R = D == DType::kQ4 ? S::kQ4TileR : S::kTileR;
   int64_t r = r0;
   for (; r + R <= r1; r += R) tile_rows<S, D, R>(m, X, n, Y, r);

@@ -35,6 +35,30 @@ void wkv5_token(const float* r, const float* k, const float* v, const float* w, 
   }
 }
 
+// wkv5_token over T tokens (w per token when w_stride = C, else one w for all), the heads split over the pool's
+// threads: each head's state and outputs are its own, so the split changes no result. Below ~64K multiply-adds
+// (a 4-head D256 token) the region costs more than it saves and the heads run on the caller.
+void wkv5_tokens(ForwardEnv& ctx, const float* r, const float* k, const float* v, const float* w, size_t w_stride,
+                 const float* u, float* S, float* y, size_t T, size_t H, size_t N) {
+  struct Args {
+    const float *r, *k, *v, *w, *u;
+    float *S, *y;
+    size_t w_stride, T, C, N;
+    void run(int64_t h0, int64_t h1) const {
+      const size_t o = static_cast<size_t>(h0) * N, nh = static_cast<size_t>(h1 - h0);
+      for (size_t t = 0; t < T; ++t)
+        wkv5_token(r + t * C + o, k + t * C + o, v + t * C + o, w + t * w_stride + o, u + o, S + o * N, y + t * C + o, nh, N);
+    }
+  } a{r, k, v, w, u, S, y, w_stride, T, H * N, N};
+  ThreadPool* pool = ctx.pool();
+  if (!pool || pool->size() == 1 || H < 2 || T * H * N * N < (64u << 10)) {
+    a.run(0, static_cast<int64_t>(H));
+    return;
+  }
+  // One small capture (a pointer) keeps std::function from allocating on every call.
+  pool->parallel_for(static_cast<int64_t>(H), [p = &a](int64_t h0, int64_t h1) { p->run(h0, h1); }, 1);
+}
+
 void forward_layers_v5(ForwardEnv& ctx, State& st, float* x, size_t T, int l_begin, int l_end) {
   const ModelConfig& cfg = ctx.model().config();
   Scratch& sc = ctx.scratch();
@@ -61,8 +85,7 @@ void forward_layers_v5(ForwardEnv& ctx, State& st, float* x, size_t T, int l_beg
       float* out[4] = {r, k, v, g};
       ops::project_many(ctx, m, in, out, cfg.has_gate ? 4 : 3, T);
     }
-    for (size_t t = 0; t < T; ++t)
-      wkv5_token(r + t * C, k + t * C, v + t * C, L.time_decay, L.time_first, S, y + t * C, H, N);
+    wkv5_tokens(ctx, r, k, v, L.time_decay, 0, L.time_first, S, y, T, H, N);
     ops::group_norm_rows(y, L.ln_x_w, L.ln_x_b, T, H, N, cfg.ln_x_eps);
     if (cfg.has_gate)
       for (size_t i = 0; i < T * C; ++i) y[i] *= ops::silu(g[i]);

@@ -14,6 +14,8 @@ namespace rwkvl {
 
 void wkv5_token(const float* r, const float* k, const float* v, const float* w, const float* u, float* S,
                 float* out, size_t H, size_t N);
+void wkv5_tokens(ForwardEnv& ctx, const float* r, const float* k, const float* v, const float* w, size_t w_stride,
+                 const float* u, float* S, float* y, size_t T, size_t H, size_t N);
 
 void forward_layers_v6(ForwardEnv& ctx, State& st, float* x, size_t T, int l_begin, int l_end) {
   const ModelConfig& cfg = ctx.model().config();
@@ -58,8 +60,7 @@ void forward_layers_v6(ForwardEnv& ctx, State& st, float* x, size_t T, int l_beg
     for (size_t t = 0; t < T; ++t)
       for (size_t i = 0; i < C; ++i) w[t * C + i] = std::exp(-std::exp(L.time_decay[i] + w[t * C + i]));
 
-    for (size_t t = 0; t < T; ++t)
-      wkv5_token(r + t * C, k + t * C, v + t * C, w + t * C, L.time_first, S, y + t * C, H, N);
+    wkv5_tokens(ctx, r, k, v, w, C, L.time_first, S, y, T, H, N);  // heads split over the threads
     ops::group_norm_rows(y, L.ln_x_w, L.ln_x_b, T, H, N, cfg.ln_x_eps);
     for (size_t i = 0; i < T * C; ++i) y[i] *= ops::silu(g[i]);
     ops::project(ctx, L.att_o, y, o, T);
