@@ -26,11 +26,13 @@ struct Avx512 {
   // kQ4: 6 rows x 4 tokens as well (a decoded block is 2 vectors per row; the compiler spills some):
   // measured ~70 GMAC/s at n = 16 (L2-resident weights) against ~68 for 4 rows, ~61 for 8, ~35 for 2.
   static constexpr int kQ4TileR = 6;
-  // Sequence mode from 16 tokens: the outer-product GEMM (gemm_rows in simd_impl.h), 12 rows x 2 vectors of 16
+  // Sequence mode from 32 tokens: the outer-product GEMM (gemm_rows in simd_impl.h), 12 rows x 2 vectors of 16
   // tokens = 24 accumulators + 2 token vectors + 1 broadcast weight of the 32 zmm registers; a standalone copy of
   // the micro-kernel ran at 84-91 % of this machine's FMA peak (456 GFLOP/s on 2 cores) with the rows already in
-  // float32, against 47-56 % for the dot-product tile at n = 64.
-  static constexpr int kGemmMR = 12, kGemmNV = 2, kGemmMinN = 16;
+  // float32. Whole calls, best of 40, 2 threads, against the dot-product tile: n = 32 and 64 +5-30 % (f16
+  // 3072x768 n = 64: 340-354 against 267 GFLOP/s, 75-78 % of the peak), n = 16 and 24 -5-25 % (one vector of
+  // tokens, or a third of the lanes padding), hence the threshold.
+  static constexpr int kGemmMR = 12, kGemmNV = 2, kGemmMinN = 32;
 
   static V zero() { return _mm512_setzero_ps(); }
   static V add(V a, V b) { return _mm512_add_ps(a, b); }
