@@ -182,13 +182,12 @@ static int cmd_logits(int argc, char** argv) {
   while (*s) {
     char* end = NULL;
     unsigned long v = strtoul(s, &end, 10);
-    if (end == s || v >= nv) {
+    if (end == s || v >= nv || (*end && *end != ',')) {
       fprintf(stderr, "rwkvcpp_peer: bad token list at '%s'\n", s);
       return 2;
     }
     eval_or_die(ctx, (uint32_t)v, st, lg);
     s = *end == ',' ? end + 1 : end;
-    if (*end && *end != ',') return 2;
   }
   printf("{\"logits\": [");
   for (size_t j = 0; j < nl; j++) printf("%s%.9g", j ? ", " : "", lg[j]);

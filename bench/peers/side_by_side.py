@@ -89,9 +89,9 @@ def make_files(a, rl, peer, work, pairs):
         if not os.path.exists(out):
             run(cmd, "rwkv-lite " + cmd[1])
         ours[key] = out
-    for key in ("FP32", "FP16"):
-        if key not in need_peer and not (key == "FP16" and need_peer - {"FP32", "FP16"}):
-            continue
+    # the float files asked for, and FP16 whenever a quantised one is (rwkv.cpp quantises from it)
+    floats = (need_peer & {"FP32", "FP16"}) | ({"FP16"} if need_peer - {"FP32", "FP16"} else set())
+    for key in sorted(floats):
         out = os.path.join(work, "rwkvcpp-%s.bin" % key)
         if not os.path.exists(out):
             if a.rwkvcpp_converter:
@@ -112,13 +112,14 @@ def bench_ours(a, rl, path):
     j = run_json([rl, "bench", "-m", path, "-t", str(a.threads), "-n", str(a.gen), "-p", str(a.prompt), "--chunk",
                   str(a.chunk), "-s", str(a.seed), "--no-bandwidth", "--json"], "rwkv-lite bench")
     return {"gen": j["gen_tok_per_s"], "prompt": j["prompt_tok_per_s"], "rss_mib": j["peak_rss_bytes"] / 2**20,
-            "bytes_per_token": j.get("bytes_touched_per_token", j.get("bytes_per_token"))}
+            "bytes_per_token": j.get("bytes_touched_per_token", j.get("bytes_per_token")), "system": j["system"]}
 
 
 def bench_peer(a, peer, path):
     j = run_json([peer, "bench", path, str(a.threads), str(a.gen), str(a.prompt), str(a.chunk), str(a.seed)],
                  "rwkvcpp_peer bench")
-    return {"gen": j["gen_tok_per_s"], "prompt": j["prompt_tok_per_s"], "rss_mib": j["peak_rss_mib"]}
+    return {"gen": j["gen_tok_per_s"], "prompt": j["prompt_tok_per_s"], "rss_mib": j["peak_rss_mib"],
+            "system": j["system"]}
 
 
 def perplexities(a, rl, peer, work, ours, theirs, pairs):
@@ -205,10 +206,7 @@ def report(a, rl, peer, work, pairs):
                 runs[p]["peer"][-1]["gen"], runs[p]["peer"][-1]["prompt"]), file=sys.stderr)
     ppl, n_ids = perplexities(a, rl, peer, work, ours, theirs, pairs) if a.text else ({}, 0)
 
-    info, _ = run([rl, "bench", "-m", ours[PAIRS[pairs[0]][1]], "-t", str(a.threads), "-n", "1", "-p", "1",
-                   "--no-bandwidth", "--json"], "rwkv-lite bench")
-    system = json.loads([l for l in info.splitlines() if l.startswith("{")][-1]).get("system", "")
-    peer_sys = run_json([peer, "bench", theirs[PAIRS[pairs[0]][2]], "1", "1", "1", "1", "1"], "rwkvcpp_peer")["system"]
+    system, peer_sys = runs[pairs[0]]["ours"][0]["system"], runs[pairs[0]]["peer"][0]["system"]
     print("\nrwkv-lite vs rwkv.cpp: %s, %d threads, generation %d tokens, prompt %d tokens (chunk %d), %d "
           "alternating rounds" % (os.path.basename(a.model), a.threads, a.gen, a.prompt, a.chunk, a.rounds))
     print("rwkv-lite: %s" % system)

@@ -35,11 +35,6 @@ Tensor transposed(const Tensor& t) {
   return o;
 }
 
-bool ends_with_(const std::string& s, const char* suf) {
-  const size_t n = std::strlen(suf);
-  return s.size() >= n && s.compare(s.size() - n, n, suf) == 0;
-}
-
 }  // namespace
 
 // The model's tensors with every matrix dense: factored ones multiplied out (B A + diag d) and int8 ones (with
@@ -53,8 +48,8 @@ TensorMap dense_tensors(const Model& m, const char* files, const char* runtime) 
       RWKVL_FAIL(kUnsupported, "'%s': %s carry plain models; this one has a %s, which %s cannot run (write it "
                  "from the model before compress --sparse-ffn / --cluster-head)", name.c_str(), files,
                  name == "head.perm" || name.find("cluster") != std::string::npos ? "cluster head" : "neuron-bundled channel-mix", runtime);
-    if (ends_with_(name, ".scale") || ends_with_(name, ".lr_b") || ends_with_(name, ".lr_d")) continue;
-    if (ends_with_(name, ".lr_a")) {
+    if (name.ends_with(".scale") || name.ends_with(".lr_b") || name.ends_with(".lr_d")) continue;
+    if (name.ends_with(".lr_a")) {
       const std::string base = name.substr(0, name.size() - 5);
       const Tensor& ta = t;
       const Tensor& tb = T.at(base + ".lr_b");

@@ -7,7 +7,6 @@
 //   * FP16 files: 2-D+ tensors f16 except time_*, k_k, k_a, r_k, x_rwkvag, x_k, w0, a0, v0 (f32).
 // canonicalize() reads the result back to the same canonical values (tests/format/test_rwkvcpp_export.cpp checks
 // it against the files rwkv.cpp's converter wrote).
-#include <cstring>
 #include <map>
 
 #include "core/error.h"
@@ -16,11 +15,6 @@
 namespace rwkvl {
 
 namespace {
-
-bool ends(const std::string& s, const char* suf) {
-  const size_t n = std::strlen(suf);
-  return s.size() >= n && s.compare(s.size() - n, n, suf) == 0;
-}
 
 bool contains(const std::string& s, const char* part) { return s.find(part) != std::string::npos; }
 
@@ -52,17 +46,17 @@ class Exporter {
   void add(const std::string& name, const Tensor& t) {
     const int64_t C = c_.n_embd, H = c_.n_head, S = c_.head_size;
     const bool v5 = c_.arch_major == 5, v6 = c_.arch_major == 6, v7 = c_.arch_major == 7;
-    if (v5 && c_.arch_minor < 2 && (ends(name, "att.time_decay") || ends(name, "att.time_faaaa"))) {
-      const std::string n = ends(name, "att.time_faaaa") ? name.substr(0, name.size() - 10) + "time_first" : name;
+    if (v5 && c_.arch_minor < 2 && (name.ends_with("att.time_decay") || name.ends_with("att.time_faaaa"))) {
+      const std::string n = name.ends_with("att.time_faaaa") ? name.substr(0, name.size() - 10) + "time_first" : name;
       put(n, {H, 1, 1}, per_head(t, H, S));
-    } else if ((v5 || v6) && (ends(name, "att.time_decay") || ends(name, "att.time_faaaa"))) {
+    } else if ((v5 || v6) && (name.ends_with("att.time_decay") || name.ends_with("att.time_faaaa"))) {
       put(name, {H, S, 1}, t.to_f32());
     } else if (v7 && contains(name, "att.x_")) {
       mixes_[name.substr(0, name.find("att.x_"))][name.substr(name.size() - 1)] = t.to_f32();
-    } else if (v7 && t.shape.size() == 1 && (ends(name, ".k_k") || ends(name, ".k_a") || ends(name, ".w0") ||
-                                             ends(name, ".a0") || ends(name, ".v0") || ends(name, "ffn.x_k"))) {
+    } else if (v7 && t.shape.size() == 1 && (name.ends_with(".k_k") || name.ends_with(".k_a") || name.ends_with(".w0") ||
+                                             name.ends_with(".a0") || name.ends_with(".v0") || name.ends_with("ffn.x_k"))) {
       put(name, {1, 1, C}, t.to_f32());
-    } else if (v7 && ends(name, "att.r_k")) {
+    } else if (v7 && name.ends_with("att.r_k")) {
       put(name, {H, S}, t.to_f32());
     } else {
       put(name, t.shape, t.to_f32());
@@ -109,11 +103,7 @@ std::vector<Tensor> export_rwkvcpp(const Model& m, bool f16) {
   if (c.arch_major < 4 || c.arch_major > 7) RWKVL_FAIL(kUnsupported, "rwkv.cpp files hold RWKV-4 to RWKV-7 models");
   const TensorMap dense = dense_tensors(m, "rwkv.cpp files", "rwkv.cpp");
   Exporter e(c, f16);
-  for (const auto& [name, t] : dense) {
-    if (name.find(".ffn.bundle.") != std::string::npos || name == "head.perm")
-      RWKVL_FAIL(kUnsupported, "'%s': rwkv.cpp files carry plain models", name.c_str());
-    e.add(name, t);
-  }
+  for (const auto& [name, t] : dense) e.add(name, t);  // dense_tensors refused bundled FFNs and cluster heads
   return e.finish();
 }
 

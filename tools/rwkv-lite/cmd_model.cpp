@@ -47,17 +47,16 @@ int cmd_convert(const Args& args) {
   const ModelPtr model = load_model(args);
   const rwkvl_model_info info = model_info(model.get());
   const std::string format = args.str("format");
+  if (format != "gguf" && args.given("tokenizer")) args.fail("--tokenizer goes with --format gguf");
   if (format == "gguf") {
     const TokenizerPtr tok = model_tokenizer(model.get(), in, args.str("tokenizer"));
     check(rwkvl_model_save_gguf(model.get(), tok.get(), out.c_str(), dtype_flag(args, "dtype")));
   } else if (format == "rwkvcpp") {
-    if (args.given("tokenizer")) args.fail("--tokenizer goes with --format gguf");
     const rwkvl_dtype d = dtype_flag(args, "dtype");
     if (d != RWKVL_DTYPE_KEEP && d != RWKVL_DTYPE_F32 && d != RWKVL_DTYPE_F16)
       args.fail("--format rwkvcpp writes f32 or f16 matrices (rwkv.cpp quantises its own files: its quantize.py)");
     check(rwkvl_model_save_rwkvcpp(model.get(), out.c_str(), d));
   } else {
-    if (args.given("tokenizer")) args.fail("--tokenizer goes with --format gguf");
     check(rwkvl_model_save(model.get(), out.c_str(), dtype));
   }
   std::fprintf(stderr, "converted %s (%s %s, %s) -> %s (%s, %s) in %.2f s\n", in.c_str(), info.file_kind,
