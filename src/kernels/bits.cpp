@@ -7,16 +7,22 @@
 // at cols = 256 and ~20 ns at cols = 768; 4-column groups (16-entry tables, 12 KB at 768, in L1)
 // took twice as long (twice the look-ups), and an AVX-512 masked-add loop over x (no table, 4 rows
 // at a time) was ~25 % faster at cols = 768 and no faster at 256: not worth a per-ISA path.
+#include <algorithm>
 #include <cstring>
 
 #include "core/error.h"
 #include "kernels/kernels.h"
+#include "kernels/kernels_internal.h"
 
 namespace rwkvl::kern {
 
 namespace {
 constexpr int64_t kGroupCols = 8, kGroupEntries = 256;
-}
+
+// One score from its parts, the only place the two are combined: bits_scores_rows and bits_scores_chunk share it so
+// that both round alike (this file is compiled with -ffp-contract=off: no fused multiply-add on any target).
+inline float finish(float lo, float sum, float step, float raw) { return lo * sum + step * raw; }
+}  // namespace
 
 size_t bits_table_floats(int64_t cols) {
   RWKVL_CHECK(cols >= 0 && cols % kGroupCols == 0);
@@ -70,7 +76,54 @@ void bits_scores_rows(const uint8_t* bits, const float* lo, const float* step, i
       a3 += t[1792 + (u >> 56)];
     }
     for (; i < nb; ++i) a0 += table[i * kGroupEntries + p[i]];
-    score[r] = lo[r] * sum + step[r] * ((a0 + a1) + (a2 + a3));
+    score[r] = finish(lo[r], sum, step[r], (a0 + a1) + (a2 + a3));
+  }
+}
+
+size_t bits_chunk_table_floats(int64_t cols) {
+  RWKVL_CHECK(cols >= 0 && cols % kGroupCols == 0);
+  return static_cast<size_t>(cols / 4 * 16 * kBitsLanes + kBitsLanes);
+}
+
+// Per 4-column group q and entry b < 16, lane l: the subset sum of input l's columns 4q + (set bits of b), built as
+// bits_prepare builds its lo / hi halves (lo[b] = lo[b & (b - 1)] + x[lowest bit]); then each input's sum(x) in
+// column order. Lanes of n..kBitsLanes-1 hold zeros.
+void bits_prepare_chunk(const float* X, int64_t ldx, int64_t n, int64_t cols, float* table) {
+  RWKVL_CHECK(cols >= 0 && cols % kGroupCols == 0 && n >= 1 && n <= kBitsLanes && ldx >= cols);
+  constexpr int64_t L = kBitsLanes;
+  const int64_t nq = cols / 4;
+  for (int64_t q = 0; q < nq; ++q) {
+    float* t = table + q * 16 * L;
+    for (int64_t l = 0; l < L; ++l) t[l] = 0.0f;
+    for (int b = 1; b < 16; ++b) {
+      const int low = __builtin_ctz(static_cast<unsigned>(b));
+      const float* prev = t + (b & (b - 1)) * L;
+      float* e = t + b * L;
+      for (int64_t l = 0; l < n; ++l) e[l] = prev[l] + X[l * ldx + 4 * q + low];
+      for (int64_t l = n; l < L; ++l) e[l] = 0.0f;
+    }
+  }
+  float* sums = table + nq * 16 * L;
+  for (int64_t l = 0; l < L; ++l) {
+    float s = 0.0f;
+    if (l < n)
+      for (int64_t c = 0; c < cols; ++c) s += X[l * ldx + c];
+    sums[l] = s;
+  }
+}
+
+void bits_scores_chunk(const uint8_t* bits, const float* lo, const float* step, int64_t cols, const float* table,
+                       int64_t n, float* score, int64_t ld_score, int64_t r0, int64_t r1) {
+  RWKVL_CHECK(cols >= 0 && cols % kGroupCols == 0 && 0 <= r0 && r0 <= r1 && n >= 1 && n <= kBitsLanes && ld_score >= r1);
+  constexpr int64_t kRows = 64;
+  const int64_t nb = cols / kGroupCols;
+  const float* sums = table + cols / 4 * 16 * kBitsLanes;
+  alignas(64) float raw[kRows * kBitsLanes];
+  for (int64_t b = r0; b < r1; b += kRows) {
+    const int64_t e = std::min(r1, b + kRows);
+    detail::bits_sums(bits, nb, table, raw, b, e);
+    for (int64_t l = 0; l < n; ++l)
+      for (int64_t r = b; r < e; ++r) score[l * ld_score + r] = finish(lo[r], sums[l], step[r], raw[(r - b) * kBitsLanes + l]);
   }
 }
 

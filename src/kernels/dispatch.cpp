@@ -166,6 +166,10 @@ void ffn_values(const MatRef& layout, const void* const* ptrs, const int32_t* id
   current().ffn_values(layout, ptrs, ids, n, A, lda, t0, t1, Y, ldy);
 }
 
+void detail::bits_sums(const uint8_t* bits, int64_t nb, const float* table, float* raw, int64_t r0, int64_t r1) {
+  current().bits_sums(bits, nb, table, raw, r0, r1);
+}
+
 void matvec(const MatRef& w, const float* x, float* y, ThreadPool* pool) {
   check_mat(w);
   const KernelSet& k = current();

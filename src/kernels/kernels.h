@@ -102,6 +102,17 @@ size_t bits_table_floats(int64_t cols);
 void bits_prepare(const float* x, int64_t cols, float* table);
 void bits_scores_rows(const uint8_t* bits, const float* lo, const float* step, int64_t cols, const float* table,
                       float* score, int64_t r0, int64_t r1);
+// Sequence mode: the scores of up to kBitsLanes inputs at once, each bitwise equal to bits_prepare +
+// bits_scores_rows of that input alone (the same adds in the same order, the inputs in the vector lanes).
+// bits_prepare_chunk builds the lane tables of n <= kBitsLanes inputs (rows of X, ldx floats apart;
+// bits_chunk_table_floats(cols) floats: per 4 columns the 16 subset sums of each input, then the inputs' sums);
+// bits_scores_chunk writes score[l ld_score + r] for input l < n and rows [r0, r1) (thread-safe: the table is
+// only read).
+constexpr int64_t kBitsLanes = 16;
+size_t bits_chunk_table_floats(int64_t cols);
+void bits_prepare_chunk(const float* X, int64_t ldx, int64_t n, int64_t cols, float* table);
+void bits_scores_chunk(const uint8_t* bits, const float* lo, const float* step, int64_t cols, const float* table,
+                       int64_t n, float* score, int64_t ld_score, int64_t r0, int64_t r1);
 
 // The instruction set in use: "avx512", "avx2", "neon" or "scalar".
 const char* active_isa();

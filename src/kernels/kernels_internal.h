@@ -18,13 +18,22 @@ using FfnNeuronsFn = void (*)(const MatRef& layout, const void* const* ptrs, con
 using FfnValuesFn = void (*)(const MatRef& layout, const void* const* ptrs, const int32_t* ids, int64_t n,
                              const float* A, int64_t lda, int64_t t0, int64_t t1, float* Y, int64_t ldy);
 
+// The 1-bit predictor's raw sums for kBitsLanes inputs at once (bits_scores_chunk): raw[(r - r0) kBitsLanes + l] =
+// ((a0 + a1) + (a2 + a3)) of input l, each a_k summed as bits_scores_rows sums it, from the lane tables of
+// bits_prepare_chunk. nb = bytes per row.
+using BitsSumsFn = void (*)(const uint8_t* bits, int64_t nb, const float* table, float* raw, int64_t r0, int64_t r1);
+
 struct KernelSet {
   const char* name;
   MatvecRowsFn matvec_rows;
   MatmulRowsFn matmul_rows;
   FfnNeuronsFn ffn_neurons;
   FfnValuesFn ffn_values;
+  BitsSumsFn bits_sums;
 };
+
+// The active set's bits_sums (dispatch.cpp), for bits.cpp.
+void bits_sums(const uint8_t* bits, int64_t nb, const float* table, float* raw, int64_t r0, int64_t r1);
 
 extern const KernelSet kScalarKernels;  // matvec_scalar.cpp, every architecture
 #if defined(RWKVL_ARCH_x86_64)

@@ -107,6 +107,6 @@ struct Avx2 {
 }  // namespace
 
 const KernelSet kAvx2Kernels = {"avx2", &matvec_rows_isa<Avx2>, &matmul_rows_isa<Avx2>,
-                                 &ffn_neurons_isa<Avx2>, &ffn_values_isa<Avx2>};
+                                 &ffn_neurons_isa<Avx2>, &ffn_values_isa<Avx2>, &bits_sums_isa<Avx2>};
 
 }  // namespace rwkvl::kern::detail

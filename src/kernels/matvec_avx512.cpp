@@ -113,6 +113,6 @@ struct Avx512 {
 }  // namespace
 
 const KernelSet kAvx512Kernels = {"avx512", &matvec_rows_isa<Avx512>, &matmul_rows_isa<Avx512>,
-                                 &ffn_neurons_isa<Avx512>, &ffn_values_isa<Avx512>};
+                                 &ffn_neurons_isa<Avx512>, &ffn_values_isa<Avx512>, &bits_sums_isa<Avx512>};
 
 }  // namespace rwkvl::kern::detail

@@ -91,6 +91,6 @@ struct Neon {
 }  // namespace
 
 const KernelSet kNeonKernels = {"neon", &matvec_rows_isa<Neon>, &matmul_rows_isa<Neon>,
-                                 &ffn_neurons_isa<Neon>, &ffn_values_isa<Neon>};
+                                 &ffn_neurons_isa<Neon>, &ffn_values_isa<Neon>, &bits_sums_isa<Neon>};
 
 }  // namespace rwkvl::kern::detail

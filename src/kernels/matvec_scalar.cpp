@@ -263,9 +263,30 @@ void ffn_values_scalar(const MatRef& m, const void* const* ptrs, const int32_t* 
   }
 }
 
+// bits_sums_isa (simd_impl.h) one lane at a time: the same adds in the same order per lane.
+void bits_sums_scalar(const uint8_t* bits, int64_t nb, const float* table, float* raw, int64_t r0, int64_t r1) {
+  constexpr int64_t L = kBitsLanes, E = 16 * kBitsLanes;  // floats per 4-column group: 16 entries x L lanes
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* p = bits + r * nb;
+    float a[4][L] = {};
+    int64_t i = 0;
+    const auto add = [&](int k, int64_t byte_at) {
+      const uint8_t b = p[byte_at];
+      const float* lo = table + (2 * byte_at) * E + (b & 15) * L;
+      const float* hi = table + (2 * byte_at + 1) * E + (b >> 4) * L;
+      for (int64_t l = 0; l < L; ++l) a[k][l] += lo[l] + hi[l];
+    };
+    for (; i + 8 <= nb; i += 8)
+      for (int k = 0; k < 8; ++k) add(k & 3, i + k);
+    for (; i < nb; ++i) add(0, i);
+    float* out = raw + (r - r0) * L;
+    for (int64_t l = 0; l < L; ++l) out[l] = (a[0][l] + a[1][l]) + (a[2][l] + a[3][l]);
+  }
+}
+
 }  // namespace
 
 const KernelSet kScalarKernels = {"scalar", &matvec_rows_scalar, &matmul_rows_scalar, &ffn_neurons_scalar,
-                                  &ffn_values_scalar};
+                                  &ffn_values_scalar, &bits_sums_scalar};
 
 }  // namespace rwkvl::kern::detail

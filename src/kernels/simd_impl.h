@@ -944,4 +944,41 @@ void ffn_neurons_isa(const MatRef& m, const void* const* ptrs, const int32_t* id
   }
 }
 
+// The 1-bit predictor for kBitsLanes inputs at once (kernels.h, bits_scores_chunk): per row, per byte of its bits,
+// the lane tables of the byte's two 4-column groups (entry (byte & 15) of the low, (byte >> 4) of the high) are
+// added, then added to accumulator (byte index % 4) as bits_scores_rows adds its 8-column entry lo[l] + hi[h]: the
+// same float operations per lane, so every lane's sum is bitwise the single-input one. Lanes are the inputs, so a
+// row's bytes are read once for all of them and each look-up is a whole vector.
+template <class S>
+void bits_sums_isa(const uint8_t* bits, int64_t nb, const float* table, float* raw, int64_t r0, int64_t r1) {
+  using V = typename S::V;
+  constexpr int W = S::kW, NV = static_cast<int>(kBitsLanes) / W;
+  static_assert(kBitsLanes % W == 0, "whole vectors of lanes");
+  constexpr int64_t L = kBitsLanes, E = 16 * kBitsLanes;
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* p = bits + r * nb;
+    V a[4][NV];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) a[k][v] = S::zero();
+    const auto add = [&](int k, int64_t at) {
+      const uint8_t b = p[at];
+      const float* lo = table + (2 * at) * E + (b & 15) * L;
+      const float* hi = table + (2 * at + 1) * E + (b >> 4) * L;
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) a[k][v] = S::add(a[k][v], S::add(S::loadx(lo + v * W), S::loadx(hi + v * W)));
+    };
+    int64_t i = 0;
+    for (; i + 8 <= nb; i += 8) {
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k) add(k & 3, i + k);
+    }
+    for (; i < nb; ++i) add(0, i);
+    float* out = raw + (r - r0) * L;
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) S::storex(out + v * W, S::add(S::add(a[0][v], a[1][v]), S::add(a[2][v], a[3][v])));
+  }
+}
+
 }  // namespace rwkvl::kern::detail

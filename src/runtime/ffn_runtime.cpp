@@ -248,20 +248,22 @@ void FfnRuntime::chunk_select(const SparseFfn& S, const float* xk, size_t T) {
     for (float& h : chid_) h = h > 0.f ? h : 0.f;
     kern::matmul(S.w2, chid_.data(), static_cast<int64_t>(T), cz_.data(), pool_);
   }
+  constexpr size_t L = static_cast<size_t>(kern::kBitsLanes);
   if (use_bits) {
-    score_.resize(Fz);
-    table_.resize(kern::bits_table_floats(C));
+    score_.resize(L * Fz);
+    table_.resize(kern::bits_chunk_table_floats(C));
   }
   if (predict_mode) {
     const float mt = S.mlp_thresh, bt = S.bits_thresh;
     for (size_t t = 0; t < T; ++t) {
       float* mask = cmask_.data() + t * Fz;
-      if (use_bits) {
-        kern::bits_prepare(xk + t * Cz, C, table_.data());
-        const auto run = [this, &S, C](int64_t b, int64_t e) {
-          kern::bits_scores_rows(S.bits, S.lo, S.step, C, table_.data(), score_.data(), b, e);
+      if (use_bits && t % L == 0) {  // the scores of the next kBitsLanes tokens at once, as the token path scores each
+        const int64_t n = static_cast<int64_t>(std::min(L, T - t));
+        kern::bits_prepare_chunk(xk + t * Cz, C, n, C, table_.data());
+        const auto run = [this, &S, C, n, F](int64_t b, int64_t e) {
+          kern::bits_scores_chunk(S.bits, S.lo, S.step, C, table_.data(), n, score_.data(), F, b, e);
         };
-        if (pool_ && pool_->size() > 1 && F >= 512) pool_->parallel_for(F, run, 64);
+        if (pool_ && pool_->size() > 1 && F * n >= 512) pool_->parallel_for(F, run, 64);
         else run(0, F);
       }
       if (random) {
@@ -270,7 +272,7 @@ void FfnRuntime::chunk_select(const SparseFfn& S, const float* xk, size_t T) {
         continue;
       }
       const float* z = use_mlp ? cz_.data() + t * Fz : nullptr;
-      const float* sc = score_.data();
+      const float* sc = score_.data() + (t % L) * Fz;
       if (use_mlp && use_bits)
         for (size_t j = 0; j < Fz; ++j) mask[j] = static_cast<float>(static_cast<int>(z[j] > mt) | static_cast<int>(sc[j] > bt));
       else if (use_mlp)

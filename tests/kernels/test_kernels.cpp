@@ -1196,6 +1196,48 @@ TEST(Kernels, BitsScoresMatchDirectSums) {
   }
 }
 
+// bits_prepare_chunk / bits_scores_chunk: every input's scores bitwise equal to bits_prepare + bits_scores_rows of
+// that input alone, on every ISA, for 1..16 inputs, byte counts with and without a tail of < 8, and row ranges.
+TEST_P(KernelIsa, BitsChunkEqualsSingleInput) {
+  uint64_t seed = 61000;
+  for (int64_t cols : {8, 24, 64, 72, 256, 768}) {
+    const int64_t rows = 131, nb = cols / 8;
+    Rng rng(++seed);
+    std::vector<uint8_t> bits(static_cast<size_t>(rows * nb));
+    for (auto& v : bits) v = static_cast<uint8_t>(rng.gen());
+    const std::vector<float> lo = make_vec(rows, ++seed), step = make_vec(rows, ++seed);
+    for (int64_t n : {1, 5, 16}) {
+      SCOPED_TRACE(testing::Message() << "cols=" << cols << " n=" << n);
+      const int64_t ldx = cols + 3;
+      const std::vector<float> X = make_vec(n * ldx, ++seed);
+      std::vector<float> ct(bits_chunk_table_floats(cols) + 1, NAN);
+      ct.back() = 321.0f;  // sentinel
+      bits_prepare_chunk(X.data(), ldx, n, cols, ct.data());
+      ASSERT_EQ(ct.back(), 321.0f);
+      for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, rows}, {3, 4}, {5, 70}, {130, 131}}) {
+        const int64_t ld = rows + 2;
+        std::vector<float> got(static_cast<size_t>(16 * ld), NAN);
+        bits_scores_chunk(bits.data(), lo.data(), step.data(), cols, ct.data(), n, got.data(), ld, r0, r1);
+        std::vector<float> table(bits_table_floats(cols)), want(static_cast<size_t>(rows), NAN);
+        for (int64_t l = 0; l < 16; ++l) {
+          if (l < n) {
+            bits_prepare(X.data() + l * ldx, cols, table.data());
+            bits_scores_rows(bits.data(), lo.data(), step.data(), cols, table.data(), want.data(), r0, r1);
+          }
+          for (int64_t r = 0; r < ld; ++r) {
+            const float g = got[static_cast<size_t>(l * ld + r)];
+            if (l >= n || r < r0 || r >= r1) {
+              ASSERT_TRUE(std::isnan(g)) << "wrote input " << l << " row " << r;
+            } else {
+              ASSERT_EQ(0, std::memcmp(&g, &want[static_cast<size_t>(r)], 4)) << "input " << l << " row " << r;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(Kernels, QuantizeRowsI8HandComputed) {
   const float src[] = {
       127.0f, -63.4f, 0.49f, -0.51f, 10.0f, 0.0f,   // absmax 127 -> scale exactly 1
