@@ -55,6 +55,15 @@ void HeadRuntime::logits(const float* xn, size_t T, float* out) {
     z_.resize(static_cast<size_t>(H.k));
     is_chosen_.resize(static_cast<size_t>(H.k));
     if (opt_.compare) yfull_.resize(V);
+    // token order -> grouped row and cluster, so that clustered() writes the logits in token order
+    tok_row_.resize(V);
+    tok_cluster_.resize(V);
+    for (int64_t j = 0; j < H.k; ++j)
+      for (int32_t i = H.offsets[j]; i < H.offsets[j + 1]; ++i) {
+        tok_row_[static_cast<size_t>(H.perm[i])] = i;
+        tok_cluster_[static_cast<size_t>(H.perm[i])] = static_cast<int32_t>(j);
+      }
+    base_.resize(static_cast<size_t>(H.k));
   }
   if (mode_ == HeadMode::kFull) {
     full(xn, T, out);
@@ -315,7 +324,7 @@ void HeadRuntime::clustered(const float* x, float* out) {
   const ClusterHead& H = model_.cluster_head();
   const int64_t K = H.k;
   // 1. cluster log-probabilities
-  kern::matvec(H.w, x, z_.data(), nullptr);
+  kern::matvec(H.w, x, z_.data(), pool_);
   for (int64_t j = 0; j < K; ++j) z_[static_cast<size_t>(j)] += H.bias[j];
   const double lse = logprob::log_sum_exp(z_.data(), static_cast<size_t>(K));
   // 2. choose clusters in order of probability (ties: lower index first)
@@ -349,16 +358,19 @@ void HeadRuntime::clustered(const float* x, float* out) {
     for (int32_t i = H.offsets[j]; i < H.offsets[j + 1]; ++i) q += std::exp(static_cast<double>(y_[static_cast<size_t>(i)]) - ymx);
   const double log_q = ymx + std::log(q);
   const double log_chosen = std::log(cum);
-  // 4. exact logits for chosen tokens, pseudo-logits for the rest, in token order
-  for (int64_t j = 0; j < K; ++j) {
-    const int32_t b = H.offsets[j], e = H.offsets[j + 1];
-    if (is_chosen_[static_cast<size_t>(j)]) {
-      for (int32_t i = b; i < e; ++i) out[H.perm[i]] = y_[static_cast<size_t>(i)];
-    } else {
-      const double base = log_q + (static_cast<double>(z_[static_cast<size_t>(j)]) - lse) - log_chosen;
-      for (int32_t i = b; i < e; ++i) out[H.perm[i]] = static_cast<float>(base + H.prior[i]);
+  // 4. exact logits for chosen tokens, pseudo-logits for the rest, written in token order (sequential stores; the
+  // grouped rows are read by position): tokens [t0, t1) per thread, each value computed as on one thread
+  for (int64_t j = 0; j < K; ++j)
+    base_[static_cast<size_t>(j)] = log_q + (static_cast<double>(z_[static_cast<size_t>(j)]) - lse) - log_chosen;
+  const auto write = [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const size_t i = static_cast<size_t>(tok_row_[static_cast<size_t>(t)]), j = static_cast<size_t>(tok_cluster_[static_cast<size_t>(t)]);
+      out[t] = is_chosen_[j] ? y_[i] : static_cast<float>(base_[j] + H.prior[i]);
     }
-  }
+  };
+  const int64_t V = H.offsets[K];
+  if (pool_ && pool_->size() > 1 && V >= 8192) pool_->parallel_for(V, write, 1024);
+  else write(0, V);
   stats_.rows_read += n_rows;
   stats_.clusters += chosen_.size();
 }

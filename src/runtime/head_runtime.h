@@ -119,6 +119,8 @@ class HeadRuntime {
   HeadStats stats_;
   std::vector<float> z_, y_, yfull_, grouped_, cmp_;
   std::vector<int32_t> order_, chosen_, all_clusters_;
+  std::vector<int32_t> tok_row_, tok_cluster_;  // cluster mode, per token: its grouped row and cluster
+  std::vector<double> base_;                     // per cluster: its pseudo-logits' offset for the current token
   std::vector<int64_t> starts_;
   std::vector<uint8_t> is_chosen_;
   std::vector<Range> ranges_;
