@@ -96,6 +96,9 @@ struct Avx2 {
     return _mm256_and_ps(v, _mm256_castsi256_ps(sel));
   }
 
+  static void half4(const uint16_t* h, float* out) {
+    _mm_storeu_ps(out, _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(h))));
+  }
   static void hsum4(V a, V b, V c, V d, float* out) {
     const __m256 ab = _mm256_hadd_ps(a, b);    // a01 a23 b01 b23 | a45 a67 b45 b67
     const __m256 cd = _mm256_hadd_ps(c, d);

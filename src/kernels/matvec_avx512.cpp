@@ -102,6 +102,9 @@ struct Avx512 {
 
   // Fold 16 lanes to 8 (lane i + lane i+8), then the AVX2 tree; identical for every lane.
   static __m256 fold(V v) { return _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)); }
+  static void half4(const uint16_t* h, float* out) {
+    _mm_storeu_ps(out, _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(h))));
+  }
   static void hsum4(V a, V b, V c, V d, float* out) {
     const __m256 ab = _mm256_hadd_ps(fold(a), fold(b));
     const __m256 cd = _mm256_hadd_ps(fold(c), fold(d));

@@ -85,6 +85,9 @@ struct Neon {
     for (int j = 0; j < 4; ++j) t[j] = (bits >> j) & 1u ? src[r++] : 0.0f;
     return vld1q_f32(t);
   }
+  static void half4(const uint16_t* h, float* out) {
+    vst1q_f32(out, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(h))));
+  }
   static void hsum4(V a, V b, V c, V d, float* out) { vst1q_f32(out, vpaddq_f32(vpaddq_f32(a, b), vpaddq_f32(c, d))); }
 };
 

@@ -13,6 +13,7 @@
 //   V set1(float); void storex(float*, V);
 //   template <DType D> V loadw(const Elem<D>::T* p);   kW weights converted to float
 //   void hsum4(V a, V b, V c, V d, float* out4);       out4[i] = sum of the lanes of the i-th vector
+//   void half4(const uint16_t* h, float* out4);         four IEEE halves -> float32 (exact)
 //   void q4_decode(const uint8_t* blk, V* out);        one kQ4 block (20 bytes) -> 32 / kW vectors of
 //                                      float weights d * q + m, columns in order (out[v]: columns v*kW..)
 //   static constexpr int kQ4TileR;     matmul register tile height for kQ4 (a decoded block is 32/kW vectors)
@@ -85,6 +86,13 @@ template <class S>
 inline float i8_row_scale(const MatRef& m, int64_t r) {
   if (m.scale_dtype == DType::kF16) return half_to_float<S>(static_cast<const uint16_t*>(m.row_scale)[r]);
   return static_cast<const float*>(m.row_scale)[r];
+}
+
+// The kI8 scales of rows r..r+3 as float32 (f16 scales converted by S::half4, exact like half_to_float).
+template <class S>
+inline void i8_row_scales4(const MatRef& m, int64_t r, float* out) {
+  if (m.scale_dtype == DType::kF16) return S::half4(static_cast<const uint16_t*>(m.row_scale) + r, out);
+  std::memcpy(out, static_cast<const float*>(m.row_scale) + r, 4 * sizeof(float));
 }
 
 // Folds A accumulators (a power of two) to one with the fixed pairwise tree every dot product uses.
@@ -265,7 +273,9 @@ void matvec_rows_t(const MatRef& m, const float* x, float* y, int64_t r0, int64_
     for (int i = 0; i < 4; ++i) v[i] = dot_row<S, D>(base + (r + i) * stride, cols, x);
     reduce_rows<S, 4>(v, y + r);
     if constexpr (D == DType::kI8) {
-      for (int i = 0; i < 4; ++i) y[r + i] *= i8_row_scale<S>(m, r + i);
+      float sc[4];
+      i8_row_scales4<S>(m, r, sc);
+      for (int i = 0; i < 4; ++i) y[r + i] *= sc[i];
     }
   }
   for (; r < r1; ++r) {

@@ -55,13 +55,17 @@ void HeadRuntime::logits(const float* xn, size_t T, float* out) {
     z_.resize(static_cast<size_t>(H.k));
     is_chosen_.resize(static_cast<size_t>(H.k));
     if (opt_.compare) yfull_.resize(V);
-    // token order -> grouped row and cluster, so that clustered() writes the logits in token order
-    tok_row_.resize(V);
-    tok_cluster_.resize(V);
+    // per token its prior and its cluster (uint16 up to 65,536 clusters), so that clustered() writes the logits in
+    // token order from sequential arrays
+    tok_prior_.resize(V);
+    if (H.k <= 65536) tok_cluster16_.resize(V);
+    else tok_cluster_.resize(V);
     for (int64_t j = 0; j < H.k; ++j)
       for (int32_t i = H.offsets[j]; i < H.offsets[j + 1]; ++i) {
-        tok_row_[static_cast<size_t>(H.perm[i])] = i;
-        tok_cluster_[static_cast<size_t>(H.perm[i])] = static_cast<int32_t>(j);
+        const size_t t = static_cast<size_t>(H.perm[i]);
+        tok_prior_[t] = H.prior[i];
+        if (H.k <= 65536) tok_cluster16_[t] = static_cast<uint16_t>(j);
+        else tok_cluster_[t] = static_cast<int32_t>(j);
       }
     base_.resize(static_cast<size_t>(H.k));
   }
@@ -358,19 +362,22 @@ void HeadRuntime::clustered(const float* x, float* out) {
     for (int32_t i = H.offsets[j]; i < H.offsets[j + 1]; ++i) q += std::exp(static_cast<double>(y_[static_cast<size_t>(i)]) - ymx);
   const double log_q = ymx + std::log(q);
   const double log_chosen = std::log(cum);
-  // 4. exact logits for chosen tokens, pseudo-logits for the rest, written in token order (sequential stores; the
-  // grouped rows are read by position): tokens [t0, t1) per thread, each value computed as on one thread
+  // 4. pseudo-logits for every token, written in token order from sequential arrays (tokens [t0, t1) per thread,
+  // each value computed as on one thread), then the chosen clusters' exact logits over them
   for (int64_t j = 0; j < K; ++j)
     base_[static_cast<size_t>(j)] = log_q + (static_cast<double>(z_[static_cast<size_t>(j)]) - lse) - log_chosen;
+  const auto pseudo = [out, prior = tok_prior_.data(), base = base_.data()](const auto* cl, int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) out[t] = static_cast<float>(base[cl[t]] + prior[t]);
+  };
   const auto write = [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const size_t i = static_cast<size_t>(tok_row_[static_cast<size_t>(t)]), j = static_cast<size_t>(tok_cluster_[static_cast<size_t>(t)]);
-      out[t] = is_chosen_[j] ? y_[i] : static_cast<float>(base_[j] + H.prior[i]);
-    }
+    if (!tok_cluster16_.empty()) pseudo(tok_cluster16_.data(), t0, t1);
+    else pseudo(tok_cluster_.data(), t0, t1);
   };
   const int64_t V = H.offsets[K];
   if (pool_ && pool_->size() > 1 && V >= 8192) pool_->parallel_for(V, write, 1024);
   else write(0, V);
+  for (int32_t j : chosen_)
+    for (int32_t i = H.offsets[j]; i < H.offsets[j + 1]; ++i) out[H.perm[i]] = y_[static_cast<size_t>(i)];
   stats_.rows_read += n_rows;
   stats_.clusters += chosen_.size();
 }

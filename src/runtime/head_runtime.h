@@ -119,7 +119,9 @@ class HeadRuntime {
   HeadStats stats_;
   std::vector<float> z_, y_, yfull_, grouped_, cmp_;
   std::vector<int32_t> order_, chosen_, all_clusters_;
-  std::vector<int32_t> tok_row_, tok_cluster_;  // cluster mode, per token: its grouped row and cluster
+  std::vector<float> tok_prior_;                 // cluster mode, per token: its prior (the file's, in token order)
+  std::vector<uint16_t> tok_cluster16_;          // ... and its cluster (up to 65,536 clusters)
+  std::vector<int32_t> tok_cluster_;             // ... (more clusters)
   std::vector<double> base_;                     // per cluster: its pseudo-logits' offset for the current token
   std::vector<int64_t> starts_;
   std::vector<uint8_t> is_chosen_;
