@@ -357,9 +357,22 @@ void HeadRuntime::clustered(const float* x, float* out) {
     for (int32_t i = H.offsets[j]; i < H.offsets[j + 1]; ++i) ymx = std::max(ymx, y_[static_cast<size_t>(i)]);
     n_rows += static_cast<uint64_t>(H.size(j));
   }
+  // Q: the exps of the chosen rows computed over the threads (each as on one thread), summed in row order
+  cstarts_.assign(1, 0);
+  for (int32_t j : chosen_) cstarts_.push_back(cstarts_.back() + H.size(j));
+  ebuf_.resize(n_rows);
+  const auto exps = [&](int64_t b, int64_t e) {
+    size_t c = static_cast<size_t>(std::upper_bound(cstarts_.begin(), cstarts_.end(), b) - cstarts_.begin()) - 1;
+    for (; b < e; ++c) {
+      const int64_t s = cstarts_[c], hi = std::min(e, cstarts_[c + 1]);
+      const float* yc = y_.data() + (H.offsets[chosen_[c]] - s);
+      for (; b < hi; ++b) ebuf_[static_cast<size_t>(b)] = std::exp(static_cast<double>(yc[b]) - ymx);
+    }
+  };
+  if (pool_ && pool_->size() > 1 && n_rows >= 2048) pool_->parallel_for(static_cast<int64_t>(n_rows), exps, 256);
+  else exps(0, static_cast<int64_t>(n_rows));
   double q = 0.0;
-  for (int32_t j : chosen_)
-    for (int32_t i = H.offsets[j]; i < H.offsets[j + 1]; ++i) q += std::exp(static_cast<double>(y_[static_cast<size_t>(i)]) - ymx);
+  for (double v : ebuf_) q += v;
   const double log_q = ymx + std::log(q);
   const double log_chosen = std::log(cum);
   // 4. pseudo-logits for every token, written in token order from sequential arrays (tokens [t0, t1) per thread,

@@ -122,6 +122,8 @@ class HeadRuntime {
   std::vector<float> tok_prior_;                 // cluster mode, per token: its prior (the file's, in token order)
   std::vector<uint16_t> tok_cluster16_;          // ... and its cluster (up to 65,536 clusters)
   std::vector<int32_t> tok_cluster_;             // ... (more clusters)
+  std::vector<int64_t> cstarts_;                 // per chosen cluster: its first row among the chosen rows
+  std::vector<double> ebuf_;                     // the chosen rows' exps
   std::vector<double> base_;                     // per cluster: its pseudo-logits' offset for the current token
   std::vector<int64_t> starts_;
   std::vector<uint8_t> is_chosen_;

@@ -79,9 +79,9 @@ uint64_t session_scratch_bytes(const Model& m, size_t chunk, bool head_compare) 
   // the forward pass's named buffers and the residual stream of a chunk
   const uint64_t bufs = Scratch::bytes_for(m, T) + T * static_cast<uint64_t>(c.n_embd) * 4;
   // Vocabulary-sized rows of the head runtime: with a cluster table, logits in grouped order and exact logits
-  // (plus the full head's when comparing), per token its prior (f32) and cluster (int32 at most); without one, the
-  // streamed head's row pieces (at most one row).
-  const uint64_t vocab_rows = m.cluster_head().present() ? (head_compare ? 5 : 4) : 1;
+  // (plus the full head's when comparing), per token its prior (f32) and cluster (int32 at most) and the chosen
+  // rows' exps (f64); without one, the streamed head's row pieces (at most one row).
+  const uint64_t vocab_rows = m.cluster_head().present() ? (head_compare ? 7 : 6) : 1;
   const uint64_t head = vocab_rows * static_cast<uint64_t>(c.n_vocab) * 4 + 3 * static_cast<uint64_t>(m.cluster_head().k) * 8;
   uint64_t ffn = 8 * static_cast<uint64_t>(c.n_ffn) * 4 * 2;
   if (m.layer(0).sffn.present()) {  // sequence mode's union of a chunk's neurons (FfnRuntime::forward_chunk_fused)
