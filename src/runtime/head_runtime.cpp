@@ -352,14 +352,13 @@ void HeadRuntime::clustered(const float* x, float* out) {
   // 3. exact logits of the chosen clusters, and log Q over them
   rows(x, y_.data(), chosen_);
   float ymx = -std::numeric_limits<float>::infinity();
-  uint64_t n_rows = 0;
+  cstarts_.assign(1, 0);  // per chosen cluster, its first row among the chosen rows
   for (int32_t j : chosen_) {
     for (int32_t i = H.offsets[j]; i < H.offsets[j + 1]; ++i) ymx = std::max(ymx, y_[static_cast<size_t>(i)]);
-    n_rows += static_cast<uint64_t>(H.size(j));
+    cstarts_.push_back(cstarts_.back() + H.size(j));
   }
+  const uint64_t n_rows = static_cast<uint64_t>(cstarts_.back());
   // Q: the exps of the chosen rows computed over the threads (each as on one thread), summed in row order
-  cstarts_.assign(1, 0);
-  for (int32_t j : chosen_) cstarts_.push_back(cstarts_.back() + H.size(j));
   ebuf_.resize(n_rows);
   const auto exps = [&](int64_t b, int64_t e) {
     size_t c = static_cast<size_t>(std::upper_bound(cstarts_.begin(), cstarts_.end(), b) - cstarts_.begin()) - 1;
