@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/mapped_file.h"
+#include "kernels/kernels.h"
 #include "model/forward.h"
 #include "runtime/layer_stream.h"
 #include "runtime/neuron_cache.h"
@@ -87,6 +88,8 @@ uint64_t session_scratch_bytes(const Model& m, size_t chunk, bool head_compare) 
   if (m.layer(0).sffn.present()) {  // sequence mode's union of a chunk's neurons (FfnRuntime::forward_chunk_fused)
     const uint64_t F = static_cast<uint64_t>(c.n_ffn), C = static_cast<uint64_t>(c.n_embd), B = 128;
     ffn += T * F * (1 + 4) + B * C * 4 * 2 + T * B * 4 * 2 + T * C * 4 + C * 4 + F * 8;
+    // the 1-bit predictor's scores of kBitsLanes tokens at once and their lane tables (FfnRuntime::chunk_select)
+    ffn += static_cast<uint64_t>(kern::kBitsLanes) * F * 4 + kern::bits_chunk_table_floats(static_cast<int64_t>(C)) * 4;
   }
   return bufs + head + ffn + 256 * 1024;
 }
