@@ -51,8 +51,9 @@ if [[ "${RWKVL_SKIP_TSAN:-0}" != "1" ]]; then
   stage "ThreadSanitizer build + threaded tests"
   cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRWKVL_SANITIZE_THREAD=ON -DRWKVL_BUILD_BENCH=OFF \
     -DRWKVL_BUILD_EXAMPLES=OFF
-  cmake --build build-tsan -j"$JOBS" --target test_threadpool test_neuron_cache test_session test_head test_server \
-    test_generation test_storage
+  # rwkvl_threaded_tests (tests/CMakeLists.txt): test_threadpool, test_neuron_cache, test_session, test_head,
+  # test_server, test_generation, test_storage, built in parallel.
+  cmake --build build-tsan -j"$JOBS" --target rwkvl_threaded_tests
   # tests/tsan.supp: races TSan reports inside the uninstrumented cpp-httplib library (see the file).
   TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions="$PWD/tests/tsan.supp" ctest --test-dir build-tsan --output-on-failure -j"$JOBS" \
     -R '^(ThreadPool|NeuronCache|NeuronCacheRandom|MemoryPlan|Session|EmbCache|Storage|Server|Generate|PrefixCache)\.'
