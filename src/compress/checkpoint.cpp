@@ -25,17 +25,11 @@ constexpr int kJournalVersion = 1;
 constexpr const char* kJournal = "journal.json";
 constexpr const char* kSpool = "spool";
 
-bool starts_with(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }
-bool ends_with(const std::string& s, const char* p) {
-  const size_t n = std::strlen(p);
-  return s.size() >= n && s.compare(s.size() - n, n, p) == 0;
-}
-
 // The names a journal folder may hold: its files and the writer's named temporaries of them.
 bool journal_file(const std::string& n) {
   if (n == kJournal || n == kSpool) return true;
-  if (starts_with(n, "calib-") && ends_with(n, ".bin")) return true;
-  return starts_with(n, ".journal.json.tmp-") || (starts_with(n, ".calib-") && n.find(".bin.tmp-") != std::string::npos);
+  if (n.starts_with("calib-") && n.ends_with(".bin")) return true;
+  return n.starts_with(".journal.json.tmp-") || (n.starts_with(".calib-") && n.find(".bin.tmp-") != std::string::npos);
 }
 
 std::string read_text(const std::string& path) {

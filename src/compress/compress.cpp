@@ -46,11 +46,6 @@ MatRole role_of(const std::string& t) {
 
 const Matrix& slot(const LayerWeights& L, const std::string& t) { return layer_matrix(L, role_of(t)); }
 
-bool ends_with(const std::string& s, const char* suf) {
-  const size_t n = std::strlen(suf);
-  return s.size() >= n && s.compare(s.size() - n, n, suf) == 0;
-}
-
 bool is_quantised(DType d) { return dtype_is_quantised(d); }
 
 uint64_t tensor_bytes(const TensorMap& tm) {
@@ -71,11 +66,11 @@ uint64_t stored_bytes(DType d, int64_t rows, int64_t cols, bool f16_scales) {
 // The block projections the quantisation pass converts: "<blocks.N.att|ffn>.<name>.weight" and the
 // factors; not the small v6/v7 LoRA / mixing matrices, which stay as they are.
 bool is_block_projection(const std::string& name) {
-  if (name.rfind("blocks.", 0) != 0) return false;
+  if (!name.starts_with("blocks.")) return false;
   static const std::vector<std::string>& names = target_names();
   for (const std::string& t : names)
     for (const char* suf : {".weight", ".lr_a", ".lr_b"})
-      if (ends_with(name, ("." + t + suf).c_str())) return true;
+      if (name.ends_with("." + t + suf)) return true;
   return false;
 }
 
@@ -337,8 +332,8 @@ class Runner {
     for (const auto& [name, t] : tm_) {
       bool target = false;
       for (const std::string& tg : targets_)
-        if (name.rfind("blocks.", 0) == 0 && (ends_with(name, ("." + tg + ".weight").c_str()) ||
-                                              ends_with(name, ("." + tg + ".weight.scale").c_str())))
+        if (name.starts_with("blocks.") &&
+            (name.ends_with("." + tg + ".weight") || name.ends_with("." + tg + ".weight.scale")))
           target = true;
       if (target) continue;
       const bool q = !opts_.quant.empty() && quantises(name);
@@ -585,7 +580,7 @@ class Runner {
     for (const auto& [name, t] : tm_) names.push_back(name);
     for (const std::string& name : names) {
       const Tensor t = tm_.at(name);
-      if (t.shape.size() != 2 || ends_with(name, ".scale") || ends_with(name, ".lr_d")) continue;
+      if (t.shape.size() != 2 || name.ends_with(".scale") || name.ends_with(".lr_d")) continue;
       const bool proj = is_block_projection(name);
       const bool emb = name == "emb.weight", head = name == "head.weight";
       DType want;

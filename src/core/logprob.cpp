@@ -39,12 +39,24 @@ double kl_divergence(const float* p_logits, const float* q_logits, size_t n) {
   return kl;
 }
 
+// The maximum by 16 independent lanes (a loop without a dependency from one element to the next, which the compiler
+// vectorises; the running-best form compares one element at a time), then its first occurrence. The result is the
+// running-best loop's, NaNs included: a NaN is never greater, so NaNs after index 0 are skipped (the lanes start at
+// -inf and keep only values greater than theirs), and a NaN at index 0 is never beaten (answered first).
 int32_t argmax(const float* z, size_t n) {
-  size_t best = 0;
-  for (size_t i = 1; i < n; ++i) {
-    if (z[i] > z[best]) best = i;
-  }
-  return static_cast<int32_t>(best);
+  if (n == 0 || std::isnan(z[0])) return 0;
+  constexpr size_t L = 16;
+  float m[L];
+  std::fill(m, m + L, -std::numeric_limits<float>::infinity());
+  size_t i = 0;
+  for (; i + L <= n; i += L)
+    for (size_t l = 0; l < L; ++l) m[l] = z[i + l] > m[l] ? z[i + l] : m[l];
+  float best = *std::max_element(m, m + L);
+  for (; i < n; ++i) best = z[i] > best ? z[i] : best;
+  // z[0] is not NaN, so best >= z[0] and some element equals it (-0 == +0: the first zero, as the running loop).
+  for (i = 0; i < n; ++i)
+    if (z[i] == best) break;
+  return static_cast<int32_t>(i);
 }
 
 }  // namespace rwkvl::logprob

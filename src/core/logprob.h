@@ -28,7 +28,8 @@ inline double kl_term(double p, double log_q) { return p > 0 ? p * (std::log(p) 
 // KL(softmax(p_logits) || softmax(q_logits)) in nats, >= 0 up to rounding (not clamped).
 double kl_divergence(const float* p_logits, const float* q_logits, size_t n);
 
-// Index of the largest value; ties go to the lowest index (as the greedy sampler). 0 for n == 0.
+// Index of the largest value; ties go to the lowest index (as the greedy sampler). 0 for n == 0. NaNs are never
+// greater than anything: they are skipped, and a NaN at index 0 gives 0.
 int32_t argmax(const float* z, size_t n);
 
 }  // namespace rwkvl::logprob

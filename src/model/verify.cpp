@@ -11,11 +11,6 @@ namespace rwkvl {
 
 namespace {
 
-bool ends_with(const std::string& s, const char* suffix) {
-  const size_t n = std::strlen(suffix);
-  return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
-}
-
 uint16_t load_u16(const uint8_t* p) {
   uint16_t v;
   std::memcpy(&v, p, 2);
@@ -118,7 +113,7 @@ nlohmann::json verify_model(const std::string& path) {
         e["checksum"] = "none";
         ++n_none;
       }
-      const auto [values, bad] = count_nonfinite(t, ends_with(t.name, ".ffn.pred.thresh"));
+      const auto [values, bad] = count_nonfinite(t, t.name.ends_with(".ffn.pred.thresh"));
       e["values"] = values;
       e["nonfinite"] = bad;
       if (bad) {

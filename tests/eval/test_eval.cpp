@@ -8,8 +8,11 @@
 //  - bad inputs and misuse return the documented statuses.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -103,6 +106,38 @@ TEST(Logprob, HandComputedValues) {
   EXPECT_EQ(rwkvl::logprob::kl_term(0.0, -5.0), 0.0);
   const float ties[4] = {1.f, 3.f, 3.f, 2.f};
   EXPECT_EQ(rwkvl::logprob::argmax(ties, 4), 1);  // ties: the lowest index
+}
+
+// logprob::argmax (16 lanes, then the first occurrence) equals the one-compare-per-element loop on every size around
+// the lane width and a World-sized vocabulary, with ties, NaNs (at 0, inside, everywhere), infinities and signed zeros.
+TEST(LogProb, ArgmaxEqualsTheRunningBestLoop) {
+  std::mt19937 rng(7);
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  int checked = 0;
+  for (size_t n : {size_t{1}, size_t{2}, size_t{15}, size_t{16}, size_t{17}, size_t{31}, size_t{33}, size_t{100},
+                   size_t{65536}, size_t{65529}}) {
+    for (int pattern = 0; pattern < 9; ++pattern) {
+      std::uniform_int_distribution<int> small(-3, 3);  // few distinct values: many ties
+      std::vector<float> z(n);
+      for (float& v : z) v = static_cast<float>(small(rng));
+      std::uniform_int_distribution<size_t> at(0, n - 1);
+      switch (pattern) {
+        case 1: z[0] = nan; break;
+        case 2: for (int k = 0; k < 5; ++k) z[at(rng)] = nan; break;
+        case 3: std::fill(z.begin(), z.end(), nan); break;
+        case 4: std::fill(z.begin(), z.end(), -inf); break;
+        case 5: z[at(rng)] = inf; z[at(rng)] = inf; break;
+        case 6: for (float& v : z) v = (rng() & 1) ? 0.f : -0.f; break;
+        case 7: std::fill(z.begin(), z.end(), -inf); z[n - 1] = nan; z[at(rng)] = -1.f; break;
+        case 8: for (float& v : z) v = std::uniform_real_distribution<float>(-30.f, 30.f)(rng); break;
+        default: break;
+      }
+      ASSERT_EQ(rwkvl::logprob::argmax(z.data(), n), ref_argmax(z.data(), n)) << "n " << n << " pattern " << pattern;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 90);
+  EXPECT_EQ(rwkvl::logprob::argmax(nullptr, 0), 0);
 }
 
 // ---------------------------------------------------------------- perplexity and bits per byte

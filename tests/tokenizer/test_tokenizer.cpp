@@ -131,7 +131,7 @@ std::vector<Case> world_cases() {
       {"numbers", "3.14159 and 2024-01-01", {52, 47, 634, 635, 58, 21265, 3493, 644, 46, 621, 46, 621}},
       {"no_special_tokens", "<|endoftext|>Hi", {61, 125, 25258, 7588, 2318, 125, 63, 1097}},
       {"combining_not_normalized", "Cafe\u0301 na\u00efve", {918, 1870, 2672, 46644}},
-      {"spaces25", std::string(25, ' ') + "x", {65436, 121}},
+      {"spaces25", std::string(25, ' ').append("x"), {65436, 121}},
   };
 }
 
@@ -225,7 +225,7 @@ std::vector<Case> neox_cases() {
       {"nfc_reorder", "x\u0323\u0307 a\u0307\u0323", {9702, 222, 136, 98, 209, 30110, 136, 218}},
       {"hangul_jamo", "\u1100\u1161\u11a8", {26532, 212}},
       {"nbsp", "Hello\u00a0world", {12092, 575, 10186}},
-      {"spaces25", std::string(25, ' ') + "x", {50254, 1269}},
+      {"spaces25", std::string(25, ' ').append("x"), {50254, 1269}},
       // Pieces longer than 32 bytes take the heap-based merge path.
       {"long_word",
        "Pneumonoultramicroscopicsilicovolcanoconiosis",
