@@ -88,8 +88,9 @@ void ffn_neurons(const MatRef& layout, const void* const* ptrs, const int32_t* i
 // The value half of a neuron-bundled channel-mix over a chunk of tokens (sequence mode): for each neuron j in
 // [0, n) (bytes at ptrs[j] as for ffn_neurons; its value row is the second row, kI8 scale at bundled row
 // 2 ids[j] + 1) and each token t in [t0, t1) with a = A[t lda + j] != 0:  Y[t ldy + c] += a * valuerow[c] for c in
-// [0, cols). Zeros of A never read the value row for that token; a row is converted once per token that uses it,
-// neurons outer, tokens inner, so it stays in L1. Single-threaded (callers split the tokens across threads).
+// [0, cols). A value row no token of the range uses is never read; the rows of 32 neurons are converted to float
+// once per call, then each token's outputs are summed over the neurons it uses in registers (SIMD sets).
+// Single-threaded (callers split the tokens across threads).
 void ffn_values(const MatRef& layout, const void* const* ptrs, const int32_t* ids, int64_t n, const float* A, int64_t lda,
                 int64_t t0, int64_t t1, float* Y, int64_t ldy);
 

@@ -63,6 +63,9 @@ struct Elem<DType::kF16S24> { using T = uint8_t; };  // raw bytes of 36-byte blo
 // kQ4 block layout (see core/dtype.h): f16 d, f16 m, 16 bytes of nibbles; 32 weights per block.
 constexpr int64_t kQ4BlockCols = 32, kQ4BlockBytes = static_cast<int64_t>(sizeof(BlockQ4));
 static_assert(kQ4BlockBytes == 20);
+// ffn_values tiles (simd_impl.h): value rows of kValueRows neurons x kValueCols columns converted to float at once.
+constexpr int kValueRows = 32;
+constexpr int64_t kValueCols = 256;
 // kF16S24 block layout (see core/dtype.h): 16 f16 values, then a u32 of 2-bit column positions; 32 columns.
 constexpr int64_t kS24BlockCols = 32, kS24BlockBytes = static_cast<int64_t>(sizeof(BlockS24));
 static_assert(kS24BlockBytes == 36);

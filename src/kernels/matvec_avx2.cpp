@@ -14,6 +14,8 @@ struct Avx2 {
   static constexpr int kW = 8;
   // matvec: 8 x 32 bytes per iteration (as many bytes as AVX-512's 4 x 64); prefetchnta 4 KB ahead.
   static constexpr int kAcc = 8, kPrefetch = 4096, kPrefetchLocality = 0;
+  // ffn_values: a token's sums over 8 vectors of columns held in registers (8 of the 16 ymm registers).
+  static constexpr int kValueAcc = 8;
   // matmul tile 4 rows x 3 tokens: 12 accumulators + 4 weight vectors (+ the x vector) of the 16 ymm
   // registers; measured 20-60% faster than 2x4 or 2x6, slightly ahead of 3x4.
   static constexpr int kTileR = 4, kTileT = 3;

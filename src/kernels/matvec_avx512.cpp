@@ -20,6 +20,8 @@ struct Avx512 {
   static constexpr int kW = 16;
   // matvec: 4 x 64 bytes per iteration; prefetchnta 4 KB ahead measured best (see dot_row in simd_impl.h).
   static constexpr int kAcc = 4, kPrefetch = 4096, kPrefetchLocality = 0;
+  // ffn_values: a token's sums over 16 vectors of columns held in registers (16 of the 32 zmm registers).
+  static constexpr int kValueAcc = 16;
   // matmul tile 6 rows x 4 tokens: 24 accumulators + 6 weight vectors + 1 x vector of the 32 zmm
   // registers; measured ~10-20% faster than 4x4 or 4x5 (fewer loads per FMA), on par with 8x3.
   static constexpr int kTileR = 6, kTileT = 4;

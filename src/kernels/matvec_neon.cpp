@@ -15,6 +15,8 @@ struct Neon {
   // 4 rows x 4 tokens: 16 accumulators + 4 weight vectors + 1 x vector of the 32 v-registers.
   // No software prefetch: it could only be tuned on real ARM hardware (we test under qemu).
   static constexpr int kAcc = 4, kPrefetch = 0, kPrefetchLocality = 0;
+  // ffn_values: a token's sums over 16 vectors of columns held in registers (16 of the 32 v-registers).
+  static constexpr int kValueAcc = 16;
   static constexpr int kTileR = 4, kTileT = 4;
   // kQ4: a decoded block is 8 vectors per row: 2 rows x 4 tokens (8 accumulators + 16 weights).
   static constexpr int kQ4TileR = 2;

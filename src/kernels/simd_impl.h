@@ -9,6 +9,7 @@
 //   static constexpr int kTileR, kTileT;  matmul register tile: rows x tokens
 //   static constexpr int kGemmMR, kGemmNV, kGemmMinN;  outer-product GEMM (gemm_rows): MR rows x NV vectors of
 //                                      tokens, used from kGemmMinN tokens; kGemmMR = 0: never
+//   static constexpr int kValueAcc;    ffn_values: vectors of a token's columns summed in registers at once
 //   V zero(); V add(V, V); V fma(V a, V b, V acc) = a*b + acc; V loadx(const float*);
 //   V set1(float); void storex(float*, V);
 //   template <DType D> V loadw(const Elem<D>::T* p);   kW weights converted to float
@@ -912,18 +913,92 @@ void ffn_neurons_t(const MatRef& m, const void* const* ptrs, const int32_t* ids,
   }
 }
 
+// ffn_values for one dtype. Blocks of kValueRows neurons x kValueCols columns: the block's value rows that some token
+// of [t0, t1) uses are converted to float once (32 KB on the stack, zero past the last column), then each token's
+// columns are summed in registers over the neurons it uses, in list order, and stored once: per (token, neuron) pair
+// kValueCols / kW fused multiply-adds from L1 instead of a conversion, a load and a store of y per vector. Each
+// element is y = fma(w, a * scale, y) in list order, the operations of axpy_row (the token path's), so the result does
+// not depend on the blocking.
+template <class S, int NA, DType D>
+inline void ffn_values_slice(const float* R, const int32_t* list, const float* coef, int k, float* y) {
+  using V = typename S::V;
+  constexpr int W = S::kW;
+  V acc[NA];
+#pragma GCC unroll 16
+  for (int v = 0; v < NA; ++v) acc[v] = S::loadx(y + v * W);
+  for (int i = 0; i < k; ++i) {
+    const float* r = R + static_cast<int64_t>(list[i]) * kValueCols;
+    const V a = S::set1(coef[i]);
+#pragma GCC unroll 16
+    for (int v = 0; v < NA; ++v) acc[v] = S::fma(S::loadx(r + v * W), a, acc[v]);
+  }
+#pragma GCC unroll 16
+  for (int v = 0; v < NA; ++v) S::storex(y + v * W, acc[v]);
+}
+
 template <class S, DType D>
 void ffn_values_t(const MatRef& m, const void* const* ptrs, const int32_t* ids, int64_t n, const float* A, int64_t lda,
                   int64_t t0, int64_t t1, float* Y, int64_t ldy) {
   using T = typename Elem<D>::T;
+  constexpr int W = S::kW, NA = S::kValueAcc;
+  static_assert(kValueCols % (NA * W) == 0 && kValueCols % kQ4BlockCols == 0, "whole slices and q4 blocks per tile");
   const int64_t cols = m.cols, stride = row_stride<D>(cols);
-  for (int64_t j = 0; j < n; ++j) {
-    const T* v = static_cast<const T*>(ptrs[j]) + stride;
-    float scale = 1.0f;
-    if constexpr (D == DType::kI8) scale = i8_row_scale<S>(m, 2 * static_cast<int64_t>(ids[j]) + 1);
-    for (int64_t t = t0; t < t1; ++t) {
-      const float a = A[t * lda + j];
-      if (a != 0.0f) axpy_row<S, D>(v, cols, a * scale, Y + t * ldy, 0);
+  alignas(64) float R[kValueRows * kValueCols];
+  float scale[kValueRows], coef[kValueRows];
+  int32_t list[kValueRows];
+  for (int64_t j0 = 0; j0 < n; j0 += kValueRows) {
+    const int nj = static_cast<int>(std::min<int64_t>(kValueRows, n - j0));
+    bool used[kValueRows];
+    for (int j = 0; j < nj; ++j) {
+      used[j] = false;
+      for (int64_t t = t0; t < t1 && !used[j]; ++t) used[j] = A[t * lda + j0 + j] != 0.0f;
+      scale[j] = 1.0f;
+      if constexpr (D == DType::kI8) {
+        if (used[j]) scale[j] = i8_row_scale<S>(m, 2 * static_cast<int64_t>(ids[j0 + j]) + 1);
+      }
+    }
+    for (int64_t c0 = 0; c0 < cols; c0 += kValueCols) {
+      const int64_t cw = std::min<int64_t>(kValueCols, cols - c0);
+      for (int j = 0; j < nj; ++j) {  // convert the tile of the rows some token uses
+        if (!used[j]) continue;
+        const T* w = static_cast<const T*>(ptrs[j0 + j]) + stride;
+        float* r = R + j * kValueCols;
+        if constexpr (D == DType::kQ4) {
+          for (int64_t c = 0; c < cw; c += kQ4BlockCols) {
+            typename S::V wv[kQ4BlockCols / W];
+            S::q4_decode(w + (c0 + c) / kQ4BlockCols * kQ4BlockBytes, wv);
+            for (int v = 0; v < static_cast<int>(kQ4BlockCols) / W; ++v) S::storex(r + c + v * W, wv[v]);
+          }
+        } else {
+          int64_t c = 0;
+          for (; c + W <= cw; c += W) S::storex(r + c, S::template loadw<D>(w + c0 + c));
+          if (c < cw) {
+            T wb[W];
+            pad_tail<S>(w + c0 + c, cw - c, wb);
+            S::storex(r + c, S::template loadw<D>(wb));
+          }
+        }
+      }
+      for (int64_t t = t0; t < t1; ++t) {
+        int k = 0;
+        for (int j = 0; j < nj; ++j) {  // without a branch: about 1 neuron in 7 is used, unpredictably
+          const float a = A[t * lda + j0 + j];
+          list[k] = j;
+          coef[k] = a * scale[j];
+          k += a != 0.0f;
+        }
+        if (k == 0) continue;
+        float* y = Y + t * ldy + c0;
+        int64_t c = 0;
+        for (; c + NA * W <= cw; c += NA * W) ffn_values_slice<S, NA, D>(R + c, list, coef, k, y + c);
+        for (; c + W <= cw; c += W) ffn_values_slice<S, 1, D>(R + c, list, coef, k, y + c);
+        if (c < cw) {  // the last partial vector through a padded copy of y
+          float yb[W];
+          pad_tail<S>(y + c, cw - c, yb);
+          ffn_values_slice<S, 1, D>(R + c, list, coef, k, yb);
+          std::memcpy(y + c, yb, sizeof(float) * static_cast<size_t>(cw - c));
+        }
+      }
     }
   }
 }

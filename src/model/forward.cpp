@@ -14,8 +14,11 @@ namespace rwkvl {
 
 size_t Scratch::width_for(const Model& m) {
   size_t width = static_cast<size_t>(std::max(m.config().n_embd, m.config().n_ffn));
+  // Every matrix a forward pass projects writes one of these buffers; the embedding, the head and the sparse FFN's
+  // bundles (2 n_ffn rows of keys and values, computed through FfnRuntime's own buffers) do not.
   for (const auto& [name, t] : m.tensors())
-    if (t.shape.size() >= 2 && name != "emb.weight" && name != "head.weight" && name != "head.weight.q4")
+    if (t.shape.size() >= 2 && name != "emb.weight" && name != "head.weight" && name != "head.weight.q4" &&
+        name.find(".ffn.bundle.") == std::string::npos)
       width = std::max(width, static_cast<size_t>(t.shape.size() == 3 ? t.shape[1] : t.rows()));
   return width;
 }

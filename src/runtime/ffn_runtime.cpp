@@ -1,6 +1,7 @@
 #include "runtime/ffn_runtime.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -57,7 +58,25 @@ void neurons_by_block(const SparseFfn& S, int ti, int P, const void* const* ptrs
   }
 }
 
+// Bytes of one gathered key row's int8 scale (0 for the other dtypes).
+size_t scale_bytes(const SparseFfn& S) {
+  if (S.layout.dtype != DType::kI8) return 0;
+  return S.layout.scale_dtype == DType::kF16 ? 2 : 4;
+}
+
 }  // namespace
+
+int64_t ffn_chunk_block_rows(const SparseFfn& S) {
+  constexpr int64_t kTargetBytes = 256 * 1024;
+  const int64_t rb = kern::row_bytes(S.layout.dtype, S.layout.cols) + static_cast<int64_t>(scale_bytes(S));
+  const int64_t rows = rb > 0 ? kTargetBytes / rb : 1024;
+  return std::clamp<int64_t>(rows / 32 * 32, 128, 1024);
+}
+
+uint64_t ffn_chunk_block_bytes(const SparseFfn& S) {
+  const uint64_t rb = static_cast<uint64_t>(kern::row_bytes(S.layout.dtype, S.layout.cols)) + scale_bytes(S);
+  return static_cast<uint64_t>(ffn_chunk_block_rows(S)) * rb;
+}
 
 const char* ffn_mode_name(FfnMode m) {
   switch (m) {
@@ -231,16 +250,24 @@ void FfnRuntime::draw_random(int64_t F) {
 }
 
 // Sequence mode, step (1): cmask_[t F + j] = 1 where token t uses neuron j, else 0 (floats: the loops that read it
-// vectorise). Predict mode runs the MLP over the chunk as two matrix products and the 1-bit copy token by token.
-void FfnRuntime::chunk_select(const SparseFfn& S, const float* xk, size_t T) {
+// vectorise), cumask_[j] = 1 where some token of the chunk does; returns the (token, neuron) pairs used. Predict mode
+// runs the MLP over the chunk as two matrix products and the 1-bit copy kBitsLanes tokens at once; the masks of a
+// range of neurons are made in the parallel region that scores them.
+uint64_t FfnRuntime::chunk_select(const SparseFfn& S, const float* xk, size_t T) {
   const int64_t F = S.n, C = S.layout.cols;
   const size_t Fz = static_cast<size_t>(F), Cz = static_cast<size_t>(C);
   const bool predict_mode = mode_ == FfnMode::kPredict;
   const bool random = predict_mode && opt_.random_frac > 0;
   const bool use_mlp = predict_mode && S.has_predictor() && S.mlp_thresh != INFINITY;
   const bool use_bits = predict_mode && S.has_predictor() && S.bits_thresh != INFINITY;
+  if (!predict_mode) {  // dense / exact: every neuron for every token
+    cmask_.assign(T * Fz, 1.f);
+    cumask_.assign(Fz, 1.f);
+    return T * static_cast<uint64_t>(F);
+  }
   const auto tp = Clock::now();
-  cmask_.assign(T * Fz, predict_mode ? 0.f : 1.f);
+  cmask_.resize(T * Fz);
+  cumask_.assign(Fz, 0.f);
   if (use_mlp) {
     chid_.resize(T * static_cast<size_t>(S.hidden));
     cz_.resize(T * Fz);
@@ -253,77 +280,105 @@ void FfnRuntime::chunk_select(const SparseFfn& S, const float* xk, size_t T) {
     score_.resize(L * Fz);
     table_.resize(kern::bits_chunk_table_floats(C));
   }
-  if (predict_mode) {
+  std::atomic<uint64_t> used{0};
+  // Masks of tokens [t0, t0 + n) for neurons [b, e) (the bits scores of token t0 + l in row l of score_), their union,
+  // their count.
+  const auto mark = [&](size_t t0, size_t n, int64_t b, int64_t e) {
     const float mt = S.mlp_thresh, bt = S.bits_thresh;
+    float* __restrict um = cumask_.data();
+    int64_t count = 0;
+    for (size_t l = 0; l < n; ++l) {
+      float* __restrict mask = cmask_.data() + (t0 + l) * Fz;
+      const float* __restrict z = use_mlp ? cz_.data() + (t0 + l) * Fz : nullptr;
+      const float* __restrict sc = use_bits ? score_.data() + l * Fz : nullptr;
+      if (random)
+        for (int64_t j = b; j < e; ++j) mask[j] = chosen_[static_cast<size_t>(j)] ? 1.f : 0.f;
+      else if (use_mlp && use_bits)
+        for (int64_t j = b; j < e; ++j)
+          mask[j] = static_cast<float>(static_cast<int>(z[j] > mt) | static_cast<int>(sc[j] > bt));
+      else if (use_mlp)
+        for (int64_t j = b; j < e; ++j) mask[j] = static_cast<float>(z[j] > mt);
+      else if (use_bits)
+        for (int64_t j = b; j < e; ++j) mask[j] = static_cast<float>(sc[j] > bt);
+      else
+        for (int64_t j = b; j < e; ++j) mask[j] = 0.f;
+      int32_t c = 0;  // integer counts: the loop vectorises
+      for (int64_t j = b; j < e; ++j) {
+        um[j] = std::max(um[j], mask[j]);
+        c += mask[j] != 0.f;
+      }
+      count += c;
+    }
+    used.fetch_add(static_cast<uint64_t>(count), std::memory_order_relaxed);
+  };
+  const bool parallel = pool_ && pool_->size() > 1;
+  if (random) {  // one draw per token, in token order; the 1-bit copy still runs (its cost is part of what is timed)
     for (size_t t = 0; t < T; ++t) {
-      float* mask = cmask_.data() + t * Fz;
-      if (use_bits && t % L == 0) {  // the scores of the next kBitsLanes tokens at once, as the token path scores each
+      if (use_bits && t % L == 0) {
         const int64_t n = static_cast<int64_t>(std::min(L, T - t));
         kern::bits_prepare_chunk(xk + t * Cz, C, n, C, table_.data());
-        const auto run = [this, &S, C, n, F](int64_t b, int64_t e) {
+        const auto run = [&, n](int64_t b, int64_t e) {
           kern::bits_scores_chunk(S.bits, S.lo, S.step, C, table_.data(), n, score_.data(), F, b, e);
         };
-        if (pool_ && pool_->size() > 1 && F * n >= 512) pool_->parallel_for(F, run, 64);
+        if (parallel && F * n >= 512) pool_->parallel_for(F, run, 64);
         else run(0, F);
       }
-      if (random) {
-        draw_random(F);
-        for (size_t j = 0; j < Fz; ++j) mask[j] = chosen_[j] ? 1.f : 0.f;
-        continue;
-      }
-      const float* z = use_mlp ? cz_.data() + t * Fz : nullptr;
-      const float* sc = score_.data() + (t % L) * Fz;
-      if (use_mlp && use_bits)
-        for (size_t j = 0; j < Fz; ++j) mask[j] = static_cast<float>(static_cast<int>(z[j] > mt) | static_cast<int>(sc[j] > bt));
-      else if (use_mlp)
-        for (size_t j = 0; j < Fz; ++j) mask[j] = static_cast<float>(z[j] > mt);
-      else if (use_bits)
-        for (size_t j = 0; j < Fz; ++j) mask[j] = static_cast<float>(sc[j] > bt);
+      draw_random(F);
+      mark(t, 1, 0, F);
     }
-    stats_.seconds_predictor += since(tp);
-    if (S.has_predictor()) stats_.predictor_bytes += T * S.predictor_bytes();
+  } else if (use_bits) {  // the scores of kBitsLanes tokens at once, as the token path scores each; then their masks
+    for (size_t t = 0; t < T; t += L) {
+      const size_t n = std::min(L, T - t);
+      const int64_t ni = static_cast<int64_t>(n);
+      kern::bits_prepare_chunk(xk + t * Cz, C, ni, C, table_.data());
+      const auto run = [&, t, n, ni](int64_t b, int64_t e) {
+        kern::bits_scores_chunk(S.bits, S.lo, S.step, C, table_.data(), ni, score_.data(), F, b, e);
+        mark(t, n, b, e);
+      };
+      if (parallel && F * ni >= 512) pool_->parallel_for(F, run, 64);
+      else run(0, F);
+    }
+  } else {
+    const auto run = [&](int64_t b, int64_t e) { mark(0, T, b, e); };
+    if (parallel && F * static_cast<int64_t>(T) >= 512) pool_->parallel_for(F, run, 64);
+    else run(0, F);
   }
+  stats_.seconds_predictor += since(tp);
+  if (S.has_predictor()) stats_.predictor_bytes += T * S.predictor_bytes();
+  return used.load();
 }
 
 // A chunk of T tokens with the bundle in place. (1) Which neurons each token uses: the predictors run over the chunk
-// (the MLP as two matrix products, the 1-bit copy token by token), or every neuron in dense / exact mode. (2) The
-// union of those, in blocks of kChunkBlock neurons: their key rows gathered into one matrix and multiplied with the
-// T inputs at once (the matmul kernels); a = relu(k)^2 where the token uses the neuron, else 0; then each value row
-// of a neuron some token activates is added, scaled by a, to the outputs of the tokens with a != 0
-// (kern::ffn_values: the row stays in L1 across the tokens). Each weight row is read from memory once per chunk.
+// (the MLP as two matrix products, the 1-bit copy kBitsLanes tokens at once), or every neuron in dense / exact mode.
+// (2) The union of those, in blocks of ffn_chunk_block_rows neurons: their key rows gathered into one matrix and
+// multiplied with the T inputs at once (the matmul kernels); then, in one parallel region with the tokens split,
+// a = relu(k)^2 where the token uses the neuron, else 0, and each value row of a neuron some token activates added,
+// scaled by a, to the outputs of the tokens with a != 0 (kern::ffn_values). Each weight row is read once per chunk.
 void FfnRuntime::forward_chunk_fused(const LayerWeights& L, const float* xk, float* out, size_t T) {
-  constexpr int64_t kChunkBlock = 128;
   const SparseFfn& S = L.sffn;
+  const int64_t kChunkBlock = ffn_chunk_block_rows(S);
   const int64_t F = S.n, C = S.layout.cols;
   const size_t Fz = static_cast<size_t>(F), Cz = static_cast<size_t>(C);
   const bool skip_zero = mode_ != FfnMode::kDense;
 
-  chunk_select(S, xk, T);  // (1)
-  uint64_t computed = 0;
-  cumask_.assign(Fz, 0.f);  // used by some token of the chunk
-  for (size_t t = 0; t < T; ++t) {
-    const float* mask = cmask_.data() + t * Fz;
-    float* um = cumask_.data();
-    int32_t used = 0;  // integer counts: the loop vectorises
-    for (size_t j = 0; j < Fz; ++j) {
-      um[j] = std::max(um[j], mask[j]);
-      used += mask[j] != 0.f;
-    }
-    computed += static_cast<uint64_t>(used);
-  }
+  const uint64_t computed = chunk_select(S, xk, T);  // (1)
   cunion_.clear();
   for (int64_t j = 0; j < F; ++j)
     if (cumask_[static_cast<size_t>(j)] != 0.f) cunion_.push_back(static_cast<int32_t>(j));
   const int64_t U = static_cast<int64_t>(cunion_.size());
   const size_t Uz = static_cast<size_t>(U);
-  cmasku_.resize(T * Uz);  // the mask in union order
-  for (size_t t = 0; t < T; ++t)
-    for (size_t i = 0; i < Uz; ++i) cmasku_[t * Uz + i] = cmask_[t * Fz + static_cast<size_t>(cunion_[i])];
+  const float* masku = cmask_.data();  // the mask in union order
+  if (U < F) {
+    cmasku_.resize(T * Uz);
+    for (size_t t = 0; t < T; ++t)
+      for (size_t i = 0; i < Uz; ++i) cmasku_[t * Uz + i] = cmask_[t * Fz + static_cast<size_t>(cunion_[i])];
+    masku = cmasku_.data();
+  }
 
   // (2) the union, block by block
   const size_t rb = static_cast<size_t>(kern::row_bytes(S.layout.dtype, C));
   const bool i8 = S.layout.dtype == DType::kI8;
-  const size_t sb = i8 ? (S.layout.scale_dtype == DType::kF16 ? 2 : 4) : 0;
+  const size_t sb = scale_bytes(S);
   const size_t need = static_cast<size_t>(kChunkBlock) * rb;
   if (ckeys_cap_ < need) {
     void* p = std::aligned_alloc(64, (need + 63) / 64 * 64);
@@ -333,7 +388,6 @@ void FfnRuntime::forward_chunk_fused(const LayerWeights& L, const float* xk, flo
   }
   cscales_.resize(static_cast<size_t>(kChunkBlock) * sb);
   ck_.resize(T * static_cast<size_t>(kChunkBlock));
-  cany_.resize(static_cast<size_t>(kChunkBlock));
   cptrs_.resize(static_cast<size_t>(kChunkBlock));
   std::fill(out, out + T * Cz, 0.f);
   uint64_t nz_pairs = 0, rows_read = 0;
@@ -363,30 +417,42 @@ void FfnRuntime::forward_chunk_fused(const LayerWeights& L, const float* xk, flo
     keys.row_scale = i8 ? cscales_.data() : nullptr;
     kern::matmul(keys, xk, static_cast<int64_t>(T), ck_.data(), pool_);  // ck_[t n + i]
     rows_read += nz;
-    // a = mask relu(k)^2; the neurons some token activates (dense mode: every used one)
-    std::fill(cany_.begin(), cany_.begin() + n, skip_zero ? 0.f : 1.f);
-    for (size_t t = 0; t < T; ++t) {
-      const float* mask = cmasku_.data() + t * Uz + static_cast<size_t>(b0);
-      float* k = ck_.data() + t * nz;
-      float* any = cany_.data();
-      int32_t on = 0;
-      for (size_t i = 0; i < nz; ++i) {
-        const float r = k[i] > 0.f ? k[i] : 0.f;
-        const float a = r * r * mask[i];
-        k[i] = a;
-        on += a > 0.f;
-        any[i] = std::max(any[i], a);
+    // One parallel region, the tokens split across the threads: a = mask relu(k)^2, then out[t] += sum over the
+    // block's neurons of a[t][i] value row i (rows of zero a are not read), each token's sum in neuron order whatever
+    // the thread count. Per thread: its pairs with a != 0, the neurons its tokens activate (dense: every used one).
+    const int P = pool_ && pool_->size() > 1 && T >= 2 ? pool_->size() : 1;
+    const size_t Pz = static_cast<size_t>(P);
+    cany_.assign(Pz * nz, skip_zero ? 0 : 1);
+    tpairs_.assign(Pz, 0);
+    const auto part = [&](int ti) {
+      const size_t t0 = T * static_cast<size_t>(ti) / Pz, t1 = T * static_cast<size_t>(ti + 1) / Pz;
+      uint8_t* __restrict any = cany_.data() + static_cast<size_t>(ti) * nz;
+      uint64_t pairs = 0;
+      for (size_t t = t0; t < t1; ++t) {
+        const float* __restrict mask = masku + t * Uz + static_cast<size_t>(b0);
+        float* __restrict k = ck_.data() + t * nz;
+        int32_t on = 0;  // integer counts: the loop vectorises
+        for (size_t i = 0; i < nz; ++i) {
+          const float r = k[i] > 0.f ? k[i] : 0.f;
+          const float a = r * r * mask[i];
+          k[i] = a;
+          on += a > 0.f;
+          any[i] |= static_cast<uint8_t>(a > 0.f);
+        }
+        pairs += static_cast<uint64_t>(on);
       }
-      nz_pairs += static_cast<uint64_t>(on);
-    }
-    for (size_t i = 0; i < nz; ++i) rows_read += cany_[i] > 0.f;
-    // out[t] += sum over the block's neurons of a[t][i] value row i (rows of zero a are not read): tokens split
-    // across threads, each token's sum in neuron order whatever the thread count
-    const auto values = [&](int64_t b, int64_t e) {
-      kern::ffn_values(S.layout, cptrs_.data(), ids, n, ck_.data(), n, b, e, out, C);
+      tpairs_[static_cast<size_t>(ti)] = pairs;
+      kern::ffn_values(S.layout, cptrs_.data(), ids, n, ck_.data(), n, static_cast<int64_t>(t0),
+                       static_cast<int64_t>(t1), out, C);
     };
-    if (pool_ && pool_->size() > 1 && T >= 2) pool_->parallel_for(static_cast<int64_t>(T), values, 1);
-    else values(0, static_cast<int64_t>(T));
+    if (P > 1) pool_->run_on_all(part);
+    else part(0);
+    for (uint64_t p : tpairs_) nz_pairs += p;
+    for (size_t i = 0; i < nz; ++i) {
+      bool read = false;
+      for (size_t ti = 0; ti < Pz; ++ti) read = read || cany_[ti * nz + i] != 0;
+      rows_read += read;
+    }
   }
 
   // Counters, per (token, layer) as the token path counts them; the bytes are those read: each row once a chunk.

@@ -61,6 +61,12 @@ struct FfnStats {
   double recall() const { return verify_active ? static_cast<double>(verify_hit) / static_cast<double>(verify_active) : 1.0; }
 };
 
+// Sequence mode (FfnRuntime::forward_chunk_fused) multiplies the union of a chunk's neurons in blocks: their key rows
+// gathered into one matrix of about 256 KB (128 to 1024 rows, a multiple of 32), one key product and one value pass
+// per block. Bytes of a block's gathered rows with their int8 scales: what the memory plan counts for them.
+int64_t ffn_chunk_block_rows(const SparseFfn& S);
+uint64_t ffn_chunk_block_bytes(const SparseFfn& S);
+
 class FfnRuntime {
  public:
   // Throws when the options do not fit the model (predict without predictors, a cache without a
@@ -85,7 +91,7 @@ class FfnRuntime {
   void forward_token(const LayerWeights& L, const float* x, float* out);        // with a neuron cache
   void forward_token_fused(const LayerWeights& L, const float* x, float* out);  // weights in place
   void forward_chunk_fused(const LayerWeights& L, const float* xk, float* out, size_t T);  // chunk_union
-  void chunk_select(const SparseFfn& S, const float* xk, size_t T);  // its neurons per token
+  uint64_t chunk_select(const SparseFfn& S, const float* xk, size_t T);                    // its neurons per token
   int64_t shuffle_random(int64_t F);  // rand_perm_[0, k) a random set of k = round(random_frac F) neurons
   void draw_random(int64_t F);        // chosen_ marks such a set
   void verify_count(const SparseFfn& S, const float* x);  // recall counters against every key row
@@ -111,8 +117,10 @@ class FfnRuntime {
   std::vector<float> kout_, partial_, hid_, z_, score_, table_, kbuf_;
   // chunk_union scratch: per (token, neuron) use; the union; a block of gathered key rows (64-byte aligned), its
   // products, activations and transposed value rows; the block's output
-  std::vector<float> cmask_, cumask_, cmasku_, cany_;
+  std::vector<float> cmask_, cumask_, cmasku_;
+  std::vector<uint8_t> cany_;  // per thread and neuron of a block: some token of the thread activates it
   std::vector<int32_t> cunion_;
+  std::vector<uint64_t> tpairs_;  // per thread: (token, neuron) pairs with a != 0 (forward_chunk_fused)
   std::unique_ptr<uint8_t, void (*)(void*)> ckeys_{nullptr, &std::free};
   size_t ckeys_cap_ = 0;
   std::vector<uint8_t> cscales_;

@@ -10,6 +10,7 @@
 #include "core/mapped_file.h"
 #include "kernels/kernels.h"
 #include "model/forward.h"
+#include "runtime/ffn_runtime.h"
 #include "runtime/layer_stream.h"
 #include "runtime/neuron_cache.h"
 
@@ -86,8 +87,14 @@ uint64_t session_scratch_bytes(const Model& m, size_t chunk, bool head_compare) 
   const uint64_t head = vocab_rows * static_cast<uint64_t>(c.n_vocab) * 4 + 3 * static_cast<uint64_t>(m.cluster_head().k) * 8;
   uint64_t ffn = 8 * static_cast<uint64_t>(c.n_ffn) * 4 * 2;
   if (m.layer(0).sffn.present()) {  // sequence mode's union of a chunk's neurons (FfnRuntime::forward_chunk_fused)
-    const uint64_t F = static_cast<uint64_t>(c.n_ffn), C = static_cast<uint64_t>(c.n_embd), B = 128;
-    ffn += T * F * (1 + 4) + B * C * 4 * 2 + T * B * 4 * 2 + T * C * 4 + C * 4 + F * 8;
+    const SparseFfn& S = m.layer(0).sffn;
+    const uint64_t F = static_cast<uint64_t>(c.n_ffn), C = static_cast<uint64_t>(c.n_embd);
+    const uint64_t B = static_cast<uint64_t>(ffn_chunk_block_rows(S));
+    // per token: the mask, the mask in union order and the MLP predictor's scores (floats) and hidden layer; the
+    // union's mask and ids; the gathered key rows, keys, row pointers and per thread the neurons used (a byte each,
+    // counted for up to 64 threads)
+    ffn += T * F * 12 + T * static_cast<uint64_t>(S.hidden) * 4 + F * 8 + ffn_chunk_block_bytes(S) + T * B * 4 + B * 8 +
+           B * 64 + T * C * 4 + C * 4;
     // the 1-bit predictor's scores of kBitsLanes tokens at once and their lane tables (FfnRuntime::chunk_select)
     ffn += static_cast<uint64_t>(kern::kBitsLanes) * F * 4 + kern::bits_chunk_table_floats(static_cast<int64_t>(C)) * 4;
   }

@@ -912,18 +912,19 @@ TEST_P(KernelIsa, FfnNeuronsMatchDoubleReference) {
 // the range, the padding columns of Y and A's padding stay untouched; a neuron whose A entries are zero for every
 // token never reads its value row (poisoned with NaN here).
 TEST_P(KernelIsa, FfnValuesMatchDoubleReference) {
-  const int64_t F = 40, T = 6;
+  const int64_t F = 80, T = 6;
   uint64_t seed = 90000;
   for (const FfnKind& k : kFfnKinds) {
-    for (int64_t C : {32, 40, 64, 13, 256, 768}) {
+    for (const auto& [C, n] : std::vector<std::pair<int64_t, int64_t>>{
+             {32, 29}, {40, 29}, {64, 70}, {13, 29}, {256, 29}, {768, 70}, {300, 33}}) {
       if (k.dtype == DType::kQ4 && C % 32 != 0) continue;
-      SCOPED_TRACE(testing::Message() << k.name << " C=" << C);
+      SCOPED_TRACE(testing::Message() << k.name << " C=" << C << " n=" << n);
       Bundled b = make_bundled(k, F, C, ++seed);
       std::mt19937_64 gen(++seed);
       std::vector<int32_t> ids(static_cast<size_t>(F));
       for (int32_t i = 0; i < F; ++i) ids[static_cast<size_t>(i)] = i;
       std::shuffle(ids.begin(), ids.end(), gen);
-      const int64_t n = 29, lda = n + 3, ldy = C + 2, t0 = 1, t1 = 5;
+      const int64_t lda = n + 3, ldy = C + 2, t0 = 1, t1 = 5;
       std::uniform_real_distribution<float> U(0.f, 2.f);
       std::vector<float> A(static_cast<size_t>(T * lda), 0.f);
       for (int64_t t = 0; t < T; ++t)
@@ -958,6 +959,15 @@ TEST_P(KernelIsa, FfnValuesMatchDoubleReference) {
           ASSERT_LE(std::fabs(Y[i] - ref), static_cast<double>(n + 8) * std::ldexp(1.0, -23) * bound + 1e-30)
               << "t=" << t << " c=" << c;
         }
+      }
+      // Each element is summed in list order whatever the kernel's blocking: the list cut in two calls at
+      // every 7th place (a cut inside and across the kernel's 32-neuron blocks) gives the same bits.
+      for (int64_t cut = 1; cut < n; cut += 7) {
+        std::vector<float> Y2 = y0;
+        ffn_values(b.layout(), ptrs.data(), ids.data(), cut, A.data(), lda, t0, t1, Y2.data(), ldy);
+        ffn_values(b.layout(), ptrs.data() + cut, ids.data() + cut, n - cut, A.data() + cut, lda, t0, t1, Y2.data(),
+                   ldy);
+        ASSERT_EQ(0, std::memcmp(Y2.data(), Y.data(), sizeof(float) * Y.size())) << "cut at " << cut;
       }
       // n = 0 or an empty token range touch nothing
       std::vector<float> Z = y0;
