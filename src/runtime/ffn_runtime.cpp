@@ -278,7 +278,7 @@ uint64_t FfnRuntime::chunk_select(const SparseFfn& S, const float* xk, size_t T)
   constexpr size_t L = static_cast<size_t>(kern::kBitsLanes);
   if (use_bits) {
     score_.resize(L * Fz);
-    table_.resize(kern::bits_chunk_table_floats(C));
+    table_.resize(kern::bits_chunk_table_floats(C) * static_cast<size_t>(kFfnBitsGroups));
   }
   std::atomic<uint64_t> used{0};
   // Masks of tokens [t0, t0 + n) for neurons [b, e) (the bits scores of token t0 + l in row l of score_), their union,
@@ -326,16 +326,31 @@ uint64_t FfnRuntime::chunk_select(const SparseFfn& S, const float* xk, size_t T)
       draw_random(F);
       mark(t, 1, 0, F);
     }
-  } else if (use_bits) {  // the scores of kBitsLanes tokens at once, as the token path scores each; then their masks
-    for (size_t t = 0; t < T; t += L) {
-      const size_t n = std::min(L, T - t);
-      const int64_t ni = static_cast<int64_t>(n);
-      kern::bits_prepare_chunk(xk + t * Cz, C, ni, C, table_.data());
-      const auto run = [&, t, n, ni](int64_t b, int64_t e) {
-        kern::bits_scores_chunk(S.bits, S.lo, S.step, C, table_.data(), ni, score_.data(), F, b, e);
-        mark(t, n, b, e);
+  } else if (use_bits) {
+    // The scores of kBitsLanes tokens at once, as the token path scores each, then their masks; up to kFfnBitsGroups
+    // such groups per two parallel regions: their lane tables one group per thread, then per range of neurons each
+    // group's scores (into that range of score_, so the groups share it) and masks.
+    const size_t tf = kern::bits_chunk_table_floats(C), span = L * static_cast<size_t>(kFfnBitsGroups);
+    for (size_t t0 = 0; t0 < T; t0 += span) {
+      const size_t t1 = std::min(T, t0 + span), ng = (t1 - t0 + L - 1) / L;
+      const auto prepare = [&, t0, t1](int64_t b, int64_t e) {
+        for (int64_t g = b; g < e; ++g) {
+          const size_t t = t0 + static_cast<size_t>(g) * L;
+          kern::bits_prepare_chunk(xk + t * Cz, C, static_cast<int64_t>(std::min(L, t1 - t)), C,
+                                   table_.data() + static_cast<size_t>(g) * tf);
+        }
       };
-      if (parallel && F * ni >= 512) pool_->parallel_for(F, run, 64);
+      if (parallel && ng > 1) pool_->parallel_for(static_cast<int64_t>(ng), prepare, 1);
+      else prepare(0, static_cast<int64_t>(ng));
+      const auto run = [&, t0, t1, ng](int64_t b, int64_t e) {
+        for (size_t g = 0; g < ng; ++g) {
+          const size_t t = t0 + g * L, n = std::min(L, t1 - t);
+          kern::bits_scores_chunk(S.bits, S.lo, S.step, C, table_.data() + g * tf, static_cast<int64_t>(n),
+                                  score_.data(), F, b, e);
+          mark(t, n, b, e);
+        }
+      };
+      if (parallel && F * static_cast<int64_t>(t1 - t0) >= 512) pool_->parallel_for(F, run, 64);
       else run(0, F);
     }
   } else {
@@ -428,11 +443,12 @@ void FfnRuntime::forward_chunk_fused(const LayerWeights& L, const float* xk, flo
       const size_t t0 = T * static_cast<size_t>(ti) / Pz, t1 = T * static_cast<size_t>(ti + 1) / Pz;
       uint8_t* __restrict any = cany_.data() + static_cast<size_t>(ti) * nz;
       uint64_t pairs = 0;
+      const size_t m = nz;  // a local bound: the loop below vectorises
       for (size_t t = t0; t < t1; ++t) {
         const float* __restrict mask = masku + t * Uz + static_cast<size_t>(b0);
-        float* __restrict k = ck_.data() + t * nz;
+        float* __restrict k = ck_.data() + t * m;
         int32_t on = 0;  // integer counts: the loop vectorises
-        for (size_t i = 0; i < nz; ++i) {
+        for (size_t i = 0; i < m; ++i) {
           const float r = k[i] > 0.f ? k[i] : 0.f;
           const float a = r * r * mask[i];
           k[i] = a;

@@ -66,6 +66,8 @@ struct FfnStats {
 // per block. Bytes of a block's gathered rows with their int8 scales: what the memory plan counts for them.
 int64_t ffn_chunk_block_rows(const SparseFfn& S);
 uint64_t ffn_chunk_block_bytes(const SparseFfn& S);
+// Sequence mode's 1-bit predictor builds the lane tables of up to this many groups of kern::kBitsLanes tokens at once.
+constexpr int kFfnBitsGroups = 4;
 
 class FfnRuntime {
  public:
