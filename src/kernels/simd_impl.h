@@ -687,13 +687,37 @@ inline void gemm_micro(const float* rowbuf, int64_t kc, const float* xt, int64_t
     for (int v = 0; v < NV; ++v) S::storex(acc_mem + (r * NV + v) * W, acc[r][v]);
 }
 
+// Columns [c0, c0 + kc) of the row w (c0 and kc multiples of 32 for kQ4) converted to float32 into dst, as loadw /
+// q4_decode convert them; dst receives kc rounded up to whole vectors of floats, zero past kc.
+template <class S, DType D>
+inline void row_segment_to_f32(const typename Elem<D>::T* w, int64_t c0, int64_t kc, float* dst) {
+  using E = typename Elem<D>::T;
+  constexpr int W = S::kW;
+  if constexpr (D == DType::kQ4) {
+    constexpr int NV = static_cast<int>(kQ4BlockCols) / W;
+    for (int64_t b = c0 / kQ4BlockCols; b < (c0 + kc) / kQ4BlockCols; ++b) {
+      typename S::V v[NV];
+      S::q4_decode(w + b * kQ4BlockBytes, v);
+      for (int j = 0; j < NV; ++j) S::storex(dst + b * kQ4BlockCols - c0 + j * W, v[j]);
+    }
+  } else {
+    int64_t c = 0;
+    for (; c + W <= kc; c += W) S::storex(dst + c, S::template loadw<D>(w + c0 + c));
+    if (c < kc) {
+      E wb[W];
+      pad_tail<S>(w + c0 + c, kc - c, wb);
+      S::storex(dst + c, S::template loadw<D>(wb));
+    }
+  }
+}
+
 // Columns [c0, c0 + kc) of rows [rb, rb + nr) of m (nr <= MR, kc <= KC, c0 and kc multiples of 32 except at the end
 // of a row) converted to float32 into buf (MR rows of KC floats; rows past nr are zero).
 template <class S, DType D, int MR, int KC>
 inline void gemm_load_rows(const MatRef& m, int64_t rb, int64_t nr, int64_t c0, int64_t kc, float* buf) {
   using E = typename Elem<D>::T;
-  constexpr int W = S::kW;
-  const int64_t cols = m.cols, stride = row_stride<D>(cols);
+  static_assert(KC % S::kW == 0, "a row's last vector stays inside its KC floats");
+  const int64_t stride = row_stride<D>(m.cols);
   const E* base = static_cast<const E*>(m.data);
   for (int64_t r = 0; r < MR; ++r) {
     float* dst = buf + r * KC;
@@ -701,25 +725,7 @@ inline void gemm_load_rows(const MatRef& m, int64_t rb, int64_t nr, int64_t c0, 
       for (int64_t c = 0; c < kc; ++c) dst[c] = 0.f;
       continue;
     }
-    const E* w = base + (rb + r) * stride;
-    if constexpr (D == DType::kQ4) {
-      constexpr int NV = static_cast<int>(kQ4BlockCols) / W;
-      for (int64_t b = c0 / kQ4BlockCols; b < (c0 + kc) / kQ4BlockCols; ++b) {
-        typename S::V v[NV];
-        S::q4_decode(w + b * kQ4BlockBytes, v);
-        for (int j = 0; j < NV; ++j) S::storex(dst + b * kQ4BlockCols - c0 + j * W, v[j]);
-      }
-    } else {
-      int64_t c = 0;
-      for (; c + W <= kc; c += W) S::storex(dst + c, S::template loadw<D>(w + c0 + c));
-      if (c < kc) {
-        E wb[W];
-        float fb[W];
-        pad_tail<S>(w + c0 + c, kc - c, wb);
-        S::storex(fb, S::template loadw<D>(wb));
-        for (int64_t j = c; j < kc; ++j) dst[j] = fb[j - c];
-      }
-    }
+    row_segment_to_f32<S, D>(base + (rb + r) * stride, c0, kc, dst);
   }
 }
 
@@ -919,7 +925,7 @@ void ffn_neurons_t(const MatRef& m, const void* const* ptrs, const int32_t* ids,
 // kValueCols / kW fused multiply-adds from L1 instead of a conversion, a load and a store of y per vector. Each
 // element is y = fma(w, a * scale, y) in list order, the operations of axpy_row (the token path's), so the result does
 // not depend on the blocking.
-template <class S, int NA, DType D>
+template <class S, int NA>
 inline void ffn_values_slice(const float* R, const int32_t* list, const float* coef, int k, float* y) {
   using V = typename S::V;
   constexpr int W = S::kW;
@@ -959,26 +965,8 @@ void ffn_values_t(const MatRef& m, const void* const* ptrs, const int32_t* ids, 
     }
     for (int64_t c0 = 0; c0 < cols; c0 += kValueCols) {
       const int64_t cw = std::min<int64_t>(kValueCols, cols - c0);
-      for (int j = 0; j < nj; ++j) {  // convert the tile of the rows some token uses
-        if (!used[j]) continue;
-        const T* w = static_cast<const T*>(ptrs[j0 + j]) + stride;
-        float* r = R + j * kValueCols;
-        if constexpr (D == DType::kQ4) {
-          for (int64_t c = 0; c < cw; c += kQ4BlockCols) {
-            typename S::V wv[kQ4BlockCols / W];
-            S::q4_decode(w + (c0 + c) / kQ4BlockCols * kQ4BlockBytes, wv);
-            for (int v = 0; v < static_cast<int>(kQ4BlockCols) / W; ++v) S::storex(r + c + v * W, wv[v]);
-          }
-        } else {
-          int64_t c = 0;
-          for (; c + W <= cw; c += W) S::storex(r + c, S::template loadw<D>(w + c0 + c));
-          if (c < cw) {
-            T wb[W];
-            pad_tail<S>(w + c0 + c, cw - c, wb);
-            S::storex(r + c, S::template loadw<D>(wb));
-          }
-        }
-      }
+      for (int j = 0; j < nj; ++j)  // convert the tile of the rows some token uses
+        if (used[j]) row_segment_to_f32<S, D>(static_cast<const T*>(ptrs[j0 + j]) + stride, c0, cw, R + j * kValueCols);
       for (int64_t t = t0; t < t1; ++t) {
         int k = 0;
         for (int j = 0; j < nj; ++j) {  // without a branch: about 1 neuron in 7 is used, unpredictably
@@ -990,12 +978,12 @@ void ffn_values_t(const MatRef& m, const void* const* ptrs, const int32_t* ids, 
         if (k == 0) continue;
         float* y = Y + t * ldy + c0;
         int64_t c = 0;
-        for (; c + NA * W <= cw; c += NA * W) ffn_values_slice<S, NA, D>(R + c, list, coef, k, y + c);
-        for (; c + W <= cw; c += W) ffn_values_slice<S, 1, D>(R + c, list, coef, k, y + c);
+        for (; c + NA * W <= cw; c += NA * W) ffn_values_slice<S, NA>(R + c, list, coef, k, y + c);
+        for (; c + W <= cw; c += W) ffn_values_slice<S, 1>(R + c, list, coef, k, y + c);
         if (c < cw) {  // the last partial vector through a padded copy of y
           float yb[W];
           pad_tail<S>(y + c, cw - c, yb);
-          ffn_values_slice<S, 1, D>(R + c, list, coef, k, yb);
+          ffn_values_slice<S, 1>(R + c, list, coef, k, yb);
           std::memcpy(y + c, yb, sizeof(float) * static_cast<size_t>(cw - c));
         }
       }

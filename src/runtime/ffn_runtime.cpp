@@ -21,11 +21,15 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
+// Bytes of one row's int8 scale (0 for the other dtypes).
+size_t scale_bytes(const SparseFfn& S) {
+  if (S.layout.dtype != DType::kI8) return 0;
+  return S.layout.scale_dtype == DType::kF16 ? 2 : 4;
+}
+
 // Bytes read for one key or value row of the bundle, int8 row scale included.
 uint64_t row_read_bytes(const SparseFfn& S) {
-  uint64_t b = static_cast<uint64_t>(kern::row_bytes(S.layout.dtype, S.layout.cols));
-  if (S.layout.dtype == DType::kI8) b += S.layout.scale_dtype == DType::kF16 ? 2 : 4;
-  return b;
+  return static_cast<uint64_t>(kern::row_bytes(S.layout.dtype, S.layout.cols)) + scale_bytes(S);
 }
 
 // The neurons of a layer are summed in kBlocks fixed blocks (block b: neurons [F b / kBlocks,
@@ -58,24 +62,17 @@ void neurons_by_block(const SparseFfn& S, int ti, int P, const void* const* ptrs
   }
 }
 
-// Bytes of one gathered key row's int8 scale (0 for the other dtypes).
-size_t scale_bytes(const SparseFfn& S) {
-  if (S.layout.dtype != DType::kI8) return 0;
-  return S.layout.scale_dtype == DType::kF16 ? 2 : 4;
-}
-
 }  // namespace
 
 int64_t ffn_chunk_block_rows(const SparseFfn& S) {
   constexpr int64_t kTargetBytes = 256 * 1024;
-  const int64_t rb = kern::row_bytes(S.layout.dtype, S.layout.cols) + static_cast<int64_t>(scale_bytes(S));
+  const int64_t rb = static_cast<int64_t>(row_read_bytes(S));
   const int64_t rows = rb > 0 ? kTargetBytes / rb : 1024;
   return std::clamp<int64_t>(rows / 32 * 32, 128, 1024);
 }
 
 uint64_t ffn_chunk_block_bytes(const SparseFfn& S) {
-  const uint64_t rb = static_cast<uint64_t>(kern::row_bytes(S.layout.dtype, S.layout.cols)) + scale_bytes(S);
-  return static_cast<uint64_t>(ffn_chunk_block_rows(S)) * rb;
+  return static_cast<uint64_t>(ffn_chunk_block_rows(S)) * row_read_bytes(S);
 }
 
 const char* ffn_mode_name(FfnMode m) {
