@@ -102,6 +102,36 @@ struct Avx512 {
     return _mm512_maskz_permutexvar_ps(static_cast<__mmask16>(bits), idx, v);
   }
 
+  // GEMM packing (gemm_rows): dst[j * ldd + i] = src[i * lds + j] for j < nj, lanes i < nstore of each dst row;
+  // source rows i >= ni and columns j >= nj read as zero (masked loads: nothing past them is touched). A 16 x 16
+  // block in registers: 64 shuffles (pairs of rows interleaved, then 2-, 4- and 8-lane groups) instead of 256
+  // strided scalar stores.
+  static void transpose(const float* src, int64_t lds, int ni, int nj, float* dst, int64_t ldd, int nstore) {
+    const __mmask16 lm = static_cast<__mmask16>((1u << nj) - 1), sm = static_cast<__mmask16>((1u << nstore) - 1);
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; ++i) r[i] = i < ni ? _mm512_maskz_loadu_ps(lm, src + i * lds) : _mm512_setzero_ps();
+    for (int p = 0; p < 16; p += 2) {  // per 128-bit lane L: rows p, p+1 at columns 4L, 4L+1 / 4L+2, 4L+3
+      t[p] = _mm512_unpacklo_ps(r[p], r[p + 1]);
+      t[p + 1] = _mm512_unpackhi_ps(r[p], r[p + 1]);
+    }
+    for (int q = 0; q < 16; q += 4) {  // r[q + c] lane L: rows q..q+3 at column 4L + c
+      r[q] = _mm512_shuffle_ps(t[q], t[q + 2], 0x44);
+      r[q + 1] = _mm512_shuffle_ps(t[q], t[q + 2], 0xEE);
+      r[q + 2] = _mm512_shuffle_ps(t[q + 1], t[q + 3], 0x44);
+      r[q + 3] = _mm512_shuffle_ps(t[q + 1], t[q + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; ++c) {  // column 4L + c: lane L of r[c], r[4 + c], r[8 + c], r[12 + c]
+      const __m512 w0 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x44), w1 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xEE);
+      const __m512 w2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x44);
+      const __m512 w3 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xEE);
+      t[c] = _mm512_shuffle_f32x4(w0, w2, 0x88);
+      t[4 + c] = _mm512_shuffle_f32x4(w0, w2, 0xDD);
+      t[8 + c] = _mm512_shuffle_f32x4(w1, w3, 0x88);
+      t[12 + c] = _mm512_shuffle_f32x4(w1, w3, 0xDD);
+    }
+    for (int j = 0; j < nj; ++j) _mm512_mask_storeu_ps(dst + j * ldd, sm, t[j]);
+  }
+
   // Fold 16 lanes to 8 (lane i + lane i+8), then the AVX2 tree; identical for every lane.
   static __m256 fold(V v) { return _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)); }
   static void half4(const uint16_t* h, float* out) {

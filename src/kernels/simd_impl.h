@@ -22,6 +22,9 @@
 //                                      vectors of its kept weights and of the x values at their columns
 //   V expand(uint32_t bits, V v);      masked rows: lane j = bit j of bits ? v[rank of bit j among the set bits]
 //                                      : 0 (bits < 2^kW)
+//   void transpose(const float* src, int64_t lds, int ni, int nj, float* dst, int64_t ldd, int nstore);
+//                                      (kGemmMR > 0 only) a kW x kW block: dst[j * ldd + i] = src[i * lds + j],
+//                                      j < nj, i < nstore; src rows >= ni and columns >= nj read as zero
 //
 // Every S is a distinct type defined in an anonymous namespace of its own translation unit, so every
 // template instantiated from here has internal linkage: code built with -mavx512f can never be picked
@@ -733,6 +736,7 @@ template <class S, DType D>
 void gemm_rows(const MatRef& m, const float* X, int64_t n, float* Y, int64_t r0, int64_t r1) {
   constexpr int W = S::kW, MR = S::kGemmMR, NV = S::kGemmNV, TB = NV * W, KC = 256;
   static_assert(NV == 1 || NV == 2, "the last token block is one vector wide");
+  static_assert(MR <= W, "a tile's sums leave through one kW x kW transpose per vector of tokens");
   static_assert(KC % kQ4BlockCols == 0, "k-blocks hold whole q4 blocks");
   const int64_t cols = m.cols, rows = m.rows;
   const int64_t n_pad = (n + W - 1) / W * W, tiles = (r1 - r0 + MR - 1) / MR;
@@ -744,8 +748,10 @@ void gemm_rows(const MatRef& m, const float* X, int64_t n, float* Y, int64_t r0,
   float* const buf = gemm_buf(1, MR * KC);
   for (int64_t c0 = 0; c0 < cols; c0 += KC) {
     const int64_t kc = std::min<int64_t>(KC, cols - c0);
-    for (int64_t t = 0; t < n_pad; ++t)  // token t's columns c0.. into column t of xt
-      for (int64_t k = 0; k < kc; ++k) xt[k * n_pad + t] = t < n ? X[t * cols + c0 + k] : 0.f;
+    for (int64_t t = 0; t < n_pad; t += W)  // tokens t.. (columns c0..) into columns t.. of xt, padding zero
+      for (int64_t k = 0; k < kc; k += W)
+        S::transpose(X + t * cols + c0 + k, cols, static_cast<int>(std::min<int64_t>(W, n - t)),
+                     static_cast<int>(std::min<int64_t>(W, kc - k)), xt + k * n_pad + t, n_pad, W);
     for (int64_t i = 0; i < tiles; ++i) {
       const int64_t rb = r0 + i * MR, nr = std::min<int64_t>(MR, r1 - rb);
       gemm_load_rows<S, D, MR, KC>(m, rb, nr, c0, kc, buf);
@@ -760,12 +766,14 @@ void gemm_rows(const MatRef& m, const float* X, int64_t n, float* Y, int64_t r0,
     float sc[MR];
     for (int r = 0; r < MR; ++r) sc[r] = D == DType::kI8 && r < nr ? i8_row_scale<S>(m, rb + r) : 1.0f;
     for (int64_t t0 = 0; t0 < n_pad; t0 += TB) {
-      const int64_t nv = std::min<int64_t>(TB, n_pad - t0);  // tokens in this block's sums
-      const float* a = acc + i * MR * n_pad + MR * t0;
-      for (int64_t t = 0; t < nv && t0 + t < n; ++t) {  // one token's nr outputs are contiguous in Y
-        float* yt = Y + (t0 + t) * rows + rb;
-        for (int64_t r = 0; r < nr; ++r) yt[r] = D == DType::kI8 ? a[r * nv + t] * sc[r] : a[r * nv + t];
-      }
+      const int64_t nv = std::min<int64_t>(TB, n_pad - t0);  // tokens in this block's sums: a is nr x nv
+      float* a = acc + i * MR * n_pad + MR * t0;
+      if constexpr (D == DType::kI8)
+        for (int64_t r = 0; r < nr; ++r)
+          for (int64_t t = 0; t < nv; ++t) a[r * nv + t] *= sc[r];
+      for (int64_t t = 0; t < nv && t0 + t < n; t += W)  // tokens t0 + t..: their nr outputs, contiguous in Y
+        S::transpose(a + t, nv, static_cast<int>(nr), static_cast<int>(std::min<int64_t>(W, n - t0 - t)),
+                     Y + (t0 + t) * rows + rb, rows, static_cast<int>(nr));
     }
   }
 }
