@@ -166,6 +166,13 @@ void ffn_values(const MatRef& layout, const void* const* ptrs, const int32_t* id
   current().ffn_values(layout, ptrs, ids, n, A, lda, t0, t1, Y, ldy);
 }
 
+void wkv5_token(const float* r, const float* k, const float* v, const float* w, const float* u, float* S, float* out,
+                int64_t H, int64_t N) {
+  RWKVL_CHECK(H >= 0 && N >= 0);
+  if (H == 0 || N == 0) return;
+  current().wkv5(r, k, v, w, u, S, out, H, N);
+}
+
 void detail::bits_sums(const uint8_t* bits, int64_t nb, const float* table, float* raw, int64_t r0, int64_t r1) {
   current().bits_sums(bits, nb, table, raw, r0, r1);
 }

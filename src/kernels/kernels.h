@@ -94,6 +94,15 @@ void ffn_neurons(const MatRef& layout, const void* const* ptrs, const int32_t* i
 void ffn_values(const MatRef& layout, const void* const* ptrs, const int32_t* ids, int64_t n, const float* A, int64_t lda,
                 int64_t t0, int64_t t1, float* Y, int64_t ldy);
 
+// RWKV-5/6 linear attention for one token over heads [0, H) of N channels; S is the H x N x N state (head h, key
+// row i, value column j at S[(h N + i) N + j]), r, k, v, w (decay factors), u (bonus) and out hold H N floats:
+//   out[hN + j] = sum_i r_i (u_i k_i v_j + S_ij),   then   S_ij = S_ij w_i + k_i v_j
+// computed for each (h, j) as kv = k_i * v_j; acc = fma(r_i, fma(u_i, kv, S_ij), acc) for i = 0, 1, ... in order;
+// S_ij = fma(S_ij, w_i, kv): the same operations on every ISA, so the same bits (SIMD sets keep a block of columns'
+// sums in registers over the rows). Single-threaded (callers split the heads across threads).
+void wkv5_token(const float* r, const float* k, const float* v, const float* w, const float* u, float* S, float* out,
+                int64_t H, int64_t N);
+
 // 1-bit approximation of W x (activation predictor). bits: rows x (cols / 8) bytes, row-major; bit
 // (c % 8) (LSB first) of byte c / 8 of a row is set when W[r][c] is at W's upper level:
 //   score[r] = lo[r] * sum(x) + step[r] * sum_{c : bit(r, c) set} x[c].   cols % 8 == 0.

@@ -23,6 +23,9 @@ using FfnValuesFn = void (*)(const MatRef& layout, const void* const* ptrs, cons
 // bits_prepare_chunk. nb = bytes per row.
 using BitsSumsFn = void (*)(const uint8_t* bits, int64_t nb, const float* table, float* raw, int64_t r0, int64_t r1);
 
+using Wkv5Fn = void (*)(const float* r, const float* k, const float* v, const float* w, const float* u, float* S,
+                        float* out, int64_t H, int64_t N);
+
 struct KernelSet {
   const char* name;
   MatvecRowsFn matvec_rows;
@@ -30,6 +33,7 @@ struct KernelSet {
   FfnNeuronsFn ffn_neurons;
   FfnValuesFn ffn_values;
   BitsSumsFn bits_sums;
+  Wkv5Fn wkv5;
 };
 
 // The active set's bits_sums (dispatch.cpp), for bits.cpp.

@@ -26,6 +26,7 @@ struct Avx2 {
   static constexpr int kGemmMR = 0, kGemmNV = 1, kGemmMinN = 0;
 
   static V zero() { return _mm256_setzero_ps(); }
+  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
   static V add(V a, V b) { return _mm256_add_ps(a, b); }
   static V fma(V a, V b, V acc) { return _mm256_fmadd_ps(a, b, acc); }
   static V loadx(const float* p) { return _mm256_loadu_ps(p); }
@@ -111,7 +112,12 @@ struct Avx2 {
 
 }  // namespace
 
-const KernelSet kAvx2Kernels = {"avx2", &matvec_rows_isa<Avx2>, &matmul_rows_isa<Avx2>,
-                                 &ffn_neurons_isa<Avx2>, &ffn_values_isa<Avx2>, &bits_sums_isa<Avx2>};
+const KernelSet kAvx2Kernels = {"avx2",
+                                &matvec_rows_isa<Avx2>,
+                                &matmul_rows_isa<Avx2>,
+                                &ffn_neurons_isa<Avx2>,
+                                &ffn_values_isa<Avx2>,
+                                &bits_sums_isa<Avx2>,
+                                &wkv5_isa<Avx2>};
 
 }  // namespace rwkvl::kern::detail

@@ -37,6 +37,7 @@ struct Avx512 {
   static constexpr int kGemmMR = 12, kGemmNV = 2, kGemmMinN = 32;
 
   static V zero() { return _mm512_setzero_ps(); }
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
   static V add(V a, V b) { return _mm512_add_ps(a, b); }
   static V fma(V a, V b, V acc) { return _mm512_fmadd_ps(a, b, acc); }
   static V loadx(const float* p) { return _mm512_loadu_ps(p); }
@@ -147,7 +148,12 @@ struct Avx512 {
 
 }  // namespace
 
-const KernelSet kAvx512Kernels = {"avx512", &matvec_rows_isa<Avx512>, &matmul_rows_isa<Avx512>,
-                                 &ffn_neurons_isa<Avx512>, &ffn_values_isa<Avx512>, &bits_sums_isa<Avx512>};
+const KernelSet kAvx512Kernels = {"avx512",
+                                  &matvec_rows_isa<Avx512>,
+                                  &matmul_rows_isa<Avx512>,
+                                  &ffn_neurons_isa<Avx512>,
+                                  &ffn_values_isa<Avx512>,
+                                  &bits_sums_isa<Avx512>,
+                                  &wkv5_isa<Avx512>};
 
 }  // namespace rwkvl::kern::detail

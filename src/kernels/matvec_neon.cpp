@@ -23,6 +23,7 @@ struct Neon {
   static constexpr int kGemmMR = 0, kGemmNV = 1, kGemmMinN = 0;  // the dot-product tiles only (gemm_rows: AVX-512)
 
   static V zero() { return vdupq_n_f32(0.0f); }
+  static V mul(V a, V b) { return vmulq_f32(a, b); }
   static V add(V a, V b) { return vaddq_f32(a, b); }
   static V fma(V a, V b, V acc) { return vfmaq_f32(acc, a, b); }
   static V loadx(const float* p) { return vld1q_f32(p); }
@@ -95,7 +96,12 @@ struct Neon {
 
 }  // namespace
 
-const KernelSet kNeonKernels = {"neon", &matvec_rows_isa<Neon>, &matmul_rows_isa<Neon>,
-                                 &ffn_neurons_isa<Neon>, &ffn_values_isa<Neon>, &bits_sums_isa<Neon>};
+const KernelSet kNeonKernels = {"neon",
+                                &matvec_rows_isa<Neon>,
+                                &matmul_rows_isa<Neon>,
+                                &ffn_neurons_isa<Neon>,
+                                &ffn_values_isa<Neon>,
+                                &bits_sums_isa<Neon>,
+                                &wkv5_isa<Neon>};
 
 }  // namespace rwkvl::kern::detail

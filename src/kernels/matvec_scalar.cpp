@@ -2,6 +2,7 @@
 // without AVX2. Compiled with baseline flags only. Written so that the compiler's SLP vectoriser can
 // still use SSE2 / NEON for the fixed 8-wide accumulator pattern (no -ffast-math needed: we never
 // ask it to reassociate).
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -284,9 +285,28 @@ void bits_sums_scalar(const uint8_t* bits, int64_t nb, const float* table, float
   }
 }
 
+// wkv5_token's documented operations, one float at a time.
+void wkv5_scalar(const float* r, const float* k, const float* v, const float* w, const float* u, float* St, float* out,
+                 int64_t H, int64_t N) {
+  for (int64_t h = 0; h < H; ++h) {
+    const int64_t o = h * N;
+    float* Sh = St + o * N;
+    for (int64_t j = 0; j < N; ++j) out[o + j] = 0.f;
+    for (int64_t i = 0; i < N; ++i) {
+      const float ri = r[o + i], ki = k[o + i], wi = w[o + i], ui = u[o + i];
+      float* si = Sh + i * N;
+      for (int64_t j = 0; j < N; ++j) {
+        const float kv = ki * v[o + j];
+        out[o + j] = std::fma(ri, std::fma(ui, kv, si[j]), out[o + j]);
+        si[j] = std::fma(si[j], wi, kv);
+      }
+    }
+  }
+}
+
 }  // namespace
 
-const KernelSet kScalarKernels = {"scalar", &matvec_rows_scalar, &matmul_rows_scalar, &ffn_neurons_scalar,
-                                  &ffn_values_scalar, &bits_sums_scalar};
+const KernelSet kScalarKernels = {"scalar",           &matvec_rows_scalar, &matmul_rows_scalar, &ffn_neurons_scalar,
+                                  &ffn_values_scalar, &bits_sums_scalar,   &wkv5_scalar};
 
 }  // namespace rwkvl::kern::detail

@@ -10,7 +10,7 @@
 //   static constexpr int kGemmMR, kGemmNV, kGemmMinN;  outer-product GEMM (gemm_rows): MR rows x NV vectors of
 //                                      tokens, used from kGemmMinN tokens; kGemmMR = 0: never
 //   static constexpr int kValueAcc;    ffn_values: vectors of a token's columns summed in registers at once
-//   V zero(); V add(V, V); V fma(V a, V b, V acc) = a*b + acc; V loadx(const float*);
+//   V zero(); V add(V, V); V mul(V, V); V fma(V a, V b, V acc) = a*b + acc; V loadx(const float*);
 //   V set1(float); void storex(float*, V);
 //   template <DType D> V loadw(const Elem<D>::T* p);   kW weights converted to float
 //   void hsum4(V a, V b, V c, V d, float* out4);       out4[i] = sum of the lanes of the i-th vector
@@ -38,9 +38,12 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "kernels/kernels_internal.h"
@@ -1036,6 +1039,10 @@ void bits_sums_isa(const uint8_t* bits, int64_t nb, const float* table, float* r
   constexpr int W = S::kW, NV = static_cast<int>(kBitsLanes) / W;
   static_assert(kBitsLanes % W == 0, "whole vectors of lanes");
   constexpr int64_t L = kBitsLanes, E = 16 * kBitsLanes;
+  // The table offsets of a row's nibbles, computed for up to kSpan bytes at once in a loop the compiler vectorises:
+  // the lookup loop then costs one offset load per nibble instead of a byte load, a mask or shift and an address.
+  constexpr int64_t kSpan = 256;
+  uint32_t off[2 * kSpan];
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* p = bits + r * nb;
     V a[4][NV];
@@ -1044,21 +1051,89 @@ void bits_sums_isa(const uint8_t* bits, int64_t nb, const float* table, float* r
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) a[k][v] = S::zero();
     const auto add = [&](int k, int64_t at) {
-      const uint8_t b = p[at];
-      const float* lo = table + (2 * at) * E + (b & 15) * L;
-      const float* hi = table + (2 * at + 1) * E + (b >> 4) * L;
+      const float* lo = table + off[2 * at];
+      const float* hi = table + off[2 * at + 1];
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) a[k][v] = S::add(a[k][v], S::add(S::loadx(lo + v * W), S::loadx(hi + v * W)));
     };
-    int64_t i = 0;
-    for (; i + 8 <= nb; i += 8) {
+    for (int64_t s0 = 0; s0 < nb; s0 += kSpan) {
+      const int64_t n = std::min(kSpan, nb - s0);
+      const uint8_t* q = p + s0;
+      for (int64_t i = 0; i < n; ++i) {
+        const uint32_t g = static_cast<uint32_t>(2 * (s0 + i) * E);
+        off[2 * i] = g + static_cast<uint32_t>(q[i] & 15) * static_cast<uint32_t>(L);
+        off[2 * i + 1] = g + static_cast<uint32_t>(E) + static_cast<uint32_t>(q[i] >> 4) * static_cast<uint32_t>(L);
+      }
+      int64_t i = 0;
+      for (; i + 8 <= n; i += 8) {
 #pragma GCC unroll 8
-      for (int k = 0; k < 8; ++k) add(k & 3, i + k);
+        for (int k = 0; k < 8; ++k) add(k & 3, i + k);
+      }
+      for (; i < n; ++i) add(0, i);
     }
-    for (; i < nb; ++i) add(0, i);
     float* out = raw + (r - r0) * L;
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) S::storex(out + v * W, S::add(S::add(a[0][v], a[1][v]), S::add(a[2][v], a[3][v])));
+  }
+}
+
+// ---- RWKV-5/6 linear attention (kern::wkv5_token): per head, the value columns j in blocks of up to
+// kValueAcc / 2 vectors whose outputs and v values stay in registers over the N key rows i; each state row segment is
+// loaded and stored once. Every (h, j) runs wkv5_token's documented operations in i order, so the bits equal the
+// scalar set's.
+template <class S, int NV>
+inline void wkv5_block(const float* r, const float* k, const float* v, const float* w, const float* u, float* St,
+                       float* out, int64_t N, int64_t j0) {
+  using V = typename S::V;
+  constexpr int W = S::kW;
+  V vv[NV], o[NV];
+  for (int b = 0; b < NV; ++b) {
+    vv[b] = S::loadx(v + j0 + b * W);
+    o[b] = S::zero();
+  }
+  for (int64_t i = 0; i < N; ++i) {
+    const V ri = S::set1(r[i]), ki = S::set1(k[i]), wi = S::set1(w[i]), ui = S::set1(u[i]);
+    float* si = St + i * N + j0;
+    for (int b = 0; b < NV; ++b) {
+      const V s = S::loadx(si + b * W), kv = S::mul(ki, vv[b]);
+      o[b] = S::fma(ri, S::fma(ui, kv, s), o[b]);
+      S::storex(si + b * W, S::fma(s, wi, kv));
+    }
+  }
+  for (int b = 0; b < NV; ++b) S::storex(out + j0 + b * W, o[b]);
+}
+
+template <class S, int NV>
+inline int64_t wkv5_run(const float* r, const float* k, const float* v, const float* w, const float* u, float* St,
+                        float* out, int64_t N, int64_t j) {
+  for (; j + NV * S::kW <= N; j += NV * S::kW) wkv5_block<S, NV>(r, k, v, w, u, St, out, N, j);
+  return j;
+}
+
+template <class S>
+void wkv5_isa(const float* r, const float* k, const float* v, const float* w, const float* u, float* St, float* out,
+              int64_t H, int64_t N) {
+  constexpr int JB = S::kValueAcc / 2;
+  static_assert(std::has_single_bit(static_cast<unsigned>(JB)));
+  for (int64_t h = 0; h < H; ++h) {
+    const int64_t o = h * N;
+    float* Sh = St + o * N;
+    int64_t j = 0;
+    // blocks of JB vectors, then JB / 2, ... 1 (a head of 64 on AVX-512: one block of 4)
+    [&]<int... P>(std::integer_sequence<int, P...>) {
+      ((j = wkv5_run<S, (JB >> P)>(r + o, k + o, v + o, w + o, u + o, Sh, out + o, N, j)), ...);
+    }
+    (std::make_integer_sequence<int, std::bit_width(static_cast<unsigned>(JB))>{});
+    for (; j < N; ++j) {  // columns past the last whole vector: the same operations one float at a time
+      float acc = 0.f;
+      for (int64_t i = 0; i < N; ++i) {
+        float& s = Sh[i * N + j];
+        const float kv = k[o + i] * v[o + j];
+        acc = std::fma(r[o + i], std::fma(u[o + i], kv, s), acc);
+        s = std::fma(s, w[o + i], kv);
+      }
+      out[o + j] = acc;
+    }
   }
 }
 

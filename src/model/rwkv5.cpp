@@ -11,33 +11,10 @@ namespace rwkvl {
 
 void forward_channel_mix_v4v5(ForwardEnv& ctx, const LayerWeights& L, float* ffn_x, float* x, size_t T);
 
-// One token of the v5/v6 linear attention for all heads. w is per channel (may vary per token in v6).
-void wkv5_token(const float* r, const float* k, const float* v, const float* w, const float* u, float* S,
-                float* out, size_t H, size_t N) {
-  for (size_t h = 0; h < H; ++h) {
-    float* Sh = S + h * N * N;
-    const float* rh = r + h * N;
-    const float* kh = k + h * N;
-    const float* vh = v + h * N;
-    const float* wh = w + h * N;
-    const float* uh = u + h * N;
-    float* oh = out + h * N;
-    for (size_t j = 0; j < N; ++j) oh[j] = 0.f;
-    for (size_t i = 0; i < N; ++i) {
-      const float ri = rh[i], ki = kh[i], wi = wh[i], ui = uh[i];
-      float* Si = Sh + i * N;
-      for (size_t j = 0; j < N; ++j) {
-        const float kv = ki * vh[j];
-        oh[j] += ri * (ui * kv + Si[j]);
-        Si[j] = Si[j] * wi + kv;
-      }
-    }
-  }
-}
-
-// wkv5_token over T tokens (w per token when w_stride = C, else one w for all), the heads split over the pool's
-// threads: each head's state and outputs are its own, so the split changes no result. Below ~64K multiply-adds
-// (a 4-head D256 token) the region costs more than it saves and the heads run on the caller.
+// kern::wkv5_token (SIMD, the documented fma sequence) over T tokens (w per token when w_stride = C, else one w for
+// all), the heads split over the pool's threads: each head's state and outputs are its own, so the split changes no
+// result. Below ~64K multiply-adds (a 4-head D256 token) the region costs more than it saves and the heads run on the
+// caller.
 void wkv5_tokens(ForwardEnv& ctx, const float* r, const float* k, const float* v, const float* w, size_t w_stride,
                  const float* u, float* S, float* y, size_t T, size_t H, size_t N) {
   struct Args {
@@ -47,7 +24,8 @@ void wkv5_tokens(ForwardEnv& ctx, const float* r, const float* k, const float* v
     void run(int64_t h0, int64_t h1) const {
       const size_t o = static_cast<size_t>(h0) * N, nh = static_cast<size_t>(h1 - h0);
       for (size_t t = 0; t < T; ++t)
-        wkv5_token(r + t * C + o, k + t * C + o, v + t * C + o, w + t * w_stride + o, u + o, S + o * N, y + t * C + o, nh, N);
+        kern::wkv5_token(r + t * C + o, k + t * C + o, v + t * C + o, w + t * w_stride + o, u + o, S + o * N,
+                         y + t * C + o, static_cast<int64_t>(nh), static_cast<int64_t>(N));
     }
   } a{r, k, v, w, u, S, y, w_stride, T, H * N, N};
   ThreadPool* pool = ctx.pool();

@@ -12,8 +12,6 @@
 
 namespace rwkvl {
 
-void wkv5_token(const float* r, const float* k, const float* v, const float* w, const float* u, float* S,
-                float* out, size_t H, size_t N);
 void wkv5_tokens(ForwardEnv& ctx, const float* r, const float* k, const float* v, const float* w, size_t w_stride,
                  const float* u, float* S, float* y, size_t T, size_t H, size_t N);
 

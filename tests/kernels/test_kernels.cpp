@@ -1039,6 +1039,58 @@ TEST_P(KernelIsa, FfnNeuronsKoutBitwiseEqualsMatvec) {
   }
 }
 
+// wkv5_token against a float64 recurrence over 3 tokens (the documented math, no rounding), and bitwise against the
+// scalar set (the documented fma sequence is the same on every ISA); heads of 64 (a whole register block), 8 and 13
+// (a partial vector and scalar columns), 40 and 96 (a block and then single vectors), 2 heads; the state is updated
+// and outputs beyond H N untouched.
+TEST_P(KernelIsa, Wkv5MatchesDoubleReferenceAndScalar) {
+  uint64_t seed = 95000;
+  for (const int64_t N : {64, 8, 13, 40, 96, 160}) {
+    const int64_t H = 2, C = H * N;
+    SCOPED_TRACE(testing::Message() << "N=" << N);
+    std::mt19937_64 gen(++seed);
+    std::uniform_real_distribution<float> U(-1.f, 1.f), D(0.5f, 1.f);
+    std::vector<float> u(static_cast<size_t>(C)), S0(static_cast<size_t>(C * N));
+    for (float& e : u) e = U(gen);
+    for (float& e : S0) e = U(gen);
+    std::vector<float> S = S0, Ss = S0;
+    std::vector<double> Sd(S0.begin(), S0.end());
+    for (int t = 0; t < 3; ++t) {
+      std::vector<float> r(static_cast<size_t>(C)), k(r), v(r), w(r);
+      for (int64_t i = 0; i < C; ++i) {
+        r[static_cast<size_t>(i)] = U(gen);
+        k[static_cast<size_t>(i)] = U(gen);
+        v[static_cast<size_t>(i)] = U(gen);
+        w[static_cast<size_t>(i)] = D(gen);
+      }
+      std::vector<float> out(static_cast<size_t>(C) + 1, NAN), outs(static_cast<size_t>(C), NAN);
+      out.back() = 12345.0f;
+      wkv5_token(r.data(), k.data(), v.data(), w.data(), u.data(), S.data(), out.data(), H, N);
+      EXPECT_EQ(out.back(), 12345.0f);
+      as_scalar([&] { wkv5_token(r.data(), k.data(), v.data(), w.data(), u.data(), Ss.data(), outs.data(), H, N); });
+      ASSERT_EQ(0, std::memcmp(out.data(), outs.data(), sizeof(float) * static_cast<size_t>(C))) << "token " << t;
+      ASSERT_EQ(0, std::memcmp(S.data(), Ss.data(), sizeof(float) * S.size())) << "token " << t;
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t j = 0; j < N; ++j) {
+          double ref = 0, bound = 0;
+          for (int64_t i = 0; i < N; ++i) {
+            const size_t a = static_cast<size_t>(h * N + i), b = static_cast<size_t>(h * N + j);
+            double& s = Sd[static_cast<size_t>((h * N + i) * N + j)];
+            const double kv = static_cast<double>(k[a]) * v[b];
+            ref += r[a] * (u[a] * kv + s);
+            bound += std::fabs(r[a]) * (std::fabs(u[a] * kv) + std::fabs(s));
+            s = s * w[a] + kv;
+          }
+          // float32 storage of the state compounds over the tokens: 4 roundings per step and token, plus the sum's
+          ASSERT_LE(std::fabs(out[static_cast<size_t>(h * N + j)] - ref), (N + 16.0 * (t + 1)) * 0x1p-23 * bound)
+              << "h=" << h << " j=" << j << " token " << t;
+        }
+    }
+    for (size_t i = 0; i < S.size(); ++i)
+      ASSERT_LE(std::fabs(S[i] - Sd[i]), 64 * 0x1p-23 * (std::fabs(Sd[i]) + 2)) << "state " << i;
+  }
+}
+
 const char* const kIsas[] = {"scalar", "avx2", "avx512", "neon"};
 INSTANTIATE_TEST_SUITE_P(Isa, KernelIsa, testing::ValuesIn(kIsas),
                          [](const testing::TestParamInfo<const char*>& p) { return std::string(p.param); });

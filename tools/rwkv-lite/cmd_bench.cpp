@@ -66,8 +66,10 @@ int cmd_bench(const Args& args) {
   for (auto& t : prompt) t = rng.next(info.n_vocab);
   std::vector<float> logits(static_cast<size_t>(info.n_vocab));
 
-  // Warm-up: pages every weight in (mmap) and starts the thread pool; not timed.
-  check(rwkvl_eval(ctx.get(), state.get(), prompt.data(), std::min<size_t>(n_prompt, 8), chunk, logits.data()));
+  // Warm-up: pages every weight in (mmap), starts the thread pool and grows the scratch to one chunk of the prompt
+  // (rwkvl_eval's default chunk: 32); one-time costs of a context, not timed.
+  check(rwkvl_eval(ctx.get(), state.get(), prompt.data(), std::min<size_t>(n_prompt, chunk ? chunk : 32), chunk,
+                   logits.data()));
   check(rwkvl_eval(ctx.get(), state.get(), prompt.data(), 1, 1, logits.data()));
   check(rwkvl_state_reset(state.get()));
 
