@@ -228,6 +228,44 @@ void matvec_multi(const MatRef* const* w, const float* const* x, float* const* y
       kRowGrain);
 }
 
+void matmul_multi(const MatRef* const* w, const float* const* X, int64_t n, float* const* Y, int count,
+                  ThreadPool* pool) {
+  constexpr int kMax = 8;
+  RWKVL_CHECK(count >= 0 && count <= kMax && "matmul_multi: at most 8 matrices");
+  RWKVL_CHECK(n >= 0);
+  if (n == 1) return matvec_multi(w, X, Y, count, pool);
+  int64_t off[kMax + 1] = {0}, macs = 0;
+  for (int i = 0; i < count; ++i) {
+    check_mat(*w[i]);
+    off[i + 1] = off[i] + w[i]->rows;
+    macs += w[i]->rows * w[i]->cols * n;
+  }
+  const KernelSet& k = current();
+  if (n == 0) return;
+  if (!pool || pool->size() == 1 || macs < kMinParallelMacs) {
+    for (int i = 0; i < count; ++i) k.matmul_rows(*w[i], X[i], n, Y[i], 0, w[i]->rows);
+    return;
+  }
+  struct Args {
+    const KernelSet* k;
+    const MatRef* const* w;
+    const float* const* X;
+    float* const* Y;
+    const int64_t* off;
+    int64_t n;
+    int count;
+  } a{&k, w, X, Y, off, n, count};
+  pool->parallel_for(
+      off[count],
+      [p = &a](int64_t b, int64_t e) {
+        for (int i = 0; i < p->count; ++i) {
+          const int64_t lo = std::max(b, p->off[i]), hi = std::min(e, p->off[i + 1]);
+          if (lo < hi) p->k->matmul_rows(*p->w[i], p->X[i], p->n, p->Y[i], lo - p->off[i], hi - p->off[i]);
+        }
+      },
+      kRowGrain);
+}
+
 void matmul(const MatRef& w, const float* X, int64_t n, float* Y, ThreadPool* pool) {
   check_mat(w);
   RWKVL_CHECK(n >= 0);

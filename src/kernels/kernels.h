@@ -37,6 +37,10 @@ void matvec(const MatRef& w, const float* x, float* y, ThreadPool* pool);
 // matrices' rows concatenated and split over the pool's threads as one range), so one fork/join instead of
 // `count`: a token's projections that share no data (r, k, v, g of a time-mix) cost one region.
 void matvec_multi(const MatRef* const* w, const float* const* x, float* const* y, int count, ThreadPool* pool);
+// Y_i = X_i W_i^T (n tokens each) for i in [0, count <= 8): the same bits as `count` matmul calls (a row's results do
+// not depend on how the rows are split), in one parallel region over the concatenated rows; n == 1 is matvec_multi.
+void matmul_multi(const MatRef* const* w, const float* const* X, int64_t n, float* const* Y, int count,
+                  ThreadPool* pool);
 
 // Y[t][r] = sum_c W[r][c] * X[t][c] for t in [0, n): X is n x cols, Y is n x rows, both row-major.
 // Reads each weight row once for the whole block of n inputs (the point of sequence mode).
