@@ -79,7 +79,18 @@ uint64_t session_scratch_bytes(const Model& m, size_t chunk, bool head_compare) 
   const ModelConfig& c = m.config();
   const uint64_t T = std::max<size_t>(1, chunk);
   // the forward pass's named buffers and the residual stream of a chunk
-  const uint64_t bufs = Scratch::bytes_for(m, T) + T * static_cast<uint64_t>(c.n_embd) * 4;
+  uint64_t bufs = Scratch::bytes_for(m, T) + T * static_cast<uint64_t>(c.n_embd) * 4;
+  // the low-rank factors' intermediate (ops::project_many holds every factored matrix of a group at once; bounded
+  // by the sum of a layer's ranks)
+  uint64_t ranks = 0;
+  for (int l = 0; l < c.n_layer; ++l) {
+    uint64_t sum = 0;
+    for_each_layer_matrix(m.layer(l), [&](const Matrix& w) {
+      if (w.factored()) sum += static_cast<uint64_t>(w.a.rows);
+    });
+    ranks = std::max(ranks, sum);
+  }
+  bufs += T * ranks * 4;
   // Vocabulary-sized rows of the head runtime: with a cluster table, logits in grouped order and exact logits
   // (plus the full head's when comparing), per token its prior (f32) and cluster (int32 at most) and the chosen
   // rows' exps (f64); without one, the streamed head's row pieces (at most one row).
