@@ -196,56 +196,23 @@ void matvec(const MatRef& w, const float* x, float* y, ThreadPool* pool) {
 }
 
 void matvec_multi(const MatRef* const* w, const float* const* x, float* const* y, int count, ThreadPool* pool) {
-  constexpr int kMax = 8;
-  RWKVL_CHECK(count >= 0 && count <= kMax && "matvec_multi: at most 8 matrices");
-  int64_t off[kMax + 1] = {0}, bytes = 0;
-  for (int i = 0; i < count; ++i) {
-    check_mat(*w[i]);
-    off[i + 1] = off[i] + w[i]->rows;
-    bytes += weight_bytes(*w[i]);
-  }
-  const KernelSet& k = current();
-  if (!pool || pool->size() == 1 || bytes < kMinParallelBytes) {
-    for (int i = 0; i < count; ++i) k.matvec_rows(*w[i], x[i], y[i], 0, w[i]->rows);
-    return;
-  }
-  struct Args {
-    const KernelSet* k;
-    const MatRef* const* w;
-    const float* const* x;
-    float* const* y;
-    const int64_t* off;
-    int count;
-  } a{&k, w, x, y, off, count};
-  pool->parallel_for(
-      off[count],
-      [p = &a](int64_t b, int64_t e) {
-        for (int i = 0; i < p->count; ++i) {
-          const int64_t lo = std::max(b, p->off[i]), hi = std::min(e, p->off[i + 1]);
-          if (lo < hi) p->k->matvec_rows(*p->w[i], p->x[i], p->y[i], lo - p->off[i], hi - p->off[i]);
-        }
-      },
-      kRowGrain);
+  matmul_multi(w, x, 1, y, count, pool);
 }
 
+// One token: matvec_rows, parallel from kMinParallelBytes of weights (as matvec); more: matmul_rows, from
+// kMinParallelMacs multiply-adds (as matmul).
 void matmul_multi(const MatRef* const* w, const float* const* X, int64_t n, float* const* Y, int count,
                   ThreadPool* pool) {
   constexpr int kMax = 8;
-  RWKVL_CHECK(count >= 0 && count <= kMax && "matmul_multi: at most 8 matrices");
+  RWKVL_CHECK(count >= 0 && count <= kMax && "matmul_multi / matvec_multi: at most 8 matrices");
   RWKVL_CHECK(n >= 0);
-  if (n == 1) return matvec_multi(w, X, Y, count, pool);
-  int64_t off[kMax + 1] = {0}, macs = 0;
+  int64_t off[kMax + 1] = {0}, work = 0;
   for (int i = 0; i < count; ++i) {
     check_mat(*w[i]);
     off[i + 1] = off[i] + w[i]->rows;
-    macs += w[i]->rows * w[i]->cols * n;
+    work += n == 1 ? weight_bytes(*w[i]) : w[i]->rows * w[i]->cols * n;
   }
-  const KernelSet& k = current();
   if (n == 0) return;
-  if (!pool || pool->size() == 1 || macs < kMinParallelMacs) {
-    for (int i = 0; i < count; ++i) k.matmul_rows(*w[i], X[i], n, Y[i], 0, w[i]->rows);
-    return;
-  }
   struct Args {
     const KernelSet* k;
     const MatRef* const* w;
@@ -254,13 +221,21 @@ void matmul_multi(const MatRef* const* w, const float* const* X, int64_t n, floa
     const int64_t* off;
     int64_t n;
     int count;
-  } a{&k, w, X, Y, off, n, count};
+    void rows(int i, int64_t b, int64_t e) const {
+      if (n == 1) k->matvec_rows(*w[i], X[i], Y[i], b, e);
+      else k->matmul_rows(*w[i], X[i], n, Y[i], b, e);
+    }
+  } a{&current(), w, X, Y, off, n, count};
+  if (!pool || pool->size() == 1 || work < (n == 1 ? kMinParallelBytes : kMinParallelMacs)) {
+    for (int i = 0; i < count; ++i) a.rows(i, 0, w[i]->rows);
+    return;
+  }
   pool->parallel_for(
       off[count],
       [p = &a](int64_t b, int64_t e) {
         for (int i = 0; i < p->count; ++i) {
           const int64_t lo = std::max(b, p->off[i]), hi = std::min(e, p->off[i + 1]);
-          if (lo < hi) p->k->matmul_rows(*p->w[i], p->X[i], p->n, p->Y[i], lo - p->off[i], hi - p->off[i]);
+          if (lo < hi) p->rows(i, lo - p->off[i], hi - p->off[i]);
         }
       },
       kRowGrain);

@@ -38,7 +38,7 @@ void matvec(const MatRef& w, const float* x, float* y, ThreadPool* pool);
 // `count`: a token's projections that share no data (r, k, v, g of a time-mix) cost one region.
 void matvec_multi(const MatRef* const* w, const float* const* x, float* const* y, int count, ThreadPool* pool);
 // Y_i = X_i W_i^T (n tokens each) for i in [0, count <= 8): the same bits as `count` matmul calls (a row's results do
-// not depend on how the rows are split), in one parallel region over the concatenated rows; n == 1 is matvec_multi.
+// not depend on how the rows are split), in one parallel region over the concatenated rows; matvec_multi is n == 1.
 void matmul_multi(const MatRef* const* w, const float* const* X, int64_t n, float* const* Y, int count,
                   ThreadPool* pool);
 

@@ -38,12 +38,10 @@
 #pragma once
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
-#include <utility>
 #include <vector>
 
 #include "kernels/kernels_internal.h"
@@ -1103,27 +1101,24 @@ inline void wkv5_block(const float* r, const float* k, const float* v, const flo
   for (int b = 0; b < NV; ++b) S::storex(out + j0 + b * W, o[b]);
 }
 
+// Columns from j on in blocks of NV vectors, then NV / 2, ... 1; returns the first column not run.
 template <class S, int NV>
 inline int64_t wkv5_run(const float* r, const float* k, const float* v, const float* w, const float* u, float* St,
                         float* out, int64_t N, int64_t j) {
   for (; j + NV * S::kW <= N; j += NV * S::kW) wkv5_block<S, NV>(r, k, v, w, u, St, out, N, j);
-  return j;
+  if constexpr (NV > 1) return wkv5_run<S, NV / 2>(r, k, v, w, u, St, out, N, j);
+  else return j;
 }
 
 template <class S>
 void wkv5_isa(const float* r, const float* k, const float* v, const float* w, const float* u, float* St, float* out,
               int64_t H, int64_t N) {
   constexpr int JB = S::kValueAcc / 2;
-  static_assert(std::has_single_bit(static_cast<unsigned>(JB)));
   for (int64_t h = 0; h < H; ++h) {
     const int64_t o = h * N;
     float* Sh = St + o * N;
-    int64_t j = 0;
-    // blocks of JB vectors, then JB / 2, ... 1 (a head of 64 on AVX-512: one block of 4)
-    [&]<int... P>(std::integer_sequence<int, P...>) {
-      ((j = wkv5_run<S, (JB >> P)>(r + o, k + o, v + o, w + o, u + o, Sh, out + o, N, j)), ...);
-    }
-    (std::make_integer_sequence<int, std::bit_width(static_cast<unsigned>(JB))>{});
+    // a head of 64 on AVX-512: one block of 4 vectors
+    int64_t j = wkv5_run<S, JB>(r + o, k + o, v + o, w + o, u + o, Sh, out + o, N, 0);
     for (; j < N; ++j) {  // columns past the last whole vector: the same operations one float at a time
       float acc = 0.f;
       for (int64_t i = 0; i < N; ++i) {

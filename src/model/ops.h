@@ -90,26 +90,6 @@ inline void square_relu(float* x, size_t n) {
   }
 }
 
-// Y (T x rows) = X (T x cols) W^T for a dense or factored matrix (matvec for a single token; a
-// factored one is two thin products through a rank-sized intermediate, plus its diagonal term).
-inline void project(ForwardEnv& env, const Matrix& m, const float* X, float* Y, size_t T) {
-  if (env.observer()) env.observer()(m, X, T);
-  ThreadPool* pool = env.pool();
-  const int64_t n = static_cast<int64_t>(T);
-  if (!m.factored()) {
-    kern::matmul(m.ref, X, n, Y, pool);  // n == 1 runs the matvec kernel
-    return;
-  }
-  float* mid = env.scratch().lowrank(T * static_cast<size_t>(m.a.rows));
-  kern::matmul(m.a, X, n, mid, pool);
-  kern::matmul(m.b, mid, n, Y, pool);
-  if (m.d) {
-    const size_t C = static_cast<size_t>(m.cols);
-    for (size_t t = 0; t < T; ++t)
-      for (size_t i = 0; i < C; ++i) Y[t * C + i] += m.d[i] * X[t * C + i];
-  }
-}
-
 // Y_i = M_i X_i for `count` (<= 8) projections of the same T tokens that share no data, in one parallel region
 // (kern::matmul_multi; one token: matvec_multi) for the plain matrices and the first factors of the factored ones,
 // then one for the factored ones' second factors: 2 fork/joins instead of up to 2 per matrix. The same bits as a
@@ -119,7 +99,6 @@ inline void project_many(ForwardEnv& env, const Matrix* const* m, const float* c
   RWKVL_CHECK(count >= 0 && count <= 8);
   const int64_t n = static_cast<int64_t>(T);
   const kern::MatRef* refs[8];
-  const float* in[8];
   float* out[8];
   size_t mid_floats = 0;
   for (int i = 0; i < count; ++i) {
@@ -132,7 +111,6 @@ inline void project_many(ForwardEnv& env, const Matrix* const* m, const float* c
   const float* bin[8];
   float* bout[8];
   for (int i = 0; i < count; ++i) {
-    in[i] = X[i];
     if (!m[i]->factored()) {
       refs[i] = &m[i]->ref;
       out[i] = Y[i];
@@ -145,7 +123,7 @@ inline void project_many(ForwardEnv& env, const Matrix* const* m, const float* c
     bout[nb++] = Y[i];
     mid += T * static_cast<size_t>(m[i]->a.rows);
   }
-  kern::matmul_multi(refs, in, n, out, count, env.pool());
+  kern::matmul_multi(refs, X, n, out, count, env.pool());
   if (nb) kern::matmul_multi(brefs, bin, n, bout, nb, env.pool());
   for (int i = 0; i < count; ++i) {
     if (!m[i]->factored() || !m[i]->d) continue;
@@ -153,6 +131,13 @@ inline void project_many(ForwardEnv& env, const Matrix* const* m, const float* c
     for (size_t t = 0; t < T; ++t)
       for (size_t j = 0; j < C; ++j) Y[i][t * C + j] += m[i]->d[j] * X[i][t * C + j];
   }
+}
+
+// Y (T x rows) = X (T x cols) W^T for a dense or factored matrix (matvec for a single token; a
+// factored one is two thin products through a rank-sized intermediate, plus its diagonal term).
+inline void project(ForwardEnv& env, const Matrix& m, const float* X, float* Y, size_t T) {
+  const Matrix* mp = &m;
+  project_many(env, &mp, &X, &Y, 1, T);
 }
 
 // out (T x C) = Wv relu(Wk xk)^2: the key/value part of every version's channel-mix, dense or

@@ -414,6 +414,45 @@ TEST_P(KernelIsa, MatvecMultiEqualsSeparateMatvecs) {
   matvec_multi(w, x, nullptr, 0, nullptr);  // nothing to do
 }
 
+// matmul_multi: every matrix's n outputs bitwise equal to its own matmul (3 tokens: the dot-product tiles; 40: the
+// AVX-512 GEMM), mixed dtypes and row counts off the thread split, on 1-3 threads and without a pool.
+TEST_P(KernelIsa, MatmulMultiEqualsSeparateMatmuls) {
+  const Shape shapes[] = {{768, 256}, {100, 64}, {333, 256}};
+  const DType types[] = {DType::kF16, DType::kI8, DType::kQ4};
+  uint64_t seed = 7100;
+  for (int64_t n : {3, 40}) {
+    std::vector<TestMat> mats;
+    std::vector<std::vector<float>> xs, want;
+    for (int i = 0; i < 3; ++i) {
+      mats.push_back(make_mat(types[i], shapes[i].rows, shapes[i].cols, ++seed));
+      xs.push_back(make_vec(n * shapes[i].cols, ++seed));
+      want.emplace_back(static_cast<size_t>(n * shapes[i].rows));
+      matmul(mats.back().ref(), xs.back().data(), n, want.back().data(), nullptr);
+    }
+    const MatRef refs[3] = {mats[0].ref(), mats[1].ref(), mats[2].ref()};
+    const MatRef* w[3] = {&refs[0], &refs[1], &refs[2]};
+    const float* x[3] = {xs[0].data(), xs[1].data(), xs[2].data()};
+    for (int threads : {0, 1, 2, 3}) {
+      SCOPED_TRACE(testing::Message() << "n=" << n << ", " << threads << " threads");
+      std::unique_ptr<ThreadPool> pool = threads ? std::make_unique<ThreadPool>(threads) : nullptr;
+      std::vector<std::vector<float>> got;
+      float* y[3];
+      for (int i = 0; i < 3; ++i) {
+        got.emplace_back(want[static_cast<size_t>(i)].size(), NAN);
+        y[i] = got.back().data();
+      }
+      matmul_multi(w, x, n, y, 3, pool.get());
+      for (int i = 0; i < 3; ++i) {
+        const size_t u = static_cast<size_t>(i);
+        ASSERT_EQ(0, std::memcmp(got[u].data(), want[u].data(), want[u].size() * 4)) << "matrix " << i;
+      }
+      if (pool) {
+        EXPECT_EQ(pool->regions(), threads > 1 ? 1u : 0u);
+      }
+    }
+  }
+}
+
 // matvec_rows / matmul_rows on ranges of w's rows (w.rows == 67): same bits as the full product,
 // nothing written outside the range.
 void check_row_ranges(const MatRef& w, const std::vector<float>& X, int64_t n) {
