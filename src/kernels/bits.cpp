@@ -92,23 +92,24 @@ void bits_prepare_chunk(const float* X, int64_t ldx, int64_t n, int64_t cols, fl
   RWKVL_CHECK(cols >= 0 && cols % kGroupCols == 0 && n >= 1 && n <= kBitsLanes && ldx >= cols);
   constexpr int64_t L = kBitsLanes;
   const int64_t nq = cols / 4;
+  float* sums = table + nq * 16 * L;
+  for (int64_t l = 0; l < L; ++l) sums[l] = 0.0f;
   for (int64_t q = 0; q < nq; ++q) {
+    // The group's 4 columns of every input with the inputs side by side (zeros past n), so that the loops over the
+    // lanes below read and write contiguous floats (they vectorise) instead of one input's row per lane.
+    alignas(64) float xt[4][L];
+    for (int64_t l = 0; l < L; ++l)
+      for (int c = 0; c < 4; ++c) xt[c][l] = l < n ? X[l * ldx + 4 * q + c] : 0.0f;
     float* t = table + q * 16 * L;
     for (int64_t l = 0; l < L; ++l) t[l] = 0.0f;
     for (int b = 1; b < 16; ++b) {
-      const int low = __builtin_ctz(static_cast<unsigned>(b));
+      const float* x = xt[__builtin_ctz(static_cast<unsigned>(b))];
       const float* prev = t + (b & (b - 1)) * L;
       float* e = t + b * L;
-      for (int64_t l = 0; l < n; ++l) e[l] = prev[l] + X[l * ldx + 4 * q + low];
-      for (int64_t l = n; l < L; ++l) e[l] = 0.0f;
+      for (int64_t l = 0; l < L; ++l) e[l] = prev[l] + x[l];
     }
-  }
-  float* sums = table + nq * 16 * L;
-  for (int64_t l = 0; l < L; ++l) {
-    float s = 0.0f;
-    if (l < n)
-      for (int64_t c = 0; c < cols; ++c) s += X[l * ldx + c];
-    sums[l] = s;
+    for (int c = 0; c < 4; ++c)
+      for (int64_t l = 0; l < L; ++l) sums[l] += xt[c][l];
   }
 }
 

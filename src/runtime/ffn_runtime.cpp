@@ -274,20 +274,20 @@ uint64_t FfnRuntime::chunk_select(const SparseFfn& S, const float* xk, size_t T)
   }
   constexpr size_t L = static_cast<size_t>(kern::kBitsLanes);
   if (use_bits) {
-    score_.resize(L * Fz);
+    score_.resize(L * Fz * static_cast<size_t>(kFfnBitsGroups));
     table_.resize(kern::bits_chunk_table_floats(C) * static_cast<size_t>(kFfnBitsGroups));
   }
   std::atomic<uint64_t> used{0};
-  // Masks of tokens [t0, t0 + n) for neurons [b, e) (the bits scores of token t0 + l in row l of score_), their union,
-  // their count.
-  const auto mark = [&](size_t t0, size_t n, int64_t b, int64_t e) {
+  // Masks of tokens [t0, t0 + n) for neurons [b, e) (the bits scores of token t0 + l in row l of group g's rows of
+  // score_), their count, and with_union their union.
+  const auto mark = [&](size_t t0, size_t n, int64_t b, int64_t e, size_t g, bool with_union) {
     const float mt = S.mlp_thresh, bt = S.bits_thresh;
     float* __restrict um = cumask_.data();
     int64_t count = 0;
     for (size_t l = 0; l < n; ++l) {
       float* __restrict mask = cmask_.data() + (t0 + l) * Fz;
       const float* __restrict z = use_mlp ? cz_.data() + (t0 + l) * Fz : nullptr;
-      const float* __restrict sc = use_bits ? score_.data() + l * Fz : nullptr;
+      const float* __restrict sc = use_bits ? score_.data() + (g * L + l) * Fz : nullptr;
       if (random)
         for (int64_t j = b; j < e; ++j) mask[j] = chosen_[static_cast<size_t>(j)] ? 1.f : 0.f;
       else if (use_mlp && use_bits)
@@ -300,10 +300,9 @@ uint64_t FfnRuntime::chunk_select(const SparseFfn& S, const float* xk, size_t T)
       else
         for (int64_t j = b; j < e; ++j) mask[j] = 0.f;
       int32_t c = 0;  // integer counts: the loop vectorises
-      for (int64_t j = b; j < e; ++j) {
-        um[j] = std::max(um[j], mask[j]);
-        c += mask[j] != 0.f;
-      }
+      for (int64_t j = b; j < e; ++j) c += mask[j] != 0.f;
+      if (with_union)
+        for (int64_t j = b; j < e; ++j) um[j] = std::max(um[j], mask[j]);
       count += c;
     }
     used.fetch_add(static_cast<uint64_t>(count), std::memory_order_relaxed);
@@ -321,13 +320,16 @@ uint64_t FfnRuntime::chunk_select(const SparseFfn& S, const float* xk, size_t T)
         else run(0, F);
       }
       draw_random(F);
-      mark(t, 1, 0, F);
+      mark(t, 1, 0, F, 0, true);
     }
   } else if (use_bits) {
-    // The scores of kBitsLanes tokens at once, as the token path scores each, then their masks; up to kFfnBitsGroups
-    // such groups per two parallel regions: their lane tables one group per thread, then per range of neurons each
-    // group's scores (into that range of score_, so the groups share it) and masks.
+    // The scores of kBitsLanes tokens at once (a group), each as the token path scores it, then their masks; up to
+    // kFfnBitsGroups groups per pass. With at least as many groups as threads, each thread builds its groups' lane
+    // tables and scores every neuron for them (one parallel region, and a table is read by the core that built it;
+    // the union is taken afterwards, as two groups mark the same neurons). Else the tables are built one group per
+    // thread, then the neurons are split across the threads (each range's scores, masks and union).
     const size_t tf = kern::bits_chunk_table_floats(C), span = L * static_cast<size_t>(kFfnBitsGroups);
+    const size_t P = parallel ? static_cast<size_t>(pool_->size()) : 1;
     for (size_t t0 = 0; t0 < T; t0 += span) {
       const size_t t1 = std::min(T, t0 + span), ng = (t1 - t0 + L - 1) / L;
       const auto prepare = [&, t0, t1](int64_t b, int64_t e) {
@@ -337,21 +339,39 @@ uint64_t FfnRuntime::chunk_select(const SparseFfn& S, const float* xk, size_t T)
                                    table_.data() + static_cast<size_t>(g) * tf);
         }
       };
+      const auto score = [&, t0, t1](size_t g, int64_t b, int64_t e, bool with_union) {
+        const size_t t = t0 + g * L, n = std::min(L, t1 - t);
+        kern::bits_scores_chunk(S.bits, S.lo, S.step, C, table_.data() + g * tf, static_cast<int64_t>(n),
+                                score_.data() + g * L * Fz, F, b, e);
+        mark(t, n, b, e, g, with_union);
+      };
+      if (parallel && ng >= P) {
+        pool_->parallel_for(
+            static_cast<int64_t>(ng),
+            [&](int64_t b, int64_t e) {
+              for (int64_t g = b; g < e; ++g) {
+                prepare(g, g + 1);
+                score(static_cast<size_t>(g), 0, F, false);
+              }
+            },
+            1);
+        float* __restrict um = cumask_.data();
+        for (size_t t = t0; t < t1; ++t) {
+          const float* __restrict mask = cmask_.data() + t * Fz;
+          for (size_t j = 0; j < Fz; ++j) um[j] = std::max(um[j], mask[j]);
+        }
+        continue;
+      }
       if (parallel && ng > 1) pool_->parallel_for(static_cast<int64_t>(ng), prepare, 1);
       else prepare(0, static_cast<int64_t>(ng));
-      const auto run = [&, t0, t1, ng](int64_t b, int64_t e) {
-        for (size_t g = 0; g < ng; ++g) {
-          const size_t t = t0 + g * L, n = std::min(L, t1 - t);
-          kern::bits_scores_chunk(S.bits, S.lo, S.step, C, table_.data() + g * tf, static_cast<int64_t>(n),
-                                  score_.data(), F, b, e);
-          mark(t, n, b, e);
-        }
+      const auto run = [&, ng](int64_t b, int64_t e) {
+        for (size_t g = 0; g < ng; ++g) score(g, b, e, true);
       };
       if (parallel && F * static_cast<int64_t>(t1 - t0) >= 512) pool_->parallel_for(F, run, 64);
       else run(0, F);
     }
   } else {
-    const auto run = [&](int64_t b, int64_t e) { mark(0, T, b, e); };
+    const auto run = [&](int64_t b, int64_t e) { mark(0, T, b, e, 0, true); };
     if (parallel && F * static_cast<int64_t>(T) >= 512) pool_->parallel_for(F, run, 64);
     else run(0, F);
   }

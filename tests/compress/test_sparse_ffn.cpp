@@ -373,7 +373,8 @@ TEST_P(SparseFfnArch, BundledModelComputesTheSameFunction) {
   }
 
   const std::vector<int32_t> toks = random_tokens(20, cfg.n_vocab, 77);
-  for (size_t chunk : {size_t{1}, size_t{8}}) {
+  // chunk 20: two groups of the 1-bit predictor's lanes (16 + 4 tokens), one per thread (FfnRuntime::chunk_select)
+  for (size_t chunk : {size_t{1}, size_t{8}, size_t{20}}) {
     SCOPED_TRACE("chunk " + std::to_string(chunk));
     const RunResult ref = run(m, toks, chunk, nullptr);
     const float t = tol(ref.logits, 1e-4f);
