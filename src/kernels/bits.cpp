@@ -97,9 +97,9 @@ void bits_prepare_chunk(const float* X, int64_t ldx, int64_t n, int64_t cols, fl
   for (int64_t q = 0; q < nq; ++q) {
     // The group's 4 columns of every input with the inputs side by side (zeros past n), so that the loops over the
     // lanes below read and write contiguous floats (they vectorise) instead of one input's row per lane.
-    alignas(64) float xt[4][L];
-    for (int64_t l = 0; l < L; ++l)
-      for (int c = 0; c < 4; ++c) xt[c][l] = l < n ? X[l * ldx + 4 * q + c] : 0.0f;
+    alignas(64) float xt[4][L] = {};
+    for (int64_t l = 0; l < n; ++l)
+      for (int c = 0; c < 4; ++c) xt[c][l] = X[l * ldx + 4 * q + c];
     float* t = table + q * 16 * L;
     for (int64_t l = 0; l < L; ++l) t[l] = 0.0f;
     for (int b = 1; b < 16; ++b) {
@@ -123,8 +123,13 @@ void bits_scores_chunk(const uint8_t* bits, const float* lo, const float* step, 
   for (int64_t b = r0; b < r1; b += kRows) {
     const int64_t e = std::min(r1, b + kRows);
     detail::bits_sums(bits, nb, table, raw, b, e);
+    // finished in place, a row's lanes side by side (the loop over the lanes vectorises), then copied out per input
+    for (int64_t r = b; r < e; ++r) {
+      float* __restrict a = raw + (r - b) * kBitsLanes;
+      for (int64_t l = 0; l < kBitsLanes; ++l) a[l] = finish(lo[r], sums[l], step[r], a[l]);
+    }
     for (int64_t l = 0; l < n; ++l)
-      for (int64_t r = b; r < e; ++r) score[l * ld_score + r] = finish(lo[r], sums[l], step[r], raw[(r - b) * kBitsLanes + l]);
+      for (int64_t r = b; r < e; ++r) score[l * ld_score + r] = raw[(r - b) * kBitsLanes + l];
   }
 }
 
