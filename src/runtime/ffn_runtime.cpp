@@ -64,6 +64,9 @@ void neurons_by_block(const SparseFfn& S, int ti, int P, const void* const* ptrs
 
 }  // namespace
 
+// Key rows gathered for a chunk's product (forward_chunk_fused) are copied by all threads from this many bytes.
+constexpr size_t kParallelGatherBytes = 64 * 1024;
+
 int64_t ffn_chunk_block_rows(const SparseFfn& S) {
   constexpr int64_t kTargetBytes = 256 * 1024;
   const int64_t rb = static_cast<int64_t>(row_read_bytes(S));
@@ -436,13 +439,17 @@ void FfnRuntime::forward_chunk_fused(const LayerWeights& L, const float* xk, flo
         if (c) c->release(layer);
       }
     } release{cache_.get(), L.index};
-    for (size_t i = 0; i < nz; ++i) {
-      if (!cache_) cptrs_[i] = S.neuron(ids[i]);
-      std::memcpy(ckeys_.get() + i * rb, cptrs_[i], rb);
-      if (i8)
-        std::memcpy(cscales_.data() + i * sb, static_cast<const uint8_t*>(S.layout.row_scale) + 2 * static_cast<size_t>(ids[i]) * sb,
-                    sb);
-    }
+    const auto gather = [&](int64_t gb, int64_t ge) {  // the key rows side by side (split across the threads)
+      for (size_t i = static_cast<size_t>(gb); i < static_cast<size_t>(ge); ++i) {
+        if (!cache_) cptrs_[i] = S.neuron(ids[i]);
+        std::memcpy(ckeys_.get() + i * rb, cptrs_[i], rb);
+        if (i8)
+          std::memcpy(cscales_.data() + i * sb,
+                      static_cast<const uint8_t*>(S.layout.row_scale) + 2 * static_cast<size_t>(ids[i]) * sb, sb);
+      }
+    };
+    if (pool_ && pool_->size() > 1 && nz * rb >= kParallelGatherBytes) pool_->parallel_for(n, gather, 64);
+    else gather(0, n);
     kern::MatRef keys = S.layout;
     keys.rows = n;
     keys.data = ckeys_.get();
