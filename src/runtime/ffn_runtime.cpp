@@ -249,6 +249,62 @@ void FfnRuntime::draw_random(int64_t F) {
   for (int64_t i = 0; i < k; ++i) chosen_[static_cast<size_t>(rand_perm_[static_cast<size_t>(i)])] = 1;
 }
 
+// chunk_select's 1-bit predictor: the masks of T tokens through mark(t0, n, b, e, group, with_union).
+template <class Mark>
+void FfnRuntime::chunk_bits(const SparseFfn& S, const float* xk, size_t T, const Mark& mark) {
+  const int64_t F = S.n, C = S.layout.cols;
+  const size_t Fz = static_cast<size_t>(F), Cz = static_cast<size_t>(C);
+  constexpr size_t L = static_cast<size_t>(kern::kBitsLanes);
+  const bool parallel = pool_ && pool_->size() > 1;
+  // The scores of kBitsLanes tokens at once (a group), each as the token path scores it, then their masks; up to
+  // kFfnBitsGroups groups per pass. With at least as many groups as threads, each thread builds its groups' lane
+  // tables and scores every neuron for them (one parallel region, and a table is read by the core that built it;
+  // the union is taken afterwards, as two groups mark the same neurons). Else the tables are built one group per
+  // thread, then the neurons are split across the threads (each range's scores, masks and union).
+  const size_t tf = kern::bits_chunk_table_floats(C), span = L * static_cast<size_t>(kFfnBitsGroups);
+  const size_t P = parallel ? static_cast<size_t>(pool_->size()) : 1;
+  for (size_t t0 = 0; t0 < T; t0 += span) {
+    const size_t t1 = std::min(T, t0 + span), ng = (t1 - t0 + L - 1) / L;
+    const auto prepare = [&, t0, t1](int64_t b, int64_t e) {
+      for (int64_t g = b; g < e; ++g) {
+        const size_t t = t0 + static_cast<size_t>(g) * L;
+        kern::bits_prepare_chunk(xk + t * Cz, C, static_cast<int64_t>(std::min(L, t1 - t)), C,
+                                 table_.data() + static_cast<size_t>(g) * tf);
+      }
+    };
+    const auto score = [&, t0, t1](size_t g, int64_t b, int64_t e, bool with_union) {
+      const size_t t = t0 + g * L, n = std::min(L, t1 - t);
+      kern::bits_scores_chunk(S.bits, S.lo, S.step, C, table_.data() + g * tf, static_cast<int64_t>(n),
+                              score_.data() + g * L * Fz, F, b, e);
+      mark(t, n, b, e, g, with_union);
+    };
+    if (parallel && ng >= P) {
+      pool_->parallel_for(
+          static_cast<int64_t>(ng),
+          [&](int64_t b, int64_t e) {
+            for (int64_t g = b; g < e; ++g) {
+              prepare(g, g + 1);
+              score(static_cast<size_t>(g), 0, F, false);
+            }
+          },
+          1);
+      float* __restrict um = cumask_.data();
+      for (size_t t = t0; t < t1; ++t) {
+        const float* __restrict mask = cmask_.data() + t * Fz;
+        for (size_t j = 0; j < Fz; ++j) um[j] = std::max(um[j], mask[j]);
+      }
+      continue;
+    }
+    if (parallel && ng > 1) pool_->parallel_for(static_cast<int64_t>(ng), prepare, 1);
+    else prepare(0, static_cast<int64_t>(ng));
+    const auto run = [&, ng](int64_t b, int64_t e) {
+      for (size_t g = 0; g < ng; ++g) score(g, b, e, true);
+    };
+    if (parallel && F * static_cast<int64_t>(t1 - t0) >= 512) pool_->parallel_for(F, run, 64);
+    else run(0, F);
+  }
+}
+
 // Sequence mode, step (1): cmask_[t F + j] = 1 where token t uses neuron j, else 0 (floats: the loops that read it
 // vectorise), cumask_[j] = 1 where some token of the chunk does; returns the (token, neuron) pairs used. Predict mode
 // runs the MLP over the chunk as two matrix products and the 1-bit copy kBitsLanes tokens at once; the masks of a
@@ -326,53 +382,7 @@ uint64_t FfnRuntime::chunk_select(const SparseFfn& S, const float* xk, size_t T)
       mark(t, 1, 0, F, 0, true);
     }
   } else if (use_bits) {
-    // The scores of kBitsLanes tokens at once (a group), each as the token path scores it, then their masks; up to
-    // kFfnBitsGroups groups per pass. With at least as many groups as threads, each thread builds its groups' lane
-    // tables and scores every neuron for them (one parallel region, and a table is read by the core that built it;
-    // the union is taken afterwards, as two groups mark the same neurons). Else the tables are built one group per
-    // thread, then the neurons are split across the threads (each range's scores, masks and union).
-    const size_t tf = kern::bits_chunk_table_floats(C), span = L * static_cast<size_t>(kFfnBitsGroups);
-    const size_t P = parallel ? static_cast<size_t>(pool_->size()) : 1;
-    for (size_t t0 = 0; t0 < T; t0 += span) {
-      const size_t t1 = std::min(T, t0 + span), ng = (t1 - t0 + L - 1) / L;
-      const auto prepare = [&, t0, t1](int64_t b, int64_t e) {
-        for (int64_t g = b; g < e; ++g) {
-          const size_t t = t0 + static_cast<size_t>(g) * L;
-          kern::bits_prepare_chunk(xk + t * Cz, C, static_cast<int64_t>(std::min(L, t1 - t)), C,
-                                   table_.data() + static_cast<size_t>(g) * tf);
-        }
-      };
-      const auto score = [&, t0, t1](size_t g, int64_t b, int64_t e, bool with_union) {
-        const size_t t = t0 + g * L, n = std::min(L, t1 - t);
-        kern::bits_scores_chunk(S.bits, S.lo, S.step, C, table_.data() + g * tf, static_cast<int64_t>(n),
-                                score_.data() + g * L * Fz, F, b, e);
-        mark(t, n, b, e, g, with_union);
-      };
-      if (parallel && ng >= P) {
-        pool_->parallel_for(
-            static_cast<int64_t>(ng),
-            [&](int64_t b, int64_t e) {
-              for (int64_t g = b; g < e; ++g) {
-                prepare(g, g + 1);
-                score(static_cast<size_t>(g), 0, F, false);
-              }
-            },
-            1);
-        float* __restrict um = cumask_.data();
-        for (size_t t = t0; t < t1; ++t) {
-          const float* __restrict mask = cmask_.data() + t * Fz;
-          for (size_t j = 0; j < Fz; ++j) um[j] = std::max(um[j], mask[j]);
-        }
-        continue;
-      }
-      if (parallel && ng > 1) pool_->parallel_for(static_cast<int64_t>(ng), prepare, 1);
-      else prepare(0, static_cast<int64_t>(ng));
-      const auto run = [&, ng](int64_t b, int64_t e) {
-        for (size_t g = 0; g < ng; ++g) score(g, b, e, true);
-      };
-      if (parallel && F * static_cast<int64_t>(t1 - t0) >= 512) pool_->parallel_for(F, run, 64);
-      else run(0, F);
-    }
+    chunk_bits(S, xk, T, mark);
   } else {
     const auto run = [&](int64_t b, int64_t e) { mark(0, T, b, e, 0, true); };
     if (parallel && F * static_cast<int64_t>(T) >= 512) pool_->parallel_for(F, run, 64);

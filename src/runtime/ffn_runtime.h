@@ -94,6 +94,8 @@ class FfnRuntime {
   void forward_token_fused(const LayerWeights& L, const float* x, float* out);  // weights in place
   void forward_chunk_fused(const LayerWeights& L, const float* xk, float* out, size_t T);  // chunk_union
   uint64_t chunk_select(const SparseFfn& S, const float* xk, size_t T);                    // its neurons per token
+  template <class Mark>
+  void chunk_bits(const SparseFfn& S, const float* xk, size_t T, const Mark& mark);  // chunk_select's 1-bit copy
   int64_t shuffle_random(int64_t F);  // rand_perm_[0, k) a random set of k = round(random_frac F) neurons
   void draw_random(int64_t F);        // chosen_ marks such a set
   void verify_count(const SparseFfn& S, const float* x);  // recall counters against every key row

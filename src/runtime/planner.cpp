@@ -107,8 +107,9 @@ uint64_t session_scratch_bytes(const Model& m, size_t chunk, bool head_compare) 
     ffn += T * F * 12 + T * static_cast<uint64_t>(S.hidden) * 4 + F * 8 + ffn_chunk_block_bytes(S) + T * B * 4 + B * 8 +
            B * 64 + T * C * 4 + C * 4;
     // the 1-bit predictor's scores of kBitsLanes tokens at once and their lane tables (FfnRuntime::chunk_select)
-    ffn += (static_cast<uint64_t>(kern::kBitsLanes) * F * 4 + kern::bits_chunk_table_floats(static_cast<int64_t>(C)) * 4) *
-           kFfnBitsGroups;
+    ffn +=
+        (static_cast<uint64_t>(kern::kBitsLanes) * F * 4 + kern::bits_chunk_table_floats(static_cast<int64_t>(C)) * 4) *
+        kFfnBitsGroups;
   }
   return bufs + head + ffn + 256 * 1024;
 }
