@@ -44,6 +44,32 @@ struct Avx512 {
   static V set1(float a) { return _mm512_set1_ps(a); }
   static void storex(float* p, V v) { _mm512_storeu_ps(p, v); }
 
+  // ffn_values: bit j set where a[j] != 0 (NaN included, as the comparison in C++), j < n <= 32; no read past n.
+  static uint32_t nonzero_bits(const float* a, int n) {
+    const __mmask16 m0 = static_cast<__mmask16>(n >= 16 ? 0xFFFFu : (1u << n) - 1u);
+    const __mmask16 m1 = static_cast<__mmask16>(n >= 32 ? 0xFFFFu : n > 16 ? (1u << (n - 16)) - 1u : 0u);
+    const __m512 z = _mm512_setzero_ps();
+    const uint32_t lo = _mm512_mask_cmp_ps_mask(m0, _mm512_maskz_loadu_ps(m0, a), z, _CMP_NEQ_UQ);
+    const uint32_t hi = m1 ? _mm512_mask_cmp_ps_mask(m1, _mm512_maskz_loadu_ps(m1, a + 16), z, _CMP_NEQ_UQ) : 0u;
+    return lo | hi << 16;
+  }
+  // ffn_values: for the set bits j of `bits` (j < 32) in order, list = j and coef = a[j] * scale[j] (one rounding, as
+  // the scalar product); returns their count. Reads a and scale only where bits are set.
+  static int compact(uint32_t bits, const float* a, const float* scale, int32_t* list, float* coef) {
+    int k = 0;
+    for (int h = 0; h < 2; ++h) {
+      const __mmask16 m = static_cast<__mmask16>(bits >> (16 * h));
+      if (!m) continue;
+      const __m512 c = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, a + 16 * h), _mm512_maskz_loadu_ps(m, scale + 16 * h));
+      const __m512i j = _mm512_add_epi32(_mm512_set1_epi32(16 * h),
+                                         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+      _mm512_mask_compressstoreu_ps(coef + k, m, c);
+      _mm512_mask_compressstoreu_epi32(list + k, m, j);
+      k += __builtin_popcount(m);
+    }
+    return k;
+  }
+
   template <DType D>
   static V loadw(const typename Elem<D>::T* p) {
     if constexpr (D == DType::kF32) {

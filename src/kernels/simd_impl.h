@@ -934,6 +934,14 @@ void ffn_neurons_t(const MatRef& m, const void* const* ptrs, const int32_t* ids,
 // kValueCols / kW fused multiply-adds from L1 instead of a conversion, a load and a store of y per vector. Each
 // element is y = fma(w, a * scale, y) in list order, the operations of axpy_row (the token path's), so the result does
 // not depend on the blocking.
+// Kernel sets with S::nonzero_bits and S::compact (AVX-512: compare masks and compress stores) make a token's list of
+// neurons with a != 0 from bit masks; the others test each neuron.
+template <class S>
+constexpr bool kValueBits = requires(const float* a, int32_t* l, float* c) {
+  S::nonzero_bits(a, 1);
+  S::compact(0u, a, a, l, c);
+};
+
 template <class S, int NA>
 inline void ffn_values_slice(const float* R, const int32_t* list, const float* coef, int k, float* y) {
   using V = typename S::V;
@@ -964,9 +972,18 @@ void ffn_values_t(const MatRef& m, const void* const* ptrs, const int32_t* ids, 
   for (int64_t j0 = 0; j0 < n; j0 += kValueRows) {
     const int nj = static_cast<int>(std::min<int64_t>(kValueRows, n - j0));
     bool used[kValueRows];
+    if constexpr (kValueBits<S>) {  // a bit mask per token, OR-ed
+      static_assert(kValueRows <= 32, "a block's neurons fit a 32-bit mask");
+      uint32_t any = 0;
+      for (int64_t t = t0; t < t1; ++t) any |= S::nonzero_bits(A + t * lda + j0, nj);
+      for (int j = 0; j < nj; ++j) used[j] = (any >> j) & 1u;
+    } else {
+      for (int j = 0; j < nj; ++j) {
+        used[j] = false;
+        for (int64_t t = t0; t < t1 && !used[j]; ++t) used[j] = A[t * lda + j0 + j] != 0.0f;
+      }
+    }
     for (int j = 0; j < nj; ++j) {
-      used[j] = false;
-      for (int64_t t = t0; t < t1 && !used[j]; ++t) used[j] = A[t * lda + j0 + j] != 0.0f;
       scale[j] = 1.0f;
       if constexpr (D == DType::kI8) {
         if (used[j]) scale[j] = i8_row_scale<S>(m, 2 * static_cast<int64_t>(ids[j0 + j]) + 1);
@@ -978,11 +995,15 @@ void ffn_values_t(const MatRef& m, const void* const* ptrs, const int32_t* ids, 
         if (used[j]) row_segment_to_f32<S, D>(static_cast<const T*>(ptrs[j0 + j]) + stride, c0, cw, R + j * kValueCols);
       for (int64_t t = t0; t < t1; ++t) {
         int k = 0;
-        for (int j = 0; j < nj; ++j) {  // without a branch: about 1 neuron in 7 is used, unpredictably
-          const float a = A[t * lda + j0 + j];
-          list[k] = j;
-          coef[k] = a * scale[j];
-          k += a != 0.0f;
+        if constexpr (kValueBits<S>) {
+          k = S::compact(S::nonzero_bits(A + t * lda + j0, nj), A + t * lda + j0, scale, list, coef);
+        } else {
+          for (int j = 0; j < nj; ++j) {  // without a branch: about 1 neuron in 7 is used, unpredictably
+            const float a = A[t * lda + j0 + j];
+            list[k] = j;
+            coef[k] = a * scale[j];
+            k += a != 0.0f;
+          }
         }
         if (k == 0) continue;
         float* y = Y + t * ldy + c0;

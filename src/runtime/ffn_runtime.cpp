@@ -453,6 +453,9 @@ void FfnRuntime::forward_chunk_fused(const LayerWeights& L, const float* xk, flo
       for (size_t i = static_cast<size_t>(gb); i < static_cast<size_t>(ge); ++i) {
         if (!cache_) cptrs_[i] = S.neuron(ids[i]);
         std::memcpy(ckeys_.get() + i * rb, cptrs_[i], rb);
+        // the neuron's value row (after its key row) on its way to the cache while the keys are multiplied
+        for (size_t off = 0; off < rb; off += 64)
+          __builtin_prefetch(static_cast<const uint8_t*>(cptrs_[i]) + rb + off, 0, 2);
         if (i8)
           std::memcpy(cscales_.data() + i * sb,
                       static_cast<const uint8_t*>(S.layout.row_scale) + 2 * static_cast<size_t>(ids[i]) * sb, sb);
