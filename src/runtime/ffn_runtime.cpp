@@ -62,10 +62,19 @@ void neurons_by_block(const SparseFfn& S, int ti, int P, const void* const* ptrs
   }
 }
 
-}  // namespace
+// buf holds at least `need` bytes, 64-byte aligned (cap: its size; the contents are not kept when it grows).
+void grow_aligned(std::unique_ptr<uint8_t, void (*)(void*)>& buf, size_t& cap, size_t need) {
+  if (cap >= need) return;
+  void* p = std::aligned_alloc(64, (need + 63) / 64 * 64);
+  if (!p) throw std::bad_alloc();
+  buf.reset(static_cast<uint8_t*>(p));
+  cap = need;
+}
 
 // Key rows gathered for a chunk's product (forward_chunk_fused) are copied by all threads from this many bytes.
 constexpr size_t kParallelGatherBytes = 64 * 1024;
+
+}  // namespace
 
 int64_t ffn_chunk_block_rows(const SparseFfn& S) {
   constexpr int64_t kTargetBytes = 256 * 1024;
@@ -425,12 +434,7 @@ void FfnRuntime::forward_chunk_fused(const LayerWeights& L, const float* xk, flo
   const bool i8 = S.layout.dtype == DType::kI8;
   const size_t sb = scale_bytes(S);
   const size_t need = static_cast<size_t>(kChunkBlock) * rb;
-  if (ckeys_cap_ < need) {
-    void* p = std::aligned_alloc(64, (need + 63) / 64 * 64);
-    if (!p) throw std::bad_alloc();
-    ckeys_.reset(static_cast<uint8_t*>(p));
-    ckeys_cap_ = need;
-  }
+  grow_aligned(ckeys_, ckeys_cap_, need);
   cscales_.resize(static_cast<size_t>(kChunkBlock) * sb);
   ck_.resize(T * static_cast<size_t>(kChunkBlock));
   cptrs_.resize(static_cast<size_t>(kChunkBlock));
