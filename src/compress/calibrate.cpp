@@ -88,7 +88,7 @@ void Calibrator::run(const int32_t* tokens, size_t n, size_t chunk, const ChunkF
   for (size_t done = 0; done < n; done += chunk) {
     const size_t T = std::min(chunk, n - done);
     ctx.embed(tokens + done, T, x.data());
-    ctx.forward_layers(st, x.data(), T, 0, cfg.n_layer);
+    ctx.forward_layers(st, x.data(), T, 0, cfg.n_layer, tokens + done);
     if (after) after(done, T, x.data());
   }
 }
@@ -101,6 +101,7 @@ LayerwiseCalibration::LayerwiseCalibration(const std::shared_ptr<const Model>& m
   const ModelConfig& cfg = model->config();
   x_.resize(n_ * static_cast<size_t>(cfg.n_embd));
   if (cfg.arch_major == 7) v_first_.resize(x_.size());
+  if (cfg.de_rank > 0) tokens_ = tokens;
   Session ctx(model, n_threads_);
   ctx.embed(tokens.data(), n_, x_.data());
   state_.reset(cfg);
@@ -114,6 +115,7 @@ std::vector<float> LayerwiseCalibration::take_stream() {
   std::vector<float> x = std::move(x_);
   x_ = {};
   v_first_ = {};
+  tokens_ = {};
   state_.data = {};
   n_ = 0;
   return x;
@@ -232,15 +234,16 @@ void LayerwiseCalibration::run_layer(const std::shared_ptr<const Model>& model, 
     // RWKV-7: layers after the first mix in layer 0's value of the same token, which a whole-model pass keeps
     // in the scratch from layer to layer; here it comes from the stream.
     if (v7 && l > 0) std::memcpy(ctx.scratch().v_first, v_first_.data() + off * C, T * C * sizeof(float));
+    const int32_t* toks = tokens_.empty() ? nullptr : tokens_.data() + off;
     if (!advance) {
       seen = 0;
       try {
-        ctx.forward_layers(st, buf.data(), T, l, l + 1);
+        ctx.forward_layers(st, buf.data(), T, l, l + 1, toks);
       } catch (const ChunkCollected&) {
       }
       continue;
     }
-    ctx.forward_layers(st, buf.data(), T, l, l + 1);
+    ctx.forward_layers(st, buf.data(), T, l, l + 1, toks);
     std::memcpy(x_.data() + off * C, buf.data(), T * C * sizeof(float));
     if (v7 && l == 0) std::memcpy(v_first_.data() + off * C, ctx.scratch().v_first, T * C * sizeof(float));
   }

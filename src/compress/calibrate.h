@@ -122,6 +122,7 @@ class LayerwiseCalibration {
   void run_layer(const std::shared_ptr<const Model>& model, int l, const TapSet* taps, const TapFn* fn, bool advance);
   std::vector<float> x_;        // n x C
   std::vector<float> v_first_;  // n x C (RWKV-7 only): layer 0's value of each token
+  std::vector<int32_t> tokens_;  // RWKV-7a only: the tokens (every layer reads its DeepEmbed table by token)
   State state_;
   size_t n_ = 0, chunk_ = 1;
   int n_threads_ = 1, next_layer_ = 0;

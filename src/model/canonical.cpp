@@ -133,6 +133,7 @@ std::string ModelConfig::arch_name() const {
   char buf[16];
   if (arch_major == 5)
     std::snprintf(buf, sizeof buf, "v5.%d", arch_minor);
+  else if (arch_major == 7 && de_rank > 0) std::snprintf(buf, sizeof buf, "v7a");
   else
     std::snprintf(buf, sizeof buf, "v%d", arch_major);
   return buf;
@@ -182,6 +183,19 @@ ModelConfig detect_config(const Mapper& m) {
     if (cfg.n_head <= 0 || C % cfg.n_head != 0)
       RWKVL_FAIL(kFormat, "%s: head count %d does not divide width %lld", m.file().c_str(), cfg.n_head, static_cast<long long>(C));
     cfg.head_size = static_cast<int>(C / cfg.n_head);
+  }
+  // RWKV-7a (DeepEmbed): per-layer token tables ffn.s_emb (V, R*R), R from ffn.s1 (C, R) in the official layout.
+  // RWKV-7b adds DeepEmbedAttention (qkv.*) and a KV cache: a different model, refused rather than half run.
+  if (cfg.arch_major == 7 && m.has(b0 + "ffn.s_emb.weight")) {
+    if (m.has(b0 + "qkv.qq.weight") || m.has(b0 + "qkv.k_emb.weight"))
+      RWKVL_FAIL(kUnsupported, "%s: RWKV-7b (DeepEmbed attention, blocks.N.qkv.*) is not supported; RWKV-7 and 7a are",
+                 m.file().c_str());
+    const Tensor& s1 = m.peek(b0 + "ffn.s1");
+    const int64_t R = s1.shape.size() == 2 ? (m.official() ? s1.cols() : s1.rows()) : 0;
+    if (R <= 0 || R > 256)
+      RWKVL_FAIL(kFormat, "%s: blocks.0.ffn.s1 has shape %s, expected [%lld, R] with R in [1, 256]", m.file().c_str(),
+                 s1.shape_str().c_str(), static_cast<long long>(C));
+    cfg.de_rank = static_cast<int>(R);
   }
   // GroupNorm eps: rwkv.cpp runs v5.x with 1e-5 (its files must reproduce its outputs); official code 64e-5.
   if (cfg.arch_major >= 5) cfg.ln_x_eps = (!m.official() && cfg.arch_major == 5) ? 1e-5f : 64e-5f;
@@ -303,6 +317,17 @@ struct LayerMap {
       mat(n1, Lr, C, off);
       mat(n2, C, Lr, off);
     }
+    if (cfg.de_rank > 0) v7a();
+  }
+
+  // DeepEmbed: the table and its merge matrix as stored; s1 (C, R) and s2 (R, F) officially (in, out).
+  void v7a() {
+    const int64_t R = cfg.de_rank, V = cfg.n_vocab;
+    mat("ffn.s_emb.weight", V, R * R, false);
+    if (m.has(p + "ffn.s_emb_x.weight")) mat("ffn.s_emb_x.weight", R * R, C, false);
+    mat("ffn.s1", R, C, off);
+    mat("ffn.s2", F, R, off);
+    put_vec(T, p + "ffn.s0", m.vec(p + "ffn.s0", F));
   }
 };
 

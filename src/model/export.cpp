@@ -41,6 +41,11 @@ Tensor transposed(const Tensor& t) {
 // their row scales) as float32; the rest as they are.
 TensorMap dense_tensors(const Model& m, const char* files, const char* runtime) {
   const TensorMap& T = m.tensors();
+  if (m.config().de_rank > 0)
+    RWKVL_FAIL(kUnsupported,
+               "%s carry no RWKV-7a DeepEmbed tables (%s does not run RWKV-7a): keep the native file or "
+               "export to PyTorch layout",
+               files, runtime);
   TensorMap out;
   for (const auto& [name, t] : T) {
     if (name == "head.perm" || name.find(".ffn.bundle.") != std::string::npos || name.find(".ffn.pred.") != std::string::npos ||
@@ -116,6 +121,10 @@ std::vector<Tensor> export_official(const Model& m) {
                (c.arch_major == 7 && (ends(".w1") || ends(".w2") || ends(".a1") || ends(".a2") || ends(".v1") ||
                                       ends(".v2") || ends(".g1") || ends(".g2")))) {
       t = transposed(t);
+    } else if (c.de_rank > 0 && (ends("ffn.s1") || ends("ffn.s2"))) {  // v7a: (R, C) -> (C, R), (F, R) -> (R, F)
+      t = transposed(t);
+    } else if (c.de_rank > 0 && ends("ffn.s0")) {
+      t = reshaped(t, {1, 1, t.numel()});
     } else if (ends("time_maa_w2")) {  // (5, C, Lm) -> (5, Lm, C)
       const int64_t Lm = t.shape[2];
       std::vector<float> v = t.to_f32(), o(v.size());

@@ -16,11 +16,13 @@ size_t Scratch::width_for(const Model& m) {
   size_t width = static_cast<size_t>(std::max(m.config().n_embd, m.config().n_ffn));
   // Every matrix a forward pass projects writes one of these buffers; the embedding, the head and the sparse FFN's
   // bundles (2 n_ffn rows of keys and values, computed through FfnRuntime's own buffers) do not.
+  // Nor do v7a's token tables (one row per token, R x R values: a buffer of that width holds a chunk's rows).
   for (const auto& [name, t] : m.tensors())
     if (t.shape.size() >= 2 && name != "emb.weight" && name != "head.weight" && name != "head.weight.q4" &&
-        name.find(".ffn.bundle.") == std::string::npos)
+        name.find(".ffn.bundle.") == std::string::npos && name.find(".ffn.s_emb.") == std::string::npos)
       width = std::max(width, static_cast<size_t>(t.shape.size() == 3 ? t.shape[1] : t.rows()));
-  return width;
+  const size_t R = static_cast<size_t>(m.config().de_rank);
+  return std::max(width, R * R);
 }
 
 uint64_t Scratch::bytes_for(const Model& m, size_t T) {
@@ -73,12 +75,14 @@ void fail_nonfinite(const Model& m, const std::string& where) {
 
 // ------------------------------------------------------------------------------------------ layers
 
-void forward_layers(ForwardEnv& env, State& st, float* x, size_t T, int l_begin, int l_end) {
+void forward_layers(ForwardEnv& env, State& st, float* x, size_t T, int l_begin, int l_end, const int32_t* tokens) {
   const Model& model = env.model();
   const ModelConfig& cfg = model.config();
   RWKVL_CHECK(0 <= l_begin && l_begin <= l_end && l_end <= cfg.n_layer);
   RWKVL_CHECK(st.data.size() == State::floats_for(cfg));
   RWKVL_CHECK(env.scratch().capacity() >= T);
+  if (cfg.de_rank > 0 && !tokens && l_begin < l_end)
+    RWKVL_FAIL(kInvalidArgument, "an RWKV-7a model's layers need the chunk's token ids (their DeepEmbed tables)");
   // One layer at a time, so the residual stream is checked after each (scratch buffers that carry values
   // across layers, such as v7's v_first, persist between the calls).
   const size_t C = static_cast<size_t>(cfg.n_embd);
@@ -87,7 +91,7 @@ void forward_layers(ForwardEnv& env, State& st, float* x, size_t T, int l_begin,
       case 4: forward_layers_v4(env, st, x, T, l, l + 1); break;
       case 5: forward_layers_v5(env, st, x, T, l, l + 1); break;
       case 6: forward_layers_v6(env, st, x, T, l, l + 1); break;
-      case 7: forward_layers_v7(env, st, x, T, l, l + 1); break;
+      case 7: forward_layers_v7(env, st, x, T, l, l + 1, tokens); break;
       default: RWKVL_FAIL(kUnsupported, "unsupported RWKV version %d", cfg.arch_major);
     }
     if (!all_finite(x, T * C))

@@ -71,15 +71,21 @@ class ForwardEnv {
   virtual const LayerWeights& layer(int l) = 0;
   // out (T x C) = Wv relu(Wk xk)^2 for layer L: dense or neuron-sparse (runtime/ffn_runtime.h).
   // Also computes `side` (exactly once, whichever path runs).
-  virtual void ffn_key_value(const LayerWeights& L, const float* xk, float* out, size_t T, const SideProjection& side) = 0;
+  // `gate` (T x F, v7a; null = none) multiplies relu(Wk xk)^2 before Wv.
+  virtual void ffn_key_value(const LayerWeights& L, const float* xk, float* out, size_t T, const SideProjection& side,
+                             const float* gate) = 0;
+  // v7a: rows (T x R*R) = layer L's DeepEmbed rows of the chunk's tokens: the table's row, plus s_emb_x times the
+  // token's ln0(emb) when the merge is not stored.
+  virtual void deep_embed_rows(const LayerWeights& L, const int32_t* tokens, size_t T, float* rows) = 0;
   // The calibration tap (empty = none).
   virtual const Observer& observer() const = 0;
 };
 
 // Runs layers [l_begin, l_end) over x (T x C, embedded and ln0-normalised) with the state, one layer at a
 // time, checking the residual stream after each (kNumeric error naming the layer). The scratch must have
-// room for T tokens.
-void forward_layers(ForwardEnv& env, State& st, float* x, size_t T, int l_begin, int l_end);
+// room for T tokens. `tokens` (the chunk's T ids) are needed by v7a models (their per-layer token tables).
+void forward_layers(ForwardEnv& env, State& st, float* x, size_t T, int l_begin, int l_end,
+                    const int32_t* tokens = nullptr);
 // Checks of the forward pass: a non-finite value names where it appeared and the file.
 bool all_finite(const float* p, size_t n);
 [[noreturn]] void fail_nonfinite(const Model& m, const std::string& where);
@@ -90,6 +96,6 @@ bool model_file_changed(const Model& m);
 void forward_layers_v4(ForwardEnv& env, State& st, float* x, size_t T, int l_begin, int l_end);
 void forward_layers_v5(ForwardEnv& env, State& st, float* x, size_t T, int l_begin, int l_end);
 void forward_layers_v6(ForwardEnv& env, State& st, float* x, size_t T, int l_begin, int l_end);
-void forward_layers_v7(ForwardEnv& env, State& st, float* x, size_t T, int l_begin, int l_end);
+void forward_layers_v7(ForwardEnv& env, State& st, float* x, size_t T, int l_begin, int l_end, const int32_t* tokens);
 
 }  // namespace rwkvl

@@ -136,7 +136,7 @@ std::pair<Tensor, Tensor> convert_matrix(const Tensor& src, const Tensor* src_sc
 bool is_small_lora(const std::string& name) {
   // v6/v7 LoRA and mixing matrices are tiny; they stay in the dtype they came in unless converted to f32.
   for (const char* s : {"time_maa_w1", "time_maa_w2", "time_decay_w1", "time_decay_w2", ".w1", ".w2", ".a1", ".a2",
-                        ".v1", ".v2", ".g1", ".g2"})
+                        ".v1", ".v2", ".g1", ".g2", "ffn.s1", "ffn.s2"})
     if (name.find(s) != std::string::npos) return true;
   return false;
 }
@@ -187,6 +187,7 @@ std::shared_ptr<Model> Model::from_raw(RawCheckpoint raw, const LoadOptions& opt
       cfg.ln_eps = eps_field("ln_eps", false, 1e-5f, false);
       cfg.ln_x_eps = eps_field("ln_x_eps", true, 0.f, cfg.arch_major == 4);
       cfg.has_gate = j.at("has_gate").get<bool>();
+      cfg.de_rank = j.contains("de_rank") ? int_field("de_rank", 1, 256) : 0;
     } catch (const nlohmann::json::exception& e) {
       RWKVL_FAIL(kFormat, "%s: bad model metadata: %s", path.c_str(), e.what());
     }
@@ -598,6 +599,19 @@ void bind_v7(Binder& bd, const ModelConfig& c, const std::string& p, int l, Laye
   }
   L.v0 = opt_vec(p + "att.v0", C);
   if (l > 0 && (!L.v0 || L.v1.empty())) RWKVL_FAIL(kFormat, "layer %d lacks att.v0/v1/v2", l);
+  if (c.de_rank > 0) {  // v7a DeepEmbed
+    const int64_t R = c.de_rank, F = c.n_ffn;
+    for (const char* n : {"ffn.s_emb.weight", "ffn.s1", "ffn.s2", "ffn.s0"})
+      if (!bd.tm.count(p + n))
+        RWKVL_FAIL(kFormat, "RWKV-7a layer %d lacks %s%s (every layer has s_emb, s1, s2, s0)", l, p.c_str(), n);
+    L.de_emb = mat(p + "ffn.s_emb.weight", c.n_vocab, R * R);
+    if (bd.tm.count(p + "ffn.s_emb_x.weight")) L.de_emb_x = mat(p + "ffn.s_emb_x.weight", R * R, C);
+    L.de_s1 = mat(p + "ffn.s1", R, C);
+    L.de_s2 = mat(p + "ffn.s2", F, R);
+    L.de_s0 = vec(p + "ffn.s0", F);
+    if (L.sffn.present())
+      RWKVL_FAIL(kUnsupported, "layer %d: a neuron-bundled channel-mix with DeepEmbed tables is not supported yet", l);
+  }
 }
 
 // One layer: norms, projections (dense or factored), the channel-mix (plain or neuron-bundled), then the
@@ -643,6 +657,8 @@ void Model::bind() {
   const ModelConfig& c = cfg_;
   const int64_t C = c.n_embd, F = c.n_ffn, V = c.n_vocab;
   if (c.arch_major < 4 || c.arch_major > 7) RWKVL_FAIL(kUnsupported, "unsupported RWKV version %d", c.arch_major);
+  if (c.de_rank != 0 && (c.arch_major != 7 || c.de_rank < 0 || c.de_rank > 256))
+    RWKVL_FAIL(kFormat, "DeepEmbed rank %d on an RWKV-%d model (7a only, rank 1-256)", c.de_rank, c.arch_major);
   if (c.n_layer <= 0 || C <= 0 || F <= 0 || V <= 0 || c.n_layer > 4096)
     RWKVL_FAIL(kFormat, "implausible model shape: %d layers, width %lld, ffn %lld, vocab %lld", c.n_layer,
                static_cast<long long>(C), static_cast<long long>(F), static_cast<long long>(V));
@@ -813,10 +829,12 @@ void State::reset(const ModelConfig& cfg) {
 }
 
 nlohmann::json config_to_json(const ModelConfig& c) {
-  return {{"arch_major", c.arch_major}, {"arch_minor", c.arch_minor}, {"arch", c.arch_name()},
-          {"n_layer", c.n_layer},       {"n_embd", c.n_embd},         {"n_vocab", c.n_vocab},
-          {"n_head", c.n_head},         {"head_size", c.head_size},   {"n_ffn", c.n_ffn},
-          {"ln_eps", c.ln_eps},         {"ln_x_eps", c.ln_x_eps},     {"has_gate", c.has_gate}};
+  nlohmann::json j = {{"arch_major", c.arch_major}, {"arch_minor", c.arch_minor}, {"arch", c.arch_name()},
+                      {"n_layer", c.n_layer},       {"n_embd", c.n_embd},         {"n_vocab", c.n_vocab},
+                      {"n_head", c.n_head},         {"head_size", c.head_size},   {"n_ffn", c.n_ffn},
+                      {"ln_eps", c.ln_eps},         {"ln_x_eps", c.ln_x_eps},     {"has_gate", c.has_gate}};
+  if (c.de_rank > 0) j["de_rank"] = c.de_rank;  // only in DeepEmbed files
+  return j;
 }
 
 void Model::save_native(const std::string& path, WeightDType dtype) const {

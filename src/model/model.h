@@ -22,6 +22,9 @@
 //        ffn.x_k (C)   (layer 0 has no v0/v1/v2)
 //   ffn (all): ffn.time_mix_{k,r} (C) [v4/v5]  ffn.key.weight (F, C)  ffn.value.weight (C, F)
 //        ffn.receptance.weight (C, C) [not v7]
+//   v7a (DeepEmbed, de_rank R > 0, every layer): ffn.s_emb.weight (V, R*R) a token-indexed table
+//        [ffn.s_emb_x.weight (R*R, C): when present, row t is s_emb[t] + s_emb_x ln0(emb[t]); absent = merged in]
+//        ffn.s1 (R, C)  ffn.s2 (F, R)  ffn.s0 (F)
 #pragma once
 
 #include <cstdint>
@@ -45,6 +48,7 @@ struct ModelConfig {
   float ln_eps = 1e-5f;   // LayerNorm ln0/ln1/ln2/ln_out
   float ln_x_eps = 0.f;   // GroupNorm att.ln_x (0 for v4)
   bool has_gate = false;  // v5.1+/v6/v7
+  int de_rank = 0;        // v7a (DeepEmbed): R of the per-layer R x R token tables; 0 = none
   std::string arch_name() const;
 };
 
@@ -161,6 +165,11 @@ struct LayerWeights {
   const float *ffn_mix_k = nullptr, *ffn_mix_r = nullptr;
   Matrix ffn_k, ffn_v, ffn_r;  // ffn_k / ffn_v empty when the layer is bundled (sffn)
   SparseFfn sffn;
+  // v7a DeepEmbed: relu(k)^2 is multiplied by gate = s2 (M^T (s1 x)) + s0 before Wv, x the ln2 output and M the
+  // R x R matrix (row-major) of the token's row of de_emb (+ de_emb_x ln0(emb[token]) when de_emb_x is stored).
+  Matrix de_emb, de_emb_x, de_s1, de_s2;  // (V, R*R), (R*R, C) or empty, (R, C), (F, R)
+  const float* de_s0 = nullptr;           // (F)
+  bool deep_embed() const { return de_s0 != nullptr; }
 };
 
 // The matrix of `role` in a layer (kEmb/kHead/kNone: error). Unbound roles give an empty Matrix.

@@ -144,8 +144,8 @@ inline void project(ForwardEnv& env, const Matrix& m, const float* X, float* Y, 
 // neuron-sparse as the runner's FFN runtime says (runtime/ffn_runtime.h).
 // `side`: a projection of the same tokens computed with the key matrix (ForwardEnv::ffn_key_value).
 inline void ffn_key_value(ForwardEnv& env, const LayerWeights& L, const float* xk, float* out, size_t T,
-                          const SideProjection& side = {}) {
-  env.ffn_key_value(L, xk, out, T, side);
+                          const SideProjection& side = {}, const float* gate = nullptr) {
+  env.ffn_key_value(L, xk, out, T, side, gate);
 }
 
 }  // namespace rwkvl::ops

@@ -38,9 +38,32 @@ void wkv7_token(const float* r, const float* w, const float* k, const float* v, 
   }
 }
 
+// v7a DeepEmbed gate of T tokens (gate: T x F): per token t, u = s1 x_t (R values, x = the ln2 output),
+// ss_j = sum_i u_i M_t[i][j] with M_t the token's row as an R x R matrix (row-major), gate_t = s2 ss + s0.
+// rows (T x R*R) and small (T x 2R) are scratch.
+void deep_embed_gate(ForwardEnv& ctx, const LayerWeights& L, const float* xn, const int32_t* tokens, size_t T,
+                     float* rows, float* small, float* gate) {
+  const size_t R = static_cast<size_t>(L.de_s1.rows), F = static_cast<size_t>(L.de_s2.rows);
+  ctx.deep_embed_rows(L, tokens, T, rows);
+  float *u = small, *ss = small + T * R;
+  ops::project(ctx, L.de_s1, xn, u, T);
+  for (size_t t = 0; t < T; ++t) {
+    const float* M = rows + t * R * R;
+    float* o = ss + t * R;
+    for (size_t j = 0; j < R; ++j) o[j] = 0.f;
+    for (size_t i = 0; i < R; ++i) {
+      const float ui = u[t * R + i];
+      for (size_t j = 0; j < R; ++j) o[j] += ui * M[i * R + j];
+    }
+  }
+  ops::project(ctx, L.de_s2, ss, gate, T);
+  for (size_t t = 0; t < T; ++t)
+    for (size_t f = 0; f < F; ++f) gate[t * F + f] += L.de_s0[f];
+}
+
 }  // namespace
 
-void forward_layers_v7(ForwardEnv& ctx, State& st, float* x, size_t T, int l_begin, int l_end) {
+void forward_layers_v7(ForwardEnv& ctx, State& st, float* x, size_t T, int l_begin, int l_end, const int32_t* tokens) {
   const ModelConfig& cfg = ctx.model().config();
   Scratch& sc = ctx.scratch();
   const size_t C = static_cast<size_t>(cfg.n_embd);
@@ -137,7 +160,12 @@ void forward_layers_v7(ForwardEnv& ctx, State& st, float* x, size_t T, int l_beg
     ops::token_shift(xn, prev, ffn_x, T, C);
     for (size_t i = 0; i < T * C; ++i) sx[i] = prev[i] - xn[i];
     ops::add_mix(xn, sx, L.ffn_mix_k, xk, T, C);  // ffn.x_k
-    ops::ffn_key_value(ctx, L, xk, o, T);
+    const float* gate = nullptr;
+    if (L.deep_embed()) {
+      deep_embed_gate(ctx, L, xn, tokens, T, tmp, lora, g);
+      gate = g;
+    }
+    ops::ffn_key_value(ctx, L, xk, o, T, {}, gate);
     for (size_t i = 0; i < T * C; ++i) x[i] += o[i];
   }
 }

@@ -24,10 +24,41 @@ class Rng {
   uint64_t s_;
 };
 
+// Random tensors into T: vectors of n values in [lo, hi), matrices uniform in +-gain sqrt(3 / cols) (unit-variance
+// outputs for gain 1).
+struct Gen {
+  TensorMap& T;
+  Rng& rng;
+  void vec(const std::string& n, int64_t len, float lo, float hi) {
+    Tensor t = Tensor::alloc(n, DType::kF32, {len});
+    float* d = t.mutable_f32();
+    for (int64_t i = 0; i < len; ++i) d[i] = rng.uniform(lo, hi);
+    T[n] = t;
+  }
+  void mat(const std::string& n, int64_t rows, int64_t cols, float gain) {
+    Tensor t = Tensor::alloc(n, DType::kF32, {rows, cols});
+    float* d = t.mutable_f32();
+    const float a = gain * std::sqrt(3.0f / static_cast<float>(cols));
+    for (int64_t i = 0; i < rows * cols; ++i) d[i] = rng.uniform(-a, a);
+    T[n] = t;
+  }
+};
+
+// v7a: a layer's merged DeepEmbed table (what a conversion stores) and its gate, about 1 +- 0.5.
+void synth_deep_embed(Gen& g, const std::string& p, int64_t R, int64_t C, int64_t F, int64_t V) {
+  g.mat(p + "ffn.s_emb.weight", V, R * R, 1.f);
+  g.mat(p + "ffn.s1", R, C, 1.f);
+  g.mat(p + "ffn.s2", F, R, 0.5f);
+  g.vec(p + "ffn.s0", F, 0.5f, 1.5f);
+}
+
 }  // namespace
 
 std::shared_ptr<Model> synth_model(ModelConfig cfg, const std::string& dtype, uint64_t seed) {
-  if (cfg.arch_major < 4 || cfg.arch_major > 7) RWKVL_FAIL(kInvalidArgument, "synth: --arch must be 4, 5, 6 or 7");
+  if (cfg.arch_major < 4 || cfg.arch_major > 7) RWKVL_FAIL(kInvalidArgument, "synth: --arch must be 4, 5, 6, 7 or 7a");
+  if (cfg.de_rank != 0 && (cfg.arch_major != 7 || cfg.de_rank < 1 || cfg.de_rank > 256))
+    RWKVL_FAIL(kInvalidArgument, "synth: DeepEmbed tables (rank %d) need --arch 7a and a rank in [1, 256]",
+               cfg.de_rank);
   if (cfg.n_layer < 1 || cfg.n_layer > 256 || cfg.n_embd < 8 || cfg.n_embd > 16384 || cfg.n_vocab < 2 ||
       cfg.n_vocab > (1 << 20))
     RWKVL_FAIL(kInvalidArgument, "synth: implausible shape (layers %d, width %d, vocab %d)", cfg.n_layer, cfg.n_embd,
@@ -48,19 +79,9 @@ std::shared_ptr<Model> synth_model(ModelConfig cfg, const std::string& dtype, ui
   const int64_t F = cfg.n_ffn, V = cfg.n_vocab;
   Rng rng(seed);
   TensorMap T;
-  auto vec = [&](const std::string& n, float lo, float hi) {
-    Tensor t = Tensor::alloc(n, DType::kF32, {C});
-    float* d = t.mutable_f32();
-    for (int64_t i = 0; i < C; ++i) d[i] = rng.uniform(lo, hi);
-    T[n] = t;
-  };
-  auto mat = [&](const std::string& n, int64_t rows, int64_t cols, float gain) {
-    Tensor t = Tensor::alloc(n, DType::kF32, {rows, cols});
-    float* d = t.mutable_f32();
-    const float a = gain * std::sqrt(3.0f / static_cast<float>(cols));  // unit-variance outputs for gain 1
-    for (int64_t i = 0; i < rows * cols; ++i) d[i] = rng.uniform(-a, a);
-    T[n] = t;
-  };
+  Gen gen{T, rng};
+  auto vec = [&](const std::string& n, float lo, float hi) { gen.vec(n, C, lo, hi); };
+  auto mat = [&](const std::string& n, int64_t rows, int64_t cols, float gain) { gen.mat(n, rows, cols, gain); };
   mat("emb.weight", V, C, 1.f);
   mat("head.weight", V, C, 1.f);
   vec("blocks.0.ln0.weight", 0.9f, 1.1f);
@@ -132,6 +153,7 @@ std::shared_ptr<Model> synth_model(ModelConfig cfg, const std::string& dtype, ui
           mat(p + "att.v1", Lv, C, 0.3f);
           mat(p + "att.v2", C, Lv, 0.3f);
         }
+        if (cfg.de_rank > 0) synth_deep_embed(gen, p, cfg.de_rank, C, F, V);
         break;
       }
       default: break;

@@ -163,11 +163,12 @@ void FfnRuntime::reset_stats() {
 }
 
 void FfnRuntime::forward(ForwardEnv& env, const LayerWeights& L, const float* xk, float* out, size_t T,
-                         const SideProjection& side) {
+                         const SideProjection& side, const float* gate) {
   if (side.m && L.sffn.present()) ops::project(env, *side.m, side.X, side.Y, T);
+  RWKVL_CHECK(!gate || !L.sffn.present());  // refused when the model is bound
   const auto t0 = Clock::now();
   if (!L.sffn.present()) {
-    forward_dense_matrix(env, L, xk, out, T, side);
+    forward_dense_matrix(env, L, xk, out, T, side, gate);
   } else {
     const size_t C = static_cast<size_t>(L.sffn.layout.cols);
     if (T > 1 && !opt_.verify && opt_.chunk_union) {
@@ -185,7 +186,7 @@ void FfnRuntime::forward(ForwardEnv& env, const LayerWeights& L, const float* xk
 
 // Plain ffn.key / ffn.value matrices (dense only): the two projections of the classic layout.
 void FfnRuntime::forward_dense_matrix(ForwardEnv& env, const LayerWeights& L, const float* xk, float* out, size_t T,
-                                      const SideProjection& side) {
+                                      const SideProjection& side, const float* gate) {
   const int64_t F = L.ffn_k.rows;
   kbuf_.resize(T * static_cast<size_t>(F));
   float* kf = kbuf_.data();
@@ -201,6 +202,8 @@ void FfnRuntime::forward_dense_matrix(ForwardEnv& env, const LayerWeights& L, co
     if (kf[i] > 0.f) stats_.verify_active++;
     kf[i] = a * a;
   }
+  if (gate)  // v7a DeepEmbed
+    for (size_t i = 0; i < kbuf_.size(); ++i) kf[i] *= gate[i];
   proj(L.ffn_v, kf, out);
   stats_.verify_hit = stats_.verify_active;
   stats_.verified = true;

@@ -81,15 +81,16 @@ class FfnRuntime {
   // env supplies the threads, scratch and the projection observer for models with plain matrices.
   // side: a projection of the same tokens computed with the key matrix (forward.h), in its parallel region for
   // one token of a plain channel-mix (stats().seconds then includes it), else before the FFN.
+  // gate (T x F, v7a DeepEmbed; null = none) multiplies relu(Wk xk)^2 before Wv.
   void forward(ForwardEnv& env, const LayerWeights& L, const float* xk, float* out, size_t T,
-               const SideProjection& side = {});
+               const SideProjection& side = {}, const float* gate = nullptr);
   const FfnStats& stats() const { return stats_; }
   void reset_stats();
   const NeuronCache* cache() const { return cache_.get(); }
 
  private:
   void forward_dense_matrix(ForwardEnv& env, const LayerWeights& L, const float* xk, float* out, size_t T,
-                            const SideProjection& side);
+                            const SideProjection& side, const float* gate);
   void forward_token(const LayerWeights& L, const float* x, float* out);        // with a neuron cache
   void forward_token_fused(const LayerWeights& L, const float* x, float* out);  // weights in place
   void forward_chunk_fused(const LayerWeights& L, const float* xk, float* out, size_t T);  // chunk_union

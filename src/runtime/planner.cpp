@@ -40,6 +40,7 @@ std::vector<std::pair<const uint8_t*, const uint8_t*>> big_parts(const Model& m)
   for (int l = 0; l < m.config().n_layer; ++l) {
     for_each_stream_part(m.layer(l), add);
     if (m.layer(l).sffn.present()) add(m.layer(l).sffn.layout);
+    if (m.layer(l).deep_embed()) add(m.layer(l).de_emb.ref);  // v7a token tables: read a row per token
   }
   add(m.emb().ref);
   add(m.head().ref);

@@ -169,8 +169,26 @@ void Session::reset_memory_stats() {
 
 const LayerWeights& Session::layer(int l) { return stream_ ? stream_->acquire(l) : model_->layer(l); }
 
-void Session::ffn_key_value(const LayerWeights& L, const float* xk, float* out, size_t T, const SideProjection& side) {
-  ffn_->forward(*this, L, xk, out, T, side);
+void Session::ffn_key_value(const LayerWeights& L, const float* xk, float* out, size_t T, const SideProjection& side,
+                            const float* gate) {
+  ffn_->forward(*this, L, xk, out, T, side, gate);
+}
+
+// The table rows are read where the table is (mapped file or memory); with s_emb_x stored, each row gains
+// s_emb_x ln0(emb[token]), the embedding row normalised as embed() does.
+void Session::deep_embed_rows(const LayerWeights& L, const int32_t* tokens, size_t T, float* rows) {
+  const ModelConfig& cfg = model_->config();
+  const size_t RR = static_cast<size_t>(L.de_emb.cols), C = static_cast<size_t>(cfg.n_embd);
+  for (size_t t = 0; t < T; ++t) kern::get_row(L.de_emb.ref, tokens[t], rows + t * RR);
+  if (L.de_emb_x.empty()) return;
+  de_e_.resize(T * C);
+  de_m_.resize(T * RR);
+  for (size_t t = 0; t < T; ++t) {
+    kern::get_row(model_->emb().ref, tokens[t], de_e_.data() + t * C);
+    ops::layer_norm(de_e_.data() + t * C, de_e_.data() + t * C, model_->ln0_w(), model_->ln0_b(), C, cfg.ln_eps);
+  }
+  ops::project(*this, L.de_emb_x, de_e_.data(), de_m_.data(), T);
+  for (size_t i = 0; i < T * RR; ++i) rows[i] += de_m_[i];
 }
 
 void Session::eval(State& state, const int32_t* tokens, size_t n, size_t chunk, float* logits_last, float* logits_all) {
@@ -213,9 +231,9 @@ void Session::embed(const int32_t* tokens, size_t T, float* x) {
   }
 }
 
-void Session::forward_layers(State& state, float* x, size_t T, int l_begin, int l_end) {
+void Session::forward_layers(State& state, float* x, size_t T, int l_begin, int l_end, const int32_t* tokens) {
   scratch_.reserve(*model_, T);
-  rwkvl::forward_layers(*this, state, x, T, l_begin, l_end);
+  rwkvl::forward_layers(*this, state, x, T, l_begin, l_end, tokens);
 }
 
 void Session::eval_chunk(State& state, const int32_t* tokens, size_t T, float* logits_last, float* logits_all) {
@@ -225,7 +243,7 @@ void Session::eval_chunk(State& state, const int32_t* tokens, size_t T, float* l
   x_.resize(T * C);
   float* x = x_.data();
   embed(tokens, T, x);
-  rwkvl::forward_layers(*this, state, x, T, 0, cfg.n_layer);
+  rwkvl::forward_layers(*this, state, x, T, 0, cfg.n_layer, tokens);
   float* xn = scratch_.xn;
   if (logits_all) {
     ops::layer_norm_rows(x, xn, model_->ln_out_w(), model_->ln_out_b(), T, C, cfg.ln_eps);

@@ -74,7 +74,7 @@ class Session final : public ForwardEnv {
   // Lower-level steps of eval() for calibration (src/compress/): embeds T tokens + ln0 into x (T x C),
   // runs layers [l_begin, l_end) over x, and computes logits of x's rows.
   void embed(const int32_t* tokens, size_t T, float* x);
-  void forward_layers(State& state, float* x, size_t T, int l_begin, int l_end);
+  void forward_layers(State& state, float* x, size_t T, int l_begin, int l_end, const int32_t* tokens = nullptr);
   // The calibration tap (model/forward.h): every projection calls it with its input; null = none.
   void set_observer(Observer obs) { observer_ = std::move(obs); }
 
@@ -83,7 +83,9 @@ class Session final : public ForwardEnv {
   ThreadPool* pool() override { return pool_.get(); }
   Scratch& scratch() override { return scratch_; }
   const LayerWeights& layer(int l) override;
-  void ffn_key_value(const LayerWeights& L, const float* xk, float* out, size_t T, const SideProjection& side) override;
+  void ffn_key_value(const LayerWeights& L, const float* xk, float* out, size_t T, const SideProjection& side,
+                     const float* gate) override;
+  void deep_embed_rows(const LayerWeights& L, const int32_t* tokens, size_t T, float* rows) override;
   const Observer& observer() const override { return observer_; }
 
   // The parts (for statistics).
@@ -115,6 +117,7 @@ class Session final : public ForwardEnv {
   std::unique_ptr<ThreadPool> pool_;
   Scratch scratch_;
   std::vector<float> x_;  // the residual stream of the current chunk, T x C
+  std::vector<float> de_e_, de_m_;  // v7a: ln0(emb) of a chunk's tokens and s_emb_x times it (unmerged tables)
   Observer observer_;
   std::shared_ptr<Storage> storage_;
   std::unique_ptr<HeadRuntime> head_;
