@@ -175,18 +175,14 @@ void Session::ffn_key_value(const LayerWeights& L, const float* xk, float* out, 
 }
 
 // The table rows are read where the table is (mapped file or memory); with s_emb_x stored, each row gains
-// s_emb_x ln0(emb[token]), the embedding row normalised as embed() does.
+// s_emb_x ln0(emb[token]), the tokens embedded as embed() embeds them for layer 0.
 void Session::deep_embed_rows(const LayerWeights& L, const int32_t* tokens, size_t T, float* rows) {
-  const ModelConfig& cfg = model_->config();
-  const size_t RR = static_cast<size_t>(L.de_emb.cols), C = static_cast<size_t>(cfg.n_embd);
+  const size_t RR = static_cast<size_t>(L.de_emb.cols), C = static_cast<size_t>(model_->config().n_embd);
   for (size_t t = 0; t < T; ++t) kern::get_row(L.de_emb.ref, tokens[t], rows + t * RR);
   if (L.de_emb_x.empty()) return;
   de_e_.resize(T * C);
   de_m_.resize(T * RR);
-  for (size_t t = 0; t < T; ++t) {
-    kern::get_row(model_->emb().ref, tokens[t], de_e_.data() + t * C);
-    ops::layer_norm(de_e_.data() + t * C, de_e_.data() + t * C, model_->ln0_w(), model_->ln0_b(), C, cfg.ln_eps);
-  }
+  embed(tokens, T, de_e_.data());
   ops::project(*this, L.de_emb_x, de_e_.data(), de_m_.data(), T);
   for (size_t i = 0; i < T * RR; ++i) rows[i] += de_m_[i];
 }
