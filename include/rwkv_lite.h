@@ -86,7 +86,7 @@ extern "C" {
 
 /* The C API version of this header (see VERSIONING above). */
 #define RWKVL_API_VERSION_MAJOR 1
-#define RWKVL_API_VERSION_MINOR 11
+#define RWKVL_API_VERSION_MINOR 12
 #define RWKVL_API_VERSION (RWKVL_API_VERSION_MAJOR * 1000 + RWKVL_API_VERSION_MINOR)
 
 /* The C API version of the linked library, RWKVL_API_VERSION as the library was built. Never fails. */
@@ -255,6 +255,17 @@ typedef struct rwkvl_synth_params {
   uint64_t seed;
 } rwkvl_synth_params;
 rwkvl_status rwkvl_synth(const rwkvl_synth_params* params, const char* path);
+/* More synth settings (API 1.12). An extensible struct: take rwkvl_synth_default_extras() (it sets struct_size).
+     de_rank   > 0 (arch_major 7 only): an RWKV-7a (DeepEmbed) model, every layer with a (n_vocab, de_rank^2) token
+               table (merged, as a conversion stores it) and its gate; 1..256 (official files: 32). 0 = none. */
+typedef struct rwkvl_synth_extras {
+  size_t struct_size;
+  int de_rank;
+} rwkvl_synth_extras;
+rwkvl_synth_extras rwkvl_synth_default_extras(void);
+/* rwkvl_synth with the extras (NULL: none). Errors: those of rwkvl_synth; INVALID_ARGUMENT for a rank outside 0..256
+   or a rank on another architecture. */
+rwkvl_status rwkvl_synth_with(const rwkvl_synth_params* params, const rwkvl_synth_extras* extras, const char* path);
 
 /* ---------------------------------------------------------------- contexts and evaluation */
 
@@ -475,6 +486,19 @@ rwkvl_memory_params rwkvl_memory_default_params(void); /* no budget, no cache, n
 rwkvl_status rwkvl_context_set_memory(rwkvl_context* ctx, const rwkvl_memory_params* params);
 /* Fills *out (the caller's struct). Errors: INVALID_ARGUMENT (NULL). */
 rwkvl_status rwkvl_context_memory_stats(rwkvl_context* ctx, rwkvl_memory_stats* out);
+
+/* RWKV-7a's DeepEmbed row cache (API 1.12; all zero for other models and when the tables are read in place). */
+typedef struct {
+  int64_t slots, pinned;      /* tokens the cache holds (every layer's row of each), of them pinned (never evicted) */
+  uint64_t cache_bytes;       /* resident bytes of the cache */
+  uint64_t table_bytes;       /* bytes of the tables in the file (never resident) */
+  uint64_t row_bytes;         /* bytes of one token's rows, all layers */
+  uint64_t lookups, hits;     /* one lookup per token of each chunk; hits: its rows were cached */
+  uint64_t rows_read, bytes_read; /* rows read from the file (or copied from memory) and their bytes */
+  uint64_t rereads;           /* of them, rows read again (a chunk with more distinct tokens than slots) */
+} rwkvl_deep_embed_stats;
+/* Errors: INVALID_ARGUMENT (NULL). */
+rwkvl_status rwkvl_context_deep_embed_stats(rwkvl_context* ctx, rwkvl_deep_embed_stats* out);
 /* Errors: INVALID_ARGUMENT (NULL). */
 rwkvl_status rwkvl_context_reset_memory_stats(rwkvl_context* ctx);
 /* Adds the counters of *b into *a (1.2): reads, bytes, seconds, lookups, hits and layer loads are summed;
@@ -554,7 +578,12 @@ rwkvl_status rwkvl_context_configure_storage(rwkvl_session* s, const rwkvl_sessi
      baseline_bytes     (API 1.8) with a memory budget: the bytes the process holds before the plan (binary,
                         libraries, tokenizer), instead of its resident memory measured when planning; the same
                         figure gives the same plan from run to run (the measured one moves by ~0.1 MiB). 0 = measure.
-                        A figure below the real one lets the peak exceed the budget. */
+                        A figure below the real one lets the peak exceed the budget.
+     de_cache_rows      (API 1.12) RWKV-7a: tokens whose DeepEmbed rows (one per layer) a cache holds, the tables
+                        staying in the file (read row by row, all layers of a token at once, before the token's first
+                        layer; the file's hot tokens pinned). -1 (default): the plan's under a memory budget (64 grown
+                        to 1024 with room left), else 512 when the tables are in a native file and hold 64 MiB or
+                        more, else read in place; 0: read in place (no budget only); > 0: that many. */
 typedef struct rwkvl_session_extras {
   size_t struct_size;
   const rwkvl_storage_params* storage;
@@ -562,6 +591,7 @@ typedef struct rwkvl_session_extras {
   double compute_ms;
   const char* head_fidelity;
   uint64_t baseline_bytes;
+  int64_t de_cache_rows;
 } rwkvl_session_extras;
 rwkvl_session_extras rwkvl_session_default_extras(void);
 /* rwkvl_context_configure with the extras (NULL: none). Errors: those of rwkvl_context_configure_storage;

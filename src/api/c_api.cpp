@@ -240,9 +240,20 @@ rwkvl_status rwkvl_model_save_rwkvcpp(const rwkvl_model* model, const char* path
   });
 }
 
-rwkvl_status rwkvl_synth(const rwkvl_synth_params* params, const char* path) {
+rwkvl_status rwkvl_synth(const rwkvl_synth_params* params, const char* path) { return rwkvl_synth_with(params, nullptr, path); }
+
+rwkvl_synth_extras rwkvl_synth_default_extras(void) {
+  rwkvl_synth_extras x{};
+  x.struct_size = sizeof(rwkvl_synth_extras);
+  return x;
+}
+
+rwkvl_status rwkvl_synth_with(const rwkvl_synth_params* params, const rwkvl_synth_extras* extras, const char* path) {
   return guarded([&] {
     RWKVL_API_REQUIRE(params && path, "rwkvl_synth: NULL argument");
+    rwkvl_synth_extras x = rwkvl_synth_default_extras();
+    rwkvl::api::read_extras(extras, x, "rwkvl_synth_with", "rwkvl_synth_default_extras");
+    RWKVL_API_REQUIRE(x.de_rank >= 0 && x.de_rank <= 256, "DeepEmbed rank %d: it must be 0..256", x.de_rank);
     rwkvl::ModelConfig c;
     c.arch_major = params->arch_major;
     c.n_layer = params->n_layer;
@@ -250,6 +261,7 @@ rwkvl_status rwkvl_synth(const rwkvl_synth_params* params, const char* path) {
     c.n_vocab = params->n_vocab;
     c.n_ffn = params->n_ffn;
     c.head_size = params->head_size;
+    c.de_rank = x.de_rank;
     auto m = rwkvl::synth_model(c, params->dtype ? params->dtype : "f32", params->seed);
     m->save_native(path, rwkvl::WeightDType::kKeep);
   });

@@ -8,6 +8,7 @@
 #include "api/api_internal.h"
 #include "core/threadpool.h"
 #include "model/model.h"
+#include "runtime/deep_embed_cache.h"
 #include "runtime/emb_cache.h"
 #include "runtime/head_runtime.h"
 #include "runtime/layer_stream.h"
@@ -148,6 +149,7 @@ rwkvl_status rwkvl_context_configure_storage(rwkvl_context* ctx, const rwkvl_ses
 rwkvl_session_extras rwkvl_session_default_extras(void) {
   rwkvl_session_extras x{};
   x.struct_size = sizeof(rwkvl_session_extras);
+  x.de_cache_rows = -1;
   return x;
 }
 
@@ -188,6 +190,12 @@ rwkvl_status rwkvl_context_configure_with(rwkvl_context* ctx, const rwkvl_sessio
                       "baseline of %llu bytes: it must be below the memory budget of %llu bytes",
                       static_cast<unsigned long long>(x.baseline_bytes), static_cast<unsigned long long>(sp.memory.budget));
     if (x.baseline_bytes) sp.memory.baseline = x.baseline_bytes;
+    RWKVL_API_REQUIRE(x.de_cache_rows >= -1, "DeepEmbed cache of %lld tokens: give -1 (default), 0 or a count",
+                      static_cast<long long>(x.de_cache_rows));
+    RWKVL_API_REQUIRE(x.de_cache_rows != 0 || sp.memory.budget == 0,
+                      "a DeepEmbed cache of 0 reads the tables in place, which a memory budget does not allow: give a count "
+                      "or -1 (the plan's)");
+    sp.memory.de_rows = x.de_cache_rows;
     rwkvl::SessionParams fallback;
     fallback.threads = sp.threads;
     rwkvl::api::rebuild(ctx, sp, fallback);
@@ -241,6 +249,26 @@ rwkvl_status rwkvl_context_memory_stats(rwkvl_context* ctx, rwkvl_memory_stats* 
       out->layer_wait_seconds = s.wait_seconds;
     }
     out->head_stream_bytes = ctx->s->head().stream_bytes_read();
+  });
+}
+
+rwkvl_status rwkvl_context_deep_embed_stats(rwkvl_context* ctx, rwkvl_deep_embed_stats* out) {
+  return guarded([&] {
+    RWKVL_API_REQUIRE(ctx && out, "rwkvl_context_deep_embed_stats: NULL argument");
+    *out = rwkvl_deep_embed_stats{};
+    const rwkvl::DeepEmbedCache* c = ctx->s->deep_embed_cache();
+    if (!c) return;
+    out->slots = c->capacity();
+    out->pinned = c->pinned();
+    out->cache_bytes = c->bytes();
+    out->table_bytes = rwkvl::deep_embed_table_bytes(ctx->s->model());
+    out->row_bytes = c->slot_bytes();
+    const rwkvl::DeepEmbedCacheStats& s = c->stats();
+    out->lookups = s.lookups;
+    out->hits = s.hits;
+    out->rows_read = s.rows_read;
+    out->bytes_read = s.bytes_read;
+    out->rereads = s.rereads;
   });
 }
 

@@ -785,10 +785,16 @@ uint64_t Model::weight_bytes() const {
 }
 
 uint64_t Model::bytes_per_token() const {
-  // Everything except the embedding table is read once per token; of the embedding, one row.
+  // Everything except the embedding table (and v7a's DeepEmbed tables) is read once per token; of those, one row.
   const Tensor& e = emb_.t;
   uint64_t n = weight_bytes() - emb_.bytes() - chead_.tlow.nbytes;  // the int4 head version is an alternative
   n += e.nbytes / static_cast<uint64_t>(e.rows()) + (emb_.scale.nbytes ? 4 : 0);
+  for (const LayerWeights& L : layers_)  // v7a: of each DeepEmbed table, one row (+ its scale)
+    if (L.deep_embed()) {
+      const kern::MatRef& r = L.de_emb.ref;
+      n -= L.de_emb.bytes();
+      n += static_cast<uint64_t>(kern::mat_row_bytes(r)) + L.de_emb.scale.nbytes / static_cast<uint64_t>(r.rows);
+    }
   return n;
 }
 

@@ -10,6 +10,7 @@
 #include "core/mapped_file.h"
 #include "kernels/kernels.h"
 #include "model/forward.h"
+#include "runtime/deep_embed_cache.h"
 #include "runtime/ffn_runtime.h"
 #include "runtime/layer_stream.h"
 #include "runtime/neuron_cache.h"
@@ -50,6 +51,20 @@ std::vector<std::pair<const uint8_t*, const uint8_t*>> big_parts(const Model& m)
 }
 
 }  // namespace
+
+uint64_t deep_embed_table_bytes(const Model& m) {
+  uint64_t n = 0;
+  for (int l = 0; l < m.config().n_layer; ++l)
+    if (m.layer(l).deep_embed()) n += matrix_data_bytes(m.layer(l).de_emb.ref);
+  return n;
+}
+
+uint64_t deep_embed_slot_bytes(const Model& m) {
+  uint64_t n = 0;
+  for (int l = 0; l < m.config().n_layer; ++l)
+    if (m.layer(l).deep_embed()) n += (static_cast<uint64_t>(kern::mat_row_bytes(m.layer(l).de_emb.ref)) + 63) / 64 * 64;
+  return n;
+}
 
 uint64_t touch_small_tensors(const Model& m) {
   const auto big = big_parts(m);
@@ -124,6 +139,8 @@ struct PlanSizes {
   std::vector<uint64_t> layer_bytes, ffn_bytes;  // per layer: stream slot size, FFN bundle bytes
   std::vector<int> layer_parts;                  // per layer: reads of a streamed layer
   uint64_t head_bytes = 0, emb_bytes = 0, head_buf = 0, ffn_min = 0, emb_row = 0;
+  uint64_t de_slot = 0;  // v7a: one token's DeepEmbed rows, all layers (0: no tables)
+  int de_layers = 0;
   uint64_t neuron_bytes = 0, n_neurons = 0;      // sparse FFN: bytes of one bundled neuron, neurons of all layers
   std::vector<uint64_t> layer_neurons;           // sparse FFN: neurons per layer
   bool sparse = false;
@@ -155,8 +172,8 @@ struct PlanSizes {
         if (q.head_resident_clusters[j]) q.resident_head += cluster_b(q, j);
     q.resident_ffn = q.ffn_streamed ? 0 : ffn_all();
     q.ffn_cache = q.ffn_streamed ? std::max(ffn_min, q.ffn_cache) : 0;  // the minimum, or what the plan gave it
-    const uint64_t sum = q.baseline + q.reserve + q.scratch + q.state + q.small + q.emb_cache + q.stream_buffer + q.head_buffer +
-                         q.ffn_cache + q.resident_layers + q.resident_head + q.resident_ffn;
+    const uint64_t sum = q.baseline + q.reserve + q.scratch + q.state + q.small + q.emb_cache + q.de_cache + q.stream_buffer +
+                         q.head_buffer + q.ffn_cache + q.resident_layers + q.resident_head + q.resident_ffn;
     q.margin = r.margin ? r.margin : (128u << 10) + (64u << 10) * static_cast<uint64_t>(std::max(1, r.threads)) + sum / 100;
     q.total = sum + q.margin;
     // reads and bytes from the file per token (expected), and the device time they take
@@ -210,6 +227,10 @@ struct PlanSizes {
     if (q.emb_rows < static_cast<int64_t>(emb_bytes / std::max<uint64_t>(1, emb_row))) {  // embedding cache misses
       s += 0.5 * static_cast<double>(emb_row);
       reads += 0.5;
+    }
+    if (de_slot) {  // DeepEmbed cache misses (about half of the tokens of running text): every layer's row, L reads
+      s += 0.5 * static_cast<double>(de_slot);
+      reads += 0.5 * de_layers;
     }
     q.streamed_per_token = static_cast<uint64_t>(s);
     q.reads_per_token = reads;
@@ -284,7 +305,10 @@ PlanSizes measure(const Model& m, const MemoryRequest& r, MemoryPlan& p) {
   }
   z.head_bytes = matrix_data_bytes(m.head().ref);
   z.emb_bytes = matrix_data_bytes(m.emb().ref);
-  big += z.head_bytes + z.emb_bytes;
+  p.de_tables = deep_embed_table_bytes(m);
+  z.de_slot = deep_embed_slot_bytes(m);
+  z.de_layers = m.config().de_rank > 0 ? m.config().n_layer : 0;
+  big += z.head_bytes + z.emb_bytes + p.de_tables;
   const ClusterHead& CH = m.cluster_head();
   if (CH.has_low()) big += matrix_data_bytes(CH.low);
   p.small = m.weight_bytes() > big ? m.weight_bytes() - big : 0;
@@ -337,11 +361,11 @@ PlanSizes measure(const Model& m, const MemoryRequest& r, MemoryPlan& p) {
 [[noreturn]] void fail_below_minimum(const MemoryRequest& r, const MemoryPlan& p, bool sparse) {
   RWKVL_FAIL(kInvalidArgument,
              "memory budget %s is below the minimum of %s for this model (%s already resident in the process, state "
-             "and scratch %s, small tensors %s, embedding cache of %lld rows %s, one layer's preload buffer%s %s, head "
+             "and scratch %s, small tensors %s, embedding cache of %lld rows %s%s%s, one layer's preload buffer%s %s, head "
              "buffer %s%s%s, margin %s): give --mem-budget %llu or more",
              mib(r.budget).c_str(), mib(p.minimum).c_str(), mib(p.baseline + p.reserve).c_str(),
              mib(p.state + p.scratch).c_str(), mib(p.small).c_str(), static_cast<long long>(p.emb_rows),
-             mib(p.emb_cache).c_str(), r.prefetch ? " x 2 (prefetch)" : "", mib(p.stream_buffer).c_str(),
+             mib(p.emb_cache).c_str(), p.de_cache ? ", DeepEmbed cache " : "", p.de_cache ? mib(p.de_cache).c_str() : "", r.prefetch ? " x 2 (prefetch)" : "", mib(p.stream_buffer).c_str(),
              mib(p.head_buffer).c_str(), sparse ? ", FFN neuron cache " : "", sparse ? mib(p.ffn_cache).c_str() : "",
              mib(p.margin).c_str(), static_cast<unsigned long long>(p.minimum));
 }
@@ -452,6 +476,24 @@ void grow_emb_cache(const PlanSizes& z, const MemoryRequest& r, MemoryPlan& p, u
   }
 }
 
+// v7a: the default DeepEmbed cache grown from its minimum with the room left (up to 1,024 tokens: each slot holds a
+// token's row of every layer, so it saves L reads).
+void grow_de_cache(const PlanSizes& z, const MemoryRequest& r, MemoryPlan& p, int64_t n_vocab) {
+  const int64_t most = std::min<int64_t>(1024, n_vocab);
+  const uint64_t room = r.budget - p.total;
+  const int64_t more = static_cast<int64_t>(static_cast<double>(room) * 0.98 / static_cast<double>(z.de_slot + 13));
+  MemoryPlan q = p;
+  q.de_rows = std::min(most, p.de_rows + std::max<int64_t>(0, more));
+  for (; q.de_rows > p.de_rows; q.de_rows -= std::max<int64_t>(1, (q.de_rows - p.de_rows) / 8)) {
+    q.de_cache = DeepEmbedCache::bytes_for(q.de_rows, z.de_slot, n_vocab);
+    z.total_of(q);
+    if (q.total <= r.budget) {
+      p = q;
+      break;
+    }
+  }
+}
+
 }  // namespace
 
 MemoryPlan plan_memory(const Model& m, const MemoryRequest& r) {
@@ -473,6 +515,12 @@ MemoryPlan plan_memory(const Model& m, const MemoryRequest& r) {
   const uint64_t emb_row = static_cast<uint64_t>(kern::row_bytes(m.emb().ref.dtype, c.n_embd));
   p.emb_cache = static_cast<uint64_t>(p.emb_rows) * (emb_row + 12) + V * 4;
   const PlanSizes z = measure(m, r, p);
+  // v7a: the DeepEmbed tables stay in the file; the cache: the caller's slots, or (default) 64 grown to 1,024.
+  const bool de_auto = r.de_rows < 0;
+  if (z.de_slot) {
+    p.de_rows = std::max<int64_t>(1, std::min<int64_t>(de_auto ? 64 : r.de_rows, c.n_vocab));
+    p.de_cache = DeepEmbedCache::bytes_for(p.de_rows, z.de_slot, c.n_vocab);
+  }
   const auto& f = m.file();
   const bool can_stream = f && f->on_disk();
 
@@ -495,6 +543,7 @@ MemoryPlan plan_memory(const Model& m, const MemoryRequest& r) {
     make_resident(z, r, q);
     if (!q.head_streamed) q.head_low_clusters.clear();
     if (emb_auto && q.total < r.budget) grow_emb_cache(z, r, q, emb_row, c.n_vocab);
+    if (z.de_slot && de_auto && q.total < r.budget) grow_de_cache(z, r, q, c.n_vocab);
     return q;
   };
   const bool low_ok = !z.cluster_bytes_low.empty();
@@ -545,7 +594,7 @@ MemoryPlan plan_memory(const Model& m, const MemoryRequest& r) {
                  1e3 * fastest.compute_seconds,
                  low_ok && fastest.head_clusters_low ? ", every head cluster at int4" : "");
   }
-  const bool streams = p.head_streamed || p.ffn_streamed ||
+  const bool streams = p.head_streamed || p.ffn_streamed || z.de_slot ||
                        std::find(p.layer_streamed.begin(), p.layer_streamed.end(), true) != p.layer_streamed.end();
   if (streams && !can_stream) {
     MemoryPlan all = p;
@@ -578,6 +627,12 @@ std::string MemoryPlan::describe() const {
   std::string note = std::to_string(emb_rows);
   note += " rows, LRU, read on demand (table never resident)";
   row("embedding cache", emb_cache, note);
+  if (de_rows) {
+    char n[160];
+    std::snprintf(n, sizeof n, "%lld tokens' rows of every layer, LRU + pinned (tables: %s in the file, never resident)",
+                  static_cast<long long>(de_rows), mib(de_tables).c_str());
+    row("DeepEmbed cache", de_cache, n);
+  }
   int streamed = 0;
   std::string which;
   for (size_t l = 0; l < layer_streamed.size(); ++l)
@@ -674,6 +729,7 @@ nlohmann::json MemoryPlan::to_json() const {
           {"baseline", baseline},       {"reserve", reserve},            {"margin", margin},
           {"scratch", scratch},         {"state", state},                {"small", small},
           {"emb_cache", emb_cache},     {"emb_rows", emb_rows},          {"stream_buffer", stream_buffer},
+          {"de_cache", de_cache},       {"de_rows", de_rows},            {"de_tables", de_tables},
           {"head_buffer", head_buffer}, {"ffn_cache", ffn_cache},        {"resident_layers", resident_layers},
           {"resident_head", resident_head}, {"resident_ffn", resident_ffn}, {"streamed_layers", streamed},
           {"head_streamed", head_streamed}, {"ffn_streamed", ffn_streamed}, {"prefetch", prefetch},

@@ -26,6 +26,7 @@ struct MemoryRequest {
   uint64_t budget = 0;       // bytes for the whole process (peak RSS)
   bool prefetch = true;      // two layer slots and a background reader (else one slot, read on demand)
   int64_t emb_rows = -1;     // embedding cache rows; -1 = 4096 (or the vocabulary, if smaller)
+  int64_t de_rows = -1;      // v7a: DeepEmbed cache token slots; -1 = 64, grown to 1024 with room left
   uint64_t baseline = 0;     // bytes resident already (the process's RSS when planning), small tensors excluded
   uint64_t reserve = 0;      // the caller's buffers still to come (logits, token lists)
   size_t chunk = 32;         // most tokens per forward chunk
@@ -63,6 +64,9 @@ struct MemoryPlan {
   uint64_t scratch = 0, state = 0, small = 0;  // always resident
   uint64_t emb_cache = 0;                      // the embedding cache (rows + index)
   int64_t emb_rows = 0;
+  uint64_t de_cache = 0;                       // v7a: the DeepEmbed row cache (slots + index); tables never resident
+  int64_t de_rows = 0;                         // ... its token slots (every layer's row of a token)
+  uint64_t de_tables = 0;                      // ... the tables' bytes in the file
   uint64_t stream_buffer = 0;                  // layer slots (0 if every layer is resident)
   uint64_t head_buffer = 0;                    // head stream buffer (0 if the head is resident)
   uint64_t ffn_cache = 0;                      // neuron cache for streamed FFN bundles (0 = resident)
@@ -100,6 +104,11 @@ uint64_t touch_small_tensors(const Model& m);
 // Drops the process's mapped pages of the big parts (fault-around maps neighbours of the small tensors'
 // pages too), so RSS measured next holds what was really used. Native files only; no-op otherwise.
 void release_big_parts(const Model& m);
+
+// v7a: bytes of the DeepEmbed token tables of all layers (0 for other models), and of one token's rows of all
+// layers as a DeepEmbedCache slot holds them (each row 64-byte aligned).
+uint64_t deep_embed_table_bytes(const Model& m);
+uint64_t deep_embed_slot_bytes(const Model& m);
 
 // Bytes of a session's scratch for chunks of `chunk` tokens (forward-pass buffers, head and FFN scratch);
 // head_compare: the cluster head also runs the full head beside it.

@@ -7,6 +7,7 @@
 #include "core/mapped_file.h"
 #include "core/threadpool.h"
 #include "model/ops.h"
+#include "runtime/deep_embed_cache.h"
 #include "runtime/emb_cache.h"
 #include "runtime/layer_stream.h"
 #include "runtime/planner.h"
@@ -87,6 +88,10 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
     RWKVL_FAIL(kInvalidArgument, "a latency target and a head fidelity are plans under a memory budget: give a budget (--mem-budget) too");
   if (params_.memory.budget == 0) {
     make_emb_cache(params_.memory.emb_rows > 0 ? params_.memory.emb_rows : 0);
+    int64_t de = params_.memory.de_rows;
+    const bool on_disk = model_->file() && model_->file()->on_disk();
+    if (de < 0) de = on_disk && deep_embed_table_bytes(*model_) >= params_.memory.de_on_storage ? kDeepEmbedSlots : 0;
+    make_deep_embed_cache(de);
   } else {
     plan_memory_parts(ffn);
   }
@@ -112,6 +117,7 @@ void Session::plan_memory_parts(FfnOptions& ffn) {
   r.budget = o.budget;
   r.prefetch = o.prefetch;
   r.emb_rows = o.emb_rows;
+  r.de_rows = o.de_rows;
   r.reserve = o.reserve;
   r.threads = params_.threads;
   r.chunk = o.chunk;
@@ -140,6 +146,7 @@ void Session::plan_memory_parts(FfnOptions& ffn) {
   }
   plan_ = std::make_unique<MemoryPlan>(plan_memory(*model_, r));
   make_emb_cache(plan_->emb_rows);
+  make_deep_embed_cache(plan_->de_rows);
   bool any = false;
   for (bool b : plan_->layer_streamed) any = any || b;
   if (any)
@@ -161,8 +168,47 @@ void Session::make_emb_cache(int64_t rows) {
   emb_cache_ = std::make_unique<EmbCache>(e, st, st ? static_cast<uint64_t>(p - f->data()) : 0, rows);
 }
 
+namespace {
+
+// The file's hot tokens (most frequent first) for the DeepEmbed cache's pinned slots: the deep_embed pass's
+// "hot_tokens" (compress --deep-embed merges the tables and counts them on calibration text); none otherwise.
+std::vector<int32_t> deep_embed_hot_tokens(const Model& m) {
+  std::vector<int32_t> v;
+  for (const auto& pass : m.passes())
+    if (pass.is_object() && pass.contains("deep_embed") && pass["deep_embed"].is_object() &&
+        pass["deep_embed"].contains("hot_tokens") && pass["deep_embed"]["hot_tokens"].is_array()) {
+      v.clear();
+      for (const auto& t : pass["deep_embed"]["hot_tokens"])
+        if (t.is_number_integer()) v.push_back(t.get<int32_t>());
+    }
+  return v;
+}
+
+}  // namespace
+
+// slots > 0: the tables are read through a row cache of that many tokens, from the file when they lie in it (else
+// copied from memory); the tables' mapped pages are never touched.
+void Session::make_deep_embed_cache(int64_t slots) {
+  const ModelConfig& cfg = model_->config();
+  if (slots <= 0 || cfg.de_rank <= 0) return;
+  const auto& f = model_->file();
+  std::vector<DeepEmbedCache::Table> tables;
+  bool in_file = f != nullptr;
+  for (int l = 0; l < cfg.n_layer; ++l) {
+    const kern::MatRef& r = model_->layer(l).de_emb.ref;
+    const auto* p = static_cast<const uint8_t*>(r.data);
+    in_file = in_file && p >= f->data() && p + kern::mat_bytes(r) <= f->data() + f->size();
+    tables.push_back({r, in_file ? static_cast<uint64_t>(p - f->data()) : 0});
+  }
+  const std::shared_ptr<Storage> st = in_file ? need_storage() : nullptr;
+  if (!st)
+    for (auto& t : tables) t.file_offset = 0;
+  de_cache_ = std::make_unique<DeepEmbedCache>(std::move(tables), st, slots, deep_embed_hot_tokens(*model_), pool_.get());
+}
+
 void Session::reset_memory_stats() {
   if (emb_cache_) emb_cache_->reset_stats();
+  if (de_cache_) de_cache_->reset_stats();
   if (storage_) storage_->reset_stats();
   if (stream_) stream_->reset_stats();
 }
@@ -176,9 +222,13 @@ void Session::ffn_key_value(const LayerWeights& L, const float* xk, float* out, 
 
 // The table rows are read where the table is (mapped file or memory); with s_emb_x stored, each row gains
 // s_emb_x ln0(emb[token]), the tokens embedded as embed() embeds them for layer 0.
+// With the row cache, the chunk's rows were fetched before its first layer (eval_chunk, forward_layers).
 void Session::deep_embed_rows(const LayerWeights& L, const int32_t* tokens, size_t T, float* rows) {
   const size_t RR = static_cast<size_t>(L.de_emb.cols), C = static_cast<size_t>(model_->config().n_embd);
-  for (size_t t = 0; t < T; ++t) kern::get_row(L.de_emb.ref, tokens[t], rows + t * RR);
+  for (size_t t = 0; t < T; ++t) {
+    if (de_cache_) de_cache_->row(L.index, tokens[t], rows + t * RR);
+    else kern::get_row(L.de_emb.ref, tokens[t], rows + t * RR);
+  }
   if (L.de_emb_x.empty()) return;
   de_e_.resize(T * C);
   de_m_.resize(T * RR);
@@ -229,6 +279,7 @@ void Session::embed(const int32_t* tokens, size_t T, float* x) {
 
 void Session::forward_layers(State& state, float* x, size_t T, int l_begin, int l_end, const int32_t* tokens) {
   scratch_.reserve(*model_, T);
+  if (de_cache_ && tokens && l_begin < l_end) de_cache_->fetch(tokens, T);
   rwkvl::forward_layers(*this, state, x, T, l_begin, l_end, tokens);
 }
 
@@ -238,6 +289,7 @@ void Session::eval_chunk(State& state, const int32_t* tokens, size_t T, float* l
   const size_t C = static_cast<size_t>(cfg.n_embd);
   x_.resize(T * C);
   float* x = x_.data();
+  if (de_cache_) de_cache_->fetch(tokens, T);  // every layer's DeepEmbed rows of the chunk, as soon as it is known
   embed(tokens, T, x);
   rwkvl::forward_layers(*this, state, x, T, 0, cfg.n_layer, tokens);
   float* xn = scratch_.xn;

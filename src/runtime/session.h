@@ -24,14 +24,25 @@ namespace rwkvl {
 
 class ThreadPool;
 class EmbCache;
+class DeepEmbedCache;
 class LayerStream;
 struct MemoryPlan;
+
+// The default DeepEmbed row cache without a budget: tables of at least this many bytes stay on storage ...
+inline constexpr uint64_t kDeepEmbedOnStorage = 64ull << 20;
+// ... behind a cache of this many tokens' rows (all layers; 12 MiB at 0.1B in bf16).
+inline constexpr int64_t kDeepEmbedSlots = 512;
 
 struct MemoryOptions {
   uint64_t budget = 0;    // bytes for the whole process (peak RSS); 0 = no budget
   bool prefetch = true;   // plan two layer slots and read the next streamed layer in the background
   bool reader = true;     // with prefetch: false keeps the plan but reads synchronously (for A/B timing)
   int64_t emb_rows = -1;  // embedding cache rows: -1 = 4096 under a budget and none without; 0 = none
+  // v7a DeepEmbed tables: token slots of their row cache (runtime/deep_embed_cache.h). -1 = the plan's under a
+  // budget, else kDeepEmbedSlots when the tables are in a native file on disk and hold at least
+  // kDeepEmbedOnStorage bytes (else read in place); 0 = read in place (no budget only); > 0 = that many slots.
+  int64_t de_rows = -1;
+  uint64_t de_on_storage = kDeepEmbedOnStorage;  // the table bytes from which de_rows -1 keeps them on storage
   uint64_t reserve = 0;   // caller buffers to leave room for
   size_t chunk = 32;      // most tokens per chunk: eval() feeds at most this many at a time under a plan
   uint64_t baseline = 0;  // bytes already resident in the process; 0 = measure (VmRSS) when planning
@@ -97,9 +108,13 @@ class Session final : public ForwardEnv {
   // native files on disk (their weights live in memory).
   const std::shared_ptr<Storage>& storage() const { return storage_; }
   const EmbCache* emb_cache() const { return emb_cache_.get(); }
+  // v7a: the DeepEmbed tables' row cache (null: the tables are read in place).
+  DeepEmbedCache* deep_embed_cache() { return de_cache_.get(); }
+  const DeepEmbedCache* deep_embed_cache() const { return de_cache_.get(); }
   const MemoryPlan* plan() const { return plan_.get(); }
   const LayerStream* layer_stream() const { return stream_.get(); }
-  // Zeroes the memory counters (embedding cache, storage, layer stream); ffn() and head() reset their own.
+  // Zeroes the memory counters (embedding and DeepEmbed caches, storage, layer stream); ffn() and head() reset
+  // their own.
   void reset_memory_stats();
 
  private:
@@ -111,6 +126,7 @@ class Session final : public ForwardEnv {
   const std::shared_ptr<Storage>& need_storage();
   void plan_memory_parts(FfnOptions& ffn);
   void make_emb_cache(int64_t rows);
+  void make_deep_embed_cache(int64_t slots);
   void eval_chunk(State& state, const int32_t* tokens, size_t T, float* logits_last, float* logits_all);
   std::shared_ptr<const Model> model_;
   SessionParams params_;
@@ -123,6 +139,7 @@ class Session final : public ForwardEnv {
   std::unique_ptr<HeadRuntime> head_;
   std::unique_ptr<MemoryPlan> plan_;
   std::unique_ptr<EmbCache> emb_cache_;
+  std::unique_ptr<DeepEmbedCache> de_cache_;
   std::unique_ptr<LayerStream> stream_;
   std::unique_ptr<FfnRuntime> ffn_;
   size_t plan_chunk_ = 0;

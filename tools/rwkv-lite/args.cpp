@@ -68,6 +68,13 @@ const std::vector<FlagSpec> kFlags = {
     {"emb-cache", nullptr, K::kInt, "generate eval perplexity bench logits chat serve", "0", "ROWS",
      "read embedding rows on demand from the model file into an LRU cache of ROWS rows (the table is never "
      "resident; 0 = read in place)", 0, 1 << 30},
+    {"de-cache", nullptr, K::kInt, "generate eval perplexity bench logits chat", "-1", "TOKENS",
+     "RWKV-7a: keep the DeepEmbed tables in the model file and cache the rows of this many tokens (every layer's "
+     "row of a token, read together; the file's hot tokens pinned). -1 = the plan's under --mem-budget, else 512 "
+     "when the tables hold 64 MiB or more; 0 = read them in place", -1, 1 << 30},
+    {"de-rounds", nullptr, K::kInt, "bench", "3", "N",
+     "RWKV-7a with the DeepEmbed tables on storage (no --mem-budget): also time generation with them behind the "
+     "cache and read in place, N alternating rounds each (0 = not)", 0, 100},
     {"io-throttle", nullptr, K::kFloat, "generate eval perplexity bench logits chat serve", nullptr, "MB/S",
      "simulate storage of this bandwidth for every read from the model file (SD card ~90, eMMC ~250, UFS/NVMe "
      "1000-2000)", 0, 1e6, true},
@@ -210,7 +217,11 @@ const std::vector<FlagSpec> kFlags = {
      "matrix type in the output file (gguf: i8 is written as Q8_0, q4 as Q4_1)", 0, 0, false, "keep|f32|f16|bf16|i8|q4"},
     {"dtype", nullptr, K::kChoice, "synth", "f32", "TYPE", "matrix type in the output file", 0, 0, false,
      "f32|f16|bf16|i8"},
-    {"arch", nullptr, K::kInt, "synth", "7", "V", "RWKV architecture version: 4, 5 (5.2), 6 or 7", 4, 7},
+    {"arch", nullptr, K::kChoice, "synth", "7", "V",
+     "RWKV architecture version: 4, 5 (5.2), 6, 7 or 7a (7 with DeepEmbed token tables in every layer, merged as a "
+     "conversion stores them)", 0, 0, false, "4|5|6|7|7a"},
+    {"de-rank", nullptr, K::kInt, "synth", "32", "R", "--arch 7a: rank of the DeepEmbed tables (R x R values per token "
+     "and layer; official files: 32)", 1, 256},
     {"layers", nullptr, K::kInt, "synth", "12", "N", "number of layers", 1, 4096},
     {"embd", nullptr, K::kInt, "synth", "768", "N", "embedding size", 1, 1 << 20},
     {"vocab", nullptr, K::kInt, "synth", "65536", "N", "vocabulary size", 1, kI32},

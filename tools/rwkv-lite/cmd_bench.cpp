@@ -33,6 +33,52 @@ int32_t argmax(const std::vector<float>& v) {
   return static_cast<int32_t>(std::find(v.begin(), v.end(), best) - v.begin());
 }
 
+// RWKV-7a with the DeepEmbed tables on storage: generation with the tables behind the row cache against the tables
+// read in place (resident, in the page cache), in alternating rounds from the same state and token, so the two see
+// the same tokens. Restores the cache afterwards.
+struct DeepEmbedCompare {
+  std::vector<double> cached, resident;  // tok/s per round
+};
+DeepEmbedCompare deep_embed_compare(const Args& args, const rwkvl_model* model, rwkvl_context* ctx, const std::vector<int32_t>& prompt,
+                                    size_t n_gen, std::vector<float>& logits) {
+  DeepEmbedCompare r;
+  const int rounds = static_cast<int>(args.integer("de-rounds"));
+  const StatePtr st = new_state(model);
+  Settings s = settings(args, model);
+  const int64_t cached_rows = s.de_cache_rows;
+  for (int i = 0; i < 2 * rounds; ++i) {
+    const bool resident = (i % 2) == 1;
+    s.de_cache_rows = resident ? 0 : cached_rows;
+    apply(s, ctx);
+    check(rwkvl_state_reset(st.get()));
+    check(rwkvl_eval(ctx, st.get(), prompt.data(), std::min<size_t>(prompt.size(), 16), 0, logits.data()));
+    int32_t token = argmax(logits);
+    const double t0 = now_seconds();
+    for (size_t k = 0; k < n_gen; ++k) {
+      check(rwkvl_eval(ctx, st.get(), &token, 1, 1, logits.data()));
+      token = argmax(logits);
+    }
+    (resident ? r.resident : r.cached).push_back(static_cast<double>(n_gen) / (now_seconds() - t0));
+  }
+  s.de_cache_rows = cached_rows;
+  apply(s, ctx);
+  return r;
+}
+
+std::string range_text(std::vector<double> v) {
+  if (v.empty()) return "-";
+  std::sort(v.begin(), v.end());
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "%.1f-%.1f (median %.1f)", v.front(), v.back(), v[v.size() / 2]);
+  return buf;
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
 }  // namespace
 
 int cmd_bench(const Args& args) {
@@ -78,6 +124,7 @@ int cmd_bench(const Args& args) {
   const double t1 = now_seconds();
   check(rwkvl_context_reset_ffn_stats(ctx.get()));  // the FFN and head figures below are those of generation
   check(rwkvl_context_reset_head_stats(ctx.get()));
+  check(rwkvl_context_reset_memory_stats(ctx.get()));
   rwkvl_io_stats io0{};
   check(rwkvl_context_io_stats(ctx.get(), &io0));
   uint64_t regions0 = 0, regions1 = 0;
@@ -92,6 +139,7 @@ int cmd_bench(const Args& args) {
   const double regions_per_tok = n_gen ? static_cast<double>(regions1 - regions0) / static_cast<double>(n_gen) : 0.0;
 
   const rwkvl_ffn_stats fs = ffn_stats(ctx.get());
+  const rwkvl_deep_embed_stats des = deep_embed_stats(ctx.get());  // since the reset below: prompt and generation
   rwkvl_head_stats hs{};
   check(rwkvl_context_head_stats(ctx.get(), &hs));
   // The bytes generation touched per token, part by part (the cluster head's rows and the FFN's neurons as read).
@@ -128,6 +176,12 @@ int cmd_bench(const Args& args) {
   const double gen_evals_per_tok = info.n_layer ? static_cast<double>(fs.evals) / info.n_layer : 0.0;
   const double ffn_bpt = gen_evals_per_tok > 0 ? static_cast<double>(fs.weight_bytes) / gen_evals_per_tok : 0.0;
   const double pred_bpt = gen_evals_per_tok > 0 ? static_cast<double>(fs.predictor_bytes) / gen_evals_per_tok : 0.0;
+
+  const double n_gen_d = n_gen ? static_cast<double>(n_gen) : 1.0;
+  DeepEmbedCompare dec;
+  // (not under a budget: the tables in place would not fit it)
+  if (des.slots && !plan.is_object() && args.integer("de-rounds") > 0)
+    dec = deep_embed_compare(args, model.get(), ctx.get(), prompt, n_gen, logits);
 
   // Side by side: the dense channel-mix against forced random active sets (the predictor still runs).
   struct Compare {
@@ -220,6 +274,13 @@ int cmd_bench(const Args& args) {
       j["plan_prediction"] = {{"reads_per_token", plan.value("reads_per_token", 0.0)},
                               {"bytes_per_token", plan.value("streamed_bytes_per_token", 0.0)},
                               {"io_ms_per_token", plan.value("io_ms_per_token", 0.0)}};
+    {
+      const nlohmann::json d = deep_embed_json(des, n_gen_d);
+      for (auto it = d.begin(); it != d.end(); ++it) j[it.key()] = it.value();
+    }
+    if (!dec.cached.empty())
+      j["de_compare"] = {{"cached_gen_tok_per_s", dec.cached}, {"resident_gen_tok_per_s", dec.resident},
+                         {"speed_ratio_median", median(dec.resident) > 0 ? median(dec.cached) / median(dec.resident) : 0.0}};
     if (show_ffn) {
       const nlohmann::json f = ffn_json(fs, info);
       for (auto it = f.begin(); it != f.end(); ++it) j[it.key()] = it.value();
@@ -271,6 +332,11 @@ int cmd_bench(const Args& args) {
       std::printf("%-30s %12.1f reads, %s, %.3f ms device time\n", "predicted by the plan", plan.value("reads_per_token", 0.0),
                   format_bytes(plan.value("streamed_bytes_per_token", uint64_t{0})).c_str(), plan.value("io_ms_per_token", 0.0));
   }
+  print_deep_embed(des, n_gen_d);
+  if (!dec.cached.empty())
+    std::printf("%-30s %12s  tables on storage %s tok/s, resident %s tok/s (%zu alternating rounds): %.3f of the speed\n",
+                "DeepEmbed tables", "", range_text(dec.cached).c_str(), range_text(dec.resident).c_str(), dec.cached.size(),
+                median(dec.resident) > 0 ? median(dec.cached) / median(dec.resident) : 0.0);
   std::printf("%-30s %12.2f GB/s\n", "achieved (generation)", achieved / 1e9);
   if (measure) {
     std::printf("%-30s %12.2f GB/s  (%d thread%s, %s buffer, best of 2)\n", "measured read bandwidth",

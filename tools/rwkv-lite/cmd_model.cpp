@@ -69,7 +69,11 @@ int cmd_synth(const Args& args) {
   check(rwkvl_check_output_path(out.c_str()), "--out");
   const char* dtype = rwkvl_dtype_name(dtype_flag(args, "dtype"));
   rwkvl_synth_params p{};
-  p.arch_major = static_cast<int>(args.integer("arch"));
+  const std::string arch = args.str("arch");
+  rwkvl_synth_extras x = rwkvl_synth_default_extras();
+  if (args.given("de-rank") && arch != "7a") args.fail("--de-rank needs --arch 7a");
+  if (arch == "7a") x.de_rank = static_cast<int>(args.integer("de-rank"));
+  p.arch_major = arch[0] - '0';
   p.n_layer = static_cast<int>(args.integer("layers"));
   p.n_embd = static_cast<int>(args.integer("embd"));
   p.n_vocab = static_cast<int>(args.integer("vocab"));
@@ -77,8 +81,8 @@ int cmd_synth(const Args& args) {
   p.head_size = static_cast<int>(args.integer("head-size"));
   p.dtype = dtype;
   p.seed = static_cast<uint64_t>(args.integer("seed"));
-  check(rwkvl_synth(&p, out.c_str()));
-  std::fprintf(stderr, "wrote %s: RWKV-%d, %d layers, embd %d, vocab %d, %s\n", out.c_str(), p.arch_major, p.n_layer,
+  check(rwkvl_synth_with(&p, &x, out.c_str()));
+  std::fprintf(stderr, "wrote %s: RWKV-%s, %d layers, embd %d, vocab %d, %s\n", out.c_str(), arch.c_str(), p.n_layer,
                p.n_embd, p.n_vocab, dtype);
   return 0;
 }

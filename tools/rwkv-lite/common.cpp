@@ -147,6 +147,7 @@ Settings settings(const Args& args, const rwkvl_model* model) {
     }
   }
   if (args.accepts("emb-cache")) s.mem.emb_cache_rows = args.integer("emb-cache");
+  if (args.accepts("de-cache")) s.de_cache_rows = args.integer("de-cache");
   if (args.accepts("mem-budget") && args.given("mem-budget"))
     s.mem.budget_bytes = parse_bytes(args, "mem-budget", model_info(model).n_params * 2);
   if (args.accepts("print-plan") && args.on("print-plan") && !s.mem.budget_bytes) args.fail("--print-plan needs --mem-budget BYTES");
@@ -191,6 +192,7 @@ void apply(const Settings& s, rwkvl_context* ctx) {
   x.compute_ms = s.compute_ms;
   x.head_fidelity = s.head_fidelity.empty() ? nullptr : s.head_fidelity.c_str();
   x.baseline_bytes = s.baseline_bytes;
+  x.de_cache_rows = s.de_cache_rows;
   check(rwkvl_context_configure_with(ctx, &p, &x));
 }
 
@@ -253,6 +255,39 @@ nlohmann::json head_json(const rwkvl_head_stats& s) {
     j["head_compared"] = s.compared;
   }
   return j;
+}
+
+rwkvl_deep_embed_stats deep_embed_stats(rwkvl_context* ctx) {
+  rwkvl_deep_embed_stats s{};
+  check(rwkvl_context_deep_embed_stats(ctx, &s));
+  return s;
+}
+
+nlohmann::json deep_embed_json(const rwkvl_deep_embed_stats& s, double tokens) {
+  nlohmann::json j = nlohmann::json::object();
+  if (!s.slots) return j;
+  const double tk = tokens > 0 ? tokens : 1.0;
+  j["de_cache_tokens"] = s.slots;
+  j["de_cache_pinned"] = s.pinned;
+  j["de_cache_bytes"] = s.cache_bytes;
+  j["de_table_bytes"] = s.table_bytes;
+  j["de_row_bytes"] = s.row_bytes;
+  j["de_lookups"] = s.lookups;
+  j["de_hit_rate"] = s.lookups ? static_cast<double>(s.hits) / static_cast<double>(s.lookups) : 0.0;
+  j["de_rows_read_per_token"] = static_cast<double>(s.rows_read) / tk;
+  j["de_bytes_read_per_token"] = static_cast<double>(s.bytes_read) / tk;
+  j["de_rereads"] = s.rereads;
+  return j;
+}
+
+void print_deep_embed(const rwkvl_deep_embed_stats& s, double tokens) {
+  if (!s.slots) return;
+  const double tk = tokens > 0 ? tokens : 1.0;
+  std::printf("%-30s %12s  (%lld tokens, %lld pinned; tables %s in the file), hit rate %.4f, %.1f rows = %s read per token\n",
+              "DeepEmbed cache", format_bytes(s.cache_bytes).c_str(), static_cast<long long>(s.slots),
+              static_cast<long long>(s.pinned), format_bytes(s.table_bytes).c_str(),
+              s.lookups ? static_cast<double>(s.hits) / static_cast<double>(s.lookups) : 0.0,
+              static_cast<double>(s.rows_read) / tk, format_bytes(static_cast<uint64_t>(static_cast<double>(s.bytes_read) / tk)).c_str());
 }
 
 nlohmann::json memory_json(const rwkvl_memory_stats& s, const rwkvl_memory_params& p) {

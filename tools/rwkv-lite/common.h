@@ -79,6 +79,7 @@ struct Settings {
   double latency_target_ms = 0, compute_ms = 0;  // --latency-target / --compute-ms
   std::string head_fidelity;                      // --fidelity
   uint64_t baseline_bytes = 0;                    // --mem-baseline
+  int64_t de_cache_rows = -1;                     // --de-cache
 };
 Settings settings(const Args& args, const rwkvl_model* model);
 // --print-plan: the context's memory plan to stderr (after apply()).
@@ -94,6 +95,11 @@ rwkvl_memory_stats memory_stats(rwkvl_context* ctx);
 // emb_cache_rows, emb_cache_hit_rate, emb_bytes_read_per_token, io_* when a cache or throttle is on.
 nlohmann::json head_json(const rwkvl_head_stats& s);
 nlohmann::json memory_json(const rwkvl_memory_stats& s, const rwkvl_memory_params& p);
+// RWKV-7a's DeepEmbed row cache: its statistics, as JSON fields (none without a cache) and as one line to stdout
+// (nothing without a cache); tokens: the tokens run since the statistics were reset (for bytes per token).
+rwkvl_deep_embed_stats deep_embed_stats(rwkvl_context* ctx);
+nlohmann::json deep_embed_json(const rwkvl_deep_embed_stats& s, double tokens);
+void print_deep_embed(const rwkvl_deep_embed_stats& s, double tokens);
 rwkvl_ffn_stats ffn_stats(rwkvl_context* ctx);
 // The report keys of the sparse channel-mix (eval --json, bench --json): ffn_mode, ffn_active_frac,
 // ffn_bytes_per_token, ffn_predictor_bytes_per_token, ffn_recall (when verified), cache figures.
