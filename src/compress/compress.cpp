@@ -63,6 +63,12 @@ uint64_t stored_bytes(DType d, int64_t rows, int64_t cols, bool f16_scales) {
   return n / tr.block_elems * tr.block_bytes + scales;
 }
 
+// v7a: the DeepEmbed token tables (and their merge matrices), which the quantisation pass converts with the
+// projections: they are most of a 7a file's bytes, read a row per token (int8 / int4 rows with their scales).
+bool is_deep_embed_table(const std::string& name) {
+  return name.starts_with("blocks.") && (name.ends_with(".ffn.s_emb.weight") || name.ends_with(".ffn.s_emb_x.weight"));
+}
+
 // The block projections the quantisation pass converts: "<blocks.N.att|ffn>.<name>.weight" and the
 // factors; not the small v6/v7 LoRA / mixing matrices, which stay as they are.
 bool is_block_projection(const std::string& name) {
@@ -161,7 +167,7 @@ class Runner {
     return stored_bytes(fa, r, cols, true) + stored_bytes(fb, rows, r, true) + (diag ? 4 * static_cast<uint64_t>(rows) : 0);
   }
   bool quantises(const std::string& name) const {
-    return is_block_projection(name) || (opts_.quant_emb && name == "emb.weight") ||
+    return is_block_projection(name) || is_deep_embed_table(name) || (opts_.quant_emb && name == "emb.weight") ||
            (opts_.quant_head && name == "head.weight");
   }
 
@@ -581,7 +587,7 @@ class Runner {
     for (const std::string& name : names) {
       const Tensor t = tm_.at(name);
       if (t.shape.size() != 2 || name.ends_with(".scale") || name.ends_with(".lr_d")) continue;
-      const bool proj = is_block_projection(name);
+      const bool proj = is_block_projection(name) || is_deep_embed_table(name);
       const bool emb = name == "emb.weight", head = name == "head.weight";
       DType want;
       bool f16_scales = true;

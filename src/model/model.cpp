@@ -606,8 +606,6 @@ void bind_v7(Binder& bd, const ModelConfig& c, const std::string& p, int l, Laye
     L.de_s1 = mat(p + "ffn.s1", R, C);
     L.de_s2 = mat(p + "ffn.s2", F, R);
     L.de_s0 = vec(p + "ffn.s0", F);
-    if (L.sffn.present())
-      RWKVL_FAIL(kUnsupported, "layer %d: a neuron-bundled channel-mix with DeepEmbed tables is not supported yet", l);
   }
 }
 

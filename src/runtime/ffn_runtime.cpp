@@ -165,14 +165,27 @@ void FfnRuntime::reset_stats() {
 void FfnRuntime::forward(ForwardEnv& env, const LayerWeights& L, const float* xk, float* out, size_t T,
                          const SideProjection& side, const float* gate) {
   if (side.m && L.sffn.present()) ops::project(env, *side.m, side.X, side.Y, T);
-  RWKVL_CHECK(!gate || !L.sffn.present());  // refused when the model is bound
   const auto t0 = Clock::now();
   if (!L.sffn.present()) {
     forward_dense_matrix(env, L, xk, out, T, side, gate);
   } else {
     const size_t C = static_cast<size_t>(L.sffn.layout.cols);
+    // v7a's DeepEmbed gate scales each neuron's relu(k)^2 between its key and its value: the chunk path, which
+    // computes the keys before it reads the value rows, takes it (single tokens too: a chunk of one).
     if (T > 1 && !opt_.verify && opt_.chunk_union) {
-      forward_chunk_fused(L, xk, out, T);
+      forward_chunk_fused(L, xk, out, T, gate);
+      stats_.seconds += since(t0);
+      return;
+    }
+    if (gate) {  // token by token through the chunk path, with the recall of each token's predicted set
+      const size_t F = static_cast<size_t>(L.sffn.n);
+      for (size_t t = 0; t < T; ++t) {
+        forward_chunk_fused(L, xk + t * C, out + t * C, 1, gate + t * F);
+        if (mode_ != FfnMode::kPredict || !opt_.verify) continue;
+        chosen_.resize(F);
+        for (size_t j = 0; j < F; ++j) chosen_[j] = cmask_[j] != 0.f;
+        verify_count(L.sffn, xk + t * C);
+      }
       stats_.seconds += since(t0);
       return;
     }
@@ -411,7 +424,7 @@ uint64_t FfnRuntime::chunk_select(const SparseFfn& S, const float* xk, size_t T)
 // multiplied with the T inputs at once (the matmul kernels); then, in one parallel region with the tokens split,
 // a = relu(k)^2 where the token uses the neuron, else 0, and each value row of a neuron some token activates added,
 // scaled by a, to the outputs of the tokens with a != 0 (kern::ffn_values). Each weight row is read once per chunk.
-void FfnRuntime::forward_chunk_fused(const LayerWeights& L, const float* xk, float* out, size_t T) {
+void FfnRuntime::forward_chunk_fused(const LayerWeights& L, const float* xk, float* out, size_t T, const float* gate) {
   const SparseFfn& S = L.sffn;
   const int64_t kChunkBlock = ffn_chunk_block_rows(S);
   const int64_t F = S.n, C = S.layout.cols;
@@ -430,6 +443,11 @@ void FfnRuntime::forward_chunk_fused(const LayerWeights& L, const float* xk, flo
     for (size_t t = 0; t < T; ++t)
       for (size_t i = 0; i < Uz; ++i) cmasku_[t * Uz + i] = cmask_[t * Fz + static_cast<size_t>(cunion_[i])];
     masku = cmasku_.data();
+  }
+  if (gate) {  // bundled neuron j is neuron perm[j] of the layer
+    cgateu_.resize(T * Uz);
+    for (size_t t = 0; t < T; ++t)
+      for (size_t i = 0; i < Uz; ++i) cgateu_[t * Uz + i] = gate[t * Fz + static_cast<size_t>(S.perm[cunion_[i]])];
   }
 
   // (2) the union, block by block
@@ -496,8 +514,12 @@ void FfnRuntime::forward_chunk_fused(const LayerWeights& L, const float* xk, flo
           const float r = k[i] > 0.f ? k[i] : 0.f;
           const float a = r * r * mask[i];
           k[i] = a;
-          on += a > 0.f;
-          any[i] |= static_cast<uint8_t>(a > 0.f);
+          on += a != 0.f;
+          any[i] |= static_cast<uint8_t>(a != 0.f);
+        }
+        if (gate) {  // after the count: a gated neuron may be negative, never zero where the neuron fired
+          const float* __restrict g = cgateu_.data() + t * Uz + static_cast<size_t>(b0);
+          for (size_t i = 0; i < m; ++i) k[i] *= g[i];
         }
         pairs += static_cast<uint64_t>(on);
       }

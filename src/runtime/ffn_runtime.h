@@ -93,7 +93,8 @@ class FfnRuntime {
                             const SideProjection& side, const float* gate);
   void forward_token(const LayerWeights& L, const float* x, float* out);        // with a neuron cache
   void forward_token_fused(const LayerWeights& L, const float* x, float* out);  // weights in place
-  void forward_chunk_fused(const LayerWeights& L, const float* xk, float* out, size_t T);  // chunk_union
+  // chunk_union; gate (T x F in the original neuron order, v7a; null = none) multiplies each token's relu(k)^2
+  void forward_chunk_fused(const LayerWeights& L, const float* xk, float* out, size_t T, const float* gate = nullptr);
   uint64_t chunk_select(const SparseFfn& S, const float* xk, size_t T);                    // its neurons per token
   template <class Mark>
   void chunk_bits(const SparseFfn& S, const float* xk, size_t T, const Mark& mark);  // chunk_select's 1-bit copy
@@ -122,7 +123,7 @@ class FfnRuntime {
   std::vector<float> kout_, partial_, hid_, z_, score_, table_, kbuf_;
   // chunk_union scratch: per (token, neuron) use; the union; a block of gathered key rows (64-byte aligned), its
   // products, activations and transposed value rows; the block's output
-  std::vector<float> cmask_, cumask_, cmasku_;
+  std::vector<float> cmask_, cumask_, cmasku_, cgateu_;  // cgateu_: the DeepEmbed gate in union order
   std::vector<uint8_t> cany_;  // per thread and neuron of a block: some token of the thread activates it
   std::vector<int32_t> cunion_;
   std::vector<uint64_t> tpairs_;  // per thread: (token, neuron) pairs with a != 0 (forward_chunk_fused)

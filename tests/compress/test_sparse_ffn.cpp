@@ -103,9 +103,11 @@ bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
+// arch 71: RWKV-7a (7 with DeepEmbed tables of rank 4, whose gate scales each neuron between its key and value)
 ModelConfig synth_cfg(int arch) {
   ModelConfig c;
-  c.arch_major = arch;
+  c.arch_major = arch == 71 ? 7 : arch;
+  c.de_rank = arch == 71 ? 4 : 0;
   c.n_layer = 2;
   c.n_embd = 64;
   c.n_vocab = 256;
@@ -455,7 +457,7 @@ TEST_P(SparseFfnArch, ExactModeReadsValueRowsOfActiveNeuronsOnly) {
     ctx.set_observer([&](const Matrix& mat, const float* X, size_t T) {
       for (int l = 0; l < m->config().n_layer; ++l)
         if (&mat == &m->layer(l).ffn_v)
-          for (size_t i = 0; i < T * static_cast<size_t>(mat.cols); ++i) active += X[i] > 0.f;
+          for (size_t i = 0; i < T * static_cast<size_t>(mat.cols); ++i) active += X[i] != 0.f;  // 7a: gated
     });
     State st;
     st.reset(m->config());
@@ -472,8 +474,10 @@ TEST_P(SparseFfnArch, ExactModeReadsValueRowsOfActiveNeuronsOnly) {
   EXPECT_EQ(ctx.ffn().mode(), FfnMode::kDense);
 }
 
-INSTANTIATE_TEST_SUITE_P(Arch, SparseFfnArch, ::testing::Values(4, 5, 6, 7),
-                         [](const auto& param_info) { return std::to_string(param_info.param).insert(0, 1, 'v'); });
+INSTANTIATE_TEST_SUITE_P(Arch, SparseFfnArch, ::testing::Values(4, 5, 6, 7, 71),
+                         [](const auto& param_info) {
+                           return param_info.param == 71 ? std::string("v7a") : std::to_string(param_info.param).insert(0, 1, 'v');
+                         });
 
 // i8 / q4 bundles: exact mode equals dense mode on the same (quantised) bundle.
 TEST(SparseFfnQuantised, ExactEqualsDenseOnTheSameBundle) {

@@ -319,7 +319,8 @@ const std::vector<FlagSpec> kFlags = {
     {"calib-tokens", nullptr, K::kInt, "compress", "16384", "N", "use the first N tokens of the calibration text", 1,
      kBig},
     {"quant", nullptr, K::kChoice, "compress", nullptr, "TYPE",
-     "quantise every block projection (and the factors): int8 (per-row f16 scale) or int4 (groups of 32)", 0, 0,
+     "quantise every block projection (and the factors; RWKV-7a: the DeepEmbed tables): int8 (per-row f16 scale) or "
+     "int4 (groups of 32)", 0, 0,
      false, "int8|int4"},
     {"quant-emb", nullptr, K::kSwitch, "compress", nullptr, "", "also quantise the embedding (with --quant)"},
     {"quant-head", nullptr, K::kSwitch, "compress", nullptr, "", "also quantise the head (with --quant)"},
