@@ -1142,16 +1142,24 @@ rwkvl_status rwkvl_compress_with_prune(const rwkvl_model* model, const rwkvl_com
                  calibration loss when it alone is read at int4) in the pass record; HIGH names the head's own
                  dtype after the other passes (int8 with quant_head and RWKVL_QUANT_INT8, else f16, bf16 or f32).
                  Under a memory budget the session's planner then chooses a fidelity per cluster
-                 (rwkvl_session_params: latency_target_ms, fidelity). */
+                 (rwkvl_session_params: latency_target_ms, fidelity).
+     deep_embed  (API 1.12) RWKV-7a, before every other pass: merge each layer's s_emb_x ln0(emb) into its DeepEmbed
+                 table (the reference code's merge at load, done once: no per-token product, the s_emb_x matrices
+                 dropped) and, with calibration text, record the de_hot most frequent calibration tokens, whose rows
+                 the runtime's DeepEmbed cache pins. The report's JSON has "deep_embed" (its pass record).
+     de_hot      with deep_embed: hot tokens recorded at most (default 1024; 0 = none). */
 typedef struct rwkvl_compress_extras {
   size_t struct_size;
   const rwkvl_prune_recipe* prune;
   const char* fidelities;
+  int deep_embed;
+  int64_t de_hot;
 } rwkvl_compress_extras;
 rwkvl_compress_extras rwkvl_compress_default_extras(void);
 /* rwkvl_compress_with_prune with the extras (NULL: none). Errors: those of rwkvl_compress_with_prune, and
-   INVALID_ARGUMENT for fidelities that are not "HIGH,int4", fidelities without a cluster head, or a HIGH that
-   is not the head's dtype (before any work, no output). */
+   INVALID_ARGUMENT for fidelities that are not "HIGH,int4", fidelities without a cluster head, a HIGH that
+   is not the head's dtype, deep_embed on a model without DeepEmbed tables, a negative de_hot (before any work, no
+   output). */
 rwkvl_status rwkvl_compress_with(const rwkvl_model* model, const rwkvl_compress_recipe* recipe,
                                  const rwkvl_compress_extras* extras, const rwkvl_calibration* calib,
                                  const char* out_path, const rwkvl_compress_options* options,

@@ -306,6 +306,7 @@ rwkvl_status rwkvl_compress_with_prune(const rwkvl_model* model, const rwkvl_com
 rwkvl_compress_extras rwkvl_compress_default_extras(void) {
   rwkvl_compress_extras x{};
   x.struct_size = sizeof(rwkvl_compress_extras);
+  x.de_hot = 1024;
   return x;
 }
 
@@ -348,6 +349,8 @@ rwkvl_status rwkvl_compress_with(const rwkvl_model* model, const rwkvl_compress_
     cz::Recipe r = to_recipe(recipe ? *recipe : rwkvl_compress_default_recipe());
     if (x.prune) apply_prune(*x.prune, r);
     apply_fidelities(x.fidelities, r);
+    r.deep_embed.enabled = x.deep_embed != 0;
+    r.deep_embed.hot = x.de_hot;
     if (options) r.mem_budget = options->mem_budget;
     const cz::CalibrationData cd = to_calibration(model, m, calib);
     cz::ProgressFn fn;

@@ -116,8 +116,8 @@ bool lowrank_quant_work(const Recipe& r) {
          !r.dtype.empty();
 }
 bool runs_lowrank_quant(const Recipe& r) {
-  return lowrank_quant_work(r) ||
-         (!r.sparse_ffn.enabled && !r.cluster_head.enabled && r.prune.method == PruneMethod::kNone);
+  return lowrank_quant_work(r) || (!r.sparse_ffn.enabled && !r.cluster_head.enabled &&
+                                   r.prune.method == PruneMethod::kNone && !r.deep_embed.enabled);
 }
 
 PruneOptions prune_options(const Recipe& r, const CalibrationData& calib, int n_threads) {
@@ -248,6 +248,10 @@ void validate(const Model& in, const Recipe& r, const CalibrationData& calib) {
       static_cast<int>(r.cluster_head.prior) > static_cast<int>(HeadPrior::kUniform) ||
       static_cast<int>(r.cluster_head.source) > static_cast<int>(ClusterSource::kEmbedding))
     RWKVL_FAIL(kInvalidArgument, "unknown low-rank method, quantisation, head prior or cluster source value");
+  if (r.deep_embed.enabled && in.config().de_rank <= 0)
+    RWKVL_FAIL(kInvalidArgument, "--deep-embed needs an RWKV-7a model (DeepEmbed tables); this one is %s",
+               in.config().arch_name().c_str());
+  if (r.deep_embed.hot < 0) RWKVL_FAIL(kInvalidArgument, "--de-hot must be >= 0");
   // (when stage 1 runs, it names these itself)
   if (!lowrank && !runs_lowrank_quant(r) && (lr.rank > 0 || lr.rank_frac > 0 || lr.budget > 0 || lr.diag))
     RWKVL_FAIL(kInvalidArgument, "--rank, --rank-frac, --budget and --diag need --lowrank svd|asvd");
@@ -259,9 +263,10 @@ void validate(const Model& in, const Recipe& r, const CalibrationData& calib) {
   if (!(lr.rank_frac >= 0) || lr.rank < 0 || !(lr.damp >= 0))
     RWKVL_FAIL(kInvalidArgument, "the rank, rank fraction and damping must be >= 0");
   const bool prunes = r.prune.method != PruneMethod::kNone;
-  if (!calib.tokens.empty() && !lowrank && !r.sparse_ffn.enabled && !r.cluster_head.enabled && !prunes)
-    RWKVL_FAIL(kInvalidArgument,
-               "calibration text is used by pruning, low-rank (svd, asvd), the sparse FFN and the cluster head only");
+  if (!calib.tokens.empty() && !lowrank && !r.sparse_ffn.enabled && !r.cluster_head.enabled && !prunes &&
+      !r.deep_embed.enabled)
+    RWKVL_FAIL(kInvalidArgument, "calibration text is used by pruning, low-rank (svd, asvd), the sparse FFN, the cluster "
+                                 "head and the DeepEmbed pass only");
   if (prunes) {
     validate_prune(in, prune_options(r, calib, 1));
     const std::vector<MatRole> pt = r.prune.targets.empty() ? architecture_targets(in.config()) : r.prune.targets;
@@ -360,7 +365,7 @@ nlohmann::json recipe_json(const Recipe& r) {
   nlohmann::json ptargets = nlohmann::json::array();
   for (MatRole t : r.prune.targets) ptargets.push_back(mat_role_name(t));
   const PruneSpec& p = r.prune;
-  return {{"prune", {{"method", prune_method_name(p.method)}, {"sparsity", exact(p.sparsity)}, {"pattern", p.pattern.str()},
+  nlohmann::json j = {{"prune", {{"method", prune_method_name(p.method)}, {"sparsity", exact(p.sparsity)}, {"pattern", p.pattern.str()},
                      {"targets", ptargets}, {"store", prune_store_name(p.store)}, {"cycles", p.dsnot.max_cycles},
                      {"threshold", exact(p.dsnot.threshold)}, {"var_power", exact(p.dsnot.var_power)},
                      {"same_sign", p.dsnot.same_sign}}},
@@ -378,6 +383,8 @@ nlohmann::json recipe_json(const Recipe& r) {
                             {"prior_smoothing", exact(c.prior_smoothing)}, {"source", cluster_source_name(c.source)},
                             {"seed", c.seed}, {"low_fidelity", quant_name(c.low_fidelity)},
                             {"high_fidelity", c.high_fidelity ? dtype_name(*c.high_fidelity) : ""}}}};
+  if (r.deep_embed.enabled) j["deep_embed"] = {{"hot", r.deep_embed.hot}};  // (absent otherwise: older keys stay)
+  return j;
 }
 
 // The input model, recognised by its content: the file's length and 64 samples of 64 KiB spread over it (the
@@ -460,14 +467,28 @@ std::shared_ptr<Model> run_passes(const std::shared_ptr<const Model>& in, const 
     if (from != Stage::kLowRankQuant) out = rebuild(*rp, *in);
     rep.resumed_from = std::string(stage_name(from)) + (rp->unit > 0 ? ", " + std::to_string(rp->unit) + " layers done" : "");
   }
-  // Pruning comes first and is part of stage 1 for the journal: a resumed stage 1 prunes again (the same bytes).
+  // The DeepEmbed merge and pruning come first and are part of stage 1 for the journal: a resumed stage 1 does them
+  // again (the same bytes).
   std::shared_ptr<const Model> stage1_in = in;
+  if (r.deep_embed.enabled && from == Stage::kLowRankQuant) {
+    DeepEmbedOptions d;
+    d.calib = calib.tokens;
+    d.calib_name = calib.name;
+    d.calib_hash = calib.hash;
+    d.hot = r.deep_embed.hot;
+    d.n_threads = n_threads;
+    d.progress = [&tell](int done, int total) { tell("deep-embed", done, total); };
+    out = deep_embed(in, d, &rep.deep_embed);
+    stage1_in = out;
+    rep.ran_deep_embed = true;
+    rep.weight_bytes_after = out->weight_bytes();
+  }
   if (r.prune.method != PruneMethod::kNone && from == Stage::kLowRankQuant) {
     const auto t = std::chrono::steady_clock::now();
     PruneOptions po = prune_options(r, calib, n_threads);
     tell("prune", 0, in->config().n_layer);
     po.progress = [&tell](int done, int total) { tell("prune", done, total); };
-    out = prune(in, po, &rep.prune);
+    out = prune(stage1_in, po, &rep.prune);
     stage1_in = out;
     rep.ran_prune = true;
     rep.weight_bytes_after = out->weight_bytes();
@@ -483,7 +504,7 @@ std::shared_ptr<Model> run_passes(const std::shared_ptr<const Model>& in, const 
     o.mem = mem;
     out = run(stage1_in, o, &rep.lowrank_quant);
     rep.ran_lowrank_quant = true;
-    rep.weight_bytes_before = rep.ran_prune ? in->weight_bytes() : rep.lowrank_quant.bytes_before;
+    rep.weight_bytes_before = rep.ran_prune || rep.ran_deep_embed ? in->weight_bytes() : rep.lowrank_quant.bytes_before;
     rep.weight_bytes_after = rep.lowrank_quant.bytes_after;
     rep.seconds_lowrank_quant = seconds_since(t);
     rep.peak_rss_lowrank_quant = peak_rss_bytes();
@@ -597,6 +618,10 @@ nlohmann::json PipelineReport::to_json() const {
                   {"bytes_before", prune.bytes_before}, {"bytes_after", prune.bytes_after}};
   }
   nlohmann::json stages = {{"prune", seconds_prune}, {"lowrank_quant", seconds_lowrank_quant}, {"save", seconds_save}, {"total", seconds_total}};
+  if (ran_deep_embed) {
+    j["deep_embed"] = deep_embed.pass["deep_embed"];
+    stages["deep_embed"] = deep_embed.seconds;
+  }
   if (!journal.empty()) stages["journal"] = seconds_journal;
   if (ran_cluster_head) {
     j["cluster_head"] = cluster_head.pass["cluster_head"];

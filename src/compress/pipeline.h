@@ -1,7 +1,7 @@
 // Compression as one library call: a typed recipe -> the passes in their fixed order -> a native file and a
 // typed report (rwkvl_compress in the C API, `rwkv-lite compress` on the command line).
 //
-// The order never changes: (0) pruning (prune.h), (1) low-rank factorisation of the target projections and quantisation / type
+// The order never changes: (RWKV-7a) the DeepEmbed tables merged (deep_embed.h), (0) pruning (prune.h), (1) low-rank factorisation of the target projections and quantisation / type
 // conversion of the rest (compress.h), (2) the neuron-bundled sparse channel-mix with its activation
 // predictors (sparse_ffn.h), (3) the cluster head (cluster_head.h); then the file is written. Every pass
 // that calibrates reads the same calibration tokens through the one calibration driver (calibrate.h).
@@ -20,6 +20,7 @@
 
 #include "compress/cluster_head.h"
 #include "compress/compress.h"
+#include "compress/deep_embed.h"
 #include "compress/prune.h"
 #include "compress/sparse_ffn.h"
 #include "model/model.h"
@@ -54,6 +55,12 @@ std::vector<MatRole> architecture_targets(const ModelConfig& cfg);
 
 struct Recipe {
   PruneSpec prune;  // pruning (stage 0): method, sparsity or N:M pattern, targets, DSnoT settings, storage
+  // RWKV-7a (first of all, deep_embed.h): merge s_emb_x into the DeepEmbed tables and, with calibration, record the
+  // hot tokens
+  struct DeepEmbed {
+    bool enabled = false;
+    int64_t hot = 1024;
+  } deep_embed;
 
   struct LowRank {
     LowRankMethod method = LowRankMethod::kNone;
@@ -123,6 +130,8 @@ CalibrationData calibration_from_tokens(std::vector<int32_t> tokens, std::string
 using ProgressFn = std::function<void(const char* stage, int64_t done, int64_t total)>;
 
 struct PipelineReport {
+  DeepEmbedReport deep_embed;  // RWKV-7a, before stage 0
+  bool ran_deep_embed = false;
   PruneReport prune;  // stage 0
   bool ran_prune = false;
   double seconds_prune = 0;

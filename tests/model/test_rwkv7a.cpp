@@ -12,9 +12,12 @@
 #include <string>
 #include <vector>
 
+#include "compress/deep_embed.h"
+#include "compress/pipeline.h"
 #include "core/error.h"
 #include "format/format.h"
 #include "model/model.h"
+#include "runtime/deep_embed_cache.h"
 #include "runtime/session.h"
 #include "test_util.h"
 
@@ -362,6 +365,71 @@ TEST(Rwkv7a, SynthNativeRoundTripAndInt8Tables) {
   for (size_t i = 0; i < lq.size(); ++i) dq = std::max(dq, static_cast<double>(std::fabs(lq[i] - want[i])));
   EXPECT_LT(dq, 0.05 * std::max(1.0, scale));  // int8 everywhere: close, not equal
   EXPECT_GT(dq, 0.0);
+}
+
+// The conversion pass merges s_emb_x into the tables (the same logits as the file that keeps it, no s_emb_x left),
+// records the calibration's most frequent tokens, and the runtime pins their rows.
+TEST(Rwkv7a, DeepEmbedPassMergesTablesAndRecordsHotTokens) {
+  const Fixture7a fx = make_7a(41);
+  const auto a = Model::load(write_official(fx.tensors, "rwkv7a-pass.pth"), {});
+  compress::DeepEmbedOptions o;
+  o.calib = {9, 5, 5, 7, 5, 7, 42};  // 5 x3, 7 x2, then 9 and 42 once (lower id first)
+  o.hot = 3;
+  o.n_threads = 2;
+  compress::DeepEmbedReport rep;
+  const std::shared_ptr<Model> b = compress::deep_embed(a, o, &rep);
+  EXPECT_EQ(rep.layers_merged, fx.L);
+  for (int l = 0; l < fx.L; ++l) {
+    EXPECT_TRUE(b->layer(l).de_emb_x.empty());
+    EXPECT_EQ(b->tensors().count("blocks." + std::to_string(l) + ".ffn.s_emb_x.weight"), 0u);
+  }
+  EXPECT_EQ(rep.pass["deep_embed"]["hot_tokens"], nlohmann::json({5, 7, 9}));
+  EXPECT_DOUBLE_EQ(rep.hot_share, 6.0 / 7.0);
+  std::vector<int32_t> toks(40);
+  for (size_t i = 0; i < toks.size(); ++i) toks[i] = static_cast<int32_t>((i * 53 + 2) % static_cast<size_t>(fx.V));
+  const std::vector<float> la = run(a, toks, 8, 2), lb = run(b, toks, 8, 2);
+  double d = 0, scale = 0;
+  for (size_t i = 0; i < la.size(); ++i) {
+    d = std::max(d, static_cast<double>(std::fabs(la[i] - lb[i])));
+    scale = std::max(scale, static_cast<double>(std::fabs(la[i])));
+  }
+  EXPECT_LE(d, 1e-5 * std::max(1.0, scale));
+  EXPECT_GT(d, 0.0);  // merged: rounded once into the table, not bit for bit the per-token sum
+  // Saved natively, the hot tokens travel with the file and the cache pins them (at most half its slots).
+  const std::string path = test::temp_dir() + "/rwkv7a-pass.rwkvl";
+  b->save_native(path, WeightDType::kKeep);
+  const auto c = Model::load(path, {});
+  SessionParams sp;
+  sp.memory.de_rows = 8;
+  EXPECT_EQ(Session(c, sp).deep_embed_cache()->pinned(), 3);
+  sp.memory.de_rows = 4;
+  EXPECT_EQ(Session(c, sp).deep_embed_cache()->pinned(), 2);
+  // Merged already: nothing to merge again. A plain v7 model and a quantised table with s_emb_x are refused.
+  EXPECT_EQ([&] { compress::DeepEmbedReport r2; compress::deep_embed(c, {}, &r2); return r2.layers_merged; }(), 0);
+  const auto v7 = synth_model(ModelConfig{.arch_major = 7, .n_layer = 1, .n_embd = 64, .n_vocab = 50, .head_size = 32}, "f32", 1);
+  EXPECT_THROW(compress::deep_embed(v7, {}, nullptr), Error);
+  Model::LoadOptions q;
+  q.weight_dtype = WeightDType::kI8;
+  EXPECT_THROW(compress::deep_embed(Model::load(write_official(fx.tensors, "rwkv7a-q.pth"), q), {}, nullptr), Error);
+}
+
+// The pipeline runs the merge first, then quantises the merged tables (int8 with per-row scales).
+TEST(Rwkv7a, CompressPipelineMergesThenQuantises) {
+  const Fixture7a fx = make_7a(43);
+  const auto a = Model::load(write_official(fx.tensors, "rwkv7a-pipe.pth"), {});
+  compress::Recipe r;
+  r.deep_embed.enabled = true;
+  r.quant.type = compress::Quant::kInt8;
+  compress::PipelineReport rep;
+  const auto b = compress::compress_model(a, r, compress::calibration_from_tokens({1, 2, 2}, "t"), nullptr, &rep);
+  EXPECT_TRUE(rep.ran_deep_embed);
+  EXPECT_EQ(b->layer(0).de_emb.ref.dtype, DType::kI8);
+  EXPECT_TRUE(b->layer(1).de_emb_x.empty());
+  EXPECT_EQ(rep.to_json()["deep_embed"]["hot_tokens"], nlohmann::json({2, 1}));
+  compress::Recipe plain;
+  plain.deep_embed.enabled = true;
+  const auto v7 = synth_model(ModelConfig{.arch_major = 7, .n_layer = 1, .n_embd = 64, .n_vocab = 50, .head_size = 32}, "f32", 1);
+  EXPECT_THROW(compress::compress_model(v7, plain, compress::calibration_from_tokens({}, "none"), nullptr, nullptr), Error);
 }
 
 TEST(Rwkv7a, MissingOrMisshapenTensorsAreClearErrors) {

@@ -322,6 +322,11 @@ const std::vector<FlagSpec> kFlags = {
      "quantise every block projection (and the factors; RWKV-7a: the DeepEmbed tables): int8 (per-row f16 scale) or "
      "int4 (groups of 32)", 0, 0,
      false, "int8|int4"},
+    {"deep-embed", nullptr, K::kSwitch, "compress", nullptr, "",
+     "RWKV-7a, before the other passes: merge each layer's s_emb_x ln0(emb) into its DeepEmbed table (the reference "
+     "code's merge at load, done once: a token then reads one table row per layer and no s_emb_x) and, with --calib, "
+     "record the most frequent calibration tokens, whose rows the runtime pins in its DeepEmbed cache"},
+    {"de-hot", nullptr, K::kInt, "compress", "1024", "N", "--deep-embed: hot tokens recorded at most", 0, 1 << 24},
     {"quant-emb", nullptr, K::kSwitch, "compress", nullptr, "", "also quantise the embedding (with --quant)"},
     {"quant-head", nullptr, K::kSwitch, "compress", nullptr, "", "also quantise the head (with --quant)"},
     {"dtype", nullptr, K::kChoice, "compress", "keep", "TYPE",

@@ -329,8 +329,8 @@ int cmd_compress(const Args& args) {
   const std::string calib_name =
       calib_path.substr(calib_path.find_last_of('/') == std::string::npos ? 0 : calib_path.find_last_of('/') + 1);
   if (!calib_path.empty()) {
-    if (r.lowrank == RWKVL_LOWRANK_NONE && !sparse && !chead && !prunes)
-      args.fail("--calib is used by --prune, --lowrank svd|asvd, --sparse-ffn and --cluster-head only");
+    if (r.lowrank == RWKVL_LOWRANK_NONE && !sparse && !chead && !prunes && !args.on("deep-embed"))
+      args.fail("--calib is used by --prune, --lowrank svd|asvd, --sparse-ffn, --cluster-head and --deep-embed only");
     text = read_file(calib_path, "calibration text");
     if (text.empty()) args.fail("calibration file '" + calib_path + "' is empty");
     tok = model_tokenizer(model.get(), in_path, args.str("tokenizer"));
@@ -350,6 +350,7 @@ int cmd_compress(const Args& args) {
   }
   for (const char* f : {"fidelities", "cluster-cap", "pca-dims", "head-epochs", "head-lr", "head-prior", "prior-smoothing", "cluster-source"})
     if (!chead && args.given(f)) args.fail(std::string("--") + f + " needs --cluster-head K");
+  if (args.given("de-hot") && !args.on("deep-embed")) args.fail("--de-hot needs --deep-embed");
   for (const char* f : {"no-predictor", "recall", "hidden", "epochs", "holdout", "ffn-dtype", "lr", "pred-dtype"})
     if (!sparse && args.given(f)) args.fail(std::string("--") + f + " needs --sparse-ffn");
 
@@ -367,6 +368,8 @@ int cmd_compress(const Args& args) {
     extras.prune = prunes ? &pr : nullptr;
     const std::string fid = args.str("fidelities");
     extras.fidelities = fid.empty() ? nullptr : fid.c_str();
+    extras.deep_embed = args.on("deep-embed") ? 1 : 0;
+    extras.de_hot = args.integer("de-hot");
     const rwkvl_status st = rwkvl_compress_with(model.get(), &r, &extras, calib_path.empty() ? nullptr : &calib,
                                                 out_path.c_str(), &copts, &RunBar::on, &bar, &rep);
     bar.finish();
@@ -401,6 +404,13 @@ int cmd_compress(const Args& args) {
     j["seconds"] = now_seconds() - t0;
     std::printf("%s\n", j.dump(1).c_str());
     return 0;
+  }
+  if (j.contains("deep_embed")) {
+    const nlohmann::json& d = j["deep_embed"];
+    std::printf("DeepEmbed: s_emb_x merged into the tables of %d layers; %zu hot tokens recorded (%.1f %% of the "
+                "calibration tokens)\n",
+                d.value("merged_layers", 0), d.contains("hot_tokens") ? d["hot_tokens"].size() : size_t{0},
+                100.0 * d.value("hot_share", 0.0));
   }
   if (prunes) print_prune(j["prune"]);
   print_lowrank(j["matrices"], r, rep);

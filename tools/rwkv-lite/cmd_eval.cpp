@@ -154,6 +154,7 @@ int cmd_perplexity(const Args& args) {
   print_plan(args, ctx.get());
   const int n_threads = rwkvl_context_threads(ctx.get());
   const rwkvl_text_result r = eval_text(ctx.get(), text.get(), chunk, block);
+  const rwkvl_deep_embed_stats des = deep_embed_stats(ctx.get());
   if (args.on("json")) {
     nlohmann::json j = {{"ppl", r.ppl},
                         {"bpb", r.bpb},
@@ -164,12 +165,15 @@ int cmd_perplexity(const Args& args) {
                         {"seconds", r.seconds},
                         {"threads", n_threads},
                         {"tokenizer", tok_name}};
+    const nlohmann::json d = deep_embed_json(des, static_cast<double>(r.tokens));
+    for (auto it = d.begin(); it != d.end(); ++it) j[it.key()] = it.value();
     std::printf("%s\n", j.dump().c_str());
   } else {
     std::printf("perplexity %.4f (mean NLL %.5f nats over %zu predicted tokens)\n", r.ppl, r.mean_nll,
                 static_cast<size_t>(r.predicted));
     std::printf("tokens %zu, %.2f s, %.1f tok/s, %d thread%s, tokenizer %s\n", static_cast<size_t>(r.tokens), r.seconds,
                 r.tok_per_s, n_threads, n_threads == 1 ? "" : "s", tok_name.c_str());
+    print_deep_embed(des, static_cast<double>(r.tokens));
   }
   return 0;
 }
@@ -231,6 +235,7 @@ int cmd_eval(const Args& args) {
   rwkvl_ffn_stats fs = ffn_stats(ctx.get());
   rwkvl_head_stats hs = head_stats(ctx.get());
   rwkvl_memory_stats ms = memory_stats(ctx.get());
+  const rwkvl_deep_embed_stats des = deep_embed_stats(ctx.get());  // (of ctx: the LAMBADA workers' are not added)
   // The device's busy time is what the plan predicts (reads issued together overlap; the callers' waits add up).
   rwkvl_io_stats io{};
   check(rwkvl_context_io_stats(ctx.get(), &io));
@@ -283,7 +288,7 @@ int cmd_eval(const Args& args) {
       const json f = ffn_json(fs, info);
       for (auto it = f.begin(); it != f.end(); ++it) j[it.key()] = it.value();
     }
-    for (const json& part : {head_json(hs), memory_json(ms, set.mem)})
+    for (const json& part : {head_json(hs), memory_json(ms, set.mem), deep_embed_json(des, static_cast<double>(hs.tokens))})
       for (auto it = part.begin(); it != part.end(); ++it) j[it.key()] = it.value();
     if (plan.is_object())
       j["plan_prediction"] = {{"reads_per_token", plan.value("reads_per_token", 0.0)},
@@ -355,6 +360,7 @@ int cmd_eval(const Args& args) {
                   static_cast<double>(hs.top1_agree) / static_cast<double>(hs.compared), hs.kl_sum / static_cast<double>(hs.compared),
                   static_cast<unsigned long long>(hs.compared));
   }
+  if (des.slots) print_deep_embed(des, static_cast<double>(hs.tokens));
   if (ms.emb_cache_rows)
     std::printf("%-15s %lld rows (%s), hit rate %.4f over %llu lookups, %s read from the file\n", "emb cache",
                 static_cast<long long>(ms.emb_cache_rows), format_bytes(ms.emb_cache_bytes).c_str(),
