@@ -10,8 +10,8 @@
 namespace rwkvl {
 
 uint64_t DeepEmbedCache::bytes_for(int64_t slots, uint64_t row_bytes, int64_t V) {
-  // per slot: the rows, its token, its LRU links and its pinned flag; per vocabulary entry: its slot
-  return static_cast<uint64_t>(std::max<int64_t>(0, slots)) * (row_bytes + 13) + static_cast<uint64_t>(V) * 4 + row_bytes;
+  // per slot: the rows, its token, its LRU links and its pinned flag; per vocabulary entry: its slot and a mark
+  return static_cast<uint64_t>(std::max<int64_t>(0, slots)) * (row_bytes + 13) + static_cast<uint64_t>(V) * 5 + row_bytes;
 }
 
 DeepEmbedCache::DeepEmbedCache(std::vector<Table> tables, std::shared_ptr<Storage> storage, int64_t slots,
@@ -38,6 +38,7 @@ DeepEmbedCache::DeepEmbedCache(std::vector<Table> tables, std::shared_ptr<Storag
   reread_.assign(slot_bytes_, 0);
   filled_.assign(static_cast<size_t>(n_slots_), 0);
   slot_of_token_.assign(static_cast<size_t>(V), -1);
+  mark_.assign(static_cast<size_t>(V), 0);
   token_of_slot_.assign(static_cast<size_t>(n_slots_), -1);
   prev_.assign(static_cast<size_t>(n_slots_), -1);
   next_.assign(static_cast<size_t>(n_slots_), -1);
@@ -54,7 +55,7 @@ DeepEmbedCache::DeepEmbedCache(std::vector<Table> tables, std::shared_ptr<Storag
 }
 
 size_t DeepEmbedCache::bytes() const {
-  return slab_.size() + reread_.size() + filled_.size() +
+  return slab_.size() + reread_.size() + filled_.size() + mark_.size() +
          4 * (slot_of_token_.size() + token_of_slot_.size() + prev_.size() + next_.size());
 }
 
@@ -120,6 +121,18 @@ void DeepEmbedCache::fetch(const int32_t* tokens, size_t T) {
   for (size_t i = 0; i < T; ++i)
     if (tokens[i] < 0 || tokens[i] >= V)
       RWKVL_FAIL(kInvalidArgument, "token id %d is out of range [0, %lld)", tokens[i], static_cast<long long>(V));
+  // More distinct unpinned tokens than LRU slots: the last ones that fit are fetched; the others are neither read nor
+  // moved here (row() reads their rows layer by layer), so no token's rows are read twice for one use.
+  const int64_t lru = n_slots_ - n_pinned_;
+  if (static_cast<int64_t>(T) > lru) {
+    int64_t distinct = 0;
+    for (size_t i = T; i-- > 0;) {
+      const int32_t s = slot_of_token_[static_cast<size_t>(tokens[i])];
+      uint8_t& m = mark_[static_cast<size_t>(tokens[i])];
+      if ((s >= 0 && s < n_pinned_) || m) continue;
+      m = ++distinct > lru ? 2 : 1;
+    }
+  }
   for (size_t i = 0; i < T; ++i) {
     const int32_t token = tokens[i];
     ++stats_.lookups;
@@ -131,6 +144,10 @@ void DeepEmbedCache::fetch(const int32_t* tokens, size_t T) {
         read_rows(token, slab_.data() + static_cast<size_t>(s) * slot_bytes_, -1);
         filled_[static_cast<size_t>(s)] = 1;
       }
+      continue;
+    }
+    if (mark_[static_cast<size_t>(token)] == 2) {  // left to row()
+      stats_.hits += s >= 0;
       continue;
     }
     if (s >= 0) {
@@ -150,12 +167,15 @@ void DeepEmbedCache::fetch(const int32_t* tokens, size_t T) {
       next_[static_cast<size_t>(s)] = -1;
       if (tail_ >= 0) next_[static_cast<size_t>(tail_)] = s; else head_ = s;
       tail_ = s;
+      for (size_t j = 0; j < T; ++j) mark_[static_cast<size_t>(tokens[j])] = 0;
       throw;
     }
     token_of_slot_[static_cast<size_t>(s)] = token;
     slot_of_token_[static_cast<size_t>(token)] = s;
     push_front(s);
   }
+  if (static_cast<int64_t>(T) > lru)
+    for (size_t i = 0; i < T; ++i) mark_[static_cast<size_t>(tokens[i])] = 0;
 }
 
 void DeepEmbedCache::row(int l, int32_t token, float* out) {

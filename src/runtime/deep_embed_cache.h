@@ -24,7 +24,7 @@ class ThreadPool;
 struct DeepEmbedCacheStats {
   uint64_t lookups = 0, hits = 0;  // one per token of each fetched chunk; hits: its rows were cached
   uint64_t rows_read = 0, bytes_read = 0;  // table rows read from storage (misses x layers, rereads)
-  uint64_t rereads = 0;  // rows read again because a chunk held more distinct tokens than the cache
+  uint64_t rereads = 0;  // rows read by row() one layer at a time: a chunk held more distinct tokens than the cache
   double hit_rate() const { return lookups ? static_cast<double>(hits) / static_cast<double>(lookups) : 0.0; }
 };
 
@@ -40,9 +40,11 @@ class DeepEmbedCache {
   DeepEmbedCache(std::vector<Table> tables, std::shared_ptr<Storage> storage, int64_t slots,
                  const std::vector<int32_t>& pinned, ThreadPool* pool);
   // Makes the rows of tokens[0..T) resident, all layers of a token at once (tokens are checked: kInvalidArgument).
+  // A chunk with more distinct unpinned tokens than LRU slots: its last tokens that fit are fetched, the others are
+  // left to row(), so a use of a token never reads more than its row of each layer.
   void fetch(const int32_t* tokens, size_t T);
-  // Layer l's row of `token` as float32 (R*R values); a token fetch() did not leave cached (a chunk with more
-  // distinct tokens than slots) is read again. Not thread-safe (one cache per session).
+  // Layer l's row of `token` as float32 (R*R values); a token fetch() did not cache is read here, that layer's row
+  // only. Not thread-safe (one cache per session).
   void row(int l, int32_t token, float* out);
 
   int64_t capacity() const { return n_slots_; }
@@ -69,6 +71,7 @@ class DeepEmbedCache {
   std::vector<int32_t> slot_of_token_, token_of_slot_, prev_, next_;
   int32_t head_ = -1, tail_ = -1;  // most / least recently used of the unpinned slots
   std::vector<uint8_t> reread_;    // one slot's rows read again (see row())
+  std::vector<uint8_t> mark_;      // fetch(): per token, 1 = fetched, 2 = left to row() (a chunk wider than the cache)
   DeepEmbedCacheStats stats_;
 };
 

@@ -132,6 +132,65 @@ TEST(CApi, SynthSaveAndReload) {
   EXPECT_EQ(rwkvl_synth(&bad, p.c_str()), RWKVL_ERR_INVALID_ARGUMENT);
 }
 
+// RWKV-7a through the C API (1.12): synth with a DeepEmbed rank, the tables behind a cache of the extras' size (the
+// same logits as in place), its statistics; a rank on another architecture and a cache of 0 under a budget refused.
+TEST(CApi, DeepEmbedSynthCacheAndStats) {
+  const std::string p = rwkvl::test::temp_dir() + "/synth7a.rwkvl";
+  rwkvl_synth_params sp{7, 2, 64, 300, 0, 32, "bf16", 5};
+  rwkvl_synth_extras sx = rwkvl_synth_default_extras();
+  sx.de_rank = 4;
+  ASSERT_EQ(rwkvl_synth_with(&sp, &sx, p.c_str()), RWKVL_OK) << rwkvl_last_error();
+  rwkvl_model* m = nullptr;
+  ASSERT_EQ(rwkvl_model_load(p.c_str(), nullptr, &m), RWKVL_OK) << rwkvl_last_error();
+  rwkvl_model_info info;
+  ASSERT_EQ(rwkvl_model_get_info(m, &info), RWKVL_OK);
+  EXPECT_STREQ(info.arch_name, "v7a");
+  const int32_t toks[] = {3, 4, 3, 299, 4, 0, 3};
+  auto logits = [&](int64_t rows, rwkvl_deep_embed_stats* st) {
+    rwkvl_context* ctx = nullptr;
+    EXPECT_EQ(rwkvl_context_new(m, 1, &ctx), RWKVL_OK);
+    rwkvl_session_params params = rwkvl_session_default_params();
+    rwkvl_session_extras x = rwkvl_session_default_extras();
+    EXPECT_EQ(x.de_cache_rows, -1);
+    x.de_cache_rows = rows;
+    EXPECT_EQ(rwkvl_context_configure_with(ctx, &params, &x), RWKVL_OK) << rwkvl_last_error();
+    rwkvl_state* s = nullptr;
+    EXPECT_EQ(rwkvl_state_new(m, &s), RWKVL_OK);
+    std::vector<float> out(300);
+    EXPECT_EQ(rwkvl_eval(ctx, s, toks, 7, 1, out.data()), RWKVL_OK) << rwkvl_last_error();
+    EXPECT_EQ(rwkvl_context_deep_embed_stats(ctx, st), RWKVL_OK);
+    rwkvl_state_free(s);
+    rwkvl_context_free(ctx);
+    return out;
+  };
+  rwkvl_deep_embed_stats in_place{}, cached{};
+  const std::vector<float> a = logits(0, &in_place), b = logits(2, &cached);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(in_place.slots, 0);
+  EXPECT_EQ(cached.slots, 2);
+  EXPECT_EQ(cached.lookups, 7u);
+  EXPECT_EQ(cached.hits, 1u);  // 3 4 3 (hit) 299 (evicts 4) 4 (evicts 3) 0 (evicts 299) 3 (evicts 4)
+  EXPECT_EQ(cached.rows_read, 6u * 2);
+  EXPECT_EQ(cached.bytes_read, 6u * 2 * 16 * 2);  // R*R = 16 bf16 values a row
+  EXPECT_EQ(cached.table_bytes, 2u * 300 * 16 * 2);
+  // budget with a cache of 0 (tables in place) is refused
+  rwkvl_context* ctx = nullptr;
+  ASSERT_EQ(rwkvl_context_new(m, 1, &ctx), RWKVL_OK);
+  rwkvl_session_params params = rwkvl_session_default_params();
+  params.memory.budget_bytes = 512ull << 20;
+  rwkvl_session_extras x = rwkvl_session_default_extras();
+  x.de_cache_rows = 0;
+  EXPECT_EQ(rwkvl_context_configure_with(ctx, &params, &x), RWKVL_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(rwkvl_last_error()).find("does not allow"), std::string::npos) << rwkvl_last_error();
+  rwkvl_context_free(ctx);
+  rwkvl_model_free(m);
+  sp.arch_major = 6;
+  EXPECT_EQ(rwkvl_synth_with(&sp, &sx, p.c_str()), RWKVL_ERR_INVALID_ARGUMENT);
+  sp.arch_major = 7;
+  sx.de_rank = 300;
+  EXPECT_EQ(rwkvl_synth_with(&sp, &sx, p.c_str()), RWKVL_ERR_INVALID_ARGUMENT);
+}
+
 }  // namespace
 
 namespace {

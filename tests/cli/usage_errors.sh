@@ -71,7 +71,7 @@ expect 2 "expected one of" bench -m "$M" -o html
 expect 2 "port must be in" serve -m "$M" --port 70000
 expect 2 "parallel must be in" serve -m "$M" -np 0
 expect 2 "missing -o/--out" convert -m "$M"
-expect 2 "for --arch: expected one of 4|5|6|7|7a" synth -o "$WORK/s.rwkvl" --arch 3
+expect 2 "for --arch: expected one of 4[|]5[|]6[|]7[|]7a" synth -o "$WORK/s.rwkvl" --arch 3
 expect 2 "de-rank needs --arch 7a" synth -o "$WORK/s.rwkvl" --arch 7 --de-rank 8
 expect 2 "layers must be in" synth -o "$WORK/s.rwkvl" --layers 0
 expect 2 "token id" logits -m "$M" --tokens 1,x,3 -o "$WORK/l.bin"
