@@ -424,11 +424,30 @@ uint64_t FfnRuntime::chunk_select(const SparseFfn& S, const float* xk, size_t T)
 // multiplied with the T inputs at once (the matmul kernels); then, in one parallel region with the tokens split,
 // a = relu(k)^2 where the token uses the neuron, else 0, and each value row of a neuron some token activates added,
 // scaled by a, to the outputs of the tokens with a != 0 (kern::ffn_values). Each weight row is read once per chunk.
+// The chunk's masks in union order (cunion_: the neurons some token uses), and v7a's gate the same way into cgateu_
+// (bundled neuron j is neuron perm[j] of the layer).
+const float* FfnRuntime::union_order(const SparseFfn& S, size_t T, const float* gate) {
+  const size_t Fz = static_cast<size_t>(S.n), Uz = cunion_.size();
+  const float* masku = cmask_.data();
+  if (Uz < Fz) {
+    cmasku_.resize(T * Uz);
+    for (size_t t = 0; t < T; ++t)
+      for (size_t i = 0; i < Uz; ++i) cmasku_[t * Uz + i] = cmask_[t * Fz + static_cast<size_t>(cunion_[i])];
+    masku = cmasku_.data();
+  }
+  if (gate) {
+    cgateu_.resize(T * Uz);
+    for (size_t t = 0; t < T; ++t)
+      for (size_t i = 0; i < Uz; ++i) cgateu_[t * Uz + i] = gate[t * Fz + static_cast<size_t>(S.perm[cunion_[i]])];
+  }
+  return masku;
+}
+
 void FfnRuntime::forward_chunk_fused(const LayerWeights& L, const float* xk, float* out, size_t T, const float* gate) {
   const SparseFfn& S = L.sffn;
   const int64_t kChunkBlock = ffn_chunk_block_rows(S);
   const int64_t F = S.n, C = S.layout.cols;
-  const size_t Fz = static_cast<size_t>(F), Cz = static_cast<size_t>(C);
+  const size_t Cz = static_cast<size_t>(C);
   const bool skip_zero = mode_ != FfnMode::kDense;
 
   const uint64_t computed = chunk_select(S, xk, T);  // (1)
@@ -437,18 +456,7 @@ void FfnRuntime::forward_chunk_fused(const LayerWeights& L, const float* xk, flo
     if (cumask_[static_cast<size_t>(j)] != 0.f) cunion_.push_back(static_cast<int32_t>(j));
   const int64_t U = static_cast<int64_t>(cunion_.size());
   const size_t Uz = static_cast<size_t>(U);
-  const float* masku = cmask_.data();  // the mask in union order
-  if (U < F) {
-    cmasku_.resize(T * Uz);
-    for (size_t t = 0; t < T; ++t)
-      for (size_t i = 0; i < Uz; ++i) cmasku_[t * Uz + i] = cmask_[t * Fz + static_cast<size_t>(cunion_[i])];
-    masku = cmasku_.data();
-  }
-  if (gate) {  // bundled neuron j is neuron perm[j] of the layer
-    cgateu_.resize(T * Uz);
-    for (size_t t = 0; t < T; ++t)
-      for (size_t i = 0; i < Uz; ++i) cgateu_[t * Uz + i] = gate[t * Fz + static_cast<size_t>(S.perm[cunion_[i]])];
-  }
+  const float* masku = union_order(S, T, gate);
 
   // (2) the union, block by block
   const size_t rb = static_cast<size_t>(kern::row_bytes(S.layout.dtype, C));

@@ -95,6 +95,7 @@ class FfnRuntime {
   void forward_token_fused(const LayerWeights& L, const float* x, float* out);  // weights in place
   // chunk_union; gate (T x F in the original neuron order, v7a; null = none) multiplies each token's relu(k)^2
   void forward_chunk_fused(const LayerWeights& L, const float* xk, float* out, size_t T, const float* gate = nullptr);
+  const float* union_order(const SparseFfn& S, size_t T, const float* gate);
   uint64_t chunk_select(const SparseFfn& S, const float* xk, size_t T);                    // its neurons per token
   template <class Mark>
   void chunk_bits(const SparseFfn& S, const float* xk, size_t T, const Mark& mark);  // chunk_select's 1-bit copy
