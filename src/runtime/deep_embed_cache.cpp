@@ -4,7 +4,6 @@
 #include <cstring>
 
 #include "core/error.h"
-#include "core/threadpool.h"
 #include "runtime/storage.h"
 
 namespace rwkvl {
@@ -15,8 +14,8 @@ uint64_t DeepEmbedCache::bytes_for(int64_t slots, uint64_t row_bytes, int64_t V)
 }
 
 DeepEmbedCache::DeepEmbedCache(std::vector<Table> tables, std::shared_ptr<Storage> storage, int64_t slots,
-                               const std::vector<int32_t>& pinned, ThreadPool* pool)
-    : tables_(std::move(tables)), storage_(std::move(storage)), pool_(pool) {
+                               const std::vector<int32_t>& pinned, int readers)
+    : tables_(std::move(tables)), storage_(std::move(storage)) {
   if (slots < 1)
     RWKVL_FAIL(kInvalidArgument, "the DeepEmbed row cache needs at least 1 token slot (--de-cache), got %lld", static_cast<long long>(slots));
   if (tables_.empty()) RWKVL_FAIL(kInvalidArgument, "DeepEmbedCache: no tables");
@@ -52,6 +51,72 @@ DeepEmbedCache::DeepEmbedCache(std::vector<Table> tables, std::shared_ptr<Storag
     ++n_pinned_;
   }
   used_ = n_pinned_;
+  state_.assign(static_cast<size_t>(n_slots_) * tables_.size(), kReady);
+  if (storage_)
+    for (int i = 0; i < std::clamp(readers, 0, 16); ++i) readers_.emplace_back([this] { reader(); });
+}
+
+DeepEmbedCache::~DeepEmbedCache() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stop_ = true;
+  }
+  work_cv_.notify_all();
+  for (std::thread& t : readers_) t.join();
+}
+
+// A background reader: takes the queued rows in order (layer by layer: the first layers' rows come first) and reads
+// each into its slot, outside the lock; row() waits for the rows it needs.
+void DeepEmbedCache::reader() {
+  std::unique_lock<std::mutex> lk(mu_);
+  for (;;) {
+    work_cv_.wait(lk, [this] { return stop_ || next_job_ < jobs_.size(); });
+    if (stop_) return;
+    const Job j = jobs_[next_job_++];
+    lk.unlock();
+    uint8_t st = kReady;
+    std::string err;
+    try {
+      read_row(j.token, static_cast<size_t>(j.layer), slab_.data() + static_cast<size_t>(j.slot) * slot_bytes_);
+    } catch (const std::exception& e) {
+      st = kFailed;
+      err = e.what();
+    }
+    lk.lock();
+    state_[static_cast<size_t>(j.slot) * tables_.size() + static_cast<size_t>(j.layer)] = st;
+    if (st == kFailed && error_.empty()) error_ = err;
+    if (--pending_ == 0) {
+      jobs_.clear();
+      next_job_ = 0;
+    }
+    done_cv_.notify_all();
+  }
+}
+
+// Waits until no read is queued or running. Slots whose read failed lose their token (the next use reads it again);
+// the first failure's message is returned ("" when none).
+std::string DeepEmbedCache::drain() {
+  if (readers_.empty()) return "";
+  std::unique_lock<std::mutex> lk(mu_);
+  done_cv_.wait(lk, [this] { return pending_ == 0; });
+  std::string err;
+  err.swap(error_);
+  if (err.empty()) return err;
+  const size_t L = tables_.size();
+  for (int64_t s = 0; s < n_slots_; ++s) {
+    bool failed = false;
+    for (size_t l = 0; l < L; ++l) failed = failed || state_[static_cast<size_t>(s) * L + l] == kFailed;
+    if (!failed) continue;
+    for (size_t l = 0; l < L; ++l) state_[static_cast<size_t>(s) * L + l] = kReady;
+    if (s < n_pinned_) {
+      filled_[static_cast<size_t>(s)] = 0;  // read again when next used
+      continue;
+    }
+    const int32_t t = token_of_slot_[static_cast<size_t>(s)];
+    if (t >= 0) slot_of_token_[static_cast<size_t>(t)] = -1;
+    token_of_slot_[static_cast<size_t>(s)] = -1;  // stays in the LRU list, holding nothing: taken again in turn
+  }
+  return err;
 }
 
 size_t DeepEmbedCache::bytes() const {
@@ -74,31 +139,35 @@ void DeepEmbedCache::push_front(int32_t s) {
   if (tail_ < 0) tail_ = s;
 }
 
-// Reads `token`'s row of every layer (l_only < 0) or of layer l_only into a slot-shaped buffer. With a throttled
-// device and several threads the layers' reads are issued from all threads at once (the device overlaps their
-// access times up to its queue); page-cache reads of a few KB cost less than a fork and a join.
-void DeepEmbedCache::read_rows(int32_t token, uint8_t* dst, int l_only) {
-  auto one = [&](size_t l) {
-    const uint64_t off = static_cast<uint64_t>(token) * row_bytes_[l];
-    if (storage_) storage_->read(tables_[l].file_offset + off, dst + row_offset_[l], row_bytes_[l]);
-    else std::memcpy(dst + row_offset_[l], static_cast<const uint8_t*>(tables_[l].ref.data) + off, row_bytes_[l]);
-  };
-  if (l_only >= 0) {
-    one(static_cast<size_t>(l_only));
-    ++stats_.rows_read;
-    stats_.bytes_read += row_bytes_[static_cast<size_t>(l_only)];
+void DeepEmbedCache::read_row(int32_t token, size_t l, uint8_t* slot) {
+  const uint64_t off = static_cast<uint64_t>(token) * row_bytes_[l];
+  if (storage_) storage_->read(tables_[l].file_offset + off, slot + row_offset_[l], row_bytes_[l]);
+  else std::memcpy(slot + row_offset_[l], static_cast<const uint8_t*>(tables_[l].ref.data) + off, row_bytes_[l]);
+}
+
+// The rows of every layer of the chunk's missed tokens (slot, token pairs): queued for the readers layer by layer, or
+// read here without readers.
+void DeepEmbedCache::read_missed() {
+  const size_t L = tables_.size();
+  uint64_t slot_read = 0;
+  for (size_t rb : row_bytes_) slot_read += rb;
+  stats_.rows_read += L * missed_.size();
+  stats_.bytes_read += slot_read * missed_.size();
+  if (readers_.empty()) {
+    for (const Job& m : missed_)
+      for (size_t l = 0; l < L; ++l) read_row(m.token, l, slab_.data() + static_cast<size_t>(m.slot) * slot_bytes_);
     return;
   }
-  const int64_t L = static_cast<int64_t>(tables_.size());
-  if (storage_ && storage_->options().mb_per_s > 0 && pool_ && pool_->size() > 1 && L > 1) {
-    pool_->parallel_for(L, [&](int64_t b, int64_t e) {
-      for (int64_t l = b; l < e; ++l) one(static_cast<size_t>(l));
-    });
-  } else {
-    for (size_t l = 0; l < tables_.size(); ++l) one(l);
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    for (size_t l = 0; l < L; ++l)
+      for (const Job& m : missed_) {
+        jobs_.push_back(Job{m.token, m.slot, static_cast<int32_t>(l)});
+        state_[static_cast<size_t>(m.slot) * L + l] = kPending;
+      }
+    pending_ += L * missed_.size();
   }
-  stats_.rows_read += static_cast<uint64_t>(L);
-  for (size_t rb : row_bytes_) stats_.bytes_read += rb;
+  work_cv_.notify_all();
 }
 
 // An unpinned slot for a new token: a never used one, else the least recently used (its token forgotten).
@@ -121,10 +190,12 @@ void DeepEmbedCache::fetch(const int32_t* tokens, size_t T) {
   for (size_t i = 0; i < T; ++i)
     if (tokens[i] < 0 || tokens[i] >= V)
       RWKVL_FAIL(kInvalidArgument, "token id %d is out of range [0, %lld)", tokens[i], static_cast<long long>(V));
+  drain();  // the last chunk's reads (a failed one's slot is emptied: read again below if needed)
   // More distinct unpinned tokens than LRU slots: the last ones that fit are fetched; the others are neither read nor
   // moved here (row() reads their rows layer by layer), so no token's rows are read twice for one use.
   const int64_t lru = n_slots_ - n_pinned_;
-  if (static_cast<int64_t>(T) > lru) {
+  const bool wide = static_cast<int64_t>(T) > lru;
+  if (wide) {
     int64_t distinct = 0;
     for (size_t i = T; i-- > 0;) {
       const int32_t s = slot_of_token_[static_cast<size_t>(tokens[i])];
@@ -133,6 +204,7 @@ void DeepEmbedCache::fetch(const int32_t* tokens, size_t T) {
       m = ++distinct > lru ? 2 : 1;
     }
   }
+  missed_.clear();
   for (size_t i = 0; i < T; ++i) {
     const int32_t token = tokens[i];
     ++stats_.lookups;
@@ -141,8 +213,8 @@ void DeepEmbedCache::fetch(const int32_t* tokens, size_t T) {
       if (filled_[static_cast<size_t>(s)]) {
         ++stats_.hits;
       } else {
-        read_rows(token, slab_.data() + static_cast<size_t>(s) * slot_bytes_, -1);
         filled_[static_cast<size_t>(s)] = 1;
+        missed_.push_back(Job{token, s, 0});
       }
       continue;
     }
@@ -159,23 +231,35 @@ void DeepEmbedCache::fetch(const int32_t* tokens, size_t T) {
       continue;
     }
     s = take_slot();
-    try {
-      read_rows(token, slab_.data() + static_cast<size_t>(s) * slot_bytes_, -1);
-    } catch (...) {
-      // The slot holds nothing now: link it as the least recently used, to be taken first.
-      prev_[static_cast<size_t>(s)] = tail_;
-      next_[static_cast<size_t>(s)] = -1;
-      if (tail_ >= 0) next_[static_cast<size_t>(tail_)] = s; else head_ = s;
-      tail_ = s;
-      for (size_t j = 0; j < T; ++j) mark_[static_cast<size_t>(tokens[j])] = 0;
-      throw;
-    }
     token_of_slot_[static_cast<size_t>(s)] = token;
     slot_of_token_[static_cast<size_t>(token)] = s;
     push_front(s);
+    missed_.push_back(Job{token, s, 0});
   }
-  if (static_cast<int64_t>(T) > lru)
+  if (wide)
     for (size_t i = 0; i < T; ++i) mark_[static_cast<size_t>(tokens[i])] = 0;
+  try {
+    read_missed();
+  } catch (...) {  // (without readers) the slots of this chunk's misses hold nothing: forget their tokens
+    for (const Job& m : missed_) {
+      if (m.slot < n_pinned_) {
+        filled_[static_cast<size_t>(m.slot)] = 0;
+        continue;
+      }
+      slot_of_token_[static_cast<size_t>(m.token)] = -1;
+      token_of_slot_[static_cast<size_t>(m.slot)] = -1;
+    }
+    throw;
+  }
+}
+
+// With readers: waits until layer l's row of slot s has been read; kIo when its read failed.
+void DeepEmbedCache::wait_row(int32_t s, int l, int32_t token) {
+  std::unique_lock<std::mutex> lk(mu_);
+  const size_t i = static_cast<size_t>(s) * tables_.size() + static_cast<size_t>(l);
+  done_cv_.wait(lk, [&] { return state_[i] != kPending; });
+  if (state_[i] == kFailed)
+    RWKVL_FAIL(kIo, "reading layer %d's DeepEmbed row of token %d failed: %s", l, token, error_.c_str());
 }
 
 void DeepEmbedCache::row(int l, int32_t token, float* out) {
@@ -185,9 +269,12 @@ void DeepEmbedCache::row(int l, int32_t token, float* out) {
   const int32_t s = slot_of_token_[static_cast<size_t>(token)];
   const uint8_t* src;
   if (s >= 0 && (s >= n_pinned_ || filled_[static_cast<size_t>(s)])) {
+    if (!readers_.empty()) wait_row(s, l, token);
     src = slab_.data() + static_cast<size_t>(s) * slot_bytes_ + row_offset_[static_cast<size_t>(l)];
   } else {
-    read_rows(token, reread_.data(), l);
+    read_row(token, static_cast<size_t>(l), reread_.data());
+    ++stats_.rows_read;
+    stats_.bytes_read += row_bytes_[static_cast<size_t>(l)];
     ++stats_.rereads;
     src = reread_.data() + row_offset_[static_cast<size_t>(l)];
   }

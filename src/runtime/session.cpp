@@ -203,7 +203,10 @@ void Session::make_deep_embed_cache(int64_t slots) {
   const std::shared_ptr<Storage> st = in_file ? need_storage() : nullptr;
   if (!st)
     for (auto& t : tables) t.file_offset = 0;
-  de_cache_ = std::make_unique<DeepEmbedCache>(std::move(tables), st, slots, deep_embed_hot_tokens(*model_), pool_.get());
+  // From the file: a background reader (up to 4 on a simulated device that serves several reads at once) reads a
+  // chunk's rows while its first layers run.
+  const int readers = st ? std::clamp(st->options().mb_per_s > 0 ? st->options().queue : 1, 1, 4) : 0;
+  de_cache_ = std::make_unique<DeepEmbedCache>(std::move(tables), st, slots, deep_embed_hot_tokens(*model_), readers);
 }
 
 void Session::reset_memory_stats() {

@@ -61,7 +61,7 @@ void expect_rows(DeepEmbedCache& c, const Model& m, const std::vector<int32_t>& 
 
 TEST(DeepEmbedCache, LruCountsAndRowsFromMemory) {
   const std::shared_ptr<Model> m = synth7a(1);
-  DeepEmbedCache c(tables_of(*m, false), nullptr, 3, {}, nullptr);
+  DeepEmbedCache c(tables_of(*m, false), nullptr, 3, {});
   EXPECT_EQ(c.capacity(), 3);
   const size_t slot = c.slot_bytes();
   EXPECT_EQ(slot, static_cast<size_t>(kL * kR * kR * 4));
@@ -91,13 +91,13 @@ TEST(DeepEmbedCache, LruCountsAndRowsFromMemory) {
   EXPECT_THROW(c.fetch(&bad, 1), Error);
   std::vector<float> out(static_cast<size_t>(kR * kR));
   EXPECT_THROW(c.row(0, -1, out.data()), Error);
-  EXPECT_THROW(DeepEmbedCache(tables_of(*m, false), nullptr, 0, {}, nullptr), Error);
+  EXPECT_THROW(DeepEmbedCache(tables_of(*m, false), nullptr, 0, {}), Error);
 }
 
 TEST(DeepEmbedCache, PinnedTokensStayWhileOthersCycle) {
   const std::shared_ptr<Model> m = synth7a(2);
   // 4 slots: at most 2 pinned (half); 7 and 8 pinned, 9 (third in the list) and duplicates / bad ids skipped.
-  DeepEmbedCache c(tables_of(*m, false), nullptr, 4, {7, 7, -3, kV + 5, 8, 9}, nullptr);
+  DeepEmbedCache c(tables_of(*m, false), nullptr, 4, {7, 7, -3, kV + 5, 8, 9});
   EXPECT_EQ(c.pinned(), 2);
   std::vector<int32_t> hot = {7, 8, 9};
   c.fetch(hot.data(), hot.size());  // three misses (pinned slots fill on first use)
@@ -113,13 +113,17 @@ TEST(DeepEmbedCache, PinnedTokensStayWhileOthersCycle) {
 TEST(DeepEmbedCache, RowsFromTheFileEveryDtype) {
   for (WeightDType d : {WeightDType::kF32, WeightDType::kBF16, WeightDType::kI8, WeightDType::kQ4}) {
     const std::shared_ptr<const Model> m = on_disk(std::string("de-") + weight_dtype_option_name(d) + ".rwkvl", d);
-    auto st = std::make_shared<Storage>(m->path(), StorageOptions{});
-    DeepEmbedCache c(tables_of(*m, true), st, 5, {0}, nullptr);
-    std::vector<int32_t> toks = {0, 3, 299, 3, 150, 7, 8, 9, 10, 0};
-    c.fetch(toks.data(), toks.size());
-    expect_rows(c, *m, toks);
-    EXPECT_EQ(st->stats().bytes, c.stats().bytes_read) << weight_dtype_option_name(d);
-    EXPECT_EQ(c.stats().bytes_read % (kern::mat_row_bytes(m->layer(0).de_emb.ref)), 0u);
+    for (int readers : {0, 1, 3}) {  // read by fetch() itself, or in the background
+      auto st = std::make_shared<Storage>(m->path(), StorageOptions{});
+      DeepEmbedCache c(tables_of(*m, true), st, 5, {0}, readers);
+      for (const std::vector<int32_t>& toks : {std::vector<int32_t>{0, 3, 299, 3, 150, 7, 8, 9, 10, 0},
+                                               std::vector<int32_t>{3, 2, 1}, std::vector<int32_t>{0, 150, 299}}) {
+        c.fetch(toks.data(), toks.size());
+        expect_rows(c, *m, toks);
+      }
+      EXPECT_EQ(st->stats().bytes, c.stats().bytes_read) << weight_dtype_option_name(d) << " readers " << readers;
+      EXPECT_EQ(c.stats().bytes_read % (kern::mat_row_bytes(m->layer(0).de_emb.ref)), 0u);
+    }
   }
 }
 
@@ -151,7 +155,7 @@ TEST(DeepEmbedCache, SessionLogitsEqualTablesInPlace) {
       uint64_t io = 0;
       EXPECT_EQ(logits(m, sp, toks, chunk, &ds, &io), want) << "slots " << slots << " chunk " << chunk;
       EXPECT_EQ(ds.lookups, toks.size());
-      EXPECT_EQ(io, ds.bytes_read);  // every table byte came through the storage
+      EXPECT_EQ(io, ds.bytes_read);  // every table byte came through the storage (the background reader's too)
       const uint64_t distinct = std::set<int32_t>(toks.begin(), toks.end()).size();
       if (slots == 512) {
         EXPECT_EQ(ds.rows_read, distinct * kL);  // each token's rows read once
@@ -159,6 +163,13 @@ TEST(DeepEmbedCache, SessionLogitsEqualTablesInPlace) {
       }
     }
   }
+  // A simulated device that serves 4 reads at once: 4 background readers, the same logits.
+  SessionParams slow = in_place;
+  slow.memory.de_rows = 7;
+  slow.storage.mb_per_s = 200;
+  slow.storage.latency_us = 50;
+  slow.storage.queue = 4;
+  EXPECT_EQ(logits(m, slow, toks, 16), logits(m, in_place, toks, 16));
   // The default: tables at or above de_on_storage bytes go behind kDeepEmbedSlots slots; below it, in place.
   SessionParams dflt;
   dflt.memory.de_on_storage = 0;
