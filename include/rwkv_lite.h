@@ -489,13 +489,14 @@ rwkvl_status rwkvl_context_memory_stats(rwkvl_context* ctx, rwkvl_memory_stats* 
 
 /* RWKV-7a's DeepEmbed row cache (API 1.12; all zero for other models and when the tables are read in place). */
 typedef struct {
-  int64_t slots, pinned;      /* tokens the cache holds (every layer's row of each), of them pinned (never evicted) */
-  uint64_t cache_bytes;       /* resident bytes of the cache */
-  uint64_t table_bytes;       /* bytes of the tables in the file (never resident) */
-  uint64_t row_bytes;         /* bytes of one token's rows, all layers */
-  uint64_t lookups, hits;     /* one lookup per token of each chunk; hits: its rows were cached */
+  int64_t slots, pinned;  /* tokens the cache holds (every layer's row of each), of them pinned (never evicted) */
+  uint64_t cache_bytes;   /* resident bytes of the cache */
+  uint64_t table_bytes;   /* bytes of the tables in the file (never resident) */
+  uint64_t row_bytes;     /* bytes of one token's rows, all layers */
+  uint64_t lookups, hits; /* one lookup per token of each chunk; hits: its rows were cached */
   uint64_t rows_read, bytes_read; /* rows read from the file (or copied from memory) and their bytes */
-  uint64_t rereads;           /* of them, rows read again (a chunk with more distinct tokens than slots) */
+  uint64_t rereads;               /* of them, rows read one layer at a time, uncached (a chunk with more distinct
+                                     tokens than slots) */
 } rwkvl_deep_embed_stats;
 /* Errors: INVALID_ARGUMENT (NULL). */
 rwkvl_status rwkvl_context_deep_embed_stats(rwkvl_context* ctx, rwkvl_deep_embed_stats* out);

@@ -240,7 +240,9 @@ rwkvl_status rwkvl_model_save_rwkvcpp(const rwkvl_model* model, const char* path
   });
 }
 
-rwkvl_status rwkvl_synth(const rwkvl_synth_params* params, const char* path) { return rwkvl_synth_with(params, nullptr, path); }
+rwkvl_status rwkvl_synth(const rwkvl_synth_params* params, const char* path) {
+  return rwkvl_synth_with(params, nullptr, path);
+}
 
 rwkvl_synth_extras rwkvl_synth_default_extras(void) {
   rwkvl_synth_extras x{};

@@ -192,9 +192,10 @@ rwkvl_status rwkvl_context_configure_with(rwkvl_context* ctx, const rwkvl_sessio
     if (x.baseline_bytes) sp.memory.baseline = x.baseline_bytes;
     RWKVL_API_REQUIRE(x.de_cache_rows >= -1, "DeepEmbed cache of %lld tokens: give -1 (default), 0 or a count",
                       static_cast<long long>(x.de_cache_rows));
-    RWKVL_API_REQUIRE(x.de_cache_rows != 0 || sp.memory.budget == 0,
-                      "a DeepEmbed cache of 0 reads the tables in place, which a memory budget does not allow: give a count "
-                      "or -1 (the plan's)");
+    RWKVL_API_REQUIRE(
+        x.de_cache_rows != 0 || sp.memory.budget == 0,
+        "a DeepEmbed cache of 0 reads the tables in place, which a memory budget does not allow: give a count "
+        "or -1 (the plan's)");
     sp.memory.de_rows = x.de_cache_rows;
     rwkvl::SessionParams fallback;
     fallback.threads = sp.threads;

@@ -18,7 +18,8 @@ namespace {
 std::vector<float> merged_table(const Model& m, int l, ThreadPool* pool) {
   const ModelConfig& c = m.config();
   const LayerWeights& L = m.layer(l);
-  const size_t V = static_cast<size_t>(c.n_vocab), C = static_cast<size_t>(c.n_embd), RR = static_cast<size_t>(L.de_emb.cols);
+  const size_t V = static_cast<size_t>(c.n_vocab), C = static_cast<size_t>(c.n_embd),
+               RR = static_cast<size_t>(L.de_emb.cols);
   std::vector<float> out(V * RR);
   constexpr size_t kBlock = 256;
   std::vector<float> E(kBlock * C), M(kBlock * RR);
@@ -45,7 +46,8 @@ std::vector<int32_t> hot_tokens(const std::vector<int32_t>& calib, int32_t V, in
     if (t >= 0 && t < V) ++count[static_cast<size_t>(t)];
   std::vector<int32_t> ids(static_cast<size_t>(V));
   std::iota(ids.begin(), ids.end(), 0);
-  std::stable_sort(ids.begin(), ids.end(), [&](int32_t a, int32_t b) { return count[static_cast<size_t>(a)] > count[static_cast<size_t>(b)]; });
+  std::stable_sort(ids.begin(), ids.end(),
+                   [&](int32_t a, int32_t b) { return count[static_cast<size_t>(a)] > count[static_cast<size_t>(b)]; });
   std::vector<int32_t> hot;
   uint64_t covered = 0;
   for (int32_t id : ids) {
@@ -59,20 +61,23 @@ std::vector<int32_t> hot_tokens(const std::vector<int32_t>& calib, int32_t V, in
 
 }  // namespace
 
-std::shared_ptr<Model> deep_embed(const std::shared_ptr<const Model>& in, const DeepEmbedOptions& o, DeepEmbedReport* report) {
+std::shared_ptr<Model> deep_embed(const std::shared_ptr<const Model>& in, const DeepEmbedOptions& o,
+                                  DeepEmbedReport* report) {
   DeepEmbedReport local;
   DeepEmbedReport& rep = report ? *report : local;
   const auto t0 = std::chrono::steady_clock::now();
   const ModelConfig& c = in->config();
   if (c.de_rank <= 0)
-    RWKVL_FAIL(kInvalidArgument, "--deep-embed needs an RWKV-7a model (DeepEmbed tables); this one is %s", c.arch_name().c_str());
+    RWKVL_FAIL(kInvalidArgument, "--deep-embed needs an RWKV-7a model (DeepEmbed tables); this one is %s",
+               c.arch_name().c_str());
   if (o.hot < 0) RWKVL_FAIL(kInvalidArgument, "hot tokens: %lld (give 0 or more)", static_cast<long long>(o.hot));
   auto is_float = [](DType d) { return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16; };
   for (int l = 0; l < c.n_layer; ++l)
     if (!in->layer(l).de_emb_x.empty() && !is_float(in->layer(l).de_emb.ref.dtype))
       RWKVL_FAIL(kInvalidArgument, "layer %d's DeepEmbed table is %s: merge s_emb_x into it before quantising it", l,
                  dtype_name(in->layer(l).de_emb.ref.dtype));
-  const int threads = o.n_threads > 0 ? o.n_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads =
+      o.n_threads > 0 ? o.n_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   ThreadPool pool(threads);
   TensorMap tm = in->tensors();
   rep.layers_merged = 0;
@@ -93,8 +98,10 @@ std::shared_ptr<Model> deep_embed(const std::shared_ptr<const Model>& in, const 
   rep.hot_share = 0;
   if (!o.calib.empty() && o.hot > 0) hot = hot_tokens(o.calib, c.n_vocab, o.hot, &rep.hot_share);
   rep.hot_tokens = static_cast<int64_t>(hot.size());
-  nlohmann::json d = {{"rank", c.de_rank}, {"merged_layers", rep.layers_merged}, {"hot_tokens", hot}, {"hot_share", rep.hot_share}};
-  if (!o.calib.empty()) d["calibration"] = {{"file", o.calib_name}, {"fnv1a64", o.calib_hash}, {"tokens", o.calib.size()}};
+  nlohmann::json d = {
+      {"rank", c.de_rank}, {"merged_layers", rep.layers_merged}, {"hot_tokens", hot}, {"hot_share", rep.hot_share}};
+  if (!o.calib.empty())
+    d["calibration"] = {{"file", o.calib_name}, {"fnv1a64", o.calib_hash}, {"tokens", o.calib.size()}};
   rep.pass = {{"tool", "rwkv-lite compress"}, {"deep_embed", d}};
   auto out = model_with_pass(std::move(tm), c, *in, rep.pass);
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

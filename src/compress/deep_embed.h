@@ -22,21 +22,22 @@ namespace rwkvl::compress {
 struct DeepEmbedOptions {
   std::vector<int32_t> calib;  // calibration tokens (may be empty: no hot tokens)
   std::string calib_name, calib_hash;
-  int64_t hot = 1024;  // hot tokens recorded at most
-  int n_threads = 0;   // <= 0: one per online core
+  int64_t hot = 1024;                                 // hot tokens recorded at most
+  int n_threads = 0;                                  // <= 0: one per online core
   std::function<void(int done, int total)> progress;  // per layer
 };
 
 struct DeepEmbedReport {
-  int layers_merged = 0;      // layers whose s_emb_x was merged (0: the tables were merged already)
-  int64_t hot_tokens = 0;     // tokens recorded
-  double hot_share = 0;       // share of the calibration tokens that are one of them
+  int layers_merged = 0;   // layers whose s_emb_x was merged (0: the tables were merged already)
+  int64_t hot_tokens = 0;  // tokens recorded
+  double hot_share = 0;    // share of the calibration tokens that are one of them
   double seconds = 0;
-  nlohmann::json pass;        // the pass record
+  nlohmann::json pass;  // the pass record
 };
 
 // Throws kInvalidArgument for a model without DeepEmbed tables and for a table that is quantised while its layer
 // still has s_emb_x (merge before quantising: compress runs this pass first).
-std::shared_ptr<Model> deep_embed(const std::shared_ptr<const Model>& in, const DeepEmbedOptions& o, DeepEmbedReport* report);
+std::shared_ptr<Model> deep_embed(const std::shared_ptr<const Model>& in, const DeepEmbedOptions& o,
+                                  DeepEmbedReport* report);
 
 }  // namespace rwkvl::compress

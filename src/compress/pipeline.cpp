@@ -265,8 +265,9 @@ void validate(const Model& in, const Recipe& r, const CalibrationData& calib) {
   const bool prunes = r.prune.method != PruneMethod::kNone;
   if (!calib.tokens.empty() && !lowrank && !r.sparse_ffn.enabled && !r.cluster_head.enabled && !prunes &&
       !r.deep_embed.enabled)
-    RWKVL_FAIL(kInvalidArgument, "calibration text is used by pruning, low-rank (svd, asvd), the sparse FFN, the cluster "
-                                 "head and the DeepEmbed pass only");
+    RWKVL_FAIL(kInvalidArgument,
+               "calibration text is used by pruning, low-rank (svd, asvd), the sparse FFN, the cluster "
+               "head and the DeepEmbed pass only");
   if (prunes) {
     validate_prune(in, prune_options(r, calib, 1));
     const std::vector<MatRole> pt = r.prune.targets.empty() ? architecture_targets(in.config()) : r.prune.targets;
@@ -365,24 +366,52 @@ nlohmann::json recipe_json(const Recipe& r) {
   nlohmann::json ptargets = nlohmann::json::array();
   for (MatRole t : r.prune.targets) ptargets.push_back(mat_role_name(t));
   const PruneSpec& p = r.prune;
-  nlohmann::json j = {{"prune", {{"method", prune_method_name(p.method)}, {"sparsity", exact(p.sparsity)}, {"pattern", p.pattern.str()},
-                     {"targets", ptargets}, {"store", prune_store_name(p.store)}, {"cycles", p.dsnot.max_cycles},
-                     {"threshold", exact(p.dsnot.threshold)}, {"var_power", exact(p.dsnot.var_power)},
-                     {"same_sign", p.dsnot.same_sign}}},
-          {"lowrank", {{"method", lowrank_method_name(r.lowrank.method)}, {"rank_frac", exact(r.lowrank.rank_frac)},
-                       {"rank", r.lowrank.rank}, {"budget", r.lowrank.budget}, {"targets", targets},
-                       {"all_targets", r.lowrank.all_targets}, {"diag", r.lowrank.diag}, {"force", r.lowrank.force},
-                       {"damp", exact(r.lowrank.damp)}}},
-          {"quant", {{"type", quant_name(r.quant.type)}, {"emb", r.quant.emb}, {"head", r.quant.head}}},
-          {"dtype", r.dtype},
-          {"sparse_ffn", {{"enabled", s.enabled}, {"predictors", s.predictors}, {"dtype", s.dtype},
-                          {"recall", exact(s.recall)}, {"hidden", s.hidden}, {"epochs", s.epochs}, {"lr", exact(s.lr)},
-                          {"holdout", exact(s.holdout)}, {"pred_int8", s.pred_int8}, {"seed", s.seed}}},
-          {"cluster_head", {{"enabled", c.enabled}, {"k", c.k}, {"cap", c.cap}, {"pca_dims", c.pca_dims},
-                            {"epochs", c.epochs}, {"lr", exact(c.lr)}, {"prior", head_prior_name(c.prior)},
-                            {"prior_smoothing", exact(c.prior_smoothing)}, {"source", cluster_source_name(c.source)},
-                            {"seed", c.seed}, {"low_fidelity", quant_name(c.low_fidelity)},
-                            {"high_fidelity", c.high_fidelity ? dtype_name(*c.high_fidelity) : ""}}}};
+  nlohmann::json j = {{"prune",
+                       {{"method", prune_method_name(p.method)},
+                        {"sparsity", exact(p.sparsity)},
+                        {"pattern", p.pattern.str()},
+                        {"targets", ptargets},
+                        {"store", prune_store_name(p.store)},
+                        {"cycles", p.dsnot.max_cycles},
+                        {"threshold", exact(p.dsnot.threshold)},
+                        {"var_power", exact(p.dsnot.var_power)},
+                        {"same_sign", p.dsnot.same_sign}}},
+                      {"lowrank",
+                       {{"method", lowrank_method_name(r.lowrank.method)},
+                        {"rank_frac", exact(r.lowrank.rank_frac)},
+                        {"rank", r.lowrank.rank},
+                        {"budget", r.lowrank.budget},
+                        {"targets", targets},
+                        {"all_targets", r.lowrank.all_targets},
+                        {"diag", r.lowrank.diag},
+                        {"force", r.lowrank.force},
+                        {"damp", exact(r.lowrank.damp)}}},
+                      {"quant", {{"type", quant_name(r.quant.type)}, {"emb", r.quant.emb}, {"head", r.quant.head}}},
+                      {"dtype", r.dtype},
+                      {"sparse_ffn",
+                       {{"enabled", s.enabled},
+                        {"predictors", s.predictors},
+                        {"dtype", s.dtype},
+                        {"recall", exact(s.recall)},
+                        {"hidden", s.hidden},
+                        {"epochs", s.epochs},
+                        {"lr", exact(s.lr)},
+                        {"holdout", exact(s.holdout)},
+                        {"pred_int8", s.pred_int8},
+                        {"seed", s.seed}}},
+                      {"cluster_head",
+                       {{"enabled", c.enabled},
+                        {"k", c.k},
+                        {"cap", c.cap},
+                        {"pca_dims", c.pca_dims},
+                        {"epochs", c.epochs},
+                        {"lr", exact(c.lr)},
+                        {"prior", head_prior_name(c.prior)},
+                        {"prior_smoothing", exact(c.prior_smoothing)},
+                        {"source", cluster_source_name(c.source)},
+                        {"seed", c.seed},
+                        {"low_fidelity", quant_name(c.low_fidelity)},
+                        {"high_fidelity", c.high_fidelity ? dtype_name(*c.high_fidelity) : ""}}}};
   if (r.deep_embed.enabled) j["deep_embed"] = {{"hot", r.deep_embed.hot}};  // (absent otherwise: older keys stay)
   return j;
 }

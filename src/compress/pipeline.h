@@ -1,10 +1,11 @@
 // Compression as one library call: a typed recipe -> the passes in their fixed order -> a native file and a
 // typed report (rwkvl_compress in the C API, `rwkv-lite compress` on the command line).
 //
-// The order never changes: (RWKV-7a) the DeepEmbed tables merged (deep_embed.h), (0) pruning (prune.h), (1) low-rank factorisation of the target projections and quantisation / type
-// conversion of the rest (compress.h), (2) the neuron-bundled sparse channel-mix with its activation
-// predictors (sparse_ffn.h), (3) the cluster head (cluster_head.h); then the file is written. Every pass
-// that calibrates reads the same calibration tokens through the one calibration driver (calibrate.h).
+// The order never changes: (RWKV-7a) the DeepEmbed tables merged (deep_embed.h), (0) pruning (prune.h), (1) low-rank
+// factorisation of the target projections and quantisation / type conversion of the rest (compress.h), (2) the
+// neuron-bundled sparse channel-mix with its activation predictors (sparse_ffn.h), (3) the cluster head
+// (cluster_head.h); then the file is written. Every pass that calibrates reads the same calibration tokens through the
+// one calibration driver (calibrate.h).
 #pragma once
 
 #include <cstddef>

@@ -10,22 +10,26 @@ namespace rwkvl {
 
 uint64_t DeepEmbedCache::bytes_for(int64_t slots, uint64_t row_bytes, int64_t V) {
   // per slot: the rows, its token, its LRU links and its pinned flag; per vocabulary entry: its slot and a mark
-  return static_cast<uint64_t>(std::max<int64_t>(0, slots)) * (row_bytes + 13) + static_cast<uint64_t>(V) * 5 + row_bytes;
+  return static_cast<uint64_t>(std::max<int64_t>(0, slots)) * (row_bytes + 13) + static_cast<uint64_t>(V) * 5 +
+         row_bytes;
 }
 
 DeepEmbedCache::DeepEmbedCache(std::vector<Table> tables, std::shared_ptr<Storage> storage, int64_t slots,
                                const std::vector<int32_t>& pinned, int readers)
     : tables_(std::move(tables)), storage_(std::move(storage)) {
   if (slots < 1)
-    RWKVL_FAIL(kInvalidArgument, "the DeepEmbed row cache needs at least 1 token slot (--de-cache), got %lld", static_cast<long long>(slots));
+    RWKVL_FAIL(kInvalidArgument, "the DeepEmbed row cache needs at least 1 token slot (--de-cache), got %lld",
+               static_cast<long long>(slots));
   if (tables_.empty()) RWKVL_FAIL(kInvalidArgument, "DeepEmbedCache: no tables");
   const int64_t V = tables_[0].ref.rows;
   if (V <= 0 || V > (int64_t{1} << 31) - 1) RWKVL_FAIL(kInvalidArgument, "DeepEmbedCache: bad table shape");
   for (size_t l = 0; l < tables_.size(); ++l) {
     const Table& t = tables_[l];
-    if (t.ref.rows != V || t.ref.cols <= 0) RWKVL_FAIL(kInvalidArgument, "DeepEmbedCache: the layers' tables differ in rows");
+    if (t.ref.rows != V || t.ref.cols <= 0)
+      RWKVL_FAIL(kInvalidArgument, "DeepEmbedCache: the layers' tables differ in rows");
     const size_t rb = static_cast<size_t>(kern::mat_row_bytes(t.ref));
-    if (storage_ && (t.file_offset > storage_->size() || rb * static_cast<uint64_t>(V) > storage_->size() - t.file_offset))
+    if (storage_ &&
+        (t.file_offset > storage_->size() || rb * static_cast<uint64_t>(V) > storage_->size() - t.file_offset))
       RWKVL_FAIL(kFormat, "layer %zu's DeepEmbed table lies outside '%s'", l, storage_->path().c_str());
     if (!storage_ && !t.ref.data) RWKVL_FAIL(kInvalidArgument, "DeepEmbedCache: layer %zu's table has no data", l);
     row_offset_.push_back(slot_bytes_);
@@ -126,8 +130,10 @@ size_t DeepEmbedCache::bytes() const {
 
 void DeepEmbedCache::unlink(int32_t s) {
   const int32_t p = prev_[static_cast<size_t>(s)], n = next_[static_cast<size_t>(s)];
-  if (p >= 0) next_[static_cast<size_t>(p)] = n; else head_ = n;
-  if (n >= 0) prev_[static_cast<size_t>(n)] = p; else tail_ = p;
+  if (p >= 0) next_[static_cast<size_t>(p)] = n;
+  else head_ = n;
+  if (n >= 0) prev_[static_cast<size_t>(n)] = p;
+  else tail_ = p;
   prev_[static_cast<size_t>(s)] = next_[static_cast<size_t>(s)] = -1;
 }
 
@@ -282,7 +288,8 @@ void DeepEmbedCache::row(int l, int32_t token, float* out) {
   one.rows = 1;
   one.data = src;
   if (t.ref.row_scale)
-    one.row_scale = static_cast<const uint8_t*>(t.ref.row_scale) + static_cast<size_t>(token) * (t.ref.scale_dtype == DType::kF16 ? 2 : 4);
+    one.row_scale = static_cast<const uint8_t*>(t.ref.row_scale) +
+                    static_cast<size_t>(token) * (t.ref.scale_dtype == DType::kF16 ? 2 : 4);
   kern::get_row(one, 0, out);
 }
 

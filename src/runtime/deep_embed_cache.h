@@ -26,7 +26,7 @@ namespace rwkvl {
 class Storage;
 
 struct DeepEmbedCacheStats {
-  uint64_t lookups = 0, hits = 0;  // one per token of each fetched chunk; hits: its rows were cached
+  uint64_t lookups = 0, hits = 0;          // one per token of each fetched chunk; hits: its rows were cached
   uint64_t rows_read = 0, bytes_read = 0;  // table rows read from storage (misses x layers, rereads)
   uint64_t rereads = 0;  // rows read by row() one layer at a time: a chunk held more distinct tokens than the cache
   double hit_rate() const { return lookups ? static_cast<double>(hits) / static_cast<double>(lookups) : 0.0; }

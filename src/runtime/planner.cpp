@@ -62,7 +62,8 @@ uint64_t deep_embed_table_bytes(const Model& m) {
 uint64_t deep_embed_slot_bytes(const Model& m) {
   uint64_t n = 0;
   for (int l = 0; l < m.config().n_layer; ++l)
-    if (m.layer(l).deep_embed()) n += (static_cast<uint64_t>(kern::mat_row_bytes(m.layer(l).de_emb.ref)) + 63) / 64 * 64;
+    if (m.layer(l).deep_embed())
+      n += (static_cast<uint64_t>(kern::mat_row_bytes(m.layer(l).de_emb.ref)) + 63) / 64 * 64;
   return n;
 }
 
@@ -172,8 +173,9 @@ struct PlanSizes {
         if (q.head_resident_clusters[j]) q.resident_head += cluster_b(q, j);
     q.resident_ffn = q.ffn_streamed ? 0 : ffn_all();
     q.ffn_cache = q.ffn_streamed ? std::max(ffn_min, q.ffn_cache) : 0;  // the minimum, or what the plan gave it
-    const uint64_t sum = q.baseline + q.reserve + q.scratch + q.state + q.small + q.emb_cache + q.de_cache + q.stream_buffer +
-                         q.head_buffer + q.ffn_cache + q.resident_layers + q.resident_head + q.resident_ffn;
+    const uint64_t sum = q.baseline + q.reserve + q.scratch + q.state + q.small + q.emb_cache + q.de_cache +
+                         q.stream_buffer + q.head_buffer + q.ffn_cache + q.resident_layers + q.resident_head +
+                         q.resident_ffn;
     q.margin = r.margin ? r.margin : (128u << 10) + (64u << 10) * static_cast<uint64_t>(std::max(1, r.threads)) + sum / 100;
     q.total = sum + q.margin;
     // reads and bytes from the file per token (expected), and the device time they take
@@ -359,15 +361,17 @@ PlanSizes measure(const Model& m, const MemoryRequest& r, MemoryPlan& p) {
 }
 
 [[noreturn]] void fail_below_minimum(const MemoryRequest& r, const MemoryPlan& p, bool sparse) {
-  RWKVL_FAIL(kInvalidArgument,
-             "memory budget %s is below the minimum of %s for this model (%s already resident in the process, state "
-             "and scratch %s, small tensors %s, embedding cache of %lld rows %s%s%s, one layer's preload buffer%s %s, head "
-             "buffer %s%s%s, margin %s): give --mem-budget %llu or more",
-             mib(r.budget).c_str(), mib(p.minimum).c_str(), mib(p.baseline + p.reserve).c_str(),
-             mib(p.state + p.scratch).c_str(), mib(p.small).c_str(), static_cast<long long>(p.emb_rows),
-             mib(p.emb_cache).c_str(), p.de_cache ? ", DeepEmbed cache " : "", p.de_cache ? mib(p.de_cache).c_str() : "", r.prefetch ? " x 2 (prefetch)" : "", mib(p.stream_buffer).c_str(),
-             mib(p.head_buffer).c_str(), sparse ? ", FFN neuron cache " : "", sparse ? mib(p.ffn_cache).c_str() : "",
-             mib(p.margin).c_str(), static_cast<unsigned long long>(p.minimum));
+  RWKVL_FAIL(
+      kInvalidArgument,
+      "memory budget %s is below the minimum of %s for this model (%s already resident in the process, state "
+      "and scratch %s, small tensors %s, embedding cache of %lld rows %s%s%s, one layer's preload buffer%s %s, head "
+      "buffer %s%s%s, margin %s): give --mem-budget %llu or more",
+      mib(r.budget).c_str(), mib(p.minimum).c_str(), mib(p.baseline + p.reserve).c_str(),
+      mib(p.state + p.scratch).c_str(), mib(p.small).c_str(), static_cast<long long>(p.emb_rows),
+      mib(p.emb_cache).c_str(), p.de_cache ? ", DeepEmbed cache " : "", p.de_cache ? mib(p.de_cache).c_str() : "",
+      r.prefetch ? " x 2 (prefetch)" : "", mib(p.stream_buffer).c_str(), mib(p.head_buffer).c_str(),
+      sparse ? ", FFN neuron cache " : "", sparse ? mib(p.ffn_cache).c_str() : "", mib(p.margin).c_str(),
+      static_cast<unsigned long long>(p.minimum));
 }
 
 // Streamed head, cluster mode: makes clusters used at least min_usage resident, most used first, while they fit.
@@ -629,7 +633,8 @@ std::string MemoryPlan::describe() const {
   row("embedding cache", emb_cache, note);
   if (de_rows) {
     char n[160];
-    std::snprintf(n, sizeof n, "%lld tokens' rows of every layer, LRU + pinned (tables: %s in the file, never resident)",
+    std::snprintf(n, sizeof n,
+                  "%lld tokens' rows of every layer, LRU + pinned (tables: %s in the file, never resident)",
                   static_cast<long long>(de_rows), mib(de_tables).c_str());
     row("DeepEmbed cache", de_cache, n);
   }
@@ -725,14 +730,30 @@ nlohmann::json MemoryPlan::to_json() const {
   nlohmann::json streamed = nlohmann::json::array();
   for (size_t l = 0; l < layer_streamed.size(); ++l)
     if (layer_streamed[l]) streamed.push_back(l);
-  return {{"budget", budget},           {"planned_peak", total},         {"minimum", minimum},
-          {"baseline", baseline},       {"reserve", reserve},            {"margin", margin},
-          {"scratch", scratch},         {"state", state},                {"small", small},
-          {"emb_cache", emb_cache},     {"emb_rows", emb_rows},          {"stream_buffer", stream_buffer},
-          {"de_cache", de_cache},       {"de_rows", de_rows},            {"de_tables", de_tables},
-          {"head_buffer", head_buffer}, {"ffn_cache", ffn_cache},        {"resident_layers", resident_layers},
-          {"resident_head", resident_head}, {"resident_ffn", resident_ffn}, {"streamed_layers", streamed},
-          {"head_streamed", head_streamed}, {"ffn_streamed", ffn_streamed}, {"prefetch", prefetch},
+  return {{"budget", budget},
+          {"planned_peak", total},
+          {"minimum", minimum},
+          {"baseline", baseline},
+          {"reserve", reserve},
+          {"margin", margin},
+          {"scratch", scratch},
+          {"state", state},
+          {"small", small},
+          {"emb_cache", emb_cache},
+          {"emb_rows", emb_rows},
+          {"stream_buffer", stream_buffer},
+          {"de_cache", de_cache},
+          {"de_rows", de_rows},
+          {"de_tables", de_tables},
+          {"head_buffer", head_buffer},
+          {"ffn_cache", ffn_cache},
+          {"resident_layers", resident_layers},
+          {"resident_head", resident_head},
+          {"resident_ffn", resident_ffn},
+          {"streamed_layers", streamed},
+          {"head_streamed", head_streamed},
+          {"ffn_streamed", ffn_streamed},
+          {"prefetch", prefetch},
           {"streamed_bytes_per_token", streamed_per_token},
           {"reads_per_token", reads_per_token},
           {"io_ms_per_token", 1e3 * io_seconds_per_token},

@@ -474,10 +474,9 @@ TEST_P(SparseFfnArch, ExactModeReadsValueRowsOfActiveNeuronsOnly) {
   EXPECT_EQ(ctx.ffn().mode(), FfnMode::kDense);
 }
 
-INSTANTIATE_TEST_SUITE_P(Arch, SparseFfnArch, ::testing::Values(4, 5, 6, 7, 71),
-                         [](const auto& param_info) {
-                           return param_info.param == 71 ? std::string("v7a") : std::to_string(param_info.param).insert(0, 1, 'v');
-                         });
+INSTANTIATE_TEST_SUITE_P(Arch, SparseFfnArch, ::testing::Values(4, 5, 6, 7, 71), [](const auto& param_info) {
+  return param_info.param == 71 ? std::string("v7a") : std::to_string(param_info.param).insert(0, 1, 'v');
+});
 
 // i8 / q4 bundles: exact mode equals dense mode on the same (quantised) bundle.
 TEST(SparseFfnQuantised, ExactEqualsDenseOnTheSameBundle) {

@@ -405,8 +405,15 @@ TEST(Rwkv7a, DeepEmbedPassMergesTablesAndRecordsHotTokens) {
   sp.memory.de_rows = 4;
   EXPECT_EQ(Session(c, sp).deep_embed_cache()->pinned(), 2);
   // Merged already: nothing to merge again. A plain v7 model and a quantised table with s_emb_x are refused.
-  EXPECT_EQ([&] { compress::DeepEmbedReport r2; compress::deep_embed(c, {}, &r2); return r2.layers_merged; }(), 0);
-  const auto v7 = synth_model(ModelConfig{.arch_major = 7, .n_layer = 1, .n_embd = 64, .n_vocab = 50, .head_size = 32}, "f32", 1);
+  EXPECT_EQ(
+      [&] {
+        compress::DeepEmbedReport r2;
+        compress::deep_embed(c, {}, &r2);
+        return r2.layers_merged;
+      }(),
+      0);
+  const auto v7 =
+      synth_model(ModelConfig{.arch_major = 7, .n_layer = 1, .n_embd = 64, .n_vocab = 50, .head_size = 32}, "f32", 1);
   EXPECT_THROW(compress::deep_embed(v7, {}, nullptr), Error);
   Model::LoadOptions q;
   q.weight_dtype = WeightDType::kI8;
@@ -428,8 +435,10 @@ TEST(Rwkv7a, CompressPipelineMergesThenQuantises) {
   EXPECT_EQ(rep.to_json()["deep_embed"]["hot_tokens"], nlohmann::json({2, 1}));
   compress::Recipe plain;
   plain.deep_embed.enabled = true;
-  const auto v7 = synth_model(ModelConfig{.arch_major = 7, .n_layer = 1, .n_embd = 64, .n_vocab = 50, .head_size = 32}, "f32", 1);
-  EXPECT_THROW(compress::compress_model(v7, plain, compress::calibration_from_tokens({}, "none"), nullptr, nullptr), Error);
+  const auto v7 =
+      synth_model(ModelConfig{.arch_major = 7, .n_layer = 1, .n_embd = 64, .n_vocab = 50, .head_size = 32}, "f32", 1);
+  EXPECT_THROW(compress::compress_model(v7, plain, compress::calibration_from_tokens({}, "none"), nullptr, nullptr),
+               Error);
 }
 
 TEST(Rwkv7a, MissingOrMisshapenTensorsAreClearErrors) {

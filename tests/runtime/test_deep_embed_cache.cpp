@@ -23,8 +23,9 @@ namespace {
 constexpr int kL = 3, kV = 300, kR = 8;
 
 std::shared_ptr<Model> synth7a(uint64_t seed) {
-  return synth_model(ModelConfig{.arch_major = 7, .n_layer = kL, .n_embd = 64, .n_vocab = kV, .head_size = 32, .de_rank = kR},
-                     "f32", seed);
+  return synth_model(
+      ModelConfig{.arch_major = 7, .n_layer = kL, .n_embd = 64, .n_vocab = kV, .head_size = 32, .de_rank = kR}, "f32",
+      seed);
 }
 
 // The model saved natively in `dtype` and mapped back from its file.
@@ -100,7 +101,7 @@ TEST(DeepEmbedCache, PinnedTokensStayWhileOthersCycle) {
   DeepEmbedCache c(tables_of(*m, false), nullptr, 4, {7, 7, -3, kV + 5, 8, 9});
   EXPECT_EQ(c.pinned(), 2);
   std::vector<int32_t> hot = {7, 8, 9};
-  c.fetch(hot.data(), hot.size());  // three misses (pinned slots fill on first use)
+  c.fetch(hot.data(), hot.size());                     // three misses (pinned slots fill on first use)
   for (int32_t t = 100; t < 140; ++t) c.fetch(&t, 1);  // 40 other tokens through the 2 LRU slots
   c.reset_stats();
   c.fetch(hot.data(), hot.size());
@@ -127,8 +128,9 @@ TEST(DeepEmbedCache, RowsFromTheFileEveryDtype) {
   }
 }
 
-std::vector<float> logits(const std::shared_ptr<const Model>& m, const SessionParams& sp, const std::vector<int32_t>& toks,
-                          size_t chunk, DeepEmbedCacheStats* stats = nullptr, uint64_t* io_bytes = nullptr) {
+std::vector<float> logits(const std::shared_ptr<const Model>& m, const SessionParams& sp,
+                          const std::vector<int32_t>& toks, size_t chunk, DeepEmbedCacheStats* stats = nullptr,
+                          uint64_t* io_bytes = nullptr) {
   Session s(m, sp);
   State st;
   st.reset(m->config());

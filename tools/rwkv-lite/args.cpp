@@ -26,15 +26,16 @@ const std::vector<FlagSpec> kFlags = {
     {"help", "h", K::kSwitch, "*", nullptr, "", "show this help and exit"},
 
     // -- model and evaluation
-    {"model", "m", K::kString, "generate eval perplexity bench logits convert info tokenize chat serve", nullptr, "FILE",
-     "model file: rwkv.cpp .bin, PyTorch .pth, .safetensors or native rwkv-lite"},
+    {"model", "m", K::kString, "generate eval perplexity bench logits convert info tokenize chat serve", nullptr,
+     "FILE", "model file: rwkv.cpp .bin, PyTorch .pth, .safetensors or native rwkv-lite"},
     {"weight-dtype", nullptr, K::kChoice, "generate eval perplexity bench logits chat serve info", "keep", "TYPE",
      "hold the weight matrices as this type after loading", 0, 0, false, "keep|f32|f16|bf16|i8"},
-    {"threads", "t", K::kInt, "generate eval perplexity bench logits chat serve", "0", "N", "worker threads; 0 = one per core", 0,
-     4096},
+    {"threads", "t", K::kInt, "generate eval perplexity bench logits chat serve", "0", "N",
+     "worker threads; 0 = one per core", 0, 4096},
     {"chunk", nullptr, K::kInt, "generate eval perplexity bench logits chat serve", "0", "N",
      "tokens per sequence-mode chunk when feeding text (0 = library default, 1 = RNN mode; at most 1024: the scratch "
-     "grows with it and longer chunks are no faster)", 0, 1024},
+     "grows with it and longer chunks are no faster)",
+     0, 1024},
     {"ffn-mode", nullptr, K::kChoice, "generate eval perplexity bench logits chat serve", "auto", "MODE",
      "channel-mix evaluation: dense (every neuron), exact (every key row, value rows of non-zero neurons only) or "
      "predict (only the neurons the activation predictor picks; files made by compress --sparse-ffn); auto = "
@@ -67,33 +68,40 @@ const std::vector<FlagSpec> kFlags = {
      "and bytes read are then those of the cluster head alone"},
     {"emb-cache", nullptr, K::kInt, "generate eval perplexity bench logits chat serve", "0", "ROWS",
      "read embedding rows on demand from the model file into an LRU cache of ROWS rows (the table is never "
-     "resident; 0 = read in place)", 0, 1 << 30},
+     "resident; 0 = read in place)",
+     0, 1 << 30},
     {"de-cache", nullptr, K::kInt, "generate eval perplexity bench logits chat", "-1", "TOKENS",
      "RWKV-7a: keep the DeepEmbed tables in the model file and cache the rows of this many tokens (every layer's "
      "row of a token, read together; the file's hot tokens pinned). -1 = the plan's under --mem-budget, else 512 "
-     "when the tables hold 64 MiB or more; 0 = read them in place", -1, 1 << 30},
+     "when the tables hold 64 MiB or more; 0 = read them in place",
+     -1, 1 << 30},
     {"de-rounds", nullptr, K::kInt, "bench", "3", "N",
      "RWKV-7a with the DeepEmbed tables on storage (no --mem-budget): also time generation with them behind the "
-     "cache and read in place, N alternating rounds each (0 = not)", 0, 100},
+     "cache and read in place, N alternating rounds each (0 = not)",
+     0, 100},
     {"io-throttle", nullptr, K::kFloat, "generate eval perplexity bench logits chat serve", nullptr, "MB/S",
      "simulate storage of this bandwidth for every read from the model file (SD card ~90, eMMC ~250, UFS/NVMe "
-     "1000-2000)", 0, 1e6, true},
+     "1000-2000)",
+     0, 1e6, true},
     {"io-latency", nullptr, K::kFloat, "generate eval perplexity bench logits chat serve", nullptr, "US",
      "with --io-throttle or --storage: simulated access time per read, microseconds", 0, 1e7},
     {"storage", nullptr, K::kChoice, "generate eval perplexity bench logits chat", nullptr, "DEVICE",
      "simulate the model file on this storage: sd (90 MB/s, 1 ms per read, 1 at a time), emmc (250 MB/s, 150 us, "
      "2), ufs (1.5 GB/s, 80 us, 8), nvme (3 GB/s, 60 us, 32) or page-cache (no cost); --io-throttle, --io-latency "
-     "and --io-queue override its figures", 0, 0, false, "sd|emmc|ufs|nvme|page-cache"},
+     "and --io-queue override its figures",
+     0, 0, false, "sd|emmc|ufs|nvme|page-cache"},
     {"io-queue", nullptr, K::kInt, "generate eval perplexity bench logits chat", nullptr, "N",
      "with --io-throttle or --storage: reads the simulated device serves at once (their access times overlap)", 1,
      4096},
     {"latency-target", nullptr, K::kFloat, "generate eval perplexity bench logits chat", nullptr, "MS",
      "with --mem-budget: the plan must predict at most MS per token (storage time of its reads + --compute-ms); files "
      "made with compress --fidelities read the head clusters that cost the least calibration loss per byte at int4 "
-     "until it does; an error names the fastest plan's prediction when none can", 0, 1e9, true},
+     "until it does; an error names the fastest plan's prediction when none can",
+     0, 1e9, true},
     {"compute-ms", nullptr, K::kFloat, "generate eval perplexity bench logits chat", "0", "MS",
      "with --latency-target: compute per token the plan adds to its storage time (1000 / the tok/s bench measures "
-     "with every weight resident)", 0, 1e9},
+     "with every weight resident)",
+     0, 1e9},
     {"mem-baseline", nullptr, K::kString, "generate eval perplexity bench logits chat", nullptr, "BYTES",
      "with --mem-budget: the bytes the process holds before the plan (binary, libraries, tokenizer; --print-plan "
      "shows the measured one) instead of measuring it: the same figure gives the same plan on every run. Too low a "
@@ -101,7 +109,8 @@ const std::vector<FlagSpec> kFlags = {
     {"fidelity", nullptr, K::kChoice, "generate eval perplexity bench logits chat", "auto", "KIND",
      "with --mem-budget, files made with compress --fidelities: the head clusters' fidelity: auto (the head's own "
      "dtype, int4 where a --latency-target needs it), high (every cluster at the head's dtype) or int4 (every "
-     "cluster)", 0, 0, false, "auto|high|int4"},
+     "cluster)",
+     0, 0, false, "auto|high|int4"},
     {"mem-budget", nullptr, K::kString, "generate eval perplexity bench logits compress chat serve", nullptr, "BYTES",
      "run within this much resident memory (peak RSS; suffix K, M, G, or N% of the model's fp16 bytes): the plan "
      "keeps what fits resident and streams the rest from the file (native files) through a preload buffer; "
@@ -120,8 +129,8 @@ const std::vector<FlagSpec> kFlags = {
     {"file", "f", K::kString, "generate tokenize", nullptr, "FILE", "read the prompt from FILE (instead of -p)"},
     {"file", "f", K::kString, "perplexity", nullptr, "FILE", "text file to evaluate"},
     {"n-predict", "n", K::kInt, "generate", "128", "N", "number of tokens to generate", 0, kBig},
-    {"temp", nullptr, K::kFloat, "generate", "1.0", "T", "sampling temperature (0 = greedy: always the most likely)",
-     0, 1e6},
+    {"temp", nullptr, K::kFloat, "generate", "1.0", "T", "sampling temperature (0 = greedy: always the most likely)", 0,
+     1e6},
     {"top-k", nullptr, K::kInt, "generate", "0", "K", "sample only from the K most likely tokens (0 = off)", 0, kI32},
     {"top-p", nullptr, K::kFloat, "generate", "1.0", "P",
      "sample only from the smallest set of likeliest tokens whose probability reaches P (1 = off)", 0, 1, true},
@@ -144,8 +153,8 @@ const std::vector<FlagSpec> kFlags = {
     {"n-predict", "n", K::kInt, "chat", "500", "N", "most tokens of one reply", 1, kBig},
     {"temp", nullptr, K::kFloat, "chat", "1.0", "T", "sampling temperature (0 = greedy)", 0, 1e6},
     {"top-k", nullptr, K::kInt, "chat", "0", "K", "sample only from the K most likely tokens (0 = off)", 0, kI32},
-    {"top-p", nullptr, K::kFloat, "chat", "0.3", "P", "nucleus sampling: the likeliest tokens up to probability P", 0, 1,
-     true},
+    {"top-p", nullptr, K::kFloat, "chat", "0.3", "P", "nucleus sampling: the likeliest tokens up to probability P", 0,
+     1, true},
     {"presence-penalty", nullptr, K::kFloat, "chat", "0.5", "A", "subtract A from every token of the reply so far",
      -1e6, 1e6},
     {"frequency-penalty", nullptr, K::kFloat, "chat", "0.5", "B", "subtract B per (decayed) occurrence in the reply",
@@ -161,23 +170,27 @@ const std::vector<FlagSpec> kFlags = {
     {"state-cache", nullptr, K::kString, "serve", "64M", "BYTES",
      "prefix-state cache: states at message ends and every --cache-every prompt tokens, reused by later requests "
      "that share the prefix (0 = off)"},
-    {"cache-every", nullptr, K::kInt, "serve", "512", "N", "also cache the state every N prompt tokens (0 = only at "
-     "message ends)", 0, kI32},
+    {"cache-every", nullptr, K::kInt, "serve", "512", "N",
+     "also cache the state every N prompt tokens (0 = only at "
+     "message ends)",
+     0, kI32},
     {"max-body", nullptr, K::kString, "serve", "8M", "BYTES", "larger request bodies get 413"},
     {"max-tokens", nullptr, K::kInt, "serve", "4096", "N", "cap on a request's max_tokens", 1, kI32},
     {"max-prompt", nullptr, K::kInt, "serve", "32768", "N", "longer prompts (tokens) get 400", 1, kI32},
-    {"deadline", nullptr, K::kFloat, "serve", "300", "S", "a request's time limit, queueing included (0 = none)", 0, 1e9},
+    {"deadline", nullptr, K::kFloat, "serve", "300", "S", "a request's time limit, queueing included (0 = none)", 0,
+     1e9},
     {"idle-timeout", nullptr, K::kFloat, "serve", "5", "S", "close connections silent this long", 0.001, 3600},
-    {"grace", nullptr, K::kFloat, "serve", "10", "S", "on SIGINT/SIGTERM: time running requests get to finish", 0, 3600},
-    {"api-key", nullptr, K::kString, "serve", nullptr, "KEY", "require \"Authorization: Bearer KEY\" (all but /health)"},
+    {"grace", nullptr, K::kFloat, "serve", "10", "S", "on SIGINT/SIGTERM: time running requests get to finish", 0,
+     3600},
+    {"api-key", nullptr, K::kString, "serve", nullptr, "KEY",
+     "require \"Authorization: Bearer KEY\" (all but /health)"},
     {"alias", nullptr, K::kString, "serve", nullptr, "NAME", "the model's id in responses (default: the file name)"},
 
     // -- perplexity / bench / info
     {"max-tokens", nullptr, K::kInt, "eval perplexity", "0", "N", "evaluate only the first N tokens (0 = all)", 0,
      kBig},
     {"json", nullptr, K::kSwitch, "eval perplexity bench info", nullptr, "", "print one JSON object instead of text"},
-    {"prompt-tokens", "p", K::kInt, "bench", "128", "N", "tokens fed in sequence mode (prompt processing)", 1,
-     1 << 20},
+    {"prompt-tokens", "p", K::kInt, "bench", "128", "N", "tokens fed in sequence mode (prompt processing)", 1, 1 << 20},
     {"gen-tokens", "n", K::kInt, "bench", "64", "N", "tokens generated one at a time", 1, 1 << 20},
     {"no-bandwidth", nullptr, K::kSwitch, "bench", nullptr, "", "skip measuring the machine's memory bandwidth"},
     {"budgets", nullptr, K::kString, "bench", nullptr, "LIST",
@@ -211,17 +224,23 @@ const std::vector<FlagSpec> kFlags = {
     {"format", nullptr, K::kChoice, "convert", "native", "FMT",
      "output format: native (rwkv-lite), gguf (llama.cpp's rwkv6/rwkv7 layout with the vocabulary; --dtype i8 "
      "writes Q8_0, q4 writes Q4_1) or rwkvcpp (rwkv.cpp's file, as its converter writes it: --dtype f32 or f16, "
-     "keep = f16 unless every matrix is f32; quantise it with rwkv.cpp)", 0, 0, false, "native|gguf|rwkvcpp"},
-    {"tokenizer", nullptr, K::kString, "convert", nullptr, "PATH", "--format gguf: the vocabulary to embed (default: the model's)"},
+     "keep = f16 unless every matrix is f32; quantise it with rwkv.cpp)",
+     0, 0, false, "native|gguf|rwkvcpp"},
+    {"tokenizer", nullptr, K::kString, "convert", nullptr, "PATH",
+     "--format gguf: the vocabulary to embed (default: the model's)"},
     {"dtype", nullptr, K::kChoice, "convert", "keep", "TYPE",
-     "matrix type in the output file (gguf: i8 is written as Q8_0, q4 as Q4_1)", 0, 0, false, "keep|f32|f16|bf16|i8|q4"},
+     "matrix type in the output file (gguf: i8 is written as Q8_0, q4 as Q4_1)", 0, 0, false,
+     "keep|f32|f16|bf16|i8|q4"},
     {"dtype", nullptr, K::kChoice, "synth", "f32", "TYPE", "matrix type in the output file", 0, 0, false,
      "f32|f16|bf16|i8"},
     {"arch", nullptr, K::kChoice, "synth", "7", "V",
      "RWKV architecture version: 4, 5 (5.2), 6, 7 or 7a (7 with DeepEmbed token tables in every layer, merged as a "
-     "conversion stores them)", 0, 0, false, "4|5|6|7|7a"},
-    {"de-rank", nullptr, K::kInt, "synth", "32", "R", "--arch 7a: rank of the DeepEmbed tables (R x R values per token "
-     "and layer; official files: 32)", 1, 256},
+     "conversion stores them)",
+     0, 0, false, "4|5|6|7|7a"},
+    {"de-rank", nullptr, K::kInt, "synth", "32", "R",
+     "--arch 7a: rank of the DeepEmbed tables (R x R values per token "
+     "and layer; official files: 32)",
+     1, 256},
     {"layers", nullptr, K::kInt, "synth", "12", "N", "number of layers", 1, 4096},
     {"embd", nullptr, K::kInt, "synth", "768", "N", "embedding size", 1, 1 << 20},
     {"vocab", nullptr, K::kInt, "synth", "65536", "N", "vocabulary size", 1, kI32},
@@ -233,8 +252,8 @@ const std::vector<FlagSpec> kFlags = {
     {"model", "m", K::kString, "compress", nullptr, "FILE", "input model (any format the runtime reads)"},
     {"out", "o", K::kString, "compress", nullptr, "FILE", "output model file (native rwkv-lite format)"},
     {"lowrank", nullptr, K::kChoice, "compress", nullptr, "METHOD",
-     "factor the target projections W ~ B A: svd (plain truncated SVD) or asvd (activation-aware, needs --calib)",
-     0, 0, false, "svd|asvd"},
+     "factor the target projections W ~ B A: svd (plain truncated SVD) or asvd (activation-aware, needs --calib)", 0, 0,
+     false, "svd|asvd"},
     {"rank-frac", nullptr, K::kFloat, "compress", "0", "F", "rank = round(F x min(rows, cols)), e.g. 0.25", 0, 1},
     {"rank", nullptr, K::kInt, "compress", "0", "R", "fixed rank (instead of --rank-frac)", 0, kI32},
     {"targets", nullptr, K::kString, "compress", nullptr, "LIST",
@@ -243,7 +262,8 @@ const std::vector<FlagSpec> kFlags = {
     {"budget", nullptr, K::kString, "compress", nullptr, "BYTES",
      "choose per-matrix ranks so the weights fit in BYTES (suffix K, M, G = KiB, MiB, GiB), minimising the summed "
      "relative output error (instead of --rank / --rank-frac)"},
-    {"diag", nullptr, K::kSwitch, "compress", nullptr, "", "also fit a diagonal term W ~ B A + diag(d) (square matrices)"},
+    {"diag", nullptr, K::kSwitch, "compress", nullptr, "",
+     "also fit a diagonal term W ~ B A + diag(d) (square matrices)"},
     {"force", nullptr, K::kSwitch, "compress", nullptr, "",
      "keep factorisations that do not save bytes (they are skipped and reported otherwise)"},
     {"damp", nullptr, K::kFloat, "compress", "0.001", "X",
@@ -253,9 +273,10 @@ const std::vector<FlagSpec> kFlags = {
     {"prune", nullptr, K::kChoice, "compress", nullptr, "METHOD",
      "prune the projections first: magnitude (smallest |W| of each matrix), wanda (smallest |W| x ||x|| of each "
      "output row; needs --calib) or dsnot (wanda, then prune-and-grow swaps that cut each row's expected output "
-     "error; needs --calib)", 0, 0, false, "magnitude|wanda|dsnot"},
-    {"sparsity", nullptr, K::kFloat, "compress", nullptr, "S", "--prune: share of each matrix's weights removed, in (0, 1)",
-     0, 1, true},
+     "error; needs --calib)",
+     0, 0, false, "magnitude|wanda|dsnot"},
+    {"sparsity", nullptr, K::kFloat, "compress", nullptr, "S",
+     "--prune: share of each matrix's weights removed, in (0, 1)", 0, 1, true},
     {"pattern", nullptr, K::kString, "compress", nullptr, "N:M",
      "--prune: at most N non-zeros in every M consecutive columns (2:4, 4:8, ...); 2:4 is stored packed "
      "(f16_2of4: 0.5625x the bytes of f16)"},
@@ -263,8 +284,8 @@ const std::vector<FlagSpec> kFlags = {
      "--prune: comma-separated projections to prune (as --targets; default: every projection)"},
     {"prune-store", nullptr, K::kChoice, "compress", "auto", "HOW",
      "--prune: auto (2:4 packed as f16_2of4, any other sparsity masked as f16_masked where smaller than dense), "
-     "dense (zeros in place) or packed (masked even where larger)", 0, 0, false,
-     "auto|dense|packed"},
+     "dense (zeros in place) or packed (masked even where larger)",
+     0, 0, false, "auto|dense|packed"},
     {"dsnot-cycles", nullptr, K::kInt, "compress", "50", "N", "--prune dsnot: prune-and-grow swaps per row at most", 0,
      1 << 20},
     {"dsnot-threshold", nullptr, K::kFloat, "compress", "0", "X",
@@ -279,10 +300,11 @@ const std::vector<FlagSpec> kFlags = {
      "trained on --calib, so the runtime reads only the neurons a token needs"},
     {"recall", nullptr, K::kFloat, "compress", "0.99", "R",
      "--sparse-ffn: recall of active neurons the predictors must reach on new text (thresholds are set for "
-     "R + (1 - R) / 4 on held-out calibration tokens, a margin for text that differs from the calibration)", 0.5, 1,
-     true},
+     "R + (1 - R) / 4 on held-out calibration tokens, a margin for text that differs from the calibration)",
+     0.5, 1, true},
     {"hidden", nullptr, K::kInt, "compress", "64", "H", "--sparse-ffn: hidden width of the MLP predictor", 1, 65536},
-    {"epochs", nullptr, K::kInt, "compress", "20", "N", "--sparse-ffn: training epochs of the MLP predictor", 1, 100000},
+    {"epochs", nullptr, K::kInt, "compress", "20", "N", "--sparse-ffn: training epochs of the MLP predictor", 1,
+     100000},
     {"lr", nullptr, K::kFloat, "compress", "0.003", "X", "--sparse-ffn: Adam step size of the MLP predictor", 0, 1,
      true},
     {"pred-dtype", nullptr, K::kChoice, "compress", "i8", "TYPE",
@@ -290,38 +312,45 @@ const std::vector<FlagSpec> kFlags = {
      "i8|f16"},
     {"holdout", nullptr, K::kFloat, "compress", "0.2", "F",
      "--sparse-ffn: share of the calibration tokens (the last ones) held out to choose the thresholds", 0.01, 0.9},
-    {"seed", "s", K::kInt, "compress", "1", "S", "--sparse-ffn / --cluster-head: seed of training and k-means", 0, kBig},
+    {"seed", "s", K::kInt, "compress", "1", "S", "--sparse-ffn / --cluster-head: seed of training and k-means", 0,
+     kBig},
     {"no-predictor", nullptr, K::kSwitch, "compress", nullptr, "",
      "--sparse-ffn: bundle only (exact mode), no predictors"},
     {"cluster-head", nullptr, K::kInt, "compress", nullptr, "K",
      "build the hierarchical head: cluster the vocabulary into K clusters (PCA of the head rows, k-means; clusters "
-     "above --cluster-cap are split) and distil a cluster head on --calib text (paper: K = 200)", 2, 1 << 20},
+     "above --cluster-cap are split) and distil a cluster head on --calib text (paper: K = 200)",
+     2, 1 << 20},
     {"fidelities", nullptr, K::kString, "compress", nullptr, "HIGH,int4",
      "--cluster-head: also store every cluster's head rows at int4 and profile each cluster's importance (the "
      "calibration loss increase when it alone is int4); HIGH = the head's own dtype (int8 with --quant int8 "
      "--quant-head). Run under --mem-budget with --latency-target MS or --fidelity"},
-    {"cluster-cap", nullptr, K::kInt, "compress", "1024", "N", "--cluster-head: most tokens in one cluster", 1, 1 << 30},
-    {"pca-dims", nullptr, K::kInt, "compress", "200", "N", "--cluster-head: PCA components the k-means runs on", 1, 1 << 20},
+    {"cluster-cap", nullptr, K::kInt, "compress", "1024", "N", "--cluster-head: most tokens in one cluster", 1,
+     1 << 30},
+    {"pca-dims", nullptr, K::kInt, "compress", "200", "N", "--cluster-head: PCA components the k-means runs on", 1,
+     1 << 20},
     {"head-epochs", nullptr, K::kInt, "compress", "30", "N", "--cluster-head: distillation epochs", 1, 100000},
-    {"head-lr", nullptr, K::kFloat, "compress", "0.01", "X", "--cluster-head: Adam step size of the distillation", 0, 10, true},
+    {"head-lr", nullptr, K::kFloat, "compress", "0.01", "X", "--cluster-head: Adam step size of the distillation", 0,
+     10, true},
     {"head-prior", nullptr, K::kChoice, "compress", "calib", "KIND",
      "--cluster-head: how an unchosen cluster's probability is spread over its tokens: calib (each token's share "
-     "of the cluster's mass on the calibration text) or uniform (the paper)", 0, 0, false, "calib|uniform"},
+     "of the cluster's mass on the calibration text) or uniform (the paper)",
+     0, 0, false, "calib|uniform"},
     {"cluster-source", nullptr, K::kChoice, "compress", "head", "ROWS",
      "--cluster-head: rows the vocabulary is clustered by: head (tokens whose head rows are alike get alike logits) "
      "or emb (the embedding rows, the paper's recipe; rarely seen tokens form one huge cluster the cap then splits)",
      0, 0, false, "head|emb"},
     {"prior-smoothing", nullptr, K::kFloat, "compress", "0.001", "A",
      "--cluster-head, calib priors: every token's calibration share gets A x its cluster's mean share added "
-     "(tokens never seen in the calibration text keep some probability)", 0, 1e6},
+     "(tokens never seen in the calibration text keep some probability)",
+     0, 1e6},
     {"ffn-dtype", nullptr, K::kChoice, "compress", "keep", "TYPE",
      "--sparse-ffn: matrix type of the bundled FFN (keep = that of ffn.key)", 0, 0, false, "keep|f32|f16|bf16|i8|q4"},
     {"calib-tokens", nullptr, K::kInt, "compress", "16384", "N", "use the first N tokens of the calibration text", 1,
      kBig},
     {"quant", nullptr, K::kChoice, "compress", nullptr, "TYPE",
      "quantise every block projection (and the factors; RWKV-7a: the DeepEmbed tables): int8 (per-row f16 scale) or "
-     "int4 (groups of 32)", 0, 0,
-     false, "int8|int4"},
+     "int4 (groups of 32)",
+     0, 0, false, "int8|int4"},
     {"deep-embed", nullptr, K::kSwitch, "compress", nullptr, "",
      "RWKV-7a, before the other passes: merge each layer's s_emb_x ln0(emb) into its DeepEmbed table (the reference "
      "code's merge at load, done once: a token then reads one table row per layer and no s_emb_x) and, with --calib, "
@@ -330,8 +359,8 @@ const std::vector<FlagSpec> kFlags = {
     {"quant-emb", nullptr, K::kSwitch, "compress", nullptr, "", "also quantise the embedding (with --quant)"},
     {"quant-head", nullptr, K::kSwitch, "compress", nullptr, "", "also quantise the head (with --quant)"},
     {"dtype", nullptr, K::kChoice, "compress", "keep", "TYPE",
-     "type of the factors and other matrices that are not quantised (keep: factors f32 for f32 models, else f16)",
-     0, 0, false, "keep|f32|f16|bf16"},
+     "type of the factors and other matrices that are not quantised (keep: factors f32 for f32 models, else f16)", 0, 0,
+     false, "keep|f32|f16|bf16"},
     {"threads", "t", K::kInt, "compress", "0", "N", "worker threads; 0 = one per core", 0, 4096},
     {"tokenizer", nullptr, K::kString, "compress", nullptr, "PATH", "tokenizer file for the calibration text"},
     {"json", nullptr, K::kSwitch, "compress", nullptr, "", "print the report as one JSON object"},
@@ -353,8 +382,7 @@ const std::vector<FlagSpec> kFlags = {
 
     // -- tokenize
     {"tokenizer-kind", nullptr, K::kChoice, "tokenize", nullptr, "KIND",
-     "use this tokenizer instead of the model's (with --tokenizer PATH unless byte)", 0, 0, false,
-     "world|neox|byte"},
+     "use this tokenizer instead of the model's (with --tokenizer PATH unless byte)", 0, 0, false, "world|neox|byte"},
 
     // -- verify
     {"model", "m", K::kString, "verify", nullptr, "FILE", "model file to check (any format the runtime reads)"},

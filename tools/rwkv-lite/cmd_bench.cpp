@@ -39,8 +39,8 @@ int32_t argmax(const std::vector<float>& v) {
 struct DeepEmbedCompare {
   std::vector<double> cached, resident;  // tok/s per round
 };
-DeepEmbedCompare deep_embed_compare(const Args& args, const rwkvl_model* model, rwkvl_context* ctx, const std::vector<int32_t>& prompt,
-                                    size_t n_gen, std::vector<float>& logits) {
+DeepEmbedCompare deep_embed_compare(const Args& args, const rwkvl_model* model, rwkvl_context* ctx,
+                                    const std::vector<int32_t>& prompt, size_t n_gen, std::vector<float>& logits) {
   DeepEmbedCompare r;
   const int rounds = static_cast<int>(args.integer("de-rounds"));
   const StatePtr st = new_state(model);
@@ -279,8 +279,10 @@ int cmd_bench(const Args& args) {
       for (auto it = d.begin(); it != d.end(); ++it) j[it.key()] = it.value();
     }
     if (!dec.cached.empty())
-      j["de_compare"] = {{"cached_gen_tok_per_s", dec.cached}, {"resident_gen_tok_per_s", dec.resident},
-                         {"speed_ratio_median", median(dec.resident) > 0 ? median(dec.cached) / median(dec.resident) : 0.0}};
+      j["de_compare"] = {
+          {"cached_gen_tok_per_s", dec.cached},
+          {"resident_gen_tok_per_s", dec.resident},
+          {"speed_ratio_median", median(dec.resident) > 0 ? median(dec.cached) / median(dec.resident) : 0.0}};
     if (show_ffn) {
       const nlohmann::json f = ffn_json(fs, info);
       for (auto it = f.begin(); it != f.end(); ++it) j[it.key()] = it.value();
@@ -334,9 +336,10 @@ int cmd_bench(const Args& args) {
   }
   print_deep_embed(des, n_gen_d);
   if (!dec.cached.empty())
-    std::printf("%-30s %12s  tables on storage %s tok/s, resident %s tok/s (%zu alternating rounds): %.3f of the speed\n",
-                "DeepEmbed tables", "", range_text(dec.cached).c_str(), range_text(dec.resident).c_str(), dec.cached.size(),
-                median(dec.resident) > 0 ? median(dec.cached) / median(dec.resident) : 0.0);
+    std::printf(
+        "%-30s %12s  tables on storage %s tok/s, resident %s tok/s (%zu alternating rounds): %.3f of the speed\n",
+        "DeepEmbed tables", "", range_text(dec.cached).c_str(), range_text(dec.resident).c_str(), dec.cached.size(),
+        median(dec.resident) > 0 ? median(dec.cached) / median(dec.resident) : 0.0);
   std::printf("%-30s %12.2f GB/s\n", "achieved (generation)", achieved / 1e9);
   if (measure) {
     std::printf("%-30s %12.2f GB/s  (%d thread%s, %s buffer, best of 2)\n", "measured read bandwidth",

@@ -407,10 +407,11 @@ int cmd_compress(const Args& args) {
   }
   if (j.contains("deep_embed")) {
     const nlohmann::json& d = j["deep_embed"];
-    std::printf("DeepEmbed: s_emb_x merged into the tables of %d layers; %zu hot tokens recorded (%.1f %% of the "
-                "calibration tokens)\n",
-                d.value("merged_layers", 0), d.contains("hot_tokens") ? d["hot_tokens"].size() : size_t{0},
-                100.0 * d.value("hot_share", 0.0));
+    std::printf(
+        "DeepEmbed: s_emb_x merged into the tables of %d layers; %zu hot tokens recorded (%.1f %% of the "
+        "calibration tokens)\n",
+        d.value("merged_layers", 0), d.contains("hot_tokens") ? d["hot_tokens"].size() : size_t{0},
+        100.0 * d.value("hot_share", 0.0));
   }
   if (prunes) print_prune(j["prune"]);
   print_lowrank(j["matrices"], r, rep);

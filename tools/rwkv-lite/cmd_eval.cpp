@@ -288,7 +288,8 @@ int cmd_eval(const Args& args) {
       const json f = ffn_json(fs, info);
       for (auto it = f.begin(); it != f.end(); ++it) j[it.key()] = it.value();
     }
-    for (const json& part : {head_json(hs), memory_json(ms, set.mem), deep_embed_json(des, static_cast<double>(hs.tokens))})
+    for (const json& part :
+         {head_json(hs), memory_json(ms, set.mem), deep_embed_json(des, static_cast<double>(hs.tokens))})
       for (auto it = part.begin(); it != part.end(); ++it) j[it.key()] = it.value();
     if (plan.is_object())
       j["plan_prediction"] = {{"reads_per_token", plan.value("reads_per_token", 0.0)},

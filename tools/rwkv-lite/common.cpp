@@ -283,11 +283,13 @@ nlohmann::json deep_embed_json(const rwkvl_deep_embed_stats& s, double tokens) {
 void print_deep_embed(const rwkvl_deep_embed_stats& s, double tokens) {
   if (!s.slots) return;
   const double tk = tokens > 0 ? tokens : 1.0;
-  std::printf("%-30s %12s  (%lld tokens, %lld pinned; tables %s in the file), hit rate %.4f, %.1f rows = %s read per token\n",
-              "DeepEmbed cache", format_bytes(s.cache_bytes).c_str(), static_cast<long long>(s.slots),
-              static_cast<long long>(s.pinned), format_bytes(s.table_bytes).c_str(),
-              s.lookups ? static_cast<double>(s.hits) / static_cast<double>(s.lookups) : 0.0,
-              static_cast<double>(s.rows_read) / tk, format_bytes(static_cast<uint64_t>(static_cast<double>(s.bytes_read) / tk)).c_str());
+  std::printf(
+      "%-30s %12s  (%lld tokens, %lld pinned; tables %s in the file), hit rate %.4f, %.1f rows = %s read per token\n",
+      "DeepEmbed cache", format_bytes(s.cache_bytes).c_str(), static_cast<long long>(s.slots),
+      static_cast<long long>(s.pinned), format_bytes(s.table_bytes).c_str(),
+      s.lookups ? static_cast<double>(s.hits) / static_cast<double>(s.lookups) : 0.0,
+      static_cast<double>(s.rows_read) / tk,
+      format_bytes(static_cast<uint64_t>(static_cast<double>(s.bytes_read) / tk)).c_str());
 }
 
 nlohmann::json memory_json(const rwkvl_memory_stats& s, const rwkvl_memory_params& p) {
