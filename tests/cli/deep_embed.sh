@@ -39,7 +39,7 @@ if "$CLI" bench -m "$M" -t 2 --prompt-tokens 16 --gen-tokens 16 --de-cache 64 --
 else
   fail "bench: $(cat "$WORK/err")"
 fi
-if "$CLI" bench -m "$M" -t 2 --prompt-tokens 8 --gen-tokens 8 --mem-budget 64M --print-plan --no-bandwidth >"$WORK/out" 2>"$WORK/plan"; then
+if "$CLI" bench -m "$M" -t 2 --prompt-tokens 8 --gen-tokens 8 --mem-budget 512M --print-plan --no-bandwidth >"$WORK/out" 2>"$WORK/plan"; then
   grep -q "DeepEmbed cache .*tables: 16.00 MiB in the file, never resident" "$WORK/plan" && echo "ok   the plan keeps the tables in the file" ||
     fail "plan: $(cat "$WORK/plan")"
   grep -q "^DeepEmbed cache" "$WORK/out" && echo "ok   bench under a budget reports the cache" || fail "bench output: $(cat "$WORK/out")"
@@ -71,5 +71,5 @@ check_err 1 "needs an RWKV-7a model" compress -m "$V7" -o "$WORK/x.rwkvl" --deep
 check_err 2 "de-rank needs --arch 7a" synth -o "$WORK/y.rwkvl" --arch 6 --de-rank 4
 check_err 2 "de-hot needs --deep-embed" compress -m "$M" -o "$WORK/z.rwkvl" --quant int8 --de-hot 5
 check_err 2 "de-cache must be in" perplexity -m "$M" -f "$TEXT" --de-cache -2
-check_err 1 "a memory budget does not allow" bench -m "$M" --mem-budget 64M --de-cache 0
+check_err 1 "a memory budget does not allow" bench -m "$M" --mem-budget 512M --de-cache 0
 finish
