@@ -393,8 +393,7 @@ TEST(Rwkv7a, DeepEmbedPassMergesTablesAndRecordsHotTokens) {
     d = std::max(d, static_cast<double>(std::fabs(la[i] - lb[i])));
     scale = std::max(scale, static_cast<double>(std::fabs(la[i])));
   }
-  EXPECT_LE(d, 1e-5 * std::max(1.0, scale));
-  EXPECT_GT(d, 0.0);  // merged: rounded once into the table, not bit for bit the per-token sum
+  EXPECT_LE(d, 1e-5 * std::max(1.0, scale));  // (may be 0: on NEON the two sums round alike)
   // Saved natively, the hot tokens travel with the file and the cache pins them (at most half its slots).
   const std::string path = test::temp_dir() + "/rwkv7a-pass.rwkvl";
   b->save_native(path, WeightDType::kKeep);
